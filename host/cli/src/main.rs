@@ -1,1 +1,300 @@
-fn main() {}
+//! `charter`: the command line of the governed component host.
+//!
+//! Exit codes (DESIGN.md): 0 ok, 1 error, 2 refused by governance,
+//! 3 resource limit. Every report takes `--json` and prints one document.
+
+mod report;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use charter_config::{DEFAULT_CONFIG, Deployment};
+use charter_runtime::error::{EXIT_ERROR, EXIT_LIMIT, EXIT_OK, EXIT_REFUSED};
+use charter_runtime::{Host, HostOptions};
+use clap::{Args, Parser, Subcommand};
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 ok, 1 error, 2 refused by governance (ungranted, denied, phase gate, pin),
+3 resource limit (deadline, memory, host-call cap, sizes).
+
+Start here:
+  charter check --config examples/refund-triage/charter.toml
+  charter call refund-triage --config examples/refund-triage/charter.toml \\
+      --input '{\"order_id\":\"A-1001\",\"request\":\"arrived broken\"}'
+
+Logging goes to stderr; set CHARTER_LOG (e.g. CHARTER_LOG=debug) to see more.";
+
+/// Charter runs WebAssembly components under the grants of their action
+/// groups: a plugin can only do what its groups allow.
+#[derive(Parser)]
+#[command(name = "charter", version, about, long_about = None, after_help = AFTER_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct ConfigArg {
+    /// The deployment file [default: ./charter.toml]
+    #[arg(long, short = 'c', value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    fn path(&self) -> PathBuf {
+        self.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+    }
+    fn load(&self) -> Result<Deployment> {
+        Ok(Deployment::load(&self.path())?)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a component's digest, world, imports per function and exports.
+    ///
+    /// With a deployment (--config, or ./charter.toml if present) each
+    /// import also shows the groups that grant it. Imports are classed as
+    /// `capability` (linked only if granted), `wasi-baseline` (the inert WASI
+    /// baseline: no files, environment, arguments or network) or
+    /// `types-only`.
+    Inspect {
+        /// The component file (.wasm).
+        plugin: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate the whole deployment: the config, phase gates, digest pins
+    /// and every plugin's imports against its grants.
+    ///
+    /// Exit 2 with one line per governance violation; exit 1 if a plugin
+    /// cannot be read or is not a valid component.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The reviewer's report: per plugin its digest, groups and granted
+    /// functions; per capability the plugins that can call it; writes marked.
+    Grants {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one step of PLUGIN under its grants and print the output JSON.
+    Call {
+        /// The plugin's name in the deployment.
+        plugin: String,
+        /// The step input: JSON text, or @FILE to read it from a file
+        /// (@- for standard input).
+        #[arg(long, short = 'i', default_value = "{}", value_name = "JSON|@FILE")]
+        input: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print one JSON document with output, logs and counters.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read and write a plugin's key-value namespace (operator tool, e.g.
+    /// to seed data a step reads).
+    Kv {
+        #[command(subcommand)]
+        op: KvOp,
+    },
+}
+
+#[derive(Subcommand)]
+enum KvOp {
+    /// Print the value under KEY.
+    Get {
+        plugin: String,
+        key: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Store VALUE (or @FILE) under KEY.
+    Set {
+        plugin: String,
+        key: String,
+        value: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List keys starting with PREFIX.
+    List {
+        plugin: String,
+        #[arg(default_value = "")]
+        prefix: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_tracing(quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if quiet { "warn" } else { "warn,charter::plugin=info" };
+    let filter = EnvFilter::try_from_env("CHARTER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .compact()
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = match &cli.command {
+        Command::Inspect { json, .. } | Command::Check { json, .. } | Command::Grants { json, .. } => *json,
+        Command::Call { json, .. } => *json,
+        Command::Kv { .. } => true,
+    };
+    init_tracing(quiet);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_ERROR as u8)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Inspect { plugin, config, json } => {
+            let deployment = match &config.config {
+                Some(_) => Some(config.load()?),
+                None if std::path::Path::new(DEFAULT_CONFIG).exists() => Some(config.load()?),
+                None => None,
+            };
+            report::inspect(&plugin, deployment.as_ref(), json).await
+        }
+        Command::Check { config, json } => {
+            let deployment = config.load()?;
+            report::check(deployment, json).await
+        }
+        Command::Grants { config, json } => report::grants(&config.load()?, json),
+        Command::Call {
+            plugin,
+            input,
+            config,
+            json,
+        } => {
+            let input = read_input(&input)?;
+            let host = Host::new(config.load()?, HostOptions::default())?;
+            let code = match host.call(&plugin, &input).await {
+                Ok(out) => {
+                    if json {
+                        let loaded = host.load(&plugin).await?;
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "ok": true,
+                                "plugin": plugin,
+                                "digest": loaded.digest,
+                                "output": out.output,
+                                "logs": out.logs,
+                                "host_calls": out.host_calls,
+                                "duration_us": out.duration_us,
+                            })
+                        );
+                    } else {
+                        println!("{}", serde_json::to_string_pretty(&out.output)?);
+                    }
+                    EXIT_OK
+                }
+                Err(e) => {
+                    let code = e.exit_code();
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "ok": false,
+                                "plugin": plugin,
+                                "error": {"kind": e.kind(), "message": e.to_string(), "exit_code": code},
+                            })
+                        );
+                    } else {
+                        eprintln!("{}: {e}", label(code));
+                    }
+                    code
+                }
+            };
+            host.store().flush()?;
+            Ok(code)
+        }
+        Command::Kv { op } => kv(op),
+    }
+}
+
+fn label(code: i32) -> &'static str {
+    match code {
+        EXIT_REFUSED => "refused",
+        EXIT_LIMIT => "limit",
+        _ => "error",
+    }
+}
+
+fn read_input(arg: &str) -> Result<String> {
+    match arg.strip_prefix('@') {
+        Some("-") => std::io::read_to_string(std::io::stdin()).context("reading input from standard input"),
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading input file {path}")),
+        None => Ok(arg.to_string()),
+    }
+}
+
+fn kv(op: KvOp) -> Result<i32> {
+    let (plugin, config) = match &op {
+        KvOp::Get { plugin, config, .. } | KvOp::Set { plugin, config, .. } | KvOp::List { plugin, config, .. } => {
+            (plugin.clone(), config.clone())
+        }
+    };
+    let deployment = config.load()?;
+    if !deployment.plugins.contains_key(&plugin) {
+        anyhow::bail!(
+            "plugin {plugin:?} is not in the deployment (plugins: {})",
+            deployment.plugins.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    let store = charter_store::SledStore::open(&deployment.data_dir.join("state"))?;
+    use charter_store::Store;
+    match op {
+        KvOp::Get { key, .. } => match store.get(&plugin, &key)? {
+            Some(v) => println!("{v}"),
+            None => {
+                eprintln!("error: {plugin}: no value under {key:?}");
+                return Ok(EXIT_ERROR);
+            }
+        },
+        KvOp::Set { key, value, .. } => {
+            let value = read_input(&value)?;
+            store.set(&plugin, &key, &value)?;
+            store.flush()?;
+        }
+        KvOp::List { prefix, json, .. } => {
+            let keys = store.list(&plugin, &prefix)?;
+            if json {
+                println!("{}", serde_json::json!({ "plugin": plugin, "keys": keys }));
+            } else {
+                for k in keys {
+                    println!("{k}");
+                }
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}

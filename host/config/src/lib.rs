@@ -1,1 +1,699 @@
+//! Parse and validate a Charter deployment (`charter.toml`).
+//!
+//! **Architecture invariant:** this crate does no IO beyond reading the one
+//! configuration file it is asked to load. It knows nothing about
+//! WebAssembly; it turns text into a validated [`Deployment`] and reports
+//! every governance rule the text breaks ([`Violation`]).
+//!
+//! ```toml
+//! [deployment]
+//! name = "acme-refunds"
+//! phase = 4                      # 1..=5, the framework's maturity phase
+//! data_dir = ".charter"          # relative to this file
+//!
+//! [groups.orders-read]
+//! capabilities = ["charter:host/kv.get", "charter:host/kv.list-keys"]
+//! phase = 1
+//! effect = "read"
+//!
+//! [plugins.refund-triage]
+//! path = "plugins/refund_triage.wasm"
+//! groups = ["orders-read"]
+//! granted_by = "alice"
+//! reason = "triage needs to read orders"
+//! ```
 
+mod pattern;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use pattern::{FunctionName, Pattern, PatternError};
+
+/// The deployment file's default name, looked up in the working directory.
+pub const DEFAULT_CONFIG: &str = "charter.toml";
+
+/// Errors that stop a configuration from being read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source} (pass --config FILE, or run where charter.toml is)")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// A maturity phase of the framework, 1 to 5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub struct Phase(u8);
+
+impl Phase {
+    pub const DETERMINISTIC: Phase = Phase(1);
+    pub const SUPERVISED: Phase = Phase(2);
+    pub const ANALYSIS_ONLY: Phase = Phase(3);
+    pub const GOVERNED_AUTONOMY: Phase = Phase(4);
+    pub const HUMAN_DECIDES: Phase = Phase(5);
+
+    pub fn new(n: u8) -> Option<Phase> {
+        (1..=5).contains(&n).then_some(Phase(n))
+    }
+    pub fn get(self) -> u8 {
+        self.0
+    }
+    /// The framework's name for the phase.
+    pub fn describe(self) -> &'static str {
+        match self.0 {
+            1 => "deterministic automation",
+            2 => "supervised narrow interaction",
+            3 => "analysis only",
+            4 => "governed autonomy",
+            _ => "AI proposes, human decides",
+        }
+    }
+}
+
+impl TryFrom<u8> for Phase {
+    type Error = String;
+    fn try_from(n: u8) -> Result<Self, String> {
+        Phase::new(n).ok_or_else(|| format!("phase must be 1 to 5, got {n}"))
+    }
+}
+impl From<Phase> for u8 {
+    fn from(p: Phase) -> u8 {
+        p.0
+    }
+}
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.0, self.describe())
+    }
+}
+
+/// Whether a group's capabilities change the world outside the plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Effect {
+    #[default]
+    Read,
+    Write,
+}
+
+impl fmt::Display for Effect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Effect::Read => "read",
+            Effect::Write => "write",
+        })
+    }
+}
+
+/// Which WASI a plugin is linked with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WasiMode {
+    /// The inert baseline: WASI interfaces linked with no files, no
+    /// environment, no arguments, every socket denied; stdout/stderr become
+    /// log lines.
+    #[default]
+    Inert,
+    /// Not even the inert baseline: only granted capabilities are linked.
+    None,
+}
+
+/// Resource limits for one step call. Every field is optional in the file;
+/// deployment-wide `[limits]` override the built-in defaults and a plugin's
+/// own `limits` override those.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Limits {
+    /// Wall-clock deadline for one call, enforced by epoch interruption.
+    pub deadline_ms: u64,
+    /// Linear memory over all the instance's memories.
+    pub memory_bytes: u64,
+    /// Host (capability) calls one step may make.
+    pub max_host_calls: u64,
+    pub max_input_bytes: u64,
+    pub max_output_bytes: u64,
+    /// Largest component file accepted.
+    pub max_component_bytes: u64,
+    /// Host-side timeout for one waiting host call (HTTP, LLM).
+    pub host_call_timeout_ms: u64,
+    /// Longest compile of a component before it is refused.
+    pub max_compile_seconds: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            deadline_ms: 5_000,
+            memory_bytes: 64 << 20,
+            max_host_calls: 10_000,
+            max_input_bytes: 1 << 20,
+            max_output_bytes: 1 << 20,
+            max_component_bytes: 64 << 20,
+            host_call_timeout_ms: 30_000,
+            max_compile_seconds: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    deadline_ms: Option<u64>,
+    memory_mib: Option<u64>,
+    max_host_calls: Option<u64>,
+    max_input_bytes: Option<u64>,
+    max_output_bytes: Option<u64>,
+    max_component_mib: Option<u64>,
+    host_call_timeout_ms: Option<u64>,
+    max_compile_seconds: Option<u64>,
+}
+
+impl LimitsFile {
+    fn apply(&self, base: Limits) -> Limits {
+        Limits {
+            deadline_ms: self.deadline_ms.unwrap_or(base.deadline_ms),
+            memory_bytes: self.memory_mib.map(|m| m << 20).unwrap_or(base.memory_bytes),
+            max_host_calls: self.max_host_calls.unwrap_or(base.max_host_calls),
+            max_input_bytes: self.max_input_bytes.unwrap_or(base.max_input_bytes),
+            max_output_bytes: self.max_output_bytes.unwrap_or(base.max_output_bytes),
+            max_component_bytes: self
+                .max_component_mib
+                .map(|m| m << 20)
+                .unwrap_or(base.max_component_bytes),
+            host_call_timeout_ms: self.host_call_timeout_ms.unwrap_or(base.host_call_timeout_ms),
+            max_compile_seconds: self.max_compile_seconds.unwrap_or(base.max_compile_seconds),
+        }
+    }
+}
+
+/// A named set of capabilities and the rules for granting it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ActionGroup {
+    pub name: String,
+    pub description: Option<String>,
+    pub capabilities: Vec<Pattern>,
+    /// Lowest deployment phase at which the group may be granted.
+    pub phase: Phase,
+    pub effect: Effect,
+    /// For `wasi:http`: the `host[:port]` authorities requests may go to.
+    pub allow_hosts: Vec<String>,
+    /// For `charter:host/secrets`: the secret names that may be read.
+    pub secrets: Vec<String>,
+}
+
+impl ActionGroup {
+    /// Does this group grant `func`?
+    pub fn grants(&self, func: &FunctionName) -> bool {
+        self.capabilities.iter().any(|p| p.matches(func))
+    }
+}
+
+/// One plugin and its grant: the authority record of who granted what, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginSpec {
+    pub name: String,
+    /// Absolute path of the component file.
+    pub path: PathBuf,
+    /// `sha256:<hex>` pin; a component whose bytes differ is refused.
+    pub digest: Option<String>,
+    pub groups: Vec<String>,
+    pub limits: Limits,
+    pub wasi: WasiMode,
+    /// Who granted the groups (an authority record, shown to reviewers).
+    pub granted_by: Option<String>,
+    /// Why the groups were granted.
+    pub reason: Option<String>,
+    /// The team or person that owns the plugin.
+    pub owner: Option<String>,
+}
+
+/// Where a secret's value comes from. Values are read when a plugin asks.
+#[derive(Debug, Clone, serde::Serialize)]
+pub enum SecretSource {
+    Env(String),
+    File(PathBuf),
+}
+
+/// The LLM provider behind `charter:host/llm`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub enum LlmProvider {
+    /// Deterministic and offline: same input, same answer. The default.
+    Offline,
+    /// An OpenAI-compatible chat-completions endpoint.
+    OpenAi {
+        base_url: String,
+        model: String,
+        /// Name of the secret holding the API key, if the endpoint needs one.
+        api_key_secret: Option<String>,
+    },
+}
+
+/// A loaded, structurally valid deployment. Governance rules are checked
+/// separately by [`Deployment::violations`] so that a reviewer sees all of
+/// them at once.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Deployment {
+    pub name: String,
+    pub phase: Phase,
+    /// Absolute path of the data directory.
+    pub data_dir: PathBuf,
+    /// The file this was read from.
+    pub source: PathBuf,
+    pub limits: Limits,
+    pub groups: BTreeMap<String, ActionGroup>,
+    pub plugins: BTreeMap<String, PluginSpec>,
+    pub secrets: BTreeMap<String, SecretSource>,
+    pub llm: LlmProvider,
+}
+
+/// A governance rule that the deployment breaks. Each one alone refuses
+/// the deployment (exit code 2).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Violation {
+    /// The plugin involved, if any.
+    pub plugin: Option<String>,
+    /// Short rule id, e.g. `phase-gate`, `analysis-only`.
+    pub rule: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.plugin {
+            Some(p) => write!(f, "{p}: {} [{}]", self.message, self.rule),
+            None => write!(f, "{} [{}]", self.message, self.rule),
+        }
+    }
+}
+
+// ---- the file format -------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    deployment: DeploymentFile,
+    #[serde(default)]
+    limits: LimitsFile,
+    #[serde(default)]
+    llm: Option<LlmFile>,
+    #[serde(default)]
+    groups: BTreeMap<String, GroupFile>,
+    #[serde(default)]
+    plugins: BTreeMap<String, PluginFile>,
+    #[serde(default)]
+    secrets: BTreeMap<String, SecretFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeploymentFile {
+    name: String,
+    phase: Phase,
+    #[serde(default = "default_data_dir")]
+    data_dir: PathBuf,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".charter")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupFile {
+    description: Option<String>,
+    capabilities: Vec<String>,
+    #[serde(default = "default_phase")]
+    phase: Phase,
+    #[serde(default)]
+    effect: Effect,
+    #[serde(default)]
+    allow_hosts: Vec<String>,
+    #[serde(default)]
+    secrets: Vec<String>,
+}
+
+fn default_phase() -> Phase {
+    Phase::DETERMINISTIC
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginFile {
+    path: PathBuf,
+    digest: Option<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    limits: LimitsFile,
+    #[serde(default)]
+    wasi: WasiMode,
+    granted_by: Option<String>,
+    reason: Option<String>,
+    owner: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretFile {
+    env: Option<String>,
+    file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LlmFile {
+    provider: String,
+    base_url: Option<String>,
+    model: Option<String>,
+    api_key_secret: Option<String>,
+}
+
+impl Deployment {
+    /// Read and parse `path`. Relative paths inside are resolved against the
+    /// file's directory.
+    pub fn load(path: &Path) -> Result<Deployment, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        Deployment::parse(&text, &abs)
+    }
+
+    /// Parse `text` as if read from `source` (used to resolve relative paths
+    /// and to name the file in errors).
+    pub fn parse(text: &str, source: &Path) -> Result<Deployment, ConfigError> {
+        let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: source.to_owned(),
+            message: describe_toml_error(&e, text),
+        })?;
+        let base = source.parent().unwrap_or(Path::new(".")).to_owned();
+        let invalid = |message: String| ConfigError::Invalid {
+            path: source.to_owned(),
+            message,
+        };
+
+        let limits = file.limits.apply(Limits::default());
+        let mut groups = BTreeMap::new();
+        for (name, g) in file.groups {
+            check_name("group", &name).map_err(&invalid)?;
+            if g.capabilities.is_empty() {
+                return Err(invalid(format!(
+                    "group {name}: `capabilities` is empty; list function patterns such as \"charter:host/kv.get\""
+                )));
+            }
+            let capabilities = g
+                .capabilities
+                .iter()
+                .map(|p| Pattern::parse(p))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| invalid(format!("group {name}: {e}")))?;
+            let grants_http = capabilities.iter().any(|p| p.interface_is("wasi:http/outgoing-handler"));
+            if !g.allow_hosts.is_empty() && !grants_http {
+                return Err(invalid(format!(
+                    "group {name}: `allow_hosts` only applies to a group granting wasi:http/outgoing-handler.handle"
+                )));
+            }
+            if grants_http && g.allow_hosts.is_empty() {
+                return Err(invalid(format!(
+                    "group {name}: grants wasi:http but `allow_hosts` is empty; list the host[:port] authorities it may reach"
+                )));
+            }
+            groups.insert(
+                name.clone(),
+                ActionGroup {
+                    name,
+                    description: g.description,
+                    capabilities,
+                    phase: g.phase,
+                    effect: g.effect,
+                    allow_hosts: g.allow_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                    secrets: g.secrets,
+                },
+            );
+        }
+
+        let mut secrets = BTreeMap::new();
+        for (name, s) in file.secrets {
+            let src = match (s.env, s.file) {
+                (Some(var), None) => SecretSource::Env(var),
+                (None, Some(p)) => SecretSource::File(base.join(p)),
+                _ => {
+                    return Err(invalid(format!(
+                        "secret {name}: give exactly one of `env = \"VAR\"` or `file = \"path\"`"
+                    )));
+                }
+            };
+            secrets.insert(name, src);
+        }
+
+        let mut plugins = BTreeMap::new();
+        for (name, p) in file.plugins {
+            check_name("plugin", &name).map_err(&invalid)?;
+            if let Some(d) = &p.digest {
+                let ok = d.strip_prefix("sha256:").is_some_and(|h| {
+                    h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+                });
+                if !ok {
+                    return Err(invalid(format!(
+                        "plugin {name}: digest {d:?} is not `sha256:` followed by 64 lowercase hex digits (see `charter inspect`)"
+                    )));
+                }
+            }
+            plugins.insert(
+                name.clone(),
+                PluginSpec {
+                    path: base.join(&p.path),
+                    digest: p.digest,
+                    groups: p.groups,
+                    limits: p.limits.apply(limits),
+                    wasi: p.wasi,
+                    granted_by: p.granted_by,
+                    reason: p.reason,
+                    owner: p.owner,
+                    name,
+                },
+            );
+        }
+
+        let llm = match file.llm {
+            None => LlmProvider::Offline,
+            Some(l) => match l.provider.as_str() {
+                "offline" => LlmProvider::Offline,
+                "openai" => LlmProvider::OpenAi {
+                    base_url: l.base_url.ok_or_else(|| {
+                        invalid("llm: provider \"openai\" needs `base_url`, e.g. \"http://127.0.0.1:8000/v1\"".into())
+                    })?,
+                    model: l
+                        .model
+                        .ok_or_else(|| invalid("llm: provider \"openai\" needs `model`".into()))?,
+                    api_key_secret: l.api_key_secret,
+                },
+                other => {
+                    return Err(invalid(format!(
+                        "llm: unknown provider {other:?}; use \"offline\" or \"openai\""
+                    )));
+                }
+            },
+        };
+        if let LlmProvider::OpenAi { api_key_secret: Some(s), .. } = &llm
+            && !secrets.contains_key(s)
+        {
+            return Err(invalid(format!("llm: api_key_secret {s:?} is not declared under [secrets]")));
+        }
+
+        Ok(Deployment {
+            name: file.deployment.name,
+            phase: file.deployment.phase,
+            data_dir: base.join(file.deployment.data_dir),
+            source: source.to_owned(),
+            limits,
+            groups,
+            plugins,
+            secrets,
+            llm,
+        })
+    }
+
+    /// Every governance rule this deployment breaks, independent of the
+    /// plugins' bytes: unknown groups, phase gates, undeclared secrets.
+    pub fn violations(&self) -> Vec<Violation> {
+        let mut out = Vec::new();
+        for (pname, p) in &self.plugins {
+            let v = |rule, message| Violation {
+                plugin: Some(pname.clone()),
+                rule,
+                message,
+            };
+            for gname in &p.groups {
+                let Some(g) = self.groups.get(gname) else {
+                    let known: Vec<_> = self.groups.keys().map(String::as_str).collect();
+                    out.push(v(
+                        "unknown-group",
+                        format!("group {gname:?} is not defined (defined groups: {})", known.join(", ")),
+                    ));
+                    continue;
+                };
+                if g.phase > self.phase {
+                    out.push(v(
+                        "phase-gate",
+                        format!(
+                            "group {gname} requires phase {} but the deployment is at phase {}; raise [deployment].phase or remove the grant",
+                            g.phase, self.phase
+                        ),
+                    ));
+                }
+                if self.phase == Phase::ANALYSIS_ONLY && g.effect == Effect::Write {
+                    out.push(v(
+                        "analysis-only",
+                        format!(
+                            "group {gname} has effect \"write\", but phase 3 (analysis only) permits no writes; grant a read-only group instead"
+                        ),
+                    ));
+                }
+                for s in &g.secrets {
+                    if !self.secrets.contains_key(s) {
+                        out.push(v(
+                            "unknown-secret",
+                            format!("group {gname} grants secret {s:?}, which is not declared under [secrets]"),
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The groups granted to `plugin` (unknown names skipped).
+    pub fn granted_groups<'a>(&'a self, plugin: &'a PluginSpec) -> impl Iterator<Item = &'a ActionGroup> + 'a {
+        plugin.groups.iter().filter_map(|g| self.groups.get(g))
+    }
+
+    /// The groups (of all defined) that would grant `func`.
+    pub fn groups_granting(&self, func: &FunctionName) -> Vec<&str> {
+        self.groups
+            .values()
+            .filter(|g| g.grants(func))
+            .map(|g| g.name.as_str())
+            .collect()
+    }
+
+    /// Secrets the plugin's groups let it read.
+    pub fn granted_secrets(&self, plugin: &PluginSpec) -> BTreeSet<String> {
+        self.granted_groups(plugin).flat_map(|g| g.secrets.iter().cloned()).collect()
+    }
+
+    /// HTTP authorities the plugin's groups let it reach.
+    pub fn allowed_hosts(&self, plugin: &PluginSpec) -> BTreeSet<String> {
+        self.granted_groups(plugin)
+            .flat_map(|g| g.allow_hosts.iter().cloned())
+            .collect()
+    }
+}
+
+fn check_name(kind: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{kind} name {name:?} must be lowercase letters, digits, '-' or '_'"
+        ))
+    }
+}
+
+/// toml's messages already name the key; add `line N` in the form
+/// reviewers grep for.
+fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
+    let msg = e.message().trim_end().to_string();
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            let snippet = text.lines().nth(line - 1).unwrap_or("").trim();
+            format!("line {line}: {msg} (at `{snippet}`)")
+        }
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Deployment, ConfigError> {
+        Deployment::parse(s, Path::new("/x/charter.toml"))
+    }
+
+    const BASE: &str = r#"
+[deployment]
+name = "t"
+phase = 3
+
+[groups.kv-write]
+capabilities = ["charter:host/kv.set"]
+effect = "write"
+
+[groups.llm]
+capabilities = ["charter:host/llm.*"]
+phase = 4
+
+[plugins.p]
+path = "p.wasm"
+groups = ["kv-write", "llm"]
+"#;
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = parse("[deployment]\nname = \"x\"\nphase = 1\ncolour = 3\n").unwrap_err().to_string();
+        assert!(err.contains("line 4"), "{err}");
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn phase_out_of_range_is_an_error() {
+        let err = parse("[deployment]\nname = \"x\"\nphase = 6\n").unwrap_err().to_string();
+        assert!(err.contains("phase must be 1 to 5"), "{err}");
+    }
+
+    #[test]
+    fn phase_rules() {
+        let d = parse(BASE).unwrap();
+        let v = d.violations();
+        let rules: Vec<_> = v.iter().map(|v| v.rule).collect();
+        assert_eq!(rules, vec!["analysis-only", "phase-gate"], "{v:?}");
+        assert!(v[0].to_string().contains("phase 3 (analysis only)"));
+        assert_eq!(d.plugins["p"].path, Path::new("/x/p.wasm"));
+        assert_eq!(d.data_dir, Path::new("/x/.charter"));
+    }
+
+    #[test]
+    fn http_group_needs_hosts() {
+        let err = parse(
+            "[deployment]\nname=\"x\"\nphase=1\n[groups.h]\ncapabilities=[\"wasi:http/outgoing-handler.handle\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("allow_hosts"), "{err}");
+    }
+
+    #[test]
+    fn bad_digest_is_refused() {
+        let err = parse("[deployment]\nname=\"x\"\nphase=1\n[plugins.p]\npath=\"p.wasm\"\ndigest=\"md5:1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sha256"), "{err}");
+    }
+}

@@ -1,0 +1,276 @@
+//! The reviewer's reports: `inspect`, `check`, `grants`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Result;
+use charter_config::{Deployment, Effect, FunctionName};
+use charter_runtime::error::{EXIT_ERROR, EXIT_OK, EXIT_REFUSED};
+use charter_runtime::inspect::ImportClass;
+use charter_runtime::{Host, HostFn, HostOptions, LoadError};
+use serde_json::{Value, json};
+
+pub async fn inspect(path: &Path, deployment: Option<&Deployment>, as_json: bool) -> Result<i32> {
+    let opts = charter_runtime::engine::EngineOptions {
+        cache_dir: deployment.map(|d| charter_runtime::engine::cache_dir(&d.data_dir)),
+        ..Default::default()
+    };
+    let engine = charter_runtime::engine::build_engine(&opts)
+        .map_err(|e| anyhow::anyhow!("engine: {e:#}"))?;
+    let insp = match charter_runtime::inspect_file(&engine, path).await {
+        Ok(i) => i,
+        Err(e) => {
+            let code = e.exit_code();
+            if as_json {
+                println!("{}", json!({"path": path, "error": {"message": e.to_string(), "exit_code": code}}));
+            } else {
+                eprintln!("error: {e}");
+            }
+            return Ok(code);
+        }
+    };
+    let groups_for = |iface: &str, func: &str| -> Option<Vec<String>> {
+        deployment.map(|d| {
+            d.groups_granting(&FunctionName::new(iface, func))
+                .into_iter()
+                .map(str::to_string)
+                .collect()
+        })
+    };
+    if as_json {
+        let imports: Vec<Value> = insp
+            .imports
+            .iter()
+            .map(|i| {
+                let mut v = json!({
+                    "interface": i.interface,
+                    "class": i.class,
+                    "functions": i.functions,
+                    "resources": i.resources,
+                });
+                if deployment.is_some() && i.class == ImportClass::Capability {
+                    let g: BTreeMap<_, _> = i
+                        .functions
+                        .iter()
+                        .map(|f| (f.clone(), groups_for(&i.interface, f).unwrap_or_default()))
+                        .collect();
+                    v["granted_by_groups"] = json!(g);
+                }
+                v
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "path": path,
+                "digest": insp.digest,
+                "size": insp.size,
+                "world": insp.world,
+                "imports": imports,
+                "exports": insp.exports,
+            }))?
+        );
+        return Ok(EXIT_OK);
+    }
+    println!("{}", path.display());
+    println!("  digest   {}", insp.digest);
+    println!("  size     {} bytes", insp.size);
+    println!("  world    {}", insp.world.as_deref().unwrap_or("(not a charter step: no `run` export)"));
+    println!("  imports");
+    if insp.imports.is_empty() {
+        println!("    (none)");
+    }
+    for i in &insp.imports {
+        let class = match i.class {
+            ImportClass::Capability => "capability",
+            ImportClass::WasiBaseline => "wasi-baseline (inert)",
+            ImportClass::TypesOnly => "types-only",
+        };
+        println!("    {}  [{class}]", i.interface);
+        for f in &i.functions {
+            match (i.class, groups_for(&i.interface, f)) {
+                (ImportClass::Capability, Some(g)) if g.is_empty() => {
+                    println!("      {f}    granted by: no group")
+                }
+                (ImportClass::Capability, Some(g)) => println!("      {f}    granted by: {}", g.join(", ")),
+                _ => println!("      {f}"),
+            }
+        }
+    }
+    println!("  exports");
+    for e in &insp.exports {
+        println!("    {} ({})", e.name, e.kind);
+    }
+    Ok(EXIT_OK)
+}
+
+pub async fn check(deployment: Deployment, as_json: bool) -> Result<i32> {
+    let violations = deployment.violations();
+    let name = deployment.name.clone();
+    let phase = deployment.phase;
+    let source = deployment.source.clone();
+    let host = Host::new(deployment, HostOptions::default())?;
+    let mut code = if violations.is_empty() { EXIT_OK } else { EXIT_REFUSED };
+    let mut plugins = Vec::new();
+    let mut lines = Vec::new();
+    for (pname, r) in host.load_all().await {
+        match r {
+            Ok(p) => {
+                let caps = p
+                    .inspection
+                    .imports
+                    .iter()
+                    .filter(|i| i.class == ImportClass::Capability)
+                    .map(|i| i.functions.len())
+                    .sum::<usize>();
+                lines.push(format!(
+                    "ok       {pname}  {}  ({caps} capability imports granted, loaded in {} ms)",
+                    p.digest,
+                    p.load_time.as_millis()
+                ));
+                plugins.push(json!({"name": pname, "status": "ok", "digest": p.digest, "errors": []}));
+            }
+            Err(e) => {
+                let refused = e.exit_code() == EXIT_REFUSED;
+                let status = if refused { "refused" } else { "error" };
+                let errors: Vec<String> = match &e {
+                    LoadError::Ungranted(v) => v.iter().map(|u| u.to_string()).collect(),
+                    LoadError::Governance(v) => v.iter().map(|u| u.to_string()).collect(),
+                    other => vec![other.to_string()],
+                };
+                for l in &errors {
+                    lines.push(format!("{status:<8} {l}"));
+                }
+                code = match (code, refused) {
+                    (EXIT_ERROR, _) => EXIT_ERROR,
+                    (_, true) => EXIT_REFUSED,
+                    _ => EXIT_ERROR,
+                };
+                plugins.push(json!({"name": pname, "status": status, "errors": errors}));
+            }
+        }
+    }
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "deployment": name,
+                "config": source,
+                "phase": phase.get(),
+                "ok": code == EXIT_OK,
+                "exit_code": code,
+                "violations": violations,
+                "plugins": plugins,
+            }))?
+        );
+    } else {
+        println!("deployment {name} (phase {phase}) from {}", source.display());
+        for l in &lines {
+            println!("{l}");
+        }
+        match code {
+            EXIT_OK => println!("check passed: {} plugins", plugins.len()),
+            EXIT_REFUSED => println!("check refused: governance violations above"),
+            _ => println!("check failed: errors above"),
+        }
+    }
+    Ok(code)
+}
+
+pub fn grants(d: &Deployment, as_json: bool) -> Result<i32> {
+    // function -> (effect, plugins)
+    let mut caps: BTreeMap<String, (Effect, Vec<String>)> = BTreeMap::new();
+    let mut plugins = Vec::new();
+    for (pname, p) in &d.plugins {
+        let digest = std::fs::read(&p.path)
+            .map(|b| charter_runtime::digest(&b))
+            .unwrap_or_else(|e| format!("unreadable: {e}"));
+        let mut functions = Vec::new();
+        for g in d.granted_groups(p) {
+            for pat in &g.capabilities {
+                // Expand patterns over the host's own functions; other
+                // patterns (connectors, wasi:http) are listed as written.
+                let expanded: Vec<(String, Effect)> = if pat.interface.starts_with("charter:host/") {
+                    HostFn::ALL
+                        .iter()
+                        .filter(|f| pat.matches(&f.function_name()))
+                        .map(|f| {
+                            let eff = if f.effect() == Effect::Write { Effect::Write } else { g.effect };
+                            (format!("{}.{}", f.interface(), f.name()), eff)
+                        })
+                        .collect()
+                } else {
+                    vec![(pat.to_string(), g.effect)]
+                };
+                for (f, eff) in expanded {
+                    functions.push(json!({"function": f, "effect": eff, "group": g.name}));
+                    let e = caps.entry(f).or_insert((eff, vec![]));
+                    if eff == Effect::Write {
+                        e.0 = Effect::Write;
+                    }
+                    if !e.1.contains(pname) {
+                        e.1.push(pname.clone());
+                    }
+                }
+            }
+        }
+        plugins.push(json!({
+            "name": pname,
+            "path": p.path,
+            "digest": digest,
+            "pinned": p.digest.is_some(),
+            "groups": p.groups,
+            "granted_by": p.granted_by,
+            "reason": p.reason,
+            "owner": p.owner,
+            "wasi": p.wasi,
+            "functions": functions,
+            "allow_hosts": d.allowed_hosts(p),
+            "secrets": d.granted_secrets(p),
+        }));
+    }
+    let violations = d.violations();
+    if as_json {
+        let capabilities: Vec<Value> = caps
+            .iter()
+            .map(|(f, (eff, ps))| json!({"function": f, "effect": eff, "write": *eff == Effect::Write, "plugins": ps}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "deployment": d.name,
+                "phase": d.phase.get(),
+                "plugins": plugins,
+                "capabilities": capabilities,
+                "violations": violations,
+            }))?
+        );
+    } else {
+        println!("deployment {} (phase {})", d.name, d.phase);
+        println!("\nplugins");
+        for p in &plugins {
+            println!("  {}  {}{}", p["name"].as_str().unwrap_or(""), p["digest"].as_str().unwrap_or(""),
+                if p["pinned"].as_bool() == Some(true) { "  (pinned)" } else { "  (not pinned)" });
+            println!("    groups: {}", p["groups"].as_array().map(|g| g.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default());
+            if let Some(by) = p["granted_by"].as_str() {
+                println!("    granted by: {by}{}", p["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default());
+            }
+            for f in p["functions"].as_array().into_iter().flatten() {
+                let w = if f["effect"] == "write" { "  WRITE" } else { "" };
+                println!("      {}  [{}]{w}", f["function"].as_str().unwrap_or(""), f["group"].as_str().unwrap_or(""));
+            }
+        }
+        println!("\ncapabilities");
+        for (f, (eff, ps)) in &caps {
+            let w = if *eff == Effect::Write { "WRITE " } else { "      " };
+            println!("  {w}{f}  <- {}", ps.join(", "));
+        }
+        if !violations.is_empty() {
+            println!("\nviolations");
+            for v in &violations {
+                println!("  {v}");
+            }
+        }
+    }
+    Ok(if violations.is_empty() { EXIT_OK } else { EXIT_REFUSED })
+}

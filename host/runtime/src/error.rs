@@ -1,0 +1,192 @@
+//! Errors at the runtime's boundary, each mapped to the CLI's exit codes
+//! (DESIGN.md: 0 ok, 1 error, 2 refused by governance, 3 resource limit).
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Exit code: the call or check succeeded.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: an error (bad input, bad file, guest failure).
+pub const EXIT_ERROR: i32 = 1;
+/// Exit code: refused by governance (ungranted, denied, phase gate, pin).
+pub const EXIT_REFUSED: i32 = 2;
+/// Exit code: a resource limit stopped the call.
+pub const EXIT_LIMIT: i32 = 3;
+
+/// One import of a component that no grant covers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UngrantedImport {
+    pub plugin: String,
+    /// `charter:host/kv@0.1.0#set`
+    pub function: String,
+    /// The groups the plugin has.
+    pub granted_groups: Vec<String>,
+    /// The groups of the deployment that would grant it (may be empty).
+    pub groups_that_grant: Vec<String>,
+    /// Extra advice, when the import is special (e.g. WASI with `wasi = "none"`).
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for UngrantedImport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let granted = if self.granted_groups.is_empty() {
+            "none".to_string()
+        } else {
+            self.granted_groups.join(", ")
+        };
+        let granting = if self.groups_that_grant.is_empty() {
+            "none; define one".to_string()
+        } else {
+            self.groups_that_grant.join(", ")
+        };
+        write!(
+            f,
+            "{}: import {} is not granted (granted groups: {granted}; groups that grant it: {granting})",
+            self.plugin, self.function
+        )?;
+        if let Some(h) = &self.hint {
+            write!(f, "; {h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a plugin could not be loaded. Nothing of the plugin ran.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("plugin {name:?} is not in the deployment (plugins: {known})")]
+    UnknownPlugin { name: String, known: String },
+    #[error("{plugin}: cannot read {path}: {source} (build it first, or fix `path` in the config)")]
+    Read {
+        plugin: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{plugin}: component is {size} bytes, over the limit of {limit} bytes (limits.max_component_mib)")]
+    TooLarge { plugin: String, size: u64, limit: u64 },
+    #[error("{plugin}: digest pin mismatch: config pins {pinned} but {path} is {actual}; rebuild the pinned version or update the pin after review")]
+    DigestMismatch {
+        plugin: String,
+        path: PathBuf,
+        pinned: String,
+        actual: String,
+    },
+    #[error("{plugin}: {path} is a core WebAssembly module, not a component; build for wasm32-wasip2 (or wrap it with `wasm-tools component new`)")]
+    CoreModule { plugin: String, path: PathBuf },
+    #[error("{plugin}: {path} is not a WebAssembly component: {detail}")]
+    Malformed {
+        plugin: String,
+        path: PathBuf,
+        detail: String,
+    },
+    #[error("{plugin}: compiling took longer than {seconds} s; refused")]
+    CompileTimeout { plugin: String, seconds: u64 },
+    #[error("{}", lines(.0))]
+    Ungranted(Vec<UngrantedImport>),
+    #[error("{}", lines(.0))]
+    Governance(Vec<charter_config::Violation>),
+    #[error("{plugin}: does not export `run: func(input: string) -> result<string, step-error>` (world charter:plugin/step@0.1.0): {detail}")]
+    NotAStep { plugin: String, detail: String },
+    #[error("{plugin}: linking failed: {detail}")]
+    Link { plugin: String, detail: String },
+}
+
+fn lines<T: fmt::Display>(v: &[T]) -> String {
+    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n")
+}
+
+impl LoadError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            LoadError::DigestMismatch { .. } | LoadError::Ungranted(_) | LoadError::Governance(_) => {
+                EXIT_REFUSED
+            }
+            LoadError::TooLarge { .. } | LoadError::CompileTimeout { .. } => EXIT_LIMIT,
+            _ => EXIT_ERROR,
+        }
+    }
+}
+
+/// Which resource limit stopped a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LimitKind {
+    Deadline,
+    Memory,
+    HostCalls,
+    InputSize,
+    OutputSize,
+    Stack,
+    HostCallTimeout,
+}
+
+impl fmt::Display for LimitKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LimitKind::Deadline => "deadline",
+            LimitKind::Memory => "memory",
+            LimitKind::HostCalls => "host-call cap",
+            LimitKind::InputSize => "input size",
+            LimitKind::OutputSize => "output size",
+            LimitKind::Stack => "stack",
+            LimitKind::HostCallTimeout => "host-call timeout",
+        })
+    }
+}
+
+/// Why one step call failed. The host itself is unaffected: the next call
+/// is served normally.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("{plugin}: {kind} limit exceeded: {detail}")]
+    Limit {
+        plugin: String,
+        kind: LimitKind,
+        detail: String,
+    },
+    #[error("{plugin}: call to {function} denied: {reason}")]
+    Denied {
+        plugin: String,
+        function: String,
+        reason: String,
+    },
+    #[error("{plugin}: guest trapped: {message}")]
+    Trap { plugin: String, message: String },
+    #[error("{plugin}: step failed ({}): {message}", if *.retryable { "retryable" } else { "fatal" })]
+    Step {
+        plugin: String,
+        retryable: bool,
+        message: String,
+    },
+    #[error("{plugin}: {message}")]
+    Invalid { plugin: String, message: String },
+}
+
+impl CallError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CallError::Load(e) => e.exit_code(),
+            CallError::Limit { .. } => EXIT_LIMIT,
+            CallError::Denied { .. } => EXIT_REFUSED,
+            _ => EXIT_ERROR,
+        }
+    }
+
+    /// A short machine-readable kind for `--json` reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::Load(LoadError::Ungranted(_) | LoadError::Governance(_) | LoadError::DigestMismatch { .. }) => {
+                "refused"
+            }
+            CallError::Load(_) => "load-error",
+            CallError::Limit { .. } => "limit",
+            CallError::Denied { .. } => "denied",
+            CallError::Trap { .. } => "trap",
+            CallError::Step { .. } => "step-error",
+            CallError::Invalid { .. } => "invalid",
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Per-call store state: the mediator, the memory limiter and the inert WASI
+//! context.
+
+use std::sync::Arc;
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::mediator::{LogLevel, Mediator, PluginContext, Services};
+
+/// Bytes of stdout and of stderr kept per call; more is refused to the guest.
+pub const STDIO_CAPACITY: usize = 64 * 1024;
+
+pub struct HostState {
+    pub(crate) mediator: Mediator,
+    pub(crate) limiter: MemoryLimiter,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+}
+
+impl HostState {
+    pub(crate) fn new(ctx: Arc<PluginContext>, services: Arc<Services>) -> HostState {
+        let stdout = MemoryOutputPipe::new(STDIO_CAPACITY);
+        let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
+        // The inert baseline: no preopens, no environment, no arguments, no
+        // network; only stdout/stderr, which become tagged log lines.
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }))
+            .build();
+        HostState {
+            limiter: MemoryLimiter::new(ctx.limits.memory_bytes),
+            mediator: Mediator::new(ctx, services),
+            wasi,
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Move what the guest printed into the plugin's tagged log.
+    pub(crate) fn drain_stdio(&mut self) {
+        for (pipe, source, level) in [
+            (&self.stdout, "stdout", LogLevel::Info),
+            (&self.stderr, "stderr", LogLevel::Warn),
+        ] {
+            let bytes = pipe.contents();
+            if bytes.is_empty() {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                self.mediator.push_log(level, source, line.to_string());
+            }
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.mediator,
+        }
+    }
+}
+
+/// Caps the sum of all linear memories of one instance (a component may
+/// hold several core instances, each with its own memory).
+pub(crate) struct MemoryLimiter {
+    limit: u64,
+    total: u64,
+    pub(crate) refused: Option<(u64, u64)>,
+}
+
+impl MemoryLimiter {
+    fn new(limit: u64) -> Self {
+        MemoryLimiter {
+            limit,
+            total: 0,
+            refused: None,
+        }
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        let grow = desired.saturating_sub(current) as u64;
+        if self.total + grow > self.limit {
+            self.refused = Some((self.total, self.total + grow));
+            return Ok(false);
+        }
+        self.total += grow;
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
