@@ -1,1 +1,10 @@
+//! Charter's integration tests: one binary, one module per concern.
+//!
+//! Guest fixtures are real components built from `plugins/` by
+//! `plugins/build.sh` (the test command runs it first).
 
+mod cli;
+mod hostile;
+mod http;
+mod load;
+mod support;
