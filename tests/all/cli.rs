@@ -24,9 +24,18 @@ fn data_driven_cases() {
         full.extend(["--config", "charter.toml"]);
         let out = charter(&full, &dir);
         let text = text(&out);
-        assert_eq!(out.status.code(), Some(code), "case {}: {text}", dir.display());
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "case {}: {text}",
+            dir.display()
+        );
         for want in lines.filter(|l| !l.trim().is_empty()) {
-            assert!(text.contains(want), "case {}: missing {want:?} in:\n{text}", dir.display());
+            assert!(
+                text.contains(want),
+                "case {}: missing {want:?} in:\n{text}",
+                dir.display()
+            );
         }
         n += 1;
     }
@@ -40,7 +49,13 @@ fn example() -> std::path::PathBuf {
 #[test]
 fn inspect_json_shape() {
     let out = charter(
-        &["inspect", fixture("refund-triage").to_str().unwrap(), "--json", "--config", example().to_str().unwrap()],
+        &[
+            "inspect",
+            fixture("refund-triage").to_str().unwrap(),
+            "--json",
+            "--config",
+            example().to_str().unwrap(),
+        ],
         Path::new("/"),
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -48,10 +63,16 @@ fn inspect_json_shape() {
     assert!(v["digest"].as_str().unwrap().starts_with("sha256:"));
     assert_eq!(v["world"], "charter:plugin/step@0.1.0");
     let imports = v["imports"].as_array().unwrap();
-    let kv = imports.iter().find(|i| i["interface"] == "charter:host/kv@0.1.0").unwrap();
+    let kv = imports
+        .iter()
+        .find(|i| i["interface"] == "charter:host/kv@0.1.0")
+        .unwrap();
     assert_eq!(kv["functions"], serde_json::json!(["get"]));
     assert_eq!(kv["class"], "capability");
-    assert_eq!(kv["granted_by_groups"]["get"], serde_json::json!(["orders-read"]));
+    assert_eq!(
+        kv["granted_by_groups"]["get"],
+        serde_json::json!(["orders-read"])
+    );
     assert!(imports.iter().any(|i| i["class"] == "wasi-baseline"));
     assert_eq!(v["exports"][0]["name"], "run");
 }
@@ -64,20 +85,33 @@ fn inspect_refuses_core_module() {
     std::fs::write(&p, wat::parse_str(&wat).unwrap()).unwrap();
     let out = charter(&["inspect", p.to_str().unwrap()], dir.path());
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("core WebAssembly module, not a component"), "{}", text(&out));
+    assert!(
+        text(&out).contains("core WebAssembly module, not a component"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
 fn grants_json_shape() {
-    let out = charter(&["grants", "--json", "--config", example().to_str().unwrap()], Path::new("/"));
+    let out = charter(
+        &["grants", "--json", "--config", example().to_str().unwrap()],
+        Path::new("/"),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let p = &v["plugins"][0];
     assert_eq!(p["name"], "refund-triage");
     assert!(p["digest"].as_str().unwrap().starts_with("sha256:"));
-    assert_eq!(p["groups"], serde_json::json!(["orders-read", "triage-llm", "logging"]));
+    assert_eq!(
+        p["groups"],
+        serde_json::json!(["orders-read", "triage-llm", "logging"])
+    );
     let caps = v["capabilities"].as_array().unwrap();
-    let get = caps.iter().find(|c| c["function"] == "charter:host/kv.get").unwrap();
+    let get = caps
+        .iter()
+        .find(|c| c["function"] == "charter:host/kv.get")
+        .unwrap();
     assert_eq!(get["plugins"], serde_json::json!(["refund-triage"]));
     assert_eq!(get["write"], false);
 }
@@ -105,7 +139,11 @@ fn call_exit_codes() {
 
     let spin = charter(&["call", "spin"], cwd);
     assert_eq!(spin.status.code(), Some(3), "{}", text(&spin));
-    assert!(text(&spin).contains("deadline limit exceeded"), "{}", text(&spin));
+    assert!(
+        text(&spin).contains("deadline limit exceeded"),
+        "{}",
+        text(&spin)
+    );
 
     let bomb = charter(&["call", "bomb", "--json"], cwd);
     assert_eq!(bomb.status.code(), Some(3), "{}", text(&bomb));
@@ -118,7 +156,11 @@ fn call_exit_codes() {
 
     let missing = charter(&["call", "nope"], cwd);
     assert_eq!(missing.status.code(), Some(1));
-    assert!(text(&missing).contains("plugin \"nope\" is not in the deployment"), "{}", text(&missing));
+    assert!(
+        text(&missing).contains("plugin \"nope\" is not in the deployment"),
+        "{}",
+        text(&missing)
+    );
 }
 
 #[test]

@@ -7,7 +7,8 @@ use charter_runtime::{CallError, LimitKind, LoadError};
 
 use crate::support::*;
 
-const ECHO: (&str, &str, &[&str], &str) = ("echo", "fx-echo", &["kv-read", "kv-write", "logging"], "");
+const ECHO: (&str, &str, &[&str], &str) =
+    ("echo", "fx-echo", &["kv-read", "kv-write", "logging"], "");
 
 fn limit_kind(e: &CallError) -> Option<LimitKind> {
     match e {
@@ -18,7 +19,9 @@ fn limit_kind(e: &CallError) -> Option<LimitKind> {
 
 /// The next call on the same host still works.
 fn next_call_succeeds(host: &charter_runtime::Host, rt: &tokio::runtime::Runtime) {
-    let out = rt.block_on(host.call("echo", r#"{"log": "still alive"}"#)).expect("host must serve the next call");
+    let out = rt
+        .block_on(host.call("echo", r#"{"log": "still alive"}"#))
+        .expect("host must serve the next call");
     assert_eq!(out.output["echo"]["log"], "still alive");
 }
 
@@ -30,7 +33,12 @@ fn infinite_loop_is_stopped_at_the_deadline() {
         dir.path(),
         4,
         &[
-            ("spin", "fx-infinite-loop", &[], &format!("limits = {{ deadline_ms = {deadline} }}")),
+            (
+                "spin",
+                "fx-infinite-loop",
+                &[],
+                &format!("limits = {{ deadline_ms = {deadline} }}"),
+            ),
             ECHO,
         ],
     );
@@ -43,10 +51,18 @@ fn infinite_loop_is_stopped_at_the_deadline() {
     assert_eq!(limit_kind(&err), Some(LimitKind::Deadline), "{err}");
     assert_eq!(err.exit_code(), 3);
     let overshoot = took.saturating_sub(Duration::from_millis(deadline));
-    eprintln!("deadline {deadline} ms, stopped after {took:?} (overshoot {overshoot:?}, tick {EPOCH_TICK:?})");
-    assert!(took >= Duration::from_millis(deadline) - EPOCH_TICK, "stopped early: {took:?}");
+    eprintln!(
+        "deadline {deadline} ms, stopped after {took:?} (overshoot {overshoot:?}, tick {EPOCH_TICK:?})"
+    );
+    assert!(
+        took >= Duration::from_millis(deadline) - EPOCH_TICK,
+        "stopped early: {took:?}"
+    );
     // One tick, plus scheduling slack for a loaded 2-core CI machine.
-    assert!(overshoot <= EPOCH_TICK + Duration::from_millis(40), "overshoot {overshoot:?}");
+    assert!(
+        overshoot <= EPOCH_TICK + Duration::from_millis(40),
+        "overshoot {overshoot:?}"
+    );
     next_call_succeeds(&host, &rt);
 }
 
@@ -64,7 +80,15 @@ fn memory_bomb_hits_the_memory_limit() {
     let d = deployment(
         dir.path(),
         4,
-        &[("bomb", "fx-memory-bomb", &[], "limits = { memory_mib = 32 }"), ECHO],
+        &[
+            (
+                "bomb",
+                "fx-memory-bomb",
+                &[],
+                "limits = { memory_mib = 32 }",
+            ),
+            ECHO,
+        ],
     );
     let (host, _) = host(d);
     let rt = rt();
@@ -89,13 +113,24 @@ fn host_call_flood_stops_at_the_cap() {
     let d = deployment(
         dir.path(),
         4,
-        &[("flood", "fx-call-flood", &["logging"], "limits = { max_host_calls = 1000 }"), ECHO],
+        &[
+            (
+                "flood",
+                "fx-call-flood",
+                &["logging"],
+                "limits = { max_host_calls = 1000 }",
+            ),
+            ECHO,
+        ],
     );
     let (host, _) = host(d);
     let rt = rt();
     let err = rt.block_on(host.call("flood", "{}")).unwrap_err();
     assert_eq!(limit_kind(&err), Some(LimitKind::HostCalls), "{err}");
-    assert!(err.to_string().contains("more than 1000 host calls"), "{err}");
+    assert!(
+        err.to_string().contains("more than 1000 host calls"),
+        "{err}"
+    );
     next_call_succeeds(&host, &rt);
 }
 
@@ -117,7 +152,16 @@ fn oversized_output_is_refused() {
 #[test]
 fn oversized_input_is_refused_before_instantiation() {
     let dir = tempfile::tempdir().unwrap();
-    let d = deployment(dir.path(), 4, &[("echo", "fx-echo", &["kv-read", "kv-write", "logging"], "limits = { max_input_bytes = 64 }")]);
+    let d = deployment(
+        dir.path(),
+        4,
+        &[(
+            "echo",
+            "fx-echo",
+            &["kv-read", "kv-write", "logging"],
+            "limits = { max_input_bytes = 64 }",
+        )],
+    );
     let (host, _) = host(d);
     let rt = rt();
     let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(100));
@@ -153,23 +197,38 @@ fn with_file(bytes: &[u8]) -> (tempfile::TempDir, charter_config::Deployment) {
 fn malformed_bytes_are_refused_cleanly() {
     let echo = std::fs::read(fixture("fx-echo")).unwrap();
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("garbage", b"this is not wasm at all, just text".to_vec(), "preamble"),
+        (
+            "garbage",
+            b"this is not wasm at all, just text".to_vec(),
+            "preamble",
+        ),
         ("empty", vec![], "preamble"),
-        ("truncated component", echo[..echo.len() / 2].to_vec(), "not a WebAssembly component"),
-        ("flipped bytes", {
-            let mut b = echo.clone();
-            for i in (200..b.len()).step_by(997) {
-                b[i] ^= 0xff;
-            }
-            b
-        }, "not a WebAssembly component"),
+        (
+            "truncated component",
+            echo[..echo.len() / 2].to_vec(),
+            "not a WebAssembly component",
+        ),
+        (
+            "flipped bytes",
+            {
+                let mut b = echo.clone();
+                for i in (200..b.len()).step_by(997) {
+                    b[i] ^= 0xff;
+                }
+                b
+            },
+            "not a WebAssembly component",
+        ),
     ];
     let rt = rt();
     for (what, bytes, expect) in cases {
         let (_dir, d) = with_file(&bytes);
         let (host, _) = host(d);
         let err = rt.block_on(host.call("bad", "{}")).unwrap_err();
-        assert!(matches!(err, CallError::Load(LoadError::Malformed { .. })), "{what}: {err}");
+        assert!(
+            matches!(err, CallError::Load(LoadError::Malformed { .. })),
+            "{what}: {err}"
+        );
         assert!(err.to_string().contains(expect), "{what}: {err}");
         assert_eq!(err.exit_code(), 1);
         next_call_succeeds(&host, &rt);
@@ -184,17 +243,31 @@ fn core_module_is_refused_with_a_clear_error() {
     let (host, _) = host(d);
     let rt = rt();
     let err = rt.block_on(host.call("bad", "{}")).unwrap_err();
-    assert!(matches!(err, CallError::Load(LoadError::CoreModule { .. })), "{err}");
-    assert!(err.to_string().contains("core WebAssembly module, not a component"), "{err}");
+    assert!(
+        matches!(err, CallError::Load(LoadError::CoreModule { .. })),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("core WebAssembly module, not a component"),
+        "{err}"
+    );
     next_call_succeeds(&host, &rt);
 }
 
 #[test]
 fn oversized_component_is_refused_before_reading() {
     let dir = tempfile::tempdir().unwrap();
-    let d = deployment(dir.path(), 4, &[("big", "fx-echo", &[], "limits = { max_component_mib = 0 }")]);
+    let d = deployment(
+        dir.path(),
+        4,
+        &[("big", "fx-echo", &[], "limits = { max_component_mib = 0 }")],
+    );
     let (host, _) = host(d);
     let err = rt().block_on(host.call("big", "{}")).unwrap_err();
-    assert!(matches!(err, CallError::Load(LoadError::TooLarge { .. })), "{err}");
+    assert!(
+        matches!(err, CallError::Load(LoadError::TooLarge { .. })),
+        "{err}"
+    );
     assert_eq!(err.exit_code(), 3);
 }

@@ -21,12 +21,18 @@ async fn server() -> (u16, Arc<AtomicUsize>) {
     let h = hits.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let h = h.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |_req| {
                     h.fetch_add(1, Ordering::SeqCst);
-                    async { Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from("hello from the test server")))) }
+                    async {
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(
+                            "hello from the test server",
+                        ))))
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
@@ -40,7 +46,8 @@ async fn server() -> (u16, Arc<AtomicUsize>) {
 #[test]
 fn http_grant_reaches_allowed_host_and_refuses_others() {
     let rt = rt();
-    let ((allowed, allowed_hits), (other, other_hits)) = rt.block_on(async { (server().await, server().await) });
+    let ((allowed, allowed_hits), (other, other_hits)) =
+        rt.block_on(async { (server().await, server().await) });
     let dir = tempfile::tempdir().unwrap();
     let extra = format!(
         "[groups.http-a]\ncapabilities = [\"wasi:http/outgoing-handler.handle\"]\nallow_hosts = [\"127.0.0.1:{allowed}\"]\n"
@@ -56,7 +63,10 @@ fn http_grant_reaches_allowed_host_and_refuses_others() {
     let (host, _) = host(d);
 
     let out = rt
-        .block_on(host.call("fetch", &format!(r#"{{"url": "http://127.0.0.1:{allowed}/x"}}"#)))
+        .block_on(host.call(
+            "fetch",
+            &format!(r#"{{"url": "http://127.0.0.1:{allowed}/x"}}"#),
+        ))
         .expect("allowed host");
     assert_eq!(out.output["status"], 200);
     assert_eq!(out.output["body"], "hello from the test server");
@@ -72,10 +82,22 @@ fn http_grant_reaches_allowed_host_and_refuses_others() {
             .unwrap_err();
         assert!(matches!(err, CallError::Denied { .. }), "{url}: {err}");
         assert_eq!(err.exit_code(), 2);
-        assert!(err.to_string().contains("is not in the grant's allow_hosts"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("is not in the grant's allow_hosts"),
+            "{err}"
+        );
     }
-    assert_eq!(other_hits.load(Ordering::SeqCst), 0, "a refused host was reached");
-    assert_eq!(allowed_hits.load(Ordering::SeqCst), 1, "a refused request reached the server");
+    assert_eq!(
+        other_hits.load(Ordering::SeqCst),
+        0,
+        "a refused host was reached"
+    );
+    assert_eq!(
+        allowed_hits.load(Ordering::SeqCst),
+        1,
+        "a refused request reached the server"
+    );
     rt.block_on(host.call("echo", "{}")).unwrap();
 }
 
@@ -85,9 +107,14 @@ fn http_import_without_grant_is_refused_at_load() {
     let d = deployment(dir.path(), 4, &[("fetch", "fx-http", &["logging"], "")]);
     let (host, _) = host(d);
     let err = rt().block_on(host.load("fetch")).unwrap_err();
-    let LoadError::Ungranted(lines) = &err else { panic!("{err}") };
+    let LoadError::Ungranted(lines) = &err else {
+        panic!("{err}")
+    };
     assert!(
-        lines.iter().any(|l| l.function.starts_with("wasi:http/outgoing-handler@") && l.function.ends_with("#handle")),
+        lines
+            .iter()
+            .any(|l| l.function.starts_with("wasi:http/outgoing-handler@")
+                && l.function.ends_with("#handle")),
         "{err}"
     );
 }

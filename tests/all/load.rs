@@ -10,7 +10,11 @@ fn refused_plugin_runs_no_guest_code() {
     let dir = tempfile::tempdir().unwrap();
     // fx-ungranted's first action is kv.set("ran", "yes"). Granted only
     // kv-read, it must be refused at load and the key must never exist.
-    let d = deployment(dir.path(), 4, &[("sneaky", "fx-ungranted", &["kv-read"], "")]);
+    let d = deployment(
+        dir.path(),
+        4,
+        &[("sneaky", "fx-ungranted", &["kv-read"], "")],
+    );
     let state = dir.path().join("state");
     let store = std::sync::Arc::new(SledStore::open(&state).unwrap());
     let host = charter_runtime::Host::new(
@@ -32,11 +36,19 @@ fn refused_plugin_runs_no_guest_code() {
     drop(host);
     drop(store);
     let reopened = SledStore::open(&state).unwrap();
-    assert_eq!(reopened.get("sneaky", "ran").unwrap(), None, "guest code ran");
+    assert_eq!(
+        reopened.get("sneaky", "ran").unwrap(),
+        None,
+        "guest code ran"
+    );
 
     // Control: granted kv-write, the same component does write the key, so
     // the absence above is the refusal's doing.
-    let d = deployment(dir.path(), 4, &[("sneaky", "fx-ungranted", &["kv-write"], "")]);
+    let d = deployment(
+        dir.path(),
+        4,
+        &[("sneaky", "fx-ungranted", &["kv-write"], "")],
+    );
     let (host, store) = crate::support::host(d);
     rt().block_on(host.call("sneaky", "{}")).unwrap();
     assert_eq!(store.get("sneaky", "ran").unwrap().as_deref(), Some("yes"));
@@ -48,7 +60,9 @@ fn every_ungranted_import_gets_one_line() {
     let d = deployment(dir.path(), 4, &[("triage", "refund-triage", &[], "")]);
     let (host, _) = crate::support::host(d);
     let err = rt().block_on(host.load("triage")).unwrap_err();
-    let LoadError::Ungranted(lines) = &err else { panic!("{err}") };
+    let LoadError::Ungranted(lines) = &err else {
+        panic!("{err}")
+    };
     let fns: Vec<_> = lines.iter().map(|l| l.function.as_str()).collect();
     assert_eq!(
         fns,
@@ -82,22 +96,34 @@ fn granted_plugin_runs_and_is_isolated_per_namespace() {
     assert_eq!(out.logs[0].message, "hello");
     assert_eq!(out.host_calls, 2);
     let out = rt.block_on(host.call("b", r#"{"kv_get": "k"}"#)).unwrap();
-    assert_eq!(out.output["kv"], serde_json::Value::Null, "b must not see a's key");
+    assert_eq!(
+        out.output["kv"],
+        serde_json::Value::Null,
+        "b must not see a's key"
+    );
     assert_eq!(store.get("a", "k").unwrap().as_deref(), Some("from-a"));
 }
 
 #[test]
 fn step_errors_map_to_retryable_and_fatal() {
     let dir = tempfile::tempdir().unwrap();
-    let d = deployment(dir.path(), 4, &[("e", "fx-echo", &["kv-read", "kv-write", "logging"], "")]);
+    let d = deployment(
+        dir.path(),
+        4,
+        &[("e", "fx-echo", &["kv-read", "kv-write", "logging"], "")],
+    );
     let (host, _) = crate::support::host(d);
     let rt = rt();
     match rt.block_on(host.call("e", r#"{"fail": "retryable"}"#)) {
-        Err(CallError::Step { retryable: true, .. }) => {}
+        Err(CallError::Step {
+            retryable: true, ..
+        }) => {}
         other => panic!("{other:?}"),
     }
     match rt.block_on(host.call("e", r#"{"fail": "fatal"}"#)) {
-        Err(CallError::Step { retryable: false, .. }) => {}
+        Err(CallError::Step {
+            retryable: false, ..
+        }) => {}
         other => panic!("{other:?}"),
     }
     let e = rt.block_on(host.call("e", "not json")).unwrap_err();
@@ -108,7 +134,11 @@ fn step_errors_map_to_retryable_and_fatal() {
 fn digest_pin_mismatch_refuses() {
     let dir = tempfile::tempdir().unwrap();
     let pin = format!("digest = \"sha256:{}\"", "0".repeat(64));
-    let d = deployment(dir.path(), 4, &[("p", "fx-echo", &["kv-read", "kv-write", "logging"], &pin)]);
+    let d = deployment(
+        dir.path(),
+        4,
+        &[("p", "fx-echo", &["kv-read", "kv-write", "logging"], &pin)],
+    );
     let (host, _) = crate::support::host(d);
     let err = rt().block_on(host.call("p", "{}")).unwrap_err();
     assert_eq!(err.exit_code(), 2);
@@ -117,7 +147,11 @@ fn digest_pin_mismatch_refuses() {
     // The right pin loads.
     let real = charter_runtime::digest(&std::fs::read(fixture("fx-echo")).unwrap());
     let pin = format!("digest = \"{real}\"");
-    let d = deployment(dir.path(), 4, &[("p", "fx-echo", &["kv-read", "kv-write", "logging"], &pin)]);
+    let d = deployment(
+        dir.path(),
+        4,
+        &[("p", "fx-echo", &["kv-read", "kv-write", "logging"], &pin)],
+    );
     let (host, _) = crate::support::host(d);
     rt().block_on(host.call("p", "{}")).unwrap();
 }
@@ -125,7 +159,16 @@ fn digest_pin_mismatch_refuses() {
 #[test]
 fn wasi_none_refuses_wasi_imports() {
     let dir = tempfile::tempdir().unwrap();
-    let d = deployment(dir.path(), 4, &[("p", "fx-echo", &["kv-read", "kv-write", "logging"], "wasi = \"none\"")]);
+    let d = deployment(
+        dir.path(),
+        4,
+        &[(
+            "p",
+            "fx-echo",
+            &["kv-read", "kv-write", "logging"],
+            "wasi = \"none\"",
+        )],
+    );
     let (host, _) = crate::support::host(d);
     let err = rt().block_on(host.load("p")).unwrap_err();
     let msg = err.to_string();
@@ -137,9 +180,17 @@ fn wasi_none_refuses_wasi_imports() {
 fn phase_gates_refuse_at_load() {
     let dir = tempfile::tempdir().unwrap();
     // Phase 3 is analysis only: no write group may be granted.
-    let d = deployment(dir.path(), 3, &[("p", "fx-echo", &["kv-read", "kv-write", "logging"], "")]);
+    let d = deployment(
+        dir.path(),
+        3,
+        &[("p", "fx-echo", &["kv-read", "kv-write", "logging"], "")],
+    );
     let (host, _) = crate::support::host(d);
     let err = rt().block_on(host.call("p", "{}")).unwrap_err();
     assert_eq!(err.exit_code(), 2);
-    assert!(err.to_string().contains("phase 3 (analysis only) permits no writes"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("phase 3 (analysis only) permits no writes"),
+        "{err}"
+    );
 }

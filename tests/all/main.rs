@@ -3,6 +3,7 @@
 //! Guest fixtures are real components built from `plugins/` by
 //! `plugins/build.sh` (the test command runs it first).
 
+mod capabilities;
 mod cli;
 mod hostile;
 mod http;

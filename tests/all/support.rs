@@ -9,7 +9,10 @@ use charter_runtime::{Host, HostOptions};
 use charter_store::{MemStore, Store};
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// A guest fixture built by plugins/build.sh.
@@ -17,7 +20,11 @@ pub fn fixture(name: &str) -> PathBuf {
     let p = root()
         .join("target/wasm32-wasip2/release")
         .join(format!("{}.wasm", name.replace('-', "_")));
-    assert!(p.exists(), "{} is missing: run plugins/build.sh first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run plugins/build.sh first",
+        p.display()
+    );
     p
 }
 
@@ -78,7 +85,11 @@ pub fn charter_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let bin = dir.join("charter");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p charter-cli` first", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p charter-cli` first",
+        bin.display()
+    );
     bin
 }
 

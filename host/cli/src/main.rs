@@ -43,7 +43,9 @@ struct ConfigArg {
 
 impl ConfigArg {
     fn path(&self) -> PathBuf {
-        self.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+        self.config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
     }
     fn load(&self) -> Result<Deployment> {
         Ok(Deployment::load(&self.path())?)
@@ -140,7 +142,11 @@ enum KvOp {
 
 fn init_tracing(quiet: bool) {
     use tracing_subscriber::EnvFilter;
-    let default = if quiet { "warn" } else { "warn,charter::plugin=info" };
+    let default = if quiet {
+        "warn"
+    } else {
+        "warn,charter::plugin=info"
+    };
     let filter = EnvFilter::try_from_env("CHARTER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -154,7 +160,9 @@ fn init_tracing(quiet: bool) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = match &cli.command {
-        Command::Inspect { json, .. } | Command::Check { json, .. } | Command::Grants { json, .. } => *json,
+        Command::Inspect { json, .. }
+        | Command::Check { json, .. }
+        | Command::Grants { json, .. } => *json,
         Command::Call { json, .. } => *json,
         Command::Kv { .. } => true,
     };
@@ -175,7 +183,11 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<i32> {
     match cli.command {
-        Command::Inspect { plugin, config, json } => {
+        Command::Inspect {
+            plugin,
+            config,
+            json,
+        } => {
             let deployment = match &config.config {
                 Some(_) => Some(config.load()?),
                 None if std::path::Path::new(DEFAULT_CONFIG).exists() => Some(config.load()?),
@@ -251,23 +263,32 @@ fn label(code: i32) -> &'static str {
 
 fn read_input(arg: &str) -> Result<String> {
     match arg.strip_prefix('@') {
-        Some("-") => std::io::read_to_string(std::io::stdin()).context("reading input from standard input"),
-        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading input file {path}")),
+        Some("-") => {
+            std::io::read_to_string(std::io::stdin()).context("reading input from standard input")
+        }
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading input file {path}"))
+        }
         None => Ok(arg.to_string()),
     }
 }
 
 fn kv(op: KvOp) -> Result<i32> {
     let (plugin, config) = match &op {
-        KvOp::Get { plugin, config, .. } | KvOp::Set { plugin, config, .. } | KvOp::List { plugin, config, .. } => {
-            (plugin.clone(), config.clone())
-        }
+        KvOp::Get { plugin, config, .. }
+        | KvOp::Set { plugin, config, .. }
+        | KvOp::List { plugin, config, .. } => (plugin.clone(), config.clone()),
     };
     let deployment = config.load()?;
     if !deployment.plugins.contains_key(&plugin) {
         anyhow::bail!(
             "plugin {plugin:?} is not in the deployment (plugins: {})",
-            deployment.plugins.keys().cloned().collect::<Vec<_>>().join(", ")
+            deployment
+                .plugins
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let store = charter_store::SledStore::open(&deployment.data_dir.join("state"))?;

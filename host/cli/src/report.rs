@@ -22,7 +22,10 @@ pub async fn inspect(path: &Path, deployment: Option<&Deployment>, as_json: bool
         Err(e) => {
             let code = e.exit_code();
             if as_json {
-                println!("{}", json!({"path": path, "error": {"message": e.to_string(), "exit_code": code}}));
+                println!(
+                    "{}",
+                    json!({"path": path, "error": {"message": e.to_string(), "exit_code": code}})
+                );
             } else {
                 eprintln!("error: {e}");
             }
@@ -75,7 +78,12 @@ pub async fn inspect(path: &Path, deployment: Option<&Deployment>, as_json: bool
     println!("{}", path.display());
     println!("  digest   {}", insp.digest);
     println!("  size     {} bytes", insp.size);
-    println!("  world    {}", insp.world.as_deref().unwrap_or("(not a charter step: no `run` export)"));
+    println!(
+        "  world    {}",
+        insp.world
+            .as_deref()
+            .unwrap_or("(not a charter step: no `run` export)")
+    );
     println!("  imports");
     if insp.imports.is_empty() {
         println!("    (none)");
@@ -92,7 +100,9 @@ pub async fn inspect(path: &Path, deployment: Option<&Deployment>, as_json: bool
                 (ImportClass::Capability, Some(g)) if g.is_empty() => {
                     println!("      {f}    granted by: no group")
                 }
-                (ImportClass::Capability, Some(g)) => println!("      {f}    granted by: {}", g.join(", ")),
+                (ImportClass::Capability, Some(g)) => {
+                    println!("      {f}    granted by: {}", g.join(", "))
+                }
                 _ => println!("      {f}"),
             }
         }
@@ -109,8 +119,19 @@ pub async fn check(deployment: Deployment, as_json: bool) -> Result<i32> {
     let name = deployment.name.clone();
     let phase = deployment.phase;
     let source = deployment.source.clone();
-    let host = Host::new(deployment, HostOptions::default())?;
-    let mut code = if violations.is_empty() { EXIT_OK } else { EXIT_REFUSED };
+    // Checking runs no step: no need for (or a lock on) the state store.
+    let host = Host::new(
+        deployment,
+        HostOptions {
+            store: Some(std::sync::Arc::new(charter_store::MemStore::default())),
+            ..Default::default()
+        },
+    )?;
+    let mut code = if violations.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_REFUSED
+    };
     let mut plugins = Vec::new();
     let mut lines = Vec::new();
     for (pname, r) in host.load_all().await {
@@ -128,7 +149,8 @@ pub async fn check(deployment: Deployment, as_json: bool) -> Result<i32> {
                     p.digest,
                     p.load_time.as_millis()
                 ));
-                plugins.push(json!({"name": pname, "status": "ok", "digest": p.digest, "errors": []}));
+                plugins
+                    .push(json!({"name": pname, "status": "ok", "digest": p.digest, "errors": []}));
             }
             Err(e) => {
                 let refused = e.exit_code() == EXIT_REFUSED;
@@ -164,7 +186,10 @@ pub async fn check(deployment: Deployment, as_json: bool) -> Result<i32> {
             }))?
         );
     } else {
-        println!("deployment {name} (phase {phase}) from {}", source.display());
+        println!(
+            "deployment {name} (phase {phase}) from {}",
+            source.display()
+        );
         for l in &lines {
             println!("{l}");
         }
@@ -190,12 +215,17 @@ pub fn grants(d: &Deployment, as_json: bool) -> Result<i32> {
             for pat in &g.capabilities {
                 // Expand patterns over the host's own functions; other
                 // patterns (connectors, wasi:http) are listed as written.
-                let expanded: Vec<(String, Effect)> = if pat.interface.starts_with("charter:host/") {
+                let expanded: Vec<(String, Effect)> = if pat.interface.starts_with("charter:host/")
+                {
                     HostFn::ALL
                         .iter()
                         .filter(|f| pat.matches(&f.function_name()))
                         .map(|f| {
-                            let eff = if f.effect() == Effect::Write { Effect::Write } else { g.effect };
+                            let eff = if f.effect() == Effect::Write {
+                                Effect::Write
+                            } else {
+                                g.effect
+                            };
                             (format!("{}.{}", f.interface(), f.name()), eff)
                         })
                         .collect()
@@ -249,20 +279,56 @@ pub fn grants(d: &Deployment, as_json: bool) -> Result<i32> {
         println!("deployment {} (phase {})", d.name, d.phase);
         println!("\nplugins");
         for p in &plugins {
-            println!("  {}  {}{}", p["name"].as_str().unwrap_or(""), p["digest"].as_str().unwrap_or(""),
-                if p["pinned"].as_bool() == Some(true) { "  (pinned)" } else { "  (not pinned)" });
-            println!("    groups: {}", p["groups"].as_array().map(|g| g.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default());
+            println!(
+                "  {}  {}{}",
+                p["name"].as_str().unwrap_or(""),
+                p["digest"].as_str().unwrap_or(""),
+                if p["pinned"].as_bool() == Some(true) {
+                    "  (pinned)"
+                } else {
+                    "  (not pinned)"
+                }
+            );
+            println!(
+                "    groups: {}",
+                p["groups"]
+                    .as_array()
+                    .map(|g| g
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                    .unwrap_or_default()
+            );
             if let Some(by) = p["granted_by"].as_str() {
-                println!("    granted by: {by}{}", p["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default());
+                println!(
+                    "    granted by: {by}{}",
+                    p["reason"]
+                        .as_str()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                );
             }
             for f in p["functions"].as_array().into_iter().flatten() {
-                let w = if f["effect"] == "write" { "  WRITE" } else { "" };
-                println!("      {}  [{}]{w}", f["function"].as_str().unwrap_or(""), f["group"].as_str().unwrap_or(""));
+                let w = if f["effect"] == "write" {
+                    "  WRITE"
+                } else {
+                    ""
+                };
+                println!(
+                    "      {}  [{}]{w}",
+                    f["function"].as_str().unwrap_or(""),
+                    f["group"].as_str().unwrap_or("")
+                );
             }
         }
         println!("\ncapabilities");
         for (f, (eff, ps)) in &caps {
-            let w = if *eff == Effect::Write { "WRITE " } else { "      " };
+            let w = if *eff == Effect::Write {
+                "WRITE "
+            } else {
+                "      "
+            };
             println!("  {w}{f}  <- {}", ps.join(", "));
         }
         if !violations.is_empty() {
@@ -272,5 +338,9 @@ pub fn grants(d: &Deployment, as_json: bool) -> Result<i32> {
             }
         }
     }
-    Ok(if violations.is_empty() { EXIT_OK } else { EXIT_REFUSED })
+    Ok(if violations.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_REFUSED
+    })
 }

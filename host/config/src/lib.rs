@@ -117,7 +117,9 @@ impl fmt::Display for Effect {
 }
 
 /// Which WASI a plugin is linked with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum WasiMode {
     /// The inert baseline: WASI interfaces linked with no files, no
@@ -182,7 +184,10 @@ impl LimitsFile {
     fn apply(&self, base: Limits) -> Limits {
         Limits {
             deadline_ms: self.deadline_ms.unwrap_or(base.deadline_ms),
-            memory_bytes: self.memory_mib.map(|m| m << 20).unwrap_or(base.memory_bytes),
+            memory_bytes: self
+                .memory_mib
+                .map(|m| m << 20)
+                .unwrap_or(base.memory_bytes),
             max_host_calls: self.max_host_calls.unwrap_or(base.max_host_calls),
             max_input_bytes: self.max_input_bytes.unwrap_or(base.max_input_bytes),
             max_output_bytes: self.max_output_bytes.unwrap_or(base.max_output_bytes),
@@ -190,7 +195,9 @@ impl LimitsFile {
                 .max_component_mib
                 .map(|m| m << 20)
                 .unwrap_or(base.max_component_bytes),
-            host_call_timeout_ms: self.host_call_timeout_ms.unwrap_or(base.host_call_timeout_ms),
+            host_call_timeout_ms: self
+                .host_call_timeout_ms
+                .unwrap_or(base.host_call_timeout_ms),
             max_compile_seconds: self.max_compile_seconds.unwrap_or(base.max_compile_seconds),
         }
     }
@@ -418,7 +425,9 @@ impl Deployment {
                 .map(|p| Pattern::parse(p))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| invalid(format!("group {name}: {e}")))?;
-            let grants_http = capabilities.iter().any(|p| p.interface_is("wasi:http/outgoing-handler"));
+            let grants_http = capabilities
+                .iter()
+                .any(|p| p.interface_is("wasi:http/outgoing-handler"));
             if !g.allow_hosts.is_empty() && !grants_http {
                 return Err(invalid(format!(
                     "group {name}: `allow_hosts` only applies to a group granting wasi:http/outgoing-handler.handle"
@@ -437,7 +446,11 @@ impl Deployment {
                     capabilities,
                     phase: g.phase,
                     effect: g.effect,
-                    allow_hosts: g.allow_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                    allow_hosts: g
+                        .allow_hosts
+                        .iter()
+                        .map(|h| h.to_ascii_lowercase())
+                        .collect(),
                     secrets: g.secrets,
                 },
             );
@@ -462,7 +475,9 @@ impl Deployment {
             check_name("plugin", &name).map_err(&invalid)?;
             if let Some(d) = &p.digest {
                 let ok = d.strip_prefix("sha256:").is_some_and(|h| {
-                    h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+                    h.len() == 64
+                        && h.bytes()
+                            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
                 });
                 if !ok {
                     return Err(invalid(format!(
@@ -506,10 +521,15 @@ impl Deployment {
                 }
             },
         };
-        if let LlmProvider::OpenAi { api_key_secret: Some(s), .. } = &llm
+        if let LlmProvider::OpenAi {
+            api_key_secret: Some(s),
+            ..
+        } = &llm
             && !secrets.contains_key(s)
         {
-            return Err(invalid(format!("llm: api_key_secret {s:?} is not declared under [secrets]")));
+            return Err(invalid(format!(
+                "llm: api_key_secret {s:?} is not declared under [secrets]"
+            )));
         }
 
         Ok(Deployment {
@@ -540,7 +560,10 @@ impl Deployment {
                     let known: Vec<_> = self.groups.keys().map(String::as_str).collect();
                     out.push(v(
                         "unknown-group",
-                        format!("group {gname:?} is not defined (defined groups: {})", known.join(", ")),
+                        format!(
+                            "group {gname:?} is not defined (defined groups: {})",
+                            known.join(", ")
+                        ),
                     ));
                     continue;
                 };
@@ -575,7 +598,10 @@ impl Deployment {
     }
 
     /// The groups granted to `plugin` (unknown names skipped).
-    pub fn granted_groups<'a>(&'a self, plugin: &'a PluginSpec) -> impl Iterator<Item = &'a ActionGroup> + 'a {
+    pub fn granted_groups<'a>(
+        &'a self,
+        plugin: &'a PluginSpec,
+    ) -> impl Iterator<Item = &'a ActionGroup> + 'a {
         plugin.groups.iter().filter_map(|g| self.groups.get(g))
     }
 
@@ -590,7 +616,9 @@ impl Deployment {
 
     /// Secrets the plugin's groups let it read.
     pub fn granted_secrets(&self, plugin: &PluginSpec) -> BTreeSet<String> {
-        self.granted_groups(plugin).flat_map(|g| g.secrets.iter().cloned()).collect()
+        self.granted_groups(plugin)
+            .flat_map(|g| g.secrets.iter().cloned())
+            .collect()
     }
 
     /// HTTP authorities the plugin's groups let it reach.
@@ -657,14 +685,18 @@ groups = ["kv-write", "llm"]
 
     #[test]
     fn unknown_key_names_key_and_line() {
-        let err = parse("[deployment]\nname = \"x\"\nphase = 1\ncolour = 3\n").unwrap_err().to_string();
+        let err = parse("[deployment]\nname = \"x\"\nphase = 1\ncolour = 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 4"), "{err}");
         assert!(err.contains("colour"), "{err}");
     }
 
     #[test]
     fn phase_out_of_range_is_an_error() {
-        let err = parse("[deployment]\nname = \"x\"\nphase = 6\n").unwrap_err().to_string();
+        let err = parse("[deployment]\nname = \"x\"\nphase = 6\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("phase must be 1 to 5"), "{err}");
     }
 
@@ -691,9 +723,11 @@ groups = ["kv-write", "llm"]
 
     #[test]
     fn bad_digest_is_refused() {
-        let err = parse("[deployment]\nname=\"x\"\nphase=1\n[plugins.p]\npath=\"p.wasm\"\ndigest=\"md5:1\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = parse(
+            "[deployment]\nname=\"x\"\nphase=1\n[plugins.p]\npath=\"p.wasm\"\ndigest=\"md5:1\"\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("sha256"), "{err}");
     }
 }

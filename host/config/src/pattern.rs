@@ -59,7 +59,9 @@ pub fn split_version(instance: &str) -> (&str, Option<&str>) {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("capability pattern {pattern:?}: {reason}; expected e.g. \"charter:host/kv.get\" or \"acme:payments/refunds.*\"")]
+#[error(
+    "capability pattern {pattern:?}: {reason}; expected e.g. \"charter:host/kv.get\" or \"acme:payments/refunds.*\""
+)]
 pub struct PatternError {
     pub pattern: String,
     pub reason: &'static str,
@@ -82,9 +84,13 @@ impl Pattern {
             reason,
         };
         // Function names never contain '.', versions may: split at the last.
-        let (iface, func) = text.rsplit_once('.').ok_or(err("missing `.function` or `.*`"))?;
+        let (iface, func) = text
+            .rsplit_once('.')
+            .ok_or(err("missing `.function` or `.*`"))?;
         let (interface, version) = split_version(iface);
-        let (pkg, name) = interface.split_once('/').ok_or(err("missing `/interface`"))?;
+        let (pkg, name) = interface
+            .split_once('/')
+            .ok_or(err("missing `/interface`"))?;
         let (ns, pkgname) = pkg.split_once(':').ok_or(err("missing `namespace:`"))?;
         let ident = |s: &str| {
             !s.is_empty()
@@ -110,7 +116,10 @@ impl Pattern {
 
     pub fn matches(&self, f: &FunctionName) -> bool {
         self.interface == f.interface
-            && self.version.as_ref().is_none_or(|v| f.version.as_ref() == Some(v))
+            && self
+                .version
+                .as_ref()
+                .is_none_or(|v| f.version.as_ref() == Some(v))
             && self.func.as_ref().is_none_or(|n| *n == f.func)
     }
 
@@ -145,18 +154,36 @@ mod tests {
         let set = FunctionName::new("charter:host/kv@0.1.0", "set");
         assert!(Pattern::parse("charter:host/kv.set").unwrap().matches(&set));
         assert!(Pattern::parse("charter:host/kv.*").unwrap().matches(&set));
-        assert!(Pattern::parse("charter:host/kv@0.1.0.set").unwrap().matches(&set));
-        assert!(!Pattern::parse("charter:host/kv@0.2.0.set").unwrap().matches(&set));
+        assert!(
+            Pattern::parse("charter:host/kv@0.1.0.set")
+                .unwrap()
+                .matches(&set)
+        );
+        assert!(
+            !Pattern::parse("charter:host/kv@0.2.0.set")
+                .unwrap()
+                .matches(&set)
+        );
         assert!(!Pattern::parse("charter:host/kv.get").unwrap().matches(&set));
         assert!(!Pattern::parse("charter:host/log.*").unwrap().matches(&set));
         assert_eq!(set.to_string(), "charter:host/kv@0.1.0#set");
         let refund = FunctionName::new("acme:payments/refunds", "issue-refund");
-        assert!(Pattern::parse("acme:payments/refunds.issue-refund").unwrap().matches(&refund));
+        assert!(
+            Pattern::parse("acme:payments/refunds.issue-refund")
+                .unwrap()
+                .matches(&refund)
+        );
     }
 
     #[test]
     fn malformed_patterns_are_refused() {
-        for bad in ["charter:host/kv", "kv.get", "charter/kv.get", "Charter:host/kv.get", "charter:host/kv."] {
+        for bad in [
+            "charter:host/kv",
+            "kv.get",
+            "charter/kv.get",
+            "Charter:host/kv.get",
+            "charter:host/kv.",
+        ] {
             assert!(Pattern::parse(bad).is_err(), "{bad}");
         }
     }

@@ -63,16 +63,26 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{plugin}: component is {size} bytes, over the limit of {limit} bytes (limits.max_component_mib)")]
-    TooLarge { plugin: String, size: u64, limit: u64 },
-    #[error("{plugin}: digest pin mismatch: config pins {pinned} but {path} is {actual}; rebuild the pinned version or update the pin after review")]
+    #[error(
+        "{plugin}: component is {size} bytes, over the limit of {limit} bytes (limits.max_component_mib)"
+    )]
+    TooLarge {
+        plugin: String,
+        size: u64,
+        limit: u64,
+    },
+    #[error(
+        "{plugin}: digest pin mismatch: config pins {pinned} but {path} is {actual}; rebuild the pinned version or update the pin after review"
+    )]
     DigestMismatch {
         plugin: String,
         path: PathBuf,
         pinned: String,
         actual: String,
     },
-    #[error("{plugin}: {path} is a core WebAssembly module, not a component; build for wasm32-wasip2 (or wrap it with `wasm-tools component new`)")]
+    #[error(
+        "{plugin}: {path} is a core WebAssembly module, not a component; build for wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
+    )]
     CoreModule { plugin: String, path: PathBuf },
     #[error("{plugin}: {path} is not a WebAssembly component: {detail}")]
     Malformed {
@@ -86,22 +96,27 @@ pub enum LoadError {
     Ungranted(Vec<UngrantedImport>),
     #[error("{}", lines(.0))]
     Governance(Vec<charter_config::Violation>),
-    #[error("{plugin}: does not export `run: func(input: string) -> result<string, step-error>` (world charter:plugin/step@0.1.0): {detail}")]
+    #[error(
+        "{plugin}: does not export `run: func(input: string) -> result<string, step-error>` (world charter:plugin/step@0.1.0): {detail}"
+    )]
     NotAStep { plugin: String, detail: String },
     #[error("{plugin}: linking failed: {detail}")]
     Link { plugin: String, detail: String },
 }
 
 fn lines<T: fmt::Display>(v: &[T]) -> String {
-    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n")
+    v.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl LoadError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            LoadError::DigestMismatch { .. } | LoadError::Ungranted(_) | LoadError::Governance(_) => {
-                EXIT_REFUSED
-            }
+            LoadError::DigestMismatch { .. }
+            | LoadError::Ungranted(_)
+            | LoadError::Governance(_) => EXIT_REFUSED,
             LoadError::TooLarge { .. } | LoadError::CompileTimeout { .. } => EXIT_LIMIT,
             _ => EXIT_ERROR,
         }
@@ -178,9 +193,11 @@ impl CallError {
     /// A short machine-readable kind for `--json` reports.
     pub fn kind(&self) -> &'static str {
         match self {
-            CallError::Load(LoadError::Ungranted(_) | LoadError::Governance(_) | LoadError::DigestMismatch { .. }) => {
-                "refused"
-            }
+            CallError::Load(
+                LoadError::Ungranted(_)
+                | LoadError::Governance(_)
+                | LoadError::DigestMismatch { .. },
+            ) => "refused",
             CallError::Load(_) => "load-error",
             CallError::Limit { .. } => "limit",
             CallError::Denied { .. } => "denied",

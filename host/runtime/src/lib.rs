@@ -38,7 +38,7 @@ use wasmtime::{Engine, Trap};
 
 pub use error::{CallError, LimitKind, LoadError, UngrantedImport};
 pub use inspect::{Inspection, binary_kind, digest, inspect};
-pub use mediator::{HostFn, LogLine, Llm, OfflineLlm, OpenAiLlm};
+pub use mediator::{HostFn, Llm, LogLine, OfflineLlm, OpenAiLlm};
 
 use inspect::{BinaryKind, ImportClass};
 use linker::GrantSet;
@@ -207,10 +207,19 @@ impl Host {
     }
 
     fn spec(&self, name: &str) -> Result<&PluginSpec, LoadError> {
-        self.deployment.plugins.get(name).ok_or_else(|| LoadError::UnknownPlugin {
-            name: name.to_string(),
-            known: self.deployment.plugins.keys().cloned().collect::<Vec<_>>().join(", "),
-        })
+        self.deployment
+            .plugins
+            .get(name)
+            .ok_or_else(|| LoadError::UnknownPlugin {
+                name: name.to_string(),
+                known: self
+                    .deployment
+                    .plugins
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
     }
 
     /// Load `name` (once; later calls reuse it) through the load-time check.
@@ -249,7 +258,12 @@ impl Host {
                 plugin: spec.name.clone(),
                 detail: format!(
                     "exports: [{}]",
-                    inspection.exports.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ")
+                    inspection
+                        .exports
+                        .iter()
+                        .map(|e| e.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             });
         }
@@ -264,15 +278,21 @@ impl Host {
                     plugin: spec.name.clone(),
                     detail: format!("{e:#}"),
                 })?;
-                let pre = linker.instantiate_pre(&component).map_err(|e| LoadError::Link {
-                    plugin: spec.name.clone(),
-                    detail: format!("{e:#}"),
-                })?;
+                let pre = linker
+                    .instantiate_pre(&component)
+                    .map_err(|e| LoadError::Link {
+                        plugin: spec.name.clone(),
+                        detail: format!("{e:#}"),
+                    })?;
                 self.pres.lock().unwrap().insert(key, pre.clone());
                 pre
             }
         };
-        let linked = grants.host.iter().map(|f| f.function_name().to_string()).collect();
+        let linked = grants
+            .host
+            .iter()
+            .map(|f| f.function_name().to_string())
+            .collect();
         let ctx = Arc::new(PluginContext {
             name: spec.name.clone(),
             digest: digest.clone(),
@@ -291,13 +311,19 @@ impl Host {
             ctx,
         });
         tracing::info!(plugin = %name, digest = %loaded.digest, ms = loaded.load_time.as_millis() as u64, "loaded");
-        self.loaded.lock().unwrap().insert(name.to_string(), loaded.clone());
+        self.loaded
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), loaded.clone());
         Ok(loaded)
     }
 
     /// Read the file (bounded), check the pin and the preamble, and compile
     /// (bounded in time, off the async threads so other calls go on).
-    async fn read_and_compile(&self, spec: &PluginSpec) -> Result<(Arc<Vec<u8>>, Component), LoadError> {
+    async fn read_and_compile(
+        &self,
+        spec: &PluginSpec,
+    ) -> Result<(Arc<Vec<u8>>, Component), LoadError> {
         let read_err = |source| LoadError::Read {
             plugin: spec.name.clone(),
             path: spec.path.clone(),
@@ -324,7 +350,13 @@ impl Host {
                 actual,
             });
         }
-        compile(&self.engine, spec, bytes, Duration::from_secs(spec.limits.max_compile_seconds)).await
+        compile(
+            &self.engine,
+            spec,
+            bytes,
+            Duration::from_secs(spec.limits.max_compile_seconds),
+        )
+        .await
     }
 
     /// Load every plugin; one result per plugin, in name order.
@@ -343,7 +375,11 @@ impl Host {
     }
 
     /// Run one step of an already loaded plugin.
-    pub async fn call_loaded(&self, loaded: &LoadedPlugin, input: &str) -> Result<CallOutcome, CallError> {
+    pub async fn call_loaded(
+        &self,
+        loaded: &LoadedPlugin,
+        input: &str,
+    ) -> Result<CallOutcome, CallError> {
         let started = Instant::now();
         let plugin = loaded.name.clone();
         let limits = loaded.ctx.limits;
@@ -367,14 +403,18 @@ impl Host {
             });
         }
 
-        let mut store = wasmtime::Store::new(&self.engine, HostState::new(loaded.ctx.clone(), self.services.clone()));
+        let mut store = wasmtime::Store::new(
+            &self.engine,
+            HostState::new(loaded.ctx.clone(), self.services.clone()),
+        );
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(engine::deadline_ticks(limits.deadline_ms));
         store.epoch_deadline_trap();
 
         let result = async {
             let instance = loaded.pre.instantiate_async(&mut store).await?;
-            let run = instance.get_typed_func::<(&str,), (Result<WasmStr, WireStepError>,)>(&mut store, "run")?;
+            let run = instance
+                .get_typed_func::<(&str,), (Result<WasmStr, WireStepError>,)>(&mut store, "run")?;
             let (r,) = run.call_async(&mut store, (input,)).await?;
             Ok::<_, wasmtime::Error>(match r {
                 Ok(s) => {
@@ -482,9 +522,15 @@ async fn compile(
 }
 
 /// Compile and inspect a component file outside any deployment.
-pub async fn inspect_file(engine: &Engine, path: &std::path::Path) -> Result<Inspection, LoadError> {
+pub async fn inspect_file(
+    engine: &Engine,
+    path: &std::path::Path,
+) -> Result<Inspection, LoadError> {
     let spec = PluginSpec {
-        name: path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        name: path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         path: path.to_owned(),
         digest: None,
         groups: vec![],
@@ -518,7 +564,12 @@ fn fault_error(plugin: &str, fault: Fault) -> CallError {
     }
 }
 
-fn classify_trap(plugin: &str, state: &HostState, limits: &charter_config::Limits, e: wasmtime::Error) -> CallError {
+fn classify_trap(
+    plugin: &str,
+    state: &HostState,
+    limits: &charter_config::Limits,
+    e: wasmtime::Error,
+) -> CallError {
     let limit = |kind, detail: String| CallError::Limit {
         plugin: plugin.to_string(),
         kind,
@@ -538,7 +589,10 @@ fn classify_trap(plugin: &str, state: &HostState, limits: &charter_config::Limit
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => limit(
             LimitKind::Deadline,
-            format!("still running after {} ms (limits.deadline_ms)", limits.deadline_ms),
+            format!(
+                "still running after {} ms (limits.deadline_ms)",
+                limits.deadline_ms
+            ),
         ),
         Some(Trap::StackOverflow) => limit(LimitKind::Stack, "call stack exhausted".into()),
         _ => {
@@ -554,7 +608,11 @@ fn classify_trap(plugin: &str, state: &HostState, limits: &charter_config::Limit
 
 /// The load-time check (enforcement point 1): one entry per imported
 /// function that neither a grant nor the inert WASI baseline covers.
-pub fn check_imports(dep: &Deployment, spec: &PluginSpec, insp: &Inspection) -> Vec<UngrantedImport> {
+pub fn check_imports(
+    dep: &Deployment,
+    spec: &PluginSpec,
+    insp: &Inspection,
+) -> Vec<UngrantedImport> {
     let groups: Vec<_> = dep.granted_groups(spec).collect();
     let http = grants_http(dep, spec);
     let mut out = Vec::new();
@@ -574,7 +632,10 @@ pub fn check_imports(dep: &Deployment, spec: &PluginSpec, insp: &Inspection) -> 
                 spec.wasi == WasiMode::Inert
             }
             ImportClass::Capability if f.interface == "wasi:http/types" => {
-                hint = Some("wasi:http/types comes with a grant of wasi:http/outgoing-handler.handle".into());
+                hint = Some(
+                    "wasi:http/types comes with a grant of wasi:http/outgoing-handler.handle"
+                        .into(),
+                );
                 http
             }
             ImportClass::Capability => groups.iter().any(|g| g.grants(&f)),
@@ -584,8 +645,14 @@ pub fn check_imports(dep: &Deployment, spec: &PluginSpec, insp: &Inspection) -> 
                 plugin: spec.name.clone(),
                 function: f.to_string(),
                 granted_groups: spec.groups.clone(),
-                groups_that_grant: dep.groups_granting(&f).into_iter().map(str::to_string).collect(),
-                hint: if matches!(iface.class, ImportClass::Capability) && f.interface != "wasi:http/types" {
+                groups_that_grant: dep
+                    .groups_granting(&f)
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect(),
+                hint: if matches!(iface.class, ImportClass::Capability)
+                    && f.interface != "wasi:http/types"
+                {
                     None
                 } else {
                     hint
@@ -606,7 +673,10 @@ fn grant_set(dep: &Deployment, spec: &PluginSpec) -> GrantSet {
     let host: BTreeSet<HostFn> = HostFn::ALL
         .iter()
         .copied()
-        .filter(|f| dep.granted_groups(spec).any(|g| g.grants(&f.function_name())))
+        .filter(|f| {
+            dep.granted_groups(spec)
+                .any(|g| g.grants(&f.function_name()))
+        })
         .collect();
     GrantSet {
         wasi: spec.wasi,

@@ -67,12 +67,16 @@ type Store<'a> = StoreContextMut<'a, HostState>;
 fn ready(mut store: Store<'_>, call: HostCall) -> wasmtime::Result<Result<Reply, String>> {
     match store.data_mut().mediator.dispatch(call)? {
         Dispatch::Ready(r) => Ok(r),
-        Dispatch::Wait(_) => Err(wasmtime::Error::msg("internal: synchronous capability returned a pending reply")),
+        Dispatch::Wait(_) => Err(wasmtime::Error::msg(
+            "internal: synchronous capability returned a pending reply",
+        )),
     }
 }
 
 fn mismatch<T>() -> wasmtime::Result<T> {
-    Err(wasmtime::Error::msg("internal: capability reply of the wrong shape"))
+    Err(wasmtime::Error::msg(
+        "internal: capability reply of the wrong shape",
+    ))
 }
 
 pub(crate) fn build(engine: &Engine, grants: &GrantSet) -> wasmtime::Result<Linker<HostState>> {
@@ -93,10 +97,20 @@ fn define(linker: &mut Linker<HostState>, f: HostFn) -> wasmtime::Result<()> {
     let mut inst = linker.instance(&format!("{}@{HOST_VERSION}", f.interface()))?;
     let name = f.name();
     match f {
-        HostFn::LogWrite => inst.func_wrap(name, |store: Store<'_>, (level, message): (WitLevel, String)| {
-            ready(store, HostCall::LogWrite { level: level.into(), message })?.map_err(wasmtime::Error::msg)?;
-            Ok(())
-        }),
+        HostFn::LogWrite => inst.func_wrap(
+            name,
+            |store: Store<'_>, (level, message): (WitLevel, String)| {
+                ready(
+                    store,
+                    HostCall::LogWrite {
+                        level: level.into(),
+                        message,
+                    },
+                )?
+                .map_err(wasmtime::Error::msg)?;
+                Ok(())
+            },
+        ),
         HostFn::KvGet => inst.func_wrap(name, |store: Store<'_>, (key,): (String,)| {
             Ok((match ready(store, HostCall::KvGet { key })? {
                 Ok(Reply::Value(v)) => Ok(v),
@@ -104,13 +118,15 @@ fn define(linker: &mut Linker<HostState>, f: HostFn) -> wasmtime::Result<()> {
                 _ => return mismatch(),
             },))
         }),
-        HostFn::KvSet => inst.func_wrap(name, |store: Store<'_>, (key, value): (String, String)| {
-            Ok((match ready(store, HostCall::KvSet { key, value })? {
-                Ok(Reply::Unit) => Ok(()),
-                Err(e) => Err(e),
-                _ => return mismatch(),
-            },))
-        }),
+        HostFn::KvSet => {
+            inst.func_wrap(name, |store: Store<'_>, (key, value): (String, String)| {
+                Ok((match ready(store, HostCall::KvSet { key, value })? {
+                    Ok(Reply::Unit) => Ok(()),
+                    Err(e) => Err(e),
+                    _ => return mismatch(),
+                },))
+            })
+        }
         HostFn::KvDelete => inst.func_wrap(name, |store: Store<'_>, (key,): (String,)| {
             Ok((match ready(store, HostCall::KvDelete { key })? {
                 Ok(Reply::Existed(b)) => Ok(b),
@@ -132,20 +148,22 @@ fn define(linker: &mut Linker<HostState>, f: HostFn) -> wasmtime::Result<()> {
                 _ => return mismatch(),
             },))
         }),
-        HostFn::LlmComplete => inst.func_wrap_async(name, |mut store: Store<'_>, (prompt,): (String,)| {
-            Box::new(async move {
-                let m = &mut store.data_mut().mediator;
-                let r = match m.dispatch(HostCall::LlmComplete { prompt })? {
-                    Dispatch::Ready(r) => r,
-                    Dispatch::Wait(fut) => m.wait(fut).await?,
-                };
-                Ok((match r {
-                    Ok(Reply::Text(t)) => Ok(t),
-                    Err(e) => Err(e),
-                    _ => return mismatch(),
-                },))
+        HostFn::LlmComplete => {
+            inst.func_wrap_async(name, |mut store: Store<'_>, (prompt,): (String,)| {
+                Box::new(async move {
+                    let m = &mut store.data_mut().mediator;
+                    let r = match m.dispatch(HostCall::LlmComplete { prompt })? {
+                        Dispatch::Ready(r) => r,
+                        Dispatch::Wait(fut) => m.wait(fut).await?,
+                    };
+                    Ok((match r {
+                        Ok(Reply::Text(t)) => Ok(t),
+                        Err(e) => Err(e),
+                        _ => return mismatch(),
+                    },))
+                })
             })
-        }),
+        }
         HostFn::LlmClassify => inst.func_wrap_async(
             name,
             |mut store: Store<'_>, (text, labels): (String, Vec<String>)| {
@@ -156,7 +174,9 @@ fn define(linker: &mut Linker<HostState>, f: HostFn) -> wasmtime::Result<()> {
                         Dispatch::Wait(fut) => m.wait(fut).await?,
                     };
                     Ok((match r {
-                        Ok(Reply::Class(label, confidence)) => Ok(Classification { label, confidence }),
+                        Ok(Reply::Class(label, confidence)) => {
+                            Ok(Classification { label, confidence })
+                        }
                         Err(e) => Err(e),
                         _ => return mismatch(),
                     },))

@@ -71,7 +71,9 @@ impl SledStore {
 }
 
 fn utf8(key: &str, v: sled::IVec) -> Result<String, StoreError> {
-    String::from_utf8(v.to_vec()).map_err(|_| StoreError::NotUtf8 { key: key.to_string() })
+    String::from_utf8(v.to_vec()).map_err(|_| StoreError::NotUtf8 {
+        key: key.to_string(),
+    })
 }
 
 impl Store for SledStore {
@@ -107,14 +109,27 @@ pub struct MemStore {
 
 impl Store for MemStore {
     fn get(&self, ns: &str, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.map.lock().unwrap().get(&(ns.into(), key.into())).cloned())
+        Ok(self
+            .map
+            .lock()
+            .unwrap()
+            .get(&(ns.into(), key.into()))
+            .cloned())
     }
     fn set(&self, ns: &str, key: &str, value: &str) -> Result<(), StoreError> {
-        self.map.lock().unwrap().insert((ns.into(), key.into()), value.into());
+        self.map
+            .lock()
+            .unwrap()
+            .insert((ns.into(), key.into()), value.into());
         Ok(())
     }
     fn delete(&self, ns: &str, key: &str) -> Result<bool, StoreError> {
-        Ok(self.map.lock().unwrap().remove(&(ns.into(), key.into())).is_some())
+        Ok(self
+            .map
+            .lock()
+            .unwrap()
+            .remove(&(ns.into(), key.into()))
+            .is_some())
     }
     fn list(&self, ns: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
         let map = self.map.lock().unwrap();
@@ -144,7 +159,10 @@ mod tests {
         assert!(s.delete("a", "order:1").unwrap());
         assert!(!s.delete("a", "order:1").unwrap());
         assert_eq!(s.get("a", "order:1").unwrap(), None);
-        assert_eq!(s.get("b", "order:1").unwrap().as_deref(), Some("secret-of-b"));
+        assert_eq!(
+            s.get("b", "order:1").unwrap().as_deref(),
+            Some("secret-of-b")
+        );
     }
 
     #[test]

@@ -22,24 +22,39 @@ fn check_key(key: &str) -> Result<(), String> {
 
 pub(super) fn kv_get(store: &dyn Store, ns: &str, key: &str) -> GuestResult {
     check_key(key)?;
-    store.get(ns, key).map(Reply::Value).map_err(|e| e.to_string())
+    store
+        .get(ns, key)
+        .map(Reply::Value)
+        .map_err(|e| e.to_string())
 }
 
 pub(super) fn kv_set(store: &dyn Store, ns: &str, key: &str, value: &str) -> GuestResult {
     check_key(key)?;
     if value.len() > MAX_VALUE {
-        return Err(format!("kv value is {} bytes, over the {MAX_VALUE}-byte limit", value.len()));
+        return Err(format!(
+            "kv value is {} bytes, over the {MAX_VALUE}-byte limit",
+            value.len()
+        ));
     }
-    store.set(ns, key, value).map(|()| Reply::Unit).map_err(|e| e.to_string())
+    store
+        .set(ns, key, value)
+        .map(|()| Reply::Unit)
+        .map_err(|e| e.to_string())
 }
 
 pub(super) fn kv_delete(store: &dyn Store, ns: &str, key: &str) -> GuestResult {
     check_key(key)?;
-    store.delete(ns, key).map(Reply::Existed).map_err(|e| e.to_string())
+    store
+        .delete(ns, key)
+        .map(Reply::Existed)
+        .map_err(|e| e.to_string())
 }
 
 pub(super) fn kv_list(store: &dyn Store, ns: &str, prefix: &str) -> GuestResult {
-    store.list(ns, prefix).map(Reply::Keys).map_err(|e| e.to_string())
+    store
+        .list(ns, prefix)
+        .map(Reply::Keys)
+        .map_err(|e| e.to_string())
 }
 
 /// Read a granted secret. The value goes to the guest only; it is never
@@ -49,7 +64,8 @@ pub(super) fn secret_get(secrets: &BTreeMap<String, SecretSource>, name: &str) -
         .get(name)
         .ok_or_else(|| format!("secret {name:?} is not declared in the deployment"))?;
     let value = match src {
-        SecretSource::Env(var) => std::env::var(var).map_err(|_| format!("secret {name:?}: environment variable {var} is not set"))?,
+        SecretSource::Env(var) => std::env::var(var)
+            .map_err(|_| format!("secret {name:?}: environment variable {var} is not set"))?,
         SecretSource::File(p) => std::fs::read_to_string(p)
             .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
             .map_err(|e| format!("secret {name:?}: cannot read {}: {e}", p.display()))?,

@@ -8,14 +8,17 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// A language-model provider.
 pub trait Llm: Send + Sync {
     fn complete(&self, prompt: String) -> BoxFuture<Result<String, String>>;
     /// The label (one of `labels`) that best fits `text`, with a confidence.
-    fn classify(&self, text: String, labels: Vec<String>) -> BoxFuture<Result<(String, f32), String>>;
+    fn classify(
+        &self,
+        text: String,
+        labels: Vec<String>,
+    ) -> BoxFuture<Result<(String, f32), String>>;
 }
 
 /// Deterministic offline provider: keyword scoring for `classify`, a
@@ -25,16 +28,70 @@ pub struct OfflineLlm;
 
 /// Words that count for a label beyond the label's own words.
 const LEXICON: &[(&str, &[&str])] = &[
-    ("damaged", &["broken", "cracked", "shattered", "defective", "torn", "dented", "smashed", "damage"]),
-    ("not-delivered", &["never arrived", "not arrived", "didn't arrive", "did not arrive", "missing", "lost", "not received", "never received", "where is"]),
-    ("changed-mind", &["changed my mind", "don't want", "do not want", "no longer", "don't need", "not needed"]),
-    ("fraud-risk", &["chargeback", "stolen", "unauthorized", "didn't order", "did not order", "fraud", "hacked"]),
-    ("positive", &["great", "love", "excellent", "thanks", "happy"]),
-    ("negative", &["bad", "terrible", "awful", "angry", "unhappy"]),
+    (
+        "damaged",
+        &[
+            "broken",
+            "cracked",
+            "shattered",
+            "defective",
+            "torn",
+            "dented",
+            "smashed",
+            "damage",
+        ],
+    ),
+    (
+        "not-delivered",
+        &[
+            "never arrived",
+            "not arrived",
+            "didn't arrive",
+            "did not arrive",
+            "missing",
+            "lost",
+            "not received",
+            "never received",
+            "where is",
+        ],
+    ),
+    (
+        "changed-mind",
+        &[
+            "changed my mind",
+            "don't want",
+            "do not want",
+            "no longer",
+            "don't need",
+            "not needed",
+        ],
+    ),
+    (
+        "fraud-risk",
+        &[
+            "chargeback",
+            "stolen",
+            "unauthorized",
+            "didn't order",
+            "did not order",
+            "fraud",
+            "hacked",
+        ],
+    ),
+    (
+        "positive",
+        &["great", "love", "excellent", "thanks", "happy"],
+    ),
+    (
+        "negative",
+        &["bad", "terrible", "awful", "angry", "unhappy"],
+    ),
 ];
 
 fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 impl OfflineLlm {
@@ -48,7 +105,10 @@ impl OfflineLlm {
             .iter()
             .map(|label| {
                 let l = label.to_lowercase();
-                let mut s = l.split(['-', '_', ' ']).filter(|w| w.len() > 2 && t.contains(w)).count();
+                let mut s = l
+                    .split(['-', '_', ' '])
+                    .filter(|w| w.len() > 2 && t.contains(w))
+                    .count();
                 if let Some((_, words)) = LEXICON.iter().find(|(k, _)| *k == l) {
                     s += words.iter().filter(|w| t.contains(*w)).count();
                 }
@@ -56,7 +116,7 @@ impl OfflineLlm {
             })
             .collect();
         // Stable: highest score, then the earlier label.
-        scores.sort_by(|a, b| b.0.cmp(&a.0));
+        scores.sort_by_key(|s| std::cmp::Reverse(s.0));
         let (best, label) = scores[0];
         let second = scores.get(1).map_or(0, |s| s.0);
         if best == 0 {
@@ -77,7 +137,11 @@ impl Llm for OfflineLlm {
         );
         Box::pin(async move { Ok(text) })
     }
-    fn classify(&self, text: String, labels: Vec<String>) -> BoxFuture<Result<(String, f32), String>> {
+    fn classify(
+        &self,
+        text: String,
+        labels: Vec<String>,
+    ) -> BoxFuture<Result<(String, f32), String>> {
         let r = OfflineLlm::score(&text, &labels);
         Box::pin(async move { r })
     }
@@ -100,7 +164,10 @@ impl std::fmt::Debug for OpenAiLlm {
         f.debug_struct("OpenAiLlm")
             .field("base_url", &self.inner.base_url)
             .field("model", &self.inner.model)
-            .field("api_key", &self.inner.api_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "api_key",
+                &self.inner.api_key.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -129,7 +196,11 @@ impl OpenAiLlm {
             .method("POST")
             .uri(&url)
             .header("content-type", "application/json");
-        if let Some(uri) = url.parse::<http::Uri>().ok().and_then(|u| u.authority().cloned()) {
+        if let Some(uri) = url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| u.authority().cloned())
+        {
             req = req.header("host", uri.as_str());
         }
         if let Some(k) = &inner.api_key {
@@ -137,7 +208,9 @@ impl OpenAiLlm {
         }
         let body = Full::new(Bytes::from(body.to_string()))
             .map_err(|e: std::convert::Infallible| -> wasmtime_wasi_http::Error { match e {} });
-        let req = req.body(body).map_err(|e| format!("llm: bad request for {url}: {e}"))?;
+        let req = req
+            .body(body)
+            .map_err(|e| format!("llm: bad request for {url}: {e}"))?;
         let (resp, io) = wasmtime_wasi_http::default_send_request(req, None)
             .await
             .map_err(|e| format!("llm: {url}: {e}"))?;
@@ -156,8 +229,8 @@ impl OpenAiLlm {
                 String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
             ));
         }
-        let v: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| format!("llm: {url}: response is not JSON: {e}"))?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("llm: {url}: response is not JSON: {e}"))?;
         v["choices"][0]["message"]["content"]
             .as_str()
             .map(str::to_string)
@@ -170,7 +243,11 @@ impl Llm for OpenAiLlm {
         let inner = self.inner.clone();
         Box::pin(OpenAiLlm::chat(inner, prompt))
     }
-    fn classify(&self, text: String, labels: Vec<String>) -> BoxFuture<Result<(String, f32), String>> {
+    fn classify(
+        &self,
+        text: String,
+        labels: Vec<String>,
+    ) -> BoxFuture<Result<(String, f32), String>> {
         let inner = self.inner.clone();
         Box::pin(async move {
             if labels.is_empty() {
@@ -199,7 +276,9 @@ mod tests {
     use super::*;
 
     fn labels() -> Vec<String> {
-        ["damaged", "not-delivered", "changed-mind", "fraud-risk"].map(String::from).to_vec()
+        ["damaged", "not-delivered", "changed-mind", "fraud-risk"]
+            .map(String::from)
+            .to_vec()
     }
 
     #[test]

@@ -64,7 +64,9 @@ impl HostFn {
     pub fn interface(self) -> &'static str {
         match self {
             HostFn::LogWrite => "charter:host/log",
-            HostFn::KvGet | HostFn::KvSet | HostFn::KvDelete | HostFn::KvListKeys => "charter:host/kv",
+            HostFn::KvGet | HostFn::KvSet | HostFn::KvDelete | HostFn::KvListKeys => {
+                "charter:host/kv"
+            }
             HostFn::SecretsGet => "charter:host/secrets",
             HostFn::LlmComplete | HostFn::LlmClassify => "charter:host/llm",
         }
@@ -91,8 +93,25 @@ impl HostFn {
         }
     }
 
+    /// `charter:host/kv@0.1.0#get`, without allocating.
+    pub fn display(self) -> &'static str {
+        match self {
+            HostFn::LogWrite => "charter:host/log@0.1.0#write",
+            HostFn::KvGet => "charter:host/kv@0.1.0#get",
+            HostFn::KvSet => "charter:host/kv@0.1.0#set",
+            HostFn::KvDelete => "charter:host/kv@0.1.0#delete",
+            HostFn::KvListKeys => "charter:host/kv@0.1.0#list-keys",
+            HostFn::SecretsGet => "charter:host/secrets@0.1.0#get",
+            HostFn::LlmComplete => "charter:host/llm@0.1.0#complete",
+            HostFn::LlmClassify => "charter:host/llm@0.1.0#classify",
+        }
+    }
+
     pub fn function_name(self) -> charter_config::FunctionName {
-        charter_config::FunctionName::new(&format!("{}@{HOST_VERSION}", self.interface()), self.name())
+        charter_config::FunctionName::new(
+            &format!("{}@{HOST_VERSION}", self.interface()),
+            self.name(),
+        )
     }
 
     pub fn lookup(interface: &str, name: &str) -> Option<HostFn> {
@@ -259,26 +278,31 @@ impl Mediator {
     /// Decide and execute one host-native capability call.
     pub(crate) fn dispatch(&mut self, call: HostCall) -> wasmtime::Result<Dispatch> {
         let f = call.function();
-        let fname = f.function_name().to_string();
-        self.admit(&fname, self.ctx.granted.contains(&f))?;
-        tracing::trace!(plugin = %self.ctx.name, function = %fname, "host call");
-        let ns = self.ctx.name.clone();
+        let fname = f.display();
+        self.admit(fname, self.ctx.granted.contains(&f))?;
+        tracing::trace!(plugin = %self.ctx.name, function = fname, "host call");
+        let ns = &*self.ctx.name;
         let store = &*self.services.store;
         Ok(match call {
             HostCall::LogWrite { level, message } => {
                 self.push_log(level, "log", message);
                 Dispatch::Ready(Ok(Reply::Unit))
             }
-            HostCall::KvGet { key } => Dispatch::Ready(caps::kv_get(store, &ns, &key)),
-            HostCall::KvSet { key, value } => Dispatch::Ready(caps::kv_set(store, &ns, &key, &value)),
-            HostCall::KvDelete { key } => Dispatch::Ready(caps::kv_delete(store, &ns, &key)),
-            HostCall::KvListKeys { prefix } => Dispatch::Ready(caps::kv_list(store, &ns, &prefix)),
+            HostCall::KvGet { key } => Dispatch::Ready(caps::kv_get(store, ns, &key)),
+            HostCall::KvSet { key, value } => {
+                Dispatch::Ready(caps::kv_set(store, ns, &key, &value))
+            }
+            HostCall::KvDelete { key } => Dispatch::Ready(caps::kv_delete(store, ns, &key)),
+            HostCall::KvListKeys { prefix } => Dispatch::Ready(caps::kv_list(store, ns, &prefix)),
             HostCall::SecretsGet { name } => {
                 if !self.ctx.secrets.contains(&name) {
                     let granted: Vec<_> = self.ctx.secrets.iter().cloned().collect();
                     return Err(self.deny(
-                        &fname,
-                        format!("secret {name:?} is not granted (granted secrets: [{}])", granted.join(", ")),
+                        fname,
+                        format!(
+                            "secret {name:?} is not granted (granted secrets: [{}])",
+                            granted.join(", ")
+                        ),
                     ));
                 }
                 Dispatch::Ready(caps::secret_get(&self.services.secrets, &name))
@@ -289,13 +313,18 @@ impl Mediator {
             }
             HostCall::LlmClassify { text, labels } => {
                 let fut = self.services.llm.classify(text, labels);
-                Dispatch::Wait(Box::pin(async move { fut.await.map(|(l, c)| Reply::Class(l, c)) }))
+                Dispatch::Wait(Box::pin(async move {
+                    fut.await.map(|(l, c)| Reply::Class(l, c))
+                }))
             }
         })
     }
 
     /// Await a waiting reply under the host-side timeout.
-    pub(crate) async fn wait(&mut self, fut: Pin<Box<dyn Future<Output = GuestResult> + Send>>) -> wasmtime::Result<GuestResult> {
+    pub(crate) async fn wait(
+        &mut self,
+        fut: Pin<Box<dyn Future<Output = GuestResult> + Send>>,
+    ) -> wasmtime::Result<GuestResult> {
         let timeout = Duration::from_millis(self.ctx.limits.host_call_timeout_ms);
         match tokio::time::timeout(timeout, fut).await {
             Ok(r) => Ok(r),
@@ -317,18 +346,32 @@ impl Mediator {
                 cut -= 1;
             }
             message.truncate(cut);
-            message.push_str("…");
+            message.push('…');
         }
         let plugin = &self.ctx.name;
         match level {
-            LogLevel::Trace => tracing::trace!(target: "charter::plugin", %plugin, source, "{message}"),
-            LogLevel::Debug => tracing::debug!(target: "charter::plugin", %plugin, source, "{message}"),
-            LogLevel::Info => tracing::info!(target: "charter::plugin", %plugin, source, "{message}"),
-            LogLevel::Warn => tracing::warn!(target: "charter::plugin", %plugin, source, "{message}"),
-            LogLevel::Error => tracing::error!(target: "charter::plugin", %plugin, source, "{message}"),
+            LogLevel::Trace => {
+                tracing::trace!(target: "charter::plugin", %plugin, source, "{message}")
+            }
+            LogLevel::Debug => {
+                tracing::debug!(target: "charter::plugin", %plugin, source, "{message}")
+            }
+            LogLevel::Info => {
+                tracing::info!(target: "charter::plugin", %plugin, source, "{message}")
+            }
+            LogLevel::Warn => {
+                tracing::warn!(target: "charter::plugin", %plugin, source, "{message}")
+            }
+            LogLevel::Error => {
+                tracing::error!(target: "charter::plugin", %plugin, source, "{message}")
+            }
         }
         if self.logs.len() < MAX_LOG_LINES {
-            self.logs.push(LogLine { level, source, message });
+            self.logs.push(LogLine {
+                level,
+                source,
+                message,
+            });
         } else {
             self.dropped_logs += 1;
         }
@@ -364,7 +407,11 @@ impl WasiHttpHooks for Mediator {
         };
         // `host` alone in the allow-list means the scheme's default port.
         let allowed = self.ctx.hosts.contains(&authority)
-            || (!authority.contains(':') && self.ctx.hosts.contains(&format!("{authority}:{scheme_port}")))
+            || (!authority.contains(':')
+                && self
+                    .ctx
+                    .hosts
+                    .contains(&format!("{authority}:{scheme_port}")))
             || authority
                 .strip_suffix(&format!(":{scheme_port}"))
                 .is_some_and(|h| self.ctx.hosts.contains(h));
@@ -376,7 +423,10 @@ impl WasiHttpHooks for Mediator {
             let hosts: Vec<_> = self.ctx.hosts.iter().cloned().collect();
             self.deny(
                 FUNC,
-                format!("host {authority:?} is not in the grant's allow_hosts [{}]", hosts.join(", ")),
+                format!(
+                    "host {authority:?} is not in the grant's allow_hosts [{}]",
+                    hosts.join(", ")
+                ),
             );
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
@@ -388,7 +438,8 @@ impl WasiHttpHooks for Mediator {
         options.between_bytes_timeout = Some(options.between_bytes_timeout.map_or(t, |c| c.min(t)));
         Box::new(async move {
             use http_body_util::BodyExt;
-            let (res, io) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            let (res, io) =
+                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
             Ok((
                 res.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,
@@ -406,5 +457,18 @@ pub fn read_secret(
     match caps::secret_get(secrets, name)? {
         Reply::Text(t) => Ok(t),
         _ => Err(format!("secret {name:?}: unexpected reply")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_names_match_the_catalog() {
+        for f in HostFn::ALL {
+            assert_eq!(f.display(), f.function_name().to_string());
+            assert_eq!(HostFn::lookup(f.interface(), f.name()), Some(*f));
+        }
     }
 }

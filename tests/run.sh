@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls exactly this):
+# toolchain target, vendored WIT check, guest fixtures built from source,
+# formatting and lints, every test, and a short benchmark smoke run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$SECONDS
+step() { echo "==> [$((SECONDS - start))s] $*" >&2; }
+
+step "wasm32-wasip2 target"
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+step "vendored WASI WIT matches the pinned wasmtime"
+bash wit/vendor-wasi.sh --check
+step "guest plugins and fixtures (Rust)"
+bash plugins/build.sh
+step "cargo fmt --check"
+cargo fmt --all --check
+step "cargo build (host workspace)"
+cargo build --workspace --all-targets
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+step "cargo test"
+cargo test --workspace
+step "benchmark smoke run (figures are indicative at this iteration count)"
+CHARTER_BENCH_ITERS=300 cargo run --quiet -p charter-bench
+step "all done"
