@@ -52,7 +52,8 @@ pub fn signing_key(data_dir: &Path) -> Result<SigningKey, LogError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut seed = [0u8; 32];
-            getrandom::fill(&mut seed).map_err(|e| io(&path)(std::io::Error::other(e.to_string())))?;
+            getrandom::fill(&mut seed)
+                .map_err(|e| io(&path)(std::io::Error::other(e.to_string())))?;
             std::fs::create_dir_all(data_dir).map_err(io(&path))?;
             write_private(&path, &hex::encode(seed)).map_err(io(&path))?;
             Ok(SigningKey::from_bytes(&seed))
@@ -90,7 +91,12 @@ pub fn create(data_dir: &Path, deployment: &str, log: &Path) -> Result<Checkpoin
     }
     let key = signing_key(data_dir)?;
     let time_ms = crate::now_ms();
-    let sig = key.sign(&Checkpoint::message(deployment, v.last_seq, &v.last_hash, time_ms));
+    let sig = key.sign(&Checkpoint::message(
+        deployment,
+        v.last_seq,
+        &v.last_hash,
+        time_ms,
+    ));
     Ok(Checkpoint {
         deployment: deployment.to_string(),
         seq: v.last_seq,
@@ -116,7 +122,10 @@ pub fn check(cp: &Checkpoint, log: &Path) -> Result<Option<String>, LogError> {
         return Ok(Some("checkpoint key or signature is malformed".into()));
     };
     if key
-        .verify(&Checkpoint::message(&cp.deployment, cp.seq, &cp.hash, cp.time_ms), &sig)
+        .verify(
+            &Checkpoint::message(&cp.deployment, cp.seq, &cp.hash, cp.time_ms),
+            &sig,
+        )
         .is_err()
     {
         return Ok(Some("checkpoint signature does not verify".into()));

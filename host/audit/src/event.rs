@@ -73,6 +73,9 @@ pub enum Event {
         plugin: String,
         key: String,
         value: Option<String>,
+        /// Set when an operator wrote it (`charter kv set`), not a step.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     /// One step call of a plugin and how it ended.
     Step {

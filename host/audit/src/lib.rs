@@ -115,22 +115,34 @@ fn walk(bytes: &[u8], mut f: impl FnMut(u64, &[u8], u64)) -> (Tail, Vec<Finding>
         let seq = u64::from_le_bytes(body[..8].try_into().unwrap());
         let prev: [u8; 32] = body[8..40].try_into().unwrap();
         if hash(body) != stored {
-            findings.push(fail("frame hash mismatch (modified entry)".into(), Some(seq)));
+            findings.push(fail(
+                "frame hash mismatch (modified entry)".into(),
+                Some(seq),
+            ));
             break;
         }
         if seq != tail.seq + 1 {
             findings.push(fail(
-                format!("sequence jumps from {} to {seq} (deleted, reordered or inserted entry)", tail.seq),
+                format!(
+                    "sequence jumps from {} to {seq} (deleted, reordered or inserted entry)",
+                    tail.seq
+                ),
                 Some(seq),
             ));
             break;
         }
         if prev != tail.hash {
-            findings.push(fail("chain broken: previous-hash mismatch".into(), Some(seq)));
+            findings.push(fail(
+                "chain broken: previous-hash mismatch".into(),
+                Some(seq),
+            ));
             break;
         }
         if serde_json::from_slice::<Record>(&body[40..]).map_or(true, |r| r.seq != seq) {
-            findings.push(fail("payload is not a valid record for its frame".into(), Some(seq)));
+            findings.push(fail(
+                "payload is not a valid record for its frame".into(),
+                Some(seq),
+            ));
             break;
         }
         f(seq, &body[40..], at);
@@ -195,6 +207,9 @@ fn read_file(path: &Path) -> Result<Vec<u8>, LogError> {
 
 type Reply = tokio::sync::oneshot::Sender<Result<u64, String>>;
 
+/// Called with committed records, in log order, on the writer thread.
+pub type OnCommit = Box<dyn FnMut(&[Record]) + Send>;
+
 /// The append side: a handle to the group-commit writer thread.
 #[derive(Clone)]
 pub struct EventLog {
@@ -204,7 +219,9 @@ pub struct EventLog {
 
 impl std::fmt::Debug for EventLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventLog").field("path", &self.path).finish()
+        f.debug_struct("EventLog")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -220,6 +237,17 @@ impl EventLog {
     /// crash mid-append: never acknowledged) is cut off; any other damage
     /// refuses to open, naming the offset, so nothing is appended after it.
     pub fn open(path: &Path) -> Result<EventLog, LogError> {
+        EventLog::open_with(path, 0, Box::new(|_| {}))
+    }
+
+    /// Open the log and hand `on_commit` every record after `applied` now,
+    /// and every later batch in log order once it is on disk and before it
+    /// is acknowledged: the derived indexes are kept by this callback.
+    pub fn open_with(
+        path: &Path,
+        applied: u64,
+        mut on_commit: OnCommit,
+    ) -> Result<EventLog, LogError> {
         let io = |source| LogError::Io {
             path: path.to_owned(),
             source,
@@ -235,11 +263,30 @@ impl EventLog {
             .map_err(io)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
-        let (tail, findings) = walk(&bytes, |_, _, _| {});
+        let mut replay = Vec::new();
+        let (tail, findings) = walk(&bytes, |seq, payload, _| {
+            if seq > applied
+                && let Ok(r) = serde_json::from_slice::<Record>(payload)
+            {
+                replay.push(r);
+            }
+        });
+        if !replay.is_empty() {
+            tracing::info!(
+                from = applied + 1,
+                count = replay.len(),
+                "re-applying the event log tail to the indexes"
+            );
+            on_commit(&replay);
+        }
         if let Some(f) = findings.first() {
-            let torn = f.problem.starts_with("bad or truncated") || f.problem.starts_with("truncated");
+            let torn =
+                f.problem.starts_with("bad or truncated") || f.problem.starts_with("truncated");
             if torn && f.offset == tail.len {
-                tracing::warn!(offset = f.offset, "event log: cutting a torn final frame (never acknowledged)");
+                tracing::warn!(
+                    offset = f.offset,
+                    "event log: cutting a torn final frame (never acknowledged)"
+                );
                 file.set_len(tail.len).map_err(io)?;
                 file.seek(SeekFrom::End(0)).map_err(io)?;
             } else {
@@ -253,7 +300,7 @@ impl EventLog {
         let p = path.to_owned();
         std::thread::Builder::new()
             .name("charter-eventlog".into())
-            .spawn(move || writer(file, p, tail.seq, tail.hash, rx))
+            .spawn(move || writer(file, p, tail.seq, tail.hash, rx, on_commit))
             .map_err(io)?;
         Ok(EventLog {
             tx,
@@ -269,7 +316,9 @@ impl EventLog {
     /// the last one.
     pub async fn append(&self, events: Vec<Event>) -> Result<u64, LogError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.tx.send((events, tx)).map_err(|_| LogError::WriterGone)?;
+        self.tx
+            .send((events, tx))
+            .map_err(|_| LogError::WriterGone)?;
         rx.await
             .map_err(|_| LogError::WriterGone)?
             .map_err(|e| LogError::Io {
@@ -282,7 +331,9 @@ impl EventLog {
     /// worker thread).
     pub fn append_blocking(&self, events: Vec<Event>) -> Result<u64, LogError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.tx.send((events, tx)).map_err(|_| LogError::WriterGone)?;
+        self.tx
+            .send((events, tx))
+            .map_err(|_| LogError::WriterGone)?;
         rx.blocking_recv()
             .map_err(|_| LogError::WriterGone)?
             .map_err(|e| LogError::Io {
@@ -292,7 +343,14 @@ impl EventLog {
     }
 }
 
-fn writer(file: File, path: PathBuf, mut seq: u64, mut prev: [u8; 32], rx: mpsc::Receiver<(Vec<Event>, Reply)>) {
+fn writer(
+    file: File,
+    path: PathBuf,
+    mut seq: u64,
+    mut prev: [u8; 32],
+    rx: mpsc::Receiver<(Vec<Event>, Reply)>,
+    mut on_commit: OnCommit,
+) {
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut stats = CommitStats::default();
     while let Ok(first) = rx.recv() {
@@ -301,6 +359,7 @@ fn writer(file: File, path: PathBuf, mut seq: u64, mut prev: [u8; 32], rx: mpsc:
             batch.push(more);
         }
         let mut acks = Vec::with_capacity(batch.len());
+        let mut committed = Vec::new();
         let mut failed: Option<String> = None;
         for (events, reply) in batch {
             for event in events {
@@ -316,6 +375,7 @@ fn writer(file: File, path: PathBuf, mut seq: u64, mut prev: [u8; 32], rx: mpsc:
                         continue;
                     }
                 };
+                committed.push(record);
                 let mut body = Vec::with_capacity(40 + payload.len());
                 body.extend_from_slice(&(seq + 1).to_le_bytes());
                 body.extend_from_slice(&prev);
@@ -346,11 +406,16 @@ fn writer(file: File, path: PathBuf, mut seq: u64, mut prev: [u8; 32], rx: mpsc:
             }
             return;
         }
+        on_commit(&committed);
         for (s, reply) in acks {
             let _ = reply.send(Ok(s));
         }
     }
-    tracing::debug!(batches = stats.batches, events = stats.events, "event log writer done");
+    tracing::debug!(
+        batches = stats.batches,
+        events = stats.events,
+        "event log writer done"
+    );
 }
 
 #[cfg(test)]
@@ -362,6 +427,7 @@ mod tests {
             plugin: "p".into(),
             key: format!("k{i}"),
             value: Some("v".into()),
+            by: None,
         }
     }
 
@@ -379,7 +445,10 @@ mod tests {
         let log = EventLog::open(&path).unwrap();
         assert_eq!(log.append_blocking(vec![ev(4)]).unwrap(), 4);
         let recs = read_records(&path).unwrap();
-        assert_eq!(recs.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        assert_eq!(
+            recs.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
         assert_eq!(recs[3].event, ev(4));
     }
 

@@ -3,6 +3,7 @@
 //! Exit codes (DESIGN.md): 0 ok, 1 error, 2 refused by governance,
 //! 3 resource limit. Every report takes `--json` and prints one document.
 
+mod govern;
 mod report;
 
 use std::path::PathBuf;
@@ -102,12 +103,137 @@ enum Command {
         /// Print one JSON document with output, logs and counters.
         #[arg(long)]
         json: bool,
+        /// Who is starting this work (recorded; may not approve what it
+        /// proposes) [default: $USER]
+        #[arg(long = "as", value_name = "USER")]
+        as_user: Option<String>,
+    },
+    /// The audit log: verify its chain, show, export, checkpoint.
+    Audit {
+        #[command(subcommand)]
+        op: AuditOp,
+    },
+    /// Calls held for people: list, show, approve, reject.
+    Proposals {
+        #[command(subcommand)]
+        op: ProposalCmd,
+    },
+    /// The framework's KPIs from the event log: calls allowed / proposed /
+    /// denied, proposal acceptance and latency, blocked attempts, and
+    /// unauthorized actions executed (target zero).
+    Kpi {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
     },
     /// Read and write a plugin's key-value namespace (operator tool, e.g.
     /// to seed data a step reads).
     Kv {
         #[command(subcommand)]
         op: KvOp,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditOp {
+    /// Walk the hash chain; with --checkpoint, also prove the log still
+    /// holds the checkpointed entry (catches truncation and rewrites).
+    /// Exit 1 if anything is wrong.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// A checkpoint exported earlier with `charter audit checkpoint`.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show events, oldest first.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only events about this plugin.
+        #[arg(long)]
+        plugin: Option<String>,
+        /// Only events newer than this (30s, 10m, 2h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only events of this type (call, step, proposal, plugin-refused, ...).
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: Option<String>,
+        /// Only events about this proposal.
+        #[arg(long)]
+        proposal: Option<String>,
+        /// Only the last N events.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every event as JSON Lines.
+    Export {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Write to FILE instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Sign the log's current last entry with the deployment's ed25519 key
+    /// and print (or write) the checkpoint. Keep it outside the data
+    /// directory.
+    Checkpoint {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProposalCmd {
+    /// Pending proposals (--all for every one).
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One proposal: call, arguments, rationale, policy, approvals.
+    Show {
+        id: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve; on the last needed approval the call executes (re-checked
+    /// against the policy in force).
+    Approve {
+        id: String,
+        /// The approver (declared under [approvers] with the needed role).
+        #[arg(long = "as", value_name = "USER")]
+        as_user: String,
+        #[arg(long)]
+        comment: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reject: the call never executes.
+    Reject {
+        id: String,
+        #[arg(long = "as", value_name = "USER")]
+        as_user: String,
+        #[arg(long)]
+        comment: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -163,8 +289,8 @@ fn main() -> ExitCode {
         Command::Inspect { json, .. }
         | Command::Check { json, .. }
         | Command::Grants { json, .. } => *json,
-        Command::Call { json, .. } => *json,
-        Command::Kv { .. } => true,
+        Command::Call { json, .. } | Command::Kpi { json, .. } => *json,
+        Command::Kv { .. } | Command::Audit { .. } | Command::Proposals { .. } => true,
     };
     init_tracing(quiet);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -205,10 +331,12 @@ async fn run(cli: Cli) -> Result<i32> {
             input,
             config,
             json,
+            as_user,
         } => {
             let input = read_input(&input)?;
+            let who = as_user.unwrap_or_else(current_user);
             let host = Host::new(config.load()?, HostOptions::default())?;
-            let code = match host.call(&plugin, &input).await {
+            let code = match host.call_as(&plugin, &input, Some(&who)).await {
                 Ok(out) => {
                     if json {
                         let loaded = host.load(&plugin).await?;
@@ -249,8 +377,88 @@ async fn run(cli: Cli) -> Result<i32> {
             host.store().flush()?;
             Ok(code)
         }
-        Command::Kv { op } => kv(op),
+        Command::Kv { op } => kv(op).await,
+        Command::Kpi { config, json } => govern::kpi(&config.load()?, json),
+        Command::Audit { op } => match op {
+            AuditOp::Verify {
+                config,
+                checkpoint,
+                json,
+            } => govern::verify(&config.load()?, checkpoint.as_deref(), json),
+            AuditOp::Show {
+                config,
+                plugin,
+                since,
+                kind,
+                proposal,
+                limit,
+                json,
+            } => govern::show(
+                &config.load()?,
+                &govern::ShowFilter {
+                    plugin,
+                    since,
+                    kind,
+                    proposal,
+                    limit,
+                },
+                json,
+            ),
+            AuditOp::Export { config, out } => govern::export(&config.load()?, out.as_deref()),
+            AuditOp::Checkpoint { config, out } => {
+                govern::make_checkpoint(&config.load()?, out.as_deref())
+            }
+        },
+        Command::Proposals { op } => {
+            let (config, op) = match op {
+                ProposalCmd::List { config, all, json } => {
+                    (config, govern::ProposalOp::List { all, json })
+                }
+                ProposalCmd::Show { id, config, json } => {
+                    (config, govern::ProposalOp::Show { id, json })
+                }
+                ProposalCmd::Approve {
+                    id,
+                    as_user,
+                    comment,
+                    config,
+                    json,
+                } => (
+                    config,
+                    govern::ProposalOp::Decide {
+                        id,
+                        by: as_user,
+                        approve: true,
+                        comment,
+                        json,
+                    },
+                ),
+                ProposalCmd::Reject {
+                    id,
+                    as_user,
+                    comment,
+                    config,
+                    json,
+                } => (
+                    config,
+                    govern::ProposalOp::Decide {
+                        id,
+                        by: as_user,
+                        approve: false,
+                        comment,
+                        json,
+                    },
+                ),
+            };
+            govern::proposals(config.load()?, op).await
+        }
     }
+}
+
+fn current_user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "operator".into())
 }
 
 fn label(code: i32) -> &'static str {
@@ -273,7 +481,7 @@ fn read_input(arg: &str) -> Result<String> {
     }
 }
 
-fn kv(op: KvOp) -> Result<i32> {
+async fn kv(op: KvOp) -> Result<i32> {
     let (plugin, config) = match &op {
         KvOp::Get { plugin, config, .. }
         | KvOp::Set { plugin, config, .. }
@@ -291,8 +499,9 @@ fn kv(op: KvOp) -> Result<i32> {
                 .join(", ")
         );
     }
-    let store = charter_store::SledStore::open(&deployment.data_dir.join("state"))?;
-    use charter_store::Store;
+    // Through the host: a write is an event in the log, then the index.
+    let host = Host::new(deployment, HostOptions::default())?;
+    let store = host.store().clone();
     match op {
         KvOp::Get { key, .. } => match store.get(&plugin, &key)? {
             Some(v) => println!("{v}"),
@@ -303,7 +512,8 @@ fn kv(op: KvOp) -> Result<i32> {
         },
         KvOp::Set { key, value, .. } => {
             let value = read_input(&value)?;
-            store.set(&plugin, &key, &value)?;
+            host.operator_kv_set(&plugin, &key, Some(&value), &current_user())
+                .await?;
             store.flush()?;
         }
         KvOp::List { prefix, json, .. } => {

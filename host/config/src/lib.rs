@@ -216,6 +216,16 @@ pub struct ActionGroup {
     pub allow_hosts: Vec<String>,
     /// For `charter:host/secrets`: the secret names that may be read.
     pub secrets: Vec<String>,
+    /// Cedar policies deciding calls of this group's functions on their
+    /// arguments (inline text, or read from `policy_file`).
+    pub policies: Option<String>,
+    /// Role whose holders may approve proposals of this group (a policy's
+    /// `@approval("role")` names it per policy).
+    pub approver_role: Option<String>,
+    /// Distinct approvals a proposal needs (N of the role's M holders).
+    pub approvals: u32,
+    /// Hours before an undecided proposal expires (expiry is a rejection).
+    pub proposal_expiry_hours: u64,
 }
 
 impl ActionGroup {
@@ -240,8 +250,10 @@ pub struct PluginSpec {
     pub granted_by: Option<String>,
     /// Why the groups were granted.
     pub reason: Option<String>,
-    /// The team or person that owns the plugin.
+    /// The team or person that owns the plugin (may not approve its proposals).
     pub owner: Option<String>,
+    /// Interfaces this plugin provides as a connector (`acme:payments/refunds`).
+    pub provides: Vec<String>,
 }
 
 /// Where a secret's value comes from. Values are read when a plugin asks.
@@ -281,6 +293,15 @@ pub struct Deployment {
     pub plugins: BTreeMap<String, PluginSpec>,
     pub secrets: BTreeMap<String, SecretSource>,
     pub llm: LlmProvider,
+    /// People who may decide proposals, and their roles.
+    pub approvers: BTreeMap<String, Approver>,
+}
+
+/// A person who may decide proposals.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Approver {
+    pub name: String,
+    pub roles: Vec<String>,
 }
 
 /// A governance rule that the deployment breaks. Each one alone refuses
@@ -319,6 +340,14 @@ struct File {
     plugins: BTreeMap<String, PluginFile>,
     #[serde(default)]
     secrets: BTreeMap<String, SecretFile>,
+    #[serde(default)]
+    approvers: BTreeMap<String, ApproverFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproverFile {
+    roles: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -347,6 +376,21 @@ struct GroupFile {
     allow_hosts: Vec<String>,
     #[serde(default)]
     secrets: Vec<String>,
+    policies: Option<String>,
+    policy_file: Option<PathBuf>,
+    approver_role: Option<String>,
+    #[serde(default = "one")]
+    approvals: u32,
+    #[serde(default = "default_expiry")]
+    proposal_expiry_hours: u64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_expiry() -> u64 {
+    72
 }
 
 fn default_phase() -> Phase {
@@ -367,6 +411,8 @@ struct PluginFile {
     granted_by: Option<String>,
     reason: Option<String>,
     owner: Option<String>,
+    #[serde(default)]
+    provides: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -438,9 +484,36 @@ impl Deployment {
                     "group {name}: grants wasi:http but `allow_hosts` is empty; list the host[:port] authorities it may reach"
                 )));
             }
+            let policies = match (g.policies, g.policy_file) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(format!(
+                        "group {name}: give `policies` or `policy_file`, not both"
+                    )));
+                }
+                (Some(text), None) => Some(text),
+                (None, Some(file)) => {
+                    let path = base.join(&file);
+                    Some(std::fs::read_to_string(&path).map_err(|e| {
+                        invalid(format!(
+                            "group {name}: cannot read policy_file {}: {e}",
+                            path.display()
+                        ))
+                    })?)
+                }
+                (None, None) => None,
+            };
+            if g.approvals == 0 {
+                return Err(invalid(format!(
+                    "group {name}: `approvals` must be at least 1"
+                )));
+            }
             groups.insert(
                 name.clone(),
                 ActionGroup {
+                    policies,
+                    approver_role: g.approver_role,
+                    approvals: g.approvals,
+                    proposal_expiry_hours: g.proposal_expiry_hours,
                     name,
                     description: g.description,
                     capabilities,
@@ -496,6 +569,7 @@ impl Deployment {
                     granted_by: p.granted_by,
                     reason: p.reason,
                     owner: p.owner,
+                    provides: p.provides,
                     name,
                 },
             );
@@ -532,7 +606,22 @@ impl Deployment {
             )));
         }
 
+        let approvers = file
+            .approvers
+            .into_iter()
+            .map(|(name, a)| {
+                (
+                    name.clone(),
+                    Approver {
+                        name,
+                        roles: a.roles,
+                    },
+                )
+            })
+            .collect();
+
         Ok(Deployment {
+            approvers,
             name: file.deployment.name,
             phase: file.deployment.phase,
             data_dir: base.join(file.deployment.data_dir),
@@ -549,6 +638,20 @@ impl Deployment {
     /// plugins' bytes: unknown groups, phase gates, undeclared secrets.
     pub fn violations(&self) -> Vec<Violation> {
         let mut out = Vec::new();
+        let mut providers: BTreeMap<&str, &str> = BTreeMap::new();
+        for (pname, p) in &self.plugins {
+            for iface in &p.provides {
+                if let Some(other) = providers.insert(iface, pname) {
+                    out.push(Violation {
+                        plugin: Some(pname.clone()),
+                        rule: "one-provider",
+                        message: format!(
+                            "{iface} is already provided by {other}; one connector per interface"
+                        ),
+                    });
+                }
+            }
+        }
         for (pname, p) in &self.plugins {
             let v = |rule, message| Violation {
                 plugin: Some(pname.clone()),
@@ -612,6 +715,13 @@ impl Deployment {
             .filter(|g| g.grants(func))
             .map(|g| g.name.as_str())
             .collect()
+    }
+
+    /// The plugin providing `interface` (no version), if any.
+    pub fn provider(&self, interface: &str) -> Option<&PluginSpec> {
+        self.plugins
+            .values()
+            .find(|p| p.provides.iter().any(|i| i == interface))
     }
 
     /// Secrets the plugin's groups let it read.

@@ -22,7 +22,8 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use cedar_policy::{
-    Authorizer, Context, Entities, EntityUid, PolicyId, PolicySet, Request, Schema, ValidationMode, Validator,
+    Authorizer, Context, Entities, EntityUid, PolicyId, PolicySet, Request, Schema, ValidationMode,
+    Validator,
 };
 use serde_json::{Value, json};
 
@@ -31,15 +32,27 @@ pub enum PolicyError {
     #[error("group {group}: policies do not parse: {message}")]
     Parse { group: String, message: String },
     #[error("group {group}: policy {id}: {message}")]
-    Invalid { group: String, id: String, message: String },
+    Invalid {
+        group: String,
+        id: String,
+        message: String,
+    },
 }
 
 /// The outcome of policy on one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    Allow { policies: Vec<String> },
-    Propose { policies: Vec<String>, role: Option<String> },
-    Deny { policies: Vec<String>, reason: String },
+    Allow {
+        policies: Vec<String>,
+    },
+    Propose {
+        policies: Vec<String>,
+        role: Option<String>,
+    },
+    Deny {
+        policies: Vec<String>,
+        reason: String,
+    },
 }
 
 /// The type of one WIT parameter, as far as policy can see it.
@@ -97,13 +110,17 @@ impl PolicyEngine {
             })?;
             let mut set = PolicySet::new();
             for p in parsed.policies() {
-                let id = p.annotation("id").map(str::to_string).unwrap_or_else(|| p.id().to_string());
+                let id = p
+                    .annotation("id")
+                    .map(str::to_string)
+                    .unwrap_or_else(|| p.id().to_string());
                 let full = format!("{group}/{id}");
-                set.add(p.new_id(PolicyId::new(&full))).map_err(|e| PolicyError::Invalid {
-                    group: group.clone(),
-                    id,
-                    message: format!("{e}"),
-                })?;
+                set.add(p.new_id(PolicyId::new(&full)))
+                    .map_err(|e| PolicyError::Invalid {
+                        group: group.clone(),
+                        id,
+                        message: format!("{e}"),
+                    })?;
             }
             out.insert(group.clone(), set);
         }
@@ -121,7 +138,11 @@ impl PolicyEngine {
     }
 
     fn set_for(&self, groups: &[&str]) -> Arc<PolicySet> {
-        let mut key: Vec<String> = groups.iter().filter(|g| self.governs(g)).map(|g| g.to_string()).collect();
+        let mut key: Vec<String> = groups
+            .iter()
+            .filter(|g| self.governs(g))
+            .map(|g| g.to_string())
+            .collect();
         key.sort();
         key.dedup();
         let mut cache = self.cache.lock().unwrap();
@@ -156,12 +177,19 @@ impl PolicyEngine {
             return None;
         }
         let set = self.set_for(groups);
-        let deny = |reason: String| Some(Verdict::Deny { policies: vec![], reason });
+        let deny = |reason: String| {
+            Some(Verdict::Deny {
+                policies: vec![],
+                reason,
+            })
+        };
         let principal = match uid("Plugin", plugin) {
             Ok(u) => u,
             Err(e) => return deny(e),
         };
-        let (Ok(action_uid), Ok(resource)) = (uid("Action", action), uid("Deployment", &self.deployment)) else {
+        let (Ok(action_uid), Ok(resource)) =
+            (uid("Action", action), uid("Deployment", &self.deployment))
+        else {
             return deny("bad action or deployment name".into());
         };
         let entities = Entities::from_json_value(
@@ -197,12 +225,18 @@ impl PolicyEngine {
                 } else {
                     format!("forbidden by {}", reasons.join(", "))
                 };
-                Verdict::Deny { policies: reasons, reason }
+                Verdict::Deny {
+                    policies: reasons,
+                    reason,
+                }
             }
             cedar_policy::Decision::Allow => {
                 let plain: Vec<String> = reasons
                     .iter()
-                    .filter(|id| set.annotation(&PolicyId::new(id.as_str()), "approval").is_none())
+                    .filter(|id| {
+                        set.annotation(&PolicyId::new(id.as_str()), "approval")
+                            .is_none()
+                    })
                     .cloned()
                     .collect();
                 if !plain.is_empty() {
@@ -213,7 +247,10 @@ impl PolicyEngine {
                         .find_map(|id| set.annotation(&PolicyId::new(id.as_str()), "approval"))
                         .filter(|r| !r.is_empty())
                         .map(str::to_string);
-                    Verdict::Propose { policies: reasons, role }
+                    Verdict::Propose {
+                        policies: reasons,
+                        role,
+                    }
                 }
             }
         })
@@ -248,7 +285,9 @@ fn cedar_json(v: &Value) -> Value {
     match v {
         Value::Number(n) if n.is_i64() => v.clone(),
         Value::Number(n) => Value::String(n.to_string()),
-        Value::Array(a) => Value::Array(a.iter().filter(|x| !x.is_null()).map(cedar_json).collect()),
+        Value::Array(a) => {
+            Value::Array(a.iter().filter(|x| !x.is_null()).map(cedar_json).collect())
+        }
         Value::Object(m) => Value::Object(
             m.iter()
                 .filter(|(_, x)| !x.is_null())
@@ -363,7 +402,9 @@ when { context has order_id && context.order_id like "TEST-*" };
                 role: Some("refund-approver".into())
             }
         );
-        assert!(matches!(decide(&e, 1_000_000, "A-1"), Verdict::Deny { policies, .. } if policies.is_empty()));
+        assert!(
+            matches!(decide(&e, 1_000_000, "A-1"), Verdict::Deny { policies, .. } if policies.is_empty())
+        );
         assert!(
             matches!(decide(&e, 5_000, "TEST-9"), Verdict::Deny { policies, .. } if policies == vec!["refunds/no-test-orders".to_string()])
         );
@@ -372,7 +413,10 @@ when { context has order_id && context.order_id like "TEST-*" };
     #[test]
     fn ungoverned_groups_leave_it_to_the_grant() {
         let e = engine();
-        assert_eq!(e.decide(&["other"], "p", "d", &[], "charter:host/kv.get", &json!({})), None);
+        assert_eq!(
+            e.decide(&["other"], "p", "d", &[], "charter:host/kv.get", &json!({})),
+            None
+        );
     }
 
     #[test]
@@ -387,7 +431,10 @@ when { context has order_id && context.order_id like "TEST-*" };
         .unwrap();
         let sig = Signature {
             action: "acme:payments/refunds.issue-refund".into(),
-            params: vec![("order-id".into(), ParamType::String), ("amount-cents".into(), ParamType::Long)],
+            params: vec![
+                ("order-id".into(), ParamType::String),
+                ("amount-cents".into(), ParamType::Long),
+            ],
         };
         let errs = e.validate(std::slice::from_ref(&sig));
         assert_eq!(errs.len(), 1, "{errs:?}");

@@ -178,6 +178,14 @@ pub enum CallError {
     },
     #[error("{plugin}: {message}")]
     Invalid { plugin: String, message: String },
+    #[error(
+        "{plugin}: call to {function} is awaiting approval: proposal {proposal} (see `charter proposals show {proposal}`)"
+    )]
+    AwaitingApproval {
+        plugin: String,
+        proposal: String,
+        function: String,
+    },
 }
 
 impl CallError {
@@ -185,7 +193,7 @@ impl CallError {
         match self {
             CallError::Load(e) => e.exit_code(),
             CallError::Limit { .. } => EXIT_LIMIT,
-            CallError::Denied { .. } => EXIT_REFUSED,
+            CallError::Denied { .. } | CallError::AwaitingApproval { .. } => EXIT_REFUSED,
             _ => EXIT_ERROR,
         }
     }
@@ -204,6 +212,7 @@ impl CallError {
             CallError::Trap { .. } => "trap",
             CallError::Step { .. } => "step-error",
             CallError::Invalid { .. } => "invalid",
+            CallError::AwaitingApproval { .. } => "awaiting-approval",
         }
     }
 }

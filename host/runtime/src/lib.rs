@@ -22,15 +22,20 @@
 
 pub mod engine;
 pub mod error;
+pub mod index;
 pub mod inspect;
+pub mod kpi;
 mod linker;
 pub mod mediator;
+pub mod proposals;
 mod state;
+pub mod values;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use charter_audit::{Event, EventLog};
 use charter_config::{Deployment, FunctionName, LlmProvider, PluginSpec, WasiMode};
 use charter_store::{SledStore, Store};
 use wasmtime::component::{Component, ComponentType, InstancePre, Lift, WasmStr};
@@ -71,6 +76,8 @@ pub struct LoadedPlugin {
     pub name: String,
     pub digest: String,
     pub inspection: Inspection,
+    /// For a connector: provided interface (no version) → export name.
+    pub provides: HashMap<String, String>,
     /// The functions its grants link in, as patterns resolve them.
     pub linked: Vec<String>,
     pub load_time: Duration,
@@ -130,17 +137,18 @@ pub enum HostError {
     Engine(String),
     #[error("llm: {0}")]
     Llm(String),
+    #[error(transparent)]
+    Log(#[from] charter_audit::LogError),
+    #[error(transparent)]
+    Policy(#[from] charter_policy::PolicyError),
 }
 
 impl Host {
     pub fn new(deployment: Deployment, options: HostOptions) -> Result<Host, HostError> {
-        let needs_dir = options.store.is_none() || !options.no_cache;
-        if needs_dir {
-            std::fs::create_dir_all(&deployment.data_dir).map_err(|source| HostError::DataDir {
-                path: deployment.data_dir.clone(),
-                source,
-            })?;
-        }
+        std::fs::create_dir_all(&deployment.data_dir).map_err(|source| HostError::DataDir {
+            path: deployment.data_dir.clone(),
+            source,
+        })?;
         let max_memory = deployment
             .plugins
             .values()
@@ -178,15 +186,35 @@ impl Host {
                 }
             },
         };
+        // The event log is the system of record; the store's indexes are
+        // derived from it, re-applied from the last sequence they saw.
+        let index_store = store.clone();
+        let log = EventLog::open_with(
+            &deployment.data_dir.join(charter_audit::LOG_FILE),
+            index::applied_seq(&*store),
+            Box::new(move |records| index::apply(&*index_store, records)),
+        )?;
+        let policies: Vec<(String, String)> = deployment
+            .groups
+            .values()
+            .filter_map(|g| g.policies.clone().map(|p| (g.name.clone(), p)))
+            .collect();
+        let policy = charter_policy::PolicyEngine::new(&deployment.name, &policies)?;
+        let deployment = Arc::new(deployment);
         let services = Arc::new(Services {
             store,
             llm,
             secrets: deployment.secrets.clone(),
+            log,
+            policy,
+            deployment: deployment.clone(),
+            engine: engine.clone(),
+            connectors: Default::default(),
         });
         Ok(Host {
             _ticker: engine::EpochTicker::start(&engine),
             engine,
-            deployment: Arc::new(deployment),
+            deployment,
             services,
             loaded: Mutex::new(HashMap::new()),
             pres: Mutex::new(HashMap::new()),
@@ -222,13 +250,93 @@ impl Host {
             })
     }
 
+    /// The event log.
+    pub fn log(&self) -> &EventLog {
+        &self.services.log
+    }
+
+    /// An operator writes a plugin's kv (e.g. to seed data): an event like
+    /// any other, attributed to `by`.
+    pub async fn operator_kv_set(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: Option<&str>,
+        by: &str,
+    ) -> Result<u64, HostError> {
+        self.spec(plugin)
+            .map_err(|e| HostError::Engine(e.to_string()))?;
+        Ok(self
+            .services
+            .log
+            .append(vec![Event::KvWrite {
+                plugin: plugin.to_string(),
+                key: key.to_string(),
+                value: value.map(str::to_string),
+                by: Some(by.to_string()),
+            }])
+            .await?)
+    }
+
     /// Load `name` (once; later calls reuse it) through the load-time check.
+    /// Every load and refusal is an event in the log.
     pub async fn load(&self, name: &str) -> Result<Arc<LoadedPlugin>, LoadError> {
         if let Some(p) = self.loaded.lock().unwrap().get(name) {
             return Ok(p.clone());
         }
-        let started = Instant::now();
+        Box::pin(self.load_uncached(name)).await
+    }
+
+    async fn load_uncached(&self, name: &str) -> Result<Arc<LoadedPlugin>, LoadError> {
         let spec = self.spec(name)?.clone();
+        match self.load_checked(&spec).await {
+            Ok((loaded, _)) => {
+                let ev = Event::PluginLoaded {
+                    plugin: loaded.name.clone(),
+                    digest: loaded.digest.clone(),
+                    groups: spec.groups.clone(),
+                };
+                if let Err(e) = self.services.log.append(vec![ev]).await {
+                    tracing::error!("event log: {e}");
+                }
+                self.loaded
+                    .lock()
+                    .unwrap()
+                    .insert(name.to_string(), loaded.clone());
+                Ok(loaded)
+            }
+            Err((e, digest)) => {
+                let reasons = match &e {
+                    LoadError::Ungranted(v) => v.iter().map(|u| u.to_string()).collect(),
+                    LoadError::Governance(v) => v.iter().map(|u| u.to_string()).collect(),
+                    other => vec![other.to_string()],
+                };
+                let rule = match &e {
+                    LoadError::Ungranted(_) => "ungranted-import",
+                    LoadError::Governance(_) => "governance",
+                    LoadError::DigestMismatch { .. } => "digest-pin",
+                    _ => "load-error",
+                };
+                let ev = Event::PluginRefused {
+                    plugin: name.to_string(),
+                    digest,
+                    rule: rule.into(),
+                    reasons,
+                };
+                if let Err(le) = self.services.log.append(vec![ev]).await {
+                    tracing::error!("event log: {le}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn load_checked(
+        &self,
+        spec: &PluginSpec,
+    ) -> Result<(Arc<LoadedPlugin>, ()), (LoadError, Option<String>)> {
+        let started = Instant::now();
+        let name = spec.name.as_str();
         let span = tracing::info_span!("load", plugin = %name);
         let _g = span.enter();
 
@@ -241,20 +349,43 @@ impl Host {
             .filter(|v| v.plugin.as_deref() == Some(name))
             .collect();
         if !violations.is_empty() {
-            return Err(LoadError::Governance(violations));
+            return Err((LoadError::Governance(violations), None));
         }
 
-        let (bytes, component) = self.read_and_compile(&spec).await?;
+        let (bytes, component) = self.read_and_compile(spec).await.map_err(|e| (e, None))?;
         let inspection = inspect::inspect(&self.engine, &component, &bytes);
         let digest = inspection.digest.clone();
+        let fail = |e: LoadError| (e, Some(digest.clone()));
 
-        let ungranted = check_imports(&self.deployment, &spec, &inspection);
+        let ungranted = check_imports(&self.deployment, spec, &inspection);
         if !ungranted.is_empty() {
             tracing::warn!(plugin = %name, count = ungranted.len(), "refused at load: ungranted imports");
-            return Err(LoadError::Ungranted(ungranted));
+            return Err(fail(LoadError::Ungranted(ungranted)));
         }
-        if inspection.world.is_none() {
-            return Err(LoadError::NotAStep {
+
+        // A connector must export what it claims to provide.
+        let mut provides = HashMap::new();
+        for iface in &spec.provides {
+            let export = inspection
+                .exports
+                .iter()
+                .find(|e| e.kind == "instance" && e.name.split('@').next() == Some(iface.as_str()));
+            match export {
+                Some(e) => {
+                    provides.insert(iface.clone(), e.name.clone());
+                }
+                None => {
+                    return Err(fail(LoadError::Link {
+                        plugin: spec.name.clone(),
+                        detail: format!(
+                            "`provides` names {iface} but the component exports no such interface"
+                        ),
+                    }));
+                }
+            }
+        }
+        if inspection.world.is_none() && provides.is_empty() {
+            return Err(fail(LoadError::NotAStep {
                 plugin: spec.name.clone(),
                 detail: format!(
                     "exports: [{}]",
@@ -265,25 +396,87 @@ impl Host {
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-            });
+            }));
         }
 
-        let grants = grant_set(&self.deployment, &spec);
+        // Imports provided by connectors: the connector must be in the
+        // deployment, load, and export every imported function.
+        let mut routes = BTreeSet::new();
+        for iface in inspection
+            .imports
+            .iter()
+            .filter(|i| i.class == ImportClass::Capability)
+        {
+            let bare = iface
+                .interface
+                .split('@')
+                .next()
+                .unwrap_or(&iface.interface);
+            if bare.starts_with("charter:host/") || bare.starts_with("wasi:http/") {
+                continue;
+            }
+            let Some(provider) = self.deployment.provider(bare) else {
+                return Err(fail(LoadError::Link {
+                    plugin: spec.name.clone(),
+                    detail: format!(
+                        "imports {} but no plugin provides it; add `provides = [\"{bare}\"]` to the connector's entry",
+                        iface.interface
+                    ),
+                }));
+            };
+            if provider.name == spec.name {
+                return Err(fail(LoadError::Link {
+                    plugin: spec.name.clone(),
+                    detail: format!("a connector cannot import the interface it provides ({bare})"),
+                }));
+            }
+            let conn = Box::pin(self.load(&provider.name)).await.map_err(|e| {
+                fail(LoadError::Link {
+                    plugin: spec.name.clone(),
+                    detail: format!("its connector {} cannot load: {e}", provider.name),
+                })
+            })?;
+            let export = &conn.provides[bare];
+            let exported = conn
+                .inspection
+                .exports
+                .iter()
+                .find(|e| &e.name == export)
+                .map(|e| e.functions.clone())
+                .unwrap_or_default();
+            for f in &iface.functions {
+                if !exported.contains(f) {
+                    return Err(fail(LoadError::Link {
+                        plugin: spec.name.clone(),
+                        detail: format!(
+                            "imports {}#{f}, which connector {} does not export",
+                            iface.interface, provider.name
+                        ),
+                    }));
+                }
+                routes.insert((iface.interface.clone(), f.clone()));
+            }
+        }
+
+        let mut grants = grant_set(&self.deployment, spec);
+        grants.connectors = routes;
         let key = (digest.clone(), grants.clone());
         let cached = self.pres.lock().unwrap().get(&key).cloned();
         let pre = match cached {
             Some(p) => p,
             None => {
-                let linker = linker::build(&self.engine, &grants).map_err(|e| LoadError::Link {
-                    plugin: spec.name.clone(),
-                    detail: format!("{e:#}"),
-                })?;
-                let pre = linker
-                    .instantiate_pre(&component)
-                    .map_err(|e| LoadError::Link {
+                let linker = linker::build(&self.engine, &grants).map_err(|e| {
+                    fail(LoadError::Link {
                         plugin: spec.name.clone(),
                         detail: format!("{e:#}"),
-                    })?;
+                    })
+                })?;
+                let pre = linker.instantiate_pre(&component).map_err(|e| {
+                    fail(LoadError::Link {
+                        plugin: spec.name.clone(),
+                        detail: format!("{e:#}"),
+                    })
+                })?;
                 self.pres.lock().unwrap().insert(key, pre.clone());
                 pre
             }
@@ -292,30 +485,36 @@ impl Host {
             .host
             .iter()
             .map(|f| f.function_name().to_string())
+            .chain(grants.connectors.iter().map(|(i, f)| format!("{i}#{f}")))
             .collect();
         let ctx = Arc::new(PluginContext {
             name: spec.name.clone(),
             digest: digest.clone(),
+            groups: spec.groups.clone(),
+            owner: spec.owner.clone(),
             granted: grants.host.clone(),
-            secrets: self.deployment.granted_secrets(&spec),
-            hosts: self.deployment.allowed_hosts(&spec),
+            secrets: self.deployment.granted_secrets(spec),
+            hosts: self.deployment.allowed_hosts(spec),
             limits: spec.limits,
         });
         let loaded = Arc::new(LoadedPlugin {
             name: spec.name.clone(),
             digest,
             inspection,
+            provides,
             linked,
             load_time: started.elapsed(),
             pre,
             ctx,
         });
+        if !loaded.provides.is_empty() {
+            let mut c = self.services.connectors.write().unwrap();
+            for iface in loaded.provides.keys() {
+                c.insert(iface.clone(), loaded.clone());
+            }
+        }
         tracing::info!(plugin = %name, digest = %loaded.digest, ms = loaded.load_time.as_millis() as u64, "loaded");
-        self.loaded
-            .lock()
-            .unwrap()
-            .insert(name.to_string(), loaded.clone());
-        Ok(loaded)
+        Ok((loaded, ()))
     }
 
     /// Read the file (bounded), check the pin and the preamble, and compile
@@ -370,8 +569,19 @@ impl Host {
 
     /// Run one step of `plugin` on `input` (JSON text).
     pub async fn call(&self, plugin: &str, input: &str) -> Result<CallOutcome, CallError> {
+        self.call_as(plugin, input, None).await
+    }
+
+    /// Run one step on behalf of `initiator` (who started the work: they may
+    /// not approve what the step proposes).
+    pub async fn call_as(
+        &self,
+        plugin: &str,
+        input: &str,
+        initiator: Option<&str>,
+    ) -> Result<CallOutcome, CallError> {
         let loaded = self.load(plugin).await?;
-        self.call_loaded(&loaded, input).await
+        self.call_loaded_as(&loaded, input, initiator).await
     }
 
     /// Run one step of an already loaded plugin.
@@ -380,97 +590,234 @@ impl Host {
         loaded: &LoadedPlugin,
         input: &str,
     ) -> Result<CallOutcome, CallError> {
+        self.call_loaded_as(loaded, input, None).await
+    }
+
+    /// Run one step of an already loaded plugin on behalf of `initiator`.
+    /// Its events (calls, decisions, kv writes, the step itself) are on
+    /// disk before this returns, success or not.
+    pub async fn call_loaded_as(
+        &self,
+        loaded: &LoadedPlugin,
+        input: &str,
+        initiator: Option<&str>,
+    ) -> Result<CallOutcome, CallError> {
         let started = Instant::now();
-        let plugin = loaded.name.clone();
-        let limits = loaded.ctx.limits;
-        let span = tracing::info_span!("step", plugin = %plugin, digest = %loaded.digest);
-        let _g = span.enter();
-        if input.len() as u64 > limits.max_input_bytes {
-            return Err(CallError::Limit {
-                plugin,
-                kind: LimitKind::InputSize,
-                detail: format!(
-                    "input is {} bytes, over limits.max_input_bytes = {}",
-                    input.len(),
-                    limits.max_input_bytes
-                ),
-            });
-        }
-        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(input) {
-            return Err(CallError::Invalid {
-                plugin,
-                message: format!("input is not valid JSON: {e}"),
-            });
-        }
-
-        let mut store = wasmtime::Store::new(
-            &self.engine,
-            HostState::new(loaded.ctx.clone(), self.services.clone()),
-        );
-        store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(engine::deadline_ticks(limits.deadline_ms));
-        store.epoch_deadline_trap();
-
-        let result = async {
-            let instance = loaded.pre.instantiate_async(&mut store).await?;
-            let run = instance
-                .get_typed_func::<(&str,), (Result<WasmStr, WireStepError>,)>(&mut store, "run")?;
-            let (r,) = run.call_async(&mut store, (input,)).await?;
-            Ok::<_, wasmtime::Error>(match r {
-                Ok(s) => {
-                    let s = s.to_str(&store)?;
-                    if s.len() as u64 > limits.max_output_bytes {
-                        Err(CallError::Limit {
-                            plugin: plugin.clone(),
-                            kind: LimitKind::OutputSize,
-                            detail: format!(
-                                "output is {} bytes, over limits.max_output_bytes = {}",
-                                s.len(),
-                                limits.max_output_bytes
-                            ),
-                        })
-                    } else {
-                        Ok(s.into_owned())
-                    }
-                }
-                Err(WireStepError::Retryable(message)) => Err(CallError::Step {
-                    plugin: plugin.clone(),
-                    retryable: true,
-                    message,
-                }),
-                Err(WireStepError::Fatal(message)) => Err(CallError::Step {
-                    plugin: plugin.clone(),
-                    retryable: false,
-                    message,
-                }),
-            })
-        }
-        .await;
-
+        let mut store = new_store(&self.services, &loaded.ctx, initiator.map(str::to_string));
+        let result = run_step(loaded, &mut store, input).await;
         let state = store.data_mut();
         state.drain_stdio();
-        // A denial or a limit fails the step closed, whatever the guest did
-        // with the error it was handed.
-        if let Some(fault) = state.mediator.fault.clone() {
-            return Err(fault_error(&plugin, fault));
-        }
-        let output = match result {
-            Ok(Ok(out)) => out,
-            Ok(Err(step)) => return Err(step),
-            Err(e) => return Err(classify_trap(&plugin, state, &limits, e)),
+        let result = match (state.mediator.fault.clone(), result) {
+            // A denial, a proposal or a limit fails the step closed, whatever
+            // the guest did with the error it was handed.
+            (Some(fault), _) => Err(fault_error(&loaded.name, fault)),
+            (None, Err(e)) => Err(e),
+            (None, Ok(Err(trap))) => {
+                Err(classify_trap(&loaded.name, state, &loaded.ctx.limits, trap))
+            }
+            (None, Ok(Ok(out))) => Ok(out),
         };
-        let output = serde_json::from_str(&output).map_err(|e| CallError::Invalid {
-            plugin: plugin.clone(),
-            message: format!("output is not valid JSON: {e}"),
-        })?;
+        let duration_us = started.elapsed().as_micros() as u64;
+        let summary = match &result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        };
+        commit_step(&self.services, &mut state.mediator, summary, duration_us)
+            .await
+            .map_err(|e| CallError::Invalid {
+                plugin: loaded.name.clone(),
+                message: format!("event log: {e}; the step's effects were not committed"),
+            })?;
+        let output = result?;
         let state = store.into_data();
         Ok(CallOutcome {
             output,
             host_calls: state.mediator.calls,
             logs: state.mediator.logs,
-            duration_us: started.elapsed().as_micros() as u64,
+            duration_us,
         })
     }
+}
+
+/// A store for one call of `ctx`'s plugin, with its limits set.
+fn new_store(
+    services: &Arc<Services>,
+    ctx: &Arc<PluginContext>,
+    initiator: Option<String>,
+) -> wasmtime::Store<HostState> {
+    let mut store = wasmtime::Store::new(
+        &services.engine,
+        HostState::new(ctx.clone(), services.clone(), initiator),
+    );
+    store.limiter(|s| &mut s.limiter);
+    store.set_epoch_deadline(engine::deadline_ticks(ctx.limits.deadline_ms));
+    store.epoch_deadline_trap();
+    store
+}
+
+/// Instantiate and run the step; the inner `Err` is the guest's trap.
+async fn run_step(
+    loaded: &LoadedPlugin,
+    store: &mut wasmtime::Store<HostState>,
+    input: &str,
+) -> Result<Result<serde_json::Value, wasmtime::Error>, CallError> {
+    let plugin = loaded.name.clone();
+    let limits = loaded.ctx.limits;
+    let span = tracing::info_span!("step", plugin = %plugin, digest = %loaded.digest);
+    let _g = span.enter();
+    if input.len() as u64 > limits.max_input_bytes {
+        return Err(CallError::Limit {
+            plugin,
+            kind: LimitKind::InputSize,
+            detail: format!(
+                "input is {} bytes, over limits.max_input_bytes = {}",
+                input.len(),
+                limits.max_input_bytes
+            ),
+        });
+    }
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(input) {
+        return Err(CallError::Invalid {
+            plugin,
+            message: format!("input is not valid JSON: {e}"),
+        });
+    }
+    let result = async {
+        let instance = loaded.pre.instantiate_async(&mut *store).await?;
+        let run = instance
+            .get_typed_func::<(&str,), (Result<WasmStr, WireStepError>,)>(&mut *store, "run")?;
+        let (r,) = run.call_async(&mut *store, (input,)).await?;
+        Ok::<_, wasmtime::Error>(match r {
+            Ok(s) => {
+                let s = s.to_str(&*store)?;
+                if s.len() as u64 > limits.max_output_bytes {
+                    Err(CallError::Limit {
+                        plugin: plugin.clone(),
+                        kind: LimitKind::OutputSize,
+                        detail: format!(
+                            "output is {} bytes, over limits.max_output_bytes = {}",
+                            s.len(),
+                            limits.max_output_bytes
+                        ),
+                    })
+                } else {
+                    serde_json::from_str(&s).map_err(|e| CallError::Invalid {
+                        plugin: plugin.clone(),
+                        message: format!("output is not valid JSON: {e}"),
+                    })
+                }
+            }
+            Err(WireStepError::Retryable(message)) => Err(CallError::Step {
+                plugin: plugin.clone(),
+                retryable: true,
+                message,
+            }),
+            Err(WireStepError::Fatal(message)) => Err(CallError::Step {
+                plugin: plugin.clone(),
+                retryable: false,
+                message,
+            }),
+        })
+    }
+    .await;
+    match result {
+        Ok(Ok(v)) => Ok(Ok(v)),
+        Ok(Err(e)) => Err(e),
+        Err(trap) => Ok(Err(trap)),
+    }
+}
+
+/// Commit a finished step's events: its calls and decisions always; its kv
+/// writes only if it succeeded (a failed step's writes never happen).
+async fn commit_step(
+    services: &Services,
+    m: &mut mediator::Mediator,
+    outcome: Result<(), String>,
+    duration_us: u64,
+) -> Result<u64, charter_audit::LogError> {
+    let mut events = std::mem::take(&mut m.pending);
+    if outcome.is_err() {
+        events.retain(|e| !matches!(e, Event::KvWrite { .. }));
+    }
+    let (label, error) = match (&outcome, &m.fault) {
+        (Ok(()), _) => ("ok", None),
+        (Err(e), Some(mediator::Fault::Proposed { .. })) => ("awaiting-approval", Some(e.clone())),
+        (Err(e), Some(mediator::Fault::Denied { .. })) => ("denied", Some(e.clone())),
+        (Err(e), Some(mediator::Fault::Limit(..))) => ("limit", Some(e.clone())),
+        (Err(e), None) => ("failed", Some(e.clone())),
+    };
+    events.push(Event::Step {
+        plugin: m.ctx.name.clone(),
+        digest: m.ctx.digest.clone(),
+        initiator: m.initiator.clone(),
+        outcome: label.to_string(),
+        error: error.map(|e| m.redact(&e)),
+        host_calls: m.calls,
+        duration_us,
+    });
+    services.log.append(events).await
+}
+
+/// Call a connector's export for an importer (the importer's mediator has
+/// already decided and recorded the call). The connector runs under its own
+/// grants, limits and mediator; its own events commit before this returns.
+pub(crate) async fn invoke_connector(
+    services: &Arc<Services>,
+    iface: &str,
+    func: &str,
+    params: &[wasmtime::component::Val],
+    initiator: Option<String>,
+) -> Result<Vec<wasmtime::component::Val>, String> {
+    let conn = services
+        .connectors
+        .read()
+        .unwrap()
+        .get(iface)
+        .cloned()
+        .ok_or_else(|| format!("no connector is loaded for {iface}"))?;
+    let started = Instant::now();
+    let mut store = new_store(services, &conn.ctx, initiator);
+    let export = conn.provides[iface].clone();
+    let result = async {
+        let inst = conn.pre.instantiate_async(&mut store).await?;
+        let iidx = inst
+            .get_export_index(&mut store, None, &export)
+            .ok_or_else(|| {
+                wasmtime::Error::msg(format!("{} does not export {export}", conn.name))
+            })?;
+        let fidx = inst
+            .get_export_index(&mut store, Some(&iidx), func)
+            .ok_or_else(|| {
+                wasmtime::Error::msg(format!("{} does not export {export}#{func}", conn.name))
+            })?;
+        let f = inst
+            .get_func(&mut store, fidx)
+            .ok_or_else(|| wasmtime::Error::msg(format!("{export}#{func} is not a function")))?;
+        let n = f.ty(&store).results().len();
+        let mut results = vec![wasmtime::component::Val::Bool(false); n];
+        f.call_async(&mut store, params, &mut results).await?;
+        Ok::<_, wasmtime::Error>(results)
+    }
+    .await;
+    let state = store.data_mut();
+    state.drain_stdio();
+    let result = match (state.mediator.fault.clone(), result) {
+        (Some(fault), _) => Err(fault_error(&conn.name, fault).to_string()),
+        (None, Err(trap)) => {
+            Err(classify_trap(&conn.name, state, &conn.ctx.limits, trap).to_string())
+        }
+        (None, Ok(v)) => Ok(v),
+    };
+    let outcome = result.as_ref().map(|_| ()).map_err(|e| e.clone());
+    commit_step(
+        services,
+        &mut state.mediator,
+        outcome,
+        started.elapsed().as_micros() as u64,
+    )
+    .await
+    .map_err(|e| format!("event log: {e}"))?;
+    result
 }
 
 async fn compile(
@@ -539,6 +886,7 @@ pub async fn inspect_file(
         granted_by: None,
         reason: None,
         owner: None,
+        provides: vec![],
     };
     let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
         plugin: spec.name.clone(),
@@ -551,6 +899,11 @@ pub async fn inspect_file(
 
 fn fault_error(plugin: &str, fault: Fault) -> CallError {
     match fault {
+        Fault::Proposed { id, function } => CallError::AwaitingApproval {
+            plugin: plugin.to_string(),
+            proposal: id,
+            function,
+        },
         Fault::Limit(kind, detail) => CallError::Limit {
             plugin: plugin.to_string(),
             kind,
@@ -682,5 +1035,6 @@ fn grant_set(dep: &Deployment, spec: &PluginSpec) -> GrantSet {
         wasi: spec.wasi,
         host,
         http: grants_http(dep, spec),
+        connectors: BTreeSet::new(),
     }
 }

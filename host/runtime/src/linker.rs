@@ -13,8 +13,11 @@ use charter_config::WasiMode;
 use wasmtime::component::{ComponentType, Lift, Linker, Lower};
 use wasmtime::{Engine, StoreContextMut};
 
+use charter_audit::{Decision, Event};
+
 use crate::mediator::{Dispatch, HOST_VERSION, HostCall, HostFn, LogLevel, Reply};
 use crate::state::HostState;
+use crate::values;
 
 /// What a plugin is linked with. Two plugins with equal grant sets (and
 /// equal bytes) share one `InstancePre`.
@@ -23,6 +26,8 @@ pub(crate) struct GrantSet {
     pub wasi: WasiMode,
     pub host: BTreeSet<HostFn>,
     pub http: bool,
+    /// Connector-provided functions: (instance as imported, function).
+    pub connectors: BTreeSet<(String, String)>,
 }
 
 #[derive(ComponentType, Lift, Clone, Copy, Debug)]
@@ -90,7 +95,97 @@ pub(crate) fn build(engine: &Engine, grants: &GrantSet) -> wasmtime::Result<Link
     for f in &grants.host {
         define(&mut linker, *f)?;
     }
+    for (instance, func) in &grants.connectors {
+        define_connector(&mut linker, instance, func)?;
+    }
     Ok(linker)
+}
+
+/// A host trampoline for one connector-provided function: the importer's
+/// mediator decides on the typed arguments and records the decision (on
+/// disk before the effect), then the connector runs under its own grants.
+fn define_connector(
+    linker: &mut Linker<HostState>,
+    instance: &str,
+    func: &str,
+) -> wasmtime::Result<()> {
+    let iface = instance.split('@').next().unwrap_or(instance).to_string();
+    let display = format!("{instance}#{func}");
+    let fname = func.to_string();
+    linker
+        .instance(instance)?
+        .func_new_async(func, move |mut store, ty, params, results| {
+            let (iface, display, fname) = (iface.clone(), display.clone(), fname.clone());
+            Box::new(async move {
+                let names: Vec<String> = ty.params().map(|(n, _)| n.to_string()).collect();
+                let args = values::params_json(&names, params);
+                let (services, initiator, plugin, call_id, decided) = {
+                    let m = &mut store.data_mut().mediator;
+                    m.admit(&display, true)?;
+                    let ruling = m.rule(
+                        &charter_config::FunctionName::new(&iface, &fname),
+                        &format!("{iface}.{fname}"),
+                        &args,
+                    );
+                    let call_id = m.next_call_id();
+                    if ruling.decision != Decision::Allow {
+                        return Err(m.hold(&call_id, &display, &args, &ruling));
+                    }
+                    let ev = m.call_event(&call_id, &display, &args, &ruling);
+                    (
+                        m.services.clone(),
+                        m.initiator.clone(),
+                        m.ctx.name.clone(),
+                        call_id,
+                        ev,
+                    )
+                };
+                services.log.append(vec![decided]).await.map_err(|e| {
+                    wasmtime::Error::msg(format!("event log: {e}; call not executed"))
+                })?;
+                let started = std::time::Instant::now();
+                let out =
+                    crate::invoke_connector(&services, &iface, &fname, params, initiator).await;
+                let (ok, summary) = match &out {
+                    Ok(v) => (true, summarize(v)),
+                    Err(e) => (false, e.clone()),
+                };
+                store.data_mut().mediator.pending.push(Event::CallResult {
+                    call: call_id,
+                    plugin,
+                    function: display.clone(),
+                    ok,
+                    summary,
+                    duration_us: started.elapsed().as_micros() as u64,
+                    proposal: None,
+                });
+                match out {
+                    Ok(vals) => {
+                        for (slot, v) in results.iter_mut().zip(vals) {
+                            *slot = v;
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(wasmtime::Error::msg(format!(
+                        "{display}: connector failed: {e}"
+                    ))),
+                }
+            })
+        })
+}
+
+/// A short text of a call's results for the audit log.
+pub(crate) fn summarize(vals: &[wasmtime::component::Val]) -> String {
+    let text = serde_json::Value::Array(vals.iter().map(values::to_json).collect()).to_string();
+    if text.len() > 300 {
+        let mut cut = 300;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}…", &text[..cut])
+    } else {
+        text
+    }
 }
 
 fn define(linker: &mut Linker<HostState>, f: HostFn) -> wasmtime::Result<()> {
@@ -147,6 +242,10 @@ fn define(linker: &mut Linker<HostState>, f: HostFn) -> wasmtime::Result<()> {
                 Err(e) => Err(e),
                 _ => return mismatch(),
             },))
+        }),
+        HostFn::ExplainRationale => inst.func_wrap(name, |store: Store<'_>, (text,): (String,)| {
+            ready(store, HostCall::ExplainRationale { text })?.map_err(wasmtime::Error::msg)?;
+            Ok(())
         }),
         HostFn::LlmComplete => {
             inst.func_wrap_async(name, |mut store: Store<'_>, (prompt,): (String,)| {

@@ -25,7 +25,11 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub(crate) fn new(ctx: Arc<PluginContext>, services: Arc<Services>) -> HostState {
+    pub(crate) fn new(
+        ctx: Arc<PluginContext>,
+        services: Arc<Services>,
+        initiator: Option<String>,
+    ) -> HostState {
         let stdout = MemoryOutputPipe::new(STDIO_CAPACITY);
         let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
         // The inert baseline: no preopens, no environment, no arguments, no
@@ -40,7 +44,7 @@ impl HostState {
             .build();
         HostState {
             limiter: MemoryLimiter::new(ctx.limits.memory_bytes),
-            mediator: Mediator::new(ctx, services),
+            mediator: Mediator::new(ctx, services, initiator),
             wasi,
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),

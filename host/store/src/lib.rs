@@ -37,6 +37,9 @@ pub trait Store: Send + Sync {
     fn delete(&self, ns: &str, key: &str) -> Result<bool, StoreError>;
     /// Keys starting with `prefix`, in byte order, at most [`MAX_LIST`].
     fn list(&self, ns: &str, prefix: &str) -> Result<Vec<String>, StoreError>;
+    /// Every (key, value) of a namespace, in key order, without limit
+    /// (host-internal namespaces such as proposals).
+    fn scan(&self, ns: &str) -> Result<Vec<(String, String)>, StoreError>;
     /// Make everything written so far durable.
     fn flush(&self) -> Result<(), StoreError>;
 }
@@ -95,6 +98,15 @@ impl Store for SledStore {
         }
         Ok(out)
     }
+    fn scan(&self, ns: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.tree(ns)?.iter() {
+            let (k, v) = kv?;
+            let k = String::from_utf8_lossy(&k).into_owned();
+            out.push((k.clone(), utf8(&k, v)?));
+        }
+        Ok(out)
+    }
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
@@ -138,6 +150,14 @@ impl Store for MemStore {
             .take_while(|((n, k), _)| n == ns && k.starts_with(prefix))
             .take(MAX_LIST)
             .map(|((_, k), _)| k.clone())
+            .collect())
+    }
+    fn scan(&self, ns: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let map = self.map.lock().unwrap();
+        Ok(map
+            .range((ns.to_string(), String::new())..)
+            .take_while(|((n, _), _)| n == ns)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
             .collect())
     }
     fn flush(&self) -> Result<(), StoreError> {

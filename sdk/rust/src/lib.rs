@@ -180,3 +180,9 @@ pub mod llm {
         raw::classify(text, &labels).map_err(HostError)
     }
 }
+
+/// Explain the recommendation behind the calls that follow: attached to any
+/// proposal this step creates, so the person deciding sees why.
+pub fn explain(rationale: &str) {
+    bindings::charter::host::explain::rationale(rationale)
+}

@@ -28,7 +28,9 @@ pub(super) fn kv_get(store: &dyn Store, ns: &str, key: &str) -> GuestResult {
         .map_err(|e| e.to_string())
 }
 
-pub(super) fn kv_set(store: &dyn Store, ns: &str, key: &str, value: &str) -> GuestResult {
+/// A kv write is an event: the step journals it and the index applies it
+/// once the event log has it on disk. Here it is only checked.
+pub(super) fn kv_check_set(key: &str, value: &str) -> Result<(), String> {
     check_key(key)?;
     if value.len() > MAX_VALUE {
         return Err(format!(
@@ -36,18 +38,7 @@ pub(super) fn kv_set(store: &dyn Store, ns: &str, key: &str, value: &str) -> Gue
             value.len()
         ));
     }
-    store
-        .set(ns, key, value)
-        .map(|()| Reply::Unit)
-        .map_err(|e| e.to_string())
-}
-
-pub(super) fn kv_delete(store: &dyn Store, ns: &str, key: &str) -> GuestResult {
-    check_key(key)?;
-    store
-        .delete(ns, key)
-        .map(Reply::Existed)
-        .map_err(|e| e.to_string())
+    Ok(())
 }
 
 pub(super) fn kv_list(store: &dyn Store, ns: &str, prefix: &str) -> GuestResult {

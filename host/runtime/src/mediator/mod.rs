@@ -7,13 +7,15 @@
 //! `caps` module below and are reachable from nowhere else, so no capability
 //! can be executed without passing the mediator's checks.
 //!
-//! Today the mediator: counts host calls against the step's cap, re-checks
-//! that the function is granted (defense in depth behind linking), checks
-//! argument-level grants (secret names, HTTP hosts), applies host-side
-//! timeouts, and records the plugin's log lines. A denial or a limit is
-//! recorded as the step's [`Fault`]: the step then fails closed whatever the
-//! guest returns. Policy decisions on arguments, the audit record and the
-//! journal slot in here (DESIGN.md, enforcement point 3).
+//! For every call the mediator: counts it against the step's cap, re-checks
+//! the grant (defense in depth behind linking), checks argument-level grants
+//! (secret names, HTTP hosts), asks Cedar policy for a decision (allow,
+//! propose, deny) when the function's group has policies, records the call
+//! and its decision as an event, and only then executes. Calls with an
+//! effect outside the host (connectors) wait until their decision is on
+//! disk before executing. A denial, a proposal or a limit is recorded as
+//! the step's [`Fault`]: the step then fails closed whatever the guest
+//! returns (DESIGN.md, enforcement point 3).
 
 mod caps;
 pub mod llm;
@@ -27,6 +29,8 @@ use std::time::Duration;
 use charter_config::{Effect, Limits, SecretSource};
 use charter_store::Store;
 use wasmtime_wasi_http::{WasiBody, WasiHttpHooks};
+
+use charter_audit::{Decision, Event};
 
 use crate::error::LimitKind;
 
@@ -46,6 +50,7 @@ pub enum HostFn {
     SecretsGet,
     LlmComplete,
     LlmClassify,
+    ExplainRationale,
 }
 
 impl HostFn {
@@ -58,6 +63,7 @@ impl HostFn {
         HostFn::SecretsGet,
         HostFn::LlmComplete,
         HostFn::LlmClassify,
+        HostFn::ExplainRationale,
     ];
 
     /// `charter:host/<interface>` without version.
@@ -69,6 +75,7 @@ impl HostFn {
             }
             HostFn::SecretsGet => "charter:host/secrets",
             HostFn::LlmComplete | HostFn::LlmClassify => "charter:host/llm",
+            HostFn::ExplainRationale => "charter:host/explain",
         }
     }
 
@@ -82,6 +89,28 @@ impl HostFn {
             HostFn::SecretsGet => "get",
             HostFn::LlmComplete => "complete",
             HostFn::LlmClassify => "classify",
+            HostFn::ExplainRationale => "rationale",
+        }
+    }
+
+    /// `interface.function` without version: the Cedar action name.
+    pub fn action(self) -> String {
+        format!("{}.{}", self.interface(), self.name())
+    }
+
+    /// Parameter names and what policy can see of their types.
+    pub fn params(self) -> Vec<(String, charter_policy::ParamType)> {
+        use charter_policy::ParamType::*;
+        let p = |n: &str, t| (n.to_string(), t);
+        match self {
+            HostFn::LogWrite => vec![p("level", String), p("message", String)],
+            HostFn::KvGet | HostFn::KvDelete => vec![p("key", String)],
+            HostFn::KvSet => vec![p("key", String), p("value", String)],
+            HostFn::KvListKeys => vec![p("prefix", String)],
+            HostFn::SecretsGet => vec![p("name", String)],
+            HostFn::LlmComplete => vec![p("prompt", String)],
+            HostFn::LlmClassify => vec![p("text", String), p("labels", Set(Box::new(String)))],
+            HostFn::ExplainRationale => vec![p("text", String)],
         }
     }
 
@@ -104,6 +133,7 @@ impl HostFn {
             HostFn::SecretsGet => "charter:host/secrets@0.1.0#get",
             HostFn::LlmComplete => "charter:host/llm@0.1.0#complete",
             HostFn::LlmClassify => "charter:host/llm@0.1.0#classify",
+            HostFn::ExplainRationale => "charter:host/explain@0.1.0#rationale",
         }
     }
 
@@ -144,6 +174,7 @@ pub(crate) enum HostCall {
     SecretsGet { name: String },
     LlmComplete { prompt: String },
     LlmClassify { text: String, labels: Vec<String> },
+    ExplainRationale { text: String },
 }
 
 impl HostCall {
@@ -157,7 +188,49 @@ impl HostCall {
             HostCall::SecretsGet { .. } => HostFn::SecretsGet,
             HostCall::LlmComplete { .. } => HostFn::LlmComplete,
             HostCall::LlmClassify { .. } => HostFn::LlmClassify,
+            HostCall::ExplainRationale { .. } => HostFn::ExplainRationale,
         }
+    }
+
+    /// The arguments as JSON, keyed by WIT parameter name.
+    pub(crate) fn args(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            HostCall::LogWrite { level, message } => json!({"level": level, "message": message}),
+            HostCall::KvGet { key } | HostCall::KvDelete { key } => json!({"key": key}),
+            HostCall::KvSet { key, value } => json!({"key": key, "value": value}),
+            HostCall::KvListKeys { prefix } => json!({"prefix": prefix}),
+            HostCall::SecretsGet { name } => json!({"name": name}),
+            HostCall::LlmComplete { prompt } => json!({"prompt": prompt}),
+            HostCall::LlmClassify { text, labels } => json!({"text": text, "labels": labels}),
+            HostCall::ExplainRationale { text } => json!({"text": text}),
+        }
+    }
+
+    /// Rebuild a call from stored JSON arguments (an approved proposal).
+    pub(crate) fn from_args(f: HostFn, a: &serde_json::Value) -> Option<HostCall> {
+        let s = |k: &str| a[k].as_str().map(str::to_string);
+        Some(match f {
+            HostFn::LogWrite => return None,
+            HostFn::KvGet => HostCall::KvGet { key: s("key")? },
+            HostFn::KvSet => HostCall::KvSet {
+                key: s("key")?,
+                value: s("value")?,
+            },
+            HostFn::KvDelete => HostCall::KvDelete { key: s("key")? },
+            HostFn::KvListKeys => HostCall::KvListKeys {
+                prefix: s("prefix")?,
+            },
+            HostFn::SecretsGet => HostCall::SecretsGet { name: s("name")? },
+            HostFn::LlmComplete => HostCall::LlmComplete {
+                prompt: s("prompt")?,
+            },
+            HostFn::LlmClassify => HostCall::LlmClassify {
+                text: s("text")?,
+                labels: serde_json::from_value(a["labels"].clone()).ok()?,
+            },
+            HostFn::ExplainRationale => HostCall::ExplainRationale { text: s("text")? },
+        })
     }
 }
 
@@ -187,6 +260,7 @@ pub(crate) enum Dispatch {
 pub(crate) enum Fault {
     Limit(LimitKind, String),
     Denied { function: String, reason: String },
+    Proposed { id: String, function: String },
 }
 
 /// One log line of a plugin: from `charter:host/log` or its stdout/stderr.
@@ -208,6 +282,8 @@ pub const MAX_LOG_MESSAGE: usize = 4096;
 pub(crate) struct PluginContext {
     pub name: String,
     pub digest: String,
+    pub groups: Vec<String>,
+    pub owner: Option<String>,
     pub granted: BTreeSet<HostFn>,
     pub secrets: BTreeSet<String>,
     pub hosts: BTreeSet<String>,
@@ -219,20 +295,55 @@ pub(crate) struct Services {
     pub store: Arc<dyn Store>,
     pub llm: Arc<dyn Llm>,
     pub secrets: std::collections::BTreeMap<String, SecretSource>,
+    pub log: charter_audit::EventLog,
+    pub policy: charter_policy::PolicyEngine,
+    pub deployment: Arc<charter_config::Deployment>,
+    pub engine: wasmtime::Engine,
+    /// Loaded connectors by the interface they provide (no version).
+    pub connectors: std::sync::RwLock<std::collections::HashMap<String, Arc<crate::LoadedPlugin>>>,
+}
+
+/// What policy said about one call.
+#[derive(Debug, Clone)]
+pub(crate) struct Ruling {
+    pub decision: Decision,
+    pub policies: Vec<String>,
+    pub reason: Option<String>,
+    pub role: Option<String>,
+    /// The groups that grant the function (their approval settings apply).
+    pub groups: Vec<String>,
 }
 
 /// Per-call mediator state; lives in the wasmtime `Store`.
 pub(crate) struct Mediator {
     pub ctx: Arc<PluginContext>,
-    services: Arc<Services>,
+    pub(crate) services: Arc<Services>,
     pub calls: u64,
     pub fault: Option<Fault>,
     pub logs: Vec<LogLine>,
     pub dropped_logs: u64,
+    /// Who started the work (separation of duties).
+    pub initiator: Option<String>,
+    step: String,
+    call_n: u64,
+    /// Events of this step, committed with it.
+    pub pending: Vec<Event>,
+    /// The step's own kv writes (applied from the log once it commits).
+    overlay: std::collections::BTreeMap<String, Option<String>>,
+    pub rationale: Option<String>,
+    /// Secret values handed out in this step, redacted from logs.
+    revealed: Vec<(String, String)>,
 }
 
+static STEP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Mediator {
-    pub fn new(ctx: Arc<PluginContext>, services: Arc<Services>) -> Mediator {
+    pub fn new(
+        ctx: Arc<PluginContext>,
+        services: Arc<Services>,
+        initiator: Option<String>,
+    ) -> Mediator {
+        let n = STEP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Mediator {
             ctx,
             services,
@@ -240,12 +351,167 @@ impl Mediator {
             fault: None,
             logs: Vec::new(),
             dropped_logs: 0,
+            initiator,
+            step: format!("{:x}-{n:x}", charter_audit::now_ms()),
+            call_n: 0,
+            pending: Vec::new(),
+            overlay: Default::default(),
+            rationale: None,
+            revealed: Vec::new(),
+        }
+    }
+
+    pub(crate) fn next_call_id(&mut self) -> String {
+        self.call_n += 1;
+        format!("{}/{}", self.step, self.call_n)
+    }
+
+    /// Replace revealed secret values in `text`.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for (name, value) in &self.revealed {
+            if value.len() >= 4 {
+                out = out.replace(value.as_str(), &format!("[secret:{name}]"));
+            }
+        }
+        out
+    }
+
+    /// Ask policy about `action` with `args`. Functions of groups without
+    /// policies are decided by the grant alone (allow).
+    pub(crate) fn rule(
+        &self,
+        fname: &charter_config::FunctionName,
+        action: &str,
+        args: &serde_json::Value,
+    ) -> Ruling {
+        let dep = &self.services.deployment;
+        let groups: Vec<String> = self
+            .ctx
+            .groups
+            .iter()
+            .filter(|g| dep.groups.get(*g).is_some_and(|gr| gr.grants(fname)))
+            .cloned()
+            .collect();
+        let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
+        let verdict = self.services.policy.decide(
+            &refs,
+            &self.ctx.name,
+            &self.ctx.digest,
+            &self.ctx.groups,
+            action,
+            args,
+        );
+        let (decision, policies, reason, role) = match verdict {
+            None => (Decision::Allow, vec!["grant".to_string()], None, None),
+            Some(charter_policy::Verdict::Allow { policies }) => {
+                (Decision::Allow, policies, None, None)
+            }
+            Some(charter_policy::Verdict::Propose { policies, role }) => {
+                (Decision::Propose, policies, None, role)
+            }
+            Some(charter_policy::Verdict::Deny { policies, reason }) => {
+                (Decision::Deny, policies, Some(reason), None)
+            }
+        };
+        Ruling {
+            decision,
+            policies,
+            reason,
+            role,
+            groups,
+        }
+    }
+
+    /// Record a call event (arguments redacted) into the step's events.
+    pub(crate) fn call_event(
+        &self,
+        call: &str,
+        function: &str,
+        args: &serde_json::Value,
+        ruling: &Ruling,
+    ) -> Event {
+        let args_text = self.redact(&args.to_string());
+        Event::Call {
+            call: call.to_string(),
+            plugin: self.ctx.name.clone(),
+            digest: self.ctx.digest.clone(),
+            function: function.to_string(),
+            args_digest: charter_audit::json_digest(args),
+            args: serde_json::from_str(&args_text).unwrap_or(serde_json::Value::Null),
+            decision: ruling.decision,
+            policies: ruling.policies.clone(),
+            reason: ruling.reason.clone(),
+            initiator: self.initiator.clone(),
+        }
+    }
+
+    /// Handle a `deny` or `propose` ruling: record it and fail the step
+    /// closed. Returns the trap to raise.
+    pub(crate) fn hold(
+        &mut self,
+        call: &str,
+        function: &str,
+        args: &serde_json::Value,
+        ruling: &Ruling,
+    ) -> wasmtime::Error {
+        let ev = self.call_event(call, function, args, ruling);
+        self.pending.push(ev);
+        match ruling.decision {
+            Decision::Propose => {
+                let dep = &self.services.deployment;
+                let group = ruling
+                    .groups
+                    .iter()
+                    .filter_map(|g| dep.groups.get(g))
+                    .next();
+                let needed = group.map_or(1, |g| g.approvals);
+                let hours = group.map_or(72, |g| g.proposal_expiry_hours);
+                let role = ruling
+                    .role
+                    .clone()
+                    .or_else(|| group.and_then(|g| g.approver_role.clone()));
+                let id = format!(
+                    "P-{}",
+                    &charter_audit::json_digest(&serde_json::json!([call, self.step]))[7..19]
+                );
+                tracing::info!(plugin = %self.ctx.name, function, proposal = %id, "call routed to people");
+                self.pending.push(Event::Proposal {
+                    id: id.clone(),
+                    call: call.to_string(),
+                    plugin: self.ctx.name.clone(),
+                    digest: self.ctx.digest.clone(),
+                    function: function.to_string(),
+                    args: args.clone(),
+                    args_digest: charter_audit::json_digest(args),
+                    rationale: self.rationale.clone(),
+                    policies: ruling.policies.clone(),
+                    approver_role: role,
+                    approvals_needed: needed,
+                    expires_at_ms: charter_audit::now_ms() + hours * 3_600_000,
+                    initiator: self.initiator.clone(),
+                    owner: self.ctx.owner.clone(),
+                });
+                let err = wasmtime::Error::msg(format!("{function}: awaiting approval ({id})"));
+                self.fault = Some(Fault::Proposed {
+                    id,
+                    function: function.to_string(),
+                });
+                err
+            }
+            _ => self.deny(
+                function,
+                ruling
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "denied by policy".into()),
+            ),
         }
     }
 
     /// Count the call against the cap and check the grant. An `Err` traps
     /// the guest; the fault stays recorded so the step fails closed.
-    fn admit(&mut self, function: &str, granted: bool) -> wasmtime::Result<()> {
+    pub(crate) fn admit(&mut self, function: &str, granted: bool) -> wasmtime::Result<()> {
         if let Some(f) = &self.fault {
             // A faulted step gets nothing more.
             return Err(wasmtime::Error::msg(format!("step already failed: {f:?}")));
@@ -260,9 +526,33 @@ impl Mediator {
             return Err(wasmtime::Error::msg(detail));
         }
         if !granted {
-            return Err(self.deny(function, "not granted to this plugin".into()));
+            return Err(self.deny_recorded(
+                function,
+                &serde_json::Value::Null,
+                "not granted to this plugin".into(),
+            ));
         }
         Ok(())
+    }
+
+    /// Deny, recording the attempt as a `deny` call event.
+    pub(crate) fn deny_recorded(
+        &mut self,
+        function: &str,
+        args: &serde_json::Value,
+        reason: String,
+    ) -> wasmtime::Error {
+        let call = self.next_call_id();
+        let ruling = Ruling {
+            decision: Decision::Deny,
+            policies: vec![],
+            reason: Some(reason.clone()),
+            role: None,
+            groups: vec![],
+        };
+        let ev = self.call_event(&call, function, args, &ruling);
+        self.pending.push(ev);
+        self.deny(function, reason)
     }
 
     fn deny(&mut self, function: &str, reason: String) -> wasmtime::Error {
@@ -281,31 +571,111 @@ impl Mediator {
         let fname = f.display();
         self.admit(fname, self.ctx.granted.contains(&f))?;
         tracing::trace!(plugin = %self.ctx.name, function = fname, "host call");
+        // Log lines and the rationale are the plugin's own voice: kept in its
+        // log (and the proposal), not as audited calls.
+        match call {
+            HostCall::LogWrite { level, message } => {
+                let message = self.redact(&message);
+                self.push_log(level, "log", message);
+                return Ok(Dispatch::Ready(Ok(Reply::Unit)));
+            }
+            HostCall::ExplainRationale { text } => {
+                self.rationale = Some(self.redact(&text));
+                return Ok(Dispatch::Ready(Ok(Reply::Unit)));
+            }
+            _ => {}
+        }
+        let args = call.args();
+        if let HostCall::SecretsGet { name } = &call
+            && !self.ctx.secrets.contains(name)
+        {
+            let granted: Vec<_> = self.ctx.secrets.iter().cloned().collect();
+            return Err(self.deny_recorded(
+                fname,
+                &args,
+                format!(
+                    "secret {name:?} is not granted (granted secrets: [{}])",
+                    granted.join(", ")
+                ),
+            ));
+        }
+        let ruling = self.rule(&f.function_name(), &f.action(), &args);
+        let call_id = self.next_call_id();
+        if ruling.decision != Decision::Allow {
+            return Err(self.hold(&call_id, fname, &args, &ruling));
+        }
+        let ev = self.call_event(&call_id, fname, &args, &ruling);
+        self.pending.push(ev);
+        Ok(self.execute(call))
+    }
+
+    /// Execute an allowed host-native call.
+    pub(crate) fn execute(&mut self, call: HostCall) -> Dispatch {
         let ns = &*self.ctx.name;
         let store = &*self.services.store;
-        Ok(match call {
-            HostCall::LogWrite { level, message } => {
-                self.push_log(level, "log", message);
+        match call {
+            HostCall::LogWrite { .. } | HostCall::ExplainRationale { .. } => {
                 Dispatch::Ready(Ok(Reply::Unit))
             }
-            HostCall::KvGet { key } => Dispatch::Ready(caps::kv_get(store, ns, &key)),
+            HostCall::KvGet { key } => Dispatch::Ready(match self.overlay.get(&key) {
+                Some(v) => Ok(Reply::Value(v.clone())),
+                None => caps::kv_get(store, ns, &key),
+            }),
             HostCall::KvSet { key, value } => {
-                Dispatch::Ready(caps::kv_set(store, ns, &key, &value))
-            }
-            HostCall::KvDelete { key } => Dispatch::Ready(caps::kv_delete(store, ns, &key)),
-            HostCall::KvListKeys { prefix } => Dispatch::Ready(caps::kv_list(store, ns, &prefix)),
-            HostCall::SecretsGet { name } => {
-                if !self.ctx.secrets.contains(&name) {
-                    let granted: Vec<_> = self.ctx.secrets.iter().cloned().collect();
-                    return Err(self.deny(
-                        fname,
-                        format!(
-                            "secret {name:?} is not granted (granted secrets: [{}])",
-                            granted.join(", ")
-                        ),
-                    ));
+                let r = caps::kv_check_set(&key, &value);
+                if r.is_ok() {
+                    self.pending.push(Event::KvWrite {
+                        plugin: ns.to_string(),
+                        key: key.clone(),
+                        value: Some(value.clone()),
+                        by: None,
+                    });
+                    self.overlay.insert(key, Some(value));
                 }
-                Dispatch::Ready(caps::secret_get(&self.services.secrets, &name))
+                Dispatch::Ready(r.map(|()| Reply::Unit))
+            }
+            HostCall::KvDelete { key } => {
+                let existed = match self.overlay.get(&key) {
+                    Some(v) => Ok(v.is_some()),
+                    None => {
+                        caps::kv_get(store, ns, &key).map(|r| matches!(r, Reply::Value(Some(_))))
+                    }
+                };
+                if existed.is_ok() {
+                    self.pending.push(Event::KvWrite {
+                        plugin: ns.to_string(),
+                        key: key.clone(),
+                        value: None,
+                        by: None,
+                    });
+                    self.overlay.insert(key, None);
+                }
+                Dispatch::Ready(existed.map(Reply::Existed))
+            }
+            HostCall::KvListKeys { prefix } => {
+                Dispatch::Ready(caps::kv_list(store, ns, &prefix).map(|r| {
+                    let Reply::Keys(mut keys) = r else { return r };
+                    for (k, v) in self
+                        .overlay
+                        .range(prefix.clone()..)
+                        .take_while(|(k, _)| k.starts_with(&prefix))
+                    {
+                        match v {
+                            Some(_) if !keys.contains(k) => keys.push(k.clone()),
+                            None => keys.retain(|x| x != k),
+                            _ => {}
+                        }
+                    }
+                    keys.sort();
+                    Reply::Keys(keys)
+                }))
+            }
+            HostCall::SecretsGet { name } => {
+                let r = caps::secret_get(&self.services.secrets, &name);
+                if let Ok(Reply::Text(v)) = &r {
+                    self.revealed.push((name, v.clone()));
+                }
+                Dispatch::Ready(r)
             }
             HostCall::LlmComplete { prompt } => {
                 let fut = self.services.llm.complete(prompt);
@@ -317,7 +687,7 @@ impl Mediator {
                     fut.await.map(|(l, c)| Reply::Class(l, c))
                 }))
             }
-        })
+        }
     }
 
     /// Await a waiting reply under the host-side timeout.
@@ -419,10 +789,16 @@ impl WasiHttpHooks for Mediator {
             tracing::warn!(plugin = %self.ctx.name, "{e}");
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        let args = serde_json::json!({
+            "method": request.method().as_str(),
+            "authority": authority,
+            "path": request.uri().path(),
+        });
         if !allowed {
             let hosts: Vec<_> = self.ctx.hosts.iter().cloned().collect();
-            self.deny(
+            self.deny_recorded(
                 FUNC,
+                &args,
                 format!(
                     "host {authority:?} is not in the grant's allow_hosts [{}]",
                     hosts.join(", ")
@@ -430,6 +806,17 @@ impl WasiHttpHooks for Mediator {
             );
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        let fname = charter_config::FunctionName::new("wasi:http/outgoing-handler", "handle");
+        let ruling = self.rule(&fname, "wasi:http/outgoing-handler.handle", &args);
+        let call_id = self.next_call_id();
+        if ruling.decision != Decision::Allow {
+            self.hold(&call_id, FUNC, &args, &ruling);
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        // An outbound request is an effect outside the host: its decision is
+        // on disk before the request leaves.
+        let decided = self.call_event(&call_id, FUNC, &args, &ruling);
+        let log = self.services.log.clone();
         tracing::debug!(plugin = %self.ctx.name, %authority, "outbound http");
         let t = Duration::from_millis(self.ctx.limits.host_call_timeout_ms);
         let mut options = options.unwrap_or_default();
@@ -438,6 +825,10 @@ impl WasiHttpHooks for Mediator {
         options.between_bytes_timeout = Some(options.between_bytes_timeout.map_or(t, |c| c.min(t)));
         Box::new(async move {
             use http_body_util::BodyExt;
+            if let Err(e) = log.append(vec![decided]).await {
+                tracing::error!("event log: {e}; request not sent");
+                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+            }
             let (res, io) =
                 wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
             Ok((

@@ -1,0 +1,474 @@
+//! `charter audit`, `charter proposals`, `charter kpi`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use charter_audit::{Event, Record, checkpoint};
+use charter_config::Deployment;
+use charter_runtime::error::{EXIT_ERROR, EXIT_OK};
+use charter_runtime::index::ProposalState;
+use charter_runtime::{Host, HostOptions};
+use serde_json::json;
+
+pub fn log_path(d: &Deployment) -> PathBuf {
+    d.data_dir.join(charter_audit::LOG_FILE)
+}
+
+pub fn verify(d: &Deployment, cp: Option<&Path>, as_json: bool) -> Result<i32> {
+    let path = log_path(d);
+    let v = charter_audit::verify(&path)?;
+    let mut problems: Vec<String> = v
+        .findings
+        .iter()
+        .map(|f| match f.seq {
+            Some(s) => format!("byte {} (entry {s}): {}", f.offset, f.problem),
+            None => format!("byte {}: {}", f.offset, f.problem),
+        })
+        .collect();
+    if let Some(cp_path) = cp {
+        let text = std::fs::read_to_string(cp_path)
+            .with_context(|| format!("reading checkpoint {}", cp_path.display()))?;
+        let c: checkpoint::Checkpoint = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a checkpoint", cp_path.display()))?;
+        if c.deployment != d.name {
+            problems.push(format!(
+                "checkpoint is for deployment {:?}, not {:?}",
+                c.deployment, d.name
+            ));
+        }
+        if let Some(p) = checkpoint::check(&c, &path)? {
+            problems.push(format!("checkpoint (entry {}): {p}", c.seq));
+        }
+    }
+    let ok = problems.is_empty();
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "log": path, "ok": ok, "entries": v.frames, "last_seq": v.last_seq,
+                "last_hash": v.last_hash, "checkpoint": cp, "problems": problems,
+            }))?
+        );
+    } else if ok {
+        println!(
+            "ok: {} entries, chain intact, last entry {} hash {}{}",
+            v.frames,
+            v.last_seq,
+            v.last_hash,
+            if cp.is_some() {
+                ", checkpoint matches"
+            } else {
+                ""
+            }
+        );
+    } else {
+        println!("TAMPERED or damaged: {}", path.display());
+        for p in &problems {
+            println!("  {p}");
+        }
+        println!("{} intact entries before the first problem", v.frames);
+    }
+    Ok(if ok { EXIT_OK } else { EXIT_ERROR })
+}
+
+/// `10m`, `2h`, `3d`, `45s` → milliseconds.
+fn parse_since(s: &str) -> Result<u64> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .with_context(|| format!("--since {s:?}: expected e.g. 30m, 2h, 7d"))?;
+    let ms = match unit {
+        "s" => 1_000,
+        "m" | "" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => anyhow::bail!("--since {s:?}: unit must be s, m, h or d"),
+    };
+    Ok(n * ms)
+}
+
+pub struct ShowFilter {
+    pub plugin: Option<String>,
+    pub since: Option<String>,
+    pub kind: Option<String>,
+    pub proposal: Option<String>,
+    pub limit: Option<usize>,
+}
+
+fn summary(e: &Event) -> String {
+    match e {
+        Event::ConfigLoaded { path, .. } => format!("config {path}"),
+        Event::PluginLoaded { digest, groups, .. } => {
+            format!("loaded {digest} groups [{}]", groups.join(", "))
+        }
+        Event::PluginRefused { rule, reasons, .. } => {
+            format!("REFUSED [{rule}] {}", reasons.join(" | "))
+        }
+        Event::Call {
+            function,
+            decision,
+            policies,
+            reason,
+            args,
+            ..
+        } => {
+            let mut s = format!("{decision:<7} {function} {args}");
+            if !policies.is_empty() {
+                s.push_str(&format!(" by [{}]", policies.join(", ")));
+            }
+            if let Some(r) = reason {
+                s.push_str(&format!(": {r}"));
+            }
+            s
+        }
+        Event::CallResult {
+            function,
+            ok,
+            summary,
+            proposal,
+            ..
+        } => format!(
+            "{} {function} -> {summary}{}",
+            if *ok { "executed" } else { "failed" },
+            proposal
+                .as_ref()
+                .map(|p| format!(" (approved proposal {p})"))
+                .unwrap_or_default()
+        ),
+        Event::KvWrite { key, value, by, .. } => format!(
+            "kv {} {key:?}{}",
+            if value.is_some() { "set" } else { "delete" },
+            by.as_ref()
+                .map(|b| format!(" by operator {b}"))
+                .unwrap_or_default()
+        ),
+        Event::Step {
+            outcome,
+            error,
+            host_calls,
+            ..
+        } => format!(
+            "step {outcome} ({host_calls} host calls){}",
+            error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+        ),
+        Event::Proposal {
+            id,
+            function,
+            args,
+            approver_role,
+            approvals_needed,
+            ..
+        } => format!(
+            "proposal {id}: {function} {args} needs {approvals_needed} approval(s){}",
+            approver_role
+                .as_ref()
+                .map(|r| format!(" by role {r}"))
+                .unwrap_or_default()
+        ),
+        Event::ApprovalDecision {
+            proposal,
+            by,
+            approve,
+            accepted,
+            reason,
+            ..
+        } => format!(
+            "{} {} {proposal} by {by}{}",
+            if *accepted {
+                "decision"
+            } else {
+                "REFUSED attempt to"
+            },
+            if *approve { "approve" } else { "reject" },
+            reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ),
+        Event::ProposalResolved {
+            proposal,
+            status,
+            detail,
+        } => format!(
+            "proposal {proposal} {status}{}",
+            detail
+                .as_ref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        ),
+    }
+}
+
+fn mentions_proposal(e: &Event, id: &str) -> bool {
+    match e {
+        Event::Proposal { id: p, .. } => p == id,
+        Event::ApprovalDecision { proposal, .. } | Event::ProposalResolved { proposal, .. } => {
+            proposal == id
+        }
+        Event::CallResult { proposal, .. } => proposal.as_deref() == Some(id),
+        _ => false,
+    }
+}
+
+pub fn show(d: &Deployment, f: &ShowFilter, as_json: bool) -> Result<i32> {
+    let records = charter_audit::read_records(&log_path(d))?;
+    let cutoff = match &f.since {
+        Some(s) => charter_audit::now_ms().saturating_sub(parse_since(s)?),
+        None => 0,
+    };
+    let mut selected: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.time_ms >= cutoff)
+        .filter(|r| {
+            f.plugin
+                .as_ref()
+                .is_none_or(|p| r.event.plugin() == Some(p.as_str()))
+        })
+        .filter(|r| f.kind.as_ref().is_none_or(|k| r.event.kind() == k))
+        .filter(|r| {
+            f.proposal
+                .as_ref()
+                .is_none_or(|p| mentions_proposal(&r.event, p))
+        })
+        .collect();
+    if let Some(n) = f.limit {
+        let skip = selected.len().saturating_sub(n);
+        selected.drain(..skip);
+    }
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"deployment": d.name, "events": selected}))?
+        );
+    } else {
+        for r in selected {
+            println!(
+                "#{:<6} {:<13} {:<18} {:<16} {}",
+                r.seq,
+                r.time_ms,
+                r.event.kind(),
+                r.event.plugin().unwrap_or("-"),
+                summary(&r.event)
+            );
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+pub fn export(d: &Deployment, out: Option<&Path>) -> Result<i32> {
+    use std::io::Write;
+    let records = charter_audit::read_records(&log_path(d))?;
+    let mut w: Box<dyn Write> = match out {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    for r in &records {
+        writeln!(w, "{}", serde_json::to_string(r)?)?;
+    }
+    w.flush()?;
+    if let Some(p) = out {
+        eprintln!("exported {} events to {}", records.len(), p.display());
+    }
+    Ok(EXIT_OK)
+}
+
+pub fn make_checkpoint(d: &Deployment, out: Option<&Path>) -> Result<i32> {
+    let cp = checkpoint::create(&d.data_dir, &d.name, &log_path(d))?;
+    let text = serde_json::to_string_pretty(&cp)?;
+    match out {
+        Some(p) => {
+            std::fs::write(p, &text).with_context(|| format!("writing {}", p.display()))?;
+            eprintln!(
+                "checkpoint of entry {} written to {}; keep it where the data directory's editors cannot reach",
+                cp.seq,
+                p.display()
+            );
+        }
+        None => println!("{text}"),
+    }
+    Ok(EXIT_OK)
+}
+
+pub fn kpi(d: &Deployment, as_json: bool) -> Result<i32> {
+    let records = charter_audit::read_records(&log_path(d))?;
+    let k = charter_runtime::kpi::compute(&records);
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&k)?);
+        return Ok(EXIT_OK);
+    }
+    println!(
+        "deployment {} — {} events, {} steps",
+        d.name, k.events, k.steps
+    );
+    println!("\nrisk");
+    println!(
+        "  unauthorized actions executed   {}   (target 0)",
+        k.unauthorized_actions_executed
+    );
+    for u in &k.unauthorized_detail {
+        println!("    {u}");
+    }
+    println!(
+        "  blocked unauthorized attempts   {}",
+        k.blocked_unauthorized_attempts
+    );
+    let p = &k.proposals;
+    println!("\nproposals");
+    println!(
+        "  created {}  executed {}  rejected {}  expired {}  failed {}  pending {}",
+        p.created, p.executed, p.rejected, p.expired, p.failed, p.pending
+    );
+    if let Some(r) = p.acceptance_rate {
+        println!("  acceptance rate {:.0}%", r * 100.0);
+    }
+    if let (Some(a), Some(b)) = (p.decision_latency_ms_p50, p.decision_latency_ms_p95) {
+        println!("  decision latency p50 {a} ms, p95 {b} ms");
+    }
+    println!("\ncalls (allowed / proposed / denied)");
+    for (plugin, fns) in &k.calls {
+        for (f, c) in fns {
+            println!(
+                "  {plugin:<18} {f:<48} {} / {} / {}",
+                c.allowed, c.proposed, c.denied
+            );
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn print_proposal(p: &ProposalState) {
+    println!("{}  [{}]", p.id, p.status);
+    println!("  plugin     {} ({})", p.plugin, p.digest);
+    println!("  function   {}", p.function);
+    println!("  arguments  {}  ({})", p.args, p.args_digest);
+    if let Some(r) = &p.rationale {
+        println!("  rationale  {r}");
+    }
+    println!("  policies   {}", p.policies.join(", "));
+    println!(
+        "  approvals  {} of {} needed{}",
+        p.approvals.len(),
+        p.approvals_needed,
+        p.approver_role
+            .as_ref()
+            .map(|r| format!(" (role {r})"))
+            .unwrap_or_default()
+    );
+    if !p.approvals.is_empty() {
+        println!("  approved   {}", p.approvals.join(", "));
+    }
+    println!(
+        "  initiator  {}   owner {}",
+        p.initiator.as_deref().unwrap_or("-"),
+        p.owner.as_deref().unwrap_or("-")
+    );
+    println!("  expires    {} (unix ms)", p.expires_at_ms);
+    if let Some(d) = &p.detail {
+        println!("  detail     {d}");
+    }
+}
+
+pub async fn proposals(d: Deployment, op: ProposalOp) -> Result<i32> {
+    let host = Host::new(d, HostOptions::default())?;
+    let code = match op {
+        ProposalOp::List { all, json } => {
+            let ps: Vec<_> = host
+                .proposals()
+                .into_iter()
+                .filter(|p| all || p.status == "pending")
+                .collect();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"proposals": ps}))?
+                );
+            } else if ps.is_empty() {
+                println!("no {}proposals", if all { "" } else { "pending " });
+            } else {
+                for p in &ps {
+                    println!(
+                        "{}  {:<9} {:<16} {} {}  ({}/{} approvals)",
+                        p.id,
+                        p.status,
+                        p.plugin,
+                        p.function,
+                        p.args,
+                        p.approvals.len(),
+                        p.approvals_needed
+                    );
+                }
+            }
+            EXIT_OK
+        }
+        ProposalOp::Show { id, json } => match host.proposal(&id) {
+            Some(p) if json => {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+                EXIT_OK
+            }
+            Some(p) => {
+                print_proposal(&p);
+                EXIT_OK
+            }
+            None => {
+                eprintln!("error: no proposal {id} (see `charter proposals list --all`)");
+                EXIT_ERROR
+            }
+        },
+        ProposalOp::Decide {
+            id,
+            by,
+            approve,
+            comment,
+            json,
+        } => match host.decide(&id, &by, approve, comment).await {
+            Ok(dec) => {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&json!({"ok": true, "decision": dec}))?
+                    );
+                } else {
+                    println!("{}: {}", id, dec.outcome);
+                    if let Some(r) = &dec.result {
+                        println!("result: {r}");
+                    }
+                }
+                EXIT_OK
+            }
+            Err(e) => {
+                let code = e.exit_code();
+                if json {
+                    println!(
+                        "{}",
+                        json!({"ok": false, "error": {"message": e.to_string(), "exit_code": code}})
+                    );
+                } else {
+                    eprintln!("{}: {e}", if code == 2 { "refused" } else { "error" });
+                }
+                code
+            }
+        },
+    };
+    host.store().flush()?;
+    Ok(code)
+}
+
+pub enum ProposalOp {
+    List {
+        all: bool,
+        json: bool,
+    },
+    Show {
+        id: String,
+        json: bool,
+    },
+    Decide {
+        id: String,
+        by: String,
+        approve: bool,
+        comment: Option<String>,
+        json: bool,
+    },
+}

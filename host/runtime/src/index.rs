@@ -1,0 +1,174 @@
+//! The indexes derived from the event log, kept in the state store: plugin
+//! kv data, proposals, and the last applied sequence number.
+//!
+//! **Invariant:** the index is only ever written here, from committed
+//! records in log order (the log writer calls [`apply`] after each
+//! `fdatasync`, and at start-up for the tail the store has not seen). So
+//! losing the store's unsynced tail loses nothing.
+
+use charter_audit::{Event, Record};
+use charter_store::Store;
+use serde::{Deserialize, Serialize};
+
+/// Namespace of proposals in the state store.
+pub const PROPOSALS: &str = "@proposals";
+/// Namespace of index metadata.
+pub const META: &str = "@meta";
+
+/// A proposal as the index knows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProposalState {
+    pub id: String,
+    pub call: String,
+    pub plugin: String,
+    pub digest: String,
+    pub function: String,
+    pub args: serde_json::Value,
+    pub args_digest: String,
+    pub rationale: Option<String>,
+    pub policies: Vec<String>,
+    pub approver_role: Option<String>,
+    pub approvals_needed: u32,
+    pub expires_at_ms: u64,
+    pub initiator: Option<String>,
+    pub owner: Option<String>,
+    pub created_ms: u64,
+    /// `pending`, `executed`, `rejected`, `expired` or `failed`.
+    pub status: String,
+    pub approvals: Vec<String>,
+    pub detail: Option<String>,
+}
+
+impl ProposalState {
+    /// Pending but past its expiry.
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.status == "pending" && now_ms >= self.expires_at_ms
+    }
+}
+
+/// The last sequence number the store has applied.
+pub fn applied_seq(store: &dyn Store) -> u64 {
+    store
+        .get(META, "applied_seq")
+        .ok()
+        .flatten()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn proposal(store: &dyn Store, id: &str) -> Option<ProposalState> {
+    store
+        .get(PROPOSALS, id)
+        .ok()
+        .flatten()
+        .and_then(|s| serde_json::from_str(&s).ok())
+}
+
+pub fn proposals(store: &dyn Store) -> Vec<ProposalState> {
+    store
+        .scan(PROPOSALS)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(_, v)| serde_json::from_str(&v).ok())
+        .collect()
+}
+
+fn put(store: &dyn Store, p: &ProposalState) {
+    if let Ok(text) = serde_json::to_string(p) {
+        let _ = store.set(PROPOSALS, &p.id, &text);
+    }
+}
+
+/// Apply committed records, in order.
+pub fn apply(store: &dyn Store, records: &[Record]) {
+    let Some(last) = records.last() else { return };
+    for r in records {
+        let res = match &r.event {
+            Event::KvWrite {
+                plugin,
+                key,
+                value: Some(v),
+                ..
+            } => store.set(plugin, key, v),
+            Event::KvWrite {
+                plugin,
+                key,
+                value: None,
+                ..
+            } => store.delete(plugin, key).map(|_| ()),
+            Event::Proposal {
+                id,
+                call,
+                plugin,
+                digest,
+                function,
+                args,
+                args_digest,
+                rationale,
+                policies,
+                approver_role,
+                approvals_needed,
+                expires_at_ms,
+                initiator,
+                owner,
+            } => {
+                put(
+                    store,
+                    &ProposalState {
+                        id: id.clone(),
+                        call: call.clone(),
+                        plugin: plugin.clone(),
+                        digest: digest.clone(),
+                        function: function.clone(),
+                        args: args.clone(),
+                        args_digest: args_digest.clone(),
+                        rationale: rationale.clone(),
+                        policies: policies.clone(),
+                        approver_role: approver_role.clone(),
+                        approvals_needed: *approvals_needed,
+                        expires_at_ms: *expires_at_ms,
+                        initiator: initiator.clone(),
+                        owner: owner.clone(),
+                        created_ms: r.time_ms,
+                        status: "pending".into(),
+                        approvals: vec![],
+                        detail: None,
+                    },
+                );
+                Ok(())
+            }
+            Event::ApprovalDecision {
+                proposal: id,
+                by,
+                approve: true,
+                accepted: true,
+                ..
+            } => {
+                if let Some(mut p) = proposal(store, id)
+                    && !p.approvals.contains(by)
+                {
+                    p.approvals.push(by.clone());
+                    put(store, &p);
+                }
+                Ok(())
+            }
+            Event::ProposalResolved {
+                proposal: id,
+                status,
+                detail,
+            } => {
+                if let Some(mut p) = proposal(store, id) {
+                    p.status = status.clone();
+                    p.detail = detail.clone();
+                    put(store, &p);
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = res {
+            tracing::error!(seq = r.seq, "index: cannot apply event: {e}");
+        }
+    }
+    let _ = store.set(META, "applied_seq", &last.seq.to_string());
+}

@@ -1,0 +1,183 @@
+//! The framework's KPIs, computed from the event log alone.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use charter_audit::{Decision, Event, Record};
+use serde::Serialize;
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct CallCounts {
+    pub allowed: u64,
+    pub proposed: u64,
+    pub denied: u64,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ProposalCounts {
+    pub created: u64,
+    pub executed: u64,
+    pub rejected: u64,
+    pub expired: u64,
+    pub failed: u64,
+    pub pending: u64,
+    /// executed / decided (executed + rejected + expired + failed).
+    pub acceptance_rate: Option<f64>,
+    /// From proposal to resolution, in milliseconds.
+    pub decision_latency_ms_p50: Option<u64>,
+    pub decision_latency_ms_p95: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Kpi {
+    pub events: u64,
+    pub steps: u64,
+    /// `plugin` → `function` → counts.
+    pub calls: BTreeMap<String, BTreeMap<String, CallCounts>>,
+    pub proposals: ProposalCounts,
+    /// Denied calls, refused plugin loads and refused approval attempts.
+    pub blocked_unauthorized_attempts: u64,
+    /// Executions with no allow decision or sufficient approval behind them.
+    /// Target: zero.
+    pub unauthorized_actions_executed: u64,
+    /// What each unauthorized execution was, if any.
+    pub unauthorized_detail: Vec<String>,
+}
+
+fn pct(v: &mut [u64], p: usize) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable();
+    Some(v[(v.len() - 1) * p / 100])
+}
+
+pub fn compute(records: &[Record]) -> Kpi {
+    let mut k = Kpi {
+        events: records.len() as u64,
+        ..Default::default()
+    };
+    let mut allowed_calls: HashSet<&str> = HashSet::new();
+    let mut kv_allowance: HashMap<&str, i64> = HashMap::new();
+    let mut needed: HashMap<&str, u32> = HashMap::new();
+    let mut approvals: HashMap<&str, HashSet<&str>> = HashMap::new();
+    let mut created_at: HashMap<&str, u64> = HashMap::new();
+    let mut latencies = Vec::new();
+    for r in records {
+        match &r.event {
+            Event::Step { .. } => k.steps += 1,
+            Event::Call {
+                call,
+                plugin,
+                function,
+                decision,
+                ..
+            } => {
+                let c = k
+                    .calls
+                    .entry(plugin.clone())
+                    .or_default()
+                    .entry(function.clone())
+                    .or_default();
+                match decision {
+                    Decision::Allow => {
+                        c.allowed += 1;
+                        allowed_calls.insert(call);
+                        if function.starts_with("charter:host/kv@")
+                            && (function.ends_with("#set") || function.ends_with("#delete"))
+                        {
+                            *kv_allowance.entry(plugin).or_default() += 1;
+                        }
+                    }
+                    Decision::Propose => c.proposed += 1,
+                    Decision::Deny => {
+                        c.denied += 1;
+                        k.blocked_unauthorized_attempts += 1;
+                    }
+                }
+            }
+            Event::PluginRefused { .. } => k.blocked_unauthorized_attempts += 1,
+            Event::ApprovalDecision {
+                proposal,
+                by,
+                approve,
+                accepted,
+                ..
+            } => {
+                if !accepted {
+                    k.blocked_unauthorized_attempts += 1;
+                } else if *approve {
+                    approvals.entry(proposal).or_default().insert(by);
+                }
+            }
+            Event::Proposal {
+                id,
+                approvals_needed,
+                ..
+            } => {
+                k.proposals.created += 1;
+                needed.insert(id, *approvals_needed);
+                created_at.insert(id, r.time_ms);
+            }
+            Event::ProposalResolved {
+                proposal, status, ..
+            } => {
+                match status.as_str() {
+                    "executed" => k.proposals.executed += 1,
+                    "rejected" => k.proposals.rejected += 1,
+                    "expired" => k.proposals.expired += 1,
+                    _ => k.proposals.failed += 1,
+                }
+                if let Some(t) = created_at.get(proposal.as_str()) {
+                    latencies.push(r.time_ms.saturating_sub(*t));
+                }
+            }
+            Event::CallResult {
+                call,
+                plugin,
+                function,
+                proposal,
+                ..
+            } => {
+                let decided = allowed_calls.contains(call.as_str());
+                let approved = match proposal {
+                    None => true,
+                    Some(p) => {
+                        let have = approvals.get(p.as_str()).map_or(0, |s| s.len() as u32);
+                        needed.get(p.as_str()).is_some_and(|n| have >= *n)
+                    }
+                };
+                if !(decided && approved) {
+                    k.unauthorized_actions_executed += 1;
+                    k.unauthorized_detail.push(format!(
+                        "seq {}: {plugin} executed {function} ({call})",
+                        r.seq
+                    ));
+                }
+            }
+            Event::KvWrite {
+                plugin, by, key, ..
+            } => {
+                if by.is_none() {
+                    let a = kv_allowance.entry(plugin).or_default();
+                    *a -= 1;
+                    if *a < 0 {
+                        k.unauthorized_actions_executed += 1;
+                        k.unauthorized_detail.push(format!(
+                            "seq {}: {plugin} wrote kv {key:?} with no allowed kv call",
+                            r.seq
+                        ));
+                        *a = 0;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let p = &mut k.proposals;
+    p.pending = p.created - (p.executed + p.rejected + p.expired + p.failed).min(p.created);
+    let decided = p.executed + p.rejected + p.expired + p.failed;
+    p.acceptance_rate = (decided > 0).then(|| p.executed as f64 / decided as f64);
+    p.decision_latency_ms_p50 = pct(&mut latencies, 50);
+    p.decision_latency_ms_p95 = pct(&mut latencies, 95);
+    k
+}

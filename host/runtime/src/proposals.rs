@@ -1,0 +1,372 @@
+//! Proposals: calls that policy routes to people ("AI proposes, human
+//! decides"), and their approval, rejection, expiry and execution.
+//!
+//! Rules: only a declared approver holding the proposal's role may decide;
+//! the plugin's owner and whoever started the work may not (separation of
+//! duties); each approver counts once toward N-of-M; an expired proposal
+//! counts as rejected. On the last needed approval the host executes the
+//! call through the mediator again, re-checked against the policy in force,
+//! with exactly the stored arguments (their digest is the one approved).
+//! Every attempt, refused or not, is an event.
+
+use std::time::Instant;
+
+use charter_audit::{Decision, Event, json_digest, now_ms};
+use serde_json::Value;
+
+use crate::index::{self, ProposalState};
+use crate::mediator::{Dispatch, HostCall, HostFn, Mediator, Reply};
+use crate::{Host, values};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProposalError {
+    #[error("no proposal {0} (see `charter proposals list`)")]
+    Unknown(String),
+    /// The attempt was refused by governance (recorded in the audit log).
+    #[error("{id}: refused: {reason} [{rule}]")]
+    Refused {
+        id: String,
+        rule: &'static str,
+        reason: String,
+    },
+    #[error("{id}: {message}")]
+    Failed { id: String, message: String },
+}
+
+impl ProposalError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ProposalError::Refused { .. } => crate::error::EXIT_REFUSED,
+            _ => crate::error::EXIT_ERROR,
+        }
+    }
+}
+
+/// What a decision did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Decided {
+    pub proposal: ProposalState,
+    /// `approved` (more approvals needed), `executed`, `rejected`, `failed`.
+    pub outcome: String,
+    /// The executed call's result, as JSON.
+    pub result: Option<Value>,
+}
+
+impl Host {
+    /// Every proposal the index knows, newest first; pending ones past
+    /// their expiry show as `expired`.
+    pub fn proposals(&self) -> Vec<ProposalState> {
+        let now = now_ms();
+        let mut all = index::proposals(&*self.services.store);
+        for p in &mut all {
+            if p.is_expired(now) {
+                p.status = "expired".into();
+            }
+        }
+        all.sort_by_key(|p| std::cmp::Reverse(p.created_ms));
+        all
+    }
+
+    pub fn proposal(&self, id: &str) -> Option<ProposalState> {
+        index::proposal(&*self.services.store, id)
+    }
+
+    async fn record(&self, events: Vec<Event>) -> Result<(), ProposalError> {
+        self.services
+            .log
+            .append(events)
+            .await
+            .map(|_| ())
+            .map_err(|e| ProposalError::Failed {
+                id: String::new(),
+                message: format!("event log: {e}"),
+            })
+    }
+
+    /// `by` approves (or rejects) proposal `id`.
+    pub async fn decide(
+        &self,
+        id: &str,
+        by: &str,
+        approve: bool,
+        comment: Option<String>,
+    ) -> Result<Decided, ProposalError> {
+        let p = self
+            .proposal(id)
+            .ok_or_else(|| ProposalError::Unknown(id.to_string()))?;
+        let refuse = |rule: &'static str, reason: String| {
+            self.refuse(id, by, approve, comment.clone(), rule, reason)
+        };
+        if p.status != "pending" {
+            return refuse(
+                "not-pending",
+                format!("the proposal is already {}", p.status),
+            )
+            .await;
+        }
+        if p.is_expired(now_ms()) {
+            self.record(vec![Event::ProposalResolved {
+                proposal: id.to_string(),
+                status: "expired".into(),
+                detail: Some("expired before enough approvals".into()),
+            }])
+            .await?;
+            return refuse(
+                "expired",
+                "the proposal has expired (expiry counts as rejection)".into(),
+            )
+            .await;
+        }
+        let Some(approver) = self.deployment.approvers.get(by) else {
+            let known: Vec<_> = self.deployment.approvers.keys().cloned().collect();
+            return refuse(
+                "not-an-approver",
+                format!(
+                    "{by} is not a declared approver (approvers: {})",
+                    known.join(", ")
+                ),
+            )
+            .await;
+        };
+        if let Some(role) = &p.approver_role
+            && !approver.roles.contains(role)
+        {
+            return refuse(
+                "role",
+                format!("{by} does not hold the role {role:?} this proposal needs"),
+            )
+            .await;
+        }
+        if p.owner.as_deref() == Some(by) {
+            return refuse(
+                "separation-of-duties",
+                format!(
+                    "{by} owns plugin {} and may not approve its proposals",
+                    p.plugin
+                ),
+            )
+            .await;
+        }
+        if p.initiator.as_deref() == Some(by) {
+            return refuse(
+                "separation-of-duties",
+                format!("{by} started the work that made this proposal and may not approve it"),
+            )
+            .await;
+        }
+        if p.approvals.iter().any(|a| a == by) {
+            return refuse(
+                "duplicate",
+                format!("{by} has already approved; N-of-M needs distinct people"),
+            )
+            .await;
+        }
+        self.record(vec![Event::ApprovalDecision {
+            proposal: id.to_string(),
+            by: by.to_string(),
+            approve,
+            comment: comment.clone(),
+            accepted: true,
+            reason: None,
+        }])
+        .await?;
+        if !approve {
+            self.record(vec![Event::ProposalResolved {
+                proposal: id.to_string(),
+                status: "rejected".into(),
+                detail: Some(format!("rejected by {by}")),
+            }])
+            .await?;
+            return Ok(Decided {
+                proposal: self.proposal(id).unwrap_or(p),
+                outcome: "rejected".into(),
+                result: None,
+            });
+        }
+        let have = p.approvals.len() as u32 + 1;
+        if have < p.approvals_needed {
+            return Ok(Decided {
+                outcome: format!("approved ({have} of {} approvals)", p.approvals_needed),
+                proposal: self.proposal(id).unwrap_or(p),
+                result: None,
+            });
+        }
+        let mut approvers = p.approvals.clone();
+        approvers.push(by.to_string());
+        let (status, detail, result) = match self.execute(&p, &approvers).await {
+            Ok(v) => ("executed", None, Some(v)),
+            Err(e) => ("failed", Some(e), None),
+        };
+        self.record(vec![Event::ProposalResolved {
+            proposal: id.to_string(),
+            status: status.into(),
+            detail: detail.clone(),
+        }])
+        .await?;
+        let proposal = self.proposal(id).unwrap_or(p);
+        match detail {
+            Some(message) => Err(ProposalError::Failed {
+                id: id.to_string(),
+                message,
+            }),
+            None => Ok(Decided {
+                proposal,
+                outcome: "executed".into(),
+                result,
+            }),
+        }
+    }
+
+    async fn refuse(
+        &self,
+        id: &str,
+        by: &str,
+        approve: bool,
+        comment: Option<String>,
+        rule: &'static str,
+        reason: String,
+    ) -> Result<Decided, ProposalError> {
+        self.record(vec![Event::ApprovalDecision {
+            proposal: id.to_string(),
+            by: by.to_string(),
+            approve,
+            comment,
+            accepted: false,
+            reason: Some(reason.clone()),
+        }])
+        .await?;
+        tracing::warn!(proposal = id, by, %reason, "approval attempt refused");
+        Err(ProposalError::Refused {
+            id: id.to_string(),
+            rule,
+            reason,
+        })
+    }
+
+    /// Execute an approved proposal's call through the mediator, re-checked
+    /// against the policy in force.
+    async fn execute(&self, p: &ProposalState, approvers: &[String]) -> Result<Value, String> {
+        if json_digest(&p.args) != p.args_digest {
+            return Err("stored arguments do not match their approved digest".into());
+        }
+        let loaded = self
+            .load(&p.plugin)
+            .await
+            .map_err(|e| format!("plugin cannot load: {e}"))?;
+        if loaded.digest != p.digest {
+            return Err(format!(
+                "plugin {} changed since the proposal ({} → {}); propose again",
+                p.plugin, p.digest, loaded.digest
+            ));
+        }
+        let (instance, func) = p
+            .function
+            .split_once('#')
+            .ok_or("malformed function name")?;
+        let iface = instance.split('@').next().unwrap_or(instance);
+        let fname = charter_config::FunctionName::new(instance, func);
+        let mut m = Mediator::new(
+            loaded.ctx.clone(),
+            self.services.clone(),
+            p.initiator.clone(),
+        );
+        let ruling = m.rule(&fname, &format!("{iface}.{func}"), &p.args);
+        if ruling.decision == Decision::Deny {
+            let reason = ruling.reason.clone().unwrap_or_else(|| "denied".into());
+            let ev = m.call_event(&p.call, &p.function, &p.args, &ruling);
+            self.record(vec![ev]).await.map_err(|e| e.to_string())?;
+            return Err(format!("the policy in force now denies it: {reason}"));
+        }
+        let mut approved = ruling.clone();
+        approved.decision = Decision::Allow;
+        approved.policies = approvers
+            .iter()
+            .map(|a| format!("approved-by:{a}"))
+            .chain(ruling.policies)
+            .collect();
+        let decided = m.call_event(&p.call, &p.function, &p.args, &approved);
+        // The approval's decision is on disk before the effect.
+        self.record(vec![decided])
+            .await
+            .map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let result: Result<Value, String> = if let Some(f) = HostFn::lookup(iface, func) {
+            let call = HostCall::from_args(f, &p.args)
+                .ok_or("stored arguments do not fit the function")?;
+            let r = match m.execute(call) {
+                Dispatch::Ready(r) => r,
+                Dispatch::Wait(fut) => fut.await,
+            };
+            r.map(|reply| match reply {
+                Reply::Unit => Value::Null,
+                Reply::Value(v) => serde_json::json!(v),
+                Reply::Existed(b) => serde_json::json!(b),
+                Reply::Keys(k) => serde_json::json!(k),
+                Reply::Text(_) => serde_json::json!("<text>"),
+                Reply::Class(l, c) => serde_json::json!({"label": l, "confidence": c}),
+            })
+        } else {
+            self.execute_connector(iface, func, &p.args, p.initiator.clone())
+                .await
+        };
+        let mut events = std::mem::take(&mut m.pending);
+        events.push(Event::CallResult {
+            call: p.call.clone(),
+            plugin: p.plugin.clone(),
+            function: p.function.clone(),
+            ok: result.is_ok(),
+            summary: match &result {
+                Ok(v) => v.to_string(),
+                Err(e) => e.clone(),
+            },
+            duration_us: started.elapsed().as_micros() as u64,
+            proposal: Some(p.id.clone()),
+        });
+        self.record(events).await.map_err(|e| e.to_string())?;
+        result
+    }
+
+    async fn execute_connector(
+        &self,
+        iface: &str,
+        func: &str,
+        args: &Value,
+        initiator: Option<String>,
+    ) -> Result<Value, String> {
+        let conn = self
+            .services
+            .connectors
+            .read()
+            .unwrap()
+            .get(iface)
+            .cloned()
+            .ok_or_else(|| format!("no connector is loaded for {iface}"))?;
+        let export = conn.provides[iface].clone();
+        let ty = conn.pre.component().component_type();
+        let engine = &self.services.engine;
+        let params = ty
+            .exports(engine)
+            .find(|(n, _)| *n == export)
+            .and_then(|(_, item)| match item.ty {
+                wasmtime::component::types::ComponentItem::ComponentInstance(inst) => inst
+                    .exports(engine)
+                    .find(|(n, _)| *n == func)
+                    .and_then(|(_, f)| match f.ty {
+                        wasmtime::component::types::ComponentItem::ComponentFunc(f) => Some(
+                            f.params()
+                                .map(|(n, t)| (n.to_string(), t))
+                                .collect::<Vec<_>>(),
+                        ),
+                        _ => None,
+                    }),
+                _ => None,
+            })
+            .ok_or_else(|| format!("{export}#{func} not found in connector {}", conn.name))?;
+        let vals = params
+            .iter()
+            .map(|(n, t)| values::from_json(args.get(n).unwrap_or(&Value::Null), t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let out = crate::invoke_connector(&self.services, iface, func, &vals, initiator).await?;
+        Ok(Value::Array(out.iter().map(values::to_json).collect()))
+    }
+}
