@@ -155,19 +155,20 @@ pub fn compute(records: &[Record]) -> Kpi {
                 }
             }
             Event::KvWrite {
-                plugin, by, key, ..
+                plugin,
+                by: None,
+                key,
+                ..
             } => {
-                if by.is_none() {
-                    let a = kv_allowance.entry(plugin).or_default();
-                    *a -= 1;
-                    if *a < 0 {
-                        k.unauthorized_actions_executed += 1;
-                        k.unauthorized_detail.push(format!(
-                            "seq {}: {plugin} wrote kv {key:?} with no allowed kv call",
-                            r.seq
-                        ));
-                        *a = 0;
-                    }
+                let a = kv_allowance.entry(plugin).or_default();
+                *a -= 1;
+                if *a < 0 {
+                    k.unauthorized_actions_executed += 1;
+                    k.unauthorized_detail.push(format!(
+                        "seq {}: {plugin} wrote kv {key:?} with no allowed kv call",
+                        r.seq
+                    ));
+                    *a = 0;
                 }
             }
             _ => {}
