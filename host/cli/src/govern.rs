@@ -242,10 +242,11 @@ pub fn show(d: &Deployment, f: &ShowFilter, as_json: bool) -> Result<i32> {
         );
     } else {
         for r in selected {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.time_ms);
             println!(
-                "#{:<6} {:<13} {:<18} {:<16} {}",
+                "#{:<6} {} {:<18} {:<16} {}",
                 r.seq,
-                r.time_ms,
+                humantime::format_rfc3339_millis(t),
                 r.event.kind(),
                 r.event.plugin().unwrap_or("-"),
                 summary(&r.event)
@@ -364,7 +365,8 @@ fn print_proposal(p: &ProposalState) {
         p.initiator.as_deref().unwrap_or("-"),
         p.owner.as_deref().unwrap_or("-")
     );
-    println!("  expires    {} (unix ms)", p.expires_at_ms);
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(p.expires_at_ms);
+    println!("  expires    {}", humantime::format_rfc3339_seconds(t));
     if let Some(d) = &p.detail {
         println!("  detail     {d}");
     }

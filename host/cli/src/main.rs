@@ -368,6 +368,8 @@ async fn run(cli: Cli) -> Result<i32> {
                                 "error": {"kind": e.kind(), "message": e.to_string(), "exit_code": code},
                             })
                         );
+                    } else if matches!(e, charter_runtime::CallError::AwaitingApproval { .. }) {
+                        eprintln!("pending: {e}");
                     } else {
                         eprintln!("{}: {e}", label(code));
                     }

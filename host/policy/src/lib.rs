@@ -200,8 +200,9 @@ impl PolicyEngine {
             }]),
             None,
         );
-        let Ok(entities) = entities else {
-            return deny("cannot build the principal entity".into());
+        let entities = match entities {
+            Ok(e) => e,
+            Err(e) => return deny(format!("cannot build the principal entity: {e}")),
         };
         let context = match Context::from_json_value(cedar_json(args), None) {
             Ok(c) => c,

@@ -394,14 +394,21 @@ impl Mediator {
             .cloned()
             .collect();
         let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
-        let verdict = self.services.policy.decide(
-            &refs,
-            &self.ctx.name,
-            &self.ctx.digest,
-            &self.ctx.groups,
-            action,
-            args,
-        );
+        let policy = &self.services.policy;
+        let decide = || policy.decide(&refs, &self.ctx.name, &self.ctx.digest, &self.ctx.groups, action, args);
+        // Guest code (and so every host call) runs on a wasmtime fiber
+        // stack, where Cedar's stack-depth guard cannot measure the stack
+        // and refuses to evaluate. Governed calls are decided on a thread.
+        let verdict = if refs.iter().any(|g| policy.governs(g)) {
+            std::thread::scope(|s| s.spawn(decide).join()).unwrap_or_else(|_| {
+                Some(charter_policy::Verdict::Deny {
+                    policies: vec![],
+                    reason: "policy evaluation panicked".into(),
+                })
+            })
+        } else {
+            None
+        };
         let (decision, policies, reason, role) = match verdict {
             None => (Decision::Allow, vec!["grant".to_string()], None, None),
             Some(charter_policy::Verdict::Allow { policies }) => {
