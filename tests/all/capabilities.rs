@@ -21,7 +21,11 @@ fn secret_deployment(
          [secrets.other-team]\nenv = \"HOME\"\n",
         file_secret.display()
     );
-    deployment(dir, 4, &[("reader", "fx-secret", &["token"], &extra)])
+    deployment(
+        dir,
+        4,
+        &[("reader", "fx-secret", &["token", "logging"], &extra)],
+    )
 }
 
 #[test]

@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use crate::support::*;
 
 /// A local test server counting the requests it receives.
-async fn server() -> (u16, Arc<AtomicUsize>) {
+pub(crate) async fn server() -> (u16, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let hits = Arc::new(AtomicUsize::new(0));

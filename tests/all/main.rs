@@ -5,6 +5,7 @@
 
 mod capabilities;
 mod cli;
+mod governance;
 mod hostile;
 mod http;
 mod load;

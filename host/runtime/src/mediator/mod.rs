@@ -395,7 +395,16 @@ impl Mediator {
             .collect();
         let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
         let policy = &self.services.policy;
-        let decide = || policy.decide(&refs, &self.ctx.name, &self.ctx.digest, &self.ctx.groups, action, args);
+        let decide = || {
+            policy.decide(
+                &refs,
+                &self.ctx.name,
+                &self.ctx.digest,
+                &self.ctx.groups,
+                action,
+                args,
+            )
+        };
         // Guest code (and so every host call) runs on a wasmtime fiber
         // stack, where Cedar's stack-depth guard cannot measure the stack
         // and refuses to evaluate. Governed calls are decided on a thread.
