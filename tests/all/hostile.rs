@@ -117,7 +117,7 @@ fn host_call_flood_stops_at_the_cap() {
             (
                 "flood",
                 "fx-call-flood",
-                &["logging"],
+                &["logging", "kv-read"],
                 "limits = { max_host_calls = 1000 }",
             ),
             ECHO,

@@ -26,7 +26,9 @@ mod event;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -207,14 +209,42 @@ fn read_file(path: &Path) -> Result<Vec<u8>, LogError> {
 
 type Reply = tokio::sync::oneshot::Sender<Result<u64, String>>;
 
-/// Called with committed records, in log order, on the writer thread.
+/// Called with committed records, in log order, while the committing
+/// thread holds the writer: the derived indexes are kept by this callback.
 pub type OnCommit = Box<dyn FnMut(&[Record]) + Send>;
 
-/// The append side: a handle to the group-commit writer thread.
+/// The append side. Group commit without a writer thread: the first
+/// appender to find no commit in progress becomes the leader, writes every
+/// queued batch, issues one `fdatasync` for them all and acknowledges them;
+/// appenders that arrive meanwhile wait (asynchronously) for the next round
+/// the same leader runs. An uncontended append costs no thread hand-off.
 #[derive(Clone)]
 pub struct EventLog {
-    tx: mpsc::Sender<(Vec<Event>, Reply)>,
+    shared: Arc<Mutex<Queue>>,
+    writer: Arc<Mutex<Writer>>,
     path: PathBuf,
+    counters: Arc<Counters>,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: Vec<(Vec<Event>, Reply)>,
+    leading: bool,
+}
+
+struct Writer {
+    out: BufWriter<File>,
+    seq: u64,
+    prev: [u8; 32],
+    on_commit: OnCommit,
+    sync: bool,
+    failed: Option<String>,
+}
+
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    events: AtomicU64,
 }
 
 impl std::fmt::Debug for EventLog {
@@ -237,16 +267,19 @@ impl EventLog {
     /// crash mid-append: never acknowledged) is cut off; any other damage
     /// refuses to open, naming the offset, so nothing is appended after it.
     pub fn open(path: &Path) -> Result<EventLog, LogError> {
-        EventLog::open_with(path, 0, Box::new(|_| {}))
+        EventLog::open_with(path, 0, Box::new(|_| {}), true)
     }
 
     /// Open the log and hand `on_commit` every record after `applied` now,
     /// and every later batch in log order once it is on disk and before it
     /// is acknowledged: the derived indexes are kept by this callback.
+    /// `sync = false` skips `fdatasync` (benchmarks of everything but the
+    /// disk; never for a deployment).
     pub fn open_with(
         path: &Path,
         applied: u64,
         mut on_commit: OnCommit,
+        sync: bool,
     ) -> Result<EventLog, LogError> {
         let io = |source| LogError::Io {
             path: path.to_owned(),
@@ -296,15 +329,18 @@ impl EventLog {
                 ))));
             }
         }
-        let (tx, rx) = mpsc::channel::<(Vec<Event>, Reply)>();
-        let p = path.to_owned();
-        std::thread::Builder::new()
-            .name("charter-eventlog".into())
-            .spawn(move || writer(file, p, tail.seq, tail.hash, rx, on_commit))
-            .map_err(io)?;
         Ok(EventLog {
-            tx,
+            shared: Arc::new(Mutex::new(Queue::default())),
+            writer: Arc::new(Mutex::new(Writer {
+                out: BufWriter::with_capacity(1 << 20, file),
+                seq: tail.seq,
+                prev: tail.hash,
+                on_commit,
+                sync,
+                failed: None,
+            })),
             path: path.to_owned(),
+            counters: Arc::new(Counters::default()),
         })
     }
 
@@ -312,51 +348,81 @@ impl EventLog {
         &self.path
     }
 
-    /// Append `events` and wait until they are on disk; returns the seq of
-    /// the last one.
-    pub async fn append(&self, events: Vec<Event>) -> Result<u64, LogError> {
+    /// Group commits (each one `fdatasync`) and events written so far.
+    pub fn stats(&self) -> CommitStats {
+        CommitStats {
+            batches: self.counters.batches.load(Ordering::Relaxed),
+            events: self.counters.events.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Queue `events`; lead the commit if nobody is. Returns the receiver
+    /// of the acknowledgement.
+    fn enqueue(&self, events: Vec<Event>) -> tokio::sync::oneshot::Receiver<Result<u64, String>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.tx
-            .send((events, tx))
-            .map_err(|_| LogError::WriterGone)?;
-        rx.await
-            .map_err(|_| LogError::WriterGone)?
+        let lead = {
+            let mut q = self.shared.lock().unwrap();
+            q.pending.push((events, tx));
+            !std::mem::replace(&mut q.leading, true)
+        };
+        if lead {
+            self.lead();
+        }
+        rx
+    }
+
+    /// Commit rounds until the queue is empty.
+    fn lead(&self) {
+        loop {
+            let batch = {
+                let mut q = self.shared.lock().unwrap();
+                if q.pending.is_empty() {
+                    q.leading = false;
+                    return;
+                }
+                std::mem::take(&mut q.pending)
+            };
+            let mut w = self.writer.lock().unwrap();
+            w.commit(batch, &self.path, &self.counters);
+        }
+    }
+
+    fn ack(
+        &self,
+        r: Result<Result<u64, String>, tokio::sync::oneshot::error::RecvError>,
+    ) -> Result<u64, LogError> {
+        r.map_err(|_| LogError::WriterGone)?
             .map_err(|e| LogError::Io {
                 path: self.path.clone(),
                 source: std::io::Error::other(e),
             })
+    }
+
+    /// Append `events` and wait until they are on disk; returns the seq of
+    /// the last one.
+    pub async fn append(&self, events: Vec<Event>) -> Result<u64, LogError> {
+        let rx = self.enqueue(events);
+        self.ack(rx.await)
     }
 
     /// [`append`](Self::append) from synchronous code (not on an async
     /// worker thread).
     pub fn append_blocking(&self, events: Vec<Event>) -> Result<u64, LogError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.tx
-            .send((events, tx))
-            .map_err(|_| LogError::WriterGone)?;
-        rx.blocking_recv()
-            .map_err(|_| LogError::WriterGone)?
-            .map_err(|e| LogError::Io {
-                path: self.path.clone(),
-                source: std::io::Error::other(e),
-            })
+        let rx = self.enqueue(events);
+        self.ack(rx.blocking_recv())
     }
 }
 
-fn writer(
-    file: File,
-    path: PathBuf,
-    mut seq: u64,
-    mut prev: [u8; 32],
-    rx: mpsc::Receiver<(Vec<Event>, Reply)>,
-    mut on_commit: OnCommit,
-) {
-    let mut out = BufWriter::with_capacity(1 << 20, file);
-    let mut stats = CommitStats::default();
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
+impl Writer {
+    /// Write every batch, one `fdatasync`, apply, acknowledge. After a
+    /// failure nothing more is written (later frames would chain onto
+    /// frames that may not exist).
+    fn commit(&mut self, batch: Vec<(Vec<Event>, Reply)>, path: &Path, counters: &Counters) {
+        if let Some(e) = &self.failed {
+            for (_, reply) in batch {
+                let _ = reply.send(Err(e.clone()));
+            }
+            return;
         }
         let mut acks = Vec::with_capacity(batch.len());
         let mut committed = Vec::new();
@@ -364,7 +430,7 @@ fn writer(
         for (events, reply) in batch {
             for event in events {
                 let record = Record {
-                    seq: seq + 1,
+                    seq: self.seq + 1,
                     time_ms: now_ms(),
                     event,
                 };
@@ -375,47 +441,50 @@ fn writer(
                         continue;
                     }
                 };
-                committed.push(record);
                 let mut body = Vec::with_capacity(40 + payload.len());
-                body.extend_from_slice(&(seq + 1).to_le_bytes());
-                body.extend_from_slice(&prev);
+                body.extend_from_slice(&record.seq.to_le_bytes());
+                body.extend_from_slice(&self.prev);
                 body.extend_from_slice(&payload);
                 let h = hash(&body);
-                let w = out
+                let w = self
+                    .out
                     .write_all(&(body.len() as u32).to_le_bytes())
-                    .and_then(|_| out.write_all(&body))
-                    .and_then(|_| out.write_all(&h));
+                    .and_then(|_| self.out.write_all(&body))
+                    .and_then(|_| self.out.write_all(&h));
                 if let Err(e) = w {
                     failed = Some(e.to_string());
                 }
-                seq += 1;
-                prev = h;
-                stats.events += 1;
+                self.seq += 1;
+                self.prev = h;
+                committed.push(record);
             }
-            acks.push((seq, reply));
+            acks.push((self.seq, reply));
         }
-        let synced = out.flush().and_then(|_| out.get_ref().sync_data());
-        stats.batches += 1;
-        let err = failed.or(synced.err().map(|e| e.to_string()));
-        if let Some(e) = &err {
-            // Nothing of this batch is acknowledged; later appends would
-            // chain onto frames that may not exist, so stop here.
+        let sync = self.sync;
+        let synced = self.out.flush().and_then(|_| {
+            if sync {
+                self.out.get_ref().sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+        counters
+            .events
+            .fetch_add(committed.len() as u64, Ordering::Relaxed);
+        if let Some(e) = failed.or(synced.err().map(|e| e.to_string())) {
             tracing::error!(path = %path.display(), "event log write failed: {e}");
+            self.failed = Some(e.clone());
             for (_, reply) in acks {
                 let _ = reply.send(Err(e.clone()));
             }
             return;
         }
-        on_commit(&committed);
+        (self.on_commit)(&committed);
         for (s, reply) in acks {
             let _ = reply.send(Ok(s));
         }
     }
-    tracing::debug!(
-        batches = stats.batches,
-        events = stats.events,
-        "event log writer done"
-    );
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 const INPUT: &str = r#"{"log": "bench", "kv_set": ["k", "v"], "kv_get": "k"}"#;
 const FLOOD_CAP: u64 = 10_000;
+const CEDAR_CAP: u64 = 1_000;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -243,22 +244,36 @@ capabilities = ["charter:host/log.write"]
 [plugins.echo]
 path = "{echo}"
 groups = ["kv", "logging"]
+[groups.kv-read]
+capabilities = ["charter:host/kv.get"]
+[groups.kv-read-cedar]
+capabilities = ["charter:host/kv.get"]
+policies = 'permit (principal, action == Action::"charter:host/kv.get", resource) when {{ context.key like "key-*" }};'
 [plugins.flood]
 path = "{flood}"
-groups = ["logging"]
+groups = ["logging", "kv-read"]
 limits = {{ max_host_calls = {cap} }}
+[plugins.flood-cedar]
+path = "{flood}"
+groups = ["logging", "kv-read-cedar"]
+limits = {{ max_host_calls = {cedar_cap} }}
 "#,
+        cedar_cap = CEDAR_CAP - 1,
         data = dir.path().display(),
         echo = echo.display(),
         flood = flood.display(),
         cap = FLOOD_CAP - 1,
     );
     let deployment = Deployment::parse(&toml, &dir.path().join("charter.toml"))?;
+    // The cold-step comparison measures the runtime's governance (grants,
+    // limits, mediator, audit records written), not the disk: no fdatasync
+    // here. The durable figures below include it.
     let host = Host::new(
         deployment,
         HostOptions {
             store: Some(Arc::new(charter_store_mem())),
             no_cache: true,
+            unsynced_log: true,
             ..Default::default()
         },
     )?;
@@ -270,7 +285,7 @@ limits = {{ max_host_calls = {cap} }}
         rt.block_on(host.call_loaded(&loaded, INPUT))?;
         Ok(())
     })?;
-    print("charter governed (grants, limits, mediator)", &governed);
+    print("charter governed (log written, not fsynced)", &governed);
     let floodp = rt.block_on(host.load("flood"))?;
     let gf = measure(iters / 30 + 10, || {
         match rt.block_on(host.call_loaded(&floodp, "{}")) {
@@ -287,6 +302,50 @@ limits = {{ max_host_calls = {cap} }}
         us(gf.median) / FLOOD_CAP as f64
     );
 
+    // Per-call cost of mediated kv.get: audited (a call event per call),
+    // without and with a Cedar rule on its argument.
+    let per_call = |plugin: &str, cap: u64| -> Result<f64> {
+        let p = rt.block_on(host.load(plugin))?;
+        let s = measure(iters / 60 + 5, || {
+            match rt.block_on(host.call_loaded(&p, r#"{"fn": "kv"}"#)) {
+                Err(CallError::Limit {
+                    kind: LimitKind::HostCalls,
+                    ..
+                }) => Ok(()),
+                other => anyhow::bail!("flood should stop at the cap: {other:?}"),
+            }
+        })?;
+        Ok(us(s.median) / cap as f64)
+    };
+    let kv_plain = per_call("flood", FLOOD_CAP)?;
+    let kv_cedar = per_call("flood-cedar", CEDAR_CAP)?;
+    println!(
+        "{:<44} {kv_plain:>8.3} us per call (kv.get, decided by grant, audited)",
+        "charter governed"
+    );
+    println!(
+        "{:<44} {kv_cedar:>8.3} us per call (kv.get, decided by a Cedar rule, audited)",
+        "charter governed"
+    );
+
+    // Durable audited steps: many steps in flight, each step's events
+    // (calls, kv write, the step) committed with group commit before the
+    // step returns.
+    let durable = durable_steps(&echo, iters.max(2000) * 4)?;
+    println!(
+        "{:<44} {:>8.0} steps/s ({} steps, {} in flight, {:.1} events and {:.1} steps per fdatasync)",
+        "durable audited steps (group commit)",
+        durable.0,
+        durable.1,
+        durable.2,
+        durable.3,
+        durable.4
+    );
+    println!(
+        "{:<44} {:>8.2} us median (one step at a time: one fdatasync each)",
+        "durable audited step latency", durable.5
+    );
+
     let off = &raw[&false];
     if let Some(on) = raw.get(&true) {
         println!(
@@ -299,6 +358,68 @@ limits = {{ max_host_calls = {cap} }}
         us(governed.median) / us(off.median)
     );
     Ok(())
+}
+
+/// (steps/s, steps, in flight, events per fsync, steps per fsync, sequential µs)
+fn durable_steps(echo: &Path, steps: usize) -> Result<(f64, usize, usize, f64, f64, f64)> {
+    let dir = tempfile::tempdir_in(root().join("target"))?;
+    let toml = format!(
+        "[deployment]\nname = \"durable\"\nphase = 4\ndata_dir = \"{}\"\n\
+         [groups.kv]\ncapabilities = [\"charter:host/kv.get\", \"charter:host/kv.set\", \"charter:host/log.write\"]\neffect = \"write\"\n\
+         [plugins.echo]\npath = \"{}\"\ngroups = [\"kv\"]\n",
+        dir.path().display(),
+        echo.display()
+    );
+    let deployment = Deployment::parse(&toml, &dir.path().join("charter.toml"))?;
+    let host = Arc::new(Host::new(
+        deployment,
+        HostOptions {
+            store: Some(Arc::new(charter_store_mem())),
+            no_cache: true,
+            ..Default::default()
+        },
+    )?);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let loaded = rt.block_on(host.load("echo"))?;
+    // Sequential: every step waits for its own fdatasync.
+    let seq = measure(200, || {
+        rt.block_on(host.call_loaded(&loaded, INPUT))?;
+        Ok(())
+    })?;
+    let in_flight = 128;
+    let before = host.log().stats();
+    let started = Instant::now();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for t in 0..in_flight {
+            let (host, loaded) = (host.clone(), loaded.clone());
+            let n = steps / in_flight + usize::from(t < steps % in_flight);
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..n {
+                    host.call_loaded(&loaded, INPUT).await?;
+                }
+                Ok::<_, CallError>(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    let secs = started.elapsed().as_secs_f64();
+    let after = host.log().stats();
+    let batches = (after.batches - before.batches).max(1) as f64;
+    Ok((
+        steps as f64 / secs,
+        steps,
+        in_flight,
+        (after.events - before.events) as f64 / batches,
+        steps as f64 / batches,
+        us(seq.median),
+    ))
 }
 
 fn charter_store_mem() -> charter_store::MemStore {

@@ -69,6 +69,9 @@ pub struct HostOptions {
     /// Compile cache directory; default: `<data_dir>/cache`. Set
     /// `no_cache` to disable it.
     pub no_cache: bool,
+    /// Benchmarks only: write the event log without `fdatasync`, to measure
+    /// everything but the disk. A deployment never sets this.
+    pub unsynced_log: bool,
 }
 
 /// A plugin that passed the load-time check and is ready to instantiate.
@@ -193,6 +196,7 @@ impl Host {
             &deployment.data_dir.join(charter_audit::LOG_FILE),
             index::applied_seq(&*store),
             Box::new(move |records| index::apply(&*index_store, records)),
+            !options.unsynced_log,
         )?;
         let policies: Vec<(String, String)> = deployment
             .groups
@@ -492,6 +496,16 @@ impl Host {
             digest: digest.clone(),
             groups: spec.groups.clone(),
             owner: spec.owner.clone(),
+            governed: grants
+                .host
+                .iter()
+                .copied()
+                .filter(|f| {
+                    self.deployment
+                        .granted_groups(spec)
+                        .any(|g| g.policies.is_some() && g.grants(&f.function_name()))
+                })
+                .collect(),
             granted: grants.host.clone(),
             secrets: self.deployment.granted_secrets(spec),
             hosts: self.deployment.allowed_hosts(spec),
