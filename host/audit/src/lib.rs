@@ -213,22 +213,34 @@ type Reply = tokio::sync::oneshot::Sender<Result<u64, String>>;
 /// thread holds the writer: the derived indexes are kept by this callback.
 pub type OnCommit = Box<dyn FnMut(&[Record]) + Send>;
 
-/// The append side. Group commit without a writer thread: the first
-/// appender to find no commit in progress becomes the leader, writes every
-/// queued batch, issues one `fdatasync` for them all and acknowledges them;
-/// appenders that arrive meanwhile wait (asynchronously) for the next round
-/// the same leader runs. An uncontended append costs no thread hand-off.
+/// The append side, with group commit. An appender that finds no commit
+/// in progress leads one round itself: it writes everything queued, issues
+/// one `fdatasync` and acknowledges — an uncontended append costs no thread
+/// hand-off. Appenders arriving meanwhile only queue (and wait
+/// asynchronously); if anything is queued after the round, the leader hands
+/// the lead to the committer thread, which runs rounds until the queue is
+/// empty, so under load no caller's thread is held in `fdatasync` and each
+/// round's one sync covers everything that arrived during the last.
 #[derive(Clone)]
 pub struct EventLog {
-    shared: Arc<Mutex<Queue>>,
-    writer: Arc<Mutex<Writer>>,
+    shared: Arc<Shared>,
+    /// Hand-off flag and its condvar; the committer thread holds only this
+    /// (and a weak reference to `shared`), so dropping the last handle
+    /// closes the file and releases the index store at once.
+    handoff: Arc<(Mutex<bool>, std::sync::Condvar)>,
     path: PathBuf,
     counters: Arc<Counters>,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    writer: Mutex<Writer>,
 }
 
 #[derive(Default)]
 struct Queue {
     pending: Vec<(Vec<Event>, Reply)>,
+    /// A round is in progress or the committer thread has the lead.
     leading: bool,
 }
 
@@ -329,19 +341,50 @@ impl EventLog {
                 ))));
             }
         }
-        Ok(EventLog {
-            shared: Arc::new(Mutex::new(Queue::default())),
-            writer: Arc::new(Mutex::new(Writer {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            writer: Mutex::new(Writer {
                 out: BufWriter::with_capacity(1 << 20, file),
                 seq: tail.seq,
                 prev: tail.hash,
                 on_commit,
                 sync,
                 failed: None,
-            })),
+            }),
+        });
+        let log = EventLog {
+            shared,
+            handoff: Arc::new((Mutex::new(false), std::sync::Condvar::new())),
             path: path.to_owned(),
             counters: Arc::new(Counters::default()),
-        })
+        };
+        let weak = Arc::downgrade(&log.shared);
+        let signal = log.handoff.clone();
+        let (p, c) = (log.path.clone(), log.counters.clone());
+        std::thread::Builder::new()
+            .name("charter-committer".into())
+            .spawn(move || {
+                loop {
+                    {
+                        let (flag, cv) = &*signal;
+                        let mut f = flag.lock().unwrap();
+                        while !*f {
+                            f = cv
+                                .wait_timeout(f, std::time::Duration::from_millis(100))
+                                .unwrap()
+                                .0;
+                            if !*f && weak.strong_count() == 0 {
+                                return;
+                            }
+                        }
+                        *f = false;
+                    }
+                    let Some(shared) = weak.upgrade() else { return };
+                    while rounds(&shared, &p, &c) {}
+                }
+            })
+            .map_err(io)?;
+        Ok(log)
     }
 
     pub fn path(&self) -> &Path {
@@ -361,30 +404,17 @@ impl EventLog {
     fn enqueue(&self, events: Vec<Event>) -> tokio::sync::oneshot::Receiver<Result<u64, String>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let lead = {
-            let mut q = self.shared.lock().unwrap();
+            let mut q = self.shared.queue.lock().unwrap();
             q.pending.push((events, tx));
             !std::mem::replace(&mut q.leading, true)
         };
-        if lead {
-            self.lead();
+        if lead && rounds(&self.shared, &self.path, &self.counters) {
+            // More arrived during our round: the committer thread leads on.
+            let (flag, cv) = &*self.handoff;
+            *flag.lock().unwrap() = true;
+            cv.notify_one();
         }
         rx
-    }
-
-    /// Commit rounds until the queue is empty.
-    fn lead(&self) {
-        loop {
-            let batch = {
-                let mut q = self.shared.lock().unwrap();
-                if q.pending.is_empty() {
-                    q.leading = false;
-                    return;
-                }
-                std::mem::take(&mut q.pending)
-            };
-            let mut w = self.writer.lock().unwrap();
-            w.commit(batch, &self.path, &self.counters);
-        }
     }
 
     fn ack(
@@ -410,6 +440,27 @@ impl EventLog {
     pub fn append_blocking(&self, events: Vec<Event>) -> Result<u64, LogError> {
         let rx = self.enqueue(events);
         self.ack(rx.blocking_recv())
+    }
+}
+
+/// One commit round by the current leader. Returns true if more is queued
+/// (the lead is kept), false if the queue is empty (the lead is released).
+fn rounds(shared: &Shared, path: &Path, counters: &Counters) -> bool {
+    let batch = {
+        let mut q = shared.queue.lock().unwrap();
+        if q.pending.is_empty() {
+            q.leading = false;
+            return false;
+        }
+        std::mem::take(&mut q.pending)
+    };
+    shared.writer.lock().unwrap().commit(batch, path, counters);
+    let mut q = shared.queue.lock().unwrap();
+    if q.pending.is_empty() {
+        q.leading = false;
+        false
+    } else {
+        true
     }
 }
 

@@ -47,17 +47,23 @@ pub fn build_engine(opts: &EngineOptions) -> wasmtime::Result<Engine> {
     if opts.pooling {
         let mut pool = PoolingAllocationConfig::new();
         pool.max_memory_size(opts.max_memory_bytes.max(64 << 20) as usize);
-        pool.total_memories(256);
-        pool.total_tables(256);
-        pool.total_core_instances(512);
-        pool.total_component_instances(128);
-        pool.total_stacks(128);
+        // Up to ~500 steps in flight (each step is one component instance
+        // with a few core instances, memories and tables).
+        pool.total_memories(1000);
+        pool.total_tables(1000);
+        pool.total_core_instances(2000);
+        pool.total_component_instances(500);
+        pool.total_stacks(500);
         pool.max_core_instances_per_component(64);
         pool.max_memories_per_component(16);
         pool.max_tables_per_component(32);
         pool.table_elements(100_000);
         pool.max_core_instance_size(1 << 20);
         pool.max_component_instance_size(1 << 20);
+        // Reset small instances by memset instead of madvise: no page-table
+        // churn (and no cross-core TLB shootdowns) per step.
+        pool.linear_memory_keep_resident(2 << 20);
+        pool.table_keep_resident(64 << 10);
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     if let Some(dir) = &opts.cache_dir {
