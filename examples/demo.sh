@@ -22,3 +22,24 @@ code=$?
 set -e
 echo "(exit code $code: refused by governance)" >&2
 [ "$code" -eq 2 ]
+
+# Governance in the call path: the refund bot asks the payments connector for
+# refunds; Cedar (examples/refunds/refunds.cedar) decides on the amount.
+cfg=examples/refunds/charter.toml
+rm -rf target/charter-data/refunds
+echo "==> refunds: 50 USD runs, 2,000 USD waits for a person, 10,000 USD is denied" >&2
+$charter check --config "$cfg"
+$charter call refund-bot --config "$cfg" --as alice --input '{"order_id":"A-1","amount_cents":5000,"reason":"arrived broken"}'
+set +e
+$charter call refund-bot --config "$cfg" --as alice --input '{"order_id":"A-2","amount_cents":200000,"reason":"never arrived"}'
+$charter call refund-bot --config "$cfg" --as alice --input '{"order_id":"A-3","amount_cents":1000000,"reason":"changed mind"}'
+set -e
+id=$($charter proposals list --config "$cfg" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["proposals"][0]["id"])')
+$charter proposals show "$id" --config "$cfg"
+echo "==> alice (owner, initiator) may not approve her own proposal; bob may" >&2
+$charter proposals approve "$id" --as alice --config "$cfg" || true
+$charter proposals approve "$id" --as bob --comment "carrier confirmed loss" --config "$cfg"
+echo "==> the audit trail, its chain, and the KPIs" >&2
+$charter audit show --config "$cfg" --plugin refund-bot
+$charter audit verify --config "$cfg"
+$charter kpi --config "$cfg"

@@ -172,12 +172,20 @@ pub async fn check(deployment: Deployment, as_json: bool) -> Result<i32> {
             }
         }
     }
+    let policy_problems = host.policy_problems();
+    for p in &policy_problems {
+        lines.push(format!("refused  policy: {p}"));
+    }
+    if !policy_problems.is_empty() && code == EXIT_OK {
+        code = EXIT_REFUSED;
+    }
     if as_json {
         println!(
             "{}",
             serde_json::to_string_pretty(&json!({
                 "deployment": name,
                 "config": source,
+                "policy_problems": policy_problems,
                 "phase": phase.get(),
                 "ok": code == EXIT_OK,
                 "exit_code": code,

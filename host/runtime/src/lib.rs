@@ -572,6 +572,51 @@ impl Host {
         .await
     }
 
+    /// Check every group's Cedar policies against a schema generated from
+    /// the WIT types of the functions they may name: the host's own and
+    /// those of every loaded connector. One message per problem.
+    pub fn policy_problems(&self) -> Vec<String> {
+        let mut sigs: Vec<charter_policy::Signature> = HostFn::ALL
+            .iter()
+            .map(|f| charter_policy::Signature {
+                action: f.action(),
+                params: f.params(),
+            })
+            .collect();
+        sigs.push(charter_policy::Signature {
+            action: "wasi:http/outgoing-handler.handle".into(),
+            params: vec![
+                ("method".into(), charter_policy::ParamType::String),
+                ("authority".into(), charter_policy::ParamType::String),
+                ("path".into(), charter_policy::ParamType::String),
+            ],
+        });
+        let engine = &self.engine;
+        for conn in self.services.connectors.read().unwrap().values() {
+            let ty = conn.pre.component().component_type();
+            for (iface, export) in &conn.provides {
+                for (name, item) in ty.exports(engine) {
+                    if name != export {
+                        continue;
+                    }
+                    if let wasmtime::component::types::ComponentItem::ComponentInstance(inst) = item.ty {
+                        for (fname, f) in inst.exports(engine) {
+                            if let wasmtime::component::types::ComponentItem::ComponentFunc(f) = f.ty {
+                                sigs.push(charter_policy::Signature {
+                                    action: format!("{iface}.{fname}"),
+                                    params: f.params().map(|(n, t)| (n.to_string(), values::param_type(&t))).collect(),
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        sigs.sort_by(|a, b| a.action.cmp(&b.action));
+        sigs.dedup_by(|a, b| a.action == b.action);
+        self.services.policy.validate(&sigs)
+    }
+
     /// Load every plugin; one result per plugin, in name order.
     pub async fn load_all(&self) -> Vec<(String, Result<Arc<LoadedPlugin>, LoadError>)> {
         let mut out = Vec::new();
