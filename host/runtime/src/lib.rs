@@ -599,12 +599,19 @@ impl Host {
                     if name != export {
                         continue;
                     }
-                    if let wasmtime::component::types::ComponentItem::ComponentInstance(inst) = item.ty {
+                    if let wasmtime::component::types::ComponentItem::ComponentInstance(inst) =
+                        item.ty
+                    {
                         for (fname, f) in inst.exports(engine) {
-                            if let wasmtime::component::types::ComponentItem::ComponentFunc(f) = f.ty {
+                            if let wasmtime::component::types::ComponentItem::ComponentFunc(f) =
+                                f.ty
+                            {
                                 sigs.push(charter_policy::Signature {
                                     action: format!("{iface}.{fname}"),
-                                    params: f.params().map(|(n, t)| (n.to_string(), values::param_type(&t))).collect(),
+                                    params: f
+                                        .params()
+                                        .map(|(n, t)| (n.to_string(), values::param_type(&t)))
+                                        .collect(),
                                 });
                             }
                         }
