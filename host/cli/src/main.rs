@@ -79,6 +79,7 @@ enum Command {
     Check {
         #[command(flatten)]
         config: ConfigArg,
+        /// Print one JSON document.
         #[arg(long)]
         json: bool,
     },
@@ -87,6 +88,7 @@ enum Command {
     Grants {
         #[command(flatten)]
         config: ConfigArg,
+        /// Print one JSON document.
         #[arg(long)]
         json: bool,
     },
@@ -124,6 +126,7 @@ enum Command {
     Kpi {
         #[command(flatten)]
         config: ConfigArg,
+        /// Print one JSON document.
         #[arg(long)]
         json: bool,
     },
@@ -146,6 +149,7 @@ enum AuditOp {
         /// A checkpoint exported earlier with `charter audit checkpoint`.
         #[arg(long, value_name = "FILE")]
         checkpoint: Option<PathBuf>,
+        /// Print one JSON document.
         #[arg(long)]
         json: bool,
     },
@@ -168,6 +172,7 @@ enum AuditOp {
         /// Only the last N events.
         #[arg(long)]
         limit: Option<usize>,
+        /// Print one JSON document.
         #[arg(long)]
         json: bool,
     },
@@ -198,43 +203,42 @@ enum ProposalCmd {
         config: ConfigArg,
         #[arg(long)]
         all: bool,
+        /// Print one JSON document.
         #[arg(long)]
         json: bool,
     },
     /// One proposal: call, arguments, rationale, policy, approvals.
     Show {
+        /// The proposal id (see `charter proposals list`).
         id: String,
         #[command(flatten)]
         config: ConfigArg,
+        /// Print one JSON document.
         #[arg(long)]
         json: bool,
     },
     /// Approve; on the last needed approval the call executes (re-checked
     /// against the policy in force).
-    Approve {
-        id: String,
-        /// The approver (declared under [approvers] with the needed role).
-        #[arg(long = "as", value_name = "USER")]
-        as_user: String,
-        #[arg(long)]
-        comment: Option<String>,
-        #[command(flatten)]
-        config: ConfigArg,
-        #[arg(long)]
-        json: bool,
-    },
+    Approve(DecideArgs),
     /// Reject: the call never executes.
-    Reject {
-        id: String,
-        #[arg(long = "as", value_name = "USER")]
-        as_user: String,
-        #[arg(long)]
-        comment: Option<String>,
-        #[command(flatten)]
-        config: ConfigArg,
-        #[arg(long)]
-        json: bool,
-    },
+    Reject(DecideArgs),
+}
+
+#[derive(Args)]
+struct DecideArgs {
+    /// The proposal id (see `charter proposals list`).
+    id: String,
+    /// The approver (declared under [approvers] with the needed role).
+    #[arg(long = "as", value_name = "USER")]
+    as_user: String,
+    /// Recorded with the decision in the audit log.
+    #[arg(long)]
+    comment: Option<String>,
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Print one JSON document.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -261,6 +265,7 @@ enum KvOp {
         prefix: String,
         #[command(flatten)]
         config: ConfigArg,
+        /// Print one JSON document.
         #[arg(long)]
         json: bool,
     },
@@ -419,42 +424,25 @@ async fn run(cli: Cli) -> Result<i32> {
                 ProposalCmd::Show { id, config, json } => {
                     (config, govern::ProposalOp::Show { id, json })
                 }
-                ProposalCmd::Approve {
-                    id,
-                    as_user,
-                    comment,
-                    config,
-                    json,
-                } => (
-                    config,
-                    govern::ProposalOp::Decide {
-                        id,
-                        by: as_user,
-                        approve: true,
-                        comment,
-                        json,
-                    },
-                ),
-                ProposalCmd::Reject {
-                    id,
-                    as_user,
-                    comment,
-                    config,
-                    json,
-                } => (
-                    config,
-                    govern::ProposalOp::Decide {
-                        id,
-                        by: as_user,
-                        approve: false,
-                        comment,
-                        json,
-                    },
-                ),
+                ProposalCmd::Approve(d) => decide(d, true),
+                ProposalCmd::Reject(d) => decide(d, false),
             };
             govern::proposals(config.load()?, op).await
         }
     }
+}
+
+fn decide(d: DecideArgs, approve: bool) -> (ConfigArg, govern::ProposalOp) {
+    (
+        d.config,
+        govern::ProposalOp::Decide {
+            id: d.id,
+            by: d.as_user,
+            approve,
+            comment: d.comment,
+            json: d.json,
+        },
+    )
 }
 
 fn current_user() -> String {

@@ -592,30 +592,24 @@ impl Host {
             ],
         });
         let engine = &self.engine;
-        for conn in self.services.connectors.read().unwrap().values() {
-            let ty = conn.pre.component().component_type();
-            for (iface, export) in &conn.provides {
-                for (name, item) in ty.exports(engine) {
-                    if name != export {
-                        continue;
-                    }
-                    if let wasmtime::component::types::ComponentItem::ComponentInstance(inst) =
-                        item.ty
-                    {
-                        for (fname, f) in inst.exports(engine) {
-                            if let wasmtime::component::types::ComponentItem::ComponentFunc(f) =
-                                f.ty
-                            {
-                                sigs.push(charter_policy::Signature {
-                                    action: format!("{iface}.{fname}"),
-                                    params: f
-                                        .params()
-                                        .map(|(n, t)| (n.to_string(), values::param_type(&t)))
-                                        .collect(),
-                                });
-                            }
-                        }
-                    }
+        let connectors: Vec<_> = self
+            .services
+            .connectors
+            .read()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect();
+        for conn in &connectors {
+            for iface in conn.provides.keys() {
+                for (fname, f) in connector_functions(engine, conn, iface) {
+                    sigs.push(charter_policy::Signature {
+                        action: format!("{iface}.{fname}"),
+                        params: f
+                            .params()
+                            .map(|(n, t)| (n.to_string(), values::param_type(&t)))
+                            .collect(),
+                    });
                 }
             }
         }
@@ -824,6 +818,45 @@ async fn commit_step(
     services.log.append(events).await
 }
 
+impl Services {
+    /// The loaded connector providing `iface` (no version).
+    pub(crate) fn connector(&self, iface: &str) -> Result<Arc<LoadedPlugin>, String> {
+        self.connectors
+            .read()
+            .unwrap()
+            .get(iface)
+            .cloned()
+            .ok_or_else(|| format!("no connector is loaded for {iface}"))
+    }
+}
+
+/// The functions `conn` exports for the interface `iface` it provides.
+pub(crate) fn connector_functions(
+    engine: &Engine,
+    conn: &LoadedPlugin,
+    iface: &str,
+) -> Vec<(String, wasmtime::component::types::ComponentFunc)> {
+    use wasmtime::component::types::ComponentItem;
+    let Some(export) = conn.provides.get(iface) else {
+        return vec![];
+    };
+    let ty = conn.pre.component().component_type();
+    let mut out = Vec::new();
+    for (name, item) in ty.exports(engine) {
+        if name != export {
+            continue;
+        }
+        if let ComponentItem::ComponentInstance(inst) = item.ty {
+            for (fname, f) in inst.exports(engine) {
+                if let ComponentItem::ComponentFunc(f) = f.ty {
+                    out.push((fname.to_string(), f));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Call a connector's export for an importer (the importer's mediator has
 /// already decided and recorded the call). The connector runs under its own
 /// grants, limits and mediator; its own events commit before this returns.
@@ -834,13 +867,7 @@ pub(crate) async fn invoke_connector(
     params: &[wasmtime::component::Val],
     initiator: Option<String>,
 ) -> Result<Vec<wasmtime::component::Val>, String> {
-    let conn = services
-        .connectors
-        .read()
-        .unwrap()
-        .get(iface)
-        .cloned()
-        .ok_or_else(|| format!("no connector is loaded for {iface}"))?;
+    let conn = services.connector(iface)?;
     let started = Instant::now();
     let mut store = new_store(services, &conn.ctx, initiator);
     let export = conn.provides[iface].clone();

@@ -333,35 +333,13 @@ impl Host {
         args: &Value,
         initiator: Option<String>,
     ) -> Result<Value, String> {
-        let conn = self
-            .services
-            .connectors
-            .read()
-            .unwrap()
-            .get(iface)
-            .cloned()
-            .ok_or_else(|| format!("no connector is loaded for {iface}"))?;
-        let export = conn.provides[iface].clone();
-        let ty = conn.pre.component().component_type();
-        let engine = &self.services.engine;
-        let params = ty
-            .exports(engine)
-            .find(|(n, _)| *n == export)
-            .and_then(|(_, item)| match item.ty {
-                wasmtime::component::types::ComponentItem::ComponentInstance(inst) => inst
-                    .exports(engine)
-                    .find(|(n, _)| *n == func)
-                    .and_then(|(_, f)| match f.ty {
-                        wasmtime::component::types::ComponentItem::ComponentFunc(f) => Some(
-                            f.params()
-                                .map(|(n, t)| (n.to_string(), t))
-                                .collect::<Vec<_>>(),
-                        ),
-                        _ => None,
-                    }),
-                _ => None,
-            })
-            .ok_or_else(|| format!("{export}#{func} not found in connector {}", conn.name))?;
+        let conn = self.services.connector(iface)?;
+        let params: Vec<(String, wasmtime::component::types::Type)> =
+            crate::connector_functions(&self.services.engine, &conn, iface)
+                .into_iter()
+                .find(|(n, _)| n == func)
+                .map(|(_, f)| f.params().map(|(n, t)| (n.to_string(), t)).collect())
+                .ok_or_else(|| format!("{iface}#{func} not found in connector {}", conn.name))?;
         let vals = params
             .iter()
             .map(|(n, t)| values::from_json(args.get(n).unwrap_or(&Value::Null), t))
