@@ -26,8 +26,23 @@ impl std::fmt::Display for Decision {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Event {
-    /// The deployment file was loaded (its digest tells a change apart).
-    ConfigLoaded { path: String, digest: String },
+    /// The deployment file was loaded by a host; `changed` when its digest
+    /// differs from the last one recorded (a configuration change).
+    ConfigLoaded {
+        path: String,
+        digest: String,
+        phase: u8,
+        changed: bool,
+    },
+    /// A grant in force: who granted which groups to a plugin, and why.
+    Grant {
+        plugin: String,
+        groups: Vec<String>,
+        granted_by: Option<String>,
+        reason: Option<String>,
+    },
+    /// `charter check` refused or failed the deployment.
+    CheckFailed { problems: Vec<String> },
     PluginLoaded {
         plugin: String,
         digest: String,
@@ -127,7 +142,8 @@ impl Event {
     /// The plugin an event is about, if any.
     pub fn plugin(&self) -> Option<&str> {
         match self {
-            Event::ConfigLoaded { .. } => None,
+            Event::ConfigLoaded { .. } | Event::CheckFailed { .. } => None,
+            Event::Grant { plugin, .. } => Some(plugin),
             Event::PluginLoaded { plugin, .. }
             | Event::PluginRefused { plugin, .. }
             | Event::Call { plugin, .. }
@@ -143,6 +159,8 @@ impl Event {
     pub fn kind(&self) -> &'static str {
         match self {
             Event::ConfigLoaded { .. } => "config-loaded",
+            Event::Grant { .. } => "grant",
+            Event::CheckFailed { .. } => "check-failed",
             Event::PluginLoaded { .. } => "plugin-loaded",
             Event::PluginRefused { .. } => "plugin-refused",
             Event::Call { .. } => "call",

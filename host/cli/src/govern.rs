@@ -97,7 +97,34 @@ pub struct ShowFilter {
 
 fn summary(e: &Event) -> String {
     match e {
-        Event::ConfigLoaded { path, .. } => format!("config {path}"),
+        Event::ConfigLoaded {
+            path,
+            digest,
+            phase,
+            changed,
+        } => format!(
+            "config {path} {digest} phase {phase}{}",
+            if *changed {
+                " (CHANGED since the last load)"
+            } else {
+                ""
+            }
+        ),
+        Event::Grant {
+            groups,
+            granted_by,
+            reason,
+            ..
+        } => format!(
+            "grant [{}] by {}{}",
+            groups.join(", "),
+            granted_by.as_deref().unwrap_or("(unrecorded)"),
+            reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ),
+        Event::CheckFailed { problems } => format!("check failed: {}", problems.join(" | ")),
         Event::PluginLoaded { digest, groups, .. } => {
             format!("loaded {digest} groups [{}]", groups.join(", "))
         }

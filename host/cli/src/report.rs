@@ -179,6 +179,15 @@ pub async fn check(deployment: Deployment, as_json: bool) -> Result<i32> {
     if !policy_problems.is_empty() && code == EXIT_OK {
         code = EXIT_REFUSED;
     }
+    if code != EXIT_OK {
+        let problems: Vec<String> = lines
+            .iter()
+            .filter(|l| !l.starts_with("ok "))
+            .cloned()
+            .chain(violations.iter().map(|v| v.to_string()))
+            .collect();
+        host.record_check_failure(problems).await;
+    }
     if as_json {
         println!(
             "{}",

@@ -114,6 +114,7 @@ pub struct Host {
     services: Arc<Services>,
     loaded: Mutex<HashMap<String, Arc<LoadedPlugin>>>,
     pres: Mutex<HashMap<(String, GrantSet), InstancePre<HostState>>>,
+    config_recorded: tokio::sync::OnceCell<()>,
     _ticker: engine::EpochTicker,
 }
 
@@ -222,6 +223,7 @@ impl Host {
             services,
             loaded: Mutex::new(HashMap::new()),
             pres: Mutex::new(HashMap::new()),
+            config_recorded: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -291,7 +293,57 @@ impl Host {
         Box::pin(self.load_uncached(name)).await
     }
 
+    /// Record, once per host, the configuration in force and its grants
+    /// (an authority record: who granted what, and why).
+    pub async fn record_config(&self) {
+        self.config_recorded
+            .get_or_init(|| async {
+                let d = &self.deployment;
+                let digest = std::fs::read(&d.source)
+                    .map(|b| digest(&b))
+                    .unwrap_or_default();
+                let last = self
+                    .services
+                    .store
+                    .get(index::META, "config_digest")
+                    .ok()
+                    .flatten();
+                let changed = last.as_ref().is_some_and(|l| *l != digest);
+                let mut events = vec![Event::ConfigLoaded {
+                    path: d.source.display().to_string(),
+                    digest: digest.clone(),
+                    phase: d.phase.get(),
+                    changed,
+                }];
+                if changed || last.is_none() {
+                    events.extend(d.plugins.values().map(|p| Event::Grant {
+                        plugin: p.name.clone(),
+                        groups: p.groups.clone(),
+                        granted_by: p.granted_by.clone(),
+                        reason: p.reason.clone(),
+                    }));
+                }
+                if let Err(e) = self.services.log.append(events).await {
+                    tracing::error!("event log: {e}");
+                }
+            })
+            .await;
+    }
+
+    /// Record that `charter check` refused or failed the deployment.
+    pub async fn record_check_failure(&self, problems: Vec<String>) {
+        if let Err(e) = self
+            .services
+            .log
+            .append(vec![Event::CheckFailed { problems }])
+            .await
+        {
+            tracing::error!("event log: {e}");
+        }
+    }
+
     async fn load_uncached(&self, name: &str) -> Result<Arc<LoadedPlugin>, LoadError> {
+        self.record_config().await;
         let spec = self.spec(name)?.clone();
         match self.load_checked(&spec).await {
             Ok((loaded, _)) => {
