@@ -134,6 +134,8 @@ pub enum LimitKind {
     OutputSize,
     Stack,
     HostCallTimeout,
+    /// The host's instance pool is full (too many steps in flight).
+    HostCapacity,
 }
 
 impl fmt::Display for LimitKind {
@@ -146,6 +148,7 @@ impl fmt::Display for LimitKind {
             LimitKind::OutputSize => "output size",
             LimitKind::Stack => "stack",
             LimitKind::HostCallTimeout => "host-call timeout",
+            LimitKind::HostCapacity => "host capacity",
         })
     }
 }

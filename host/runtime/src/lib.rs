@@ -1093,6 +1093,15 @@ fn classify_trap(
             ),
         ),
         Some(Trap::StackOverflow) => limit(LimitKind::Stack, "call stack exhausted".into()),
+        _ if e
+            .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+            .is_some() =>
+        {
+            limit(
+                LimitKind::HostCapacity,
+                format!("{e}; too many steps in flight on this host, retry later"),
+            )
+        }
         _ => {
             let message = format!("{e:#}");
             let first = message.lines().next().unwrap_or("").to_string();
