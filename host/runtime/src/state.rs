@@ -65,7 +65,8 @@ impl HostState {
             }
             let text = String::from_utf8_lossy(&bytes).into_owned();
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                self.mediator.push_log(level, source, line.to_string());
+                let line = self.mediator.redact(line);
+                self.mediator.push_log(level, source, line);
             }
         }
     }
