@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash plugins/build.sh >/dev/null
-cargo build --quiet -p charter-cli
+# The same build as the test command, so the two share every artifact.
+cargo build --quiet --workspace --all-targets
 charter=./target/debug/charter
 cfg=examples/refund-triage/charter.toml
 

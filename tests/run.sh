@@ -22,5 +22,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test"
 cargo test --workspace
 step "benchmark smoke run (figures are indicative at this iteration count)"
-CHARTER_BENCH_ITERS=300 cargo run --quiet -p charter-bench
+# Run the binary the workspace build made: `cargo run -p` would re-resolve
+# features for one package and rebuild half the dependency graph.
+CHARTER_BENCH_ITERS=300 ./target/debug/charter-bench
 step "all done"
