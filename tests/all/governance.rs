@@ -279,9 +279,13 @@ approvals = 2
         &rt.block_on(host.call_as("refund-bot", &refund("A-2", 200_000), Some("alice")))
             .unwrap_err(),
     );
+    // alice holds the approver role, but owns the plugin and started the work.
     assert!(matches!(
         rt.block_on(host.decide(&id, "alice", true, None)),
-        Err(ProposalError::Refused { .. })
+        Err(ProposalError::Refused {
+            rule: "separation-of-duties",
+            ..
+        })
     ));
     attempts += 1;
 
