@@ -286,6 +286,14 @@ limits = {{ max_host_calls = {cedar_cap} }}
         Ok(())
     })?;
     print("charter governed (log written, not fsynced)", &governed);
+    if std::env::var_os("CHARTER_BENCH_PROFILE").is_some() {
+        // Profiling aid: `CHARTER_BENCH_PROFILE=1 perf record -g ...` spends
+        // its time in governed cold steps only.
+        for _ in 0..iters * 10 {
+            rt.block_on(host.call_loaded(&loaded, INPUT))?;
+        }
+        return Ok(());
+    }
     let floodp = rt.block_on(host.load("flood"))?;
     let gf = measure(iters / 30 + 10, || {
         match rt.block_on(host.call_loaded(&floodp, "{}")) {
