@@ -143,6 +143,8 @@ fn digest_pin_mismatch_refuses() {
     let err = rt().block_on(host.call("p", "{}")).unwrap_err();
     assert_eq!(err.exit_code(), 2);
     assert!(err.to_string().contains("digest pin mismatch"), "{err}");
+    // One host per data directory at a time (the event log is locked).
+    drop(host);
 
     // The right pin loads.
     let real = charter_runtime::digest(&std::fs::read(fixture("fx-echo")).unwrap());

@@ -306,6 +306,13 @@ impl EventLog {
             .create(true)
             .open(path)
             .map_err(io)?;
+        // One appender per log: a second process appending would fork the
+        // chain. The lock lives as long as this handle's file.
+        file.try_lock().map_err(|e| {
+            io(std::io::Error::other(format!(
+                "the event log is in use by another charter process ({e}); one host per data directory at a time"
+            )))
+        })?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
         let mut replay = Vec::new();
@@ -570,6 +577,17 @@ mod tests {
             vec![1, 2, 3, 4]
         );
         assert_eq!(recs[3].event, ev(4));
+    }
+
+    #[test]
+    fn one_appender_per_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOG_FILE);
+        let log = EventLog::open(&path).unwrap();
+        let err = EventLog::open(&path).unwrap_err().to_string();
+        assert!(err.contains("in use by another charter process"), "{err}");
+        drop(log);
+        EventLog::open(&path).unwrap();
     }
 
     #[test]
