@@ -10,9 +10,10 @@
 //! ```
 //!
 //! `prev` is the previous frame's hash (zeros for the first), `seq` counts
-//! from 1. A single writer thread does group commit: every batch queued
-//! while it was writing shares one `fdatasync`, and no append is
-//! acknowledged before its frames are on disk.
+//! from 1. Appends are group-committed (see [`EventLog`]): everything
+//! queued during a round shares one `fdatasync`, and no append is
+//! acknowledged before its frames are on disk. One process appends at a
+//! time (the file is locked).
 //!
 //! A plain hash chain catches accidental damage and naive edits; an editor
 //! who recomputes every later hash is caught by signed checkpoints
