@@ -16,8 +16,8 @@ use charter_runtime::{Host, HostOptions};
 use clap::{Args, Parser, Subcommand};
 
 const AFTER_HELP: &str = "\
-Exit codes: 0 ok, 1 error, 2 refused by governance (ungranted, denied, phase gate, pin),
-3 resource limit (deadline, memory, host-call cap, sizes).
+Exit codes: 0 ok, 1 error, 2 refused by governance (ungranted, denied, phase gate, pin,
+awaiting approval), 3 resource limit (deadline, memory, host-call cap, sizes).
 
 Start here:
   charter check --config examples/refund-triage/charter.toml
