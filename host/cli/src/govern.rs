@@ -474,7 +474,7 @@ pub async fn proposals(d: Deployment, op: ProposalOp) -> Result<i32> {
                         json!({"ok": false, "error": {"message": e.to_string(), "exit_code": code}})
                     );
                 } else {
-                    eprintln!("{}: {e}", if code == 2 { "refused" } else { "error" });
+                    eprintln!("{}: {e}", crate::label(code));
                 }
                 code
             }

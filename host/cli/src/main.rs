@@ -451,7 +451,8 @@ fn current_user() -> String {
         .unwrap_or_else(|_| "operator".into())
 }
 
-fn label(code: i32) -> &'static str {
+/// How a failure's exit code reads at the start of its message.
+pub(crate) fn label(code: i32) -> &'static str {
     match code {
         EXIT_REFUSED => "refused",
         EXIT_LIMIT => "limit",

@@ -81,8 +81,6 @@ pub struct LoadedPlugin {
     pub inspection: Inspection,
     /// For a connector: provided interface (no version) → export name.
     pub provides: HashMap<String, String>,
-    /// The functions its grants link in, as patterns resolve them.
-    pub linked: Vec<String>,
     pub load_time: Duration,
     pre: InstancePre<HostState>,
     ctx: Arc<PluginContext>,
@@ -145,6 +143,8 @@ pub enum HostError {
     Log(#[from] charter_audit::LogError),
     #[error(transparent)]
     Policy(#[from] charter_policy::PolicyError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
 }
 
 impl Host {
@@ -209,7 +209,6 @@ impl Host {
         let services = Arc::new(Services {
             store,
             llm,
-            secrets: deployment.secrets.clone(),
             log,
             policy,
             deployment: deployment.clone(),
@@ -346,7 +345,7 @@ impl Host {
         self.record_config().await;
         let spec = self.spec(name)?.clone();
         match self.load_checked(&spec).await {
-            Ok((loaded, _)) => {
+            Ok(loaded) => {
                 let ev = Event::PluginLoaded {
                     plugin: loaded.name.clone(),
                     digest: loaded.digest.clone(),
@@ -390,7 +389,7 @@ impl Host {
     async fn load_checked(
         &self,
         spec: &PluginSpec,
-    ) -> Result<(Arc<LoadedPlugin>, ()), (LoadError, Option<String>)> {
+    ) -> Result<Arc<LoadedPlugin>, (LoadError, Option<String>)> {
         let started = Instant::now();
         let name = spec.name.as_str();
         let span = tracing::info_span!("load", plugin = %name);
@@ -537,12 +536,6 @@ impl Host {
                 pre
             }
         };
-        let linked = grants
-            .host
-            .iter()
-            .map(|f| f.function_name().to_string())
-            .chain(grants.connectors.iter().map(|(i, f)| format!("{i}#{f}")))
-            .collect();
         let ctx = Arc::new(PluginContext {
             name: spec.name.clone(),
             digest: digest.clone(),
@@ -568,7 +561,6 @@ impl Host {
             digest,
             inspection,
             provides,
-            linked,
             load_time: started.elapsed(),
             pre,
             ctx,
@@ -580,7 +572,7 @@ impl Host {
             }
         }
         tracing::info!(plugin = %name, digest = %loaded.digest, ms = loaded.load_time.as_millis() as u64, "loaded");
-        Ok((loaded, ()))
+        Ok(loaded)
     }
 
     /// Read the file (bounded), check the pin and the preamble, and compile
@@ -1157,13 +1149,7 @@ pub fn check_imports(
                     .into_iter()
                     .map(str::to_string)
                     .collect(),
-                hint: if matches!(iface.class, ImportClass::Capability)
-                    && f.interface != "wasi:http/types"
-                {
-                    None
-                } else {
-                    hint
-                },
+                hint,
             });
         }
     }

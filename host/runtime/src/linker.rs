@@ -4,7 +4,7 @@
 //! its groups grant, `wasi:http` if a group grants it, and the inert WASI
 //! baseline unless the plugin is `wasi = "none"`. Every host function is a
 //! thin closure into [`Mediator::dispatch`]; nothing else is defined.
-//! **Invariant:** `define_unknown_imports_as_traps` is never used: an import
+//! **Invariant:** no import is ever defined as a trap stub: an import
 //! that is not granted stays undefined and the component cannot instantiate.
 
 use std::collections::BTreeSet;

@@ -296,7 +296,6 @@ pub(crate) struct PluginContext {
 pub(crate) struct Services {
     pub store: Arc<dyn Store>,
     pub llm: Arc<dyn Llm>,
-    pub secrets: std::collections::BTreeMap<String, SecretSource>,
     pub log: charter_audit::EventLog,
     pub policy: charter_policy::PolicyEngine,
     pub deployment: Arc<charter_config::Deployment>,
@@ -707,7 +706,7 @@ impl Mediator {
                 }))
             }
             HostCall::SecretsGet { name } => {
-                let r = caps::secret_get(&self.services.secrets, &name);
+                let r = caps::secret_get(&self.services.deployment.secrets, &name);
                 if let Ok(Reply::Text(v)) = &r {
                     self.revealed.push((name, v.clone()));
                 }
