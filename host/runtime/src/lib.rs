@@ -66,8 +66,10 @@ pub struct HostOptions {
     pub store: Option<Arc<dyn Store>>,
     /// LLM provider; default: from the deployment's `[llm]`.
     pub llm: Option<Arc<dyn Llm>>,
-    /// Compile cache directory; default: `<data_dir>/cache`. Set
-    /// `no_cache` to disable it.
+    /// Compile cache directory; default: `<data_dir>/cache`. Tests share
+    /// one across hosts so a large component compiles once per suite.
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// Disable the compile cache (wins over `cache_dir`).
     pub no_cache: bool,
     /// Benchmarks only: write the event log without `fdatasync`, to measure
     /// everything but the disk. A deployment never sets this.
@@ -162,7 +164,12 @@ impl Host {
             .unwrap_or(64 << 20);
         let engine = engine::build_engine(&engine::EngineOptions {
             max_memory_bytes: max_memory,
-            cache_dir: (!options.no_cache).then(|| engine::cache_dir(&deployment.data_dir)),
+            cache_dir: (!options.no_cache).then(|| {
+                options
+                    .cache_dir
+                    .clone()
+                    .unwrap_or_else(|| engine::cache_dir(&deployment.data_dir))
+            }),
             pooling: true,
         })
         .map_err(|e| HostError::Engine(format!("{e:#}")))?;
