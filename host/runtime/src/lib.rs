@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use charter_audit::{Event, EventLog};
 use charter_config::{Deployment, FunctionName, LlmProvider, PluginSpec, WasiMode};
 use charter_store::{SledStore, Store};
-use wasmtime::component::{Component, ComponentType, InstancePre, Lift, WasmStr};
+use wasmtime::component::{Component, ComponentType, InstancePre, Lift};
 use wasmtime::{Engine, Trap};
 
 pub use error::{CallError, LimitKind, LoadError, UngrantedImport};
@@ -795,12 +795,15 @@ async fn run_step(
     }
     let result = async {
         let instance = loaded.pre.instantiate_async(&mut *store).await?;
+        // The output is lifted as an owned `String`: wasmtime runs the
+        // guest's post-return (which frees the string) before `call_async`
+        // returns, so a `WasmStr` would read freed memory (runtimes with a
+        // moving or compacting heap, such as Python's, reuse it at once).
         let run = instance
-            .get_typed_func::<(&str,), (Result<WasmStr, WireStepError>,)>(&mut *store, "run")?;
+            .get_typed_func::<(&str,), (Result<String, WireStepError>,)>(&mut *store, "run")?;
         let (r,) = run.call_async(&mut *store, (input,)).await?;
         Ok::<_, wasmtime::Error>(match r {
             Ok(s) => {
-                let s = s.to_str(&*store)?;
                 if s.len() as u64 > limits.max_output_bytes {
                     Err(CallError::Limit {
                         plugin: plugin.clone(),
