@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Build one Charter plugin written in Python, JavaScript or C into a component.
+#
+#   bash sdk/build.sh python|js|c PLUGIN_DIR OUT.wasm
+#
+# PLUGIN_DIR holds the source (python: app.py, js: step.js, c: step.c) and a
+# `host-functions` file naming the host functions it calls (e.g.
+# `log.write kv.get`): the component imports exactly those, so a deployment
+# grants exactly those. Toolchains are installed on first use (sdk/toolchains.sh).
+set -euo pipefail
+sdk="$(cd "$(dirname "$0")" && pwd)"
+root="$(dirname "$sdk")"
+tc="${CHARTER_TOOLCHAINS:-$root/target/toolchains}"
+[[ $# -eq 3 ]] || { echo "usage: sdk/build.sh python|js|c PLUGIN_DIR OUT.wasm" >&2; exit 2; }
+lang="$1"; dir="$(cd "$2" && pwd)"; out="$3"
+[[ -f "$dir/host-functions" ]] || { echo "sdk/build.sh: $dir/host-functions is missing: list the host functions the plugin calls (e.g. log.write kv.get), or leave it empty" >&2; exit 1; }
+bash "$sdk/toolchains.sh" "$lang"
+mkdir -p "$(dirname "$out")"
+out="$(cd "$(dirname "$out")" && pwd)/$(basename "$out")"
+work="$out.d"
+rm -rf "$work" && mkdir -p "$work"
+uses="$(tr -s ' \n\t' ',' < "$dir/host-functions" | sed 's/^,//; s/,$//')"
+python3 "$sdk/wit/guest-wit.py" --uses "$uses" --out "$work/wit"
+world=charter:guest/step
+
+case "$lang" in
+  python)
+    [[ -f "$dir/app.py" ]] || { echo "sdk/build.sh: $dir/app.py is missing" >&2; exit 1; }
+    "$tc/python/bin/componentize-py" -d "$work/wit" -w "$world" componentize app \
+      -p "$dir" -p "$sdk/python" -o "$out" >/dev/null
+    ;;
+  js)
+    [[ -f "$dir/step.js" ]] || { echo "sdk/build.sh: $dir/step.js is missing" >&2; exit 1; }
+    mkdir -p "$work/src"
+    cp "$dir"/*.js "$work/src/"
+    cp "$sdk/js/charter.js" "$work/src/charter.js"
+    # --sync: Charter's host runs without component-model async.
+    "$tc/js/node_modules/.bin/componentize-qjs" --wit "$work/wit" --world "$world" \
+      --js "$work/src/step.js" --sync -o "$out" >/dev/null
+    ;;
+  c)
+    [[ -f "$dir/step.c" ]] || { echo "sdk/build.sh: $dir/step.c is missing" >&2; exit 1; }
+    clang-14 --target=wasm32-wasi --sysroot=/usr -mexec-model=reactor -O2 -Wall -Wextra \
+      -fuse-ld=lld -I "$sdk/c" "$dir/step.c" -o "$work/core.wasm"
+    "$tc/python/bin/wasm-tools" component embed "$work/wit" --world "$world" "$work/core.wasm" -o "$work/embedded.wasm"
+    "$tc/python/bin/wasm-tools" component new "$work/embedded.wasm" \
+      --adapt "wasi_snapshot_preview1=$tc/c/wasi_snapshot_preview1.reactor.wasm" -o "$out"
+    ;;
+  *) echo "sdk/build.sh: unknown language $lang (python, js, c; Rust plugins build with cargo)" >&2; exit 2 ;;
+esac
+rm -rf "$work"
+echo "built $out ($(stat -c %s "$out") bytes)" >&2

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Write the WIT a Charter plugin in Python, JavaScript or C builds against.
+
+Language runtimes such as componentize-py and QuickJS import every function
+of the world they are built for, and the host refuses a plugin with an
+ungranted import. So a plugin names the host functions it calls, and this
+script writes a world from the repository's `wit/` whose `charter:host`
+interfaces hold exactly those functions (their types stay whole):
+
+    python3 sdk/wit/guest-wit.py --uses log.write,kv.get,llm.classify --out build/wit
+
+writes build/wit/world.wit (package `charter:guest`, world `step`: the
+`charter:plugin/step@0.1.0` export plus the named imports) and
+build/wit/deps/{charter-plugin,charter-host}/. Build with world
+`charter:guest/step`. Standard library only; Python 3.8+.
+"""
+import argparse
+import os
+import re
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_WIT = os.path.normpath(os.path.join(HERE, "..", "..", "wit"))
+FUNC = re.compile(r"^\s*([a-z][a-z0-9-]*)\s*:\s*func\(")
+IFACE = re.compile(r"^\s*interface\s+([a-z][a-z0-9-]*)\s*\{")
+
+
+def trim(text, iface, keep):
+    """Drop every function of `iface` not in `keep`, with its doc comment."""
+    out, pending_doc = [], []
+    for line in text.splitlines(keepends=True):
+        if line.strip().startswith("///"):
+            pending_doc.append(line)
+            continue
+        m = FUNC.match(line)
+        if m and m.group(1) not in keep:
+            pending_doc = []
+            continue
+        out.extend(pending_doc)
+        pending_doc = []
+        out.append(line)
+    out.extend(pending_doc)
+    return "".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--uses", required=True,
+                    help="comma-separated host functions, e.g. log.write,kv.get (empty: none)")
+    ap.add_argument("--out", required=True, help="directory to write")
+    ap.add_argument("--wit", default=DEFAULT_WIT, help="the repository's wit/ (default: %(default)s)")
+    args = ap.parse_args()
+
+    host_dir = os.path.join(args.wit, "host@0.1.0")
+    plugin_world = os.path.join(args.wit, "plugin@0.1.0", "world.wit")
+    ifaces = {}
+    for name in sorted(os.listdir(host_dir)):
+        if name.endswith(".wit"):
+            with open(os.path.join(host_dir, name)) as f:
+                text = f.read()
+            m = next((IFACE.match(l) for l in text.splitlines() if IFACE.match(l)), None)
+            if m is None:
+                sys.exit(f"guest-wit: {name} declares no interface")
+            funcs = [FUNC.match(l).group(1) for l in text.splitlines() if FUNC.match(l)]
+            ifaces[m.group(1)] = (name, text, funcs)
+
+    uses = {}
+    for item in filter(None, (s.strip() for s in args.uses.split(","))):
+        iface, _, func = item.partition(".")
+        if iface not in ifaces or func not in ifaces[iface][2]:
+            known = ", ".join(f"{i}.{f}" for i, (_, _, fs) in sorted(ifaces.items()) for f in fs)
+            sys.exit(f"guest-wit: unknown host function {item!r}; known: {known}")
+        uses.setdefault(iface, set()).add(func)
+
+    os.makedirs(os.path.join(args.out, "deps", "charter-host"), exist_ok=True)
+    os.makedirs(os.path.join(args.out, "deps", "charter-plugin"), exist_ok=True)
+    for iface, (name, text, _) in ifaces.items():
+        with open(os.path.join(args.out, "deps", "charter-host", name), "w") as f:
+            f.write(trim(text, iface, uses.get(iface, set())))
+    with open(plugin_world) as src, open(os.path.join(args.out, "deps", "charter-plugin", "world.wit"), "w") as dst:
+        dst.write(src.read())
+    imports = "".join(f"    import charter:host/{i}@0.1.0;\n" for i in sorted(uses))
+    with open(os.path.join(args.out, "world.wit"), "w") as f:
+        f.write(
+            "// Written by sdk/wit/guest-wit.py from the repository's wit/; do not edit.\n"
+            "package charter:guest;\n\n"
+            f"/// The step export plus the host functions this plugin calls: {', '.join(sorted(f'{i}.{fn}' for i, fs in uses.items() for fn in fs)) or 'none'}.\n"
+            "world step {\n"
+            "    include charter:plugin/step@0.1.0;\n"
+            f"{imports}"
+            "}\n"
+        )
+
+
+if __name__ == "__main__":
+    main()
