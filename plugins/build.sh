@@ -6,3 +6,4 @@ rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add was
 echo "==> building Rust plugins (wasm32-wasip2)" >&2
 (cd "$root/plugins" && CARGO_TARGET_DIR="$root/target" cargo build --release --target wasm32-wasip2 --quiet)
 ls "$root/target/wasm32-wasip2/release/"*.wasm >&2
+bash "$root/plugins/build-langs.sh"

@@ -20,7 +20,8 @@ out="$(cd "$(dirname "$out")" && pwd)/$(basename "$out")"
 work="$out.d"
 rm -rf "$work" && mkdir -p "$work"
 uses="$(tr -s ' \n\t' ',' < "$dir/host-functions" | sed 's/^,//; s/,$//')"
-python3 "$sdk/wit/guest-wit.py" --uses "$uses" --out "$work/wit"
+stdio=(); [[ "$lang" == js ]] && stdio=(--stdio)   # console.* writes to WASI stdout/stderr
+python3 "$sdk/wit/guest-wit.py" --uses "$uses" --out "$work/wit" "${stdio[@]}"
 world=charter:guest/step
 
 case "$lang" in

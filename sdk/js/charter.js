@@ -14,6 +14,38 @@
 // or `new Fatal(msg)` to fail the step; any other error is fatal.
 // console.log and console.error become log lines tagged with the plugin.
 
+import stdoutIface from "wasi:cli/stdout@0.2.12";
+import stderrIface from "wasi:cli/stderr@0.2.12";
+
+function utf8(s) {
+  const out = [];
+  for (const ch of s) {
+    let c = ch.codePointAt(0);
+    if (c < 0x80) out.push(c);
+    else if (c < 0x800) out.push(0xc0 | (c >> 6), 0x80 | (c & 63));
+    else if (c < 0x10000) out.push(0xe0 | (c >> 12), 0x80 | ((c >> 6) & 63), 0x80 | (c & 63));
+    else out.push(0xf0 | (c >> 18), 0x80 | ((c >> 12) & 63), 0x80 | ((c >> 6) & 63), 0x80 | (c & 63));
+  }
+  return new Uint8Array(out);
+}
+
+function writer(iface, getter) {
+  return (...args) => {
+    const text = args.map((a) => (typeof a === "string" ? a : JSON.stringify(a))).join(" ") + "\n";
+    const stream = iface[getter]();
+    const bytes = utf8(text);
+    for (let i = 0; i < bytes.length; i += 4096) stream.blockingWriteAndFlush(bytes.subarray(i, i + 4096));
+  };
+}
+
+// QuickJS has no console: print to WASI stdout/stderr, which the host turns
+// into log lines tagged with the plugin.
+if (typeof globalThis.console === "undefined") {
+  const out = writer(stdoutIface, "getStdout");
+  const err = writer(stderrIface, "getStderr");
+  globalThis.console = { log: out, info: out, debug: out, warn: err, error: err };
+}
+
 export class Retryable extends Error {}
 export class Fatal extends Error {}
 

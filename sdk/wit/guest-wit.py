@@ -48,6 +48,8 @@ def main():
     ap.add_argument("--uses", required=True,
                     help="comma-separated host functions, e.g. log.write,kv.get (empty: none)")
     ap.add_argument("--out", required=True, help="directory to write")
+    ap.add_argument("--stdio", action="store_true",
+                    help="also import wasi:cli/stdout and stderr (for runtimes whose print needs them)")
     ap.add_argument("--wit", default=DEFAULT_WIT, help="the repository's wit/ (default: %(default)s)")
     args = ap.parse_args()
 
@@ -80,6 +82,17 @@ def main():
     with open(plugin_world) as src, open(os.path.join(args.out, "deps", "charter-plugin", "world.wit"), "w") as dst:
         dst.write(src.read())
     imports = "".join(f"    import charter:host/{i}@0.1.0;\n" for i in sorted(uses))
+    if args.stdio:
+        # The vendored WASI WIT the host implements (inert baseline: stdout
+        # and stderr become the plugin's log lines).
+        deps = os.path.join(args.wit, "deps")
+        for name in sorted(os.listdir(deps)):
+            if name.endswith(".wit"):
+                with open(os.path.join(deps, name)) as src, open(os.path.join(args.out, "deps", name), "w") as dst:
+                    dst.write(src.read())
+        with open(os.path.join(deps, "cli.wit")) as f:
+            version = re.search(r"package wasi:cli@([0-9.]+);", f.read()).group(1)
+        imports += f"    import wasi:cli/stdout@{version};\n    import wasi:cli/stderr@{version};\n"
     with open(os.path.join(args.out, "world.wit"), "w") as f:
         f.write(
             "// Written by sdk/wit/guest-wit.py from the repository's wit/; do not edit.\n"
