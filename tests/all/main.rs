@@ -5,6 +5,7 @@
 
 mod capabilities;
 mod cli;
+mod conformance;
 mod governance;
 mod hostile;
 mod http;

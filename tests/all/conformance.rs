@@ -1,0 +1,431 @@
+//! One contract, every language: the data-driven cases in
+//! tests/conformance/*.json run against the Rust, Python, JavaScript and C
+//! builds of the same plugins (`refund-triage`, `hostile`), plus what the
+//! compile cache and `charter inspect` promise for large language runtimes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use charter_runtime::{CallError, Host, HostOptions};
+use charter_store::{MemStore, Store};
+use serde_json::Value;
+
+use crate::support::*;
+
+const LANGS: [&str; 4] = ["rust", "python", "js", "c"];
+
+/// A language's build of `name` (plugins/build.sh makes them all).
+fn build_of(lang: &str, name: &str) -> PathBuf {
+    if lang == "rust" {
+        return fixture(name);
+    }
+    let p = root()
+        .join("target/plugins")
+        .join(lang)
+        .join(format!("{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} is missing: run plugins/build.sh first (it builds plugins/{lang}/{name})",
+        p.display()
+    );
+    p
+}
+
+/// One compile cache for the whole suite: a Python or JavaScript component
+/// compiles once, later hosts load the cached artifact.
+fn shared_cache() -> PathBuf {
+    root().join("target/charter-test-cache")
+}
+
+struct Case {
+    name: String,
+    spec: Value,
+}
+
+fn cases() -> Vec<Case> {
+    let dir = root().join("tests/conformance");
+    let mut cases: Vec<Case> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let spec: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{}: not valid JSON: {e}", p.display()));
+            Case {
+                name: p.file_stem().unwrap().to_string_lossy().into_owned(),
+                spec,
+            }
+        })
+        .collect();
+    cases.sort_by(|a, b| a.name.cmp(&b.name));
+    assert!(cases.len() >= 10, "only {} conformance cases", cases.len());
+    cases
+}
+
+/// JSON equality where numbers compare by value (`1` equals `1.0`: JSON
+/// does not tell them apart, and JavaScript prints `1.0` as `1`).
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// A deployment with one plugin entry per case, all on `lang`'s builds.
+fn deployment_for(lang: &str, cases: &[Case], dir: &Path) -> charter_config::Deployment {
+    let mut toml = format!(
+        "[deployment]\nname = \"conformance-{lang}\"\nphase = 4\ndata_dir = \"{}\"\n{GROUPS}\n",
+        dir.join("data").display()
+    );
+    for case in cases {
+        let s = &case.spec;
+        let plugin = s["plugin"].as_str().expect("case.plugin");
+        let groups: Vec<String> = s["groups"]
+            .as_array()
+            .map(|g| g.iter().map(|g| g.to_string()).collect())
+            .unwrap_or_default();
+        let limits: Vec<String> = s["limits"]
+            .as_object()
+            .map(|l| l.iter().map(|(k, v)| format!("{k} = {v}")).collect())
+            .unwrap_or_default();
+        toml.push_str(&format!(
+            "[plugins.{}]\npath = \"{}\"\ngroups = [{}]\nlimits = {{ {} }}\n",
+            case.name,
+            build_of(lang, plugin).display(),
+            groups.join(", "),
+            limits.join(", ")
+        ));
+    }
+    charter_config::Deployment::parse(&toml, &dir.join("charter.toml"))
+        .unwrap_or_else(|e| panic!("{e}\n{toml}"))
+}
+
+/// Check one case's result; the problems found, if any.
+fn check(case: &Case, result: Result<charter_runtime::CallOutcome, CallError>) -> Vec<String> {
+    let expect = &case.spec["expect"];
+    let mut problems = Vec::new();
+    match (result, expect.get("error")) {
+        (Ok(out), None) => {
+            if let Some(want) = expect.get("output")
+                && !json_eq(&out.output, want)
+            {
+                problems.push(format!("output {} != expected {want}", out.output));
+            }
+            let logs: Vec<Value> = out
+                .logs
+                .iter()
+                .map(|l| serde_json::to_value(l).unwrap())
+                .collect();
+            for want in expect["logs"].as_array().into_iter().flatten() {
+                let found = logs.iter().any(|l| {
+                    want.as_object()
+                        .unwrap()
+                        .iter()
+                        .all(|(k, v)| l.get(k) == Some(v))
+                });
+                if !found {
+                    problems.push(format!(
+                        "log line {want} missing; logs: {}",
+                        Value::Array(logs.clone())
+                    ));
+                }
+            }
+        }
+        (Ok(out), Some(_)) => problems.push(format!("succeeded with {}", out.output)),
+        (Err(e), None) => problems.push(format!("failed: {e}")),
+        (Err(e), Some(want)) => {
+            let msg = e.to_string();
+            if let Some(kind) = want["kind"].as_str()
+                && e.kind() != kind
+            {
+                problems.push(format!("kind {} != {kind}: {msg}", e.kind()));
+            }
+            if let Some(code) = want["exit_code"].as_i64()
+                && i64::from(e.exit_code()) != code
+            {
+                problems.push(format!("exit code {} != {code}: {msg}", e.exit_code()));
+            }
+            if let Some(limit) = want["limit"].as_str() {
+                let got = match &e {
+                    CallError::Limit { kind, .. } => serde_json::to_value(kind).unwrap(),
+                    _ => Value::Null,
+                };
+                if got != limit {
+                    problems.push(format!("limit {got} != {limit}: {msg}"));
+                }
+            }
+            if let Some(retryable) = want["retryable"].as_bool() {
+                match &e {
+                    CallError::Step { retryable: r, .. } if *r == retryable => {}
+                    _ => problems.push(format!(
+                        "not a step-error with retryable={retryable}: {msg}"
+                    )),
+                }
+            }
+            for s in want["contains"].as_array().into_iter().flatten() {
+                let s = s.as_str().unwrap();
+                if !msg.contains(s) {
+                    problems.push(format!("message lacks {s:?}: {msg}"));
+                }
+            }
+            if let Some(n) = want["lines"].as_u64()
+                && msg.lines().count() as u64 != n
+            {
+                problems.push(format!(
+                    "{} message lines, expected {n}: {msg}",
+                    msg.lines().count()
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// Run every case against `lang`'s builds; each case is its own plugin
+/// entry (own grants and limits) in one deployment.
+fn conformance(lang: &str) {
+    let cases = cases();
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemStore::default());
+    let host = Host::new(
+        deployment_for(lang, &cases, dir.path()),
+        HostOptions {
+            store: Some(store.clone()),
+            cache_dir: Some(shared_cache()),
+            ..Default::default()
+        },
+    )
+    .expect("host");
+    let rt = rt();
+    let mut failures = BTreeMap::new();
+    for case in &cases {
+        let seeds = case.spec["kv"].as_object().cloned().unwrap_or_default();
+        for (k, v) in seeds {
+            rt.block_on(host.operator_kv_set(&case.name, &k, v.as_str(), "conformance"))
+                .unwrap();
+        }
+        let input = case.spec["input"].to_string();
+        let result = rt.block_on(host.call(&case.name, &input));
+        let problems = check(case, result);
+        eprintln!(
+            "{lang:>6} {:<24} {}",
+            case.name,
+            if problems.is_empty() { "ok" } else { "FAILED" }
+        );
+        if !problems.is_empty() {
+            failures.insert(case.name.clone(), problems);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{lang}: {} of {} conformance cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures
+            .iter()
+            .map(|(c, p)| format!(
+                "  {c} ({}):\n    {}",
+                case_about(&cases, c),
+                p.join("\n    ")
+            ))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+fn case_about(cases: &[Case], name: &str) -> String {
+    cases
+        .iter()
+        .find(|c| c.name == name)
+        .and_then(|c| c.spec["about"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn conformance_rust() {
+    conformance("rust");
+}
+
+#[test]
+fn conformance_python() {
+    conformance("python");
+}
+
+#[test]
+fn conformance_js() {
+    conformance("js");
+}
+
+#[test]
+fn conformance_c() {
+    conformance("c");
+}
+
+/// `charter inspect` tells real capabilities from the inert WASI baseline:
+/// each build of the example asks for exactly kv.get, llm.classify and
+/// log.write; whatever WASI its language runtime imports is baseline.
+#[test]
+fn inspect_separates_capabilities_from_the_wasi_baseline() {
+    for lang in LANGS {
+        let path = build_of(lang, "refund-triage");
+        let out = charter(
+            &["inspect", path.to_str().unwrap(), "--json"],
+            Path::new("/"),
+        );
+        assert_eq!(out.status.code(), Some(0), "{lang}: {}", text(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["world"], "charter:plugin/step@0.1.0", "{lang}: {v}");
+        let mut capabilities = Vec::new();
+        let mut baseline = 0;
+        for import in v["imports"].as_array().unwrap() {
+            let iface = import["interface"].as_str().unwrap();
+            match import["class"].as_str().unwrap() {
+                "capability" => {
+                    assert!(iface.starts_with("charter:host/"), "{lang}: {import}");
+                    for f in import["functions"].as_array().unwrap() {
+                        let bare = iface.trim_start_matches("charter:host/");
+                        let bare = bare.split('@').next().unwrap();
+                        capabilities.push(format!("{bare}.{}", f.as_str().unwrap()));
+                    }
+                }
+                "wasi-baseline" => {
+                    assert!(iface.starts_with("wasi:"), "{lang}: {import}");
+                    assert!(!iface.starts_with("wasi:http/"), "{lang}: {import}");
+                    baseline += 1;
+                }
+                "types-only" => assert!(
+                    import["functions"].as_array().unwrap().is_empty(),
+                    "{lang}: {import}"
+                ),
+                other => panic!("{lang}: unknown class {other}: {import}"),
+            }
+        }
+        capabilities.sort();
+        assert_eq!(
+            capabilities,
+            ["kv.get", "llm.classify", "log.write"],
+            "{lang}: {v}"
+        );
+        eprintln!(
+            "{lang:>6}: {} bytes, capabilities {capabilities:?}, {baseline} wasi-baseline interfaces",
+            v["size"]
+        );
+        if lang == "python" || lang == "js" {
+            assert!(baseline > 0, "{lang}: a language runtime imports WASI: {v}");
+        }
+    }
+}
+
+/// Artifacts in a compile cache directory (wasmtime's, keyed by the
+/// component's bytes and the engine configuration), with their
+/// modification times; usage-statistics files left out.
+fn artifacts(dir: &Path) -> BTreeMap<PathBuf, std::time::SystemTime> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if !p.to_string_lossy().ends_with(".stats") {
+                out.insert(p.clone(), p.metadata().unwrap().modified().unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// A large Python component compiles once, off the async threads: on a
+/// single-threaded runtime a small plugin keeps answering while the big one
+/// compiles, and a restarted host loads the cached artifact instead of
+/// compiling again.
+#[test]
+fn big_component_compiles_once_without_blocking_other_calls() {
+    let cache = tempfile::tempdir().unwrap();
+    let plugins = |dir: &Path| {
+        let toml = format!(
+            "[deployment]\nname = \"cache\"\nphase = 4\ndata_dir = \"{}\"\n{GROUPS}\n\
+             [plugins.big]\npath = \"{}\"\ngroups = [\"kv-read\", \"llm\", \"logging\"]\n\
+             [plugins.small]\npath = \"{}\"\ngroups = [\"kv-read\", \"kv-write\", \"logging\"]\n",
+            dir.join("data").display(),
+            build_of("python", "refund-triage").display(),
+            fixture("fx-echo").display(),
+        );
+        charter_config::Deployment::parse(&toml, &dir.join("charter.toml")).unwrap()
+    };
+    let open = |dir: &Path| {
+        Arc::new(
+            Host::new(
+                plugins(dir),
+                HostOptions {
+                    store: Some(Arc::new(MemStore::default())),
+                    cache_dir: Some(cache.path().to_path_buf()),
+                    ..Default::default()
+                },
+            )
+            .unwrap(),
+        )
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let input = r#"{"order_id": "A-1", "request": "arrived broken"}"#;
+
+    let first = tempfile::tempdir().unwrap();
+    let host = open(first.path());
+    let (compile_time, answered) = rt.block_on(async {
+        host.load("small").await.unwrap();
+        let h = host.clone();
+        let big = tokio::spawn(async move { h.load("big").await.map(|p| p.load_time) });
+        let mut answered = 0u32;
+        while !big.is_finished() {
+            let out = host.call("small", r#"{"log": "ping"}"#).await.unwrap();
+            assert_eq!(out.output["echo"]["log"], "ping");
+            answered += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        (big.await.unwrap().unwrap(), answered)
+    });
+    let cold = rt.block_on(host.call("big", input)).unwrap();
+    assert_eq!(cold.output["recommendation"], "escalate", "{}", cold.output);
+    let compiled = artifacts(cache.path());
+    eprintln!(
+        "python refund-triage: first load {compile_time:?} (compile); {answered} calls to another plugin answered meanwhile; cold step {} us; {} cached artifacts",
+        cold.duration_us,
+        compiled.len()
+    );
+    assert!(
+        answered >= 3,
+        "only {answered} calls to `small` were answered while `big` compiled: compiling blocks the async threads"
+    );
+    assert!(
+        !compiled.is_empty(),
+        "nothing was written to the compile cache"
+    );
+    drop(host);
+
+    // A restarted host (new data dir, same cache) reuses the artifact.
+    let second = tempfile::tempdir().unwrap();
+    let host = open(second.path());
+    let cached = rt.block_on(host.load("big")).unwrap().load_time;
+    let out = rt.block_on(host.call("big", input)).unwrap();
+    assert_eq!(out.output, cold.output);
+    eprintln!("python refund-triage: cached load {cached:?}");
+    assert_eq!(
+        artifacts(cache.path()),
+        compiled,
+        "the restarted host compiled again instead of loading the cached artifact"
+    );
+}
