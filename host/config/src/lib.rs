@@ -24,6 +24,7 @@
 //! ```
 
 mod pattern;
+pub mod workflow;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -32,6 +33,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use pattern::{FunctionName, Pattern, PatternError};
+pub use workflow::{Condition, OnFailure, RetryPolicy, StepSpec, Workflow};
 
 /// The deployment file's default name, looked up in the working directory.
 pub const DEFAULT_CONFIG: &str = "charter.toml";
@@ -295,6 +297,9 @@ pub struct Deployment {
     pub llm: LlmProvider,
     /// People who may decide proposals, and their roles.
     pub approvers: BTreeMap<String, Approver>,
+    /// Workflows: inline `[workflows.NAME]` and `workflows/NAME.toml`
+    /// beside the deployment file.
+    pub workflows: BTreeMap<String, Workflow>,
 }
 
 /// A person who may decide proposals.
@@ -342,6 +347,8 @@ struct File {
     secrets: BTreeMap<String, SecretFile>,
     #[serde(default)]
     approvers: BTreeMap<String, ApproverFile>,
+    #[serde(default)]
+    workflows: BTreeMap<String, workflow::WorkflowFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -620,7 +627,25 @@ impl Deployment {
             })
             .collect();
 
+        let mut workflows = BTreeMap::new();
+        for (name, w) in file.workflows {
+            check_name("workflow", &name).map_err(&invalid)?;
+            workflows.insert(name.clone(), w.into_workflow(name, source));
+        }
+        for (name, w, path) in workflow::read_dir(&base.join("workflows")).map_err(&invalid)? {
+            check_name("workflow", &name)
+                .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+            if workflows.contains_key(&name) {
+                return Err(invalid(format!(
+                    "workflow {name} is defined both inline and in {}",
+                    path.display()
+                )));
+            }
+            workflows.insert(name.clone(), w.into_workflow(name, &path));
+        }
+
         Ok(Deployment {
+            workflows,
             approvers,
             name: file.deployment.name,
             phase: file.deployment.phase,
@@ -706,6 +731,40 @@ impl Deployment {
         plugin: &'a PluginSpec,
     ) -> impl Iterator<Item = &'a ActionGroup> + 'a {
         plugin.groups.iter().filter_map(|g| self.groups.get(g))
+    }
+
+    /// Every problem in the deployment's workflows (`charter check`).
+    pub fn workflow_problems(&self) -> Vec<Violation> {
+        let plugins: BTreeSet<&str> = self.plugins.keys().map(String::as_str).collect();
+        let roles: BTreeSet<&str> = self
+            .approvers
+            .values()
+            .flat_map(|a| a.roles.iter().map(String::as_str))
+            .collect();
+        let mut out = Vec::new();
+        for w in self.workflows.values() {
+            let mut problems = w.problems(&plugins);
+            let mut wanted: Vec<&str> = vec![w.escalate_to.as_str()];
+            for s in &w.steps {
+                if let OnFailure::Escalate(Some(r)) = &s.on_failure {
+                    wanted.push(r);
+                }
+            }
+            for r in wanted {
+                if !roles.contains(r) {
+                    problems.push(format!(
+                        "workflow {}: escalations go to role {r:?}, which no approver holds; add it to an [approvers.NAME] roles list",
+                        w.name
+                    ));
+                }
+            }
+            out.extend(problems.into_iter().map(|message| Violation {
+                plugin: None,
+                rule: "workflow",
+                message,
+            }));
+        }
+        out
     }
 
     /// The groups (of all defined) that would grant `func`.
