@@ -22,6 +22,25 @@ impl std::fmt::Display for Decision {
     }
 }
 
+/// Where a capability call sits in a workflow run: the durable-execution
+/// journal is the run's calls keyed by (step, seq).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalRef {
+    pub run: String,
+    pub step: String,
+    pub attempt: u32,
+    /// 1-based position of the call among the attempt's audited calls.
+    pub seq: u64,
+}
+
+impl JournalRef {
+    /// The idempotency key handed to receivers: the same for every attempt
+    /// and every replay of this call, different for every other call.
+    pub fn idempotency_key(&self) -> String {
+        format!("charter:{}:{}:{}", self.run, self.step, self.seq)
+    }
+}
+
 /// One entry of the event log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -71,6 +90,9 @@ pub enum Event {
         policies: Vec<String>,
         reason: Option<String>,
         initiator: Option<String>,
+        /// Set when the call belongs to a workflow run.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        journal: Option<JournalRef>,
     },
     /// What an allowed (or approved) call returned.
     CallResult {
@@ -82,6 +104,10 @@ pub enum Event {
         duration_us: u64,
         /// Set when the execution ran on an approval.
         proposal: Option<String>,
+        /// The full result (JSON) of a journaled call, replayed instead of
+        /// executing the call again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<Value>,
     },
     /// A write to a plugin's kv namespace (`value: None` deletes).
     KvWrite {
@@ -118,6 +144,10 @@ pub enum Event {
         expires_at_ms: u64,
         initiator: Option<String>,
         owner: Option<String>,
+        /// Set when the proposing call belongs to a workflow run: approval
+        /// resumes the run instead of executing the call directly.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        journal: Option<JournalRef>,
     },
     /// One person's decision on a proposal (or a refused attempt to decide).
     ApprovalDecision {
@@ -136,6 +166,83 @@ pub enum Event {
         status: String,
         detail: Option<String>,
     },
+    /// A workflow run began (durable before its first step runs).
+    RunStarted {
+        run: String,
+        workflow: String,
+        /// `sha256:` of the workflow definition the run follows.
+        workflow_digest: String,
+        input: Value,
+        initiator: Option<String>,
+        /// The first step to run.
+        first: Option<String>,
+    },
+    /// One attempt of one workflow step ended (or the step was skipped).
+    StepAttempt {
+        run: String,
+        step: String,
+        attempt: u32,
+        plugin: String,
+        input: Value,
+        /// `ok`, `skipped`, `failed`, `awaiting-approval`.
+        outcome: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// Failure class: retryable, timeout, limit, trap, fatal, denied,
+        /// rejected, nondeterministic, input.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failure: Option<String>,
+        /// Set when the engine will retry: when the next attempt may start.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_at_ms: Option<u64>,
+        /// Set when the attempt waits for a proposal's decision.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proposal: Option<String>,
+        /// Calls answered from the journal instead of executed.
+        #[serde(default)]
+        replayed: u64,
+        duration_us: u64,
+        /// The step the run goes to next (none: the run ends or waits).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
+    },
+    /// A failed step handed to people holding `role`.
+    Escalated {
+        id: String,
+        run: String,
+        step: String,
+        role: String,
+        reason: String,
+    },
+    /// Someone resolved (or tried to resolve) an escalation.
+    EscalationResolved {
+        id: String,
+        run: String,
+        by: String,
+        /// `retry`, `skip` (with `output`) or `fail`.
+        action: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Value>,
+        comment: Option<String>,
+        accepted: bool,
+        reason: Option<String>,
+        /// For `skip`: the step the run goes to next.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
+    },
+    /// A workflow run ended: `completed`, `failed` or `cancelled`.
+    RunFinished {
+        run: String,
+        status: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
 }
 
 impl Event {
@@ -150,8 +257,14 @@ impl Event {
             | Event::CallResult { plugin, .. }
             | Event::KvWrite { plugin, .. }
             | Event::Step { plugin, .. }
-            | Event::Proposal { plugin, .. } => Some(plugin),
-            Event::ApprovalDecision { .. } | Event::ProposalResolved { .. } => None,
+            | Event::Proposal { plugin, .. }
+            | Event::StepAttempt { plugin, .. } => Some(plugin),
+            Event::ApprovalDecision { .. }
+            | Event::ProposalResolved { .. }
+            | Event::RunStarted { .. }
+            | Event::Escalated { .. }
+            | Event::EscalationResolved { .. }
+            | Event::RunFinished { .. } => None,
         }
     }
 
@@ -170,6 +283,29 @@ impl Event {
             Event::Proposal { .. } => "proposal",
             Event::ApprovalDecision { .. } => "approval-decision",
             Event::ProposalResolved { .. } => "proposal-resolved",
+            Event::RunStarted { .. } => "run-started",
+            Event::StepAttempt { .. } => "step-attempt",
+            Event::Escalated { .. } => "escalated",
+            Event::EscalationResolved { .. } => "escalation-resolved",
+            Event::RunFinished { .. } => "run-finished",
+        }
+    }
+
+    /// The workflow run an event belongs to, if any.
+    pub fn run(&self) -> Option<&str> {
+        match self {
+            Event::RunStarted { run, .. }
+            | Event::StepAttempt { run, .. }
+            | Event::Escalated { run, .. }
+            | Event::EscalationResolved { run, .. }
+            | Event::RunFinished { run, .. } => Some(run),
+            Event::Call {
+                journal: Some(j), ..
+            }
+            | Event::Proposal {
+                journal: Some(j), ..
+            } => Some(&j.run),
+            _ => None,
         }
     }
 }

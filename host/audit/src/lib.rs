@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
-pub use event::{Decision, Event, Record, json_digest, now_ms};
+pub use event::{Decision, Event, JournalRef, Record, json_digest, now_ms};
 
 /// Largest frame body accepted when reading.
 pub const MAX_FRAME: usize = 16 << 20;

@@ -223,6 +223,80 @@ fn summary(e: &Event) -> String {
                 .map(|d| format!(": {d}"))
                 .unwrap_or_default()
         ),
+        Event::RunStarted {
+            run,
+            workflow,
+            initiator,
+            ..
+        } => format!(
+            "run {run} of {workflow} started{}",
+            initiator
+                .as_ref()
+                .map(|i| format!(" by {i}"))
+                .unwrap_or_default()
+        ),
+        Event::StepAttempt {
+            run,
+            step,
+            attempt,
+            outcome,
+            error,
+            retry_at_ms,
+            proposal,
+            replayed,
+            next,
+            ..
+        } => {
+            let mut s = format!("run {run} step {step} attempt {attempt}: {outcome}");
+            if let Some(e) = error {
+                s.push_str(&format!(": {e}"));
+            }
+            if let Some(p) = proposal {
+                s.push_str(&format!(" (proposal {p})"));
+            }
+            if *replayed > 0 {
+                s.push_str(&format!(" [{replayed} call(s) replayed]"));
+            }
+            if let Some(t) = retry_at_ms {
+                s.push_str(&format!(" -> retry at {t}"));
+            }
+            if let Some(n) = next {
+                s.push_str(&format!(" -> {n}"));
+            }
+            s
+        }
+        Event::Escalated {
+            id,
+            run,
+            step,
+            role,
+            reason,
+        } => format!("ESCALATED {id}: run {run} step {step} to role {role}: {reason}"),
+        Event::EscalationResolved {
+            id,
+            by,
+            action,
+            accepted,
+            reason,
+            ..
+        } => format!(
+            "{} {id}: {action} by {by}{}",
+            if *accepted {
+                "escalation resolved"
+            } else {
+                "REFUSED attempt to resolve"
+            },
+            reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ),
+        Event::RunFinished {
+            run, status, error, ..
+        } => format!(
+            "run {run} {status}{}",
+            error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+        ),
     }
 }
 

@@ -189,6 +189,17 @@ pub enum CallError {
         proposal: String,
         function: String,
     },
+    #[error("{plugin}: call to {function} refused: proposal {proposal} was {status}")]
+    Rejected {
+        plugin: String,
+        function: String,
+        proposal: String,
+        status: String,
+    },
+    #[error(
+        "{plugin}: non-deterministic step: {detail}; the step was not re-executed (see `charter escalations list`)"
+    )]
+    NonDeterministic { plugin: String, detail: String },
 }
 
 impl CallError {
@@ -196,7 +207,9 @@ impl CallError {
         match self {
             CallError::Load(e) => e.exit_code(),
             CallError::Limit { .. } => EXIT_LIMIT,
-            CallError::Denied { .. } | CallError::AwaitingApproval { .. } => EXIT_REFUSED,
+            CallError::Denied { .. }
+            | CallError::AwaitingApproval { .. }
+            | CallError::Rejected { .. } => EXIT_REFUSED,
             _ => EXIT_ERROR,
         }
     }
@@ -216,6 +229,8 @@ impl CallError {
             CallError::Step { .. } => "step-error",
             CallError::Invalid { .. } => "invalid",
             CallError::AwaitingApproval { .. } => "awaiting-approval",
+            CallError::Rejected { .. } => "rejected",
+            CallError::NonDeterministic { .. } => "nondeterministic",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The indexes derived from the event log, kept in the state store: plugin
-//! kv data, proposals, and the last applied sequence number.
+//! kv data, proposals, workflow runs and escalations, and the last applied
+//! sequence number.
 //!
 //! **Invariant:** the index is only ever written here, from committed
 //! records in log order (the log writer calls [`apply`] after each
@@ -9,6 +10,8 @@
 use charter_audit::{Event, Record};
 use charter_store::Store;
 use serde::{Deserialize, Serialize};
+
+use crate::workflow::state::{ESCALATIONS, EscalationState, RUNS, RunState};
 
 /// Namespace of proposals in the state store.
 pub const PROPOSALS: &str = "@proposals";
@@ -33,10 +36,15 @@ pub struct ProposalState {
     pub initiator: Option<String>,
     pub owner: Option<String>,
     pub created_ms: u64,
-    /// `pending`, `executed`, `rejected`, `expired` or `failed`.
+    /// `pending`, `approved` (a run's, executed when the run resumes),
+    /// `executed`, `rejected`, `expired` or `failed`.
     pub status: String,
     pub approvals: Vec<String>,
     pub detail: Option<String>,
+    /// The workflow run waiting on it: approval resumes the run, which
+    /// executes the call (instead of the host executing it directly).
+    #[serde(default)]
+    pub run: Option<String>,
 }
 
 impl ProposalState {
@@ -79,6 +87,40 @@ fn put(store: &dyn Store, p: &ProposalState) {
     }
 }
 
+pub(crate) fn get_json<T: serde::de::DeserializeOwned>(
+    store: &dyn Store,
+    ns: &str,
+    key: &str,
+) -> Option<T> {
+    store
+        .get(ns, key)
+        .ok()
+        .flatten()
+        .and_then(|s| serde_json::from_str(&s).ok())
+}
+
+fn put_json<T: Serialize>(
+    store: &dyn Store,
+    ns: &str,
+    key: &str,
+    v: &T,
+) -> Result<(), charter_store::StoreError> {
+    match serde_json::to_string(v) {
+        Ok(text) => store.set(ns, key, &text),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Every value of a JSON namespace.
+pub(crate) fn all_json<T: serde::de::DeserializeOwned>(store: &dyn Store, ns: &str) -> Vec<T> {
+    store
+        .scan(ns)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(_, v)| serde_json::from_str(&v).ok())
+        .collect()
+}
+
 /// Apply committed records, in order.
 pub fn apply(store: &dyn Store, records: &[Record]) {
     let Some(last) = records.last() else { return };
@@ -111,6 +153,7 @@ pub fn apply(store: &dyn Store, records: &[Record]) {
                 expires_at_ms,
                 initiator,
                 owner,
+                journal,
             } => {
                 put(
                     store,
@@ -133,6 +176,7 @@ pub fn apply(store: &dyn Store, records: &[Record]) {
                         status: "pending".into(),
                         approvals: vec![],
                         detail: None,
+                        run: journal.as_ref().map(|j| j.run.clone()),
                     },
                 );
                 Ok(())
@@ -163,6 +207,45 @@ pub fn apply(store: &dyn Store, records: &[Record]) {
                     put(store, &p);
                 }
                 Ok(())
+            }
+            Event::RunStarted { run, .. } => match RunState::start(&r.event, r.seq, r.time_ms) {
+                Some(st) => put_json(store, RUNS, run, &st),
+                None => Ok(()),
+            },
+            Event::StepAttempt { run, .. }
+            | Event::Escalated { run, .. }
+            | Event::EscalationResolved { run, .. }
+            | Event::RunFinished { run, .. } => {
+                if let Some(mut st) = get_json::<RunState>(store, RUNS, run) {
+                    st.apply(&r.event, r.time_ms);
+                    let _ = put_json(store, RUNS, run, &st);
+                }
+                match &r.event {
+                    Event::Escalated { id, .. } => {
+                        match EscalationState::from_event(&r.event, r.time_ms) {
+                            Some(e) => put_json(store, ESCALATIONS, id, &e),
+                            None => Ok(()),
+                        }
+                    }
+                    Event::EscalationResolved {
+                        id,
+                        by,
+                        action,
+                        comment,
+                        accepted: true,
+                        ..
+                    } => match get_json::<EscalationState>(store, ESCALATIONS, id) {
+                        Some(mut e) => {
+                            e.status = "resolved".into();
+                            e.resolved_by = Some(by.clone());
+                            e.action = Some(action.clone());
+                            e.comment = comment.clone();
+                            put_json(store, ESCALATIONS, id, &e)
+                        }
+                        None => Ok(()),
+                    },
+                    _ => Ok(()),
+                }
             }
             _ => Ok(()),
         };

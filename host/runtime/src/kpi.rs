@@ -27,6 +27,30 @@ pub struct ProposalCounts {
     pub decision_latency_ms_p95: Option<u64>,
 }
 
+/// Efficiency and customer figures of one workflow.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct WorkflowKpi {
+    pub runs: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    pub in_progress: u64,
+    /// From run start to end, in milliseconds (ended runs).
+    pub cycle_time_ms_p50: Option<u64>,
+    pub cycle_time_ms_p95: Option<u64>,
+    pub step_attempts: u64,
+    /// Attempts that failed and were retried.
+    pub retries: u64,
+    pub escalations: u64,
+    /// Runs handed to people (an escalation or a proposal to decide).
+    pub handoffs: u64,
+    /// handoffs / runs.
+    pub handoff_rate: Option<f64>,
+    /// Steps that failed, were retried and then succeeded: escalations a
+    /// retry made unnecessary.
+    pub escalations_avoided: u64,
+}
+
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Kpi {
     pub events: u64,
@@ -41,6 +65,8 @@ pub struct Kpi {
     pub unauthorized_actions_executed: u64,
     /// What each unauthorized execution was, if any.
     pub unauthorized_detail: Vec<String>,
+    /// Per workflow: cycle time, retries, escalations, handoffs.
+    pub workflows: BTreeMap<String, WorkflowKpi>,
 }
 
 fn pct(v: &mut [u64], p: usize) -> Option<u64> {
@@ -62,8 +88,69 @@ pub fn compute(records: &[Record]) -> Kpi {
     let mut approvals: HashMap<&str, HashSet<&str>> = HashMap::new();
     let mut created_at: HashMap<&str, u64> = HashMap::new();
     let mut latencies = Vec::new();
+    // Workflow runs: run → (workflow, start time); cycle times per workflow.
+    let mut run_wf: HashMap<&str, (&str, u64)> = HashMap::new();
+    let mut cycle: HashMap<&str, Vec<u64>> = HashMap::new();
+    let mut handed: HashSet<&str> = HashSet::new();
+    let mut retried: HashSet<(&str, &str)> = HashSet::new();
     for r in records {
+        let wf_of = |run: &str| run_wf.get(run).map(|(w, _)| *w);
         match &r.event {
+            Event::RunStarted { run, workflow, .. } => {
+                run_wf.insert(run, (workflow, r.time_ms));
+                let w = k.workflows.entry(workflow.clone()).or_default();
+                w.runs += 1;
+                w.in_progress += 1;
+            }
+            Event::StepAttempt {
+                run,
+                step,
+                outcome,
+                retry_at_ms,
+                proposal,
+                ..
+            } => {
+                if let Some(wf) = wf_of(run) {
+                    let w = k.workflows.entry(wf.to_string()).or_default();
+                    if outcome != "skipped" {
+                        w.step_attempts += 1;
+                    }
+                    if retry_at_ms.is_some() {
+                        w.retries += 1;
+                        retried.insert((run, step));
+                    }
+                    if outcome == "ok" && retried.remove(&(run.as_str(), step.as_str())) {
+                        w.escalations_avoided += 1;
+                    }
+                    if proposal.is_some() && handed.insert(run) {
+                        w.handoffs += 1;
+                    }
+                }
+            }
+            Event::Escalated { run, .. } => {
+                if let Some(wf) = wf_of(run) {
+                    let w = k.workflows.entry(wf.to_string()).or_default();
+                    w.escalations += 1;
+                    if handed.insert(run) {
+                        w.handoffs += 1;
+                    }
+                }
+            }
+            Event::RunFinished { run, status, .. } => {
+                if let Some((wf, t0)) = run_wf.get(run.as_str()).copied() {
+                    let w = k.workflows.entry(wf.to_string()).or_default();
+                    w.in_progress = w.in_progress.saturating_sub(1);
+                    match status.as_str() {
+                        "completed" => w.completed += 1,
+                        "cancelled" => w.cancelled += 1,
+                        _ => w.failed += 1,
+                    }
+                    cycle
+                        .entry(wf)
+                        .or_default()
+                        .push(r.time_ms.saturating_sub(t0));
+                }
+            }
             Event::Step { .. } => k.steps += 1,
             Event::Call {
                 call,
@@ -122,7 +209,7 @@ pub fn compute(records: &[Record]) -> Kpi {
                 proposal, status, ..
             } => {
                 match status.as_str() {
-                    "executed" => k.proposals.executed += 1,
+                    "executed" | "approved" => k.proposals.executed += 1,
                     "rejected" => k.proposals.rejected += 1,
                     "expired" => k.proposals.expired += 1,
                     _ => k.proposals.failed += 1,
@@ -180,5 +267,12 @@ pub fn compute(records: &[Record]) -> Kpi {
     p.acceptance_rate = (decided > 0).then(|| p.executed as f64 / decided as f64);
     p.decision_latency_ms_p50 = pct(&mut latencies, 50);
     p.decision_latency_ms_p95 = pct(&mut latencies, 95);
+    for (name, w) in &mut k.workflows {
+        if let Some(c) = cycle.get_mut(name.as_str()) {
+            w.cycle_time_ms_p50 = pct(c, 50);
+            w.cycle_time_ms_p95 = pct(c, 95);
+        }
+        w.handoff_rate = (w.runs > 0).then(|| w.handoffs as f64 / w.runs as f64);
+    }
     k
 }

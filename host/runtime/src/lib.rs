@@ -30,6 +30,7 @@ pub mod mediator;
 pub mod proposals;
 mod state;
 pub mod values;
+pub mod workflow;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -115,6 +116,8 @@ pub struct Host {
     loaded: Mutex<HashMap<String, Arc<LoadedPlugin>>>,
     pres: Mutex<HashMap<(String, GrantSet), InstancePre<HostState>>>,
     config_recorded: tokio::sync::OnceCell<()>,
+    /// Runs being driven by this process (one driver per run).
+    driving: Mutex<std::collections::HashSet<String>>,
     _ticker: engine::EpochTicker,
 }
 
@@ -230,6 +233,7 @@ impl Host {
             loaded: Mutex::new(HashMap::new()),
             pres: Mutex::new(HashMap::new()),
             config_recorded: tokio::sync::OnceCell::new(),
+            driving: Mutex::new(Default::default()),
         })
     }
 
@@ -713,8 +717,45 @@ impl Host {
         input: &str,
         initiator: Option<&str>,
     ) -> Result<CallOutcome, CallError> {
+        let attempt = self
+            .attempt(
+                loaded,
+                input,
+                StepOptions {
+                    initiator: initiator.map(str::to_string),
+                    ..Default::default()
+                },
+            )
+            .await;
+        self.services
+            .log
+            .append(attempt.events)
+            .await
+            .map_err(|e| CallError::Invalid {
+                plugin: loaded.name.clone(),
+                message: format!("event log: {e}; the step's effects were not committed"),
+            })?;
+        attempt.result
+    }
+
+    /// Run one step and return its result with the events to commit; the
+    /// caller appends them (with its own) in one write.
+    pub(crate) async fn attempt(
+        &self,
+        loaded: &LoadedPlugin,
+        input: &str,
+        opts: StepOptions,
+    ) -> Attempted {
         let started = Instant::now();
-        let mut store = new_store(&self.services, &loaded.ctx, initiator.map(str::to_string));
+        let mut store = new_store(&self.services, &loaded.ctx, opts.initiator);
+        if let Some(ms) = opts.deadline_ms {
+            store.set_epoch_deadline(engine::deadline_ticks(
+                ms.min(loaded.ctx.limits.deadline_ms),
+            ));
+        }
+        if let Some(j) = opts.journal {
+            store.data_mut().mediator.set_journal(j);
+        }
         let result = run_step(loaded, &mut store, input).await;
         let state = store.data_mut();
         state.drain_stdio();
@@ -733,21 +774,38 @@ impl Host {
             Ok(_) => Ok(()),
             Err(e) => Err(e.to_string()),
         };
-        commit_step(&self.services, &mut state.mediator, summary, duration_us)
-            .await
-            .map_err(|e| CallError::Invalid {
-                plugin: loaded.name.clone(),
-                message: format!("event log: {e}; the step's effects were not committed"),
-            })?;
-        let output = result?;
+        let events = step_events(&mut state.mediator, summary, duration_us, vec![]);
+        let replayed = state.mediator.replayed;
         let state = store.into_data();
-        Ok(CallOutcome {
-            output,
-            host_calls: state.mediator.calls,
-            logs: state.mediator.logs,
-            duration_us,
-        })
+        Attempted {
+            result: result.map(|output| CallOutcome {
+                output,
+                host_calls: state.mediator.calls,
+                logs: state.mediator.logs,
+                duration_us,
+            }),
+            events,
+            replayed,
+        }
     }
+}
+
+/// How to run one step beyond its plugin's grants and limits.
+#[derive(Default)]
+pub(crate) struct StepOptions {
+    pub initiator: Option<String>,
+    /// Inside a workflow run: the step's journal.
+    pub journal: Option<Arc<workflow::journal::Journal>>,
+    /// A tighter deadline than the plugin's (a workflow step's timeout).
+    pub deadline_ms: Option<u64>,
+}
+
+/// One executed step, its events not yet committed.
+pub(crate) struct Attempted {
+    pub result: Result<CallOutcome, CallError>,
+    pub events: Vec<Event>,
+    /// Calls answered from the journal.
+    pub replayed: u64,
 }
 
 /// A store for one call of `ctx`'s plugin, with its limits set.
@@ -848,7 +906,21 @@ async fn commit_step(
     m: &mut mediator::Mediator,
     outcome: Result<(), String>,
     duration_us: u64,
+    extra: Vec<Event>,
 ) -> Result<u64, charter_audit::LogError> {
+    let events = step_events(m, outcome, duration_us, extra);
+    services.log.append(events).await
+}
+
+/// A finished step's events: its calls and decisions always; its kv writes
+/// only if it succeeded (a failed step's writes never happen); then the
+/// step itself and `extra`.
+fn step_events(
+    m: &mut mediator::Mediator,
+    outcome: Result<(), String>,
+    duration_us: u64,
+    extra: Vec<Event>,
+) -> Vec<Event> {
     let mut events = std::mem::take(&mut m.pending);
     if outcome.is_err() {
         events.retain(|e| !matches!(e, Event::KvWrite { .. }));
@@ -858,6 +930,10 @@ async fn commit_step(
         (Err(e), Some(mediator::Fault::Proposed { .. })) => ("awaiting-approval", Some(e.clone())),
         (Err(e), Some(mediator::Fault::Denied { .. })) => ("denied", Some(e.clone())),
         (Err(e), Some(mediator::Fault::Limit(..))) => ("limit", Some(e.clone())),
+        (Err(e), Some(mediator::Fault::Rejected { .. })) => ("rejected", Some(e.clone())),
+        (Err(e), Some(mediator::Fault::NonDeterministic(..))) => {
+            ("nondeterministic", Some(e.clone()))
+        }
         (Err(e), None) => ("failed", Some(e.clone())),
     };
     events.push(Event::Step {
@@ -869,7 +945,8 @@ async fn commit_step(
         host_calls: m.calls,
         duration_us,
     });
-    services.log.append(events).await
+    events.extend(extra);
+    events
 }
 
 impl Services {
@@ -920,10 +997,24 @@ pub(crate) async fn invoke_connector(
     func: &str,
     params: &[wasmtime::component::Val],
     initiator: Option<String>,
+    parent: Option<charter_audit::JournalRef>,
+    result_events: impl FnOnce(&Result<Vec<wasmtime::component::Val>, String>) -> Vec<Event>,
 ) -> Result<Vec<wasmtime::component::Val>, String> {
     let conn = services.connector(iface)?;
     let started = Instant::now();
     let mut store = new_store(services, &conn.ctx, initiator);
+    if let Some(p) = parent {
+        // The connector's own calls are journaled under the importer's call,
+        // so its outbound requests carry idempotency keys derived from it.
+        store
+            .data_mut()
+            .mediator
+            .set_journal(Arc::new(workflow::journal::Journal::empty(
+                &p.run,
+                &format!("{}#{}", p.step, p.seq),
+                p.attempt,
+            )));
+    }
     let export = conn.provides[iface].clone();
     let result = async {
         let inst = conn.pre.instantiate_async(&mut store).await?;
@@ -956,11 +1047,13 @@ pub(crate) async fn invoke_connector(
         (None, Ok(v)) => Ok(v),
     };
     let outcome = result.as_ref().map(|_| ()).map_err(|e| e.clone());
+    let extra = result_events(&result);
     commit_step(
         services,
         &mut state.mediator,
         outcome,
         started.elapsed().as_micros() as u64,
+        extra,
     )
     .await
     .map_err(|e| format!("event log: {e}"))?;
@@ -1060,6 +1153,20 @@ fn fault_error(plugin: &str, fault: Fault) -> CallError {
             plugin: plugin.to_string(),
             function,
             reason,
+        },
+        Fault::Rejected {
+            function,
+            proposal,
+            status,
+        } => CallError::Rejected {
+            plugin: plugin.to_string(),
+            function,
+            proposal,
+            status,
+        },
+        Fault::NonDeterministic(detail) => CallError::NonDeterministic {
+            plugin: plugin.to_string(),
+            detail,
         },
     }
 }

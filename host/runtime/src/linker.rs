@@ -15,7 +15,7 @@ use wasmtime::{Engine, StoreContextMut};
 
 use charter_audit::{Decision, Event};
 
-use crate::mediator::{Dispatch, HOST_VERSION, HostCall, HostFn, LogLevel, Reply};
+use crate::mediator::{Dispatch, Gate, HOST_VERSION, HostCall, HostFn, LogLevel, Reply};
 use crate::state::HostState;
 use crate::values;
 
@@ -119,14 +119,32 @@ fn define_connector(
             Box::new(async move {
                 let names: Vec<String> = ty.params().map(|(n, _)| n.to_string()).collect();
                 let args = values::params_json(&names, params);
-                let (services, initiator, plugin, call_id, decided) = {
+                let action = format!("{iface}.{fname}");
+                let function = charter_config::FunctionName::new(&iface, &fname);
+                let (services, initiator, plugin, call_id, decided, approved, jref) = {
                     let m = &mut store.data_mut().mediator;
                     m.admit(&display, true)?;
-                    let ruling = m.rule(
-                        &charter_config::FunctionName::new(&iface, &fname),
-                        &format!("{iface}.{fname}"),
-                        &args,
-                    );
+                    let approved = match m.gate(&display, &args, true)? {
+                        Gate::Fresh => None,
+                        Gate::Approved(p) => Some(p),
+                        Gate::Replay(recorded) => {
+                            // The journal holds this call's result: hand it
+                            // back; the connector does not run again.
+                            let vals = recorded.as_array().cloned().unwrap_or_default();
+                            for ((slot, ty), v) in results.iter_mut().zip(ty.results()).zip(&vals) {
+                                *slot = values::from_json(v, &ty).map_err(|e| {
+                                    wasmtime::Error::msg(format!(
+                                        "{display}: journaled result does not fit: {e}"
+                                    ))
+                                })?;
+                            }
+                            return Ok(());
+                        }
+                    };
+                    let ruling = match &approved {
+                        Some(p) => m.approved_ruling(&function, &action, &args, p),
+                        None => m.rule(&function, &action, &args),
+                    };
                     let call_id = m.next_call_id();
                     if ruling.decision != Decision::Allow {
                         return Err(m.hold(&call_id, &display, &args, &ruling));
@@ -138,27 +156,50 @@ fn define_connector(
                         m.ctx.name.clone(),
                         call_id,
                         ev,
+                        approved,
+                        m.jref(),
                     )
                 };
                 services.log.append(vec![decided]).await.map_err(|e| {
                     wasmtime::Error::msg(format!("event log: {e}; call not executed"))
                 })?;
                 let started = std::time::Instant::now();
-                let out =
-                    crate::invoke_connector(&services, &iface, &fname, params, initiator).await;
-                let (ok, summary) = match &out {
-                    Ok(v) => (true, summarize(v)),
-                    Err(e) => (false, e.clone()),
+                let journaled = jref.is_some();
+                // The connector's own events and this call's result commit
+                // in one append: its effects and the record of them are on
+                // disk together or not at all.
+                let result_event = |out: &Result<Vec<wasmtime::component::Val>, String>| {
+                    let (ok, summary) = match out {
+                        Ok(v) => (true, summarize(v)),
+                        Err(e) => (false, e.clone()),
+                    };
+                    let result = match out {
+                        Ok(v) if journaled => Some(serde_json::Value::Array(
+                            v.iter().map(values::to_json).collect(),
+                        )),
+                        _ => None,
+                    };
+                    vec![Event::CallResult {
+                        call: call_id.clone(),
+                        plugin: plugin.clone(),
+                        function: display.clone(),
+                        ok,
+                        summary,
+                        duration_us: started.elapsed().as_micros() as u64,
+                        proposal: approved.clone(),
+                        result,
+                    }]
                 };
-                store.data_mut().mediator.pending.push(Event::CallResult {
-                    call: call_id,
-                    plugin,
-                    function: display.clone(),
-                    ok,
-                    summary,
-                    duration_us: started.elapsed().as_micros() as u64,
-                    proposal: None,
-                });
+                let out = crate::invoke_connector(
+                    &services,
+                    &iface,
+                    &fname,
+                    params,
+                    initiator,
+                    jref,
+                    result_event,
+                )
+                .await;
                 match out {
                     Ok(vals) => {
                         for (slot, v) in results.iter_mut().zip(vals) {
@@ -255,6 +296,7 @@ fn define(linker: &mut Linker<HostState>, f: HostFn) -> wasmtime::Result<()> {
                         Dispatch::Ready(r) => r,
                         Dispatch::Wait(fut) => m.wait(fut).await?,
                     };
+                    m.record_result(&r);
                     Ok((match r {
                         Ok(Reply::Text(t)) => Ok(t),
                         Err(e) => Err(e),
@@ -272,6 +314,7 @@ fn define(linker: &mut Linker<HostState>, f: HostFn) -> wasmtime::Result<()> {
                         Dispatch::Ready(r) => r,
                         Dispatch::Wait(fut) => m.wait(fut).await?,
                     };
+                    m.record_result(&r);
                     Ok((match r {
                         Ok(Reply::Class(label, confidence)) => {
                             Ok(Classification { label, confidence })

@@ -50,6 +50,8 @@ pub struct Decided {
     pub outcome: String,
     /// The executed call's result, as JSON.
     pub result: Option<Value>,
+    /// For a workflow run's proposal: the run after it resumed.
+    pub run: Option<crate::workflow::RunState>,
 }
 
 impl Host {
@@ -111,6 +113,9 @@ impl Host {
                 detail: Some("expired before enough approvals".into()),
             }])
             .await?;
+            if p.run.is_some() {
+                self.resume_after_decision(&p).await;
+            }
             return refuse(
                 "expired",
                 "the proposal has expired (expiry counts as rejection)".into(),
@@ -177,10 +182,12 @@ impl Host {
                 detail: Some(format!("rejected by {by}")),
             }])
             .await?;
+            let run = self.resume_after_decision(&p).await;
             return Ok(Decided {
                 proposal: self.proposal(id).unwrap_or(p),
                 outcome: "rejected".into(),
                 result: None,
+                run,
             });
         }
         let have = p.approvals.len() as u32 + 1;
@@ -189,6 +196,24 @@ impl Host {
                 outcome: format!("approved ({have} of {} approvals)", p.approvals_needed),
                 proposal: self.proposal(id).unwrap_or(p),
                 result: None,
+                run: None,
+            });
+        }
+        if p.run.is_some() {
+            // A run's call: the run re-runs its step, the journal replays
+            // the earlier calls and this one executes with its real result.
+            self.record(vec![Event::ProposalResolved {
+                proposal: id.to_string(),
+                status: "approved".into(),
+                detail: None,
+            }])
+            .await?;
+            let run = self.resume_after_decision(&p).await;
+            return Ok(Decided {
+                proposal: self.proposal(id).unwrap_or(p),
+                outcome: "approved".into(),
+                result: None,
+                run,
             });
         }
         let mut approvers = p.approvals.clone();
@@ -213,7 +238,21 @@ impl Host {
                 proposal,
                 outcome: "executed".into(),
                 result,
+                run: None,
             }),
+        }
+    }
+
+    /// After a decision on a run's proposal, drive the run on (a failure
+    /// to resume is logged; `charter runs resume` can retry it).
+    async fn resume_after_decision(&self, p: &ProposalState) -> Option<crate::workflow::RunState> {
+        let run = p.run.as_deref()?;
+        match self.drive(run).await {
+            Ok(st) => Some(st),
+            Err(e) => {
+                tracing::error!(run, "cannot resume the run: {e}");
+                self.run(run)
+            }
         }
     }
 
@@ -321,6 +360,7 @@ impl Host {
             },
             duration_us: started.elapsed().as_micros() as u64,
             proposal: Some(p.id.clone()),
+            result: None,
         });
         self.record(events).await.map_err(|e| e.to_string())?;
         result
@@ -344,7 +384,16 @@ impl Host {
             .iter()
             .map(|(n, t)| values::from_json(args.get(n).unwrap_or(&Value::Null), t))
             .collect::<Result<Vec<_>, _>>()?;
-        let out = crate::invoke_connector(&self.services, iface, func, &vals, initiator).await?;
+        let out = crate::invoke_connector(
+            &self.services,
+            iface,
+            func,
+            &vals,
+            initiator,
+            None,
+            |_| vec![],
+        )
+        .await?;
         Ok(Value::Array(out.iter().map(values::to_json).collect()))
     }
 }

@@ -122,6 +122,13 @@ impl HostFn {
         }
     }
 
+    /// Whether a journaled result may stand in for the call on replay
+    /// (results that differ from run to run, with no effect of their own).
+    /// Other calls execute again on replay, checked against the journal.
+    pub fn replayable(self) -> bool {
+        matches!(self, HostFn::LlmComplete | HostFn::LlmClassify)
+    }
+
     /// `charter:host/kv@0.1.0#get`, without allocating.
     pub fn display(self) -> &'static str {
         match self {
@@ -245,6 +252,31 @@ pub(crate) enum Reply {
     Class(String, f32),
 }
 
+/// A reply as journaled JSON.
+pub(crate) fn reply_json(r: &Reply) -> serde_json::Value {
+    use serde_json::json;
+    match r {
+        Reply::Unit => serde_json::Value::Null,
+        Reply::Value(v) => json!(v),
+        Reply::Existed(b) => json!(b),
+        Reply::Keys(k) => json!(k),
+        Reply::Text(t) => json!(t),
+        Reply::Class(l, c) => json!({"label": l, "confidence": c}),
+    }
+}
+
+/// A journaled reply of `f`, back into its typed form.
+fn reply_from_json(f: HostFn, v: &serde_json::Value) -> Option<GuestResult> {
+    Some(Ok(match f {
+        HostFn::LlmComplete => Reply::Text(v.as_str()?.to_string()),
+        HostFn::LlmClassify => Reply::Class(
+            v["label"].as_str()?.to_string(),
+            v["confidence"].as_f64()? as f32,
+        ),
+        _ => return None,
+    }))
+}
+
 /// What the guest sees: a value, or an error message it may handle.
 pub(crate) type GuestResult = Result<Reply, String>;
 
@@ -259,8 +291,30 @@ pub(crate) enum Dispatch {
 #[derive(Debug, Clone)]
 pub(crate) enum Fault {
     Limit(LimitKind, String),
-    Denied { function: String, reason: String },
-    Proposed { id: String, function: String },
+    Denied {
+        function: String,
+        reason: String,
+    },
+    Proposed {
+        id: String,
+        function: String,
+    },
+    /// People rejected the proposal (or it expired): fail closed.
+    Rejected {
+        function: String,
+        proposal: String,
+        status: String,
+    },
+    /// The call differs from the journal's record of it.
+    NonDeterministic(String),
+}
+
+/// What the journal lets a call do (workflow runs only).
+#[derive(Debug)]
+pub(crate) enum Gate {
+    Fresh,
+    Replay(serde_json::Value),
+    Approved(String),
 }
 
 /// One log line of a plugin: from `charter:host/log` or its stdout/stderr.
@@ -337,6 +391,13 @@ pub(crate) struct Mediator {
     pub rationale: Option<String>,
     /// Secret values handed out in this step, redacted from logs.
     revealed: Vec<(String, String)>,
+    /// The step's journal when it runs inside a workflow run.
+    pub journal: Option<Arc<crate::workflow::journal::Journal>>,
+    /// Calls answered from the journal.
+    pub replayed: u64,
+    /// The last executed call (id, function, approving proposal), for its
+    /// result event.
+    last_call: Option<(String, &'static str, Option<String>)>,
 }
 
 static STEP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -362,7 +423,123 @@ impl Mediator {
             overlay: Default::default(),
             rationale: None,
             revealed: Vec::new(),
+            journal: None,
+            replayed: 0,
+            last_call: None,
         }
+    }
+
+    /// Run inside a workflow step attempt: calls are journaled and checked
+    /// against the journal.
+    pub(crate) fn set_journal(&mut self, j: Arc<crate::workflow::journal::Journal>) {
+        self.step = format!("{}/{}/{}", j.run, j.step, j.attempt);
+        self.journal = Some(j);
+    }
+
+    /// The journal position of the current call, if journaled.
+    pub(crate) fn jref(&self) -> Option<charter_audit::JournalRef> {
+        self.journal.as_ref().map(|j| j.jref(self.call_n))
+    }
+
+    /// The idempotency key of the current call, if journaled.
+    pub(crate) fn idempotency_key(&self) -> Option<String> {
+        self.jref().map(|r| r.idempotency_key())
+    }
+
+    /// In a workflow run, consult the journal about the next call. An
+    /// `Err` traps the guest with the fault recorded.
+    pub(crate) fn gate(
+        &mut self,
+        function: &str,
+        args: &serde_json::Value,
+        replayable: bool,
+    ) -> wasmtime::Result<Gate> {
+        use crate::workflow::journal::Check;
+        let Some(j) = &self.journal else {
+            return Ok(Gate::Fresh);
+        };
+        let seq = self.call_n + 1;
+        match j.check(seq, function, &charter_audit::json_digest(args), replayable) {
+            Check::Fresh => Ok(Gate::Fresh),
+            Check::Approved(p) => Ok(Gate::Approved(p)),
+            Check::Replay(v) => {
+                self.call_n += 1;
+                self.replayed += 1;
+                Ok(Gate::Replay(v))
+            }
+            Check::Pending(id) => {
+                self.call_n += 1;
+                let err = wasmtime::Error::msg(format!("{function}: awaiting approval ({id})"));
+                self.fault = Some(Fault::Proposed {
+                    id,
+                    function: function.to_string(),
+                });
+                Err(err)
+            }
+            Check::Refused { proposal, status } => {
+                self.call_n += 1;
+                let err =
+                    wasmtime::Error::msg(format!("{function}: proposal {proposal} was {status}"));
+                self.fault = Some(Fault::Rejected {
+                    function: function.to_string(),
+                    proposal,
+                    status,
+                });
+                Err(err)
+            }
+            Check::Diverged(msg) => {
+                tracing::warn!(plugin = %self.ctx.name, "non-deterministic step: {msg}");
+                let err = wasmtime::Error::msg(format!("non-deterministic step: {msg}"));
+                self.fault = Some(Fault::NonDeterministic(msg));
+                Err(err)
+            }
+        }
+    }
+
+    /// The ruling for a call people approved: allowed, unless the policy
+    /// in force now denies it.
+    pub(crate) fn approved_ruling(
+        &self,
+        fname: &charter_config::FunctionName,
+        action: &str,
+        args: &serde_json::Value,
+        proposal: &str,
+    ) -> Ruling {
+        let r = self.rule(fname, action, args);
+        if r.decision == Decision::Deny {
+            return r;
+        }
+        Ruling {
+            decision: Decision::Allow,
+            policies: std::iter::once(format!("approved:{proposal}"))
+                .chain(r.policies)
+                .collect(),
+            ..r
+        }
+    }
+
+    /// Journal the result of the last executed host-native call (only the
+    /// replayable ones, in a workflow run).
+    pub(crate) fn record_result(&mut self, r: &GuestResult) {
+        let (Some(_), Some((call, function, proposal))) = (&self.journal, self.last_call.take())
+        else {
+            return;
+        };
+        let ok = r.is_ok();
+        let result = r.as_ref().ok().map(reply_json);
+        self.pending.push(Event::CallResult {
+            call,
+            plugin: self.ctx.name.clone(),
+            function: function.to_string(),
+            ok,
+            summary: match r {
+                Ok(_) => "ok".into(),
+                Err(e) => self.redact(e),
+            },
+            duration_us: 0,
+            proposal,
+            result,
+        });
     }
 
     pub(crate) fn next_call_id(&mut self) -> String {
@@ -474,6 +651,7 @@ impl Mediator {
             policies: ruling.policies.clone(),
             reason: ruling.reason.clone(),
             initiator: self.initiator.clone(),
+            journal: self.jref(),
         }
     }
 
@@ -522,6 +700,7 @@ impl Mediator {
                     expires_at_ms: charter_audit::now_ms() + hours * 3_600_000,
                     initiator: self.initiator.clone(),
                     owner: self.ctx.owner.clone(),
+                    journal: self.jref(),
                 });
                 let err = wasmtime::Error::msg(format!("{function}: awaiting approval ({id})"));
                 self.fault = Some(Fault::Proposed {
@@ -630,10 +809,25 @@ impl Mediator {
                 ),
             ));
         }
-        let ruling = if self.ctx.governed.contains(&f) {
-            self.rule(&f.function_name(), &f.action(), &args)
-        } else {
-            Self::by_grant()
+        let approved = match self.gate(fname, &args, f.replayable())? {
+            Gate::Fresh => None,
+            Gate::Approved(p) => Some(p),
+            Gate::Replay(v) => {
+                return Ok(Dispatch::Ready(reply_from_json(f, &v).ok_or_else(
+                    || {
+                        wasmtime::Error::msg(format!(
+                            "{fname}: journaled result has the wrong shape"
+                        ))
+                    },
+                )?));
+            }
+        };
+        let ruling = match &approved {
+            Some(p) => self.approved_ruling(&f.function_name(), &f.action(), &args, p),
+            None if self.ctx.governed.contains(&f) => {
+                self.rule(&f.function_name(), &f.action(), &args)
+            }
+            None => Self::by_grant(),
         };
         let call_id = self.next_call_id();
         if ruling.decision != Decision::Allow {
@@ -641,6 +835,9 @@ impl Mediator {
         }
         let ev = self.call_event(&call_id, fname, &args, &ruling);
         self.pending.push(ev);
+        if self.journal.is_some() && f.replayable() {
+            self.last_call = Some((call_id, fname, approved));
+        }
         Ok(self.execute(call))
     }
 
@@ -842,8 +1039,24 @@ impl WasiHttpHooks for Mediator {
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         let fname = charter_config::FunctionName::new("wasi:http/outgoing-handler", "handle");
-        let ruling = self.rule(&fname, "wasi:http/outgoing-handler.handle", &args);
+        const ACTION: &str = "wasi:http/outgoing-handler.handle";
+        // HTTP responses are not journaled: on replay the request is sent
+        // again with the same idempotency key, and the receiver answers it.
+        let ruling = match self.gate(FUNC, &args, false) {
+            Err(e) => {
+                tracing::warn!(plugin = %self.ctx.name, "{e}");
+                return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+            }
+            Ok(Gate::Approved(p)) => self.approved_ruling(&fname, ACTION, &args, &p),
+            Ok(_) => self.rule(&fname, ACTION, &args),
+        };
         let call_id = self.next_call_id();
+        let mut request = request;
+        if let Some(key) = self.idempotency_key()
+            && let Ok(v) = http::HeaderValue::from_str(&key)
+        {
+            request.headers_mut().insert("idempotency-key", v);
+        }
         if ruling.decision != Decision::Allow {
             self.hold(&call_id, FUNC, &args, &ruling);
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });

@@ -1,0 +1,281 @@
+//! Run and escalation state, derived from the log's events alone.
+//!
+//! [`RunState::apply`] folds one event into a run; the index keeps the
+//! folded state of every run in the store (`@runs`) and of every
+//! escalation (`@escalations`), and the engine folds the events it appends
+//! the same way, so both always agree with the log.
+
+use std::collections::BTreeMap;
+
+use charter_audit::Event;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Namespace of runs in the state store.
+pub const RUNS: &str = "@runs";
+/// Namespace of escalations in the state store.
+pub const ESCALATIONS: &str = "@escalations";
+
+/// Run statuses.
+pub mod status {
+    pub const RUNNING: &str = "running";
+    pub const RETRY_WAIT: &str = "retry-wait";
+    pub const WAITING_APPROVAL: &str = "waiting-approval";
+    pub const ESCALATED: &str = "escalated";
+    pub const COMPLETED: &str = "completed";
+    pub const FAILED: &str = "failed";
+    pub const CANCELLED: &str = "cancelled";
+
+    pub fn is_terminal(s: &str) -> bool {
+        matches!(s, COMPLETED | FAILED | CANCELLED)
+    }
+}
+
+/// One step attempt as the run remembers it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub step: String,
+    pub attempt: u32,
+    pub outcome: String,
+    pub failure: Option<String>,
+    pub error: Option<String>,
+    pub replayed: u64,
+    pub duration_us: u64,
+    pub time_ms: u64,
+}
+
+/// A workflow run, folded from its events.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunState {
+    pub id: String,
+    pub workflow: String,
+    pub workflow_digest: String,
+    pub input: Value,
+    pub initiator: Option<String>,
+    pub status: String,
+    pub started_ms: u64,
+    pub started_seq: u64,
+    pub finished_ms: Option<u64>,
+    /// The step to run next (or the one waiting / escalated).
+    pub cursor: Option<String>,
+    /// Attempts made of the cursor step since it was entered.
+    pub attempt: u32,
+    /// Attempts that do not count against the retry policy (those before
+    /// an approval or an escalation's `retry`).
+    #[serde(default)]
+    pub budget_from: u32,
+    pub retry_at_ms: Option<u64>,
+    pub proposal: Option<String>,
+    pub escalation: Option<String>,
+    /// Outputs of the steps that completed, by step id.
+    pub outputs: BTreeMap<String, Value>,
+    /// The last completed step's output; the run's output when it ends.
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub history: Vec<AttemptRecord>,
+    pub retries: u64,
+    pub escalations: u64,
+}
+
+/// An escalation: a failed step handed to people.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EscalationState {
+    pub id: String,
+    pub run: String,
+    pub step: String,
+    pub role: String,
+    pub reason: String,
+    pub created_ms: u64,
+    /// `open` or `resolved`.
+    pub status: String,
+    pub resolved_by: Option<String>,
+    pub action: Option<String>,
+    pub comment: Option<String>,
+}
+
+impl RunState {
+    /// A run from its `run-started` event.
+    pub fn start(ev: &Event, seq: u64, time_ms: u64) -> Option<RunState> {
+        let Event::RunStarted {
+            run,
+            workflow,
+            workflow_digest,
+            input,
+            initiator,
+            first,
+        } = ev
+        else {
+            return None;
+        };
+        Some(RunState {
+            id: run.clone(),
+            workflow: workflow.clone(),
+            workflow_digest: workflow_digest.clone(),
+            input: input.clone(),
+            initiator: initiator.clone(),
+            status: status::RUNNING.into(),
+            started_ms: time_ms,
+            started_seq: seq,
+            finished_ms: None,
+            cursor: first.clone(),
+            attempt: 0,
+            budget_from: 0,
+            retry_at_ms: None,
+            proposal: None,
+            escalation: None,
+            outputs: BTreeMap::new(),
+            output: None,
+            error: None,
+            history: Vec::new(),
+            retries: 0,
+            escalations: 0,
+        })
+    }
+
+    /// Fold one later event of this run.
+    pub fn apply(&mut self, ev: &Event, time_ms: u64) {
+        match ev {
+            Event::StepAttempt {
+                step,
+                attempt,
+                outcome,
+                output,
+                error,
+                failure,
+                retry_at_ms,
+                proposal,
+                replayed,
+                duration_us,
+                next,
+                ..
+            } => {
+                self.history.push(AttemptRecord {
+                    step: step.clone(),
+                    attempt: *attempt,
+                    outcome: outcome.clone(),
+                    failure: failure.clone(),
+                    error: error.clone(),
+                    replayed: *replayed,
+                    duration_us: *duration_us,
+                    time_ms,
+                });
+                self.retry_at_ms = None;
+                self.proposal = None;
+                match outcome.as_str() {
+                    "ok" | "skipped" => {
+                        if let Some(o) = output {
+                            self.outputs.insert(step.clone(), o.clone());
+                            self.output = Some(o.clone());
+                        }
+                        self.cursor = next.clone();
+                        self.attempt = 0;
+                        self.budget_from = 0;
+                        self.status = status::RUNNING.into();
+                    }
+                    "awaiting-approval" => {
+                        self.attempt = *attempt;
+                        self.budget_from = *attempt;
+                        self.proposal = proposal.clone();
+                        self.status = status::WAITING_APPROVAL.into();
+                    }
+                    _ => {
+                        self.error = error.clone();
+                        if retry_at_ms.is_some() {
+                            self.retries += 1;
+                            self.attempt = *attempt;
+                            self.retry_at_ms = *retry_at_ms;
+                            self.status = status::RETRY_WAIT.into();
+                        } else if let Some(n) = next {
+                            // The failure path runs another step.
+                            self.cursor = Some(n.clone());
+                            self.attempt = 0;
+                            self.budget_from = 0;
+                            self.status = status::RUNNING.into();
+                        } else {
+                            self.attempt = *attempt;
+                        }
+                    }
+                }
+            }
+            Event::Escalated { id, .. } => {
+                self.escalations += 1;
+                self.escalation = Some(id.clone());
+                self.status = status::ESCALATED.into();
+            }
+            Event::EscalationResolved {
+                action,
+                output,
+                accepted: true,
+                next,
+                ..
+            } => {
+                self.escalation = None;
+                match action.as_str() {
+                    "retry" => {
+                        self.budget_from = self.attempt;
+                        self.status = status::RUNNING.into();
+                    }
+                    "skip" => {
+                        if let (Some(step), Some(o)) = (&self.cursor, output) {
+                            self.outputs.insert(step.clone(), o.clone());
+                            self.output = Some(o.clone());
+                        }
+                        self.cursor = next.clone();
+                        self.attempt = 0;
+                        self.budget_from = 0;
+                        self.status = status::RUNNING.into();
+                    }
+                    _ => {}
+                }
+            }
+            Event::RunFinished {
+                status,
+                output,
+                error,
+                ..
+            } => {
+                self.status = status.clone();
+                self.finished_ms = Some(time_ms);
+                if output.is_some() {
+                    self.output = output.clone();
+                }
+                if error.is_some() {
+                    self.error = error.clone();
+                }
+                self.cursor = None;
+            }
+            _ => {}
+        }
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        status::is_terminal(&self.status)
+    }
+}
+
+impl EscalationState {
+    pub fn from_event(ev: &Event, time_ms: u64) -> Option<EscalationState> {
+        let Event::Escalated {
+            id,
+            run,
+            step,
+            role,
+            reason,
+        } = ev
+        else {
+            return None;
+        };
+        Some(EscalationState {
+            id: id.clone(),
+            run: run.clone(),
+            step: step.clone(),
+            role: role.clone(),
+            reason: reason.clone(),
+            created_ms: time_ms,
+            status: "open".into(),
+            resolved_by: None,
+            action: None,
+            comment: None,
+        })
+    }
+}
