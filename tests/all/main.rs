@@ -11,3 +11,4 @@ mod hostile;
 mod http;
 mod load;
 mod support;
+mod workflow;
