@@ -11,7 +11,9 @@ step "wasm32-wasip2 target"
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 step "vendored WASI WIT matches the pinned wasmtime"
 bash wit/vendor-wasi.sh --check
-step "guest plugins and fixtures (Rust)"
+step "plugin toolchains for Python, JavaScript and C (pinned; installed once under target/toolchains)"
+bash sdk/toolchains.sh all
+step "guest plugins and fixtures (Rust, Python, JavaScript, C)"
 bash plugins/build.sh
 step "cargo fmt --check"
 cargo fmt --all --check
