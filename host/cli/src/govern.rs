@@ -428,6 +428,33 @@ pub fn kpi(d: &Deployment, as_json: bool) -> Result<i32> {
     if let (Some(a), Some(b)) = (p.decision_latency_ms_p50, p.decision_latency_ms_p95) {
         println!("  decision latency p50 {a} ms, p95 {b} ms");
     }
+    if !k.workflows.is_empty() {
+        println!("\nworkflows (efficiency and customer)");
+        for (name, w) in &k.workflows {
+            let ms = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v} ms"));
+            println!(
+                "  {name:<18} runs {}  completed {}  failed {}  cancelled {}  in progress {}",
+                w.runs, w.completed, w.failed, w.cancelled, w.in_progress
+            );
+            println!(
+                "  {:<18} cycle time p50 {}, p95 {}",
+                "",
+                ms(w.cycle_time_ms_p50),
+                ms(w.cycle_time_ms_p95)
+            );
+            println!(
+                "  {:<18} step attempts {}  retries {}  escalations {}  escalations avoided by retry {}",
+                "", w.step_attempts, w.retries, w.escalations, w.escalations_avoided
+            );
+            println!(
+                "  {:<18} handoffs to people {}  handoff rate {}",
+                "",
+                w.handoffs,
+                w.handoff_rate
+                    .map_or("-".to_string(), |r| format!("{:.0}%", r * 100.0))
+            );
+        }
+    }
     println!("\ncalls (allowed / proposed / denied)");
     for (plugin, fns) in &k.calls {
         for (f, c) in fns {
@@ -470,6 +497,9 @@ fn print_proposal(p: &ProposalState) {
     println!("  expires    {}", humantime::format_rfc3339_seconds(t));
     if let Some(d) = &p.detail {
         println!("  detail     {d}");
+    }
+    if let Some(r) = &p.run {
+        println!("  run        {r} (waits for this decision; approval resumes it)");
     }
 }
 
@@ -536,6 +566,12 @@ pub async fn proposals(d: Deployment, op: ProposalOp) -> Result<i32> {
                     println!("{}: {}", id, dec.outcome);
                     if let Some(r) = &dec.result {
                         println!("result: {r}");
+                    }
+                    if let Some(run) = &dec.run {
+                        println!("run {} resumed: now {}", run.id, run.status);
+                        if let Some(o) = &run.output {
+                            println!("output: {o}");
+                        }
                     }
                 }
                 EXIT_OK

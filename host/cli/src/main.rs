@@ -4,7 +4,9 @@
 //! 3 resource limit. Every report takes `--json` and prints one document.
 
 mod govern;
+mod new;
 mod report;
+mod runs;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -130,11 +132,60 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a workflow of the deployment: its steps in order, durably (the
+    /// run survives crashes and restarts; see `charter runs resume`).
+    ///
+    /// Exit 0 when the run completes, 2 when it waits for an approval,
+    /// 1 when it failed or was escalated to people.
+    Run {
+        /// The workflow's name ([workflows.NAME] or workflows/NAME.toml).
+        workflow: String,
+        /// The run's input: JSON text, or @FILE (@- for standard input).
+        #[arg(long, short = 'i', default_value = "{}", value_name = "JSON|@FILE")]
+        input: String,
+        /// Record the run and drive it in a background process; print its id.
+        #[arg(long)]
+        detach: bool,
+        /// Who starts the run (recorded; may not approve what it proposes)
+        /// [default: $USER]
+        #[arg(long = "as", value_name = "USER")]
+        as_user: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print one JSON document (the run's state).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Workflow runs: list, show, resume after a crash, cancel.
+    Runs {
+        #[command(subcommand)]
+        op: RunsCmd,
+    },
+    /// Failed steps handed to people: list, resolve (retry, skip, fail).
+    Escalations {
+        #[command(subcommand)]
+        op: EscalationsCmd,
+    },
     /// Read and write a plugin's key-value namespace (operator tool, e.g.
     /// to seed data a step reads).
     Kv {
         #[command(subcommand)]
         op: KvOp,
+    },
+    /// Scaffold a step plugin in LANG (rust, python, js, c) that builds
+    /// with `bash build.sh` and passes `charter check` with its charter.toml.
+    New {
+        /// rust, python, js or c.
+        lang: new::Lang,
+        /// The plugin's name (lowercase letters, digits, '-').
+        name: String,
+        /// Where to write it [default: ./NAME].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// The Charter repository whose sdk/ and wit/ it builds against
+        /// [default: $CHARTER_SDK, or the one this binary was built from].
+        #[arg(long, value_name = "DIR")]
+        sdk: Option<PathBuf>,
     },
 }
 
@@ -242,6 +293,94 @@ struct DecideArgs {
 }
 
 #[derive(Subcommand)]
+enum RunsCmd {
+    /// Every run, newest first.
+    List {
+        /// Only runs in this status (running, retry-wait, waiting-approval,
+        /// escalated, completed, failed, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run: status, every step attempt, output, what happens next.
+    Show {
+        /// The run id (see `charter runs list`).
+        id: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drive a run on from its last recorded event (after a crash, a
+    /// restart or a decision); without ID, every run that can go on.
+    Resume {
+        /// The run id; omit to resume every incomplete run.
+        id: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+        /// Print nothing (for background drivers).
+        #[arg(long, hide = true)]
+        quiet: bool,
+    },
+    /// Cancel a run that has not ended (recorded with who cancelled it).
+    Cancel {
+        id: String,
+        #[arg(long = "as", value_name = "USER")]
+        as_user: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum EscalationsCmd {
+    /// Open escalations (--all for resolved ones too).
+    List {
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resolve an escalation as USER (an approver holding its role):
+    /// `retry` the step, `skip` it with --output standing for its output,
+    /// or `fail` the run. The run goes on at once.
+    Resolve {
+        /// The escalation id (see `charter escalations list`).
+        id: String,
+        #[arg(long = "as", value_name = "USER")]
+        as_user: String,
+        /// retry, skip or fail.
+        #[arg(long, value_parser = ["retry", "skip", "fail"])]
+        action: String,
+        /// For skip: the step's output, as JSON.
+        #[arg(long, value_name = "JSON")]
+        output: Option<String>,
+        /// Recorded with the resolution in the audit log.
+        #[arg(long)]
+        comment: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum KvOp {
     /// Print the value under KEY.
     Get {
@@ -295,7 +434,13 @@ fn main() -> ExitCode {
         | Command::Check { json, .. }
         | Command::Grants { json, .. } => *json,
         Command::Call { json, .. } | Command::Kpi { json, .. } => *json,
-        Command::Kv { .. } | Command::Audit { .. } | Command::Proposals { .. } => true,
+        Command::Run { json, .. } => *json,
+        Command::Kv { .. }
+        | Command::Audit { .. }
+        | Command::Proposals { .. }
+        | Command::Runs { .. }
+        | Command::Escalations { .. } => true,
+        Command::New { .. } => true,
     };
     init_tracing(quiet);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -385,6 +530,81 @@ async fn run(cli: Cli) -> Result<i32> {
             Ok(code)
         }
         Command::Kv { op } => kv(op).await,
+        Command::Run {
+            workflow,
+            input,
+            detach,
+            as_user,
+            config,
+            json,
+        } => {
+            let input = read_input(&input)?;
+            let who = as_user.unwrap_or_else(current_user);
+            runs::run(config.load()?, &workflow, &input, &who, detach, json).await
+        }
+        Command::Runs { op } => {
+            let (config, op) = match op {
+                RunsCmd::List {
+                    status,
+                    config,
+                    json,
+                } => (config, runs::RunsOp::List { status, json }),
+                RunsCmd::Show { id, config, json } => (config, runs::RunsOp::Show { id, json }),
+                RunsCmd::Resume {
+                    id,
+                    config,
+                    json,
+                    quiet,
+                } => (config, runs::RunsOp::Resume { id, json, quiet }),
+                RunsCmd::Cancel {
+                    id,
+                    as_user,
+                    config,
+                    json,
+                } => (
+                    config,
+                    runs::RunsOp::Cancel {
+                        id,
+                        by: as_user.unwrap_or_else(current_user),
+                        json,
+                    },
+                ),
+            };
+            runs::runs(config.load()?, op).await
+        }
+        Command::Escalations { op } => {
+            let (config, op) = match op {
+                EscalationsCmd::List { all, config, json } => {
+                    (config, runs::EscalationsOp::List { all, json })
+                }
+                EscalationsCmd::Resolve {
+                    id,
+                    as_user,
+                    action,
+                    output,
+                    comment,
+                    config,
+                    json,
+                } => (
+                    config,
+                    runs::EscalationsOp::Resolve {
+                        id,
+                        by: as_user,
+                        action,
+                        output,
+                        comment,
+                        json,
+                    },
+                ),
+            };
+            runs::escalations(config.load()?, op).await
+        }
+        Command::New {
+            lang,
+            name,
+            dir,
+            sdk,
+        } => new::new(lang, &name, dir.as_deref(), sdk.as_deref()),
         Command::Kpi { config, json } => govern::kpi(&config.load()?, json),
         Command::Audit { op } => match op {
             AuditOp::Verify {

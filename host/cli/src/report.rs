@@ -115,7 +115,10 @@ pub async fn inspect(path: &Path, deployment: Option<&Deployment>, as_json: bool
 }
 
 pub async fn check(deployment: Deployment, as_json: bool) -> Result<i32> {
-    let violations = deployment.violations();
+    let mut violations = deployment.violations();
+    let workflow_problems = deployment.workflow_problems();
+    violations.extend(workflow_problems.iter().cloned());
+    let workflows: Vec<String> = deployment.workflows.keys().cloned().collect();
     let name = deployment.name.clone();
     let phase = deployment.phase;
     let source = deployment.source.clone();
@@ -200,6 +203,7 @@ pub async fn check(deployment: Deployment, as_json: bool) -> Result<i32> {
                 "exit_code": code,
                 "violations": violations,
                 "plugins": plugins,
+                "workflows": workflows,
             }))?
         );
     } else {
@@ -210,8 +214,15 @@ pub async fn check(deployment: Deployment, as_json: bool) -> Result<i32> {
         for l in &lines {
             println!("{l}");
         }
+        for v in &workflow_problems {
+            println!("refused  {v}");
+        }
         match code {
-            EXIT_OK => println!("check passed: {} plugins", plugins.len()),
+            EXIT_OK => println!(
+                "check passed: {} plugins, {} workflows",
+                plugins.len(),
+                workflows.len()
+            ),
             EXIT_REFUSED => println!("check refused: governance violations above"),
             _ => println!("check failed: errors above"),
         }

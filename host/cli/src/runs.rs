@@ -1,0 +1,372 @@
+//! `charter run`, `charter runs …` and `charter escalations …`: start,
+//! watch, resume and cancel durable workflow runs, and hand failed steps
+//! back from people.
+
+use std::path::Path;
+
+use anyhow::Result;
+use charter_config::Deployment;
+use charter_runtime::error::{EXIT_ERROR, EXIT_OK, EXIT_REFUSED};
+use charter_runtime::workflow::{EscalationState, RunError, RunState, status};
+use charter_runtime::{Host, HostOptions};
+use serde_json::{Value, json};
+
+/// The exit code a run's state reads as: 0 completed, 2 waiting for people
+/// (approval), 1 failed, cancelled or escalated.
+pub fn exit_code(st: &RunState) -> i32 {
+    match st.status.as_str() {
+        status::COMPLETED => EXIT_OK,
+        status::WAITING_APPROVAL => EXIT_REFUSED,
+        _ => EXIT_ERROR,
+    }
+}
+
+fn time(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// What a person or script should do next with a run.
+fn next_hint(st: &RunState) -> Option<String> {
+    match st.status.as_str() {
+        status::WAITING_APPROVAL => st.proposal.as_ref().map(|p| {
+            format!("waiting for approval of {p}: `charter proposals show {p}`, then approve or reject (the run resumes)")
+        }),
+        status::ESCALATED => st.escalation.as_ref().map(|e| {
+            format!("escalated as {e}: `charter escalations resolve {e} --as USER --action retry|skip|fail`")
+        }),
+        status::RUNNING | status::RETRY_WAIT => Some(format!(
+            "not finished here: `charter runs resume {}`",
+            st.id
+        )),
+        _ => None,
+    }
+}
+
+fn print_run(st: &RunState) {
+    println!("run {}  [{}]  workflow {}", st.id, st.status, st.workflow);
+    println!(
+        "  started    {}{}",
+        time(st.started_ms),
+        st.initiator
+            .as_ref()
+            .map(|i| format!(" by {i}"))
+            .unwrap_or_default()
+    );
+    if let Some(f) = st.finished_ms {
+        println!(
+            "  finished   {} ({} ms)",
+            time(f),
+            f.saturating_sub(st.started_ms)
+        );
+    }
+    println!("  input      {}", st.input);
+    for a in &st.history {
+        let mut line = format!(
+            "  step {:<16} attempt {}  {:<18}",
+            a.step, a.attempt, a.outcome
+        );
+        if let Some(f) = &a.failure {
+            line.push_str(&format!(" [{f}]"));
+        }
+        if a.replayed > 0 {
+            line.push_str(&format!(" ({} replayed)", a.replayed));
+        }
+        if let Some(e) = &a.error {
+            let first = e.lines().next().unwrap_or_default();
+            line.push_str(&format!(" {first}"));
+        }
+        println!("{line}");
+    }
+    if let Some(o) = &st.output {
+        println!("  output     {o}");
+    }
+    if let Some(e) = &st.error
+        && st.status != status::COMPLETED
+    {
+        println!("  error      {}", e.lines().next().unwrap_or_default());
+    }
+    if let Some(h) = next_hint(st) {
+        println!("  next       {h}");
+    }
+}
+
+fn report(st: &RunState, as_json: bool) -> Result<i32> {
+    if as_json {
+        let mut v = serde_json::to_value(st)?;
+        v["exit_code"] = json!(exit_code(st));
+        v["next"] = json!(next_hint(st));
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print_run(st);
+    }
+    Ok(exit_code(st))
+}
+
+fn run_error(e: RunError, as_json: bool) -> Result<i32> {
+    let code = e.exit_code();
+    if as_json {
+        println!(
+            "{}",
+            json!({"ok": false, "error": {"message": e.to_string(), "exit_code": code}})
+        );
+    } else {
+        eprintln!("{}: {e}", crate::label(code));
+    }
+    Ok(code)
+}
+
+fn host(d: Deployment) -> Result<Host> {
+    Ok(Host::new(d, HostOptions::default())?)
+}
+
+/// `charter run WORKFLOW`.
+pub async fn run(
+    d: Deployment,
+    workflow: &str,
+    input: &str,
+    initiator: &str,
+    detach: bool,
+    as_json: bool,
+) -> Result<i32> {
+    let input: Value = serde_json::from_str(input)
+        .map_err(|e| anyhow::anyhow!("--input is not valid JSON: {e}"))?;
+    let config = d.source.clone();
+    let h = host(d)?;
+    if detach {
+        let st = match h.start_run(workflow, input, Some(initiator)).await {
+            Ok(st) => st,
+            Err(e) => return run_error(e, as_json),
+        };
+        h.store().flush()?;
+        drop(h); // release the log for the process that drives the run
+        spawn_driver(&config, &st.id)?;
+        if as_json {
+            println!(
+                "{}",
+                json!({"run": st.id, "status": "started", "detached": true})
+            );
+        } else {
+            println!("{}", st.id);
+            eprintln!(
+                "run {} started in the background; follow it with `charter runs show {}`",
+                st.id, st.id
+            );
+        }
+        return Ok(EXIT_OK);
+    }
+    let res = h.run_workflow(workflow, input, Some(initiator)).await;
+    h.store().flush()?;
+    match res {
+        Ok(st) => report(&st, as_json),
+        Err(e) => run_error(e, as_json),
+    }
+}
+
+/// Drive a run in a background process of this same binary.
+fn spawn_driver(config: &Path, run: &str) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    std::process::Command::new(exe)
+        .args(["runs", "resume", run, "--quiet", "--config"])
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    Ok(())
+}
+
+pub enum RunsOp {
+    List {
+        status: Option<String>,
+        json: bool,
+    },
+    Show {
+        id: String,
+        json: bool,
+    },
+    Resume {
+        id: Option<String>,
+        json: bool,
+        quiet: bool,
+    },
+    Cancel {
+        id: String,
+        by: String,
+        json: bool,
+    },
+}
+
+pub async fn runs(d: Deployment, op: RunsOp) -> Result<i32> {
+    let h = host(d)?;
+    let code = match op {
+        RunsOp::List { status, json } => {
+            let all: Vec<RunState> = h
+                .runs()
+                .into_iter()
+                .filter(|r| status.as_ref().is_none_or(|s| &r.status == s))
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&json!({ "runs": all }))?);
+            } else if all.is_empty() {
+                println!("no runs");
+            } else {
+                println!(
+                    "{:<16} {:<18} {:<18} {:<16} started",
+                    "RUN", "WORKFLOW", "STATUS", "AT STEP"
+                );
+                for r in &all {
+                    println!(
+                        "{:<16} {:<18} {:<18} {:<16} {}",
+                        r.id,
+                        r.workflow,
+                        r.status,
+                        r.cursor.as_deref().unwrap_or("-"),
+                        time(r.started_ms)
+                    );
+                }
+            }
+            EXIT_OK
+        }
+        RunsOp::Show { id, json } => match h.run(&id) {
+            Some(st) => {
+                report(&st, json)?;
+                EXIT_OK
+            }
+            None => run_error(RunError::UnknownRun(id), json)?,
+        },
+        RunsOp::Resume { id, json, quiet } => {
+            let results = match id {
+                Some(id) => vec![(id.clone(), h.drive(&id).await)],
+                None => h.resume_runs().await,
+            };
+            let mut code = EXIT_OK;
+            let mut docs = Vec::new();
+            for (id, r) in results {
+                match r {
+                    Ok(st) => {
+                        code = code.max(exit_code(&st));
+                        if !quiet && !json {
+                            print_run(&st);
+                        }
+                        docs.push(serde_json::to_value(&st)?);
+                    }
+                    Err(e) => {
+                        code = code.max(e.exit_code());
+                        if !quiet && !json {
+                            eprintln!("error: run {id}: {e}");
+                        }
+                        docs.push(json!({"id": id, "error": e.to_string()}));
+                    }
+                }
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({ "runs": docs }))?
+                );
+            } else if docs.is_empty() && !quiet {
+                println!("no run to resume");
+            }
+            code
+        }
+        RunsOp::Cancel { id, by, json } => match h.cancel_run(&id, &by).await {
+            Ok(st) => {
+                report(&st, json)?;
+                EXIT_OK
+            }
+            Err(e) => run_error(e, json)?,
+        },
+    };
+    h.store().flush()?;
+    Ok(code)
+}
+
+pub enum EscalationsOp {
+    List {
+        all: bool,
+        json: bool,
+    },
+    Resolve {
+        id: String,
+        by: String,
+        action: String,
+        output: Option<String>,
+        comment: Option<String>,
+        json: bool,
+    },
+}
+
+fn print_escalation(e: &EscalationState) {
+    println!(
+        "{}  [{}]  run {} step {}  role {}  {}",
+        e.id,
+        e.status,
+        e.run,
+        e.step,
+        e.role,
+        time(e.created_ms)
+    );
+    println!("  reason  {}", e.reason.lines().next().unwrap_or_default());
+    if let Some(by) = &e.resolved_by {
+        println!(
+            "  resolved by {by}: {}{}",
+            e.action.as_deref().unwrap_or("-"),
+            e.comment
+                .as_ref()
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+pub async fn escalations(d: Deployment, op: EscalationsOp) -> Result<i32> {
+    let h = host(d)?;
+    let code = match op {
+        EscalationsOp::List { all, json } => {
+            let list: Vec<EscalationState> = h
+                .escalations()
+                .into_iter()
+                .filter(|e| all || e.status == "open")
+                .collect();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({ "escalations": list }))?
+                );
+            } else if list.is_empty() {
+                println!("no open escalations");
+            } else {
+                for e in &list {
+                    print_escalation(e);
+                }
+            }
+            EXIT_OK
+        }
+        EscalationsOp::Resolve {
+            id,
+            by,
+            action,
+            output,
+            comment,
+            json,
+        } => {
+            let output = match output {
+                Some(o) => Some(
+                    serde_json::from_str(&o)
+                        .map_err(|e| anyhow::anyhow!("--output is not valid JSON: {e}"))?,
+                ),
+                None => None,
+            };
+            match h
+                .resolve_escalation(&id, &by, &action, output, comment)
+                .await
+            {
+                Ok(st) => report(&st, json)?,
+                Err(e) => run_error(e, json)?,
+            }
+        }
+    };
+    h.store().flush()?;
+    Ok(code)
+}
