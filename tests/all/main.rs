@@ -6,6 +6,7 @@
 mod capabilities;
 mod cli;
 mod conformance;
+mod crash;
 mod governance;
 mod hostile;
 mod http;
