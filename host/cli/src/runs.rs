@@ -79,7 +79,11 @@ fn print_run(st: &RunState) {
         println!("{line}");
     }
     if let Some(o) = &st.output {
-        println!("  output     {o}");
+        if st.status == status::COMPLETED {
+            println!("  output     {o}");
+        } else {
+            println!("  last output {o}");
+        }
     }
     if let Some(e) = &st.error
         && st.status != status::COMPLETED

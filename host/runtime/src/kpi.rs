@@ -74,7 +74,9 @@ fn pct(v: &mut [u64], p: usize) -> Option<u64> {
         return None;
     }
     v.sort_unstable();
-    Some(v[(v.len() - 1) * p / 100])
+    // Nearest rank: the smallest value with at least p% of values at or below.
+    let rank = (v.len() * p).div_ceil(100).max(1);
+    Some(v[rank - 1])
 }
 
 pub fn compute(records: &[Record]) -> Kpi {
