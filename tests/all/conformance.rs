@@ -429,3 +429,52 @@ fn big_component_compiles_once_without_blocking_other_calls() {
         "the restarted host compiled again instead of loading the cached artifact"
     );
 }
+
+/// `charter new LANG NAME` scaffolds a step with a one-command build and a
+/// charter.toml that `charter check` accepts. C and JavaScript are built and
+/// called here (a second each); Python and Rust builds take longer (a Python
+/// component compiles for ~10 s, a Rust scaffold fetches and builds its own
+/// dependencies), so for them the test checks the scaffold and that the
+/// deployment names the missing build.
+#[test]
+fn charter_new_scaffolds_build_and_pass_check() {
+    let dir = tempfile::tempdir().unwrap();
+    for lang in LANGS {
+        let name = format!("hello-{lang}");
+        let out = charter(&["new", lang, &name], dir.path());
+        assert_eq!(out.status.code(), Some(0), "{lang}: {}", text(&out));
+        let plugin = dir.path().join(&name);
+        for f in ["build.sh", "charter.toml", ".gitignore"] {
+            assert!(plugin.join(f).is_file(), "{lang}: {f} missing");
+        }
+        if lang == "c" || lang == "js" {
+            let build = std::process::Command::new("bash")
+                .arg("build.sh")
+                .current_dir(&plugin)
+                .output()
+                .unwrap();
+            assert!(build.status.success(), "{lang}: build: {}", text(&build));
+            let check = charter(&["check"], &plugin);
+            assert_eq!(check.status.code(), Some(0), "{lang}: {}", text(&check));
+            let call = charter(
+                &["call", &name, "--input", r#"{"name": "ada"}"#, "--json"],
+                &plugin,
+            );
+            let v: Value = serde_json::from_slice(&call.stdout).unwrap();
+            assert_eq!(v["output"]["hello"], "ada", "{lang}: {v}");
+            assert_eq!(v["logs"][0]["message"], "greeting ada", "{lang}: {v}");
+        } else {
+            let check = charter(&["check"], &plugin);
+            let t = text(&check);
+            assert_eq!(check.status.code(), Some(1), "{lang}: {t}");
+            assert!(
+                t.contains(&format!("{name}.wasm")) && t.contains("build it first"),
+                "{lang}: {t}"
+            );
+        }
+    }
+    // A second scaffold never overwrites the first.
+    let again = charter(&["new", "c", "hello-c"], dir.path());
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again).contains("already exists"), "{}", text(&again));
+}
