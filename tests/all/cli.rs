@@ -171,3 +171,180 @@ fn missing_config_names_the_fix() {
     assert!(text(&out).contains("charter.toml"), "{}", text(&out));
     assert!(text(&out).contains("--config"), "{}", text(&out));
 }
+
+/// `charter run`, `runs` and `escalations` from the command line: exit
+/// codes, JSON shapes, a resolution, a detached run.
+#[test]
+fn workflow_commands_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("charter.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[deployment]
+name = "wf-cli"
+phase = 4
+data_dir = "data"
+[approvers.olga]
+roles = ["operator"]
+[groups.kv]
+capabilities = ["charter:host/kv.*", "charter:host/log.write"]
+effect = "write"
+[groups.http]
+capabilities = ["wasi:http/outgoing-handler.handle"]
+allow_hosts = ["127.0.0.1:9"]
+[plugins.echo]
+path = "{echo}"
+groups = ["kv"]
+[plugins.work]
+path = "{work}"
+groups = ["kv", "http"]
+[workflows.hello]
+[[workflows.hello.steps]]
+id = "greet"
+plugin = "echo"
+input = {{ hello = "$/input/name" }}
+[workflows.stuck]
+[[workflows.stuck.steps]]
+id = "try"
+plugin = "work"
+input = {{ mode = "flaky", fail_until = 99, attempt = "$/run/attempt" }}
+retry = {{ max_attempts = 2, initial_backoff_ms = 5 }}
+on_failure = "escalate"
+[[workflows.stuck.steps]]
+id = "after"
+plugin = "echo"
+"#,
+            echo = fixture("fx-echo").display(),
+            work = fixture("fx-workflow").display(),
+        ),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let json_of = |o: &std::process::Output| -> serde_json::Value {
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
+    };
+
+    let out = charter(
+        &[
+            "run",
+            "hello",
+            "--input",
+            r#"{"name":"ada"}"#,
+            "--json",
+            "--config",
+            c,
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v = json_of(&out);
+    assert_eq!(v["status"], "completed");
+    assert_eq!(v["output"]["echo"]["hello"], "ada");
+    assert_eq!(v["exit_code"], 0);
+
+    let out = charter(&["run", "stuck", "--json", "--config", c], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v = json_of(&out);
+    assert_eq!(v["status"], "escalated");
+    let run = v["id"].as_str().unwrap().to_string();
+    assert!(
+        v["next"]
+            .as_str()
+            .unwrap()
+            .contains("charter escalations resolve")
+    );
+
+    let out = charter(
+        &["escalations", "list", "--json", "--config", c],
+        dir.path(),
+    );
+    let v = json_of(&out);
+    let esc = v["escalations"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(v["escalations"][0]["run"], run.as_str());
+
+    let out = charter(
+        &[
+            "escalations",
+            "resolve",
+            &esc,
+            "--as",
+            "olga",
+            "--action",
+            "skip",
+            "--config",
+            c,
+        ],
+        dir.path(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "skip needs --output: {}",
+        text(&out)
+    );
+    assert!(text(&out).contains("--output"), "{}", text(&out));
+    let out = charter(
+        &[
+            "escalations",
+            "resolve",
+            &esc,
+            "--as",
+            "olga",
+            "--action",
+            "skip",
+            "--output",
+            r#"{"by":"hand"}"#,
+            "--json",
+            "--config",
+            c,
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(json_of(&out)["status"], "completed");
+
+    let out = charter(&["runs", "show", &run, "--config", c], dir.path());
+    let t = text(&out);
+    assert!(
+        t.contains("[completed]") && t.contains("step try") && t.contains("[retryable]"),
+        "{t}"
+    );
+
+    // Detached: the id comes back at once; a background process drives it.
+    let out = charter(
+        &[
+            "run",
+            "hello",
+            "--detach",
+            "--input",
+            r#"{"name":"bg"}"#,
+            "--config",
+            c,
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let mut status = String::new();
+    for _ in 0..100 {
+        let out = charter(&["runs", "show", &id, "--json", "--config", c], dir.path());
+        if out.status.success() {
+            status = json_of(&out)["status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if status == "completed" {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(status, "completed");
+    let out = charter(&["runs", "list", "--json", "--config", c], dir.path());
+    assert_eq!(json_of(&out)["runs"].as_array().unwrap().len(), 3);
+    let out = charter(&["runs", "show", "R-nope", "--config", c], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("charter runs list"));
+}

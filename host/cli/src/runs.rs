@@ -201,12 +201,22 @@ pub enum RunsOp {
     },
 }
 
+/// Runs and escalations folded from the log file alone: read-only commands
+/// work while another process (a detached run) holds the deployment.
+fn from_log(d: &Deployment) -> Result<(Vec<RunState>, Vec<EscalationState>)> {
+    let path = crate::govern::log_path(d);
+    if !path.exists() {
+        return Ok((vec![], vec![]));
+    }
+    let records = charter_audit::read_records(&path)?;
+    Ok(charter_runtime::workflow::state::from_records(&records))
+}
+
 pub async fn runs(d: Deployment, op: RunsOp) -> Result<i32> {
-    let h = host(d)?;
-    let code = match op {
+    match op {
         RunsOp::List { status, json } => {
-            let all: Vec<RunState> = h
-                .runs()
+            let all: Vec<RunState> = from_log(&d)?
+                .0
                 .into_iter()
                 .filter(|r| status.as_ref().is_none_or(|s| &r.status == s))
                 .collect();
@@ -230,15 +240,23 @@ pub async fn runs(d: Deployment, op: RunsOp) -> Result<i32> {
                     );
                 }
             }
-            EXIT_OK
+            Ok(EXIT_OK)
         }
-        RunsOp::Show { id, json } => match h.run(&id) {
+        RunsOp::Show { id, json } => match from_log(&d)?.0.into_iter().find(|r| r.id == id) {
             Some(st) => {
                 report(&st, json)?;
-                EXIT_OK
+                Ok(EXIT_OK)
             }
-            None => run_error(RunError::UnknownRun(id), json)?,
+            None => run_error(RunError::UnknownRun(id), json),
         },
+        op => drive(d, op).await,
+    }
+}
+
+async fn drive(d: Deployment, op: RunsOp) -> Result<i32> {
+    let h = host(d)?;
+    let code = match op {
+        RunsOp::List { .. } | RunsOp::Show { .. } => unreachable!("read from the log"),
         RunsOp::Resume { id, json, quiet } => {
             let results = match id {
                 Some(id) => vec![(id.clone(), h.drive(&id).await)],
@@ -325,28 +343,29 @@ fn print_escalation(e: &EscalationState) {
 }
 
 pub async fn escalations(d: Deployment, op: EscalationsOp) -> Result<i32> {
+    if let EscalationsOp::List { all, json } = op {
+        let list: Vec<EscalationState> = from_log(&d)?
+            .1
+            .into_iter()
+            .filter(|e| all || e.status == "open")
+            .collect();
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({ "escalations": list }))?
+            );
+        } else if list.is_empty() {
+            println!("no open escalations");
+        } else {
+            for e in &list {
+                print_escalation(e);
+            }
+        }
+        return Ok(EXIT_OK);
+    }
     let h = host(d)?;
     let code = match op {
-        EscalationsOp::List { all, json } => {
-            let list: Vec<EscalationState> = h
-                .escalations()
-                .into_iter()
-                .filter(|e| all || e.status == "open")
-                .collect();
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&json!({ "escalations": list }))?
-                );
-            } else if list.is_empty() {
-                println!("no open escalations");
-            } else {
-                for e in &list {
-                    print_escalation(e);
-                }
-            }
-            EXIT_OK
-        }
+        EscalationsOp::List { .. } => unreachable!("read from the log"),
         EscalationsOp::Resolve {
             id,
             by,

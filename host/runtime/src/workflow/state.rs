@@ -279,3 +279,51 @@ impl EscalationState {
         })
     }
 }
+
+/// Every run and escalation folded from log records alone: what read-only
+/// commands show without opening the deployment (no lock, no store).
+pub fn from_records(records: &[charter_audit::Record]) -> (Vec<RunState>, Vec<EscalationState>) {
+    let mut runs: BTreeMap<String, RunState> = BTreeMap::new();
+    let mut escs: BTreeMap<String, EscalationState> = BTreeMap::new();
+    for r in records {
+        match &r.event {
+            Event::RunStarted { run, .. } => {
+                if let Some(st) = RunState::start(&r.event, r.seq, r.time_ms) {
+                    runs.insert(run.clone(), st);
+                }
+            }
+            Event::StepAttempt { run, .. }
+            | Event::Escalated { run, .. }
+            | Event::EscalationResolved { run, .. }
+            | Event::RunFinished { run, .. } => {
+                if let Some(st) = runs.get_mut(run) {
+                    st.apply(&r.event, r.time_ms);
+                }
+                if let Some(e) = EscalationState::from_event(&r.event, r.time_ms) {
+                    escs.insert(e.id.clone(), e);
+                }
+                if let Event::EscalationResolved {
+                    id,
+                    by,
+                    action,
+                    comment,
+                    accepted: true,
+                    ..
+                } = &r.event
+                    && let Some(e) = escs.get_mut(id)
+                {
+                    e.status = "resolved".into();
+                    e.resolved_by = Some(by.clone());
+                    e.action = Some(action.clone());
+                    e.comment = comment.clone();
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut runs: Vec<RunState> = runs.into_values().collect();
+    runs.sort_by_key(|r| std::cmp::Reverse(r.started_seq));
+    let mut escs: Vec<EscalationState> = escs.into_values().collect();
+    escs.sort_by_key(|e| std::cmp::Reverse(e.created_ms));
+    (runs, escs)
+}
