@@ -34,7 +34,9 @@ case "$lang" in
     [[ -f "$dir/step.js" ]] || { echo "sdk/build.sh: $dir/step.js is missing" >&2; exit 1; }
     mkdir -p "$work/src"
     cp "$dir"/*.js "$work/src/"
-    cp "$sdk/js/charter.js" "$work/src/charter.js"
+    # charter.js imports WASI stdout/stderr at the version of the vendored WIT.
+    wasi=$(sed -n 's/^package wasi:cli@\([0-9.]*\);/\1/p' "$root/wit/deps/cli.wit")
+    sed "s#\(wasi:cli/std[a-z]*\)@[0-9.]*#\1@$wasi#" "$sdk/js/charter.js" > "$work/src/charter.js"
     # --sync: Charter's host runs without component-model async.
     "$tc/js/node_modules/.bin/componentize-qjs" --wit "$work/wit" --world "$world" \
       --js "$work/src/step.js" --sync -o "$out" >/dev/null
