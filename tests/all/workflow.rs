@@ -516,3 +516,69 @@ fn a_rejected_proposal_fails_the_step_closed_and_escalates() {
     );
     assert_eq!(ledger(&h).len(), 2, "only the small refunds");
 }
+
+#[test]
+fn a_hanging_receiver_cannot_hold_a_step_past_its_timeout() {
+    let rt = rt();
+    // Accepts connections, never answers.
+    let (port, _keep) = rt.block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let keep = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                held.push(s);
+            }
+        });
+        (port, keep)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let d = wf_deployment_http(
+        dir.path(),
+        &format!(
+            r#"
+[workflows.hang]
+[[workflows.hang.steps]]
+id = "post"
+plugin = "work"
+input = {{ mode = "post", body = "x", urls = ["http://127.0.0.1:{port}/"] }}
+timeout_ms = 300
+"#
+        ),
+        port,
+    );
+    let h = host_on(d);
+    let st = rt
+        .block_on(h.run_workflow("hang", json!({}), None))
+        .unwrap();
+    assert_eq!(st.status, status::FAILED, "{st:?}");
+    let a = &st.history[0];
+    assert!(a.error.as_deref().unwrap().contains("Timeout"), "{a:?}");
+    // The request's decision and its (failed) result are in the journal.
+    let evs = events(&h);
+    assert!(evs.iter().any(|e| matches!(e, Event::CallResult { ok: false, function, .. } if function.starts_with("wasi:http"))));
+}
+
+#[test]
+fn a_changed_workflow_does_not_resume_old_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let wf = |t: u64| {
+        format!(
+            "[workflows.w]\n[[workflows.w.steps]]\nid = \"s\"\nplugin = \"work\"\ninput = {{ mode = \"flaky\", fail_until = 2, attempt = \"$/run/attempt\" }}\ntimeout_ms = {t}\nretry = {{ max_attempts = 2, initial_backoff_ms = 60000 }}\n"
+        )
+    };
+    let id = {
+        let h = host_on(wf_deployment(dir.path(), &wf(1000)));
+        let st = rt.block_on(h.start_run("w", json!({}), None)).unwrap();
+        st.id
+    };
+    let h = host_on(wf_deployment(dir.path(), &wf(2000)));
+    let err = rt.block_on(h.drive(&id)).unwrap_err();
+    assert!(
+        err.to_string().contains("changed since the run started"),
+        "{err}"
+    );
+    assert!(rt.block_on(h.cancel_run(&id, "olga")).is_ok());
+    assert_eq!(h.run(&id).unwrap().status, status::CANCELLED);
+}

@@ -752,6 +752,8 @@ impl Host {
             store.set_epoch_deadline(engine::deadline_ticks(
                 ms.min(loaded.ctx.limits.deadline_ms),
             ));
+            // Host calls that wait (HTTP, LLM) stop at the step's timeout too.
+            store.data_mut().mediator.deadline = Some(started + Duration::from_millis(ms));
         }
         if let Some(j) = opts.journal {
             store.data_mut().mediator.set_journal(j);
@@ -922,6 +924,7 @@ fn step_events(
     extra: Vec<Event>,
 ) -> Vec<Event> {
     let mut events = std::mem::take(&mut m.pending);
+    events.extend(m.take_late());
     if outcome.is_err() {
         events.retain(|e| !matches!(e, Event::KvWrite { .. }));
     }

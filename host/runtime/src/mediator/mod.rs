@@ -397,7 +397,11 @@ pub(crate) struct Mediator {
     pub replayed: u64,
     /// The last executed call (id, function, approving proposal), for its
     /// result event.
-    last_call: Option<(String, &'static str, Option<String>)>,
+    last_call: Option<(String, HostFn, Option<String>)>,
+    /// Result events of calls that finish outside the store (HTTP).
+    late: Arc<std::sync::Mutex<Vec<Event>>>,
+    /// A workflow step's timeout: no host call waits past it.
+    pub deadline: Option<std::time::Instant>,
 }
 
 static STEP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -426,7 +430,24 @@ impl Mediator {
             journal: None,
             replayed: 0,
             last_call: None,
+            late: Default::default(),
+            deadline: None,
         }
+    }
+
+    /// How long a host call may wait: the plugin's host-call timeout, cut
+    /// to what is left of a workflow step's timeout.
+    pub(crate) fn call_timeout(&self) -> Duration {
+        let t = Duration::from_millis(self.ctx.limits.host_call_timeout_ms);
+        match self.deadline {
+            Some(d) => t.min(d.saturating_duration_since(std::time::Instant::now())),
+            None => t,
+        }
+    }
+
+    /// Result events that arrived after their call returned to the guest.
+    pub(crate) fn take_late(&self) -> Vec<Event> {
+        std::mem::take(&mut *self.late.lock().unwrap())
     }
 
     /// Run inside a workflow step attempt: calls are journaled and checked
@@ -518,19 +539,21 @@ impl Mediator {
         }
     }
 
-    /// Journal the result of the last executed host-native call (only the
-    /// replayable ones, in a workflow run).
+    /// Journal the result of the last executed host-native call (in a
+    /// workflow run; a secret's value is never recorded).
     pub(crate) fn record_result(&mut self, r: &GuestResult) {
-        let (Some(_), Some((call, function, proposal))) = (&self.journal, self.last_call.take())
-        else {
+        let (Some(_), Some((call, f, proposal))) = (&self.journal, self.last_call.take()) else {
             return;
         };
         let ok = r.is_ok();
-        let result = r.as_ref().ok().map(reply_json);
+        let result = match (f, r) {
+            (HostFn::SecretsGet, _) | (_, Err(_)) => None,
+            (_, Ok(reply)) => Some(reply_json(reply)),
+        };
         self.pending.push(Event::CallResult {
             call,
             plugin: self.ctx.name.clone(),
-            function: function.to_string(),
+            function: f.display().to_string(),
             ok,
             summary: match r {
                 Ok(_) => "ok".into(),
@@ -835,10 +858,16 @@ impl Mediator {
         }
         let ev = self.call_event(&call_id, fname, &args, &ruling);
         self.pending.push(ev);
-        if self.journal.is_some() && f.replayable() {
-            self.last_call = Some((call_id, fname, approved));
+        if self.journal.is_none() {
+            return Ok(self.execute(call));
         }
-        Ok(self.execute(call))
+        // In a workflow run every executed call's result is journaled.
+        self.last_call = Some((call_id, f, approved));
+        let d = self.execute(call);
+        if let Dispatch::Ready(r) = &d {
+            self.record_result(r);
+        }
+        Ok(d)
     }
 
     /// Execute an allowed host-native call.
@@ -927,7 +956,7 @@ impl Mediator {
         &mut self,
         fut: Pin<Box<dyn Future<Output = GuestResult> + Send>>,
     ) -> wasmtime::Result<GuestResult> {
-        let timeout = Duration::from_millis(self.ctx.limits.host_call_timeout_ms);
+        let timeout = self.call_timeout();
         match tokio::time::timeout(timeout, fut).await {
             Ok(r) => Ok(r),
             Err(_) => {
@@ -1066,19 +1095,46 @@ impl WasiHttpHooks for Mediator {
         let decided = self.call_event(&call_id, FUNC, &args, &ruling);
         let log = self.services.log.clone();
         tracing::debug!(plugin = %self.ctx.name, %authority, "outbound http");
-        let t = Duration::from_millis(self.ctx.limits.host_call_timeout_ms);
+        let t = self.call_timeout();
         let mut options = options.unwrap_or_default();
         options.connect_timeout = Some(options.connect_timeout.map_or(t, |c| c.min(t)));
         options.first_byte_timeout = Some(options.first_byte_timeout.map_or(t, |c| c.min(t)));
         options.between_bytes_timeout = Some(options.between_bytes_timeout.map_or(t, |c| c.min(t)));
+        // In a workflow run the response's status is journaled (the body is
+        // the receiver's to repeat: the request carries an idempotency key).
+        let late = self
+            .journal
+            .is_some()
+            .then(|| (self.late.clone(), call_id.clone(), self.ctx.name.clone()));
         Box::new(async move {
             use http_body_util::BodyExt;
             if let Err(e) = log.append(vec![decided]).await {
                 tracing::error!("event log: {e}; request not sent");
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
             }
-            let (res, io) =
-                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            let started = std::time::Instant::now();
+            let sent = wasmtime_wasi_http::default_send_request(request, Some(options)).await;
+            if let Some((late, call, plugin)) = late {
+                let (ok, summary, result) = match &sent {
+                    Ok((res, _)) => (
+                        true,
+                        format!("HTTP {}", res.status().as_u16()),
+                        Some(serde_json::json!({"status": res.status().as_u16()})),
+                    ),
+                    Err(e) => (false, format!("{e:?}"), None),
+                };
+                late.lock().unwrap().push(Event::CallResult {
+                    call,
+                    plugin,
+                    function: FUNC.to_string(),
+                    ok,
+                    summary,
+                    duration_us: started.elapsed().as_micros() as u64,
+                    proposal: None,
+                    result,
+                });
+            }
+            let (res, io) = sent?;
             Ok((
                 res.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,
