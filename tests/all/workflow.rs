@@ -582,3 +582,40 @@ fn a_changed_workflow_does_not_resume_old_runs() {
     assert!(rt.block_on(h.cancel_run(&id, "olga")).is_ok());
     assert_eq!(h.run(&id).unwrap().status, status::CANCELLED);
 }
+
+#[test]
+fn an_expired_proposal_fails_the_step_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let d = refunds_deployment(dir.path());
+    let text = std::fs::read_to_string(&d.source)
+        .unwrap()
+        .replace(
+            "data_dir = \"../../target/charter-data/refunds\"",
+            &format!("data_dir = \"{}\"", dir.path().join("data").display()),
+        )
+        .replace("proposal_expiry_hours = 72", "proposal_expiry_hours = 0");
+    let text = format!(
+        "{text}\n[workflows.refund]\nescalate_to = \"refund-approver\"\n[[workflows.refund.steps]]\nid = \"issue\"\nplugin = \"refund-bot\"\ninput = \"$/input\"\non_failure = \"fail\"\n"
+    );
+    let d = Deployment::parse(&text, &d.source).unwrap();
+    let h = host_on(d);
+    let st = rt
+        .block_on(h.run_workflow(
+            "refund",
+            json!({"order_id": "A-90", "amount_cents": 250_000}),
+            None,
+        ))
+        .unwrap();
+    // Expiry counts as rejection: the step fails closed as soon as the
+    // engine sees the proposal expired (here at once: 0 hours).
+    assert_eq!(st.status, status::FAILED, "{st:?}");
+    assert_eq!(attempts(&st, "issue"), ["awaiting-approval", "failed"]);
+    let last = st.history.last().unwrap();
+    assert_eq!(last.failure.as_deref(), Some("rejected"));
+    assert!(
+        last.error.as_deref().unwrap().contains("expired"),
+        "{last:?}"
+    );
+    assert!(ledger(&h).is_empty());
+}
