@@ -515,6 +515,10 @@ fn a_rejected_proposal_fails_the_step_closed_and_escalates() {
         Some("rejected")
     );
     assert_eq!(ledger(&h).len(), 2, "only the small refunds");
+    // Cancelling the escalated run closes its escalation too.
+    let st = rt.block_on(h.cancel_run(&st.id, "rita")).unwrap();
+    assert_eq!(st.status, status::CANCELLED);
+    assert!(h.escalations().iter().all(|e| e.status == "resolved"));
 }
 
 #[test]

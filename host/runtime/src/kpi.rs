@@ -212,7 +212,7 @@ pub fn compute(records: &[Record]) -> Kpi {
             } => {
                 match status.as_str() {
                     "executed" | "approved" => k.proposals.executed += 1,
-                    "rejected" => k.proposals.rejected += 1,
+                    "rejected" | "cancelled" => k.proposals.rejected += 1,
                     "expired" => k.proposals.expired += 1,
                     _ => k.proposals.failed += 1,
                 }

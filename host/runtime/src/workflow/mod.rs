@@ -292,17 +292,38 @@ impl Host {
                 st.status
             )));
         }
-        self.commit(
-            &mut st,
-            vec![Event::RunFinished {
+        let mut events = Vec::new();
+        // What the run waited on ends with it.
+        if let Some(p) = st.proposal.as_deref().and_then(|p| self.proposal(p))
+            && p.status == "pending"
+        {
+            events.push(Event::ProposalResolved {
+                proposal: p.id,
+                status: "cancelled".into(),
+                detail: Some(format!("run {id} cancelled by {by}")),
+            });
+        }
+        if let Some(e) = &st.escalation {
+            events.push(Event::EscalationResolved {
+                id: e.clone(),
                 run: id.to_string(),
-                status: status::CANCELLED.into(),
+                by: by.to_string(),
+                action: "cancel".into(),
                 output: None,
-                error: Some(format!("cancelled by {by}")),
-                by: Some(by.to_string()),
-            }],
-        )
-        .await?;
+                comment: Some("the run was cancelled".into()),
+                accepted: true,
+                reason: None,
+                next: None,
+            });
+        }
+        events.push(Event::RunFinished {
+            run: id.to_string(),
+            status: status::CANCELLED.into(),
+            output: None,
+            error: Some(format!("cancelled by {by}")),
+            by: Some(by.to_string()),
+        });
+        self.commit(&mut st, events).await?;
         Ok(st)
     }
 
