@@ -228,18 +228,10 @@ pub fn apply(store: &dyn Store, records: &[Record]) {
                         }
                     }
                     Event::EscalationResolved {
-                        id,
-                        by,
-                        action,
-                        comment,
-                        accepted: true,
-                        ..
+                        id, accepted: true, ..
                     } => match get_json::<EscalationState>(store, ESCALATIONS, id) {
                         Some(mut e) => {
-                            e.status = "resolved".into();
-                            e.resolved_by = Some(by.clone());
-                            e.action = Some(action.clone());
-                            e.comment = comment.clone();
+                            e.apply(&r.event);
                             put_json(store, ESCALATIONS, id, &e)
                         }
                         None => Ok(()),

@@ -780,6 +780,7 @@ impl Host {
         let replayed = state.mediator.replayed;
         let state = store.into_data();
         Attempted {
+            duration_us,
             result: result.map(|output| CallOutcome {
                 output,
                 host_calls: state.mediator.calls,
@@ -808,6 +809,7 @@ pub(crate) struct Attempted {
     pub events: Vec<Event>,
     /// Calls answered from the journal.
     pub replayed: u64,
+    pub duration_us: u64,
 }
 
 /// A store for one call of `ctx`'s plugin, with its limits set.

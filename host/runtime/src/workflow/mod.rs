@@ -625,11 +625,13 @@ impl Host {
                     if let Event::StepAttempt {
                         proposal: p,
                         replayed: r,
+                        duration_us,
                         ..
                     } = &mut ev
                     {
                         *p = Some(proposal);
                         *r = replayed;
+                        *duration_us = attempted.duration_us;
                     }
                     vec![ev]
                 }
@@ -642,7 +644,7 @@ impl Host {
                     failure_class(&e),
                     e.to_string(),
                     replayed,
-                    0,
+                    attempted.duration_us,
                 ),
             };
             self.enter_next(&mut entered, &after);

@@ -254,6 +254,23 @@ impl RunState {
 }
 
 impl EscalationState {
+    /// Fold an accepted `escalation-resolved` event into this escalation.
+    pub fn apply(&mut self, ev: &Event) {
+        if let Event::EscalationResolved {
+            by,
+            action,
+            comment,
+            accepted: true,
+            ..
+        } = ev
+        {
+            self.status = "resolved".into();
+            self.resolved_by = Some(by.clone());
+            self.action = Some(action.clone());
+            self.comment = comment.clone();
+        }
+    }
+
     pub fn from_event(ev: &Event, time_ms: u64) -> Option<EscalationState> {
         let Event::Escalated {
             id,
@@ -302,20 +319,10 @@ pub fn from_records(records: &[charter_audit::Record]) -> (Vec<RunState>, Vec<Es
                 if let Some(e) = EscalationState::from_event(&r.event, r.time_ms) {
                     escs.insert(e.id.clone(), e);
                 }
-                if let Event::EscalationResolved {
-                    id,
-                    by,
-                    action,
-                    comment,
-                    accepted: true,
-                    ..
-                } = &r.event
+                if let Event::EscalationResolved { id, .. } = &r.event
                     && let Some(e) = escs.get_mut(id)
                 {
-                    e.status = "resolved".into();
-                    e.resolved_by = Some(by.clone());
-                    e.action = Some(action.clone());
-                    e.comment = comment.clone();
+                    e.apply(&r.event);
                 }
             }
             _ => {}
