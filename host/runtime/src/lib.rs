@@ -771,6 +771,22 @@ impl Host {
             }
             (None, Ok(Ok(out))) => Ok(out),
         };
+        // A workflow step's timeout is the deadline that fired: say so.
+        let result = match (result, opts.deadline_ms) {
+            (
+                Err(CallError::Limit {
+                    plugin,
+                    kind: LimitKind::Deadline,
+                    ..
+                }),
+                Some(ms),
+            ) if ms < loaded.ctx.limits.deadline_ms => Err(CallError::Limit {
+                plugin,
+                kind: LimitKind::Deadline,
+                detail: format!("still running after {ms} ms (the step's timeout_ms)"),
+            }),
+            (r, _) => r,
+        };
         let duration_us = started.elapsed().as_micros() as u64;
         let summary = match &result {
             Ok(_) => Ok(()),
