@@ -480,7 +480,8 @@ impl Mediator {
             return Ok(Gate::Fresh);
         };
         let seq = self.call_n + 1;
-        match j.check(seq, function, &charter_audit::json_digest(args), replayable) {
+        let args_digest = charter_audit::json_digest(args);
+        match j.check(seq, function, &args_digest, &self.ctx.digest, replayable) {
             Check::Fresh => Ok(Gate::Fresh),
             Check::Approved(p) => Ok(Gate::Approved(p)),
             Check::Replay(v) => {

@@ -38,8 +38,8 @@ pub(crate) struct Journal {
     pub step: String,
     pub attempt: u32,
     entries: BTreeMap<u64, Entry>,
-    /// proposal id → (status, expires_at_ms)
-    proposals: HashMap<String, (String, u64)>,
+    /// proposal id → (status, expires_at_ms, plugin digest)
+    proposals: HashMap<String, (String, u64, String)>,
 }
 
 /// The journal's answer for one call.
@@ -112,14 +112,17 @@ impl Journal {
                 Event::Proposal {
                     id,
                     expires_at_ms,
+                    digest,
                     journal: Some(r),
                     ..
                 } if mine(r) => {
                     if let Some(e) = j.entries.get_mut(&r.seq) {
                         e.proposal = Some(id.clone());
                     }
-                    j.proposals
-                        .insert(id.clone(), ("pending".into(), *expires_at_ms));
+                    j.proposals.insert(
+                        id.clone(),
+                        ("pending".into(), *expires_at_ms, digest.clone()),
+                    );
                 }
                 Event::ProposalResolved {
                     proposal, status, ..
@@ -143,9 +146,17 @@ impl Journal {
         }
     }
 
-    /// The journal's answer for call `seq` of `function` with `args_digest`.
-    /// `replayable`: whether a recorded result may stand in for the call.
-    pub fn check(&self, seq: u64, function: &str, args_digest: &str, replayable: bool) -> Check {
+    /// The journal's answer for call `seq` of `function` with `args_digest`,
+    /// made by plugin bytes `plugin_digest`. `replayable`: whether a
+    /// recorded result may stand in for the call.
+    pub fn check(
+        &self,
+        seq: u64,
+        function: &str,
+        args_digest: &str,
+        plugin_digest: &str,
+        replayable: bool,
+    ) -> Check {
         let Some(e) = self.entries.get(&seq) else {
             return Check::Fresh;
         };
@@ -162,12 +173,20 @@ impl Journal {
             return Check::Replay(v.clone());
         }
         if let Some(p) = &e.proposal {
-            let (status, expires) = self
+            let (status, expires, approved_digest) = self
                 .proposals
                 .get(p)
                 .cloned()
-                .unwrap_or_else(|| ("pending".into(), u64::MAX));
+                .unwrap_or_else(|| ("pending".into(), u64::MAX, String::new()));
             return match status.as_str() {
+                // People approved what these plugin bytes proposed; other
+                // bytes do not inherit the approval.
+                "approved" | "executed" if approved_digest != plugin_digest => Check::Refused {
+                    proposal: p.clone(),
+                    status: format!(
+                        "approved for plugin {approved_digest}, but the plugin is now {plugin_digest}; propose again"
+                    ),
+                },
                 "approved" | "executed" => Check::Approved(p.clone()),
                 "pending" if now_ms() >= expires => Check::Refused {
                     proposal: p.clone(),
@@ -186,4 +205,141 @@ impl Journal {
 
 fn short(d: &str) -> &str {
     &d[..d.len().min(19)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use charter_audit::Decision;
+    use serde_json::json;
+
+    fn rec(seq: u64, event: Event) -> Record {
+        Record {
+            seq,
+            time_ms: 0,
+            event,
+        }
+    }
+
+    fn jref(step: &str, seq: u64) -> Option<JournalRef> {
+        Some(JournalRef {
+            run: "R-1".into(),
+            step: step.into(),
+            attempt: 1,
+            seq,
+        })
+    }
+
+    fn call(id: &str, seq: u64, args: &Value) -> Event {
+        Event::Call {
+            call: id.into(),
+            plugin: "bot".into(),
+            digest: "sha256:a".into(),
+            function: "acme:payments/refunds@0.1.0#issue-refund".into(),
+            args_digest: charter_audit::json_digest(args),
+            args: args.clone(),
+            decision: Decision::Allow,
+            policies: vec![],
+            reason: None,
+            initiator: None,
+            journal: jref("s", seq),
+        }
+    }
+
+    fn proposal(id: &str, seq: u64, expires_at_ms: u64) -> Event {
+        Event::Proposal {
+            id: id.into(),
+            call: format!("c{seq}"),
+            plugin: "bot".into(),
+            digest: "sha256:a".into(),
+            function: "acme:payments/refunds@0.1.0#issue-refund".into(),
+            args: json!({}),
+            args_digest: String::new(),
+            rationale: None,
+            policies: vec![],
+            approver_role: None,
+            approvals_needed: 1,
+            expires_at_ms,
+            initiator: None,
+            owner: None,
+            journal: jref("s", seq),
+        }
+    }
+
+    #[test]
+    fn every_answer_of_the_journal() {
+        const F: &str = "acme:payments/refunds@0.1.0#issue-refund";
+        let small = json!({"order": "S-1", "amount": 900});
+        let big = json!({"order": "A-7", "amount": 200000});
+        let late = json!({"order": "L-1", "amount": 300000});
+        let records = vec![
+            rec(1, call("c1", 1, &small)),
+            rec(
+                2,
+                Event::CallResult {
+                    call: "c1".into(),
+                    plugin: "bot".into(),
+                    function: F.into(),
+                    ok: true,
+                    summary: String::new(),
+                    duration_us: 0,
+                    proposal: None,
+                    result: Some(json!(["R-S-1"])),
+                },
+            ),
+            rec(3, call("c2", 2, &big)),
+            rec(4, proposal("P-big", 2, u64::MAX)),
+            rec(
+                5,
+                Event::ProposalResolved {
+                    proposal: "P-big".into(),
+                    status: "approved".into(),
+                    detail: None,
+                },
+            ),
+            rec(6, call("c3", 3, &late)),
+            rec(7, proposal("P-late", 3, 1)),
+            // Another step's call at the same position is not ours.
+            rec(8, {
+                let mut e = call("c9", 4, &small);
+                if let Event::Call { journal, .. } = &mut e {
+                    *journal = jref("other", 4);
+                }
+                e
+            }),
+        ];
+        let j = Journal::build("R-1", "s", 2, &records);
+        let d = |v: &Value| charter_audit::json_digest(v);
+        assert!(
+            matches!(j.check(1, F, &d(&small), "sha256:a", true), Check::Replay(v) if v == json!(["R-S-1"]))
+        );
+        assert!(matches!(
+            j.check(1, F, &d(&small), "sha256:a", false),
+            Check::Fresh
+        ));
+        assert!(matches!(
+            j.check(1, F, &d(&big), "sha256:a", true),
+            Check::Diverged(_)
+        ));
+        assert!(matches!(
+            j.check(1, "other#fn", &d(&small), "sha256:a", true),
+            Check::Diverged(_)
+        ));
+        assert!(
+            matches!(j.check(2, F, &d(&big), "sha256:a", true), Check::Approved(p) if p == "P-big")
+        );
+        // Other plugin bytes do not inherit the approval.
+        assert!(matches!(
+            j.check(2, F, &d(&big), "sha256:b", true),
+            Check::Refused { .. }
+        ));
+        assert!(
+            matches!(j.check(3, F, &d(&late), "sha256:a", true), Check::Refused { status, .. } if status == "expired")
+        );
+        assert!(matches!(
+            j.check(4, F, &d(&small), "sha256:a", true),
+            Check::Fresh
+        ));
+        assert_eq!(j.jref(5).idempotency_key(), "charter:R-1:s:5");
+    }
 }
