@@ -21,10 +21,13 @@ const AFTER_HELP: &str = "\
 Exit codes: 0 ok, 1 error, 2 refused by governance (ungranted, denied, phase gate, pin,
 awaiting approval), 3 resource limit (deadline, memory, host-call cap, sizes).
 
-Start here:
-  charter check --config examples/refund-triage/charter.toml
-  charter call refund-triage --config examples/refund-triage/charter.toml \\
+Start here (bash examples/demo.sh runs all of it):
+  charter check --config examples/refunds/charter.toml
+  charter kv set refund-triage order:A-1001 @examples/refunds/order-A-1001.json \\
+      --config examples/refunds/charter.toml
+  charter run refund-request --config examples/refunds/charter.toml \\
       --input '{\"order_id\":\"A-1001\",\"request\":\"arrived broken\"}'
+  charter runs list --config examples/refunds/charter.toml
 
 Logging goes to stderr; set CHARTER_LOG (e.g. CHARTER_LOG=debug) to see more.";
 
