@@ -418,7 +418,7 @@ fn init_tracing(quiet: bool) {
     let default = if quiet {
         "warn"
     } else {
-        "warn,charter::plugin=info"
+        "warn,charter::plugin=info,charter::run=info"
     };
     let filter = EnvFilter::try_from_env("CHARTER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()

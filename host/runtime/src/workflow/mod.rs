@@ -435,6 +435,7 @@ impl Host {
         let now = now_ms();
         for e in &folded {
             st.apply(e, now);
+            progress(e);
         }
         Ok(())
     }
@@ -741,6 +742,46 @@ impl Host {
                 vec![ev]
             }
         }
+    }
+}
+
+/// One line per state change of a run, for people watching it (target
+/// `charter::run`; the CLI shows it on stderr).
+fn progress(e: &Event) {
+    match e {
+        Event::StepAttempt {
+            run,
+            step,
+            attempt,
+            outcome,
+            failure,
+            retry_at_ms,
+            proposal,
+            replayed,
+            ..
+        } => {
+            let mut line = format!("run {run}: step {step} attempt {attempt} {outcome}");
+            if let Some(f) = failure {
+                line.push_str(&format!(" ({f})"));
+            }
+            if *replayed > 0 {
+                line.push_str(&format!(", {replayed} call(s) replayed"));
+            }
+            if let Some(t) = retry_at_ms {
+                line.push_str(&format!(", retry in {} ms", t.saturating_sub(now_ms())));
+            }
+            if let Some(p) = proposal {
+                line.push_str(&format!(", waiting for proposal {p}"));
+            }
+            tracing::info!(target: "charter::run", "{line}");
+        }
+        Event::Escalated { run, id, role, .. } => {
+            tracing::info!(target: "charter::run", "run {run}: escalated to {role} as {id}")
+        }
+        Event::RunFinished { run, status, .. } => {
+            tracing::info!(target: "charter::run", "run {run}: {status}")
+        }
+        _ => {}
     }
 }
 
