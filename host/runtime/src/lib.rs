@@ -753,7 +753,8 @@ impl Host {
                 ms.min(loaded.ctx.limits.deadline_ms),
             ));
             // Host calls that wait (HTTP, LLM) stop at the step's timeout too.
-            store.data_mut().mediator.deadline = Some(started + Duration::from_millis(ms));
+            store.data_mut().mediator.step_timeout =
+                Some((started + Duration::from_millis(ms), ms));
         }
         if let Some(j) = opts.journal {
             store.data_mut().mediator.set_journal(j);
@@ -770,22 +771,6 @@ impl Host {
                 Err(classify_trap(&loaded.name, state, &loaded.ctx.limits, trap))
             }
             (None, Ok(Ok(out))) => Ok(out),
-        };
-        // A workflow step's timeout is the deadline that fired: say so.
-        let result = match (result, opts.deadline_ms) {
-            (
-                Err(CallError::Limit {
-                    plugin,
-                    kind: LimitKind::Deadline,
-                    ..
-                }),
-                Some(ms),
-            ) if ms < loaded.ctx.limits.deadline_ms => Err(CallError::Limit {
-                plugin,
-                kind: LimitKind::Deadline,
-                detail: format!("still running after {ms} ms (the step's timeout_ms)"),
-            }),
-            (r, _) => r,
         };
         let duration_us = started.elapsed().as_micros() as u64;
         let summary = match &result {
@@ -1217,10 +1202,16 @@ fn classify_trap(
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => limit(
             LimitKind::Deadline,
-            format!(
-                "still running after {} ms (limits.deadline_ms)",
-                limits.deadline_ms
-            ),
+            match state.mediator.step_timeout {
+                // A workflow step's timeout is the deadline that fired.
+                Some((_, ms)) if ms < limits.deadline_ms => {
+                    format!("still running after {ms} ms (the step's timeout_ms)")
+                }
+                _ => format!(
+                    "still running after {} ms (limits.deadline_ms)",
+                    limits.deadline_ms
+                ),
+            },
         ),
         Some(Trap::StackOverflow) => limit(LimitKind::Stack, "call stack exhausted".into()),
         _ if e

@@ -400,8 +400,9 @@ pub(crate) struct Mediator {
     last_call: Option<(String, HostFn, Option<String>)>,
     /// Result events of calls that finish outside the store (HTTP).
     late: Arc<std::sync::Mutex<Vec<Event>>>,
-    /// A workflow step's timeout: no host call waits past it.
-    pub deadline: Option<std::time::Instant>,
+    /// A workflow step's timeout (when it ends, and its length in ms): no
+    /// host call waits past it, and a deadline trap names it.
+    pub step_timeout: Option<(std::time::Instant, u64)>,
 }
 
 static STEP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -431,7 +432,7 @@ impl Mediator {
             replayed: 0,
             last_call: None,
             late: Default::default(),
-            deadline: None,
+            step_timeout: None,
         }
     }
 
@@ -439,8 +440,8 @@ impl Mediator {
     /// to what is left of a workflow step's timeout.
     pub(crate) fn call_timeout(&self) -> Duration {
         let t = Duration::from_millis(self.ctx.limits.host_call_timeout_ms);
-        match self.deadline {
-            Some(d) => t.min(d.saturating_duration_since(std::time::Instant::now())),
+        match self.step_timeout {
+            Some((d, _)) => t.min(d.saturating_duration_since(std::time::Instant::now())),
             None => t,
         }
     }
