@@ -179,9 +179,15 @@ pub async fn check(deployment: Deployment, as_json: bool) -> Result<i32> {
     for p in &policy_problems {
         lines.push(format!("refused  policy: {p}"));
     }
-    if !policy_problems.is_empty() && code == EXIT_OK {
+    let effect_problems = host.effect_problems();
+    for p in &effect_problems {
+        lines.push(format!("refused  effects: {p}"));
+    }
+    if !(policy_problems.is_empty() && effect_problems.is_empty()) && code == EXIT_OK {
         code = EXIT_REFUSED;
     }
+    // Warnings do not change the outcome.
+    let warnings = host.policy_warnings();
     if code != EXIT_OK {
         let problems: Vec<String> = lines
             .iter()
@@ -198,6 +204,8 @@ pub async fn check(deployment: Deployment, as_json: bool) -> Result<i32> {
                 "deployment": name,
                 "config": source,
                 "policy_problems": policy_problems,
+                "effect_problems": effect_problems,
+                "warnings": warnings,
                 "phase": phase.get(),
                 "ok": code == EXIT_OK,
                 "exit_code": code,
@@ -216,6 +224,17 @@ pub async fn check(deployment: Deployment, as_json: bool) -> Result<i32> {
         }
         for v in &workflow_problems {
             println!("refused  {v}");
+        }
+        // Deployment-wide violations (no plugin to refuse), e.g. a group
+        // labelled read that grants writes, granted to nobody yet.
+        for v in violations
+            .iter()
+            .filter(|v| v.plugin.is_none() && v.rule != "workflow")
+        {
+            println!("refused  {v}");
+        }
+        for w in &warnings {
+            println!("warning: {w}");
         }
         match code {
             EXIT_OK => println!(

@@ -14,14 +14,36 @@
 //! [groups.orders-read]
 //! capabilities = ["charter:host/kv.get", "charter:host/kv.list-keys"]
 //! phase = 1
-//! effect = "read"
+//! effect = "read"                # optional: derived when left out
 //!
 //! [plugins.refund-triage]
 //! path = "plugins/refund_triage.wasm"
 //! groups = ["orders-read"]
 //! granted_by = "alice"
 //! reason = "triage needs to read orders"
+//!
+//! [plugins.payments]             # a connector
+//! path = "plugins/payments.wasm"
+//! provides = ["acme:payments/refunds"]
+//! # The provider declares which of its functions only read; every other
+//! # function it provides is a write. `INTERFACE.*` declares them all.
+//! effects = { "acme:payments/refunds.lookup-order" = "read" }
 //! ```
+//!
+//! ## Effects
+//!
+//! A function's effect is what the host knows it to be, never what a group
+//! says: the host's own functions are catalogued ([`HOST_FUNCTION_EFFECTS`]:
+//! `charter:host/kv.set` and `kv.delete` write, the rest read;
+//! `wasi:http/outgoing-handler.handle` writes); a connector's functions are
+//! read only where their provider declares them so in `effects`, write
+//! otherwise (as is any function of an interface nobody provides). A
+//! group's effect ([`ActionGroup::effect`]) is write if any function it
+//! grants writes (a wildcard over a connector interface writes unless the
+//! provider declares `INTERFACE.*` read). A group whose `effect = "read"`
+//! label understates its functions is a violation (`mislabelled-effect`);
+//! without a label the effect is derived. Phase gates use the derived
+//! effect.
 
 mod pattern;
 pub mod workflow;
@@ -100,6 +122,37 @@ impl fmt::Display for Phase {
     }
 }
 
+/// The effects of the functions the host itself implements: every
+/// `charter:host` function (interface without version, function name,
+/// effect), and `wasi:http/outgoing-handler.handle`. The runtime's
+/// `HostFn::effect` must agree (a runtime test checks it).
+pub const HOST_FUNCTION_EFFECTS: &[(&str, &str, Effect)] = &[
+    ("charter:host/log", "write", Effect::Read),
+    ("charter:host/kv", "get", Effect::Read),
+    ("charter:host/kv", "set", Effect::Write),
+    ("charter:host/kv", "delete", Effect::Write),
+    ("charter:host/kv", "list-keys", Effect::Read),
+    ("charter:host/secrets", "get", Effect::Read),
+    ("charter:host/llm", "complete", Effect::Read),
+    ("charter:host/llm", "classify", Effect::Read),
+    ("charter:host/explain", "rationale", Effect::Read),
+    ("wasi:http/outgoing-handler", "handle", Effect::Write),
+];
+
+/// The effect of a function the host implements (any version), or `None`
+/// for a function it does not (a connector's, or an unknown one).
+pub fn host_function_effect(f: &FunctionName) -> Option<Effect> {
+    HOST_FUNCTION_EFFECTS
+        .iter()
+        .find(|(i, n, _)| *i == f.interface && *n == f.func)
+        .map(|(_, _, e)| *e)
+}
+
+/// Is `interface` the host's own (so every function of it is catalogued)?
+fn host_interface(interface: &str) -> bool {
+    interface.starts_with("charter:host/") || interface.starts_with("wasi:http/")
+}
+
 /// Whether a group's capabilities change the world outside the plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -152,6 +205,9 @@ pub struct Limits {
     pub host_call_timeout_ms: u64,
     /// Longest compile of a component before it is refused.
     pub max_compile_seconds: u64,
+    /// Bytes one step may record in the event log and make the host hold
+    /// on its behalf (pending events, kv writes, request bodies).
+    pub max_recorded_bytes: u64,
 }
 
 impl Default for Limits {
@@ -165,6 +221,7 @@ impl Default for Limits {
             max_component_bytes: 64 << 20,
             host_call_timeout_ms: 30_000,
             max_compile_seconds: 300,
+            max_recorded_bytes: 16 << 20,
         }
     }
 }
@@ -180,6 +237,7 @@ struct LimitsFile {
     max_component_mib: Option<u64>,
     host_call_timeout_ms: Option<u64>,
     max_compile_seconds: Option<u64>,
+    max_recorded_mib: Option<u64>,
 }
 
 impl LimitsFile {
@@ -201,6 +259,10 @@ impl LimitsFile {
                 .host_call_timeout_ms
                 .unwrap_or(base.host_call_timeout_ms),
             max_compile_seconds: self.max_compile_seconds.unwrap_or(base.max_compile_seconds),
+            max_recorded_bytes: self
+                .max_recorded_mib
+                .map(|m| m.saturating_mul(1 << 20))
+                .unwrap_or(base.max_recorded_bytes),
         }
     }
 }
@@ -213,7 +275,11 @@ pub struct ActionGroup {
     pub capabilities: Vec<Pattern>,
     /// Lowest deployment phase at which the group may be granted.
     pub phase: Phase,
+    /// The group's effect: write if any function it grants writes (or if
+    /// labelled write), whatever its label says. Phase gates use this.
     pub effect: Effect,
+    /// The `effect` label as written in the file, if any.
+    pub declared_effect: Option<Effect>,
     /// For `wasi:http`: the `host[:port]` authorities requests may go to.
     pub allow_hosts: Vec<String>,
     /// For `charter:host/secrets`: the secret names that may be read.
@@ -300,6 +366,10 @@ pub struct Deployment {
     /// Workflows: inline `[workflows.NAME]` and `workflows/NAME.toml`
     /// beside the deployment file.
     pub workflows: BTreeMap<String, Workflow>,
+    /// Connector functions' effects as their providers declare them
+    /// (`effects` of `[plugins.NAME]`): `interface.function` or
+    /// `interface.*` (no version) → effect. Undeclared functions write.
+    pub connector_effects: BTreeMap<String, Effect>,
 }
 
 /// A person who may decide proposals.
@@ -377,8 +447,7 @@ struct GroupFile {
     capabilities: Vec<String>,
     #[serde(default = "default_phase")]
     phase: Phase,
-    #[serde(default)]
-    effect: Effect,
+    effect: Option<Effect>,
     #[serde(default)]
     allow_hosts: Vec<String>,
     #[serde(default)]
@@ -420,6 +489,9 @@ struct PluginFile {
     owner: Option<String>,
     #[serde(default)]
     provides: Vec<String>,
+    /// Effects of the provided functions (`"iface.func" = "read"`).
+    #[serde(default)]
+    effects: BTreeMap<String, Effect>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -525,7 +597,9 @@ impl Deployment {
                     description: g.description,
                     capabilities,
                     phase: g.phase,
-                    effect: g.effect,
+                    // Derived below, once the connectors' declarations are known.
+                    effect: g.effect.unwrap_or_default(),
+                    declared_effect: g.effect,
                     allow_hosts: g
                         .allow_hosts
                         .iter()
@@ -551,8 +625,39 @@ impl Deployment {
         }
 
         let mut plugins = BTreeMap::new();
+        let mut connector_effects: BTreeMap<String, Effect> = BTreeMap::new();
         for (name, p) in file.plugins {
             check_name("plugin", &name).map_err(&invalid)?;
+            for (key, effect) in &p.effects {
+                let f = Pattern::parse(key).map_err(|e| {
+                    invalid(format!(
+                        "plugin {name}: effects: {e}; declare \"INTERFACE.FUNCTION\" = \"read\" or \"write\""
+                    ))
+                })?;
+                if f.version.is_some() {
+                    return Err(invalid(format!(
+                        "plugin {name}: effects: {key:?}: leave out the version (\"{}.{}\")",
+                        f.interface,
+                        f.func.as_deref().unwrap_or("*")
+                    )));
+                }
+                if !p.provides.contains(&f.interface) {
+                    return Err(invalid(format!(
+                        "plugin {name}: effects: {key:?} is not a function of an interface it provides (provides: {}); only a provider declares its functions' effects",
+                        if p.provides.is_empty() {
+                            "nothing".to_string()
+                        } else {
+                            p.provides.join(", ")
+                        }
+                    )));
+                }
+                // Two providers of one interface are a violation anyway;
+                // where their declarations differ, write wins.
+                let e = connector_effects.entry(key.clone()).or_insert(*effect);
+                if *effect == Effect::Write {
+                    *e = Effect::Write;
+                }
+            }
             if let Some(d) = &p.digest {
                 let ok = d.strip_prefix("sha256:").is_some_and(|h| {
                     h.len() == 64
@@ -644,7 +749,8 @@ impl Deployment {
             workflows.insert(name.clone(), w.into_workflow(name, &path));
         }
 
-        Ok(Deployment {
+        let mut d = Deployment {
+            connector_effects,
             workflows,
             approvers,
             name: file.deployment.name,
@@ -656,13 +762,139 @@ impl Deployment {
             plugins,
             secrets,
             llm,
-        })
+        };
+        let effects: Vec<(String, Effect)> = d
+            .groups
+            .values()
+            .map(|g| {
+                let derived = if d.writes_of(g).is_empty() {
+                    Effect::Read
+                } else {
+                    Effect::Write
+                };
+                let effect = if g.declared_effect == Some(Effect::Write) {
+                    Effect::Write
+                } else {
+                    derived
+                };
+                (g.name.clone(), effect)
+            })
+            .collect();
+        for (name, effect) in effects {
+            if let Some(g) = d.groups.get_mut(&name) {
+                g.effect = effect;
+            }
+        }
+        Ok(d)
+    }
+
+    /// The effect of `func` as the host knows it: the host's catalog for
+    /// its own functions, else the provider's declaration for a connector
+    /// function; anything undeclared (or unknown) writes.
+    pub fn function_effect(&self, func: &FunctionName) -> Effect {
+        if let Some(e) = host_function_effect(func) {
+            return e;
+        }
+        if host_interface(&func.interface) {
+            return Effect::Write;
+        }
+        self.connector_effect(&func.interface, Some(&func.func))
+    }
+
+    /// A connector function's declared effect (`None`: every function of
+    /// the interface, as a wildcard grants them).
+    fn connector_effect(&self, interface: &str, func: Option<&str>) -> Effect {
+        let all = self
+            .connector_effects
+            .get(&format!("{interface}.*"))
+            .copied();
+        match func {
+            Some(f) => self
+                .connector_effects
+                .get(&format!("{interface}.{f}"))
+                .copied()
+                .or(all)
+                .unwrap_or(Effect::Write),
+            // A wildcard reads only if the provider declares every function
+            // read, and none of them write.
+            None => {
+                let prefix = format!("{interface}.");
+                let some_write = self
+                    .connector_effects
+                    .iter()
+                    .any(|(k, e)| k.starts_with(&prefix) && *e == Effect::Write);
+                if all == Some(Effect::Read) && !some_write {
+                    Effect::Read
+                } else {
+                    Effect::Write
+                }
+            }
+        }
+    }
+
+    /// The functions (host functions expanded from patterns; connector
+    /// patterns as written) that `group` grants and that write. Empty for
+    /// a read-only group.
+    pub fn writes_of(&self, group: &ActionGroup) -> Vec<String> {
+        let mut out = Vec::new();
+        for p in &group.capabilities {
+            if host_interface(&p.interface) {
+                let known: Vec<_> = HOST_FUNCTION_EFFECTS
+                    .iter()
+                    .filter(|(i, n, _)| {
+                        *i == p.interface && p.func.as_deref().is_none_or(|f| f == *n)
+                    })
+                    .collect();
+                // The host links nothing else of charter:host; the rest of
+                // wasi:http is not known to be read-only.
+                if known.is_empty() && !p.interface.starts_with("charter:host/") {
+                    out.push(p.to_string());
+                }
+                for (i, n, e) in known {
+                    if *e == Effect::Write {
+                        out.push(format!("{i}.{n}"));
+                    }
+                }
+            } else if self.connector_effect(&p.interface, p.func.as_deref()) == Effect::Write {
+                out.push(p.to_string());
+            }
+        }
+        out.dedup();
+        out
+    }
+
+    /// A group labelled `effect = "read"` that grants a function that
+    /// writes: the message naming the group, the function and the fix.
+    fn mislabel(&self, g: &ActionGroup) -> Option<String> {
+        if g.declared_effect != Some(Effect::Read) || g.effect != Effect::Write {
+            return None;
+        }
+        let writes = self.writes_of(g);
+        Some(format!(
+            "group {} is labelled effect \"read\" but grants {}, which {} (a function's effect is the host's or its provider's, not the group's); label the group effect = \"write\" (or leave `effect` out to derive it), or grant only read functions",
+            g.name,
+            writes.join(", "),
+            if writes.len() == 1 { "writes" } else { "write" },
+        ))
     }
 
     /// Every governance rule this deployment breaks, independent of the
-    /// plugins' bytes: unknown groups, phase gates, undeclared secrets.
+    /// plugins' bytes: unknown groups, phase gates, groups labelled read
+    /// that grant writes, undeclared secrets.
     pub fn violations(&self) -> Vec<Violation> {
         let mut out = Vec::new();
+        // A mislabelled group nobody is granted is still wrong; a granted
+        // one is reported per plugin (it refuses that plugin).
+        for g in self.groups.values() {
+            let granted = self.plugins.values().any(|p| p.groups.contains(&g.name));
+            if !granted && let Some(message) = self.mislabel(g) {
+                out.push(Violation {
+                    plugin: None,
+                    rule: "mislabelled-effect",
+                    message,
+                });
+            }
+        }
         let mut providers: BTreeMap<&str, &str> = BTreeMap::new();
         for (pname, p) in &self.plugins {
             for iface in &p.provides {
@@ -704,11 +936,18 @@ impl Deployment {
                         ),
                     ));
                 }
+                if let Some(message) = self.mislabel(g) {
+                    out.push(v("mislabelled-effect", message));
+                }
                 if self.phase == Phase::ANALYSIS_ONLY && g.effect == Effect::Write {
+                    let why = match g.declared_effect {
+                        Some(Effect::Write) => String::new(),
+                        _ => format!(" (it grants {})", self.writes_of(g).join(", ")),
+                    };
                     out.push(v(
                         "analysis-only",
                         format!(
-                            "group {gname} has effect \"write\", but phase 3 (analysis only) permits no writes; grant a read-only group instead"
+                            "group {gname} has effect \"write\"{why}, but phase 3 (analysis only) permits no writes; grant a read-only group instead"
                         ),
                     ));
                 }
@@ -898,5 +1137,316 @@ groups = ["kv-write", "llm"]
         .unwrap_err()
         .to_string();
         assert!(err.contains("sha256"), "{err}");
+    }
+
+    // ---- effects: what the host knows, not what a group says ----------------
+
+    fn dep(phase: u8, rest: &str) -> Deployment {
+        parse(&format!(
+            "[deployment]\nname = \"t\"\nphase = {phase}\n{rest}"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn rules(d: &Deployment) -> Vec<&'static str> {
+        d.violations().iter().map(|v| v.rule).collect()
+    }
+
+    const PAYMENTS: &str = r#"
+[plugins.payments]
+path = "payments.wasm"
+provides = ["acme:payments/refunds"]
+effects = { "acme:payments/refunds.lookup-order" = "read" }
+"#;
+
+    #[test]
+    fn host_catalog() {
+        let f = |i: &str, n: &str| host_function_effect(&FunctionName::new(i, n));
+        assert_eq!(f("charter:host/kv@0.1.0", "set"), Some(Effect::Write));
+        assert_eq!(f("charter:host/kv", "delete"), Some(Effect::Write));
+        assert_eq!(f("charter:host/kv@0.1.0", "get"), Some(Effect::Read));
+        assert_eq!(f("charter:host/log@0.1.0", "write"), Some(Effect::Read));
+        assert_eq!(f("charter:host/secrets", "get"), Some(Effect::Read));
+        assert_eq!(
+            f("wasi:http/outgoing-handler@0.2.6", "handle"),
+            Some(Effect::Write)
+        );
+        assert_eq!(f("acme:payments/refunds", "issue-refund"), None);
+    }
+
+    #[test]
+    fn explicit_read_group_granting_kv_set_is_a_violation() {
+        let d = dep(
+            4,
+            r#"
+[groups.notes]
+capabilities = ["charter:host/kv.get", "charter:host/kv.set"]
+effect = "read"
+[plugins.p]
+path = "p.wasm"
+groups = ["notes"]
+"#,
+        );
+        assert_eq!(d.groups["notes"].effect, Effect::Write);
+        assert_eq!(d.groups["notes"].declared_effect, Some(Effect::Read));
+        let v = d.violations();
+        assert_eq!(rules(&d), vec!["mislabelled-effect"], "{v:?}");
+        let msg = v[0].to_string();
+        assert!(msg.starts_with("p: group notes is labelled effect \"read\" but grants charter:host/kv.set, which writes"), "{msg}");
+        assert!(msg.contains("effect = \"write\""), "{msg}");
+    }
+
+    #[test]
+    fn mislabelled_group_at_phase_3_is_refused_twice_over() {
+        let d = dep(
+            3,
+            r#"
+[groups.notes]
+capabilities = ["charter:host/kv.set"]
+effect = "read"
+[plugins.p]
+path = "p.wasm"
+groups = ["notes"]
+"#,
+        );
+        assert_eq!(rules(&d), vec!["mislabelled-effect", "analysis-only"]);
+    }
+
+    #[test]
+    fn mislabelled_group_granted_to_nobody_is_still_a_violation() {
+        let d = dep(
+            4,
+            "[groups.notes]\ncapabilities = [\"charter:host/kv.delete\"]\neffect = \"read\"\n",
+        );
+        let v = d.violations();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(
+            (v[0].plugin.as_deref(), v[0].rule),
+            (None, "mislabelled-effect")
+        );
+        assert!(v[0].message.contains("charter:host/kv.delete"), "{v:?}");
+    }
+
+    #[test]
+    fn phase_3_with_a_derived_write_is_a_violation() {
+        let d = dep(
+            3,
+            r#"
+[groups.notes]
+capabilities = ["charter:host/kv.set"]
+[plugins.p]
+path = "p.wasm"
+groups = ["notes"]
+"#,
+        );
+        assert_eq!(d.groups["notes"].effect, Effect::Write);
+        let v = d.violations();
+        assert_eq!(rules(&d), vec!["analysis-only"], "{v:?}");
+        assert!(
+            v[0].message
+                .contains("has effect \"write\" (it grants charter:host/kv.set), but phase 3"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn omitted_effect_is_derived() {
+        let d = dep(
+            3,
+            r#"
+[groups.reads]
+capabilities = ["charter:host/kv.get", "charter:host/log.*", "charter:host/llm.*", "charter:host/secrets.get", "charter:host/explain.rationale"]
+[groups.writes]
+capabilities = ["charter:host/kv.delete"]
+[plugins.p]
+path = "p.wasm"
+groups = ["reads"]
+"#,
+        );
+        assert_eq!(d.groups["reads"].effect, Effect::Read);
+        assert_eq!(d.groups["reads"].declared_effect, None);
+        assert!(d.writes_of(&d.groups["reads"]).is_empty());
+        assert_eq!(d.groups["writes"].effect, Effect::Write);
+        // Derived, not mislabelled: no error where no phase forbids it.
+        assert!(d.violations().is_empty(), "{:?}", d.violations());
+        // A write label on a read-only group stands (it is stricter).
+        let d = dep(
+            4,
+            "[groups.g]\ncapabilities = [\"charter:host/kv.get\"]\neffect = \"write\"\n",
+        );
+        assert_eq!(d.groups["g"].effect, Effect::Write);
+        assert!(d.violations().is_empty());
+    }
+
+    #[test]
+    fn wasi_http_handle_is_write() {
+        let d = dep(
+            4,
+            r#"
+[groups.web]
+capabilities = ["wasi:http/outgoing-handler.handle"]
+allow_hosts = ["example.com"]
+effect = "read"
+[groups.web2]
+capabilities = ["wasi:http/outgoing-handler.*"]
+allow_hosts = ["example.com"]
+[plugins.p]
+path = "p.wasm"
+groups = ["web", "web2"]
+"#,
+        );
+        assert_eq!(d.groups["web"].effect, Effect::Write);
+        assert_eq!(d.groups["web2"].effect, Effect::Write);
+        let v = d.violations();
+        assert_eq!(rules(&d), vec!["mislabelled-effect"], "{v:?}");
+        assert!(
+            v[0].message.contains(
+                "group web is labelled effect \"read\" but grants wasi:http/outgoing-handler.handle"
+            ),
+            "{v:?}"
+        );
+        assert_eq!(
+            d.function_effect(&FunctionName::new(
+                "wasi:http/outgoing-handler@0.2.6",
+                "handle"
+            )),
+            Effect::Write
+        );
+    }
+
+    #[test]
+    fn connector_functions_are_what_their_provider_declares() {
+        let d = dep(
+            4,
+            &format!(
+                r#"
+[groups.lookup]
+capabilities = ["acme:payments/refunds.lookup-order"]
+effect = "read"
+[groups.refund]
+capabilities = ["acme:payments/refunds.issue-refund"]
+effect = "read"
+[groups.any]
+capabilities = ["acme:payments/refunds.*"]
+[groups.elsewhere]
+capabilities = ["acme:crm/notes.read-note"]
+[plugins.bot]
+path = "bot.wasm"
+groups = ["lookup", "refund"]
+{PAYMENTS}"#
+            ),
+        );
+        let f = |n: &str| d.function_effect(&FunctionName::new("acme:payments/refunds@0.1.0", n));
+        assert_eq!(f("lookup-order"), Effect::Read);
+        assert_eq!(f("issue-refund"), Effect::Write);
+        assert_eq!(d.groups["lookup"].effect, Effect::Read);
+        assert_eq!(d.groups["refund"].effect, Effect::Write);
+        // A wildcard over the interface writes: not every function is declared read.
+        assert_eq!(d.groups["any"].effect, Effect::Write);
+        // Nobody provides it: nothing says it only reads.
+        assert_eq!(d.groups["elsewhere"].effect, Effect::Write);
+        let v = d.violations();
+        assert_eq!(rules(&d), vec!["mislabelled-effect"], "{v:?}");
+        assert!(
+            v[0].to_string().starts_with(
+                "bot: group refund is labelled effect \"read\" but grants acme:payments/refunds.issue-refund"
+            ),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_provider_may_declare_its_whole_interface_read() {
+        let d = dep(
+            3,
+            r#"
+[groups.any]
+capabilities = ["acme:crm/notes.*"]
+effect = "read"
+[plugins.bot]
+path = "bot.wasm"
+groups = ["any"]
+[plugins.crm]
+path = "crm.wasm"
+provides = ["acme:crm/notes"]
+effects = { "acme:crm/notes.*" = "read" }
+"#,
+        );
+        assert_eq!(d.groups["any"].effect, Effect::Read);
+        assert!(d.violations().is_empty(), "{:?}", d.violations());
+        // One function declared write overrides the wildcard declaration.
+        let d = dep(
+            3,
+            r#"
+[groups.any]
+capabilities = ["acme:crm/notes.*"]
+[plugins.bot]
+path = "bot.wasm"
+groups = ["any"]
+[plugins.crm]
+path = "crm.wasm"
+provides = ["acme:crm/notes"]
+effects = { "acme:crm/notes.*" = "read", "acme:crm/notes.delete-note" = "write" }
+"#,
+        );
+        assert_eq!(d.groups["any"].effect, Effect::Write);
+        assert_eq!(rules(&d), vec!["analysis-only"]);
+        let f = |n: &str| d.function_effect(&FunctionName::new("acme:crm/notes", n));
+        assert_eq!(
+            (f("read-note"), f("delete-note")),
+            (Effect::Read, Effect::Write)
+        );
+    }
+
+    #[test]
+    fn kv_wildcard_labelled_read_is_a_violation() {
+        let d = dep(
+            4,
+            r#"
+[groups.kv]
+capabilities = ["charter:host/kv.*"]
+effect = "read"
+[plugins.p]
+path = "p.wasm"
+groups = ["kv"]
+"#,
+        );
+        let v = d.violations();
+        assert_eq!(rules(&d), vec!["mislabelled-effect"], "{v:?}");
+        assert!(
+            v[0].message
+                .contains("grants charter:host/kv.set, charter:host/kv.delete, which write"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_effect_declarations_are_errors() {
+        let bad = |effects: &str, provides: &str| {
+            parse(&format!(
+                "[deployment]\nname = \"t\"\nphase = 1\n[plugins.c]\npath = \"c.wasm\"\nprovides = [{provides}]\neffects = {{ {effects} }}\n"
+            ))
+            .unwrap_err()
+            .to_string()
+        };
+        let e = bad(
+            r#""acme:crm/notes.read" = "read""#,
+            r#""acme:payments/refunds""#,
+        );
+        assert!(e.contains("plugin c: effects: \"acme:crm/notes.read\" is not a function of an interface it provides (provides: acme:payments/refunds)"), "{e}");
+        let e = bad(r#""acme:crm/notes.read" = "read""#, "");
+        assert!(e.contains("provides: nothing"), "{e}");
+        let e = bad(r#""lookup" = "read""#, r#""acme:payments/refunds""#);
+        assert!(e.contains("plugin c: effects:"), "{e}");
+        let e = bad(
+            r#""acme:payments/refunds@0.1.0.lookup" = "read""#,
+            r#""acme:payments/refunds""#,
+        );
+        assert!(e.contains("leave out the version"), "{e}");
+        let e = bad(
+            r#""acme:payments/refunds.lookup" = "readonly""#,
+            r#""acme:payments/refunds""#,
+        );
+        assert!(e.contains("readonly"), "{e}");
     }
 }

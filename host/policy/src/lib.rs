@@ -14,6 +14,13 @@
 //! decides); no matching permit denies. A group without policies leaves its
 //! functions to the grant alone.
 //!
+//! Policy never allows what it cannot judge: a call any of whose policies
+//! errors on its arguments is denied (Cedar itself would skip an erroring
+//! `forbid` and let a `permit` through), and so is a call carrying an
+//! integer Cedar's `Long` cannot hold (a `u64` above `i64::MAX`). Floats,
+//! which Cedar has no type for, are passed as strings (`"1.5"`, `"NaN"`,
+//! `"inf"`): comparing one as a number errors, and the call is denied.
+//!
 //! **Architecture invariant:** pure logic, no IO; it never sees a secret
 //! value (the caller redacts).
 
@@ -59,10 +66,18 @@ pub enum Verdict {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamType {
     String,
+    /// Signed integers and unsigned ones up to 32 bits: Cedar's `Long`.
     Long,
+    /// A WIT `u64`: a `Long` in the schema, but a value above `i64::MAX`
+    /// cannot be represented, and the call carrying it is refused.
+    U64,
     Bool,
-    /// Floats, resources and anything else Cedar cannot compare: passed as
-    /// a string.
+    /// A WIT `f32` / `f64`: Cedar has no floats, so the value is passed as
+    /// a string (`"1.5"`, `"NaN"`, `"inf"`, `"-inf"`) and cannot be
+    /// compared as a number.
+    Float,
+    /// Resources and anything else Cedar cannot compare: passed as a
+    /// string.
     Opaque,
     Set(Box<ParamType>),
     Record(Vec<(String, ParamType)>),
@@ -204,9 +219,12 @@ impl PolicyEngine {
             Ok(e) => e,
             Err(e) => return deny(format!("cannot build the principal entity: {e}")),
         };
-        let context = match Context::from_json_value(cedar_json(args), None) {
+        let context = match cedar_json(args).and_then(|c| {
+            Context::from_json_value(c, None)
+                .map_err(|e| format!("arguments do not convert to a Cedar context: {e}"))
+        }) {
             Ok(c) => c,
-            Err(e) => return deny(format!("arguments do not convert to a Cedar context: {e}")),
+            Err(reason) => return deny(reason),
         };
         let request = match Request::new(principal, action_uid, resource, context, None) {
             Ok(r) => r,
@@ -214,15 +232,25 @@ impl PolicyEngine {
         };
         let resp = self.authorizer.is_authorized(&request, &set, &entities);
         let reasons: Vec<String> = resp.diagnostics().reason().map(|p| p.to_string()).collect();
-        let errors: Vec<String> = resp.diagnostics().errors().map(|e| e.to_string()).collect();
+        // A policy that errors is skipped by Cedar: a `forbid` that cannot
+        // be evaluated would then let a `permit` through. A call that any of
+        // its policies cannot judge is denied.
+        let errors: Vec<(String, String)> = resp
+            .diagnostics()
+            .errors()
+            .map(|e| match e {
+                cedar_policy::AuthorizationError::PolicyEvaluationError(e) => {
+                    (e.policy_id().to_string(), e.inner().to_string())
+                }
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Some(unjudgeable(errors, resp.decision(), &reasons));
+        }
         Some(match resp.decision() {
             cedar_policy::Decision::Deny => {
                 let reason = if reasons.is_empty() {
-                    let mut r = "no policy permits this call".to_string();
-                    if !errors.is_empty() {
-                        r.push_str(&format!(" (policy errors: {})", errors.join("; ")));
-                    }
-                    r
+                    "no policy permits this call".to_string()
                 } else {
                     format!("forbidden by {}", reasons.join(", "))
                 };
@@ -276,33 +304,208 @@ impl PolicyEngine {
     }
 }
 
+/// Where a parameter's WIT type keeps Cedar from comparing its values
+/// exactly: `(path inside the argument, why)`.
+fn inexact(t: &ParamType, path: &str, out: &mut Vec<(String, &'static str)>) {
+    match t {
+        ParamType::U64 => out.push((
+            path.to_string(),
+            "is a u64, but Cedar compares 64-bit signed integers (Long): a call with a value above 9223372036854775807 is refused",
+        )),
+        ParamType::Float => out.push((
+            path.to_string(),
+            "is a float, which Cedar cannot represent: policies see it as a string (\"1.5\", \"NaN\", \"inf\"), and a call whose policy compares it as a number is denied",
+        )),
+        ParamType::Set(e) => inexact(e, &format!("{path}[]"), out),
+        ParamType::Optional(e) => inexact(e, path, out),
+        ParamType::Record(fields) => {
+            for (name, t) in fields {
+                inexact(t, &format!("{path}.{}", snake(name)), out);
+            }
+        }
+        ParamType::String | ParamType::Long | ParamType::Bool | ParamType::Opaque => {}
+    }
+}
+
+/// Does `policy` apply to `action` (by its action scope)?
+fn applies_to(policy: &cedar_policy::Policy, action: &str) -> bool {
+    match policy.action_constraint() {
+        cedar_policy::ActionConstraint::Any => true,
+        cedar_policy::ActionConstraint::Eq(a) => a.id().unescaped() == action,
+        cedar_policy::ActionConstraint::In(list) => {
+            list.iter().any(|a| a.id().unescaped() == action)
+        }
+    }
+}
+
+/// The top-level context attributes `policy` reads (`context.x`,
+/// `context has x`); `None` when that cannot be told (then: any).
+fn context_attrs(policy: &cedar_policy::Policy) -> Option<std::collections::BTreeSet<String>> {
+    fn walk(v: &Value, out: &mut std::collections::BTreeSet<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    if (k == "." || k == "has") && x["left"] == json!({"Var": "context"}) {
+                        match &x["attr"] {
+                            Value::String(a) => {
+                                out.insert(a.clone());
+                            }
+                            Value::Array(a) => {
+                                if let Some(Value::String(a)) = a.first() {
+                                    out.insert(a.clone());
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    walk(x, out);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    let est = policy.to_json().ok()?;
+    let mut out = std::collections::BTreeSet::new();
+    walk(&est, &mut out);
+    Some(out)
+}
+
+impl PolicyEngine {
+    /// Warnings for `charter check`: arguments whose WIT type Cedar cannot
+    /// compare exactly (`u64`: values above `i64::MAX` are refused; floats:
+    /// passed as strings), for every function in `signatures` and argument
+    /// that some group's policy applies to and reads. Pure: one message per
+    /// argument (path inside records and lists included).
+    pub fn comparison_warnings(&self, signatures: &[Signature]) -> Vec<String> {
+        let policies: Vec<(
+            &cedar_policy::Policy,
+            Option<std::collections::BTreeSet<String>>,
+        )> = self
+            .groups
+            .values()
+            .flat_map(|set| set.policies())
+            .map(|p| (p, context_attrs(p)))
+            .collect();
+        let mut out = Vec::new();
+        for sig in signatures {
+            for (name, t) in &sig.params {
+                let attr = snake(name);
+                let mut spots = Vec::new();
+                inexact(t, &attr, &mut spots);
+                if spots.is_empty() {
+                    continue;
+                }
+                let readers: Vec<String> = policies
+                    .iter()
+                    .filter(|(p, attrs)| {
+                        applies_to(p, &sig.action)
+                            && attrs.as_ref().is_none_or(|a| a.contains(&attr))
+                    })
+                    .map(|(p, _)| p.id().to_string())
+                    .collect();
+                if readers.is_empty() {
+                    continue;
+                }
+                for (path, why) in spots {
+                    out.push(format!(
+                        "{}: argument {path} {why} (read by policy {})",
+                        sig.action,
+                        readers.join(", ")
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
 fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
     EntityUid::from_json(json!({"type": ty, "id": id})).map_err(|e| format!("{ty}::{id:?}: {e}"))
 }
 
-/// Make JSON arguments fit Cedar: floats become strings, numbers out of
-/// i64 range become strings, nulls (absent options) are dropped.
-fn cedar_json(v: &Value) -> Value {
-    match v {
-        Value::Number(n) if n.is_i64() => v.clone(),
-        Value::Number(n) => Value::String(n.to_string()),
-        Value::Array(a) => {
-            Value::Array(a.iter().filter(|x| !x.is_null()).map(cedar_json).collect())
+/// The verdict on a call some of whose policies could not be evaluated
+/// (`errors`: policy id, error text): deny, naming them.
+fn unjudgeable(
+    errors: Vec<(String, String)>,
+    decision: cedar_policy::Decision,
+    reasons: &[String],
+) -> Verdict {
+    let mut policies: Vec<String> = errors.iter().map(|(id, _)| id.clone()).collect();
+    policies.dedup();
+    let detail = if errors.len() == 1 {
+        errors[0].1.clone()
+    } else {
+        errors
+            .iter()
+            .map(|(id, e)| format!("{id}: {e}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let mut reason = format!(
+        "{} {} could not be evaluated on these arguments: {detail}; a call policy cannot judge is denied",
+        if policies.len() == 1 {
+            "policy"
+        } else {
+            "policies"
+        },
+        policies.join(", "),
+    );
+    if decision == cedar_policy::Decision::Deny && !reasons.is_empty() {
+        reason.push_str(&format!(" (also forbidden by {})", reasons.join(", ")));
+        policies.extend(reasons.iter().cloned());
+    }
+    Verdict::Deny { policies, reason }
+}
+
+/// Make JSON arguments fit Cedar: floats become strings (Cedar has no
+/// floats, so comparing one errors, and the call is denied), nulls (absent
+/// options) are dropped, keys become snake_case. An integer Cedar cannot
+/// represent (beyond i64, Cedar's `Long`) refuses the call: as a string it
+/// would make comparisons error, and as anything else it would be a
+/// different number. The error names the argument.
+fn cedar_json(v: &Value) -> Result<Value, String> {
+    cedar_value(v, "")
+}
+
+fn cedar_value(v: &Value, path: &str) -> Result<Value, String> {
+    let key = |k: &str| {
+        if path.is_empty() {
+            snake(k)
+        } else {
+            format!("{path}.{}", snake(k))
         }
+    };
+    Ok(match v {
+        Value::Number(n) if n.is_i64() => v.clone(),
+        Value::Number(n) if n.is_u64() => {
+            let path = if path.is_empty() { "value" } else { path };
+            return Err(format!(
+                "argument {path} = {n} is outside Cedar's Long range (i64); refused"
+            ));
+        }
+        Value::Number(n) => Value::String(n.to_string()),
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .enumerate()
+                .filter(|(_, x)| !x.is_null())
+                .map(|(i, x)| cedar_value(x, &format!("{path}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
         Value::Object(m) => Value::Object(
             m.iter()
                 .filter(|(_, x)| !x.is_null())
-                .map(|(k, x)| (snake(k), cedar_json(x)))
-                .collect(),
+                .map(|(k, x)| Ok((snake(k), cedar_value(x, &key(k))?)))
+                .collect::<Result<_, String>>()?,
         ),
         other => other.clone(),
-    }
+    })
 }
 
 fn type_json(t: &ParamType) -> Value {
     match t {
-        ParamType::String | ParamType::Opaque => json!({"type": "String"}),
-        ParamType::Long => json!({"type": "Long"}),
+        ParamType::String | ParamType::Float | ParamType::Opaque => json!({"type": "String"}),
+        ParamType::Long | ParamType::U64 => json!({"type": "Long"}),
         ParamType::Bool => json!({"type": "Boolean"}),
         ParamType::Set(e) => json!({"type": "Set", "element": type_json(e)}),
         ParamType::Optional(inner) => type_json(inner),
@@ -441,5 +644,360 @@ when { context has order_id && context.order_id like "TEST-*" };
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(errs[0].contains("amount_dollars"), "{errs:?}");
         assert!(engine().validate(&[sig]).is_empty());
+    }
+
+    // ---- values Cedar cannot represent, and policies that cannot judge ----
+
+    /// The attack: a cap enforced by a `forbid` beside a blanket `permit`.
+    const CAP: &str = r#"
+@id("all")
+permit (principal, action, resource);
+
+@id("cap")
+forbid (principal, action, resource) when { context.amount_cents > 1000 };
+"#;
+
+    fn with(policies: &str) -> PolicyEngine {
+        PolicyEngine::new("acme", &[("refunds".into(), policies.into())]).unwrap()
+    }
+
+    fn call(e: &PolicyEngine, args: Value) -> Verdict {
+        e.decide(
+            &["refunds"],
+            "refund-bot",
+            "sha256:x",
+            &["refunds".into()],
+            "acme:payments/refunds.issue-refund",
+            &args,
+        )
+        .unwrap()
+    }
+
+    fn allowed(v: &Verdict) -> bool {
+        matches!(v, Verdict::Allow { .. })
+    }
+
+    fn denied_because(v: &Verdict, needle: &str) -> bool {
+        matches!(v, Verdict::Deny { reason, .. } if reason.contains(needle))
+    }
+
+    fn refused_range(v: &Verdict, path: &str, value: &str) -> bool {
+        denied_because(
+            v,
+            &format!("argument {path} = {value} is outside Cedar's Long range (i64); refused"),
+        )
+    }
+
+    fn unjudged(v: &Verdict, policy: &str) -> bool {
+        matches!(v, Verdict::Deny { policies, reason }
+            if policies.contains(&policy.to_string())
+                && reason.contains("could not be evaluated on these arguments")
+                && reason.contains("a call policy cannot judge is denied"))
+    }
+
+    #[test]
+    fn attack_u64_beyond_i64_does_not_slip_past_a_forbid() {
+        let e = with(CAP);
+        assert_eq!(
+            call(&e, json!({"amount-cents": 500u64})),
+            Verdict::Allow {
+                policies: vec!["refunds/all".into()]
+            }
+        );
+        let v = call(&e, json!({"amount-cents": 5000u64}));
+        assert!(denied_because(&v, "forbidden by refunds/cap"), "{v:?}");
+        // i64::MAX + 5: beyond Cedar's Long.
+        let v = call(&e, json!({"amount-cents": 9_223_372_036_854_775_813u64}));
+        assert!(
+            refused_range(&v, "amount_cents", "9223372036854775813"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn u64_extremes() {
+        let e = with(CAP);
+        // i64::MAX is still a Long: compared, and over the cap.
+        let v = call(&e, json!({"amount-cents": i64::MAX as u64}));
+        assert!(denied_because(&v, "forbidden by refunds/cap"), "{v:?}");
+        let exact = with(
+            r#"permit (principal, action, resource) when { context.amount_cents == 9223372036854775807 };"#,
+        );
+        assert!(allowed(&call(
+            &exact,
+            json!({"amount_cents": i64::MAX as u64})
+        )));
+        for n in [i64::MAX as u64 + 1, u64::MAX] {
+            let v = call(&e, json!({"amount-cents": n}));
+            assert!(refused_range(&v, "amount_cents", &n.to_string()), "{v:?}");
+            // Refused whatever the policies say.
+            let v = call(
+                &with("permit (principal, action, resource);"),
+                json!({"amount-cents": n}),
+            );
+            assert!(matches!(v, Verdict::Deny { .. }), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn s64_extremes() {
+        let e = with(CAP);
+        assert!(allowed(&call(&e, json!({"amount_cents": i64::MIN}))));
+        assert!(allowed(&call(&e, json!({"amount_cents": -1}))));
+        let v = call(&e, json!({"amount_cents": i64::MAX}));
+        assert!(denied_because(&v, "forbidden by refunds/cap"), "{v:?}");
+        let min = with(
+            r#"permit (principal, action, resource) when { context.amount_cents == -9223372036854775808 };"#,
+        );
+        assert!(allowed(&call(&min, json!({"amount_cents": i64::MIN}))));
+        assert!(matches!(
+            call(&min, json!({"amount_cents": i64::MIN + 1})),
+            Verdict::Deny { .. }
+        ));
+    }
+
+    #[test]
+    fn floats_are_strings_and_comparing_them_denies() {
+        let e = with(CAP);
+        for v in [
+            json!(1.5),
+            json!(1e300),
+            json!(-0.0),
+            json!("NaN"),
+            json!("inf"),
+            json!("-inf"),
+        ] {
+            let verdict = call(&e, json!({"amount_cents": v}));
+            assert!(unjudged(&verdict, "refunds/cap"), "{v}: {verdict:?}");
+        }
+        // A float compared as a string works as a string.
+        let s = with(
+            r#"permit (principal, action, resource) when { context.rate == "1.5" };
+forbid (principal, action, resource) when { context has rate && context.rate == "NaN" };"#,
+        );
+        assert!(allowed(&call(&s, json!({"rate": 1.5}))));
+        let v = call(&s, json!({"rate": "NaN"}));
+        assert!(matches!(v, Verdict::Deny { .. }), "{v:?}");
+    }
+
+    #[test]
+    fn a_nan_guarded_by_has_is_present_and_denies() {
+        // to_json turns a NaN into "NaN": `has` sees it; the comparison errors.
+        let e = with(
+            r#"permit (principal, action, resource);
+@id("cap")
+forbid (principal, action, resource) when { context has rate && context.rate > 3 };"#,
+        );
+        assert!(allowed(&call(&e, json!({}))));
+        assert!(allowed(&call(&e, json!({"rate": null}))));
+        let v = call(&e, json!({"rate": "NaN"}));
+        assert!(unjudged(&v, "refunds/cap"), "{v:?}");
+    }
+
+    #[test]
+    fn chars_and_enums_are_strings() {
+        let e = with(
+            r#"permit (principal, action, resource);
+@id("no-errors")
+forbid (principal, action, resource) when { context.level == "error" };
+@id("no-x")
+forbid (principal, action, resource) when { context.grade == "x" };"#,
+        );
+        assert!(allowed(&call(&e, json!({"level": "info", "grade": "a"}))));
+        let v = call(&e, json!({"level": "error", "grade": "a"}));
+        assert!(
+            denied_because(&v, "forbidden by refunds/no-errors"),
+            "{v:?}"
+        );
+        let v = call(&e, json!({"level": "info", "grade": "x"}));
+        assert!(denied_because(&v, "forbidden by refunds/no-x"), "{v:?}");
+    }
+
+    #[test]
+    fn huge_integer_inside_a_record_is_refused() {
+        let e = with(
+            r#"permit (principal, action, resource);
+forbid (principal, action, resource) when { context.order.amount_cents > 1000 };"#,
+        );
+        assert!(allowed(&call(
+            &e,
+            json!({"order": {"id": "A-1", "amount-cents": 10}})
+        )));
+        let v = call(
+            &e,
+            json!({"order": {"id": "A-1", "amount-cents": u64::MAX}}),
+        );
+        assert!(
+            refused_range(&v, "order.amount_cents", "18446744073709551615"),
+            "{v:?}"
+        );
+        // Deeper still, and inside a variant payload.
+        let v = call(
+            &e,
+            json!({"order": {"id": "A-1", "amount-cents": 1, "extra": {"tag": "big", "value": {"n": u64::MAX}}}}),
+        );
+        assert!(
+            refused_range(&v, "order.extra.value.n", "18446744073709551615"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn huge_integer_inside_a_list_is_refused() {
+        let e = with(
+            r#"permit (principal, action, resource);
+forbid (principal, action, resource) when { context.amounts.contains(5000) };"#,
+        );
+        assert!(allowed(&call(&e, json!({"amounts": [1, 2, 3]}))));
+        let v = call(&e, json!({"amounts": [1, 5000]}));
+        assert!(matches!(v, Verdict::Deny { .. }), "{v:?}");
+        let v = call(&e, json!({"amounts": [1, u64::MAX]}));
+        assert!(
+            refused_range(&v, "amounts[1]", "18446744073709551615"),
+            "{v:?}"
+        );
+        let v = call(&e, json!({"rows": [{"n": 1}, {"n": i64::MAX as u64 + 1}]}));
+        assert!(
+            refused_range(&v, "rows[1].n", "9223372036854775808"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn options_none_is_absent() {
+        let e = with(
+            r#"permit (principal, action, resource);
+@id("no-notes")
+forbid (principal, action, resource) when { context has note };"#,
+        );
+        assert!(allowed(&call(&e, json!({"note": null}))));
+        assert!(allowed(&call(&e, json!({"notes": [null, null]}))));
+        let v = call(&e, json!({"note": "hi"}));
+        assert!(denied_because(&v, "forbidden by refunds/no-notes"), "{v:?}");
+        // An absent option read without `has` errors: denied.
+        let bare = with(
+            r#"permit (principal, action, resource);
+@id("bare")
+forbid (principal, action, resource) when { context.note == "x" };"#,
+        );
+        let v = call(&bare, json!({"note": null}));
+        assert!(unjudged(&v, "refunds/bare"), "{v:?}");
+    }
+
+    #[test]
+    fn an_erroring_permit_beside_a_good_one_denies() {
+        let e = with(
+            r#"@id("ok")
+permit (principal, action, resource);
+@id("bad")
+permit (principal, action, resource) when { context.amount_cents > 5 };"#,
+        );
+        assert!(allowed(&call(&e, json!({"amount_cents": 1}))));
+        let v = call(&e, json!({"amount_cents": "five"}));
+        assert!(unjudged(&v, "refunds/bad"), "{v:?}");
+        let Verdict::Deny { policies, reason } = v else {
+            unreachable!()
+        };
+        assert_eq!(policies, vec!["refunds/bad".to_string()]);
+        assert!(
+            reason.starts_with("policy refunds/bad could not be evaluated on these arguments: "),
+            "{reason}"
+        );
+        // An erroring approval policy does not turn into a proposal either.
+        let p = with(
+            r#"@id("ask")
+@approval("boss")
+permit (principal, action, resource) when { context.amount_cents > 5 };"#,
+        );
+        assert!(unjudged(
+            &call(&p, json!({"amount_cents": "five"})),
+            "refunds/ask"
+        ));
+    }
+
+    #[test]
+    fn an_erroring_forbid_denies() {
+        let e = with(CAP);
+        let v = call(&e, json!({"amount_cents": "9223372036854775813"}));
+        assert!(unjudged(&v, "refunds/cap"), "{v:?}");
+        // Missing attribute (no `has`): the forbid errors, the call is denied.
+        let v = call(&e, json!({}));
+        assert!(unjudged(&v, "refunds/cap"), "{v:?}");
+        // Two erroring policies are both named.
+        let two = with(
+            r#"permit (principal, action, resource);
+@id("a")
+forbid (principal, action, resource) when { context.x > 1 };
+@id("b")
+forbid (principal, action, resource) when { context.y > 1 };"#,
+        );
+        let v = call(&two, json!({"x": "s", "y": "t"}));
+        assert!(
+            unjudged(&v, "refunds/a") && unjudged(&v, "refunds/b"),
+            "{v:?}"
+        );
+        assert!(denied_because(&v, "policies refunds/a, refunds/b"), "{v:?}");
+    }
+
+    #[test]
+    fn u64_and_float_parameters_in_the_schema() {
+        let sig = |t: ParamType| Signature {
+            action: "acme:payments/refunds.issue-refund".into(),
+            params: vec![("amount-cents".into(), t)],
+        };
+        assert!(with(CAP).validate(&[sig(ParamType::U64)]).is_empty());
+        let errs = with(CAP).validate(&[sig(ParamType::Float)]);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+    }
+
+    #[test]
+    fn warnings_for_what_cedar_cannot_compare() {
+        let sigs = [
+            Signature {
+                action: "acme:payments/refunds.issue-refund".into(),
+                params: vec![
+                    ("order-id".into(), ParamType::String),
+                    ("amount-cents".into(), ParamType::U64),
+                    ("rate".into(), ParamType::Float),
+                    (
+                        "lines".into(),
+                        ParamType::Set(Box::new(ParamType::Record(vec![
+                            ("qty".into(), ParamType::U64),
+                            ("sku".into(), ParamType::String),
+                        ]))),
+                    ),
+                    ("unread".into(), ParamType::U64),
+                ],
+            },
+            Signature {
+                action: "acme:payments/refunds.lookup".into(),
+                params: vec![("amount-cents".into(), ParamType::U64)],
+            },
+        ];
+        let e = with(
+            r#"@id("cap")
+forbid (principal, action == Action::"acme:payments/refunds.issue-refund", resource)
+when { context.amount_cents > 1000 || context.rate == "1" || context has lines };"#,
+        );
+        let w = e.comparison_warnings(&sigs);
+        assert_eq!(w.len(), 3, "{w:#?}");
+        assert!(
+            w[0].starts_with("acme:payments/refunds.issue-refund: argument amount_cents is a u64"),
+            "{w:#?}"
+        );
+        assert!(
+            w[0].contains("above 9223372036854775807 is refused"),
+            "{w:#?}"
+        );
+        assert!(w[0].contains("(read by policy refunds/cap)"), "{w:#?}");
+        assert!(w[1].contains("argument rate is a float"), "{w:#?}");
+        assert!(w[2].contains("argument lines[].qty is a u64"), "{w:#?}");
+        // A policy over every action reads lookup's amount too.
+        let any = with(CAP);
+        let w = any.comparison_warnings(&sigs);
+        assert_eq!(w.len(), 2, "{w:#?}");
+        assert!(w[1].starts_with("acme:payments/refunds.lookup: argument amount_cents"));
+        // No policy reads them: no warnings.
+        assert!(engine().comparison_warnings(&sigs[1..]).is_empty());
     }
 }

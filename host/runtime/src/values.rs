@@ -8,7 +8,10 @@ use wasmtime::component::types::Type;
 
 /// A component value as JSON. Records are objects (WIT field names),
 /// variants `{"tag", "value"}`, results `{"ok"}` / `{"err"}`, options
-/// `null` or the value, enums and chars strings.
+/// `null` or the value, enums and chars strings. Finite floats are numbers;
+/// NaN and the infinities (which JSON cannot hold) are the strings `"NaN"`,
+/// `"inf"` and `"-inf"` — never `null`, which would read as an absent
+/// option and hide the argument from policy.
 pub fn to_json(v: &Val) -> Value {
     match v {
         Val::Bool(b) => json!(b),
@@ -20,8 +23,8 @@ pub fn to_json(v: &Val) -> Value {
         Val::U32(n) => json!(n),
         Val::S64(n) => json!(n),
         Val::U64(n) => json!(n),
-        Val::Float32(n) => json!(n),
-        Val::Float64(n) => json!(n),
+        Val::Float32(n) => float_json(f64::from(*n)),
+        Val::Float64(n) => float_json(*n),
         Val::Char(c) => json!(c.to_string()),
         Val::String(s) => json!(s),
         Val::List(l) | Val::Tuple(l) | Val::FixedLengthList(l) => {
@@ -45,6 +48,33 @@ pub fn to_json(v: &Val) -> Value {
         Val::Result(Err(v)) => json!({"err": v.as_deref().map(to_json)}),
         Val::Flags(f) => json!(f),
         _ => json!("<resource>"),
+    }
+}
+
+/// A float as JSON: a number when finite, else `"NaN"`, `"inf"`, `"-inf"`.
+fn float_json(n: f64) -> Value {
+    if n.is_nan() {
+        json!("NaN")
+    } else if n == f64::INFINITY {
+        json!("inf")
+    } else if n == f64::NEG_INFINITY {
+        json!("-inf")
+    } else {
+        json!(n)
+    }
+}
+
+/// A float back from JSON: a number, or one of the strings [`to_json`]
+/// writes for NaN and the infinities.
+fn float_from_json(v: &Value) -> Option<f64> {
+    match v {
+        Value::String(s) => match s.as_str() {
+            "NaN" => Some(f64::NAN),
+            "inf" => Some(f64::INFINITY),
+            "-inf" => Some(f64::NEG_INFINITY),
+            _ => None,
+        },
+        other => other.as_f64(),
     }
 }
 
@@ -74,8 +104,8 @@ pub fn from_json(v: &Value, ty: &Type) -> Result<Val, String> {
         Type::U32 => Val::U32(uint(v)?.try_into().map_err(|_| bad())?),
         Type::S64 => Val::S64(int(v)?),
         Type::U64 => Val::U64(uint(v)?),
-        Type::Float32 => Val::Float32(v.as_f64().ok_or_else(bad)? as f32),
-        Type::Float64 => Val::Float64(v.as_f64().ok_or_else(bad)?),
+        Type::Float32 => Val::Float32(float_from_json(v).ok_or_else(bad)? as f32),
+        Type::Float64 => Val::Float64(float_from_json(v).ok_or_else(bad)?),
         Type::Char => Val::Char(v.as_str().and_then(|s| s.chars().next()).ok_or_else(bad)?),
         Type::String => Val::String(v.as_str().ok_or_else(bad)?.to_string()),
         Type::List(l) => {
@@ -183,14 +213,13 @@ fn type_name(t: &Type) -> &'static str {
 pub fn param_type(t: &Type) -> ParamType {
     match t {
         Type::Bool => ParamType::Bool,
-        Type::S8
-        | Type::S16
-        | Type::S32
-        | Type::S64
-        | Type::U8
-        | Type::U16
-        | Type::U32
-        | Type::U64 => ParamType::Long,
+        Type::S8 | Type::S16 | Type::S32 | Type::S64 | Type::U8 | Type::U16 | Type::U32 => {
+            ParamType::Long
+        }
+        // Cedar's Long is i64: values above i64::MAX are refused.
+        Type::U64 => ParamType::U64,
+        // Cedar has no floats: passed as strings.
+        Type::Float32 | Type::Float64 => ParamType::Float,
         Type::String | Type::Char | Type::Enum(_) => ParamType::String,
         Type::List(l) => ParamType::Set(Box::new(param_type(&l.ty()))),
         Type::Record(r) => ParamType::Record(
@@ -200,5 +229,60 @@ pub fn param_type(t: &Type) -> ParamType {
         ),
         Type::Option(o) => ParamType::Optional(Box::new(param_type(&o.ty()))),
         _ => ParamType::Opaque,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_round_trip_including_non_finite() {
+        assert_eq!(to_json(&Val::Float64(1.5)), json!(1.5));
+        assert_eq!(to_json(&Val::Float32(-2.0)), json!(-2.0));
+        assert_eq!(to_json(&Val::Float64(f64::NAN)), json!("NaN"));
+        assert_eq!(to_json(&Val::Float32(f32::NAN)), json!("NaN"));
+        assert_eq!(to_json(&Val::Float64(f64::INFINITY)), json!("inf"));
+        assert_eq!(to_json(&Val::Float32(f32::NEG_INFINITY)), json!("-inf"));
+        let back64 = |v: Val| match from_json(&to_json(&v), &Type::Float64).unwrap() {
+            Val::Float64(n) => n,
+            other => panic!("{other:?}"),
+        };
+        let back32 = |v: Val| match from_json(&to_json(&v), &Type::Float32).unwrap() {
+            Val::Float32(n) => n,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(back64(Val::Float64(1.5)), 1.5);
+        assert!(back64(Val::Float64(f64::NAN)).is_nan());
+        assert_eq!(back64(Val::Float64(f64::INFINITY)), f64::INFINITY);
+        assert_eq!(back64(Val::Float64(f64::NEG_INFINITY)), f64::NEG_INFINITY);
+        assert!(back32(Val::Float32(f32::NAN)).is_nan());
+        assert_eq!(back32(Val::Float32(f32::INFINITY)), f32::INFINITY);
+        assert_eq!(back32(Val::Float32(0.25)), 0.25);
+        assert!(from_json(&json!("1.5"), &Type::Float64).is_err());
+        assert!(from_json(&json!(null), &Type::Float64).is_err());
+        // An option holding NaN stays present.
+        let some_nan = Val::Option(Some(Box::new(Val::Float64(f64::NAN))));
+        assert_eq!(to_json(&some_nan), json!("NaN"));
+    }
+
+    #[test]
+    fn integers_as_json() {
+        assert_eq!(to_json(&Val::U64(u64::MAX)), json!(u64::MAX));
+        assert_eq!(to_json(&Val::S64(i64::MIN)), json!(i64::MIN));
+        assert!(matches!(
+            from_json(&json!(u64::MAX), &Type::U64),
+            Ok(Val::U64(u64::MAX))
+        ));
+    }
+
+    #[test]
+    fn what_policy_sees_of_scalar_types() {
+        assert_eq!(param_type(&Type::U64), ParamType::U64);
+        assert_eq!(param_type(&Type::S64), ParamType::Long);
+        assert_eq!(param_type(&Type::U32), ParamType::Long);
+        assert_eq!(param_type(&Type::Float32), ParamType::Float);
+        assert_eq!(param_type(&Type::Float64), ParamType::Float);
+        assert_eq!(param_type(&Type::Char), ParamType::String);
     }
 }

@@ -1,0 +1,143 @@
+//! What `charter check` says beside policy problems: warnings where policy
+//! cannot compare an argument exactly (a `u64` beyond Cedar's `Long`, a
+//! float Cedar has no type for), and problems with the connectors' effect
+//! declarations that only the loaded components can reveal.
+
+use charter_config::FunctionName;
+use charter_policy::{ParamType, Signature};
+
+use crate::{HostFn, connector_functions, values};
+
+impl crate::Host {
+    /// Warnings for `charter check`: the arguments of policy-governed
+    /// functions (the host's own and those of every loaded connector)
+    /// whose WIT type Cedar cannot compare exactly and that a policy
+    /// reads. They do not refuse the deployment: at call time a `u64`
+    /// above `i64::MAX` is refused and a float compared as a number denies.
+    pub fn policy_warnings(&self) -> Vec<String> {
+        let dep = &self.deployment;
+        let governed = |f: &FunctionName| {
+            dep.groups
+                .values()
+                .any(|g| g.policies.is_some() && g.grants(f))
+        };
+        let mut sigs: Vec<Signature> = HostFn::ALL
+            .iter()
+            .filter(|f| governed(&f.function_name()))
+            .map(|f| Signature {
+                action: f.action(),
+                params: f.params(),
+            })
+            .collect();
+        if governed(&FunctionName::new("wasi:http/outgoing-handler", "handle")) {
+            sigs.push(Signature {
+                action: "wasi:http/outgoing-handler.handle".into(),
+                params: ["method", "authority", "path"]
+                    .map(|n| (n.to_string(), ParamType::String))
+                    .into(),
+            });
+        }
+        let connectors: Vec<_> = self
+            .services
+            .connectors
+            .read()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect();
+        for conn in &connectors {
+            for (iface, export) in &conn.provides {
+                for (fname, f) in connector_functions(&self.engine, conn, iface) {
+                    if !governed(&FunctionName::new(export, &fname)) {
+                        continue;
+                    }
+                    sigs.push(Signature {
+                        action: format!("{iface}.{fname}"),
+                        params: f
+                            .params()
+                            .map(|(n, t)| (n.to_string(), values::param_type(&t)))
+                            .collect(),
+                    });
+                }
+            }
+        }
+        sigs.sort_by(|a, b| a.action.cmp(&b.action));
+        sigs.dedup_by(|a, b| a.action == b.action);
+        self.services.policy.comparison_warnings(&sigs)
+    }
+
+    /// Problems with the providers' `effects` declarations that need the
+    /// loaded connectors to see: a declared function the provider does not
+    /// export. One message per problem; each refuses the deployment in
+    /// `charter check`. (Declarations for interfaces a plugin does not
+    /// provide are refused when the file is read.)
+    pub fn effect_problems(&self) -> Vec<String> {
+        let connectors = self.services.connectors.read().unwrap();
+        let mut out = Vec::new();
+        for key in self.deployment.connector_effects.keys() {
+            let Some((iface, func)) = key.rsplit_once('.') else {
+                continue;
+            };
+            if func == "*" {
+                continue;
+            }
+            // A provider that did not load is reported on its own.
+            let Some(conn) = connectors.get(iface) else {
+                continue;
+            };
+            let mut funcs: Vec<String> = connector_functions(&self.engine, conn, iface)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+            if !funcs.iter().any(|f| f == func) {
+                funcs.sort();
+                out.push(format!(
+                    "plugin {}: effects: {key:?} is not a function of {iface} (its functions: {}); declare effects only for functions the plugin provides",
+                    conn.name,
+                    funcs.join(", ")
+                ));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use charter_config::{HOST_FUNCTION_EFFECTS, host_function_effect};
+
+    use crate::HostFn;
+
+    /// The config crate's catalog of host function effects (which knows
+    /// nothing about WebAssembly) and the runtime's functions must agree.
+    #[test]
+    fn config_catalog_agrees_with_the_host_functions() {
+        for f in HostFn::ALL {
+            assert_eq!(
+                host_function_effect(&f.function_name()),
+                Some(f.effect()),
+                "{}",
+                f.action()
+            );
+        }
+        let mut host_entries = 0;
+        for (iface, name, effect) in HOST_FUNCTION_EFFECTS {
+            if iface.starts_with("charter:host/") {
+                host_entries += 1;
+                let f = HostFn::lookup(iface, name)
+                    .unwrap_or_else(|| panic!("{iface}.{name} is not a host function"));
+                assert_eq!(f.effect(), *effect, "{iface}.{name}");
+            } else {
+                assert_eq!(
+                    (*iface, *name, *effect),
+                    (
+                        "wasi:http/outgoing-handler",
+                        "handle",
+                        charter_config::Effect::Write
+                    )
+                );
+            }
+        }
+        assert_eq!(host_entries, HostFn::ALL.len());
+    }
+}
