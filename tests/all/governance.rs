@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::support::*;
 
 /// The refunds example deployment, with its data in `dir`.
-fn refunds(dir: &Path, extra: &str) -> Deployment {
+pub(crate) fn refunds(dir: &Path, extra: &str) -> Deployment {
     let src = root().join("examples/refunds/charter.toml");
     let text = std::fs::read_to_string(&src).unwrap() + extra;
     let mut d = Deployment::parse(&text, &src).unwrap_or_else(|e| panic!("{e}"));

@@ -3,6 +3,7 @@
 //! Guest fixtures are real components built from `plugins/` by
 //! `plugins/build.sh` (the test command runs it first).
 
+mod attack;
 mod capabilities;
 mod cli;
 mod conformance;
@@ -11,5 +12,6 @@ mod governance;
 mod hostile;
 mod http;
 mod load;
+mod policy_attack;
 mod support;
 mod workflow;

@@ -93,6 +93,11 @@ pub enum Event {
         /// Set when the call belongs to a workflow run.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         journal: Option<JournalRef>,
+        /// Outbound HTTP: `sha256:` of the whole request (method, URL with
+        /// query, the guest's headers, body), compared when the call is
+        /// made again on replay.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<String>,
     },
     /// What an allowed (or approved) call returned.
     CallResult {
@@ -117,6 +122,11 @@ pub enum Event {
         /// Set when an operator wrote it (`charter kv set`), not a step.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         by: Option<String>,
+        /// Secrets whose values the key or value held: they are recorded
+        /// as `[secret:NAME]`, and the index restores them from the
+        /// secret's source when it applies the write.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        secrets: Vec<String>,
     },
     /// One step call of a plugin and how it ended.
     Step {

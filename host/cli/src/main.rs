@@ -683,16 +683,31 @@ pub(crate) fn label(code: i32) -> &'static str {
     }
 }
 
+/// A step or run input: JSON text, `@FILE` or `@-`. Read with a bound: no
+/// input over [`charter_runtime::record::MAX_STEP_VALUE`] is accepted, so
+/// `@/dev/zero` or an endless pipe fails at once instead of filling memory.
 fn read_input(arg: &str) -> Result<String> {
-    match arg.strip_prefix('@') {
-        Some("-") => {
-            std::io::read_to_string(std::io::stdin()).context("reading input from standard input")
-        }
-        Some(path) => {
-            std::fs::read_to_string(path).with_context(|| format!("reading input file {path}"))
-        }
-        None => Ok(arg.to_string()),
+    use std::io::Read;
+    let max = charter_runtime::record::MAX_STEP_VALUE;
+    let (from, reader): (String, Box<dyn Read>) = match arg.strip_prefix('@') {
+        Some("-") => ("standard input".into(), Box::new(std::io::stdin())),
+        Some(path) => (
+            format!("input file {path}"),
+            Box::new(
+                std::fs::File::open(path).with_context(|| format!("reading input file {path}"))?,
+            ),
+        ),
+        None => return Ok(arg.to_string()),
+    };
+    let mut bytes = Vec::new();
+    reader
+        .take(max + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {from}"))?;
+    if bytes.len() as u64 > max {
+        anyhow::bail!("{from} is over {max} bytes, the largest input Charter records");
     }
+    String::from_utf8(bytes).with_context(|| format!("{from} is not UTF-8"))
 }
 
 async fn kv(op: KvOp) -> Result<i32> {

@@ -64,7 +64,7 @@ pub enum LoadError {
         source: std::io::Error,
     },
     #[error(
-        "{plugin}: component is {size} bytes, over the limit of {limit} bytes (limits.max_component_mib)"
+        "{plugin}: component is over the limit of {limit} bytes (read {size} bytes, then stopped; limits.max_component_mib)"
     )]
     TooLarge {
         plugin: String,
@@ -136,6 +136,11 @@ pub enum LimitKind {
     HostCallTimeout,
     /// The host's instance pool is full (too many steps in flight).
     HostCapacity,
+    /// The step recorded, or made the host hold, more than
+    /// `limits.max_recorded_mib`.
+    Recorded,
+    /// A capability call's arguments are larger than the function accepts.
+    Arguments,
 }
 
 impl fmt::Display for LimitKind {
@@ -149,6 +154,8 @@ impl fmt::Display for LimitKind {
             LimitKind::Stack => "stack",
             LimitKind::HostCallTimeout => "host-call timeout",
             LimitKind::HostCapacity => "host capacity",
+            LimitKind::Recorded => "recorded bytes",
+            LimitKind::Arguments => "argument size",
         })
     }
 }
@@ -203,6 +210,54 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// The same error with every text that came from the step (messages,
+    /// reasons, details) passed through `f`: the step's redaction point.
+    pub fn map_text(self, f: impl Fn(&str) -> String) -> CallError {
+        match self {
+            CallError::Load(e) => CallError::Load(e),
+            CallError::Limit {
+                plugin,
+                kind,
+                detail,
+            } => CallError::Limit {
+                plugin,
+                kind,
+                detail: f(&detail),
+            },
+            CallError::Denied {
+                plugin,
+                function,
+                reason,
+            } => CallError::Denied {
+                plugin,
+                function,
+                reason: f(&reason),
+            },
+            CallError::Trap { plugin, message } => CallError::Trap {
+                plugin,
+                message: f(&message),
+            },
+            CallError::Step {
+                plugin,
+                retryable,
+                message,
+            } => CallError::Step {
+                plugin,
+                retryable,
+                message: f(&message),
+            },
+            CallError::Invalid { plugin, message } => CallError::Invalid {
+                plugin,
+                message: f(&message),
+            },
+            CallError::NonDeterministic { plugin, detail } => CallError::NonDeterministic {
+                plugin,
+                detail: f(&detail),
+            },
+            e @ (CallError::AwaitingApproval { .. } | CallError::Rejected { .. }) => e,
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             CallError::Load(e) => e.exit_code(),

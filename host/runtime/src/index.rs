@@ -48,6 +48,94 @@ pub struct ProposalState {
 }
 
 impl ProposalState {
+    /// The state a `proposal` record creates.
+    pub fn created(r: &Record) -> Option<ProposalState> {
+        let Event::Proposal {
+            id,
+            call,
+            plugin,
+            digest,
+            function,
+            args,
+            args_digest,
+            rationale,
+            policies,
+            approver_role,
+            approvals_needed,
+            expires_at_ms,
+            initiator,
+            owner,
+            journal,
+        } = &r.event
+        else {
+            return None;
+        };
+        Some(ProposalState {
+            id: id.clone(),
+            call: call.clone(),
+            plugin: plugin.clone(),
+            digest: digest.clone(),
+            function: function.clone(),
+            args: args.clone(),
+            args_digest: args_digest.clone(),
+            rationale: rationale.clone(),
+            policies: policies.clone(),
+            approver_role: approver_role.clone(),
+            approvals_needed: *approvals_needed,
+            expires_at_ms: *expires_at_ms,
+            initiator: initiator.clone(),
+            owner: owner.clone(),
+            created_ms: r.time_ms,
+            status: "pending".into(),
+            approvals: vec![],
+            detail: None,
+            run: journal.as_ref().map(|j| j.run.clone()),
+        })
+    }
+
+    /// Proposal `id` folded from the log's records alone (what an approval
+    /// acts on: never the index, which is only a derived copy).
+    pub fn from_log(records: &[Record], id: &str) -> Option<ProposalState> {
+        let mut st: Option<ProposalState> = None;
+        for r in records {
+            match &r.event {
+                Event::Proposal { id: pid, .. } if pid == id => st = ProposalState::created(r),
+                Event::ApprovalDecision {
+                    proposal,
+                    by,
+                    approve: true,
+                    accepted: true,
+                    ..
+                } if proposal == id => {
+                    if let Some(p) = &mut st
+                        && !p.approvals.contains(by)
+                    {
+                        p.approvals.push(by.clone());
+                    }
+                }
+                Event::ProposalResolved {
+                    proposal,
+                    status,
+                    detail,
+                } if proposal == id => {
+                    if let Some(p) = &mut st {
+                        p.status = status.clone();
+                        p.detail = detail.clone();
+                    }
+                }
+                _ => {}
+            }
+        }
+        st
+    }
+
+    /// Does the index's copy say the same as the log's?
+    pub fn agrees_with(&self, logged: &ProposalState) -> bool {
+        let a = serde_json::to_value(self).ok();
+        let b = serde_json::to_value(logged).ok();
+        a.is_some() && a == b
+    }
+
     /// Pending but past its expiry.
     pub fn is_expired(&self, now_ms: u64) -> bool {
         self.status == "pending" && now_ms >= self.expires_at_ms
@@ -121,11 +209,55 @@ pub(crate) fn all_json<T: serde::de::DeserializeOwned>(store: &dyn Store, ns: &s
         .collect()
 }
 
-/// Apply committed records, in order.
+/// Apply committed records, in order (kv writes that held a secret keep
+/// its `[secret:NAME]` placeholder: see [`apply_with`]).
 pub fn apply(store: &dyn Store, records: &[Record]) {
+    apply_with(store, records, &|_| None)
+}
+
+/// Restore `[secret:NAME]` placeholders of the listed secrets.
+fn restore(text: &str, secrets: &[String], resolve: &dyn Fn(&str) -> Option<String>) -> String {
+    let mut out = text.to_string();
+    for name in secrets {
+        match resolve(name) {
+            Some(v) => out = out.replace(&format!("[secret:{name}]"), &v),
+            None => tracing::warn!(
+                secret = %name,
+                "index: a kv write held secret {name:?}, which cannot be read now; the placeholder is stored"
+            ),
+        }
+    }
+    out
+}
+
+/// Apply committed records, in order. `resolve` reads a secret's value
+/// (from its declared source) for kv writes recorded with the secret
+/// replaced by `[secret:NAME]`: the store holds what the plugin wrote, the
+/// log never holds the secret.
+pub fn apply_with(store: &dyn Store, records: &[Record], resolve: &dyn Fn(&str) -> Option<String>) {
     let Some(last) = records.last() else { return };
     for r in records {
         let res = match &r.event {
+            Event::KvWrite {
+                plugin,
+                key,
+                value: Some(v),
+                secrets,
+                ..
+            } if !secrets.is_empty() => store.set(
+                plugin,
+                &restore(key, secrets, resolve),
+                &restore(v, secrets, resolve),
+            ),
+            Event::KvWrite {
+                plugin,
+                key,
+                value: None,
+                secrets,
+                ..
+            } if !secrets.is_empty() => store
+                .delete(plugin, &restore(key, secrets, resolve))
+                .map(|_| ()),
             Event::KvWrite {
                 plugin,
                 key,
@@ -138,47 +270,10 @@ pub fn apply(store: &dyn Store, records: &[Record]) {
                 value: None,
                 ..
             } => store.delete(plugin, key).map(|_| ()),
-            Event::Proposal {
-                id,
-                call,
-                plugin,
-                digest,
-                function,
-                args,
-                args_digest,
-                rationale,
-                policies,
-                approver_role,
-                approvals_needed,
-                expires_at_ms,
-                initiator,
-                owner,
-                journal,
-            } => {
-                put(
-                    store,
-                    &ProposalState {
-                        id: id.clone(),
-                        call: call.clone(),
-                        plugin: plugin.clone(),
-                        digest: digest.clone(),
-                        function: function.clone(),
-                        args: args.clone(),
-                        args_digest: args_digest.clone(),
-                        rationale: rationale.clone(),
-                        policies: policies.clone(),
-                        approver_role: approver_role.clone(),
-                        approvals_needed: *approvals_needed,
-                        expires_at_ms: *expires_at_ms,
-                        initiator: initiator.clone(),
-                        owner: owner.clone(),
-                        created_ms: r.time_ms,
-                        status: "pending".into(),
-                        approvals: vec![],
-                        detail: None,
-                        run: journal.as_ref().map(|j| j.run.clone()),
-                    },
-                );
+            Event::Proposal { .. } => {
+                if let Some(p) = ProposalState::created(r) {
+                    put(store, &p);
+                }
                 Ok(())
             }
             Event::ApprovalDecision {

@@ -84,7 +84,10 @@ pub fn compute(records: &[Record]) -> Kpi {
         events: records.len() as u64,
         ..Default::default()
     };
-    let mut allowed_calls: HashSet<&str> = HashSet::new();
+    // Allowed call → the digest of the arguments that were allowed.
+    let mut allowed_calls: HashMap<&str, &str> = HashMap::new();
+    // Proposal → the digest of the arguments people were asked about.
+    let mut proposal_args: HashMap<&str, &str> = HashMap::new();
     let mut kv_allowance: HashMap<&str, i64> = HashMap::new();
     let mut needed: HashMap<&str, u32> = HashMap::new();
     let mut approvals: HashMap<&str, HashSet<&str>> = HashMap::new();
@@ -159,6 +162,7 @@ pub fn compute(records: &[Record]) -> Kpi {
                 plugin,
                 function,
                 decision,
+                args_digest,
                 ..
             } => {
                 let c = k
@@ -170,7 +174,7 @@ pub fn compute(records: &[Record]) -> Kpi {
                 match decision {
                     Decision::Allow => {
                         c.allowed += 1;
-                        allowed_calls.insert(call);
+                        allowed_calls.insert(call, args_digest);
                         if function.starts_with("charter:host/kv@")
                             && (function.ends_with("#set") || function.ends_with("#delete"))
                         {
@@ -201,8 +205,10 @@ pub fn compute(records: &[Record]) -> Kpi {
             Event::Proposal {
                 id,
                 approvals_needed,
+                args_digest,
                 ..
             } => {
+                proposal_args.insert(id, args_digest);
                 k.proposals.created += 1;
                 needed.insert(id, *approvals_needed);
                 created_at.insert(id, r.time_ms);
@@ -227,15 +233,18 @@ pub fn compute(records: &[Record]) -> Kpi {
                 proposal,
                 ..
             } => {
-                let decided = allowed_calls.contains(call.as_str());
+                let decided = allowed_calls.get(call.as_str());
                 let approved = match proposal {
                     None => true,
                     Some(p) => {
                         let have = approvals.get(p.as_str()).map_or(0, |s| s.len() as u32);
-                        needed.get(p.as_str()).is_some_and(|n| have >= *n)
+                        // People approved these arguments: an execution of
+                        // any others is unauthorized, whatever it claims.
+                        let same_args = proposal_args.get(p.as_str()).copied() == decided.copied();
+                        same_args && needed.get(p.as_str()).is_some_and(|n| have >= *n)
                     }
                 };
-                if !(decided && approved) {
+                if !(decided.is_some() && approved) {
                     k.unauthorized_actions_executed += 1;
                     k.unauthorized_detail.push(format!(
                         "seq {}: {plugin} executed {function} ({call})",

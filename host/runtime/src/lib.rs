@@ -27,7 +27,9 @@ pub mod inspect;
 pub mod kpi;
 mod linker;
 pub mod mediator;
+mod policy_warnings;
 pub mod proposals;
+pub mod record;
 mod state;
 pub mod values;
 pub mod workflow;
@@ -119,6 +121,8 @@ pub struct Host {
     /// Runs being driven by this process (one driver per run).
     driving: Mutex<std::collections::HashSet<String>>,
     _ticker: engine::EpochTicker,
+    /// The data directory's lock, released last (see [`lock_data_dir`]).
+    _lock: std::fs::File,
 }
 
 impl std::fmt::Debug for Host {
@@ -150,6 +154,74 @@ pub enum HostError {
     Policy(#[from] charter_policy::PolicyError),
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error(
+        "the data directory {} is in use by another charter process (waited {waited_ms} ms for it); one process per data directory at a time: wait for it to finish (a detached run's driver finishes with its run), or set CHARTER_LOCK_WAIT_MS to wait longer",
+        dir.display()
+    )]
+    Busy {
+        dir: std::path::PathBuf,
+        waited_ms: u64,
+    },
+}
+
+/// How long past a step's deadline the host waits before it cuts the step's
+/// host-side waits itself: long enough for a waiting call that honours the
+/// deadline (an HTTP request, whose timeouts are cut to it) to end first
+/// and record its own result; every other wait (WASI poll and sleep) ends
+/// here.
+pub const HOST_WAIT_GRACE: Duration = Duration::from_millis(25);
+
+/// How long a process waits for another to release a data directory,
+/// unless `CHARTER_LOCK_WAIT_MS` says otherwise.
+pub const LOCK_WAIT_MS: u64 = 30_000;
+
+/// Take the data directory's lock (`<data_dir>/charter.lock`), waiting up to
+/// `CHARTER_LOCK_WAIT_MS` (default [`LOCK_WAIT_MS`]) for another process to
+/// release it: concurrent commands on one deployment take turns instead of
+/// failing at once, and fail clearly when the wait is over. Taken before
+/// the state store and the event log are opened, so neither's own lock
+/// error is ever what a user sees.
+pub fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, HostError> {
+    let path = dir.join("charter.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| HostError::DataDir {
+            path: path.clone(),
+            source,
+        })?;
+    let wait = std::env::var("CHARTER_LOCK_WAIT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(LOCK_WAIT_MS);
+    let started = Instant::now();
+    let mut told = false;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(HostError::DataDir { path, source });
+            }
+        }
+        let waited = started.elapsed();
+        if waited >= Duration::from_millis(wait) {
+            return Err(HostError::Busy {
+                dir: dir.to_owned(),
+                waited_ms: waited.as_millis() as u64,
+            });
+        }
+        if !told && waited >= Duration::from_millis(500) {
+            told = true;
+            tracing::warn!(
+                dir = %dir.display(),
+                "waiting for another charter process to release the data directory (up to {wait} ms)"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
 }
 
 impl Host {
@@ -158,6 +230,7 @@ impl Host {
             path: deployment.data_dir.clone(),
             source,
         })?;
+        let lock = lock_data_dir(&deployment.data_dir)?;
         let max_memory = deployment
             .plugins
             .values()
@@ -203,10 +276,12 @@ impl Host {
         // The event log is the system of record; the store's indexes are
         // derived from it, re-applied from the last sequence they saw.
         let index_store = store.clone();
+        let secrets = deployment.secrets.clone();
+        let resolve = move |name: &str| mediator::read_secret(&secrets, name).ok();
         let log = EventLog::open_with(
             &deployment.data_dir.join(charter_audit::LOG_FILE),
             index::applied_seq(&*store),
-            Box::new(move |records| index::apply(&*index_store, records)),
+            Box::new(move |records| index::apply_with(&*index_store, records, &resolve)),
             !options.unsynced_log,
         )?;
         let policies: Vec<(String, String)> = deployment
@@ -234,6 +309,7 @@ impl Host {
             pres: Mutex::new(HashMap::new()),
             config_recorded: tokio::sync::OnceCell::new(),
             driving: Mutex::new(Default::default()),
+            _lock: lock,
         })
     }
 
@@ -282,6 +358,12 @@ impl Host {
     ) -> Result<u64, HostError> {
         self.spec(plugin)
             .map_err(|e| HostError::Engine(e.to_string()))?;
+        let (max_key, max_value) = mediator::kv_bounds();
+        if key.is_empty() || key.len() > max_key || value.is_some_and(|v| v.len() > max_value) {
+            return Err(HostError::Engine(format!(
+                "kv key must be 1 to {max_key} bytes and a value at most {max_value} bytes"
+            )));
+        }
         Ok(self
             .services
             .log
@@ -290,6 +372,7 @@ impl Host {
                 key: key.to_string(),
                 value: value.map(str::to_string),
                 by: Some(by.to_string()),
+                secrets: vec![],
             }])
             .await?)
     }
@@ -597,16 +680,14 @@ impl Host {
             path: spec.path.clone(),
             source,
         };
-        let size = std::fs::metadata(&spec.path).map_err(read_err)?.len();
         let limit = spec.limits.max_component_bytes;
-        if size > limit {
-            return Err(LoadError::TooLarge {
+        let bytes = read_bounded(&spec.path, limit)
+            .map_err(read_err)?
+            .map_err(|size| LoadError::TooLarge {
                 plugin: spec.name.clone(),
                 size,
                 limit,
-            });
-        }
-        let bytes = std::fs::read(&spec.path).map_err(read_err)?;
+            })?;
         let actual = digest(&bytes);
         if let Some(pinned) = &spec.digest
             && *pinned != actual
@@ -752,9 +833,11 @@ impl Host {
             store.set_epoch_deadline(engine::deadline_ticks(
                 ms.min(loaded.ctx.limits.deadline_ms),
             ));
-            // Host calls that wait (HTTP, LLM) stop at the step's timeout too.
-            store.data_mut().mediator.step_timeout =
-                Some((started + Duration::from_millis(ms), ms));
+            let m = &mut store.data_mut().mediator;
+            m.step_timeout = Some((started + Duration::from_millis(ms), ms));
+            // Host-side waits (WASI poll and sleep, HTTP, LLM, connectors)
+            // stop at the step's timeout too.
+            m.deadline = m.deadline.min(started + Duration::from_millis(ms));
         }
         if let Some(j) = opts.journal {
             store.data_mut().mediator.set_journal(j);
@@ -762,6 +845,10 @@ impl Host {
         let result = run_step(loaded, &mut store, input).await;
         let state = store.data_mut();
         state.drain_stdio();
+        // A fault found by a call that finished outside the store (an HTTP
+        // request that diverged from the journal, or over budget).
+        let late = state.mediator.take_late();
+        state.mediator.pending.extend(late);
         let result = match (state.mediator.fault.clone(), result) {
             // A denial, a proposal or a limit fails the step closed, whatever
             // the guest did with the error it was handed.
@@ -772,6 +859,12 @@ impl Host {
             }
             (None, Ok(Ok(out))) => Ok(out),
         };
+        // The error leaves the step: through the one redaction point, and
+        // bounded (it is recorded, printed and served).
+        let result = result.map_err(|e| {
+            let m = &state.mediator;
+            e.map_text(|t| m.redact_text(t, record::MAX_TEXT))
+        });
         let duration_us = started.elapsed().as_micros() as u64;
         let summary = match &result {
             Ok(_) => Ok(()),
@@ -837,6 +930,7 @@ async fn run_step(
 ) -> Result<Result<serde_json::Value, wasmtime::Error>, CallError> {
     let plugin = loaded.name.clone();
     let limits = loaded.ctx.limits;
+    let deadline = store.data().mediator.deadline;
     let span = tracing::info_span!("step", plugin = %plugin, digest = %loaded.digest);
     let _g = span.enter();
     if input.len() as u64 > limits.max_input_bytes {
@@ -848,6 +942,13 @@ async fn run_step(
                 input.len(),
                 limits.max_input_bytes
             ),
+        });
+    }
+    if let Err(detail) = record::check_step_text("input", input, limits.max_input_bytes) {
+        return Err(CallError::Limit {
+            plugin,
+            kind: LimitKind::InputSize,
+            detail,
         });
     }
     if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(input) {
@@ -877,6 +978,15 @@ async fn run_step(
                             limits.max_output_bytes
                         ),
                     })
+                } else if let Err(detail) =
+                    record::check_step_text("output", &s, limits.max_output_bytes)
+                {
+                    // What is accepted must be readable back from the log.
+                    Err(CallError::Limit {
+                        plugin: plugin.clone(),
+                        kind: LimitKind::OutputSize,
+                        detail,
+                    })
                 } else {
                     serde_json::from_str(&s).map_err(|e| CallError::Invalid {
                         plugin: plugin.clone(),
@@ -895,12 +1005,33 @@ async fn run_step(
                 message,
             }),
         })
-    }
-    .await;
+    };
+    // The epoch deadline stops guest code; this stops host-side waits (WASI
+    // poll and sleep, HTTP, LLM, connector calls) at the same deadline.
+    let timed = tokio::time::timeout_at((deadline + HOST_WAIT_GRACE).into(), result).await;
+    let result = match timed {
+        Ok(r) => r,
+        Err(_) => return Err(deadline_passed(store, &plugin)),
+    };
     match result {
         Ok(Ok(v)) => Ok(Ok(v)),
         Ok(Err(e)) => Err(e),
         Err(trap) => Ok(Err(trap)),
+    }
+}
+
+/// The step's deadline passed while it waited on the host: a limit,
+/// recorded as the step's fault.
+fn deadline_passed(store: &mut wasmtime::Store<HostState>, plugin: &str) -> CallError {
+    let m = &mut store.data_mut().mediator;
+    let detail = m.deadline_detail("the step was");
+    if m.fault.is_none() {
+        m.fault = Some(Fault::Limit(LimitKind::Deadline, detail.clone()));
+    }
+    CallError::Limit {
+        plugin: plugin.to_string(),
+        kind: LimitKind::Deadline,
+        detail,
     }
 }
 
@@ -1022,6 +1153,7 @@ pub(crate) async fn invoke_connector(
             )));
     }
     let export = conn.provides[iface].clone();
+    let deadline = store.data().mediator.deadline;
     let result = async {
         let inst = conn.pre.instantiate_async(&mut store).await?;
         let iidx = inst
@@ -1041,17 +1173,32 @@ pub(crate) async fn invoke_connector(
         let mut results = vec![wasmtime::component::Val::Bool(false); n];
         f.call_async(&mut store, params, &mut results).await?;
         Ok::<_, wasmtime::Error>(results)
-    }
-    .await;
+    };
+    // The connector's host-side waits end at its deadline, like a step's.
+    let timed = tokio::time::timeout_at((deadline + HOST_WAIT_GRACE).into(), result).await;
+    let result = match timed {
+        Ok(r) => r,
+        Err(_) => {
+            let e = deadline_passed(&mut store, &conn.name);
+            Err(wasmtime::Error::msg(e.to_string()))
+        }
+    };
     let state = store.data_mut();
     state.drain_stdio();
+    let late = state.mediator.take_late();
+    state.mediator.pending.extend(late);
     let result = match (state.mediator.fault.clone(), result) {
-        (Some(fault), _) => Err(fault_error(&conn.name, fault).to_string()),
-        (None, Err(trap)) => {
-            Err(classify_trap(&conn.name, state, &conn.ctx.limits, trap).to_string())
-        }
+        (Some(fault), _) => Err(fault_error(&conn.name, fault)),
+        (None, Err(trap)) => Err(classify_trap(&conn.name, state, &conn.ctx.limits, trap)),
         (None, Ok(v)) => Ok(v),
     };
+    // The connector's error reaches its importer (and the importer's
+    // record): through the connector's redaction point first.
+    let result = result.map_err(|e| {
+        let m = &state.mediator;
+        e.map_text(|t| m.redact_text(t, record::MAX_TEXT))
+            .to_string()
+    });
     let outcome = result.as_ref().map(|_| ()).map_err(|e| e.clone());
     let extra = result_events(&result);
     commit_step(
@@ -1134,13 +1281,36 @@ pub async fn inspect_file(
         owner: None,
         provides: vec![],
     };
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
-        plugin: spec.name.clone(),
-        path: path.to_owned(),
-        source,
-    })?;
+    let limit = spec.limits.max_component_bytes;
+    let bytes = read_bounded(path, limit)
+        .map_err(|source| LoadError::Read {
+            plugin: spec.name.clone(),
+            path: path.to_owned(),
+            source,
+        })?
+        .map_err(|size| LoadError::TooLarge {
+            plugin: spec.name.clone(),
+            size,
+            limit,
+        })?;
     let (bytes, component) = compile(engine, &spec, bytes, Duration::from_secs(300)).await?;
     Ok(inspect::inspect(engine, &component, &bytes))
+}
+
+/// Read at most `limit` bytes of a file: `Ok(Err(n))` when it holds more
+/// (`n`: what was read, at least `limit + 1`). The bound holds whatever the
+/// file is (a FIFO, a device, a file growing while it is read): its
+/// metadata is not trusted.
+pub fn read_bounded(path: &std::path::Path, limit: u64) -> std::io::Result<Result<Vec<u8>, u64>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Ok(Err(bytes.len() as u64));
+    }
+    Ok(Ok(bytes))
 }
 
 fn fault_error(plugin: &str, fault: Fault) -> CallError {

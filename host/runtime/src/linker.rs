@@ -15,9 +15,10 @@ use wasmtime::{Engine, StoreContextMut};
 
 use charter_audit::{Decision, Event};
 
-use crate::mediator::{Dispatch, Gate, HOST_VERSION, HostCall, HostFn, LogLevel, Reply};
+use crate::error::LimitKind;
+use crate::mediator::{Dispatch, Fault, Gate, HOST_VERSION, HostCall, HostFn, LogLevel, Reply};
 use crate::state::HostState;
-use crate::values;
+use crate::{record, values};
 
 /// What a plugin is linked with. Two plugins with equal grant sets (and
 /// equal bytes) share one `InstancePre`.
@@ -124,6 +125,17 @@ fn define_connector(
                 let (services, initiator, plugin, call_id, decided, approved, jref) = {
                     let m = &mut store.data_mut().mediator;
                     m.admit(&display, true)?;
+                    let size = record::json_size(&args);
+                    if size > record::MAX_CALL_ARGS {
+                        return Err(m.refuse_oversize(
+                            &display,
+                            &args,
+                            format!(
+                                "arguments are about {size} bytes, over the {}-byte limit",
+                                record::MAX_CALL_ARGS
+                            ),
+                        ));
+                    }
                     let approved = match m.gate(&display, &args, true)? {
                         Gate::Fresh => None,
                         Gate::Approved(p) => Some(p),
@@ -173,10 +185,13 @@ fn define_connector(
                         Ok(v) => (true, summarize(v)),
                         Err(e) => (false, e.clone()),
                     };
+                    // A result too large to journal is not recorded (the
+                    // step then fails with a limit, below).
                     let result = match out {
                         Ok(v) if journaled => Some(serde_json::Value::Array(
                             v.iter().map(values::to_json).collect(),
-                        )),
+                        ))
+                        .filter(|r| record::json_size(r) <= record::MAX_RESULT),
                         _ => None,
                     };
                     vec![Event::CallResult {
@@ -201,6 +216,17 @@ fn define_connector(
                 )
                 .await;
                 match out {
+                    Ok(vals) if journaled && results_size(&vals) > record::MAX_RESULT => {
+                        let detail = format!(
+                            "{display} returned more than {} bytes, too large to journal",
+                            record::MAX_RESULT
+                        );
+                        let m = &mut store.data_mut().mediator;
+                        if m.fault.is_none() {
+                            m.fault = Some(Fault::Limit(LimitKind::Recorded, detail.clone()));
+                        }
+                        Err(wasmtime::Error::msg(detail))
+                    }
                     Ok(vals) => {
                         for (slot, v) in results.iter_mut().zip(vals) {
                             *slot = v;
@@ -213,6 +239,12 @@ fn define_connector(
                 }
             })
         })
+}
+
+fn results_size(vals: &[wasmtime::component::Val]) -> usize {
+    record::json_size(&serde_json::Value::Array(
+        vals.iter().map(values::to_json).collect(),
+    ))
 }
 
 /// A short text of a call's results for the audit log.

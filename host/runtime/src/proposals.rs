@@ -15,6 +15,7 @@ use charter_audit::{Decision, Event, json_digest, now_ms};
 use serde_json::Value;
 
 use crate::index::{self, ProposalState};
+
 use crate::mediator::{Dispatch, HostCall, HostFn, Mediator, Reply};
 use crate::{Host, values};
 
@@ -93,12 +94,40 @@ impl Host {
         approve: bool,
         comment: Option<String>,
     ) -> Result<Decided, ProposalError> {
-        let p = self
-            .proposal(id)
+        let comment = comment.map(|c| crate::record::text(&c));
+        // The log is the record of what was proposed: a decision acts on
+        // the log's proposal, never on the index's copy (which anyone who
+        // can write the data directory could rewrite).
+        let records = charter_audit::read_records(self.services.log.path()).map_err(|e| {
+            ProposalError::Failed {
+                id: id.to_string(),
+                message: format!("event log: {e}"),
+            }
+        })?;
+        let p = ProposalState::from_log(&records, id)
             .ok_or_else(|| ProposalError::Unknown(id.to_string()))?;
+        drop(records);
         let refuse = |rule: &'static str, reason: String| {
             self.refuse(id, by, approve, comment.clone(), rule, reason)
         };
+        if let Some(indexed) = self.proposal(id)
+            && !indexed.agrees_with(&p)
+        {
+            tracing::error!(
+                proposal = id,
+                "the index's copy of the proposal differs from the log's"
+            );
+            return refuse(
+                "index-mismatch",
+                format!(
+                    "the state index's copy of {id} differs from the event log's (arguments {} in the index, {} in the log); nothing was executed. The index is derived: stop Charter, move {} aside and it is rebuilt from the log",
+                    indexed.args_digest,
+                    p.args_digest,
+                    self.deployment.data_dir.join("state").display()
+                ),
+            )
+            .await;
+        }
         if p.status != "pending" {
             return refuse(
                 "not-pending",

@@ -184,6 +184,8 @@ impl OpenAiLlm {
     }
 
     async fn chat(inner: Arc<OpenAiInner>, prompt: String) -> Result<String, String> {
+        /// Largest provider response read.
+        const MAX_RESPONSE_BYTES: usize = 4 << 20;
         use bytes::Bytes;
         use http_body_util::{BodyExt, Full};
         let url = format!("{}/chat/completions", inner.base_url);
@@ -216,12 +218,22 @@ impl OpenAiLlm {
             .map_err(|e| format!("llm: {url}: {e}"))?;
         let io = tokio::spawn(io);
         let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("llm: reading response from {url}: {e}"))?
-            .to_bytes();
+        // A provider's answer is read with a bound: a hostile or broken
+        // endpoint cannot make the host hold an unbounded body.
+        let mut body = resp.into_body();
+        let mut bytes = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| format!("llm: reading response from {url}: {e}"))?;
+            if let Ok(data) = frame.into_data() {
+                if bytes.len() + data.len() > MAX_RESPONSE_BYTES {
+                    io.abort();
+                    return Err(format!(
+                        "llm: {url}: response over {MAX_RESPONSE_BYTES} bytes; refused"
+                    ));
+                }
+                bytes.extend_from_slice(&data);
+            }
+        }
         io.abort();
         if !status.is_success() {
             return Err(format!(

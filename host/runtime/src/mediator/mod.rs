@@ -19,6 +19,7 @@
 
 mod caps;
 pub mod llm;
+pub(crate) mod redact;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -33,6 +34,8 @@ use wasmtime_wasi_http::{WasiBody, WasiHttpHooks};
 use charter_audit::{Decision, Event};
 
 use crate::error::LimitKind;
+use crate::record::{self, Budget};
+use redact::Redactor;
 
 pub use llm::{Llm, OfflineLlm, OpenAiLlm};
 
@@ -214,6 +217,42 @@ impl HostCall {
         }
     }
 
+    /// Are the arguments within what the function accepts? Checked before
+    /// the call is decided or recorded: out of bounds, it is refused and
+    /// recorded only by digest and size.
+    pub(crate) fn check_bounds(&self) -> Result<(), String> {
+        let over = |what: &str, len: usize, max: usize| {
+            if len > max {
+                Err(format!("{what} is {len} bytes, over the {max}-byte limit"))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            HostCall::KvGet { key } | HostCall::KvDelete { key } => {
+                over("kv key", key.len(), caps::MAX_KEY)
+            }
+            HostCall::KvSet { key, value } => over("kv key", key.len(), caps::MAX_KEY)
+                .and_then(|()| over("kv value", value.len(), caps::MAX_VALUE)),
+            HostCall::KvListKeys { prefix } => over("kv prefix", prefix.len(), caps::MAX_KEY),
+            HostCall::SecretsGet { name } => over("secret name", name.len(), caps::MAX_KEY),
+            HostCall::LlmComplete { prompt } => over("prompt", prompt.len(), MAX_LLM_TEXT),
+            HostCall::LlmClassify { text, labels } => {
+                over("text", text.len(), MAX_LLM_TEXT)?;
+                if labels.len() > MAX_LABELS {
+                    return Err(format!(
+                        "{} labels, over the limit of {MAX_LABELS}",
+                        labels.len()
+                    ));
+                }
+                labels
+                    .iter()
+                    .try_for_each(|l| over("label", l.len(), caps::MAX_KEY))
+            }
+            HostCall::LogWrite { .. } | HostCall::ExplainRationale { .. } => Ok(()),
+        }
+    }
+
     /// Rebuild a call from stored JSON arguments (an approved proposal).
     pub(crate) fn from_args(f: HostFn, a: &serde_json::Value) -> Option<HostCall> {
         let s = |k: &str| a[k].as_str().map(str::to_string);
@@ -330,6 +369,12 @@ pub struct LogLine {
 pub const MAX_LOG_LINES: usize = 1000;
 /// Longest log message kept, in bytes.
 pub const MAX_LOG_MESSAGE: usize = 4096;
+/// Longest rationale kept, in bytes.
+pub const MAX_RATIONALE: usize = 16 << 10;
+/// Longest prompt or text handed to the LLM provider, in bytes.
+pub const MAX_LLM_TEXT: usize = 1 << 20;
+/// Most labels of one `llm.classify`.
+pub const MAX_LABELS: usize = 256;
 
 /// What the grant lets one plugin do, fixed when it is loaded.
 #[derive(Debug)]
@@ -389,8 +434,12 @@ pub(crate) struct Mediator {
     /// The step's own kv writes (applied from the log once it commits).
     overlay: std::collections::BTreeMap<String, Option<String>>,
     pub rationale: Option<String>,
-    /// Secret values handed out in this step, redacted from logs.
-    revealed: Vec<(String, String)>,
+    /// Secret values handed out in this step: every string that leaves
+    /// the step passes this one redaction point.
+    revealed: Redactor,
+    /// What the step has recorded and holds, against
+    /// `limits.max_recorded_mib`.
+    budget: Budget,
     /// The step's journal when it runs inside a workflow run.
     pub journal: Option<Arc<crate::workflow::journal::Journal>>,
     /// Calls answered from the journal.
@@ -398,11 +447,21 @@ pub(crate) struct Mediator {
     /// The last executed call (id, function, approving proposal), for its
     /// result event.
     last_call: Option<(String, HostFn, Option<String>)>,
-    /// Result events of calls that finish outside the store (HTTP).
-    late: Arc<std::sync::Mutex<Vec<Event>>>,
-    /// A workflow step's timeout (when it ends, and its length in ms): no
-    /// host call waits past it, and a deadline trap names it.
+    /// Result events of calls that finish outside the store (HTTP), and a
+    /// fault found there.
+    late: Arc<std::sync::Mutex<Late>>,
+    /// A workflow step's timeout (when it ends, and its length in ms): a
+    /// deadline trap names it.
     pub step_timeout: Option<(std::time::Instant, u64)>,
+    /// When the step's deadline passes: no host call waits past it.
+    pub deadline: std::time::Instant,
+}
+
+/// What a call that finishes outside the store reports back to its step.
+#[derive(Default)]
+pub(crate) struct Late {
+    events: Vec<Event>,
+    fault: Option<Fault>,
 }
 
 static STEP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -415,7 +474,6 @@ impl Mediator {
     ) -> Mediator {
         let n = STEP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Mediator {
-            ctx,
             services,
             calls: 0,
             fault: None,
@@ -427,28 +485,80 @@ impl Mediator {
             pending: Vec::new(),
             overlay: Default::default(),
             rationale: None,
-            revealed: Vec::new(),
+            revealed: Redactor::default(),
+            budget: Budget::new(ctx.limits.max_recorded_bytes),
             journal: None,
             replayed: 0,
             last_call: None,
             late: Default::default(),
             step_timeout: None,
+            deadline: std::time::Instant::now() + Duration::from_millis(ctx.limits.deadline_ms),
+            ctx,
         }
     }
 
     /// How long a host call may wait: the plugin's host-call timeout, cut
-    /// to what is left of a workflow step's timeout.
+    /// to what is left of the step's deadline (its `limits.deadline_ms`, or
+    /// a workflow step's tighter timeout).
     pub(crate) fn call_timeout(&self) -> Duration {
         let t = Duration::from_millis(self.ctx.limits.host_call_timeout_ms);
+        t.min(
+            self.deadline
+                .saturating_duration_since(std::time::Instant::now()),
+        )
+    }
+
+    /// Why a wait ended at the deadline: `{what} still waiting after N ms`,
+    /// naming the limit that set the deadline.
+    pub(crate) fn deadline_detail(&self, what: &str) -> String {
         match self.step_timeout {
-            Some((d, _)) => t.min(d.saturating_duration_since(std::time::Instant::now())),
-            None => t,
+            Some((_, ms)) if ms < self.ctx.limits.deadline_ms => {
+                format!("{what} still waiting after {ms} ms (the step's timeout_ms)")
+            }
+            _ => format!(
+                "{what} still waiting after {} ms (limits.deadline_ms)",
+                self.ctx.limits.deadline_ms
+            ),
         }
     }
 
-    /// Result events that arrived after their call returned to the guest.
-    pub(crate) fn take_late(&self) -> Vec<Event> {
-        std::mem::take(&mut *self.late.lock().unwrap())
+    /// Result events that arrived after their call returned to the guest;
+    /// a fault found there becomes the step's (if it has none yet).
+    pub(crate) fn take_late(&mut self) -> Vec<Event> {
+        let mut late = self.late.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = late.fault.take()
+            && self.fault.is_none()
+        {
+            self.fault = Some(f);
+        }
+        std::mem::take(&mut late.events)
+    }
+
+    /// Add an event to the step's pending events, counted against its
+    /// budget. Over budget, the step fails with a limit (the event stays:
+    /// it is bounded, and what happened is recorded).
+    pub(crate) fn push(&mut self, ev: Event) -> wasmtime::Result<()> {
+        let size = event_size(&ev);
+        self.pending.push(ev);
+        self.spend(size)
+    }
+
+    /// Count bytes the host holds or records for the step.
+    pub(crate) fn spend(&mut self, bytes: u64) -> wasmtime::Result<()> {
+        match self.budget.spend(bytes) {
+            Ok(()) => Ok(()),
+            Err(detail) => {
+                if self.fault.is_none() {
+                    self.fault = Some(Fault::Limit(LimitKind::Recorded, detail.clone()));
+                }
+                Err(wasmtime::Error::msg(detail))
+            }
+        }
+    }
+
+    /// Bytes left in the step's budget.
+    pub(crate) fn budget_left(&self) -> u64 {
+        self.budget.limit.saturating_sub(self.budget.used)
     }
 
     /// Run inside a workflow step attempt: calls are journaled and checked
@@ -548,19 +658,28 @@ impl Mediator {
             return;
         };
         let ok = r.is_ok();
+        // Replayable results are journaled in full (bounded: a larger one
+        // is recorded by digest and the call is not replayed but executed
+        // again); others only as "ok".
         let result = match (f, r) {
             (HostFn::SecretsGet, _) | (_, Err(_)) => None,
-            (_, Ok(reply)) => Some(reply_json(reply)),
+            (f, Ok(reply)) if f.replayable() => Some(self.redact_value(&record::bounded(
+                reply_json(reply),
+                record::MAX_RESULT,
+                None,
+            ))),
+            (_, Ok(_)) => None,
         };
-        self.pending.push(Event::CallResult {
+        let summary = match r {
+            Ok(_) => "ok".into(),
+            Err(e) => record::text(&self.redact(e)),
+        };
+        let _ = self.push(Event::CallResult {
             call,
             plugin: self.ctx.name.clone(),
             function: f.display().to_string(),
             ok,
-            summary: match r {
-                Ok(_) => "ok".into(),
-                Err(e) => self.redact(e),
-            },
+            summary,
             duration_us: 0,
             proposal,
             result,
@@ -572,15 +691,30 @@ impl Mediator {
         format!("{}/{}", self.step, self.call_n)
     }
 
-    /// Replace revealed secret values in `text`.
+    /// Replace revealed secret values in `text` (the step's one redaction
+    /// point, see [`redact`]).
     pub(crate) fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for (name, value) in &self.revealed {
-            if value.len() >= 4 {
-                out = out.replace(value.as_str(), &format!("[secret:{name}]"));
-            }
+        self.revealed.redact(text).into_owned()
+    }
+
+    /// [`redact`](Self::redact) for every string of a JSON value.
+    pub(crate) fn redact_value(&self, v: &serde_json::Value) -> serde_json::Value {
+        self.revealed.redact_value(v)
+    }
+
+    /// A text that leaves the step: bounded first (reaching far enough past
+    /// the cut to catch a value that straddles it), then redacted, then cut.
+    pub(crate) fn redact_text(&self, text: &str, max: usize) -> String {
+        let reach = max.saturating_add(self.revealed.longest());
+        if text.len() <= reach {
+            return record::cut(&self.redact(text), max);
         }
-        out
+        let mut at = reach;
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        let head = record::cut(&self.redact(&text[..at]), max);
+        format!("{head} ({} bytes in all)", text.len())
     }
 
     /// The grant alone decides (no policy applies).
@@ -660,24 +794,38 @@ impl Mediator {
         args: &serde_json::Value,
         ruling: &Ruling,
     ) -> Event {
-        let recorded = if self.revealed.is_empty() {
-            args.clone()
-        } else {
-            serde_json::from_str(&self.redact(&args.to_string())).unwrap_or(serde_json::Value::Null)
-        };
+        let args_digest = charter_audit::json_digest(args);
         Event::Call {
             call: call.to_string(),
             plugin: self.ctx.name.clone(),
             digest: self.ctx.digest.clone(),
             function: function.to_string(),
-            args_digest: charter_audit::json_digest(args),
-            args: recorded,
+            args: self.recorded_args(args, &args_digest),
+            args_digest,
             decision: ruling.decision,
             policies: ruling.policies.clone(),
-            reason: ruling.reason.clone(),
+            reason: ruling
+                .reason
+                .as_deref()
+                .map(|r| self.redact_text(r, record::MAX_TEXT)),
             initiator: self.initiator.clone(),
             journal: self.jref(),
+            request: None,
         }
+    }
+
+    /// Arguments as recorded: in full up to [`record::MAX_RECORDED_ARGS`],
+    /// else by digest and size; secret values redacted.
+    pub(crate) fn recorded_args(
+        &self,
+        args: &serde_json::Value,
+        digest: &str,
+    ) -> serde_json::Value {
+        self.redact_value(&record::bounded(
+            args.clone(),
+            record::MAX_RECORDED_ARGS,
+            Some(digest),
+        ))
     }
 
     /// Handle a `deny` or `propose` ruling: record it and fail the step
@@ -690,7 +838,7 @@ impl Mediator {
         ruling: &Ruling,
     ) -> wasmtime::Error {
         let ev = self.call_event(call, function, args, ruling);
-        self.pending.push(ev);
+        let _ = self.push(ev);
         match ruling.decision {
             Decision::Propose => {
                 let dep = &self.services.deployment;
@@ -705,19 +853,17 @@ impl Mediator {
                     .role
                     .clone()
                     .or_else(|| group.and_then(|g| g.approver_role.clone()));
-                let id = format!(
-                    "P-{}",
-                    &charter_audit::json_digest(&serde_json::json!([call, self.step]))[7..19]
-                );
+                let id = proposal_id();
                 tracing::info!(plugin = %self.ctx.name, function, proposal = %id, "call routed to people");
-                self.pending.push(Event::Proposal {
+                let args_digest = charter_audit::json_digest(args);
+                let _ = self.push(Event::Proposal {
                     id: id.clone(),
                     call: call.to_string(),
                     plugin: self.ctx.name.clone(),
                     digest: self.ctx.digest.clone(),
                     function: function.to_string(),
-                    args: args.clone(),
-                    args_digest: charter_audit::json_digest(args),
+                    args: self.recorded_args(args, &args_digest),
+                    args_digest,
                     rationale: self.rationale.clone(),
                     policies: ruling.policies.clone(),
                     approver_role: role,
@@ -786,11 +932,49 @@ impl Mediator {
             groups: vec![],
         };
         let ev = self.call_event(&call, function, args, &ruling);
-        self.pending.push(ev);
+        let _ = self.push(ev);
         self.deny(function, reason)
     }
 
+    /// Refuse a call whose arguments are out of bounds: the guest gets the
+    /// error, the call is recorded by its arguments' digest and size, and
+    /// the step fails with a limit (exit 3).
+    pub(crate) fn refuse_oversize(
+        &mut self,
+        function: &str,
+        args: &serde_json::Value,
+        detail: String,
+    ) -> wasmtime::Error {
+        let call = self.next_call_id();
+        let digest = charter_audit::json_digest(args);
+        let ev = Event::Call {
+            call,
+            plugin: self.ctx.name.clone(),
+            digest: self.ctx.digest.clone(),
+            function: function.to_string(),
+            args: record::elided(args, Some(&digest)),
+            args_digest: digest,
+            decision: Decision::Deny,
+            policies: vec!["limit".into()],
+            reason: Some(self.redact_text(&detail, record::MAX_TEXT)),
+            initiator: self.initiator.clone(),
+            journal: self.jref(),
+            request: None,
+        };
+        let _ = self.push(ev);
+        let detail = format!("{function}: {detail}");
+        tracing::warn!(plugin = %self.ctx.name, "{}", self.redact_text(&detail, record::MAX_TEXT));
+        if self.fault.is_none() {
+            self.fault = Some(Fault::Limit(
+                LimitKind::Arguments,
+                self.redact_text(&detail, record::MAX_TEXT),
+            ));
+        }
+        wasmtime::Error::msg(self.redact_text(&detail, record::MAX_TEXT))
+    }
+
     fn deny(&mut self, function: &str, reason: String) -> wasmtime::Error {
+        let reason = self.redact_text(&reason, record::MAX_TEXT);
         tracing::warn!(plugin = %self.ctx.name, digest = %self.ctx.digest, function, %reason, "capability call denied");
         let err = wasmtime::Error::msg(format!("{function} denied: {reason}"));
         self.fault = Some(Fault::Denied {
@@ -810,17 +994,22 @@ impl Mediator {
         // log (and the proposal), not as audited calls.
         match call {
             HostCall::LogWrite { level, message } => {
-                let message = self.redact(&message);
+                let message = self.redact_text(&message, MAX_LOG_MESSAGE);
                 self.push_log(level, "log", message);
                 return Ok(Dispatch::Ready(Ok(Reply::Unit)));
             }
             HostCall::ExplainRationale { text } => {
-                self.rationale = Some(self.redact(&text));
+                self.rationale = Some(self.redact_text(&text, MAX_RATIONALE));
                 return Ok(Dispatch::Ready(Ok(Reply::Unit)));
             }
             _ => {}
         }
         let args = call.args();
+        // Out-of-bounds arguments are refused before anything records or
+        // decides on them: the record holds only their digest and size.
+        if let Err(detail) = call.check_bounds() {
+            return Err(self.refuse_oversize(fname, &args, detail));
+        }
         if let HostCall::SecretsGet { name } = &call
             && !self.ctx.secrets.contains(name)
         {
@@ -859,7 +1048,7 @@ impl Mediator {
             return Err(self.hold(&call_id, fname, &args, &ruling));
         }
         let ev = self.call_event(&call_id, fname, &args, &ruling);
-        self.pending.push(ev);
+        self.push(ev)?;
         if self.journal.is_none() {
             return Ok(self.execute(call));
         }
@@ -874,8 +1063,9 @@ impl Mediator {
 
     /// Execute an allowed host-native call.
     pub(crate) fn execute(&mut self, call: HostCall) -> Dispatch {
-        let ns = &*self.ctx.name;
-        let store = &*self.services.store;
+        let (ctx, services) = (self.ctx.clone(), self.services.clone());
+        let ns = &*ctx.name;
+        let store = &*services.store;
         match call {
             HostCall::LogWrite { .. } | HostCall::ExplainRationale { .. } => {
                 Dispatch::Ready(Ok(Reply::Unit))
@@ -885,14 +1075,9 @@ impl Mediator {
                 None => caps::kv_get(store, ns, &key),
             }),
             HostCall::KvSet { key, value } => {
-                let r = caps::kv_check_set(&key, &value);
+                let r = caps::kv_check_set(&key, &value)
+                    .and_then(|()| self.record_kv(key.clone(), Some(value.clone())));
                 if r.is_ok() {
-                    self.pending.push(Event::KvWrite {
-                        plugin: ns.to_string(),
-                        key: key.clone(),
-                        value: Some(value.clone()),
-                        by: None,
-                    });
                     self.overlay.insert(key, Some(value));
                 }
                 Dispatch::Ready(r.map(|()| Reply::Unit))
@@ -904,13 +1089,8 @@ impl Mediator {
                         caps::kv_get(store, ns, &key).map(|r| matches!(r, Reply::Value(Some(_))))
                     }
                 };
+                let existed = existed.and_then(|e| self.record_kv(key.clone(), None).map(|()| e));
                 if existed.is_ok() {
-                    self.pending.push(Event::KvWrite {
-                        plugin: ns.to_string(),
-                        key: key.clone(),
-                        value: None,
-                        by: None,
-                    });
                     self.overlay.insert(key, None);
                 }
                 Dispatch::Ready(existed.map(Reply::Existed))
@@ -936,7 +1116,7 @@ impl Mediator {
             HostCall::SecretsGet { name } => {
                 let r = caps::secret_get(&self.services.deployment.secrets, &name);
                 if let Ok(Reply::Text(v)) = &r {
-                    self.revealed.push((name, v.clone()));
+                    self.revealed.reveal(&name, v);
                 }
                 Dispatch::Ready(r)
             }
@@ -951,6 +1131,35 @@ impl Mediator {
                 }))
             }
         }
+    }
+
+    /// Record a kv write of the step (committed with it). A key or value
+    /// holding a revealed secret is recorded with `[secret:NAME]` in its
+    /// place and the names listed; the index restores the value from the
+    /// secret's source when it applies the event, so the store holds what
+    /// the plugin wrote and the log never holds the secret.
+    fn record_kv(&mut self, key: String, value: Option<String>) -> Result<(), String> {
+        let mut secrets = self.revealed.names_in(&key);
+        if let Some(v) = &value {
+            secrets.extend(self.revealed.names_in(v));
+            secrets.sort();
+            secrets.dedup();
+        }
+        let (key, value) = if secrets.is_empty() {
+            (key, value)
+        } else {
+            (self.redact(&key), value.as_deref().map(|v| self.redact(v)))
+        };
+        let overlay = (key.len() + value.as_ref().map_or(0, String::len)) as u64;
+        self.push(Event::KvWrite {
+            plugin: self.ctx.name.clone(),
+            key,
+            value,
+            by: None,
+            secrets,
+        })
+        .and_then(|()| self.spend(overlay))
+        .map_err(|e| e.to_string())
     }
 
     /// Await a waiting reply under the host-side timeout.
@@ -1049,14 +1258,28 @@ impl WasiHttpHooks for Mediator {
                 .strip_suffix(&format!(":{scheme_port}"))
                 .is_some_and(|h| self.ctx.hosts.contains(h));
         if let Err(e) = self.admit(FUNC, true) {
-            tracing::warn!(plugin = %self.ctx.name, "{e}");
+            tracing::warn!(plugin = %self.ctx.name, "{}", self.redact(&e.to_string()));
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        // What policy sees and the record shows. The query is left out (it
+        // often carries credentials the step did not read as secrets); the
+        // whole request, query included, is compared by its digest.
         let args = serde_json::json!({
             "method": request.method().as_str(),
             "authority": authority,
             "path": request.uri().path(),
         });
+        if record::json_size(&args) > record::MAX_RECORDED_ARGS {
+            self.refuse_oversize(
+                FUNC,
+                &args,
+                format!(
+                    "the request's method, authority and path are over {} bytes",
+                    record::MAX_RECORDED_ARGS
+                ),
+            );
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
         if !allowed {
             let hosts: Vec<_> = self.ctx.hosts.iter().cloned().collect();
             self.deny_recorded(
@@ -1081,6 +1304,14 @@ impl WasiHttpHooks for Mediator {
             Ok(Gate::Approved(p)) => self.approved_ruling(&fname, ACTION, &args, &p),
             Ok(_) => self.rule(&fname, ACTION, &args),
         };
+        // What this position's earlier attempt sent, if any: the whole
+        // request must be the same, or it is not sent (checked once the
+        // body is complete, below).
+        let position = self.call_n + 1;
+        let recorded = self
+            .journal
+            .as_ref()
+            .and_then(|j| j.request_digest(position));
         let call_id = self.next_call_id();
         let mut request = request;
         if let Some(key) = self.idempotency_key()
@@ -1094,39 +1325,101 @@ impl WasiHttpHooks for Mediator {
         }
         // An outbound request is an effect outside the host: its decision is
         // on disk before the request leaves.
-        let decided = self.call_event(&call_id, FUNC, &args, &ruling);
+        let mut decided = self.call_event(&call_id, FUNC, &args, &ruling);
         let log = self.services.log.clone();
-        tracing::debug!(plugin = %self.ctx.name, %authority, "outbound http");
+        tracing::debug!(plugin = %self.ctx.name, authority = %self.redact(&authority), "outbound http");
         let t = self.call_timeout();
         let mut options = options.unwrap_or_default();
         options.connect_timeout = Some(options.connect_timeout.map_or(t, |c| c.min(t)));
         options.first_byte_timeout = Some(options.first_byte_timeout.map_or(t, |c| c.min(t)));
         options.between_bytes_timeout = Some(options.between_bytes_timeout.map_or(t, |c| c.min(t)));
-        // In a workflow run the response's status is journaled (the body is
-        // the receiver's to repeat: the request carries an idempotency key).
-        let late = self
-            .journal
-            .is_some()
-            .then(|| (self.late.clone(), call_id.clone(), self.ctx.name.clone()));
+        let late = self.late.clone();
+        let journaled = self.journal.is_some();
+        let plugin = self.ctx.name.clone();
+        let step = self.step.clone();
+        // The body is held on the step's behalf until it is complete.
+        let max_body = self.budget_left();
+        let deadline = tokio::time::Instant::from_std(self.deadline);
+        let at_deadline = self.deadline_detail("an outbound request was");
         Box::new(async move {
             use http_body_util::BodyExt;
+            let fail = |fault: Fault| {
+                let mut l = late.lock().unwrap_or_else(|p| p.into_inner());
+                l.fault.get_or_insert(fault);
+                Err(wasmtime_wasi_http::Error::HttpRequestDenied)
+            };
+            let past_deadline = || Fault::Limit(LimitKind::Deadline, at_deadline.clone());
+            let (parts, body) = request.into_parts();
+            let body = match tokio::time::timeout_at(deadline, read_body(body, max_body)).await {
+                Err(_) => return fail(past_deadline()),
+                Ok(Ok(b)) => b,
+                Ok(Err(Some(detail))) => return fail(Fault::Limit(LimitKind::Recorded, detail)),
+                Ok(Err(None)) => return Err(wasmtime_wasi_http::Error::HttpRequestBodySize(None)),
+            };
+            let digest = request_digest(&parts, &body);
+            if let Some(before) = recorded
+                && before != digest
+            {
+                let msg = format!(
+                    "call {position} of step {step} sent request {}, but this attempt's request is {} (method, URL, headers or body differ under the same idempotency key); not sent",
+                    &before[..before.len().min(19)],
+                    &digest[..19]
+                );
+                tracing::warn!(%plugin, "non-deterministic step: {msg}");
+                return fail(Fault::NonDeterministic(msg));
+            }
+            if let Event::Call { request, .. } = &mut decided {
+                *request = Some(digest);
+            }
             if let Err(e) = log.append(vec![decided]).await {
                 tracing::error!("event log: {e}; request not sent");
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
             }
+            let request = http::Request::from_parts(
+                parts,
+                http_body_util::Full::new(body)
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            );
             let started = std::time::Instant::now();
-            let sent = wasmtime_wasi_http::default_send_request(request, Some(options)).await;
-            if let Some((late, call, plugin)) = late {
+            let send = wasmtime_wasi_http::default_send_request(request, Some(options));
+            // The request's own timeouts are cut to the deadline; this ends
+            // whatever else could wait (a slow connect, a dribbling header).
+            let (sent, late_fault) = match tokio::time::timeout_at(deadline, send).await {
+                // A request that failed at the deadline (its own timeouts
+                // are cut to it) failed because of it: a limit.
+                Ok(Err(e))
+                    if tokio::time::Instant::now() + Duration::from_millis(5) >= deadline =>
+                {
+                    (Err(e), Some(past_deadline()))
+                }
+                Ok(r) => (r, None),
+                Err(_) => (
+                    Err(wasmtime_wasi_http::Error::ConnectionTimeout),
+                    Some(past_deadline()),
+                ),
+            };
+            if let Some(f) = late_fault {
+                late.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .fault
+                    .get_or_insert(f);
+            }
+            // In a workflow run the response's status is journaled (the body
+            // is the receiver's to repeat: the request carries an
+            // idempotency key).
+            if journaled {
                 let (ok, summary, result) = match &sent {
                     Ok((res, _)) => (
                         true,
                         format!("HTTP {}", res.status().as_u16()),
                         Some(serde_json::json!({"status": res.status().as_u16()})),
                     ),
-                    Err(e) => (false, format!("{e:?}"), None),
+                    Err(e) => (false, record::text(&format!("{e:?}")), None),
                 };
-                late.lock().unwrap().push(Event::CallResult {
-                    call,
+                let mut l = late.lock().unwrap_or_else(|p| p.into_inner());
+                l.events.push(Event::CallResult {
+                    call: call_id,
                     plugin,
                     function: FUNC.to_string(),
                     ok,
@@ -1143,6 +1436,98 @@ impl WasiHttpHooks for Mediator {
             ))
         })
     }
+}
+
+/// An outgoing request's body, read whole: at most `max` bytes (`Err(Some)`
+/// beyond), `Err(None)` if the guest's body stream failed.
+async fn read_body(body: WasiBody, max: u64) -> Result<bytes::Bytes, Option<String>> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| None)?;
+        if let Ok(data) = frame.into_data() {
+            if (buf.len() + data.len()) as u64 > max {
+                return Err(Some(format!(
+                    "an outgoing request body over {} bytes (what is left of limits.max_recorded_mib)",
+                    max
+                )));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// `sha256:` of a whole outgoing request: method, URL with query, every
+/// header the guest set (sorted; not the host's `idempotency-key` or
+/// `host`), and the body. Recorded with the call, compared on replay.
+pub(crate) fn request_digest(parts: &http::request::Parts, body: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(parts.method.as_str().as_bytes());
+    h.update(b"\n");
+    h.update(parts.uri.to_string().as_bytes());
+    h.update(b"\n");
+    let mut headers: Vec<(&str, &[u8])> = parts
+        .headers
+        .iter()
+        .filter(|(k, _)| *k != "idempotency-key" && *k != http::header::HOST)
+        .map(|(k, v)| (k.as_str(), v.as_bytes()))
+        .collect();
+    headers.sort();
+    for (k, v) in headers {
+        h.update(k.as_bytes());
+        h.update(b": ");
+        h.update(v);
+        h.update(b"\n");
+    }
+    h.update(b"\n");
+    h.update((body.len() as u64).to_le_bytes());
+    h.update(body);
+    format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+/// A proposal id: random, so ids of different processes never collide.
+fn proposal_id() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        // No OS randomness: fall back to a digest of time, process and a
+        // counter (unique per process, and across processes by pid).
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let d = charter_audit::json_digest(&serde_json::json!([
+            charter_audit::now_ms(),
+            std::process::id(),
+            n
+        ]));
+        return format!("P-{}", &d[7..39]);
+    }
+    format!("P-{}", hex::encode(b))
+}
+
+/// What a pending event costs the step's budget (an estimate from its
+/// variable parts, without encoding it).
+fn event_size(ev: &Event) -> u64 {
+    let v = match ev {
+        Event::Call { args, reason, .. } => {
+            record::json_size(args) + reason.as_ref().map_or(0, String::len)
+        }
+        Event::CallResult {
+            summary, result, ..
+        } => summary.len() + result.as_ref().map_or(0, record::json_size),
+        Event::KvWrite { key, value, .. } => key.len() + value.as_ref().map_or(0, String::len),
+        Event::Proposal {
+            args, rationale, ..
+        } => record::json_size(args) + rationale.as_ref().map_or(0, String::len),
+        _ => 0,
+    };
+    (v + 256) as u64
+}
+
+/// The largest kv key and value a plugin (or an operator) may write.
+pub fn kv_bounds() -> (usize, usize) {
+    (caps::MAX_KEY, caps::MAX_VALUE)
 }
 
 /// Read a secret for the host's own use (the LLM provider's API key), never

@@ -29,6 +29,8 @@ pub(crate) struct Entry {
     /// The recorded result of a successful execution.
     pub result: Option<Value>,
     pub proposal: Option<String>,
+    /// Outbound HTTP: the digest of the whole request that was sent.
+    pub request: Option<String>,
 }
 
 /// The journal of (run, step), with the attempt about to run.
@@ -87,6 +89,7 @@ impl Journal {
                     function,
                     args_digest,
                     journal: Some(r),
+                    request,
                     ..
                 } if mine(r) => {
                     by_call.insert(call.clone(), r.seq);
@@ -94,6 +97,9 @@ impl Journal {
                     if e.function.is_empty() {
                         e.function = function.clone();
                         e.args_digest = args_digest.clone();
+                    }
+                    if e.request.is_none() {
+                        e.request = request.clone();
                     }
                 }
                 Event::CallResult {
@@ -135,6 +141,12 @@ impl Journal {
             }
         }
         j
+    }
+
+    /// The digest of the whole outbound request recorded at `seq`, if one
+    /// was sent there.
+    pub fn request_digest(&self, seq: u64) -> Option<String> {
+        self.entries.get(&seq).and_then(|e| e.request.clone())
     }
 
     pub fn jref(&self, seq: u64) -> JournalRef {
@@ -243,6 +255,7 @@ mod tests {
             reason: None,
             initiator: None,
             journal: jref("s", seq),
+            request: None,
         }
     }
 

@@ -28,7 +28,7 @@ use charter_config::{OnFailure, StepSpec, Workflow};
 use serde_json::{Value, json};
 
 use crate::error::{CallError, LimitKind, LoadError};
-use crate::{Host, StepOptions, index};
+use crate::{Host, StepOptions, index, record};
 use journal::Journal;
 pub use state::{EscalationState, RunState, status};
 
@@ -192,6 +192,9 @@ impl Host {
     ) -> Result<RunState, RunError> {
         self.record_config().await;
         let def = self.workflow(workflow)?;
+        // The input is recorded and read back by every step: bounded.
+        record::check_step_value("the run's input", &input, record::MAX_STEP_VALUE)
+            .map_err(RunError::Invalid)?;
         let n = RUN_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = short_id(
             "R",
@@ -338,11 +341,39 @@ impl Host {
         output: Option<Value>,
         comment: Option<String>,
     ) -> Result<RunState, RunError> {
-        let esc: EscalationState = index::get_json(&*self.services.store, state::ESCALATIONS, id)
-            .ok_or_else(|| RunError::UnknownEscalation(id.to_string()))?;
+        let indexed: EscalationState =
+            index::get_json(&*self.services.store, state::ESCALATIONS, id)
+                .ok_or_else(|| RunError::UnknownEscalation(id.to_string()))?;
         let mut st = self
-            .run(&esc.run)
-            .ok_or_else(|| RunError::UnknownRun(esc.run.clone()))?;
+            .run(&indexed.run)
+            .ok_or_else(|| RunError::UnknownRun(indexed.run.clone()))?;
+        // Who may decide is what the log recorded, not the index's copy.
+        let esc = self
+            .run_records(&st)?
+            .iter()
+            .fold(None::<EscalationState>, |acc, r| match &r.event {
+                Event::Escalated { id: e, .. } if e == id => {
+                    EscalationState::from_event(&r.event, r.time_ms)
+                }
+                Event::EscalationResolved { id: e, .. } if e == id => acc.map(|mut x| {
+                    x.apply(&r.event);
+                    x
+                }),
+                _ => acc,
+            })
+            .ok_or_else(|| RunError::UnknownEscalation(id.to_string()))?;
+        if esc.role != indexed.role || esc.status != indexed.status {
+            return Err(RunError::Invalid(format!(
+                "the state index's copy of escalation {id} differs from the event log's; nothing was done. The index is derived: stop Charter, move {} aside and it is rebuilt from the log",
+                self.deployment.data_dir.join("state").display()
+            )));
+        }
+        if let Some(v) = &output
+            && let Err(e) = record::check_step_value("--output", v, record::MAX_STEP_VALUE)
+        {
+            return Err(RunError::Invalid(e));
+        }
+        let comment = comment.map(|c| record::text(&c));
         let refusal = if esc.status != "open" {
             Some((
                 "not-open",
@@ -697,6 +728,7 @@ impl Host {
         else {
             unreachable!()
         };
+        let error = record::text(&error);
         *e = Some(error.clone());
         *failure = Some(class.to_string());
         *r = replayed;
@@ -798,7 +830,9 @@ fn step_event(
         step: step.id.clone(),
         attempt,
         plugin: step.plugin.clone(),
-        input,
+        // A rendered input can exceed what the step accepts (the attempt
+        // then fails with a limit): recorded by digest and size if so.
+        input: record::bounded(input, record::MAX_STEP_VALUE as usize, None),
         outcome: outcome.to_string(),
         output: None,
         error: None,
