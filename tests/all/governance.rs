@@ -432,11 +432,11 @@ fn audit_verify_detects_random_mutations() {
     assert_eq!(charter_audit::checkpoint::check(&cp, &log).unwrap(), None);
 
     // Frame boundaries, to delete, swap and insert whole entries.
-    let mut bounds = vec![0usize];
+    let mut bounds = vec![charter_audit::LOG_MAGIC.len()];
     while *bounds.last().unwrap() < clean.len() {
         let at = *bounds.last().unwrap();
         let len = u32::from_le_bytes(clean[at..at + 4].try_into().unwrap()) as usize;
-        bounds.push(at + 4 + len + 32);
+        bounds.push(at + charter_audit::FRAME_HEADER_LEN + len + 32);
     }
     let frames = bounds.len() - 1;
     assert!(frames >= 50, "{frames} frames");

@@ -1,44 +1,109 @@
 //! The event log: the system of record and the audit trail.
 //!
-//! One append-only file per deployment (`<data_dir>/events.log`) of
-//! length-prefixed, hash-chained frames:
+//! One append-only file per deployment (`<data_dir>/events.log`): an
+//! 8-byte file header, then length-prefixed, hash-chained frames:
 //!
 //! ```text
-//! frame = len: u32 LE | body | hash: [u8; 32]
-//! body  = seq: u64 LE | prev: [u8; 32] | payload (JSON of a Record)
-//! hash  = sha256(body)
+//! file   = magic: [u8; 8] | frame*          magic = 89 "CHARTR" 02 (format 2)
+//! frame  = len: u32 LE | check: u32 LE | body | hash: [u8; 32]
+//! check  = CRC-32C of len's 4 bytes
+//! body   = seq: u64 LE | prev: [u8; 32] | payload (JSON of a Record)
+//! hash   = sha256(body)
 //! ```
 //!
-//! `prev` is the previous frame's hash (zeros for the first), `seq` counts
-//! from 1. Appends are group-committed (see [`EventLog`]): everything
-//! queued during a round shares one `fdatasync`, and no append is
-//! acknowledged before its frames are on disk. One process appends at a
-//! time (the file is locked).
+//! `len` is the body's length (at most [`MAX_FRAME`]), `prev` the previous
+//! frame's hash (zeros for the first), `seq` counts from 1. The header's
+//! `check` makes the length self-checking: a damaged length is never taken
+//! for a torn write. The magic is written and synced when the file is
+//! created; a file holding only part of it (a crash during creation) is
+//! re-initialised, and a file that does not start with it (an older
+//! charter's log, another program's file) is refused, never "repaired".
+//!
+//! Appends are group-committed (see [`EventLog`]): everything queued
+//! during a round shares one `fdatasync`, and no append is acknowledged
+//! before its frames are on disk. One process appends at a time (the file
+//! is locked). Each batch is encoded completely before anything of its
+//! round is written; an event that could not be read back — a payload over
+//! [`MAX_FRAME`] or JSON nested deeper than [`MAX_RECORD_DEPTH`] — refuses
+//! its whole batch ([`LogError::Refused`]) and nothing of it is written,
+//! while the other batches of the round commit as usual.
+//!
+//! Opening cuts only a torn final frame — fewer than a header's bytes
+//! after an intact frame, a valid header whose frame runs past the end of
+//! the file, or a tail of zero bytes (data lost to a power cut) beginning
+//! in the frame after the last intact one (at least 8 bytes of them when
+//! they begin past its header) — since such a frame was never
+//! acknowledged; `verify` reports such a tail apart from damage
+//! ([`Verification::torn`]). Any other damage refuses to open, naming the
+//! byte offset, so nothing is ever appended after it. A truncation that removes whole
+//! frames leaves a shorter valid log, which only a checkpoint can tell
+//! from a complete one.
 //!
 //! A plain hash chain catches accidental damage and naive edits; an editor
 //! who recomputes every later hash is caught by signed checkpoints
 //! (ed25519, key in the data directory, [`checkpoint`]) exported somewhere
 //! the editor cannot reach. `verify` also catches a truncated tail against
 //! such a checkpoint.
+//!
+//! # Test hook: `CHARTER_TEST_CRASH_AT`
+//!
+//! Crash tests set `CHARTER_TEST_CRASH_AT=<n>[:partial|:zeros]` (read once
+//! when a log is opened). The log then counts its I/O boundaries — just
+//! before and just after every write syscall to the log file and every
+//! `fdatasync`, from the file's creation on, starting at 1 — and calls
+//! `std::process::abort()` at the n-th. With `:partial`, a crash that falls
+//! just before a write first writes the first half of that write's buffer
+//! (a torn write); with `:zeros`, the first half and then zeros for the
+//! rest (a power cut after the file grew). A malformed value refuses to
+//! open the log. The hook can only kill the process, which whoever sets
+//! its environment can do anyway.
 
 pub mod checkpoint;
 mod event;
+mod fault;
+mod frame;
+#[cfg(test)]
+mod log_tests;
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sha2::{Digest, Sha256};
-
 pub use event::{Decision, Event, JournalRef, Record, json_digest, now_ms};
+pub use fault::CRASH_ENV;
+pub use frame::{FRAME_HEADER_LEN, LOG_MAGIC, json_depth};
 
-/// Largest frame body accepted when reading.
+use fault::{Fault, LogFile};
+use frame::{BODY_PREFIX, End, Tail, walk};
+
+/// Largest frame body (`seq | prev | payload`) a frame may hold: the writer
+/// refuses an event whose payload would need more, and a header declaring
+/// more is damage to the reader.
 pub const MAX_FRAME: usize = 16 << 20;
+/// Largest encoded payload (JSON of a [`Record`]) of one event.
+pub const MAX_PAYLOAD: usize = MAX_FRAME - BODY_PREFIX;
+/// Deepest nesting of arrays and objects the writer accepts in a record's
+/// JSON (the record's own object counts 1). serde_json's reader stops at
+/// 128, so everything written can be read back.
+pub const MAX_RECORD_DEPTH: usize = 100;
+/// Deepest JSON value ([`json_depth`]) the runtime should put into an
+/// event (step inputs and outputs, call arguments and results): far enough
+/// below [`MAX_RECORD_DEPTH`] to leave room for the event's own structure.
+pub const MAX_VALUE_DEPTH: usize = 64;
 /// The log's file name inside the data directory.
 pub const LOG_FILE: &str = "events.log";
+
+/// Largest single write to the file; a round is written in chunks of this
+/// size (what the old 1 MiB `BufWriter` did), so a large round reaches the
+/// file in several writes.
+const WRITE_CHUNK: usize = 1 << 20;
+
+/// How to repair a log that refuses to open.
+const REPAIR: &str = "restore the data directory from a backup, or move events.log aside; \
+                      `charter audit verify` shows the damage";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -52,6 +117,10 @@ pub enum LogError {
     WriterGone,
     #[error("event log: cannot encode event: {0}")]
     Encode(#[from] serde_json::Error),
+    /// The batch could not go into the log (see the crate docs); nothing of
+    /// it was written and the log stays usable.
+    #[error("event log: batch refused, nothing of it written: {0}")]
+    Refused(String),
 }
 
 /// A problem `verify` found, at a byte offset and (where known) a seq.
@@ -69,6 +138,11 @@ pub struct Verification {
     pub last_seq: u64,
     pub last_hash: String,
     pub findings: Vec<Finding>,
+    /// A torn final frame (or zero-filled tail, or partly written file
+    /// header) after the intact frames: a crash mid-append, never
+    /// acknowledged, which opening the log cuts. Not damage, so not among
+    /// the findings; a truncation is caught by checkpoints, not here.
+    pub torn: Option<Finding>,
 }
 
 impl Verification {
@@ -77,110 +151,63 @@ impl Verification {
     }
 }
 
-fn hash(body: &[u8]) -> [u8; 32] {
-    Sha256::digest(body).into()
-}
-
-struct Tail {
-    seq: u64,
-    hash: [u8; 32],
-    len: u64,
-}
-
-/// Walk the frames of `bytes`, calling `f` on each intact frame in order.
-/// Stops at the first frame it cannot trust and reports why.
-fn walk(bytes: &[u8], mut f: impl FnMut(u64, &[u8], u64)) -> (Tail, Vec<Finding>) {
-    let mut off = 0usize;
-    let mut tail = Tail {
-        seq: 0,
-        hash: [0; 32],
-        len: 0,
-    };
-    let mut findings = Vec::new();
-    while off < bytes.len() {
-        let at = off as u64;
-        let fail = |problem: String, seq| Finding {
-            offset: at,
-            seq,
-            problem,
-        };
-        if bytes.len() - off < 4 {
-            findings.push(fail("truncated frame header".into(), None));
-            break;
-        }
-        let len = u32::from_le_bytes(bytes[off..off + 4].try_into().unwrap()) as usize;
-        if !(40..=MAX_FRAME).contains(&len) || bytes.len() - off - 4 < len + 32 {
-            findings.push(fail(format!("bad or truncated frame (length {len})"), None));
-            break;
-        }
-        let body = &bytes[off + 4..off + 4 + len];
-        let stored: [u8; 32] = bytes[off + 4 + len..off + 4 + len + 32].try_into().unwrap();
-        let seq = u64::from_le_bytes(body[..8].try_into().unwrap());
-        let prev: [u8; 32] = body[8..40].try_into().unwrap();
-        if hash(body) != stored {
-            findings.push(fail(
-                "frame hash mismatch (modified entry)".into(),
-                Some(seq),
-            ));
-            break;
-        }
-        if seq != tail.seq + 1 {
-            findings.push(fail(
-                format!(
-                    "sequence jumps from {} to {seq} (deleted, reordered or inserted entry)",
-                    tail.seq
-                ),
-                Some(seq),
-            ));
-            break;
-        }
-        if prev != tail.hash {
-            findings.push(fail(
-                "chain broken: previous-hash mismatch".into(),
-                Some(seq),
-            ));
-            break;
-        }
-        if serde_json::from_slice::<Record>(&body[40..]).map_or(true, |r| r.seq != seq) {
-            findings.push(fail(
-                "payload is not a valid record for its frame".into(),
-                Some(seq),
-            ));
-            break;
-        }
-        f(seq, &body[40..], at);
-        off += 4 + len + 32;
-        tail = Tail {
-            seq,
-            hash: stored,
-            len: off as u64,
-        };
-    }
-    (tail, findings)
-}
-
-/// Verify a log file's chain from its first frame.
+/// Verify a log file's chain from its first frame. A torn final frame is
+/// not damage (it was never acknowledged; opening the log cuts it): it is
+/// reported in [`Verification::torn`], not among the findings.
 pub fn verify(path: &Path) -> Result<Verification, LogError> {
     let bytes = read_file(path)?;
     let mut frames = 0;
-    let (tail, findings) = walk(&bytes, |_, _, _| frames += 1);
+    let (tail, end) = walk(&bytes, |_, _, _| frames += 1);
+    let (findings, torn) = match end {
+        End::Clean => (vec![], None),
+        End::Uninitialised if bytes.is_empty() => (vec![], None),
+        End::Uninitialised => (
+            vec![],
+            Some(Finding {
+                offset: 0,
+                seq: None,
+                problem: "incomplete file header (a crash while the log was created; opening the log re-initialises it)".into(),
+            }),
+        ),
+        End::Foreign(problem) => (
+            vec![Finding {
+                offset: 0,
+                seq: None,
+                problem,
+            }],
+            None,
+        ),
+        End::Torn { at, seq, problem } => (
+            vec![],
+            Some(Finding {
+                offset: at,
+                seq: Some(seq),
+                problem,
+            }),
+        ),
+        End::Damaged(f) => (vec![f], None),
+    };
     Ok(Verification {
         frames,
         last_seq: tail.seq,
         last_hash: hex::encode(tail.hash),
         findings,
+        torn,
     })
 }
 
 /// Every intact record, in order (reading stops at the first bad frame).
+/// A file that is not an event log of this format is an error.
 pub fn read_records(path: &Path) -> Result<Vec<Record>, LogError> {
     let bytes = read_file(path)?;
     let mut out = Vec::new();
-    walk(&bytes, |_, payload, _| {
-        if let Ok(r) = serde_json::from_slice::<Record>(payload) {
-            out.push(r);
-        }
-    });
+    let (_, end) = walk(&bytes, |r, _, _| out.push(r));
+    if let End::Foreign(problem) = end {
+        return Err(LogError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::other(problem),
+        });
+    }
     Ok(out)
 }
 
@@ -188,10 +215,9 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>, LogError> {
 pub fn hash_at(path: &Path, seq: u64) -> Result<Option<String>, LogError> {
     let bytes = read_file(path)?;
     let mut found = None;
-    walk(&bytes, |s, payload, at| {
-        if s == seq {
-            let end = at as usize + 4 + 40 + payload.len();
-            found = Some(hex::encode(&bytes[end..end + 32]));
+    walk(&bytes, |r, _, h| {
+        if r.seq == seq {
+            found = Some(hex::encode(h));
         }
     });
     Ok(found)
@@ -208,7 +234,15 @@ fn read_file(path: &Path) -> Result<Vec<u8>, LogError> {
     }
 }
 
-type Reply = tokio::sync::oneshot::Sender<Result<u64, String>>;
+/// Why an append was not acknowledged.
+enum Nack {
+    /// The log failed (and stays failed).
+    Io(String),
+    /// This batch could not go into the log; nothing of it was written.
+    Refused(String),
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<u64, Nack>>;
 
 /// Called with committed records, in log order, while the committing
 /// thread holds the writer: the derived indexes are kept by this callback.
@@ -246,7 +280,7 @@ struct Queue {
 }
 
 struct Writer {
-    out: BufWriter<File>,
+    out: LogFile,
     seq: u64,
     prev: [u8; 32],
     on_commit: OnCommit,
@@ -291,13 +325,30 @@ impl EventLog {
     pub fn open_with(
         path: &Path,
         applied: u64,
+        on_commit: OnCommit,
+        sync: bool,
+    ) -> Result<EventLog, LogError> {
+        let fault = Fault::from_env().map_err(|e| LogError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::other(e),
+        })?;
+        EventLog::open_inner(path, applied, on_commit, sync, fault)
+    }
+
+    /// [`open_with`](Self::open_with), with crash injection given directly
+    /// (tests) instead of from the environment.
+    pub(crate) fn open_inner(
+        path: &Path,
+        applied: u64,
         mut on_commit: OnCommit,
         sync: bool,
+        fault: Option<Fault>,
     ) -> Result<EventLog, LogError> {
         let io = |source| LogError::Io {
             path: path.to_owned(),
             source,
         };
+        let refuse = |msg: String| io(std::io::Error::other(msg));
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
@@ -316,14 +367,50 @@ impl EventLog {
         })?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
+        let mut out = LogFile::new(file, fault);
         let mut replay = Vec::new();
-        let (tail, findings) = walk(&bytes, |seq, payload, _| {
-            if seq > applied
-                && let Ok(r) = serde_json::from_slice::<Record>(payload)
-            {
+        let (tail, end) = walk(&bytes, |r, _, _| {
+            if r.seq > applied {
                 replay.push(r);
             }
         });
+        match end {
+            End::Clean => {}
+            End::Uninitialised => {
+                if !bytes.is_empty() {
+                    tracing::warn!(
+                        bytes = bytes.len(),
+                        "event log: re-initialising a file holding only part of its header (a crash during creation)"
+                    );
+                    out.set_len(0).map_err(io)?;
+                }
+                out.write_all(&LOG_MAGIC)
+                    .and_then(|_| out.sync_data())
+                    .map_err(io)?;
+                sync_dir(path);
+            }
+            End::Foreign(problem) => {
+                return Err(refuse(format!("{problem}. Refusing to touch it: {REPAIR}")));
+            }
+            End::Torn { at, problem, .. } => {
+                tracing::warn!(offset = at, "event log: cutting at byte {at}: {problem}");
+                out.set_len(at).map_err(io)?;
+                out.sync_data().map_err(io)?;
+            }
+            End::Damaged(f) => {
+                let seq = f.seq.map(|s| format!(" (seq {s})")).unwrap_or_default();
+                return Err(refuse(format!(
+                    "chain damaged at byte {}{seq}: {}. Nothing is appended after damage: {REPAIR}",
+                    f.offset, f.problem
+                )));
+            }
+        }
+        let tail = Tail {
+            len: tail.len.max(LOG_MAGIC.len() as u64),
+            ..tail
+        };
+        let pos = out.file().seek(SeekFrom::End(0)).map_err(io)?;
+        debug_assert_eq!(pos, tail.len);
         if !replay.is_empty() {
             tracing::info!(
                 from = applied + 1,
@@ -332,27 +419,10 @@ impl EventLog {
             );
             on_commit(&replay);
         }
-        if let Some(f) = findings.first() {
-            let torn =
-                f.problem.starts_with("bad or truncated") || f.problem.starts_with("truncated");
-            if torn && f.offset == tail.len {
-                tracing::warn!(
-                    offset = f.offset,
-                    "event log: cutting a torn final frame (never acknowledged)"
-                );
-                file.set_len(tail.len).map_err(io)?;
-                file.seek(SeekFrom::End(0)).map_err(io)?;
-            } else {
-                return Err(io(std::io::Error::other(format!(
-                    "chain damaged at byte {} (seq {:?}): {}; run `charter audit verify`",
-                    f.offset, f.seq, f.problem
-                ))));
-            }
-        }
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             writer: Mutex::new(Writer {
-                out: BufWriter::with_capacity(1 << 20, file),
+                out,
                 seq: tail.seq,
                 prev: tail.hash,
                 on_commit,
@@ -409,7 +479,7 @@ impl EventLog {
 
     /// Queue `events`; lead the commit if nobody is. Returns the receiver
     /// of the acknowledgement.
-    fn enqueue(&self, events: Vec<Event>) -> tokio::sync::oneshot::Receiver<Result<u64, String>> {
+    fn enqueue(&self, events: Vec<Event>) -> tokio::sync::oneshot::Receiver<Result<u64, Nack>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let lead = {
             let mut q = self.shared.queue.lock().unwrap();
@@ -427,17 +497,21 @@ impl EventLog {
 
     fn ack(
         &self,
-        r: Result<Result<u64, String>, tokio::sync::oneshot::error::RecvError>,
+        r: Result<Result<u64, Nack>, tokio::sync::oneshot::error::RecvError>,
     ) -> Result<u64, LogError> {
-        r.map_err(|_| LogError::WriterGone)?
-            .map_err(|e| LogError::Io {
+        match r.map_err(|_| LogError::WriterGone)? {
+            Ok(seq) => Ok(seq),
+            Err(Nack::Refused(e)) => Err(LogError::Refused(e)),
+            Err(Nack::Io(e)) => Err(LogError::Io {
                 path: self.path.clone(),
                 source: std::io::Error::other(e),
-            })
+            }),
+        }
     }
 
     /// Append `events` and wait until they are on disk; returns the seq of
-    /// the last one.
+    /// the last one. A batch holding an event the log cannot take (see
+    /// [`LogError::Refused`]) is refused whole.
     pub async fn append(&self, events: Vec<Event>) -> Result<u64, LogError> {
         let rx = self.enqueue(events);
         self.ack(rx.await)
@@ -449,6 +523,23 @@ impl EventLog {
         let rx = self.enqueue(events);
         self.ack(rx.blocking_recv())
     }
+}
+
+/// Make a newly created file's directory entry durable (best effort).
+fn sync_dir(path: &Path) {
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+            tracing::warn!(dir = %dir.display(), "event log: cannot sync the directory: {e}");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 /// One commit round by the current leader. Returns true if more is queued
@@ -473,72 +564,86 @@ fn rounds(shared: &Shared, path: &Path, counters: &Counters) -> bool {
 }
 
 impl Writer {
-    /// Write every batch, one `fdatasync`, apply, acknowledge. After a
+    /// Encode every batch (refusing, alone, a batch the log cannot take),
+    /// write the round, one `fdatasync`, apply, acknowledge. After a write
     /// failure nothing more is written (later frames would chain onto
     /// frames that may not exist).
     fn commit(&mut self, batch: Vec<(Vec<Event>, Reply)>, path: &Path, counters: &Counters) {
         if let Some(e) = &self.failed {
             for (_, reply) in batch {
-                let _ = reply.send(Err(e.clone()));
+                let _ = reply.send(Err(Nack::Io(e.clone())));
             }
             return;
         }
+        let mut round = Vec::new();
         let mut acks = Vec::with_capacity(batch.len());
         let mut committed = Vec::new();
-        let mut failed: Option<String> = None;
+        let (mut seq, mut prev) = (self.seq, self.prev);
         for (events, reply) in batch {
-            for event in events {
+            let mark = (round.len(), committed.len(), seq, prev);
+            let mut refused = None;
+            for (i, event) in events.into_iter().enumerate() {
                 let record = Record {
-                    seq: self.seq + 1,
+                    seq: seq + 1,
                     time_ms: now_ms(),
                     event,
                 };
-                let payload = match serde_json::to_vec(&record) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        failed = Some(e.to_string());
-                        continue;
-                    }
+                let problem = match serde_json::to_vec(&record) {
+                    Ok(payload) => match frame::refusal(&payload) {
+                        None => {
+                            prev = frame::encode_frame(&mut round, record.seq, &prev, &payload);
+                            seq = record.seq;
+                            committed.push(record);
+                            continue;
+                        }
+                        Some(p) => p,
+                    },
+                    Err(e) => format!("it cannot be encoded: {e}"),
                 };
-                let mut body = Vec::with_capacity(40 + payload.len());
-                body.extend_from_slice(&record.seq.to_le_bytes());
-                body.extend_from_slice(&self.prev);
-                body.extend_from_slice(&payload);
-                let h = hash(&body);
-                let w = self
-                    .out
-                    .write_all(&(body.len() as u32).to_le_bytes())
-                    .and_then(|_| self.out.write_all(&body))
-                    .and_then(|_| self.out.write_all(&h));
-                if let Err(e) = w {
-                    failed = Some(e.to_string());
-                }
-                self.seq += 1;
-                self.prev = h;
-                committed.push(record);
+                refused = Some(format!(
+                    "event {} of the batch ({}) cannot go into the log: {problem}",
+                    i + 1,
+                    record.event.kind()
+                ));
+                break;
             }
-            acks.push((self.seq, reply));
+            match refused {
+                None => acks.push((seq, reply)),
+                Some(e) => {
+                    tracing::warn!(path = %path.display(), "event log: {e}");
+                    round.truncate(mark.0);
+                    committed.truncate(mark.1);
+                    (seq, prev) = (mark.2, mark.3);
+                    let _ = reply.send(Err(Nack::Refused(e)));
+                }
+            }
+        }
+        if acks.is_empty() {
+            return;
+        }
+        let mut written = Ok(());
+        for chunk in round.chunks(WRITE_CHUNK) {
+            written = self.out.write_all(chunk);
+            if written.is_err() {
+                break;
+            }
         }
         let sync = self.sync;
-        let synced = self.out.flush().and_then(|_| {
-            if sync {
-                self.out.get_ref().sync_data()
-            } else {
-                Ok(())
-            }
-        });
+        let synced = written.and_then(|_| if sync { self.out.sync_data() } else { Ok(()) });
         counters.batches.fetch_add(1, Ordering::Relaxed);
         counters
             .events
             .fetch_add(committed.len() as u64, Ordering::Relaxed);
-        if let Some(e) = failed.or(synced.err().map(|e| e.to_string())) {
+        if let Err(e) = synced {
+            let e = e.to_string();
             tracing::error!(path = %path.display(), "event log write failed: {e}");
             self.failed = Some(e.clone());
             for (_, reply) in acks {
-                let _ = reply.send(Err(e.clone()));
+                let _ = reply.send(Err(Nack::Io(e.clone())));
             }
             return;
         }
+        (self.seq, self.prev) = (seq, prev);
         (self.on_commit)(&committed);
         for (s, reply) in acks {
             let _ = reply.send(Ok(s));
@@ -556,11 +661,13 @@ mod tests {
             key: format!("k{i}"),
             value: Some("v".into()),
             by: None,
+            secrets: vec![],
         }
     }
 
     #[test]
     fn append_verify_reopen() {
+        let _guard = crate::log_tests::no_spawning();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(LOG_FILE);
         let log = EventLog::open(&path).unwrap();
@@ -582,6 +689,7 @@ mod tests {
 
     #[test]
     fn one_appender_per_log() {
+        let _guard = crate::log_tests::no_spawning();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(LOG_FILE);
         let log = EventLog::open(&path).unwrap();
@@ -593,6 +701,7 @@ mod tests {
 
     #[test]
     fn torn_tail_is_cut_on_open() {
+        let _guard = crate::log_tests::no_spawning();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(LOG_FILE);
         let log = EventLog::open(&path).unwrap();

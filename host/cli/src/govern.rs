@@ -47,9 +47,18 @@ pub fn verify(d: &Deployment, cp: Option<&Path>, as_json: bool) -> Result<i32> {
             serde_json::to_string_pretty(&json!({
                 "log": path, "ok": ok, "entries": v.frames, "last_seq": v.last_seq,
                 "last_hash": v.last_hash, "checkpoint": cp, "problems": problems,
+                "torn_tail": v.torn.as_ref().map(|t| json!({"offset": t.offset, "problem": t.problem})),
             }))?
         );
     } else if ok {
+        if let Some(t) = &v.torn {
+            // A crash mid-append: never acknowledged, cut when the log is
+            // next opened for writing.
+            eprintln!(
+                "note: a torn final frame at byte {} ({}) was never acknowledged; the next charter command that writes cuts it",
+                t.offset, t.problem
+            );
+        }
         println!(
             "ok: {} entries, chain intact, last entry {} hash {}{}",
             v.frames,
