@@ -327,3 +327,89 @@ fn kill_9_at_many_points_loses_no_run_and_repeats_no_effect() {
         "only {effect_kills} kills between effect and event"
     );
 }
+
+/// The log's own write and `fdatasync` boundaries: a `charter run` is
+/// aborted at its n-th I/O boundary (`CHARTER_TEST_CRASH_AT`, a test hook
+/// of the log), for every n until a run gets through, once cleanly and
+/// once with the write torn in half (`:partial`) or followed by zeros
+/// (`:zeros`, a power cut after the file grew). After every crash the chain
+/// verifies, the log reopens, and resuming completes every run with every
+/// effect exactly once.
+#[test]
+fn a_crash_at_every_log_write_and_sync_keeps_the_chain_verifiable() {
+    let rt = rt();
+    let server = rt.block_on(effect_server());
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_deployment(dir.path(), server.port);
+    let warm = charter(&["check", "--config", config.to_str().unwrap()], dir.path());
+    assert!(warm.status.success(), "{}", text(&warm));
+    let log = dir.path().join("data").join(charter_audit::LOG_FILE);
+    let (mut crashes, mut boundary, mut finished) = (0, 0, 0);
+    while finished < 3 && boundary < 400 {
+        boundary += 1;
+        for mode in [
+            "",
+            if boundary % 2 == 0 {
+                ":partial"
+            } else {
+                ":zeros"
+            },
+        ] {
+            let st = Command::new(charter_bin())
+                .args(["run", "effects", "--input"])
+                .arg(format!("{{\"order\": \"io-{boundary}{mode}\"}}"))
+                .arg("--config")
+                .arg(&config)
+                .env_remove("CHARTER_LOG")
+                .env("CHARTER_TEST_CRASH_AT", format!("{boundary}{mode}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap();
+            match st.code() {
+                None => crashes += 1,
+                // Past the last boundary of a whole run: it completed.
+                Some(0) => finished += 1,
+                Some(c) => panic!("boundary {boundary}{mode}: charter run exited {c}"),
+            }
+            let v = charter(
+                &["audit", "verify", "--config", config.to_str().unwrap()],
+                dir.path(),
+            );
+            assert!(
+                v.status.success(),
+                "boundary {boundary}{mode}: audit verify after the crash: {}",
+                text(&v)
+            );
+            let r = spawn(&config, &["runs", "resume"]).wait().unwrap();
+            assert_eq!(r.code(), Some(0), "boundary {boundary}{mode}: resume");
+        }
+    }
+    assert!(finished >= 3, "no run got past every boundary");
+    let d = charter_config::Deployment::load(&config).unwrap();
+    let host = Host::new(d, HostOptions::default()).unwrap();
+    let runs = host.runs();
+    let fx = server.effects.lock().unwrap();
+    for r in &runs {
+        assert_eq!(r.status, status::COMPLETED, "{r:?}");
+        let n = fx
+            .done
+            .keys()
+            .filter(|k| k.split(':').nth(1) == Some(r.id.as_str()))
+            .count();
+        assert_eq!(n, 6, "run {} made {n} distinct effects, not 6", r.id);
+    }
+    assert_eq!(fx.unkeyed, 0);
+    let records = charter_audit::read_records(&log).unwrap();
+    assert_eq!(
+        charter_runtime::kpi::compute(&records).unauthorized_actions_executed,
+        0
+    );
+    assert!(charter_audit::verify(&log).unwrap().ok());
+    eprintln!(
+        "log I/O crash points: {boundary} boundaries × 2 ways, {crashes} crashes, {} runs completed, {} effects each exactly once",
+        runs.len(),
+        fx.done.len()
+    );
+    assert!(crashes >= 40, "only {crashes} crashes");
+}

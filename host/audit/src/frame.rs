@@ -85,7 +85,7 @@ pub(crate) fn encode_frame(
 /// The deepest nesting of arrays and objects in JSON text, by a byte scan
 /// (brackets inside strings, escaped quotes included, do not count). This
 /// is the depth serde_json's reader counts against its recursion limit.
-pub(crate) fn nesting_depth(json: &[u8]) -> usize {
+pub fn nesting_depth(json: &[u8]) -> usize {
     let (mut depth, mut max) = (0usize, 0usize);
     let (mut in_str, mut esc) = (false, false);
     for &b in json {

@@ -74,7 +74,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use event::{Decision, Event, JournalRef, Record, json_digest, now_ms};
 pub use fault::CRASH_ENV;
-pub use frame::{FRAME_HEADER_LEN, LOG_MAGIC, json_depth};
+pub use frame::{FRAME_HEADER_LEN, LOG_MAGIC, json_depth, nesting_depth};
 
 use fault::{Fault, LogFile};
 use frame::{BODY_PREFIX, End, Tail, walk};

@@ -171,6 +171,9 @@ pub enum HostError {
 /// here.
 pub const HOST_WAIT_GRACE: Duration = Duration::from_millis(25);
 
+/// Most reasons a `plugin-refused` event records.
+const MAX_REFUSAL_LINES: usize = 100;
+
 /// How long a process waits for another to release a data directory,
 /// unless `CHARTER_LOCK_WAIT_MS` says otherwise.
 pub const LOCK_WAIT_MS: u64 = 30_000;
@@ -455,11 +458,19 @@ impl Host {
                 Ok(loaded)
             }
             Err((e, digest)) => {
-                let reasons = match &e {
+                let mut reasons: Vec<String> = match &e {
                     LoadError::Ungranted(v) => v.iter().map(|u| u.to_string()).collect(),
                     LoadError::Governance(v) => v.iter().map(|u| u.to_string()).collect(),
                     other => vec![other.to_string()],
                 };
+                // A component chooses how many imports it has: the record of
+                // its refusal is bounded all the same.
+                if reasons.len() > MAX_REFUSAL_LINES {
+                    let more = reasons.len() - MAX_REFUSAL_LINES;
+                    reasons.truncate(MAX_REFUSAL_LINES);
+                    reasons.push(format!("… and {more} more"));
+                }
+                let reasons = reasons.iter().map(|r| record::text(r)).collect();
                 let rule = match &e {
                     LoadError::Ungranted(_) => "ungranted-import",
                     LoadError::Governance(_) => "governance",

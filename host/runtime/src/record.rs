@@ -21,7 +21,9 @@ use serde_json::{Value, json};
 
 /// Deepest nesting of a recorded value (the record around it adds a few
 /// levels; the log's reader accepts well over this).
-pub const MAX_VALUE_DEPTH: usize = 64;
+pub use charter_audit::MAX_VALUE_DEPTH;
+/// How deep a JSON value nests (a scalar is 0, `[]` is 1).
+pub use charter_audit::json_depth;
 
 /// Largest step input, step output or run input the host accepts,
 /// whatever `limits.max_input_bytes` / `max_output_bytes` say: a
@@ -63,53 +65,10 @@ fn string_size(s: &str) -> usize {
             * 5
 }
 
-/// How deep a JSON value nests (a scalar is 0, `[]` is 1).
-pub fn json_depth(v: &Value) -> usize {
-    // Iterative, so a hostile value cannot exhaust the host's stack.
-    let mut max = 0;
-    let mut stack = vec![(v, 0usize)];
-    while let Some((v, d)) = stack.pop() {
-        match v {
-            Value::Array(a) => {
-                max = max.max(d + 1);
-                stack.extend(a.iter().map(|x| (x, d + 1)));
-            }
-            Value::Object(m) => {
-                max = max.max(d + 1);
-                stack.extend(m.values().map(|x| (x, d + 1)));
-            }
-            _ => max = max.max(d),
-        }
-    }
-    max
-}
-
 /// How deep JSON text nests, by one pass over its bytes (brackets inside
-/// strings do not count). For text that is not JSON the answer is
-/// meaningless but finite.
+/// strings do not count).
 pub fn text_depth(text: &str) -> usize {
-    let (mut depth, mut max, mut in_str, mut esc) = (0usize, 0usize, false, false);
-    for b in text.bytes() {
-        if in_str {
-            match (esc, b) {
-                (true, _) => esc = false,
-                (false, b'\\') => esc = true,
-                (false, b'"') => in_str = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_str = true,
-            b'[' | b'{' => {
-                depth += 1;
-                max = max.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    max
+    charter_audit::nesting_depth(text.as_bytes())
 }
 
 /// Why JSON text a step hands over cannot be recorded, if it cannot.
