@@ -212,18 +212,22 @@ pub(crate) fn all_json<T: serde::de::DeserializeOwned>(store: &dyn Store, ns: &s
 /// Apply committed records, in order (kv writes that held a secret keep
 /// its `[secret:NAME]` placeholder: see [`apply_with`]).
 pub fn apply(store: &dyn Store, records: &[Record]) {
-    apply_with(store, records, &|_| None)
+    apply_with(store, records, &|_, _| None)
 }
 
+/// Resolves `(plugin, secret name)` to the secret's value, if the plugin
+/// is granted that secret now.
+pub type Resolve<'a> = &'a dyn Fn(&str, &str) -> Option<String>;
+
 /// Restore `[secret:NAME]` placeholders of the listed secrets.
-fn restore(text: &str, secrets: &[String], resolve: &dyn Fn(&str) -> Option<String>) -> String {
+fn restore(text: &str, plugin: &str, secrets: &[String], resolve: Resolve<'_>) -> String {
     let mut out = text.to_string();
     for name in secrets {
-        match resolve(name) {
+        match resolve(plugin, name) {
             Some(v) => out = out.replace(&format!("[secret:{name}]"), &v),
             None => tracing::warn!(
                 secret = %name,
-                "index: a kv write held secret {name:?}, which cannot be read now; the placeholder is stored"
+                "index: a kv write held secret {name:?}, which the plugin is not granted now or which cannot be read; the placeholder is stored"
             ),
         }
     }
@@ -232,9 +236,11 @@ fn restore(text: &str, secrets: &[String], resolve: &dyn Fn(&str) -> Option<Stri
 
 /// Apply committed records, in order. `resolve` reads a secret's value
 /// (from its declared source) for kv writes recorded with the secret
-/// replaced by `[secret:NAME]`: the store holds what the plugin wrote, the
-/// log never holds the secret.
-pub fn apply_with(store: &dyn Store, records: &[Record], resolve: &dyn Fn(&str) -> Option<String>) {
+/// replaced by `[secret:NAME]`, only while the writing plugin is granted
+/// that secret: the store holds what the plugin wrote, the log never holds
+/// the secret, and a plugin whose grant was taken away never gets the
+/// (rotated) value back through its kv.
+pub fn apply_with(store: &dyn Store, records: &[Record], resolve: Resolve<'_>) {
     let Some(last) = records.last() else { return };
     for r in records {
         let res = match &r.event {
@@ -246,8 +252,8 @@ pub fn apply_with(store: &dyn Store, records: &[Record], resolve: &dyn Fn(&str) 
                 ..
             } if !secrets.is_empty() => store.set(
                 plugin,
-                &restore(key, secrets, resolve),
-                &restore(v, secrets, resolve),
+                &restore(key, plugin, secrets, resolve),
+                &restore(v, plugin, secrets, resolve),
             ),
             Event::KvWrite {
                 plugin,
@@ -256,7 +262,7 @@ pub fn apply_with(store: &dyn Store, records: &[Record], resolve: &dyn Fn(&str) 
                 secrets,
                 ..
             } if !secrets.is_empty() => store
-                .delete(plugin, &restore(key, secrets, resolve))
+                .delete(plugin, &restore(key, plugin, secrets, resolve))
                 .map(|_| ()),
             Event::KvWrite {
                 plugin,

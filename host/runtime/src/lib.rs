@@ -280,7 +280,18 @@ impl Host {
         // derived from it, re-applied from the last sequence they saw.
         let index_store = store.clone();
         let secrets = deployment.secrets.clone();
-        let resolve = move |name: &str| mediator::read_secret(&secrets, name).ok();
+        let granted: HashMap<String, BTreeSet<String>> = deployment
+            .plugins
+            .values()
+            .map(|p| (p.name.clone(), deployment.granted_secrets(p)))
+            .collect();
+        let resolve = move |plugin: &str, name: &str| {
+            granted
+                .get(plugin)
+                .is_some_and(|g| g.contains(name))
+                .then(|| mediator::read_secret(&secrets, name).ok())
+                .flatten()
+        };
         let log = EventLog::open_with(
             &deployment.data_dir.join(charter_audit::LOG_FILE),
             index::applied_seq(&*store),
@@ -999,10 +1010,22 @@ async fn run_step(
                         detail,
                     })
                 } else {
-                    serde_json::from_str(&s).map_err(|e| CallError::Invalid {
-                        plugin: plugin.clone(),
-                        message: format!("output is not valid JSON: {e}"),
-                    })
+                    serde_json::from_str::<serde_json::Value>(&s)
+                        .map_err(|e| CallError::Invalid {
+                            plugin: plugin.clone(),
+                            message: format!("output is not valid JSON: {e}"),
+                        })
+                        .and_then(|v| {
+                            // Re-encoding can grow it (`1e15` is written out
+                            // in full): the recorded form is what is bounded.
+                            record::check_step_value("output", &v, limits.max_output_bytes)
+                                .map(|()| v)
+                                .map_err(|detail| CallError::Limit {
+                                    plugin: plugin.clone(),
+                                    kind: LimitKind::OutputSize,
+                                    detail,
+                                })
+                        })
                 }
             }
             Err(WireStepError::Retryable(message)) => Err(CallError::Step {
@@ -1136,6 +1159,13 @@ pub(crate) fn connector_functions(
     out
 }
 
+/// What a connector call inherits from the step that makes it.
+pub(crate) struct Importer {
+    pub journal: Option<charter_audit::JournalRef>,
+    pub deadline: Instant,
+    pub redactor: mediator::redact::Redactor,
+}
+
 /// Call a connector's export for an importer (the importer's mediator has
 /// already decided and recorded the call). The connector runs under its own
 /// grants, limits and mediator; its own events commit before this returns.
@@ -1145,12 +1175,21 @@ pub(crate) async fn invoke_connector(
     func: &str,
     params: &[wasmtime::component::Val],
     initiator: Option<String>,
-    parent: Option<charter_audit::JournalRef>,
+    importer: Option<&Importer>,
     result_events: impl FnOnce(&Result<Vec<wasmtime::component::Val>, String>) -> Vec<Event>,
 ) -> Result<Vec<wasmtime::component::Val>, String> {
     let conn = services.connector(iface)?;
     let started = Instant::now();
     let mut store = new_store(services, &conn.ctx, initiator);
+    let parent = importer.and_then(|i| i.journal.clone());
+    if let Some(i) = importer {
+        let m = &mut store.data_mut().mediator;
+        // The connector works inside its importer's step: never past the
+        // importer's deadline, and never recording a secret the importer
+        // read (and may have handed it as an argument).
+        m.deadline = m.deadline.min(i.deadline);
+        m.inherit_redactions(&i.redactor);
+    }
     if let Some(p) = parent {
         // The connector's own calls are journaled under the importer's call,
         // so its outbound requests carry idempotency keys derived from it.

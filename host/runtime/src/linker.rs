@@ -122,7 +122,7 @@ fn define_connector(
                 let args = values::params_json(&names, params);
                 let action = format!("{iface}.{fname}");
                 let function = charter_config::FunctionName::new(&iface, &fname);
-                let (services, initiator, plugin, call_id, decided, approved, jref) = {
+                let (services, initiator, plugin, call_id, decided, approved, importer) = {
                     let m = &mut store.data_mut().mediator;
                     m.admit(&display, true)?;
                     let size = record::json_size(&args);
@@ -169,9 +169,10 @@ fn define_connector(
                         call_id,
                         ev,
                         approved,
-                        m.jref(),
+                        m.importer(),
                     )
                 };
+                let jref = importer.journal.clone();
                 services.log.append(vec![decided]).await.map_err(|e| {
                     wasmtime::Error::msg(format!("event log: {e}; call not executed"))
                 })?;
@@ -180,16 +181,20 @@ fn define_connector(
                 // The connector's own events and this call's result commit
                 // in one append: its effects and the record of them are on
                 // disk together or not at all.
+                // What the connector returns is recorded through the
+                // importer's redaction point (the connector's own secrets
+                // are its to return: granting a secret trusts the plugin).
+                let redactor = &importer.redactor;
                 let result_event = |out: &Result<Vec<wasmtime::component::Val>, String>| {
                     let (ok, summary) = match out {
-                        Ok(v) => (true, summarize(v)),
-                        Err(e) => (false, e.clone()),
+                        Ok(v) => (true, summarize(v, redactor)),
+                        Err(e) => (false, record::text(&redactor.redact(e))),
                     };
                     // A result too large to journal is not recorded (the
                     // step then fails with a limit, below).
                     let result = match out {
-                        Ok(v) if journaled => Some(serde_json::Value::Array(
-                            v.iter().map(values::to_json).collect(),
+                        Ok(v) if journaled => Some(redactor.redact_value(
+                            &serde_json::Value::Array(v.iter().map(values::to_json).collect()),
                         ))
                         .filter(|r| record::json_size(r) <= record::MAX_RESULT),
                         _ => None,
@@ -211,7 +216,7 @@ fn define_connector(
                     &fname,
                     params,
                     initiator,
-                    jref,
+                    Some(&importer),
                     result_event,
                 )
                 .await;
@@ -247,18 +252,14 @@ fn results_size(vals: &[wasmtime::component::Val]) -> usize {
     ))
 }
 
-/// A short text of a call's results for the audit log.
-pub(crate) fn summarize(vals: &[wasmtime::component::Val]) -> String {
+/// A short text of a call's results for the audit log: redacted whole,
+/// then cut (cutting first could leave part of a value at the cut).
+pub(crate) fn summarize(
+    vals: &[wasmtime::component::Val],
+    redactor: &crate::mediator::redact::Redactor,
+) -> String {
     let text = serde_json::Value::Array(vals.iter().map(values::to_json).collect()).to_string();
-    if text.len() > 300 {
-        let mut cut = 300;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        format!("{}…", &text[..cut])
-    } else {
-        text
-    }
+    record::cut(&redactor.redact(&text), 300)
 }
 
 fn define(linker: &mut Linker<HostState>, f: HostFn) -> wasmtime::Result<()> {

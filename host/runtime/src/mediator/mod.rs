@@ -440,6 +440,8 @@ pub(crate) struct Mediator {
     /// What the step has recorded and holds, against
     /// `limits.max_recorded_mib`.
     budget: Budget,
+    /// Bytes of request bodies the step's requests hold right now.
+    held: Arc<std::sync::atomic::AtomicU64>,
     /// The step's journal when it runs inside a workflow run.
     pub journal: Option<Arc<crate::workflow::journal::Journal>>,
     /// Calls answered from the journal.
@@ -487,6 +489,7 @@ impl Mediator {
             rationale: None,
             revealed: Redactor::default(),
             budget: Budget::new(ctx.limits.max_recorded_bytes),
+            held: Default::default(),
             journal: None,
             replayed: 0,
             last_call: None,
@@ -702,19 +705,26 @@ impl Mediator {
         self.revealed.redact_value(v)
     }
 
-    /// A text that leaves the step: bounded first (reaching far enough past
-    /// the cut to catch a value that straddles it), then redacted, then cut.
+    /// Redact, from now on, every value `other` redacts too.
+    pub(crate) fn inherit_redactions(&mut self, other: &Redactor) {
+        self.revealed.inherit(other);
+    }
+
+    /// What a connector called from this step inherits from it.
+    pub(crate) fn importer(&self) -> crate::Importer {
+        crate::Importer {
+            journal: self.jref(),
+            deadline: self.deadline,
+            redactor: self.revealed.clone(),
+        }
+    }
+
+    /// A text that leaves the step: redacted, then cut to `max` bytes.
     pub(crate) fn redact_text(&self, text: &str, max: usize) -> String {
-        let reach = max.saturating_add(self.revealed.longest());
-        if text.len() <= reach {
-            return record::cut(&self.redact(text), max);
-        }
-        let mut at = reach;
-        while !text.is_char_boundary(at) {
-            at -= 1;
-        }
-        let head = record::cut(&self.redact(&text[..at]), max);
-        format!("{head} ({} bytes in all)", text.len())
+        // Redact the whole text, then cut: cutting first could leave the
+        // start of a value at the cut (replacing earlier values shortens
+        // the text and slides it in). One pass, whatever the text's size.
+        record::cut(&self.redact(text), max)
     }
 
     /// The grant alone decides (no policy applies).
@@ -837,62 +847,86 @@ impl Mediator {
         args: &serde_json::Value,
         ruling: &Ruling,
     ) -> wasmtime::Error {
+        if ruling.decision == Decision::Propose {
+            let (events, fault) = self.proposal(call, function, args, ruling);
+            for ev in events {
+                let _ = self.push(ev);
+            }
+            let err = wasmtime::Error::msg(format!("{function}: {}", fault_text(&fault)));
+            self.fault = Some(fault);
+            return err;
+        }
         let ev = self.call_event(call, function, args, ruling);
         let _ = self.push(ev);
-        match ruling.decision {
-            Decision::Propose => {
-                let dep = &self.services.deployment;
-                let group = ruling
-                    .groups
-                    .iter()
-                    .filter_map(|g| dep.groups.get(g))
-                    .next();
-                let needed = group.map_or(1, |g| g.approvals);
-                let hours = group.map_or(72, |g| g.proposal_expiry_hours);
-                let role = ruling
-                    .role
-                    .clone()
-                    .or_else(|| group.and_then(|g| g.approver_role.clone()));
-                let id = proposal_id();
-                tracing::info!(plugin = %self.ctx.name, function, proposal = %id, "call routed to people");
-                let args_digest = charter_audit::json_digest(args);
-                let _ = self.push(Event::Proposal {
-                    id: id.clone(),
-                    call: call.to_string(),
-                    plugin: self.ctx.name.clone(),
-                    digest: self.ctx.digest.clone(),
-                    function: function.to_string(),
-                    args: self.recorded_args(args, &args_digest),
-                    args_digest,
-                    rationale: self.rationale.clone(),
-                    policies: ruling.policies.clone(),
-                    approver_role: role,
-                    approvals_needed: needed,
-                    expires_at_ms: charter_audit::now_ms() + hours * 3_600_000,
-                    initiator: self.initiator.clone(),
-                    owner: self.ctx.owner.clone(),
-                    journal: self.jref(),
-                });
-                let err = wasmtime::Error::msg(format!("{function}: awaiting approval ({id})"));
-                self.fault = Some(Fault::Proposed {
-                    id,
-                    function: function.to_string(),
-                });
-                err
-            }
-            _ => self.deny(
-                function,
-                ruling
-                    .reason
-                    .clone()
-                    .unwrap_or_else(|| "denied by policy".into()),
-            ),
-        }
+        self.deny(
+            function,
+            ruling
+                .reason
+                .clone()
+                .unwrap_or_else(|| "denied by policy".into()),
+        )
+    }
+
+    /// The events that route a call to people (its `propose` call event and
+    /// the proposal) and the fault that suspends the step, not yet recorded.
+    pub(crate) fn proposal(
+        &self,
+        call: &str,
+        function: &str,
+        args: &serde_json::Value,
+        ruling: &Ruling,
+    ) -> (Vec<Event>, Fault) {
+        let dep = &self.services.deployment;
+        let group = ruling
+            .groups
+            .iter()
+            .filter_map(|g| dep.groups.get(g))
+            .next();
+        let needed = group.map_or(1, |g| g.approvals);
+        let hours = group.map_or(72, |g| g.proposal_expiry_hours);
+        let role = ruling
+            .role
+            .clone()
+            .or_else(|| group.and_then(|g| g.approver_role.clone()));
+        let id = proposal_id();
+        tracing::info!(plugin = %self.ctx.name, function, proposal = %id, "call routed to people");
+        let args_digest = charter_audit::json_digest(args);
+        let events = vec![
+            self.call_event(call, function, args, ruling),
+            Event::Proposal {
+                id: id.clone(),
+                call: call.to_string(),
+                plugin: self.ctx.name.clone(),
+                digest: self.ctx.digest.clone(),
+                function: function.to_string(),
+                args: self.recorded_args(args, &args_digest),
+                args_digest,
+                rationale: self.rationale.clone(),
+                policies: ruling.policies.clone(),
+                approver_role: role,
+                approvals_needed: needed,
+                expires_at_ms: charter_audit::now_ms() + hours * 3_600_000,
+                initiator: self.initiator.clone(),
+                owner: self.ctx.owner.clone(),
+                journal: self.jref(),
+            },
+        ];
+        let fault = Fault::Proposed {
+            id,
+            function: function.to_string(),
+        };
+        (events, fault)
     }
 
     /// Count the call against the cap and check the grant. An `Err` traps
     /// the guest; the fault stays recorded so the step fails closed.
     pub(crate) fn admit(&mut self, function: &str, granted: bool) -> wasmtime::Result<()> {
+        if self.fault.is_none() {
+            // A fault found by a request still in flight (proposed, diverged,
+            // over budget) stops the step's next call as well.
+            let late = self.late.lock().unwrap_or_else(|p| p.into_inner());
+            self.fault = late.fault.clone();
+        }
         if let Some(f) = &self.fault {
             // A faulted step gets nothing more.
             return Err(wasmtime::Error::msg(format!("step already failed: {f:?}")));
@@ -1319,10 +1353,15 @@ impl WasiHttpHooks for Mediator {
         {
             request.headers_mut().insert("idempotency-key", v);
         }
-        if ruling.decision != Decision::Allow {
+        if ruling.decision == Decision::Deny {
             self.hold(&call_id, FUNC, &args, &ruling);
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        // A proposed request is recorded once its body is complete, with the
+        // digest of the whole request: approval binds to all of it, and the
+        // approved re-run sends only the same request (checked below).
+        let proposed = (ruling.decision == Decision::Propose)
+            .then(|| self.proposal(&call_id, FUNC, &args, &ruling));
         // An outbound request is an effect outside the host: its decision is
         // on disk before the request leaves.
         let mut decided = self.call_event(&call_id, FUNC, &args, &ruling);
@@ -1337,10 +1376,15 @@ impl WasiHttpHooks for Mediator {
         let journaled = self.journal.is_some();
         let plugin = self.ctx.name.clone();
         let step = self.step.clone();
-        // The body is held on the step's behalf until it is complete.
-        let max_body = self.budget_left();
+        // The body is held on the step's behalf until it is sent: every
+        // request's bytes count against one share of the budget.
+        let held = Held {
+            bytes: self.held.clone(),
+            max: self.budget_left(),
+        };
         let deadline = tokio::time::Instant::from_std(self.deadline);
         let at_deadline = self.deadline_detail("an outbound request was");
+        let redactor = self.revealed.clone();
         Box::new(async move {
             use http_body_util::BodyExt;
             let fail = |fault: Fault| {
@@ -1350,13 +1394,24 @@ impl WasiHttpHooks for Mediator {
             };
             let past_deadline = || Fault::Limit(LimitKind::Deadline, at_deadline.clone());
             let (parts, body) = request.into_parts();
-            let body = match tokio::time::timeout_at(deadline, read_body(body, max_body)).await {
+            let body = match tokio::time::timeout_at(deadline, read_body(body, &held)).await {
                 Err(_) => return fail(past_deadline()),
                 Ok(Ok(b)) => b,
                 Ok(Err(Some(detail))) => return fail(Fault::Limit(LimitKind::Recorded, detail)),
                 Ok(Err(None)) => return Err(wasmtime_wasi_http::Error::HttpRequestBodySize(None)),
             };
+            // Held until the request is done with (sent or not).
+            let _release = held.hold(body.len() as u64);
             let digest = request_digest(&parts, &body);
+            if let Some((mut events, fault)) = proposed {
+                if let Some(Event::Call { request, .. }) = events.first_mut() {
+                    *request = Some(digest);
+                }
+                let mut l = late.lock().unwrap_or_else(|p| p.into_inner());
+                l.events.extend(events);
+                l.fault.get_or_insert(fault);
+                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+            }
             if let Some(before) = recorded
                 && before != digest
             {
@@ -1415,7 +1470,11 @@ impl WasiHttpHooks for Mediator {
                         format!("HTTP {}", res.status().as_u16()),
                         Some(serde_json::json!({"status": res.status().as_u16()})),
                     ),
-                    Err(e) => (false, record::text(&format!("{e:?}")), None),
+                    Err(e) => (
+                        false,
+                        record::text(&redactor.redact(&format!("{e:?}"))),
+                        None,
+                    ),
                 };
                 let mut l = late.lock().unwrap_or_else(|p| p.into_inner());
                 l.events.push(Event::CallResult {
@@ -1438,25 +1497,75 @@ impl WasiHttpHooks for Mediator {
     }
 }
 
-/// An outgoing request's body, read whole: at most `max` bytes (`Err(Some)`
-/// beyond), `Err(None)` if the guest's body stream failed.
-async fn read_body(body: WasiBody, max: u64) -> Result<bytes::Bytes, Option<String>> {
+/// Request bodies a step's requests hold at once, against what is left of
+/// its budget: however many requests a guest opens, together they hold at
+/// most that.
+struct Held {
+    bytes: Arc<std::sync::atomic::AtomicU64>,
+    max: u64,
+}
+
+/// Bytes held until dropped.
+struct Hold {
+    bytes: Arc<std::sync::atomic::AtomicU64>,
+    n: u64,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.bytes
+            .fetch_sub(self.n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Held {
+    /// Count `n` more bytes held; `false` when that goes over the share.
+    fn take(&self, n: u64) -> bool {
+        let before = self
+            .bytes
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        before + n <= self.max
+    }
+
+    /// Keep `n` bytes (counted by `take` while the body was read) held
+    /// until the guard drops.
+    fn hold(&self, n: u64) -> Hold {
+        Hold {
+            bytes: self.bytes.clone(),
+            n,
+        }
+    }
+}
+
+/// An outgoing request's body, read whole and counted as held (`Err(Some)`
+/// over the step's share), `Err(None)` if the guest's body stream failed.
+async fn read_body(body: WasiBody, held: &Held) -> Result<bytes::Bytes, Option<String>> {
     use http_body_util::BodyExt;
     let mut body = body;
     let mut buf = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| None)?;
+    let mut counted = 0u64;
+    let result = loop {
+        let Some(frame) = body.frame().await else {
+            break Ok(());
+        };
+        let Ok(frame) = frame else { break Err(None) };
         if let Ok(data) = frame.into_data() {
-            if (buf.len() + data.len()) as u64 > max {
-                return Err(Some(format!(
-                    "an outgoing request body over {} bytes (what is left of limits.max_recorded_mib)",
-                    max
+            counted += data.len() as u64;
+            if !held.take(data.len() as u64) {
+                break Err(Some(format!(
+                    "outgoing request bodies over {} bytes at once (what is left of limits.max_recorded_mib)",
+                    held.max
                 )));
             }
             buf.extend_from_slice(&data);
         }
+    };
+    if result.is_err() {
+        // Nothing is held for a body that was refused.
+        held.bytes
+            .fetch_sub(counted, std::sync::atomic::Ordering::Relaxed);
     }
-    Ok(buf.freeze())
+    result.map(|()| buf.freeze())
 }
 
 /// `sha256:` of a whole outgoing request: method, URL with query, every
@@ -1486,6 +1595,14 @@ pub(crate) fn request_digest(parts: &http::request::Parts, body: &[u8]) -> Strin
     h.update((body.len() as u64).to_le_bytes());
     h.update(body);
     format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+/// What a suspending fault says to the guest.
+fn fault_text(f: &Fault) -> String {
+    match f {
+        Fault::Proposed { id, .. } => format!("awaiting approval ({id})"),
+        other => format!("{other:?}"),
+    }
 }
 
 /// A proposal id: random, so ids of different processes never collide.

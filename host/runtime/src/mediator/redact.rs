@@ -21,12 +21,11 @@ use serde_json::Value;
 pub const MIN_SECRET_LEN: usize = 4;
 
 /// The secret values revealed to one step, and the matcher over them.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct Redactor {
     /// Distinct pattern → the secret's name.
     patterns: BTreeMap<String, String>,
     matcher: Option<(AhoCorasick, Vec<String>)>,
-    longest: usize,
 }
 
 impl std::fmt::Debug for Redactor {
@@ -52,7 +51,6 @@ impl Redactor {
             value.to_uppercase(),
         ] {
             if form.len() >= MIN_SECRET_LEN && !self.patterns.contains_key(&form) {
-                self.longest = self.longest.max(form.len());
                 self.patterns.insert(form, name.to_string());
                 added = true;
             }
@@ -77,10 +75,12 @@ impl Redactor {
         self.patterns.is_empty()
     }
 
-    /// The longest pattern, in bytes (a bounded prefix of a text must
-    /// reach this far past its cut to redact a value that straddles it).
-    pub fn longest(&self) -> usize {
-        self.longest
+    /// Add every value `other` knows (a connector inherits what its
+    /// importer revealed: the importer may hand it a secret as an argument).
+    pub fn inherit(&mut self, other: &Redactor) {
+        for (value, name) in &other.patterns {
+            self.reveal(name, value);
+        }
     }
 
     /// `text` with every revealed value replaced; borrowed when nothing
@@ -153,6 +153,18 @@ mod tests {
             r.redact_value(&v),
             serde_json::json!({"k": ["[secret:api]"], "[secret:api]": 1})
         );
+    }
+
+    #[test]
+    fn redacting_then_cutting_leaves_no_part_of_a_value() {
+        // Earlier values shrink to their placeholder: had the text been cut
+        // first, the start of a value past the cut would slide inside it.
+        let s = "0123456789abcdef";
+        let mut r = Redactor::default();
+        r.reveal("key", s);
+        let text = format!("{}{}{s}tail", s.repeat(4), "x".repeat(4097 - 4 * s.len()));
+        let out = crate::record::cut(&r.redact(&text), 4096);
+        assert!(!out.contains(&s[..4]), "{out}");
     }
 
     #[test]
