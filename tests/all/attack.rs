@@ -336,9 +336,9 @@ fn a_silent_http_server_cannot_hold_a_step_past_its_deadline() {
 
 /// A receiver recording (idempotency key, path and query, body) of each
 /// request.
-type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
+pub(crate) type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
 
-async fn recorder() -> (u16, Seen) {
+pub(crate) async fn recorder() -> (u16, Seen) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen: Seen = Arc::default();

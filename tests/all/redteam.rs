@@ -2,58 +2,12 @@
 //! test reproduces a hole that review found in the first fixes, and now
 //! holds. Fixtures are the prebuilt ones (fx-attack, fx-secret).
 
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
-
-use bytes::Bytes;
 use charter_audit::{Event, read_records};
 use charter_runtime::{Host, HostOptions};
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 
+use crate::attack::recorder;
 use crate::support::*;
-
-/// (idempotency key, path and query, body) of every request received.
-type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
-
-async fn recorder() -> (u16, Seen) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen: Seen = Arc::default();
-    let s = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let s = s.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let s = s.clone();
-                    async move {
-                        let key = req
-                            .headers()
-                            .get("idempotency-key")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_string();
-                        let uri = req.uri().to_string();
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        s.lock().unwrap().push((
-                            key,
-                            uri,
-                            String::from_utf8_lossy(&body).into_owned(),
-                        ));
-                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from("ok"))))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (port, seen)
-}
 
 // ---- 1: an approved outbound request is bound only to method/authority/path
 

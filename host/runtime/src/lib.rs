@@ -730,49 +730,61 @@ impl Host {
         .await
     }
 
-    /// Check every group's Cedar policies against a schema generated from
-    /// the WIT types of the functions they may name: the host's own and
-    /// those of every loaded connector. One message per problem.
-    pub fn policy_problems(&self) -> Vec<String> {
-        let mut sigs: Vec<charter_policy::Signature> = HostFn::ALL
+    /// Every function policy can name, with its signature: the host's own,
+    /// outbound HTTP and every loaded connector's; one per action.
+    pub(crate) fn policy_signatures(&self) -> Vec<(FunctionName, charter_policy::Signature)> {
+        use charter_policy::{ParamType, Signature};
+        let mut sigs: Vec<(FunctionName, Signature)> = HostFn::ALL
             .iter()
-            .map(|f| charter_policy::Signature {
-                action: f.action(),
-                params: f.params(),
+            .map(|f| {
+                let sig = Signature {
+                    action: f.action(),
+                    params: f.params(),
+                };
+                (f.function_name(), sig)
             })
             .collect();
-        sigs.push(charter_policy::Signature {
-            action: "wasi:http/outgoing-handler.handle".into(),
-            params: vec![
-                ("method".into(), charter_policy::ParamType::String),
-                ("authority".into(), charter_policy::ParamType::String),
-                ("path".into(), charter_policy::ParamType::String),
-            ],
-        });
-        let engine = &self.engine;
+        sigs.push((
+            FunctionName::new("wasi:http/outgoing-handler", "handle"),
+            Signature {
+                action: "wasi:http/outgoing-handler.handle".into(),
+                params: ["method", "authority", "path"]
+                    .map(|n| (n.to_string(), ParamType::String))
+                    .into(),
+            },
+        ));
         let connectors: Vec<_> = self
             .services
             .connectors
             .read()
-            .unwrap()
+            .unwrap_or_else(|p| p.into_inner())
             .values()
             .cloned()
             .collect();
         for conn in &connectors {
-            for iface in conn.provides.keys() {
-                for (fname, f) in connector_functions(engine, conn, iface) {
-                    sigs.push(charter_policy::Signature {
+            for (iface, export) in &conn.provides {
+                for (fname, f) in connector_functions(&self.engine, conn, iface) {
+                    let sig = Signature {
                         action: format!("{iface}.{fname}"),
                         params: f
                             .params()
                             .map(|(n, t)| (n.to_string(), values::param_type(&t)))
                             .collect(),
-                    });
+                    };
+                    sigs.push((FunctionName::new(export, &fname), sig));
                 }
             }
         }
-        sigs.sort_by(|a, b| a.action.cmp(&b.action));
-        sigs.dedup_by(|a, b| a.action == b.action);
+        sigs.sort_by(|a, b| a.1.action.cmp(&b.1.action));
+        sigs.dedup_by(|a, b| a.1.action == b.1.action);
+        sigs
+    }
+
+    /// Check every group's Cedar policies against a schema generated from
+    /// the WIT types of the functions they may name: the host's own and
+    /// those of every loaded connector. One message per problem.
+    pub fn policy_problems(&self) -> Vec<String> {
+        let sigs: Vec<_> = self.policy_signatures().into_iter().map(|(_, s)| s).collect();
         self.services.policy.validate(&sigs)
     }
 

@@ -4,9 +4,9 @@
 //! declarations that only the loaded components can reveal.
 
 use charter_config::FunctionName;
-use charter_policy::{ParamType, Signature};
+use charter_policy::Signature;
 
-use crate::{HostFn, connector_functions, values};
+use crate::connector_functions;
 
 impl crate::Host {
     /// Warnings for `charter check`: the arguments of policy-governed
@@ -21,48 +21,12 @@ impl crate::Host {
                 .values()
                 .any(|g| g.policies.is_some() && g.grants(f))
         };
-        let mut sigs: Vec<Signature> = HostFn::ALL
-            .iter()
-            .filter(|f| governed(&f.function_name()))
-            .map(|f| Signature {
-                action: f.action(),
-                params: f.params(),
-            })
+        let sigs: Vec<Signature> = self
+            .policy_signatures()
+            .into_iter()
+            .filter(|(f, _)| governed(f))
+            .map(|(_, s)| s)
             .collect();
-        if governed(&FunctionName::new("wasi:http/outgoing-handler", "handle")) {
-            sigs.push(Signature {
-                action: "wasi:http/outgoing-handler.handle".into(),
-                params: ["method", "authority", "path"]
-                    .map(|n| (n.to_string(), ParamType::String))
-                    .into(),
-            });
-        }
-        let connectors: Vec<_> = self
-            .services
-            .connectors
-            .read()
-            .unwrap()
-            .values()
-            .cloned()
-            .collect();
-        for conn in &connectors {
-            for (iface, export) in &conn.provides {
-                for (fname, f) in connector_functions(&self.engine, conn, iface) {
-                    if !governed(&FunctionName::new(export, &fname)) {
-                        continue;
-                    }
-                    sigs.push(Signature {
-                        action: format!("{iface}.{fname}"),
-                        params: f
-                            .params()
-                            .map(|(n, t)| (n.to_string(), values::param_type(&t)))
-                            .collect(),
-                    });
-                }
-            }
-        }
-        sigs.sort_by(|a, b| a.action.cmp(&b.action));
-        sigs.dedup_by(|a, b| a.action == b.action);
         self.services.policy.comparison_warnings(&sigs)
     }
 

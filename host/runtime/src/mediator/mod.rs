@@ -980,31 +980,30 @@ impl Mediator {
         detail: String,
     ) -> wasmtime::Error {
         let call = self.next_call_id();
-        let digest = charter_audit::json_digest(args);
-        let ev = Event::Call {
-            call,
-            plugin: self.ctx.name.clone(),
-            digest: self.ctx.digest.clone(),
-            function: function.to_string(),
-            args: record::elided(args, Some(&digest)),
-            args_digest: digest,
+        let ruling = Ruling {
             decision: Decision::Deny,
             policies: vec!["limit".into()],
-            reason: Some(self.redact_text(&detail, record::MAX_TEXT)),
-            initiator: self.initiator.clone(),
-            journal: self.jref(),
-            request: None,
+            reason: Some(detail.clone()),
+            role: None,
+            groups: vec![],
         };
-        let _ = self.push(ev);
-        let detail = format!("{function}: {detail}");
-        tracing::warn!(plugin = %self.ctx.name, "{}", self.redact_text(&detail, record::MAX_TEXT));
-        if self.fault.is_none() {
-            self.fault = Some(Fault::Limit(
-                LimitKind::Arguments,
-                self.redact_text(&detail, record::MAX_TEXT),
-            ));
+        let mut ev = self.call_event(&call, function, args, &ruling);
+        if let Event::Call {
+            args: recorded,
+            args_digest,
+            ..
+        } = &mut ev
+        {
+            // However small: out-of-bounds arguments are never recorded.
+            *recorded = record::elided(args, Some(args_digest));
         }
-        wasmtime::Error::msg(self.redact_text(&detail, record::MAX_TEXT))
+        let _ = self.push(ev);
+        let detail = self.redact_text(&format!("{function}: {detail}"), record::MAX_TEXT);
+        tracing::warn!(plugin = %self.ctx.name, "{detail}");
+        if self.fault.is_none() {
+            self.fault = Some(Fault::Limit(LimitKind::Arguments, detail.clone()));
+        }
+        wasmtime::Error::msg(detail)
     }
 
     fn deny(&mut self, function: &str, reason: String) -> wasmtime::Error {
