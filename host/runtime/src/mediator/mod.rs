@@ -417,6 +417,19 @@ pub(crate) struct Ruling {
     pub groups: Vec<String>,
 }
 
+impl Ruling {
+    /// A denial by `policies` (none: by the host's own rule) for `reason`.
+    fn deny(policies: Vec<String>, reason: &str) -> Ruling {
+        Ruling {
+            decision: Decision::Deny,
+            policies,
+            reason: Some(reason.to_string()),
+            role: None,
+            groups: vec![],
+        }
+    }
+}
+
 /// Per-call mediator state; lives in the wasmtime `Store`.
 pub(crate) struct Mediator {
     pub ctx: Arc<PluginContext>,
@@ -958,13 +971,7 @@ impl Mediator {
         reason: String,
     ) -> wasmtime::Error {
         let call = self.next_call_id();
-        let ruling = Ruling {
-            decision: Decision::Deny,
-            policies: vec![],
-            reason: Some(reason.clone()),
-            role: None,
-            groups: vec![],
-        };
+        let ruling = Ruling::deny(vec![], &reason);
         let ev = self.call_event(&call, function, args, &ruling);
         let _ = self.push(ev);
         self.deny(function, reason)
@@ -980,13 +987,7 @@ impl Mediator {
         detail: String,
     ) -> wasmtime::Error {
         let call = self.next_call_id();
-        let ruling = Ruling {
-            decision: Decision::Deny,
-            policies: vec!["limit".into()],
-            reason: Some(detail.clone()),
-            role: None,
-            groups: vec![],
-        };
+        let ruling = Ruling::deny(vec!["limit".into()], &detail);
         let mut ev = self.call_event(&call, function, args, &ruling);
         if let Event::Call {
             args: recorded,
