@@ -23,23 +23,34 @@ $charter kv set refund-triage order:A-1002 @examples/refunds/order-A-1002.json -
 echo "==> run 1: a 49.99 USD vase arrived broken -> triaged, refunded at once" >&2
 $charter run refund-request --config "$cfg" --as carol \
     --input '{"order_id":"A-1001","request":"The vase arrived broken, cracked in two."}'
-echo "==> run 2: a 249 USD parcel never arrived -> the refund waits for a person (exit 2)" >&2
+echo "==> run 2: a 249 USD parcel never arrived -> the refund waits for a person (exit 4)" >&2
 set +e
 $charter run refund-request --config "$cfg" --as carol \
     --input '{"order_id":"A-1002","request":"The parcel never arrived."}'
 code=$?
 set -e
-[ "$code" -eq 2 ]
+echo "(exit code $code: waiting for people)" >&2
+[ "$code" -eq 4 ]
 $charter runs list --config "$cfg"
 id=$($charter proposals list --config "$cfg" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["proposals"][0]["id"])')
 $charter proposals show "$id" --config "$cfg"
 echo "==> carol started the run, so she may not approve it; bob may, and the run resumes" >&2
-$charter proposals approve "$id" --as carol --config "$cfg" || true
+set +e
+$charter proposals approve "$id" --as carol --config "$cfg"
+code=$?
+set -e
+echo "(exit code $code: refused by governance)" >&2
+[ "$code" -eq 2 ]
 $charter proposals approve "$id" --as bob --comment "carrier confirmed loss" --config "$cfg"
 
 echo "==> outside policy: a 10,000 USD refund is denied, whoever asks" >&2
+set +e
 $charter call refund-bot --config "$cfg" --as alice \
-    --input '{"order_id":"A-3","amount_cents":1000000,"reason":"changed mind"}' || true
+    --input '{"order_id":"A-3","amount_cents":1000000,"reason":"changed mind"}'
+code=$?
+set -e
+echo "(exit code $code: refused by governance)" >&2
+[ "$code" -eq 2 ]
 echo "==> an overreaching deployment (phase 3, write grant, ungranted import) is refused" >&2
 set +e
 $charter check --config examples/refund-triage/overreach.toml >/dev/null

@@ -244,10 +244,12 @@ plugin = "echo"
     assert_eq!(v["output"]["echo"]["hello"], "ada");
     assert_eq!(v["exit_code"], 0);
 
+    // Escalated: waiting for people (4), not failed (1).
     let out = charter(&["run", "stuck", "--json", "--config", c], dir.path());
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     let v = json_of(&out);
     assert_eq!(v["status"], "escalated");
+    assert_eq!(v["exit_code"], 4);
     let run = v["id"].as_str().unwrap().to_string();
     assert!(
         v["next"]
@@ -347,4 +349,188 @@ plugin = "echo"
     let out = charter(&["runs", "show", "R-nope", "--config", c], dir.path());
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("charter runs list"));
+}
+
+/// Scripts tell a mistyped command line (64) from a governance refusal (2)
+/// and from work waiting for people (4): a call awaiting approval, a run
+/// waiting for one.
+#[test]
+fn usage_errors_and_waits_have_their_own_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let usage: [&[&str]; 5] = [
+        &[],
+        &["chek"],
+        &["call"],
+        &["new", "go", "x"],
+        &["check", "--no-such-option"],
+    ];
+    for args in usage {
+        let out = charter(args, cwd);
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "charter {args:?}: {}",
+            text(&out)
+        );
+        assert!(
+            text(&out).contains("--help"),
+            "charter {args:?} points to the help: {}",
+            text(&out)
+        );
+    }
+    assert!(!cwd.join("x").exists(), "charter new go x wrote nothing");
+    for args in [
+        &["--help"][..],
+        &["--version"],
+        &["call", "--help"],
+        &["help", "run"],
+    ] {
+        let out = charter(args, cwd);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "charter {args:?}: {}",
+            text(&out)
+        );
+        assert!(!out.stdout.is_empty(), "charter {args:?} prints to stdout");
+    }
+    let help = String::from_utf8_lossy(&charter(&["run", "--help"], cwd).stdout).to_string();
+    assert!(help.contains("4   waiting for people"), "{help}");
+
+    // The refunds deployment: 200 USD needs a refund-approver, 10,000 USD
+    // is denied.
+    let src = root().join("examples/refunds");
+    let toml = std::fs::read_to_string(src.join("charter.toml"))
+        .unwrap()
+        .replace("../../target/charter-data/refunds", "data")
+        .replace(
+            "../../target/wasm32-wasip2/release/",
+            &format!("{}/", fixture("refund-bot").parent().unwrap().display()),
+        )
+        + r#"
+[workflows.refund]
+escalate_to = "refund-approver"
+[[workflows.refund.steps]]
+id = "refund"
+plugin = "refund-bot"
+"#;
+    std::fs::write(cwd.join("charter.toml"), toml).unwrap();
+    std::fs::copy(src.join("refunds.cedar"), cwd.join("refunds.cedar")).unwrap();
+    let refund = |order: &str, cents: u64| {
+        serde_json::json!({"order_id": order, "amount_cents": cents, "reason": "lost"}).to_string()
+    };
+
+    let waiting = charter(
+        &[
+            "call",
+            "refund-bot",
+            "--as",
+            "alice",
+            "--input",
+            &refund("A-1", 20_000),
+        ],
+        cwd,
+    );
+    assert_eq!(waiting.status.code(), Some(4), "{}", text(&waiting));
+    assert!(
+        text(&waiting).contains("awaiting approval"),
+        "{}",
+        text(&waiting)
+    );
+    let waiting = charter(
+        &[
+            "call",
+            "refund-bot",
+            "--as",
+            "alice",
+            "--json",
+            "--input",
+            &refund("A-2", 20_000),
+        ],
+        cwd,
+    );
+    assert_eq!(waiting.status.code(), Some(4), "{}", text(&waiting));
+    let v: Value = serde_json::from_slice(&waiting.stdout).unwrap();
+    assert_eq!(
+        (&v["error"]["kind"], &v["error"]["exit_code"]),
+        (
+            &serde_json::json!("awaiting-approval"),
+            &serde_json::json!(4)
+        )
+    );
+
+    let denied = charter(
+        &[
+            "call",
+            "refund-bot",
+            "--as",
+            "alice",
+            "--input",
+            &refund("A-3", 1_000_000),
+        ],
+        cwd,
+    );
+    assert_eq!(denied.status.code(), Some(2), "{}", text(&denied));
+    assert!(text(&denied).contains("denied"), "{}", text(&denied));
+
+    let run = charter(
+        &[
+            "run",
+            "refund",
+            "--as",
+            "carol",
+            "--json",
+            "--input",
+            &refund("A-4", 20_000),
+        ],
+        cwd,
+    );
+    assert_eq!(run.status.code(), Some(4), "{}", text(&run));
+    let v: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(v["status"], "waiting-approval");
+    assert_eq!(v["exit_code"], 4);
+    let id = v["id"].as_str().unwrap().to_string();
+    // `runs resume` of a run still waiting says so too.
+    let resume = charter(&["runs", "resume", &id], cwd);
+    assert_eq!(resume.status.code(), Some(4), "{}", text(&resume));
+}
+
+/// The missing-config error says the OS error once, and the fix.
+#[test]
+fn missing_config_says_the_os_error_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = charter(
+        &["check", "--config", "/nonexistent/charter.toml"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    assert_eq!(t.matches("No such file or directory").count(), 1, "{t}");
+    assert!(t.contains("--config"), "{t}");
+}
+
+/// `inspect` of a component whose `run` export has another type says so,
+/// with the type a step needs, instead of "no `run` export".
+#[test]
+fn inspect_names_a_run_export_of_the_wrong_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("wrong-run.wasm");
+    let wat = r#"(component
+        (core module $m (func (export "run") (param i32) (result i32) local.get 0))
+        (core instance $i (instantiate $m))
+        (func (export "run") (param "n" u32) (result u32) (canon lift (core func $i "run"))))"#;
+    std::fs::write(&p, wat::parse_str(wat).unwrap()).unwrap();
+    let out = charter(&["inspect", p.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let t = text(&out);
+    assert!(!t.contains("no `run` export"), "{t}");
+    assert!(
+        t.contains("it exports `run`, but as `run: func(n: u32) -> u32`; a step exports `run: func(input: string) -> result<string, step-error>`"),
+        "{t}"
+    );
+    let out = charter(&["inspect", p.to_str().unwrap(), "--json"], dir.path());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["world"], Value::Null);
+    assert_eq!(v["run_type"], "func(n: u32) -> u32");
 }

@@ -60,8 +60,8 @@ pub fn verify(d: &Deployment, cp: Option<&Path>, as_json: bool) -> Result<i32> {
             );
         }
         println!(
-            "ok: {} entries, chain intact, last entry {} hash {}{}",
-            v.frames,
+            "ok: {}, chain intact, last entry {} hash {}{}",
+            crate::count(v.frames, "entry", "entries"),
             v.last_seq,
             v.last_hash,
             if cp.is_some() {
@@ -75,7 +75,10 @@ pub fn verify(d: &Deployment, cp: Option<&Path>, as_json: bool) -> Result<i32> {
         for p in &problems {
             println!("  {p}");
         }
-        println!("{} intact entries before the first problem", v.frames);
+        println!(
+            "{} before the first problem",
+            crate::count(v.frames, "intact entry", "intact entries")
+        );
     }
     Ok(if ok { EXIT_OK } else { EXIT_ERROR })
 }
@@ -184,7 +187,8 @@ fn summary(e: &Event) -> String {
             host_calls,
             ..
         } => format!(
-            "step {outcome} ({host_calls} host calls){}",
+            "step {outcome} ({}){}",
+            crate::count(*host_calls, "host call", "host calls"),
             error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
         ),
         Event::Proposal {
@@ -380,7 +384,11 @@ pub fn export(d: &Deployment, out: Option<&Path>) -> Result<i32> {
     }
     w.flush()?;
     if let Some(p) = out {
-        eprintln!("exported {} events to {}", records.len(), p.display());
+        eprintln!(
+            "exported {} to {}",
+            crate::count(records.len(), "event", "events"),
+            p.display()
+        );
     }
     Ok(EXIT_OK)
 }
@@ -410,8 +418,10 @@ pub fn kpi(d: &Deployment, as_json: bool) -> Result<i32> {
         return Ok(EXIT_OK);
     }
     println!(
-        "deployment {} — {} events, {} steps",
-        d.name, k.events, k.steps
+        "deployment {} — {}, {}",
+        d.name,
+        crate::count(k.events, "event", "events"),
+        crate::count(k.steps, "step", "steps")
     );
     println!("\nrisk");
     println!(

@@ -1,25 +1,32 @@
 //! `charter`: the command line of the governed component host.
 //!
 //! Exit codes (DESIGN.md): 0 ok, 1 error, 2 refused by governance,
-//! 3 resource limit. Every report takes `--json` and prints one document.
+//! 3 resource limit, 4 waiting for people, 64 usage error (clap's errors:
+//! an unknown command or option, a missing or invalid argument). Every
+//! report takes `--json` and prints one document.
 
 mod govern;
 mod new;
 mod report;
 mod runs;
 
+use std::fmt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use charter_config::{DEFAULT_CONFIG, Deployment};
-use charter_runtime::error::{EXIT_ERROR, EXIT_LIMIT, EXIT_OK, EXIT_REFUSED};
+use charter_runtime::error::{
+    EXIT_ERROR, EXIT_LIMIT, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_WAITING,
+};
 use charter_runtime::{Host, HostOptions};
 use clap::{Args, Parser, Subcommand};
 
 const AFTER_HELP: &str = "\
-Exit codes: 0 ok, 1 error, 2 refused by governance (ungranted, denied, phase gate, pin,
-awaiting approval), 3 resource limit (deadline, memory, host-call cap, sizes).
+Exit codes: 0 ok, 1 error, 2 refused by governance (ungranted, denied, rejected, phase
+gate, pin), 3 resource limit (deadline, memory, host-call cap, sizes), 4 waiting for
+people (awaiting approval, escalated), 64 usage error (unknown command or option,
+missing or invalid argument).
 
 Start here (bash examples/demo.sh runs all of it):
   charter check --config examples/refunds/charter.toml
@@ -30,6 +37,28 @@ Start here (bash examples/demo.sh runs all of it):
   charter runs list --config examples/refunds/charter.toml
 
 Logging goes to stderr; set CHARTER_LOG (e.g. CHARTER_LOG=debug) to see more.";
+
+const CALL_HELP: &str = "\
+Exit codes:
+  0   the step succeeded; its output is printed
+  1   error: bad input, unknown plugin, unreadable file, the step failed or trapped
+  2   refused by governance: an ungranted import, a denied call, a rejected
+      proposal, a phase gate, a digest pin
+  3   resource limit: deadline, memory, host-call cap, sizes
+  4   waiting for people: a call awaits approval (`charter proposals show ID`);
+      the step did not complete, and nothing it proposed was executed
+  64  usage error: unknown option, missing PLUGIN";
+
+const RUN_HELP: &str = "\
+Exit codes:
+  0   the run completed; its output is printed
+  1   the run failed or was cancelled, or an error (unknown workflow, bad input)
+  2   refused by governance (e.g. the run's start was refused)
+  4   waiting for people: a step awaits approval (`charter proposals list`) or
+      the run was escalated (`charter escalations list`); it is stored durably
+      and goes on when they decide
+  64  usage error: unknown option, missing WORKFLOW
+With --detach: 0 once the run is recorded (follow it with `charter runs show ID`).";
 
 /// Charter runs WebAssembly components under the grants of their action
 /// groups: a plugin can only do what its groups allow.
@@ -98,6 +127,7 @@ enum Command {
         json: bool,
     },
     /// Run one step of PLUGIN under its grants and print the output JSON.
+    #[command(after_help = CALL_HELP)]
     Call {
         /// The plugin's name in the deployment.
         plugin: String,
@@ -138,8 +168,9 @@ enum Command {
     /// Run a workflow of the deployment: its steps in order, durably (the
     /// run survives crashes and restarts; see `charter runs resume`).
     ///
-    /// Exit 0 when the run completes, 2 when it waits for an approval,
-    /// 1 when it failed or was escalated to people.
+    /// Exit 0 when the run completes, 4 when it waits for people (an
+    /// approval or an escalation), 1 when it failed.
+    #[command(after_help = RUN_HELP)]
     Run {
         /// The workflow's name ([workflows.NAME] or workflows/NAME.toml).
         workflow: String,
@@ -177,10 +208,21 @@ enum Command {
     },
     /// Scaffold a step plugin in LANG (rust, python, js, c) that builds
     /// with `bash build.sh` and passes `charter check` with its charter.toml.
+    ///
+    /// The scaffold holds the step's source, build.sh, a charter.toml that
+    /// grants it logging and, for Python, JavaScript and C, a
+    /// `host-functions` file: the host functions the plugin imports, one
+    /// per line (`log.write`, `kv.get`, `llm.classify`, ...). Those
+    /// languages' runtimes import every function of their world, so the
+    /// plugin's world is built from this list; to call another host
+    /// function, add it there and grant it with a group in charter.toml.
+    /// (A Rust plugin imports only what it calls.)
     New {
         /// rust, python, js or c.
         lang: new::Lang,
-        /// The plugin's name (lowercase letters, digits, '-').
+        /// The plugin's name (lowercase letters, digits, '-', starting with
+        /// a letter).
+        #[arg(value_parser = new::parse_name)]
         name: String,
         /// Where to write it [default: ./NAME].
         #[arg(long, value_name = "DIR")]
@@ -244,6 +286,7 @@ enum AuditOp {
     Checkpoint {
         #[command(flatten)]
         config: ConfigArg,
+        /// Write the checkpoint to FILE instead of standard output.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
@@ -255,6 +298,7 @@ enum ProposalCmd {
     List {
         #[command(flatten)]
         config: ConfigArg,
+        /// Every proposal, decided and expired ones too.
         #[arg(long)]
         all: bool,
         /// Print one JSON document.
@@ -335,7 +379,9 @@ enum RunsCmd {
     },
     /// Cancel a run that has not ended (recorded with who cancelled it).
     Cancel {
+        /// The run id (see `charter runs list`).
         id: String,
+        /// Who cancels it (recorded) [default: $USER]
         #[arg(long = "as", value_name = "USER")]
         as_user: Option<String>,
         #[command(flatten)]
@@ -350,6 +396,7 @@ enum RunsCmd {
 enum EscalationsCmd {
     /// Open escalations (--all for resolved ones too).
     List {
+        /// Resolved escalations too.
         #[arg(long)]
         all: bool,
         #[command(flatten)]
@@ -364,6 +411,8 @@ enum EscalationsCmd {
     Resolve {
         /// The escalation id (see `charter escalations list`).
         id: String,
+        /// Who resolves it: an approver holding the escalation's role
+        /// (declared under [approvers]).
         #[arg(long = "as", value_name = "USER")]
         as_user: String,
         /// retry, skip or fail.
@@ -387,22 +436,31 @@ enum EscalationsCmd {
 enum KvOp {
     /// Print the value under KEY.
     Get {
+        /// The plugin whose namespace it is.
         plugin: String,
+        /// The key.
         key: String,
         #[command(flatten)]
         config: ConfigArg,
     },
     /// Store VALUE (or @FILE) under KEY.
     Set {
+        /// The plugin whose namespace it is.
         plugin: String,
+        /// The key.
         key: String,
+        /// The value: text, or @FILE to read it from a file (@- for
+        /// standard input).
+        #[arg(value_name = "VALUE|@FILE")]
         value: String,
         #[command(flatten)]
         config: ConfigArg,
     },
     /// List keys starting with PREFIX.
     List {
+        /// The plugin whose namespace it is.
         plugin: String,
+        /// Only keys starting with this (all keys if left out).
         #[arg(default_value = "")]
         prefix: String,
         #[command(flatten)]
@@ -431,7 +489,10 @@ fn init_tracing(quiet: bool) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return ExitCode::from(usage_exit(&e) as u8),
+    };
     let quiet = match &cli.command {
         Command::Inspect { json, .. }
         | Command::Check { json, .. }
@@ -454,9 +515,49 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             ExitCode::from(EXIT_ERROR as u8)
         }
+    }
+}
+
+/// Print clap's verdict on the command line and choose the exit code:
+/// `--help` and `--version` print to stdout and succeed; anything else
+/// (no command, an unknown command or option, a missing or invalid
+/// argument) is a usage error, 64, never a governance refusal's 2.
+fn usage_exit(e: &clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    let _ = e.print();
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => EXIT_OK,
+        _ => EXIT_USAGE,
+    }
+}
+
+/// An error and its causes, each said once: a cause whose text the message
+/// already carries (e.g. the OS error in "cannot read F: No such file or
+/// directory") is not repeated.
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
+}
+
+/// `n` and the noun in the number it takes: "1 plugin", "2 plugins".
+pub(crate) fn count<N>(n: N, one: &str, many: &str) -> String
+where
+    N: fmt::Display + PartialEq + From<u8>,
+{
+    if n == N::from(1) {
+        format!("{n} {one}")
+    } else {
+        format!("{n} {many}")
     }
 }
 
@@ -679,6 +780,7 @@ pub(crate) fn label(code: i32) -> &'static str {
     match code {
         EXIT_REFUSED => "refused",
         EXIT_LIMIT => "limit",
+        EXIT_WAITING => "pending",
         _ => "error",
     }
 }
@@ -757,4 +859,96 @@ async fn kv(op: KvOp) -> Result<i32> {
         }
     }
     Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every command's `--help` says what it does, and every argument what
+    /// it is: walks clap's whole command tree.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        cmd.clone().debug_assert();
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let about = cmd.get_about().map(|a| a.to_string()).unwrap_or_default();
+            if about.trim().is_empty() {
+                missing.push(format!("`{path} --help` has no description"));
+            }
+            for a in cmd.get_arguments() {
+                let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+                if help.trim().is_empty() {
+                    missing.push(format!("`{path}`: argument {} has no help", a.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&cmd, "charter", &mut missing);
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
+        // The walk saw real commands, nested ones included.
+        let kv_set = cmd
+            .find_subcommand("kv")
+            .and_then(|k| k.find_subcommand("set"))
+            .expect("charter kv set");
+        assert!(kv_set.get_arguments().any(|a| a.get_id() == "value"));
+    }
+
+    /// `call` and `run` document their exit codes, waiting (4) and usage
+    /// (64) included; `new` says what `host-functions` is.
+    #[test]
+    fn help_documents_exit_codes_and_host_functions() {
+        let cmd = Cli::command();
+        for name in ["call", "run"] {
+            let after = cmd
+                .find_subcommand(name)
+                .and_then(|c| c.get_after_help())
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            for code in ["  0 ", "  1 ", "  2 ", "  4 ", "  64 "] {
+                assert!(
+                    after.contains(code),
+                    "charter {name} --help lacks {code:?}: {after}"
+                );
+            }
+            assert!(after.contains("waiting for people"), "{after}");
+        }
+        let top = cmd
+            .get_after_help()
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        assert!(
+            top.contains("4 waiting for") && top.contains("64 usage error"),
+            "{top}"
+        );
+        let new = cmd
+            .find_subcommand("new")
+            .and_then(|c| c.get_long_about())
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        assert!(new.contains("host-functions"), "{new}");
+    }
+
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        assert_eq!(count(1usize, "plugin", "plugins"), "1 plugin");
+        assert_eq!(count(0usize, "plugin", "plugins"), "0 plugins");
+        assert_eq!(count(2u64, "entry", "entries"), "2 entries");
+    }
+
+    #[test]
+    fn causes_are_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let e = anyhow::Error::new(io).context("cannot read x: No such file or directory");
+        assert_eq!(describe(&e), "cannot read x: No such file or directory");
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let e = anyhow::Error::new(io).context("reading input file f");
+        assert_eq!(describe(&e), "reading input file f: gone");
+    }
 }

@@ -59,6 +59,18 @@ fn valid_name(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
+/// clap's check of NAME: an invalid name is a usage error (exit 64).
+pub fn parse_name(name: &str) -> Result<String, String> {
+    if valid_name(name) {
+        Ok(name.to_string())
+    } else {
+        Err(
+            "use lowercase letters, digits and '-', starting with a letter (e.g. refund-triage)"
+                .into(),
+        )
+    }
+}
+
 /// The files of a scaffold: (relative path, contents).
 fn files(lang: Lang, name: &str, sdk: &Path) -> Vec<(&'static str, String)> {
     let sdk_s = sdk.display().to_string();

@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Result;
-use charter_config::{Deployment, Effect, FunctionName};
+use charter_config::{Deployment, Effect, FunctionName, Pattern};
 use charter_runtime::error::{EXIT_ERROR, EXIT_OK, EXIT_REFUSED};
 use charter_runtime::inspect::ImportClass;
-use charter_runtime::{Host, HostFn, HostOptions, LoadError};
+use charter_runtime::{Host, HostFn, HostOptions, LoadError, LoadedPlugin};
 use serde_json::{Value, json};
 
 pub async fn inspect(path: &Path, deployment: Option<&Deployment>, as_json: bool) -> Result<i32> {
@@ -62,28 +62,27 @@ pub async fn inspect(path: &Path, deployment: Option<&Deployment>, as_json: bool
                 v
             })
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "path": path,
-                "digest": insp.digest,
-                "size": insp.size,
-                "world": insp.world,
-                "imports": imports,
-                "exports": insp.exports,
-            }))?
-        );
+        let mut doc = json!({
+            "path": path,
+            "digest": insp.digest,
+            "size": insp.size,
+            "world": insp.world,
+            "imports": imports,
+            "exports": insp.exports,
+        });
+        if let Some(t) = &insp.run_type {
+            doc["run_type"] = json!(t);
+        }
+        println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(EXIT_OK);
     }
     println!("{}", path.display());
     println!("  digest   {}", insp.digest);
     println!("  size     {} bytes", insp.size);
-    println!(
-        "  world    {}",
-        insp.world
-            .as_deref()
-            .unwrap_or("(not a charter step: no `run` export)")
-    );
+    match (&insp.world, insp.step_problem()) {
+        (Some(w), _) => println!("  world    {w}"),
+        (None, p) => println!("  world    (not a charter step: {})", p.unwrap_or_default()),
+    }
     println!("  imports");
     if insp.imports.is_empty() {
         println!("    (none)");
@@ -119,6 +118,11 @@ pub async fn check(deployment: Deployment, as_json: bool) -> Result<i32> {
     let workflow_problems = deployment.workflow_problems();
     violations.extend(workflow_problems.iter().cloned());
     let workflows: Vec<String> = deployment.workflows.keys().cloned().collect();
+    let patterns: Vec<(String, Pattern)> = deployment
+        .groups
+        .values()
+        .flat_map(|g| g.capabilities.iter().map(|p| (g.name.clone(), p.clone())))
+        .collect();
     let name = deployment.name.clone();
     let phase = deployment.phase;
     let source = deployment.source.clone();
@@ -137,9 +141,11 @@ pub async fn check(deployment: Deployment, as_json: bool) -> Result<i32> {
     };
     let mut plugins = Vec::new();
     let mut lines = Vec::new();
+    let mut grant_problems = Vec::new();
     for (pname, r) in host.load_all().await {
         match r {
             Ok(p) => {
+                grant_problems.extend(connector_grant_problems(&p, &patterns));
                 let caps = p
                     .inspection
                     .imports
@@ -148,8 +154,9 @@ pub async fn check(deployment: Deployment, as_json: bool) -> Result<i32> {
                     .map(|i| i.functions.len())
                     .sum::<usize>();
                 lines.push(format!(
-                    "ok       {pname}  {}  ({caps} capability imports granted, loaded in {} ms)",
+                    "ok       {pname}  {}  ({} granted, loaded in {} ms)",
                     p.digest,
+                    crate::count(caps, "capability import", "capability imports"),
                     p.load_time.as_millis()
                 ));
                 plugins
@@ -183,7 +190,12 @@ pub async fn check(deployment: Deployment, as_json: bool) -> Result<i32> {
     for p in &effect_problems {
         lines.push(format!("refused  effects: {p}"));
     }
-    if !(policy_problems.is_empty() && effect_problems.is_empty()) && code == EXIT_OK {
+    for p in &grant_problems {
+        lines.push(format!("refused  grants: {p}"));
+    }
+    if !(policy_problems.is_empty() && effect_problems.is_empty() && grant_problems.is_empty())
+        && code == EXIT_OK
+    {
         code = EXIT_REFUSED;
     }
     // Warnings do not change the outcome.
@@ -205,6 +217,7 @@ pub async fn check(deployment: Deployment, as_json: bool) -> Result<i32> {
                 "config": source,
                 "policy_problems": policy_problems,
                 "effect_problems": effect_problems,
+                "grant_problems": grant_problems,
                 "warnings": warnings,
                 "phase": phase.get(),
                 "ok": code == EXIT_OK,
@@ -238,15 +251,53 @@ pub async fn check(deployment: Deployment, as_json: bool) -> Result<i32> {
         }
         match code {
             EXIT_OK => println!(
-                "check passed: {} plugins, {} workflows",
-                plugins.len(),
-                workflows.len()
+                "check passed: {}, {}",
+                crate::count(plugins.len(), "plugin", "plugins"),
+                crate::count(workflows.len(), "workflow", "workflows")
             ),
             EXIT_REFUSED => println!("check refused: governance violations above"),
             _ => println!("check failed: errors above"),
         }
     }
     Ok(code)
+}
+
+/// Grant patterns over an interface `conn` provides that match none of the
+/// functions it exports: the file alone cannot tell (any function of a
+/// provided interface is accepted when it is read), the loaded connector
+/// can.
+fn connector_grant_problems(conn: &LoadedPlugin, patterns: &[(String, Pattern)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (iface, export) in &conn.provides {
+        let functions: &[String] = conn
+            .inspection
+            .exports
+            .iter()
+            .find(|e| &e.name == export)
+            .map_or(&[], |e| &e.functions);
+        for (group, pat) in patterns.iter().filter(|(_, p)| p.interface == *iface) {
+            if functions
+                .iter()
+                .any(|f| pat.matches(&FunctionName::new(export, f)))
+            {
+                continue;
+            }
+            let wanted = pat.unversioned();
+            let closest = functions
+                .iter()
+                .map(|f| format!("{iface}.{f}"))
+                .min_by_key(|k| charter_config::edit_distance(&wanted, k))
+                .map(|k| format!("; did you mean {k}?"))
+                .unwrap_or_default();
+            out.push(format!(
+                "group {group}: capability pattern \"{pat}\" matches no function that {} exports as {export} (its functions: {}){closest}",
+                conn.name,
+                functions.join(", ")
+            ));
+        }
+    }
+    out.sort();
+    out
 }
 
 pub fn grants(d: &Deployment, as_json: bool) -> Result<i32> {

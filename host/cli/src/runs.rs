@@ -6,19 +6,32 @@ use std::path::Path;
 
 use anyhow::Result;
 use charter_config::Deployment;
-use charter_runtime::error::{EXIT_ERROR, EXIT_OK, EXIT_REFUSED};
+use charter_runtime::error::{EXIT_ERROR, EXIT_OK, EXIT_WAITING};
 use charter_runtime::workflow::{EscalationState, RunError, RunState, status};
 use charter_runtime::{Host, HostOptions};
 use serde_json::{Value, json};
 
-/// The exit code a run's state reads as: 0 completed, 2 waiting for people
-/// (approval), 1 failed, cancelled or escalated.
+/// The exit code a run's state reads as: 0 completed, 4 waiting for
+/// people (an approval, or an escalation), 1 failed or cancelled (or not
+/// finished here: running, retry-wait).
 pub fn exit_code(st: &RunState) -> i32 {
     match st.status.as_str() {
         status::COMPLETED => EXIT_OK,
-        status::WAITING_APPROVAL => EXIT_REFUSED,
+        status::WAITING_APPROVAL | status::ESCALATED => EXIT_WAITING,
         _ => EXIT_ERROR,
     }
+}
+
+/// The exit code of several runs (`charter runs resume`): the worst one,
+/// where any failure outranks waiting for people, and waiting outranks
+/// success.
+fn worst(a: i32, b: i32) -> i32 {
+    let rank = |c: i32| match c {
+        EXIT_OK => 0,
+        EXIT_WAITING => 1,
+        c => 2 + c,
+    };
+    if rank(b) > rank(a) { b } else { a }
 }
 
 fn time(ms: u64) -> String {
@@ -267,14 +280,14 @@ async fn drive(d: Deployment, op: RunsOp) -> Result<i32> {
             for (id, r) in results {
                 match r {
                     Ok(st) => {
-                        code = code.max(exit_code(&st));
+                        code = worst(code, exit_code(&st));
                         if !quiet && !json {
                             print_run(&st);
                         }
                         docs.push(serde_json::to_value(&st)?);
                     }
                     Err(e) => {
-                        code = code.max(e.exit_code());
+                        code = worst(code, e.exit_code());
                         if !quiet && !json {
                             eprintln!("error: run {id}: {e}");
                         }
@@ -392,4 +405,20 @@ pub async fn escalations(d: Deployment, op: EscalationsOp) -> Result<i32> {
     };
     h.store().flush()?;
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use charter_runtime::error::{EXIT_LIMIT, EXIT_REFUSED};
+
+    #[test]
+    fn failures_outrank_waiting_and_waiting_outranks_success() {
+        assert_eq!(worst(EXIT_OK, EXIT_WAITING), EXIT_WAITING);
+        assert_eq!(worst(EXIT_WAITING, EXIT_OK), EXIT_WAITING);
+        assert_eq!(worst(EXIT_WAITING, EXIT_ERROR), EXIT_ERROR);
+        assert_eq!(worst(EXIT_ERROR, EXIT_WAITING), EXIT_ERROR);
+        assert_eq!(worst(EXIT_ERROR, EXIT_REFUSED), EXIT_REFUSED);
+        assert_eq!(worst(EXIT_LIMIT, EXIT_WAITING), EXIT_LIMIT);
+    }
 }

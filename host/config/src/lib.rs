@@ -44,6 +44,16 @@
 //! label understates its functions is a violation (`mislabelled-effect`);
 //! without a label the effect is derived. Phase gates use the derived
 //! effect.
+//!
+//! ## Patterns
+//!
+//! A group's `capabilities` are [`Pattern`]s: `interface.function`,
+//! `interface.*`, `interface@version.function` or, as Charter prints
+//! functions, `interface@version#function`. Each must match a function
+//! someone knows, or the file is refused naming the pattern, its line and
+//! the closest known function: the host's catalog for `charter:host` and
+//! `wasi:` interfaces, any function of an interface a plugin `provides`
+//! (`charter check` then compares with what the loaded connector exports).
 
 mod pattern;
 pub mod workflow;
@@ -54,7 +64,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use pattern::{FunctionName, Pattern, PatternError};
+pub use pattern::{FunctionName, PATTERN_SYNTAX, Pattern, PatternError, edit_distance};
 pub use workflow::{Condition, OnFailure, RetryPolicy, StepSpec, Workflow};
 
 /// The deployment file's default name, looked up in the working directory.
@@ -653,7 +663,8 @@ impl Deployment {
                 }
                 // Two providers of one interface are a violation anyway;
                 // where their declarations differ, write wins.
-                let e = connector_effects.entry(key.clone()).or_insert(*effect);
+                // Keyed as `interface.function` whichever form was written.
+                let e = connector_effects.entry(f.unversioned()).or_insert(*effect);
                 if *effect == Effect::Write {
                     *e = Effect::Write;
                 }
@@ -685,6 +696,23 @@ impl Deployment {
                     name,
                 },
             );
+        }
+
+        // A pattern that matches no function anyone knows grants nothing:
+        // a typo, refused here rather than found when a step is refused.
+        let mut unknown = Vec::new();
+        for g in groups.values() {
+            for p in &g.capabilities {
+                if let Some(m) = unknown_function(p, &plugins, text) {
+                    unknown.push(format!("group {}: {m}", g.name));
+                }
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(invalid(format!(
+                "{}\n({PATTERN_SYNTAX})",
+                unknown.join("\n")
+            )));
         }
 
         let llm = match file.llm {
@@ -1037,6 +1065,100 @@ impl Deployment {
     }
 }
 
+/// Why `p` matches no function anyone knows, or `None` if it matches one:
+/// a function of the host's catalog ([`HOST_FUNCTION_EFFECTS`], any
+/// version) or any function of an interface a plugin `provides` (the
+/// connector's component, not this file, knows its functions). The message
+/// names the pattern (and its line in `text`) and the closest known
+/// function; the caller adds the accepted syntax.
+fn unknown_function(
+    p: &Pattern,
+    plugins: &BTreeMap<String, PluginSpec>,
+    text: &str,
+) -> Option<String> {
+    let provided: BTreeSet<&str> = plugins
+        .values()
+        .flat_map(|s| s.provides.iter().map(|i| pattern::split_version(i).0))
+        .collect();
+    let host = p.interface.starts_with("charter:host/") || p.interface.starts_with("wasi:");
+    if host
+        && HOST_FUNCTION_EFFECTS
+            .iter()
+            .any(|(i, n, _)| *i == p.interface && p.func.as_deref().is_none_or(|f| f == *n))
+    {
+        return None;
+    }
+    if !host && provided.contains(p.interface.as_str()) {
+        return None;
+    }
+    // What it might have meant: same shape (a function, or `.*`).
+    let mut known: Vec<String> = match &p.func {
+        Some(_) => HOST_FUNCTION_EFFECTS
+            .iter()
+            .map(|(i, n, _)| format!("{i}.{n}"))
+            .collect(),
+        None => HOST_FUNCTION_EFFECTS
+            .iter()
+            .map(|(i, _, _)| format!("{i}.*"))
+            .collect(),
+    };
+    known.extend(
+        provided
+            .iter()
+            .map(|i| format!("{i}.{}", p.func.as_deref().unwrap_or("*"))),
+    );
+    known.dedup();
+    let wanted = p.unversioned();
+    // Nearest first within the same `namespace:package`, then anywhere.
+    let package = |s: &str| s.split('/').next().unwrap_or_default().to_string();
+    let closest = known
+        .iter()
+        .map(|k| {
+            let d = edit_distance(&wanted, k);
+            ((package(k) != package(&wanted), d), d, k)
+        })
+        .min()
+        .map(|(_, d, k)| (d, k.clone()));
+    let line = ['"', '\'']
+        .iter()
+        .find_map(|q| text.find(&format!("{q}{p}{q}")))
+        .map(|at| format!(" (line {})", text[..at].matches('\n').count() + 1))
+        .unwrap_or_default();
+    let mut m = format!("capability pattern \"{p}\"{line} matches no known function");
+    if host {
+        if let Some((_, k)) = closest {
+            m.push_str(&format!("; did you mean {k}?"));
+        }
+        if p.interface.starts_with("wasi:") && p.interface != "wasi:http/outgoing-handler" {
+            m.push_str(" (groups grant only wasi:http/outgoing-handler.handle of WASI; the rest of wasi:http comes with it, and the inert WASI baseline is linked without a grant)");
+        }
+    } else {
+        m.push_str(&format!(
+            ": no plugin provides {}{}",
+            p.interface,
+            if provided.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (provided: {})",
+                    provided.iter().copied().collect::<Vec<_>>().join(", ")
+                )
+            }
+        ));
+        // Only a near miss is worth naming: any function is a known one.
+        if let Some((d, k)) = closest
+            && d <= wanted.chars().count() / 4
+        {
+            m.push_str(&format!("; did you mean {k}?"));
+        }
+        m.push_str(&format!(
+            "; if a connector exports it, add provides = [\"{}\"] to the connector's [plugins.NAME] entry",
+            p.interface
+        ));
+    }
+    Some(m)
+}
+
 fn check_name(kind: &str, name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name
@@ -1328,8 +1450,6 @@ capabilities = ["acme:payments/refunds.issue-refund"]
 effect = "read"
 [groups.any]
 capabilities = ["acme:payments/refunds.*"]
-[groups.elsewhere]
-capabilities = ["acme:crm/notes.read-note"]
 [plugins.bot]
 path = "bot.wasm"
 groups = ["lookup", "refund"]
@@ -1343,8 +1463,12 @@ groups = ["lookup", "refund"]
         assert_eq!(d.groups["refund"].effect, Effect::Write);
         // A wildcard over the interface writes: not every function is declared read.
         assert_eq!(d.groups["any"].effect, Effect::Write);
-        // Nobody provides it: nothing says it only reads.
-        assert_eq!(d.groups["elsewhere"].effect, Effect::Write);
+        // Nobody provides it: nothing says it only reads. (A group granting
+        // it is an error: see patterns_that_match_no_known_function_are_errors.)
+        assert_eq!(
+            d.function_effect(&FunctionName::new("acme:crm/notes", "read-note")),
+            Effect::Write
+        );
         let v = d.violations();
         assert_eq!(rules(&d), vec!["mislabelled-effect"], "{v:?}");
         assert!(
@@ -1448,5 +1572,105 @@ groups = ["kv"]
             r#""acme:payments/refunds""#,
         );
         assert!(e.contains("readonly"), "{e}");
+    }
+
+    // ---- patterns: every one names a function someone knows -----------------
+
+    fn pattern_error(caps: &str, rest: &str) -> String {
+        parse(&format!(
+            "[deployment]\nname = \"t\"\nphase = 4\n[groups.g]\ncapabilities = [{caps}]\n{rest}"
+        ))
+        .unwrap_err()
+        .to_string()
+    }
+
+    #[test]
+    fn patterns_that_match_no_known_function_are_errors() {
+        let e = pattern_error(r#""charter:host/kv.sett""#, "");
+        assert!(
+            e.contains("group g: capability pattern \"charter:host/kv.sett\" (line 5) matches no known function; did you mean charter:host/kv.set?"),
+            "{e}"
+        );
+        assert!(
+            e.contains("interface.function, interface.*, interface@version.function or interface@version#function"),
+            "{e}"
+        );
+        let e = pattern_error(r#""charter:host/kvv.set""#, "");
+        assert!(e.contains("did you mean charter:host/kv.set?"), "{e}");
+        let e = pattern_error(r#""charter:host/kvv.*""#, "");
+        assert!(e.contains("did you mean charter:host/kv.*?"), "{e}");
+        let e = pattern_error(r#""charter:host/kv@0.1.0#sett""#, "");
+        assert!(e.contains("did you mean charter:host/kv.set?"), "{e}");
+        let e = pattern_error(r#""charter:host/secret.get""#, "");
+        assert!(e.contains("did you mean charter:host/secrets.get?"), "{e}");
+        // WASI beyond outgoing-handler.handle is not granted by groups.
+        let e = pattern_error(r#""wasi:http/types.*""#, "");
+        assert!(
+            e.contains("did you mean wasi:http/outgoing-handler.*?"),
+            "{e}"
+        );
+        assert!(e.contains("inert WASI baseline"), "{e}");
+        // An interface nobody provides: the fix is a `provides`.
+        let e = pattern_error(r#""acme:payments/refunds.issue-refund""#, "");
+        assert!(
+            e.contains("no plugin provides acme:payments/refunds; if a connector exports it, add provides = [\"acme:payments/refunds\"] to the connector's [plugins.NAME] entry"),
+            "{e}"
+        );
+        assert!(!e.contains("did you mean"), "no near miss: {e}");
+        // A near miss of a provided interface is named.
+        let e = pattern_error(r#""acme:payments/refundz.issue-refund""#, PAYMENTS);
+        assert!(
+            e.contains("no plugin provides acme:payments/refundz (provided: acme:payments/refunds); did you mean acme:payments/refunds.issue-refund?"),
+            "{e}"
+        );
+        // Every bad pattern is reported, not only the first.
+        let e = pattern_error(
+            r#""charter:host/kv.get", "charter:host/kv.sett", "charter:host/lgo.write""#,
+            "",
+        );
+        assert!(e.contains("kv.sett") && e.contains("lgo.write"), "{e}");
+        assert!(e.contains("did you mean charter:host/log.write?"), "{e}");
+        assert!(!e.contains("pattern \"charter:host/kv.get\""), "{e}");
+    }
+
+    #[test]
+    fn known_patterns_in_every_form_are_accepted() {
+        let d = dep(
+            4,
+            &format!(
+                r#"
+[groups.forms]
+capabilities = ["charter:host/kv@0.1.0#get", "charter:host/kv.list-keys", "charter:host/log@0.1.0.write", "charter:host/llm.*"]
+[groups.connector]
+capabilities = ["acme:payments/refunds@0.1.0#issue-refund", "acme:payments/refunds.any-function-at-all"]
+[groups.web]
+capabilities = ["wasi:http/outgoing-handler@0.2.6#handle"]
+allow_hosts = ["example.com"]
+[plugins.bot]
+path = "bot.wasm"
+groups = ["forms", "connector", "web"]
+{PAYMENTS}
+[plugins.crm]
+path = "crm.wasm"
+provides = ["acme:crm/notes"]
+effects = {{ "acme:crm/notes#read-note" = "read" }}
+"#
+            ),
+        );
+        let g = &d.groups["forms"];
+        assert!(g.grants(&FunctionName::new("charter:host/kv@0.1.0", "get")));
+        assert!(!g.grants(&FunctionName::new("charter:host/kv@0.2.0", "get")));
+        assert!(!g.grants(&FunctionName::new("charter:host/kv@0.1.0", "set")));
+        assert_eq!(g.effect, Effect::Read);
+        assert!(d.groups["connector"].grants(&FunctionName::new(
+            "acme:payments/refunds@0.1.0",
+            "issue-refund"
+        )));
+        assert_eq!(d.groups["web"].effect, Effect::Write);
+        // An effect declared in the `#` form is the same declaration.
+        assert_eq!(
+            d.function_effect(&FunctionName::new("acme:crm/notes@0.1.0", "read-note")),
+            Effect::Read
+        );
     }
 }

@@ -4,6 +4,10 @@
 //! `charter:host/kv@0.1.0#set`. A pattern leaves out the version (or pins
 //! it) and may use `*` for every function of an interface:
 //! `charter:host/kv.set`, `charter:host/kv.*`, `charter:host/kv@0.1.0.get`.
+//! The form Charter prints (`charter:host/kv@0.1.0#get`) is a pattern too,
+//! with the same meaning as `charter:host/kv@0.1.0.get`. Whether a pattern
+//! names a function anyone knows is the deployment's question
+//! (`Deployment::parse`), not the syntax's.
 
 use std::fmt;
 
@@ -58,10 +62,11 @@ pub fn split_version(instance: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// The accepted pattern syntax, as errors explain it.
+pub const PATTERN_SYNTAX: &str = "patterns are interface.function, interface.*, interface@version.function or interface@version#function, e.g. \"charter:host/kv.get\", \"acme:payments/refunds.*\", \"charter:host/kv@0.1.0#get\"";
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "capability pattern {pattern:?}: {reason}; expected e.g. \"charter:host/kv.get\" or \"acme:payments/refunds.*\""
-)]
+#[error("capability pattern {pattern:?}: {reason}; {PATTERN_SYNTAX}")]
 pub struct PatternError {
     pub pattern: String,
     pub reason: &'static str,
@@ -83,10 +88,14 @@ impl Pattern {
             pattern: text.to_string(),
             reason,
         };
-        // Function names never contain '.', versions may: split at the last.
-        let (iface, func) = text
-            .rsplit_once('.')
-            .ok_or(err("missing `.function` or `.*`"))?;
+        // `instance#function`, as Charter prints functions; otherwise
+        // function names never contain '.', versions may: split at the last.
+        let (iface, func) = match text.split_once('#') {
+            Some(split) => split,
+            None => text
+                .rsplit_once('.')
+                .ok_or(err("missing `.function` or `.*`"))?,
+        };
         let (interface, version) = split_version(iface);
         let (pkg, name) = interface
             .split_once('/')
@@ -102,6 +111,9 @@ impl Pattern {
         }
         if func.is_empty() {
             return Err(err("empty function name"));
+        }
+        if func.contains(['#', '@', '/', ':']) {
+            return Err(err("a function name has no `#`, `@`, `/` or `:`"));
         }
         if version.is_some_and(str::is_empty) {
             return Err(err("empty version after `@`"));
@@ -131,6 +143,29 @@ impl Pattern {
     pub fn as_str(&self) -> &str {
         &self.text
     }
+
+    /// The pattern without its version, in the `interface.function` (or
+    /// `interface.*`) form: what a reviewer compares.
+    pub fn unversioned(&self) -> String {
+        format!("{}.{}", self.interface, self.func.as_deref().unwrap_or("*"))
+    }
+}
+
+/// Levenshtein distance between two strings (in chars): how far a typo
+/// is from what was meant.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.chars().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let subst = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = subst.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
 }
 
 impl fmt::Display for Pattern {
@@ -183,8 +218,51 @@ mod tests {
             "charter/kv.get",
             "Charter:host/kv.get",
             "charter:host/kv.",
+            "charter:host/kv@0.1.0#",
+            "charter:host/kv@#get",
+            "charter:host/kv#get#set",
         ] {
-            assert!(Pattern::parse(bad).is_err(), "{bad}");
+            let e = Pattern::parse(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("interface@version#function"),
+                "{bad}: the error shows the syntax: {e}"
+            );
         }
+    }
+
+    /// The form Charter prints in its refusals ("import
+    /// charter:host/kv@0.1.0#set is not granted") is a pattern with the
+    /// same meaning as the dotted form.
+    #[test]
+    fn the_printed_form_is_a_pattern() {
+        let set = FunctionName::new("charter:host/kv@0.1.0", "set");
+        let printed = set.to_string();
+        assert_eq!(printed, "charter:host/kv@0.1.0#set");
+        let hash = Pattern::parse(&printed).unwrap();
+        let dotted = Pattern::parse("charter:host/kv@0.1.0.set").unwrap();
+        assert_eq!(
+            (&hash.interface, &hash.version, &hash.func),
+            (&dotted.interface, &dotted.version, &dotted.func)
+        );
+        assert!(hash.matches(&set));
+        assert!(!hash.matches(&FunctionName::new("charter:host/kv@0.1.0", "get")));
+        assert!(!hash.matches(&FunctionName::new("charter:host/kv@0.2.0", "set")));
+        assert_eq!(hash.as_str(), "charter:host/kv@0.1.0#set");
+        assert_eq!(hash.unversioned(), "charter:host/kv.set");
+        let bare = Pattern::parse("acme:payments/refunds#issue-refund").unwrap();
+        assert!(bare.matches(&FunctionName::new(
+            "acme:payments/refunds@0.1.0",
+            "issue-refund"
+        )));
+        assert_eq!(Pattern::parse("charter:host/kv#*").unwrap().func, None);
+    }
+
+    #[test]
+    fn edit_distances() {
+        assert_eq!(edit_distance("kv.sett", "kv.set"), 1);
+        assert_eq!(edit_distance("kvv.set", "kv.set"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
     }
 }

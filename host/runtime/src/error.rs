@@ -1,5 +1,6 @@
 //! Errors at the runtime's boundary, each mapped to the CLI's exit codes
-//! (DESIGN.md: 0 ok, 1 error, 2 refused by governance, 3 resource limit).
+//! (DESIGN.md: 0 ok, 1 error, 2 refused by governance, 3 resource limit,
+//! 4 waiting for people, 64 usage error).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -12,6 +13,12 @@ pub const EXIT_ERROR: i32 = 1;
 pub const EXIT_REFUSED: i32 = 2;
 /// Exit code: a resource limit stopped the call.
 pub const EXIT_LIMIT: i32 = 3;
+/// Exit code: waiting for people: a call or run awaiting approval, a run
+/// escalated. Not a refusal: nothing was decided yet.
+pub const EXIT_WAITING: i32 = 4;
+/// Exit code: the command line itself was wrong (sysexits `EX_USAGE`): an
+/// unknown command or option, a missing argument, a value clap refuses.
+pub const EXIT_USAGE: i32 = 64;
 
 /// One import of a component that no grant covers.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -262,9 +269,8 @@ impl CallError {
         match self {
             CallError::Load(e) => e.exit_code(),
             CallError::Limit { .. } => EXIT_LIMIT,
-            CallError::Denied { .. }
-            | CallError::AwaitingApproval { .. }
-            | CallError::Rejected { .. } => EXIT_REFUSED,
+            CallError::Denied { .. } | CallError::Rejected { .. } => EXIT_REFUSED,
+            CallError::AwaitingApproval { .. } => EXIT_WAITING,
             _ => EXIT_ERROR,
         }
     }
@@ -287,5 +293,43 @@ impl CallError {
             CallError::Rejected { .. } => "rejected",
             CallError::NonDeterministic { .. } => "nondeterministic",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waiting for people is not a refusal: scripts tell them apart.
+    #[test]
+    fn waiting_has_its_own_exit_code() {
+        let waiting = CallError::AwaitingApproval {
+            plugin: "p".into(),
+            proposal: "P-1".into(),
+            function: "f".into(),
+        };
+        assert_eq!(waiting.exit_code(), EXIT_WAITING);
+        let denied = CallError::Denied {
+            plugin: "p".into(),
+            function: "f".into(),
+            reason: "r".into(),
+        };
+        assert_eq!(denied.exit_code(), EXIT_REFUSED);
+        let rejected = CallError::Rejected {
+            plugin: "p".into(),
+            function: "f".into(),
+            proposal: "P-1".into(),
+            status: "rejected".into(),
+        };
+        assert_eq!(rejected.exit_code(), EXIT_REFUSED);
+        let codes = [
+            EXIT_OK,
+            EXIT_ERROR,
+            EXIT_REFUSED,
+            EXIT_LIMIT,
+            EXIT_WAITING,
+            EXIT_USAGE,
+        ];
+        assert_eq!(codes, [0, 1, 2, 3, 4, 64]);
     }
 }
