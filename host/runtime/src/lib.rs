@@ -784,7 +784,11 @@ impl Host {
     /// the WIT types of the functions they may name: the host's own and
     /// those of every loaded connector. One message per problem.
     pub fn policy_problems(&self) -> Vec<String> {
-        let sigs: Vec<_> = self.policy_signatures().into_iter().map(|(_, s)| s).collect();
+        let sigs: Vec<_> = self
+            .policy_signatures()
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
         self.services.policy.validate(&sigs)
     }
 
