@@ -729,3 +729,47 @@ fn concurrent_commands_on_one_deployment_take_turns() {
         text(&out)
     );
 }
+
+/// `charter run --detach` hands the deployment to a background driver; a
+/// command racing it waits its turn instead of failing on a store's lock.
+#[test]
+fn a_command_racing_a_detached_driver_waits_its_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("charter.toml"),
+        format!(
+            "[deployment]\nname = \"t\"\nphase = 4\ndata_dir = \"{}\"\n{GROUPS}\n[plugins.echo]\npath = \"{}\"\ngroups = [\"kv-read\", \"kv-write\", \"logging\"]\n\
+             [approvers.olga]\nroles = [\"operator\"]\n\
+             [workflows.twice]\n[[workflows.twice.steps]]\nid = \"one\"\nplugin = \"echo\"\n[[workflows.twice.steps]]\nid = \"two\"\nplugin = \"echo\"\n",
+            dir.path().join("data").display(),
+            fixture("fx-echo").display()
+        ),
+    )
+    .unwrap();
+    let warm = charter(&["check"], dir.path());
+    assert!(warm.status.success(), "{}", text(&warm));
+    for i in 0..3 {
+        let started = charter(&["run", "twice", "--detach", "--input", "{}"], dir.path());
+        assert!(started.status.success(), "{}", text(&started));
+        // At once, while the driver starts and holds the deployment.
+        let out = charter(
+            &[
+                "call",
+                "echo",
+                "--input",
+                &format!("{{\"kv_set\": [\"k{i}\", \"v\"]}}"),
+            ],
+            dir.path(),
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(!text(&out).contains("sled"), "{}", text(&out));
+    }
+    // The detached drivers took their turns too: every run completed.
+    let resumed = charter(&["runs", "resume"], dir.path());
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
+    let list = charter(&["runs", "list", "--json"], dir.path());
+    let runs: Value = serde_json::from_slice(&list.stdout).unwrap();
+    let runs = runs.as_array().or_else(|| runs["runs"].as_array()).unwrap();
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    assert!(runs.iter().all(|r| r["status"] == "completed"), "{runs:?}");
+}

@@ -183,3 +183,38 @@ fn offline_provider_is_the_deterministic_default() {
     assert_eq!(a.output["recommendation"], "refund");
     assert_eq!(a.logs[0].message, "order A-1: classified as damaged (0.75)");
 }
+
+/// A provider's answer is read with a bound: an endpoint that answers with
+/// more than the host reads fails the call, and the host serves the next.
+#[test]
+fn an_oversized_provider_answer_is_refused() {
+    let rt = rt();
+    let huge: &'static str = Box::leak("x".repeat(5 << 20).into_boxed_str());
+    let (port, _) = rt.block_on(fake_openai(huge));
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "[llm]\nprovider = \"openai\"\nbase_url = \"http://127.0.0.1:{port}/v1\"\nmodel = \"tiny\"\n"
+    );
+    let d = deployment(
+        dir.path(),
+        4,
+        &[(
+            "triage",
+            "refund-triage",
+            &["kv-read", "llm", "logging"],
+            &extra,
+        )],
+    );
+    let (host, store) = host(d);
+    store
+        .set("triage", "order:A-1", r#"{"amount_cents": 1200}"#)
+        .unwrap();
+    let err = rt
+        .block_on(host.call(
+            "triage",
+            r#"{"order_id": "A-1", "request": "the box was crushed"}"#,
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains("response over"), "{err}");
+    assert!(err.to_string().len() < 8 << 10, "the error is bounded");
+}
