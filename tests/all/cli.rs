@@ -534,3 +534,260 @@ fn inspect_names_a_run_export_of_the_wrong_type() {
     assert_eq!(v["world"], Value::Null);
     assert_eq!(v["run_type"], "func(n: u32) -> u32");
 }
+
+/// The refunds deployment in `dir`, with a one-step workflow `refund`.
+fn refunds_deployment(dir: &Path) {
+    let src = root().join("examples/refunds");
+    let toml = std::fs::read_to_string(src.join("charter.toml"))
+        .unwrap()
+        .replace("../../target/charter-data/refunds", "data")
+        .replace(
+            "../../target/wasm32-wasip2/release/",
+            &format!("{}/", fixture("refund-bot").parent().unwrap().display()),
+        )
+        + r#"
+[workflows.refund]
+escalate_to = "refund-approver"
+[[workflows.refund.steps]]
+id = "refund"
+plugin = "refund-bot"
+"#;
+    std::fs::write(dir.join("charter.toml"), toml).unwrap();
+    std::fs::copy(src.join("refunds.cedar"), dir.join("refunds.cedar")).unwrap();
+}
+
+/// The reports a reviewer and an operator read: the audit trail records
+/// the configuration once (again only when it changes), tells a rule from
+/// a person and shows who started a denied call, refuses an unknown
+/// `--type`, and follows a proposal to its execution; the KPIs break the
+/// blocked attempts down by kind; `runs` say who started a run, how long
+/// it took and who approved it; `proposals show` of an executed proposal
+/// no longer says it waits.
+#[test]
+fn reports_say_who_and_what_at_a_glance() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    refunds_deployment(cwd);
+    let json_of = |o: &std::process::Output| -> Value {
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
+    };
+    let input = serde_json::json!({"order_id": "A-9", "amount_cents": 20_000, "reason": "lost"})
+        .to_string();
+    let out = charter(
+        &[
+            "run", "refund", "--as", "carol", "--json", "--input", &input,
+        ],
+        cwd,
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let run = json_of(&out)["id"].as_str().unwrap().to_string();
+    let proposal = json_of(&out)["proposal"].as_str().unwrap().to_string();
+
+    // Waiting: the proposal says so.
+    let out = charter(&["proposals", "show", &proposal], cwd);
+    assert!(
+        text(&out).contains("waits for this decision"),
+        "{}",
+        text(&out)
+    );
+
+    let out = charter(&["proposals", "approve", &proposal, "--as", "carol"], cwd);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = charter(
+        &[
+            "proposals",
+            "approve",
+            &proposal,
+            "--as",
+            "bob",
+            "--comment",
+            "carrier confirmed",
+        ],
+        cwd,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let denied = serde_json::json!({"order_id": "A-10", "amount_cents": 1_000_000, "reason": "x"})
+        .to_string();
+    let out = charter(
+        &["call", "refund-bot", "--as", "alice", "--input", &denied],
+        cwd,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    // Approved and executed: no longer "waits".
+    let out = charter(&["proposals", "show", &proposal], cwd);
+    let t = text(&out);
+    assert!(!t.contains("waits for this decision"), "{t}");
+    assert!(t.contains("resumed and executed the call"), "{t}");
+    assert!(t.contains("executed   #"), "{t}");
+
+    // runs list: initiator and duration; runs show: who approved.
+    let out = charter(&["runs", "list"], cwd);
+    let t = text(&out);
+    assert!(t.contains("INITIATOR") && t.contains("DURATION"), "{t}");
+    let line = t.lines().find(|l| l.starts_with(&run)).unwrap();
+    assert!(
+        line.contains(" carol ") && !line.trim_end().ends_with('-'),
+        "{t}"
+    );
+    let out = charter(&["runs", "show", &run], cwd);
+    let t = text(&out);
+    assert!(
+        t.contains(&format!("proposal {proposal} approved by bob")),
+        "{t}"
+    );
+    assert!(t.contains("REFUSED attempt by carol to approve"), "{t}");
+    let v = json_of(&charter(&["runs", "show", &run, "--json"], cwd));
+    let decisions = v["decisions"].as_array().unwrap();
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d["by"] == "bob" && d["accepted"] == true && d["action"] == "approve"),
+        "{v}"
+    );
+
+    // The configuration is recorded once over all these commands...
+    let types = |v: &Value| -> Vec<String> {
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let all = types(&json_of(&charter(&["audit", "show", "--json"], cwd)));
+    let n = |ts: &[String], t: &str| ts.iter().filter(|x| *x == t).count();
+    assert_eq!(n(&all, "config-loaded"), 1, "{all:?}");
+    assert_eq!(n(&all, "grant"), 3, "{all:?}");
+    // ... and again once it changes, marked as a change.
+    let cfg = cwd.join("charter.toml");
+    let mut toml = std::fs::read_to_string(&cfg).unwrap();
+    toml.push_str("\n# a change\n");
+    std::fs::write(&cfg, toml).unwrap();
+    let out = charter(
+        &["call", "refund-bot", "--as", "alice", "--input", &denied],
+        cwd,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let v = json_of(&charter(
+        &["audit", "show", "--type", "config-loaded", "--json"],
+        cwd,
+    ));
+    let loaded = v["events"].as_array().unwrap();
+    assert_eq!(loaded.len(), 2, "{v}");
+    assert_eq!(
+        (&loaded[0]["changed"], &loaded[1]["changed"]),
+        (&Value::Bool(false), &Value::Bool(true))
+    );
+
+    // "by" is a rule or a person, never ambiguous; a denied call names
+    // who started it.
+    let out = charter(&["audit", "show", "--type", "call"], cwd);
+    let t = text(&out);
+    assert!(!t.contains(" by ["), "{t}");
+    assert!(
+        t.contains("by rule [refunds/large-refunds-need-approval]"),
+        "{t}"
+    );
+    let deny = t.lines().find(|l| l.contains("deny ")).unwrap();
+    assert!(deny.contains("initiator alice"), "{deny}");
+
+    // An unknown type is a usage error that lists the types.
+    let out = charter(&["audit", "show", "--type", "bogus"], cwd);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    for k in charter_audit::Event::KINDS {
+        assert!(text(&out).contains(k), "{k}: {}", text(&out));
+    }
+
+    // A proposal's trail: the call that proposed it, the decisions, and
+    // the approved execution.
+    let v = json_of(&charter(
+        &["audit", "show", "--proposal", &proposal, "--json"],
+        cwd,
+    ));
+    let ev = v["events"].as_array().unwrap();
+    let decisions: Vec<&str> = ev
+        .iter()
+        .filter(|e| e["type"] == "call")
+        .map(|e| e["decision"].as_str().unwrap())
+        .collect();
+    assert_eq!(decisions, ["propose", "allow"], "{v}");
+    assert!(
+        ev.iter()
+            .any(|e| e["type"] == "call-result" && e["proposal"] == proposal.as_str()),
+        "{v}"
+    );
+    for t in ["proposal", "approval-decision", "proposal-resolved"] {
+        assert!(ev.iter().any(|e| e["type"] == t), "{t}: {v}");
+    }
+
+    // KPIs: the blocked attempts by kind, adding up to the total; the text
+    // says what each count counts.
+    let v = json_of(&charter(&["kpi", "--json"], cwd));
+    let b = &v["blocked_by_kind"];
+    assert_eq!(b["call_denied"], 2, "{v}");
+    assert_eq!(b["approval_refused"], 1, "{v}");
+    assert_eq!(b["plugin_refused_at_load"], 0, "{v}");
+    assert_eq!(b["escalation_resolution_refused"], 0, "{v}");
+    assert_eq!(v["blocked_unauthorized_attempts"], 3, "{v}");
+    assert_eq!(v["unauthorized_actions_executed"], 0, "{v}");
+    let t = text(&charter(&["kpi"], cwd));
+    for want in [
+        "events: entries in the audit log",
+        "steps: plugin executions",
+        "call denied",
+        "approval attempt refused",
+        "plugin refused at load",
+        "escalation resolution refused",
+        "step attempts:",
+    ] {
+        assert!(t.contains(want), "{want}: {t}");
+    }
+}
+
+/// README lists every event type `audit show --type` accepts.
+#[test]
+fn readme_lists_every_audit_event_type() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let list = readme
+        .split("(types: ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .expect("README lists the audit event types as `(types: ...)`");
+    for k in charter_audit::Event::KINDS {
+        assert!(
+            list.contains(&format!("`{k}`")),
+            "README's audit show types miss {k}"
+        );
+    }
+}
+
+/// `grants` marks writes per function: a group holding `kv.set` does not
+/// make its `kv.get` a write.
+#[test]
+fn grants_mark_writes_per_function() {
+    let out = charter(
+        &["grants", "--json", "--config", "charter.toml"],
+        &root().join("tests/cases/grants-per-function"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let write = |f: &str| {
+        v["capabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["function"] == f)
+            .unwrap_or_else(|| panic!("{f}: {v}"))["write"]
+            .clone()
+    };
+    assert_eq!(write("charter:host/kv.get"), false);
+    assert_eq!(write("charter:host/kv.list-keys"), false);
+    assert_eq!(write("charter:host/kv.set"), true);
+    let fns = v["plugins"][0]["functions"].as_array().unwrap();
+    let get = fns
+        .iter()
+        .find(|f| f["function"] == "charter:host/kv.get")
+        .unwrap();
+    assert_eq!(get["effect"], "read", "{v}");
+}

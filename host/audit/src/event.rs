@@ -256,6 +256,28 @@ pub enum Event {
 }
 
 impl Event {
+    /// Every event type's name, as [`Event::kind`] says it, in the order the
+    /// variants are declared.
+    pub const KINDS: &[&str] = &[
+        "config-loaded",
+        "grant",
+        "check-failed",
+        "plugin-loaded",
+        "plugin-refused",
+        "call",
+        "call-result",
+        "kv-write",
+        "step",
+        "proposal",
+        "approval-decision",
+        "proposal-resolved",
+        "run-started",
+        "step-attempt",
+        "escalated",
+        "escalation-resolved",
+        "run-finished",
+    ];
+
     /// The plugin an event is about, if any.
     pub fn plugin(&self) -> Option<&str> {
         match self {

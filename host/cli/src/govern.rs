@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use charter_audit::{Event, Record, checkpoint};
 use charter_config::Deployment;
-use charter_runtime::error::{EXIT_ERROR, EXIT_OK};
+use charter_runtime::error::{EXIT_ERROR, EXIT_OK, EXIT_USAGE};
 use charter_runtime::index::ProposalState;
+use charter_runtime::proposals::ProposalError;
 use charter_runtime::{Host, HostOptions};
 use serde_json::json;
 
@@ -149,11 +150,16 @@ fn summary(e: &Event) -> String {
             policies,
             reason,
             args,
+            initiator,
             ..
         } => {
             let mut s = format!("{decision:<7} {function} {args}");
+            // Who started the work; "by rule" is what decided, never a person.
+            if let Some(i) = initiator {
+                s.push_str(&format!(" initiator {i}"));
+            }
             if !policies.is_empty() {
-                s.push_str(&format!(" by [{}]", policies.join(", ")));
+                s.push_str(&format!(" by rule [{}]", policies.join(", ")));
             }
             if let Some(r) = reason {
                 s.push_str(&format!(": {r}"));
@@ -313,19 +319,53 @@ fn summary(e: &Event) -> String {
     }
 }
 
-fn mentions_proposal(e: &Event, id: &str) -> bool {
+/// The calls a proposal is about: the call that proposed it and the
+/// approved execution (the call whose result names the proposal).
+fn proposal_calls<'a>(records: &'a [Record], id: &str) -> std::collections::HashSet<&'a str> {
+    records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::Proposal { id: p, call, .. } if p == id => Some(call.as_str()),
+            Event::CallResult {
+                call,
+                proposal: Some(p),
+                ..
+            } if p == id => Some(call.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn mentions_proposal(e: &Event, id: &str, calls: &std::collections::HashSet<&str>) -> bool {
     match e {
         Event::Proposal { id: p, .. } => p == id,
         Event::ApprovalDecision { proposal, .. } | Event::ProposalResolved { proposal, .. } => {
             proposal == id
         }
-        Event::CallResult { proposal, .. } => proposal.as_deref() == Some(id),
+        Event::CallResult { proposal, call, .. } => {
+            proposal.as_deref() == Some(id) || calls.contains(call.as_str())
+        }
+        Event::Call { call, .. } => calls.contains(call.as_str()),
         _ => false,
     }
 }
 
 pub fn show(d: &Deployment, f: &ShowFilter, as_json: bool) -> Result<i32> {
+    if let Some(k) = &f.kind
+        && !Event::KINDS.contains(&k.as_str())
+    {
+        eprintln!(
+            "error: --type {k:?} is not an event type; the types are: {} (see `charter audit show --help`)",
+            Event::KINDS.join(", ")
+        );
+        return Ok(EXIT_USAGE);
+    }
     let records = charter_audit::read_records(&log_path(d))?;
+    let calls = f
+        .proposal
+        .as_ref()
+        .map(|p| proposal_calls(&records, p))
+        .unwrap_or_default();
     let cutoff = match &f.since {
         Some(s) => charter_audit::now_ms().saturating_sub(parse_since(s)?),
         None => 0,
@@ -342,7 +382,7 @@ pub fn show(d: &Deployment, f: &ShowFilter, as_json: bool) -> Result<i32> {
         .filter(|r| {
             f.proposal
                 .as_ref()
-                .is_none_or(|p| mentions_proposal(&r.event, p))
+                .is_none_or(|p| mentions_proposal(&r.event, p, &calls))
         })
         .collect();
     if let Some(n) = f.limit {
@@ -423,11 +463,16 @@ pub fn kpi(d: &Deployment, as_json: bool) -> Result<i32> {
         crate::count(k.events, "event", "events"),
         crate::count(k.steps, "step", "steps")
     );
+    println!("  events: entries in the audit log, of every type");
+    println!(
+        "  steps: plugin executions (`step` events) of every outcome: standalone calls and workflow attempts alike"
+    );
     println!("\nrisk");
     println!(
         "  unauthorized actions executed   {}   (target 0)",
         k.unauthorized_actions_executed
     );
+    println!("    executions with no allow decision or sufficient approval behind them");
     for u in &k.unauthorized_detail {
         println!("    {u}");
     }
@@ -435,6 +480,31 @@ pub fn kpi(d: &Deployment, as_json: bool) -> Result<i32> {
         "  blocked unauthorized attempts   {}",
         k.blocked_unauthorized_attempts
     );
+    let b = &k.blocked_by_kind;
+    for (n, what, means) in [
+        (
+            b.plugin_refused_at_load,
+            "plugin refused at load",
+            "an import not granted, a phase gate or a digest pin: often a developer fixing grants",
+        ),
+        (
+            b.call_denied,
+            "call denied",
+            "a capability call denied by policy or by the grant check",
+        ),
+        (
+            b.approval_refused,
+            "approval attempt refused",
+            "someone not allowed to decide a proposal tried to (self-approval, wrong role, expired)",
+        ),
+        (
+            b.escalation_resolution_refused,
+            "escalation resolution refused",
+            "someone not allowed to resolve an escalation tried to",
+        ),
+    ] {
+        println!("    {n:>4}  {what:<30} {means}");
+    }
     let p = &k.proposals;
     println!("\nproposals");
     println!(
@@ -466,6 +536,10 @@ pub fn kpi(d: &Deployment, as_json: bool) -> Result<i32> {
                 "", w.step_attempts, w.retries, w.escalations, w.escalations_avoided
             );
             println!(
+                "  {:<18} (step attempts: this workflow's attempts that ran, skipped steps not counted)",
+                ""
+            );
+            println!(
                 "  {:<18} handoffs to people {}  handoff rate {}",
                 "",
                 w.handoffs,
@@ -486,7 +560,22 @@ pub fn kpi(d: &Deployment, as_json: bool) -> Result<i32> {
     Ok(EXIT_OK)
 }
 
-fn print_proposal(p: &ProposalState) {
+/// The execution of an approved proposal, if the log holds one:
+/// its sequence number, whether it succeeded and what it returned.
+fn approved_execution(d: &Deployment, id: &str) -> Option<(u64, bool, String)> {
+    let records = charter_audit::read_records(&log_path(d)).ok()?;
+    records.iter().find_map(|r| match &r.event {
+        Event::CallResult {
+            proposal: Some(p),
+            ok,
+            summary,
+            ..
+        } if p == id => Some((r.seq, *ok, summary.clone())),
+        _ => None,
+    })
+}
+
+fn print_proposal(p: &ProposalState, executed: Option<(u64, bool, String)>) {
     println!("{}  [{}]", p.id, p.status);
     println!("  plugin     {} ({})", p.plugin, p.digest);
     println!("  function   {}", p.function);
@@ -517,8 +606,23 @@ fn print_proposal(p: &ProposalState) {
     if let Some(d) = &p.detail {
         println!("  detail     {d}");
     }
+    if let Some((seq, ok, summary)) = &executed {
+        println!(
+            "  executed   #{seq} {}: {summary}",
+            if *ok { "ok" } else { "failed" }
+        );
+    }
     if let Some(r) = &p.run {
-        println!("  run        {r} (waits for this decision; approval resumes it)");
+        let what = match (p.status.as_str(), &executed) {
+            ("pending", _) => "waits for this decision; approval resumes it".to_string(),
+            (_, Some(_)) => "approved: the run resumed and executed the call".to_string(),
+            ("approved", None) => format!(
+                "approved: the run executes the call when it resumes (`charter runs resume {r}`)"
+            ),
+            ("rejected" | "expired", _) => "not approved: the step failed closed".to_string(),
+            (s, None) => s.to_string(),
+        };
+        println!("  run        {r} ({what})");
     }
 }
 
@@ -560,7 +664,7 @@ pub async fn proposals(d: Deployment, op: ProposalOp) -> Result<i32> {
                 EXIT_OK
             }
             Some(p) => {
-                print_proposal(&p);
+                print_proposal(&p, approved_execution(host.deployment(), &id));
                 EXIT_OK
             }
             None => {
@@ -602,6 +706,9 @@ pub async fn proposals(d: Deployment, op: ProposalOp) -> Result<i32> {
                         "{}",
                         json!({"ok": false, "error": {"message": e.to_string(), "exit_code": code}})
                     );
+                } else if let ProposalError::Refused { id, rule, reason } = &e {
+                    // Its Display already says "refused": said once here.
+                    eprintln!("refused: {id}: {reason} [{rule}]");
                 } else {
                     eprintln!("{}: {e}", crate::label(code));
                 }

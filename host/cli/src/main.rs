@@ -36,7 +36,8 @@ Start here (bash examples/demo.sh runs all of it):
       --input '{\"order_id\":\"A-1001\",\"request\":\"arrived broken\"}'
   charter runs list --config examples/refunds/charter.toml
 
-Logging goes to stderr; set CHARTER_LOG (e.g. CHARTER_LOG=debug) to see more.";
+Logging goes to stderr: warnings, what plugins log, a run's progress and long compiles;
+set CHARTER_LOG (or RUST_LOG), e.g. CHARTER_LOG=debug, for the host's full tracing.";
 
 const CALL_HELP: &str = "\
 Exit codes:
@@ -259,7 +260,9 @@ enum AuditOp {
         /// Only events newer than this (30s, 10m, 2h, 7d).
         #[arg(long)]
         since: Option<String>,
-        /// Only events of this type (call, step, proposal, plugin-refused, ...).
+        /// Only events of this type (call, call-result, step, proposal,
+        /// approval-decision, plugin-refused, run-started, ...; another
+        /// type is a usage error that lists them all).
         #[arg(long = "type", value_name = "TYPE")]
         kind: Option<String>,
         /// Only events about this proposal.
@@ -471,21 +474,226 @@ enum KvOp {
     },
 }
 
-fn init_tracing(quiet: bool) {
-    use tracing_subscriber::EnvFilter;
-    let default = if quiet {
-        "warn"
-    } else {
-        "warn,charter::plugin=info,charter::run=info"
-    };
-    let filter = EnvFilter::try_from_env("CHARTER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .compact()
+/// Logging on stderr. With `CHARTER_LOG` or `RUST_LOG` set (e.g. `debug`),
+/// full tracing filtered by it: timestamps, levels, fields. Otherwise the
+/// reports stay readable: warnings and errors as plain lines, unless `quiet`
+/// the run's progress (`charter::run`) and what plugins log
+/// (`charter::plugin`, as "PLUGIN: message"), and long work
+/// (`charter::progress`: a compile the cache did not have).
+fn init_tracing(quiet: bool, cache: bool) {
+    use tracing_subscriber::filter::{EnvFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let asked = ["CHARTER_LOG", "RUST_LOG"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()));
+    if let Some(spec) = asked {
+        let filter = EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+            eprintln!("warning: log filter {spec:?}: {e}; showing warnings");
+            EnvFilter::new("warn")
+        });
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .with_ansi(tty)
+            .compact()
+            .init();
+        return;
+    }
+    let mut plain = Targets::new().with_default(tracing::Level::WARN);
+    if !quiet {
+        plain = plain
+            .with_target("charter::run", tracing::Level::INFO)
+            .with_target(logging::PLUGIN, tracing::Level::INFO);
+    }
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .event_format(logging::Plain)
+                .with_filter(plain),
+        )
+        .with(
+            logging::Progress::new(cache)
+                .with_filter(Targets::new().with_target(logging::PROGRESS, tracing::Level::INFO)),
+        )
         .init();
+}
+
+/// The default log lines: plain text for people, and long work announced
+/// only when it is long.
+mod logging {
+    use std::collections::HashMap;
+    use std::fmt;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use tracing::field::{Field, Visit};
+    use tracing::{Event, Level, Subscriber};
+    use tracing_subscriber::fmt::FmtContext;
+    use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields};
+    use tracing_subscriber::layer::{Context, Layer};
+    use tracing_subscriber::registry::LookupSpan;
+
+    /// The target of what plugins log (`log.write`, stdout, stderr).
+    pub const PLUGIN: &str = "charter::plugin";
+
+    /// The runtime's target for long work: `compiling` before a compile,
+    /// `compiled` after it.
+    pub const PROGRESS: &str = "charter::progress";
+
+    /// A compile that takes longer than this is announced: wasmtime's
+    /// cache cannot say beforehand whether it holds a component (its key
+    /// hashes the engine's private compile settings), and a hit loads in
+    /// well under this.
+    const ANNOUNCE_AFTER: Duration = Duration::from_secs(1);
+
+    /// One line per event, no timestamp: "warning: ...", "error: ...", or
+    /// the message alone (the run's progress); a plugin's line as
+    /// "PLUGIN: message" ("PLUGIN (stderr): ..." for its standard streams).
+    pub struct Plain;
+
+    impl<S, N> FormatEvent<S, N> for Plain
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+    {
+        fn format_event(
+            &self,
+            ctx: &FmtContext<'_, S, N>,
+            mut w: format::Writer<'_>,
+            event: &Event<'_>,
+        ) -> fmt::Result {
+            match *event.metadata().level() {
+                Level::ERROR => write!(w, "error: ")?,
+                Level::WARN => write!(w, "warning: ")?,
+                _ => {}
+            }
+            if event.metadata().target() == PLUGIN {
+                let mut f = Fields::default();
+                event.record(&mut f);
+                return match f.source.as_str() {
+                    "" | "log" => writeln!(w, "{}: {}", f.plugin, f.message),
+                    source => writeln!(w, "{} ({source}): {}", f.plugin, f.message),
+                };
+            }
+            ctx.field_format().format_fields(w.by_ref(), event)?;
+            writeln!(w)
+        }
+    }
+
+    #[derive(Default)]
+    struct Fields {
+        message: String,
+        plugin: String,
+        source: String,
+        bytes: Option<u64>,
+    }
+
+    impl Visit for Fields {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            match field.name() {
+                "source" => self.source = value.to_string(),
+                _ => self.record_debug(field, &value),
+            }
+        }
+        fn record_u64(&mut self, field: &Field, value: u64) {
+            if field.name() == "bytes" {
+                self.bytes = Some(value);
+            }
+        }
+        fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+            match field.name() {
+                "message" => self.message = format!("{value:?}"),
+                "plugin" => self.plugin = format!("{value:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    struct Compile {
+        started: Instant,
+        announced: bool,
+    }
+
+    /// Announces a compile once it has taken [`ANNOUNCE_AFTER`] ("compiling
+    /// refund-triage (18 MB), cached afterwards…") and then its time; a
+    /// compile the cache answered says nothing.
+    pub struct Progress {
+        cache: bool,
+        pending: Arc<Mutex<HashMap<String, Compile>>>,
+    }
+
+    impl Progress {
+        /// `cache`: whether the engine keeps what it compiles.
+        pub fn new(cache: bool) -> Progress {
+            Progress {
+                cache,
+                pending: Arc::default(),
+            }
+        }
+    }
+
+    impl<S: Subscriber> Layer<S> for Progress {
+        fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+            let mut f = Fields::default();
+            event.record(&mut f);
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            match f.message.as_str() {
+                "compiling" => {
+                    let started = Instant::now();
+                    pending.insert(
+                        f.plugin.clone(),
+                        Compile {
+                            started,
+                            announced: false,
+                        },
+                    );
+                    let size = f.bytes.map(size).unwrap_or_default();
+                    let then = if self.cache {
+                        ", cached afterwards"
+                    } else {
+                        ""
+                    };
+                    let line = format!("compiling {}{size}{then}…", f.plugin);
+                    let pending = self.pending.clone();
+                    let announce = move || {
+                        std::thread::sleep(ANNOUNCE_AFTER);
+                        let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Some(c) = pending.get_mut(&f.plugin)
+                            && c.started == started
+                        {
+                            c.announced = true;
+                            eprintln!("{line}");
+                        }
+                    };
+                    let _ = std::thread::Builder::new()
+                        .name("charter-progress".into())
+                        .spawn(announce);
+                }
+                "compiled" => {
+                    if let Some(c) = pending.remove(&f.plugin)
+                        && c.announced
+                    {
+                        let secs = c.started.elapsed().as_secs_f64();
+                        eprintln!("compiled {} in {secs:.1} s", f.plugin);
+                    }
+                }
+                other => eprintln!("{other}"),
+            }
+        }
+    }
+
+    /// " (18 MB)", " (640 kB)".
+    fn size(bytes: u64) -> String {
+        match bytes {
+            b if b >= 10_000_000 => format!(" ({} MB)", b / 1_000_000),
+            b if b >= 1_000_000 => format!(" ({:.1} MB)", b as f64 / 1e6),
+            b => format!(" ({} kB)", b.div_ceil(1000)),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -506,7 +714,14 @@ fn main() -> ExitCode {
         | Command::Escalations { .. } => true,
         Command::New { .. } => true,
     };
-    init_tracing(quiet);
+    // `inspect` without a deployment compiles with no cache.
+    let cache = match &cli.command {
+        Command::Inspect { config, .. } => {
+            config.config.is_some() || std::path::Path::new(DEFAULT_CONFIG).exists()
+        }
+        _ => true,
+    };
+    init_tracing(quiet, cache);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -318,17 +318,21 @@ pub fn grants(d: &Deployment, as_json: bool) -> Result<i32> {
                     HostFn::ALL
                         .iter()
                         .filter(|f| pat.matches(&f.function_name()))
+                        // Per function, not per group: a group that
+                        // holds `kv.set` does not make its `kv.get` write.
                         .map(|f| {
-                            let eff = if f.effect() == Effect::Write {
-                                Effect::Write
-                            } else {
-                                g.effect
-                            };
+                            let eff = d.function_effect(&f.function_name());
                             (format!("{}.{}", f.interface(), f.name()), eff)
                         })
                         .collect()
                 } else {
-                    vec![(pat.to_string(), g.effect)]
+                    // A named function has its own effect (a connector's
+                    // declaration, or write); a wildcard, the group's label.
+                    let eff = match &pat.func {
+                        Some(func) => d.function_effect(&FunctionName::new(&pat.interface, func)),
+                        None => g.effect,
+                    };
+                    vec![(pat.to_string(), eff)]
                 };
                 for (f, eff) in expanded {
                     functions.push(json!({"function": f, "effect": eff, "group": g.name}));

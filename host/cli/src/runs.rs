@@ -2,9 +2,11 @@
 //! watch, resume and cancel durable workflow runs, and hand failed steps
 //! back from people.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::Result;
+use charter_audit::{Event, Record};
 use charter_config::Deployment;
 use charter_runtime::error::{EXIT_ERROR, EXIT_OK, EXIT_WAITING};
 use charter_runtime::workflow::{EscalationState, RunError, RunState, status};
@@ -120,6 +122,113 @@ fn report(st: &RunState, as_json: bool) -> Result<i32> {
     Ok(exit_code(st))
 }
 
+/// The decisions people made on a run, from the log: on the proposals
+/// its steps waited on (approvals, rejections, refused attempts) and on
+/// its escalations.
+fn decisions(records: &[Record], run: &str) -> Vec<Value> {
+    let proposals: HashSet<&str> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::StepAttempt {
+                run: of,
+                proposal: Some(p),
+                ..
+            } if of == run => Some(p.as_str()),
+            _ => None,
+        })
+        .collect();
+    records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::ApprovalDecision {
+                proposal,
+                by,
+                approve,
+                comment,
+                accepted,
+                reason,
+            } if proposals.contains(proposal.as_str()) => Some(json!({
+                "proposal": proposal, "by": by,
+                "action": if *approve { "approve" } else { "reject" },
+                "accepted": accepted, "comment": comment, "reason": reason, "time_ms": r.time_ms,
+            })),
+            Event::EscalationResolved {
+                id,
+                run: of,
+                by,
+                action,
+                comment,
+                accepted,
+                reason,
+                ..
+            } if of == run => Some(json!({
+                "escalation": id, "by": by, "action": action,
+                "accepted": accepted, "comment": comment, "reason": reason, "time_ms": r.time_ms,
+            })),
+            _ => None,
+        })
+        .collect()
+}
+
+/// One decision as `runs show` prints it.
+fn decision_line(d: &Value) -> String {
+    let s = |k: &str| d[k].as_str().unwrap_or("-").to_string();
+    let what = d["proposal"]
+        .as_str()
+        .map(|p| format!("proposal {p}"))
+        .unwrap_or_else(|| format!("escalation {}", s("escalation")));
+    if d["accepted"] != true {
+        let mut line = format!("{what}: REFUSED attempt by {} to {}", s("by"), s("action"));
+        if let Some(r) = d["reason"].as_str() {
+            line.push_str(&format!(": {r}"));
+        }
+        return line;
+    }
+    let action = match s("action").as_str() {
+        "approve" => "approved".to_string(),
+        "reject" => "rejected".to_string(),
+        a => format!("resolved ({a})"),
+    };
+    let mut line = format!("{what} {action} by {}", s("by"));
+    if let Some(c) = d["comment"].as_str() {
+        line.push_str(&format!(" ({c:?})"));
+    }
+    line
+}
+
+/// `runs show`: the run and who decided what on it.
+fn report_show(st: &RunState, decisions: &[Value], as_json: bool) -> Result<i32> {
+    if as_json {
+        let mut v = serde_json::to_value(st)?;
+        v["decisions"] = json!(decisions);
+        v["exit_code"] = json!(exit_code(st));
+        v["next"] = json!(next_hint(st));
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print_run(st);
+        for d in decisions {
+            println!("  decision   {}", decision_line(d));
+        }
+    }
+    Ok(exit_code(st))
+}
+
+/// A run's duration so far (or in all, once it ended).
+fn duration(st: &RunState) -> String {
+    let end = st.finished_ms.unwrap_or_else(charter_audit::now_ms);
+    let ms = end.saturating_sub(st.started_ms);
+    let d = if ms < 1_000 {
+        format!("{ms} ms")
+    } else {
+        humantime::format_duration(std::time::Duration::from_secs(ms / 1_000)).to_string()
+    };
+    if st.finished_ms.is_some() {
+        d
+    } else {
+        format!("{d}+")
+    }
+}
+
 fn run_error(e: RunError, as_json: bool) -> Result<i32> {
     let code = e.exit_code();
     if as_json {
@@ -127,6 +236,9 @@ fn run_error(e: RunError, as_json: bool) -> Result<i32> {
             "{}",
             json!({"ok": false, "error": {"message": e.to_string(), "exit_code": code}})
         );
+    } else if let RunError::Refused { id, rule, reason } = &e {
+        // Its Display already says "refused": said once here.
+        eprintln!("refused: {id}: {reason} [{rule}]");
     } else {
         eprintln!("{}: {e}", crate::label(code));
     }
@@ -217,12 +329,16 @@ pub enum RunsOp {
 /// Runs and escalations folded from the log file alone: read-only commands
 /// work while another process (a detached run) holds the deployment.
 fn from_log(d: &Deployment) -> Result<(Vec<RunState>, Vec<EscalationState>)> {
+    Ok(charter_runtime::workflow::state::from_records(&records(d)?))
+}
+
+/// The log's records (none before the first command wrote one).
+fn records(d: &Deployment) -> Result<Vec<Record>> {
     let path = crate::govern::log_path(d);
     if !path.exists() {
-        return Ok((vec![], vec![]));
+        return Ok(vec![]);
     }
-    let records = charter_audit::read_records(&path)?;
-    Ok(charter_runtime::workflow::state::from_records(&records))
+    Ok(charter_audit::read_records(&path)?)
 }
 
 pub async fn runs(d: Deployment, op: RunsOp) -> Result<i32> {
@@ -239,29 +355,35 @@ pub async fn runs(d: Deployment, op: RunsOp) -> Result<i32> {
                 println!("no runs");
             } else {
                 println!(
-                    "{:<16} {:<18} {:<18} {:<16} started",
-                    "RUN", "WORKFLOW", "STATUS", "AT STEP"
+                    "{:<16} {:<18} {:<18} {:<16} {:<12} {:<20} DURATION",
+                    "RUN", "WORKFLOW", "STATUS", "AT STEP", "INITIATOR", "STARTED"
                 );
                 for r in &all {
                     println!(
-                        "{:<16} {:<18} {:<18} {:<16} {}",
+                        "{:<16} {:<18} {:<18} {:<16} {:<12} {:<20} {}",
                         r.id,
                         r.workflow,
                         r.status,
                         r.cursor.as_deref().unwrap_or("-"),
-                        time(r.started_ms)
+                        r.initiator.as_deref().unwrap_or("-"),
+                        time(r.started_ms),
+                        duration(r)
                     );
                 }
             }
             Ok(EXIT_OK)
         }
-        RunsOp::Show { id, json } => match from_log(&d)?.0.into_iter().find(|r| r.id == id) {
-            Some(st) => {
-                report(&st, json)?;
-                Ok(EXIT_OK)
+        RunsOp::Show { id, json } => {
+            let records = records(&d)?;
+            let runs = charter_runtime::workflow::state::from_records(&records).0;
+            match runs.into_iter().find(|r| r.id == id) {
+                Some(st) => {
+                    report_show(&st, &decisions(&records, &id), json)?;
+                    Ok(EXIT_OK)
+                }
+                None => run_error(RunError::UnknownRun(id), json),
             }
-            None => run_error(RunError::UnknownRun(id), json),
-        },
+        }
         op => drive(d, op).await,
     }
 }

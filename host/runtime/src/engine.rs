@@ -67,6 +67,11 @@ pub fn build_engine(opts: &EngineOptions) -> wasmtime::Result<Engine> {
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     if let Some(dir) = &opts.cache_dir {
+        // Whether the cache holds a component cannot be told before
+        // compiling it: wasmtime keys entries on the bytes and the engine's
+        // private compile settings. A hit loads in well under a second, a
+        // miss of a large component takes many (the CLI announces a compile
+        // only once it has run for a second: `charter::progress`).
         let mut cc = CacheConfig::new();
         cc.with_directory(dir);
         cfg.cache(Some(Cache::new(cc)?));

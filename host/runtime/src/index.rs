@@ -309,6 +309,9 @@ pub fn apply_with(store: &dyn Store, records: &[Record], resolve: Resolve<'_>) {
                 }
                 Ok(())
             }
+            // The configuration last recorded: a host records it again
+            // only when it changed.
+            Event::ConfigLoaded { digest, .. } => store.set(META, "config_digest", digest),
             Event::RunStarted { run, .. } => match RunState::start(&r.event, r.seq, r.time_ms) {
                 Some(st) => put_json(store, RUNS, run, &st),
                 None => Ok(()),

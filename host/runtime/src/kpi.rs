@@ -51,6 +51,22 @@ pub struct WorkflowKpi {
     pub escalations_avoided: u64,
 }
 
+/// Blocked unauthorized attempts, by what blocked them. Their sum is
+/// [`Kpi::blocked_unauthorized_attempts`].
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct BlockedByKind {
+    /// Plugins refused at load (ungranted import, phase gate, digest pin):
+    /// usually a developer fixing grants, not an attack.
+    pub plugin_refused_at_load: u64,
+    /// Capability calls denied by policy or by the grant check.
+    pub call_denied: u64,
+    /// Attempts to approve or reject a proposal that were refused
+    /// (self-approval, wrong role, expired, ...).
+    pub approval_refused: u64,
+    /// Attempts to resolve an escalation that were refused.
+    pub escalation_resolution_refused: u64,
+}
+
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Kpi {
     pub events: u64,
@@ -58,8 +74,11 @@ pub struct Kpi {
     /// `plugin` → `function` → counts.
     pub calls: BTreeMap<String, BTreeMap<String, CallCounts>>,
     pub proposals: ProposalCounts,
-    /// Denied calls, refused plugin loads and refused approval attempts.
+    /// Denied calls, refused plugin loads, refused approval attempts and
+    /// refused escalation resolutions: the sum of `blocked_by_kind`.
     pub blocked_unauthorized_attempts: u64,
+    /// `blocked_unauthorized_attempts`, broken down by kind.
+    pub blocked_by_kind: BlockedByKind,
     /// Executions with no allow decision or sufficient approval behind them.
     /// Target: zero.
     pub unauthorized_actions_executed: u64,
@@ -184,11 +203,14 @@ pub fn compute(records: &[Record]) -> Kpi {
                     Decision::Propose => c.proposed += 1,
                     Decision::Deny => {
                         c.denied += 1;
-                        k.blocked_unauthorized_attempts += 1;
+                        k.blocked_by_kind.call_denied += 1;
                     }
                 }
             }
-            Event::PluginRefused { .. } => k.blocked_unauthorized_attempts += 1,
+            Event::PluginRefused { .. } => k.blocked_by_kind.plugin_refused_at_load += 1,
+            Event::EscalationResolved {
+                accepted: false, ..
+            } => k.blocked_by_kind.escalation_resolution_refused += 1,
             Event::ApprovalDecision {
                 proposal,
                 by,
@@ -197,7 +219,7 @@ pub fn compute(records: &[Record]) -> Kpi {
                 ..
             } => {
                 if !accepted {
-                    k.blocked_unauthorized_attempts += 1;
+                    k.blocked_by_kind.approval_refused += 1;
                 } else if *approve {
                     approvals.entry(proposal).or_default().insert(by);
                 }
@@ -272,6 +294,11 @@ pub fn compute(records: &[Record]) -> Kpi {
             _ => {}
         }
     }
+    let b = &k.blocked_by_kind;
+    k.blocked_unauthorized_attempts = b.plugin_refused_at_load
+        + b.call_denied
+        + b.approval_refused
+        + b.escalation_resolution_refused;
     let p = &mut k.proposals;
     p.pending = p.created - (p.executed + p.rejected + p.expired + p.failed).min(p.created);
     let decided = p.executed + p.rejected + p.expired + p.failed;
@@ -286,4 +313,100 @@ pub fn compute(records: &[Record]) -> Kpi {
         w.handoff_rate = (w.runs > 0).then(|| w.handoffs as f64 / w.runs as f64);
     }
     k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(seq: u64, event: Event) -> Record {
+        Record {
+            seq,
+            time_ms: seq,
+            event,
+        }
+    }
+
+    /// The total of blocked attempts is broken down by what blocked them,
+    /// and the kinds add up to it.
+    #[test]
+    fn blocked_attempts_are_broken_down_by_kind() {
+        let records = vec![
+            rec(
+                1,
+                Event::PluginRefused {
+                    plugin: "p".into(),
+                    digest: None,
+                    rule: "ungranted".into(),
+                    reasons: vec![],
+                },
+            ),
+            rec(
+                2,
+                Event::PluginRefused {
+                    plugin: "p".into(),
+                    digest: None,
+                    rule: "phase-gate".into(),
+                    reasons: vec![],
+                },
+            ),
+            rec(
+                3,
+                Event::Call {
+                    call: "c1".into(),
+                    plugin: "p".into(),
+                    digest: "d".into(),
+                    function: "f".into(),
+                    args_digest: "a".into(),
+                    args: serde_json::json!({}),
+                    decision: Decision::Deny,
+                    policies: vec![],
+                    reason: None,
+                    initiator: None,
+                    journal: None,
+                    request: None,
+                },
+            ),
+            rec(
+                4,
+                Event::ApprovalDecision {
+                    proposal: "P-1".into(),
+                    by: "carol".into(),
+                    approve: true,
+                    comment: None,
+                    accepted: false,
+                    reason: Some("self-approval".into()),
+                },
+            ),
+            rec(
+                5,
+                Event::EscalationResolved {
+                    id: "E-1".into(),
+                    run: "R-1".into(),
+                    by: "mallory".into(),
+                    action: "skip".into(),
+                    output: None,
+                    comment: None,
+                    accepted: false,
+                    reason: Some("no role".into()),
+                    next: None,
+                },
+            ),
+        ];
+        let k = compute(&records);
+        let b = &k.blocked_by_kind;
+        assert_eq!(
+            (
+                b.plugin_refused_at_load,
+                b.call_denied,
+                b.approval_refused,
+                b.escalation_resolution_refused
+            ),
+            (2, 1, 1, 1)
+        );
+        assert_eq!(k.blocked_unauthorized_attempts, 5);
+        let v = serde_json::to_value(&k).unwrap();
+        assert_eq!(v["blocked_unauthorized_attempts"], 5);
+        assert_eq!(v["blocked_by_kind"]["plugin_refused_at_load"], 2);
+    }
 }

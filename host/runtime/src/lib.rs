@@ -400,8 +400,10 @@ impl Host {
         Box::pin(self.load_uncached(name)).await
     }
 
-    /// Record, once per host, the configuration in force and its grants
-    /// (an authority record: who granted what, and why).
+    /// Record the configuration in force and its grants (an authority
+    /// record: who granted what, and why) when it differs from the last one
+    /// recorded: the log holds each configuration once, not once per
+    /// command. Checked once per host.
     pub async fn record_config(&self) {
         self.config_recorded
             .get_or_init(|| async {
@@ -415,21 +417,23 @@ impl Host {
                     .get(index::META, "config_digest")
                     .ok()
                     .flatten();
-                let changed = last.as_ref().is_some_and(|l| *l != digest);
+                // The index keeps the digest of the last `config-loaded`
+                // in the log: the same configuration is not recorded again.
+                if last.as_deref() == Some(digest.as_str()) {
+                    return;
+                }
                 let mut events = vec![Event::ConfigLoaded {
                     path: d.source.display().to_string(),
                     digest: digest.clone(),
                     phase: d.phase.get(),
-                    changed,
+                    changed: last.is_some(),
                 }];
-                if changed || last.is_none() {
-                    events.extend(d.plugins.values().map(|p| Event::Grant {
-                        plugin: p.name.clone(),
-                        groups: p.groups.clone(),
-                        granted_by: p.granted_by.clone(),
-                        reason: p.reason.clone(),
-                    }));
-                }
+                events.extend(d.plugins.values().map(|p| Event::Grant {
+                    plugin: p.name.clone(),
+                    groups: p.groups.clone(),
+                    granted_by: p.granted_by.clone(),
+                    reason: p.reason.clone(),
+                }));
                 if let Err(e) = self.services.log.append(events).await {
                     tracing::error!("event log: {e}");
                 }
@@ -1302,6 +1306,7 @@ async fn compile(
         }
     }
     let bytes = Arc::new(bytes);
+    tracing::info!(target: "charter::progress", plugin = %spec.name, bytes = bytes.len(), "compiling");
     let (e, b) = (engine.clone(), bytes.clone());
     let job = tokio::task::spawn_blocking(move || Component::new(&e, &*b));
     let component = match tokio::time::timeout(timeout, job).await {
@@ -1324,6 +1329,7 @@ async fn compile(
             detail: format!("{e:#}"),
         })?,
     };
+    tracing::info!(target: "charter::progress", plugin = %spec.name, "compiled");
     Ok((bytes, component))
 }
 
