@@ -15,5 +15,6 @@ mod http;
 mod load;
 mod policy_attack;
 mod redteam;
+mod redteam2;
 mod support;
 mod workflow;

@@ -111,7 +111,11 @@ pub enum Event {
         proposal: Option<String>,
         /// The full result (JSON) of a journaled call, replayed instead of
         /// executing the call again.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "present"
+        )]
         result: Option<Value>,
     },
     /// A write to a plugin's kv namespace (`value: None` deletes).
@@ -196,7 +200,11 @@ pub enum Event {
         input: Value,
         /// `ok`, `skipped`, `failed`, `awaiting-approval`.
         outcome: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "present"
+        )]
         output: Option<Value>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
@@ -233,7 +241,11 @@ pub enum Event {
         by: String,
         /// `retry`, `skip` (with `output`) or `fail`.
         action: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "present"
+        )]
         output: Option<Value>,
         comment: Option<String>,
         accepted: bool,
@@ -246,7 +258,11 @@ pub enum Event {
     RunFinished {
         run: String,
         status: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "present"
+        )]
         output: Option<Value>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
@@ -342,11 +358,23 @@ impl Event {
     }
 }
 
+/// An optional JSON value as recorded: absent is `None`, and a present
+/// `null` is `Some(Null)` (serde alone would read it back as `None`, and a
+/// step whose output is `null` would lose its output on replay).
+pub fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
 /// An event as stored: its sequence number, time and hash.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
     pub seq: u64,
     pub time_ms: u64,
+    /// The last event of its append: a batch is acknowledged whole, and a
+    /// crash that leaves some of a batch's frames without this one leaves
+    /// frames that were never acknowledged (opening the log cuts them).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub end: bool,
     #[serde(flatten)]
     pub event: Event,
 }

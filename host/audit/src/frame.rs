@@ -221,7 +221,51 @@ fn foreign(bytes: &[u8]) -> String {
 /// inside a frame that does not verify. Everything else — a header
 /// failing its check with data after it, a hash mismatch, a broken chain,
 /// an impossible length, an unreadable payload — is damage.
+///
+/// Appends are all-or-nothing: each batch's last frame is marked
+/// ([`Record::end`]), and the frames after the last mark — a batch whose
+/// last frame was never written, so never acknowledged — are a torn tail
+/// too: `f` sees whole batches only.
 pub(crate) fn walk(bytes: &[u8], mut f: impl FnMut(Record, u64, &[u8; 32])) -> (Tail, End) {
+    let mut pending: Vec<(Record, u64, [u8; 32])> = Vec::new();
+    let mut done = Tail {
+        seq: 0,
+        hash: [0; 32],
+        len: LOG_MAGIC.len() as u64,
+    };
+    let (tail, end) = walk_frames(bytes, |r, at, hash, frame_end| {
+        let (last, seq) = (r.end, r.seq);
+        pending.push((r, at, *hash));
+        if last {
+            for (r, at, h) in pending.drain(..) {
+                f(r, at, &h);
+            }
+            done = Tail {
+                seq,
+                hash: *hash,
+                len: frame_end,
+            };
+        }
+    });
+    if pending.is_empty() {
+        return (tail, end);
+    }
+    match end {
+        End::Clean | End::Torn { .. } => {
+            let at = done.len;
+            let seq = done.seq + 1;
+            let problem = format!(
+                "torn final batch: {} of its frames were written but not its last (a crash mid-append; never acknowledged; opening the log cuts it)",
+                pending.len()
+            );
+            (done, End::Torn { at, seq, problem })
+        }
+        other => (done, other),
+    }
+}
+
+/// Every intact frame, in order (its record, offset, hash and end offset).
+fn walk_frames(bytes: &[u8], mut f: impl FnMut(Record, u64, &[u8; 32], u64)) -> (Tail, End) {
     let mut tail = Tail {
         seq: 0,
         hash: [0; 32],
@@ -341,7 +385,7 @@ pub(crate) fn walk(bytes: &[u8], mut f: impl FnMut(Record, u64, &[u8; 32])) -> (
             );
         }
         match serde_json::from_slice::<Record>(&body[BODY_PREFIX..]) {
-            Ok(r) if r.seq == seq => f(r, at, &stored),
+            Ok(r) if r.seq == seq => f(r, at, &stored, end as u64),
             Ok(_) => {
                 return (
                     tail,

@@ -11,6 +11,10 @@
 //! hash   = sha256(body)
 //! ```
 //!
+//! The record's JSON carries `"end": true` on the last event of each
+//! append: an append is all-or-nothing, and frames after the last such
+//! mark (an append a crash cut short, never acknowledged) are a torn tail.
+//!
 //! `len` is the body's length (at most [`MAX_FRAME`]), `prev` the previous
 //! frame's hash (zeros for the first), `seq` counts from 1. The header's
 //! `check` makes the length self-checking: a damaged length is never taken
@@ -72,7 +76,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use event::{Decision, Event, JournalRef, Record, json_digest, now_ms};
+pub use event::{Decision, Event, JournalRef, Record, json_digest, now_ms, present};
 pub use fault::CRASH_ENV;
 pub use frame::{FRAME_HEADER_LEN, LOG_MAGIC, json_depth, nesting_depth};
 
@@ -100,6 +104,9 @@ pub const LOG_FILE: &str = "events.log";
 /// size (what the old 1 MiB `BufWriter` did), so a large round reaches the
 /// file in several writes.
 const WRITE_CHUNK: usize = 1 << 20;
+/// The shortest last write of a round (a short one is folded into the
+/// write before it).
+const MIN_LAST_WRITE: usize = 64;
 
 /// How to repair a log that refuses to open.
 const REPAIR: &str = "restore the data directory from a backup, or move events.log aside; \
@@ -196,19 +203,30 @@ pub fn verify(path: &Path) -> Result<Verification, LogError> {
     })
 }
 
-/// Every intact record, in order (reading stops at the first bad frame).
-/// A file that is not an event log of this format is an error.
+/// Every record of the log's whole batches, in order. A torn final batch
+/// (an append in progress, or a crash) is left out: it was never
+/// acknowledged. Damage, or a file that is not an event log of this
+/// format, is an error naming the offset: a report over a damaged log
+/// must not look complete.
 pub fn read_records(path: &Path) -> Result<Vec<Record>, LogError> {
     let bytes = read_file(path)?;
     let mut out = Vec::new();
     let (_, end) = walk(&bytes, |r, _, _| out.push(r));
-    if let End::Foreign(problem) = end {
-        return Err(LogError::Io {
-            path: path.to_owned(),
-            source: std::io::Error::other(problem),
-        });
-    }
-    Ok(out)
+    let problem = match end {
+        End::Foreign(problem) => problem,
+        End::Damaged(f) => {
+            let seq = f.seq.map(|s| format!(" (seq {s})")).unwrap_or_default();
+            format!(
+                "chain damaged at byte {}{seq}: {}; `charter audit verify` shows the damage",
+                f.offset, f.problem
+            )
+        }
+        _ => return Ok(out),
+    };
+    Err(LogError::Io {
+        path: path.to_owned(),
+        source: std::io::Error::other(problem),
+    })
 }
 
 /// The hash of frame `seq`, if the intact part of the log holds it.
@@ -582,10 +600,12 @@ impl Writer {
         for (events, reply) in batch {
             let mark = (round.len(), committed.len(), seq, prev);
             let mut refused = None;
+            let n = events.len();
             for (i, event) in events.into_iter().enumerate() {
                 let record = Record {
                     seq: seq + 1,
                     time_ms: now_ms(),
+                    end: i + 1 == n,
                     event,
                 };
                 let problem = match serde_json::to_vec(&record) {
@@ -622,11 +642,20 @@ impl Writer {
             return;
         }
         let mut written = Ok(());
-        for chunk in round.chunks(WRITE_CHUNK) {
-            written = self.out.write_all(chunk);
+        let mut start = 0;
+        while start < round.len() {
+            // No write shorter than a frame header's worth of bytes at the
+            // end of a round: a torn last write then always leaves either
+            // a short header or a zero tail the reader recognises as torn.
+            let mut stop = (start + WRITE_CHUNK).min(round.len());
+            if round.len() - stop < MIN_LAST_WRITE {
+                stop = round.len();
+            }
+            written = self.out.write_all(&round[start..stop]);
             if written.is_err() {
                 break;
             }
+            start = stop;
         }
         let sync = self.sync;
         let synced = written.and_then(|_| if sync { self.out.sync_data() } else { Ok(()) });
@@ -710,8 +739,10 @@ mod tests {
         let len = std::fs::metadata(&path).unwrap().len();
         let f = OpenOptions::new().append(true).open(&path).unwrap();
         f.set_len(len - 10).unwrap();
+        // The batch's last frame is torn: the whole batch goes (appends are
+        // all-or-nothing; a torn batch was never acknowledged).
         let log = EventLog::open(&path).unwrap();
-        assert_eq!(log.append_blocking(vec![ev(3)]).unwrap(), 2);
+        assert_eq!(log.append_blocking(vec![ev(3)]).unwrap(), 1);
         assert!(verify(&path).unwrap().ok());
     }
 }

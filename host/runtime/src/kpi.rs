@@ -323,6 +323,7 @@ mod tests {
         Record {
             seq,
             time_ms: seq,
+            end: true,
             event,
         }
     }

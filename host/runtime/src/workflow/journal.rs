@@ -229,6 +229,7 @@ mod tests {
         Record {
             seq,
             time_ms: 0,
+            end: true,
             event,
         }
     }

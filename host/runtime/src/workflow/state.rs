@@ -69,7 +69,13 @@ pub struct RunState {
     pub escalation: Option<String>,
     /// Outputs of the steps that completed, by step id.
     pub outputs: BTreeMap<String, Value>,
-    /// The last completed step's output; the run's output when it ends.
+    /// The last completed step's output; the run's output when it ends
+    /// (a `null` output is `Some(Null)`, also when read back).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "charter_audit::present"
+    )]
     pub output: Option<Value>,
     pub error: Option<String>,
     pub history: Vec<AttemptRecord>,
