@@ -844,11 +844,12 @@ impl Mediator {
         args: &serde_json::Value,
         digest: &str,
     ) -> serde_json::Value {
-        self.redact_value(&record::bounded(
-            args.clone(),
-            record::MAX_RECORDED_ARGS,
-            Some(digest),
-        ))
+        let bounded = record::bounded(args.clone(), record::MAX_RECORDED_ARGS, Some(digest));
+        if self.revealed.is_empty() {
+            // Nothing to redact: no second copy.
+            return bounded;
+        }
+        self.redact_value(&bounded)
     }
 
     /// Handle a `deny` or `propose` ruling: record it and fail the step

@@ -70,7 +70,6 @@ impl Redactor {
         }
     }
 
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.patterns.is_empty()
     }
