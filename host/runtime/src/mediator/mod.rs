@@ -477,6 +477,9 @@ pub(crate) struct Mediator {
 pub(crate) struct Late {
     events: Vec<Event>,
     fault: Option<Fault>,
+    /// A proposal whose request body is still being read: the step is
+    /// already suspended on it, and it is recorded once the body is whole.
+    unrecorded: Option<String>,
 }
 
 static STEP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -542,6 +545,18 @@ impl Mediator {
     /// a fault found there becomes the step's (if it has none yet).
     pub(crate) fn take_late(&mut self) -> Vec<Event> {
         let mut late = self.late.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = late.unrecorded.take()
+            && matches!(&self.fault, Some(Fault::Proposed { id: p, .. }) if *p == id)
+        {
+            // The proposed request's body never completed: nothing was
+            // proposed, so the step does not wait on it.
+            self.fault = Some(late.fault.take().unwrap_or_else(|| {
+                Fault::Limit(
+                    LimitKind::Deadline,
+                    "the body of a request that needs approval was never completed; nothing was proposed".into(),
+                )
+            }));
+        }
         if let Some(f) = late.fault.take()
             && self.fault.is_none()
         {
@@ -1363,6 +1378,16 @@ impl WasiHttpHooks for Mediator {
         // approved re-run sends only the same request (checked below).
         let proposed = (ruling.decision == Decision::Propose)
             .then(|| self.proposal(&call_id, FUNC, &args, &ruling));
+        if let Some((_, fault)) = &proposed {
+            // The step is suspended now: its next call gets nothing more.
+            if let Fault::Proposed { id, .. } = fault {
+                self.late
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .unrecorded = Some(id.clone());
+            }
+            self.fault.get_or_insert(fault.clone());
+        }
         // An outbound request is an effect outside the host: its decision is
         // on disk before the request leaves.
         let mut decided = self.call_event(&call_id, FUNC, &args, &ruling);
@@ -1411,6 +1436,7 @@ impl WasiHttpHooks for Mediator {
                 let mut l = late.lock().unwrap_or_else(|p| p.into_inner());
                 l.events.extend(events);
                 l.fault.get_or_insert(fault);
+                l.unrecorded = None;
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
             }
             if let Some(before) = recorded
