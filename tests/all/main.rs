@@ -16,5 +16,6 @@ mod load;
 mod policy_attack;
 mod redteam;
 mod redteam2;
+mod redteam3;
 mod support;
 mod workflow;

@@ -311,6 +311,16 @@ impl ActionGroup {
     pub fn grants(&self, func: &FunctionName) -> bool {
         self.capabilities.iter().any(|p| p.matches(func))
     }
+
+    /// Does the group name `func`'s action (`interface.function`) in any
+    /// version? Policy is decided per action, so a group's policies apply
+    /// to every version of a function its patterns name: a versioned
+    /// pattern can never make a call skip them.
+    pub fn names_action(&self, func: &FunctionName) -> bool {
+        self.capabilities
+            .iter()
+            .any(|p| p.interface_is(&func.interface) && p.matches_function(&func.func))
+    }
 }
 
 /// One plugin and its grant: the authority record of who granted what, and why.

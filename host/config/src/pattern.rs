@@ -135,6 +135,12 @@ impl Pattern {
             && self.func.as_ref().is_none_or(|n| *n == f.func)
     }
 
+    /// Does the pattern name function `func` (whatever its interface and
+    /// version)?
+    pub fn matches_function(&self, func: &str) -> bool {
+        self.func.as_ref().is_none_or(|n| n == func)
+    }
+
     /// Does the pattern name (any function of) `interface`?
     pub fn interface_is(&self, interface: &str) -> bool {
         self.interface == interface

@@ -79,6 +79,15 @@ pub enum ParamType {
     /// Resources and anything else Cedar cannot compare: passed as a
     /// string.
     Opaque,
+    /// A WIT variant: policy sees `{tag: "case"}` (and the payload as
+    /// `value`, which the schema leaves undeclared, so a policy cannot
+    /// compare it: the case is what policy decides on).
+    Variant,
+    /// Results, tuples, flags and maps: passed as their JSON shape, which
+    /// the schema declares as a record with no attributes, so a policy
+    /// that compares one (say, to a string) fails validation instead of
+    /// silently never matching.
+    Unreadable,
     Set(Box<ParamType>),
     Record(Vec<(String, ParamType)>),
     Optional(Box<ParamType>),
@@ -299,6 +308,24 @@ impl PolicyEngine {
             for e in r.validation_errors() {
                 out.push(format!("group {group}: policy {}: {e}", e.policy_id()));
             }
+            // A policy that can never apply is a mistake (a typo in an
+            // attribute guarded by `has`): a forbid that never fires
+            // forbids nothing. So is hidden bidirectional text.
+            for w in r.validation_warnings() {
+                use cedar_policy::ValidationWarning as W;
+                if matches!(
+                    w,
+                    W::ImpossiblePolicy(_)
+                        | W::InvalidActionApplication(_)
+                        | W::BidiCharsInString(_)
+                        | W::BidiCharsInIdentifier(_)
+                ) {
+                    out.push(format!(
+                        "group {group}: policy {}: {w}; it can never apply as written",
+                        w.policy_id()
+                    ));
+                }
+            }
         }
         out
     }
@@ -323,7 +350,12 @@ fn inexact(t: &ParamType, path: &str, out: &mut Vec<(String, &'static str)>) {
                 inexact(t, &format!("{path}.{}", snake(name)), out);
             }
         }
-        ParamType::String | ParamType::Long | ParamType::Bool | ParamType::Opaque => {}
+        ParamType::String
+        | ParamType::Long
+        | ParamType::Bool
+        | ParamType::Opaque
+        | ParamType::Variant
+        | ParamType::Unreadable => {}
     }
 }
 
@@ -510,6 +542,10 @@ fn type_json(t: &ParamType) -> Value {
         ParamType::Set(e) => json!({"type": "Set", "element": type_json(e)}),
         ParamType::Optional(inner) => type_json(inner),
         ParamType::Record(fields) => json!({"type": "Record", "attributes": attrs(fields)}),
+        ParamType::Variant => {
+            json!({"type": "Record", "attributes": {"tag": {"type": "String"}}})
+        }
+        ParamType::Unreadable => json!({"type": "Record", "attributes": {}}),
     }
 }
 

@@ -619,6 +619,16 @@ impl Host {
                 .find(|e| &e.name == export)
                 .map(|e| e.functions.clone())
                 .unwrap_or_default();
+            // Policy decides on the importer's view of the arguments, the
+            // connector receives them by position: the two must name the
+            // same parameters in the same order, or an importer could
+            // rename its way past a policy.
+            let theirs: HashMap<String, Vec<String>> =
+                connector_functions(&self.engine, &conn, bare)
+                    .into_iter()
+                    .map(|(n, f)| (n, f.params().map(|(p, _)| p.to_string()).collect()))
+                    .collect();
+            let ours = imported_functions(&self.engine, &component, &iface.interface);
             for f in &iface.functions {
                 if !exported.contains(f) {
                     return Err(fail(LoadError::Link {
@@ -626,6 +636,19 @@ impl Host {
                         detail: format!(
                             "imports {}#{f}, which connector {} does not export",
                             iface.interface, provider.name
+                        ),
+                    }));
+                }
+                let (mine, exported_params) = (ours.get(f), theirs.get(f));
+                if mine != exported_params {
+                    return Err(fail(LoadError::Link {
+                        plugin: spec.name.clone(),
+                        detail: format!(
+                            "imports {}#{f} with parameters ({}) but connector {} exports it with ({}); build it against the connector's WIT",
+                            iface.interface,
+                            mine.map(|p| p.join(", ")).unwrap_or_default(),
+                            provider.name,
+                            exported_params.map(|p| p.join(", ")).unwrap_or_default(),
                         ),
                     }));
                 }
@@ -668,7 +691,7 @@ impl Host {
                 .filter(|f| {
                     self.deployment
                         .granted_groups(spec)
-                        .any(|g| g.policies.is_some() && g.grants(&f.function_name()))
+                        .any(|g| g.policies.is_some() && g.names_action(&f.function_name()))
                 })
                 .collect(),
             granted: grants.host.clone(),
@@ -1150,6 +1173,33 @@ impl Services {
             .cloned()
             .ok_or_else(|| format!("no connector is loaded for {iface}"))
     }
+}
+
+/// The parameter names of every function `component` imports from
+/// `instance` (as imported, with its version).
+fn imported_functions(
+    engine: &Engine,
+    component: &Component,
+    instance: &str,
+) -> HashMap<String, Vec<String>> {
+    use wasmtime::component::types::ComponentItem;
+    let mut out = HashMap::new();
+    for (name, item) in component.component_type().imports(engine) {
+        if name != instance {
+            continue;
+        }
+        if let ComponentItem::ComponentInstance(inst) = item.ty {
+            for (fname, f) in inst.exports(engine) {
+                if let ComponentItem::ComponentFunc(f) = f.ty {
+                    out.insert(
+                        fname.to_string(),
+                        f.params().map(|(p, _)| p.to_string()).collect(),
+                    );
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The functions `conn` exports for the interface `iface` it provides.

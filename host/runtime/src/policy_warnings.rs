@@ -19,7 +19,7 @@ impl crate::Host {
         let governed = |f: &FunctionName| {
             dep.groups
                 .values()
-                .any(|g| g.policies.is_some() && g.grants(f))
+                .any(|g| g.policies.is_some() && g.names_action(f))
         };
         let sigs: Vec<Signature> = self
             .policy_signatures()

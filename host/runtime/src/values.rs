@@ -228,7 +228,13 @@ pub fn param_type(t: &Type) -> ParamType {
                 .collect(),
         ),
         Type::Option(o) => ParamType::Optional(Box::new(param_type(&o.ty()))),
-        _ => ParamType::Opaque,
+        // `{"tag", "value"}` (see `to_json`): the case is what policy sees.
+        Type::Variant(_) => ParamType::Variant,
+        // A resource is the string "<resource>".
+        Type::Own(_) | Type::Borrow(_) => ParamType::Opaque,
+        // Objects or arrays whose shape policy cannot type: declared so that
+        // comparing them is a validation error, not a silent mismatch.
+        _ => ParamType::Unreadable,
     }
 }
 

@@ -775,11 +775,13 @@ impl Mediator {
         args: &serde_json::Value,
     ) -> Ruling {
         let dep = &self.services.deployment;
+        // Every granted group that names this action, in any version: a
+        // versioned pattern never lets a call skip its group's policies.
         let groups: Vec<String> = self
             .ctx
             .groups
             .iter()
-            .filter(|g| dep.groups.get(*g).is_some_and(|gr| gr.grants(fname)))
+            .filter(|g| dep.groups.get(*g).is_some_and(|gr| gr.names_action(fname)))
             .cloned()
             .collect();
         let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
@@ -905,18 +907,36 @@ impl Mediator {
         args: &serde_json::Value,
         ruling: &Ruling,
     ) -> (Vec<Event>, Fault) {
+        // The approval settings of the groups whose policies decide the
+        // call, combined strictly (the most approvals, the shortest expiry):
+        // another group granting the same function, listed first, cannot
+        // lower them.
         let dep = &self.services.deployment;
-        let group = ruling
+        let granting: Vec<_> = ruling
             .groups
             .iter()
             .filter_map(|g| dep.groups.get(g))
-            .next();
-        let needed = group.map_or(1, |g| g.approvals);
-        let hours = group.map_or(72, |g| g.proposal_expiry_hours);
+            .collect();
+        let deciding: Vec<_> = granting
+            .iter()
+            .copied()
+            .filter(|g| g.policies.is_some())
+            .collect();
+        let set = if deciding.is_empty() {
+            granting
+        } else {
+            deciding
+        };
+        let needed = set.iter().map(|g| g.approvals).max().unwrap_or(1).max(1);
+        let hours = set
+            .iter()
+            .map(|g| g.proposal_expiry_hours)
+            .min()
+            .unwrap_or(72);
         let role = ruling
             .role
             .clone()
-            .or_else(|| group.and_then(|g| g.approver_role.clone()));
+            .or_else(|| set.iter().find_map(|g| g.approver_role.clone()));
         let id = proposal_id();
         tracing::info!(plugin = %self.ctx.name, function, proposal = %id, "call routed to people");
         let args_digest = charter_audit::json_digest(args);
@@ -1041,7 +1061,31 @@ impl Mediator {
         self.admit(fname, self.ctx.granted.contains(&f))?;
         tracing::trace!(plugin = %self.ctx.name, function = fname, "host call");
         // Log lines and the rationale are the plugin's own voice: kept in its
-        // log (and the proposal), not as audited calls.
+        // log (and the proposal), not as audited calls. Where a group's
+        // policies govern them they decide all the same: a denial fails the
+        // step closed, and a line cannot wait for a person (propose denies).
+        if matches!(
+            call,
+            HostCall::LogWrite { .. } | HostCall::ExplainRationale { .. }
+        ) && self.ctx.governed.contains(&f)
+        {
+            let args = call.args();
+            let ruling = self.rule(&f.function_name(), &f.action(), &args);
+            if ruling.decision != Decision::Allow {
+                let reason = match ruling.decision {
+                    Decision::Propose => {
+                        "a policy routes it to people, but a log line or rationale cannot wait for a decision".to_string()
+                    }
+                    _ => ruling
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| "denied by policy".into()),
+                };
+                let denied = Ruling::deny(ruling.policies.clone(), &reason);
+                let call_id = self.next_call_id();
+                return Err(self.hold(&call_id, fname, &args, &denied));
+            }
+        }
         match call {
             HostCall::LogWrite { level, message } => {
                 let message = self.redact_text(&message, MAX_LOG_MESSAGE);
