@@ -25,6 +25,12 @@ forbid (principal, action, resource) when { context.amount_cents > 1000 };
 /// The refund bot calling the payments connector, its refunds decided by
 /// [`CAPPED`].
 fn capped_refunds(dir: &Path) -> Deployment {
+    refunds_granted_as(dir, "acme:payments/refunds.issue-refund", CAPPED)
+}
+
+/// The refund bot calling the payments connector, issue-refund granted by
+/// the one pattern `capability` through a group carrying `policies`.
+pub(crate) fn refunds_granted_as(dir: &Path, capability: &str, policies: &str) -> Deployment {
     let toml = format!(
         r#"
 [deployment]
@@ -33,10 +39,10 @@ phase = 4
 data_dir = "{data}"
 
 [groups.capped-refunds]
-capabilities = ["acme:payments/refunds.issue-refund"]
+capabilities = ["{capability}"]
 effect = "write"
 phase = 4
-policies = '''{CAPPED}'''
+policies = '''{policies}'''
 
 [groups.explain]
 capabilities = ["charter:host/explain.rationale"]
@@ -64,7 +70,7 @@ groups = ["capped-refunds", "explain", "logging"]
     Deployment::parse(&toml, &dir.join("charter.toml")).unwrap_or_else(|e| panic!("{e}\n{toml}"))
 }
 
-fn refund(order: &str, cents: u64) -> String {
+pub(crate) fn refund(order: &str, cents: u64) -> String {
     json!({"order_id": order, "amount_cents": cents, "reason": "damaged"}).to_string()
 }
 

@@ -7,8 +7,8 @@ use std::path::Path;
 use charter_audit::{Event, read_records};
 use charter_config::Deployment;
 use charter_runtime::{CallError, Host};
-use serde_json::json;
 
+use crate::policy_attack::refund;
 use crate::support::*;
 
 /// A forbid over a cap, and a permit, both scoped to issue-refund (so
@@ -25,47 +25,7 @@ when { context.amount_cents > 1000 };
 /// refund-bot → payments connector; `capability` is the one pattern the
 /// policy-carrying group grants issue-refund with.
 fn refunds_granted_as(dir: &Path, capability: &str) -> Deployment {
-    let toml = format!(
-        r#"
-[deployment]
-name = "redteam3"
-phase = 4
-data_dir = "{data}"
-
-[groups.capped-refunds]
-capabilities = ["{capability}"]
-effect = "write"
-phase = 4
-policies = '''{CAPPED}'''
-
-[groups.explain]
-capabilities = ["charter:host/explain.rationale"]
-
-[groups.logging]
-capabilities = ["charter:host/log.write"]
-
-[groups.ledger]
-capabilities = ["charter:host/kv.*"]
-effect = "write"
-
-[plugins.payments]
-path = "{payments}"
-provides = ["acme:payments/refunds"]
-groups = ["ledger", "logging"]
-
-[plugins.refund-bot]
-path = "{bot}"
-groups = ["capped-refunds", "explain", "logging"]
-"#,
-        data = dir.join("data").display(),
-        payments = fixture("payments-connector").display(),
-        bot = fixture("refund-bot").display(),
-    );
-    Deployment::parse(&toml, &dir.join("charter.toml")).unwrap_or_else(|e| panic!("{e}\n{toml}"))
-}
-
-fn refund(order: &str, cents: u64) -> String {
-    json!({"order_id": order, "amount_cents": cents, "reason": "damaged"}).to_string()
+    crate::policy_attack::refunds_granted_as(dir, capability, CAPPED)
 }
 
 /// (decision, policies) recorded for refund-bot's call on `order`.
