@@ -112,6 +112,26 @@ async fn fake_openai(answer: &'static str) -> (u16, Arc<Mutex<Vec<String>>>) {
     (port, seen)
 }
 
+/// The triage step under `extra` TOML (its LLM provider), with order A-1 in
+/// its kv.
+fn triage_host(dir: &std::path::Path, extra: &str) -> charter_runtime::Host {
+    let d = deployment(
+        dir,
+        4,
+        &[(
+            "triage",
+            "refund-triage",
+            &["kv-read", "llm", "logging"],
+            extra,
+        )],
+    );
+    let (host, store) = host(d);
+    store
+        .set("triage", "order:A-1", r#"{"amount_cents": 1200}"#)
+        .unwrap();
+    host
+}
+
 #[test]
 fn openai_provider_is_used_when_configured() {
     let rt = rt();
@@ -124,20 +144,7 @@ fn openai_provider_is_used_when_configured() {
          [secrets.llm-key]\nfile = \"{}\"\n",
         key.display()
     );
-    let d = deployment(
-        dir.path(),
-        4,
-        &[(
-            "triage",
-            "refund-triage",
-            &["kv-read", "llm", "logging"],
-            &extra,
-        )],
-    );
-    let (host, store) = host(d);
-    store
-        .set("triage", "order:A-1", r#"{"amount_cents": 1200}"#)
-        .unwrap();
+    let host = triage_host(dir.path(), &extra);
     let out = rt
         .block_on(host.call(
             "triage",
@@ -195,20 +202,7 @@ fn an_oversized_provider_answer_is_refused() {
     let extra = format!(
         "[llm]\nprovider = \"openai\"\nbase_url = \"http://127.0.0.1:{port}/v1\"\nmodel = \"tiny\"\n"
     );
-    let d = deployment(
-        dir.path(),
-        4,
-        &[(
-            "triage",
-            "refund-triage",
-            &["kv-read", "llm", "logging"],
-            &extra,
-        )],
-    );
-    let (host, store) = host(d);
-    store
-        .set("triage", "order:A-1", r#"{"amount_cents": 1200}"#)
-        .unwrap();
+    let host = triage_host(dir.path(), &extra);
     let err = rt
         .block_on(host.call(
             "triage",

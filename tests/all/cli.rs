@@ -400,23 +400,7 @@ fn usage_errors_and_waits_have_their_own_exit_codes() {
 
     // The refunds deployment: 200 USD needs a refund-approver, 10,000 USD
     // is denied.
-    let src = root().join("examples/refunds");
-    let toml = std::fs::read_to_string(src.join("charter.toml"))
-        .unwrap()
-        .replace("../../target/charter-data/refunds", "data")
-        .replace(
-            "../../target/wasm32-wasip2/release/",
-            &format!("{}/", fixture("refund-bot").parent().unwrap().display()),
-        )
-        + r#"
-[workflows.refund]
-escalate_to = "refund-approver"
-[[workflows.refund.steps]]
-id = "refund"
-plugin = "refund-bot"
-"#;
-    std::fs::write(cwd.join("charter.toml"), toml).unwrap();
-    std::fs::copy(src.join("refunds.cedar"), cwd.join("refunds.cedar")).unwrap();
+    refunds_deployment(cwd);
     let refund = |order: &str, cents: u64| {
         serde_json::json!({"order_id": order, "amount_cents": cents, "reason": "lost"}).to_string()
     };

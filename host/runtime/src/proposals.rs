@@ -363,7 +363,11 @@ impl Host {
                 .ok_or("stored arguments do not fit the function")?;
             let r = match m.execute(call) {
                 Dispatch::Ready(r) => r,
-                Dispatch::Wait(fut) => fut.await,
+                // An approved waiting call (LLM) is bounded like any other.
+                Dispatch::Wait(fut) => match m.wait(fut).await {
+                    Ok(r) => r,
+                    Err(e) => Err(e.to_string()),
+                },
             };
             r.map(|reply| match reply {
                 Reply::Unit => Value::Null,
