@@ -773,3 +773,37 @@ fn a_command_racing_a_detached_driver_waits_its_turn() {
     assert_eq!(runs.len(), 3, "{runs:?}");
     assert!(runs.iter().all(|r| r["status"] == "completed"), "{runs:?}");
 }
+
+/// sled's files can be left corrupt by a kill -9 at the wrong moment. The
+/// store is derived from the event log: the host sets it aside and
+/// rebuilds it instead of refusing to start, and nothing is lost.
+#[test]
+fn a_corrupt_state_store_is_rebuilt_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = deployment(
+        dir.path(),
+        4,
+        &[("echo", "fx-echo", &["kv-read", "kv-write", "logging"], "")],
+    );
+    let rt = rt();
+    let host = Host::new(d.clone(), HostOptions::default()).unwrap();
+    rt.block_on(host.call("echo", r#"{"kv_set": ["k", "kept"]}"#))
+        .unwrap();
+    drop(host);
+    // Garbage over every file of the store.
+    let state = d.data_dir.join("state");
+    let mut files = vec![state.clone()];
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            let len = std::fs::metadata(&p).unwrap().len().max(64) as usize;
+            std::fs::write(&p, vec![0x5a; len]).unwrap();
+        }
+    }
+    let host = Host::new(d, HostOptions::default()).expect("rebuilt, not refused");
+    let out = rt
+        .block_on(host.call("echo", r#"{"kv_get": "k"}"#))
+        .unwrap();
+    assert_eq!(out.output["kv"], "kept");
+}

@@ -273,11 +273,17 @@ fn kill_9_at_many_points_loses_no_run_and_repeats_no_effect() {
                 resume_kills += 1;
             }
         }
-        let st = spawn(&config, &["runs", "resume"]).wait().unwrap();
+        let out = Command::new(charter_bin())
+            .args(["runs", "resume", "--config"])
+            .arg(&config)
+            .env_remove("CHARTER_LOG")
+            .output()
+            .expect("resume");
         assert_eq!(
-            st.code(),
+            out.status.code(),
             Some(0),
-            "round {round}: resume did not complete every run"
+            "round {round}: resume did not complete every run: {}",
+            text(&out)
         );
     }
 

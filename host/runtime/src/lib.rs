@@ -171,6 +171,29 @@ pub enum HostError {
 /// here.
 pub const HOST_WAIT_GRACE: Duration = Duration::from_millis(25);
 
+/// Open the state store. The store only holds what the event log already
+/// says: if a crash left its files corrupt, they are moved aside
+/// (`state.corrupt-<ms>`) and the store is rebuilt from the log as the host
+/// opens it, instead of refusing to start.
+fn open_state(dir: &std::path::Path) -> Result<SledStore, HostError> {
+    match SledStore::open(dir) {
+        Err(e) if e.is_corruption() => {
+            let aside = dir.with_file_name(format!("state.corrupt-{}", charter_audit::now_ms()));
+            tracing::warn!(
+                store = %dir.display(),
+                aside = %aside.display(),
+                "the state store is corrupt ({e}); it is derived from the event log: moved aside and rebuilt"
+            );
+            std::fs::rename(dir, &aside).map_err(|source| HostError::DataDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+            Ok(SledStore::open(dir)?)
+        }
+        r => Ok(r?),
+    }
+}
+
 /// Most reasons a `plugin-refused` event records.
 const MAX_REFUSAL_LINES: usize = 100;
 
@@ -254,7 +277,7 @@ impl Host {
         .map_err(|e| HostError::Engine(format!("{e:#}")))?;
         let store: Arc<dyn Store> = match options.store {
             Some(s) => s,
-            None => Arc::new(SledStore::open(&deployment.data_dir.join("state"))?),
+            None => Arc::new(open_state(&deployment.data_dir.join("state"))?),
         };
         let llm: Arc<dyn Llm> = match options.llm {
             Some(l) => l,

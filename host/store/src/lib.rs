@@ -30,6 +30,21 @@ pub enum StoreError {
     NotUtf8 { key: String },
 }
 
+impl StoreError {
+    /// The store's files are damaged (a crash at the wrong moment can do
+    /// that to sled 0.34). Its contents are derived from the event log, so
+    /// the caller may set it aside and rebuild.
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Open {
+                source: sled::Error::Corruption { .. },
+                ..
+            } | StoreError::Backend(sled::Error::Corruption { .. })
+        )
+    }
+}
+
 /// Per-namespace key-value state.
 pub trait Store: Send + Sync {
     fn get(&self, ns: &str, key: &str) -> Result<Option<String>, StoreError>;
