@@ -862,7 +862,9 @@ fn check_after_crash(path: &Path, acked: u64, reference: &[(usize, usize)], what
             let next_end = reference[next - 1].1;
             assert!(nonzero < next_end, "{what}: a complete batch was cut");
         } else {
-            assert_eq!(nonzero, after.len(), "{what}");
+            // Only zeros were cut. (Not `nonzero == after.len()`: the
+            // kept log's last byte, a hash byte, is zero one time in 256.)
+            assert!(nonzero <= after.len(), "{what}: non-zero bytes were cut");
         }
     }
     assert_eq!(
