@@ -451,6 +451,7 @@ fn charter_new_scaffolds_build_and_pass_check() {
             let build = std::process::Command::new("bash")
                 .arg("build.sh")
                 .current_dir(&plugin)
+                .env("CHARTER", charter_bin())
                 .output()
                 .unwrap();
             assert!(build.status.success(), "{lang}: build: {}", text(&build));
@@ -477,4 +478,135 @@ fn charter_new_scaffolds_build_and_pass_check() {
     let again = charter(&["new", "c", "hello-c"], dir.path());
     assert_eq!(again.status.code(), Some(1));
     assert!(text(&again).contains("already exists"), "{}", text(&again));
+    // A moved Rust scaffold says which path to fix, and to what, before
+    // cargo runs; no scaffold names an absolute path of this machine.
+    let moved = dir.path().join("elsewhere/deeper");
+    std::fs::create_dir_all(&moved).unwrap();
+    std::fs::rename(dir.path().join("hello-rust"), moved.join("hello-rust")).unwrap();
+    let build = std::process::Command::new("bash")
+        .arg("build.sh")
+        .current_dir(moved.join("hello-rust"))
+        .env("PATH", path_with_charter())
+        .output()
+        .unwrap();
+    let t = text(&build);
+    assert_eq!(build.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("charter-sdk path") && t.contains(&format!("{}/sdk/rust", root().display())),
+        "{t}"
+    );
+    for lang in LANGS {
+        for f in ["build.sh", "charter.toml", "Cargo.toml"] {
+            let Ok(body) =
+                std::fs::read_to_string(dir.path().join(format!("hello-{lang}")).join(f))
+            else {
+                continue;
+            };
+            assert!(
+                !body.contains(&*root().display().to_string()),
+                "{lang} {f}: {body}"
+            );
+        }
+    }
+}
+
+/// `$PATH` with this build's `charter` first.
+fn path_with_charter() -> std::ffi::OsString {
+    let bin = charter_bin();
+    let mut paths = vec![bin.parent().unwrap().to_path_buf()];
+    paths.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(paths).unwrap()
+}
+
+/// A Python, JavaScript or C plugin that calls a host function its
+/// `host-functions` does not list fails to build with one line naming the
+/// function, where it is called and the file to fix (not a backtrace), and
+/// leaves no component behind: an older build at OUT is removed, so
+/// `charter inspect` cannot show it as the new one. A name that is no host
+/// function is refused with the closest one.
+#[test]
+fn a_plugin_build_names_the_host_function_its_list_misses() {
+    let dir = tempfile::tempdir().unwrap();
+    for lang in ["python", "js", "c"] {
+        let src = dir.path().join(lang);
+        copy_dir(
+            &root().join("plugins").join(lang).join("refund-triage"),
+            &src,
+        );
+        std::fs::write(
+            src.join("host-functions"),
+            "# no kv\nllm.classify, log.write\n",
+        )
+        .unwrap();
+        let out = dir.path().join(format!("{lang}.wasm"));
+        std::fs::write(&out, b"an older build").unwrap();
+        let build = charter(
+            &[
+                "sdk",
+                "build",
+                lang,
+                src.to_str().unwrap(),
+                out.to_str().unwrap(),
+            ],
+            dir.path(),
+        );
+        let stderr = String::from_utf8_lossy(&build.stderr).to_string();
+        assert_eq!(build.status.code(), Some(1), "{lang}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{lang}: one line, not a backtrace: {stderr}"
+        );
+        let file = if lang == "python" {
+            "app.py:"
+        } else if lang == "js" {
+            "step.js:"
+        } else {
+            "step.c"
+        };
+        assert!(
+            lines[0].contains("kv.get")
+                && lines[0].contains(file)
+                && lines[0].contains(&*src.join("host-functions").display().to_string()),
+            "{lang}: {stderr}"
+        );
+        assert!(
+            !out.exists(),
+            "{lang}: a failed build left {} behind",
+            out.display()
+        );
+
+        std::fs::write(src.join("host-functions"), "kv.gett llm.classify log.write").unwrap();
+        let build = charter(
+            &[
+                "sdk",
+                "build",
+                lang,
+                src.to_str().unwrap(),
+                out.to_str().unwrap(),
+            ],
+            dir.path(),
+        );
+        let t = text(&build);
+        assert_eq!(build.status.code(), Some(1), "{lang}: {t}");
+        assert!(
+            t.contains("'kv.gett' is not a host function; did you mean kv.get?"),
+            "{lang}: {t}"
+        );
+    }
+    let usage = charter(&["sdk", "build", "go", ".", "x.wasm"], dir.path());
+    assert_eq!(usage.status.code(), Some(64), "{}", text(&usage));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        }
+    }
 }

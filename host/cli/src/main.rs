@@ -212,12 +212,17 @@ enum Command {
     ///
     /// The scaffold holds the step's source, build.sh, a charter.toml that
     /// grants it logging and, for Python, JavaScript and C, a
-    /// `host-functions` file: the host functions the plugin imports, one
-    /// per line (`log.write`, `kv.get`, `llm.classify`, ...). Those
-    /// languages' runtimes import every function of their world, so the
-    /// plugin's world is built from this list; to call another host
-    /// function, add it there and grant it with a group in charter.toml.
-    /// (A Rust plugin imports only what it calls.)
+    /// `host-functions` file: the host functions the plugin imports
+    /// (`log.write kv.get llm.classify`: spaces, commas or newlines between
+    /// names; `#` starts a comment). Those languages' runtimes import every
+    /// function of their world, so the plugin's world is built from this
+    /// list, and the build checks the source against it; to call another
+    /// host function, add it there and grant it with a group in
+    /// charter.toml. (A Rust plugin imports only what it calls.)
+    ///
+    /// Nothing in the scaffold names this machine's paths: build.sh finds
+    /// the SDK through `charter sdk`, and a Rust scaffold's Cargo.toml
+    /// refers to the SDK crate relative to itself.
     New {
         /// rust, python, js or c.
         lang: new::Lang,
@@ -225,6 +230,12 @@ enum Command {
         /// a letter).
         #[arg(value_parser = new::parse_name)]
         name: String,
+        /// Host functions the step will call besides log.write (e.g.
+        /// `kv.get,llm.classify`): written to host-functions and granted in
+        /// charter.toml (a `reads` group, and a `writes` group for kv.set
+        /// and kv.delete).
+        #[arg(long, value_name = "FUNCS")]
+        uses: Vec<String>,
         /// Where to write it [default: ./NAME].
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
@@ -232,6 +243,33 @@ enum Command {
         /// [default: $CHARTER_SDK, or the one this binary was built from].
         #[arg(long, value_name = "DIR")]
         sdk: Option<PathBuf>,
+    },
+    /// The plugin SDK this charter builds against: `charter sdk path`
+    /// prints the repository holding sdk/ and wit/; `charter sdk build
+    /// python|js|c DIR OUT.wasm` builds a plugin (what a scaffold's build.sh
+    /// runs). The SDK is $CHARTER_SDK, or the repository this binary was
+    /// built from.
+    Sdk {
+        #[command(subcommand)]
+        op: SdkOp,
+    },
+}
+
+#[derive(Subcommand)]
+enum SdkOp {
+    /// Print the directory holding sdk/ and wit/.
+    Path,
+    /// Build a Python, JavaScript or C plugin into a component (runs
+    /// sdk/build.sh): checks the source against DIR/host-functions, and a
+    /// failed build leaves no OUT behind. Exit 0 built, 1 failed, 64 usage.
+    Build {
+        /// python, js or c (a Rust plugin builds with cargo).
+        #[arg(value_parser = ["python", "js", "c"])]
+        lang: String,
+        /// The plugin's directory (its source and host-functions).
+        dir: PathBuf,
+        /// Where to write the component.
+        out: PathBuf,
     },
 }
 
@@ -712,7 +750,7 @@ fn main() -> ExitCode {
         | Command::Proposals { .. }
         | Command::Runs { .. }
         | Command::Escalations { .. } => true,
-        Command::New { .. } => true,
+        Command::New { .. } | Command::Sdk { .. } => true,
     };
     // `inspect` without a deployment compiles with no cache.
     let cache = match &cli.command {
@@ -921,9 +959,17 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::New {
             lang,
             name,
+            uses,
             dir,
             sdk,
-        } => new::new(lang, &name, dir.as_deref(), sdk.as_deref()),
+        } => new::new(lang, &name, &uses, dir.as_deref(), sdk.as_deref()),
+        Command::Sdk { op } => match op {
+            SdkOp::Path => {
+                println!("{}", new::sdk_root(None)?.display());
+                Ok(EXIT_OK)
+            }
+            SdkOp::Build { lang, dir, out } => new::build(&lang, &dir, &out),
+        },
         Command::Kpi { config, json } => govern::kpi(&config.load()?, json),
         Command::Audit { op } => match op {
             AuditOp::Verify {

@@ -5,6 +5,10 @@
 //! The templates are the SDKs' own (`sdk/<lang>/template/`), embedded at
 //! build time; the scaffold builds against this repository's SDK and WIT
 //! (found at `--sdk`, `$CHARTER_SDK`, or where this binary was built from).
+//! A scaffold names no absolute path: its build.sh reaches the SDK through
+//! `charter sdk build`, and a Rust scaffold's Cargo.toml names the SDK
+//! crate relative to the scaffold (its build.sh says how to fix the path if
+//! the folder moves).
 
 use std::path::{Path, PathBuf};
 
@@ -26,7 +30,7 @@ const JS_STEP: &str = include_str!("../../../sdk/js/template/step.js");
 const C_STEP: &str = include_str!("../../../sdk/c/template/step.c");
 
 /// The repository holding `sdk/` and `wit/`.
-fn sdk_root(explicit: Option<&Path>) -> Result<PathBuf> {
+pub fn sdk_root(explicit: Option<&Path>) -> Result<PathBuf> {
     let candidates: Vec<PathBuf> = match explicit {
         Some(p) => vec![p.to_path_buf()],
         None => std::env::var_os("CHARTER_SDK")
@@ -71,48 +75,103 @@ pub fn parse_name(name: &str) -> Result<String, String> {
     }
 }
 
-/// The files of a scaffold: (relative path, contents).
-fn files(lang: Lang, name: &str, sdk: &Path) -> Vec<(&'static str, String)> {
-    let sdk_s = sdk.display().to_string();
+/// `to` relative to the directory `from` (both absolute and canonical).
+fn relative(from: &Path, to: &Path) -> PathBuf {
+    let (f, t): (Vec<_>, Vec<_>) = (from.components().collect(), to.components().collect());
+    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..f.len() {
+        out.push("..");
+    }
+    for c in &t[common..] {
+        out.push(c);
+    }
+    out
+}
+
+/// `charter sdk build LANG DIR OUT`: run `sdk/build.sh`, passing its
+/// output through. Exit 0 built, 64 usage, 1 anything else.
+pub fn build(lang: &str, dir: &Path, out: &Path) -> Result<i32> {
+    let root = sdk_root(None)?;
+    let status = std::process::Command::new("bash")
+        .arg(root.join("sdk/build.sh"))
+        .args([lang.as_ref(), dir.as_os_str(), out.as_os_str()])
+        .status()
+        .context("running bash sdk/build.sh")?;
+    Ok(match status.code() {
+        Some(0) => 0,
+        Some(64) => 64,
+        _ => 1,
+    })
+}
+
+/// Refuse to build without `charter` on PATH, saying how to get it.
+const NEED_CHARTER: &str = "command -v \"${CHARTER:-charter}\" >/dev/null || {\n  \
+  echo \"build.sh: charter is not on PATH (in the Charter repository, after its build: export PATH=\\$PWD/target/debug:\\$PATH)\" >&2; exit 1; }\n";
+
+/// The files of a scaffold in `dir` (absolute): (relative path, contents).
+fn files(
+    lang: Lang,
+    name: &str,
+    uses: &[Use],
+    sdk: &Path,
+    dir: &Path,
+) -> Vec<(&'static str, String)> {
     let wasm = format!("{name}.wasm");
+    let host_functions = format!(
+        "# The host functions {name} calls (sdk/build.sh checks the source against\n\
+         # this list): spaces, commas or newlines between names; '#' starts a comment.\n{}\n",
+        uses.iter()
+            .map(|u| u.short.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     let (build, mut files) = match lang {
         Lang::Rust => {
             let krate = name.replace('-', "_");
+            let sdk_s = relative(dir, &sdk.join("sdk/rust")).display().to_string();
             let cargo = format!(
                 "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
                  # Its own workspace, wherever it lives.\n[workspace]\n\n\
                  [lib]\ncrate-type = [\"cdylib\"]\n\n\
-                 [dependencies]\ncharter-sdk = {{ path = \"{sdk_s}/sdk/rust\" }}\n\n\
+                 # The SDK crate, relative to this folder (`charter sdk path` prints\n\
+                 # where it is).\n[dependencies]\ncharter-sdk = {{ path = \"{sdk_s}\" }}\n\n\
                  [profile.release]\nopt-level = \"s\"\nstrip = true\n"
             );
             (
                 format!(
-                    "rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2\n\
+                    "sdk=$(sed -n 's/^charter-sdk = {{ path = \"\\(.*\\)\" }}$/\\1/p' Cargo.toml)\n\
+                     [[ -f \"$sdk/Cargo.toml\" ]] || {{\n  \
+                     echo \"build.sh: Cargo.toml's charter-sdk path ($sdk) does not exist from here (was the folder moved?); set it to $(charter sdk path 2>/dev/null || echo PATH_TO_CHARTER)/sdk/rust\" >&2; exit 1; }}\n\
+                     rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2\n\
+                     # A failed build leaves no {wasm}: never a stale one.\n\
+                     rm -f {wasm}\n\
                      cargo build --release --target wasm32-wasip2\n\
-                     cp target/wasm32-wasip2/release/{krate}.wasm {wasm}\n"
+                     cp \"${{CARGO_TARGET_DIR:-target}}/wasm32-wasip2/release/{krate}.wasm\" {wasm}\n\
+                     echo \"built {wasm} ($(stat -c %s {wasm}) bytes)\" >&2\n"
                 ),
                 vec![("Cargo.toml", cargo), ("src/lib.rs", RUST_LIB.to_string())],
             )
         }
         Lang::Python => (
-            format!("bash \"{sdk_s}/sdk/build.sh\" python . {wasm}\n"),
+            format!("{NEED_CHARTER}\"${{CHARTER:-charter}}\" sdk build python . {wasm}\n"),
             vec![
                 ("app.py", PYTHON_APP.to_string()),
-                ("host-functions", "log.write\n".to_string()),
+                ("host-functions", host_functions.clone()),
             ],
         ),
         Lang::Js => (
-            format!("bash \"{sdk_s}/sdk/build.sh\" js . {wasm}\n"),
+            format!("{NEED_CHARTER}\"${{CHARTER:-charter}}\" sdk build js . {wasm}\n"),
             vec![
                 ("step.js", JS_STEP.to_string()),
-                ("host-functions", "log.write\n".to_string()),
+                ("host-functions", host_functions.clone()),
             ],
         ),
         Lang::C => (
-            format!("bash \"{sdk_s}/sdk/build.sh\" c . {wasm}\n"),
+            format!("{NEED_CHARTER}\"${{CHARTER:-charter}}\" sdk build c . {wasm}\n"),
             vec![
                 ("step.c", C_STEP.to_string()),
-                ("host-functions", "log.write\n".to_string()),
+                ("host-functions", host_functions.clone()),
             ],
         ),
     };
@@ -124,19 +183,7 @@ fn files(lang: Lang, name: &str, sdk: &Path) -> Vec<(&'static str, String)> {
              set -euo pipefail\ncd \"$(dirname \"$0\")\"\n{build}"
         ),
     ));
-    files.push((
-        "charter.toml",
-        format!(
-            "# A deployment for trying the step: bash build.sh && charter check && \\\n\
-             #   charter call {name} --input '{{\"name\": \"ada\"}}'\n\
-             [deployment]\nname = \"{name}-dev\"\nphase = 1\ndata_dir = \".charter\"\n\n\
-             [groups.logging]\ncapabilities = [\"charter:host/log.write\"]\nphase = 1\neffect = \"read\"\n\n\
-             # Calling another host function (kv.get, llm.classify, ...): list it in\n\
-             # host-functions (Python, JS, C), and grant it with a group here.\n\
-             [plugins.{name}]\npath = \"{wasm}\"\ngroups = [\"logging\"]\n\
-             owner = \"you\"\ngranted_by = \"you\"\nreason = \"scaffolded by charter new\"\n"
-        ),
-    ));
+    files.push(("charter.toml", deployment(name, &wasm, uses)));
     files.push((
         ".gitignore",
         "*.wasm\n*.wasm.d/\ntarget/\n.charter/\n".to_string(),
@@ -144,9 +191,104 @@ fn files(lang: Lang, name: &str, sdk: &Path) -> Vec<(&'static str, String)> {
     files
 }
 
+/// A host function a scaffold calls: `kv.get` and its effect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Use {
+    short: String,
+    write: bool,
+}
+
+/// The host functions `charter new --uses` names, with `log.write` (the
+/// template calls it) first. Each must be one the host implements.
+pub fn parse_uses(list: &[String]) -> Result<Vec<Use>> {
+    let known: Vec<(String, bool)> = charter_config::HOST_FUNCTION_EFFECTS
+        .iter()
+        .filter_map(|(iface, func, effect)| {
+            let short = iface.strip_prefix("charter:host/")?;
+            Some((
+                format!("{short}.{func}"),
+                *effect == charter_config::Effect::Write,
+            ))
+        })
+        .collect();
+    let mut out = vec![Use {
+        short: "log.write".into(),
+        write: false,
+    }];
+    for item in list
+        .iter()
+        .flat_map(|s| s.split([',', ' ']))
+        .filter(|s| !s.is_empty())
+    {
+        let item = item.strip_prefix("charter:host/").unwrap_or(item);
+        let Some((short, write)) = known.iter().find(|(k, _)| k == item) else {
+            bail!(
+                "--uses {item:?} is not a host function a plugin can call; known: {}",
+                known
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        };
+        if !out.iter().any(|u| &u.short == short) {
+            out.push(Use {
+                short: short.clone(),
+                write: *write,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The scaffold's charter.toml: one group for the functions that only
+/// read, one for those that write (their effect is what the phase gate and
+/// reviewers see), both granted to the plugin.
+fn deployment(name: &str, wasm: &str, uses: &[Use]) -> String {
+    let caps = |write: bool| {
+        uses.iter()
+            .filter(|u| u.write == write)
+            .map(|u| format!("\"charter:host/{}\"", u.short))
+            .collect::<Vec<_>>()
+    };
+    let mut groups = Vec::new();
+    let mut text = format!(
+        "# A deployment for trying the step: bash build.sh && charter check && \\\n\
+         #   charter call {name} --input '{{\"name\": \"ada\"}}'\n\
+         [deployment]\nname = \"{name}-dev\"\nphase = 1\ndata_dir = \".charter\"\n\n"
+    );
+    for (group, write) in [("reads", false), ("writes", true)] {
+        let caps = caps(write);
+        if caps.is_empty() {
+            continue;
+        }
+        let effect = if write { "write" } else { "read" };
+        text += &format!(
+            "[groups.{group}]\ncapabilities = [{}]\nphase = 1\neffect = \"{effect}\"\n\n",
+            caps.join(", ")
+        );
+        groups.push(format!("\"{group}\""));
+    }
+    text += &format!(
+        "# Calling another host function (kv.get, llm.classify, ...): list it in\n\
+         # host-functions (Python, JS, C), and grant it with a group here.\n\
+         [plugins.{name}]\npath = \"{wasm}\"\ngroups = [{}]\n\
+         owner = \"you\"\ngranted_by = \"you\"\nreason = \"scaffolded by charter new\"\n",
+        groups.join(", ")
+    );
+    text
+}
+
 /// Write the scaffold into `dir` (default: ./NAME), which must not exist
 /// or be empty.
-pub fn new(lang: Lang, name: &str, dir: Option<&Path>, sdk: Option<&Path>) -> Result<i32> {
+pub fn new(
+    lang: Lang,
+    name: &str,
+    uses: &[String],
+    dir: Option<&Path>,
+    sdk: Option<&Path>,
+) -> Result<i32> {
+    let uses = parse_uses(uses)?;
     if !valid_name(name) {
         bail!(
             "plugin name {name:?} is not valid: use lowercase letters, digits and '-', starting with a letter (e.g. refund-triage)"
@@ -162,7 +304,11 @@ pub fn new(lang: Lang, name: &str, dir: Option<&Path>, sdk: Option<&Path>) -> Re
             dir.display()
         );
     }
-    for (rel, text) in files(lang, name, &sdk) {
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let abs = dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))?;
+    for (rel, text) in files(lang, name, &uses, &sdk, &abs) {
         let path = dir.join(rel);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
@@ -192,5 +338,43 @@ mod tests {
         assert!(!valid_name("x-"));
         assert!(!valid_name("a_b"));
         assert!(!valid_name(""));
+    }
+
+    #[test]
+    fn uses_are_host_functions_grouped_by_effect() {
+        let uses = parse_uses(&["kv.get kv.set".into(), "charter:host/kv.get".into()]).unwrap();
+        let toml = deployment("x", "x.wasm", &uses);
+        assert!(toml.contains(
+            "[groups.reads]\ncapabilities = [\"charter:host/log.write\", \"charter:host/kv.get\"]"
+        ));
+        assert!(toml.contains("[groups.writes]\ncapabilities = [\"charter:host/kv.set\"]"));
+        assert!(toml.contains("groups = [\"reads\", \"writes\"]"));
+        let err = parse_uses(&["kv.gett".into()]).unwrap_err().to_string();
+        assert!(err.contains("kv.gett") && err.contains("kv.get"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths() {
+        let r = |a: &str, b: &str| relative(Path::new(a), Path::new(b));
+        assert_eq!(r("/w/x/my-step", "/w/x/sdk/rust"), Path::new("../sdk/rust"));
+        assert_eq!(
+            r("/tmp/a/b", "/w/sdk/rust"),
+            Path::new("../../../w/sdk/rust")
+        );
+        assert_eq!(r("/w/sdk", "/w/sdk/rust"), Path::new("rust"));
+    }
+
+    #[test]
+    fn scaffolds_name_no_absolute_path() {
+        let sdk = Path::new("/opt/charter-repo");
+        for lang in [Lang::Rust, Lang::Python, Lang::Js, Lang::C] {
+            let uses = parse_uses(&["kv.get,kv.set".into()]).unwrap();
+            for (file, text) in files(lang, "my-step", &uses, sdk, Path::new("/home/u/my-step")) {
+                let absolute = ["\"/", " /", "=/", "'/"].iter().any(|p| {
+                    text.contains(&format!("{p}opt")) || text.contains(&format!("{p}home"))
+                });
+                assert!(!absolute, "{lang:?} {file} names an absolute path:\n{text}");
+            }
+        }
     }
 }

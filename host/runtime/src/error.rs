@@ -70,6 +70,15 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
+    /// `charter inspect FILE`: no deployment, so no `path` to fix.
+    #[error(
+        "cannot read {path}: {source} (build it first; inspect takes a component file, or a plugin named in charter.toml)"
+    )]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
         "{plugin}: component is over the limit of {limit} bytes (read {size} bytes, then stopped; limits.max_component_mib)"
     )]

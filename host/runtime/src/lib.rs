@@ -557,7 +557,7 @@ impl Host {
 
         let ungranted = check_imports(&self.deployment, spec, &inspection);
         if !ungranted.is_empty() {
-            tracing::warn!(plugin = %name, count = ungranted.len(), "refused at load: ungranted imports");
+            tracing::info!(plugin = %name, count = ungranted.len(), "refused at load: ungranted imports");
             return Err(fail(LoadError::Ungranted(ungranted)));
         }
 
@@ -1428,8 +1428,7 @@ pub async fn inspect_file(
     };
     let limit = spec.limits.max_component_bytes;
     let bytes = read_bounded(path, limit)
-        .map_err(|source| LoadError::Read {
-            plugin: spec.name.clone(),
+        .map_err(|source| LoadError::ReadFile {
             path: path.to_owned(),
             source,
         })?

@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""Check a Python, JavaScript or C plugin against its `host-functions` file.
+
+    python3 sdk/check-uses.py python|js DIR
+    python3 sdk/check-uses.py c DIR --core CORE.wasm
+    python3 sdk/check-uses.py --list DIR      # print the file's functions, comma-separated
+
+`DIR/host-functions` names the host functions the plugin calls: names such as
+`log.write kv.get llm.classify`, separated by spaces, commas or newlines; `#`
+starts a comment. The plugin's component imports exactly those (its language
+runtime imports every function of the world it is built for), so a
+deployment must grant exactly those.
+
+A call the file does not list would fail the build with an error that does
+not name it (componentize-py: a long backtrace; QuickJS: "module not found";
+C: "module requires an import interface"), so `sdk/build.sh` runs this first
+and it prints one line naming the function, where it is called, and the file
+to add it to. Python is read with `ast` (`from wit_world.imports import kv`
+then `kv.get(...)`), JavaScript by its imports (`import kv from
+"charter:host/kv@0.1.0"` then `kv.get(...)`), C exactly, from the compiled
+core module's imports. A listed function the source never calls is only a
+note: the component will import it, and a deployment will have to grant it.
+
+Exit codes: 0 consistent, 1 a missing or unknown function. Standard library
+only; Python 3.8+.
+"""
+import argparse
+import ast
+import os
+import re
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WIT = os.path.normpath(os.path.join(HERE, "..", "wit", "host@0.1.0"))
+FUNC = re.compile(r"^\s*([a-z][a-z0-9-]*)\s*:\s*func\(")
+IFACE = re.compile(r"^\s*interface\s+([a-z][a-z0-9-]*)\s*\{")
+
+
+def known_functions():
+    """{interface: [function, ...]} from the repository's host WIT."""
+    out = {}
+    for name in sorted(os.listdir(WIT)):
+        if not name.endswith(".wit"):
+            continue
+        with open(os.path.join(WIT, name)) as f:
+            lines = f.read().splitlines()
+        iface = next((m.group(1) for m in map(IFACE.match, lines) if m), None)
+        if iface:
+            out[iface] = [m.group(1) for m in map(FUNC.match, lines) if m]
+    return out
+
+
+def read_listed(path):
+    """The functions `host-functions` lists, in order: [(name, line)]."""
+    out = []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            for item in re.split(r"[\s,]+", line.split("#", 1)[0]):
+                if item:
+                    out.append((item, n))
+    return out
+
+
+def kebab(name):
+    """A binding's name for a WIT function back to its WIT name:
+    `list_keys` (Python), `listKeys` (JavaScript) -> `list-keys`."""
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"-\1", name).replace("_", "-").lower()
+
+
+def python_calls(path, ifaces):
+    """[(iface.func, line)] the Python file calls through wit_world.imports."""
+    with open(path) as f:
+        tree = ast.parse(f.read(), path)
+    modules, direct = {}, {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "wit_world.imports":
+            for a in node.names:
+                if a.name in ifaces:
+                    modules[a.asname or a.name] = a.name
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("wit_world.imports."):
+            iface = node.module.rsplit(".", 1)[1]
+            for a in node.names:
+                direct[a.asname or a.name] = f"{iface}.{kebab(a.name)}"
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("wit_world.imports."):
+                    modules[a.asname or a.name] = a.name.rsplit(".", 1)[1]
+    calls = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        if isinstance(f, ast.Attribute):
+            base = f.value
+            dotted = base.id if isinstance(base, ast.Name) else (
+                f"{base.value.id}.{base.attr}" if isinstance(base, ast.Attribute)
+                and isinstance(base.value, ast.Name) else None)
+            if dotted in modules and f.attr[:1].islower():
+                calls.append((f"{modules[dotted]}.{kebab(f.attr)}", node.lineno))
+        elif isinstance(f, ast.Name) and f.id in direct:
+            calls.append((direct[f.id], node.lineno))
+    return calls, sorted(set(modules.values()))
+
+
+JS_DEFAULT = re.compile(r"""import\s+(?:\*\s+as\s+)?([A-Za-z_$][\w$]*)\s+from\s+["']charter:host/([a-z-]+)@[0-9.]+["']""")
+JS_NAMED = re.compile(r"""import\s*\{([^}]*)\}\s*from\s+["']charter:host/([a-z-]+)@[0-9.]+["']""")
+
+
+def js_calls(path, ifaces):
+    """[(iface.func, line)] the JavaScript file calls through charter:host imports."""
+    with open(path) as f:
+        text = f.read()
+    line_of = lambda pos: text.count("\n", 0, pos) + 1
+    modules, calls = {}, []
+    for m in JS_DEFAULT.finditer(text):
+        modules[m.group(1)] = m.group(2)
+    for m in JS_NAMED.finditer(text):
+        for part in filter(None, (p.strip() for p in m.group(1).split(","))):
+            name, _, alias = part.partition(" as ")
+            local = (alias or name).strip()
+            for c in re.finditer(r"(?<![\w$.])" + re.escape(local) + r"\s*\(", text):
+                calls.append((f"{m.group(2)}.{kebab(name.strip())}", line_of(c.start())))
+    for local, iface in modules.items():
+        for c in re.finditer(r"(?<![\w$.])" + re.escape(local) + r"\.([A-Za-z_$][\w$]*)\s*\(", text):
+            calls.append((f"{iface}.{kebab(c.group(1))}", line_of(c.start())))
+    return calls, sorted(set(modules.values()) | {m.group(2) for m in JS_NAMED.finditer(text)})
+
+
+def leb(data, pos):
+    result = shift = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return result, pos
+
+
+def core_imports(path):
+    """[(module, name)] a core wasm module imports."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:4] != b"\0asm":
+        sys.exit(f"check-uses: {path} is not a core wasm module")
+    pos, out = 8, []
+    while pos < len(data):
+        sid, size = data[pos], None
+        size, pos = leb(data, pos + 1)
+        end = pos + size
+        if sid == 2:
+            count, pos = leb(data, pos)
+            for _ in range(count):
+                names = []
+                for _ in range(2):
+                    n, pos = leb(data, pos)
+                    names.append(data[pos:pos + n].decode())
+                    pos += n
+                kind = data[pos]
+                pos += 1
+                if kind == 0:      # func: type index
+                    _, pos = leb(data, pos)
+                elif kind == 1:    # table: reftype + limits
+                    pos += 1
+                    flags, pos = leb(data, pos + 0)
+                    _, pos = leb(data, pos)
+                    if flags & 1:
+                        _, pos = leb(data, pos)
+                elif kind == 2:    # memory: limits
+                    flags, pos = leb(data, pos)
+                    _, pos = leb(data, pos)
+                    if flags & 1:
+                        _, pos = leb(data, pos)
+                elif kind == 3:    # global: valtype + mut
+                    pos += 2
+                else:
+                    break
+                out.append(tuple(names))
+            return out
+        pos = end
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("lang", nargs="?", choices=["python", "js", "c"])
+    ap.add_argument("dir")
+    ap.add_argument("--core", help="C: the compiled core module, whose imports are the calls")
+    ap.add_argument("--list", action="store_true", help="print the listed functions, comma-separated, and exit")
+    args = ap.parse_args()
+
+    hf = os.path.join(os.path.abspath(args.dir), "host-functions")
+    if not os.path.isfile(hf):
+        sys.exit(f"sdk/build.sh: {hf} is missing: create it listing the host functions the plugin calls "
+                 "(e.g. `log.write kv.get`; empty if none)")
+    ifaces = known_functions()
+    known = {f"{i}.{f}" for i, fs in ifaces.items() for f in fs}
+    listed = read_listed(hf)
+    bad = [(n, line) for n, line in listed if n not in known]
+    if bad:
+        import difflib
+        name, line = bad[0]
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        sys.exit(f"sdk/build.sh: {hf}:{line}: {name!r} is not a host function; {hint}"
+                 f"known: {' '.join(sorted(known))}")
+    names = [n for n, _ in listed]
+    if args.list:
+        print(",".join(dict.fromkeys(names)))
+        return
+    if not args.lang:
+        ap.error("LANG is required unless --list")
+
+    calls, imported = [], []
+    if args.lang == "c":
+        if not args.core:
+            ap.error("c needs --core CORE.wasm")
+        for module, name in core_imports(args.core):
+            m = re.fullmatch(r"charter:host/([a-z-]+)@[0-9.]+", module)
+            if m:
+                calls.append((f"{m.group(1)}.{name}", None, "step.c"))
+    else:
+        ext, scan = (".py", python_calls) if args.lang == "python" else (".js", js_calls)
+        for root, dirs, files in os.walk(args.dir):
+            dirs[:] = [d for d in dirs if not d.startswith((".", "__pycache__", "node_modules")) and not d.endswith(".wasm.d")]
+            for fname in sorted(files):
+                if fname.endswith(ext) and fname != "charter.js":
+                    path = os.path.join(root, fname)
+                    rel = os.path.relpath(path, args.dir)
+                    try:
+                        found, mods = scan(path, ifaces)
+                    except SyntaxError as e:
+                        sys.exit(f"sdk/build.sh: {rel}:{e.lineno}: syntax error: {e.msg}")
+                    calls += [(c, line, rel) for c, line in found]
+                    imported += [(i, rel) for i in mods]
+
+    missing = {}
+    for call, line, rel in calls:
+        if call not in known:
+            where = f"{rel}:{line}" if line else rel
+            sys.exit(f"sdk/build.sh: {where} calls {call}, which is not a host function; "
+                     f"known: {' '.join(sorted(known))}")
+        if call not in names:
+            missing.setdefault(call, f"{rel}:{line}" if line else rel)
+    for iface, rel in imported:
+        if iface in ifaces and not any(n.startswith(iface + ".") for n in names) \
+                and not any(c.startswith(iface + ".") for c in missing):
+            missing.setdefault(f"{iface}.*", rel)
+    if missing:
+        parts = [f"{c} ({w})" if not c.endswith("*") else f"{c[:-2]} (imported in {w}, no function of it listed)"
+                 for c, w in missing.items()]
+        add = " ".join(c for c in missing if not c.endswith("*")) or "the functions it calls"
+        print(f"sdk/build.sh: the plugin calls {', '.join(parts)}, which {hf} does not list: "
+              f"add `{add}` to it (and grant it in charter.toml)", file=sys.stderr)
+        sys.exit(1)
+    called = {c for c, _, _ in calls}
+    unused = [n for n in dict.fromkeys(names) if n not in called]
+    if unused and args.lang != "c":
+        print(f"note: {hf} lists {' '.join(unused)}, which the source does not seem to call; "
+              "the component imports it all the same, and a deployment must grant it", file=sys.stderr)
+    elif unused:
+        print(f"note: {hf} lists {' '.join(unused)}, which step.c does not call; it is left out", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
