@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls exactly this):
 # toolchain target, vendored WIT check, guest fixtures built from source,
-# formatting and lints, every test, and a short benchmark smoke run.
+# formatting and lints, every test (README's plugin sections run as written
+# among them), README's first command with its output checked, and a short
+# benchmark smoke run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
@@ -23,6 +25,8 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test"
 cargo test --workspace
+step "README's first command (bash examples/demo.sh), its output read as a new user reads it"
+bash tests/first-command.sh
 step "benchmark smoke run (figures are indicative at this iteration count)"
 # Run the binary the workspace build made: `cargo run -p` would re-resolve
 # features for one package and rebuild half the dependency graph.

@@ -73,3 +73,121 @@ fn every_proof_security_md_names_exists() {
         "SECURITY.md names tests that do not exist: {missing:?}"
     );
 }
+
+/// A fenced block of README: its info string and its lines.
+fn fenced_blocks(text: &str) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if let Some(info) = line.strip_prefix("```") {
+            let body: Vec<String> = lines
+                .by_ref()
+                .take_while(|l| !l.starts_with("```"))
+                .map(str::to_string)
+                .collect();
+            out.push((info.trim().to_string(), body));
+        }
+    }
+    out
+}
+
+/// The file a block stands for, named by its first line (`// src/lib.rs`,
+/// `# app.py`, `/* step.c */`, `# charter.toml (excerpt)`), and whether it
+/// is an excerpt of a file that already exists.
+fn block_file(first: &str) -> Option<(String, bool)> {
+    let t = first
+        .trim()
+        .trim_start_matches("//")
+        .trim_start_matches('#')
+        .trim_start_matches("/*")
+        .trim_end_matches("*/")
+        .trim();
+    let (name, excerpt) = match t.strip_suffix("(excerpt)") {
+        Some(n) => (n.trim(), true),
+        None => (t, false),
+    };
+    let ok =
+        !name.is_empty() && !name.contains(' ') && (name.contains('.') || name == "host-functions");
+    (ok && first.trim() != t).then(|| (name.to_string(), excerpt))
+}
+
+/// README's "Write a plugin" section, run as a new user would follow it:
+/// every shell block exactly as written, in order, in one shell started
+/// in the repository (the first block moves to a scratch directory); every
+/// source block that names its file (first line `// src/lib.rs`, `# app.py`,
+/// ...) written to that file first; an `(excerpt)` checked against the file
+/// it quotes. Builds a Rust, Python, JavaScript and C plugin that call
+/// `kv.get`, and calls each.
+#[test]
+fn readme_plugin_sections_run_as_written() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = readme
+        .find("\n## Write a plugin\n")
+        .expect("README has `## Write a plugin`");
+    let end = start + 1 + readme[start + 1..].find("\n## ").unwrap();
+    let section = &readme[start..end];
+    let mut script = String::from("set -euo pipefail\n");
+    let (mut shell, mut files) = (0, 0);
+    for (i, (info, body)) in fenced_blocks(section).into_iter().enumerate() {
+        if info == "sh" {
+            shell += 1;
+            script += &format!("echo '--- README block {i}' >&2\n{}\n", body.join("\n"));
+            continue;
+        }
+        let Some((file, excerpt)) = body.first().and_then(|f| block_file(f)) else {
+            panic!("README block {i} ({info}) names no file on its first line: {body:?}");
+        };
+        files += 1;
+        let text = body.join("\n") + "\n";
+        let marker = format!("README_BLOCK_{i}");
+        if excerpt {
+            let quoted = body[1..].join("\n");
+            script += &format!(
+                "[[ \"$(cat {file})\" == *\"$(cat <<'{marker}'\n{quoted}\n{marker}\n)\"* ]] || \
+                 {{ echo 'README block {i}: {file} does not hold this excerpt' >&2; exit 1; }}\n"
+            );
+        } else {
+            script += &format!("cat > {file} <<'{marker}'\n{text}{marker}\n");
+        }
+    }
+    assert!(
+        shell >= 8 && files >= 5,
+        "{shell} shell blocks, {files} files"
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(root())
+        .env("TMPDIR", scratch.path())
+        // The Rust scaffold's own dependencies (wit-bindgen, serde), built
+        // once and kept between runs; everything else is as README says.
+        .env("CARGO_TARGET_DIR", root().join("target/readme-plugins"))
+        .env_remove("CHARTER_LOG")
+        .env_remove("CHARTER_SDK")
+        .output()
+        .unwrap();
+    let text = crate::support::text(&out);
+    assert!(
+        out.status.success(),
+        "README's plugin section failed:\n{script}\n{text}"
+    );
+    // Each language answered; only the Rust deployment holds A-1.
+    let answers: Vec<&str> = text.lines().filter(|l| l.contains("\"known\"")).collect();
+    assert_eq!(
+        answers,
+        [
+            "  \"known\": true",
+            "  \"known\": false",
+            "  \"known\": false",
+            "  \"known\": false"
+        ],
+        "{text}"
+    );
+    for lang in ["lookup", "lookup-py", "lookup-js", "lookup-c"] {
+        assert!(
+            text.contains(&format!("{lang}: looking up")),
+            "{lang}: {text}"
+        );
+    }
+}

@@ -303,7 +303,7 @@ impl Host {
             reason: Some(reason.clone()),
         }])
         .await?;
-        tracing::warn!(proposal = id, by, %reason, "approval attempt refused");
+        tracing::info!(proposal = id, by, %reason, "approval attempt refused");
         Err(ProposalError::Refused {
             id: id.to_string(),
             rule,

@@ -1045,7 +1045,8 @@ impl Mediator {
 
     fn deny(&mut self, function: &str, reason: String) -> wasmtime::Error {
         let reason = self.redact_text(&reason, record::MAX_TEXT);
-        tracing::warn!(plugin = %self.ctx.name, digest = %self.ctx.digest, function, %reason, "capability call denied");
+        // Recorded in the log and returned to the caller: info, not a warning.
+        tracing::info!(plugin = %self.ctx.name, digest = %self.ctx.digest, function, %reason, "capability call denied");
         let err = wasmtime::Error::msg(format!("{function} denied: {reason}"));
         self.fault = Some(Fault::Denied {
             function: function.to_string(),

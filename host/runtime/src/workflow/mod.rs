@@ -433,7 +433,7 @@ impl Host {
         }
         self.commit(&mut st, events).await?;
         if let Some((rule, reason)) = refusal {
-            tracing::warn!(escalation = id, by, %reason, "escalation resolution refused");
+            tracing::info!(escalation = id, by, %reason, "escalation resolution refused");
             return Err(RunError::Refused {
                 id: id.to_string(),
                 rule,
