@@ -190,4 +190,11 @@ fn readme_plugin_sections_run_as_written() {
             "{lang}: {text}"
         );
     }
+    // Python's first load compiles for seconds: it is announced, with its
+    // size and that it is cached, and its time once done.
+    assert!(
+        text.contains("compiling lookup-py (") && text.contains("MB), cached afterwards…"),
+        "no progress for the Python compile: {text}"
+    );
+    assert!(text.contains("compiled lookup-py in "), "{text}");
 }
