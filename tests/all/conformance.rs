@@ -542,16 +542,7 @@ fn a_plugin_build_names_the_host_function_its_list_misses() {
         .unwrap();
         let out = dir.path().join(format!("{lang}.wasm"));
         std::fs::write(&out, b"an older build").unwrap();
-        let build = charter(
-            &[
-                "sdk",
-                "build",
-                lang,
-                src.to_str().unwrap(),
-                out.to_str().unwrap(),
-            ],
-            dir.path(),
-        );
+        let build = sdk_build(lang, &src, &out);
         let stderr = String::from_utf8_lossy(&build.stderr).to_string();
         assert_eq!(build.status.code(), Some(1), "{lang}: {stderr}");
         let lines: Vec<&str> = stderr.lines().collect();
@@ -580,16 +571,7 @@ fn a_plugin_build_names_the_host_function_its_list_misses() {
         );
 
         std::fs::write(src.join("host-functions"), "kv.gett llm.classify log.write").unwrap();
-        let build = charter(
-            &[
-                "sdk",
-                "build",
-                lang,
-                src.to_str().unwrap(),
-                out.to_str().unwrap(),
-            ],
-            dir.path(),
-        );
+        let build = sdk_build(lang, &src, &out);
         let t = text(&build);
         assert_eq!(build.status.code(), Some(1), "{lang}: {t}");
         assert!(
@@ -599,6 +581,12 @@ fn a_plugin_build_names_the_host_function_its_list_misses() {
     }
     let usage = charter(&["sdk", "build", "go", ".", "x.wasm"], dir.path());
     assert_eq!(usage.status.code(), Some(64), "{}", text(&usage));
+}
+
+/// `charter sdk build LANG SRC OUT`.
+fn sdk_build(lang: &str, src: &Path, out: &Path) -> std::process::Output {
+    let (src, out) = (src.to_str().unwrap(), out.to_str().unwrap());
+    charter(&["sdk", "build", lang, src, out], Path::new("."))
 }
 
 fn copy_dir(from: &Path, to: &Path) {
