@@ -494,51 +494,8 @@ fn resolve(
     r: Resolution,
 ) -> Result<(Vec<Event>, Option<Refused>), Refusal> {
     let esc = &r.escalation;
-    let refuse = |rule, reason| Some(Refused { rule, reason });
     let action = r.action.parse::<EscalationAction>().ok();
-    let refused = if esc.status != "open" {
-        refuse(
-            "not-open",
-            format!("the escalation is already {}", esc.status),
-        )
-    } else if !matches!(
-        action,
-        Some(EscalationAction::Retry | EscalationAction::Skip | EscalationAction::Fail)
-    ) {
-        return Err(Refusal::Invalid(format!(
-            "unknown action {:?}: use retry, skip (with --output) or fail",
-            r.action
-        )));
-    } else if action == Some(EscalationAction::Skip) && r.output.is_none() {
-        return Err(Refusal::Invalid(
-            "skip needs --output JSON: the output the skipped step stands for".into(),
-        ));
-    } else {
-        match &r.roles {
-            None => refuse(
-                "not-an-approver",
-                format!("{} is not a declared approver", r.by),
-            ),
-            Some(roles) if !roles.contains(&esc.role) => refuse(
-                "role",
-                format!(
-                    "{} does not hold the role {:?} this escalation needs",
-                    r.by, esc.role
-                ),
-            ),
-            // Open in the log, yet not what the run waits on (the run ended
-            // or moved on): a decision on it would act on a run it no
-            // longer describes.
-            _ if st.escalation.as_deref() != Some(esc.id.as_str()) => refuse(
-                "not-current",
-                format!(
-                    "run {} is {} and not waiting on this escalation",
-                    st.id, st.status
-                ),
-            ),
-            _ => None,
-        }
-    };
+    let refused = refusal(st, &r, action)?;
     let next = match (action, def) {
         (Some(EscalationAction::Skip), Some(def)) => {
             def.index_of(&esc.step).and_then(|i| next_after(def, i))
@@ -570,6 +527,67 @@ fn resolve(
         ));
     }
     Ok((events, refused))
+}
+
+/// Why `r` may not act (recorded), or why it is no request at all (not
+/// recorded); checked in this order.
+fn refusal(
+    st: &RunState,
+    r: &Resolution,
+    action: Option<EscalationAction>,
+) -> Result<Option<Refused>, Refusal> {
+    let esc = &r.escalation;
+    let refuse = |rule, reason| Ok(Some(Refused { rule, reason }));
+    if esc.status != "open" {
+        return refuse(
+            "not-open",
+            format!("the escalation is already {}", esc.status),
+        );
+    }
+    match action {
+        Some(EscalationAction::Retry | EscalationAction::Fail) => {}
+        Some(EscalationAction::Skip) if r.output.is_some() => {}
+        Some(EscalationAction::Skip) => {
+            return Err(Refusal::Invalid(
+                "skip needs --output JSON: the output the skipped step stands for".into(),
+            ));
+        }
+        // `cancel` is what a cancellation records, not a person's choice.
+        Some(EscalationAction::Cancel) | None => {
+            return Err(Refusal::Invalid(format!(
+                "unknown action {:?}: use retry, skip (with --output) or fail",
+                r.action
+            )));
+        }
+    }
+    match &r.roles {
+        None => refuse(
+            "not-an-approver",
+            format!("{} is not a declared approver", r.by),
+        ),
+        Some(roles) if !roles.contains(&esc.role) => refuse(
+            "role",
+            format!(
+                "{} does not hold the role {:?} this escalation needs",
+                r.by, esc.role
+            ),
+        ),
+        // Open in the log, yet not what the run waits on (the run ended or
+        // moved on): a decision on it would act on a run it no longer
+        // describes (a `fail` would finish a finished run again).
+        _ if st.status != RunStatus::Escalated
+            || st.escalation.as_deref() != Some(esc.id.as_str()) =>
+        {
+            refuse(
+                "not-current",
+                format!(
+                    "run {} is {} and not waiting on this escalation",
+                    st.id, st.status
+                ),
+            )
+        }
+        _ => Ok(None),
+    }
 }
 
 fn finished(
@@ -641,5 +659,98 @@ impl AttemptEvent {
             duration_us: self.duration_us,
             next,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use charter_config::Deployment;
+
+    fn def() -> Workflow {
+        let d = Deployment::parse(
+            "[deployment]\nname = \"t\"\nphase = 1\n[approvers.olga]\nroles = [\"operator\"]\n[workflows.w]\n[[workflows.w.steps]]\nid = \"a\"\nplugin = \"p\"\non_failure = \"escalate\"\n",
+            std::path::Path::new("/nonexistent/charter.toml"),
+        )
+        .unwrap();
+        d.workflows["w"].clone()
+    }
+
+    fn fold(st: &mut RunState, events: &[Event]) {
+        for e in events {
+            st.apply(e, 0);
+        }
+    }
+
+    fn env() -> Env {
+        Env {
+            now_ms: 1000,
+            proposal: None,
+        }
+    }
+
+    /// The same state, definition and outcome give the same events (ids
+    /// included): a decision made twice, after a crash, records the same.
+    #[test]
+    fn deciding_twice_decides_the_same() {
+        let def = def();
+        let st = RunState::start(&start(&def, "R-1", json!({}), None), 1, 0).unwrap();
+        let Next::Attempt(plan) = next(&st, &def, &env()) else {
+            panic!("an attempt")
+        };
+        let failed = || {
+            Input::Attempted(Attempted {
+                step: plan.step.clone(),
+                attempt: plan.attempt,
+                input: plan.input.clone(),
+                outcome: Outcome::Failed {
+                    class: FailureClass::Fatal,
+                    error: "boom".into(),
+                },
+                replayed: 0,
+                duration_us: 0,
+            })
+        };
+        let one = decide(&st, Some(&def), failed(), &env()).unwrap();
+        let two = decide(&st, Some(&def), failed(), &env()).unwrap();
+        assert_eq!(one, two);
+        assert!(matches!(&one.events[1], Event::Escalated { id, .. } if id.starts_with("E-")));
+    }
+
+    /// An escalation still open in the log while the run no longer waits on
+    /// it (a run that ended): a resolution is refused and finishes nothing.
+    #[test]
+    fn a_resolution_for_a_run_that_ended_is_refused() {
+        let def = def();
+        let mut st = RunState::start(&start(&def, "R-1", json!({}), None), 1, 0).unwrap();
+        let escalated = Event::Escalated {
+            id: "E-1".into(),
+            run: "R-1".into(),
+            step: "a".into(),
+            role: "operator".into(),
+            reason: "r".into(),
+        };
+        let esc = EscalationState::from_event(&escalated, 0).unwrap();
+        let end = finished(&st, RunStatus::Failed, None, Some("x".into()), None);
+        fold(&mut st, &[escalated, end]);
+        let r = Resolution {
+            escalation: esc,
+            by: "olga".into(),
+            roles: Some(vec!["operator".into()]),
+            action: "fail".into(),
+            output: None,
+            comment: None,
+        };
+        let d = decide(&st, Some(&def), Input::Resolve(r), &env()).unwrap();
+        assert_eq!(d.refused.as_ref().map(|r| r.rule), Some("not-current"));
+        assert_eq!(d.events.len(), 1, "{:?}", d.events);
+        assert!(matches!(
+            &d.events[0],
+            Event::EscalationResolved {
+                accepted: false,
+                ..
+            }
+        ));
+        assert_eq!(next(&st, &def, &env()), Next::Stop);
     }
 }

@@ -146,70 +146,7 @@ impl RunState {
     /// Fold one later event of this run.
     pub fn apply(&mut self, ev: &Event, time_ms: u64) {
         match ev {
-            Event::StepAttempt {
-                step,
-                attempt,
-                outcome,
-                output,
-                error,
-                failure,
-                retry_at_ms,
-                proposal,
-                replayed,
-                duration_us,
-                next,
-                ..
-            } => {
-                self.history.push(AttemptRecord {
-                    step: step.clone(),
-                    attempt: *attempt,
-                    outcome: outcome.clone(),
-                    failure: failure.clone(),
-                    error: error.clone(),
-                    replayed: *replayed,
-                    duration_us: *duration_us,
-                    time_ms,
-                });
-                self.retry_at_ms = None;
-                self.proposal = None;
-                // An outcome the log does not know reads as a failure.
-                let outcome = outcome.parse().unwrap_or(StepOutcome::Failed);
-                match outcome {
-                    StepOutcome::Ok | StepOutcome::Skipped => {
-                        if let Some(o) = output {
-                            self.outputs.insert(step.clone(), o.clone());
-                            self.output = Some(o.clone());
-                        }
-                        self.cursor = next.clone();
-                        self.attempt = 0;
-                        self.budget_from = 0;
-                        self.status = RunStatus::Running;
-                    }
-                    StepOutcome::AwaitingApproval => {
-                        self.attempt = *attempt;
-                        self.budget_from = *attempt;
-                        self.proposal = proposal.clone();
-                        self.status = RunStatus::WaitingApproval;
-                    }
-                    StepOutcome::Failed => {
-                        self.error = error.clone();
-                        if retry_at_ms.is_some() {
-                            self.retries += 1;
-                            self.attempt = *attempt;
-                            self.retry_at_ms = *retry_at_ms;
-                            self.status = RunStatus::RetryWait;
-                        } else if let Some(n) = next {
-                            // The failure path runs another step.
-                            self.cursor = Some(n.clone());
-                            self.attempt = 0;
-                            self.budget_from = 0;
-                            self.status = RunStatus::Running;
-                        } else {
-                            self.attempt = *attempt;
-                        }
-                    }
-                }
-            }
+            Event::StepAttempt { .. } => self.attempt_ended(ev, time_ms),
             Event::Escalated { id, .. } => {
                 self.escalations += 1;
                 self.escalation = Some(id.clone());
@@ -233,10 +170,7 @@ impl RunState {
                             self.outputs.insert(step.clone(), o.clone());
                             self.output = Some(o.clone());
                         }
-                        self.cursor = next.clone();
-                        self.attempt = 0;
-                        self.budget_from = 0;
-                        self.status = RunStatus::Running;
+                        self.enter(next.clone());
                     }
                     _ => {}
                 }
@@ -260,6 +194,78 @@ impl RunState {
             }
             _ => {}
         }
+    }
+
+    /// Fold a `step-attempt`: the attempt joins the history, and the run
+    /// moves on, waits (to retry, or for people) or takes the failure path.
+    fn attempt_ended(&mut self, ev: &Event, time_ms: u64) {
+        let Event::StepAttempt {
+            step,
+            attempt,
+            outcome,
+            output,
+            error,
+            failure,
+            retry_at_ms,
+            proposal,
+            replayed,
+            duration_us,
+            next,
+            ..
+        } = ev
+        else {
+            return;
+        };
+        self.history.push(AttemptRecord {
+            step: step.clone(),
+            attempt: *attempt,
+            outcome: outcome.clone(),
+            failure: failure.clone(),
+            error: error.clone(),
+            replayed: *replayed,
+            duration_us: *duration_us,
+            time_ms,
+        });
+        self.retry_at_ms = None;
+        self.proposal = None;
+        // An outcome the log does not know reads as a failure.
+        match outcome.parse().unwrap_or(StepOutcome::Failed) {
+            StepOutcome::Ok | StepOutcome::Skipped => {
+                if let Some(o) = output {
+                    self.outputs.insert(step.clone(), o.clone());
+                    self.output = Some(o.clone());
+                }
+                self.enter(next.clone());
+            }
+            StepOutcome::AwaitingApproval => {
+                self.attempt = *attempt;
+                self.budget_from = *attempt;
+                self.proposal = proposal.clone();
+                self.status = RunStatus::WaitingApproval;
+            }
+            StepOutcome::Failed => {
+                self.error = error.clone();
+                if retry_at_ms.is_some() {
+                    self.retries += 1;
+                    self.attempt = *attempt;
+                    self.retry_at_ms = *retry_at_ms;
+                    self.status = RunStatus::RetryWait;
+                } else if let Some(n) = next {
+                    // The failure path runs another step.
+                    self.enter(Some(n.clone()));
+                } else {
+                    self.attempt = *attempt;
+                }
+            }
+        }
+    }
+
+    /// The run goes to step `cursor` (none: it ends), attempt 1.
+    fn enter(&mut self, cursor: Option<String>) {
+        self.cursor = cursor;
+        self.attempt = 0;
+        self.budget_from = 0;
+        self.status = RunStatus::Running;
     }
 
     pub fn is_terminal(&self) -> bool {
