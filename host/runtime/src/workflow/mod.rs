@@ -454,6 +454,37 @@ impl Host {
         } else {
             Journal::build(&st.id, &plan.step, plan.attempt, &self.run_records(st)?)
         };
+        let (mut events, attempted) = self.run_plugin(st, plan, journal).await;
+        let decided = engine::decide(st, Some(def), Input::Attempted(attempted), &self.env(st));
+        match decided {
+            Ok(d) => {
+                entered.extend(engine::entered(&d.events).map(str::to_string));
+                events.extend(d.events);
+                self.commit(st, events).await
+            }
+            Err(refusal) => {
+                // Unreachable while one driver holds the claim. The calls the
+                // attempt made are recorded all the same (what happened);
+                // its kv writes are not: they commit only with the step.
+                tracing::warn!(run = %st.id, "the engine refused an attempt's outcome: {refusal}");
+                events.retain(|e| !matches!(e, Event::KvWrite { .. }));
+                if !events.is_empty() {
+                    self.commit(st, events).await?;
+                }
+                Err(refusal.into())
+            }
+        }
+    }
+
+    /// Load the step's plugin and run it against its journal: the events
+    /// the attempt made (its calls, decisions, kv writes; not yet
+    /// committed) and its outcome for the engine.
+    async fn run_plugin(
+        &self,
+        st: &RunState,
+        plan: AttemptPlan,
+        journal: Journal,
+    ) -> (Vec<Event>, Attempted) {
         let (events, outcome, replayed, duration_us) = match self.load(&plan.plugin).await {
             Err(e) => {
                 let e = CallError::Load(e);
@@ -489,22 +520,7 @@ impl Host {
             replayed,
             duration_us,
         };
-        let mut events = events;
-        let decided = engine::decide(st, Some(def), Input::Attempted(attempted), &self.env(st));
-        match decided {
-            Ok(d) => {
-                entered.extend(engine::entered(&d.events).map(str::to_string));
-                events.extend(d.events);
-                self.commit(st, events).await
-            }
-            Err(refusal) => {
-                // Unreachable while one driver holds the claim; the calls the
-                // attempt made are recorded all the same.
-                tracing::warn!(run = %st.id, "the engine refused an attempt's outcome: {refusal}");
-                self.commit(st, events).await?;
-                Err(refusal.into())
-            }
-        }
+        (events, attempted)
     }
 }
 
