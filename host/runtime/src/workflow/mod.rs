@@ -2,35 +2,50 @@
 //! event in the log, so a run survives crashes and restarts and can wait
 //! days for people.
 //!
-//! A run is driven by [`Host::drive`]: it folds the run's state from the
-//! index (itself derived from the log), runs the cursor step, and commits
-//! the step's events (its calls, decisions, kv writes, the attempt and
-//! where the run goes next) in one append before moving on. After a crash,
-//! `charter runs resume` drives every incomplete run again; a step that was
-//! cut off re-runs against its journal (`journal.rs`): recorded results
-//! replay, approved calls execute, diverging calls escalate as
-//! non-deterministic, and calls with an outside effect carry the same
-//! idempotency key as before.
+//! Two halves:
+//! - the engine (`engine.rs`) decides: given the run's state, its
+//!   definition and what happened, which events to append. It does no IO
+//!   and reads no clock; its behaviour is the cases in
+//!   `host/runtime/tests/workflow-cases/`;
+//! - the driver (this file, [`Host::drive`]) does the IO: it claims the
+//!   run, asks the engine what comes next, runs the plugin step against its
+//!   journal, feeds the outcome back, and commits the step's events (its
+//!   calls, decisions, kv writes, the attempt and where the run goes next)
+//!   in one append before asking again.
+//!
+//! After a crash, `charter runs resume` drives every incomplete run again;
+//! a step that was cut off re-runs against its journal (`journal.rs`):
+//! recorded results replay, approved calls execute, diverging calls
+//! escalate as non-deterministic, and calls with an outside effect carry
+//! the same idempotency key as before.
 //!
 //! Where a run goes is recorded, not recomputed: `run-started` names the
 //! first step and every `step-attempt` names the next, so the log alone
 //! tells the run's path (see `state.rs`).
 
+pub mod engine;
 pub(crate) mod journal;
 pub mod state;
+pub mod types;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use charter_audit::{Event, Record, json_digest, now_ms};
-use charter_config::{OnFailure, StepSpec, Workflow};
+use charter_audit::{Event, Record, now_ms};
+use charter_config::Workflow;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use crate::error::{CallError, LimitKind, LoadError};
 use crate::{Host, StepOptions, index, record};
+use engine::{
+    AttemptPlan, Attempted, Env, Input, Next, Outcome, ProposalView, Refusal, Resolution,
+};
+pub use engine::{lookup, render, workflow_digest};
 use journal::Journal;
 pub use state::{EscalationState, RunState, status};
+pub use types::{EscalationAction, FailureClass, ProposalStatus, RunStatus, StepOutcome};
 
 /// Errors of the workflow commands.
 #[derive(Debug, thiserror::Error)]
@@ -74,86 +89,40 @@ impl RunError {
     }
 }
 
-/// `sha256:` of a workflow definition (its steps and settings, not where
-/// it was read from): a run follows exactly the definition it started on.
-pub fn workflow_digest(w: &Workflow) -> String {
-    let mut v = serde_json::to_value(w).unwrap_or(Value::Null);
-    if let Some(o) = v.as_object_mut() {
-        o.remove("source");
+impl From<Refusal> for RunError {
+    fn from(r: Refusal) -> RunError {
+        RunError::Invalid(r.to_string())
     }
-    json_digest(&v)
 }
 
 /// The failure class of a step error (what retry policies name).
-pub fn failure_class(e: &CallError) -> &'static str {
+pub fn failure_class(e: &CallError) -> FailureClass {
     match e {
         CallError::Step {
             retryable: true, ..
-        } => "retryable",
-        CallError::Step { .. } => "fatal",
+        } => FailureClass::Retryable,
+        CallError::Step { .. } => FailureClass::Fatal,
         CallError::Limit {
             kind: LimitKind::Deadline | LimitKind::HostCallTimeout,
             ..
-        } => "timeout",
-        CallError::Limit { .. } => "limit",
-        CallError::Denied { .. } => "denied",
-        CallError::Rejected { .. } => "rejected",
-        CallError::NonDeterministic { .. } => "nondeterministic",
-        CallError::AwaitingApproval { .. } => "awaiting-approval",
+        } => FailureClass::Timeout,
+        CallError::Limit { .. } => FailureClass::Limit,
+        CallError::Denied { .. } => FailureClass::Denied,
+        CallError::Rejected { .. } => FailureClass::Rejected,
+        CallError::NonDeterministic { .. } => FailureClass::NonDeterministic,
+        CallError::AwaitingApproval { .. } => FailureClass::AwaitingApproval,
         CallError::Load(
             LoadError::Ungranted(_) | LoadError::Governance(_) | LoadError::DigestMismatch { .. },
-        ) => "denied",
-        CallError::Load(_) => "load",
-        CallError::Trap { .. } | CallError::Invalid { .. } => "trap",
+        ) => FailureClass::Denied,
+        CallError::Load(_) => FailureClass::Load,
+        CallError::Trap { .. } | CallError::Invalid { .. } => FailureClass::Trap,
     }
-}
-
-/// The value at a `$/...` pointer in the run's context document.
-pub fn lookup<'a>(ctx: &'a Value, path: &str) -> Option<&'a Value> {
-    ctx.pointer(path.strip_prefix('$')?)
-}
-
-/// Render an input template against the context (see `charter_config::workflow`).
-pub fn render(t: &Value, ctx: &Value) -> Result<Value, String> {
-    Ok(match t {
-        Value::String(s) if s.starts_with("$$") => Value::String(s[1..].to_string()),
-        Value::String(s) if s == "$" || s.starts_with("$/") => lookup(ctx, s)
-            .cloned()
-            .ok_or_else(|| format!("input pointer {s:?} names nothing in the run's context"))?,
-        Value::Array(a) => {
-            Value::Array(a.iter().map(|x| render(x, ctx)).collect::<Result<_, _>>()?)
-        }
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, v)| Ok((k.clone(), render(v, ctx)?)))
-                .collect::<Result<_, String>>()?,
-        ),
-        other => other.clone(),
-    })
-}
-
-/// A number in 0..1 fixed by (run, step, attempt): the recorded jitter.
-fn unit(run: &str, step: &str, attempt: u32) -> f64 {
-    let d = json_digest(&json!([run, step, attempt]));
-    let n = u64::from_str_radix(&d[7..23], 16).unwrap_or(0);
-    n as f64 / u64::MAX as f64
-}
-
-fn short_id(prefix: &str, v: &Value) -> String {
-    format!("{prefix}-{}", &json_digest(v)[7..19])
 }
 
 static RUN_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// The next non-handler step after `idx`.
-fn next_after(def: &Workflow, idx: usize) -> Option<String> {
-    def.steps[idx + 1..]
-        .iter()
-        .find(|s| !s.handler)
-        .map(|s| s.id.clone())
-}
-
-/// Marks a run as being driven in this process; dropped when done.
+/// Marks a run as being driven in this process; dropped when done. The one
+/// place that knows how a run is claimed (see [`Host::claim`]).
 struct Claim<'a> {
     host: &'a Host,
     run: String,
@@ -196,7 +165,7 @@ impl Host {
         record::check_step_value("the run's input", &input, record::MAX_STEP_VALUE)
             .map_err(RunError::Invalid)?;
         let n = RUN_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = short_id(
+        let id = engine::short_id(
             "R",
             &json!([
                 workflow,
@@ -206,14 +175,7 @@ impl Host {
                 &self.deployment.name
             ]),
         );
-        let ev = Event::RunStarted {
-            run: id.clone(),
-            workflow: workflow.to_string(),
-            workflow_digest: workflow_digest(def),
-            input,
-            initiator: initiator.map(str::to_string),
-            first: def.steps.iter().find(|s| !s.handler).map(|s| s.id.clone()),
-        };
+        let ev = engine::start(def, &id, input, initiator);
         let seq = self
             .services
             .log
@@ -267,13 +229,9 @@ impl Host {
     pub async fn resume_runs(&self) -> Vec<(String, Result<RunState, RunError>)> {
         let mut out = Vec::new();
         for r in self.runs().into_iter().rev() {
-            let go = match r.status.as_str() {
-                status::RUNNING | status::RETRY_WAIT => true,
-                status::WAITING_APPROVAL => r
-                    .proposal
-                    .as_deref()
-                    .and_then(|p| self.proposal(p))
-                    .is_none_or(|p| p.status != "pending" || p.is_expired(now_ms())),
+            let go = match r.status {
+                RunStatus::Running | RunStatus::RetryWait => true,
+                RunStatus::WaitingApproval => self.env(&r).wait_is_over(),
                 _ => false,
             };
             if go {
@@ -289,44 +247,10 @@ impl Host {
         let mut st = self
             .run(id)
             .ok_or_else(|| RunError::UnknownRun(id.to_string()))?;
-        if st.is_terminal() {
-            return Err(RunError::Invalid(format!(
-                "run {id} has already ended ({})",
-                st.status
-            )));
-        }
-        let mut events = Vec::new();
-        // What the run waited on ends with it.
-        if let Some(p) = st.proposal.as_deref().and_then(|p| self.proposal(p))
-            && p.status == "pending"
-        {
-            events.push(Event::ProposalResolved {
-                proposal: p.id,
-                status: "cancelled".into(),
-                detail: Some(format!("run {id} cancelled by {by}")),
-            });
-        }
-        if let Some(e) = &st.escalation {
-            events.push(Event::EscalationResolved {
-                id: e.clone(),
-                run: id.to_string(),
-                by: by.to_string(),
-                action: "cancel".into(),
-                output: None,
-                comment: Some("the run was cancelled".into()),
-                accepted: true,
-                reason: None,
-                next: None,
-            });
-        }
-        events.push(Event::RunFinished {
-            run: id.to_string(),
-            status: status::CANCELLED.into(),
-            output: None,
-            error: Some(format!("cancelled by {by}")),
-            by: Some(by.to_string()),
-        });
-        self.commit(&mut st, events).await?;
+        let by = by.to_string();
+        let def = self.workflow(&st.workflow).ok();
+        let d = engine::decide(&st, def, Input::Cancel { by }, &self.env(&st))?;
+        self.commit(&mut st, d.events).await?;
         Ok(st)
     }
 
@@ -348,19 +272,7 @@ impl Host {
             .run(&indexed.run)
             .ok_or_else(|| RunError::UnknownRun(indexed.run.clone()))?;
         // Who may decide is what the log recorded, not the index's copy.
-        let esc = self
-            .run_records(&st)?
-            .iter()
-            .fold(None::<EscalationState>, |acc, r| match &r.event {
-                Event::Escalated { id: e, .. } if e == id => {
-                    EscalationState::from_event(&r.event, r.time_ms)
-                }
-                Event::EscalationResolved { id: e, .. } if e == id => acc.map(|mut x| {
-                    x.apply(&r.event);
-                    x
-                }),
-                _ => acc,
-            })
+        let esc = EscalationState::from_records(id, &self.run_records(&st)?)
             .ok_or_else(|| RunError::UnknownEscalation(id.to_string()))?;
         if esc.role != indexed.role || esc.status != indexed.status {
             return Err(RunError::Invalid(format!(
@@ -373,71 +285,23 @@ impl Host {
         {
             return Err(RunError::Invalid(e));
         }
-        let comment = comment.map(|c| record::text(&c));
-        let refusal = if esc.status != "open" {
-            Some((
-                "not-open",
-                format!("the escalation is already {}", esc.status),
-            ))
-        } else if !matches!(action, "retry" | "skip" | "fail") {
-            return Err(RunError::Invalid(format!(
-                "unknown action {action:?}: use retry, skip (with --output) or fail"
-            )));
-        } else if action == "skip" && output.is_none() {
-            return Err(RunError::Invalid(
-                "skip needs --output JSON: the output the skipped step stands for".into(),
-            ));
-        } else {
-            match self.deployment.approvers.get(by) {
-                None => Some((
-                    "not-an-approver",
-                    format!("{by} is not a declared approver"),
-                )),
-                Some(a) if !a.roles.contains(&esc.role) => Some((
-                    "role",
-                    format!(
-                        "{by} does not hold the role {:?} this escalation needs",
-                        esc.role
-                    ),
-                )),
-                _ => None,
-            }
-        };
-        let next = match (action, self.workflow(&st.workflow)) {
-            ("skip", Ok(def)) => def.index_of(&esc.step).and_then(|i| next_after(def, i)),
-            _ => None,
-        };
-        let ev = Event::EscalationResolved {
-            id: id.to_string(),
-            run: esc.run.clone(),
+        let resolution = Resolution {
+            escalation: esc,
             by: by.to_string(),
+            roles: self.deployment.approvers.get(by).map(|a| a.roles.clone()),
             action: action.to_string(),
-            output: output.clone(),
+            output,
             comment,
-            accepted: refusal.is_none(),
-            reason: refusal.as_ref().map(|r| r.1.clone()),
-            next,
         };
-        let mut events = vec![ev];
-        if refusal.is_none() && action == "fail" {
-            events.push(Event::RunFinished {
-                run: esc.run.clone(),
-                status: status::FAILED.into(),
-                output: None,
-                error: Some(format!(
-                    "step {} failed; {by} ended the run on escalation {id}",
-                    esc.step
-                )),
-                by: Some(by.to_string()),
-            });
-        }
-        self.commit(&mut st, events).await?;
-        if let Some((rule, reason)) = refusal {
-            tracing::info!(escalation = id, by, %reason, "escalation resolution refused");
+        let def = self.workflow(&st.workflow).ok();
+        let d = engine::decide(&st, def, Input::Resolve(resolution), &self.env(&st))?;
+        self.commit(&mut st, d.events).await?;
+        if let Some(r) = d.refused {
+            tracing::info!(escalation = id, by, reason = %r.reason, "escalation resolution refused");
             return Err(RunError::Refused {
                 id: id.to_string(),
-                rule,
-                reason,
+                rule: r.rule,
+                reason: r.reason,
             });
         }
         self.drive_state(st, false).await
@@ -471,7 +335,9 @@ impl Host {
         Ok(())
     }
 
-    /// The run's records from the log (for its journal).
+    /// The run's records from the log (for its journal, and what an
+    /// escalation's resolution decides on). Every read of the log for one
+    /// run goes through here.
     fn run_records(&self, st: &RunState) -> Result<Vec<Record>, RunError> {
         let all = charter_audit::read_records(self.services.log.path())
             .map_err(|e| RunError::Log(e.to_string()))?;
@@ -488,15 +354,46 @@ impl Host {
             .collect())
     }
 
-    async fn drive_state(&self, mut st: RunState, fresh: bool) -> Result<RunState, RunError> {
-        if !self.driving.lock().unwrap().insert(st.id.clone()) {
+    /// Claim run `id` for this process; `None` if another task of this
+    /// process drives it already. The claim ends when it is dropped.
+    fn claim(&self, run: &str) -> Option<Claim<'_>> {
+        if !self.driving.lock().unwrap().insert(run.to_string()) {
+            return None;
+        }
+        Some(Claim {
+            host: self,
+            run: run.to_string(),
+        })
+    }
+
+    /// What the engine is told about `st` now: the time, and the proposal
+    /// it waits on as the index has it.
+    fn env(&self, st: &RunState) -> Env {
+        let proposal = st.proposal.as_deref().and_then(|p| self.proposal(p));
+        Env {
+            now_ms: now_ms(),
+            proposal: proposal.map(|p| ProposalView {
+                // A status the engine does not know is not `pending`.
+                status: p.status.parse().unwrap_or(ProposalStatus::Failed),
+                expires_at_ms: p.expires_at_ms,
+                id: p.id,
+            }),
+        }
+    }
+
+    /// Drive `st` until the engine says stop (the run ended, is escalated,
+    /// or waits for people). `fresh`: the run was just started here, so its
+    /// first step has no journal to read.
+    async fn drive_state(&self, st: RunState, fresh: bool) -> Result<RunState, RunError> {
+        let Some(_claim) = self.claim(&st.id) else {
             // Another task of this process is driving it already.
             return Ok(st);
-        }
-        let _claim = Claim {
-            host: self,
-            run: st.id.clone(),
         };
+        let span = tracing::info_span!("run", run = %st.id, workflow = %st.workflow);
+        self.drive_claimed(st, fresh).instrument(span).await
+    }
+
+    async fn drive_claimed(&self, mut st: RunState, fresh: bool) -> Result<RunState, RunError> {
         let def = self.workflow(&st.workflow)?.clone();
         let now_digest = workflow_digest(&def);
         if now_digest != st.workflow_digest {
@@ -513,267 +410,117 @@ impl Host {
             entered.insert(c.clone());
         }
         loop {
-            if st.is_terminal() || st.status == status::ESCALATED {
-                return Ok(st);
-            }
-            if st.status == status::WAITING_APPROVAL {
-                let decided = st
-                    .proposal
-                    .as_deref()
-                    .and_then(|p| self.proposal(p))
-                    .is_none_or(|p| p.status != "pending" || p.is_expired(now_ms()));
-                if !decided {
-                    return Ok(st);
-                }
-            }
-            let Some(cursor) = st.cursor.clone() else {
-                let output = st.output.clone();
-                let run = st.id.clone();
-                self.commit(
-                    &mut st,
-                    vec![Event::RunFinished {
-                        run,
-                        status: status::COMPLETED.into(),
-                        output,
-                        error: None,
-                        by: None,
-                    }],
-                )
-                .await?;
-                continue;
-            };
-            let Some(idx) = def.index_of(&cursor) else {
-                let error = Some(format!("step {cursor} is not in workflow {}", def.name));
-                let run = st.id.clone();
-                self.commit(
-                    &mut st,
-                    vec![Event::RunFinished {
-                        run,
-                        status: status::FAILED.into(),
-                        output: None,
-                        error,
-                        by: None,
-                    }],
-                )
-                .await?;
-                continue;
-            };
-            let step = &def.steps[idx];
-            if let Some(t) = st.retry_at_ms {
-                let now = now_ms();
-                if t > now {
-                    tokio::time::sleep(Duration::from_millis(t - now)).await;
-                }
-            }
-            let attempt = st.attempt + 1;
-            let ctx = json!({
-                "input": st.input,
-                "steps": st.outputs,
-                "run": {"id": st.id, "workflow": st.workflow, "attempt": attempt},
-            });
-            if st.attempt == 0
-                && let Some(c) = &step.when
-                && !c.holds(lookup(&ctx, &c.path))
-            {
-                let next = next_after(&def, idx);
-                if let Some(n) = &next {
-                    entered.insert(n.clone());
-                }
-                let ev = step_event(&st.id, step, attempt, Value::Null, "skipped", next);
-                self.commit(&mut st, vec![ev]).await?;
-                continue;
-            }
-            let input = match &step.input {
-                None => st.output.clone().unwrap_or_else(|| st.input.clone()),
-                Some(t) => match render(t, &ctx) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        let events =
-                            self.failure(&st, &def, idx, attempt, Value::Null, "input", e, 0, 0);
-                        self.enter_next(&mut entered, &events);
-                        self.commit(&mut st, events).await?;
-                        continue;
-                    }
-                },
-            };
-            let journal = if st.attempt == 0 && entered.contains(&cursor) {
-                Journal::empty(&st.id, &cursor, attempt)
-            } else {
-                Journal::build(&st.id, &cursor, attempt, &self.run_records(&st)?)
-            };
-            let loaded = match self.load(&step.plugin).await {
-                Ok(l) => l,
-                Err(e) => {
-                    let e = CallError::Load(e);
-                    let events = self.failure(
-                        &st,
-                        &def,
-                        idx,
-                        attempt,
-                        input,
-                        failure_class(&e),
-                        e.to_string(),
-                        0,
-                        0,
-                    );
-                    self.enter_next(&mut entered, &events);
+            match engine::next(&st, &def, &self.env(&st)) {
+                Next::Stop => return Ok(st),
+                Next::Append(events) => {
+                    entered.extend(engine::entered(&events).map(str::to_string));
                     self.commit(&mut st, events).await?;
-                    continue;
                 }
-            };
-            let attempted = self
-                .attempt(
-                    &loaded,
-                    &input.to_string(),
-                    StepOptions {
-                        initiator: st.initiator.clone(),
-                        journal: Some(Arc::new(journal)),
-                        deadline_ms: step.timeout_ms,
-                    },
-                )
-                .await;
-            let mut events = attempted.events;
-            let replayed = attempted.replayed;
-            let after = match attempted.result {
-                Ok(out) => {
-                    let next = next_after(&def, idx);
-                    let mut ev = step_event(&st.id, step, attempt, input, "ok", next);
-                    if let Event::StepAttempt {
-                        output,
-                        replayed: r,
-                        duration_us,
-                        ..
-                    } = &mut ev
-                    {
-                        *output = Some(out.output);
-                        *r = replayed;
-                        *duration_us = out.duration_us;
-                    }
-                    vec![ev]
+                Next::Attempt(plan) => {
+                    let span = tracing::info_span!(
+                        "step",
+                        run = %st.id,
+                        workflow = %st.workflow,
+                        step = %plan.step,
+                        attempt = plan.attempt,
+                        plugin = %plan.plugin,
+                    );
+                    self.step(&mut st, &def, plan, &mut entered)
+                        .instrument(span)
+                        .await?;
                 }
-                Err(CallError::AwaitingApproval { proposal, .. }) => {
-                    let mut ev =
-                        step_event(&st.id, step, attempt, input, "awaiting-approval", None);
-                    if let Event::StepAttempt {
-                        proposal: p,
-                        replayed: r,
-                        duration_us,
-                        ..
-                    } = &mut ev
-                    {
-                        *p = Some(proposal);
-                        *r = replayed;
-                        *duration_us = attempted.duration_us;
-                    }
-                    vec![ev]
-                }
-                Err(e) => self.failure(
-                    &st,
-                    &def,
-                    idx,
-                    attempt,
-                    input,
-                    failure_class(&e),
-                    e.to_string(),
-                    replayed,
-                    attempted.duration_us,
-                ),
-            };
-            self.enter_next(&mut entered, &after);
-            events.extend(after);
-            self.commit(&mut st, events).await?;
-        }
-    }
-
-    fn enter_next(&self, entered: &mut HashSet<String>, events: &[Event]) {
-        for e in events {
-            if let Event::StepAttempt {
-                next: Some(n),
-                retry_at_ms: None,
-                ..
-            } = e
-            {
-                entered.insert(n.clone());
             }
         }
     }
 
-    /// The events of a failed attempt: a retry, or the step's failure path.
-    #[allow(clippy::too_many_arguments)]
-    fn failure(
+    /// One attempt of the cursor step: wait for its retry time, read its
+    /// journal, load and run the plugin, and commit the attempt's events
+    /// with the engine's decision on its outcome, in one append.
+    async fn step(
+        &self,
+        st: &mut RunState,
+        def: &Workflow,
+        plan: AttemptPlan,
+        entered: &mut HashSet<String>,
+    ) -> Result<(), RunError> {
+        if let Some(t) = plan.not_before_ms {
+            let now = now_ms();
+            if t > now {
+                tokio::time::sleep(Duration::from_millis(t - now)).await;
+            }
+        }
+        let journal = if plan.attempt == 1 && entered.contains(&plan.step) {
+            Journal::empty(&st.id, &plan.step, plan.attempt)
+        } else {
+            Journal::build(&st.id, &plan.step, plan.attempt, &self.run_records(st)?)
+        };
+        let (mut events, attempted) = self.run_plugin(st, plan, journal).await;
+        let decided = engine::decide(st, Some(def), Input::Attempted(attempted), &self.env(st));
+        match decided {
+            Ok(d) => {
+                entered.extend(engine::entered(&d.events).map(str::to_string));
+                events.extend(d.events);
+                self.commit(st, events).await
+            }
+            Err(refusal) => {
+                // Unreachable while one driver holds the claim. The calls the
+                // attempt made are recorded all the same (what happened);
+                // its kv writes are not: they commit only with the step.
+                tracing::warn!(run = %st.id, "the engine refused an attempt's outcome: {refusal}");
+                events.retain(|e| !matches!(e, Event::KvWrite { .. }));
+                if !events.is_empty() {
+                    self.commit(st, events).await?;
+                }
+                Err(refusal.into())
+            }
+        }
+    }
+
+    /// Load the step's plugin and run it against its journal: the events
+    /// the attempt made (its calls, decisions, kv writes; not yet
+    /// committed) and its outcome for the engine.
+    async fn run_plugin(
         &self,
         st: &RunState,
-        def: &Workflow,
-        idx: usize,
-        attempt: u32,
-        input: Value,
-        class: &str,
-        error: String,
-        replayed: u64,
-        duration_us: u64,
-    ) -> Vec<Event> {
-        let step = &def.steps[idx];
-        let policy = &step.retry;
-        let used = attempt.saturating_sub(st.budget_from);
-        let mut ev = step_event(&st.id, step, attempt, input, "failed", None);
-        let Event::StepAttempt {
-            error: e,
-            failure,
-            retry_at_ms,
-            replayed: r,
-            duration_us: d,
-            next,
-            ..
-        } = &mut ev
-        else {
-            unreachable!()
-        };
-        let error = record::text(&error);
-        *e = Some(error.clone());
-        *failure = Some(class.to_string());
-        *r = replayed;
-        *d = duration_us;
-        if policy.retries(class) && used < policy.max_attempts {
-            let delay = policy.backoff_ms(used, unit(&st.id, &step.id, attempt));
-            *retry_at_ms = Some(now_ms() + delay);
-            return vec![ev];
-        }
-        let escalate = |role: Option<&String>, reason: String| Event::Escalated {
-            id: short_id("E", &json!([st.id, step.id, attempt])),
-            run: st.id.clone(),
-            step: step.id.clone(),
-            role: role.cloned().unwrap_or_else(|| def.escalate_to.clone()),
-            reason,
-        };
-        let why = if used > 1 {
-            format!("step {} failed after {used} attempts: {error}", step.id)
-        } else {
-            format!("step {} failed: {error}", step.id)
-        };
-        if class == "nondeterministic" {
-            let role = match &step.on_failure {
-                OnFailure::Escalate(r) => r.as_ref(),
-                _ => None,
-            };
-            return vec![ev, escalate(role, why)];
-        }
-        match &step.on_failure {
-            OnFailure::Fail => vec![
-                ev,
-                Event::RunFinished {
-                    run: st.id.clone(),
-                    status: status::FAILED.into(),
-                    output: None,
-                    error: Some(why),
-                    by: None,
-                },
-            ],
-            OnFailure::Escalate(role) => vec![ev, escalate(role.as_ref(), why)],
-            OnFailure::Step(target) => {
-                *next = Some(target.clone());
-                vec![ev]
+        plan: AttemptPlan,
+        journal: Journal,
+    ) -> (Vec<Event>, Attempted) {
+        let (events, outcome, replayed, duration_us) = match self.load(&plan.plugin).await {
+            Err(e) => {
+                let e = CallError::Load(e);
+                let class = failure_class(&e);
+                let error = e.to_string();
+                (vec![], Outcome::Failed { class, error }, 0, 0)
             }
-        }
+            Ok(loaded) => {
+                let opts = StepOptions {
+                    initiator: st.initiator.clone(),
+                    journal: Some(Arc::new(journal)),
+                    deadline_ms: plan.timeout_ms,
+                };
+                let a = self.attempt(&loaded, &plan.input.to_string(), opts).await;
+                let outcome = match a.result {
+                    Ok(out) => Outcome::Ok { output: out.output },
+                    Err(CallError::AwaitingApproval { proposal, .. }) => {
+                        Outcome::AwaitingApproval { proposal }
+                    }
+                    Err(e) => Outcome::Failed {
+                        class: failure_class(&e),
+                        error: e.to_string(),
+                    },
+                };
+                (a.events, outcome, a.replayed, a.duration_us)
+            }
+        };
+        let attempted = Attempted {
+            step: plan.step,
+            attempt: plan.attempt,
+            input: plan.input,
+            outcome,
+            replayed,
+            duration_us,
+        };
+        (events, attempted)
     }
 }
 
@@ -814,33 +561,5 @@ fn progress(e: &Event) {
             tracing::info!(target: "charter::run", "run {run}: {status}")
         }
         _ => {}
-    }
-}
-
-fn step_event(
-    run: &str,
-    step: &StepSpec,
-    attempt: u32,
-    input: Value,
-    outcome: &str,
-    next: Option<String>,
-) -> Event {
-    Event::StepAttempt {
-        run: run.to_string(),
-        step: step.id.clone(),
-        attempt,
-        plugin: step.plugin.clone(),
-        // A rendered input can exceed what the step accepts (the attempt
-        // then fails with a limit): recorded by digest and size if so.
-        input: record::bounded(input, record::MAX_STEP_VALUE as usize, None),
-        outcome: outcome.to_string(),
-        output: None,
-        error: None,
-        failure: None,
-        retry_at_ms: None,
-        proposal: None,
-        replayed: 0,
-        duration_us: 0,
-        next,
     }
 }

@@ -11,23 +11,28 @@ use charter_audit::Event;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::types::{EscalationAction, RunStatus, StepOutcome};
+
 /// Namespace of runs in the state store.
 pub const RUNS: &str = "@runs";
 /// Namespace of escalations in the state store.
 pub const ESCALATIONS: &str = "@escalations";
 
-/// Run statuses.
+/// Run statuses as strings (for callers that match on text; the typed
+/// form is [`RunStatus`]).
 pub mod status {
-    pub const RUNNING: &str = "running";
-    pub const RETRY_WAIT: &str = "retry-wait";
-    pub const WAITING_APPROVAL: &str = "waiting-approval";
-    pub const ESCALATED: &str = "escalated";
-    pub const COMPLETED: &str = "completed";
-    pub const FAILED: &str = "failed";
-    pub const CANCELLED: &str = "cancelled";
+    use super::RunStatus;
+
+    pub const RUNNING: &str = RunStatus::Running.as_str();
+    pub const RETRY_WAIT: &str = RunStatus::RetryWait.as_str();
+    pub const WAITING_APPROVAL: &str = RunStatus::WaitingApproval.as_str();
+    pub const ESCALATED: &str = RunStatus::Escalated.as_str();
+    pub const COMPLETED: &str = RunStatus::Completed.as_str();
+    pub const FAILED: &str = RunStatus::Failed.as_str();
+    pub const CANCELLED: &str = RunStatus::Cancelled.as_str();
 
     pub fn is_terminal(s: &str) -> bool {
-        matches!(s, COMPLETED | FAILED | CANCELLED)
+        s.parse::<RunStatus>().is_ok_and(RunStatus::is_terminal)
     }
 }
 
@@ -52,7 +57,7 @@ pub struct RunState {
     pub workflow_digest: String,
     pub input: Value,
     pub initiator: Option<String>,
-    pub status: String,
+    pub status: RunStatus,
     pub started_ms: u64,
     pub started_seq: u64,
     pub finished_ms: Option<u64>,
@@ -119,7 +124,7 @@ impl RunState {
             workflow_digest: workflow_digest.clone(),
             input: input.clone(),
             initiator: initiator.clone(),
-            status: status::RUNNING.into(),
+            status: RunStatus::Running,
             started_ms: time_ms,
             started_seq: seq,
             finished_ms: None,
@@ -141,72 +146,11 @@ impl RunState {
     /// Fold one later event of this run.
     pub fn apply(&mut self, ev: &Event, time_ms: u64) {
         match ev {
-            Event::StepAttempt {
-                step,
-                attempt,
-                outcome,
-                output,
-                error,
-                failure,
-                retry_at_ms,
-                proposal,
-                replayed,
-                duration_us,
-                next,
-                ..
-            } => {
-                self.history.push(AttemptRecord {
-                    step: step.clone(),
-                    attempt: *attempt,
-                    outcome: outcome.clone(),
-                    failure: failure.clone(),
-                    error: error.clone(),
-                    replayed: *replayed,
-                    duration_us: *duration_us,
-                    time_ms,
-                });
-                self.retry_at_ms = None;
-                self.proposal = None;
-                match outcome.as_str() {
-                    "ok" | "skipped" => {
-                        if let Some(o) = output {
-                            self.outputs.insert(step.clone(), o.clone());
-                            self.output = Some(o.clone());
-                        }
-                        self.cursor = next.clone();
-                        self.attempt = 0;
-                        self.budget_from = 0;
-                        self.status = status::RUNNING.into();
-                    }
-                    "awaiting-approval" => {
-                        self.attempt = *attempt;
-                        self.budget_from = *attempt;
-                        self.proposal = proposal.clone();
-                        self.status = status::WAITING_APPROVAL.into();
-                    }
-                    _ => {
-                        self.error = error.clone();
-                        if retry_at_ms.is_some() {
-                            self.retries += 1;
-                            self.attempt = *attempt;
-                            self.retry_at_ms = *retry_at_ms;
-                            self.status = status::RETRY_WAIT.into();
-                        } else if let Some(n) = next {
-                            // The failure path runs another step.
-                            self.cursor = Some(n.clone());
-                            self.attempt = 0;
-                            self.budget_from = 0;
-                            self.status = status::RUNNING.into();
-                        } else {
-                            self.attempt = *attempt;
-                        }
-                    }
-                }
-            }
+            Event::StepAttempt { .. } => self.attempt_ended(ev, time_ms),
             Event::Escalated { id, .. } => {
                 self.escalations += 1;
                 self.escalation = Some(id.clone());
-                self.status = status::ESCALATED.into();
+                self.status = RunStatus::Escalated;
             }
             Event::EscalationResolved {
                 action,
@@ -216,20 +160,17 @@ impl RunState {
                 ..
             } => {
                 self.escalation = None;
-                match action.as_str() {
-                    "retry" => {
+                match action.parse::<EscalationAction>() {
+                    Ok(EscalationAction::Retry) => {
                         self.budget_from = self.attempt;
-                        self.status = status::RUNNING.into();
+                        self.status = RunStatus::Running;
                     }
-                    "skip" => {
+                    Ok(EscalationAction::Skip) => {
                         if let (Some(step), Some(o)) = (&self.cursor, output) {
                             self.outputs.insert(step.clone(), o.clone());
                             self.output = Some(o.clone());
                         }
-                        self.cursor = next.clone();
-                        self.attempt = 0;
-                        self.budget_from = 0;
-                        self.status = status::RUNNING.into();
+                        self.enter(next.clone());
                     }
                     _ => {}
                 }
@@ -240,7 +181,8 @@ impl RunState {
                 error,
                 ..
             } => {
-                self.status = status.clone();
+                // A finish the log does not know still ends the run.
+                self.status = status.parse().unwrap_or(RunStatus::Failed);
                 self.finished_ms = Some(time_ms);
                 if output.is_some() {
                     self.output = output.clone();
@@ -254,8 +196,80 @@ impl RunState {
         }
     }
 
+    /// Fold a `step-attempt`: the attempt joins the history, and the run
+    /// moves on, waits (to retry, or for people) or takes the failure path.
+    fn attempt_ended(&mut self, ev: &Event, time_ms: u64) {
+        let Event::StepAttempt {
+            step,
+            attempt,
+            outcome,
+            output,
+            error,
+            failure,
+            retry_at_ms,
+            proposal,
+            replayed,
+            duration_us,
+            next,
+            ..
+        } = ev
+        else {
+            return;
+        };
+        self.history.push(AttemptRecord {
+            step: step.clone(),
+            attempt: *attempt,
+            outcome: outcome.clone(),
+            failure: failure.clone(),
+            error: error.clone(),
+            replayed: *replayed,
+            duration_us: *duration_us,
+            time_ms,
+        });
+        self.retry_at_ms = None;
+        self.proposal = None;
+        // An outcome the log does not know reads as a failure.
+        match outcome.parse().unwrap_or(StepOutcome::Failed) {
+            StepOutcome::Ok | StepOutcome::Skipped => {
+                if let Some(o) = output {
+                    self.outputs.insert(step.clone(), o.clone());
+                    self.output = Some(o.clone());
+                }
+                self.enter(next.clone());
+            }
+            StepOutcome::AwaitingApproval => {
+                self.attempt = *attempt;
+                self.budget_from = *attempt;
+                self.proposal = proposal.clone();
+                self.status = RunStatus::WaitingApproval;
+            }
+            StepOutcome::Failed => {
+                self.error = error.clone();
+                if retry_at_ms.is_some() {
+                    self.retries += 1;
+                    self.attempt = *attempt;
+                    self.retry_at_ms = *retry_at_ms;
+                    self.status = RunStatus::RetryWait;
+                } else if let Some(n) = next {
+                    // The failure path runs another step.
+                    self.enter(Some(n.clone()));
+                } else {
+                    self.attempt = *attempt;
+                }
+            }
+        }
+    }
+
+    /// The run goes to step `cursor` (none: it ends), attempt 1.
+    fn enter(&mut self, cursor: Option<String>) {
+        self.cursor = cursor;
+        self.attempt = 0;
+        self.budget_from = 0;
+        self.status = RunStatus::Running;
+    }
+
     pub fn is_terminal(&self) -> bool {
-        status::is_terminal(&self.status)
+        self.status.is_terminal()
     }
 }
 
@@ -275,6 +289,23 @@ impl EscalationState {
             self.action = Some(action.clone());
             self.comment = comment.clone();
         }
+    }
+
+    /// Escalation `id` folded from `records` (a run's records from the
+    /// log): what a resolution decides on.
+    pub fn from_records(id: &str, records: &[charter_audit::Record]) -> Option<EscalationState> {
+        records
+            .iter()
+            .fold(None::<EscalationState>, |acc, r| match &r.event {
+                Event::Escalated { id: e, .. } if e == id => {
+                    EscalationState::from_event(&r.event, r.time_ms)
+                }
+                Event::EscalationResolved { id: e, .. } if e == id => acc.map(|mut x| {
+                    x.apply(&r.event);
+                    x
+                }),
+                _ => acc,
+            })
     }
 
     pub fn from_event(ev: &Event, time_ms: u64) -> Option<EscalationState> {
