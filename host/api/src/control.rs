@@ -134,15 +134,17 @@ impl Control {
     }
 }
 
-/// Load `name` through the host's load-time check inside a `load` span
-/// naming the plugin and, once known, its digest: what an operator's
-/// tracing (`--log-format json`) shows of every load.
+/// Load `name` through the host's load-time check inside a `load_plugin`
+/// span (target `charter_api`) naming the plugin and, once known, its
+/// digest: what an operator's tracing (`--log-format json`) shows of every
+/// load a front end makes. (The runtime's own `load` span, inside it,
+/// names the plugin only.)
 pub(crate) async fn load(
     host: &Host,
     name: &str,
 ) -> Result<Arc<charter_runtime::LoadedPlugin>, charter_runtime::LoadError> {
     use tracing::Instrument;
-    let span = tracing::info_span!("load", plugin = %name, digest = tracing::field::Empty);
+    let span = tracing::info_span!("load_plugin", plugin = %name, digest = tracing::field::Empty);
     let r = host.load(name).instrument(span.clone()).await;
     if let Ok(p) = &r {
         span.record("digest", p.digest.as_str());

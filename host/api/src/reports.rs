@@ -378,8 +378,7 @@ async fn inspect_with(
     };
     let engine = charter_runtime::engine::build_engine(&opts)
         .map_err(|e| ApiError::invalid(format!("engine: {e:#}")))?;
-    let span =
-        tracing::info_span!("load", plugin = %req.path.display(), digest = tracing::field::Empty);
+    let span = tracing::info_span!("load_plugin", plugin = %req.path.display(), digest = tracing::field::Empty);
     let insp = charter_runtime::inspect_file(&engine, &req.path)
         .instrument(span.clone())
         .await

@@ -66,6 +66,27 @@ With --detach: 0 once the run is recorded (follow it with `charter runs show ID`
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines on stderr are written: `plain` (for people) or `json`
+    /// (one JSON object per line, with the spans it happened in, for log
+    /// collectors) [default: $CHARTER_LOG_FORMAT, or plain]
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = ["plain", "json"])]
+    log_format: Option<String>,
+}
+
+/// `--log-format`, else `CHARTER_LOG_FORMAT`: whether log lines are JSON.
+fn json_logs(flag: Option<&str>) -> bool {
+    match flag {
+        Some(f) => f == "json",
+        None => match std::env::var("CHARTER_LOG_FORMAT") {
+            Ok(v) if v == "json" => true,
+            Ok(v) if v.is_empty() || v == "plain" => false,
+            Ok(v) => {
+                eprintln!("warning: CHARTER_LOG_FORMAT={v:?} is not plain or json; writing plain");
+                false
+            }
+            Err(_) => false,
+        },
+    }
 }
 
 #[derive(Args, Clone)]
@@ -516,7 +537,13 @@ enum KvOp {
 /// the run's progress (`charter::run`) and what plugins log
 /// (`charter::plugin`, as "PLUGIN: message"), and long work
 /// (`charter::progress`: a compile the cache did not have).
-fn init_tracing(quiet: bool, cache: bool) {
+///
+/// With `json` (`--log-format json`), the same events (filtered the same
+/// way) as JSON lines for a log collector: level, target, fields, and the
+/// spans they happened in (a plugin load's `load{plugin, digest}`); long
+/// compiles are events of their own (`compiling`, `compiled`) instead of
+/// an announcement.
+fn init_tracing(quiet: bool, cache: bool, json: bool) {
     use tracing_subscriber::filter::{EnvFilter, Targets};
     use tracing_subscriber::prelude::*;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -528,13 +555,14 @@ fn init_tracing(quiet: bool, cache: bool) {
             eprintln!("warning: log filter {spec:?}: {e}; showing warnings");
             EnvFilter::new("warn")
         });
-        tracing_subscriber::fmt()
+        let fmt = tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_target(false)
-            .with_ansi(tty)
-            .compact()
-            .init();
+            .with_writer(std::io::stderr);
+        if json {
+            fmt.json().with_span_list(true).init();
+        } else {
+            fmt.with_target(false).with_ansi(tty).compact().init();
+        }
         return;
     }
     let mut plain = Targets::new().with_default(tracing::Level::WARN);
@@ -542,6 +570,24 @@ fn init_tracing(quiet: bool, cache: bool) {
         plain = plain
             .with_target("charter::run", tracing::Level::INFO)
             .with_target(logging::PLUGIN, tracing::Level::INFO);
+    }
+    if json {
+        // The same events, compiles announced as events, and the spans a
+        // front end opens (`load_plugin{plugin, digest}`, no events of
+        // their own at INFO) around them.
+        let filter = plain
+            .with_target(logging::PROGRESS, tracing::Level::INFO)
+            .with_target("charter_api", tracing::Level::INFO);
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_span_list(true)
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
+            )
+            .init();
+        return;
     }
     tracing_subscriber::registry()
         .with(
@@ -757,7 +803,7 @@ fn main() -> ExitCode {
         }
         _ => true,
     };
-    init_tracing(quiet, cache);
+    init_tracing(quiet, cache, json_logs(cli.log_format.as_deref()));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
