@@ -785,6 +785,8 @@ enum Shape {
     Array(Box<Shape>),
 }
 
+/// A recursive-descent reader of that notation: long only because each
+/// of its four token kinds (`{`, `[`, a key, prose) has its arm.
 fn parse_shape(text: &str) -> Shape {
     fn skip_ws(s: &[char], i: &mut usize) {
         while *i < s.len() && s[*i].is_whitespace() {
@@ -1001,6 +1003,9 @@ fn round_trips<T: serde::de::DeserializeOwned + serde::Serialize>(what: &str, v:
 /// keys at every level README spells out) and what `charter_api`'s
 /// response type serializes to: a daemon or an MCP server serving those
 /// types serves README's contract.
+///
+/// Long: one deployment walked through every documented document in turn
+/// (a run waits, is refused, is approved), then each compared.
 #[test]
 fn readme_json_documents_are_the_api_types() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();

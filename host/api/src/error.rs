@@ -3,9 +3,7 @@
 //! 2 refused by governance, 3 resource limit, 4 waiting for people, 64
 //! usage error).
 
-use charter_runtime::error::{
-    EXIT_ERROR, EXIT_LIMIT, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_WAITING,
-};
+use charter_runtime::error::{EXIT_ERROR, EXIT_LIMIT, EXIT_REFUSED, EXIT_USAGE, EXIT_WAITING};
 use charter_runtime::proposals::ProposalError;
 use charter_runtime::workflow::RunError;
 use charter_runtime::{CallError, HostError, LoadError};
@@ -49,7 +47,6 @@ impl ErrorClass {
             EXIT_REFUSED => ErrorClass::Refused,
             EXIT_LIMIT => ErrorClass::Limit,
             EXIT_WAITING => ErrorClass::Waiting,
-            EXIT_OK | EXIT_ERROR => ErrorClass::Error,
             _ => ErrorClass::Error,
         }
     }
@@ -94,9 +91,10 @@ pub struct ApiError {
     /// The message: names the plugin, the function and the rule where
     /// there is one, and says what would fix it.
     pub message: String,
-    /// Set when a decision was refused by governance.
+    /// Set when a decision was refused by governance (boxed: an error
+    /// stays small on the success path of every `Result`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refusal: Option<Refusal>,
+    pub refusal: Option<Box<Refusal>>,
 }
 
 impl ApiError {
@@ -195,11 +193,11 @@ impl From<RunError> for ApiError {
             e.to_string(),
         );
         if let RunError::Refused { id, rule, reason } = e {
-            out.refusal = Some(Refusal {
+            out.refusal = Some(Box::new(Refusal {
                 id,
                 rule: rule.to_string(),
                 reason,
-            });
+            }));
         }
         out
     }
@@ -217,11 +215,11 @@ impl From<ProposalError> for ApiError {
             e.to_string(),
         );
         if let ProposalError::Refused { id, rule, reason } = e {
-            out.refusal = Some(Refusal {
+            out.refusal = Some(Box::new(Refusal {
                 id,
                 rule: rule.to_string(),
                 reason,
-            });
+            }));
         }
         out
     }
@@ -313,11 +311,11 @@ mod tests {
     #[test]
     fn an_error_round_trips_through_json() {
         let mut e = ApiError::refused("P-1: refused: initiator [separation-of-duties]");
-        e.refusal = Some(Refusal {
+        e.refusal = Some(Box::new(Refusal {
             id: "P-1".into(),
             rule: "separation-of-duties".into(),
             reason: "initiator".into(),
-        });
+        }));
         let text = serde_json::to_string(&e).unwrap();
         assert_eq!(serde_json::from_str::<ApiError>(&text).unwrap(), e);
     }

@@ -50,7 +50,11 @@
 //! records); filters at most 64 bytes. No request names a path of the
 //! server unless [`Access::Local`] says the caller is the machine's own
 //! user: a checkpoint is sent as its contents, an export and a checkpoint
-//! come back as data, and `inspect` of a file is local only.
+//! come back as data, and `inspect` of a file is local only. Who acts
+//! (`by`, `initiator`) is a claim the front end makes: the CLI takes it
+//! from `--as` or `$USER`, as it always has; a remote front end must have
+//! authenticated the caller and name them itself, never pass on a name
+//! the caller sent.
 
 mod audit;
 mod calls;

@@ -458,6 +458,11 @@ impl Control {
     /// connector grant patterns, workflows). A failed check is recorded in
     /// the log. Runs no step: with no host yet, the check uses one with an
     /// in-memory state store (no lock on the store, only on the log).
+    ///
+    /// Long because it is one pass in the order the text report reads:
+    /// deployment rules, then each plugin's load, then what only loaded
+    /// plugins can tell (policies, effects, connector patterns), then the
+    /// outcome and its record.
     pub async fn check(&self, _req: &CheckRequest) -> Result<CheckResponse, ApiError> {
         let d = self.deployment();
         let mut violations: Vec<charter_config::Violation> = d.violations();

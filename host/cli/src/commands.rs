@@ -60,6 +60,8 @@ fn control(config: &ConfigArg) -> Result<Control> {
     Ok(Control::new(config.load()?, Access::Local))
 }
 
+/// One arm per command (the groups with subcommands have their own
+/// function below): long, but each arm is request, call, render.
 pub async fn run(command: Command) -> Result<i32> {
     match command {
         Command::Inspect {

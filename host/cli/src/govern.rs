@@ -42,6 +42,8 @@ pub fn verify_text(r: &VerifyReport) {
     }
 }
 
+/// One line per event for `audit show`: one arm per event type, so as
+/// long as the list of types.
 fn summary(e: &Event) -> String {
     match e {
         Event::ConfigLoaded {
@@ -307,7 +309,9 @@ pub fn write_checkpoint(cp: &Checkpoint, out: Option<&Path>) -> Result<i32> {
     Ok(EXIT_OK)
 }
 
-/// The KPIs of deployment `name` as text, each count with what it counts.
+/// The KPIs of deployment `name` as text, each count with what it counts:
+/// one section after another (risk, proposals, workflows, calls), in the
+/// order an operator reads them.
 pub fn kpi_text(name: &str, k: &Kpi) {
     println!(
         "deployment {} — {}, {}",
