@@ -152,3 +152,70 @@ pub(crate) async fn load(
     }
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ErrorClass, InspectRequest, ProposalId, RunId, ShowRequest};
+
+    fn control(access: Access) -> (tempfile::TempDir, Control) {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[deployment]\nname = \"t\"\nphase = 1\ndata_dir = \"data\"\n";
+        let d = Deployment::parse(text, &dir.path().join("charter.toml")).unwrap();
+        (dir, Control::new(d, access))
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// A remote caller never makes the server read a file it names.
+    #[test]
+    fn remote_callers_name_no_server_path() {
+        let (_dir, c) = control(Access::Remote);
+        let req = InspectRequest {
+            path: "/etc/shadow".into(),
+        };
+        let e = block_on(c.inspect(&req)).unwrap_err();
+        assert_eq!(e.class, ErrorClass::Refused, "{e:?}");
+        assert!(c.existing_host().is_none(), "no host for a refused request");
+    }
+
+    /// Ids, filters and event types are checked before anything is read
+    /// or locked, and errors quote a bounded, escaped copy of what was sent.
+    #[test]
+    fn requests_are_checked_before_the_host() {
+        let (_dir, c) = control(Access::Remote);
+        let long = format!("R-{}\nerror: forged", "a".repeat(10_000));
+        let e = c.runs_show(&RunId { id: long.clone() }).unwrap_err();
+        assert_eq!(e.exit_code(), 1);
+        assert!(e.message.len() < 300 && !e.message.contains('\n'), "{e}");
+        let e = c.proposals_show(&ProposalId { id: long }).unwrap_err();
+        assert!(e.message.len() < 300 && !e.message.contains('\n'), "{e}");
+        let e = c
+            .audit_show(&ShowRequest {
+                kind: Some("bogus".into()),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert_eq!(e.class, ErrorClass::Usage);
+        let e = c
+            .audit_show(&ShowRequest {
+                since: Some("99999999999999999999d".into()),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert_eq!(e.exit_code(), 1, "{e}");
+        // A window longer than time itself is all of time, not an overflow.
+        let all = c.audit_show(&ShowRequest {
+            since: Some("9999999999999999d".into()),
+            ..Default::default()
+        });
+        assert!(all.is_ok_and(|a| a.events.is_empty()));
+        assert!(c.existing_host().is_none());
+    }
+}
