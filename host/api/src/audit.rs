@@ -381,14 +381,15 @@ pub struct Kpi {
 
 impl From<charter_runtime::kpi::Kpi> for Kpi {
     fn from(k: charter_runtime::kpi::Kpi) -> Kpi {
-        // Every field named: a figure the runtime adds must be decided here.
+        // Every field named, here and below: a figure the runtime adds
+        // must be decided here, never dropped from the contract unseen.
         let charter_runtime::kpi::Kpi {
             events,
             steps,
             calls,
-            proposals: p,
+            proposals,
             blocked_unauthorized_attempts,
-            blocked_by_kind: b,
+            blocked_by_kind,
             unauthorized_actions_executed,
             unauthorized_detail,
             workflows,
@@ -399,61 +400,110 @@ impl From<charter_runtime::kpi::Kpi> for Kpi {
             calls: calls
                 .into_iter()
                 .map(|(plugin, fns)| {
-                    let fns = fns
-                        .into_iter()
-                        .map(|(f, c)| {
-                            let c = CallCounts {
-                                allowed: c.allowed,
-                                proposed: c.proposed,
-                                denied: c.denied,
-                            };
-                            (f, c)
-                        })
-                        .collect();
+                    let fns = fns.into_iter().map(|(f, c)| (f, c.into())).collect();
                     (plugin, fns)
                 })
                 .collect(),
-            proposals: ProposalCounts {
-                created: p.created,
-                executed: p.executed,
-                rejected: p.rejected,
-                expired: p.expired,
-                failed: p.failed,
-                pending: p.pending,
-                acceptance_rate: p.acceptance_rate,
-                decision_latency_ms_p50: p.decision_latency_ms_p50,
-                decision_latency_ms_p95: p.decision_latency_ms_p95,
-            },
+            proposals: proposals.into(),
             blocked_unauthorized_attempts,
-            blocked_by_kind: BlockedByKind {
-                plugin_refused_at_load: b.plugin_refused_at_load,
-                call_denied: b.call_denied,
-                approval_refused: b.approval_refused,
-                escalation_resolution_refused: b.escalation_resolution_refused,
-            },
+            blocked_by_kind: blocked_by_kind.into(),
             unauthorized_actions_executed,
             unauthorized_detail,
-            workflows: workflows
-                .into_iter()
-                .map(|(name, w)| {
-                    let w = WorkflowKpi {
-                        runs: w.runs,
-                        completed: w.completed,
-                        failed: w.failed,
-                        cancelled: w.cancelled,
-                        in_progress: w.in_progress,
-                        cycle_time_ms_p50: w.cycle_time_ms_p50,
-                        cycle_time_ms_p95: w.cycle_time_ms_p95,
-                        step_attempts: w.step_attempts,
-                        retries: w.retries,
-                        escalations: w.escalations,
-                        handoffs: w.handoffs,
-                        handoff_rate: w.handoff_rate,
-                        escalations_avoided: w.escalations_avoided,
-                    };
-                    (name, w)
-                })
-                .collect(),
+            workflows: workflows.into_iter().map(|(n, w)| (n, w.into())).collect(),
+        }
+    }
+}
+
+impl From<charter_runtime::kpi::CallCounts> for CallCounts {
+    fn from(c: charter_runtime::kpi::CallCounts) -> CallCounts {
+        let charter_runtime::kpi::CallCounts {
+            allowed,
+            proposed,
+            denied,
+        } = c;
+        CallCounts {
+            allowed,
+            proposed,
+            denied,
+        }
+    }
+}
+
+impl From<charter_runtime::kpi::ProposalCounts> for ProposalCounts {
+    fn from(p: charter_runtime::kpi::ProposalCounts) -> ProposalCounts {
+        let charter_runtime::kpi::ProposalCounts {
+            created,
+            executed,
+            rejected,
+            expired,
+            failed,
+            pending,
+            acceptance_rate,
+            decision_latency_ms_p50,
+            decision_latency_ms_p95,
+        } = p;
+        ProposalCounts {
+            created,
+            executed,
+            rejected,
+            expired,
+            failed,
+            pending,
+            acceptance_rate,
+            decision_latency_ms_p50,
+            decision_latency_ms_p95,
+        }
+    }
+}
+
+impl From<charter_runtime::kpi::BlockedByKind> for BlockedByKind {
+    fn from(b: charter_runtime::kpi::BlockedByKind) -> BlockedByKind {
+        let charter_runtime::kpi::BlockedByKind {
+            plugin_refused_at_load,
+            call_denied,
+            approval_refused,
+            escalation_resolution_refused,
+        } = b;
+        BlockedByKind {
+            plugin_refused_at_load,
+            call_denied,
+            approval_refused,
+            escalation_resolution_refused,
+        }
+    }
+}
+
+impl From<charter_runtime::kpi::WorkflowKpi> for WorkflowKpi {
+    fn from(w: charter_runtime::kpi::WorkflowKpi) -> WorkflowKpi {
+        let charter_runtime::kpi::WorkflowKpi {
+            runs,
+            completed,
+            failed,
+            cancelled,
+            in_progress,
+            cycle_time_ms_p50,
+            cycle_time_ms_p95,
+            step_attempts,
+            retries,
+            escalations,
+            handoffs,
+            handoff_rate,
+            escalations_avoided,
+        } = w;
+        WorkflowKpi {
+            runs,
+            completed,
+            failed,
+            cancelled,
+            in_progress,
+            cycle_time_ms_p50,
+            cycle_time_ms_p95,
+            step_attempts,
+            retries,
+            escalations,
+            handoffs,
+            handoff_rate,
+            escalations_avoided,
         }
     }
 }

@@ -165,6 +165,28 @@ pub struct KvKeys {
     pub keys: Vec<String>,
 }
 
+impl From<charter_runtime::LogLine> for LogLine {
+    fn from(l: charter_runtime::LogLine) -> LogLine {
+        use charter_runtime::mediator::LogLevel as L;
+        let charter_runtime::LogLine {
+            level,
+            source,
+            message,
+        } = l;
+        LogLine {
+            level: match level {
+                L::Trace => LogLevel::Trace,
+                L::Debug => LogLevel::Debug,
+                L::Info => LogLevel::Info,
+                L::Warn => LogLevel::Warn,
+                L::Error => LogLevel::Error,
+            },
+            source: source.to_string(),
+            message,
+        }
+    }
+}
+
 impl Control {
     /// `charter call`: one step under its grants. The step's events are on
     /// disk before it answers, success or not.
@@ -187,21 +209,7 @@ impl Control {
             plugin: req.plugin.clone(),
             digest,
             output: out.output,
-            logs: out
-                .logs
-                .into_iter()
-                .map(|l| LogLine {
-                    level: match l.level {
-                        charter_runtime::mediator::LogLevel::Trace => LogLevel::Trace,
-                        charter_runtime::mediator::LogLevel::Debug => LogLevel::Debug,
-                        charter_runtime::mediator::LogLevel::Info => LogLevel::Info,
-                        charter_runtime::mediator::LogLevel::Warn => LogLevel::Warn,
-                        charter_runtime::mediator::LogLevel::Error => LogLevel::Error,
-                    },
-                    source: l.source.to_string(),
-                    message: l.message,
-                })
-                .collect(),
+            logs: out.logs.into_iter().map(LogLine::from).collect(),
             host_calls: out.host_calls,
             duration_us: out.duration_us,
         })

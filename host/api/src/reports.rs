@@ -401,47 +401,69 @@ async fn inspect_with(
             })
             .unwrap_or_default()
     };
-    let imports = insp
-        .imports
-        .iter()
+    // Every field named: what the runtime adds to an inspection must be
+    // decided here, never dropped from the contract unseen.
+    let charter_runtime::Inspection {
+        digest,
+        size,
+        world,
+        run_type,
+        imports,
+        exports,
+    } = insp;
+    let imports = imports
+        .into_iter()
         .map(|i| {
-            let class = match i.class {
+            let charter_runtime::inspect::ImportedInterface {
+                interface,
+                class,
+                functions,
+                resources,
+            } = i;
+            let class = match class {
                 charter_runtime::inspect::ImportClass::WasiBaseline => ImportClass::WasiBaseline,
                 charter_runtime::inspect::ImportClass::Capability => ImportClass::Capability,
                 charter_runtime::inspect::ImportClass::TypesOnly => ImportClass::TypesOnly,
             };
             let granted_by_groups = (deployment.is_some() && class == ImportClass::Capability)
                 .then(|| {
-                    i.functions
+                    functions
                         .iter()
-                        .map(|f| (f.clone(), groups_for(&i.interface, f)))
+                        .map(|f| (f.clone(), groups_for(&interface, f)))
                         .collect()
                 });
             Import {
-                interface: i.interface.clone(),
+                interface,
                 class,
-                functions: i.functions.clone(),
-                resources: i.resources.clone(),
+                functions,
+                resources,
                 granted_by_groups,
+            }
+        })
+        .collect();
+    let exports = exports
+        .into_iter()
+        .map(|e| {
+            let charter_runtime::inspect::Export {
+                name,
+                kind,
+                functions,
+            } = e;
+            Export {
+                name,
+                kind: kind.to_string(),
+                functions,
             }
         })
         .collect();
     Ok(InspectReport {
         path: req.path.clone(),
-        digest: insp.digest,
-        size: insp.size,
-        world: insp.world,
+        digest,
+        size,
+        world,
         imports,
-        exports: insp
-            .exports
-            .into_iter()
-            .map(|e| Export {
-                name: e.name,
-                kind: e.kind.to_string(),
-                functions: e.functions,
-            })
-            .collect(),
-        run_type: insp.run_type,
+        exports,
+        run_type,
     })
 }
 

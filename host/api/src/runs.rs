@@ -134,21 +134,34 @@ impl From<RunState> for Run {
             outputs,
             output,
             error,
-            history: history
-                .into_iter()
-                .map(|a| Attempt {
-                    step: a.step,
-                    attempt: a.attempt,
-                    outcome: a.outcome,
-                    failure: a.failure,
-                    error: a.error,
-                    replayed: a.replayed,
-                    duration_us: a.duration_us,
-                    time_ms: a.time_ms,
-                })
-                .collect(),
+            history: history.into_iter().map(Attempt::from).collect(),
             retries,
             escalations,
+        }
+    }
+}
+
+impl From<charter_runtime::workflow::state::AttemptRecord> for Attempt {
+    fn from(a: charter_runtime::workflow::state::AttemptRecord) -> Attempt {
+        let charter_runtime::workflow::state::AttemptRecord {
+            step,
+            attempt,
+            outcome,
+            failure,
+            error,
+            replayed,
+            duration_us,
+            time_ms,
+        } = a;
+        Attempt {
+            step,
+            attempt,
+            outcome,
+            failure,
+            error,
+            replayed,
+            duration_us,
+            time_ms,
         }
     }
 }
