@@ -775,3 +775,488 @@ fn grants_mark_writes_per_function() {
         .unwrap();
     assert_eq!(get["effect"], "read", "{v}");
 }
+
+/// A JSON shape as README writes it inline: `{a, b?: {c}, d: [{e}], f | g}`
+/// (`?` and `|`: a key that may be absent). Values other than `{…}` and
+/// `[…]` (`true`, `"ok"|"refused"`, `…fields of the event`) are skipped.
+#[derive(Debug)]
+enum Shape {
+    Object(Vec<(String, bool, Option<Shape>)>),
+    Array(Box<Shape>),
+}
+
+/// A recursive-descent reader of that notation: long only because each
+/// of its four token kinds (`{`, `[`, a key, prose) has its arm.
+fn parse_shape(text: &str) -> Shape {
+    fn skip_ws(s: &[char], i: &mut usize) {
+        while *i < s.len() && s[*i].is_whitespace() {
+            *i += 1;
+        }
+    }
+    fn value(s: &[char], i: &mut usize) -> Option<Shape> {
+        skip_ws(s, i);
+        match s.get(*i) {
+            Some('{') => Some(object(s, i)),
+            Some('[') => {
+                *i += 1;
+                let inner = value(s, i);
+                skip_ws(s, i);
+                assert_eq!(s.get(*i), Some(&']'), "README shape: ] expected");
+                *i += 1;
+                inner.map(|v| Shape::Array(Box::new(v)))
+            }
+            _ => {
+                // A scalar (or prose): up to the next , or } at this depth.
+                while *i < s.len() && !matches!(s[*i], ',' | '}' | ']') {
+                    *i += 1;
+                }
+                None
+            }
+        }
+    }
+    fn object(s: &[char], i: &mut usize) -> Shape {
+        assert_eq!(s[*i], '{');
+        *i += 1;
+        let mut keys: Vec<(String, bool, Option<Shape>)> = Vec::new();
+        loop {
+            skip_ws(s, i);
+            match s.get(*i) {
+                Some('}') => {
+                    *i += 1;
+                    return Shape::Object(keys);
+                }
+                Some(',') => *i += 1,
+                Some('|') => {
+                    // `a | b`: either key, so each may be absent.
+                    *i += 1;
+                    if let Some(last) = keys.last_mut() {
+                        last.1 = true;
+                    }
+                    skip_ws(s, i);
+                    let start = *i;
+                    while *i < s.len() && (s[*i].is_ascii_alphanumeric() || s[*i] == '_') {
+                        *i += 1;
+                    }
+                    keys.push((s[start..*i].iter().collect(), true, None));
+                }
+                Some(c) if c.is_ascii_alphabetic() || *c == '_' => {
+                    let start = *i;
+                    while *i < s.len() && (s[*i].is_ascii_alphanumeric() || s[*i] == '_') {
+                        *i += 1;
+                    }
+                    let key: String = s[start..*i].iter().collect();
+                    let optional = s.get(*i) == Some(&'?');
+                    if optional {
+                        *i += 1;
+                    }
+                    skip_ws(s, i);
+                    let nested = if s.get(*i) == Some(&':') {
+                        *i += 1;
+                        value(s, i)
+                    } else {
+                        None
+                    };
+                    keys.push((key, optional, nested));
+                }
+                // Prose in place of keys (`…fields of the event`): the
+                // object may hold keys README does not list.
+                Some(_) => {
+                    while *i < s.len() && !matches!(s[*i], ',' | '}') {
+                        *i += 1;
+                    }
+                    keys.push((OPEN.to_string(), true, None));
+                }
+                None => panic!("README shape: unclosed {{"),
+            }
+        }
+    }
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    skip_ws(&chars, &mut i);
+    object(&chars, &mut i)
+}
+
+/// The key of an object README leaves open (`{seq, …fields of the event}`).
+const OPEN: &str = "…";
+
+/// Keys at which a document holds data (names chosen by the deployment or
+/// the run), not a fixed set of fields: their contents are not compared.
+const DATA_KEYS: &[&str] = &[
+    "calls",
+    "workflows",
+    "outputs",
+    "output",
+    "input",
+    "args",
+    "granted_by_groups",
+    "result",
+];
+
+/// Compare README's shape with a document the CLI printed: the same keys
+/// at every level README spells out (a key README marks optional may be
+/// absent), for arrays each element README shows against some element.
+fn compare_shape(path: &str, want: &Shape, got: &Value, problems: &mut Vec<String>) {
+    match (want, got) {
+        (Shape::Object(keys), Value::Object(obj)) => {
+            for (k, optional, nested) in keys {
+                match obj.get(k) {
+                    None if *optional => {}
+                    None => problems.push(format!("{path}.{k}: in README, not in the document")),
+                    Some(v) => {
+                        if let (Some(n), false) = (nested, DATA_KEYS.contains(&k.as_str())) {
+                            compare_shape(&format!("{path}.{k}"), n, v, problems);
+                        }
+                    }
+                }
+            }
+            let open = keys.iter().any(|(w, _, _)| w == OPEN);
+            for k in obj.keys().filter(|_| !open) {
+                if !keys.iter().any(|(w, _, _)| w == k) {
+                    problems.push(format!("{path}.{k}: in the document, not in README"));
+                }
+            }
+        }
+        (Shape::Array(inner), Value::Array(items)) => {
+            let mut best: Option<Vec<String>> = None;
+            for item in items {
+                let mut p = Vec::new();
+                compare_shape(&format!("{path}[]"), inner, item, &mut p);
+                if best.as_ref().is_none_or(|b| p.len() < b.len()) {
+                    best = Some(p);
+                }
+            }
+            problems.extend(best.unwrap_or_default());
+        }
+        (_, Value::Null) => {}
+        (w, g) => problems.push(format!("{path}: README has {w:?}, the document {g}")),
+    }
+}
+
+/// A README code block's JSON as a shape: `//` comments and `{…}` dropped,
+/// every key of every object kept (keys named in `optional` may be
+/// absent from the document: `output` before a run's first step ends).
+fn block_shape(json: &str, optional: &[&str]) -> Shape {
+    let text: String = json
+        .lines()
+        .map(|l| match l.find("  //") {
+            Some(i) => &l[..i],
+            None => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("{…}", "{}");
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    fn shape(v: &Value, optional: &[&str]) -> Option<Shape> {
+        match v {
+            Value::Object(o) => {
+                let mut keys: Vec<(String, bool, Option<Shape>)> = o
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            optional.contains(&k.as_str()),
+                            shape(v, optional),
+                        )
+                    })
+                    .collect();
+                for k in optional {
+                    if !o.contains_key(*k) {
+                        keys.push((k.to_string(), true, None));
+                    }
+                }
+                Some(Shape::Object(keys))
+            }
+            Value::Array(a) => a
+                .first()
+                .and_then(|x| shape(x, optional))
+                .map(|s| Shape::Array(Box::new(s))),
+            _ => None,
+        }
+    }
+    shape(&v, optional).expect("README block is a JSON object")
+}
+
+/// The text of README between `after` and the next `until`.
+fn readme_span<'a>(readme: &'a str, after: &str, until: &str) -> &'a str {
+    let start = readme
+        .find(after)
+        .unwrap_or_else(|| panic!("README no longer says {after:?}"))
+        + after.len();
+    let len = readme[start..].find(until).expect("README span ends");
+    &readme[start..start + len]
+}
+
+/// The document deserializes into its `charter_api` type and serializes
+/// back to the same JSON: the type is the contract, field for field.
+fn round_trips<T: serde::de::DeserializeOwned + serde::Serialize>(what: &str, v: &Value) {
+    let typed: T = serde_json::from_value(v.clone())
+        .unwrap_or_else(|e| panic!("{what}: not a {}: {e}\n{v}", std::any::type_name::<T>()));
+    assert_eq!(
+        &serde_json::to_value(&typed).unwrap(),
+        v,
+        "{what}: {} does not serialize back to the document",
+        std::any::type_name::<T>()
+    );
+}
+
+/// Every JSON document README describes is what the CLI prints (the same
+/// keys at every level README spells out) and what `charter_api`'s
+/// response type serializes to: a daemon or an MCP server serving those
+/// types serves README's contract.
+///
+/// Long: one deployment walked through every documented document in turn
+/// (a run waits, is refused, is approved), then each compared.
+#[test]
+fn readme_json_documents_are_the_api_types() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    refunds_deployment(cwd);
+    let doc = |args: &[&str], code: i32| -> Value {
+        let out = charter(args, cwd);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", text(&out));
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&out)))
+    };
+    let input = |cents: u64| {
+        serde_json::json!({"order_id": "A-9", "amount_cents": cents, "reason": "lost"}).to_string()
+    };
+    let triage = fixture("refund-triage");
+    let inspect = doc(&["inspect", triage.to_str().unwrap(), "--json"], 0);
+    let grants = doc(&["grants", "--json"], 0);
+    let check = doc(&["check", "--json"], 0);
+    let call_ok = doc(
+        &["call", "refund-bot", "--json", "--input", &input(4999)],
+        0,
+    );
+    let call_failed = doc(
+        &[
+            "call",
+            "refund-bot",
+            "--json",
+            "--as",
+            "alice",
+            "--input",
+            &input(1_000_000),
+        ],
+        2,
+    );
+    let run = doc(
+        &[
+            "run",
+            "refund",
+            "--as",
+            "carol",
+            "--json",
+            "--input",
+            &input(20_000),
+        ],
+        4,
+    );
+    let run_id = run["id"].as_str().unwrap().to_string();
+    let proposal = run["proposal"].as_str().unwrap().to_string();
+    let proposals = doc(&["proposals", "list", "--json"], 0);
+    let refused = doc(
+        &["proposals", "approve", &proposal, "--as", "carol", "--json"],
+        2,
+    );
+    let approved = doc(
+        &["proposals", "approve", &proposal, "--as", "bob", "--json"],
+        0,
+    );
+    let show = doc(&["runs", "show", &run_id, "--json"], 0);
+    let runs = doc(&["runs", "list", "--json"], 0);
+    let escalations = doc(&["escalations", "list", "--all", "--json"], 0);
+    let audit = doc(&["audit", "show", "--json", "--limit", "30"], 0);
+    let verify = doc(&["audit", "verify", "--json"], 0);
+    let kpi = doc(&["kpi", "--json"], 0);
+    let decisions = serde_json::json!({"decisions": show["decisions"]});
+
+    // Each document is its response type, field for field.
+    round_trips::<charter_api::InspectReport>("inspect", &inspect);
+    round_trips::<charter_api::GrantsReport>("grants", &grants);
+    round_trips::<charter_api::CheckReport>("check", &check);
+    round_trips::<charter_api::CallReport>("call", &call_ok);
+    round_trips::<charter_api::CallFailure>("call (failed)", &call_failed);
+    round_trips::<charter_api::RunReport>("run", &run);
+    round_trips::<charter_api::ProposalsList>("proposals list", &proposals);
+    round_trips::<charter_api::Failure>("proposals approve (refused)", &refused);
+    round_trips::<charter_api::DecideReport>("proposals approve", &approved);
+    round_trips::<charter_api::RunReport>("runs show", &show);
+    round_trips::<charter_api::RunsList>("runs list", &runs);
+    round_trips::<charter_api::EscalationsList>("escalations list", &escalations);
+    round_trips::<charter_api::AuditEvents>("audit show", &audit);
+    round_trips::<charter_api::VerifyReport>("audit verify", &verify);
+    round_trips::<charter_api::Kpi>("kpi", &kpi);
+
+    // README's shapes, inline and in code blocks, against the documents.
+    let inline = |after: &str| parse_shape(readme_span(&readme, after, "`"));
+    let block = |after: &str, optional: &[&str]| {
+        block_shape(
+            readme_span(&readme, &format!("{after}\n\n```json\n"), "```"),
+            optional,
+        )
+    };
+    let cases: Vec<(&str, Shape, &Value)> = vec![
+        (
+            "inspect",
+            block("### `charter inspect --json`", &["run_type"]),
+            &inspect,
+        ),
+        ("grants", block("### `charter grants --json`", &[]), &grants),
+        ("check", inline("`charter check --json` prints `"), &check),
+        ("call", inline("`charter call --json` prints `"), &call_ok),
+        ("call (failed)", inline("duration_us}` or `"), &call_failed),
+        (
+            "audit show",
+            inline("`charter audit show --json` prints `"),
+            &audit,
+        ),
+        (
+            "audit verify",
+            inline("`charter audit verify --json` prints `"),
+            &verify,
+        ),
+        (
+            "proposals list",
+            inline("`charter proposals list\n--json` prints `"),
+            &proposals,
+        ),
+        ("approve", inline("`reject --json` print `"), &approved),
+        (
+            "approve (refused)",
+            inline("result, run}}`\nor `"),
+            &refused,
+        ),
+        ("kpi", inline("`charter kpi --json` prints `"), &kpi),
+        (
+            "run",
+            block(
+                "who decided on the run (refused attempts included).",
+                &["output"],
+            ),
+            &run,
+        ),
+        (
+            "runs show decisions",
+            Shape::Object(vec![(
+                "decisions".into(),
+                false,
+                Some(
+                    parse_shape(&format!(
+                        "{{d: {}}}",
+                        readme_span(&readme, "`decisions`: `", "`")
+                    ))
+                    .into_field("d"),
+                ),
+            )]),
+            &decisions,
+        ),
+    ];
+    let mut problems = Vec::new();
+    for (what, shape, got) in &cases {
+        compare_shape(what, shape, got, &mut problems);
+    }
+    assert!(
+        problems.is_empty(),
+        "README and the documents differ:\n{}",
+        problems.join("\n")
+    );
+    // The comparison saw real documents: a decision by bob, events, runs.
+    assert!(
+        show["decisions"].as_array().is_some_and(|d| d.len() == 2),
+        "{show}"
+    );
+}
+
+impl Shape {
+    /// The shape of field `name` of an object shape.
+    fn into_field(self, name: &str) -> Shape {
+        match self {
+            Shape::Object(keys) => keys
+                .into_iter()
+                .find(|(k, _, _)| k == name)
+                .and_then(|(_, _, s)| s)
+                .expect("field with a shape"),
+            Shape::Array(_) => panic!("not an object"),
+        }
+    }
+}
+
+/// `--log-format json` (or `CHARTER_LOG_FORMAT=json`) writes every log
+/// line as a JSON object, a plugin load inside a `load_plugin` span naming
+/// the plugin and its digest; without it, stderr stays plain and quiet.
+#[test]
+fn log_format_json_writes_json_lines_with_load_spans() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    refunds_deployment(cwd);
+    let input =
+        serde_json::json!({"order_id": "A-1", "amount_cents": 4999, "reason": "x"}).to_string();
+    let run = |env: Option<&str>, args: &[&str]| {
+        let mut cmd = std::process::Command::new(charter_bin());
+        cmd.args(args)
+            .current_dir(cwd)
+            .env_remove("CHARTER_LOG")
+            .env_remove("RUST_LOG")
+            .env_remove("CHARTER_LOG_FORMAT");
+        if let Some(v) = env {
+            cmd.env("CHARTER_LOG", v);
+        }
+        cmd.output().unwrap()
+    };
+    // Default: plain lines, no JSON, no tracing.
+    let out = run(None, &["call", "refund-bot", "--input", &input]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains('{'), "{err}");
+    // JSON lines, with the host's tracing asked for.
+    for args in [
+        vec![
+            "--log-format",
+            "json",
+            "call",
+            "refund-bot",
+            "--input",
+            &input,
+        ],
+        vec![
+            "call",
+            "refund-bot",
+            "--log-format",
+            "json",
+            "--input",
+            &input,
+        ],
+    ] {
+        let out = run(Some("info"), &args);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<Value> = err
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+            .collect();
+        assert!(
+            lines.iter().any(|l| l["spans"].as_array().is_some_and(|s| s
+                .iter()
+                .any(|s| s["name"] == "load_plugin" && s["plugin"] == "refund-bot"))),
+            "{err}"
+        );
+    }
+    // The environment variable says the same; the flag's values are checked.
+    let mut cmd = std::process::Command::new(charter_bin());
+    let out = cmd
+        .args(["call", "refund-bot", "--input", &input])
+        .current_dir(cwd)
+        .env_remove("CHARTER_LOG")
+        .env_remove("RUST_LOG")
+        .env("CHARTER_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for l in String::from_utf8_lossy(&out.stderr).lines() {
+        serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l:?}"));
+    }
+    let out = run(None, &["--log-format", "xml", "kpi"]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+}

@@ -1,58 +1,17 @@
-//! `charter audit`, `charter proposals`, `charter kpi`.
+//! `charter audit`, `charter proposals`, `charter kpi` as text.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
-use charter_audit::{Event, Record, checkpoint};
-use charter_config::Deployment;
-use charter_runtime::error::{EXIT_ERROR, EXIT_OK, EXIT_USAGE};
-use charter_runtime::index::ProposalState;
-use charter_runtime::proposals::ProposalError;
-use charter_runtime::{Host, HostOptions};
-use serde_json::json;
+use charter_api::{
+    AuditEvents, Checkpoint, DecideReport, Kpi, ProposalDetail, ProposalsList, Record, VerifyReport,
+};
+use charter_audit::Event;
+use charter_runtime::error::EXIT_OK;
 
-pub fn log_path(d: &Deployment) -> PathBuf {
-    d.data_dir.join(charter_audit::LOG_FILE)
-}
-
-pub fn verify(d: &Deployment, cp: Option<&Path>, as_json: bool) -> Result<i32> {
-    let path = log_path(d);
-    let v = charter_audit::verify(&path)?;
-    let mut problems: Vec<String> = v
-        .findings
-        .iter()
-        .map(|f| match f.seq {
-            Some(s) => format!("byte {} (entry {s}): {}", f.offset, f.problem),
-            None => format!("byte {}: {}", f.offset, f.problem),
-        })
-        .collect();
-    if let Some(cp_path) = cp {
-        let text = std::fs::read_to_string(cp_path)
-            .with_context(|| format!("reading checkpoint {}", cp_path.display()))?;
-        let c: checkpoint::Checkpoint = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a checkpoint", cp_path.display()))?;
-        if c.deployment != d.name {
-            problems.push(format!(
-                "checkpoint is for deployment {:?}, not {:?}",
-                c.deployment, d.name
-            ));
-        }
-        if let Some(p) = checkpoint::check(&c, &path)? {
-            problems.push(format!("checkpoint (entry {}): {p}", c.seq));
-        }
-    }
-    let ok = problems.is_empty();
-    if as_json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "log": path, "ok": ok, "entries": v.frames, "last_seq": v.last_seq,
-                "last_hash": v.last_hash, "checkpoint": cp, "problems": problems,
-                "torn_tail": v.torn.as_ref().map(|t| json!({"offset": t.offset, "problem": t.problem})),
-            }))?
-        );
-    } else if ok {
-        if let Some(t) = &v.torn {
+pub fn verify_text(r: &VerifyReport) {
+    if r.ok {
+        if let Some(t) = &r.torn_tail {
             // A crash mid-append: never acknowledged, cut when the log is
             // next opened for writing.
             eprintln!(
@@ -62,52 +21,29 @@ pub fn verify(d: &Deployment, cp: Option<&Path>, as_json: bool) -> Result<i32> {
         }
         println!(
             "ok: {}, chain intact, last entry {} hash {}{}",
-            crate::count(v.frames, "entry", "entries"),
-            v.last_seq,
-            v.last_hash,
-            if cp.is_some() {
+            crate::count(r.entries, "entry", "entries"),
+            r.last_seq,
+            r.last_hash,
+            if r.checkpoint.is_some() {
                 ", checkpoint matches"
             } else {
                 ""
             }
         );
     } else {
-        println!("TAMPERED or damaged: {}", path.display());
-        for p in &problems {
+        println!("TAMPERED or damaged: {}", r.log.display());
+        for p in &r.problems {
             println!("  {p}");
         }
         println!(
             "{} before the first problem",
-            crate::count(v.frames, "intact entry", "intact entries")
+            crate::count(r.entries, "intact entry", "intact entries")
         );
     }
-    Ok(if ok { EXIT_OK } else { EXIT_ERROR })
 }
 
-/// `10m`, `2h`, `3d`, `45s` → milliseconds.
-fn parse_since(s: &str) -> Result<u64> {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n
-        .parse()
-        .with_context(|| format!("--since {s:?}: expected e.g. 30m, 2h, 7d"))?;
-    let ms = match unit {
-        "s" => 1_000,
-        "m" | "" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => anyhow::bail!("--since {s:?}: unit must be s, m, h or d"),
-    };
-    Ok(n * ms)
-}
-
-pub struct ShowFilter {
-    pub plugin: Option<String>,
-    pub since: Option<String>,
-    pub kind: Option<String>,
-    pub proposal: Option<String>,
-    pub limit: Option<usize>,
-}
-
+/// One line per event for `audit show`: one arm per event type, so as
+/// long as the list of types.
 fn summary(e: &Event) -> String {
     match e {
         Event::ConfigLoaded {
@@ -319,107 +255,30 @@ fn summary(e: &Event) -> String {
     }
 }
 
-/// The calls a proposal is about: the call that proposed it and the
-/// approved execution (the call whose result names the proposal).
-fn proposal_calls<'a>(records: &'a [Record], id: &str) -> std::collections::HashSet<&'a str> {
-    records
-        .iter()
-        .filter_map(|r| match &r.event {
-            Event::Proposal { id: p, call, .. } if p == id => Some(call.as_str()),
-            Event::CallResult {
-                call,
-                proposal: Some(p),
-                ..
-            } if p == id => Some(call.as_str()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn mentions_proposal(e: &Event, id: &str, calls: &std::collections::HashSet<&str>) -> bool {
-    match e {
-        Event::Proposal { id: p, .. } => p == id,
-        Event::ApprovalDecision { proposal, .. } | Event::ProposalResolved { proposal, .. } => {
-            proposal == id
-        }
-        Event::CallResult { proposal, call, .. } => {
-            proposal.as_deref() == Some(id) || calls.contains(call.as_str())
-        }
-        Event::Call { call, .. } => calls.contains(call.as_str()),
-        _ => false,
-    }
-}
-
-pub fn show(d: &Deployment, f: &ShowFilter, as_json: bool) -> Result<i32> {
-    if let Some(k) = &f.kind
-        && !Event::KINDS.contains(&k.as_str())
-    {
-        eprintln!(
-            "error: --type {k:?} is not an event type; the types are: {} (see `charter audit show --help`)",
-            Event::KINDS.join(", ")
-        );
-        return Ok(EXIT_USAGE);
-    }
-    let records = charter_audit::read_records(&log_path(d))?;
-    let calls = f
-        .proposal
-        .as_ref()
-        .map(|p| proposal_calls(&records, p))
-        .unwrap_or_default();
-    let cutoff = match &f.since {
-        Some(s) => charter_audit::now_ms().saturating_sub(parse_since(s)?),
-        None => 0,
-    };
-    let mut selected: Vec<&Record> = records
-        .iter()
-        .filter(|r| r.time_ms >= cutoff)
-        .filter(|r| {
-            f.plugin
-                .as_ref()
-                .is_none_or(|p| r.event.plugin() == Some(p.as_str()))
-        })
-        .filter(|r| f.kind.as_ref().is_none_or(|k| r.event.kind() == k))
-        .filter(|r| {
-            f.proposal
-                .as_ref()
-                .is_none_or(|p| mentions_proposal(&r.event, p, &calls))
-        })
-        .collect();
-    if let Some(n) = f.limit {
-        let skip = selected.len().saturating_sub(n);
-        selected.drain(..skip);
-    }
-    if as_json {
+pub fn show_text(events: &AuditEvents) {
+    for r in &events.events {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.time_ms);
         println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({"deployment": d.name, "events": selected}))?
+            "#{:<6} {} {:<18} {:<16} {}",
+            r.seq,
+            humantime::format_rfc3339_millis(t),
+            r.event.kind(),
+            r.event.plugin().unwrap_or("-"),
+            summary(&r.event)
         );
-    } else {
-        for r in selected {
-            let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.time_ms);
-            println!(
-                "#{:<6} {} {:<18} {:<16} {}",
-                r.seq,
-                humantime::format_rfc3339_millis(t),
-                r.event.kind(),
-                r.event.plugin().unwrap_or("-"),
-                summary(&r.event)
-            );
-        }
     }
-    Ok(EXIT_OK)
 }
 
-pub fn export(d: &Deployment, out: Option<&Path>) -> Result<i32> {
+/// Every record as JSON Lines, to `out` or standard output.
+pub fn export(records: &[Record], out: Option<&Path>) -> Result<i32> {
     use std::io::Write;
-    let records = charter_audit::read_records(&log_path(d))?;
     let mut w: Box<dyn Write> = match out {
         Some(p) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
         )),
         None => Box::new(std::io::stdout().lock()),
     };
-    for r in &records {
+    for r in records {
         writeln!(w, "{}", serde_json::to_string(r)?)?;
     }
     w.flush()?;
@@ -433,9 +292,9 @@ pub fn export(d: &Deployment, out: Option<&Path>) -> Result<i32> {
     Ok(EXIT_OK)
 }
 
-pub fn make_checkpoint(d: &Deployment, out: Option<&Path>) -> Result<i32> {
-    let cp = checkpoint::create(&d.data_dir, &d.name, &log_path(d))?;
-    let text = serde_json::to_string_pretty(&cp)?;
+/// The checkpoint, to `out` or standard output.
+pub fn write_checkpoint(cp: &Checkpoint, out: Option<&Path>) -> Result<i32> {
+    let text = serde_json::to_string_pretty(cp)?;
     match out {
         Some(p) => {
             std::fs::write(p, &text).with_context(|| format!("writing {}", p.display()))?;
@@ -450,16 +309,13 @@ pub fn make_checkpoint(d: &Deployment, out: Option<&Path>) -> Result<i32> {
     Ok(EXIT_OK)
 }
 
-pub fn kpi(d: &Deployment, as_json: bool) -> Result<i32> {
-    let records = charter_audit::read_records(&log_path(d))?;
-    let k = charter_runtime::kpi::compute(&records);
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(&k)?);
-        return Ok(EXIT_OK);
-    }
+/// The KPIs of deployment `name` as text, each count with what it counts:
+/// one section after another (risk, proposals, workflows, calls), in the
+/// order an operator reads them.
+pub fn kpi_text(name: &str, k: &Kpi) {
     println!(
         "deployment {} — {}, {}",
-        d.name,
+        name,
         crate::count(k.events, "event", "events"),
         crate::count(k.steps, "step", "steps")
     );
@@ -557,25 +413,14 @@ pub fn kpi(d: &Deployment, as_json: bool) -> Result<i32> {
             );
         }
     }
-    Ok(EXIT_OK)
 }
 
-/// The execution of an approved proposal, if the log holds one:
-/// its sequence number, whether it succeeded and what it returned.
-fn approved_execution(d: &Deployment, id: &str) -> Option<(u64, bool, String)> {
-    let records = charter_audit::read_records(&log_path(d)).ok()?;
-    records.iter().find_map(|r| match &r.event {
-        Event::CallResult {
-            proposal: Some(p),
-            ok,
-            summary,
-            ..
-        } if p == id => Some((r.seq, *ok, summary.clone())),
-        _ => None,
-    })
-}
-
-fn print_proposal(p: &ProposalState, executed: Option<(u64, bool, String)>) {
+pub fn proposal_text(d: &ProposalDetail) {
+    let p = &d.proposal;
+    let executed = d
+        .execution
+        .as_ref()
+        .map(|e| (e.seq, e.ok, e.summary.clone()));
     println!("{}  [{}]", p.id, p.status);
     println!("  plugin     {} ({})", p.plugin, p.digest);
     println!("  function   {}", p.function);
@@ -626,114 +471,36 @@ fn print_proposal(p: &ProposalState, executed: Option<(u64, bool, String)>) {
     }
 }
 
-pub async fn proposals(d: Deployment, op: ProposalOp) -> Result<i32> {
-    let host = Host::new(d, HostOptions::default())?;
-    let code = match op {
-        ProposalOp::List { all, json } => {
-            let ps: Vec<_> = host
-                .proposals()
-                .into_iter()
-                .filter(|p| all || p.status == "pending")
-                .collect();
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&json!({"proposals": ps}))?
-                );
-            } else if ps.is_empty() {
-                println!("no {}proposals", if all { "" } else { "pending " });
-            } else {
-                for p in &ps {
-                    println!(
-                        "{}  {:<9} {:<16} {} {}  ({}/{} approvals)",
-                        p.id,
-                        p.status,
-                        p.plugin,
-                        p.function,
-                        p.args,
-                        p.approvals.len(),
-                        p.approvals_needed
-                    );
-                }
-            }
-            EXIT_OK
-        }
-        ProposalOp::Show { id, json } => match host.proposal(&id) {
-            Some(p) if json => {
-                println!("{}", serde_json::to_string_pretty(&p)?);
-                EXIT_OK
-            }
-            Some(p) => {
-                print_proposal(&p, approved_execution(host.deployment(), &id));
-                EXIT_OK
-            }
-            None => {
-                eprintln!("error: no proposal {id} (see `charter proposals list --all`)");
-                EXIT_ERROR
-            }
-        },
-        ProposalOp::Decide {
-            id,
-            by,
-            approve,
-            comment,
-            json,
-        } => match host.decide(&id, &by, approve, comment).await {
-            Ok(dec) => {
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&json!({"ok": true, "decision": dec}))?
-                    );
-                } else {
-                    println!("{}: {}", id, dec.outcome);
-                    if let Some(r) = &dec.result {
-                        println!("result: {r}");
-                    }
-                    if let Some(run) = &dec.run {
-                        println!("run {} resumed: now {}", run.id, run.status);
-                        if let Some(o) = &run.output {
-                            println!("output: {o}");
-                        }
-                    }
-                }
-                EXIT_OK
-            }
-            Err(e) => {
-                let code = e.exit_code();
-                if json {
-                    println!(
-                        "{}",
-                        json!({"ok": false, "error": {"message": e.to_string(), "exit_code": code}})
-                    );
-                } else if let ProposalError::Refused { id, rule, reason } = &e {
-                    // Its Display already says "refused": said once here.
-                    eprintln!("refused: {id}: {reason} [{rule}]");
-                } else {
-                    eprintln!("{}: {e}", crate::label(code));
-                }
-                code
-            }
-        },
-    };
-    host.store().flush()?;
-    Ok(code)
+pub fn proposals_text(list: &ProposalsList, all: bool) {
+    let ps = &list.proposals;
+    if ps.is_empty() {
+        println!("no {}proposals", if all { "" } else { "pending " });
+        return;
+    }
+    for p in ps {
+        println!(
+            "{}  {:<9} {:<16} {} {}  ({}/{} approvals)",
+            p.id,
+            p.status,
+            p.plugin,
+            p.function,
+            p.args,
+            p.approvals.len(),
+            p.approvals_needed
+        );
+    }
 }
 
-pub enum ProposalOp {
-    List {
-        all: bool,
-        json: bool,
-    },
-    Show {
-        id: String,
-        json: bool,
-    },
-    Decide {
-        id: String,
-        by: String,
-        approve: bool,
-        comment: Option<String>,
-        json: bool,
-    },
+pub fn decision_text(id: &str, r: &DecideReport) {
+    let dec = &r.decision;
+    println!("{}: {}", id, dec.outcome);
+    if let Some(r) = &dec.result {
+        println!("result: {r}");
+    }
+    if let Some(run) = &dec.run {
+        println!("run {} resumed: now {}", run.id, run.status);
+        if let Some(o) = &run.output {
+            println!("output: {o}");
+        }
+    }
 }

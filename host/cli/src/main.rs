@@ -5,6 +5,7 @@
 //! an unknown command or option, a missing or invalid argument). Every
 //! report takes `--json` and prints one document.
 
+mod commands;
 mod govern;
 mod new;
 mod report;
@@ -16,10 +17,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use charter_config::{DEFAULT_CONFIG, Deployment};
-use charter_runtime::error::{
-    EXIT_ERROR, EXIT_LIMIT, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_WAITING,
-};
-use charter_runtime::{Host, HostOptions};
+use charter_runtime::error::{EXIT_ERROR, EXIT_OK, EXIT_USAGE};
 use clap::{Args, Parser, Subcommand};
 
 const AFTER_HELP: &str = "\
@@ -68,6 +66,27 @@ With --detach: 0 once the run is recorded (follow it with `charter runs show ID`
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines on stderr are written: `plain` (for people) or `json`
+    /// (one JSON object per line, with the spans it happened in, for log
+    /// collectors) [default: $CHARTER_LOG_FORMAT, or plain]
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = ["plain", "json"])]
+    log_format: Option<String>,
+}
+
+/// `--log-format`, else `CHARTER_LOG_FORMAT`: whether log lines are JSON.
+fn json_logs(flag: Option<&str>) -> bool {
+    match flag {
+        Some(f) => f == "json",
+        None => match std::env::var("CHARTER_LOG_FORMAT") {
+            Ok(v) if v == "json" => true,
+            Ok(v) if v.is_empty() || v == "plain" => false,
+            Ok(v) => {
+                eprintln!("warning: CHARTER_LOG_FORMAT={v:?} is not plain or json; writing plain");
+                false
+            }
+            Err(_) => false,
+        },
+    }
 }
 
 #[derive(Args, Clone)]
@@ -518,7 +537,13 @@ enum KvOp {
 /// the run's progress (`charter::run`) and what plugins log
 /// (`charter::plugin`, as "PLUGIN: message"), and long work
 /// (`charter::progress`: a compile the cache did not have).
-fn init_tracing(quiet: bool, cache: bool) {
+///
+/// With `json` (`--log-format json`), the same events (filtered the same
+/// way) as JSON lines for a log collector: level, target, fields, and the
+/// spans they happened in (a plugin load's `load{plugin, digest}`); long
+/// compiles are events of their own (`compiling`, `compiled`) instead of
+/// an announcement.
+fn init_tracing(quiet: bool, cache: bool, json: bool) {
     use tracing_subscriber::filter::{EnvFilter, Targets};
     use tracing_subscriber::prelude::*;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -530,13 +555,14 @@ fn init_tracing(quiet: bool, cache: bool) {
             eprintln!("warning: log filter {spec:?}: {e}; showing warnings");
             EnvFilter::new("warn")
         });
-        tracing_subscriber::fmt()
+        let fmt = tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_target(false)
-            .with_ansi(tty)
-            .compact()
-            .init();
+            .with_writer(std::io::stderr);
+        if json {
+            fmt.json().with_span_list(true).init();
+        } else {
+            fmt.with_target(false).with_ansi(tty).compact().init();
+        }
         return;
     }
     let mut plain = Targets::new().with_default(tracing::Level::WARN);
@@ -544,6 +570,24 @@ fn init_tracing(quiet: bool, cache: bool) {
         plain = plain
             .with_target("charter::run", tracing::Level::INFO)
             .with_target(logging::PLUGIN, tracing::Level::INFO);
+    }
+    if json {
+        // The same events, compiles announced as events, and the spans a
+        // front end opens (`load_plugin{plugin, digest}`, no events of
+        // their own at INFO) around them.
+        let filter = plain
+            .with_target(logging::PROGRESS, tracing::Level::INFO)
+            .with_target("charter_api", tracing::Level::INFO);
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_span_list(true)
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
+            )
+            .init();
+        return;
     }
     tracing_subscriber::registry()
         .with(
@@ -759,13 +803,13 @@ fn main() -> ExitCode {
         }
         _ => true,
     };
-    init_tracing(quiet, cache);
+    init_tracing(quiet, cache, json_logs(cli.log_format.as_deref()));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match rt.block_on(run(cli)) {
+    match rt.block_on(commands::run(cli.command)) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             eprintln!("error: {}", describe(&e));
@@ -814,236 +858,10 @@ where
     }
 }
 
-async fn run(cli: Cli) -> Result<i32> {
-    match cli.command {
-        Command::Inspect {
-            plugin,
-            config,
-            json,
-        } => {
-            let deployment = match &config.config {
-                Some(_) => Some(config.load()?),
-                None if std::path::Path::new(DEFAULT_CONFIG).exists() => Some(config.load()?),
-                None => None,
-            };
-            report::inspect(&plugin, deployment.as_ref(), json).await
-        }
-        Command::Check { config, json } => {
-            let deployment = config.load()?;
-            report::check(deployment, json).await
-        }
-        Command::Grants { config, json } => report::grants(&config.load()?, json),
-        Command::Call {
-            plugin,
-            input,
-            config,
-            json,
-            as_user,
-        } => {
-            let input = read_input(&input)?;
-            let who = as_user.unwrap_or_else(current_user);
-            let host = Host::new(config.load()?, HostOptions::default())?;
-            let code = match host.call_as(&plugin, &input, Some(&who)).await {
-                Ok(out) => {
-                    if json {
-                        let loaded = host.load(&plugin).await?;
-                        println!(
-                            "{}",
-                            serde_json::json!({
-                                "ok": true,
-                                "plugin": plugin,
-                                "digest": loaded.digest,
-                                "output": out.output,
-                                "logs": out.logs,
-                                "host_calls": out.host_calls,
-                                "duration_us": out.duration_us,
-                            })
-                        );
-                    } else {
-                        println!("{}", serde_json::to_string_pretty(&out.output)?);
-                    }
-                    EXIT_OK
-                }
-                Err(e) => {
-                    let code = e.exit_code();
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::json!({
-                                "ok": false,
-                                "plugin": plugin,
-                                "error": {"kind": e.kind(), "message": e.to_string(), "exit_code": code},
-                            })
-                        );
-                    } else if matches!(e, charter_runtime::CallError::AwaitingApproval { .. }) {
-                        eprintln!("pending: {e}");
-                    } else {
-                        eprintln!("{}: {e}", label(code));
-                    }
-                    code
-                }
-            };
-            host.store().flush()?;
-            Ok(code)
-        }
-        Command::Kv { op } => kv(op).await,
-        Command::Run {
-            workflow,
-            input,
-            detach,
-            as_user,
-            config,
-            json,
-        } => {
-            let input = read_input(&input)?;
-            let who = as_user.unwrap_or_else(current_user);
-            runs::run(config.load()?, &workflow, &input, &who, detach, json).await
-        }
-        Command::Runs { op } => {
-            let (config, op) = match op {
-                RunsCmd::List {
-                    status,
-                    config,
-                    json,
-                } => (config, runs::RunsOp::List { status, json }),
-                RunsCmd::Show { id, config, json } => (config, runs::RunsOp::Show { id, json }),
-                RunsCmd::Resume {
-                    id,
-                    config,
-                    json,
-                    quiet,
-                } => (config, runs::RunsOp::Resume { id, json, quiet }),
-                RunsCmd::Cancel {
-                    id,
-                    as_user,
-                    config,
-                    json,
-                } => (
-                    config,
-                    runs::RunsOp::Cancel {
-                        id,
-                        by: as_user.unwrap_or_else(current_user),
-                        json,
-                    },
-                ),
-            };
-            runs::runs(config.load()?, op).await
-        }
-        Command::Escalations { op } => {
-            let (config, op) = match op {
-                EscalationsCmd::List { all, config, json } => {
-                    (config, runs::EscalationsOp::List { all, json })
-                }
-                EscalationsCmd::Resolve {
-                    id,
-                    as_user,
-                    action,
-                    output,
-                    comment,
-                    config,
-                    json,
-                } => (
-                    config,
-                    runs::EscalationsOp::Resolve {
-                        id,
-                        by: as_user,
-                        action,
-                        output,
-                        comment,
-                        json,
-                    },
-                ),
-            };
-            runs::escalations(config.load()?, op).await
-        }
-        Command::New {
-            lang,
-            name,
-            uses,
-            dir,
-            sdk,
-        } => new::new(lang, &name, &uses, dir.as_deref(), sdk.as_deref()),
-        Command::Sdk { op } => match op {
-            SdkOp::Path => {
-                println!("{}", new::sdk_root(None)?.display());
-                Ok(EXIT_OK)
-            }
-            SdkOp::Build { lang, dir, out } => new::build(&lang, &dir, &out),
-        },
-        Command::Kpi { config, json } => govern::kpi(&config.load()?, json),
-        Command::Audit { op } => match op {
-            AuditOp::Verify {
-                config,
-                checkpoint,
-                json,
-            } => govern::verify(&config.load()?, checkpoint.as_deref(), json),
-            AuditOp::Show {
-                config,
-                plugin,
-                since,
-                kind,
-                proposal,
-                limit,
-                json,
-            } => govern::show(
-                &config.load()?,
-                &govern::ShowFilter {
-                    plugin,
-                    since,
-                    kind,
-                    proposal,
-                    limit,
-                },
-                json,
-            ),
-            AuditOp::Export { config, out } => govern::export(&config.load()?, out.as_deref()),
-            AuditOp::Checkpoint { config, out } => {
-                govern::make_checkpoint(&config.load()?, out.as_deref())
-            }
-        },
-        Command::Proposals { op } => {
-            let (config, op) = match op {
-                ProposalCmd::List { config, all, json } => {
-                    (config, govern::ProposalOp::List { all, json })
-                }
-                ProposalCmd::Show { id, config, json } => {
-                    (config, govern::ProposalOp::Show { id, json })
-                }
-                ProposalCmd::Approve(d) => decide(d, true),
-                ProposalCmd::Reject(d) => decide(d, false),
-            };
-            govern::proposals(config.load()?, op).await
-        }
-    }
-}
-
-fn decide(d: DecideArgs, approve: bool) -> (ConfigArg, govern::ProposalOp) {
-    (
-        d.config,
-        govern::ProposalOp::Decide {
-            id: d.id,
-            by: d.as_user,
-            approve,
-            comment: d.comment,
-            json: d.json,
-        },
-    )
-}
-
 fn current_user() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "operator".into())
-}
-
-/// How a failure's exit code reads at the start of its message.
-pub(crate) fn label(code: i32) -> &'static str {
-    match code {
-        EXIT_REFUSED => "refused",
-        EXIT_LIMIT => "limit",
-        EXIT_WAITING => "pending",
-        _ => "error",
-    }
 }
 
 /// A step or run input: JSON text, `@FILE` or `@-`. Read with a bound: no
@@ -1071,55 +889,6 @@ fn read_input(arg: &str) -> Result<String> {
         anyhow::bail!("{from} is over {max} bytes, the largest input Charter records");
     }
     String::from_utf8(bytes).with_context(|| format!("{from} is not UTF-8"))
-}
-
-async fn kv(op: KvOp) -> Result<i32> {
-    let (plugin, config) = match &op {
-        KvOp::Get { plugin, config, .. }
-        | KvOp::Set { plugin, config, .. }
-        | KvOp::List { plugin, config, .. } => (plugin.clone(), config.clone()),
-    };
-    let deployment = config.load()?;
-    if !deployment.plugins.contains_key(&plugin) {
-        anyhow::bail!(
-            "plugin {plugin:?} is not in the deployment (plugins: {})",
-            deployment
-                .plugins
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    // Through the host: a write is an event in the log, then the index.
-    let host = Host::new(deployment, HostOptions::default())?;
-    let store = host.store().clone();
-    match op {
-        KvOp::Get { key, .. } => match store.get(&plugin, &key)? {
-            Some(v) => println!("{v}"),
-            None => {
-                eprintln!("error: {plugin}: no value under {key:?}");
-                return Ok(EXIT_ERROR);
-            }
-        },
-        KvOp::Set { key, value, .. } => {
-            let value = read_input(&value)?;
-            host.operator_kv_set(&plugin, &key, Some(&value), &current_user())
-                .await?;
-            store.flush()?;
-        }
-        KvOp::List { prefix, json, .. } => {
-            let keys = store.list(&plugin, &prefix)?;
-            if json {
-                println!("{}", serde_json::json!({ "plugin": plugin, "keys": keys }));
-            } else {
-                for k in keys {
-                    println!("{k}");
-                }
-            }
-        }
-    }
-    Ok(EXIT_OK)
 }
 
 #[cfg(test)]

@@ -1,64 +1,20 @@
-//! `charter run`, `charter runs …` and `charter escalations …`: start,
-//! watch, resume and cancel durable workflow runs, and hand failed steps
-//! back from people.
+//! `charter run`, `charter runs …` and `charter escalations …` as text:
+//! durable workflow runs, and failed steps handed to people.
 
-use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::Result;
-use charter_audit::{Event, Record};
-use charter_config::Deployment;
-use charter_runtime::error::{EXIT_ERROR, EXIT_OK, EXIT_WAITING};
-use charter_runtime::workflow::{EscalationState, RunError, RunState, status};
-use charter_runtime::{Host, HostOptions};
-use serde_json::{Value, json};
-
-/// The exit code a run's state reads as: 0 completed, 4 waiting for
-/// people (an approval, or an escalation), 1 failed or cancelled (or not
-/// finished here: running, retry-wait).
-pub fn exit_code(st: &RunState) -> i32 {
-    match st.status.as_str() {
-        status::COMPLETED => EXIT_OK,
-        status::WAITING_APPROVAL | status::ESCALATED => EXIT_WAITING,
-        _ => EXIT_ERROR,
-    }
-}
-
-/// The exit code of several runs (`charter runs resume`): the worst one,
-/// where any failure outranks waiting for people, and waiting outranks
-/// success.
-fn worst(a: i32, b: i32) -> i32 {
-    let rank = |c: i32| match c {
-        EXIT_OK => 0,
-        EXIT_WAITING => 1,
-        c => 2 + c,
-    };
-    if rank(b) > rank(a) { b } else { a }
-}
+use charter_api::{
+    Escalation, EscalationsList, ResumeReport, Resumed, Run, RunDecision, RunReport, RunsList,
+};
+use charter_runtime::workflow::status;
 
 fn time(ms: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-/// What a person or script should do next with a run.
-fn next_hint(st: &RunState) -> Option<String> {
-    match st.status.as_str() {
-        status::WAITING_APPROVAL => st.proposal.as_ref().map(|p| {
-            format!("waiting for approval of {p}: `charter proposals show {p}`, then approve or reject (the run resumes)")
-        }),
-        status::ESCALATED => st.escalation.as_ref().map(|e| {
-            format!("escalated as {e}: `charter escalations resolve {e} --as USER --action retry|skip|fail`")
-        }),
-        status::RUNNING | status::RETRY_WAIT => Some(format!(
-            "not finished here: `charter runs resume {}`",
-            st.id
-        )),
-        _ => None,
-    }
-}
-
-fn print_run(st: &RunState) {
+fn print_run(st: &Run) {
     println!("run {}  [{}]  workflow {}", st.id, st.status, st.workflow);
     println!(
         "  started    {}{}",
@@ -105,116 +61,57 @@ fn print_run(st: &RunState) {
     {
         println!("  error      {}", e.lines().next().unwrap_or_default());
     }
-    if let Some(h) = next_hint(st) {
+    if let Some(h) = st.next() {
         println!("  next       {h}");
     }
 }
 
-fn report(st: &RunState, as_json: bool) -> Result<i32> {
+/// A run's report: the document in `--json`, the run as text otherwise.
+/// Its exit code is the run's.
+pub fn report(r: &RunReport, as_json: bool) -> Result<i32> {
     if as_json {
-        let mut v = serde_json::to_value(st)?;
-        v["exit_code"] = json!(exit_code(st));
-        v["next"] = json!(next_hint(st));
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::commands::print_json(r, true)?;
     } else {
-        print_run(st);
+        print_run(&r.run);
     }
-    Ok(exit_code(st))
-}
-
-/// The decisions people made on a run, from the log: on the proposals
-/// its steps waited on (approvals, rejections, refused attempts) and on
-/// its escalations.
-fn decisions(records: &[Record], run: &str) -> Vec<Value> {
-    let proposals: HashSet<&str> = records
-        .iter()
-        .filter_map(|r| match &r.event {
-            Event::StepAttempt {
-                run: of,
-                proposal: Some(p),
-                ..
-            } if of == run => Some(p.as_str()),
-            _ => None,
-        })
-        .collect();
-    records
-        .iter()
-        .filter_map(|r| match &r.event {
-            Event::ApprovalDecision {
-                proposal,
-                by,
-                approve,
-                comment,
-                accepted,
-                reason,
-            } if proposals.contains(proposal.as_str()) => Some(json!({
-                "proposal": proposal, "by": by,
-                "action": if *approve { "approve" } else { "reject" },
-                "accepted": accepted, "comment": comment, "reason": reason, "time_ms": r.time_ms,
-            })),
-            Event::EscalationResolved {
-                id,
-                run: of,
-                by,
-                action,
-                comment,
-                accepted,
-                reason,
-                ..
-            } if of == run => Some(json!({
-                "escalation": id, "by": by, "action": action,
-                "accepted": accepted, "comment": comment, "reason": reason, "time_ms": r.time_ms,
-            })),
-            _ => None,
-        })
-        .collect()
+    Ok(r.exit_code)
 }
 
 /// One decision as `runs show` prints it.
-fn decision_line(d: &Value) -> String {
-    let s = |k: &str| d[k].as_str().unwrap_or("-").to_string();
-    let what = d["proposal"]
-        .as_str()
-        .map(|p| format!("proposal {p}"))
-        .unwrap_or_else(|| format!("escalation {}", s("escalation")));
-    if d["accepted"] != true {
-        let mut line = format!("{what}: REFUSED attempt by {} to {}", s("by"), s("action"));
-        if let Some(r) = d["reason"].as_str() {
+fn decision_line(d: &RunDecision) -> String {
+    let what = match (&d.proposal, &d.escalation) {
+        (Some(p), _) => format!("proposal {p}"),
+        (None, e) => format!("escalation {}", e.as_deref().unwrap_or("-")),
+    };
+    if !d.accepted {
+        let mut line = format!("{what}: REFUSED attempt by {} to {}", d.by, d.action);
+        if let Some(r) = &d.reason {
             line.push_str(&format!(": {r}"));
         }
         return line;
     }
-    let action = match s("action").as_str() {
+    let action = match d.action.as_str() {
         "approve" => "approved".to_string(),
         "reject" => "rejected".to_string(),
         a => format!("resolved ({a})"),
     };
-    let mut line = format!("{what} {action} by {}", s("by"));
-    if let Some(c) = d["comment"].as_str() {
+    let mut line = format!("{what} {action} by {}", d.by);
+    if let Some(c) = &d.comment {
         line.push_str(&format!(" ({c:?})"));
     }
     line
 }
 
 /// `runs show`: the run and who decided what on it.
-fn report_show(st: &RunState, decisions: &[Value], as_json: bool) -> Result<i32> {
-    if as_json {
-        let mut v = serde_json::to_value(st)?;
-        v["decisions"] = json!(decisions);
-        v["exit_code"] = json!(exit_code(st));
-        v["next"] = json!(next_hint(st));
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        print_run(st);
-        for d in decisions {
-            println!("  decision   {}", decision_line(d));
-        }
+pub fn show_text(r: &RunReport) {
+    print_run(&r.run);
+    for d in r.decisions.iter().flatten() {
+        println!("  decision   {}", decision_line(d));
     }
-    Ok(exit_code(st))
 }
 
 /// A run's duration so far (or in all, once it ended).
-fn duration(st: &RunState) -> String {
+fn duration(st: &Run) -> String {
     let end = st.finished_ms.unwrap_or_else(charter_audit::now_ms);
     let ms = end.saturating_sub(st.started_ms);
     let d = if ms < 1_000 {
@@ -229,71 +126,44 @@ fn duration(st: &RunState) -> String {
     }
 }
 
-fn run_error(e: RunError, as_json: bool) -> Result<i32> {
-    let code = e.exit_code();
-    if as_json {
+pub fn list_text(list: &RunsList) {
+    if list.runs.is_empty() {
+        println!("no runs");
+        return;
+    }
+    println!(
+        "{:<16} {:<18} {:<18} {:<16} {:<12} {:<20} DURATION",
+        "RUN", "WORKFLOW", "STATUS", "AT STEP", "INITIATOR", "STARTED"
+    );
+    for r in &list.runs {
         println!(
-            "{}",
-            json!({"ok": false, "error": {"message": e.to_string(), "exit_code": code}})
+            "{:<16} {:<18} {:<18} {:<16} {:<12} {:<20} {}",
+            r.id,
+            r.workflow,
+            r.status,
+            r.cursor.as_deref().unwrap_or("-"),
+            r.initiator.as_deref().unwrap_or("-"),
+            time(r.started_ms),
+            duration(r)
         );
-    } else if let RunError::Refused { id, rule, reason } = &e {
-        // Its Display already says "refused": said once here.
-        eprintln!("refused: {id}: {reason} [{rule}]");
-    } else {
-        eprintln!("{}: {e}", crate::label(code));
     }
-    Ok(code)
 }
 
-fn host(d: Deployment) -> Result<Host> {
-    Ok(Host::new(d, HostOptions::default())?)
-}
-
-/// `charter run WORKFLOW`.
-pub async fn run(
-    d: Deployment,
-    workflow: &str,
-    input: &str,
-    initiator: &str,
-    detach: bool,
-    as_json: bool,
-) -> Result<i32> {
-    let input: Value = serde_json::from_str(input)
-        .map_err(|e| anyhow::anyhow!("--input is not valid JSON: {e}"))?;
-    let config = d.source.clone();
-    let h = host(d)?;
-    if detach {
-        let st = match h.start_run(workflow, input, Some(initiator)).await {
-            Ok(st) => st,
-            Err(e) => return run_error(e, as_json),
-        };
-        h.store().flush()?;
-        drop(h); // release the log for the process that drives the run
-        spawn_driver(&config, &st.id)?;
-        if as_json {
-            println!(
-                "{}",
-                json!({"run": st.id, "status": "started", "detached": true})
-            );
-        } else {
-            println!("{}", st.id);
-            eprintln!(
-                "run {} started in the background; follow it with `charter runs show {}`",
-                st.id, st.id
-            );
+/// `runs resume`: each run as text, each failure on stderr.
+pub fn resume_text(r: &ResumeReport) {
+    for item in &r.runs {
+        match item {
+            Resumed::Run(st) => print_run(st),
+            Resumed::Failed { id, error } => eprintln!("error: run {id}: {error}"),
         }
-        return Ok(EXIT_OK);
     }
-    let res = h.run_workflow(workflow, input, Some(initiator)).await;
-    h.store().flush()?;
-    match res {
-        Ok(st) => report(&st, as_json),
-        Err(e) => run_error(e, as_json),
+    if r.runs.is_empty() {
+        println!("no run to resume");
     }
 }
 
 /// Drive a run in a background process of this same binary.
-fn spawn_driver(config: &Path, run: &str) -> Result<()> {
+pub fn spawn_driver(config: &Path, run: &str) -> Result<()> {
     let exe = std::env::current_exe()?;
     std::process::Command::new(exe)
         .args(["runs", "resume", run, "--quiet", "--config"])
@@ -305,156 +175,7 @@ fn spawn_driver(config: &Path, run: &str) -> Result<()> {
     Ok(())
 }
 
-pub enum RunsOp {
-    List {
-        status: Option<String>,
-        json: bool,
-    },
-    Show {
-        id: String,
-        json: bool,
-    },
-    Resume {
-        id: Option<String>,
-        json: bool,
-        quiet: bool,
-    },
-    Cancel {
-        id: String,
-        by: String,
-        json: bool,
-    },
-}
-
-/// Runs and escalations folded from the log file alone: read-only commands
-/// work while another process (a detached run) holds the deployment.
-fn from_log(d: &Deployment) -> Result<(Vec<RunState>, Vec<EscalationState>)> {
-    Ok(charter_runtime::workflow::state::from_records(&records(d)?))
-}
-
-/// The log's records (none before the first command wrote one).
-fn records(d: &Deployment) -> Result<Vec<Record>> {
-    let path = crate::govern::log_path(d);
-    if !path.exists() {
-        return Ok(vec![]);
-    }
-    Ok(charter_audit::read_records(&path)?)
-}
-
-pub async fn runs(d: Deployment, op: RunsOp) -> Result<i32> {
-    match op {
-        RunsOp::List { status, json } => {
-            let all: Vec<RunState> = from_log(&d)?
-                .0
-                .into_iter()
-                .filter(|r| status.as_ref().is_none_or(|s| &r.status == s))
-                .collect();
-            if json {
-                println!("{}", serde_json::to_string_pretty(&json!({ "runs": all }))?);
-            } else if all.is_empty() {
-                println!("no runs");
-            } else {
-                println!(
-                    "{:<16} {:<18} {:<18} {:<16} {:<12} {:<20} DURATION",
-                    "RUN", "WORKFLOW", "STATUS", "AT STEP", "INITIATOR", "STARTED"
-                );
-                for r in &all {
-                    println!(
-                        "{:<16} {:<18} {:<18} {:<16} {:<12} {:<20} {}",
-                        r.id,
-                        r.workflow,
-                        r.status,
-                        r.cursor.as_deref().unwrap_or("-"),
-                        r.initiator.as_deref().unwrap_or("-"),
-                        time(r.started_ms),
-                        duration(r)
-                    );
-                }
-            }
-            Ok(EXIT_OK)
-        }
-        RunsOp::Show { id, json } => {
-            let records = records(&d)?;
-            let runs = charter_runtime::workflow::state::from_records(&records).0;
-            match runs.into_iter().find(|r| r.id == id) {
-                Some(st) => {
-                    report_show(&st, &decisions(&records, &id), json)?;
-                    Ok(EXIT_OK)
-                }
-                None => run_error(RunError::UnknownRun(id), json),
-            }
-        }
-        op => drive(d, op).await,
-    }
-}
-
-async fn drive(d: Deployment, op: RunsOp) -> Result<i32> {
-    let h = host(d)?;
-    let code = match op {
-        RunsOp::List { .. } | RunsOp::Show { .. } => unreachable!("read from the log"),
-        RunsOp::Resume { id, json, quiet } => {
-            let results = match id {
-                Some(id) => vec![(id.clone(), h.drive(&id).await)],
-                None => h.resume_runs().await,
-            };
-            let mut code = EXIT_OK;
-            let mut docs = Vec::new();
-            for (id, r) in results {
-                match r {
-                    Ok(st) => {
-                        code = worst(code, exit_code(&st));
-                        if !quiet && !json {
-                            print_run(&st);
-                        }
-                        docs.push(serde_json::to_value(&st)?);
-                    }
-                    Err(e) => {
-                        code = worst(code, e.exit_code());
-                        if !quiet && !json {
-                            eprintln!("error: run {id}: {e}");
-                        }
-                        docs.push(json!({"id": id, "error": e.to_string()}));
-                    }
-                }
-            }
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&json!({ "runs": docs }))?
-                );
-            } else if docs.is_empty() && !quiet {
-                println!("no run to resume");
-            }
-            code
-        }
-        RunsOp::Cancel { id, by, json } => match h.cancel_run(&id, &by).await {
-            Ok(st) => {
-                report(&st, json)?;
-                EXIT_OK
-            }
-            Err(e) => run_error(e, json)?,
-        },
-    };
-    h.store().flush()?;
-    Ok(code)
-}
-
-pub enum EscalationsOp {
-    List {
-        all: bool,
-        json: bool,
-    },
-    Resolve {
-        id: String,
-        by: String,
-        action: String,
-        output: Option<String>,
-        comment: Option<String>,
-        json: bool,
-    },
-}
-
-fn print_escalation(e: &EscalationState) {
+fn print_escalation(e: &Escalation) {
     println!(
         "{}  [{}]  run {} step {}  role {}  {}",
         e.id,
@@ -477,62 +198,20 @@ fn print_escalation(e: &EscalationState) {
     }
 }
 
-pub async fn escalations(d: Deployment, op: EscalationsOp) -> Result<i32> {
-    if let EscalationsOp::List { all, json } = op {
-        let list: Vec<EscalationState> = from_log(&d)?
-            .1
-            .into_iter()
-            .filter(|e| all || e.status == "open")
-            .collect();
-        if json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json!({ "escalations": list }))?
-            );
-        } else if list.is_empty() {
-            println!("no open escalations");
-        } else {
-            for e in &list {
-                print_escalation(e);
-            }
-        }
-        return Ok(EXIT_OK);
+pub fn escalations_text(list: &EscalationsList) {
+    if list.escalations.is_empty() {
+        println!("no open escalations");
+        return;
     }
-    let h = host(d)?;
-    let code = match op {
-        EscalationsOp::List { .. } => unreachable!("read from the log"),
-        EscalationsOp::Resolve {
-            id,
-            by,
-            action,
-            output,
-            comment,
-            json,
-        } => {
-            let output = match output {
-                Some(o) => Some(
-                    serde_json::from_str(&o)
-                        .map_err(|e| anyhow::anyhow!("--output is not valid JSON: {e}"))?,
-                ),
-                None => None,
-            };
-            match h
-                .resolve_escalation(&id, &by, &action, output, comment)
-                .await
-            {
-                Ok(st) => report(&st, json)?,
-                Err(e) => run_error(e, json)?,
-            }
-        }
-    };
-    h.store().flush()?;
-    Ok(code)
+    for e in &list.escalations {
+        print_escalation(e);
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use charter_runtime::error::{EXIT_LIMIT, EXIT_REFUSED};
+    use charter_api::worst;
+    use charter_runtime::error::{EXIT_ERROR, EXIT_LIMIT, EXIT_OK, EXIT_REFUSED, EXIT_WAITING};
 
     #[test]
     fn failures_outrank_waiting_and_waiting_outranks_success() {

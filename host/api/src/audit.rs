@@ -1,0 +1,509 @@
+//! `charter audit …` and `charter kpi`: the event log as the audit trail,
+//! and the framework's KPIs from it. Read from the log file alone.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+
+use charter_audit::checkpoint::{self, Checkpoint};
+use charter_audit::{Event, Record};
+use serde::{Deserialize, Serialize};
+
+use crate::control::Control;
+use crate::error::ApiError;
+use crate::validate;
+
+/// A checkpoint to verify the log against: its contents (a remote caller
+/// sends them; no path of the server is ever read for it) and how to name
+/// it in the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointArg {
+    /// How the report names it (the file it came from).
+    pub label: PathBuf,
+    /// The checkpoint.
+    pub checkpoint: Checkpoint,
+}
+
+/// `charter audit verify [--checkpoint F]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyRequest {
+    /// A checkpoint exported earlier.
+    #[serde(default)]
+    pub checkpoint: Option<CheckpointArg>,
+}
+
+/// A torn final frame: a crash mid-append, never acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TornTail {
+    /// Where it starts.
+    pub offset: u64,
+    /// What is torn.
+    pub problem: String,
+}
+
+/// `charter audit verify --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// The log file.
+    pub log: PathBuf,
+    /// Whether the chain (and the checkpoint) hold.
+    pub ok: bool,
+    /// Intact entries.
+    pub entries: u64,
+    /// The last entry's sequence number.
+    pub last_seq: u64,
+    /// The last entry's hash.
+    pub last_hash: String,
+    /// The checkpoint verified against, as named.
+    pub checkpoint: Option<PathBuf>,
+    /// What is wrong, one line each.
+    pub problems: Vec<String>,
+    /// A torn tail (a note, not a problem).
+    pub torn_tail: Option<TornTail>,
+}
+
+impl VerifyReport {
+    /// 0 intact, 1 anything wrong.
+    pub fn exit_code(&self) -> i32 {
+        if self.ok {
+            charter_runtime::error::EXIT_OK
+        } else {
+            charter_runtime::error::EXIT_ERROR
+        }
+    }
+}
+
+/// `charter audit show`: which events.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShowRequest {
+    /// Only events about this plugin.
+    #[serde(default)]
+    pub plugin: Option<String>,
+    /// Only events newer than this: `30s`, `10m`, `2h`, `7d`.
+    #[serde(default)]
+    pub since: Option<String>,
+    /// Only events of this type (one of [`Event::KINDS`]).
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Only events about this proposal.
+    #[serde(default)]
+    pub proposal: Option<String>,
+    /// Only the last N events.
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// `charter audit show --json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEvents {
+    /// The deployment's name.
+    pub deployment: String,
+    /// The events, oldest first, as the log holds them.
+    pub events: Vec<Record>,
+}
+
+/// `charter audit export`: every event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditExport {
+    /// Every record, oldest first (the CLI prints one per line).
+    pub records: Vec<Record>,
+}
+
+/// `10m`, `2h`, `3d`, `45s` → milliseconds.
+fn parse_since(s: &str) -> Result<u64, ApiError> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .map_err(|e| ApiError::invalid(format!("--since {s:?}: expected e.g. 30m, 2h, 7d: {e}")))?;
+    let ms = match unit {
+        "s" => 1_000,
+        "m" | "" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(ApiError::invalid(format!(
+                "--since {s:?}: unit must be s, m, h or d"
+            )));
+        }
+    };
+    Ok(n.saturating_mul(ms))
+}
+
+/// The calls a proposal is about: the call that proposed it and the
+/// approved execution (the call whose result names the proposal).
+fn proposal_calls<'a>(records: &'a [Record], id: &str) -> HashSet<&'a str> {
+    records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::Proposal { id: p, call, .. } if p == id => Some(call.as_str()),
+            Event::CallResult {
+                call,
+                proposal: Some(p),
+                ..
+            } if p == id => Some(call.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn mentions_proposal(e: &Event, id: &str, calls: &HashSet<&str>) -> bool {
+    match e {
+        Event::Proposal { id: p, .. } => p == id,
+        Event::ApprovalDecision { proposal, .. } | Event::ProposalResolved { proposal, .. } => {
+            proposal == id
+        }
+        Event::CallResult { proposal, call, .. } => {
+            proposal.as_deref() == Some(id) || calls.contains(call.as_str())
+        }
+        Event::Call { call, .. } => calls.contains(call.as_str()),
+        _ => false,
+    }
+}
+
+impl Control {
+    /// `charter audit verify`: walk the hash chain; with a checkpoint, also
+    /// prove the log still holds the checkpointed entry.
+    pub fn audit_verify(&self, req: &VerifyRequest) -> Result<VerifyReport, ApiError> {
+        let path = self.log_path();
+        let v = charter_audit::verify(&path)?;
+        let mut problems: Vec<String> = v
+            .findings
+            .iter()
+            .map(|f| match f.seq {
+                Some(s) => format!("byte {} (entry {s}): {}", f.offset, f.problem),
+                None => format!("byte {}: {}", f.offset, f.problem),
+            })
+            .collect();
+        if let Some(cp) = &req.checkpoint {
+            let c = &cp.checkpoint;
+            let name = &self.deployment().name;
+            if &c.deployment != name {
+                problems.push(format!(
+                    "checkpoint is for deployment {:?}, not {name:?}",
+                    c.deployment
+                ));
+            }
+            if let Some(p) = checkpoint::check(c, &path)? {
+                problems.push(format!("checkpoint (entry {}): {p}", c.seq));
+            }
+        }
+        Ok(VerifyReport {
+            log: path,
+            ok: problems.is_empty(),
+            entries: v.frames,
+            last_seq: v.last_seq,
+            last_hash: v.last_hash,
+            checkpoint: req.checkpoint.as_ref().map(|c| c.label.clone()),
+            problems,
+            torn_tail: v.torn.map(|t| TornTail {
+                offset: t.offset,
+                problem: t.problem,
+            }),
+        })
+    }
+
+    /// `charter audit show`: the events that pass every filter, oldest
+    /// first. An unknown event type is a usage error listing the types.
+    pub fn audit_show(&self, req: &ShowRequest) -> Result<AuditEvents, ApiError> {
+        if let Some(k) = &req.kind
+            && !Event::KINDS.contains(&k.as_str())
+        {
+            return Err(ApiError::usage(format!(
+                "--type {} is not an event type; the types are: {} (see `charter audit show --help`)",
+                validate::shown(k),
+                Event::KINDS.join(", ")
+            )));
+        }
+        for (what, v) in [("plugin", &req.plugin), ("proposal", &req.proposal)] {
+            if let Some(v) = v {
+                validate::name(what, v)?;
+            }
+        }
+        if let Some(s) = &req.since {
+            validate::filter("--since", s)?;
+        }
+        let records = charter_audit::read_records(&self.log_path())?;
+        let calls = req
+            .proposal
+            .as_ref()
+            .map(|p| proposal_calls(&records, p))
+            .unwrap_or_default();
+        let cutoff = match &req.since {
+            Some(s) => charter_audit::now_ms().saturating_sub(parse_since(s)?),
+            None => 0,
+        };
+        let mut selected: Vec<&Record> = records
+            .iter()
+            .filter(|r| r.time_ms >= cutoff)
+            .filter(|r| {
+                req.plugin
+                    .as_ref()
+                    .is_none_or(|p| r.event.plugin() == Some(p.as_str()))
+            })
+            .filter(|r| req.kind.as_ref().is_none_or(|k| r.event.kind() == k))
+            .filter(|r| {
+                req.proposal
+                    .as_ref()
+                    .is_none_or(|p| mentions_proposal(&r.event, p, &calls))
+            })
+            .collect();
+        if let Some(n) = req.limit {
+            let skip = selected.len().saturating_sub(n);
+            selected.drain(..skip);
+        }
+        let events = selected.into_iter().cloned().collect();
+        Ok(AuditEvents {
+            deployment: self.deployment().name.clone(),
+            events,
+        })
+    }
+
+    /// `charter audit export`: every event.
+    pub fn audit_export(&self) -> Result<AuditExport, ApiError> {
+        Ok(AuditExport {
+            records: charter_audit::read_records(&self.log_path())?,
+        })
+    }
+
+    /// `charter audit checkpoint`: sign the log's last entry with the
+    /// deployment's ed25519 key.
+    pub fn audit_checkpoint(&self) -> Result<Checkpoint, ApiError> {
+        let d = self.deployment();
+        Ok(checkpoint::create(&d.data_dir, &d.name, &self.log_path())?)
+    }
+
+    /// `charter kpi`: the framework's KPIs from the event log alone.
+    pub fn kpi(&self) -> Result<Kpi, ApiError> {
+        let records = charter_audit::read_records(&self.log_path())?;
+        Ok(charter_runtime::kpi::compute(&records).into())
+    }
+}
+
+/// Calls of one function, by decision.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallCounts {
+    /// Allowed.
+    pub allowed: u64,
+    /// Routed to people.
+    pub proposed: u64,
+    /// Denied.
+    pub denied: u64,
+}
+
+/// Proposals, by what became of them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProposalCounts {
+    /// Made.
+    pub created: u64,
+    /// Approved and executed.
+    pub executed: u64,
+    /// Rejected.
+    pub rejected: u64,
+    /// Expired (counts as rejected).
+    pub expired: u64,
+    /// Approved, but the execution failed.
+    pub failed: u64,
+    /// Still waiting.
+    pub pending: u64,
+    /// executed / decided.
+    pub acceptance_rate: Option<f64>,
+    /// From proposal to resolution, milliseconds, median.
+    pub decision_latency_ms_p50: Option<u64>,
+    /// ... 95th percentile.
+    pub decision_latency_ms_p95: Option<u64>,
+}
+
+/// Efficiency and customer figures of one workflow.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowKpi {
+    /// Runs started.
+    pub runs: u64,
+    /// Completed.
+    pub completed: u64,
+    /// Failed.
+    pub failed: u64,
+    /// Cancelled.
+    pub cancelled: u64,
+    /// Not ended.
+    pub in_progress: u64,
+    /// Start to end of ended runs, milliseconds, median.
+    pub cycle_time_ms_p50: Option<u64>,
+    /// ... 95th percentile.
+    pub cycle_time_ms_p95: Option<u64>,
+    /// Attempts that ran.
+    pub step_attempts: u64,
+    /// Attempts that failed and were retried.
+    pub retries: u64,
+    /// Escalations.
+    pub escalations: u64,
+    /// Runs handed to people.
+    pub handoffs: u64,
+    /// handoffs / runs.
+    pub handoff_rate: Option<f64>,
+    /// Steps that failed, were retried and then succeeded.
+    pub escalations_avoided: u64,
+}
+
+/// Blocked unauthorized attempts, by what blocked them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockedByKind {
+    /// Plugins refused at load.
+    pub plugin_refused_at_load: u64,
+    /// Calls denied.
+    pub call_denied: u64,
+    /// Refused attempts to decide a proposal.
+    pub approval_refused: u64,
+    /// Refused attempts to resolve an escalation.
+    pub escalation_resolution_refused: u64,
+}
+
+/// `charter kpi --json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Kpi {
+    /// Entries in the log, of every type.
+    pub events: u64,
+    /// Plugin executions of every outcome.
+    pub steps: u64,
+    /// `plugin` → `function` → counts.
+    pub calls: BTreeMap<String, BTreeMap<String, CallCounts>>,
+    /// Proposals.
+    pub proposals: ProposalCounts,
+    /// The sum of `blocked_by_kind`.
+    pub blocked_unauthorized_attempts: u64,
+    /// Blocked attempts by kind.
+    pub blocked_by_kind: BlockedByKind,
+    /// Executions with no allow decision or approval behind them (target 0).
+    pub unauthorized_actions_executed: u64,
+    /// What each was.
+    pub unauthorized_detail: Vec<String>,
+    /// Per workflow.
+    pub workflows: BTreeMap<String, WorkflowKpi>,
+}
+
+impl From<charter_runtime::kpi::Kpi> for Kpi {
+    fn from(k: charter_runtime::kpi::Kpi) -> Kpi {
+        // Every field named, here and below: a figure the runtime adds
+        // must be decided here, never dropped from the contract unseen.
+        let charter_runtime::kpi::Kpi {
+            events,
+            steps,
+            calls,
+            proposals,
+            blocked_unauthorized_attempts,
+            blocked_by_kind,
+            unauthorized_actions_executed,
+            unauthorized_detail,
+            workflows,
+        } = k;
+        Kpi {
+            events,
+            steps,
+            calls: calls
+                .into_iter()
+                .map(|(plugin, fns)| {
+                    let fns = fns.into_iter().map(|(f, c)| (f, c.into())).collect();
+                    (plugin, fns)
+                })
+                .collect(),
+            proposals: proposals.into(),
+            blocked_unauthorized_attempts,
+            blocked_by_kind: blocked_by_kind.into(),
+            unauthorized_actions_executed,
+            unauthorized_detail,
+            workflows: workflows.into_iter().map(|(n, w)| (n, w.into())).collect(),
+        }
+    }
+}
+
+impl From<charter_runtime::kpi::CallCounts> for CallCounts {
+    fn from(c: charter_runtime::kpi::CallCounts) -> CallCounts {
+        let charter_runtime::kpi::CallCounts {
+            allowed,
+            proposed,
+            denied,
+        } = c;
+        CallCounts {
+            allowed,
+            proposed,
+            denied,
+        }
+    }
+}
+
+impl From<charter_runtime::kpi::ProposalCounts> for ProposalCounts {
+    fn from(p: charter_runtime::kpi::ProposalCounts) -> ProposalCounts {
+        let charter_runtime::kpi::ProposalCounts {
+            created,
+            executed,
+            rejected,
+            expired,
+            failed,
+            pending,
+            acceptance_rate,
+            decision_latency_ms_p50,
+            decision_latency_ms_p95,
+        } = p;
+        ProposalCounts {
+            created,
+            executed,
+            rejected,
+            expired,
+            failed,
+            pending,
+            acceptance_rate,
+            decision_latency_ms_p50,
+            decision_latency_ms_p95,
+        }
+    }
+}
+
+impl From<charter_runtime::kpi::BlockedByKind> for BlockedByKind {
+    fn from(b: charter_runtime::kpi::BlockedByKind) -> BlockedByKind {
+        let charter_runtime::kpi::BlockedByKind {
+            plugin_refused_at_load,
+            call_denied,
+            approval_refused,
+            escalation_resolution_refused,
+        } = b;
+        BlockedByKind {
+            plugin_refused_at_load,
+            call_denied,
+            approval_refused,
+            escalation_resolution_refused,
+        }
+    }
+}
+
+impl From<charter_runtime::kpi::WorkflowKpi> for WorkflowKpi {
+    fn from(w: charter_runtime::kpi::WorkflowKpi) -> WorkflowKpi {
+        let charter_runtime::kpi::WorkflowKpi {
+            runs,
+            completed,
+            failed,
+            cancelled,
+            in_progress,
+            cycle_time_ms_p50,
+            cycle_time_ms_p95,
+            step_attempts,
+            retries,
+            escalations,
+            handoffs,
+            handoff_rate,
+            escalations_avoided,
+        } = w;
+        WorkflowKpi {
+            runs,
+            completed,
+            failed,
+            cancelled,
+            in_progress,
+            cycle_time_ms_p50,
+            cycle_time_ms_p95,
+            step_attempts,
+            retries,
+            escalations,
+            handoffs,
+            handoff_rate,
+            escalations_avoided,
+        }
+    }
+}

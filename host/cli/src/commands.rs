@@ -1,0 +1,497 @@
+//! Each command: its arguments become a `charter_api` request, the one
+//! `Control` service answers it, and the answer is rendered as text
+//! (`report.rs`, `govern.rs`, `runs.rs`) or, with `--json`, as the
+//! response serialized. Exit codes come from the response or from the
+//! `ApiError`'s class.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use charter_api::{Access, ApiError, CallFailure, Control, Failure, InspectFailure, RunResponse};
+use charter_config::DEFAULT_CONFIG;
+use charter_runtime::error::EXIT_OK;
+use serde::Serialize;
+
+use crate::{
+    AuditOp, Command, ConfigArg, EscalationsCmd, KvOp, ProposalCmd, RunsCmd, SdkOp, current_user,
+    govern, new, read_input, report, runs,
+};
+
+/// Print one JSON document: indented, or on one line.
+pub fn print_json<T: Serialize>(doc: &T, pretty: bool) -> Result<()> {
+    let text = if pretty {
+        serde_json::to_string_pretty(doc)?
+    } else {
+        serde_json::to_string(doc)?
+    };
+    println!("{text}");
+    Ok(())
+}
+
+/// An error a command cannot report in its own terms: the data directory
+/// is busy, the log cannot be read. Said as `error: …` (exit 1), in
+/// `--json` too, as every such failure always was.
+fn infrastructure(e: &ApiError) -> bool {
+    e.kind == "internal"
+}
+
+/// Say `e` on stderr as the text output does: `refused: ID: REASON [RULE]`
+/// for a refused decision (its message already says "refused": said once),
+/// else `LABEL: MESSAGE`. Returns its exit code.
+pub fn fail(e: &ApiError) -> i32 {
+    match &e.refusal {
+        Some(r) => eprintln!("refused: {}: {} [{}]", r.id, r.reason, r.rule),
+        None => eprintln!("{}: {}", e.class.label(), e.message),
+    }
+    e.exit_code()
+}
+
+/// A failure of `run`, `runs show|cancel`, `escalations resolve`,
+/// `proposals approve|reject`: `{ok: false, error}` in `--json`.
+fn fail_doc(e: &ApiError, json: bool) -> Result<i32> {
+    if json && !infrastructure(e) {
+        print_json(&Failure::from(e), false)?;
+        return Ok(e.exit_code());
+    }
+    Ok(fail(e))
+}
+
+fn control(config: &ConfigArg) -> Result<Control> {
+    Ok(Control::new(config.load()?, Access::Local))
+}
+
+/// One arm per command (the groups with subcommands have their own
+/// function below): long, but each arm is request, call, render.
+pub async fn run(command: Command) -> Result<i32> {
+    match command {
+        Command::Inspect {
+            plugin,
+            config,
+            json,
+        } => inspect(&plugin, &config, json).await,
+        Command::Check { config, json } => {
+            let resp = control(&config)?
+                .check(&charter_api::CheckRequest {})
+                .await
+                .map_err(anyhow::Error::new)?;
+            if json {
+                print_json(&resp.report, true)?;
+            } else {
+                report::check_text(&resp);
+            }
+            Ok(resp.report.exit_code)
+        }
+        Command::Grants { config, json } => {
+            let r = control(&config)?.grants(&charter_api::GrantsRequest {})?;
+            if json {
+                print_json(&r, true)?;
+            } else {
+                report::grants_text(&r);
+            }
+            Ok(r.exit_code())
+        }
+        Command::Call {
+            plugin,
+            input,
+            config,
+            json,
+            as_user,
+        } => {
+            let input = read_input(&input)?;
+            let c = control(&config)?;
+            let req = charter_api::CallRequest {
+                plugin,
+                input,
+                initiator: as_user.unwrap_or_else(current_user),
+            };
+            match c.call(&req).await {
+                Ok(r) if json => print_json(&r, false).map(|()| EXIT_OK),
+                Ok(r) => {
+                    println!("{}", serde_json::to_string_pretty(&r.output)?);
+                    Ok(EXIT_OK)
+                }
+                Err(e) if json && !infrastructure(&e) => {
+                    print_json(&CallFailure::new(&req.plugin, &e), false)?;
+                    Ok(e.exit_code())
+                }
+                Err(e) => Ok(fail(&e)),
+            }
+        }
+        Command::Kv { op } => kv(op).await,
+        Command::Run {
+            workflow,
+            input,
+            detach,
+            as_user,
+            config,
+            json,
+        } => {
+            let input = read_input(&input)?;
+            let c = control(&config)?;
+            let input = serde_json::from_str(&input)
+                .map_err(|e| anyhow::anyhow!("--input is not valid JSON: {e}"))?;
+            let req = charter_api::RunRequest {
+                workflow,
+                input,
+                initiator: as_user.unwrap_or_else(current_user),
+                detach,
+            };
+            match c.run(&req).await {
+                Ok(RunResponse::Driven(r)) => runs::report(&r, json),
+                Ok(RunResponse::Detached(d)) => {
+                    let source = c.deployment().source.clone();
+                    // Release the log for the process that drives the run.
+                    c.release();
+                    drop(c);
+                    runs::spawn_driver(&source, &d.run)?;
+                    if json {
+                        print_json(&d, false)?;
+                    } else {
+                        println!("{}", d.run);
+                        eprintln!(
+                            "run {} started in the background; follow it with `charter runs show {}`",
+                            d.run, d.run
+                        );
+                    }
+                    Ok(EXIT_OK)
+                }
+                Err(e) => fail_doc(&e, json),
+            }
+        }
+        Command::Runs { op } => runs_cmd(op).await,
+        Command::Escalations { op } => escalations(op).await,
+        Command::New {
+            lang,
+            name,
+            uses,
+            dir,
+            sdk,
+        } => new::new(lang, &name, &uses, dir.as_deref(), sdk.as_deref()),
+        Command::Sdk { op } => match op {
+            SdkOp::Path => {
+                println!("{}", new::sdk_root(None)?.display());
+                Ok(EXIT_OK)
+            }
+            SdkOp::Build { lang, dir, out } => new::build(&lang, &dir, &out),
+        },
+        Command::Kpi { config, json } => {
+            let c = control(&config)?;
+            let k = c.kpi()?;
+            if json {
+                print_json(&k, true)?;
+            } else {
+                govern::kpi_text(&c.deployment().name, &k);
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Audit { op } => audit(op),
+        Command::Proposals { op } => proposals(op).await,
+    }
+}
+
+async fn inspect(plugin: &Path, config: &ConfigArg, json: bool) -> Result<i32> {
+    let req = charter_api::InspectRequest {
+        path: plugin.to_owned(),
+    };
+    let with_deployment = config.config.is_some() || Path::new(DEFAULT_CONFIG).exists();
+    let res = if with_deployment {
+        control(config)?.inspect(&req).await
+    } else {
+        charter_api::inspect_file(&req).await
+    };
+    match res {
+        Ok(r) if json => print_json(&r, true).map(|()| EXIT_OK),
+        Ok(r) => {
+            report::inspect_text(&r);
+            Ok(EXIT_OK)
+        }
+        Err(e) if e.kind == "load-error" => {
+            if json {
+                let doc = InspectFailure {
+                    path: req.path,
+                    error: (&e).into(),
+                };
+                print_json(&doc, false)?;
+            } else {
+                eprintln!("error: {}", e.message);
+            }
+            Ok(e.exit_code())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn kv(op: KvOp) -> Result<i32> {
+    let config = match &op {
+        KvOp::Get { config, .. } | KvOp::Set { config, .. } | KvOp::List { config, .. } => {
+            config.clone()
+        }
+    };
+    let c = control(&config)?;
+    match op {
+        KvOp::Get { plugin, key, .. } => {
+            match c.kv_get(&charter_api::KvGetRequest { plugin, key }) {
+                Ok(v) => println!("{}", v.value),
+                Err(e) => return Ok(fail(&e)),
+            }
+        }
+        KvOp::Set {
+            plugin, key, value, ..
+        } => {
+            let value = read_input(&value)?;
+            let req = charter_api::KvSetRequest {
+                plugin,
+                key,
+                value,
+                by: current_user(),
+            };
+            if let Err(e) = c.kv_set(&req).await {
+                return Ok(fail(&e));
+            }
+        }
+        KvOp::List {
+            plugin,
+            prefix,
+            json,
+            ..
+        } => {
+            let keys = match c.kv_list(&charter_api::KvListRequest { plugin, prefix }) {
+                Ok(k) => k,
+                Err(e) => return Ok(fail(&e)),
+            };
+            if json {
+                print_json(&keys, false)?;
+            } else {
+                for k in keys.keys {
+                    println!("{k}");
+                }
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+async fn runs_cmd(op: RunsCmd) -> Result<i32> {
+    match op {
+        RunsCmd::List {
+            status,
+            config,
+            json,
+        } => {
+            let list = control(&config)?.runs_list(&charter_api::RunsListRequest { status })?;
+            if json {
+                print_json(&list, true)?;
+            } else {
+                runs::list_text(&list);
+            }
+            Ok(EXIT_OK)
+        }
+        RunsCmd::Show { id, config, json } => {
+            match control(&config)?.runs_show(&charter_api::RunId { id }) {
+                Ok(r) => {
+                    if json {
+                        print_json(&r, true)?;
+                    } else {
+                        runs::show_text(&r);
+                    }
+                    Ok(EXIT_OK)
+                }
+                Err(e) => fail_doc(&e, json),
+            }
+        }
+        RunsCmd::Resume {
+            id,
+            config,
+            json,
+            quiet,
+        } => {
+            let c = control(&config)?;
+            let r = c.runs_resume(&charter_api::ResumeRequest { id }).await?;
+            if json {
+                print_json(&r, true)?;
+            } else if !quiet {
+                runs::resume_text(&r);
+            }
+            Ok(r.exit_code())
+        }
+        RunsCmd::Cancel {
+            id,
+            as_user,
+            config,
+            json,
+        } => {
+            let req = charter_api::CancelRequest {
+                id,
+                by: as_user.unwrap_or_else(current_user),
+            };
+            match control(&config)?.runs_cancel(&req).await {
+                Ok(r) => {
+                    runs::report(&r, json)?;
+                    Ok(EXIT_OK)
+                }
+                Err(e) => fail_doc(&e, json),
+            }
+        }
+    }
+}
+
+async fn escalations(op: EscalationsCmd) -> Result<i32> {
+    match op {
+        EscalationsCmd::List { all, config, json } => {
+            let list =
+                control(&config)?.escalations_list(&charter_api::EscalationsListRequest { all })?;
+            if json {
+                print_json(&list, true)?;
+            } else {
+                runs::escalations_text(&list);
+            }
+            Ok(EXIT_OK)
+        }
+        EscalationsCmd::Resolve {
+            id,
+            as_user,
+            action,
+            output,
+            comment,
+            config,
+            json,
+        } => {
+            let c = control(&config)?;
+            let output = match output {
+                Some(o) => Some(
+                    serde_json::from_str(&o)
+                        .map_err(|e| anyhow::anyhow!("--output is not valid JSON: {e}"))?,
+                ),
+                None => None,
+            };
+            let req = charter_api::ResolveRequest {
+                id,
+                by: as_user,
+                action: action.parse()?,
+                output,
+                comment,
+            };
+            match c.escalations_resolve(&req).await {
+                Ok(r) => runs::report(&r, json),
+                Err(e) => fail_doc(&e, json),
+            }
+        }
+    }
+}
+
+async fn proposals(op: ProposalCmd) -> Result<i32> {
+    match op {
+        ProposalCmd::List { config, all, json } => {
+            let list =
+                control(&config)?.proposals_list(&charter_api::ProposalsListRequest { all })?;
+            if json {
+                print_json(&list, true)?;
+            } else {
+                govern::proposals_text(&list, all);
+            }
+            Ok(EXIT_OK)
+        }
+        ProposalCmd::Show { id, config, json } => {
+            match control(&config)?.proposals_show(&charter_api::ProposalId { id }) {
+                Ok(p) if json => print_json(&p.proposal, true).map(|()| EXIT_OK),
+                Ok(p) => {
+                    govern::proposal_text(&p);
+                    Ok(EXIT_OK)
+                }
+                Err(e) => Ok(fail(&e)),
+            }
+        }
+        ProposalCmd::Approve(d) => decide(d, true).await,
+        ProposalCmd::Reject(d) => decide(d, false).await,
+    }
+}
+
+async fn decide(d: crate::DecideArgs, approve: bool) -> Result<i32> {
+    let c = control(&d.config)?;
+    let req = charter_api::DecideRequest {
+        id: d.id,
+        by: d.as_user,
+        approve,
+        comment: d.comment,
+    };
+    match c.proposals_decide(&req).await {
+        Ok(r) if d.json => print_json(&r, true).map(|()| EXIT_OK),
+        Ok(r) => {
+            govern::decision_text(&req.id, &r);
+            Ok(EXIT_OK)
+        }
+        Err(e) => fail_doc(&e, d.json),
+    }
+}
+
+fn audit(op: AuditOp) -> Result<i32> {
+    match op {
+        AuditOp::Verify {
+            config,
+            checkpoint,
+            json,
+        } => {
+            let c = control(&config)?;
+            let checkpoint = match checkpoint {
+                Some(path) => Some(read_checkpoint(&path)?),
+                None => None,
+            };
+            let r = c.audit_verify(&charter_api::VerifyRequest { checkpoint })?;
+            if json {
+                print_json(&r, true)?;
+            } else {
+                govern::verify_text(&r);
+            }
+            Ok(r.exit_code())
+        }
+        AuditOp::Show {
+            config,
+            plugin,
+            since,
+            kind,
+            proposal,
+            limit,
+            json,
+        } => {
+            let req = charter_api::ShowRequest {
+                plugin,
+                since,
+                kind,
+                proposal,
+                limit,
+            };
+            let events = match control(&config)?.audit_show(&req) {
+                Ok(ev) => ev,
+                Err(e) if e.class == charter_api::ErrorClass::Usage => return Ok(fail(&e)),
+                Err(e) => return Err(e.into()),
+            };
+            if json {
+                print_json(&events, true)?;
+            } else {
+                govern::show_text(&events);
+            }
+            Ok(EXIT_OK)
+        }
+        AuditOp::Export { config, out } => {
+            let records = control(&config)?.audit_export()?.records;
+            govern::export(&records, out.as_deref())
+        }
+        AuditOp::Checkpoint { config, out } => {
+            let cp = control(&config)?.audit_checkpoint()?;
+            govern::write_checkpoint(&cp, out.as_deref())
+        }
+    }
+}
+
+/// A checkpoint file, read here (the request carries its contents, never
+/// the path) and named in the report as given.
+fn read_checkpoint(path: &Path) -> Result<charter_api::CheckpointArg> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading checkpoint {}", path.display()))?;
+    let checkpoint = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a checkpoint", path.display()))?;
+    Ok(charter_api::CheckpointArg {
+        label: path.to_owned(),
+        checkpoint,
+    })
+}
