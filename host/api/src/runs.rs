@@ -121,7 +121,7 @@ impl From<RunState> for Run {
             workflow_digest,
             input,
             initiator,
-            status,
+            status: status.to_string(),
             started_ms,
             started_seq,
             finished_ms,
