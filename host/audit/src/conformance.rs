@@ -108,7 +108,10 @@ pub fn append_read_filter_tail<L: Log>(open: Open<'_, L>) {
     let finishes = log.read(1, &Filter::all().kind("run-finished")).unwrap();
     assert_eq!(seqs(&finishes), vec![4]);
     let q = log.read(500, &Filter::all().plugin("q")).unwrap();
-    assert!(q.iter().all(|r| r.seq >= 500 && r.event.plugin() == Some("q")));
+    assert!(
+        q.iter()
+            .all(|r| r.seq >= 500 && r.event.plugin() == Some("q"))
+    );
     assert_eq!(q.len(), 53);
     assert!(
         log.read(1, &Filter::all().run("r1\0")).unwrap().is_empty(),
@@ -169,10 +172,16 @@ pub fn reopen_replays_after_applied_and_reads_positions<L: Log>(open: Open<'_, L
         "positions survive a reopen"
     );
     let at: Vec<u64> = before.iter().map(|(_, a)| *a).collect();
-    assert_eq!(seqs(&log.read_at(&at).unwrap()), (1..=20).collect::<Vec<_>>());
+    assert_eq!(
+        seqs(&log.read_at(&at).unwrap()),
+        (1..=20).collect::<Vec<_>>()
+    );
     assert_eq!(log.last_seq(), 20);
     assert_eq!(log.append_blocking(vec![kv("p", 0)]).unwrap(), 21);
-    assert_eq!(seqs(&log.read(19, &Filter::all()).unwrap()), vec![19, 20, 21]);
+    assert_eq!(
+        seqs(&log.read(19, &Filter::all()).unwrap()),
+        vec![19, 20, 21]
+    );
 }
 
 pub fn hostile_batches_are_refused_whole<L: Log>(open: Open<'_, L>) {

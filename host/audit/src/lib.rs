@@ -856,7 +856,10 @@ impl Writer {
         (self.seq, self.prev) = (seq, prev);
         self.end += round.len() as u64;
         {
-            let mut p = shared.positions.write().unwrap_or_else(PoisonError::into_inner);
+            let mut p = shared
+                .positions
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
             for (r, &a) in committed.iter().zip(&at) {
                 p.note(r.seq, a);
             }

@@ -889,7 +889,8 @@ fn a_crash_at_every_io_boundary_loses_only_unacknowledged_work() {
         abort: false,
         count: count.clone(),
     };
-    let log = EventLog::open_inner(&path, 0, Box::new(|_, _| Ok(())), true, Some(counting)).unwrap();
+    let log =
+        EventLog::open_inner(&path, 0, Box::new(|_, _| Ok(())), true, Some(counting)).unwrap();
     let all = accepted().len() as u64;
     assert_eq!(run_workload(&log, |_| {}), all);
     drop(log);
@@ -913,7 +914,9 @@ fn a_crash_at_every_io_boundary_loses_only_unacknowledged_work() {
                 count: Arc::default(),
             };
             let mut acked = 0;
-            if let Ok(log) = EventLog::open_inner(&path, 0, Box::new(|_, _| Ok(())), true, Some(fault)) {
+            if let Ok(log) =
+                EventLog::open_inner(&path, 0, Box::new(|_, _| Ok(())), true, Some(fault))
+            {
                 acked = run_workload(&log, |_| {});
             }
             if at > total {

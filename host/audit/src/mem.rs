@@ -134,9 +134,8 @@ impl MemLog {
         drop(d);
         self.inner.tail.send_replace(last);
         let at: Vec<u64> = batch.iter().map(|r| r.seq).collect();
-        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            (w.on_commit)(&batch, &at)
-        }));
+        let applied =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (w.on_commit)(&batch, &at)));
         match applied {
             Ok(Ok(())) => Ok(last),
             Ok(Err(e)) => {

@@ -374,7 +374,12 @@ pub async fn runs(d: Deployment, op: RunsOp) -> Result<i32> {
             Ok(EXIT_OK)
         }
         RunsOp::Show { id, json } => {
-            let records = records(&d)?;
+            // One run's records through the state index when no other
+            // process holds the deployment; the whole log otherwise.
+            let records = match charter_runtime::index::run_records_offline(&d.data_dir, &id) {
+                Some(r) => r,
+                None => records(&d)?,
+            };
             let runs = charter_runtime::workflow::state::from_records(&records).0;
             match runs.into_iter().find(|r| r.id == id) {
                 Some(st) => {

@@ -427,8 +427,7 @@ mod tests {
             for i in 0..8 {
                 let wins = &wins;
                 t.spawn(move || {
-                    if s
-                        .compare_and_swap("l", "contested", None, Some(&i.to_string()))
+                    if s.compare_and_swap("l", "contested", None, Some(&i.to_string()))
                         .unwrap()
                     {
                         wins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

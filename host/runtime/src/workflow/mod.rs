@@ -153,18 +153,6 @@ fn next_after(def: &Workflow, idx: usize) -> Option<String> {
         .map(|s| s.id.clone())
 }
 
-/// Marks a run as being driven in this process; dropped when done.
-struct Claim<'a> {
-    host: &'a Host,
-    run: String,
-}
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        self.host.driving.lock().unwrap().remove(&self.run);
-    }
-}
-
 impl Host {
     pub fn workflow(&self, name: &str) -> Result<&Workflow, RunError> {
         self.deployment
@@ -473,29 +461,18 @@ impl Host {
 
     /// The run's records from the log (for its journal).
     fn run_records(&self, st: &RunState) -> Result<Vec<Record>, RunError> {
-        let all = charter_audit::read_records(self.services.log.path())
-            .map_err(|e| RunError::Log(e.to_string()))?;
-        Ok(all
-            .into_iter()
-            .filter(|r| r.seq >= st.started_seq)
-            .filter(|r| {
-                r.event.run() == Some(st.id.as_str())
-                    || matches!(
-                        r.event,
-                        Event::CallResult { .. } | Event::ProposalResolved { .. }
-                    )
-            })
-            .collect())
+        self.records_of_run(&st.id)
+            .map_err(|e| RunError::Log(e.to_string()))
     }
 
     async fn drive_state(&self, mut st: RunState, fresh: bool) -> Result<RunState, RunError> {
-        if !self.driving.lock().unwrap().insert(st.id.clone()) {
-            // Another task of this process is driving it already.
+        let Some(_lease) = self
+            .claim_run(&st.id)
+            .map_err(|e| RunError::Log(e.to_string()))?
+        else {
+            // Another driver (a task of this process, or another host on
+            // the store) holds the run's lease.
             return Ok(st);
-        }
-        let _claim = Claim {
-            host: self,
-            run: st.id.clone(),
         };
         let def = self.workflow(&st.workflow)?.clone();
         let now_digest = workflow_digest(&def);
