@@ -300,7 +300,7 @@ struct Positions {
 
 impl Positions {
     fn note(&mut self, seq: u64, at: u64) {
-        if (seq - 1) % STRIDE == 0 && self.sparse.len() as u64 == (seq - 1) / STRIDE {
+        if (seq - 1).is_multiple_of(STRIDE) && self.sparse.len() as u64 == (seq - 1) / STRIDE {
             self.sparse.push(at);
         }
     }
