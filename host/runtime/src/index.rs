@@ -675,6 +675,9 @@ pub struct RunLease {
     current: Arc<std::sync::Mutex<String>>,
     held: Arc<AtomicBool>,
     stop: Option<std::sync::mpsc::Sender<()>>,
+    /// Joined on drop: the renewer holds the store, and a host that closes
+    /// must have let go of it (sled's lock) when it is gone.
+    renewer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RunLease {
@@ -698,6 +701,9 @@ impl RunLease {
 impl Drop for RunLease {
     fn drop(&mut self) {
         drop(self.stop.take());
+        if let Some(t) = self.renewer.take() {
+            let _ = t.join();
+        }
         let current = self
             .current
             .lock()
@@ -780,7 +786,7 @@ pub fn claim_run(
             }
         }
     };
-    std::thread::Builder::new()
+    let renewer = std::thread::Builder::new()
         .name("charter-lease".into())
         .spawn(renewer)
         .map_err(|e| IndexError::Mismatch(format!("cannot start the lease renewer: {e}")))?;
@@ -790,6 +796,7 @@ pub fn claim_run(
         current,
         held,
         stop: Some(stop),
+        renewer: Some(renewer),
     }))
 }
 
