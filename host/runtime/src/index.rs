@@ -666,24 +666,133 @@ pub struct Lease {
 }
 
 /// A run this process may drive until the guard is dropped (which
-/// releases it). A thread renews it every third of its TTL; if a renewal
-/// finds the lease taken (this process stalled past the expiry and
-/// another driver claimed the run), [`RunLease::held`] turns false.
+/// releases it). One renewer thread per process renews every held lease
+/// every third of its TTL; if a renewal finds the lease taken (this
+/// process stalled past the expiry and another driver claimed the run),
+/// [`RunLease::held`] turns false.
 pub struct RunLease {
     store: Arc<dyn Store>,
+    lease: Arc<Held>,
+}
+
+/// What the renewer knows of one held lease.
+struct Held {
+    /// Weak: a renewer never keeps a closed host's store open.
+    store: std::sync::Weak<dyn Store>,
     run: String,
-    current: Arc<std::sync::Mutex<String>>,
-    held: Arc<AtomicBool>,
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    /// Joined on drop: the renewer holds the store, and a host that closes
-    /// must have let go of it (sled's lock) when it is gone.
-    renewer: Option<std::thread::JoinHandle<()>>,
+    holder: String,
+    token: String,
+    ttl_ms: u64,
+    /// The lease as stored now, and whether the guard released it.
+    current: std::sync::Mutex<(String, bool)>,
+    held: AtomicBool,
+    next_ms: AtomicU64,
+}
+
+impl Held {
+    fn text(&self, now: u64) -> Result<String, IndexError> {
+        let l = Lease {
+            holder: self.holder.clone(),
+            token: self.token.clone(),
+            expires_ms: now + self.ttl_ms,
+        };
+        serde_json::to_string(&l).map_err(|source| IndexError::Encode {
+            what: "a run lease".into(),
+            source,
+        })
+    }
+
+    fn every(&self) -> u64 {
+        (self.ttl_ms / 3).max(1)
+    }
+
+    /// Extend the lease, unless it was released or lost.
+    fn renew(&self) {
+        let Some(store) = self.store.upgrade() else {
+            return;
+        };
+        let mut cur = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cur.1 || !self.held.load(Ordering::SeqCst) {
+            return;
+        }
+        let now = charter_audit::now_ms();
+        self.next_ms.store(now + self.every(), Ordering::SeqCst);
+        let Ok(next) = self.text(now) else { return };
+        match store.compare_and_swap(LEASES, &self.run, Some(&cur.0), Some(&next)) {
+            Ok(true) => cur.0 = next,
+            Ok(false) => {
+                tracing::error!(run = %self.run, "the run's lease was taken by another driver; this driver must stop");
+                self.held.store(false, Ordering::SeqCst);
+            }
+            Err(e) => {
+                tracing::warn!(run = %self.run, "cannot renew the run's lease ({e}); retrying")
+            }
+        }
+    }
+}
+
+/// The held leases of this process and the condvar that wakes the
+/// renewer when one is added.
+type Registry = (
+    std::sync::Mutex<Vec<std::sync::Weak<Held>>>,
+    std::sync::Condvar,
+);
+
+/// The process's lease registry; its renewer thread starts with it.
+fn registry() -> &'static Registry {
+    static REG: std::sync::OnceLock<&'static Registry> = std::sync::OnceLock::new();
+    REG.get_or_init(|| {
+        let reg: &'static Registry = Box::leak(Box::default());
+        let spawned = std::thread::Builder::new()
+            .name("charter-leases".into())
+            .spawn(move || renew_loop(reg));
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the lease renewer ({e}); leases expire unrenewed");
+        }
+        reg
+    })
+}
+
+fn renew_loop(reg: &'static Registry) {
+    let (list, cv) = reg;
+    let mut guard = list
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        guard.retain(|w| w.strong_count() > 0);
+        let now = charter_audit::now_ms();
+        let live: Vec<Arc<Held>> = guard.iter().filter_map(|w| w.upgrade()).collect();
+        drop(guard);
+        for h in live
+            .iter()
+            .filter(|h| h.next_ms.load(Ordering::SeqCst) <= now)
+        {
+            h.renew();
+        }
+        let wait = live
+            .iter()
+            .map(|h| h.next_ms.load(Ordering::SeqCst).saturating_sub(now))
+            .min()
+            .unwrap_or(1000)
+            .clamp(1, 1000);
+        drop(live);
+        guard = list
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        guard = cv
+            .wait_timeout(guard, std::time::Duration::from_millis(wait))
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0;
+    }
 }
 
 impl std::fmt::Debug for RunLease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunLease")
-            .field("run", &self.run)
+            .field("run", &self.lease.run)
             .field("held", &self.held())
             .finish_non_exhaustive()
     }
@@ -691,29 +800,26 @@ impl std::fmt::Debug for RunLease {
 
 impl RunLease {
     pub fn run(&self) -> &str {
-        &self.run
+        &self.lease.run
     }
     pub fn held(&self) -> bool {
-        self.held.load(Ordering::SeqCst)
+        self.lease.held.load(Ordering::SeqCst)
     }
 }
 
 impl Drop for RunLease {
     fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.renewer.take() {
-            let _ = t.join();
-        }
-        let current = self
+        let mut cur = self
+            .lease
             .current
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cur.1 = true;
         if let Err(e) = self
             .store
-            .compare_and_swap(LEASES, &self.run, Some(&current), None)
+            .compare_and_swap(LEASES, &self.lease.run, Some(&cur.0), None)
         {
-            tracing::warn!(run = %self.run, "cannot release the run's lease ({e}); it expires on its own");
+            tracing::warn!(run = %self.lease.run, "cannot release the run's lease ({e}); it expires on its own");
         }
     }
 }
@@ -729,21 +835,17 @@ pub fn claim_run(
     ttl_ms: u64,
 ) -> Result<Option<RunLease>, IndexError> {
     let n = LEASE_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let token = format!("{holder}#{n}@{}", charter_audit::now_ms());
-    let (h, t) = (holder.to_string(), token.clone());
-    // The lease as stored, expiring `ttl_ms` after `now`.
-    let lease = move |now: u64| {
-        let l = Lease {
-            holder: h.clone(),
-            token: t.clone(),
-            expires_ms: now + ttl_ms,
-        };
-        serde_json::to_string(&l).map_err(|source| IndexError::Encode {
-            what: "a run lease".into(),
-            source,
-        })
+    let mut held = Held {
+        store: Arc::downgrade(store),
+        run: run.to_string(),
+        holder: holder.to_string(),
+        token: format!("{holder}#{n}@{}", charter_audit::now_ms()),
+        ttl_ms,
+        current: std::sync::Mutex::new((String::new(), false)),
+        held: AtomicBool::new(true),
+        next_ms: AtomicU64::new(0),
     };
-    let mine = loop {
+    loop {
         let now = charter_audit::now_ms();
         let old = store.get(LEASES, run)?;
         if let Some(text) = &old {
@@ -754,49 +856,22 @@ pub fn claim_run(
                 return Ok(None);
             }
         }
-        let new = lease(now)?;
+        let new = held.text(now)?;
         if store.compare_and_swap(LEASES, run, old.as_deref(), Some(&new))? {
-            break new;
+            held.current = std::sync::Mutex::new((new, false));
+            held.next_ms = AtomicU64::new(now + held.every());
+            break;
         }
-    };
-    let current = Arc::new(std::sync::Mutex::new(mine));
-    let held = Arc::new(AtomicBool::new(true));
-    let (stop, stopped) = std::sync::mpsc::channel::<()>();
-    let (s, r, c, h) = (
-        store.clone(),
-        run.to_string(),
-        current.clone(),
-        held.clone(),
-    );
-    let every = std::time::Duration::from_millis((ttl_ms / 3).max(1));
-    let renewer = move || {
-        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-            let mut cur = c.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let Ok(next) = lease(charter_audit::now_ms()) else {
-                return;
-            };
-            match s.compare_and_swap(LEASES, &r, Some(&cur), Some(&next)) {
-                Ok(true) => *cur = next,
-                Ok(false) => {
-                    tracing::error!(run = %r, "the run's lease was taken by another driver; this driver must stop");
-                    h.store(false, Ordering::SeqCst);
-                    return;
-                }
-                Err(e) => tracing::warn!(run = %r, "cannot renew the run's lease ({e}); retrying"),
-            }
-        }
-    };
-    let renewer = std::thread::Builder::new()
-        .name("charter-lease".into())
-        .spawn(renewer)
-        .map_err(|e| IndexError::Mismatch(format!("cannot start the lease renewer: {e}")))?;
+    }
+    let lease = Arc::new(held);
+    let (list, cv) = registry();
+    list.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(Arc::downgrade(&lease));
+    cv.notify_one();
     Ok(Some(RunLease {
         store: store.clone(),
-        run: run.to_string(),
-        current,
-        held,
-        stop: Some(stop),
-        renewer: Some(renewer),
+        lease,
     }))
 }
 
