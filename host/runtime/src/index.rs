@@ -381,6 +381,58 @@ pub fn apply_with(
     Ok(())
 }
 
+/// The index as a backend offers it: every [`Store`] is one (its atomic
+/// [`Store::commit`] makes `apply` atomic), so sled and the memory store
+/// both are, and both pass this module's conformance suite. A shared
+/// backend (one SQL transaction per apply) implements [`Store`] and gets
+/// this, or implements this directly.
+pub trait IndexStore {
+    /// [`prepare`]: make the index current; the seq to re-apply after.
+    fn prepare_index(&self) -> Result<u64, IndexError>;
+    /// [`apply_with`]: committed records in order, atomically.
+    fn apply_records(
+        &self,
+        records: &[Record],
+        positions: &[u64],
+        resolve: Resolve<'_>,
+    ) -> Result<(), IndexError>;
+    /// [`applied_seq`].
+    fn applied(&self) -> Result<u64, IndexError>;
+    /// [`run_positions`].
+    fn positions_of_run(&self, run: &str) -> Result<Vec<(u64, u64)>, IndexError>;
+}
+
+/// The index methods over any store, as `&dyn Store`.
+macro_rules! index_store_via_dyn {
+    () => {
+        fn prepare_index(&self) -> Result<u64, IndexError> {
+            prepare(self)
+        }
+        fn apply_records(
+            &self,
+            records: &[Record],
+            positions: &[u64],
+            resolve: Resolve<'_>,
+        ) -> Result<(), IndexError> {
+            apply_with(self, records, positions, resolve)
+        }
+        fn applied(&self) -> Result<u64, IndexError> {
+            read_applied(self)
+        }
+        fn positions_of_run(&self, run: &str) -> Result<Vec<(u64, u64)>, IndexError> {
+            run_positions(self, run)
+        }
+    };
+}
+
+impl<S: Store> IndexStore for S {
+    index_store_via_dyn!();
+}
+
+impl IndexStore for dyn Store {
+    index_store_via_dyn!();
+}
+
 /// Record `r` under its run in [`RUN_EVENTS`]: the run's own events, the
 /// results of its journaled calls, and the decisions on its proposals.
 fn index_run(o: &mut Overlay<'_>, r: &Record, at: u64) -> Result<(), IndexError> {
@@ -1028,7 +1080,8 @@ mod tests {
             inner,
             fail: Mutex::new(false),
         };
-        assert_eq!(prepare(&store).unwrap(), 0);
+        // Through the IndexStore trait: what a backend offers.
+        assert_eq!(store.prepare_index().unwrap(), 0);
         let rs = recs(history());
         let at: Vec<u64> = rs.iter().map(|r| 1000 + r.seq).collect();
         // A failed commit applies nothing, not even applied_seq.
@@ -1045,8 +1098,10 @@ mod tests {
             matches!(err, IndexError::Gap { applied: 0, got: 3 }),
             "{err}"
         );
-        apply(&store, &rs[..6], &at[..6]).unwrap();
-        assert_eq!(applied_seq(&store), 6);
+        store
+            .apply_records(&rs[..6], &at[..6], &|_, _| None)
+            .unwrap();
+        assert_eq!(store.applied().unwrap(), 6);
         assert_eq!(store.get("p", "k").unwrap().as_deref(), Some("v"));
         let err = apply(&store, &rs[5..], &at[5..]).unwrap_err();
         assert!(
@@ -1062,7 +1117,8 @@ mod tests {
         // The per-run index: r1's own events, its call's result, its
         // proposal and the decisions on it; nothing of the look-alikes.
         let seqs = |run: &str| -> Vec<u64> {
-            run_positions(&store, run)
+            store
+                .positions_of_run(run)
                 .unwrap()
                 .into_iter()
                 .map(|(s, a)| {
