@@ -17,5 +17,6 @@ mod policy_attack;
 mod redteam;
 mod redteam2;
 mod redteam3;
+mod substrate;
 mod support;
 mod workflow;

@@ -415,7 +415,7 @@ plugin = "echo"
 }
 
 /// The refunds example as a workflow: approval across a restart.
-fn refunds_deployment(dir: &std::path::Path) -> Deployment {
+pub(crate) fn refunds_deployment(dir: &std::path::Path) -> Deployment {
     let src = root().join("examples/refunds/charter.toml");
     let text = std::fs::read_to_string(&src).unwrap();
     let text = text.replace(

@@ -598,11 +598,18 @@ impl Control {
         })
     }
 
-    /// `charter runs show`: one run and who decided what on it, from the
-    /// log file alone.
+    /// `charter runs show`: one run and who decided what on it: its
+    /// records through the state index when no other process holds the
+    /// deployment (only that run's events are read), the whole log file
+    /// otherwise.
     pub fn runs_show(&self, req: &RunId) -> Result<RunReport, ApiError> {
         validate::id("run", &req.id)?;
-        let records = self.records()?;
+        let records =
+            match charter_runtime::index::run_records_offline(&self.deployment().data_dir, &req.id)
+            {
+                Some(r) => r,
+                None => self.records()?,
+            };
         let runs = charter_runtime::workflow::state::from_records(&records).0;
         match runs.into_iter().find(|r| r.id == req.id) {
             Some(st) => {

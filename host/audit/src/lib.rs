@@ -63,22 +63,26 @@
 //! its environment can do anyway.
 
 pub mod checkpoint;
+pub mod conformance;
 mod event;
 mod fault;
 mod frame;
 #[cfg(test)]
 mod log_tests;
+mod mem;
+mod read;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 pub use event::{Decision, Event, JournalRef, Record, json_digest, now_ms, present};
 pub use fault::CRASH_ENV;
 pub use frame::{FRAME_HEADER_LEN, LOG_MAGIC, json_depth, nesting_depth};
+pub use mem::{MemDisk, MemLog};
+pub use read::{Filter, read_from_position, read_positions};
 
 use fault::{Fault, LogFile};
 use frame::{BODY_PREFIX, End, Tail, walk};
@@ -262,9 +266,50 @@ enum Nack {
 
 type Reply = tokio::sync::oneshot::Sender<Result<u64, Nack>>;
 
-/// Called with committed records, in log order, while the committing
-/// thread holds the writer: the derived indexes are kept by this callback.
-pub type OnCommit = Box<dyn FnMut(&[Record]) + Send>;
+/// Called with committed records and their positions (byte offsets of
+/// their frames, for [`read_positions`]), in log order, while the
+/// committing thread holds the writer: the derived indexes are kept by
+/// this callback. An `Err` stops the log: the records are on disk, but
+/// every append from then on fails with that error (the index could no
+/// longer be trusted to follow the log); whoever opens the log next hands
+/// the callback every record after the index's last applied one again.
+/// A panic in the callback is caught and logged; it stops nothing and
+/// poisons no lock (the callback must notice the gap itself: the
+/// runtime's index refuses records that do not follow its last one).
+pub type OnCommit = Box<dyn FnMut(&[Record], &[u64]) -> Result<(), String> + Send>;
+
+/// Lock a mutex whose guarded state is consistent at every point a panic
+/// could unwind from (each is updated by plain assignments after the
+/// fallible work): a panic elsewhere never turns into a dead log.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Every this many records, the sparse index holds one frame's position.
+const STRIDE: u64 = 64;
+
+/// Where frames are, for reads that do not walk the whole file: the
+/// position of every [`STRIDE`]-th record (seq 1, 1 + STRIDE, …) and the
+/// committed length (frames below it are whole batches and never change).
+#[derive(Debug, Default)]
+struct Positions {
+    sparse: Vec<u64>,
+    last_seq: u64,
+    end: u64,
+}
+
+impl Positions {
+    fn note(&mut self, seq: u64, at: u64) {
+        if (seq - 1).is_multiple_of(STRIDE) && self.sparse.len() as u64 == (seq - 1) / STRIDE {
+            self.sparse.push(at);
+        }
+    }
+    /// A position at or before record `seq`'s frame.
+    fn before(&self, seq: u64) -> Option<u64> {
+        let i = (seq.max(1) - 1) / STRIDE;
+        self.sparse.get(i as usize).copied()
+    }
+}
 
 /// The append side, with group commit. An appender that finds no commit
 /// in progress leads one round itself: it writes everything queued, issues
@@ -288,6 +333,9 @@ pub struct EventLog {
 struct Shared {
     queue: Mutex<Queue>,
     writer: Mutex<Writer>,
+    positions: RwLock<Positions>,
+    /// The last committed seq, for subscribers.
+    tail: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -301,6 +349,8 @@ struct Writer {
     out: LogFile,
     seq: u64,
     prev: [u8; 32],
+    /// The file's length: where the next frame goes.
+    end: u64,
     on_commit: OnCommit,
     sync: bool,
     failed: Option<String>,
@@ -332,7 +382,7 @@ impl EventLog {
     /// crash mid-append: never acknowledged) is cut off; any other damage
     /// refuses to open, naming the offset, so nothing is appended after it.
     pub fn open(path: &Path) -> Result<EventLog, LogError> {
-        EventLog::open_with(path, 0, Box::new(|_| {}), true)
+        EventLog::open_with(path, 0, Box::new(|_, _| Ok(())), true)
     }
 
     /// Open the log and hand `on_commit` every record after `applied` now,
@@ -387,9 +437,13 @@ impl EventLog {
         file.read_to_end(&mut bytes).map_err(io)?;
         let mut out = LogFile::new(file, fault);
         let mut replay = Vec::new();
-        let (tail, end) = walk(&bytes, |r, _, _| {
+        let mut replay_at = Vec::new();
+        let mut positions = Positions::default();
+        let (tail, end) = walk(&bytes, |r, at, _| {
+            positions.note(r.seq, at);
             if r.seq > applied {
                 replay.push(r);
+                replay_at.push(at);
             }
         });
         match end {
@@ -423,6 +477,9 @@ impl EventLog {
                 )));
             }
         }
+        // The whole file was read to check the chain; replay needs only
+        // the records taken from it.
+        drop(bytes);
         let tail = Tail {
             len: tail.len.max(LOG_MAGIC.len() as u64),
             ..tail
@@ -435,18 +492,24 @@ impl EventLog {
                 count = replay.len(),
                 "re-applying the event log tail to the indexes"
             );
-            on_commit(&replay);
+            on_commit(&replay, &replay_at).map_err(refuse)?;
         }
+        drop(replay);
+        positions.last_seq = tail.seq;
+        positions.end = tail.len;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             writer: Mutex::new(Writer {
                 out,
                 seq: tail.seq,
                 prev: tail.hash,
+                end: tail.len,
                 on_commit,
                 sync,
                 failed: None,
             }),
+            positions: RwLock::new(positions),
+            tail: tokio::sync::watch::Sender::new(tail.seq),
         });
         let log = EventLog {
             shared,
@@ -463,11 +526,11 @@ impl EventLog {
                 loop {
                     {
                         let (flag, cv) = &*signal;
-                        let mut f = flag.lock().unwrap();
+                        let mut f = lock(flag);
                         while !*f {
                             f = cv
                                 .wait_timeout(f, std::time::Duration::from_millis(100))
-                                .unwrap()
+                                .unwrap_or_else(PoisonError::into_inner)
                                 .0;
                             if !*f && weak.strong_count() == 0 {
                                 return;
@@ -500,14 +563,14 @@ impl EventLog {
     fn enqueue(&self, events: Vec<Event>) -> tokio::sync::oneshot::Receiver<Result<u64, Nack>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let lead = {
-            let mut q = self.shared.queue.lock().unwrap();
+            let mut q = lock(&self.shared.queue);
             q.pending.push((events, tx));
             !std::mem::replace(&mut q.leading, true)
         };
         if lead && rounds(&self.shared, &self.path, &self.counters) {
             // More arrived during our round: the committer thread leads on.
             let (flag, cv) = &*self.handoff;
-            *flag.lock().unwrap() = true;
+            *lock(flag) = true;
             cv.notify_one();
         }
         rx
@@ -543,6 +606,111 @@ impl EventLog {
     }
 }
 
+/// The durable event log, as every backend offers it: the file log
+/// ([`EventLog`]) and the in-memory one ([`MemLog`]) pass one conformance
+/// suite ([`conformance`]); a shared backend will be correct when it does.
+///
+/// - `append`: a batch, all-or-nothing, acknowledged only once durable;
+///   returns the last seq. A batch holding an event a reader could not
+///   take is refused whole ([`LogError::Refused`]).
+/// - `read`: the records from a seq on that a [`Filter`] matches, without
+///   reading what comes before where the backend can avoid it.
+/// - `read_at`: the records at positions the commit callback reported
+///   (a per-run index's entries), reading only those.
+/// - `last_seq` / `subscribe`: the tail, and a watch of it.
+///
+/// The writer's exclusion is the backend's opening: a second writer of
+/// the same log is refused while the first has it open.
+pub trait Log: Send + Sync + std::fmt::Debug {
+    fn append(
+        &self,
+        events: Vec<Event>,
+    ) -> impl std::future::Future<Output = Result<u64, LogError>> + Send;
+    fn append_blocking(&self, events: Vec<Event>) -> Result<u64, LogError>;
+    fn read(&self, from: u64, filter: &Filter) -> Result<Vec<Record>, LogError>;
+    fn read_at(&self, positions: &[u64]) -> Result<Vec<Record>, LogError>;
+    fn last_seq(&self) -> u64;
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
+}
+
+impl EventLog {
+    /// The last committed seq.
+    pub fn last_seq(&self) -> u64 {
+        self.shared
+            .positions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .last_seq
+    }
+
+    /// A watch of the last committed seq (changes after each commit).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.tail.subscribe()
+    }
+
+    /// The records from `from` on that `filter` matches, with their
+    /// positions: reads the file from the sparse index's nearest frame at
+    /// or before `from`, not from its start.
+    pub fn read_with_positions(
+        &self,
+        from: u64,
+        filter: &Filter,
+    ) -> Result<Vec<(Record, u64)>, LogError> {
+        let (start, end, last) = {
+            let p = self
+                .shared
+                .positions
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            (p.before(from), p.end, p.last_seq)
+        };
+        match start {
+            Some(at) if from <= last => read::read_committed(&self.path, at, end, from, filter),
+            _ => Ok(vec![]),
+        }
+    }
+
+    /// The records at `positions`, reading only those frames (each must
+    /// lie in the committed part of the log).
+    pub fn read_at(&self, positions: &[u64]) -> Result<Vec<Record>, LogError> {
+        let end = self
+            .shared
+            .positions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .end;
+        read::read_positions_until(&self.path, positions, Some(end))
+    }
+}
+
+impl Log for EventLog {
+    fn append(
+        &self,
+        events: Vec<Event>,
+    ) -> impl std::future::Future<Output = Result<u64, LogError>> + Send {
+        EventLog::append(self, events)
+    }
+    fn append_blocking(&self, events: Vec<Event>) -> Result<u64, LogError> {
+        EventLog::append_blocking(self, events)
+    }
+    fn read(&self, from: u64, filter: &Filter) -> Result<Vec<Record>, LogError> {
+        Ok(self
+            .read_with_positions(from, filter)?
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect())
+    }
+    fn read_at(&self, positions: &[u64]) -> Result<Vec<Record>, LogError> {
+        EventLog::read_at(self, positions)
+    }
+    fn last_seq(&self) -> u64 {
+        EventLog::last_seq(self)
+    }
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        EventLog::subscribe(self)
+    }
+}
+
 /// Make a newly created file's directory entry durable (best effort).
 fn sync_dir(path: &Path) {
     #[cfg(unix)]
@@ -564,15 +732,15 @@ fn sync_dir(path: &Path) {
 /// (the lead is kept), false if the queue is empty (the lead is released).
 fn rounds(shared: &Shared, path: &Path, counters: &Counters) -> bool {
     let batch = {
-        let mut q = shared.queue.lock().unwrap();
+        let mut q = lock(&shared.queue);
         if q.pending.is_empty() {
             q.leading = false;
             return false;
         }
         std::mem::take(&mut q.pending)
     };
-    shared.writer.lock().unwrap().commit(batch, path, counters);
-    let mut q = shared.queue.lock().unwrap();
+    lock(&shared.writer).commit(batch, path, counters, shared);
+    let mut q = lock(&shared.queue);
     if q.pending.is_empty() {
         q.leading = false;
         false
@@ -586,7 +754,17 @@ impl Writer {
     /// write the round, one `fdatasync`, apply, acknowledge. After a write
     /// failure nothing more is written (later frames would chain onto
     /// frames that may not exist).
-    fn commit(&mut self, batch: Vec<(Vec<Event>, Reply)>, path: &Path, counters: &Counters) {
+    ///
+    /// Longer than most functions here because encoding, writing and
+    /// acknowledging share the round's marks; split, they would pass them
+    /// around in a struct that says no more than this does.
+    fn commit(
+        &mut self,
+        batch: Vec<(Vec<Event>, Reply)>,
+        path: &Path,
+        counters: &Counters,
+        shared: &Shared,
+    ) {
         if let Some(e) = &self.failed {
             for (_, reply) in batch {
                 let _ = reply.send(Err(Nack::Io(e.clone())));
@@ -596,6 +774,7 @@ impl Writer {
         let mut round = Vec::new();
         let mut acks = Vec::with_capacity(batch.len());
         let mut committed = Vec::new();
+        let mut at = Vec::new();
         let (mut seq, mut prev) = (self.seq, self.prev);
         for (events, reply) in batch {
             let mark = (round.len(), committed.len(), seq, prev);
@@ -611,6 +790,7 @@ impl Writer {
                 let problem = match serde_json::to_vec(&record) {
                     Ok(payload) => match frame::refusal(&payload) {
                         None => {
+                            at.push(self.end + round.len() as u64);
                             prev = frame::encode_frame(&mut round, record.seq, &prev, &payload);
                             seq = record.seq;
                             committed.push(record);
@@ -633,6 +813,7 @@ impl Writer {
                     tracing::warn!(path = %path.display(), "event log: {e}");
                     round.truncate(mark.0);
                     committed.truncate(mark.1);
+                    at.truncate(mark.1);
                     (seq, prev) = (mark.2, mark.3);
                     let _ = reply.send(Err(Nack::Refused(e)));
                 }
@@ -673,7 +854,40 @@ impl Writer {
             return;
         }
         (self.seq, self.prev) = (seq, prev);
-        (self.on_commit)(&committed);
+        self.end += round.len() as u64;
+        {
+            let mut p = shared
+                .positions
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (r, &a) in committed.iter().zip(&at) {
+                p.note(r.seq, a);
+            }
+            (p.last_seq, p.end) = (seq, self.end);
+        }
+        shared.tail.send_replace(seq);
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (self.on_commit)(&committed, &at)
+        }));
+        match applied {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(path = %path.display(), "event log: the index could not apply seq ..={seq}: {e}");
+                self.failed = Some(e.clone());
+                for (_, reply) in acks {
+                    let _ = reply.send(Err(Nack::Io(e.clone())));
+                }
+                return;
+            }
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(path = %path.display(), "event log: the commit callback panicked on seq ..={seq} ({what}); the records are on disk and the log goes on");
+            }
+        }
         for (s, reply) in acks {
             let _ = reply.send(Ok(s));
         }

@@ -75,7 +75,7 @@ fn deep(depth: usize) -> Value {
 }
 
 fn open_plain(path: &Path, sync: bool) -> Result<EventLog, LogError> {
-    EventLog::open_inner(path, 0, Box::new(|_| {}), sync, None)
+    EventLog::open_inner(path, 0, Box::new(|_, _| Ok(())), sync, None)
 }
 
 /// (start, end) of each frame of a well-formed log file.
@@ -889,7 +889,8 @@ fn a_crash_at_every_io_boundary_loses_only_unacknowledged_work() {
         abort: false,
         count: count.clone(),
     };
-    let log = EventLog::open_inner(&path, 0, Box::new(|_| {}), true, Some(counting)).unwrap();
+    let log =
+        EventLog::open_inner(&path, 0, Box::new(|_, _| Ok(())), true, Some(counting)).unwrap();
     let all = accepted().len() as u64;
     assert_eq!(run_workload(&log, |_| {}), all);
     drop(log);
@@ -913,7 +914,9 @@ fn a_crash_at_every_io_boundary_loses_only_unacknowledged_work() {
                 count: Arc::default(),
             };
             let mut acked = 0;
-            if let Ok(log) = EventLog::open_inner(&path, 0, Box::new(|_| {}), true, Some(fault)) {
+            if let Ok(log) =
+                EventLog::open_inner(&path, 0, Box::new(|_, _| Ok(())), true, Some(fault))
+            {
                 acked = run_workload(&log, |_| {});
             }
             if at > total {
@@ -1006,4 +1009,70 @@ fn crash_hook_aborts_the_process() {
             &format!("{CRASH_ENV}={spec}"),
         );
     }
+}
+
+// ---- the conformance suite, against both logs ---------------------------
+
+#[test]
+fn file_log_passes_the_conformance_suite() {
+    let _guard = no_spawning();
+    let dirs = std::cell::RefCell::new(Vec::new());
+    crate::conformance::suite(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOG_FILE);
+        dirs.borrow_mut().push(dir);
+        move |applied, on_commit| EventLog::open_inner(&path, applied, on_commit, false, None)
+    });
+}
+
+#[test]
+fn memory_log_passes_the_conformance_suite() {
+    crate::conformance::suite(|| {
+        let disk = MemDisk::default();
+        move |applied, on_commit| MemLog::open_with(&disk, applied, on_commit)
+    });
+}
+
+/// After a torn tail is cut, reads by seq and by position see only the
+/// whole batches, and appends continue the chain.
+#[test]
+fn reads_after_a_torn_tail_is_cut() {
+    let _guard = no_spawning();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(LOG_FILE);
+    let seen: Arc<std::sync::Mutex<Vec<u64>>> = Arc::default();
+    let s = seen.clone();
+    let log = EventLog::open_inner(
+        &path,
+        0,
+        Box::new(move |_, at| {
+            lock(&s).extend_from_slice(at);
+            Ok(())
+        }),
+        true,
+        None,
+    )
+    .unwrap();
+    for i in 0..70 {
+        log.append_blocking(vec![ev(i), ev(i + 1000)]).unwrap();
+    }
+    drop(log);
+    let len = std::fs::metadata(&path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+    let log = open_plain(&path, true).unwrap();
+    assert_eq!(log.last_seq(), 138);
+    let tail = Log::read(&log, 120, &Filter::all()).unwrap();
+    assert_eq!(tail.first().map(|r| r.seq), Some(120));
+    assert_eq!(tail.last().map(|r| r.seq), Some(138));
+    let at = lock(&seen).clone();
+    assert!(log.read_at(&at[..138]).is_ok());
+    assert!(log.read_at(&at[139..]).is_err(), "the cut frames are gone");
+    assert_eq!(log.append_blocking(vec![ev(9)]).unwrap(), 139);
+    assert!(verify(&path).unwrap().ok());
+    assert_eq!(read_positions(&path, &at[..2]).unwrap()[1].seq, 2);
 }

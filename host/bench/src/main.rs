@@ -3,12 +3,17 @@
 //! calls through the mediator).
 //!
 //! Run: `cargo run -p charter-bench` after `plugins/build.sh`. The last line
-//! is `governed/raw cold step: X.XX`.
+//! is `governed/raw cold step: X.XX`. The log-size figures (`scale.rs`:
+//! start-up, resume, a re-attempt's journal and `runs show` on logs of
+//! 1,000 and 20,000 events, and 1,000,000 with `CHARTER_BENCH_BIG=1`) come
+//! before it; `CHARTER_BENCH_SCALE_ONLY=1` prints only those.
 //!
 //! A "cold step" is what a workflow step costs: a fresh instance from a
 //! pre-linked `InstancePre`, one `run` call with three host calls (log.write,
 //! kv.set, kv.get), and the store dropped. The host-call figure comes from a
 //! guest that calls `log.write` in a loop until a cap of 10,000 stops it.
+
+mod scale;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -192,6 +197,10 @@ fn main() -> Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3000);
     let echo = fixture("fx_echo.wasm")?;
+    if std::env::var_os("CHARTER_BENCH_SCALE_ONLY").is_some() {
+        // Only the log-size figures (see `scale.rs`).
+        return scale::report(&echo);
+    }
     let flood = fixture("fx_call_flood.wasm")?;
     println!(
         "charter-bench: {iters} cold steps per variant; component {}",
@@ -375,6 +384,10 @@ limits = {{ max_host_calls = {cedar_cap} }}
         "{:<44} p50 {:.2} ms, p99 {:.2} ms under that load; {:.2} ms alone",
         "workflow run latency (start to completed)", wf.p50_ms, wf.p99_ms, wf.alone_ms
     );
+
+    // How the per-run operations scale with the log (CHARTER_BENCH_BIG=1
+    // adds a log of 1,000,000 events).
+    scale::report(&echo)?;
 
     let off = &raw[&false];
     if let Some(on) = raw.get(&true) {

@@ -1,14 +1,29 @@
 //! The indexes derived from the event log, kept in the state store: plugin
-//! kv data, proposals, workflow runs and escalations, and the last applied
-//! sequence number.
+//! kv data, proposals, workflow runs and escalations, the per-run event
+//! index (run → the seq and log position of each of its records), and the
+//! last applied sequence number and its position.
 //!
 //! **Invariant:** the index is only ever written here, from committed
 //! records in log order (the log writer calls [`apply`] after each
 //! `fdatasync`, and at start-up for the tail the store has not seen). So
 //! losing the store's unsynced tail loses nothing.
+//!
+//! One apply is one atomic [`Store::commit`]: the records' effects and the
+//! new `applied_seq` land together or not at all, and records that do not
+//! follow `applied_seq` are refused ([`IndexError::Gap`]). An error is
+//! returned to the log, which stops taking appends (see
+//! [`charter_audit::OnCommit`]); the next start re-applies from
+//! `applied_seq`. The index never drifts silently from the log.
+//!
+//! Run leases ([`claim_run`]) live here too, in their own namespace: they
+//! are coordination, not derived state, and are the one thing written
+//! outside [`apply`].
 
-use charter_audit::{Event, Record};
-use charter_store::Store;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use charter_audit::{Event, EventLog, Record};
+use charter_store::{Batch, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::workflow::state::{ESCALATIONS, EscalationState, RUNS, RunState};
@@ -17,6 +32,51 @@ use crate::workflow::state::{ESCALATIONS, EscalationState, RUNS, RunState};
 pub const PROPOSALS: &str = "@proposals";
 /// Namespace of index metadata.
 pub const META: &str = "@meta";
+/// Namespace of the per-run event index: `{len}:{run}/{seq:020}` →
+/// the record's log position. The run id's length comes first, so no run
+/// id's keys can ever fall under another's prefix.
+pub const RUN_EVENTS: &str = "@run-events";
+/// Namespace mapping a journaled call's id to its run (a `call-result`
+/// names only the call).
+pub const CALL_RUNS: &str = "@call-runs";
+/// Namespace of run leases: run → [`Lease`].
+pub const LEASES: &str = "@leases";
+
+/// Why the index could not be read or applied.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("index: {0}")]
+    Store(#[from] StoreError),
+    /// Records that do not follow the last applied one: applying them
+    /// would leave a hole (or re-apply what is there).
+    #[error(
+        "index: records from seq {got} do not follow the last applied seq {applied} (a missed or repeated apply)"
+    )]
+    Gap { applied: u64, got: u64 },
+    /// The index and the log disagree about a record.
+    #[error("index: {0}")]
+    Mismatch(String),
+    #[error("index: event log: {0}")]
+    Log(#[from] charter_audit::LogError),
+    #[error("index: cannot encode {what}: {source}")]
+    Encode {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl IndexError {
+    /// The error as the host stops with it: what happened, where, and the
+    /// fix.
+    pub fn stop_message(&self, data_dir: &std::path::Path) -> String {
+        format!(
+            "{self}. The host stops: the events are on disk in {log}, but the state index in {state} no longer follows them. Restart the host: the index re-applies the log from its last applied seq. If that fails again, move {state} aside (it is rebuilt from the log)",
+            log = data_dir.join(charter_audit::LOG_FILE).display(),
+            state = data_dir.join("state").display(),
+        )
+    }
+}
 
 /// A proposal as the index knows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,37 +202,55 @@ impl ProposalState {
     }
 }
 
-/// The last sequence number the store has applied.
+/// The shape of the index this code writes: 2 added the per-run event
+/// index and `applied_at`. A store of another version is re-applied from
+/// the log's first record (the fold is deterministic in log order, so
+/// re-applying over the old contents ends in the state a fresh store
+/// would reach) before it is used.
+pub const INDEX_VERSION: u64 = 2;
+
+/// Make the store's index current: if it was written by another version,
+/// mark it for re-application from seq 1 (see [`INDEX_VERSION`]). Returns
+/// the seq to re-apply after.
+pub fn prepare(store: &dyn Store) -> Result<u64, IndexError> {
+    let version = store
+        .get(META, "index_version")?
+        .and_then(|v| v.parse::<u64>().ok());
+    if version == Some(INDEX_VERSION) {
+        return read_applied(store);
+    }
+    if read_applied(store)? > 0 {
+        tracing::info!(
+            "the state index predates version {INDEX_VERSION}; re-applying the event log to it"
+        );
+    }
+    let mut b = Batch::default();
+    b.put(META, "index_version", &INDEX_VERSION.to_string());
+    b.put(META, "applied_seq", "0");
+    b.delete(META, "applied_at");
+    store.commit(&b)?;
+    Ok(0)
+}
+
+/// The last sequence number the store has applied (0 if none or
+/// unreadable; a failing store then re-applies everything, which is safe).
 pub fn applied_seq(store: &dyn Store) -> u64 {
-    store
-        .get(META, "applied_seq")
-        .ok()
-        .flatten()
+    read_applied(store).unwrap_or(0)
+}
+
+fn read_applied(store: &dyn Store) -> Result<u64, IndexError> {
+    Ok(store
+        .get(META, "applied_seq")?
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0))
 }
 
 pub fn proposal(store: &dyn Store, id: &str) -> Option<ProposalState> {
-    store
-        .get(PROPOSALS, id)
-        .ok()
-        .flatten()
-        .and_then(|s| serde_json::from_str(&s).ok())
+    get_json(store, PROPOSALS, id)
 }
 
 pub fn proposals(store: &dyn Store) -> Vec<ProposalState> {
-    store
-        .scan(PROPOSALS)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|(_, v)| serde_json::from_str(&v).ok())
-        .collect()
-}
-
-fn put(store: &dyn Store, p: &ProposalState) {
-    if let Ok(text) = serde_json::to_string(p) {
-        let _ = store.set(PROPOSALS, &p.id, &text);
-    }
+    all_json(store, PROPOSALS)
 }
 
 pub(crate) fn get_json<T: serde::de::DeserializeOwned>(
@@ -187,18 +265,6 @@ pub(crate) fn get_json<T: serde::de::DeserializeOwned>(
         .and_then(|s| serde_json::from_str(&s).ok())
 }
 
-fn put_json<T: Serialize>(
-    store: &dyn Store,
-    ns: &str,
-    key: &str,
-    v: &T,
-) -> Result<(), charter_store::StoreError> {
-    match serde_json::to_string(v) {
-        Ok(text) => store.set(ns, key, &text),
-        Err(_) => Ok(()),
-    }
-}
-
 /// Every value of a JSON namespace.
 pub(crate) fn all_json<T: serde::de::DeserializeOwned>(store: &dyn Store, ns: &str) -> Vec<T> {
     store
@@ -209,10 +275,16 @@ pub(crate) fn all_json<T: serde::de::DeserializeOwned>(store: &dyn Store, ns: &s
         .collect()
 }
 
+/// The key prefix of run `run`'s entries in [`RUN_EVENTS`].
+fn run_prefix(run: &str) -> String {
+    format!("{}:{run}/", run.len())
+}
+
 /// Apply committed records, in order (kv writes that held a secret keep
-/// its `[secret:NAME]` placeholder: see [`apply_with`]).
-pub fn apply(store: &dyn Store, records: &[Record]) {
-    apply_with(store, records, &|_, _| None)
+/// its `[secret:NAME]` placeholder: see [`apply_with`]). Positions are
+/// those the log reported for the records.
+pub fn apply(store: &dyn Store, records: &[Record], positions: &[u64]) -> Result<(), IndexError> {
+    apply_with(store, records, positions, &|_, _| None)
 }
 
 /// Resolves `(plugin, secret name)` to the secret's value, if the plugin
@@ -234,120 +306,979 @@ fn restore(text: &str, plugin: &str, secrets: &[String], resolve: Resolve<'_>) -
     out
 }
 
-/// Apply committed records, in order. `resolve` reads a secret's value
-/// (from its declared source) for kv writes recorded with the secret
-/// replaced by `[secret:NAME]`, only while the writing plugin is granted
-/// that secret: the store holds what the plugin wrote, the log never holds
-/// the secret, and a plugin whose grant was taken away never gets the
-/// (rotated) value back through its kv.
-pub fn apply_with(store: &dyn Store, records: &[Record], resolve: Resolve<'_>) {
-    let Some(last) = records.last() else { return };
-    for r in records {
-        let res = match &r.event {
-            Event::KvWrite {
-                plugin,
-                key,
-                value: Some(v),
-                secrets,
-                ..
-            } if !secrets.is_empty() => store.set(
-                plugin,
-                &restore(key, plugin, secrets, resolve),
-                &restore(v, plugin, secrets, resolve),
-            ),
-            Event::KvWrite {
-                plugin,
-                key,
-                value: None,
-                secrets,
-                ..
-            } if !secrets.is_empty() => store
-                .delete(plugin, &restore(key, plugin, secrets, resolve))
-                .map(|_| ()),
-            Event::KvWrite {
-                plugin,
-                key,
-                value: Some(v),
-                ..
-            } => store.set(plugin, key, v),
-            Event::KvWrite {
-                plugin,
-                key,
-                value: None,
-                ..
-            } => store.delete(plugin, key).map(|_| ()),
-            Event::Proposal { .. } => {
-                if let Some(p) = ProposalState::created(r) {
-                    put(store, &p);
-                }
-                Ok(())
-            }
-            Event::ApprovalDecision {
-                proposal: id,
-                by,
-                approve: true,
-                accepted: true,
-                ..
-            } => {
-                if let Some(mut p) = proposal(store, id)
-                    && !p.approvals.contains(by)
-                {
-                    p.approvals.push(by.clone());
-                    put(store, &p);
-                }
-                Ok(())
-            }
-            Event::ProposalResolved {
-                proposal: id,
-                status,
-                detail,
-            } => {
-                if let Some(mut p) = proposal(store, id) {
-                    p.status = status.clone();
-                    p.detail = detail.clone();
-                    put(store, &p);
-                }
-                Ok(())
-            }
-            // The configuration last recorded: a host records it again
-            // only when it changed.
-            Event::ConfigLoaded { digest, .. } => store.set(META, "config_digest", digest),
-            Event::RunStarted { run, .. } => match RunState::start(&r.event, r.seq, r.time_ms) {
-                Some(st) => put_json(store, RUNS, run, &st),
-                None => Ok(()),
-            },
-            Event::StepAttempt { run, .. }
-            | Event::Escalated { run, .. }
-            | Event::EscalationResolved { run, .. }
-            | Event::RunFinished { run, .. } => {
-                if let Some(mut st) = get_json::<RunState>(store, RUNS, run) {
-                    st.apply(&r.event, r.time_ms);
-                    let _ = put_json(store, RUNS, run, &st);
-                }
-                match &r.event {
-                    Event::Escalated { id, .. } => {
-                        match EscalationState::from_event(&r.event, r.time_ms) {
-                            Some(e) => put_json(store, ESCALATIONS, id, &e),
-                            None => Ok(()),
-                        }
-                    }
-                    Event::EscalationResolved {
-                        id, accepted: true, ..
-                    } => match get_json::<EscalationState>(store, ESCALATIONS, id) {
-                        Some(mut e) => {
-                            e.apply(&r.event);
-                            put_json(store, ESCALATIONS, id, &e)
-                        }
-                        None => Ok(()),
-                    },
-                    _ => Ok(()),
-                }
-            }
-            _ => Ok(()),
-        };
-        if let Err(e) = res {
-            tracing::error!(seq = r.seq, "index: cannot apply event: {e}");
+/// The writes of one apply, read through: what this apply wrote before,
+/// else the store.
+struct Overlay<'a> {
+    store: &'a dyn Store,
+    batch: Batch,
+}
+
+impl Overlay<'_> {
+    fn get(&self, ns: &str, key: &str) -> Result<Option<String>, IndexError> {
+        match self.batch.get(ns, key) {
+            Some(v) => Ok(v.map(str::to_string)),
+            None => Ok(self.store.get(ns, key)?),
         }
     }
-    let _ = store.set(META, "applied_seq", &last.seq.to_string());
+    fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        ns: &str,
+        key: &str,
+    ) -> Result<Option<T>, IndexError> {
+        // A value the index cannot read back is treated as absent, as the
+        // readers above do (it can only be an older shape of the state).
+        Ok(self
+            .get(ns, key)?
+            .and_then(|s| serde_json::from_str(&s).ok()))
+    }
+    fn put_json<T: Serialize>(&mut self, ns: &str, key: &str, v: &T) -> Result<(), IndexError> {
+        let text = serde_json::to_string(v).map_err(|source| IndexError::Encode {
+            what: format!("{ns}/{key}"),
+            source,
+        })?;
+        self.batch.put(ns, key, &text);
+        Ok(())
+    }
+}
+
+/// Apply committed records, in order, in one atomic store commit.
+/// `resolve` reads a secret's value (from its declared source) for kv
+/// writes recorded with the secret replaced by `[secret:NAME]`, only while
+/// the writing plugin is granted that secret: the store holds what the
+/// plugin wrote, the log never holds the secret, and a plugin whose grant
+/// was taken away never gets the (rotated) value back through its kv.
+pub fn apply_with(
+    store: &dyn Store,
+    records: &[Record],
+    positions: &[u64],
+    resolve: Resolve<'_>,
+) -> Result<(), IndexError> {
+    let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        return Ok(());
+    };
+    let applied = read_applied(store)?;
+    if first.seq != applied + 1 {
+        return Err(IndexError::Gap {
+            applied,
+            got: first.seq,
+        });
+    }
+    let mut o = Overlay {
+        store,
+        batch: Batch::default(),
+    };
+    for (i, r) in records.iter().enumerate() {
+        apply_one(&mut o, r, resolve)?;
+        if let Some(&at) = positions.get(i) {
+            index_run(&mut o, r, at)?;
+        }
+    }
+    o.batch.put(META, "applied_seq", &last.seq.to_string());
+    if let Some(at) = positions.get(records.len() - 1) {
+        o.batch.put(META, "applied_at", &at.to_string());
+    }
+    store.commit(&o.batch)?;
+    Ok(())
+}
+
+/// The index as a backend offers it: every [`Store`] is one (its atomic
+/// [`Store::commit`] makes `apply` atomic), so sled and the memory store
+/// both are, and both pass this module's conformance suite. A shared
+/// backend (one SQL transaction per apply) implements [`Store`] and gets
+/// this, or implements this directly.
+pub trait IndexStore {
+    /// [`prepare`]: make the index current; the seq to re-apply after.
+    fn prepare_index(&self) -> Result<u64, IndexError>;
+    /// [`apply_with`]: committed records in order, atomically.
+    fn apply_records(
+        &self,
+        records: &[Record],
+        positions: &[u64],
+        resolve: Resolve<'_>,
+    ) -> Result<(), IndexError>;
+    /// [`applied_seq`].
+    fn applied(&self) -> Result<u64, IndexError>;
+    /// [`run_positions`].
+    fn positions_of_run(&self, run: &str) -> Result<Vec<(u64, u64)>, IndexError>;
+}
+
+/// The index methods over any store, as `&dyn Store`.
+macro_rules! index_store_via_dyn {
+    () => {
+        fn prepare_index(&self) -> Result<u64, IndexError> {
+            prepare(self)
+        }
+        fn apply_records(
+            &self,
+            records: &[Record],
+            positions: &[u64],
+            resolve: Resolve<'_>,
+        ) -> Result<(), IndexError> {
+            apply_with(self, records, positions, resolve)
+        }
+        fn applied(&self) -> Result<u64, IndexError> {
+            read_applied(self)
+        }
+        fn positions_of_run(&self, run: &str) -> Result<Vec<(u64, u64)>, IndexError> {
+            run_positions(self, run)
+        }
+    };
+}
+
+impl<S: Store> IndexStore for S {
+    index_store_via_dyn!();
+}
+
+impl IndexStore for dyn Store {
+    index_store_via_dyn!();
+}
+
+/// Record `r` under its run in [`RUN_EVENTS`]: the run's own events, the
+/// results of its journaled calls, and the decisions on its proposals.
+fn index_run(o: &mut Overlay<'_>, r: &Record, at: u64) -> Result<(), IndexError> {
+    let run = match &r.event {
+        Event::CallResult { call, .. } => o.get(CALL_RUNS, call)?,
+        Event::ApprovalDecision { proposal, .. } | Event::ProposalResolved { proposal, .. } => o
+            .get_json::<ProposalState>(PROPOSALS, proposal)?
+            .and_then(|p| p.run),
+        e => e.run().map(str::to_string),
+    };
+    let Some(run) = run else { return Ok(()) };
+    if let Event::Call {
+        call,
+        journal: Some(_),
+        ..
+    } = &r.event
+    {
+        o.batch.put(CALL_RUNS, call, &run);
+    }
+    let key = format!("{}{:020}", run_prefix(&run), r.seq);
+    o.batch.put(RUN_EVENTS, &key, &at.to_string());
+    Ok(())
+}
+
+/// One record's effect on kv data, proposals, runs and escalations. A
+/// long match, one arm per kind of event the index keeps: splitting it
+/// would scatter what each event means to the index.
+fn apply_one(o: &mut Overlay<'_>, r: &Record, resolve: Resolve<'_>) -> Result<(), IndexError> {
+    match &r.event {
+        Event::KvWrite {
+            plugin,
+            key,
+            value,
+            secrets,
+            ..
+        } => {
+            let restored = |t: &str| {
+                if secrets.is_empty() {
+                    t.to_string()
+                } else {
+                    restore(t, plugin, secrets, resolve)
+                }
+            };
+            match value {
+                Some(v) => o.batch.put(plugin, &restored(key), &restored(v)),
+                None => o.batch.delete(plugin, &restored(key)),
+            }
+        }
+        Event::Proposal { .. } => {
+            if let Some(p) = ProposalState::created(r) {
+                o.put_json(PROPOSALS, &p.id, &p)?;
+            }
+        }
+        Event::ApprovalDecision {
+            proposal: id,
+            by,
+            approve: true,
+            accepted: true,
+            ..
+        } => {
+            if let Some(mut p) = o.get_json::<ProposalState>(PROPOSALS, id)?
+                && !p.approvals.contains(by)
+            {
+                p.approvals.push(by.clone());
+                o.put_json(PROPOSALS, id, &p)?;
+            }
+        }
+        Event::ProposalResolved {
+            proposal: id,
+            status,
+            detail,
+        } => {
+            if let Some(mut p) = o.get_json::<ProposalState>(PROPOSALS, id)? {
+                p.status = status.clone();
+                p.detail = detail.clone();
+                o.put_json(PROPOSALS, id, &p)?;
+            }
+        }
+        // The configuration last recorded: a host records it again only
+        // when it changed.
+        Event::ConfigLoaded { digest, .. } => o.batch.put(META, "config_digest", digest),
+        Event::RunStarted { run, .. } => {
+            if let Some(st) = RunState::start(&r.event, r.seq, r.time_ms) {
+                o.put_json(RUNS, run, &st)?;
+            }
+        }
+        Event::StepAttempt { run, .. }
+        | Event::Escalated { run, .. }
+        | Event::EscalationResolved { run, .. }
+        | Event::RunFinished { run, .. } => {
+            if let Some(mut st) = o.get_json::<RunState>(RUNS, run)? {
+                st.apply(&r.event, r.time_ms);
+                o.put_json(RUNS, run, &st)?;
+            }
+            match &r.event {
+                Event::Escalated { id, .. } => {
+                    if let Some(e) = EscalationState::from_event(&r.event, r.time_ms) {
+                        o.put_json(ESCALATIONS, id, &e)?;
+                    }
+                }
+                Event::EscalationResolved {
+                    id, accepted: true, ..
+                } => {
+                    if let Some(mut e) = o.get_json::<EscalationState>(ESCALATIONS, id)? {
+                        e.apply(&r.event);
+                        o.put_json(ESCALATIONS, id, &e)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The seq and log position of every record of run `run` the index holds,
+/// in log order.
+pub fn run_positions(store: &dyn Store, run: &str) -> Result<Vec<(u64, u64)>, IndexError> {
+    let prefix = run_prefix(run);
+    store
+        .scan_prefix(RUN_EVENTS, &prefix)?
+        .into_iter()
+        .map(|(k, v)| {
+            let seq = k[prefix.len()..].parse::<u64>();
+            let at = v.parse::<u64>();
+            match (seq, at) {
+                (Ok(seq), Ok(at)) => Ok((seq, at)),
+                _ => Err(IndexError::Mismatch(format!(
+                    "unreadable per-run entry {k:?} = {v:?}"
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// Check that records read at the index's positions are the ones it
+/// named, and of the run it filed them under: a damaged or stale index
+/// is an error, never another run's events.
+fn checked(run: &str, want: &[(u64, u64)], got: Vec<Record>) -> Result<Vec<Record>, IndexError> {
+    for ((seq, at), r) in want.iter().zip(&got) {
+        if r.seq != *seq {
+            return Err(IndexError::Mismatch(format!(
+                "the per-run index names seq {seq} at byte {at} of the log, which holds seq {}; move the state directory aside to rebuild it",
+                r.seq
+            )));
+        }
+        let direct = r.event.run();
+        if direct.is_some_and(|x| x != run) {
+            return Err(IndexError::Mismatch(format!(
+                "seq {seq} belongs to run {:?}, not {run:?}",
+                direct.unwrap_or_default()
+            )));
+        }
+    }
+    Ok(got)
+}
+
+/// Every record of run `run`, in log order: its own events, the results
+/// of its journaled calls and the decisions on its proposals. Reads only
+/// those frames of the log (through the per-run index), so its cost
+/// follows the run, not the log. The host's index is applied before an
+/// append is acknowledged, so nothing committed is missing.
+pub fn run_records(
+    store: &dyn Store,
+    log: &EventLog,
+    run: &str,
+) -> Result<Vec<Record>, IndexError> {
+    let want = run_positions(store, run)?;
+    let at: Vec<u64> = want.iter().map(|(_, a)| *a).collect();
+    checked(run, &want, log.read_at(&at)?)
+}
+
+/// Run `run`'s records read without a host, for read-only commands
+/// (`charter runs show`): from the state store's per-run index and the
+/// log's tail past what the store has applied. `None` when that cannot be
+/// done here — another process holds the data directory (it may be
+/// writing), no store exists yet, or the index and the log disagree — and
+/// the caller reads the whole log instead.
+pub fn run_records_offline(data_dir: &std::path::Path, run: &str) -> Option<Vec<Record>> {
+    let log = data_dir.join(charter_audit::LOG_FILE);
+    let state = data_dir.join("state");
+    if !state.is_dir() || !log.is_file() {
+        return None;
+    }
+    // Held while reading: no host starts writing meanwhile.
+    let _lock = crate::try_lock_data_dir(data_dir)?;
+    let store = charter_store::SledStore::open(&state).ok()?;
+    match offline(&store, &log, run) {
+        Ok(records) => Some(records),
+        Err(e) => {
+            tracing::debug!("reading run {run} through the index failed ({e}); reading the log");
+            None
+        }
+    }
+}
+
+fn offline(store: &dyn Store, log: &std::path::Path, run: &str) -> Result<Vec<Record>, IndexError> {
+    let version = store.get(META, "index_version")?;
+    if version.as_deref() != Some(&INDEX_VERSION.to_string()) {
+        return Err(IndexError::Mismatch(format!(
+            "index version {version:?}, not {INDEX_VERSION}"
+        )));
+    }
+    let want = run_positions(store, run)?;
+    let at: Vec<u64> = want.iter().map(|(_, a)| *a).collect();
+    let mut records = checked(run, &want, charter_audit::read_positions(log, &at)?)?;
+    // The tail the store has not applied yet (a host that stopped before
+    // its store flushed): the log past the last applied record.
+    let applied = read_applied(store)?;
+    let from = match store.get(META, "applied_at")? {
+        Some(at) => at
+            .parse::<u64>()
+            .map_err(|_| IndexError::Mismatch(format!("unreadable applied_at {at:?}")))?,
+        None if applied == 0 => charter_audit::LOG_MAGIC.len() as u64,
+        None => return Err(IndexError::Mismatch("no applied_at".into())),
+    };
+    let tail = charter_audit::read_from_position(log, from, &charter_audit::Filter::all())?;
+    if applied > 0 && tail.first().map(|(r, _)| r.seq) != Some(applied) {
+        return Err(IndexError::Mismatch(format!(
+            "the log holds no seq {applied} at byte {from}"
+        )));
+    }
+    let mut calls = std::collections::HashSet::new();
+    let mut props = std::collections::HashSet::new();
+    for r in &records {
+        note_membership(&r.event, &mut calls, &mut props);
+    }
+    for (r, _) in tail.into_iter().filter(|(r, _)| r.seq > applied) {
+        let mine = match &r.event {
+            Event::CallResult { call, .. } => calls.contains(call),
+            Event::ApprovalDecision { proposal, .. } | Event::ProposalResolved { proposal, .. } => {
+                props.contains(proposal)
+            }
+            e => e.run() == Some(run),
+        };
+        if mine {
+            note_membership(&r.event, &mut calls, &mut props);
+            records.push(r);
+        }
+    }
+    Ok(records)
+}
+
+fn note_membership(
+    e: &Event,
+    calls: &mut std::collections::HashSet<String>,
+    props: &mut std::collections::HashSet<String>,
+) {
+    match e {
+        Event::Call {
+            call,
+            journal: Some(_),
+            ..
+        } => {
+            calls.insert(call.clone());
+        }
+        Event::Proposal {
+            id,
+            journal: Some(_),
+            ..
+        } => {
+            props.insert(id.clone());
+        }
+        _ => {}
+    }
+}
+
+// ---- run leases ------------------------------------------------------------
+
+/// How long a lease lasts without renewal.
+pub const LEASE_TTL_MS: u64 = 60_000;
+
+/// A claim on driving one run, as stored in [`LEASES`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Who holds it (process and host instance), for people reading it.
+    pub holder: String,
+    /// This claim's own token: a release or renewal by anyone else is a
+    /// compare-and-swap that fails.
+    pub token: String,
+    pub expires_ms: u64,
+}
+
+/// A run this process may drive until the guard is dropped (which
+/// releases it). One renewer thread per process renews every held lease
+/// every third of its TTL; if a renewal finds the lease taken (this
+/// process stalled past the expiry and another driver claimed the run),
+/// [`RunLease::held`] turns false.
+pub struct RunLease {
+    store: Arc<dyn Store>,
+    lease: Arc<Held>,
+}
+
+/// What the renewer knows of one held lease.
+struct Held {
+    /// Weak: a renewer never keeps a closed host's store open.
+    store: std::sync::Weak<dyn Store>,
+    run: String,
+    holder: String,
+    token: String,
+    ttl_ms: u64,
+    /// The lease as stored now, and whether the guard released it.
+    current: std::sync::Mutex<(String, bool)>,
+    held: AtomicBool,
+    next_ms: AtomicU64,
+}
+
+impl Held {
+    fn text(&self, now: u64) -> Result<String, IndexError> {
+        let l = Lease {
+            holder: self.holder.clone(),
+            token: self.token.clone(),
+            expires_ms: now + self.ttl_ms,
+        };
+        serde_json::to_string(&l).map_err(|source| IndexError::Encode {
+            what: "a run lease".into(),
+            source,
+        })
+    }
+
+    fn every(&self) -> u64 {
+        (self.ttl_ms / 3).max(1)
+    }
+
+    /// Extend the lease, unless it was released or lost.
+    fn renew(&self) {
+        let Some(store) = self.store.upgrade() else {
+            return;
+        };
+        let mut cur = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cur.1 || !self.held.load(Ordering::SeqCst) {
+            return;
+        }
+        let now = charter_audit::now_ms();
+        self.next_ms.store(now + self.every(), Ordering::SeqCst);
+        let Ok(next) = self.text(now) else { return };
+        match store.compare_and_swap(LEASES, &self.run, Some(&cur.0), Some(&next)) {
+            Ok(true) => cur.0 = next,
+            Ok(false) => {
+                tracing::error!(run = %self.run, "the run's lease was taken by another driver; this driver must stop");
+                self.held.store(false, Ordering::SeqCst);
+            }
+            Err(e) => {
+                tracing::warn!(run = %self.run, "cannot renew the run's lease ({e}); retrying")
+            }
+        }
+    }
+}
+
+/// The held leases of this process and the condvar that wakes the
+/// renewer when one is added.
+type Registry = (
+    std::sync::Mutex<Vec<std::sync::Weak<Held>>>,
+    std::sync::Condvar,
+);
+
+/// The process's lease registry; its renewer thread starts with it.
+fn registry() -> &'static Registry {
+    static REG: std::sync::OnceLock<&'static Registry> = std::sync::OnceLock::new();
+    REG.get_or_init(|| {
+        let reg: &'static Registry = Box::leak(Box::default());
+        let spawned = std::thread::Builder::new()
+            .name("charter-leases".into())
+            .spawn(move || renew_loop(reg));
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the lease renewer ({e}); leases expire unrenewed");
+        }
+        reg
+    })
+}
+
+fn renew_loop(reg: &'static Registry) {
+    let (list, cv) = reg;
+    let mut guard = list
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        guard.retain(|w| w.strong_count() > 0);
+        let now = charter_audit::now_ms();
+        let live: Vec<Arc<Held>> = guard.iter().filter_map(|w| w.upgrade()).collect();
+        drop(guard);
+        for h in live
+            .iter()
+            .filter(|h| h.next_ms.load(Ordering::SeqCst) <= now)
+        {
+            h.renew();
+        }
+        let wait = live
+            .iter()
+            .map(|h| h.next_ms.load(Ordering::SeqCst).saturating_sub(now))
+            .min()
+            .unwrap_or(1000)
+            .clamp(1, 1000);
+        drop(live);
+        guard = list
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        guard = cv
+            .wait_timeout(guard, std::time::Duration::from_millis(wait))
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0;
+    }
+}
+
+impl std::fmt::Debug for RunLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunLease")
+            .field("run", &self.lease.run)
+            .field("held", &self.held())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunLease {
+    pub fn run(&self) -> &str {
+        &self.lease.run
+    }
+    pub fn held(&self) -> bool {
+        self.lease.held.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for RunLease {
+    fn drop(&mut self) {
+        let mut cur = self
+            .lease
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cur.1 = true;
+        if let Err(e) = self
+            .store
+            .compare_and_swap(LEASES, &self.lease.run, Some(&cur.0), None)
+        {
+            tracing::warn!(run = %self.lease.run, "cannot release the run's lease ({e}); it expires on its own");
+        }
+    }
+}
+
+static LEASE_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Claim run `run` for `holder` for `ttl_ms`, renewed while the returned
+/// guard lives. `Ok(None)`: another driver holds an unexpired lease on it.
+pub fn claim_run(
+    store: &Arc<dyn Store>,
+    run: &str,
+    holder: &str,
+    ttl_ms: u64,
+) -> Result<Option<RunLease>, IndexError> {
+    let n = LEASE_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut held = Held {
+        store: Arc::downgrade(store),
+        run: run.to_string(),
+        holder: holder.to_string(),
+        token: format!("{holder}#{n}@{}", charter_audit::now_ms()),
+        ttl_ms,
+        current: std::sync::Mutex::new((String::new(), false)),
+        held: AtomicBool::new(true),
+        next_ms: AtomicU64::new(0),
+    };
+    loop {
+        let now = charter_audit::now_ms();
+        let old = store.get(LEASES, run)?;
+        if let Some(text) = &old {
+            // An unreadable lease is treated as expired: it cannot name a
+            // holder that could renew it.
+            let live = serde_json::from_str::<Lease>(text).is_ok_and(|l| l.expires_ms > now);
+            if live {
+                return Ok(None);
+            }
+        }
+        let new = held.text(now)?;
+        if store.compare_and_swap(LEASES, run, old.as_deref(), Some(&new))? {
+            held.current = std::sync::Mutex::new((new, false));
+            held.next_ms = AtomicU64::new(now + held.every());
+            break;
+        }
+    }
+    let lease = Arc::new(held);
+    let (list, cv) = registry();
+    list.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(Arc::downgrade(&lease));
+    cv.notify_one();
+    Ok(Some(RunLease {
+        store: store.clone(),
+        lease,
+    }))
+}
+
+/// The lease on `run`, if one is recorded (expired or not).
+pub fn lease(store: &dyn Store, run: &str) -> Option<Lease> {
+    get_json(store, LEASES, run)
+}
+
+/// Drop every recorded lease. Only for a store this process has to itself
+/// (the data directory's own, under its lock): a lease in it can only be
+/// a dead process's.
+pub fn clear_leases(store: &dyn Store) -> Result<(), IndexError> {
+    let mut b = Batch::default();
+    for (k, _) in store.scan(LEASES)? {
+        b.delete(LEASES, &k);
+    }
+    store.commit(&b)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The index's conformance suite, run against sled and the memory
+    //! store: atomic apply, refused gaps, the per-run index, leases; and
+    //! the host's stop-and-re-apply on a failing store.
+
+    use std::sync::Mutex;
+
+    use charter_store::{MemStore, SledStore};
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn ev(v: Value) -> Event {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn recs(events: Vec<Event>) -> Vec<Record> {
+        let n = events.len();
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| Record {
+                seq: i as u64 + 1,
+                time_ms: 1,
+                end: i + 1 == n,
+                event,
+            })
+            .collect()
+    }
+
+    fn jref(run: &str, seq: u64) -> Value {
+        json!({"run": run, "step": "s", "attempt": 1, "seq": seq})
+    }
+
+    /// Two runs' events interleaved with unrelated ones, and hostile run
+    /// ids that share characters with `r1`.
+    fn history() -> Vec<Event> {
+        let started = |run: &str| {
+            ev(json!({"type": "run-started", "run": run, "workflow": "w",
+                "workflow_digest": "sha256:00", "input": {}, "first": "s"}))
+        };
+        let call = |id: &str, run: &str| {
+            ev(
+                json!({"type": "call", "call": id, "plugin": "p", "digest": "d",
+                "function": "f", "args_digest": "a", "args": {}, "decision": "allow",
+                "policies": [], "reason": null, "initiator": null, "journal": jref(run, 1)}),
+            )
+        };
+        let result = |id: &str| {
+            ev(
+                json!({"type": "call-result", "call": id, "plugin": "p", "function": "f",
+                "ok": true, "summary": "", "duration_us": 1, "proposal": null, "result": 1}),
+            )
+        };
+        vec![
+            started("r1"),
+            started("r1/x"),
+            started("1:r1"),
+            ev(json!({"type": "kv-write", "plugin": "p", "key": "k", "value": "v"})),
+            call("c1", "r1"),
+            call("c2", "r1/x"),
+            result("c2"),
+            result("c1"),
+            ev(
+                json!({"type": "proposal", "id": "P1", "call": "c3", "plugin": "p",
+                "digest": "d", "function": "f", "args": {}, "args_digest": "a",
+                "rationale": null, "policies": [], "approver_role": "x",
+                "approvals_needed": 1, "expires_at_ms": 9, "initiator": null,
+                "owner": null, "journal": jref("r1", 2)}),
+            ),
+            ev(
+                json!({"type": "approval-decision", "proposal": "P1", "by": "ann",
+                "approve": true, "comment": null, "accepted": true, "reason": null}),
+            ),
+            ev(json!({"type": "proposal-resolved", "proposal": "P1",
+                "status": "approved", "detail": null})),
+            ev(
+                json!({"type": "step-attempt", "run": "r1", "step": "s", "attempt": 1,
+                "plugin": "p", "input": {}, "outcome": "ok", "duration_us": 1}),
+            ),
+            ev(json!({"type": "run-finished", "run": "1:r1", "status": "completed"})),
+        ]
+    }
+
+    /// A store whose commits fail while `fail` is set.
+    #[derive(Default)]
+    struct Flaky<S> {
+        inner: S,
+        fail: Mutex<bool>,
+    }
+
+    impl<S: Store> Store for Flaky<S> {
+        fn get(&self, ns: &str, key: &str) -> Result<Option<String>, StoreError> {
+            self.inner.get(ns, key)
+        }
+        fn set(&self, ns: &str, key: &str, value: &str) -> Result<(), StoreError> {
+            self.inner.set(ns, key, value)
+        }
+        fn delete(&self, ns: &str, key: &str) -> Result<bool, StoreError> {
+            self.inner.delete(ns, key)
+        }
+        fn list(&self, ns: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+            self.inner.list(ns, prefix)
+        }
+        fn scan(&self, ns: &str) -> Result<Vec<(String, String)>, StoreError> {
+            self.inner.scan(ns)
+        }
+        fn scan_prefix(&self, ns: &str, p: &str) -> Result<Vec<(String, String)>, StoreError> {
+            self.inner.scan_prefix(ns, p)
+        }
+        fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+            if *self.fail.lock().unwrap() {
+                return Err(StoreError::Refused("disk full (injected)".into()));
+            }
+            self.inner.commit(batch)
+        }
+        fn compare_and_swap(
+            &self,
+            ns: &str,
+            key: &str,
+            old: Option<&str>,
+            new: Option<&str>,
+        ) -> Result<bool, StoreError> {
+            self.inner.compare_and_swap(ns, key, old, new)
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            self.inner.flush()
+        }
+    }
+
+    fn conformance<S: Store + 'static>(inner: S) {
+        let store = Flaky {
+            inner,
+            fail: Mutex::new(false),
+        };
+        // Through the IndexStore trait: what a backend offers.
+        assert_eq!(store.prepare_index().unwrap(), 0);
+        let rs = recs(history());
+        let at: Vec<u64> = rs.iter().map(|r| 1000 + r.seq).collect();
+        // A failed commit applies nothing, not even applied_seq.
+        *store.fail.lock().unwrap() = true;
+        let err = apply(&store, &rs[..6], &at[..6]).unwrap_err();
+        assert!(matches!(err, IndexError::Store(_)), "{err}");
+        assert_eq!(applied_seq(&store), 0);
+        assert_eq!(store.get("p", "k").unwrap(), None);
+        assert!(run_positions(&store, "r1").unwrap().is_empty());
+        *store.fail.lock().unwrap() = false;
+        // Records that do not follow applied_seq are refused.
+        let err = apply(&store, &rs[2..6], &at[2..6]).unwrap_err();
+        assert!(
+            matches!(err, IndexError::Gap { applied: 0, got: 3 }),
+            "{err}"
+        );
+        store
+            .apply_records(&rs[..6], &at[..6], &|_, _| None)
+            .unwrap();
+        assert_eq!(store.applied().unwrap(), 6);
+        assert_eq!(store.get("p", "k").unwrap().as_deref(), Some("v"));
+        let err = apply(&store, &rs[5..], &at[5..]).unwrap_err();
+        assert!(
+            matches!(err, IndexError::Gap { applied: 6, got: 6 }),
+            "{err}"
+        );
+        apply(&store, &rs[6..], &at[6..]).unwrap();
+        assert_eq!(applied_seq(&store), 13);
+        assert_eq!(
+            store.get(META, "applied_at").unwrap().as_deref(),
+            Some("1013")
+        );
+        // The per-run index: r1's own events, its call's result, its
+        // proposal and the decisions on it; nothing of the look-alikes.
+        let seqs = |run: &str| -> Vec<u64> {
+            store
+                .positions_of_run(run)
+                .unwrap()
+                .into_iter()
+                .map(|(s, a)| {
+                    assert_eq!(a, 1000 + s);
+                    s
+                })
+                .collect()
+        };
+        assert_eq!(seqs("r1"), vec![1, 5, 8, 9, 10, 11, 12]);
+        assert_eq!(seqs("r1/x"), vec![2, 6, 7]);
+        assert_eq!(seqs("1:r1"), vec![3, 13]);
+        assert!(seqs("r").is_empty() && seqs("").is_empty() && seqs("r1/").is_empty());
+        // Run state and proposals as before.
+        let run: RunState = get_json(&store, RUNS, "r1").unwrap();
+        assert_eq!(run.history.len(), 1);
+        let p = proposal(&store, "P1").unwrap();
+        assert_eq!((p.status.as_str(), p.approvals.len()), ("approved", 1));
+        // A store of an older index version is re-applied from the start.
+        store.delete(META, "index_version").unwrap();
+        assert_eq!(prepare(&store).unwrap(), 0);
+        apply(&store, &rs, &at).unwrap();
+        assert_eq!(seqs("r1"), vec![1, 5, 8, 9, 10, 11, 12]);
+        assert_eq!(prepare(&store).unwrap(), 13);
+        leases(Arc::new(store));
+    }
+
+    fn leases(store: Arc<dyn Store>) {
+        let a = claim_run(&store, "r1", "A", 60_000).unwrap().unwrap();
+        assert!(a.held());
+        assert!(
+            claim_run(&store, "r1", "B", 60_000).unwrap().is_none(),
+            "a second driver cannot take a held run"
+        );
+        assert!(claim_run(&store, "r2", "B", 60_000).unwrap().is_some());
+        assert_eq!(lease(&*store, "r1").unwrap().holder, "A");
+        drop(a);
+        assert!(
+            lease(&*store, "r1").is_none(),
+            "dropping the guard releases"
+        );
+        let b = claim_run(&store, "r1", "B", 60_000).unwrap().unwrap();
+        drop(b);
+        // An expired lease (its holder died) is taken over.
+        let dead = Lease {
+            holder: "dead".into(),
+            token: "t".into(),
+            expires_ms: 1,
+        };
+        store
+            .set(LEASES, "r1", &serde_json::to_string(&dead).unwrap())
+            .unwrap();
+        let c = claim_run(&store, "r1", "C", 30).unwrap().unwrap();
+        // A holder that stalled past its expiry and lost the lease learns
+        // it at its next renewal.
+        let taker = Lease {
+            holder: "D".into(),
+            token: "u".into(),
+            expires_ms: u64::MAX,
+        };
+        store
+            .set(LEASES, "r1", &serde_json::to_string(&taker).unwrap())
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        while c.held() && t0.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!c.held());
+        drop(c);
+        assert_eq!(
+            lease(&*store, "r1").unwrap().holder,
+            "D",
+            "a guard never releases a lease it lost"
+        );
+        clear_leases(&*store).unwrap();
+        assert!(lease(&*store, "r1").is_none() && lease(&*store, "r2").is_none());
+    }
+
+    #[test]
+    fn memory_index_passes_the_conformance_suite() {
+        conformance(MemStore::default());
+    }
+
+    #[test]
+    fn sled_index_passes_the_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        conformance(SledStore::open(dir.path()).unwrap());
+    }
+
+    /// A failing index write stops the log with an error naming the data
+    /// directory and the fix; reopening re-applies from `applied_seq`,
+    /// and reads through the per-run index match a whole-log read.
+    #[test]
+    fn a_failed_apply_stops_the_log_and_the_next_start_re_applies() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(charter_audit::LOG_FILE);
+        let store = Arc::new(Flaky::<MemStore>::default());
+        let open = |store: &Arc<Flaky<MemStore>>| {
+            let s = store.clone();
+            let d = dir.path().to_owned();
+            EventLog::open_with(
+                &path,
+                prepare(&**store).unwrap(),
+                Box::new(move |r, at| apply(&*s, r, at).map_err(|e| e.stop_message(&d))),
+                false,
+            )
+        };
+        let log = open(&store).unwrap();
+        let events = history();
+        log.append_blocking(events[..4].to_vec()).unwrap();
+        *store.fail.lock().unwrap() = true;
+        let err = log.append_blocking(events[4..8].to_vec()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("disk full (injected)"), "{msg}");
+        assert!(
+            msg.contains(&dir.path().join("state").display().to_string()),
+            "{msg}"
+        );
+        assert!(msg.contains("Restart the host"), "{msg}");
+        *store.fail.lock().unwrap() = false;
+        let err = log.append_blocking(events[8..].to_vec()).unwrap_err();
+        assert!(
+            err.to_string().contains("disk full"),
+            "stays stopped: {err}"
+        );
+        assert_eq!(applied_seq(&*store), 4);
+        drop(log);
+        let log = open(&store).unwrap();
+        assert_eq!(
+            applied_seq(&*store),
+            8,
+            "the next start re-applied the tail"
+        );
+        log.append_blocking(events[8..].to_vec()).unwrap();
+        assert_eq!(applied_seq(&*store), 13);
+        let all = charter_audit::read_records(&path).unwrap();
+        for run in ["r1", "r1/x", "1:r1"] {
+            let by_index: Vec<u64> = run_records(&*store, &log, run)
+                .unwrap()
+                .iter()
+                .map(|r| r.seq)
+                .collect();
+            let expected = run_positions(&*store, run).unwrap();
+            assert_eq!(
+                by_index,
+                expected.iter().map(|(s, _)| *s).collect::<Vec<_>>()
+            );
+            assert!(by_index.iter().all(|s| all[*s as usize - 1].seq == *s));
+        }
+        // A per-run entry pointing at another record is refused, never
+        // returned as the run's.
+        let (seq, _) = run_positions(&*store, "r1").unwrap()[1];
+        let other = run_positions(&*store, "r1/x").unwrap()[0].1;
+        store
+            .set(
+                RUN_EVENTS,
+                &format!("{}{seq:020}", run_prefix("r1")),
+                &other.to_string(),
+            )
+            .unwrap();
+        let err = run_records(&*store, &log, "r1").unwrap_err();
+        assert!(matches!(err, IndexError::Mismatch(_)), "{err}");
+    }
 }

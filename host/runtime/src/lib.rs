@@ -118,8 +118,8 @@ pub struct Host {
     loaded: Mutex<HashMap<String, Arc<LoadedPlugin>>>,
     pres: Mutex<HashMap<(String, GrantSet), InstancePre<HostState>>>,
     config_recorded: tokio::sync::OnceCell<()>,
-    /// Runs being driven by this process (one driver per run).
-    driving: Mutex<std::collections::HashSet<String>>,
+    /// Who this host is when it holds a run's lease (process and instance).
+    holder: String,
     _ticker: engine::EpochTicker,
     /// The data directory's lock, released last (see [`lock_data_dir`]).
     _lock: std::fs::File,
@@ -150,6 +150,8 @@ pub enum HostError {
     Llm(String),
     #[error(transparent)]
     Log(#[from] charter_audit::LogError),
+    #[error("{0}")]
+    Index(String),
     #[error(transparent)]
     Policy(#[from] charter_policy::PolicyError),
     #[error(transparent)]
@@ -193,6 +195,22 @@ fn open_state(dir: &std::path::Path) -> Result<SledStore, HostError> {
         r => Ok(r?),
     }
 }
+
+/// Take the data directory's lock if nobody holds it, without waiting
+/// (read-only commands that would rather read the whole log than wait).
+pub fn try_lock_data_dir(dir: &std::path::Path) -> Option<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("charter.lock"))
+        .ok()?;
+    file.try_lock().ok()?;
+    Some(file)
+}
+
+/// Numbers the hosts of this process (lease holders).
+static HOST_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Most reasons a `plugin-refused` event records.
 const MAX_REFUSAL_LINES: usize = 100;
@@ -277,7 +295,13 @@ impl Host {
         .map_err(|e| HostError::Engine(format!("{e:#}")))?;
         let store: Arc<dyn Store> = match options.store {
             Some(s) => s,
-            None => Arc::new(open_state(&deployment.data_dir.join("state"))?),
+            None => {
+                let own = open_state(&deployment.data_dir.join("state"))?;
+                // This store is the data directory's own and its lock is
+                // ours: any run lease in it is a dead process's.
+                index::clear_leases(&own).map_err(|e| HostError::Index(e.to_string()))?;
+                Arc::new(own)
+            }
         };
         let llm: Arc<dyn Llm> = match options.llm {
             Some(l) => l,
@@ -315,10 +339,17 @@ impl Host {
                 .then(|| mediator::read_secret(&secrets, name).ok())
                 .flatten()
         };
+        // An index that cannot apply stops the log (and so the host) with
+        // an error naming the data directory and the fix.
+        let data_dir = deployment.data_dir.clone();
         let log = EventLog::open_with(
             &deployment.data_dir.join(charter_audit::LOG_FILE),
-            index::applied_seq(&*store),
-            Box::new(move |records| index::apply_with(&*index_store, records, &resolve)),
+            index::prepare(&*store)
+                .map_err(|e| HostError::Index(e.stop_message(&deployment.data_dir)))?,
+            Box::new(move |records, at| {
+                index::apply_with(&*index_store, records, at, &resolve)
+                    .map_err(|e| e.stop_message(&data_dir))
+            }),
             !options.unsynced_log,
         )?;
         let policies: Vec<(String, String)> = deployment
@@ -345,13 +376,34 @@ impl Host {
             loaded: Mutex::new(HashMap::new()),
             pres: Mutex::new(HashMap::new()),
             config_recorded: tokio::sync::OnceCell::new(),
-            driving: Mutex::new(Default::default()),
+            holder: format!(
+                "pid {} host {}",
+                std::process::id(),
+                HOST_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
             _lock: lock,
         })
     }
 
     pub fn deployment(&self) -> &Deployment {
         &self.deployment
+    }
+
+    /// Claim run `id` for this host to drive ([`index::claim_run`]):
+    /// `None` while another driver (of this process or another sharing
+    /// the store) holds it. Released when the guard is dropped.
+    pub fn claim_run(&self, id: &str) -> Result<Option<index::RunLease>, index::IndexError> {
+        index::claim_run(&self.services.store, id, &self.holder, index::LEASE_TTL_MS)
+    }
+
+    /// Run `id`'s records (its events, its journaled calls' results, the
+    /// decisions on its proposals), read through the per-run index: the
+    /// cost follows the run, not the log.
+    pub fn records_of_run(
+        &self,
+        id: &str,
+    ) -> Result<Vec<charter_audit::Record>, index::IndexError> {
+        index::run_records(&*self.services.store, &self.services.log, id)
     }
 
     pub fn engine(&self) -> &Engine {

@@ -1,17 +1,25 @@
 //! Indexed state of a Charter deployment behind a small [`Store`] trait.
 //!
-//! Today that is each plugin's private key-value namespace. sled 0.34 is the
-//! embedded backend ([`SledStore`]); [`MemStore`] serves tests and benchmarks.
-//! The trait is the seam where a shared backend can serve several host nodes
-//! later, and where the event log (the system of record, see DESIGN.md) will
-//! re-apply its tail at start-up.
+//! The store holds each plugin's private key-value namespace and the
+//! host's indexes (proposals, runs, the per-run event index, run leases),
+//! all derived from the event log except the leases. sled 0.34 is the
+//! embedded backend ([`SledStore`]); [`MemStore`] serves tests and
+//! benchmarks. Both pass one conformance suite (`tests::conformance`).
+//! The trait is the seam where a shared backend can serve several host
+//! nodes later.
+//!
+//! Index writes go through [`Store::commit`]: a [`Batch`] of puts and
+//! deletes across namespaces applied all-or-nothing, so a record's effects
+//! and the index's `applied_seq` never part (see `charter-runtime`'s
+//! `index::apply`). [`Store::compare_and_swap`] is the one primitive a
+//! lease needs.
 //!
 //! **Architecture invariant:** namespaces are chosen by the host, never by
 //! the guest: a plugin's key can never address another plugin's data.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Most keys one `list` returns.
 pub const MAX_LIST: usize = 1000;
@@ -28,6 +36,10 @@ pub enum StoreError {
     Backend(#[from] sled::Error),
     #[error("state store: value under {key:?} is not UTF-8")]
     NotUtf8 { key: String },
+    /// A write the backend refused (a full disk, an injected failure in a
+    /// test); nothing of the batch it belonged to was applied.
+    #[error("state store: write refused: {0}")]
+    Refused(String),
 }
 
 impl StoreError {
@@ -45,6 +57,42 @@ impl StoreError {
     }
 }
 
+/// Writes to apply together: `(namespace, key) → Some(value)` puts,
+/// `None` deletes. A later write to the same key replaces an earlier one.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Batch {
+    writes: BTreeMap<(String, String), Option<String>>,
+}
+
+impl Batch {
+    pub fn put(&mut self, ns: &str, key: &str, value: &str) {
+        self.writes
+            .insert((ns.into(), key.into()), Some(value.into()));
+    }
+    pub fn delete(&mut self, ns: &str, key: &str) {
+        self.writes.insert((ns.into(), key.into()), None);
+    }
+    /// What the batch says about a key: `Some(Some(v))` written,
+    /// `Some(None)` deleted, `None` untouched.
+    pub fn get(&self, ns: &str, key: &str) -> Option<Option<&str>> {
+        self.writes
+            .get(&(ns.to_string(), key.to_string()))
+            .map(|v| v.as_deref())
+    }
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+    /// Every write, in (namespace, key) order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str, Option<&str>)> {
+        self.writes
+            .iter()
+            .map(|((n, k), v)| (n.as_str(), k.as_str(), v.as_deref()))
+    }
+}
+
 /// Per-namespace key-value state.
 pub trait Store: Send + Sync {
     fn get(&self, ns: &str, key: &str) -> Result<Option<String>, StoreError>;
@@ -55,6 +103,22 @@ pub trait Store: Send + Sync {
     /// Every (key, value) of a namespace, in key order, without limit
     /// (host-internal namespaces such as proposals).
     fn scan(&self, ns: &str) -> Result<Vec<(String, String)>, StoreError>;
+    /// Every (key, value) whose key starts with `prefix`, in key order,
+    /// without limit (host-internal indexes: one run's events).
+    fn scan_prefix(&self, ns: &str, prefix: &str) -> Result<Vec<(String, String)>, StoreError>;
+    /// Apply every write of `batch`, across namespaces, all-or-nothing:
+    /// after an error none of it is visible, then or after a restart.
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError>;
+    /// Set `key` to `new` (`None` deletes) only if it holds `old` (`None`:
+    /// absent) now; returns whether it did. Atomic against every other
+    /// writer of the store.
+    fn compare_and_swap(
+        &self,
+        ns: &str,
+        key: &str,
+        old: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<bool, StoreError>;
     /// Make everything written so far durable.
     fn flush(&self) -> Result<(), StoreError>;
 }
@@ -94,6 +158,19 @@ fn utf8(key: &str, v: sled::IVec) -> Result<String, StoreError> {
     })
 }
 
+fn pairs(
+    it: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let mut out = Vec::new();
+    for kv in it {
+        let (k, v) = kv?;
+        let k = String::from_utf8_lossy(&k).into_owned();
+        let v = utf8(&k, v)?;
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
 impl Store for SledStore {
     fn get(&self, ns: &str, key: &str) -> Result<Option<String>, StoreError> {
         self.tree(ns)?.get(key)?.map(|v| utf8(key, v)).transpose()
@@ -114,13 +191,61 @@ impl Store for SledStore {
         Ok(out)
     }
     fn scan(&self, ns: &str) -> Result<Vec<(String, String)>, StoreError> {
-        let mut out = Vec::new();
-        for kv in self.tree(ns)?.iter() {
-            let (k, v) = kv?;
-            let k = String::from_utf8_lossy(&k).into_owned();
-            out.push((k.clone(), utf8(&k, v)?));
+        pairs(self.tree(ns)?.iter())
+    }
+    fn scan_prefix(&self, ns: &str, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        pairs(self.tree(ns)?.scan_prefix(prefix))
+    }
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        use sled::Transactional;
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        if batch.is_empty() {
+            return Ok(());
         }
-        Ok(out)
+        // One sled batch per namespace (tree), applied in one transaction
+        // over all of them: sled commits a transaction across trees of one
+        // database atomically.
+        let mut names: Vec<&str> = Vec::new();
+        let mut batches: Vec<sled::Batch> = Vec::new();
+        for (ns, key, value) in batch.iter() {
+            if names.last() != Some(&ns) {
+                names.push(ns);
+                batches.push(sled::Batch::default());
+            }
+            let b = batches.last_mut().expect("pushed above");
+            match value {
+                Some(v) => b.insert(key, v.as_bytes()),
+                None => b.remove(key),
+            }
+        }
+        let trees = names
+            .iter()
+            .map(|ns| self.tree(ns))
+            .collect::<Result<Vec<_>, _>>()?;
+        trees
+            .as_slice()
+            .transaction(|txs| {
+                for (tx, b) in txs.iter().zip(&batches) {
+                    tx.apply_batch(b)?;
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(e) => StoreError::Backend(e),
+                TransactionError::Abort(()) => StoreError::Refused("transaction aborted".into()),
+            })
+    }
+    fn compare_and_swap(
+        &self,
+        ns: &str,
+        key: &str,
+        old: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .tree(ns)?
+            .compare_and_swap(key, old.map(str::as_bytes), new.map(str::as_bytes))?
+            .is_ok())
     }
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
@@ -134,46 +259,73 @@ pub struct MemStore {
     map: Mutex<BTreeMap<(String, String), String>>,
 }
 
+impl MemStore {
+    /// Every operation leaves the map consistent (each is one map call),
+    /// so a panic elsewhere while the lock was held poisons nothing real.
+    fn map(&self) -> MutexGuard<'_, BTreeMap<(String, String), String>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn range(&self, ns: &str, prefix: &str) -> Vec<(String, String)> {
+        self.map()
+            .range((ns.to_string(), prefix.to_string())..)
+            .take_while(|((n, k), _)| n == ns && k.starts_with(prefix))
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
 impl Store for MemStore {
     fn get(&self, ns: &str, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .map
-            .lock()
-            .unwrap()
-            .get(&(ns.into(), key.into()))
-            .cloned())
+        Ok(self.map().get(&(ns.into(), key.into())).cloned())
     }
     fn set(&self, ns: &str, key: &str, value: &str) -> Result<(), StoreError> {
-        self.map
-            .lock()
-            .unwrap()
-            .insert((ns.into(), key.into()), value.into());
+        self.map().insert((ns.into(), key.into()), value.into());
         Ok(())
     }
     fn delete(&self, ns: &str, key: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .map
-            .lock()
-            .unwrap()
-            .remove(&(ns.into(), key.into()))
-            .is_some())
+        Ok(self.map().remove(&(ns.into(), key.into())).is_some())
     }
     fn list(&self, ns: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let map = self.map.lock().unwrap();
-        Ok(map
-            .range((ns.to_string(), prefix.to_string())..)
-            .take_while(|((n, k), _)| n == ns && k.starts_with(prefix))
-            .take(MAX_LIST)
-            .map(|((_, k), _)| k.clone())
-            .collect())
+        let mut keys: Vec<String> = self.range(ns, prefix).into_iter().map(|(k, _)| k).collect();
+        keys.truncate(MAX_LIST);
+        Ok(keys)
     }
     fn scan(&self, ns: &str) -> Result<Vec<(String, String)>, StoreError> {
-        let map = self.map.lock().unwrap();
-        Ok(map
-            .range((ns.to_string(), String::new())..)
-            .take_while(|((n, _), _)| n == ns)
-            .map(|((_, k), v)| (k.clone(), v.clone()))
-            .collect())
+        Ok(self.range(ns, ""))
+    }
+    fn scan_prefix(&self, ns: &str, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self.range(ns, prefix))
+    }
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        // Under one lock: readers see all of the batch or none of it.
+        let mut map = self.map();
+        for (ns, key, value) in batch.iter() {
+            let k = (ns.to_string(), key.to_string());
+            match value {
+                Some(v) => map.insert(k, v.to_string()),
+                None => map.remove(&k),
+            };
+        }
+        Ok(())
+    }
+    fn compare_and_swap(
+        &self,
+        ns: &str,
+        key: &str,
+        old: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut map = self.map();
+        let k = (ns.to_string(), key.to_string());
+        if map.get(&k).map(String::as_str) != old {
+            return Ok(false);
+        }
+        match new {
+            Some(v) => map.insert(k, v.to_string()),
+            None => map.remove(&k),
+        };
+        Ok(true)
     }
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
@@ -184,7 +336,9 @@ impl Store for MemStore {
 mod tests {
     use super::*;
 
-    fn exercise(s: &dyn Store) {
+    /// The conformance suite: every [`Store`] implementation passes it.
+    pub(crate) fn conformance(s: &dyn Store) {
+        // Namespaces are apart; get/set/delete/list.
         s.set("a", "order:1", "x").unwrap();
         s.set("a", "order:2", "y").unwrap();
         s.set("a", "other", "z").unwrap();
@@ -198,11 +352,59 @@ mod tests {
             s.get("b", "order:1").unwrap().as_deref(),
             Some("secret-of-b")
         );
+        // scan_prefix: unbounded, in key order, only the prefix.
+        for i in 0..(MAX_LIST + 5) {
+            s.set("c", &format!("r/{i:06}"), &i.to_string()).unwrap();
+        }
+        s.set("c", "s/1", "other").unwrap();
+        let all = s.scan_prefix("c", "r/").unwrap();
+        assert_eq!(all.len(), MAX_LIST + 5);
+        assert_eq!(all[0], ("r/000000".to_string(), "0".to_string()));
+        assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(s.list("c", "r/").unwrap().len(), MAX_LIST);
+        // commit: across namespaces, later writes win, deletes apply.
+        let mut b = Batch::default();
+        b.put("a", "k1", "v1");
+        b.put("d", "k2", "v2");
+        b.delete("a", "other");
+        b.put("a", "k1", "v1b");
+        assert_eq!(b.get("a", "k1"), Some(Some("v1b")));
+        assert_eq!(b.get("a", "other"), Some(None));
+        assert_eq!(b.get("a", "none"), None);
+        s.commit(&b).unwrap();
+        assert_eq!(s.get("a", "k1").unwrap().as_deref(), Some("v1b"));
+        assert_eq!(s.get("d", "k2").unwrap().as_deref(), Some("v2"));
+        assert_eq!(s.get("a", "other").unwrap(), None);
+        s.commit(&Batch::default()).unwrap();
+        // compare_and_swap: only from the expected value.
+        assert!(s.compare_and_swap("l", "run", None, Some("h1")).unwrap());
+        assert!(!s.compare_and_swap("l", "run", None, Some("h2")).unwrap());
+        assert!(
+            !s.compare_and_swap("l", "run", Some("h2"), Some("h3"))
+                .unwrap()
+        );
+        assert!(
+            s.compare_and_swap("l", "run", Some("h1"), Some("h2"))
+                .unwrap()
+        );
+        assert_eq!(s.get("l", "run").unwrap().as_deref(), Some("h2"));
+        assert!(s.compare_and_swap("l", "run", Some("h2"), None).unwrap());
+        assert_eq!(s.get("l", "run").unwrap(), None);
+        // A hostile key (separators, NUL, non-ASCII) is just a key.
+        s.set("a", "x/\0/ü", "1").unwrap();
+        assert_eq!(s.get("a", "x/\0/ü").unwrap().as_deref(), Some("1"));
+        s.flush().unwrap();
     }
 
     #[test]
     fn mem_store() {
-        exercise(&MemStore::default());
+        conformance(&MemStore::default());
+    }
+
+    #[test]
+    fn sled_store() {
+        let dir = tempfile::tempdir().unwrap();
+        conformance(&SledStore::open(dir.path()).unwrap());
     }
 
     #[test]
@@ -210,10 +412,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = SledStore::open(dir.path()).unwrap();
-            exercise(&s);
+            conformance(&s);
             s.flush().unwrap();
         }
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(s.get("a", "order:2").unwrap().as_deref(), Some("y"));
+        assert_eq!(s.get("d", "k2").unwrap().as_deref(), Some("v2"));
+    }
+
+    /// Many concurrent compare-and-swaps from None: exactly one wins.
+    fn one_winner(s: &(dyn Store + Sync)) {
+        let wins = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|t| {
+            for i in 0..8 {
+                let wins = &wins;
+                t.spawn(move || {
+                    if s.compare_and_swap("l", "contested", None, Some(&i.to_string()))
+                        .unwrap()
+                    {
+                        wins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert_eq!(wins.into_inner(), 1);
+    }
+
+    #[test]
+    fn compare_and_swap_has_one_winner() {
+        one_winner(&MemStore::default());
+        let dir = tempfile::tempdir().unwrap();
+        one_winner(&SledStore::open(dir.path()).unwrap());
     }
 }

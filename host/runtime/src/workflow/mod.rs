@@ -121,19 +121,6 @@ pub fn failure_class(e: &CallError) -> FailureClass {
 
 static RUN_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Marks a run as being driven in this process; dropped when done. The one
-/// place that knows how a run is claimed (see [`Host::claim`]).
-struct Claim<'a> {
-    host: &'a Host,
-    run: String,
-}
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        self.host.driving.lock().unwrap().remove(&self.run);
-    }
-}
-
 impl Host {
     pub fn workflow(&self, name: &str) -> Result<&Workflow, RunError> {
         self.deployment
@@ -339,31 +326,8 @@ impl Host {
     /// escalation's resolution decides on). Every read of the log for one
     /// run goes through here.
     fn run_records(&self, st: &RunState) -> Result<Vec<Record>, RunError> {
-        let all = charter_audit::read_records(self.services.log.path())
-            .map_err(|e| RunError::Log(e.to_string()))?;
-        Ok(all
-            .into_iter()
-            .filter(|r| r.seq >= st.started_seq)
-            .filter(|r| {
-                r.event.run() == Some(st.id.as_str())
-                    || matches!(
-                        r.event,
-                        Event::CallResult { .. } | Event::ProposalResolved { .. }
-                    )
-            })
-            .collect())
-    }
-
-    /// Claim run `id` for this process; `None` if another task of this
-    /// process drives it already. The claim ends when it is dropped.
-    fn claim(&self, run: &str) -> Option<Claim<'_>> {
-        if !self.driving.lock().unwrap().insert(run.to_string()) {
-            return None;
-        }
-        Some(Claim {
-            host: self,
-            run: run.to_string(),
-        })
+        self.records_of_run(&st.id)
+            .map_err(|e| RunError::Log(e.to_string()))
     }
 
     /// What the engine is told about `st` now: the time, and the proposal
@@ -385,8 +349,12 @@ impl Host {
     /// or waits for people). `fresh`: the run was just started here, so its
     /// first step has no journal to read.
     async fn drive_state(&self, st: RunState, fresh: bool) -> Result<RunState, RunError> {
-        let Some(_claim) = self.claim(&st.id) else {
-            // Another task of this process is driving it already.
+        let Some(_lease) = self
+            .claim_run(&st.id)
+            .map_err(|e| RunError::Log(e.to_string()))?
+        else {
+            // Another driver (a task of this process, or another host on
+            // the store) holds the run's lease.
             return Ok(st);
         };
         let span = tracing::info_span!("run", run = %st.id, workflow = %st.workflow);
