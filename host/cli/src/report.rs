@@ -7,7 +7,7 @@ use anyhow::Result;
 use charter_config::{Deployment, Effect, FunctionName, Pattern};
 use charter_runtime::error::{EXIT_ERROR, EXIT_OK, EXIT_REFUSED};
 use charter_runtime::inspect::ImportClass;
-use charter_runtime::{Host, HostFn, HostOptions, LoadError, LoadedPlugin};
+use charter_runtime::{Host, HostOptions, LoadError, LoadedPlugin};
 use serde_json::{Value, json};
 
 pub async fn inspect(path: &Path, deployment: Option<&Deployment>, as_json: bool) -> Result<i32> {
@@ -315,14 +315,15 @@ pub fn grants(d: &Deployment, as_json: bool) -> Result<i32> {
                 // patterns (connectors, wasi:http) are listed as written.
                 let expanded: Vec<(String, Effect)> = if pat.interface.starts_with("charter:host/")
                 {
-                    HostFn::ALL
+                    let mut seen = std::collections::BTreeSet::new();
+                    charter_runtime::catalog()
                         .iter()
-                        .filter(|f| pat.matches(&f.function_name()))
+                        // Once per function, whatever versions serve it.
+                        .filter(|(_, f)| pat.matches(f.function_name()) && seen.insert(f.action()))
                         // Per function, not per group: a group that
                         // holds `kv.set` does not make its `kv.get` write.
-                        .map(|f| {
-                            let eff = d.function_effect(&f.function_name());
-                            (format!("{}.{}", f.interface(), f.name()), eff)
+                        .map(|(_, f)| {
+                            (f.action().to_string(), d.function_effect(f.function_name()))
                         })
                         .collect()
                 } else {

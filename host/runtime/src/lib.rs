@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod capabilities;
 pub mod engine;
 pub mod error;
 pub mod index;
@@ -39,14 +40,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use charter_audit::{Event, EventLog};
-use charter_config::{Deployment, FunctionName, LlmProvider, PluginSpec, WasiMode};
+use charter_config::{Deployment, FunctionName, PluginSpec, WasiMode};
 use charter_store::{SledStore, Store};
 use wasmtime::component::{Component, ComponentType, InstancePre, Lift};
 use wasmtime::{Engine, Trap};
 
+pub use capabilities::{Catalog, FnId, HostFunction, catalog};
 pub use error::{CallError, LimitKind, LoadError, UngrantedImport};
 pub use inspect::{Inspection, binary_kind, digest, inspect};
-pub use mediator::{HostFn, Llm, LogLine, OfflineLlm, OpenAiLlm};
+pub use mediator::{Llm, LogLine, OfflineLlm, OpenAiLlm};
 
 use inspect::{BinaryKind, ImportClass};
 use linker::GrantSet;
@@ -148,6 +150,9 @@ pub enum HostError {
     Engine(String),
     #[error("llm: {0}")]
     Llm(String),
+    /// A capability could not be set up from the deployment.
+    #[error("{0}")]
+    Capability(String),
     #[error(transparent)]
     Log(#[from] charter_audit::LogError),
     #[error(transparent)]
@@ -279,26 +284,9 @@ impl Host {
             Some(s) => s,
             None => Arc::new(open_state(&deployment.data_dir.join("state"))?),
         };
-        let llm: Arc<dyn Llm> = match options.llm {
-            Some(l) => l,
-            None => match &deployment.llm {
-                LlmProvider::Offline => Arc::new(OfflineLlm),
-                LlmProvider::OpenAi {
-                    base_url,
-                    model,
-                    api_key_secret,
-                } => {
-                    let key = match api_key_secret {
-                        None => None,
-                        Some(name) => match mediator::read_secret(&deployment.secrets, name) {
-                            Ok(v) => Some(v),
-                            Err(e) => return Err(HostError::Llm(e)),
-                        },
-                    };
-                    Arc::new(OpenAiLlm::new(base_url.clone(), model.clone(), key))
-                }
-            },
-        };
+        let capabilities =
+            capabilities::Registry::new(&deployment, capabilities::Setup { llm: options.llm })
+                .map_err(HostError::Capability)?;
         // The event log is the system of record; the store's indexes are
         // derived from it, re-applied from the last sequence they saw.
         let index_store = store.clone();
@@ -330,7 +318,7 @@ impl Host {
         let deployment = Arc::new(deployment);
         let services = Arc::new(Services {
             store,
-            llm,
+            capabilities,
             log,
             policy,
             deployment: deployment.clone(),
@@ -686,12 +674,13 @@ impl Host {
         let pre = match cached {
             Some(p) => p,
             None => {
-                let linker = linker::build(&self.engine, &grants).map_err(|e| {
-                    fail(LoadError::Link {
-                        plugin: spec.name.clone(),
-                        detail: format!("{e:#}"),
-                    })
-                })?;
+                let linker = linker::build(&self.engine, &self.services.capabilities, &grants)
+                    .map_err(|e| {
+                        fail(LoadError::Link {
+                            plugin: spec.name.clone(),
+                            detail: format!("{e:#}"),
+                        })
+                    })?;
                 let pre = linker.instantiate_pre(&component).map_err(|e| {
                     fail(LoadError::Link {
                         plugin: spec.name.clone(),
@@ -712,13 +701,17 @@ impl Host {
                 .iter()
                 .copied()
                 .filter(|f| {
+                    let f = catalog().get(*f);
                     self.deployment
                         .granted_groups(spec)
-                        .any(|g| g.policies.is_some() && g.names_action(&f.function_name()))
+                        .any(|g| g.policies.is_some() && g.names_action(f.function_name()))
                 })
                 .collect(),
             granted: grants.host.clone(),
-            secrets: self.deployment.granted_secrets(spec),
+            grants: self
+                .services
+                .capabilities
+                .argument_grants(&self.deployment, spec),
             hosts: self.deployment.allowed_hosts(spec),
             limits: spec.limits,
         });
@@ -784,14 +777,14 @@ impl Host {
     /// outbound HTTP and every loaded connector's; one per action.
     pub(crate) fn policy_signatures(&self) -> Vec<(FunctionName, charter_policy::Signature)> {
         use charter_policy::{ParamType, Signature};
-        let mut sigs: Vec<(FunctionName, Signature)> = HostFn::ALL
-            .iter()
+        let mut sigs: Vec<(FunctionName, Signature)> = catalog()
+            .actions()
             .map(|f| {
                 let sig = Signature {
-                    action: f.action(),
+                    action: f.action().to_string(),
                     params: f.params(),
                 };
-                (f.function_name(), sig)
+                (f.function_name().clone(), sig)
             })
             .collect();
         sigs.push((
@@ -1580,6 +1573,12 @@ pub fn check_imports(
                 );
                 http
             }
+            // A host function must be served at the version imported (a
+            // plugin built against 0.1.0 cannot import what 0.2.0 added).
+            ImportClass::Capability if f.interface.starts_with("charter:host/") => {
+                hint = capabilities::catalog().unserved(&iface.interface, func);
+                hint.is_none() && groups.iter().any(|g| g.grants(&f))
+            }
             ImportClass::Capability => groups.iter().any(|g| g.grants(&f)),
         };
         if !covered {
@@ -1606,13 +1605,15 @@ fn grants_http(dep: &Deployment, spec: &PluginSpec) -> bool {
 
 /// The functions a plugin is linked with.
 fn grant_set(dep: &Deployment, spec: &PluginSpec) -> GrantSet {
-    let host: BTreeSet<HostFn> = HostFn::ALL
+    // Each granted function at every version the host serves it: a plugin
+    // imports one of them (the load check has refused any other).
+    let host: BTreeSet<FnId> = catalog()
         .iter()
-        .copied()
-        .filter(|f| {
+        .filter(|(_, f)| {
             dep.granted_groups(spec)
-                .any(|g| g.grants(&f.function_name()))
+                .any(|g| g.grants(f.function_name()))
         })
+        .map(|(id, _)| id)
         .collect();
     GrantSet {
         wasi: spec.wasi,

@@ -3,20 +3,22 @@
 //! Each plugin gets its own [`Linker`] holding exactly: the host functions
 //! its groups grant, `wasi:http` if a group grants it, and the inert WASI
 //! baseline unless the plugin is `wasi = "none"`. Every host function is a
-//! thin closure into [`Mediator::dispatch`]; nothing else is defined.
+//! thin closure into [`Mediator::dispatch`], defined by its capability
+//! (`capabilities/`) at its served version; nothing else is defined.
 //! **Invariant:** no import is ever defined as a trap stub: an import
 //! that is not granted stays undefined and the component cannot instantiate.
 
 use std::collections::BTreeSet;
 
 use charter_config::WasiMode;
-use wasmtime::component::{ComponentType, Lift, Linker, Lower};
-use wasmtime::{Engine, StoreContextMut};
+use wasmtime::Engine;
+use wasmtime::component::Linker;
 
 use charter_audit::{Decision, Event};
 
+use crate::capabilities::{FnId, Registry};
 use crate::error::LimitKind;
-use crate::mediator::{Dispatch, Fault, Gate, HOST_VERSION, HostCall, HostFn, LogLevel, Reply};
+use crate::mediator::{Fault, Gate};
 use crate::state::HostState;
 use crate::{record, values};
 
@@ -25,67 +27,18 @@ use crate::{record, values};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct GrantSet {
     pub wasi: WasiMode,
-    pub host: BTreeSet<HostFn>,
+    /// Granted host functions, each at one served version.
+    pub host: BTreeSet<FnId>,
     pub http: bool,
     /// Connector-provided functions: (instance as imported, function).
     pub connectors: BTreeSet<(String, String)>,
 }
 
-#[derive(ComponentType, Lift, Clone, Copy, Debug)]
-#[component(enum)]
-#[allow(dead_code, reason = "constructed by lifting from the guest")]
-#[repr(u8)]
-enum WitLevel {
-    #[component(name = "trace")]
-    Trace,
-    #[component(name = "debug")]
-    Debug,
-    #[component(name = "info")]
-    Info,
-    #[component(name = "warn")]
-    Warn,
-    #[component(name = "error")]
-    Error,
-}
-
-impl From<WitLevel> for LogLevel {
-    fn from(l: WitLevel) -> LogLevel {
-        match l {
-            WitLevel::Trace => LogLevel::Trace,
-            WitLevel::Debug => LogLevel::Debug,
-            WitLevel::Info => LogLevel::Info,
-            WitLevel::Warn => LogLevel::Warn,
-            WitLevel::Error => LogLevel::Error,
-        }
-    }
-}
-
-#[derive(ComponentType, Lower, Clone, Debug)]
-#[component(record)]
-struct Classification {
-    label: String,
-    confidence: f32,
-}
-
-type Store<'a> = StoreContextMut<'a, HostState>;
-
-/// Run a call that is always ready (kv, log, secrets).
-fn ready(mut store: Store<'_>, call: HostCall) -> wasmtime::Result<Result<Reply, String>> {
-    match store.data_mut().mediator.dispatch(call)? {
-        Dispatch::Ready(r) => Ok(r),
-        Dispatch::Wait(_) => Err(wasmtime::Error::msg(
-            "internal: synchronous capability returned a pending reply",
-        )),
-    }
-}
-
-fn mismatch<T>() -> wasmtime::Result<T> {
-    Err(wasmtime::Error::msg(
-        "internal: capability reply of the wrong shape",
-    ))
-}
-
-pub(crate) fn build(engine: &Engine, grants: &GrantSet) -> wasmtime::Result<Linker<HostState>> {
+pub(crate) fn build(
+    engine: &Engine,
+    capabilities: &Registry,
+    grants: &GrantSet,
+) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::<HostState>::new(engine);
     if grants.wasi == WasiMode::Inert {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -94,7 +47,7 @@ pub(crate) fn build(engine: &Engine, grants: &GrantSet) -> wasmtime::Result<Link
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     }
     for f in &grants.host {
-        define(&mut linker, *f)?;
+        capabilities.link(&mut linker, *f)?;
     }
     for (instance, func) in &grants.connectors {
         define_connector(&mut linker, instance, func)?;
@@ -260,103 +213,4 @@ pub(crate) fn summarize(
 ) -> String {
     let text = serde_json::Value::Array(vals.iter().map(values::to_json).collect()).to_string();
     record::cut(&redactor.redact(&text), 300)
-}
-
-fn define(linker: &mut Linker<HostState>, f: HostFn) -> wasmtime::Result<()> {
-    let mut inst = linker.instance(&format!("{}@{HOST_VERSION}", f.interface()))?;
-    let name = f.name();
-    match f {
-        HostFn::LogWrite => inst.func_wrap(
-            name,
-            |store: Store<'_>, (level, message): (WitLevel, String)| {
-                ready(
-                    store,
-                    HostCall::LogWrite {
-                        level: level.into(),
-                        message,
-                    },
-                )?
-                .map_err(wasmtime::Error::msg)?;
-                Ok(())
-            },
-        ),
-        HostFn::KvGet => inst.func_wrap(name, |store: Store<'_>, (key,): (String,)| {
-            Ok((match ready(store, HostCall::KvGet { key })? {
-                Ok(Reply::Value(v)) => Ok(v),
-                Err(e) => Err(e),
-                _ => return mismatch(),
-            },))
-        }),
-        HostFn::KvSet => {
-            inst.func_wrap(name, |store: Store<'_>, (key, value): (String, String)| {
-                Ok((match ready(store, HostCall::KvSet { key, value })? {
-                    Ok(Reply::Unit) => Ok(()),
-                    Err(e) => Err(e),
-                    _ => return mismatch(),
-                },))
-            })
-        }
-        HostFn::KvDelete => inst.func_wrap(name, |store: Store<'_>, (key,): (String,)| {
-            Ok((match ready(store, HostCall::KvDelete { key })? {
-                Ok(Reply::Existed(b)) => Ok(b),
-                Err(e) => Err(e),
-                _ => return mismatch(),
-            },))
-        }),
-        HostFn::KvListKeys => inst.func_wrap(name, |store: Store<'_>, (prefix,): (String,)| {
-            Ok((match ready(store, HostCall::KvListKeys { prefix })? {
-                Ok(Reply::Keys(k)) => Ok(k),
-                Err(e) => Err(e),
-                _ => return mismatch(),
-            },))
-        }),
-        HostFn::SecretsGet => inst.func_wrap(name, |store: Store<'_>, (name,): (String,)| {
-            Ok((match ready(store, HostCall::SecretsGet { name })? {
-                Ok(Reply::Text(v)) => Ok(v),
-                Err(e) => Err(e),
-                _ => return mismatch(),
-            },))
-        }),
-        HostFn::ExplainRationale => inst.func_wrap(name, |store: Store<'_>, (text,): (String,)| {
-            ready(store, HostCall::ExplainRationale { text })?.map_err(wasmtime::Error::msg)?;
-            Ok(())
-        }),
-        HostFn::LlmComplete => {
-            inst.func_wrap_async(name, |mut store: Store<'_>, (prompt,): (String,)| {
-                Box::new(async move {
-                    let m = &mut store.data_mut().mediator;
-                    let r = match m.dispatch(HostCall::LlmComplete { prompt })? {
-                        Dispatch::Ready(r) => r,
-                        Dispatch::Wait(fut) => m.wait(fut).await?,
-                    };
-                    m.record_result(&r);
-                    Ok((match r {
-                        Ok(Reply::Text(t)) => Ok(t),
-                        Err(e) => Err(e),
-                        _ => return mismatch(),
-                    },))
-                })
-            })
-        }
-        HostFn::LlmClassify => inst.func_wrap_async(
-            name,
-            |mut store: Store<'_>, (text, labels): (String, Vec<String>)| {
-                Box::new(async move {
-                    let m = &mut store.data_mut().mediator;
-                    let r = match m.dispatch(HostCall::LlmClassify { text, labels })? {
-                        Dispatch::Ready(r) => r,
-                        Dispatch::Wait(fut) => m.wait(fut).await?,
-                    };
-                    m.record_result(&r);
-                    Ok((match r {
-                        Ok(Reply::Class(label, confidence)) => {
-                            Ok(Classification { label, confidence })
-                        }
-                        Err(e) => Err(e),
-                        _ => return mismatch(),
-                    },))
-                })
-            },
-        ),
-    }
 }
