@@ -29,6 +29,7 @@ mod kv;
 mod llm;
 pub mod llm_provider;
 mod log;
+mod notify;
 mod secrets;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -48,7 +49,7 @@ pub use secrets::read_secret;
 
 /// The `charter:host` versions this host serves, oldest first. A released
 /// version's WIT folder (`wit/host@VERSION`) is never edited.
-pub const SERVED: &[&str] = &["0.1.0"];
+pub const SERVED: &[&str] = &["0.1.0", "0.2.0"];
 
 /// What policy can see of a parameter's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,6 +347,7 @@ const BUILTINS: &[Builtin] = &[
     secrets::BUILTIN,
     llm::BUILTIN,
     explain::BUILTIN,
+    notify::BUILTIN,
 ];
 
 /// A host's capabilities, built from its deployment.
@@ -468,5 +470,21 @@ mod tests {
         }
         assert!(catalog().unserved("charter:host/kv@0.1.0", "get").is_none());
         assert!(catalog().unserved("charter:host/kv@9.0.0", "get").is_some());
+        // notify is served from 0.2.0 on, kv at both versions.
+        assert!(
+            catalog()
+                .lookup("charter:host/notify@0.1.0", "send")
+                .is_none()
+        );
+        assert!(
+            catalog()
+                .lookup("charter:host/notify@0.2.0", "send")
+                .is_some()
+        );
+        assert!(catalog().lookup("charter:host/kv@0.2.0", "get").is_some());
+        let why = catalog()
+            .unserved("charter:host/notify@0.1.0", "send")
+            .unwrap();
+        assert!(why.contains("from 0.2.0 on"), "{why}");
     }
 }
