@@ -471,3 +471,74 @@ fn a_0_2_0_plugin_runs_beside_a_0_1_0_plugin() {
     assert!(called("charter:host/kv@0.1.0#set"));
     assert!(called("charter:host/kv@0.1.0#get"));
 }
+
+/// The host's bindings equal `wit/`: the fixture built against
+/// `wit/host@0.2.0` imports every 0.2.0 function; each is in the host's
+/// catalog with the WIT's parameter names and types (loading it linked, so
+/// wasmtime checked the typed closures against the same types); and every
+/// 0.1.0 interface is 0.2.0's file but for its package line, with 0.2.0's
+/// additions (notify) served from 0.2.0 on only.
+#[test]
+fn host_bindings_match_the_wit_of_every_served_version() {
+    use charter_runtime::capabilities::{Param, SERVED};
+    use wasmtime::component::types::{ComponentItem, Type};
+    let engine = wasmtime::Engine::default();
+    let component =
+        wasmtime::component::Component::from_file(&engine, fixture("fx-host-v2")).unwrap();
+    let catalog = charter_runtime::catalog();
+    let mut seen = std::collections::BTreeSet::new();
+    for (instance, item) in component.component_type().imports(&engine) {
+        if !instance.starts_with("charter:host/") {
+            continue;
+        }
+        let ComponentItem::ComponentInstance(inst) = item.ty else {
+            panic!("{instance} is not an instance")
+        };
+        for (name, item) in inst.exports(&engine) {
+            let ComponentItem::ComponentFunc(func) = item.ty else {
+                continue;
+            };
+            let id = catalog
+                .lookup(instance, name)
+                .unwrap_or_else(|| panic!("{instance}#{name} is not served"));
+            let spec = catalog.get(id);
+            let wit: Vec<(String, Type)> = func.params().map(|(n, t)| (n.to_string(), t)).collect();
+            assert_eq!(wit.len(), spec.function.params.len(), "{}", spec.display());
+            for ((n, t), (sn, sp)) in wit.iter().zip(spec.function.params) {
+                assert_eq!(n, sn, "{}", spec.display());
+                let fits = match (sp, t) {
+                    (Param::String, Type::String | Type::Enum(_)) => true,
+                    (Param::StringList, Type::List(l)) => matches!(l.ty(), Type::String),
+                    _ => false,
+                };
+                assert!(
+                    fits,
+                    "{}: {n} is {t:?} in WIT, {sp:?} in the host",
+                    spec.display()
+                );
+            }
+            seen.insert(spec.display().to_string());
+        }
+    }
+    let newest = SERVED.last().unwrap();
+    let at_newest: std::collections::BTreeSet<String> = catalog
+        .iter()
+        .filter(|(_, f)| f.version == *newest)
+        .map(|(_, f)| f.display().to_string())
+        .collect();
+    assert_eq!(seen, at_newest, "the fixture imports every function");
+    // Released folders: 0.2.0 is 0.1.0 plus notify.
+    let wit = root().join("wit");
+    for entry in std::fs::read_dir(wit.join("host@0.1.0")).unwrap() {
+        let name = entry.unwrap().file_name();
+        let old = std::fs::read_to_string(wit.join("host@0.1.0").join(&name)).unwrap();
+        let new = std::fs::read_to_string(wit.join("host@0.2.0").join(&name)).unwrap();
+        assert_eq!(
+            old.replace("charter:host@0.1.0", "charter:host@0.2.0"),
+            new,
+            "{name:?}"
+        );
+    }
+    let functions_at = |v: &str| catalog.iter().filter(|(_, f)| f.version == v).count();
+    assert_eq!(functions_at("0.1.0") + 1, functions_at("0.2.0"));
+}

@@ -334,10 +334,14 @@ pub(crate) struct Setup {
     pub llm: Option<Arc<dyn Llm>>,
 }
 
+/// How a host builds a capability from its deployment (the error is a
+/// whole message, prefixed with the capability's name).
+pub(crate) type Build = fn(&Deployment, &mut Setup) -> Result<Arc<dyn Capability>, String>;
+
 /// A built-in capability: its interface and how a host builds it.
 pub(crate) struct Builtin {
     pub interface: &'static Interface,
-    pub build: fn(&Deployment, &mut Setup) -> Result<Arc<dyn Capability>, String>,
+    pub build: Build,
 }
 
 /// The capabilities this host is built with, in catalog order.

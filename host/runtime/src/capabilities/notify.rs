@@ -130,13 +130,15 @@ impl Capability for Notify {
             Channel::Inbox => return Dispatch::Wait(Box::pin(async move { Ok(json!(key)) })),
             Channel::Webhook(url) => url.clone(),
         };
-        let subject = m.redact(arg(args, "subject"));
-        let body = m.redact(arg(args, "body"));
+        let (subject, body) = (arg(args, "subject"), arg(args, "body"));
         let text = if subject.is_empty() {
-            body
+            body.to_string()
         } else {
             format!("*{subject}*\n{body}")
         };
+        // Redacted whole: a value split across subject and body is caught
+        // where the two meet.
+        let text = m.redact(&text);
         // Just inside the host-call timeout, so the outcome is recorded
         // before the mediator's own timeout would cut the wait.
         let timeout = m
