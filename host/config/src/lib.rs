@@ -22,6 +22,9 @@
 //! granted_by = "alice"
 //! reason = "triage needs to read orders"
 //!
+//! [channels.ops]                 # for charter:host/notify; or inbox = true
+//! webhook = "https://hooks.example.com/T0/B0/x"
+//!
 //! [plugins.payments]             # a connector
 //! path = "plugins/payments.wasm"
 //! provides = ["acme:payments/refunds"]
@@ -34,7 +37,7 @@
 //!
 //! A function's effect is what the host knows it to be, never what a group
 //! says: the host's own functions are catalogued ([`HOST_FUNCTION_EFFECTS`]:
-//! `charter:host/kv.set` and `kv.delete` write, the rest read;
+//! `charter:host/kv.set`, `kv.delete` and `notify.send` write, the rest read;
 //! `wasi:http/outgoing-handler.handle` writes); a connector's functions are
 //! read only where their provider declares them so in `effects`, write
 //! otherwise (as is any function of an interface nobody provides). A
