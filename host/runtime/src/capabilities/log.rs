@@ -80,7 +80,13 @@ impl Capability for Log {
     }
 
     fn execute(&self, args: &Value, x: Exec<'_>) -> Dispatch {
-        let level = serde_json::from_value(args["level"].clone()).unwrap_or(LogLevel::Info);
+        let level = match super::arg(args, "level") {
+            "trace" => LogLevel::Trace,
+            "debug" => LogLevel::Debug,
+            "warn" => LogLevel::Warn,
+            "error" => LogLevel::Error,
+            _ => LogLevel::Info,
+        };
         let message =
             x.m.redact_text(super::arg(args, "message"), MAX_LOG_MESSAGE);
         x.m.push_log(level, "log", message);

@@ -13,7 +13,16 @@
 //! policy → record → execute, see `Mediator::dispatch`), and the linker
 //! asks the registry to link each granted function. Adding a capability is
 //! one module here, one line in [`BUILTINS`], its WIT (a new
-//! `wit/host@VERSION` folder) and its SDK helpers.
+//! `wit/host@VERSION` folder, added to [`SERVED`]), its SDK helpers, and in
+//! `charter-config` (which knows nothing of WebAssembly) its effect in
+//! `HOST_FUNCTION_EFFECTS` (a test checks the two agree) and any section of
+//! `charter.toml` it reads.
+//!
+//! Not yet capabilities of this shape: outbound HTTP (`wasi:http`, linked
+//! by wasmtime-wasi-http, decided in the mediator's `WasiHttpHooks`) and
+//! connector functions (dynamic trampolines in `sandbox/linker.rs`). They
+//! run the same pipeline stages (`admit`, `gate`, `rule`, `hold`,
+//! `call_event`), written out for streamed bodies and dynamic types.
 //!
 //! The host serves every version in [`SERVED`] side by side: a function is
 //! linked at each served version from its interface's `since` on, so a
