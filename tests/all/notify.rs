@@ -542,3 +542,90 @@ fn host_bindings_match_the_wit_of_every_served_version() {
     let functions_at = |v: &str| catalog.iter().filter(|(_, f)| f.version == v).count();
     assert_eq!(functions_at("0.1.0") + 1, functions_at("0.2.0"));
 }
+
+/// `charter run` of a workflow whose step notifies, aborted at its n-th log
+/// I/O boundary (`CHARTER_TEST_CRASH_AT`) for every n until a run gets
+/// through, then resumed: every run completes having delivered exactly one
+/// notification (one idempotency key); a crash after the delivery's result
+/// reached the log never sends again, and one between the delivery and its
+/// result re-sends only under the same key.
+#[test]
+fn a_notify_is_not_repeated_after_a_crash() {
+    use std::process::{Command, Stdio};
+    let rt = rt();
+    let (port, got) = rt.block_on(webhook(Answer::Ok));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("charter.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[deployment]
+name = "crash-notify"
+phase = 4
+data_dir = "data"
+[approvers.olga]
+roles = ["operator"]
+{channels}
+[plugins.notifier]
+path = "{fx}"
+groups = ["notify", "no-secrets"]
+[workflows.alert]
+[[workflows.alert.steps]]
+id = "tell"
+plugin = "notifier"
+input = {{ channel = "ops", subject = "$/input/order", body = "b" }}
+"#,
+            channels = channels(port),
+            fx = fixture("fx-notify").display(),
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let warm = charter(&["check", "--config", cfg], dir.path());
+    assert!(warm.status.success(), "{}", text(&warm));
+    let (mut crashes, mut boundary, mut finished) = (0, 0, 0);
+    while finished < 2 && boundary < 200 {
+        boundary += 1;
+        let st = Command::new(charter_bin())
+            .args(["run", "alert", "--input"])
+            .arg(format!("{{\"order\": \"o-{boundary}\"}}"))
+            .args(["--config", cfg])
+            .env_remove("CHARTER_LOG")
+            .env("CHARTER_TEST_CRASH_AT", boundary.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        match st.code() {
+            None => crashes += 1,
+            Some(0) => finished += 1,
+            Some(c) => panic!("boundary {boundary}: charter run exited {c}"),
+        }
+        let r = charter(&["runs", "resume", "--config", cfg], dir.path());
+        assert!(r.status.success(), "boundary {boundary}: resume: {}", text(&r));
+    }
+    assert!(finished >= 2 && crashes >= 5, "{crashes} crashes, {finished} finished");
+    let d = charter_config::Deployment::load(&config).unwrap();
+    let host = charter_runtime::Host::new(d, Default::default()).unwrap();
+    let runs = host.runs();
+    let got = got.lock().unwrap().clone();
+    let mut resent = 0;
+    for r in &runs {
+        assert_eq!(r.status, charter_runtime::workflow::status::COMPLETED, "{r:?}");
+        let mine: Vec<&String> = got
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.split(':').nth(1) == Some(r.id.as_str()))
+            .collect();
+        let keys: std::collections::BTreeSet<_> = mine.iter().collect();
+        assert_eq!(keys.len(), 1, "run {}: {mine:?}", r.id);
+        resent += mine.len() - 1;
+    }
+    // Only a crash between a delivery and its recorded result sends again.
+    assert!(resent <= 1, "{resent} re-sends over {crashes} crashes");
+    eprintln!(
+        "notify crash points: {boundary} boundaries, {crashes} crashes, {} runs, {resent} re-sent under the same key",
+        runs.len()
+    );
+}
