@@ -603,16 +603,27 @@ input = {{ channel = "ops", subject = "$/input/order", body = "b" }}
             Some(c) => panic!("boundary {boundary}: charter run exited {c}"),
         }
         let r = charter(&["runs", "resume", "--config", cfg], dir.path());
-        assert!(r.status.success(), "boundary {boundary}: resume: {}", text(&r));
+        assert!(
+            r.status.success(),
+            "boundary {boundary}: resume: {}",
+            text(&r)
+        );
     }
-    assert!(finished >= 2 && crashes >= 5, "{crashes} crashes, {finished} finished");
+    assert!(
+        finished >= 2 && crashes >= 5,
+        "{crashes} crashes, {finished} finished"
+    );
     let d = charter_config::Deployment::load(&config).unwrap();
     let host = charter_runtime::Host::new(d, Default::default()).unwrap();
     let runs = host.runs();
     let got = got.lock().unwrap().clone();
     let mut resent = 0;
     for r in &runs {
-        assert_eq!(r.status, charter_runtime::workflow::status::COMPLETED, "{r:?}");
+        assert_eq!(
+            r.status,
+            charter_runtime::workflow::status::COMPLETED,
+            "{r:?}"
+        );
         let mine: Vec<&String> = got
             .iter()
             .map(|(k, _)| k)
