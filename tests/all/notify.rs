@@ -635,6 +635,15 @@ input = {{ channel = "ops", subject = "$/input/order", body = "b" }}
     }
     // Only a crash between a delivery and its recorded result sends again.
     assert!(resent <= 1, "{resent} re-sends over {crashes} crashes");
+    let records = charter_audit::read_records(host.log().path()).unwrap();
+    assert_eq!(
+        charter_runtime::kpi::compute(&records).unauthorized_actions_executed,
+        0
+    );
+    // The grants report names the channels a plugin may send to.
+    let g = charter(&["grants", "--json", "--config", cfg], dir.path());
+    let g: Value = serde_json::from_slice(&g.stdout).unwrap();
+    assert_eq!(g["plugins"][0]["channels"], json!(["console", "ops"]));
     eprintln!(
         "notify crash points: {boundary} boundaries, {crashes} crashes, {} runs, {resent} re-sent under the same key",
         runs.len()

@@ -360,6 +360,7 @@ pub fn grants(d: &Deployment, as_json: bool) -> Result<i32> {
             "functions": functions,
             "allow_hosts": d.allowed_hosts(p),
             "secrets": d.granted_secrets(p),
+            "channels": d.granted_channels(p),
         }));
     }
     let violations = d.violations();
