@@ -649,3 +649,73 @@ input = {{ channel = "ops", subject = "$/input/order", body = "b" }}
         runs.len()
     );
 }
+
+/// Cedar decides on notify's typed arguments (channel, subject, body are
+/// strings to policy): a forbid on the body denies, a channel routed to
+/// people sends nothing until approved, and the approval sends exactly
+/// the approved message once.
+#[test]
+fn policy_decides_notify_on_its_arguments() {
+    let rt = rt();
+    let (port, got) = rt.block_on(webhook(Answer::Ok));
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        r#"
+[channels.ops]
+webhook = "http://127.0.0.1:{port}/hook"
+[channels.console]
+inbox = true
+[groups.governed-notify]
+capabilities = ["charter:host/notify.send"]
+channels = ["ops", "console"]
+policies = '''
+@id("ops-needs-a-person")
+@approval("operator")
+permit (principal, action == Action::"charter:host/notify.send", resource)
+when {{ context.channel == "ops" }};
+@id("console-is-fine")
+permit (principal, action == Action::"charter:host/notify.send", resource)
+when {{ context.channel == "console" }};
+@id("no-wire-talk")
+forbid (principal, action == Action::"charter:host/notify.send", resource)
+when {{ context.body like "*wire*" }};
+'''
+[groups.no-secrets]
+capabilities = ["charter:host/secrets.get"]
+[approvers.olga]
+roles = ["operator"]
+"#
+    );
+    let d = deployment(
+        dir.path(),
+        4,
+        &[(
+            "notifier",
+            "fx-notify",
+            &["governed-notify", "no-secrets"],
+            &extra,
+        )],
+    );
+    let (h, _) = host(d);
+    rt.block_on(h.load("notifier")).unwrap();
+    assert_eq!(h.policy_problems(), Vec::<String>::new());
+    let call = |input: Value| rt.block_on(h.call("notifier", &input.to_string()));
+    let out = call(json!({"channel": "console", "body": "hello"})).unwrap();
+    assert!(out.output["sent"].is_string(), "{}", out.output);
+    let err = call(json!({"channel": "console", "body": "send the wire now"})).unwrap_err();
+    assert!(matches!(err, CallError::Denied { .. }), "{err}");
+    assert!(err.to_string().contains("no-wire-talk"), "{err}");
+    let err = call(json!({"channel": "ops", "subject": "s", "body": "refund A-1"})).unwrap_err();
+    assert_eq!(err.exit_code(), 4, "awaiting approval: {err}");
+    assert!(
+        got.lock().unwrap().is_empty(),
+        "nothing sent before approval"
+    );
+    let proposals = h.proposals();
+    assert_eq!(proposals.len(), 1);
+    rt.block_on(h.decide(&proposals[0].id, "olga", true, None))
+        .unwrap();
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "the approval sent it once");
+    assert_eq!(got[0].1["text"], "*s*\nrefund A-1");
+}
