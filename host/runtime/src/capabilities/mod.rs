@@ -417,7 +417,7 @@ pub(crate) fn call_ready(
     args: Value,
 ) -> wasmtime::Result<GuestResult> {
     let m = &mut store.data_mut().mediator;
-    let span = m.call_span(id);
+    let span = m.call_span(catalog().get(id).display());
     span.in_scope(|| match m.dispatch(id, args)? {
         Dispatch::Ready(r) => Ok(r),
         Dispatch::Wait(_) => Err(wasmtime::Error::msg(
@@ -435,7 +435,7 @@ pub(crate) async fn call_waiting(
 ) -> wasmtime::Result<GuestResult> {
     use tracing::Instrument;
     let m = &mut store.data_mut().mediator;
-    let span = m.call_span(id);
+    let span = m.call_span(catalog().get(id).display());
     async move {
         let r = match m.dispatch(id, args)? {
             Dispatch::Ready(r) => r,

@@ -993,12 +993,12 @@ impl Mediator {
     /// The span of one host call: plugin, function, and run, step and
     /// attempt inside a workflow run. Attached to the call's future with
     /// `.instrument` (or entered for a call that never waits).
-    pub(crate) fn call_span(&self, id: FnId) -> tracing::Span {
+    pub(crate) fn call_span(&self, function: &str) -> tracing::Span {
         let j = self.journal.as_deref();
         tracing::debug_span!(
             "host_call",
             plugin = %self.ctx.name,
-            function = catalog().get(id).display(),
+            function,
             run = j.map(|j| j.run.as_str()),
             step = j.map(|j| j.step.as_str()),
             attempt = j.map(|j| j.attempt),
@@ -1204,116 +1204,124 @@ impl WasiHttpHooks for Mediator {
         let deadline = tokio::time::Instant::from_std(self.deadline);
         let at_deadline = self.deadline_detail("an outbound request was");
         let redactor = self.revealed.clone();
-        Box::new(async move {
-            use http_body_util::BodyExt;
-            let fail = |fault: Fault| {
-                let mut l = late.lock().unwrap_or_else(|p| p.into_inner());
-                l.fault.get_or_insert(fault);
-                Err(wasmtime_wasi_http::Error::HttpRequestDenied)
-            };
-            let past_deadline = || Fault::Limit(LimitKind::Deadline, at_deadline.clone());
-            let (parts, body) = request.into_parts();
-            let body = match tokio::time::timeout_at(deadline, read_body(body, &held)).await {
-                Err(_) => return fail(past_deadline()),
-                Ok(Ok(b)) => b,
-                Ok(Err(Some(detail))) => return fail(Fault::Limit(LimitKind::Recorded, detail)),
-                Ok(Err(None)) => return Err(wasmtime_wasi_http::Error::HttpRequestBodySize(None)),
-            };
-            // Held until the request is done with (sent or not).
-            let _release = held.hold(body.len() as u64);
-            let digest = request_digest(&parts, &body);
-            if let Some((mut events, fault)) = proposed {
-                if let Some(Event::Call { request, .. }) = events.first_mut() {
+        let span = self.call_span(FUNC);
+        Box::new(tracing::Instrument::instrument(
+            async move {
+                use http_body_util::BodyExt;
+                let fail = |fault: Fault| {
+                    let mut l = late.lock().unwrap_or_else(|p| p.into_inner());
+                    l.fault.get_or_insert(fault);
+                    Err(wasmtime_wasi_http::Error::HttpRequestDenied)
+                };
+                let past_deadline = || Fault::Limit(LimitKind::Deadline, at_deadline.clone());
+                let (parts, body) = request.into_parts();
+                let body = match tokio::time::timeout_at(deadline, read_body(body, &held)).await {
+                    Err(_) => return fail(past_deadline()),
+                    Ok(Ok(b)) => b,
+                    Ok(Err(Some(detail))) => {
+                        return fail(Fault::Limit(LimitKind::Recorded, detail));
+                    }
+                    Ok(Err(None)) => {
+                        return Err(wasmtime_wasi_http::Error::HttpRequestBodySize(None));
+                    }
+                };
+                // Held until the request is done with (sent or not).
+                let _release = held.hold(body.len() as u64);
+                let digest = request_digest(&parts, &body);
+                if let Some((mut events, fault)) = proposed {
+                    if let Some(Event::Call { request, .. }) = events.first_mut() {
+                        *request = Some(digest);
+                    }
+                    let mut l = late.lock().unwrap_or_else(|p| p.into_inner());
+                    l.events.extend(events);
+                    l.fault.get_or_insert(fault);
+                    l.unrecorded = None;
+                    return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+                }
+                if let Some(before) = recorded
+                    && before != digest
+                {
+                    let msg = format!(
+                        "call {position} of step {step} sent request {}, but this attempt's request is {} (method, URL, headers or body differ under the same idempotency key); not sent",
+                        &before[..before.len().min(19)],
+                        &digest[..19]
+                    );
+                    tracing::warn!(%plugin, "non-deterministic step: {msg}");
+                    return fail(Fault::NonDeterministic(msg));
+                }
+                if let Event::Call { request, .. } = &mut decided {
                     *request = Some(digest);
                 }
-                let mut l = late.lock().unwrap_or_else(|p| p.into_inner());
-                l.events.extend(events);
-                l.fault.get_or_insert(fault);
-                l.unrecorded = None;
-                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
-            }
-            if let Some(before) = recorded
-                && before != digest
-            {
-                let msg = format!(
-                    "call {position} of step {step} sent request {}, but this attempt's request is {} (method, URL, headers or body differ under the same idempotency key); not sent",
-                    &before[..before.len().min(19)],
-                    &digest[..19]
-                );
-                tracing::warn!(%plugin, "non-deterministic step: {msg}");
-                return fail(Fault::NonDeterministic(msg));
-            }
-            if let Event::Call { request, .. } = &mut decided {
-                *request = Some(digest);
-            }
-            if let Err(e) = log.append(vec![decided]).await {
-                tracing::error!("event log: {e}; request not sent");
-                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
-            }
-            let request = http::Request::from_parts(
-                parts,
-                http_body_util::Full::new(body)
-                    .map_err(|never| match never {})
-                    .boxed_unsync(),
-            );
-            let started = std::time::Instant::now();
-            let send = wasmtime_wasi_http::default_send_request(request, Some(options));
-            // The request's own timeouts are cut to the deadline; this ends
-            // whatever else could wait (a slow connect, a dribbling header).
-            let (sent, late_fault) = match tokio::time::timeout_at(deadline, send).await {
-                // A request that failed at the deadline (its own timeouts
-                // are cut to it) failed because of it: a limit.
-                Ok(Err(e))
-                    if tokio::time::Instant::now() + Duration::from_millis(5) >= deadline =>
-                {
-                    (Err(e), Some(past_deadline()))
+                if let Err(e) = log.append(vec![decided]).await {
+                    tracing::error!("event log: {e}; request not sent");
+                    return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
                 }
-                Ok(r) => (r, None),
-                Err(_) => (
-                    Err(wasmtime_wasi_http::Error::ConnectionTimeout),
-                    Some(past_deadline()),
-                ),
-            };
-            if let Some(f) = late_fault {
-                late.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .fault
-                    .get_or_insert(f);
-            }
-            // In a workflow run the response's status is journaled (the body
-            // is the receiver's to repeat: the request carries an
-            // idempotency key).
-            if journaled {
-                let (ok, summary, result) = match &sent {
-                    Ok((res, _)) => (
-                        true,
-                        format!("HTTP {}", res.status().as_u16()),
-                        Some(serde_json::json!({"status": res.status().as_u16()})),
-                    ),
-                    Err(e) => (
-                        false,
-                        record::text(&redactor.redact(&format!("{e:?}"))),
-                        None,
+                let request = http::Request::from_parts(
+                    parts,
+                    http_body_util::Full::new(body)
+                        .map_err(|never| match never {})
+                        .boxed_unsync(),
+                );
+                let started = std::time::Instant::now();
+                let send = wasmtime_wasi_http::default_send_request(request, Some(options));
+                // The request's own timeouts are cut to the deadline; this ends
+                // whatever else could wait (a slow connect, a dribbling header).
+                let (sent, late_fault) = match tokio::time::timeout_at(deadline, send).await {
+                    // A request that failed at the deadline (its own timeouts
+                    // are cut to it) failed because of it: a limit.
+                    Ok(Err(e))
+                        if tokio::time::Instant::now() + Duration::from_millis(5) >= deadline =>
+                    {
+                        (Err(e), Some(past_deadline()))
+                    }
+                    Ok(r) => (r, None),
+                    Err(_) => (
+                        Err(wasmtime_wasi_http::Error::ConnectionTimeout),
+                        Some(past_deadline()),
                     ),
                 };
-                let mut l = late.lock().unwrap_or_else(|p| p.into_inner());
-                l.events.push(Event::CallResult {
-                    call: call_id,
-                    plugin,
-                    function: FUNC.to_string(),
-                    ok,
-                    summary,
-                    duration_us: started.elapsed().as_micros() as u64,
-                    proposal: None,
-                    result,
-                });
-            }
-            let (res, io) = sent?;
-            Ok((
-                res.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
-        })
+                if let Some(f) = late_fault {
+                    late.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .fault
+                        .get_or_insert(f);
+                }
+                // In a workflow run the response's status is journaled (the body
+                // is the receiver's to repeat: the request carries an
+                // idempotency key).
+                if journaled {
+                    let (ok, summary, result) = match &sent {
+                        Ok((res, _)) => (
+                            true,
+                            format!("HTTP {}", res.status().as_u16()),
+                            Some(serde_json::json!({"status": res.status().as_u16()})),
+                        ),
+                        Err(e) => (
+                            false,
+                            record::text(&redactor.redact(&format!("{e:?}"))),
+                            None,
+                        ),
+                    };
+                    let mut l = late.lock().unwrap_or_else(|p| p.into_inner());
+                    l.events.push(Event::CallResult {
+                        call: call_id,
+                        plugin,
+                        function: FUNC.to_string(),
+                        ok,
+                        summary,
+                        duration_us: started.elapsed().as_micros() as u64,
+                        proposal: None,
+                        result,
+                    });
+                }
+                let (res, io) = sent?;
+                Ok((
+                    res.map(BodyExt::boxed_unsync),
+                    Box::new(io) as Box<dyn Future<Output = _> + Send>,
+                ))
+            },
+            span,
+        ))
     }
 }
 

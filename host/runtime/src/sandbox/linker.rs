@@ -70,19 +70,7 @@ fn define_connector(
         .instance(instance)?
         .func_new_async(func, move |mut store, ty, params, results| {
             let (iface, display, fname) = (iface.clone(), display.clone(), fname.clone());
-            let span = {
-                let function = display.as_str();
-                let m = &store.data().mediator;
-                let j = m.journal.as_deref();
-                tracing::debug_span!(
-                    "host_call",
-                    plugin = %m.ctx.name,
-                    function,
-                    run = j.map(|j| j.run.as_str()),
-                    step = j.map(|j| j.step.as_str()),
-                    attempt = j.map(|j| j.attempt),
-                )
-            };
+            let span = store.data().mediator.call_span(&display);
             Box::new(tracing::Instrument::instrument(
                 async move {
                     let names: Vec<String> = ty.params().map(|(n, _)| n.to_string()).collect();
