@@ -518,14 +518,23 @@ impl Host {
         }
     }
 
+    /// [`load_in_span`](Self::load_in_span) inside a `load` span (attached
+    /// to the future: an entered guard must not be held across `.await`).
     async fn load_checked(
+        &self,
+        spec: &PluginSpec,
+    ) -> Result<Arc<LoadedPlugin>, (LoadError, Option<String>)> {
+        use tracing::Instrument;
+        let span = tracing::info_span!("load", plugin = %spec.name);
+        self.load_in_span(spec).instrument(span).await
+    }
+
+    async fn load_in_span(
         &self,
         spec: &PluginSpec,
     ) -> Result<Arc<LoadedPlugin>, (LoadError, Option<String>)> {
         let started = Instant::now();
         let name = spec.name.as_str();
-        let span = tracing::info_span!("load", plugin = %name);
-        let _g = span.enter();
 
         // Governance rules of the config itself come first: a plugin with a
         // phase-gated grant is refused before its bytes are even read.
@@ -1004,8 +1013,22 @@ fn new_store(
     store
 }
 
-/// Instantiate and run the step; the inner `Err` is the guest's trap.
+/// Instantiate and run the step inside a `step` span (plugin, digest),
+/// attached to the future: its host calls' spans nest under it.
 async fn run_step(
+    loaded: &LoadedPlugin,
+    store: &mut wasmtime::Store<HostState>,
+    input: &str,
+) -> Result<Result<serde_json::Value, wasmtime::Error>, CallError> {
+    use tracing::Instrument;
+    let span = tracing::info_span!("step", plugin = %loaded.name, digest = %loaded.digest);
+    run_step_in_span(loaded, store, input)
+        .instrument(span)
+        .await
+}
+
+/// Instantiate and run the step; the inner `Err` is the guest's trap.
+async fn run_step_in_span(
     loaded: &LoadedPlugin,
     store: &mut wasmtime::Store<HostState>,
     input: &str,
@@ -1013,8 +1036,6 @@ async fn run_step(
     let plugin = loaded.name.clone();
     let limits = loaded.ctx.limits;
     let deadline = store.data().mediator.deadline;
-    let span = tracing::info_span!("step", plugin = %plugin, digest = %loaded.digest);
-    let _g = span.enter();
     if input.len() as u64 > limits.max_input_bytes {
         return Err(CallError::Limit {
             plugin,
