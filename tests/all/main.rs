@@ -13,6 +13,7 @@ mod governance;
 mod hostile;
 mod http;
 mod load;
+mod notify;
 mod policy_attack;
 mod redteam;
 mod redteam2;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use charter_config::{Deployment, FunctionName, Pattern};
 use charter_runtime::error::{EXIT_ERROR, EXIT_OK, EXIT_REFUSED};
-use charter_runtime::{Host, HostFn, HostOptions, LoadError, LoadedPlugin};
+use charter_runtime::{Host, HostOptions, LoadError, LoadedPlugin};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
@@ -320,6 +320,8 @@ pub struct GrantedPlugin {
     pub allow_hosts: Vec<String>,
     /// Secrets it may read, by name.
     pub secrets: Vec<String>,
+    /// Notification channels it may send to, by name (`notify.send`).
+    pub channels: Vec<String>,
 }
 
 /// One capability of the grants report: who can call it.
@@ -646,6 +648,7 @@ impl Control {
                 functions,
                 allow_hosts: d.allowed_hosts(p).into_iter().collect(),
                 secrets: d.granted_secrets(p).into_iter().collect(),
+                channels: d.granted_channels(p).into_iter().collect(),
             });
         }
         Ok(GrantsReport {
@@ -693,12 +696,14 @@ impl Control {
 /// wasi:http) are listed as written.
 fn expand(d: &Deployment, g: &charter_config::ActionGroup, pat: &Pattern) -> Vec<(String, Effect)> {
     if pat.interface.starts_with("charter:host/") {
-        return HostFn::ALL
+        // Once per function, whatever versions serve it.
+        let mut seen = std::collections::BTreeSet::new();
+        return charter_runtime::catalog()
             .iter()
-            .filter(|f| pat.matches(&f.function_name()))
-            .map(|f| {
-                let eff = d.function_effect(&f.function_name());
-                (format!("{}.{}", f.interface(), f.name()), eff.into())
+            .filter(|(_, f)| pat.matches(f.function_name()) && seen.insert(f.action()))
+            .map(|(_, f)| {
+                let eff = d.function_effect(f.function_name());
+                (f.action().to_string(), eff.into())
             })
             .collect();
     }

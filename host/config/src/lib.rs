@@ -22,6 +22,9 @@
 //! granted_by = "alice"
 //! reason = "triage needs to read orders"
 //!
+//! [channels.ops]                 # for charter:host/notify; or inbox = true
+//! webhook = "https://hooks.example.com/T0/B0/x"
+//!
 //! [plugins.payments]             # a connector
 //! path = "plugins/payments.wasm"
 //! provides = ["acme:payments/refunds"]
@@ -34,7 +37,7 @@
 //!
 //! A function's effect is what the host knows it to be, never what a group
 //! says: the host's own functions are catalogued ([`HOST_FUNCTION_EFFECTS`]:
-//! `charter:host/kv.set` and `kv.delete` write, the rest read;
+//! `charter:host/kv.set`, `kv.delete` and `notify.send` write, the rest read;
 //! `wasi:http/outgoing-handler.handle` writes); a connector's functions are
 //! read only where their provider declares them so in `effects`, write
 //! otherwise (as is any function of an interface nobody provides). A
@@ -135,7 +138,7 @@ impl fmt::Display for Phase {
 /// The effects of the functions the host itself implements: every
 /// `charter:host` function (interface without version, function name,
 /// effect), and `wasi:http/outgoing-handler.handle`. The runtime's
-/// `HostFn::effect` must agree (a runtime test checks it).
+/// capabilities' declared effects must agree (a runtime test checks it).
 pub const HOST_FUNCTION_EFFECTS: &[(&str, &str, Effect)] = &[
     ("charter:host/log", "write", Effect::Read),
     ("charter:host/kv", "get", Effect::Read),
@@ -146,6 +149,7 @@ pub const HOST_FUNCTION_EFFECTS: &[(&str, &str, Effect)] = &[
     ("charter:host/llm", "complete", Effect::Read),
     ("charter:host/llm", "classify", Effect::Read),
     ("charter:host/explain", "rationale", Effect::Read),
+    ("charter:host/notify", "send", Effect::Write),
     ("wasi:http/outgoing-handler", "handle", Effect::Write),
 ];
 
@@ -294,6 +298,8 @@ pub struct ActionGroup {
     pub allow_hosts: Vec<String>,
     /// For `charter:host/secrets`: the secret names that may be read.
     pub secrets: Vec<String>,
+    /// For `charter:host/notify`: the channel names that may be sent to.
+    pub channels: Vec<String>,
     /// Cedar policies deciding calls of this group's functions on their
     /// arguments (inline text, or read from `policy_file`).
     pub policies: Option<String>,
@@ -351,6 +357,18 @@ pub enum SecretSource {
     File(PathBuf),
 }
 
+/// Where a `charter:host/notify` channel delivers (`[channels.NAME]`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    /// POST Slack-compatible JSON (`{"text": ...}`) to this `http(s)` URL,
+    /// with an `idempotency-key` header. Redirects are not followed.
+    Webhook(String),
+    /// The deployment's inbox: the message is the notify call's record in
+    /// the event log, for the operator console to show.
+    Inbox,
+}
+
 /// The LLM provider behind `charter:host/llm`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub enum LlmProvider {
@@ -380,6 +398,8 @@ pub struct Deployment {
     pub groups: BTreeMap<String, ActionGroup>,
     pub plugins: BTreeMap<String, PluginSpec>,
     pub secrets: BTreeMap<String, SecretSource>,
+    /// Notification channels by name (`[channels.NAME]`).
+    pub channels: BTreeMap<String, Channel>,
     pub llm: LlmProvider,
     /// People who may decide proposals, and their roles.
     pub approvers: BTreeMap<String, Approver>,
@@ -436,6 +456,8 @@ struct File {
     #[serde(default)]
     secrets: BTreeMap<String, SecretFile>,
     #[serde(default)]
+    channels: BTreeMap<String, ChannelFile>,
+    #[serde(default)]
     approvers: BTreeMap<String, ApproverFile>,
     #[serde(default)]
     workflows: BTreeMap<String, workflow::WorkflowFile>,
@@ -472,6 +494,8 @@ struct GroupFile {
     allow_hosts: Vec<String>,
     #[serde(default)]
     secrets: Vec<String>,
+    #[serde(default)]
+    channels: Vec<String>,
     policies: Option<String>,
     policy_file: Option<PathBuf>,
     approver_role: Option<String>,
@@ -512,6 +536,44 @@ struct PluginFile {
     /// Effects of the provided functions (`"iface.func" = "read"`).
     #[serde(default)]
     effects: BTreeMap<String, Effect>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelFile {
+    webhook: Option<String>,
+    #[serde(default)]
+    inbox: bool,
+}
+
+/// The longest webhook URL accepted.
+const MAX_WEBHOOK_URL: usize = 2048;
+
+impl ChannelFile {
+    fn into_channel(self, name: &str) -> Result<Channel, String> {
+        match (self.webhook, self.inbox) {
+            (None, true) => Ok(Channel::Inbox),
+            (Some(url), false) => {
+                let rest = url
+                    .strip_prefix("https://")
+                    .or_else(|| url.strip_prefix("http://"));
+                let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or_default());
+                let ok = url.len() <= MAX_WEBHOOK_URL
+                    && host.is_some_and(|h| !h.is_empty() && !h.contains('@'))
+                    && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+                if ok {
+                    Ok(Channel::Webhook(url))
+                } else {
+                    Err(format!(
+                        "channel {name}: webhook {url:?} is not an http:// or https:// URL with a host (no credentials in it, at most {MAX_WEBHOOK_URL} bytes)"
+                    ))
+                }
+            }
+            _ => Err(format!(
+                "channel {name}: give exactly one of `webhook = \"https://...\"` or `inbox = true`"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -626,6 +688,7 @@ impl Deployment {
                         .map(|h| h.to_ascii_lowercase())
                         .collect(),
                     secrets: g.secrets,
+                    channels: g.channels,
                 },
             );
         }
@@ -642,6 +705,12 @@ impl Deployment {
                 }
             };
             secrets.insert(name, src);
+        }
+
+        let mut channels = BTreeMap::new();
+        for (name, c) in file.channels {
+            check_name("channel", &name).map_err(&invalid)?;
+            channels.insert(name.clone(), c.into_channel(&name).map_err(&invalid)?);
         }
 
         let mut plugins = BTreeMap::new();
@@ -799,6 +868,7 @@ impl Deployment {
             groups,
             plugins,
             secrets,
+            channels,
             llm,
         };
         let effects: Vec<(String, Effect)> = d
@@ -997,6 +1067,14 @@ impl Deployment {
                         ));
                     }
                 }
+                for c in &g.channels {
+                    if !self.channels.contains_key(c) {
+                        out.push(v(
+                            "unknown-channel",
+                            format!("group {gname} grants channel {c:?}, which is not declared under [channels]"),
+                        ));
+                    }
+                }
             }
         }
         out
@@ -1064,6 +1142,13 @@ impl Deployment {
     pub fn granted_secrets(&self, plugin: &PluginSpec) -> BTreeSet<String> {
         self.granted_groups(plugin)
             .flat_map(|g| g.secrets.iter().cloned())
+            .collect()
+    }
+
+    /// Notification channels the plugin's groups let it send to.
+    pub fn granted_channels(&self, plugin: &PluginSpec) -> BTreeSet<String> {
+        self.granted_groups(plugin)
+            .flat_map(|g| g.channels.iter().cloned())
             .collect()
     }
 

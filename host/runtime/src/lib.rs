@@ -20,16 +20,15 @@
 //! # Ok(()) }
 //! ```
 
-pub mod engine;
+pub mod capabilities;
 pub mod error;
 pub mod index;
-pub mod inspect;
 pub mod kpi;
-mod linker;
 pub mod mediator;
 mod policy_warnings;
 pub mod proposals;
 pub mod record;
+pub mod sandbox;
 mod state;
 pub mod values;
 pub mod workflow;
@@ -39,18 +38,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use charter_audit::{Event, EventLog};
-use charter_config::{Deployment, FunctionName, LlmProvider, PluginSpec, WasiMode};
+use charter_config::{Deployment, FunctionName, PluginSpec, WasiMode};
 use charter_store::{SledStore, Store};
 use wasmtime::component::{Component, ComponentType, InstancePre, Lift};
 use wasmtime::{Engine, Trap};
 
+pub use capabilities::{Catalog, FnId, HostFunction, catalog};
 pub use error::{CallError, LimitKind, LoadError, UngrantedImport};
 pub use inspect::{Inspection, binary_kind, digest, inspect};
-pub use mediator::{HostFn, Llm, LogLine, OfflineLlm, OpenAiLlm};
+pub use mediator::{Llm, LogLine, OfflineLlm, OpenAiLlm};
+pub use sandbox::load_check::check_imports;
+pub use sandbox::{engine, inspect};
 
 use inspect::{BinaryKind, ImportClass};
-use linker::GrantSet;
 use mediator::{Fault, PluginContext, Services};
+use sandbox::linker::{self, GrantSet};
+use sandbox::load_check::grant_set;
 use state::HostState;
 
 #[derive(ComponentType, Lift, Debug)]
@@ -148,6 +151,9 @@ pub enum HostError {
     Engine(String),
     #[error("llm: {0}")]
     Llm(String),
+    /// A capability could not be set up from the deployment.
+    #[error("{0}")]
+    Capability(String),
     #[error(transparent)]
     Log(#[from] charter_audit::LogError),
     #[error("{0}")]
@@ -303,26 +309,9 @@ impl Host {
                 Arc::new(own)
             }
         };
-        let llm: Arc<dyn Llm> = match options.llm {
-            Some(l) => l,
-            None => match &deployment.llm {
-                LlmProvider::Offline => Arc::new(OfflineLlm),
-                LlmProvider::OpenAi {
-                    base_url,
-                    model,
-                    api_key_secret,
-                } => {
-                    let key = match api_key_secret {
-                        None => None,
-                        Some(name) => match mediator::read_secret(&deployment.secrets, name) {
-                            Ok(v) => Some(v),
-                            Err(e) => return Err(HostError::Llm(e)),
-                        },
-                    };
-                    Arc::new(OpenAiLlm::new(base_url.clone(), model.clone(), key))
-                }
-            },
-        };
+        let capabilities =
+            capabilities::Registry::new(&deployment, capabilities::Setup { llm: options.llm })
+                .map_err(HostError::Capability)?;
         // The event log is the system of record; the store's indexes are
         // derived from it, re-applied from the last sequence they saw.
         let index_store = store.clone();
@@ -361,7 +350,7 @@ impl Host {
         let deployment = Arc::new(deployment);
         let services = Arc::new(Services {
             store,
-            llm,
+            capabilities,
             log,
             policy,
             deployment: deployment.clone(),
@@ -581,14 +570,23 @@ impl Host {
         }
     }
 
+    /// [`load_in_span`](Self::load_in_span) inside a `load` span (attached
+    /// to the future: an entered guard must not be held across `.await`).
     async fn load_checked(
+        &self,
+        spec: &PluginSpec,
+    ) -> Result<Arc<LoadedPlugin>, (LoadError, Option<String>)> {
+        use tracing::Instrument;
+        let span = tracing::info_span!("load", plugin = %spec.name);
+        self.load_in_span(spec).instrument(span).await
+    }
+
+    async fn load_in_span(
         &self,
         spec: &PluginSpec,
     ) -> Result<Arc<LoadedPlugin>, (LoadError, Option<String>)> {
         let started = Instant::now();
         let name = spec.name.as_str();
-        let span = tracing::info_span!("load", plugin = %name);
-        let _g = span.enter();
 
         // Governance rules of the config itself come first: a plugin with a
         // phase-gated grant is refused before its bytes are even read.
@@ -738,12 +736,13 @@ impl Host {
         let pre = match cached {
             Some(p) => p,
             None => {
-                let linker = linker::build(&self.engine, &grants).map_err(|e| {
-                    fail(LoadError::Link {
-                        plugin: spec.name.clone(),
-                        detail: format!("{e:#}"),
-                    })
-                })?;
+                let linker = linker::build(&self.engine, &self.services.capabilities, &grants)
+                    .map_err(|e| {
+                        fail(LoadError::Link {
+                            plugin: spec.name.clone(),
+                            detail: format!("{e:#}"),
+                        })
+                    })?;
                 let pre = linker.instantiate_pre(&component).map_err(|e| {
                     fail(LoadError::Link {
                         plugin: spec.name.clone(),
@@ -764,13 +763,17 @@ impl Host {
                 .iter()
                 .copied()
                 .filter(|f| {
+                    let f = catalog().get(*f);
                     self.deployment
                         .granted_groups(spec)
-                        .any(|g| g.policies.is_some() && g.names_action(&f.function_name()))
+                        .any(|g| g.policies.is_some() && g.names_action(f.function_name()))
                 })
                 .collect(),
             granted: grants.host.clone(),
-            secrets: self.deployment.granted_secrets(spec),
+            grants: self
+                .services
+                .capabilities
+                .argument_grants(&self.deployment, spec),
             hosts: self.deployment.allowed_hosts(spec),
             limits: spec.limits,
         });
@@ -836,14 +839,14 @@ impl Host {
     /// outbound HTTP and every loaded connector's; one per action.
     pub(crate) fn policy_signatures(&self) -> Vec<(FunctionName, charter_policy::Signature)> {
         use charter_policy::{ParamType, Signature};
-        let mut sigs: Vec<(FunctionName, Signature)> = HostFn::ALL
-            .iter()
+        let mut sigs: Vec<(FunctionName, Signature)> = catalog()
+            .actions()
             .map(|f| {
                 let sig = Signature {
-                    action: f.action(),
+                    action: f.action().to_string(),
                     params: f.params(),
                 };
-                (f.function_name(), sig)
+                (f.function_name().clone(), sig)
             })
             .collect();
         sigs.push((
@@ -1062,8 +1065,22 @@ fn new_store(
     store
 }
 
-/// Instantiate and run the step; the inner `Err` is the guest's trap.
+/// Instantiate and run the step inside a `step` span (plugin, digest),
+/// attached to the future: its host calls' spans nest under it.
 async fn run_step(
+    loaded: &LoadedPlugin,
+    store: &mut wasmtime::Store<HostState>,
+    input: &str,
+) -> Result<Result<serde_json::Value, wasmtime::Error>, CallError> {
+    use tracing::Instrument;
+    let span = tracing::info_span!("step", plugin = %loaded.name, digest = %loaded.digest);
+    run_step_in_span(loaded, store, input)
+        .instrument(span)
+        .await
+}
+
+/// Instantiate and run the step; the inner `Err` is the guest's trap.
+async fn run_step_in_span(
     loaded: &LoadedPlugin,
     store: &mut wasmtime::Store<HostState>,
     input: &str,
@@ -1071,8 +1088,6 @@ async fn run_step(
     let plugin = loaded.name.clone();
     let limits = loaded.ctx.limits;
     let deadline = store.data().mediator.deadline;
-    let span = tracing::info_span!("step", plugin = %plugin, digest = %loaded.digest);
-    let _g = span.enter();
     if input.len() as u64 > limits.max_input_bytes {
         return Err(CallError::Limit {
             plugin,
@@ -1597,79 +1612,5 @@ fn classify_trap(
                 message: first,
             }
         }
-    }
-}
-
-/// The load-time check (enforcement point 1): one entry per imported
-/// function that neither a grant nor the inert WASI baseline covers.
-pub fn check_imports(
-    dep: &Deployment,
-    spec: &PluginSpec,
-    insp: &Inspection,
-) -> Vec<UngrantedImport> {
-    let groups: Vec<_> = dep.granted_groups(spec).collect();
-    let http = grants_http(dep, spec);
-    let mut out = Vec::new();
-    // An interface imported for its resource types alone still needs linking.
-    let resource_only = insp
-        .imports
-        .iter()
-        .filter(|i| i.functions.is_empty() && !i.resources.is_empty())
-        .flat_map(|i| i.resources.iter().map(move |r| (i, r.as_str())));
-    for (iface, func) in insp.imported_functions().chain(resource_only) {
-        let f = FunctionName::new(&iface.interface, func);
-        let mut hint = None;
-        let covered = match iface.class {
-            ImportClass::TypesOnly => true,
-            ImportClass::WasiBaseline => {
-                hint = Some("the plugin is set to wasi = \"none\"; remove that to link the inert WASI baseline".into());
-                spec.wasi == WasiMode::Inert
-            }
-            ImportClass::Capability if f.interface == "wasi:http/types" => {
-                hint = Some(
-                    "wasi:http/types comes with a grant of wasi:http/outgoing-handler.handle"
-                        .into(),
-                );
-                http
-            }
-            ImportClass::Capability => groups.iter().any(|g| g.grants(&f)),
-        };
-        if !covered {
-            out.push(UngrantedImport {
-                plugin: spec.name.clone(),
-                function: f.to_string(),
-                granted_groups: spec.groups.clone(),
-                groups_that_grant: dep
-                    .groups_granting(&f)
-                    .into_iter()
-                    .map(str::to_string)
-                    .collect(),
-                hint,
-            });
-        }
-    }
-    out
-}
-
-fn grants_http(dep: &Deployment, spec: &PluginSpec) -> bool {
-    let handle = FunctionName::new("wasi:http/outgoing-handler", "handle");
-    dep.granted_groups(spec).any(|g| g.grants(&handle))
-}
-
-/// The functions a plugin is linked with.
-fn grant_set(dep: &Deployment, spec: &PluginSpec) -> GrantSet {
-    let host: BTreeSet<HostFn> = HostFn::ALL
-        .iter()
-        .copied()
-        .filter(|f| {
-            dep.granted_groups(spec)
-                .any(|g| g.grants(&f.function_name()))
-        })
-        .collect();
-    GrantSet {
-        wasi: spec.wasi,
-        host,
-        http: grants_http(dep, spec),
-        connectors: BTreeSet::new(),
     }
 }

@@ -16,7 +16,8 @@ use serde_json::Value;
 
 use crate::index::{self, ProposalState};
 
-use crate::mediator::{Dispatch, HostCall, HostFn, Mediator, Reply};
+use crate::capabilities::catalog;
+use crate::mediator::{Dispatch, Mediator};
 use crate::{Host, values};
 
 #[derive(Debug, thiserror::Error)]
@@ -358,24 +359,23 @@ impl Host {
             .await
             .map_err(|e| e.to_string())?;
         let started = Instant::now();
-        let result: Result<Value, String> = if let Some(f) = HostFn::lookup(iface, func) {
-            let call = HostCall::from_args(f, &p.args)
-                .ok_or("stored arguments do not fit the function")?;
-            let r = match m.execute(call) {
+        let result: Result<Value, String> = if let Some(id) = catalog().lookup(instance, func) {
+            let r = match m.execute_approved(id, &p.args) {
                 Dispatch::Ready(r) => r,
-                // An approved waiting call (LLM) is bounded like any other.
+                // An approved waiting call (LLM, notify) is bounded like any other.
                 Dispatch::Wait(fut) => match m.wait(fut).await {
                     Ok(r) => r,
                     Err(e) => Err(e.to_string()),
                 },
             };
-            r.map(|reply| match reply {
-                Reply::Unit => Value::Null,
-                Reply::Value(v) => serde_json::json!(v),
-                Reply::Existed(b) => serde_json::json!(b),
-                Reply::Keys(k) => serde_json::json!(k),
-                Reply::Text(_) => serde_json::json!("<text>"),
-                Reply::Class(l, c) => serde_json::json!({"label": l, "confidence": c}),
+            // A secret's value or a model's text is not shown in the summary.
+            let shown = catalog().get(id).function.result_shown;
+            r.map(|v| {
+                if shown {
+                    v
+                } else {
+                    serde_json::json!("<text>")
+                }
             })
         } else {
             self.execute_connector(iface, func, &p.args, p.initiator.clone())

@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::mediator::{LogLevel, Mediator, PluginContext, Services};
+use crate::sandbox::limits::MemoryLimiter;
 
 /// Bytes of stdout and of stderr kept per call; more is refused to the guest.
 pub const STDIO_CAPACITY: usize = 64 * 1024;
@@ -88,49 +88,5 @@ impl WasiHttpView for HostState {
             table: &mut self.table,
             hooks: &mut self.mediator,
         }
-    }
-}
-
-/// Caps the sum of all linear memories of one instance (a component may
-/// hold several core instances, each with its own memory).
-pub(crate) struct MemoryLimiter {
-    limit: u64,
-    total: u64,
-    pub(crate) refused: Option<(u64, u64)>,
-}
-
-impl MemoryLimiter {
-    fn new(limit: u64) -> Self {
-        MemoryLimiter {
-            limit,
-            total: 0,
-            refused: None,
-        }
-    }
-}
-
-impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let grow = desired.saturating_sub(current) as u64;
-        if self.total + grow > self.limit {
-            self.refused = Some((self.total, self.total + grow));
-            return Ok(false);
-        }
-        self.total += grow;
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
     }
 }

@@ -21,7 +21,7 @@
 //! imports only the host functions the step actually calls; the deployment's
 //! action groups must grant each of them, or the host refuses to load it.
 //!
-//! The capability modules ([`log`], [`kv`], [`secrets`], [`llm`]) are thin
+//! The capability modules ([`log`], [`kv`], [`secrets`], [`llm`], [`notify`]) are thin
 //! wrappers over the generated bindings in [`bindings`]; errors from the host
 //! convert into [`StepError`] with `?` (as retryable failures).
 
@@ -34,6 +34,19 @@ pub mod bindings {
         pub_export_macro: true,
         export_macro_name: "__export_step",
         default_bindings_module: "charter_sdk::bindings",
+        generate_all,
+    });
+}
+
+/// `charter:host@0.2.0`'s additions (notify), bound apart from the 0.1.0
+/// guest world: a plugin that calls them imports them at 0.2.0, every other
+/// function at 0.1.0, and a host serving both links each at its version.
+#[doc(hidden)]
+pub mod bindings_v0_2 {
+    wit_bindgen::generate!({
+        path: ["../../wit/host@0.2.0"],
+        inline: "package charter:sdk-v0-2; world additions { import charter:host/notify@0.2.0; }",
+        world: "charter:sdk-v0-2/additions",
         generate_all,
     });
 }
@@ -178,6 +191,18 @@ pub mod llm {
     pub fn classify(text: &str, labels: &[&str]) -> Result<Classification, HostError> {
         let labels: Vec<String> = labels.iter().map(|s| s.to_string()).collect();
         raw::classify(text, &labels).map_err(HostError)
+    }
+}
+
+/// Notifications to channels the deployment declares and grants by name
+/// (`charter:host/notify`, since `charter:host@0.2.0`).
+pub mod notify {
+    use super::*;
+    /// Send `subject` and `body` to `channel`; the delivery's id. In a
+    /// workflow run a sent notification is recorded: a re-run step gets
+    /// the recorded id back and nothing is sent twice.
+    pub fn send(channel: &str, subject: &str, body: &str) -> Result<String, HostError> {
+        bindings_v0_2::charter::host::notify::send(channel, subject, body).map_err(HostError)
     }
 }
 

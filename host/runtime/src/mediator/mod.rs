@@ -1,24 +1,24 @@
 //! The mediator: the one path every capability call takes.
 //!
-//! A guest's import is linked (see `linker.rs`) to a thin closure that turns
-//! the call into a [`HostCall`] and hands it to [`Mediator::dispatch`];
-//! outbound HTTP reaches the mediator through its [`WasiHttpHooks`]
-//! implementation. The capability implementations live in the private
-//! `caps` module below and are reachable from nowhere else, so no capability
-//! can be executed without passing the mediator's checks.
+//! A guest's import of a host function is linked (by its capability, see
+//! `capabilities/`) to a thin closure that turns the call into JSON
+//! arguments and hands them to [`Mediator::dispatch`], one pipeline over
+//! function specs that names no capability; connector functions reach it
+//! through the linker's trampolines and outbound HTTP through its
+//! [`WasiHttpHooks`] implementation. A capability's implementation runs
+//! only from the pipeline (it needs an `Exec` only the mediator makes), so
+//! no capability can be executed without passing the mediator's checks.
 //!
 //! For every call the mediator: counts it against the step's cap, re-checks
 //! the grant (defense in depth behind linking), checks argument-level grants
-//! (secret names, HTTP hosts), asks Cedar policy for a decision (allow,
-//! propose, deny) when the function's group has policies, records the call
-//! and its decision as an event, and only then executes. Calls with an
-//! effect outside the host (connectors) wait until their decision is on
-//! disk before executing. A denial, a proposal or a limit is recorded as
-//! the step's [`Fault`]: the step then fails closed whatever the guest
-//! returns (DESIGN.md, enforcement point 3).
+//! (secret names, channel names, HTTP hosts), asks Cedar policy for a
+//! decision (allow, propose, deny) when the function's group has policies,
+//! records the call and its decision as an event, and only then executes.
+//! Calls with an effect outside the host (connectors, HTTP, notify) wait
+//! until their decision is on disk before executing. A denial, a proposal
+//! or a limit is recorded as the step's [`Fault`]: the step then fails
+//! closed whatever the guest returns (DESIGN.md, enforcement point 3).
 
-mod caps;
-pub mod llm;
 pub(crate) mod redact;
 
 use std::collections::BTreeSet;
@@ -27,7 +27,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use charter_config::{Effect, Limits, SecretSource};
+use charter_config::Limits;
 use charter_store::Store;
 use wasmtime_wasi_http::{WasiBody, WasiHttpHooks};
 
@@ -37,133 +37,11 @@ use crate::error::LimitKind;
 use crate::record::{self, Budget};
 use redact::Redactor;
 
-pub use llm::{Llm, OfflineLlm, OpenAiLlm};
-
-/// The version of `charter:host` this host implements.
-pub const HOST_VERSION: &str = "0.1.0";
-
-/// Every host-native capability function, by interface and name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum HostFn {
-    LogWrite,
-    KvGet,
-    KvSet,
-    KvDelete,
-    KvListKeys,
-    SecretsGet,
-    LlmComplete,
-    LlmClassify,
-    ExplainRationale,
-}
-
-impl HostFn {
-    pub const ALL: &'static [HostFn] = &[
-        HostFn::LogWrite,
-        HostFn::KvGet,
-        HostFn::KvSet,
-        HostFn::KvDelete,
-        HostFn::KvListKeys,
-        HostFn::SecretsGet,
-        HostFn::LlmComplete,
-        HostFn::LlmClassify,
-        HostFn::ExplainRationale,
-    ];
-
-    /// `charter:host/<interface>` without version.
-    pub fn interface(self) -> &'static str {
-        match self {
-            HostFn::LogWrite => "charter:host/log",
-            HostFn::KvGet | HostFn::KvSet | HostFn::KvDelete | HostFn::KvListKeys => {
-                "charter:host/kv"
-            }
-            HostFn::SecretsGet => "charter:host/secrets",
-            HostFn::LlmComplete | HostFn::LlmClassify => "charter:host/llm",
-            HostFn::ExplainRationale => "charter:host/explain",
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            HostFn::LogWrite => "write",
-            HostFn::KvGet => "get",
-            HostFn::KvSet => "set",
-            HostFn::KvDelete => "delete",
-            HostFn::KvListKeys => "list-keys",
-            HostFn::SecretsGet => "get",
-            HostFn::LlmComplete => "complete",
-            HostFn::LlmClassify => "classify",
-            HostFn::ExplainRationale => "rationale",
-        }
-    }
-
-    /// `interface.function` without version: the Cedar action name.
-    pub fn action(self) -> String {
-        format!("{}.{}", self.interface(), self.name())
-    }
-
-    /// Parameter names and what policy can see of their types.
-    pub fn params(self) -> Vec<(String, charter_policy::ParamType)> {
-        use charter_policy::ParamType::*;
-        let p = |n: &str, t| (n.to_string(), t);
-        match self {
-            HostFn::LogWrite => vec![p("level", String), p("message", String)],
-            HostFn::KvGet | HostFn::KvDelete => vec![p("key", String)],
-            HostFn::KvSet => vec![p("key", String), p("value", String)],
-            HostFn::KvListKeys => vec![p("prefix", String)],
-            HostFn::SecretsGet => vec![p("name", String)],
-            HostFn::LlmComplete => vec![p("prompt", String)],
-            HostFn::LlmClassify => vec![p("text", String), p("labels", Set(Box::new(String)))],
-            HostFn::ExplainRationale => vec![p("text", String)],
-        }
-    }
-
-    /// Whether the function changes state outside the call.
-    pub fn effect(self) -> Effect {
-        match self {
-            HostFn::KvSet | HostFn::KvDelete => Effect::Write,
-            _ => Effect::Read,
-        }
-    }
-
-    /// Whether a journaled result may stand in for the call on replay
-    /// (results that differ from run to run, with no effect of their own).
-    /// Other calls execute again on replay, checked against the journal.
-    pub fn replayable(self) -> bool {
-        matches!(self, HostFn::LlmComplete | HostFn::LlmClassify)
-    }
-
-    /// `charter:host/kv@0.1.0#get`, without allocating.
-    pub fn display(self) -> &'static str {
-        match self {
-            HostFn::LogWrite => "charter:host/log@0.1.0#write",
-            HostFn::KvGet => "charter:host/kv@0.1.0#get",
-            HostFn::KvSet => "charter:host/kv@0.1.0#set",
-            HostFn::KvDelete => "charter:host/kv@0.1.0#delete",
-            HostFn::KvListKeys => "charter:host/kv@0.1.0#list-keys",
-            HostFn::SecretsGet => "charter:host/secrets@0.1.0#get",
-            HostFn::LlmComplete => "charter:host/llm@0.1.0#complete",
-            HostFn::LlmClassify => "charter:host/llm@0.1.0#classify",
-            HostFn::ExplainRationale => "charter:host/explain@0.1.0#rationale",
-        }
-    }
-
-    pub fn function_name(self) -> charter_config::FunctionName {
-        charter_config::FunctionName::new(
-            &format!("{}@{HOST_VERSION}", self.interface()),
-            self.name(),
-        )
-    }
-
-    pub fn lookup(interface: &str, name: &str) -> Option<HostFn> {
-        HostFn::ALL
-            .iter()
-            .copied()
-            .find(|f| f.interface() == interface && f.name() == name)
-    }
-}
+use crate::capabilities::{Exec, FnId, HostFunction, Refusal, catalog};
+pub use crate::capabilities::{Llm, OfflineLlm, OpenAiLlm};
 
 /// Log levels of `charter:host/log`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     Trace,
@@ -173,151 +51,13 @@ pub enum LogLevel {
     Error,
 }
 
-/// A capability call with its typed arguments, as the mediator sees it.
-#[derive(Debug)]
-pub(crate) enum HostCall {
-    LogWrite { level: LogLevel, message: String },
-    KvGet { key: String },
-    KvSet { key: String, value: String },
-    KvDelete { key: String },
-    KvListKeys { prefix: String },
-    SecretsGet { name: String },
-    LlmComplete { prompt: String },
-    LlmClassify { text: String, labels: Vec<String> },
-    ExplainRationale { text: String },
-}
+/// Only the mediator makes an [`Exec`]: a capability executes only after
+/// the pipeline's checks.
+pub(crate) struct Sealed(());
 
-impl HostCall {
-    pub(crate) fn function(&self) -> HostFn {
-        match self {
-            HostCall::LogWrite { .. } => HostFn::LogWrite,
-            HostCall::KvGet { .. } => HostFn::KvGet,
-            HostCall::KvSet { .. } => HostFn::KvSet,
-            HostCall::KvDelete { .. } => HostFn::KvDelete,
-            HostCall::KvListKeys { .. } => HostFn::KvListKeys,
-            HostCall::SecretsGet { .. } => HostFn::SecretsGet,
-            HostCall::LlmComplete { .. } => HostFn::LlmComplete,
-            HostCall::LlmClassify { .. } => HostFn::LlmClassify,
-            HostCall::ExplainRationale { .. } => HostFn::ExplainRationale,
-        }
-    }
-
-    /// The arguments as JSON, keyed by WIT parameter name.
-    pub(crate) fn args(&self) -> serde_json::Value {
-        use serde_json::json;
-        match self {
-            HostCall::LogWrite { level, message } => json!({"level": level, "message": message}),
-            HostCall::KvGet { key } | HostCall::KvDelete { key } => json!({"key": key}),
-            HostCall::KvSet { key, value } => json!({"key": key, "value": value}),
-            HostCall::KvListKeys { prefix } => json!({"prefix": prefix}),
-            HostCall::SecretsGet { name } => json!({"name": name}),
-            HostCall::LlmComplete { prompt } => json!({"prompt": prompt}),
-            HostCall::LlmClassify { text, labels } => json!({"text": text, "labels": labels}),
-            HostCall::ExplainRationale { text } => json!({"text": text}),
-        }
-    }
-
-    /// Are the arguments within what the function accepts? Checked before
-    /// the call is decided or recorded: out of bounds, it is refused and
-    /// recorded only by digest and size.
-    pub(crate) fn check_bounds(&self) -> Result<(), String> {
-        let over = |what: &str, len: usize, max: usize| {
-            if len > max {
-                Err(format!("{what} is {len} bytes, over the {max}-byte limit"))
-            } else {
-                Ok(())
-            }
-        };
-        match self {
-            HostCall::KvGet { key } | HostCall::KvDelete { key } => {
-                over("kv key", key.len(), caps::MAX_KEY)
-            }
-            HostCall::KvSet { key, value } => over("kv key", key.len(), caps::MAX_KEY)
-                .and_then(|()| over("kv value", value.len(), caps::MAX_VALUE)),
-            HostCall::KvListKeys { prefix } => over("kv prefix", prefix.len(), caps::MAX_KEY),
-            HostCall::SecretsGet { name } => over("secret name", name.len(), caps::MAX_KEY),
-            HostCall::LlmComplete { prompt } => over("prompt", prompt.len(), MAX_LLM_TEXT),
-            HostCall::LlmClassify { text, labels } => {
-                over("text", text.len(), MAX_LLM_TEXT)?;
-                if labels.len() > MAX_LABELS {
-                    return Err(format!(
-                        "{} labels, over the limit of {MAX_LABELS}",
-                        labels.len()
-                    ));
-                }
-                labels
-                    .iter()
-                    .try_for_each(|l| over("label", l.len(), caps::MAX_KEY))
-            }
-            HostCall::LogWrite { .. } | HostCall::ExplainRationale { .. } => Ok(()),
-        }
-    }
-
-    /// Rebuild a call from stored JSON arguments (an approved proposal).
-    pub(crate) fn from_args(f: HostFn, a: &serde_json::Value) -> Option<HostCall> {
-        let s = |k: &str| a[k].as_str().map(str::to_string);
-        Some(match f {
-            HostFn::LogWrite => return None,
-            HostFn::KvGet => HostCall::KvGet { key: s("key")? },
-            HostFn::KvSet => HostCall::KvSet {
-                key: s("key")?,
-                value: s("value")?,
-            },
-            HostFn::KvDelete => HostCall::KvDelete { key: s("key")? },
-            HostFn::KvListKeys => HostCall::KvListKeys {
-                prefix: s("prefix")?,
-            },
-            HostFn::SecretsGet => HostCall::SecretsGet { name: s("name")? },
-            HostFn::LlmComplete => HostCall::LlmComplete {
-                prompt: s("prompt")?,
-            },
-            HostFn::LlmClassify => HostCall::LlmClassify {
-                text: s("text")?,
-                labels: serde_json::from_value(a["labels"].clone()).ok()?,
-            },
-            HostFn::ExplainRationale => HostCall::ExplainRationale { text: s("text")? },
-        })
-    }
-}
-
-/// The result a capability hands back to the guest.
-#[derive(Debug)]
-pub(crate) enum Reply {
-    Unit,
-    Value(Option<String>),
-    Existed(bool),
-    Keys(Vec<String>),
-    Text(String),
-    Class(String, f32),
-}
-
-/// A reply as journaled JSON.
-pub(crate) fn reply_json(r: &Reply) -> serde_json::Value {
-    use serde_json::json;
-    match r {
-        Reply::Unit => serde_json::Value::Null,
-        Reply::Value(v) => json!(v),
-        Reply::Existed(b) => json!(b),
-        Reply::Keys(k) => json!(k),
-        Reply::Text(t) => json!(t),
-        Reply::Class(l, c) => json!({"label": l, "confidence": c}),
-    }
-}
-
-/// A journaled reply of `f`, back into its typed form.
-fn reply_from_json(f: HostFn, v: &serde_json::Value) -> Option<GuestResult> {
-    Some(Ok(match f {
-        HostFn::LlmComplete => Reply::Text(v.as_str()?.to_string()),
-        HostFn::LlmClassify => Reply::Class(
-            v["label"].as_str()?.to_string(),
-            v["confidence"].as_f64()? as f32,
-        ),
-        _ => return None,
-    }))
-}
-
-/// What the guest sees: a value, or an error message it may handle.
-pub(crate) type GuestResult = Result<Reply, String>;
+/// What the guest sees: a value (as JSON, which is also how it is
+/// journaled), or an error message it may handle.
+pub(crate) type GuestResult = Result<serde_json::Value, String>;
 
 /// A reply that is ready now, or one that waits (LLM) and must be awaited
 /// by an async host function under the host-side timeout.
@@ -371,10 +111,6 @@ pub const MAX_LOG_LINES: usize = 1000;
 pub const MAX_LOG_MESSAGE: usize = 4096;
 /// Longest rationale kept, in bytes.
 pub const MAX_RATIONALE: usize = 16 << 10;
-/// Longest prompt or text handed to the LLM provider, in bytes.
-pub const MAX_LLM_TEXT: usize = 1 << 20;
-/// Most labels of one `llm.classify`.
-pub const MAX_LABELS: usize = 256;
 
 /// What the grant lets one plugin do, fixed when it is loaded.
 #[derive(Debug)]
@@ -383,10 +119,11 @@ pub(crate) struct PluginContext {
     pub digest: String,
     pub groups: Vec<String>,
     pub owner: Option<String>,
-    pub granted: BTreeSet<HostFn>,
+    pub granted: BTreeSet<FnId>,
     /// Granted host functions that a group's policies decide.
-    pub governed: BTreeSet<HostFn>,
-    pub secrets: BTreeSet<String>,
+    pub governed: BTreeSet<FnId>,
+    /// Argument grants (secret names, channel names) by interface.
+    pub grants: std::collections::BTreeMap<&'static str, BTreeSet<String>>,
     pub hosts: BTreeSet<String>,
     pub limits: Limits,
 }
@@ -394,7 +131,8 @@ pub(crate) struct PluginContext {
 /// Deployment-wide services behind the capabilities.
 pub(crate) struct Services {
     pub store: Arc<dyn Store>,
-    pub llm: Arc<dyn Llm>,
+    /// The host's capabilities (`capabilities/`).
+    pub capabilities: crate::capabilities::Registry,
     pub log: charter_audit::EventLog,
     pub policy: charter_policy::PolicyEngine,
     pub deployment: Arc<charter_config::Deployment>,
@@ -444,8 +182,8 @@ pub(crate) struct Mediator {
     call_n: u64,
     /// Events of this step, committed with it.
     pub pending: Vec<Event>,
-    /// The step's own kv writes (applied from the log once it commits).
-    overlay: std::collections::BTreeMap<String, Option<String>>,
+    /// Capabilities' per-step state (kv's overlay of the step's writes).
+    step_state: std::collections::HashMap<std::any::TypeId, Box<dyn std::any::Any + Send>>,
     pub rationale: Option<String>,
     /// Secret values handed out in this step: every string that leaves
     /// the step passes this one redaction point.
@@ -461,7 +199,7 @@ pub(crate) struct Mediator {
     pub replayed: u64,
     /// The last executed call (id, function, approving proposal), for its
     /// result event.
-    last_call: Option<(String, HostFn, Option<String>)>,
+    last_call: Option<(String, FnId, Option<String>)>,
     /// Result events of calls that finish outside the store (HTTP), and a
     /// fault found there.
     late: Arc<std::sync::Mutex<Late>>,
@@ -501,7 +239,7 @@ impl Mediator {
             step: format!("{:x}-{n:x}", charter_audit::now_ms()),
             call_n: 0,
             pending: Vec::new(),
-            overlay: Default::default(),
+            step_state: Default::default(),
             rationale: None,
             revealed: Redactor::default(),
             budget: Budget::new(ctx.limits.max_recorded_bytes),
@@ -609,6 +347,12 @@ impl Mediator {
         self.jref().map(|r| r.idempotency_key())
     }
 
+    /// A key naming the current call outside a workflow run (no journal):
+    /// unique to this step's call.
+    pub(crate) fn current_call_key(&self) -> String {
+        format!("charter:{}:{}", self.step, self.call_n)
+    }
+
     /// In a workflow run, consult the journal about the next call. An
     /// `Err` traps the guest with the fault recorded.
     pub(crate) fn gate(
@@ -692,14 +436,12 @@ impl Mediator {
         // Replayable results are journaled in full (bounded: a larger one
         // is recorded by digest and the call is not replayed but executed
         // again); others only as "ok".
-        let result = match (f, r) {
-            (HostFn::SecretsGet, _) | (_, Err(_)) => None,
-            (f, Ok(reply)) if f.replayable() => Some(self.redact_value(&record::bounded(
-                reply_json(reply),
-                record::MAX_RESULT,
-                None,
-            ))),
-            (_, Ok(_)) => None,
+        let f = catalog().get(f);
+        let result = match r {
+            Ok(reply) if f.function.replay => {
+                Some(self.redact_value(&record::bounded(reply.clone(), record::MAX_RESULT, None)))
+            }
+            _ => None,
         };
         let summary = match r {
             Ok(_) => "ok".into(),
@@ -1055,86 +797,43 @@ impl Mediator {
         err
     }
 
-    /// Decide and execute one host-native capability call.
-    pub(crate) fn dispatch(&mut self, call: HostCall) -> wasmtime::Result<Dispatch> {
-        let f = call.function();
+    /// The one pipeline of a host-native call, whatever the capability:
+    /// count it against the cap → re-check the grant (defense in depth
+    /// behind linking) → the capability's argument checks (bounds first:
+    /// out of bounds is refused and recorded by digest; then argument
+    /// grants such as secret or channel names) → the journal (a recorded
+    /// result stands in where the function allows it) → policy (allow,
+    /// propose, deny) → record the call → execute. A function whose effect
+    /// leaves the host runs only once its decision is on disk.
+    pub(crate) fn dispatch(
+        &mut self,
+        id: FnId,
+        args: serde_json::Value,
+    ) -> wasmtime::Result<Dispatch> {
+        let f = catalog().get(id);
         let fname = f.display();
-        self.admit(fname, self.ctx.granted.contains(&f))?;
+        self.admit(fname, self.ctx.granted.contains(&id))?;
         tracing::trace!(plugin = %self.ctx.name, function = fname, "host call");
-        // Log lines and the rationale are the plugin's own voice: kept in its
-        // log (and the proposal), not as audited calls. Where a group's
-        // policies govern them they decide all the same: a denial fails the
-        // step closed, and a line cannot wait for a person (propose denies).
-        if matches!(
-            call,
-            HostCall::LogWrite { .. } | HostCall::ExplainRationale { .. }
-        ) && self.ctx.governed.contains(&f)
-        {
-            let args = call.args();
-            let ruling = self.rule(&f.function_name(), &f.action(), &args);
-            if ruling.decision != Decision::Allow {
-                let reason = match ruling.decision {
-                    Decision::Propose => {
-                        "a policy routes it to people, but a log line or rationale cannot wait for a decision".to_string()
-                    }
-                    _ => ruling
-                        .reason
-                        .clone()
-                        .unwrap_or_else(|| "denied by policy".into()),
-                };
-                let denied = Ruling::deny(ruling.policies.clone(), &reason);
-                let call_id = self.next_call_id();
-                return Err(self.hold(&call_id, fname, &args, &denied));
-            }
+        let cap = self.services.capabilities.capability(f).clone();
+        if f.function.voice {
+            self.decide_voice(id, f, &args)?;
+            return Ok(cap.execute(&args, self.exec(f)));
         }
-        match call {
-            HostCall::LogWrite { level, message } => {
-                let message = self.redact_text(&message, MAX_LOG_MESSAGE);
-                self.push_log(level, "log", message);
-                return Ok(Dispatch::Ready(Ok(Reply::Unit)));
-            }
-            HostCall::ExplainRationale { text } => {
-                self.rationale = Some(self.redact_text(&text, MAX_RATIONALE));
-                return Ok(Dispatch::Ready(Ok(Reply::Unit)));
-            }
-            _ => {}
+        if let Err(refusal) = cap.check(f.function, &args, self.ctx.grants.get(f.interface.name)) {
+            return Err(match refusal {
+                Refusal::Oversize(detail) => self.refuse_oversize(fname, &args, detail),
+                Refusal::Ungranted(reason) => self.deny_recorded(fname, &args, reason),
+            });
         }
-        let args = call.args();
-        // Out-of-bounds arguments are refused before anything records or
-        // decides on them: the record holds only their digest and size.
-        if let Err(detail) = call.check_bounds() {
-            return Err(self.refuse_oversize(fname, &args, detail));
-        }
-        if let HostCall::SecretsGet { name } = &call
-            && !self.ctx.secrets.contains(name)
-        {
-            let granted: Vec<_> = self.ctx.secrets.iter().cloned().collect();
-            return Err(self.deny_recorded(
-                fname,
-                &args,
-                format!(
-                    "secret {name:?} is not granted (granted secrets: [{}])",
-                    granted.join(", ")
-                ),
-            ));
-        }
-        let approved = match self.gate(fname, &args, f.replayable())? {
+        let approved = match self.gate(fname, &args, f.function.replay)? {
             Gate::Fresh => None,
             Gate::Approved(p) => Some(p),
-            Gate::Replay(v) => {
-                return Ok(Dispatch::Ready(reply_from_json(f, &v).ok_or_else(
-                    || {
-                        wasmtime::Error::msg(format!(
-                            "{fname}: journaled result has the wrong shape"
-                        ))
-                    },
-                )?));
-            }
+            Gate::Replay(v) => return Ok(Dispatch::Ready(Ok(v))),
         };
         let ruling = match &approved {
-            Some(p) => self.approved_ruling(&f.function_name(), &f.action(), &args, p),
-            None if self.ctx.governed.contains(&f) => {
-                self.rule(&f.function_name(), &f.action(), &args)
+            Some(p) => self.approved_ruling(f.function_name(), f.action(), &args, p),
+            None if self.ctx.governed.contains(&id) => {
+                self.rule(f.function_name(), f.action(), &args)
             }
             None => Self::by_grant(),
         };
@@ -1143,118 +842,167 @@ impl Mediator {
             return Err(self.hold(&call_id, fname, &args, &ruling));
         }
         let ev = self.call_event(&call_id, fname, &args, &ruling);
+        if f.function.leaves_host {
+            return Ok(self.leave_host(cap, f, ev, call_id, approved, args));
+        }
         self.push(ev)?;
         if self.journal.is_none() {
-            return Ok(self.execute(call));
+            return Ok(cap.execute(&args, self.exec(f)));
         }
         // In a workflow run every executed call's result is journaled.
-        self.last_call = Some((call_id, f, approved));
-        let d = self.execute(call);
+        self.last_call = Some((call_id, id, approved));
+        let d = cap.execute(&args, self.exec(f));
         if let Dispatch::Ready(r) = &d {
             self.record_result(r);
         }
         Ok(d)
     }
 
-    /// Execute an allowed host-native call.
-    pub(crate) fn execute(&mut self, call: HostCall) -> Dispatch {
-        let (ctx, services) = (self.ctx.clone(), self.services.clone());
-        let ns = &*ctx.name;
-        let store = &*services.store;
-        match call {
-            HostCall::LogWrite { .. } | HostCall::ExplainRationale { .. } => {
-                Dispatch::Ready(Ok(Reply::Unit))
+    /// Log lines and the rationale are the plugin's own voice: kept in its
+    /// log (and the proposal), not as audited calls. Where a group's
+    /// policies govern them they decide all the same: a denial fails the
+    /// step closed, and a line cannot wait for a person (propose denies).
+    fn decide_voice(
+        &mut self,
+        id: FnId,
+        f: &'static HostFunction,
+        args: &serde_json::Value,
+    ) -> wasmtime::Result<()> {
+        if !self.ctx.governed.contains(&id) {
+            return Ok(());
+        }
+        let ruling = self.rule(f.function_name(), f.action(), args);
+        if ruling.decision == Decision::Allow {
+            return Ok(());
+        }
+        let reason = match ruling.decision {
+            Decision::Propose => {
+                "a policy routes it to people, but a log line or rationale cannot wait for a decision".to_string()
             }
-            HostCall::KvGet { key } => Dispatch::Ready(match self.overlay.get(&key) {
-                Some(v) => Ok(Reply::Value(v.clone())),
-                None => caps::kv_get(store, ns, &key),
-            }),
-            HostCall::KvSet { key, value } => {
-                let r = caps::kv_check_set(&key, &value)
-                    .and_then(|()| self.record_kv(key.clone(), Some(value.clone())));
-                if r.is_ok() {
-                    self.overlay.insert(key, Some(value));
-                }
-                Dispatch::Ready(r.map(|()| Reply::Unit))
+            _ => ruling
+                .reason
+                .clone()
+                .unwrap_or_else(|| "denied by policy".into()),
+        };
+        let denied = Ruling::deny(ruling.policies.clone(), &reason);
+        let call_id = self.next_call_id();
+        Err(self.hold(&call_id, f.display(), args, &denied))
+    }
+
+    /// An allowed call whose effect leaves the host: its decision is
+    /// appended to the log (on disk) before the effect runs, and its result
+    /// right after, so a step re-run after a crash finds it in the journal
+    /// and does not repeat the effect (where the function's result may
+    /// stand in). The effect is bounded by the host-call timeout of
+    /// [`wait`](Self::wait).
+    fn leave_host(
+        &mut self,
+        cap: Arc<dyn crate::capabilities::Capability>,
+        f: &'static HostFunction,
+        decided: Event,
+        call: String,
+        proposal: Option<String>,
+        args: serde_json::Value,
+    ) -> Dispatch {
+        let effect = match cap.execute(&args, self.exec(f)) {
+            Dispatch::Wait(effect) => effect,
+            ready => {
+                // Nothing left the host: recorded with the step.
+                let _ = self.push(decided);
+                return ready;
             }
-            HostCall::KvDelete { key } => {
-                let existed = match self.overlay.get(&key) {
-                    Some(v) => Ok(v.is_some()),
-                    None => {
-                        caps::kv_get(store, ns, &key).map(|r| matches!(r, Reply::Value(Some(_))))
-                    }
-                };
-                let existed = existed.and_then(|e| self.record_kv(key.clone(), None).map(|()| e));
-                if existed.is_ok() {
-                    self.overlay.insert(key, None);
-                }
-                Dispatch::Ready(existed.map(Reply::Existed))
+        };
+        let log = self.services.log.clone();
+        let redactor = self.revealed.clone();
+        let plugin = self.ctx.name.clone();
+        Dispatch::Wait(Box::pin(async move {
+            log.append(vec![decided])
+                .await
+                .map_err(|e| format!("event log: {e}; not executed"))?;
+            let started = std::time::Instant::now();
+            let r = effect.await;
+            let result = match &r {
+                Ok(v) if f.function.replay => Some(redactor.redact_value(&record::bounded(
+                    v.clone(),
+                    record::MAX_RESULT,
+                    None,
+                ))),
+                _ => None,
+            };
+            let summary = match &r {
+                Ok(_) => "ok".to_string(),
+                Err(e) => record::text(&redactor.redact(e)),
+            };
+            let ev = Event::CallResult {
+                call,
+                plugin,
+                function: f.display().to_string(),
+                ok: r.is_ok(),
+                summary,
+                duration_us: started.elapsed().as_micros() as u64,
+                proposal,
+                result,
+            };
+            if let Err(e) = log.append(vec![ev]).await {
+                // The effect happened; a re-run repeats it under the same
+                // idempotency key.
+                tracing::error!(
+                    function = f.display(),
+                    "event log: {e}; result not recorded"
+                );
             }
-            HostCall::KvListKeys { prefix } => {
-                Dispatch::Ready(caps::kv_list(store, ns, &prefix).map(|r| {
-                    let Reply::Keys(mut keys) = r else { return r };
-                    for (k, v) in self
-                        .overlay
-                        .range(prefix.clone()..)
-                        .take_while(|(k, _)| k.starts_with(&prefix))
-                    {
-                        match v {
-                            Some(_) if !keys.contains(k) => keys.push(k.clone()),
-                            None => keys.retain(|x| x != k),
-                            _ => {}
-                        }
-                    }
-                    keys.sort();
-                    Reply::Keys(keys)
-                }))
-            }
-            HostCall::SecretsGet { name } => {
-                let r = caps::secret_get(&self.services.deployment.secrets, &name);
-                if let Ok(Reply::Text(v)) = &r {
-                    self.revealed.reveal(&name, v);
-                }
-                Dispatch::Ready(r)
-            }
-            HostCall::LlmComplete { prompt } => {
-                let fut = self.services.llm.complete(prompt);
-                Dispatch::Wait(Box::pin(async move { fut.await.map(Reply::Text) }))
-            }
-            HostCall::LlmClassify { text, labels } => {
-                let fut = self.services.llm.classify(text, labels);
-                Dispatch::Wait(Box::pin(async move {
-                    fut.await.map(|(l, c)| Reply::Class(l, c))
-                }))
-            }
+            r
+        }))
+    }
+
+    fn exec(&mut self, f: &'static HostFunction) -> Exec<'_> {
+        Exec {
+            m: self,
+            f,
+            _sealed: Sealed(()),
         }
     }
 
-    /// Record a kv write of the step (committed with it). A key or value
-    /// holding a revealed secret is recorded with `[secret:NAME]` in its
-    /// place and the names listed; the index restores the value from the
-    /// secret's source when it applies the event, so the store holds what
-    /// the plugin wrote and the log never holds the secret.
-    fn record_kv(&mut self, key: String, value: Option<String>) -> Result<(), String> {
-        let mut secrets = self.revealed.names_in(&key);
-        if let Some(v) = &value {
-            secrets.extend(self.revealed.names_in(v));
-            secrets.sort();
-            secrets.dedup();
-        }
-        let (key, value) = if secrets.is_empty() {
-            (key, value)
-        } else {
-            (self.redact(&key), value.as_deref().map(|v| self.redact(v)))
-        };
-        let overlay = (key.len() + value.as_ref().map_or(0, String::len)) as u64;
-        self.push(Event::KvWrite {
-            plugin: self.ctx.name.clone(),
-            key,
-            value,
-            by: None,
-            secrets,
-        })
-        .and_then(|()| self.spend(overlay))
-        .map_err(|e| e.to_string())
+    /// Execute a call people approved (its decision is already recorded):
+    /// the capability's own implementation, on the stored arguments.
+    pub(crate) fn execute_approved(&mut self, id: FnId, args: &serde_json::Value) -> Dispatch {
+        let f = catalog().get(id);
+        let cap = self.services.capabilities.capability(f).clone();
+        cap.execute(args, self.exec(f))
+    }
+
+    /// A capability's state for this step (made on first use).
+    pub(crate) fn step_state<T: Default + Send + 'static>(&mut self) -> &mut T {
+        self.step_state
+            .entry(std::any::TypeId::of::<T>())
+            .or_insert_with(|| Box::new(T::default()))
+            .downcast_mut()
+            .expect("keyed by its type")
+    }
+
+    /// Names of revealed secrets whose values occur in `text`.
+    pub(crate) fn secret_names_in(&self, text: &str) -> Vec<String> {
+        self.revealed.names_in(text)
+    }
+
+    /// Redact `value` (secret `name`) from now on.
+    pub(crate) fn reveal(&mut self, name: &str, value: &str) {
+        self.revealed.reveal(name, value);
+    }
+
+    /// The span of one host call: plugin, function, and run, step and
+    /// attempt inside a workflow run. Attached to the call's future with
+    /// `.instrument` (or entered for a call that never waits).
+    pub(crate) fn call_span(&self, function: &str) -> tracing::Span {
+        let j = self.journal.as_deref();
+        tracing::debug_span!(
+            "host_call",
+            plugin = %self.ctx.name,
+            function,
+            run = j.map(|j| j.run.as_str()),
+            step = j.map(|j| j.step.as_str()),
+            attempt = j.map(|j| j.attempt),
+        )
     }
 
     /// Await a waiting reply under the host-side timeout.
@@ -1456,116 +1204,124 @@ impl WasiHttpHooks for Mediator {
         let deadline = tokio::time::Instant::from_std(self.deadline);
         let at_deadline = self.deadline_detail("an outbound request was");
         let redactor = self.revealed.clone();
-        Box::new(async move {
-            use http_body_util::BodyExt;
-            let fail = |fault: Fault| {
-                let mut l = late.lock().unwrap_or_else(|p| p.into_inner());
-                l.fault.get_or_insert(fault);
-                Err(wasmtime_wasi_http::Error::HttpRequestDenied)
-            };
-            let past_deadline = || Fault::Limit(LimitKind::Deadline, at_deadline.clone());
-            let (parts, body) = request.into_parts();
-            let body = match tokio::time::timeout_at(deadline, read_body(body, &held)).await {
-                Err(_) => return fail(past_deadline()),
-                Ok(Ok(b)) => b,
-                Ok(Err(Some(detail))) => return fail(Fault::Limit(LimitKind::Recorded, detail)),
-                Ok(Err(None)) => return Err(wasmtime_wasi_http::Error::HttpRequestBodySize(None)),
-            };
-            // Held until the request is done with (sent or not).
-            let _release = held.hold(body.len() as u64);
-            let digest = request_digest(&parts, &body);
-            if let Some((mut events, fault)) = proposed {
-                if let Some(Event::Call { request, .. }) = events.first_mut() {
+        let span = self.call_span(FUNC);
+        Box::new(tracing::Instrument::instrument(
+            async move {
+                use http_body_util::BodyExt;
+                let fail = |fault: Fault| {
+                    let mut l = late.lock().unwrap_or_else(|p| p.into_inner());
+                    l.fault.get_or_insert(fault);
+                    Err(wasmtime_wasi_http::Error::HttpRequestDenied)
+                };
+                let past_deadline = || Fault::Limit(LimitKind::Deadline, at_deadline.clone());
+                let (parts, body) = request.into_parts();
+                let body = match tokio::time::timeout_at(deadline, read_body(body, &held)).await {
+                    Err(_) => return fail(past_deadline()),
+                    Ok(Ok(b)) => b,
+                    Ok(Err(Some(detail))) => {
+                        return fail(Fault::Limit(LimitKind::Recorded, detail));
+                    }
+                    Ok(Err(None)) => {
+                        return Err(wasmtime_wasi_http::Error::HttpRequestBodySize(None));
+                    }
+                };
+                // Held until the request is done with (sent or not).
+                let _release = held.hold(body.len() as u64);
+                let digest = request_digest(&parts, &body);
+                if let Some((mut events, fault)) = proposed {
+                    if let Some(Event::Call { request, .. }) = events.first_mut() {
+                        *request = Some(digest);
+                    }
+                    let mut l = late.lock().unwrap_or_else(|p| p.into_inner());
+                    l.events.extend(events);
+                    l.fault.get_or_insert(fault);
+                    l.unrecorded = None;
+                    return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+                }
+                if let Some(before) = recorded
+                    && before != digest
+                {
+                    let msg = format!(
+                        "call {position} of step {step} sent request {}, but this attempt's request is {} (method, URL, headers or body differ under the same idempotency key); not sent",
+                        &before[..before.len().min(19)],
+                        &digest[..19]
+                    );
+                    tracing::warn!(%plugin, "non-deterministic step: {msg}");
+                    return fail(Fault::NonDeterministic(msg));
+                }
+                if let Event::Call { request, .. } = &mut decided {
                     *request = Some(digest);
                 }
-                let mut l = late.lock().unwrap_or_else(|p| p.into_inner());
-                l.events.extend(events);
-                l.fault.get_or_insert(fault);
-                l.unrecorded = None;
-                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
-            }
-            if let Some(before) = recorded
-                && before != digest
-            {
-                let msg = format!(
-                    "call {position} of step {step} sent request {}, but this attempt's request is {} (method, URL, headers or body differ under the same idempotency key); not sent",
-                    &before[..before.len().min(19)],
-                    &digest[..19]
-                );
-                tracing::warn!(%plugin, "non-deterministic step: {msg}");
-                return fail(Fault::NonDeterministic(msg));
-            }
-            if let Event::Call { request, .. } = &mut decided {
-                *request = Some(digest);
-            }
-            if let Err(e) = log.append(vec![decided]).await {
-                tracing::error!("event log: {e}; request not sent");
-                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
-            }
-            let request = http::Request::from_parts(
-                parts,
-                http_body_util::Full::new(body)
-                    .map_err(|never| match never {})
-                    .boxed_unsync(),
-            );
-            let started = std::time::Instant::now();
-            let send = wasmtime_wasi_http::default_send_request(request, Some(options));
-            // The request's own timeouts are cut to the deadline; this ends
-            // whatever else could wait (a slow connect, a dribbling header).
-            let (sent, late_fault) = match tokio::time::timeout_at(deadline, send).await {
-                // A request that failed at the deadline (its own timeouts
-                // are cut to it) failed because of it: a limit.
-                Ok(Err(e))
-                    if tokio::time::Instant::now() + Duration::from_millis(5) >= deadline =>
-                {
-                    (Err(e), Some(past_deadline()))
+                if let Err(e) = log.append(vec![decided]).await {
+                    tracing::error!("event log: {e}; request not sent");
+                    return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
                 }
-                Ok(r) => (r, None),
-                Err(_) => (
-                    Err(wasmtime_wasi_http::Error::ConnectionTimeout),
-                    Some(past_deadline()),
-                ),
-            };
-            if let Some(f) = late_fault {
-                late.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .fault
-                    .get_or_insert(f);
-            }
-            // In a workflow run the response's status is journaled (the body
-            // is the receiver's to repeat: the request carries an
-            // idempotency key).
-            if journaled {
-                let (ok, summary, result) = match &sent {
-                    Ok((res, _)) => (
-                        true,
-                        format!("HTTP {}", res.status().as_u16()),
-                        Some(serde_json::json!({"status": res.status().as_u16()})),
-                    ),
-                    Err(e) => (
-                        false,
-                        record::text(&redactor.redact(&format!("{e:?}"))),
-                        None,
+                let request = http::Request::from_parts(
+                    parts,
+                    http_body_util::Full::new(body)
+                        .map_err(|never| match never {})
+                        .boxed_unsync(),
+                );
+                let started = std::time::Instant::now();
+                let send = wasmtime_wasi_http::default_send_request(request, Some(options));
+                // The request's own timeouts are cut to the deadline; this ends
+                // whatever else could wait (a slow connect, a dribbling header).
+                let (sent, late_fault) = match tokio::time::timeout_at(deadline, send).await {
+                    // A request that failed at the deadline (its own timeouts
+                    // are cut to it) failed because of it: a limit.
+                    Ok(Err(e))
+                        if tokio::time::Instant::now() + Duration::from_millis(5) >= deadline =>
+                    {
+                        (Err(e), Some(past_deadline()))
+                    }
+                    Ok(r) => (r, None),
+                    Err(_) => (
+                        Err(wasmtime_wasi_http::Error::ConnectionTimeout),
+                        Some(past_deadline()),
                     ),
                 };
-                let mut l = late.lock().unwrap_or_else(|p| p.into_inner());
-                l.events.push(Event::CallResult {
-                    call: call_id,
-                    plugin,
-                    function: FUNC.to_string(),
-                    ok,
-                    summary,
-                    duration_us: started.elapsed().as_micros() as u64,
-                    proposal: None,
-                    result,
-                });
-            }
-            let (res, io) = sent?;
-            Ok((
-                res.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
-        })
+                if let Some(f) = late_fault {
+                    late.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .fault
+                        .get_or_insert(f);
+                }
+                // In a workflow run the response's status is journaled (the body
+                // is the receiver's to repeat: the request carries an
+                // idempotency key).
+                if journaled {
+                    let (ok, summary, result) = match &sent {
+                        Ok((res, _)) => (
+                            true,
+                            format!("HTTP {}", res.status().as_u16()),
+                            Some(serde_json::json!({"status": res.status().as_u16()})),
+                        ),
+                        Err(e) => (
+                            false,
+                            record::text(&redactor.redact(&format!("{e:?}"))),
+                            None,
+                        ),
+                    };
+                    let mut l = late.lock().unwrap_or_else(|p| p.into_inner());
+                    l.events.push(Event::CallResult {
+                        call: call_id,
+                        plugin,
+                        function: FUNC.to_string(),
+                        ok,
+                        summary,
+                        duration_us: started.elapsed().as_micros() as u64,
+                        proposal: None,
+                        result,
+                    });
+                }
+                let (res, io) = sent?;
+                Ok((
+                    res.map(BodyExt::boxed_unsync),
+                    Box::new(io) as Box<dyn Future<Output = _> + Send>,
+                ))
+            },
+            span,
+        ))
     }
 }
 
@@ -1716,30 +1472,9 @@ fn event_size(ev: &Event) -> u64 {
 
 /// The largest kv key and value a plugin (or an operator) may write.
 pub fn kv_bounds() -> (usize, usize) {
-    (caps::MAX_KEY, caps::MAX_VALUE)
+    (crate::capabilities::MAX_KEY, crate::capabilities::MAX_VALUE)
 }
 
 /// Read a secret for the host's own use (the LLM provider's API key), never
 /// for a plugin: plugins reach secrets only through [`Mediator::dispatch`].
-pub fn read_secret(
-    secrets: &std::collections::BTreeMap<String, SecretSource>,
-    name: &str,
-) -> Result<String, String> {
-    match caps::secret_get(secrets, name)? {
-        Reply::Text(t) => Ok(t),
-        _ => Err(format!("secret {name:?}: unexpected reply")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn static_names_match_the_catalog() {
-        for f in HostFn::ALL {
-            assert_eq!(f.display(), f.function_name().to_string());
-            assert_eq!(HostFn::lookup(f.interface(), f.name()), Some(*f));
-        }
-    }
-}
+pub use crate::capabilities::read_secret;
