@@ -611,151 +611,77 @@ impl Host {
             return Err(fail(LoadError::Ungranted(ungranted)));
         }
 
-        // A connector must export what it claims to provide.
-        let mut provides = HashMap::new();
-        for iface in &spec.provides {
-            let export = inspection
-                .exports
-                .iter()
-                .find(|e| e.kind == "instance" && e.name.split('@').next() == Some(iface.as_str()));
-            match export {
-                Some(e) => {
-                    provides.insert(iface.clone(), e.name.clone());
-                }
-                None => {
-                    return Err(fail(LoadError::Link {
-                        plugin: spec.name.clone(),
-                        detail: format!(
-                            "`provides` names {iface} but the component exports no such interface"
-                        ),
-                    }));
-                }
-            }
-        }
-        if inspection.world.is_none() && provides.is_empty() {
-            return Err(fail(LoadError::NotAStep {
-                plugin: spec.name.clone(),
-                detail: format!(
-                    "exports: [{}]",
-                    inspection
-                        .exports
-                        .iter()
-                        .map(|e| e.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            }));
-        }
-
-        // Imports provided by connectors: the connector must be in the
-        // deployment, load, and export every imported function.
-        let mut routes = BTreeSet::new();
-        for iface in inspection
-            .imports
-            .iter()
-            .filter(|i| i.class == ImportClass::Capability)
-        {
-            let bare = iface
-                .interface
-                .split('@')
-                .next()
-                .unwrap_or(&iface.interface);
-            if bare.starts_with("charter:host/") || bare.starts_with("wasi:http/") {
-                continue;
-            }
-            let Some(provider) = self.deployment.provider(bare) else {
-                return Err(fail(LoadError::Link {
-                    plugin: spec.name.clone(),
-                    detail: format!(
-                        "imports {} but no plugin provides it; add `provides = [\"{bare}\"]` to the connector's entry",
-                        iface.interface
-                    ),
-                }));
-            };
-            if provider.name == spec.name {
-                return Err(fail(LoadError::Link {
-                    plugin: spec.name.clone(),
-                    detail: format!("a connector cannot import the interface it provides ({bare})"),
-                }));
-            }
-            let conn = Box::pin(self.load(&provider.name)).await.map_err(|e| {
-                fail(LoadError::Link {
-                    plugin: spec.name.clone(),
-                    detail: format!("its connector {} cannot load: {e}", provider.name),
-                })
-            })?;
-            let export = &conn.provides[bare];
-            let exported = conn
-                .inspection
-                .exports
-                .iter()
-                .find(|e| &e.name == export)
-                .map(|e| e.functions.clone())
-                .unwrap_or_default();
-            // Policy decides on the importer's view of the arguments, the
-            // connector receives them by position: the two must name the
-            // same parameters in the same order, or an importer could
-            // rename its way past a policy.
-            let theirs: HashMap<String, Vec<String>> =
-                connector_functions(&self.engine, &conn, bare)
-                    .into_iter()
-                    .map(|(n, f)| (n, f.params().map(|(p, _)| p.to_string()).collect()))
-                    .collect();
-            let ours = imported_functions(&self.engine, &component, &iface.interface);
-            for f in &iface.functions {
-                if !exported.contains(f) {
-                    return Err(fail(LoadError::Link {
-                        plugin: spec.name.clone(),
-                        detail: format!(
-                            "imports {}#{f}, which connector {} does not export",
-                            iface.interface, provider.name
-                        ),
-                    }));
-                }
-                let (mine, exported_params) = (ours.get(f), theirs.get(f));
-                if mine != exported_params {
-                    return Err(fail(LoadError::Link {
-                        plugin: spec.name.clone(),
-                        detail: format!(
-                            "imports {}#{f} with parameters ({}) but connector {} exports it with ({}); build it against the connector's WIT",
-                            iface.interface,
-                            mine.map(|p| p.join(", ")).unwrap_or_default(),
-                            provider.name,
-                            exported_params.map(|p| p.join(", ")).unwrap_or_default(),
-                        ),
-                    }));
-                }
-                routes.insert((iface.interface.clone(), f.clone()));
-            }
-        }
+        let provides = exports_provided(spec, &inspection).map_err(fail)?;
+        let routes = self
+            .connector_routes(spec, &component, &inspection)
+            .await
+            .map_err(fail)?;
 
         let mut grants = grant_set(&self.deployment, spec);
         grants.connectors = routes;
-        let key = (digest.clone(), grants.clone());
-        let cached = self.pres.lock().unwrap().get(&key).cloned();
-        let pre = match cached {
-            Some(p) => p,
-            None => {
-                let linker = linker::build(&self.engine, &self.services.capabilities, &grants)
-                    .map_err(|e| {
-                        fail(LoadError::Link {
-                            plugin: spec.name.clone(),
-                            detail: format!("{e:#}"),
-                        })
-                    })?;
-                let pre = linker.instantiate_pre(&component).map_err(|e| {
-                    fail(LoadError::Link {
-                        plugin: spec.name.clone(),
-                        detail: format!("{e:#}"),
-                    })
-                })?;
-                self.pres.lock().unwrap().insert(key, pre.clone());
-                pre
-            }
-        };
-        let ctx = Arc::new(PluginContext {
+        let pre = self
+            .instance_pre(spec, &digest, &grants, &component)
+            .map_err(fail)?;
+        let ctx = Arc::new(self.plugin_context(spec, &digest, &grants));
+        let loaded = Arc::new(LoadedPlugin {
             name: spec.name.clone(),
-            digest: digest.clone(),
+            digest,
+            inspection,
+            provides,
+            load_time: started.elapsed(),
+            pre,
+            ctx,
+        });
+        if !loaded.provides.is_empty() {
+            let mut c = self
+                .services
+                .connectors
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for iface in loaded.provides.keys() {
+                c.insert(iface.clone(), loaded.clone());
+            }
+        }
+        tracing::info!(plugin = %name, digest = %loaded.digest, ms = loaded.load_time.as_millis() as u64, "loaded");
+        Ok(loaded)
+    }
+
+    /// The component linked with exactly its grants, ready to instantiate;
+    /// cached per (digest, grants), so a reload of the same bytes under the
+    /// same grants links once.
+    fn instance_pre(
+        &self,
+        spec: &PluginSpec,
+        digest: &str,
+        grants: &GrantSet,
+        component: &Component,
+    ) -> Result<InstancePre<HostState>, LoadError> {
+        let key = (digest.to_string(), grants.clone());
+        let pres = || {
+            self.pres
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(p) = pres().get(&key) {
+            return Ok(p.clone());
+        }
+        let link_error = |e: wasmtime::Error| LoadError::Link {
+            plugin: spec.name.clone(),
+            detail: format!("{e:#}"),
+        };
+        let linker =
+            linker::build(&self.engine, &self.services.capabilities, grants).map_err(link_error)?;
+        let pre = linker.instantiate_pre(component).map_err(link_error)?;
+        pres().insert(key, pre.clone());
+        Ok(pre)
+    }
+
+    /// What the mediator knows of a loaded plugin: its grants, the host
+    /// functions a policy governs, its argument grants, hosts and limits.
+    fn plugin_context(&self, spec: &PluginSpec, digest: &str, grants: &GrantSet) -> PluginContext {
+        PluginContext {
+            name: spec.name.clone(),
+            digest: digest.to_string(),
             groups: spec.groups.clone(),
             owner: spec.owner.clone(),
             governed: grants
@@ -776,24 +702,98 @@ impl Host {
                 .argument_grants(&self.deployment, spec),
             hosts: self.deployment.allowed_hosts(spec),
             limits: spec.limits,
-        });
-        let loaded = Arc::new(LoadedPlugin {
-            name: spec.name.clone(),
-            digest,
-            inspection,
-            provides,
-            load_time: started.elapsed(),
-            pre,
-            ctx,
-        });
-        if !loaded.provides.is_empty() {
-            let mut c = self.services.connectors.write().unwrap();
-            for iface in loaded.provides.keys() {
-                c.insert(iface.clone(), loaded.clone());
+        }
+    }
+
+    /// Imports provided by connectors: the connector must be in the
+    /// deployment, load, and export every imported function with the same
+    /// parameters. The (interface, function) routes the linker binds.
+    async fn connector_routes(
+        &self,
+        spec: &PluginSpec,
+        component: &Component,
+        inspection: &inspect::Inspection,
+    ) -> Result<BTreeSet<(String, String)>, LoadError> {
+        let mut routes = BTreeSet::new();
+        for iface in inspection
+            .imports
+            .iter()
+            .filter(|i| i.class == ImportClass::Capability)
+        {
+            let bare = iface
+                .interface
+                .split('@')
+                .next()
+                .unwrap_or(&iface.interface);
+            if bare.starts_with("charter:host/") || bare.starts_with("wasi:http/") {
+                continue;
+            }
+            let Some(provider) = self.deployment.provider(bare) else {
+                return Err(LoadError::Link {
+                    plugin: spec.name.clone(),
+                    detail: format!(
+                        "imports {} but no plugin provides it; add `provides = [\"{bare}\"]` to the connector's entry",
+                        iface.interface
+                    ),
+                });
+            };
+            if provider.name == spec.name {
+                return Err(LoadError::Link {
+                    plugin: spec.name.clone(),
+                    detail: format!("a connector cannot import the interface it provides ({bare})"),
+                });
+            }
+            let conn = Box::pin(self.load(&provider.name))
+                .await
+                .map_err(|e| LoadError::Link {
+                    plugin: spec.name.clone(),
+                    detail: format!("its connector {} cannot load: {e}", provider.name),
+                })?;
+            let export = &conn.provides[bare];
+            let exported = conn
+                .inspection
+                .exports
+                .iter()
+                .find(|e| &e.name == export)
+                .map(|e| e.functions.clone())
+                .unwrap_or_default();
+            // Policy decides on the importer's view of the arguments, the
+            // connector receives them by position: the two must name the
+            // same parameters in the same order, or an importer could
+            // rename its way past a policy.
+            let theirs: HashMap<String, Vec<String>> =
+                connector_functions(&self.engine, &conn, bare)
+                    .into_iter()
+                    .map(|(n, f)| (n, f.params().map(|(p, _)| p.to_string()).collect()))
+                    .collect();
+            let ours = imported_functions(&self.engine, component, &iface.interface);
+            for f in &iface.functions {
+                if !exported.contains(f) {
+                    return Err(LoadError::Link {
+                        plugin: spec.name.clone(),
+                        detail: format!(
+                            "imports {}#{f}, which connector {} does not export",
+                            iface.interface, provider.name
+                        ),
+                    });
+                }
+                let (mine, exported_params) = (ours.get(f), theirs.get(f));
+                if mine != exported_params {
+                    return Err(LoadError::Link {
+                        plugin: spec.name.clone(),
+                        detail: format!(
+                            "imports {}#{f} with parameters ({}) but connector {} exports it with ({}); build it against the connector's WIT",
+                            iface.interface,
+                            mine.map(|p| p.join(", ")).unwrap_or_default(),
+                            provider.name,
+                            exported_params.map(|p| p.join(", ")).unwrap_or_default(),
+                        ),
+                    });
+                }
+                routes.insert((iface.interface.clone(), f.clone()));
             }
         }
-        tracing::info!(plugin = %name, digest = %loaded.digest, ms = loaded.load_time.as_millis() as u64, "loaded");
-        Ok(loaded)
+        Ok(routes)
     }
 
     /// Read the file (bounded), check the pin and the preamble, and compile
@@ -1050,6 +1050,50 @@ pub(crate) struct Attempted {
 }
 
 /// A store for one call of `ctx`'s plugin, with its limits set.
+/// The interfaces a connector claims to provide, each with the export that
+/// provides it; a component that is neither a step nor a connector is
+/// refused.
+fn exports_provided(
+    spec: &PluginSpec,
+    inspection: &inspect::Inspection,
+) -> Result<HashMap<String, String>, LoadError> {
+    let mut provides = HashMap::new();
+    for iface in &spec.provides {
+        let export = inspection
+            .exports
+            .iter()
+            .find(|e| e.kind == "instance" && e.name.split('@').next() == Some(iface.as_str()));
+        match export {
+            Some(e) => {
+                provides.insert(iface.clone(), e.name.clone());
+            }
+            None => {
+                return Err(LoadError::Link {
+                    plugin: spec.name.clone(),
+                    detail: format!(
+                        "`provides` names {iface} but the component exports no such interface"
+                    ),
+                });
+            }
+        }
+    }
+    if inspection.world.is_none() && provides.is_empty() {
+        return Err(LoadError::NotAStep {
+            plugin: spec.name.clone(),
+            detail: format!(
+                "exports: [{}]",
+                inspection
+                    .exports
+                    .iter()
+                    .map(|e| e.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    }
+    Ok(provides)
+}
+
 fn new_store(
     services: &Arc<Services>,
     ctx: &Arc<PluginContext>,
@@ -1088,30 +1132,7 @@ async fn run_step_in_span(
     let plugin = loaded.name.clone();
     let limits = loaded.ctx.limits;
     let deadline = store.data().mediator.deadline;
-    if input.len() as u64 > limits.max_input_bytes {
-        return Err(CallError::Limit {
-            plugin,
-            kind: LimitKind::InputSize,
-            detail: format!(
-                "input is {} bytes, over limits.max_input_bytes = {}",
-                input.len(),
-                limits.max_input_bytes
-            ),
-        });
-    }
-    if let Err(detail) = record::check_step_text("input", input, limits.max_input_bytes) {
-        return Err(CallError::Limit {
-            plugin,
-            kind: LimitKind::InputSize,
-            detail,
-        });
-    }
-    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(input) {
-        return Err(CallError::Invalid {
-            plugin,
-            message: format!("input is not valid JSON: {e}"),
-        });
-    }
+    check_input(&plugin, &limits, input)?;
     let result = async {
         let instance = loaded.pre.instantiate_async(&mut *store).await?;
         // The output is lifted as an owned `String`: wasmtime runs the
@@ -1122,45 +1143,7 @@ async fn run_step_in_span(
             .get_typed_func::<(&str,), (Result<String, WireStepError>,)>(&mut *store, "run")?;
         let (r,) = run.call_async(&mut *store, (input,)).await?;
         Ok::<_, wasmtime::Error>(match r {
-            Ok(s) => {
-                if s.len() as u64 > limits.max_output_bytes {
-                    Err(CallError::Limit {
-                        plugin: plugin.clone(),
-                        kind: LimitKind::OutputSize,
-                        detail: format!(
-                            "output is {} bytes, over limits.max_output_bytes = {}",
-                            s.len(),
-                            limits.max_output_bytes
-                        ),
-                    })
-                } else if let Err(detail) =
-                    record::check_step_text("output", &s, limits.max_output_bytes)
-                {
-                    // What is accepted must be readable back from the log.
-                    Err(CallError::Limit {
-                        plugin: plugin.clone(),
-                        kind: LimitKind::OutputSize,
-                        detail,
-                    })
-                } else {
-                    serde_json::from_str::<serde_json::Value>(&s)
-                        .map_err(|e| CallError::Invalid {
-                            plugin: plugin.clone(),
-                            message: format!("output is not valid JSON: {e}"),
-                        })
-                        .and_then(|v| {
-                            // Re-encoding can grow it (`1e15` is written out
-                            // in full): the recorded form is what is bounded.
-                            record::check_step_value("output", &v, limits.max_output_bytes)
-                                .map(|()| v)
-                                .map_err(|detail| CallError::Limit {
-                                    plugin: plugin.clone(),
-                                    kind: LimitKind::OutputSize,
-                                    detail,
-                                })
-                        })
-                }
-            }
+            Ok(s) => step_output(&plugin, &limits, &s),
             Err(WireStepError::Retryable(message)) => Err(CallError::Step {
                 plugin: plugin.clone(),
                 retryable: true,
@@ -1184,6 +1167,83 @@ async fn run_step_in_span(
         Ok(Ok(v)) => Ok(Ok(v)),
         Ok(Err(e)) => Err(e),
         Err(trap) => Ok(Err(trap)),
+    }
+}
+
+/// A step's input within its limits and valid JSON, before any guest code runs.
+fn check_input(
+    plugin: &str,
+    limits: &charter_config::Limits,
+    input: &str,
+) -> Result<(), CallError> {
+    if input.len() as u64 > limits.max_input_bytes {
+        return Err(CallError::Limit {
+            plugin: plugin.to_string(),
+            kind: LimitKind::InputSize,
+            detail: format!(
+                "input is {} bytes, over limits.max_input_bytes = {}",
+                input.len(),
+                limits.max_input_bytes
+            ),
+        });
+    }
+    if let Err(detail) = record::check_step_text("input", input, limits.max_input_bytes) {
+        return Err(CallError::Limit {
+            plugin: plugin.to_string(),
+            kind: LimitKind::InputSize,
+            detail,
+        });
+    }
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(input) {
+        return Err(CallError::Invalid {
+            plugin: plugin.to_string(),
+            message: format!("input is not valid JSON: {e}"),
+        });
+    }
+    Ok(())
+}
+
+/// A step's output: within its limits (as returned and as it would be
+/// recorded) and valid JSON.
+fn step_output(
+    plugin: &str,
+    limits: &charter_config::Limits,
+    s: &str,
+) -> Result<serde_json::Value, CallError> {
+    if s.len() as u64 > limits.max_output_bytes {
+        Err(CallError::Limit {
+            plugin: plugin.to_string(),
+            kind: LimitKind::OutputSize,
+            detail: format!(
+                "output is {} bytes, over limits.max_output_bytes = {}",
+                s.len(),
+                limits.max_output_bytes
+            ),
+        })
+    } else if let Err(detail) = record::check_step_text("output", s, limits.max_output_bytes) {
+        // What is accepted must be readable back from the log.
+        Err(CallError::Limit {
+            plugin: plugin.to_string(),
+            kind: LimitKind::OutputSize,
+            detail,
+        })
+    } else {
+        serde_json::from_str::<serde_json::Value>(s)
+            .map_err(|e| CallError::Invalid {
+                plugin: plugin.to_string(),
+                message: format!("output is not valid JSON: {e}"),
+            })
+            .and_then(|v| {
+                // Re-encoding can grow it (`1e15` is written out
+                // in full): the recorded form is what is bounded.
+                record::check_step_value("output", &v, limits.max_output_bytes)
+                    .map(|()| v)
+                    .map_err(|detail| CallError::Limit {
+                        plugin: plugin.to_string(),
+                        kind: LimitKind::OutputSize,
+                        detail,
+                    })
+            })
     }
 }
 
