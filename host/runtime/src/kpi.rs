@@ -98,6 +98,12 @@ fn pct(v: &mut [u64], p: usize) -> Option<u64> {
     Some(v[rank - 1])
 }
 
+/// The KPIs, folded from the log in one pass.
+///
+/// Long on purpose: one arm per event kind, each a few lines, sharing the
+/// maps that tie an execution back to the decision and the approvals behind
+/// it (the "unauthorized actions executed" check); split into functions,
+/// those maps would be passed around, not clarified.
 pub fn compute(records: &[Record]) -> Kpi {
     let mut k = Kpi {
         events: records.len() as u64,

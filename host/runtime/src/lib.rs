@@ -275,6 +275,10 @@ pub fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, HostError> 
 }
 
 impl Host {
+    /// The composition root: lock the data dir, open the log and the index
+    /// (re-applying what the index missed), build the engine, the policy
+    /// engine and the capability registry. Long because it wires every part
+    /// once, in order; each part is built by its own module.
     pub fn new(deployment: Deployment, options: HostOptions) -> Result<Host, HostError> {
         std::fs::create_dir_all(&deployment.data_dir).map_err(|source| HostError::DataDir {
             path: deployment.data_dir.clone(),
@@ -1389,6 +1393,10 @@ pub(crate) struct Importer {
 /// Call a connector's export for an importer (the importer's mediator has
 /// already decided and recorded the call). The connector runs under its own
 /// grants, limits and mediator; its own events commit before this returns.
+/// (Long: the connector's whole bounded call — store, deadline, redactor
+/// inheritance, instantiation, typed call, fault mapping, commit — in the
+/// order it must happen; it moves into a connector capability with #11's
+/// remaining work.)
 pub(crate) async fn invoke_connector(
     services: &Arc<Services>,
     iface: &str,
