@@ -3,88 +3,106 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use charter_audit::{Decision, Event, Record};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Default, Clone, Serialize)]
+/// Calls of one function, by decision.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallCounts {
+    /// Allowed.
     pub allowed: u64,
+    /// Routed to people.
     pub proposed: u64,
+    /// Denied.
     pub denied: u64,
 }
 
-#[derive(Debug, Default, Clone, Serialize)]
+/// Proposals, by what became of them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProposalCounts {
+    /// Made.
     pub created: u64,
+    /// Approved and executed.
     pub executed: u64,
+    /// Rejected.
     pub rejected: u64,
+    /// Expired (counts as rejected).
     pub expired: u64,
+    /// Approved, but the execution failed.
     pub failed: u64,
+    /// Still waiting.
     pub pending: u64,
-    /// executed / decided (executed + rejected + expired + failed).
+    /// executed / decided.
     pub acceptance_rate: Option<f64>,
-    /// From proposal to resolution, in milliseconds.
+    /// From proposal to resolution, milliseconds, median.
     pub decision_latency_ms_p50: Option<u64>,
+    /// ... 95th percentile.
     pub decision_latency_ms_p95: Option<u64>,
 }
 
 /// Efficiency and customer figures of one workflow.
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowKpi {
+    /// Runs started.
     pub runs: u64,
+    /// Completed.
     pub completed: u64,
+    /// Failed.
     pub failed: u64,
+    /// Cancelled.
     pub cancelled: u64,
+    /// Not ended.
     pub in_progress: u64,
-    /// From run start to end, in milliseconds (ended runs).
+    /// Start to end of ended runs, milliseconds, median.
     pub cycle_time_ms_p50: Option<u64>,
+    /// ... 95th percentile.
     pub cycle_time_ms_p95: Option<u64>,
+    /// Attempts that ran.
     pub step_attempts: u64,
     /// Attempts that failed and were retried.
     pub retries: u64,
+    /// Escalations.
     pub escalations: u64,
-    /// Runs handed to people (an escalation or a proposal to decide).
+    /// Runs handed to people.
     pub handoffs: u64,
     /// handoffs / runs.
     pub handoff_rate: Option<f64>,
-    /// Steps that failed, were retried and then succeeded: escalations a
-    /// retry made unnecessary.
+    /// Steps that failed, were retried and then succeeded.
     pub escalations_avoided: u64,
 }
 
-/// Blocked unauthorized attempts, by what blocked them. Their sum is
-/// [`Kpi::blocked_unauthorized_attempts`].
-#[derive(Debug, Default, Clone, Serialize)]
+/// Blocked unauthorized attempts, by what blocked them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockedByKind {
-    /// Plugins refused at load (ungranted import, phase gate, digest pin):
-    /// usually a developer fixing grants, not an attack.
+    /// Plugins refused at load.
     pub plugin_refused_at_load: u64,
-    /// Capability calls denied by policy or by the grant check.
+    /// Calls denied.
     pub call_denied: u64,
-    /// Attempts to approve or reject a proposal that were refused
-    /// (self-approval, wrong role, expired, ...).
+    /// Refused attempts to decide a proposal.
     pub approval_refused: u64,
-    /// Attempts to resolve an escalation that were refused.
+    /// Refused attempts to resolve an escalation.
     pub escalation_resolution_refused: u64,
 }
 
-#[derive(Debug, Default, Clone, Serialize)]
+/// `charter kpi --json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Kpi {
+    /// Entries in the log, of every type.
     pub events: u64,
+    /// Plugin executions of every outcome.
     pub steps: u64,
     /// `plugin` → `function` → counts.
     pub calls: BTreeMap<String, BTreeMap<String, CallCounts>>,
+    /// Proposals.
     pub proposals: ProposalCounts,
-    /// Denied calls, refused plugin loads, refused approval attempts and
-    /// refused escalation resolutions: the sum of `blocked_by_kind`.
+    /// The sum of `blocked_by_kind`.
     pub blocked_unauthorized_attempts: u64,
-    /// `blocked_unauthorized_attempts`, broken down by kind.
+    /// Blocked attempts by kind.
     pub blocked_by_kind: BlockedByKind,
-    /// Executions with no allow decision or sufficient approval behind them.
-    /// Target: zero.
+    /// Executions with no allow decision or approval behind them (target 0).
     pub unauthorized_actions_executed: u64,
-    /// What each unauthorized execution was, if any.
+    /// What each was.
     pub unauthorized_detail: Vec<String>,
-    /// Per workflow: cycle time, retries, escalations, handoffs.
+    /// Per workflow.
     pub workflows: BTreeMap<String, WorkflowKpi>,
 }
 
