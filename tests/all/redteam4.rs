@@ -376,3 +376,72 @@ fn control_api_refuses_hostile_ids_and_paths() {
         .unwrap_err();
     assert!(!e.to_string().contains("root:"), "{e}");
 }
+
+/// A workflow run's notify to `ops` waits for an operator; meanwhile the
+/// operator takes `ops` out of the plugin's channel grant. The approval
+/// resumes the run, whose re-run step asks again through the pipeline:
+/// the channel grant is checked, the call denied, nothing sent.
+#[test]
+fn a_runs_approved_notify_is_checked_against_the_channel_grant_in_force() {
+    let rt = rt();
+    let (port, got) = rt.block_on(webhook(200, 2));
+    let dir = tempfile::tempdir().unwrap();
+    let config = |granted: &str| {
+        let extra = format!(
+            r#"
+[channels.ops]
+webhook = "http://127.0.0.1:{port}/hook"
+[channels.console]
+inbox = true
+[groups.governed-notify]
+capabilities = ["charter:host/notify.send"]
+channels = [{granted}]
+policies = '''
+@id("ops-needs-a-person")
+@approval("operator")
+permit (principal, action == Action::"charter:host/notify.send", resource)
+when {{ context.channel == "ops" }};
+@id("console-is-fine")
+permit (principal, action == Action::"charter:host/notify.send", resource)
+when {{ context.channel == "console" }};
+'''
+[groups.no-secrets]
+capabilities = ["charter:host/secrets.get"]
+[approvers.olga]
+roles = ["operator"]
+[workflows.alert]
+[[workflows.alert.steps]]
+id = "tell"
+plugin = "notifier"
+input = {{ channel = "ops", subject = "s", body = "b" }}
+on_failure = "fail"
+"#
+        );
+        deployment(
+            dir.path(),
+            4,
+            &[(
+                "notifier",
+                "fx-notify",
+                &["governed-notify", "no-secrets"],
+                &extra,
+            )],
+        )
+    };
+    let run = {
+        let h =
+            charter_runtime::Host::new(config("\"ops\", \"console\""), Default::default()).unwrap();
+        let st = rt
+            .block_on(h.run_workflow("alert", json!({}), None))
+            .unwrap();
+        assert_eq!(st.status.to_string(), "waiting-approval", "{st:?}");
+        st.id
+    };
+    let h = charter_runtime::Host::new(config("\"console\""), Default::default()).unwrap();
+    let id = h.proposals()[0].id.clone();
+    let _ = rt.block_on(h.decide(&id, "olga", true, None));
+    let st = h.run(&run).unwrap();
+    assert_ne!(st.status.to_string(), "completed", "{st:?}");
+    assert!(got.lock().unwrap().is_empty(), "nothing was sent");
+    assert_eq!(kpi_unauthorized(&h), 0);
+}
