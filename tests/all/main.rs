@@ -18,6 +18,7 @@ mod policy_attack;
 mod redteam;
 mod redteam2;
 mod redteam3;
+mod redteam4;
 mod substrate;
 mod support;
 mod workflow;
