@@ -19,6 +19,7 @@ mod redteam;
 mod redteam2;
 mod redteam3;
 mod redteam4;
+mod redteam5;
 mod substrate;
 mod support;
 mod workflow;

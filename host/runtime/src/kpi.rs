@@ -141,6 +141,8 @@ pub fn compute(records: &[Record]) -> Kpi {
     let mut cycle: HashMap<&str, Vec<u64>> = HashMap::new();
     let mut handed: HashSet<&str> = HashSet::new();
     let mut retried: HashSet<(&str, &str)> = HashSet::new();
+    // Proposals already executed: one approval, one execution.
+    let mut executed: HashSet<&str> = HashSet::new();
     for r in records {
         let wf_of = |run: &str| run_wf.get(run).map(|(w, _)| *w);
         match &r.event {
@@ -287,7 +289,9 @@ pub fn compute(records: &[Record]) -> Kpi {
                         // People approved these arguments: an execution of
                         // any others is unauthorized, whatever it claims.
                         let same_args = proposal_args.get(p.as_str()).copied() == decided.copied();
-                        same_args && needed.get(p.as_str()).is_some_and(|n| have >= *n)
+                        same_args
+                            && needed.get(p.as_str()).is_some_and(|n| have >= *n)
+                            && executed.insert(p.as_str())
                     }
                 };
                 if !(decided.is_some() && approved) {

@@ -121,6 +121,11 @@ pub struct Host {
     loaded: Mutex<HashMap<String, Arc<LoadedPlugin>>>,
     pres: Mutex<HashMap<(String, GrantSet), InstancePre<HostState>>>,
     config_recorded: tokio::sync::OnceCell<()>,
+    /// Held while a person's decision is checked against the log and
+    /// recorded (approvals, escalation resolutions, cancellations): two
+    /// decisions on one proposal or run never both act on the same state.
+    /// (One process holds the data directory; see [`lock_data_dir`].)
+    decisions: tokio::sync::Mutex<()>,
     /// Who this host is when it holds a run's lease (process and instance).
     holder: String,
     _ticker: engine::EpochTicker,
@@ -369,6 +374,7 @@ impl Host {
             loaded: Mutex::new(HashMap::new()),
             pres: Mutex::new(HashMap::new()),
             config_recorded: tokio::sync::OnceCell::new(),
+            decisions: tokio::sync::Mutex::new(()),
             holder: format!(
                 "pid {} host {}",
                 std::process::id(),

@@ -95,6 +95,10 @@ impl Host {
         approve: bool,
         comment: Option<String>,
     ) -> Result<Decided, ProposalError> {
+        // One decision at a time: a second approver must see the first's
+        // decision (and its execution) in the log, never the same pending
+        // proposal.
+        let _serial = self.decisions.lock().await;
         let comment = comment.map(|c| crate::record::text(&c));
         // The log is the record of what was proposed: a decision acts on
         // the log's proposal, never on the index's copy (which anyone who
@@ -339,7 +343,14 @@ impl Host {
             self.services.clone(),
             p.initiator.clone(),
         );
-        let ruling = m.rule(&fname, &format!("{iface}.{func}"), &p.args);
+        m.approved_key = Some(format!("charter:{}", p.id));
+        let mut ruling = m.rule(&fname, &format!("{iface}.{func}"), &p.args);
+        // The grants in force now, as a fresh call would meet them.
+        if let Some(id) = catalog().lookup(instance, func)
+            && let Err(reason) = m.recheck_approved(id, &p.args)
+        {
+            ruling = crate::mediator::Ruling::deny(vec![], &reason);
+        }
         if ruling.decision == Decision::Deny {
             let reason = ruling.reason.clone().unwrap_or_else(|| "denied".into());
             let ev = m.call_event(&p.call, &p.function, &p.args, &ruling);

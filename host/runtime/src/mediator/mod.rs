@@ -157,7 +157,7 @@ pub(crate) struct Ruling {
 
 impl Ruling {
     /// A denial by `policies` (none: by the host's own rule) for `reason`.
-    fn deny(policies: Vec<String>, reason: &str) -> Ruling {
+    pub(crate) fn deny(policies: Vec<String>, reason: &str) -> Ruling {
         Ruling {
             decision: Decision::Deny,
             policies,
@@ -170,6 +170,10 @@ impl Ruling {
 
 /// Per-call mediator state; lives in the wasmtime `Store`.
 pub(crate) struct Mediator {
+    /// The idempotency key of an approved proposal executed outside a run
+    /// (`charter:<proposal>`): every execution attempt of one proposal, a
+    /// re-approval after a crash included, carries the same key.
+    pub(crate) approved_key: Option<String>,
     pub ctx: Arc<PluginContext>,
     pub(crate) services: Arc<Services>,
     pub calls: u64,
@@ -238,6 +242,7 @@ impl Mediator {
             initiator,
             step: format!("{:x}-{n:x}", charter_audit::now_ms()),
             call_n: 0,
+            approved_key: None,
             pending: Vec::new(),
             step_state: Default::default(),
             rationale: None,
@@ -344,7 +349,9 @@ impl Mediator {
 
     /// The idempotency key of the current call, if journaled.
     pub(crate) fn idempotency_key(&self) -> Option<String> {
-        self.jref().map(|r| r.idempotency_key())
+        self.jref()
+            .map(|r| r.idempotency_key())
+            .or_else(|| self.approved_key.clone())
     }
 
     /// A key naming the current call outside a workflow run (no journal):
@@ -965,6 +972,30 @@ impl Mediator {
 
     /// Execute a call people approved (its decision is already recorded):
     /// the capability's own implementation, on the stored arguments.
+    /// What `dispatch` checks before policy, for an approved call executed
+    /// outside a step: the function is still granted to the plugin, and
+    /// the capability's argument checks (bounds, secret and channel names
+    /// granted now) pass. An approval never widens a grant.
+    pub(crate) fn recheck_approved(
+        &self,
+        id: FnId,
+        args: &serde_json::Value,
+    ) -> Result<(), String> {
+        let f = catalog().get(id);
+        if !self.ctx.granted.contains(&id) {
+            return Err(format!(
+                "{} is no longer granted to {}",
+                f.display(),
+                self.ctx.name
+            ));
+        }
+        let cap = self.services.capabilities.capability(f).clone();
+        cap.check(f.function, args, self.ctx.grants.get(f.interface.name))
+            .map_err(|r| match r {
+                Refusal::Oversize(detail) | Refusal::Ungranted(detail) => detail,
+            })
+    }
+
     pub(crate) fn execute_approved(&mut self, id: FnId, args: &serde_json::Value) -> Dispatch {
         let f = catalog().get(id);
         let cap = self.services.capabilities.capability(f).clone();

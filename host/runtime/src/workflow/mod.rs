@@ -231,6 +231,7 @@ impl Host {
 
     /// Cancel a run that has not ended.
     pub async fn cancel_run(&self, id: &str, by: &str) -> Result<RunState, RunError> {
+        let _serial = self.decisions.lock().await;
         let mut st = self
             .run(id)
             .ok_or_else(|| RunError::UnknownRun(id.to_string()))?;
@@ -252,6 +253,9 @@ impl Host {
         output: Option<Value>,
         comment: Option<String>,
     ) -> Result<RunState, RunError> {
+        // One decision at a time (see `Host::decisions`), released before
+        // the run is driven on.
+        let serial = self.decisions.lock().await;
         let indexed: EscalationState =
             index::get_json(&*self.services.store, state::ESCALATIONS, id)
                 .ok_or_else(|| RunError::UnknownEscalation(id.to_string()))?;
@@ -291,6 +295,7 @@ impl Host {
                 reason: r.reason,
             });
         }
+        drop(serial);
         self.drive_state(st, false).await
     }
 
