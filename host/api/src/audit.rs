@@ -274,7 +274,7 @@ impl Control {
     /// `charter kpi`: the framework's KPIs from the event log alone.
     pub fn kpi(&self) -> Result<Kpi, ApiError> {
         let records = charter_audit::read_records(&self.log_path())?;
-        Ok(charter_runtime::kpi::compute(&records).into())
+        Ok(charter_runtime::kpi::compute(&records))
     }
 }
 
