@@ -335,11 +335,11 @@ fn an_approved_notify_is_not_re_sent_under_a_new_key_after_a_crash() {
         let id = read_records(&log)
             .unwrap()
             .into_iter()
-            .filter_map(|r| match r.event {
+            .rev()
+            .find_map(|r| match r.event {
                 Event::Proposal { id, .. } => Some(id),
                 _ => None,
             })
-            .last()
             .unwrap();
         let st = Command::new(charter_bin())
             .args(["proposals", "approve", &id, "--as", "olga", "--config", cfg])
