@@ -21,6 +21,13 @@ then `kv.get(...)`), JavaScript by its imports (`import kv from
 core module's imports. A listed function the source never calls is only a
 note: the component will import it, and a deployment will have to grant it.
 
+Every served `wit/host@X.Y.Z/` is known: each interface is imported from
+the lowest version holding every function listed of it (as
+sdk/wit/guest-wit.py builds the world), so `notify.send` is at 0.2.0 and
+`kv.get` at 0.1.0. A JavaScript import or a C declaration of an interface
+at another version (notify at 0.1.0, which never had it) is one line naming
+the version to import.
+
 Exit codes: 0 consistent, 1 a missing or unknown function. Standard library
 only; Python 3.8+.
 """

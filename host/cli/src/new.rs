@@ -264,13 +264,6 @@ fn deployment(name: &str, wasm: &str, uses: &[Use]) -> String {
          #   charter call {name} --input '{{\"name\": \"ada\"}}'\n\
          [deployment]\nname = \"{name}-dev\"\nphase = 1\ndata_dir = \".charter\"\n\n"
     );
-    if notify {
-        text += &format!(
-            "# Where notify.send may deliver: an inbox keeps messages in the event\n\
-             # log (`charter log`); `webhook = \"https://...\"` posts them instead.\n\
-             [channels.{CHANNEL}]\ninbox = true\n\n"
-        );
-    }
     for (group, write) in [("reads", false), ("writes", true)] {
         let caps = caps(write);
         if caps.is_empty() {
@@ -287,6 +280,14 @@ fn deployment(name: &str, wasm: &str, uses: &[Use]) -> String {
             caps.join(", ")
         );
         groups.push(format!("\"{group}\""));
+    }
+    if notify {
+        text += &format!(
+            "# Where notify.send may deliver: an inbox keeps messages in the event\n\
+             # log (`charter audit show --type call`); `webhook = \"https://...\"`\n\
+             # posts them instead.\n\
+             [channels.{CHANNEL}]\ninbox = true\n\n"
+        );
     }
     text += &format!(
         "# Calling another host function (kv.get, llm.classify, ...): list it in\n\
