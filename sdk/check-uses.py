@@ -21,6 +21,13 @@ then `kv.get(...)`), JavaScript by its imports (`import kv from
 core module's imports. A listed function the source never calls is only a
 note: the component will import it, and a deployment will have to grant it.
 
+Every served `wit/host@X.Y.Z/` is known: each interface is imported from
+the lowest version holding every function listed of it (as
+sdk/wit/guest-wit.py builds the world), so `notify.send` is at 0.2.0 and
+`kv.get` at 0.1.0. A JavaScript import or a C declaration of an interface
+at another version (notify at 0.1.0, which never had it) is one line naming
+the version to import.
+
 Exit codes: 0 consistent, 1 a missing or unknown function. Standard library
 only; Python 3.8+.
 """
@@ -31,23 +38,53 @@ import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-WIT = os.path.normpath(os.path.join(HERE, "..", "wit", "host@0.1.0"))
+WIT = os.path.normpath(os.path.join(HERE, "..", "wit"))
 FUNC = re.compile(r"^\s*([a-z][a-z0-9-]*)\s*:\s*func\(")
 IFACE = re.compile(r"^\s*interface\s+([a-z][a-z0-9-]*)\s*\{")
+VERSION_DIR = re.compile(r"^host@([0-9]+)\.([0-9]+)\.([0-9]+)$")
 
 
-def known_functions():
-    """{interface: [function, ...]} from the repository's host WIT."""
-    out = {}
-    for name in sorted(os.listdir(WIT)):
-        if not name.endswith(".wit"):
+def served_versions():
+    """[(version, {interface: [function, ...]})] for every wit/host@X.Y.Z/
+    the host serves, oldest first."""
+    out = []
+    for d in os.listdir(WIT):
+        m = VERSION_DIR.match(d)
+        if not m or not os.path.isdir(os.path.join(WIT, d)):
             continue
-        with open(os.path.join(WIT, name)) as f:
-            lines = f.read().splitlines()
-        iface = next((m.group(1) for m in map(IFACE.match, lines) if m), None)
-        if iface:
-            out[iface] = [m.group(1) for m in map(FUNC.match, lines) if m]
+        ifaces = {}
+        for name in sorted(os.listdir(os.path.join(WIT, d))):
+            if not name.endswith(".wit"):
+                continue
+            with open(os.path.join(WIT, d, name)) as f:
+                lines = f.read().splitlines()
+            iface = next((m.group(1) for m in map(IFACE.match, lines) if m), None)
+            if iface:
+                ifaces[iface] = [m.group(1) for m in map(FUNC.match, lines) if m]
+        out.append((tuple(int(x) for x in m.groups()), d.split("@", 1)[1], ifaces))
+    return [(v, i) for _, v, i in sorted(out)]
+
+
+def known_functions(versions=None):
+    """{interface: [function, ...]} over every served host version."""
+    out = {}
+    for _, ifaces in versions if versions is not None else served_versions():
+        for iface, funcs in ifaces.items():
+            have = out.setdefault(iface, [])
+            have += [f for f in funcs if f not in have]
     return out
+
+
+def world_versions(versions, names):
+    """{interface: version} the build imports (as sdk/wit/guest-wit.py does):
+    for each interface, the lowest version holding every listed function of it."""
+    wanted = {}
+    for n in names:
+        iface, _, func = n.partition(".")
+        wanted.setdefault(iface, set()).add(func)
+    return {iface: next((v for v, ifaces in versions if iface in ifaces
+                         and funcs <= set(ifaces[iface])), None)
+            for iface, funcs in wanted.items()}
 
 
 def read_listed(path):
@@ -102,8 +139,16 @@ def python_calls(path, ifaces):
     return calls, sorted(set(modules.values()))
 
 
-JS_DEFAULT = re.compile(r"""import\s+(?:\*\s+as\s+)?([A-Za-z_$][\w$]*)\s+from\s+["']charter:host/([a-z-]+)@[0-9.]+["']""")
-JS_NAMED = re.compile(r"""import\s*\{([^}]*)\}\s*from\s+["']charter:host/([a-z-]+)@[0-9.]+["']""")
+JS_DEFAULT = re.compile(r"""import\s+(?:\*\s+as\s+)?([A-Za-z_$][\w$]*)\s+from\s+["']charter:host/([a-z-]+)@([0-9.]+)["']""")
+JS_NAMED = re.compile(r"""import\s*\{([^}]*)\}\s*from\s+["']charter:host/([a-z-]+)@([0-9.]+)["']""")
+JS_ANY = re.compile(r"""["']charter:host/([a-z-]+)@([0-9A-Za-z.+-]*)["']""")
+
+
+def js_versions(path):
+    """[(interface, version, line)] of every `charter:host/IFACE@VERSION` the file names."""
+    with open(path) as f:
+        text = f.read()
+    return [(m.group(1), m.group(2), text.count("\n", 0, m.start()) + 1) for m in JS_ANY.finditer(text)]
 
 
 def js_calls(path, ifaces):
@@ -193,7 +238,8 @@ def main():
     if not os.path.isfile(hf):
         sys.exit(f"sdk/build.sh: {hf} is missing: create it listing the host functions the plugin calls "
                  "(e.g. `log.write kv.get`; empty if none)")
-    ifaces = known_functions()
+    versions = served_versions()
+    ifaces = known_functions(versions)
     known = {f"{i}.{f}" for i, fs in ifaces.items() for f in fs}
     listed = read_listed(hf)
     bad = [(n, line) for n, line in listed if n not in known]
@@ -211,14 +257,29 @@ def main():
     if not args.lang:
         ap.error("LANG is required unless --list")
 
+    world = world_versions(versions, names)
+
+    def wrong_version(iface, version, where):
+        """One line for an import at another version than the build's world."""
+        if iface not in world or version == world[iface]:
+            return
+        has = [v for v, i in versions if iface in i]
+        why = (f"charter:host@{version} has no {iface} (it is served from {has[0]} on)"
+               if has and version not in [v for v, i in versions if iface in i]
+               else f"this build imports {iface} from {world[iface]} (the lowest version with "
+                    f"{' '.join(n for n in dict.fromkeys(names) if n.startswith(iface + '.'))})")
+        sys.exit(f"sdk/build.sh: {where} imports charter:host/{iface}@{version}, but {why}: "
+                 f"import charter:host/{iface}@{world[iface]}")
+
     calls, imported = [], []
     if args.lang == "c":
         if not args.core:
             ap.error("c needs --core CORE.wasm")
         for module, name in core_imports(args.core):
-            m = re.fullmatch(r"charter:host/([a-z-]+)@[0-9.]+", module)
+            m = re.fullmatch(r"charter:host/([a-z-]+)@([0-9.]+)", module)
             if m:
                 calls.append((f"{m.group(1)}.{name}", None, "step.c"))
+                wrong_version(m.group(1), m.group(2), "step.c")
     else:
         ext, scan = (".py", python_calls) if args.lang == "python" else (".js", js_calls)
         for root, dirs, files in os.walk(args.dir):
@@ -232,6 +293,9 @@ def main():
                     except SyntaxError as e:
                         sys.exit(f"sdk/build.sh: {rel}:{e.lineno}: syntax error: {e.msg}")
                     calls += [(c, line, rel) for c, line in found]
+                    if args.lang == "js":
+                        for iface, version, line in js_versions(path):
+                            wrong_version(iface, version, f"{rel}:{line}")
                     imported += [(i, rel) for i in mods]
 
     missing = {}

@@ -15,8 +15,10 @@
  * (charter_string_free). printf/stderr become log lines tagged with the
  * plugin.
  *
- * These are the canonical-ABI bindings of wit/host@0.1.0 and the `step`
- * world of wit/plugin@0.1.0, written by hand (no wit-bindgen C generator is
+ * These are the canonical-ABI bindings of wit/host@0.1.0, plus
+ * charter_notify_send from wit/host@0.2.0 (notify is new there, so it is
+ * imported at 0.2.0 and everything else at 0.1.0, as sdk/wit/guest-wit.py
+ * builds the world), and the `step` world of wit/plugin@0.1.0, written by hand (no wit-bindgen C generator is
  * packaged on the registries this project builds from). A component imports
  * only the host functions its code calls; the plugin's `host-functions`
  * file lists them for the build's WIT.
@@ -62,6 +64,10 @@ CHARTER_IMPORT("charter:host/llm@0.1.0", "classify")
 extern void __charter_llm_classify(const char *text, size_t len, const charter_string *labels, size_t n, void *ret);
 CHARTER_IMPORT("charter:host/explain@0.1.0", "rationale")
 extern void __charter_explain_rationale(const char *text, size_t len);
+/* Since charter:host@0.2.0 (the host refuses notify at 0.1.0). */
+CHARTER_IMPORT("charter:host/notify@0.2.0", "send")
+extern void __charter_notify_send(const char *channel, size_t clen, const char *subject, size_t slen,
+                                  const char *body, size_t blen, void *ret);
 
 /* The host allocates strings it returns through this export. */
 __attribute__((export_name("cabi_realloc"))) void *cabi_realloc(void *ptr, size_t old, size_t align, size_t size) {
@@ -178,6 +184,20 @@ static inline int charter_llm_classify(const char *text, const char *const *labe
 
 static inline void charter_explain(const char *text) {
     __charter_explain_rationale(text, strlen(text));
+}
+
+/*
+ * notify.send: send `subject` and `body` to `channel` (declared under
+ * [channels] and granted to the plugin by name). 0 with *id set to the
+ * delivery's id (its idempotency key), or -1 with *err set (not
+ * delivered). A channel the plugin is not granted is refused by the host
+ * before anything is sent: the step fails as denied.
+ */
+static inline int charter_notify_send(const char *channel, const char *subject, const char *body,
+                                      charter_string *id, charter_string *err) {
+    uint32_t ret[3];
+    __charter_notify_send(channel, strlen(channel), subject, strlen(subject), body, strlen(body), ret);
+    return __charter_string_result(ret, id, err);
 }
 
 /* Append `s` to `buf` as a JSON string literal (with quotes). */

@@ -9,7 +9,10 @@
 //
 // Host functions are ES modules named by their WIT interface
 // ("charter:host/kv@0.1.0", ...), limited to the ones the plugin lists in its
-// `host-functions` file. A host function that fails throws its error string;
+// `host-functions` file. Each is imported at the lowest version that has it:
+// notify is new in 0.2.0, so
+//   import notify from "charter:host/notify@0.2.0";
+//   const id = notify.send("team", "subject", "body");   // the delivery's id A host function that fails throws its error string;
 // `step` turns that into a retryable step failure. Throw `new Retryable(msg)`
 // or `new Fatal(msg)` to fail the step; any other error is fatal.
 // console.log and console.error become log lines tagged with the plugin.

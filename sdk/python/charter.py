@@ -10,8 +10,12 @@
     WitWorld = charter.step(run)
 
 Host functions are the generated bindings (`wit_world.imports.kv`, `.llm`,
-`.log`, `.secrets`, `.explain`), limited to the ones the plugin lists in its
-`host-functions` file. A host function that fails raises
+`.log`, `.secrets`, `.explain`, and `.notify` from charter:host@0.2.0),
+limited to the ones the plugin lists in its `host-functions` file:
+
+    from wit_world.imports import notify
+    sent = notify.send("team", "subject", "body")   # the delivery's id
+ A host function that fails raises
 `componentize_py_types.Err`; `charter.step` turns it into a retryable step
 failure. Raise `charter.Retryable(msg)` or `charter.Fatal(msg)` yourself to
 fail the step; any other exception is a fatal failure with its message.

@@ -598,3 +598,126 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// `notify.send` is new in `charter:host@0.2.0`: a Python, JavaScript or C
+/// plugin that calls it without listing it fails to build with one line
+/// naming it, where it is called and the file to add it to; a JavaScript
+/// or C import of notify at 0.1.0 (which never had it; the host would
+/// refuse the component at load) is one line naming the version to import;
+/// a listed name with path characters is no host function.
+#[test]
+fn a_notify_call_missing_from_host_functions_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for lang in ["python", "js", "c"] {
+        let src = dir.path().join(lang);
+        copy_dir(&root().join("plugins").join(lang).join("notify"), &src);
+        std::fs::write(src.join("host-functions"), "log.write\n").unwrap();
+        let out = dir.path().join(format!("{lang}.wasm"));
+        let build = sdk_build(lang, &src, &out);
+        let stderr = String::from_utf8_lossy(&build.stderr).to_string();
+        assert_eq!(build.status.code(), Some(1), "{lang}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{lang}: one line: {stderr}");
+        let file = match lang {
+            "python" => "app.py:",
+            "js" => "step.js:",
+            _ => "step.c",
+        };
+        assert!(
+            lines[0].contains("calls notify.send")
+                && lines[0].contains(file)
+                && lines[0].contains("add `notify.send`")
+                && lines[0].contains(&*src.join("host-functions").display().to_string()),
+            "{lang}: {stderr}"
+        );
+        assert!(!out.exists(), "{lang}: a failed build left a component");
+
+        for bad in ["../notify.send", "notify/../kv.get", "notify.send/x"] {
+            std::fs::write(src.join("host-functions"), format!("log.write {bad}\n")).unwrap();
+            let build = sdk_build(lang, &src, &out);
+            let t = text(&build);
+            assert_eq!(build.status.code(), Some(1), "{lang} {bad}: {t}");
+            assert!(t.contains("is not a host function"), "{lang} {bad}: {t}");
+            assert_eq!(t.lines().count(), 1, "{lang} {bad}: {t}");
+        }
+    }
+    // Importing notify at 0.1.0 from JavaScript, or declaring it so in C.
+    std::fs::write(
+        dir.path().join("js/host-functions"),
+        "log.write notify.send",
+    )
+    .unwrap();
+    let step = std::fs::read_to_string(dir.path().join("js/step.js")).unwrap();
+    std::fs::write(
+        dir.path().join("js/step.js"),
+        step.replace("notify@0.2.0", "notify@0.1.0"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("c/host-functions"), "log.write notify.send").unwrap();
+    std::fs::write(
+        dir.path().join("c/step.c"),
+        "#include \"charter.h\"\n\
+         CHARTER_IMPORT(\"charter:host/notify@0.1.0\", \"send\")\n\
+         extern void old_send(const char *, size_t, const char *, size_t, const char *, size_t, void *);\n\
+         static int run(const char *in, size_t len, charter_string *out) {\n\
+         (void)in; (void)len; uint32_t ret[3]; old_send(\"a\", 1, \"b\", 1, \"c\", 1, ret);\n\
+         return charter_set(out, \"{}\"); }\nCHARTER_STEP(run)\n",
+    )
+    .unwrap();
+    for lang in ["js", "c"] {
+        let out = dir.path().join(format!("{lang}.wasm"));
+        let build = sdk_build(lang, &dir.path().join(lang), &out);
+        let t = String::from_utf8_lossy(&build.stderr).to_string();
+        assert_eq!(build.status.code(), Some(1), "{lang}: {t}");
+        assert_eq!(t.lines().count(), 1, "{lang}: one line: {t}");
+        assert!(
+            t.contains("imports charter:host/notify@0.1.0")
+                && t.contains("has no notify (it is served from 0.2.0 on)")
+                && t.contains("import charter:host/notify@0.2.0"),
+            "{lang}: {t}"
+        );
+        assert!(!out.exists(), "{lang}: a failed build left a component");
+    }
+}
+
+/// `charter new LANG NAME --uses notify.send` lists it in host-functions
+/// and writes a charter.toml declaring the inbox channel `team`, granted in
+/// the `writes` group; `charter check` passes on the built scaffold (C and
+/// JavaScript are built here, as in the test above).
+#[test]
+fn charter_new_uses_notify_declares_and_grants_a_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    for lang in ["python", "js", "c"] {
+        let name = format!("tell-{lang}");
+        let out = charter(&["new", lang, &name, "--uses", "notify.send"], dir.path());
+        assert_eq!(out.status.code(), Some(0), "{lang}: {}", text(&out));
+        let plugin = dir.path().join(&name);
+        let hf = std::fs::read_to_string(plugin.join("host-functions")).unwrap();
+        assert!(hf.contains("log.write notify.send"), "{lang}: {hf}");
+        let toml = std::fs::read_to_string(plugin.join("charter.toml")).unwrap();
+        assert!(toml.contains("[channels.team]\ninbox = true"), "{toml}");
+        assert!(
+            toml.contains("capabilities = [\"charter:host/notify.send\"]\nchannels = [\"team\"]"),
+            "{toml}"
+        );
+        if lang == "python" {
+            continue;
+        }
+        let build = std::process::Command::new("bash")
+            .arg("build.sh")
+            .current_dir(&plugin)
+            .env("CHARTER", charter_bin())
+            .output()
+            .unwrap();
+        assert!(build.status.success(), "{lang}: build: {}", text(&build));
+        let check = charter(&["check"], &plugin);
+        assert_eq!(check.status.code(), Some(0), "{lang}: {}", text(&check));
+        let g = charter(&["grants", "--json"], &plugin);
+        let g: Value = serde_json::from_slice(&g.stdout).unwrap();
+        assert_eq!(
+            g["plugins"][0]["channels"],
+            serde_json::json!(["team"]),
+            "{g}"
+        );
+    }
+}

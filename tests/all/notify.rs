@@ -719,3 +719,83 @@ roles = ["operator"]
     assert_eq!(got.len(), 1, "the approval sent it once");
     assert_eq!(got[0].1["text"], "*s*\nrefund A-1");
 }
+
+/// The Python, JavaScript and C notify fixtures (plugins/<lang>/notify,
+/// built by plugins/build.sh against a world importing notify at 0.2.0 and
+/// log at 0.1.0) deliver to a granted inbox channel, and an ungranted
+/// channel is refused by the host before anything is sent.
+#[test]
+fn every_language_notifies_a_granted_inbox_and_is_refused_an_ungranted_channel() {
+    let rt = rt();
+    let (port, got) = rt.block_on(webhook(Answer::Ok));
+    for lang in ["python", "js", "c"] {
+        let wasm = root().join("target/plugins").join(lang).join("notify.wasm");
+        assert!(
+            wasm.exists(),
+            "{} is missing: run plugins/build.sh first",
+            wasm.display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let toml = format!(
+            "[deployment]\nname = \"t\"\nphase = 4\ndata_dir = \"{}\"\n{}\n[groups.logging]\ncapabilities = [\"charter:host/log.write\"]\n[plugins.notifier]\npath = \"{}\"\ngroups = [\"notify\", \"logging\"]\n",
+            dir.path().join("data").display(),
+            channels(port),
+            wasm.display()
+        );
+        let d = charter_config::Deployment::parse(&toml, &dir.path().join("charter.toml"))
+            .unwrap_or_else(|e| panic!("{lang}: {e}"));
+        let (h, _) = host(d);
+        let p = rt.block_on(h.load("notifier")).unwrap();
+        let mut imports: Vec<String> = p
+            .inspection
+            .imports
+            .iter()
+            .filter(|i| i.interface.starts_with("charter:host/"))
+            .map(|i| i.interface.clone())
+            .collect();
+        imports.sort();
+        assert_eq!(
+            imports,
+            ["charter:host/log@0.1.0", "charter:host/notify@0.2.0"],
+            "{lang}"
+        );
+        let out = rt
+            .block_on(h.call(
+                "notifier",
+                r#"{"channel": "console", "subject": "refund", "body": "A-1 approved"}"#,
+            ))
+            .unwrap_or_else(|e| panic!("{lang}: {e}"));
+        let id = out.output["sent"].as_str().unwrap_or_default().to_string();
+        assert!(id.starts_with("charter:"), "{lang}: {}", out.output);
+        // The inbox entry is the call's record, with the versioned function.
+        let evs = events(&h);
+        assert!(
+            evs.iter()
+                .any(|e| matches!(e, Event::Call { function, args, .. }
+                if function == "charter:host/notify@0.2.0#send"
+                    && args["channel"] == "console" && args["body"] == "A-1 approved")),
+            "{lang}"
+        );
+        assert!(
+            evs.iter().any(
+                |e| matches!(e, Event::CallResult { function, ok: true, result, .. }
+                if function == "charter:host/notify@0.2.0#send" && *result == Some(json!(id)))
+            ),
+            "{lang}"
+        );
+        for channel in ["other", "ops/../other", "CONSOLE"] {
+            let input = json!({"channel": channel, "body": "x"}).to_string();
+            let err = rt.block_on(h.call("notifier", &input)).unwrap_err();
+            assert!(
+                matches!(err, CallError::Denied { .. }),
+                "{lang} {channel:?}: {err}"
+            );
+            assert!(err.to_string().contains("is not granted"), "{lang}: {err}");
+        }
+    }
+    assert!(
+        got.lock().unwrap().is_empty(),
+        "no webhook was sent to: {:?}",
+        got.lock().unwrap()
+    );
+}

@@ -241,10 +241,17 @@ pub fn parse_uses(list: &[String]) -> Result<Vec<Use>> {
     Ok(out)
 }
 
+/// The channel a scaffold calling `notify.send` declares and grants: an
+/// inbox, which keeps the message in the event log and sends nothing out.
+const CHANNEL: &str = "team";
+
 /// The scaffold's charter.toml: one group for the functions that only
 /// read, one for those that write (their effect is what the phase gate and
-/// reviewers see), both granted to the plugin.
+/// reviewers see), both granted to the plugin. With `notify.send` it
+/// declares the inbox channel `team` and the writes group grants it by
+/// name (notify sends only to channels a group grants).
 fn deployment(name: &str, wasm: &str, uses: &[Use]) -> String {
+    let notify = uses.iter().any(|u| u.short == "notify.send");
     let caps = |write: bool| {
         uses.iter()
             .filter(|u| u.write == write)
@@ -263,11 +270,24 @@ fn deployment(name: &str, wasm: &str, uses: &[Use]) -> String {
             continue;
         }
         let effect = if write { "write" } else { "read" };
+        let channels = if write && notify {
+            format!("channels = [\"{CHANNEL}\"]\n")
+        } else {
+            String::new()
+        };
         text += &format!(
-            "[groups.{group}]\ncapabilities = [{}]\nphase = 1\neffect = \"{effect}\"\n\n",
+            "[groups.{group}]\ncapabilities = [{}]\n{channels}phase = 1\neffect = \"{effect}\"\n\n",
             caps.join(", ")
         );
         groups.push(format!("\"{group}\""));
+    }
+    if notify {
+        text += &format!(
+            "# Where notify.send may deliver: an inbox keeps messages in the event\n\
+             # log (`charter audit show --type call`); `webhook = \"https://...\"`\n\
+             # posts them instead.\n\
+             [channels.{CHANNEL}]\ninbox = true\n\n"
+        );
     }
     text += &format!(
         "# Calling another host function (kv.get, llm.classify, ...): list it in\n\
@@ -351,6 +371,27 @@ mod tests {
         assert!(toml.contains("groups = [\"reads\", \"writes\"]"));
         let err = parse_uses(&["kv.gett".into()]).unwrap_err().to_string();
         assert!(err.contains("kv.gett") && err.contains("kv.get"), "{err}");
+    }
+
+    #[test]
+    fn notify_declares_and_grants_an_inbox_channel() {
+        let uses = parse_uses(&["notify.send".into()]).unwrap();
+        let toml = deployment("x", "x.wasm", &uses);
+        assert!(toml.contains("[channels.team]\ninbox = true\n"), "{toml}");
+        assert!(
+            toml.contains(
+                "[groups.writes]\ncapabilities = [\"charter:host/notify.send\"]\nchannels = [\"team\"]\n"
+            ),
+            "{toml}"
+        );
+        let d = charter_config::Deployment::parse(&toml, Path::new("/tmp/x/charter.toml")).unwrap();
+        assert_eq!(
+            d.granted_channels(&d.plugins["x"]),
+            ["team".to_string()].into()
+        );
+        // Without notify, no channel.
+        let toml = deployment("x", "x.wasm", &parse_uses(&["kv.set".into()]).unwrap());
+        assert!(!toml.contains("channels"), "{toml}");
     }
 
     #[test]
