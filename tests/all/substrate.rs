@@ -16,11 +16,14 @@ use serde_json::json;
 use crate::support::*;
 use crate::workflow::refunds_deployment;
 
-/// A store whose commits fail while `fail` is set (a full disk).
+/// A store whose commits fail while `fail` is set (a full disk), and
+/// whose compare-and-swaps writing a lease of holder `stall` fail (that
+/// driver's process is stalled: its renewals do not reach the store).
 #[derive(Default)]
 struct Flaky {
     inner: MemStore,
     fail: Mutex<bool>,
+    stall: Mutex<Option<String>>,
 }
 
 impl Store for Flaky {
@@ -57,6 +60,11 @@ impl Store for Flaky {
         old: Option<&str>,
         new: Option<&str>,
     ) -> Result<bool, StoreError> {
+        if let (Some(h), Some(new)) = (&*self.stall.lock().unwrap(), new)
+            && new.contains(h.as_str())
+        {
+            return Err(StoreError::Refused("stalled (injected)".into()));
+        }
         self.inner.compare_and_swap(ns, key, old, new)
     }
     fn flush(&self) -> Result<(), StoreError> {
@@ -232,4 +240,70 @@ fn a_runs_records_through_the_index_are_the_logs() {
             .unwrap()
             .is_empty()
     );
+}
+
+#[test]
+fn a_driver_whose_lease_was_taken_over_appends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let store = Arc::new(Flaky::default());
+    let h = Host::new(
+        refunds_deployment(dir.path()),
+        HostOptions {
+            store: Some(store.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let st = rt
+        .block_on(h.start_run("refund", input("D-1"), Some("carol")))
+        .unwrap();
+    let store_dyn: Arc<dyn Store> = store.clone();
+    // Driver A claims the run, then stalls: its renewals never reach the
+    // store, and its short lease expires.
+    let a = index::claim_run(&store_dyn, &st.id, "driver-A", 150)
+        .unwrap()
+        .expect("free");
+    *store.stall.lock().unwrap() = Some("driver-A".into());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Driver B takes the run over.
+    let b = index::claim_run(&store_dyn, &st.id, "driver-B", 60_000)
+        .unwrap()
+        .expect("A's lease expired: B takes over");
+    // A wakes up and commits its step: refused, and nothing is appended.
+    *store.stall.lock().unwrap() = None;
+    let before = h.log().last_seq();
+    let err = rt
+        .block_on(h.drive_claimed(h.run(&st.id).unwrap(), true, &a))
+        .unwrap_err();
+    assert!(
+        matches!(err, charter_runtime::workflow::RunError::LeaseLost(_)),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("no longer holds the run's lease"), "{msg}");
+    assert!(msg.contains(&st.id), "{msg}");
+    assert_eq!(h.log().last_seq(), before, "nothing of A's step appended");
+    assert!(!a.held());
+    assert_eq!(index::lease(&*store, &st.id).unwrap().holder, "driver-B");
+    assert!(
+        read_records(h.log().path())
+            .unwrap()
+            .iter()
+            .all(|r| !matches!(r.event, Event::StepAttempt { .. })),
+        "no attempt of the run recorded"
+    );
+    // A's guard going away does not release B's lease.
+    drop(a);
+    assert_eq!(index::lease(&*store, &st.id).unwrap().holder, "driver-B");
+    // Once B lets go, the run is driven to its end, once.
+    drop(b);
+    let done = rt.block_on(h.drive(&st.id)).unwrap();
+    assert_eq!(done.status, status::COMPLETED, "{done:?}");
+    let attempts = read_records(h.log().path())
+        .unwrap()
+        .iter()
+        .filter(|r| matches!(r.event, Event::StepAttempt { .. }))
+        .count();
+    assert_eq!(attempts, done.history.len(), "{done:?}");
 }

@@ -188,7 +188,7 @@ impl From<RunError> for ApiError {
                 | RunError::UnknownEscalation(_) => "not-found",
                 RunError::Refused { .. } => "refused",
                 RunError::WorkflowChanged { .. } | RunError::Invalid(_) => "invalid",
-                RunError::Log(_) => "internal",
+                RunError::Log(_) | RunError::LeaseLost(_) => "internal",
             },
             e.to_string(),
         );

@@ -110,6 +110,20 @@ pub fn create(data_dir: &Path, deployment: &str, log: &Path) -> Result<Checkpoin
 /// Check a checkpoint: its signature, and that the log still holds frame
 /// `seq` with exactly that hash. Returns the problem, if any.
 pub fn check(cp: &Checkpoint, log: &Path) -> Result<Option<String>, LogError> {
+    check_with(cp, |seq| hash_at(log, seq))
+}
+
+/// [`check`] against an open log: the checkpointed frame is read through
+/// the log's sparse index ([`crate::EventLog::hash_at`]), not by walking
+/// the file.
+pub fn check_log(cp: &Checkpoint, log: &crate::EventLog) -> Result<Option<String>, LogError> {
+    check_with(cp, |seq| log.hash_at(seq))
+}
+
+fn check_with(
+    cp: &Checkpoint,
+    hash_at: impl FnOnce(u64) -> Result<Option<String>, LogError>,
+) -> Result<Option<String>, LogError> {
     let key = hex::decode(&cp.public_key)
         .ok()
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
@@ -130,7 +144,7 @@ pub fn check(cp: &Checkpoint, log: &Path) -> Result<Option<String>, LogError> {
     {
         return Ok(Some("checkpoint signature does not verify".into()));
     }
-    match hash_at(log, cp.seq)? {
+    match hash_at(cp.seq)? {
         None => Ok(Some(format!(
             "the log no longer holds entry {} named by the checkpoint (truncated or damaged)",
             cp.seq

@@ -71,6 +71,7 @@ pub fn suite<L: Log, F: Fn(u64, OnCommit) -> Result<L, LogError>>(fresh: impl Fn
     a_second_writer_is_refused(&fresh());
     reopen_replays_after_applied_and_reads_positions(&fresh());
     hostile_batches_are_refused_whole(&fresh());
+    a_failed_guard_refuses_its_batch_alone(&fresh());
     a_panicking_callback_does_not_stop_the_log(&fresh());
     a_failing_callback_stops_the_log_until_reopened(&fresh());
 }
@@ -212,6 +213,30 @@ pub fn hostile_batches_are_refused_whole<L: Log>(open: Open<'_, L>) {
         "nothing of a refused batch was written"
     );
     assert_eq!(log.read(1, &Filter::all()).unwrap().len(), 2);
+}
+
+/// A guarded append whose precondition fails writes nothing and leaves
+/// the log usable; a passing one appends as usual; a panicking one is a
+/// refusal.
+pub fn a_failed_guard_refuses_its_batch_alone<L: Log>(open: Open<'_, L>) {
+    let log = open(0, Box::new(|_, _| Ok(()))).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let ok = rt.block_on(log.append_guarded(vec![kv("p", 1)], Box::new(|| Ok(()))));
+    assert_eq!(ok.unwrap(), 1);
+    let no = rt.block_on(log.append_guarded(
+        vec![kv("p", 2), kv("p", 3)],
+        Box::new(|| Err("the lease is gone".into())),
+    ));
+    match no {
+        Err(LogError::Refused(e)) => assert!(e.contains("the lease is gone"), "{e}"),
+        other => panic!("not refused: {other:?}"),
+    }
+    let boom = rt.block_on(log.append_guarded(vec![kv("p", 4)], Box::new(|| panic!("guard"))));
+    assert!(matches!(boom, Err(LogError::Refused(_))), "{boom:?}");
+    assert_eq!(log.append_blocking(vec![kv("p", 5)]).unwrap(), 2);
+    assert_eq!(seqs(&log.read(1, &Filter::all()).unwrap()), vec![1, 2]);
 }
 
 pub fn a_panicking_callback_does_not_stop_the_log<L: Log>(open: Open<'_, L>) {

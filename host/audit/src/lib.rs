@@ -266,6 +266,22 @@ enum Nack {
 
 type Reply = tokio::sync::oneshot::Sender<Result<u64, Nack>>;
 
+/// A precondition of one append ([`Log::append_guarded`]), run by the
+/// writer just before the batch is encoded, while it holds the writer and
+/// before anything of the batch is written: an `Err` refuses the batch
+/// alone ([`LogError::Refused`] with this text), nothing of it written.
+/// What a run's lease fences a stalled driver with: the check and the
+/// write are one step of the one writer, so no other append of the log
+/// comes between them.
+pub type Guard = Box<dyn FnOnce() -> Result<(), String> + Send>;
+
+/// Run `guard`, a panic in it being a refusal (it must not take the
+/// round's other batches down with it).
+pub(crate) fn run_guard(guard: Guard) -> Result<(), String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(guard))
+        .unwrap_or_else(|_| Err("the append's precondition panicked".into()))
+}
+
 /// Called with committed records and their positions (byte offsets of
 /// their frames, for [`read_positions`]), in log order, while the
 /// committing thread holds the writer: the derived indexes are kept by
@@ -340,7 +356,7 @@ struct Shared {
 
 #[derive(Default)]
 struct Queue {
-    pending: Vec<(Vec<Event>, Reply)>,
+    pending: Vec<(Vec<Event>, Option<Guard>, Reply)>,
     /// A round is in progress or the committer thread has the lead.
     leading: bool,
 }
@@ -560,11 +576,15 @@ impl EventLog {
 
     /// Queue `events`; lead the commit if nobody is. Returns the receiver
     /// of the acknowledgement.
-    fn enqueue(&self, events: Vec<Event>) -> tokio::sync::oneshot::Receiver<Result<u64, Nack>> {
+    fn enqueue(
+        &self,
+        events: Vec<Event>,
+        guard: Option<Guard>,
+    ) -> tokio::sync::oneshot::Receiver<Result<u64, Nack>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let lead = {
             let mut q = lock(&self.shared.queue);
-            q.pending.push((events, tx));
+            q.pending.push((events, guard, tx));
             !std::mem::replace(&mut q.leading, true)
         };
         if lead && rounds(&self.shared, &self.path, &self.counters) {
@@ -594,14 +614,21 @@ impl EventLog {
     /// the last one. A batch holding an event the log cannot take (see
     /// [`LogError::Refused`]) is refused whole.
     pub async fn append(&self, events: Vec<Event>) -> Result<u64, LogError> {
-        let rx = self.enqueue(events);
+        let rx = self.enqueue(events, None);
+        self.ack(rx.await)
+    }
+
+    /// [`append`](Self::append) if `guard` passes when the writer takes
+    /// the batch (see [`Guard`]); refused whole otherwise.
+    pub async fn append_guarded(&self, events: Vec<Event>, guard: Guard) -> Result<u64, LogError> {
+        let rx = self.enqueue(events, Some(guard));
         self.ack(rx.await)
     }
 
     /// [`append`](Self::append) from synchronous code (not on an async
     /// worker thread).
     pub fn append_blocking(&self, events: Vec<Event>) -> Result<u64, LogError> {
-        let rx = self.enqueue(events);
+        let rx = self.enqueue(events, None);
         self.ack(rx.blocking_recv())
     }
 }
@@ -625,6 +652,14 @@ pub trait Log: Send + Sync + std::fmt::Debug {
     fn append(
         &self,
         events: Vec<Event>,
+    ) -> impl std::future::Future<Output = Result<u64, LogError>> + Send;
+    /// `append`, refused whole unless `guard` passes at the moment the
+    /// writer takes the batch, with no other append between the check and
+    /// the write (see [`Guard`]).
+    fn append_guarded(
+        &self,
+        events: Vec<Event>,
+        guard: Guard,
     ) -> impl std::future::Future<Output = Result<u64, LogError>> + Send;
     fn append_blocking(&self, events: Vec<Event>) -> Result<u64, LogError>;
     fn read(&self, from: u64, filter: &Filter) -> Result<Vec<Record>, LogError>;
@@ -670,6 +705,27 @@ impl EventLog {
         }
     }
 
+    /// The hash of frame `seq` ([`hash_at`] for an open log): read from
+    /// the sparse index's nearest frame at or before it, one stride of
+    /// frames at most, each checked on its own (header, hash, seq), instead
+    /// of walking the whole file.
+    pub fn hash_at(&self, seq: u64) -> Result<Option<String>, LogError> {
+        let (start, end, last) = {
+            let p = self
+                .shared
+                .positions
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            (p.before(seq), p.end, p.last_seq)
+        };
+        match start {
+            Some(at) if (1..=last).contains(&seq) => {
+                Ok(read::hash_from(&self.path, at, end, seq)?.map(hex::encode))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// The records at `positions`, reading only those frames (each must
     /// lie in the committed part of the log).
     pub fn read_at(&self, positions: &[u64]) -> Result<Vec<Record>, LogError> {
@@ -689,6 +745,13 @@ impl Log for EventLog {
         events: Vec<Event>,
     ) -> impl std::future::Future<Output = Result<u64, LogError>> + Send {
         EventLog::append(self, events)
+    }
+    fn append_guarded(
+        &self,
+        events: Vec<Event>,
+        guard: Guard,
+    ) -> impl std::future::Future<Output = Result<u64, LogError>> + Send {
+        EventLog::append_guarded(self, events, guard)
     }
     fn append_blocking(&self, events: Vec<Event>) -> Result<u64, LogError> {
         EventLog::append_blocking(self, events)
@@ -760,13 +823,13 @@ impl Writer {
     /// around in a struct that says no more than this does.
     fn commit(
         &mut self,
-        batch: Vec<(Vec<Event>, Reply)>,
+        batch: Vec<(Vec<Event>, Option<Guard>, Reply)>,
         path: &Path,
         counters: &Counters,
         shared: &Shared,
     ) {
         if let Some(e) = &self.failed {
-            for (_, reply) in batch {
+            for (_, _, reply) in batch {
                 let _ = reply.send(Err(Nack::Io(e.clone())));
             }
             return;
@@ -776,7 +839,12 @@ impl Writer {
         let mut committed = Vec::new();
         let mut at = Vec::new();
         let (mut seq, mut prev) = (self.seq, self.prev);
-        for (events, reply) in batch {
+        for (events, guard, reply) in batch {
+            if let Some(Err(e)) = guard.map(run_guard) {
+                tracing::warn!(path = %path.display(), "event log: an append's precondition refused it: {e}");
+                let _ = reply.send(Err(Nack::Refused(e)));
+                continue;
+            }
             let mark = (round.len(), committed.len(), seq, prev);
             let mut refused = None;
             let n = events.len();
@@ -928,6 +996,31 @@ mod tests {
             vec![1, 2, 3, 4]
         );
         assert_eq!(recs[3].event, ev(4));
+    }
+
+    #[test]
+    fn hash_at_through_the_sparse_index_is_the_walks() {
+        let _guard = crate::log_tests::no_spawning();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOG_FILE);
+        let log = EventLog::open(&path).unwrap();
+        for i in 0..100 {
+            log.append_blocking(vec![ev(2 * i), ev(2 * i + 1), ev(2 * i + 2)])
+                .unwrap();
+        }
+        let check = |log: &EventLog| {
+            for seq in [1, 2, 63, 64, 65, 66, 128, 129, 200, 299, 300] {
+                let walked = hash_at(&path, seq).unwrap();
+                assert!(walked.is_some(), "{seq}");
+                assert_eq!(log.hash_at(seq).unwrap(), walked, "seq {seq}");
+            }
+            for seq in [0, 301, u64::MAX] {
+                assert_eq!(log.hash_at(seq).unwrap(), None, "seq {seq}");
+            }
+        };
+        check(&log);
+        drop(log);
+        check(&EventLog::open(&path).unwrap());
     }
 
     #[test]

@@ -551,6 +551,10 @@ fn truncation_into_earlier_frames_leaves_a_shorter_valid_log() {
     let clean = small_log(&path, 30);
     let cp = checkpoint::create(dir.path(), "dep", &path).unwrap();
     assert_eq!(checkpoint::check(&cp, &path).unwrap(), None);
+    {
+        let log = EventLog::open(&path).unwrap();
+        assert_eq!(checkpoint::check_log(&cp, &log).unwrap(), None);
+    }
     let bounds = frame_bounds(&clean);
     for i in [0, 1, 15, 27, 28] {
         let (s, e) = bounds[i];
@@ -558,6 +562,8 @@ fn truncation_into_earlier_frames_leaves_a_shorter_valid_log() {
             std::fs::write(&path, &clean[..t]).unwrap();
             assert_repaired(&path, i as u64, &format!("cut at {t}"));
             assert!(checkpoint::check(&cp, &path).unwrap().is_some());
+            let log = EventLog::open(&path).unwrap();
+            assert!(checkpoint::check_log(&cp, &log).unwrap().is_some());
         }
     }
 }

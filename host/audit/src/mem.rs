@@ -100,10 +100,13 @@ impl MemLog {
         Ok(MemLog { inner })
     }
 
-    fn append_now(&self, events: Vec<Event>) -> Result<u64, LogError> {
+    fn append_now(&self, events: Vec<Event>, guard: Option<crate::Guard>) -> Result<u64, LogError> {
         let mut w = lock(&self.inner.writer);
         if let Some(e) = &w.failed {
             return Err(refused(e.clone()));
+        }
+        if let Some(Err(e)) = guard.map(crate::run_guard) {
+            return Err(LogError::Refused(e));
         }
         let mut d = lock(&self.inner.disk.inner);
         let base = d.records.len() as u64;
@@ -155,11 +158,19 @@ impl crate::Log for MemLog {
         &self,
         events: Vec<Event>,
     ) -> impl std::future::Future<Output = Result<u64, LogError>> + Send {
-        let r = self.append_now(events);
+        let r = self.append_now(events, None);
+        async move { r }
+    }
+    fn append_guarded(
+        &self,
+        events: Vec<Event>,
+        guard: crate::Guard,
+    ) -> impl std::future::Future<Output = Result<u64, LogError>> + Send {
+        let r = self.append_now(events, Some(guard));
         async move { r }
     }
     fn append_blocking(&self, events: Vec<Event>) -> Result<u64, LogError> {
-        self.append_now(events)
+        self.append_now(events, None)
     }
     fn read(&self, from: u64, filter: &Filter) -> Result<Vec<Record>, LogError> {
         let d = lock(&self.inner.disk.inner);

@@ -60,6 +60,8 @@ pub(crate) struct FrameReader {
     path: std::path::PathBuf,
     pos: u64,
     end: u64,
+    /// The hash of the frame `next` read last (checked against its body).
+    pub last_hash: [u8; 32],
 }
 
 impl FrameReader {
@@ -78,6 +80,7 @@ impl FrameReader {
             path: path.to_owned(),
             pos: 0,
             end,
+            last_hash: [0; 32],
         })
     }
 
@@ -138,6 +141,7 @@ impl FrameReader {
         if hash(body)[..] != stored[..] {
             return Err(self.bad(at, "frame hash mismatch".into()));
         }
+        self.last_hash.copy_from_slice(stored);
         let seq = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
         match serde_json::from_slice::<Record>(&body[BODY_PREFIX..]) {
             Ok(r) if r.seq == seq => Ok((r, at)),
@@ -216,4 +220,27 @@ pub(crate) fn read_committed(
         }
     }
     Ok(out)
+}
+
+/// The hash of frame `seq`, reading from `position` (a frame at or before
+/// it) up to `end` (the committed length): at most one stride of frames,
+/// each checked on its own. `None` if no committed frame holds `seq`.
+pub(crate) fn hash_from(
+    path: &Path,
+    position: u64,
+    end: u64,
+    seq: u64,
+) -> Result<Option<[u8; 32]>, LogError> {
+    let mut rd = FrameReader::open(path, Some(end))?;
+    rd.seek(position)?;
+    while !rd.at_end() {
+        let (r, _) = rd.next()?;
+        if r.seq == seq {
+            return Ok(Some(rd.last_hash));
+        }
+        if r.seq > seq {
+            break;
+        }
+    }
+    Ok(None)
 }

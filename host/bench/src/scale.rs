@@ -4,7 +4,9 @@
 //! probe runs waiting to retry placed in the middle. Then, on each size:
 //! host start-up, resuming one run (a re-attempt and two fresh steps,
 //! fsync'd), a re-attempt's journal read, and `runs show` of one run as
-//! the CLI reads it (with the old whole-log read beside it).
+//! the CLI reads it (with the old whole-log read beside it), and a
+//! checkpoint's frame hash through the open log's sparse index (with the
+//! whole-file walk beside it).
 //!
 //! Sizes: 1,000 and 20,000 events by default; `CHARTER_BENCH_BIG=1` adds
 //! 1,000,000 (about 100 s and ~1.5 GB of disk under `target/`, removed
@@ -42,6 +44,10 @@ pub struct Figures {
     pub journal: Duration,
     pub show: Duration,
     pub show_whole_log: Duration,
+    /// A checkpoint's frame hash read through the open log's sparse index
+    /// (`EventLog::hash_at`), and by walking the file (`hash_at`).
+    pub hash_at: Duration,
+    pub hash_at_walk: Duration,
 }
 
 fn deployment(dir: &Path, echo: &Path) -> Result<Deployment> {
@@ -255,6 +261,29 @@ pub fn measure(echo: &Path, events: u64) -> Result<Figures> {
             })
             .collect(),
     );
+    let mid = total / 2 + 1;
+    let walked = charter_audit::hash_at(&log_path, mid)?;
+    anyhow::ensure!(walked.is_some(), "no frame {mid}");
+    let hash_at = median(
+        (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                let h = host.log().hash_at(mid).expect("hash_at");
+                assert_eq!(h, walked);
+                t.elapsed()
+            })
+            .collect(),
+    );
+    let hash_at_walk = median(
+        (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                let h = charter_audit::hash_at(&log_path, mid).expect("hash_at");
+                assert_eq!(h, walked);
+                t.elapsed()
+            })
+            .collect(),
+    );
     let mut resumes = Vec::new();
     for p in &probes {
         let t = Instant::now();
@@ -272,6 +301,8 @@ pub fn measure(echo: &Path, events: u64) -> Result<Figures> {
         journal,
         show,
         show_whole_log,
+        hash_at,
+        hash_at_walk,
     })
 }
 
@@ -288,7 +319,7 @@ pub fn report(echo: &Path) -> Result<()> {
     for n in sizes {
         let f = measure(echo, n)?;
         println!(
-            "log of {:>9} events ({:>6.1} MB, generated in {:.1} s): start-up {:.2} ms, resume one run {:.2} ms (min {:.2}), journal read {:.3} ms, runs show {:.2} ms (whole-log read {:.2} ms)",
+            "log of {:>9} events ({:>6.1} MB, generated in {:.1} s): start-up {:.2} ms, resume one run {:.2} ms (min {:.2}), journal read {:.3} ms, runs show {:.2} ms (whole-log read {:.2} ms), hash_at {:.3} ms (walk {:.2} ms)",
             f.events,
             f.bytes as f64 / 1e6,
             f.generate.as_secs_f64(),
@@ -298,6 +329,8 @@ pub fn report(echo: &Path) -> Result<()> {
             ms(f.journal),
             ms(f.show),
             ms(f.show_whole_log),
+            ms(f.hash_at),
+            ms(f.hash_at_walk),
         );
         all.push(f);
     }
@@ -306,7 +339,7 @@ pub fn report(echo: &Path) -> Result<()> {
     {
         let r = |x: Duration, y: Duration| ms(y) / ms(x).max(1e-9);
         println!(
-            "{}/{} events: start-up {:.2}x, resume one run {:.2}x (min {:.2}x), journal read {:.2}x, runs show {:.2}x (whole-log read {:.1}x); goal: per-run operations within 2x",
+            "{}/{} events: start-up {:.2}x, resume one run {:.2}x (min {:.2}x), journal read {:.2}x, runs show {:.2}x (whole-log read {:.1}x), hash_at {:.2}x (walk {:.1}x); goal: per-run operations within 2x",
             b.events,
             a.events,
             r(a.startup, b.startup),
@@ -315,6 +348,8 @@ pub fn report(echo: &Path) -> Result<()> {
             r(a.journal, b.journal),
             r(a.show, b.show),
             r(a.show_whole_log, b.show_whole_log),
+            r(a.hash_at, b.hash_at),
+            r(a.hash_at_walk, b.hash_at_walk),
         );
     }
     Ok(())

@@ -758,6 +758,46 @@ impl Held {
         (self.ttl_ms / 3).max(1)
     }
 
+    /// Fence an append of the run's events (run by the log's writer just
+    /// before it takes the batch, [`RunLease::fence`]): renew the lease by
+    /// compare-and-swap from the value this driver last stored. It fails
+    /// if anyone else claimed the run since (even one who has released it
+    /// again), and on success no one can claim it for another TTL, far
+    /// longer than the write and `fdatasync` that follow. A store error
+    /// refuses too: an unconfirmed lease is not held.
+    fn confirm(&self, store: &dyn Store) -> Result<(), String> {
+        let mut cur = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let lost = || {
+            format!(
+                "run {}: this driver no longer holds the run's lease (another driver took the run over while this one stalled); none of its events were appended",
+                self.run
+            )
+        };
+        if cur.1 || !self.held.load(Ordering::SeqCst) {
+            return Err(lost());
+        }
+        let now = charter_audit::now_ms();
+        let next = self.text(now).map_err(|e| e.to_string())?;
+        match store.compare_and_swap(LEASES, &self.run, Some(&cur.0), Some(&next)) {
+            Ok(true) => {
+                cur.0 = next;
+                self.next_ms.store(now + self.every(), Ordering::SeqCst);
+                Ok(())
+            }
+            Ok(false) => {
+                self.held.store(false, Ordering::SeqCst);
+                Err(lost())
+            }
+            Err(e) => Err(format!(
+                "run {}: cannot confirm the run's lease ({e}); none of its events were appended",
+                self.run
+            )),
+        }
+    }
+
     /// Extend the lease, unless it was released or lost.
     fn renew(&self) {
         let Some(store) = self.store.upgrade() else {
@@ -856,6 +896,23 @@ impl RunLease {
     }
     pub fn held(&self) -> bool {
         self.lease.held.load(Ordering::SeqCst)
+    }
+
+    /// Confirm (and renew) the lease now: `Err` if another driver claimed
+    /// the run since this one last stored it (see `Held::confirm`).
+    pub fn confirm(&self) -> Result<(), String> {
+        self.lease.confirm(&*self.store)
+    }
+
+    /// [`RunLease::confirm`] as the precondition of an append of this
+    /// run's events ([`charter_audit::Log::append_guarded`]): the lease
+    /// must still be this driver's when the log's writer takes the batch.
+    /// A driver that stalled past its lease's expiry while another claimed
+    /// the run appends nothing.
+    pub fn fence(&self) -> charter_audit::Guard {
+        let held = self.lease.clone();
+        let store = self.store.clone();
+        Box::new(move || held.confirm(&*store))
     }
 }
 
@@ -1145,6 +1202,13 @@ mod tests {
         leases(Arc::new(store));
     }
 
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
     fn leases(store: Arc<dyn Store>) {
         let a = claim_run(&store, "r1", "A", 60_000).unwrap().unwrap();
         assert!(a.held());
@@ -1181,6 +1245,29 @@ mod tests {
         store
             .set(LEASES, "r1", &serde_json::to_string(&taker).unwrap())
             .unwrap();
+        // Its late append is fenced: refused at the write, nothing of it
+        // in the log, whether or not its renewer noticed yet.
+        {
+            use charter_audit::Log;
+            let disk = charter_audit::MemDisk::default();
+            let log = charter_audit::MemLog::open(&disk).unwrap();
+            let late = Event::RunFinished {
+                run: "r1".into(),
+                status: "completed".into(),
+                output: None,
+                error: None,
+                by: None,
+            };
+            let refused = block_on(log.append_guarded(vec![late], c.fence()));
+            match refused {
+                Err(charter_audit::LogError::Refused(e)) => {
+                    assert!(e.contains("no longer holds the run's lease"), "{e}")
+                }
+                other => panic!("a lost lease's append went through: {other:?}"),
+            }
+            assert_eq!(log.last_seq(), 0);
+            assert!(c.confirm().is_err() && !c.held());
+        }
         let t0 = std::time::Instant::now();
         while c.held() && t0.elapsed() < std::time::Duration::from_secs(5) {
             std::thread::sleep(std::time::Duration::from_millis(5));

@@ -78,6 +78,10 @@ pub enum RunError {
     Invalid(String),
     #[error("event log: {0}")]
     Log(String),
+    /// This driver's lease on the run was taken over (it stalled past its
+    /// expiry): nothing of what it was about to append was appended.
+    #[error("{0}")]
+    LeaseLost(String),
 }
 
 impl RunError {
@@ -301,6 +305,19 @@ impl Host {
 
     /// Append events of `st`'s run and fold them into `st`.
     async fn commit(&self, st: &mut RunState, events: Vec<Event>) -> Result<(), RunError> {
+        self.commit_fenced(st, events, None).await
+    }
+
+    /// [`Host::commit`], fenced by `lease` when the driver holds one: the
+    /// log's writer confirms the lease just before it takes the batch
+    /// ([`index::RunLease::fence`]), so a driver whose lease another took
+    /// while it stalled appends nothing ([`RunError::LeaseLost`]).
+    async fn commit_fenced(
+        &self,
+        st: &mut RunState,
+        events: Vec<Event>,
+        lease: Option<&index::RunLease>,
+    ) -> Result<(), RunError> {
         let folded: Vec<Event> = events
             .iter()
             .filter(|e| {
@@ -314,11 +331,20 @@ impl Host {
             })
             .cloned()
             .collect();
-        self.services
-            .log
-            .append(events)
-            .await
-            .map_err(|e| RunError::Log(e.to_string()))?;
+        let appended = match lease {
+            None => self.services.log.append(events).await,
+            Some(l) => self.services.log.append_guarded(events, l.fence()).await,
+        };
+        if let Err(e) = appended {
+            if lease.is_some_and(|l| !l.held()) {
+                let run = &st.id;
+                tracing::error!(run = %run, "a late commit of a run whose lease was taken over was refused");
+                return Err(RunError::LeaseLost(format!(
+                    "run {run}: this driver no longer holds the run's lease (another driver took the run over while this one stalled); none of its events were appended"
+                )));
+            }
+            return Err(RunError::Log(e.to_string()));
+        }
         let now = now_ms();
         for e in &folded {
             st.apply(e, now);
@@ -354,7 +380,7 @@ impl Host {
     /// or waits for people). `fresh`: the run was just started here, so its
     /// first step has no journal to read.
     async fn drive_state(&self, st: RunState, fresh: bool) -> Result<RunState, RunError> {
-        let Some(_lease) = self
+        let Some(lease) = self
             .claim_run(&st.id)
             .map_err(|e| RunError::Log(e.to_string()))?
         else {
@@ -363,10 +389,24 @@ impl Host {
             return Ok(st);
         };
         let span = tracing::info_span!("run", run = %st.id, workflow = %st.workflow);
-        self.drive_claimed(st, fresh).instrument(span).await
+        self.drive_claimed(st, fresh, &lease).instrument(span).await
     }
 
-    async fn drive_claimed(&self, mut st: RunState, fresh: bool) -> Result<RunState, RunError> {
+    /// Drive a run whose lease this driver holds: every append of it is
+    /// fenced by `lease` ([`Host::commit_fenced`]).
+    pub async fn drive_claimed(
+        &self,
+        mut st: RunState,
+        fresh: bool,
+        lease: &index::RunLease,
+    ) -> Result<RunState, RunError> {
+        if lease.run() != st.id {
+            return Err(RunError::Invalid(format!(
+                "the lease held is run {}'s, not run {}'s",
+                lease.run(),
+                st.id
+            )));
+        }
         let def = self.workflow(&st.workflow)?.clone();
         let now_digest = workflow_digest(&def);
         if now_digest != st.workflow_digest {
@@ -383,11 +423,15 @@ impl Host {
             entered.insert(c.clone());
         }
         loop {
+            // Before anything of a step runs (its plugin, whose calls the
+            // mediator may record): a driver that lost the run stops here.
+            // Its own commit is fenced again at the write.
+            lease.confirm().map_err(RunError::LeaseLost)?;
             match engine::next(&st, &def, &self.env(&st)) {
                 Next::Stop => return Ok(st),
                 Next::Append(events) => {
                     entered.extend(engine::entered(&events).map(str::to_string));
-                    self.commit(&mut st, events).await?;
+                    self.commit_fenced(&mut st, events, Some(lease)).await?;
                 }
                 Next::Attempt(plan) => {
                     let span = tracing::info_span!(
@@ -398,7 +442,7 @@ impl Host {
                         attempt = plan.attempt,
                         plugin = %plan.plugin,
                     );
-                    self.step(&mut st, &def, plan, &mut entered)
+                    self.step(&mut st, &def, plan, &mut entered, lease)
                         .instrument(span)
                         .await?;
                 }
@@ -415,6 +459,7 @@ impl Host {
         def: &Workflow,
         plan: AttemptPlan,
         entered: &mut HashSet<String>,
+        lease: &index::RunLease,
     ) -> Result<(), RunError> {
         if let Some(t) = plan.not_before_ms {
             let now = now_ms();
@@ -433,7 +478,7 @@ impl Host {
             Ok(d) => {
                 entered.extend(engine::entered(&d.events).map(str::to_string));
                 events.extend(d.events);
-                self.commit(st, events).await
+                self.commit_fenced(st, events, Some(lease)).await
             }
             Err(refusal) => {
                 // Unreachable while one driver holds the claim. The calls the
@@ -442,7 +487,7 @@ impl Host {
                 tracing::warn!(run = %st.id, "the engine refused an attempt's outcome: {refusal}");
                 events.retain(|e| !matches!(e, Event::KvWrite { .. }));
                 if !events.is_empty() {
-                    self.commit(st, events).await?;
+                    self.commit_fenced(st, events, Some(lease)).await?;
                 }
                 Err(refusal.into())
             }
