@@ -7,12 +7,15 @@
 //! start-up, resume, a re-attempt's journal and `runs show` on logs of
 //! 1,000 and 20,000 events, and 1,000,000 with `CHARTER_BENCH_BIG=1`) come
 //! before it; `CHARTER_BENCH_SCALE_ONLY=1` prints only those.
+//! `CHARTER_BENCH_CALLS=N` runs only the instruction-count driver of
+//! `calls.rs` (for callgrind).
 //!
 //! A "cold step" is what a workflow step costs: a fresh instance from a
 //! pre-linked `InstancePre`, one `run` call with three host calls (log.write,
 //! kv.set, kv.get), and the store dropped. The host-call figure comes from a
 //! guest that calls `log.write` in a loop until a cap of 10,000 stops it.
 
+mod calls;
 mod scale;
 
 use std::collections::HashMap;
@@ -202,6 +205,13 @@ fn main() -> Result<()> {
         return scale::report(&echo);
     }
     let flood = fixture("fx_call_flood.wasm")?;
+    if let Some(n) = std::env::var("CHARTER_BENCH_CALLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        // Only the per-call driver for callgrind (see `calls.rs`).
+        return calls::report(&echo, &flood, n);
+    }
     println!(
         "charter-bench: {iters} cold steps per variant; component {}",
         echo.display()

@@ -80,6 +80,10 @@ pub struct HostOptions {
     /// Benchmarks only: write the event log without `fdatasync`, to measure
     /// everything but the disk. A deployment never sets this.
     pub unsynced_log: bool,
+    /// Profiling only: allocate instances on demand instead of from the
+    /// pooling allocator, whose terabytes of reserved address space
+    /// valgrind cannot map (`charter-bench`'s instruction-count mode).
+    pub on_demand_instances: bool,
 }
 
 /// A plugin that passed the load-time check and is ready to instantiate.
@@ -305,7 +309,7 @@ impl Host {
                     .clone()
                     .unwrap_or_else(|| engine::cache_dir(&deployment.data_dir))
             }),
-            pooling: true,
+            pooling: !options.on_demand_instances,
         })
         .map_err(|e| HostError::Engine(format!("{e:#}")))?;
         let store: Arc<dyn Store> = match options.store {

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use wasmtime::component::{ComponentType, Lift, LinkerInstance};
 
 use super::{
-    Builtin, Capability, Cx, Exec, FnId, Function, HostFunction, Interface, Param, call_ready,
+    Builtin, Capability, Cx, Exec, FnId, Function, HostFunction, Interface, Param, call_voice,
 };
 use crate::mediator::{Dispatch, LogLevel, MAX_LOG_MESSAGE};
 use crate::state::HostState;
@@ -72,8 +72,14 @@ impl Capability for Log {
             f.name(),
             move |store: Cx<'_>, (level, message): (WitLevel, String)| {
                 let level = LogLevel::from(level);
-                call_ready(store, id, json!({"level": level, "message": message}))?
-                    .map_err(wasmtime::Error::msg)?;
+                // JSON arguments only if a policy decides on the line.
+                call_voice(
+                    store,
+                    id,
+                    || json!({"level": level, "message": &message}),
+                    |x| write(x, level, &message),
+                )?
+                .map_err(wasmtime::Error::msg)?;
                 Ok(())
             },
         )
@@ -87,9 +93,13 @@ impl Capability for Log {
             "error" => LogLevel::Error,
             _ => LogLevel::Info,
         };
-        let message =
-            x.m.redact_text(super::arg(args, "message"), MAX_LOG_MESSAGE);
-        x.m.push_log(level, "log", message);
-        Dispatch::Ready(Ok(Value::Null))
+        write(x, level, super::arg(args, "message"))
     }
+}
+
+/// An allowed log line: redacted, cut, kept in the step's log.
+fn write(x: Exec<'_>, level: LogLevel, message: &str) -> Dispatch {
+    let message = x.m.redact_text(message, MAX_LOG_MESSAGE);
+    x.m.push_log(level, "log", message);
+    Dispatch::Ready(Ok(Value::Null))
 }

@@ -426,6 +426,25 @@ pub(crate) fn call_ready(
     })
 }
 
+/// Run a call of a voice function (a log line) through its pipeline
+/// ([`Mediator::dispatch_voice`]): `args` builds its JSON arguments only
+/// if policy reads them, `run` executes it once allowed.
+pub(crate) fn call_voice(
+    mut store: Cx<'_>,
+    id: FnId,
+    args: impl FnOnce() -> Value,
+    run: impl FnOnce(Exec<'_>) -> Dispatch,
+) -> wasmtime::Result<GuestResult> {
+    let m = &mut store.data_mut().mediator;
+    let span = m.call_span(catalog().get(id).display());
+    span.in_scope(|| match m.dispatch_voice(id, args, run)? {
+        Dispatch::Ready(r) => Ok(r),
+        Dispatch::Wait(_) => Err(wasmtime::Error::msg(
+            "internal: synchronous capability returned a pending reply",
+        )),
+    })
+}
+
 /// Run a call that may wait (LLM, a webhook) through the pipeline, under
 /// the host-call timeout; its result is journaled.
 pub(crate) async fn call_waiting(
@@ -456,7 +475,13 @@ pub(crate) fn shape<T>(v: Option<T>) -> wasmtime::Result<T> {
 /// A string argument, or an empty one (checked shapes come from typed
 /// closures and stored proposals alike).
 pub(crate) fn arg<'a>(args: &'a Value, name: &str) -> &'a str {
-    args[name].as_str().unwrap_or_default()
+    // A scan of the few arguments (at most 8, a test checks) instead of
+    // a hashed lookup: cheaper on every call; keys are unique, so the
+    // same value.
+    args.as_object()
+        .and_then(|m| m.iter().find(|(k, _)| *k == name))
+        .and_then(|(_, v)| v.as_str())
+        .unwrap_or_default()
 }
 
 /// `Err` when `len` is over `max`, naming `what`.

@@ -865,6 +865,33 @@ impl Mediator {
         Ok(d)
     }
 
+    /// [`dispatch`](Self::dispatch) for a voice function (a log line)
+    /// whose typed arguments the caller holds: the same stages dispatch
+    /// runs for one (count and grant re-check, then policy where a group's
+    /// policies govern it; a voice call is neither checked for argument
+    /// grants, journaled nor recorded there either), without building JSON
+    /// arguments for a call no policy reads: `args` runs only for policy.
+    /// `run` executes the allowed call. A function that is not a voice
+    /// function takes the whole pipeline of `dispatch`, so a wrong caller
+    /// cannot skip a stage.
+    pub(crate) fn dispatch_voice(
+        &mut self,
+        id: FnId,
+        args: impl FnOnce() -> serde_json::Value,
+        run: impl FnOnce(Exec<'_>) -> Dispatch,
+    ) -> wasmtime::Result<Dispatch> {
+        let f = catalog().get(id);
+        if !f.function.voice {
+            return self.dispatch(id, args());
+        }
+        self.admit(f.display(), self.ctx.granted.contains(&id))?;
+        tracing::trace!(plugin = %self.ctx.name, function = f.display(), "host call");
+        if self.ctx.governed.contains(&id) {
+            self.decide_voice(id, f, &args())?;
+        }
+        Ok(run(self.exec(f)))
+    }
+
     /// Log lines and the rationale are the plugin's own voice: kept in its
     /// log (and the proposal), not as audited calls. Where a group's
     /// policies govern them they decide all the same: a denial fails the
