@@ -97,8 +97,9 @@ impl Host {
     ) -> Result<Decided, ProposalError> {
         // One decision at a time: a second approver must see the first's
         // decision (and its execution) in the log, never the same pending
-        // proposal.
-        let _serial = self.decisions.lock().await;
+        // proposal. Released before a run is driven on: the decision is
+        // recorded by then, and the run's lease keeps its drive single.
+        let serial = self.decisions.lock().await;
         let comment = comment.map(|c| crate::record::text(&c));
         // The log is the record of what was proposed: a decision acts on
         // the log's proposal, never on the index's copy (which anyone who
@@ -148,6 +149,7 @@ impl Host {
             }])
             .await?;
             if p.run.is_some() {
+                drop(serial);
                 self.resume_after_decision(&p).await;
             }
             return refuse(
@@ -216,6 +218,7 @@ impl Host {
                 detail: Some(format!("rejected by {by}")),
             }])
             .await?;
+            drop(serial);
             let run = self.resume_after_decision(&p).await;
             return Ok(Decided {
                 proposal: self.proposal(id).unwrap_or(p),
@@ -242,6 +245,7 @@ impl Host {
                 detail: None,
             }])
             .await?;
+            drop(serial);
             let run = self.resume_after_decision(&p).await;
             return Ok(Decided {
                 proposal: self.proposal(id).unwrap_or(p),
