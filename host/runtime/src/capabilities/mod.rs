@@ -484,6 +484,23 @@ pub(crate) fn arg<'a>(args: &'a Value, name: &str) -> &'a str {
         .unwrap_or_default()
 }
 
+/// `Err` unless `name` is one of the `granted` names of its kind (`kind`:
+/// "secret", "channel"), naming it and what is granted.
+pub(crate) fn granted_name(
+    kind: &str,
+    name: &str,
+    granted: Option<&BTreeSet<String>>,
+) -> Result<(), Refusal> {
+    if granted.is_some_and(|g| g.contains(name)) {
+        return Ok(());
+    }
+    let granted: Vec<&str> = granted.into_iter().flatten().map(String::as_str).collect();
+    Err(Refusal::Ungranted(format!(
+        "{kind} {name:?} is not granted (granted {kind}s: [{}])",
+        granted.join(", ")
+    )))
+}
+
 /// `Err` when `len` is over `max`, naming `what`.
 pub(crate) fn over(what: &str, len: usize, max: usize) -> Result<(), Refusal> {
     if len > max {

@@ -27,7 +27,7 @@ use wasmtime::component::LinkerInstance;
 
 use super::{
     Builtin, Capability, Cx, Exec, FnId, Function, HostFunction, Interface, Param, Refusal, arg,
-    call_waiting, over, shape,
+    call_waiting, granted_name, over, shape,
 };
 use crate::mediator::{Dispatch, GuestResult};
 use crate::state::HostState;
@@ -84,15 +84,7 @@ impl Capability for Notify {
         over("channel name", channel.len(), MAX_CHANNEL)?;
         over("subject", arg(args, "subject").len(), MAX_SUBJECT)?;
         over("body", arg(args, "body").len(), MAX_BODY)?;
-        let granted = granted.cloned().unwrap_or_default();
-        if !granted.contains(channel) {
-            let granted: Vec<_> = granted.into_iter().collect();
-            return Err(Refusal::Ungranted(format!(
-                "channel {channel:?} is not granted (granted channels: [{}])",
-                granted.join(", ")
-            )));
-        }
-        Ok(())
+        granted_name("channel", channel, granted)
     }
 
     fn link(

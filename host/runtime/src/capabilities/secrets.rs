@@ -12,7 +12,7 @@ use wasmtime::component::LinkerInstance;
 
 use super::{
     Builtin, Capability, Cx, Exec, FnId, Function, HostFunction, Interface, MAX_KEY, Param,
-    Refusal, arg, call_ready, over, shape,
+    Refusal, arg, call_ready, granted_name, over, shape,
 };
 use crate::mediator::Dispatch;
 use crate::state::HostState;
@@ -46,15 +46,7 @@ impl Capability for Secrets {
     ) -> Result<(), Refusal> {
         let name = arg(args, "name");
         over("secret name", name.len(), MAX_KEY)?;
-        let granted = granted.cloned().unwrap_or_default();
-        if !granted.contains(name) {
-            let granted: Vec<_> = granted.into_iter().collect();
-            return Err(Refusal::Ungranted(format!(
-                "secret {name:?} is not granted (granted secrets: [{}])",
-                granted.join(", ")
-            )));
-        }
-        Ok(())
+        granted_name("secret", name, granted)
     }
 
     fn link(
