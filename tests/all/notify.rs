@@ -16,12 +16,14 @@ use serde_json::{Value, json};
 use crate::support::*;
 
 /// One request a webhook received: its idempotency-key header and body.
-type Received = Arc<Mutex<Vec<(String, Value)>>>;
+pub(crate) type Received = Arc<Mutex<Vec<(String, Value)>>>;
 
 /// How the test webhook answers.
 #[derive(Clone, Copy)]
-enum Answer {
+pub(crate) enum Answer {
     Ok,
+    /// This status, with this many bytes of body.
+    Status(u16, usize),
     /// 302 to another (counting) address.
     Redirect(u16),
     /// Accept the connection and the request, never answer.
@@ -29,7 +31,7 @@ enum Answer {
 }
 
 /// A loopback webhook recording what it receives.
-async fn webhook(answer: Answer) -> (u16, Received) {
+pub(crate) async fn webhook(answer: Answer) -> (u16, Received) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let got: Received = Default::default();
@@ -56,6 +58,10 @@ async fn webhook(answer: Answer) -> (u16, Received) {
                         let mut res = hyper::Response::new(Full::new(Bytes::from("ok")));
                         match answer {
                             Answer::Ok => {}
+                            Answer::Status(status, echo) => {
+                                *res.body_mut() = Full::new(Bytes::from(vec![b'x'; echo]));
+                                *res.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                            }
                             Answer::Redirect(to) => {
                                 *res.status_mut() = hyper::StatusCode::FOUND;
                                 res.headers_mut().insert(

@@ -2,57 +2,12 @@
 //! pipeline, host 0.1.0 and 0.2.0 side by side), `charter:host/notify`,
 //! and the control API's validation: each test is an attack that holds.
 
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
-
-use bytes::Bytes;
 use charter_audit::read_records;
 use charter_runtime::{CallError, LoadError};
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
+use serde_json::json;
 
+use crate::notify::{Answer, webhook};
 use crate::support::*;
-
-/// Requests a webhook received (their bodies).
-type Received = Arc<Mutex<Vec<Value>>>;
-
-/// A loopback webhook answering `status` with `echo` bytes of body,
-/// counting what it receives.
-pub(crate) async fn webhook(status: u16, echo: usize) -> (u16, Received) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let got: Received = Default::default();
-    let g = got.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let g = g.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let g = g.clone();
-                    async move {
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        g.lock()
-                            .unwrap()
-                            .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
-                        let mut res =
-                            hyper::Response::new(Full::new(Bytes::from(vec![b'x'; echo])));
-                        *res.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                        Ok::<_, Infallible>(res)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (port, got)
-}
 
 /// fx-notify granted `ops` (webhook on `port`) and `console` (inbox),
 /// no policy; `other` is declared but not granted.
@@ -91,7 +46,7 @@ fn kpi_unauthorized(h: &charter_runtime::Host) -> u64 {
 #[test]
 fn channel_look_alikes_are_denied_and_nothing_is_sent() {
     let rt = rt();
-    let (port, got) = rt.block_on(webhook(200, 2));
+    let (port, got) = rt.block_on(webhook(Answer::Status(200, 2)));
     let dir = tempfile::tempdir().unwrap();
     let (h, _) = host(plain(dir.path(), port));
     for channel in [
@@ -133,7 +88,7 @@ fn channel_look_alikes_are_denied_and_nothing_is_sent() {
 #[test]
 fn oversize_subject_or_body_is_refused_and_not_sent() {
     let rt = rt();
-    let (port, got) = rt.block_on(webhook(200, 2));
+    let (port, got) = rt.block_on(webhook(Answer::Status(200, 2)));
     let dir = tempfile::tempdir().unwrap();
     let (h, _) = host(plain(dir.path(), port));
     let big_subject = "S".repeat(1025);
@@ -163,7 +118,7 @@ fn oversize_subject_or_body_is_refused_and_not_sent() {
 #[test]
 fn a_failing_webhook_with_a_huge_answer_is_one_error_naming_no_url() {
     let rt = rt();
-    let (port, got) = rt.block_on(webhook(500, 10 << 20));
+    let (port, got) = rt.block_on(webhook(Answer::Status(500, 10 << 20)));
     let dir = tempfile::tempdir().unwrap();
     let (h, _) = host(plain(dir.path(), port));
     let started = std::time::Instant::now();
@@ -384,7 +339,7 @@ fn control_api_refuses_hostile_ids_and_paths() {
 #[test]
 fn a_runs_approved_notify_is_checked_against_the_channel_grant_in_force() {
     let rt = rt();
-    let (port, got) = rt.block_on(webhook(200, 2));
+    let (port, got) = rt.block_on(webhook(Answer::Status(200, 2)));
     let dir = tempfile::tempdir().unwrap();
     let config = |granted: &str| {
         let extra = format!(

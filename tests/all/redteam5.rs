@@ -3,62 +3,14 @@
 //! resolutions of one escalation, an approval after a channel grant was
 //! revoked, and an approved notify re-sent after a crash under a new key.
 
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use bytes::Bytes;
 use charter_audit::{Event, read_records};
 use charter_runtime::{CallError, Host, HostOptions};
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
+use serde_json::json;
 
+use crate::notify::{Answer, webhook};
 use crate::support::*;
-
-/// Requests a webhook received: (idempotency-key header, body).
-type Received = Arc<Mutex<Vec<(String, Value)>>>;
-
-/// A loopback webhook answering `status` (with `echo` bytes of body) and
-/// counting what it receives.
-async fn webhook(status: u16, echo: usize) -> (u16, Received) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let got: Received = Default::default();
-    let g = got.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let g = g.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let g = g.clone();
-                    async move {
-                        let key = req
-                            .headers()
-                            .get("idempotency-key")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or_default()
-                            .to_string();
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                        g.lock().unwrap().push((key, body));
-                        let mut res =
-                            hyper::Response::new(Full::new(Bytes::from(vec![b'x'; echo])));
-                        *res.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                        Ok::<_, Infallible>(res)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (port, got)
-}
 
 /// Channels `ops` (webhook) and `console` (inbox); `granted` lists what
 /// the governed group grants. Sending to `ops` needs one operator.
@@ -119,7 +71,7 @@ fn kpi_unauthorized(h: &Host) -> u64 {
 #[test]
 fn two_concurrent_approvals_execute_a_proposal_once() {
     let rt = rt();
-    let (port, got) = rt.block_on(webhook(200, 2));
+    let (port, got) = rt.block_on(webhook(Answer::Status(200, 2)));
     let dir = tempfile::tempdir().unwrap();
     let (h, _) = host(governed_deployment(
         dir.path(),
@@ -190,7 +142,7 @@ fn two_concurrent_approvals_execute_a_proposal_once() {
 #[test]
 fn an_approval_after_the_channel_grant_is_revoked_sends_nothing() {
     let rt = rt();
-    let (port, got) = rt.block_on(webhook(200, 2));
+    let (port, got) = rt.block_on(webhook(Answer::Status(200, 2)));
     let dir = tempfile::tempdir().unwrap();
     let id = {
         let h = Host::new(
@@ -309,7 +261,7 @@ plugin = "echo"
 fn an_approved_notify_is_not_re_sent_under_a_new_key_after_a_crash() {
     use std::process::{Command, Stdio};
     let rt = rt();
-    let (port, got) = rt.block_on(webhook(200, 2));
+    let (port, got) = rt.block_on(webhook(Answer::Status(200, 2)));
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("charter.toml");
     std::fs::write(
