@@ -23,6 +23,17 @@
 //!
 //! **Architecture invariant:** pure logic, no IO; it never sees a secret
 //! value (the caller redacts).
+//!
+//! **Speed and the stack.** A decision runs in the step's own call path,
+//! on the wasmtime fiber stack of the guest that called. Policies of the
+//! common shapes are compiled at load and decided here without Cedar's
+//! evaluator (`compiled.rs`, which says why); anything else (and every
+//! call on which a compiled policy would error) is decided by Cedar itself
+//! on a stack segment of its own ([`POLICY_STACK`]), where Cedar's
+//! stack-depth guard measures a real stack. Arguments nested deeper than
+//! [`MAX_ARG_DEPTH`] are refused before either path looks into them.
+
+mod compiled;
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
@@ -106,11 +117,37 @@ pub fn snake(name: &str) -> String {
     name.replace('-', "_")
 }
 
+/// Stack given to one Cedar evaluation (Cedar refuses to recurse with
+/// less than 100 KiB left; arguments are at most [`MAX_ARG_DEPTH`] deep).
+pub const POLICY_STACK: usize = 1 << 20;
+
+/// Deepest argument nesting policy judges (the call's argument record is
+/// level 0, a list or record inside an argument one more). A deeper
+/// argument is refused: Cedar's conversion of such a value recurses
+/// without a guard (500 levels overflowed a 1 MiB stack and killed the
+/// host), and no WIT signature a deployment uses comes near this.
+pub const MAX_ARG_DEPTH: usize = 32;
+
+/// The policies of a set of groups, ready to decide with.
+struct Prepared {
+    set: PolicySet,
+    /// Every policy compiled (`compiled.rs`), or `None`: Cedar decides.
+    compiled: Option<Vec<compiled::Compiled>>,
+    /// Each policy's `@approval` annotation, if it has one.
+    approvals: HashMap<String, String>,
+}
+
+/// A plugin's (name, digest, groups): what its principal entity holds.
+type PrincipalKey = (String, String, Vec<String>);
+
 /// The policies of every group of a deployment.
 pub struct PolicyEngine {
     deployment: String,
     groups: BTreeMap<String, PolicySet>,
-    cache: Mutex<HashMap<Vec<String>, Arc<PolicySet>>>,
+    cache: Mutex<HashMap<Vec<String>, Arc<Prepared>>>,
+    /// The principal entity of each plugin (name, digest, groups), built
+    /// once: Cedar builds it from JSON in tens of microseconds.
+    entities: Mutex<HashMap<PrincipalKey, Arc<Entities>>>,
     authorizer: Authorizer,
 }
 
@@ -152,8 +189,16 @@ impl PolicyEngine {
             deployment: deployment.to_string(),
             groups: out,
             cache: Mutex::new(HashMap::new()),
+            entities: Mutex::new(HashMap::new()),
             authorizer: Authorizer::new(),
         })
+    }
+
+    /// Are all the policies of `groups` compiled (decided without
+    /// Cedar's evaluator where they can tell)? For tests and benchmarks.
+    #[doc(hidden)]
+    pub fn is_compiled(&self, groups: &[&str]) -> bool {
+        self.set_for(groups).compiled.is_some()
     }
 
     /// Does `group` carry policies?
@@ -161,7 +206,7 @@ impl PolicyEngine {
         self.groups.contains_key(group)
     }
 
-    fn set_for(&self, groups: &[&str]) -> Arc<PolicySet> {
+    fn set_for(&self, groups: &[&str]) -> Arc<Prepared> {
         let mut key: Vec<String> = groups
             .iter()
             .filter(|g| self.governs(g))
@@ -169,7 +214,7 @@ impl PolicyEngine {
             .collect();
         key.sort();
         key.dedup();
-        let mut cache = self.cache.lock().unwrap();
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache
             .entry(key.clone())
             .or_insert_with(|| {
@@ -179,7 +224,21 @@ impl PolicyEngine {
                         let _ = set.add(p.clone());
                     }
                 }
-                Arc::new(set)
+                let compiled = set
+                    .policies()
+                    .map(|p| compiled::compile(p, &self.deployment))
+                    .collect();
+                let approvals = set
+                    .policies()
+                    .filter_map(|p| {
+                        Some((p.id().to_string(), p.annotation("approval")?.to_string()))
+                    })
+                    .collect();
+                Arc::new(Prepared {
+                    set,
+                    compiled,
+                    approvals,
+                })
             })
             .clone()
     }
@@ -188,6 +247,9 @@ impl PolicyEngine {
     /// `args` (a JSON object, snake_case keys), under the policies of
     /// `groups` (the plugin's groups that grant the function). `None` when
     /// none of those groups has policies: the grant alone decides.
+    ///
+    /// Safe to call on any stack with a few KiB free (a wasmtime fiber
+    /// included): what needs more runs on a segment of its own.
     pub fn decide(
         &self,
         groups: &[&str],
@@ -197,15 +259,80 @@ impl PolicyEngine {
         action: &str,
         args: &Value,
     ) -> Option<Verdict> {
+        self.decide_with(groups, plugin, digest, plugin_groups, action, args, true)
+    }
+
+    /// [`PolicyEngine::decide`] with every policy judged by Cedar itself:
+    /// the tests hold the compiled decisions to it.
+    #[doc(hidden)]
+    pub fn decide_by_cedar(
+        &self,
+        groups: &[&str],
+        plugin: &str,
+        digest: &str,
+        plugin_groups: &[String],
+        action: &str,
+        args: &Value,
+    ) -> Option<Verdict> {
+        self.decide_with(groups, plugin, digest, plugin_groups, action, args, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decide_with(
+        &self,
+        groups: &[&str],
+        plugin: &str,
+        digest: &str,
+        plugin_groups: &[String],
+        action: &str,
+        args: &Value,
+        use_compiled: bool,
+    ) -> Option<Verdict> {
         if !groups.iter().any(|g| self.governs(g)) {
             return None;
         }
-        let set = self.set_for(groups);
         let deny = |reason: String| {
             Some(Verdict::Deny {
                 policies: vec![],
                 reason,
             })
+        };
+        // Measured without recursion, before anything recurses into it.
+        let shape = match shape(args) {
+            Ok(s) => s,
+            Err(reason) => return deny(reason),
+        };
+        let context = match cedar_json(args) {
+            Ok(c) => c,
+            Err(reason) => return deny(reason),
+        };
+        let prepared = self.set_for(groups);
+        if let (Some(compiled), false, Value::Object(ctx), true) =
+            (&prepared.compiled, shape.escapes, &context, use_compiled)
+            && let Some(v) = decide_compiled(compiled, &prepared.approvals, plugin, action, ctx)
+        {
+            return Some(v);
+        }
+        // Cedar's evaluator guards its recursion by the thread's stack:
+        // give it a segment whose bounds stacker records.
+        Some(stacker::grow(POLICY_STACK, || {
+            self.decide_cedar(&prepared, plugin, digest, plugin_groups, action, context)
+        }))
+    }
+
+    /// Decide with Cedar itself (on a stack it can measure: see `decide`).
+    fn decide_cedar(
+        &self,
+        prepared: &Prepared,
+        plugin: &str,
+        digest: &str,
+        plugin_groups: &[String],
+        action: &str,
+        context: Value,
+    ) -> Verdict {
+        let deny = |reason: String| Verdict::Deny {
+            policies: vec![],
+            reason,
         };
         let principal = match uid("Plugin", plugin) {
             Ok(u) => u,
@@ -216,35 +343,31 @@ impl PolicyEngine {
         else {
             return deny("bad action or deployment name".into());
         };
-        let entities = Entities::from_json_value(
-            json!([{
-                "uid": {"type": "Plugin", "id": plugin},
-                "attrs": {"name": plugin, "digest": digest, "groups": plugin_groups},
-                "parents": []
-            }]),
-            None,
-        );
-        let entities = match entities {
+        let entities = match self.entities_of(plugin, digest, plugin_groups) {
             Ok(e) => e,
             Err(e) => return deny(format!("cannot build the principal entity: {e}")),
         };
-        let context = match cedar_json(args).and_then(|c| {
-            Context::from_json_value(c, None)
-                .map_err(|e| format!("arguments do not convert to a Cedar context: {e}"))
-        }) {
+        let context = match Context::from_json_value(context, None) {
             Ok(c) => c,
-            Err(reason) => return deny(reason),
+            Err(e) => {
+                return deny(format!("arguments do not convert to a Cedar context: {e}"));
+            }
         };
         let request = match Request::new(principal, action_uid, resource, context, None) {
             Ok(r) => r,
             Err(e) => return deny(format!("bad request: {e}")),
         };
-        let resp = self.authorizer.is_authorized(&request, &set, &entities);
-        let reasons: Vec<String> = resp.diagnostics().reason().map(|p| p.to_string()).collect();
+        let resp = self
+            .authorizer
+            .is_authorized(&request, &prepared.set, &entities);
+        // Cedar reports reasons as a set: sorted, the verdict (and the
+        // audit record) is the same on every run.
+        let mut reasons: Vec<String> = resp.diagnostics().reason().map(|p| p.to_string()).collect();
+        reasons.sort();
         // A policy that errors is skipped by Cedar: a `forbid` that cannot
         // be evaluated would then let a `permit` through. A call that any of
         // its policies cannot judge is denied.
-        let errors: Vec<(String, String)> = resp
+        let mut errors: Vec<(String, String)> = resp
             .diagnostics()
             .errors()
             .map(|e| match e {
@@ -253,45 +376,53 @@ impl PolicyEngine {
                 }
             })
             .collect();
+        errors.sort();
         if !errors.is_empty() {
-            return Some(unjudgeable(errors, resp.decision(), &reasons));
+            return unjudgeable(errors, resp.decision(), &reasons);
         }
-        Some(match resp.decision() {
-            cedar_policy::Decision::Deny => {
-                let reason = if reasons.is_empty() {
-                    "no policy permits this call".to_string()
-                } else {
-                    format!("forbidden by {}", reasons.join(", "))
-                };
-                Verdict::Deny {
-                    policies: reasons,
-                    reason,
-                }
-            }
-            cedar_policy::Decision::Allow => {
-                let plain: Vec<String> = reasons
-                    .iter()
-                    .filter(|id| {
-                        set.annotation(&PolicyId::new(id.as_str()), "approval")
-                            .is_none()
-                    })
-                    .cloned()
-                    .collect();
-                if !plain.is_empty() {
-                    Verdict::Allow { policies: plain }
-                } else {
-                    let role = reasons
-                        .iter()
-                        .find_map(|id| set.annotation(&PolicyId::new(id.as_str()), "approval"))
-                        .filter(|r| !r.is_empty())
-                        .map(str::to_string);
-                    Verdict::Propose {
-                        policies: reasons,
-                        role,
-                    }
-                }
-            }
-        })
+        verdict(
+            resp.decision() == cedar_policy::Decision::Allow,
+            reasons,
+            &prepared.approvals,
+        )
+    }
+
+    /// The principal entity of a plugin, built once per (name, digest,
+    /// groups).
+    fn entities_of(
+        &self,
+        plugin: &str,
+        digest: &str,
+        plugin_groups: &[String],
+    ) -> Result<Arc<Entities>, String> {
+        let key = (
+            plugin.to_string(),
+            digest.to_string(),
+            plugin_groups.to_vec(),
+        );
+        if let Some(e) = self
+            .entities
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(e.clone());
+        }
+        let e = Entities::from_json_value(
+            json!([{
+                "uid": {"type": "Plugin", "id": plugin},
+                "attrs": {"name": plugin, "digest": digest, "groups": plugin_groups},
+                "parents": []
+            }]),
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        let e = Arc::new(e);
+        self.entities
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, e.clone());
+        Ok(e)
     }
 
     /// Validate every group's policies against a schema generated from the
@@ -449,6 +580,107 @@ impl PolicyEngine {
             }
         }
         out
+    }
+}
+
+/// What `decide` needs to know of the arguments before converting them.
+struct Shape {
+    /// Some record has a key Cedar reads as an escape (`__entity`,
+    /// `__extn`, `__expr`): only Cedar knows what it makes of it.
+    escapes: bool,
+}
+
+/// Walk `args` without recursion: refuse one nested deeper than
+/// [`MAX_ARG_DEPTH`] (naming the argument), note escapes.
+fn shape(args: &Value) -> Result<Shape, String> {
+    let mut escapes = false;
+    let mut todo: Vec<(&Value, usize, &str)> = vec![(args, 0, "")];
+    while let Some((v, depth, top)) = todo.pop() {
+        if depth > MAX_ARG_DEPTH {
+            let name = if top.is_empty() {
+                "value".to_string()
+            } else {
+                snake(top)
+            };
+            return Err(format!(
+                "argument {name} is nested more than {MAX_ARG_DEPTH} levels deep: policy cannot judge it, and a call policy cannot judge is denied"
+            ));
+        }
+        match v {
+            Value::Array(a) => todo.extend(a.iter().map(|x| (x, depth + 1, top))),
+            Value::Object(m) => {
+                for (k, x) in m {
+                    escapes |= k.starts_with("__");
+                    todo.push((x, depth + 1, if depth == 0 { k.as_str() } else { top }));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(Shape { escapes })
+}
+
+/// Decide with compiled policies; `None` when one of them cannot tell
+/// (Cedar would report an error, or a value is not simple): then Cedar
+/// decides, and its errors word the denial.
+fn decide_compiled(
+    compiled: &[compiled::Compiled],
+    approvals: &HashMap<String, String>,
+    plugin: &str,
+    action: &str,
+    ctx: &serde_json::Map<String, Value>,
+) -> Option<Verdict> {
+    let (mut permits, mut forbids) = (Vec::new(), Vec::new());
+    for c in compiled {
+        if compiled::satisfied(c, plugin, action, ctx)? {
+            if c.forbid {
+                forbids.push(c.id.clone());
+            } else {
+                permits.push(c.id.clone());
+            }
+        }
+    }
+    // Cedar: a satisfied forbid denies (its reasons: the forbids); else a
+    // satisfied permit allows (its reasons: the permits); else deny.
+    let (allow, mut reasons) = if !forbids.is_empty() {
+        (false, forbids)
+    } else {
+        (!permits.is_empty(), permits)
+    };
+    reasons.sort();
+    Some(verdict(allow, reasons, approvals))
+}
+
+/// The verdict on a call every policy could judge: Cedar's decision and
+/// reasons (sorted), with `@approval` permits turned into a proposal.
+fn verdict(allow: bool, reasons: Vec<String>, approvals: &HashMap<String, String>) -> Verdict {
+    if !allow {
+        let reason = if reasons.is_empty() {
+            "no policy permits this call".to_string()
+        } else {
+            format!("forbidden by {}", reasons.join(", "))
+        };
+        return Verdict::Deny {
+            policies: reasons,
+            reason,
+        };
+    }
+    let plain: Vec<String> = reasons
+        .iter()
+        .filter(|id| !approvals.contains_key(id.as_str()))
+        .cloned()
+        .collect();
+    if !plain.is_empty() {
+        return Verdict::Allow { policies: plain };
+    }
+    let role = reasons
+        .iter()
+        .find_map(|id| approvals.get(id.as_str()))
+        .filter(|r| !r.is_empty())
+        .cloned();
+    Verdict::Propose {
+        policies: reasons,
+        role,
     }
 }
 

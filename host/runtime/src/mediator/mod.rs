@@ -141,9 +141,6 @@ pub(crate) struct Services {
     pub connectors: std::sync::RwLock<std::collections::HashMap<String, Arc<crate::LoadedPlugin>>>,
 }
 
-/// Stack given to one Cedar evaluation (Cedar wants 100 KiB free).
-const POLICY_STACK: usize = 1 << 20;
-
 /// What policy said about one call.
 #[derive(Debug, Clone)]
 pub(crate) struct Ruling {
@@ -534,26 +531,18 @@ impl Mediator {
             .cloned()
             .collect();
         let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
-        let policy = &self.services.policy;
-        let decide = || {
-            policy.decide(
-                &refs,
-                &self.ctx.name,
-                &self.ctx.digest,
-                &self.ctx.groups,
-                action,
-                args,
-            )
-        };
-        // Guest code (and so every host call) runs on a wasmtime fiber
-        // stack, where Cedar's stack-depth guard cannot measure the stack
-        // and refuses to evaluate: decide on a fresh stack segment whose
-        // bounds stacker records (a few microseconds, not a thread).
-        let verdict = if refs.iter().any(|g| policy.governs(g)) {
-            stacker::grow(POLICY_STACK, decide)
-        } else {
-            None
-        };
+        // Decided here, on the guest's fiber stack: `PolicyEngine::decide`
+        // keeps its own stack use bounded and moves what Cedar's evaluator
+        // must judge onto a stack segment of its own (charter-policy's
+        // crate docs say how; ARCHITECTURE.md, "Policy decisions", why).
+        let verdict = self.services.policy.decide(
+            &refs,
+            &self.ctx.name,
+            &self.ctx.digest,
+            &self.ctx.groups,
+            action,
+            args,
+        );
         let (decision, policies, reason, role) = match verdict {
             None => (Decision::Allow, vec!["grant".to_string()], None, None),
             Some(charter_policy::Verdict::Allow { policies }) => {
