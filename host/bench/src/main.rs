@@ -16,6 +16,7 @@
 //! guest that calls `log.write` in a loop until a cap of 10,000 stops it.
 
 mod calls;
+mod policy;
 mod scale;
 
 use std::collections::HashMap;
@@ -210,7 +211,8 @@ fn main() -> Result<()> {
         .and_then(|s| s.parse().ok())
     {
         // Only the per-call driver for callgrind (see `calls.rs`).
-        return calls::report(&echo, &flood, n);
+        calls::report(&echo, &flood, n)?;
+        return policy::calls(&flood, n);
     }
     println!(
         "charter-bench: {iters} cold steps per variant; component {}",
@@ -354,6 +356,7 @@ limits = {{ max_host_calls = {cedar_cap} }}
         "{:<44} {kv_cedar:>8.3} us per call (kv.get, decided by a Cedar rule, audited)",
         "charter governed"
     );
+    policy::report(&flood, iters)?;
 
     // Durable audited steps: many steps in flight, each step's events
     // (calls, kv write, the step) committed with group commit before the
