@@ -5,6 +5,7 @@
 
 mod attack;
 mod capabilities;
+mod capacity;
 mod cli;
 mod conformance;
 mod crash;
@@ -15,6 +16,7 @@ mod http;
 mod load;
 mod notify;
 mod policy_attack;
+mod policy_depth;
 mod redteam;
 mod redteam2;
 mod redteam3;

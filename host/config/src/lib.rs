@@ -10,6 +10,7 @@
 //! name = "acme-refunds"
 //! phase = 4                      # 1..=5, the framework's maturity phase
 //! data_dir = ".charter"          # relative to this file
+//! max_steps_in_flight = 500      # the instance pool's size (default 500)
 //!
 //! [groups.orders-read]
 //! capabilities = ["charter:host/kv.get", "charter:host/kv.list-keys"]
@@ -394,6 +395,10 @@ pub struct Deployment {
     pub data_dir: PathBuf,
     /// The file this was read from.
     pub source: PathBuf,
+    /// Steps (and connector calls) the host runs at once: the size of its
+    /// pre-reserved instance pool. One more fails with a host-capacity
+    /// error naming this setting ([`DEFAULT_MAX_STEPS_IN_FLIGHT`] unless set).
+    pub max_steps_in_flight: u32,
     pub limits: Limits,
     pub groups: BTreeMap<String, ActionGroup>,
     pub plugins: BTreeMap<String, PluginSpec>,
@@ -476,7 +481,15 @@ struct DeploymentFile {
     phase: Phase,
     #[serde(default = "default_data_dir")]
     data_dir: PathBuf,
+    max_steps_in_flight: Option<u32>,
 }
+
+/// The instance pool's default size (`[deployment] max_steps_in_flight`).
+pub const DEFAULT_MAX_STEPS_IN_FLIGHT: u32 = 500;
+
+/// The largest pool a deployment may ask for: each slot reserves address
+/// space for a plugin's largest memory and a fiber stack up front.
+pub const MAX_STEPS_IN_FLIGHT: u32 = 16_384;
 
 fn default_data_dir() -> PathBuf {
     PathBuf::from(".charter")
@@ -855,6 +868,15 @@ impl Deployment {
             }
             workflows.insert(name.clone(), w.into_workflow(name, &path));
         }
+        let max_steps_in_flight = file
+            .deployment
+            .max_steps_in_flight
+            .unwrap_or(DEFAULT_MAX_STEPS_IN_FLIGHT);
+        if !(1..=MAX_STEPS_IN_FLIGHT).contains(&max_steps_in_flight) {
+            return Err(invalid(format!(
+                "deployment.max_steps_in_flight = {max_steps_in_flight}: must be 1 to {MAX_STEPS_IN_FLIGHT}"
+            )));
+        }
 
         let mut d = Deployment {
             connector_effects,
@@ -863,6 +885,7 @@ impl Deployment {
             name: file.deployment.name,
             phase: file.deployment.phase,
             data_dir: base.join(file.deployment.data_dir),
+            max_steps_in_flight,
             source: source.to_owned(),
             limits,
             groups,

@@ -310,6 +310,7 @@ impl Host {
                     .unwrap_or_else(|| engine::cache_dir(&deployment.data_dir))
             }),
             pooling: !options.on_demand_instances,
+            max_instances: deployment.max_steps_in_flight,
         })
         .map_err(|e| HostError::Engine(format!("{e:#}")))?;
         let store: Arc<dyn Store> = match options.store {
@@ -369,6 +370,7 @@ impl Host {
             deployment: deployment.clone(),
             engine: engine.clone(),
             connectors: Default::default(),
+            slots: engine::Slots::new(deployment.max_steps_in_flight),
         });
         Ok(Host {
             _ticker: engine::EpochTicker::start(&engine),
@@ -984,6 +986,13 @@ impl Host {
         input: &str,
         opts: StepOptions,
     ) -> Attempted {
+        // A slot in the instance pool (`engine::Slots`): a workflow attempt
+        // waits for one before its clock starts; any other step is refused
+        // (below, recorded like any refusal) when none is free.
+        let slot = match opts.journal {
+            Some(_) => Some(self.services.slots.take().await),
+            None => self.services.slots.try_take(),
+        };
         let started = Instant::now();
         let mut store = new_store(&self.services, &loaded.ctx, opts.initiator);
         if let Some(ms) = opts.deadline_ms {
@@ -999,7 +1008,14 @@ impl Host {
         if let Some(j) = opts.journal {
             store.data_mut().mediator.set_journal(j);
         }
-        let result = run_step(loaded, &mut store, input).await;
+        let result = match &slot {
+            Some(_) => run_step(loaded, &mut store, input).await,
+            None => Err(CallError::Limit {
+                plugin: loaded.name.clone(),
+                kind: LimitKind::HostCapacity,
+                detail: self.services.slots.full_detail(),
+            }),
+        };
         let state = store.data_mut();
         state.drain_stdio();
         // A fault found by a call that finished outside the store (an HTTP
@@ -1677,9 +1693,12 @@ fn classify_trap(
             .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
             .is_some() =>
         {
+            let n = state.mediator.services.deployment.max_steps_in_flight;
             limit(
                 LimitKind::HostCapacity,
-                format!("{e}; too many steps in flight on this host, retry later"),
+                format!(
+                    "{e}: the host's instance pool is full (it holds [deployment] max_steps_in_flight = {n} steps, each with one connector call in progress); retry when steps finish, or raise max_steps_in_flight in charter.toml"
+                ),
             )
         }
         _ => {

@@ -139,6 +139,8 @@ pub(crate) struct Services {
     pub engine: wasmtime::Engine,
     /// Loaded connectors by the interface they provide (no version).
     pub connectors: std::sync::RwLock<std::collections::HashMap<String, Arc<crate::LoadedPlugin>>>,
+    /// Admission to the instance pool (`sandbox/engine.rs`).
+    pub slots: crate::sandbox::engine::Slots,
 }
 
 /// What policy said about one call.

@@ -22,6 +22,9 @@ pub struct EngineOptions {
     pub cache_dir: Option<std::path::PathBuf>,
     /// Use the pooling instance allocator (fast instantiation).
     pub pooling: bool,
+    /// Steps in flight the pool holds (`[deployment] max_steps_in_flight`),
+    /// each with a connector call in progress.
+    pub max_instances: u32,
 }
 
 impl Default for EngineOptions {
@@ -30,6 +33,7 @@ impl Default for EngineOptions {
             max_memory_bytes: 64 << 20,
             cache_dir: None,
             pooling: true,
+            max_instances: charter_config::DEFAULT_MAX_STEPS_IN_FLIGHT,
         }
     }
 }
@@ -47,13 +51,22 @@ pub fn build_engine(opts: &EngineOptions) -> wasmtime::Result<Engine> {
     if opts.pooling {
         let mut pool = PoolingAllocationConfig::new();
         pool.max_memory_size(opts.max_memory_bytes.max(64 << 20) as usize);
-        // Up to ~500 steps in flight (each step is one component instance
-        // with a few core instances, memories and tables).
-        pool.total_memories(1000);
-        pool.total_tables(1000);
-        pool.total_core_instances(2000);
-        pool.total_component_instances(500);
-        pool.total_stacks(500);
+        // The pool's capacity, stated (ARCHITECTURE.md, "Limits of one
+        // host"): `max_instances` steps in flight ([`Slots`] admits no
+        // more), each with room for one connector call in progress: 2
+        // component instances and fiber stacks per step, 4 core instances
+        // and 2 memories and tables on average. The pool reserves address space for all of them up front
+        // (a slot per memory: the plugin's largest memory plus guard) and
+        // commits memory only as instances touch it. One more instance than
+        // it holds fails to instantiate with wasmtime's
+        // `PoolConcurrencyLimitError`: a host-capacity error for that step
+        // (`classify_trap`), the host and every other step unaffected.
+        let n = opts.max_instances.max(1);
+        pool.total_component_instances(n.saturating_mul(2));
+        pool.total_stacks(n.saturating_mul(2));
+        pool.total_core_instances(n.saturating_mul(4));
+        pool.total_memories(n.saturating_mul(2));
+        pool.total_tables(n.saturating_mul(2));
         pool.max_core_instances_per_component(64);
         pool.max_memories_per_component(16);
         pool.max_tables_per_component(32);
@@ -77,6 +90,61 @@ pub fn build_engine(opts: &EngineOptions) -> wasmtime::Result<Engine> {
         cfg.cache(Some(Cache::new(cc)?));
     }
     Engine::new(&cfg)
+}
+
+/// Admission to the instance pool: at most `max_steps_in_flight` steps
+/// hold an instance at once. A workflow step attempt waits for a slot
+/// before its clock starts (a full host delays a run, never fails it); any
+/// other step takes a slot at once or is refused with a host-capacity
+/// error that names the setting. Without it, the step one past the pool
+/// would fail inside wasmtime with an error that names neither.
+#[derive(Debug)]
+pub struct Slots {
+    free: Arc<tokio::sync::Semaphore>,
+    capacity: u32,
+}
+
+/// A step's slot, given back when dropped.
+pub type Slot = tokio::sync::OwnedSemaphorePermit;
+
+impl Slots {
+    pub fn new(capacity: u32) -> Slots {
+        Slots {
+            free: Arc::new(tokio::sync::Semaphore::new(capacity.max(1) as usize)),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// A slot now, or `None` when all are taken.
+    pub fn try_take(&self) -> Option<Slot> {
+        self.free.clone().try_acquire_owned().ok()
+    }
+
+    /// A slot, once one is free.
+    pub async fn take(&self) -> Slot {
+        self.free
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the slots' semaphore is never closed")
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Steps holding a slot now.
+    pub fn in_use(&self) -> u32 {
+        self.capacity - self.free.available_permits() as u32
+    }
+
+    /// Why a step found no slot.
+    pub fn full_detail(&self) -> String {
+        format!(
+            "all {n} step slots of this host are in use ([deployment] max_steps_in_flight = {n}); retry when steps finish, or raise max_steps_in_flight in charter.toml",
+            n = self.capacity
+        )
+    }
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
