@@ -330,26 +330,29 @@ fn eval<'a>(e: &'a Expr, ctx: &'a Map<String, Value>) -> Option<V<'a>> {
 }
 
 /// Cedar's `like`: `*` matches any run of characters (greedy with
-/// backtracking to the last star: linear in practice, no recursion).
+/// backtracking to the last star, as Cedar does: no recursion, and no
+/// copy of the string, which may be megabytes).
 fn like(s: &str, pat: &[Pat]) -> bool {
-    let s: Vec<char> = s.chars().collect();
+    let next = |i: usize| s[i..].chars().next();
     let (mut i, mut p) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
-    while i < s.len() {
+    while let Some(c) = next(i) {
         match pat.get(p) {
             Some(Pat::Any) => {
                 star = Some((p, i));
                 p += 1;
             }
-            Some(Pat::Char(c)) if *c == s[i] => {
-                i += 1;
+            Some(Pat::Char(x)) if *x == c => {
+                i += c.len_utf8();
                 p += 1;
             }
             _ => match star {
                 Some((sp, si)) => {
+                    // The star takes one more character.
+                    let si = si + next(si).map_or(1, char::len_utf8);
                     p = sp + 1;
-                    i = si + 1;
-                    star = Some((sp, si + 1));
+                    i = si;
+                    star = Some((sp, si));
                 }
                 None => return false,
             },
