@@ -16,6 +16,7 @@
 //! guest that calls `log.write` in a loop until a cap of 10,000 stops it.
 
 mod calls;
+mod memory;
 mod policy;
 mod scale;
 
@@ -357,6 +358,7 @@ limits = {{ max_host_calls = {cedar_cap} }}
         "charter governed"
     );
     policy::report(&flood, iters)?;
+    memory::report(&fixture("fx_host_v2.wasm")?)?;
 
     // Durable audited steps: many steps in flight, each step's events
     // (calls, kv write, the step) committed with group commit before the
