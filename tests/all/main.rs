@@ -12,6 +12,7 @@ mod docs;
 mod governance;
 mod hostile;
 mod http;
+mod identity;
 mod load;
 mod notify;
 mod policy_attack;
