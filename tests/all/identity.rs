@@ -25,7 +25,14 @@ fn charter_as(token: Option<&str>, args: &[&str], cwd: &Path) -> Output {
 fn mint(name: &str, expires_in: &str, cwd: &Path) -> (String, String) {
     let out = charter_as(
         None,
-        &["tokens", "create", name, "--expires-in", expires_in, "--json"],
+        &[
+            "tokens",
+            "create",
+            name,
+            "--expires-in",
+            expires_in,
+            "--json",
+        ],
         cwd,
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -52,7 +59,10 @@ fn declare(cwd: &Path, name: &str, hashes: &[&str], service: bool) {
         ));
     } else {
         let header = format!("[approvers.{name}]\n");
-        assert!(toml.contains(&header), "{name} is not an approver of the example");
+        assert!(
+            toml.contains(&header),
+            "{name} is not an approver of the example"
+        );
         toml = toml.replace(&header, &format!("{header}tokens = [{list}]\n"));
     }
     std::fs::write(&path, toml).unwrap();
@@ -72,7 +82,10 @@ fn only_a_token_proves_who_decides() {
     declare(cwd, "shop", &[&shop_hash], true);
     assert!(carol.starts_with("cht_carol_") && bob.starts_with("cht_bob_0_"));
     let toml = std::fs::read_to_string(cwd.join("charter.toml")).unwrap();
-    assert!(!toml.contains(&carol) && !toml.contains(&bob), "a token is in the file");
+    assert!(
+        !toml.contains(&carol) && !toml.contains(&bob),
+        "a token is in the file"
+    );
 
     let input = serde_json::json!({"order_id": "A-9", "amount_cents": 20_000, "reason": "lost"})
         .to_string();
@@ -90,7 +103,12 @@ fn only_a_token_proves_who_decides() {
         assert!(text(&out).contains("no token"), "{}", text(&out));
     }
     let out = charter_as(None, &["runs", "list", "--json"], cwd);
-    assert_eq!(out.status.code(), Some(0), "reading needs no token: {}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "reading needs no token: {}",
+        text(&out)
+    );
 
     // carol starts a refund that needs an approval.
     let out = run(Some(&carol), &[]);
@@ -106,11 +124,11 @@ fn only_a_token_proves_who_decides() {
 
     let secret = bob.rsplit_once('_').unwrap().1;
     let forged = [
-        format!("cht_bob_0_{}", "0".repeat(64)),     // a guessed secret
-        format!("cht_bob_1_{secret}"),               // an edited expiry
-        format!("cht_alice_0_{secret}"),             // a borrowed secret
-        bob_hash.clone(),                            // the hash itself
-        format!("{bob}\nerror: forged"),            // a second line
+        format!("cht_bob_0_{}", "0".repeat(64)), // a guessed secret
+        format!("cht_bob_1_{secret}"),           // an edited expiry
+        format!("cht_alice_0_{secret}"),         // a borrowed secret
+        bob_hash.clone(),                        // the hash itself
+        format!("{bob}\nerror: forged"),         // a second line
     ];
     for t in &forged {
         let out = approve(Some(t), &[]);
@@ -143,7 +161,11 @@ fn only_a_token_proves_who_decides() {
     // bob, proven, approves; the run completes and the log says bob.
     let out = approve(Some(&bob), &["--comment", "carrier confirmed"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let out = charter_as(None, &["audit", "show", "--type", "approval-decision", "--json"], cwd);
+    let out = charter_as(
+        None,
+        &["audit", "show", "--type", "approval-decision", "--json"],
+        cwd,
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let accepted: Vec<&Value> = v["events"]
         .as_array()
@@ -166,14 +188,24 @@ fn tokens_create_teaches_where_the_hash_goes() {
     let out = charter_as(None, &["tokens", "create", "bob"], cwd);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
-    assert!(t.contains("shown once") && t.contains("tokens = [\"sha256:"), "{t}");
+    assert!(
+        t.contains("shown once") && t.contains("tokens = [\"sha256:"),
+        "{t}"
+    );
     let out = charter_as(None, &["tokens", "create", "erin"], cwd);
     assert!(text(&out).contains("[identities.erin]"), "{}", text(&out));
-    for bad in [&["tokens", "create", "Bob"][..], &["tokens", "create", "bob", "--expires-in", "soon"][..]] {
+    for bad in [
+        &["tokens", "create", "Bob"][..],
+        &["tokens", "create", "bob", "--expires-in", "soon"][..],
+    ] {
         let out = charter_as(None, bad, cwd);
         assert_ne!(out.status.code(), Some(0), "{}", text(&out));
     }
     // A deployment without tokens works as before: --as names the person.
-    let out = charter_as(None, &["run", "refund", "--as", "carol", "--input", "{}"], cwd);
+    let out = charter_as(
+        None,
+        &["run", "refund", "--as", "carol", "--input", "{}"],
+        cwd,
+    );
     assert!(!text(&out).contains("no token"), "{}", text(&out));
 }

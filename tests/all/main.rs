@@ -23,4 +23,5 @@ mod redteam4;
 mod redteam5;
 mod substrate;
 mod support;
+mod up;
 mod workflow;

@@ -36,7 +36,10 @@ impl Control {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         match credential {
-            Credential::Token(t) => self.auth.authenticate(Some(t), now).map_err(unauthenticated),
+            Credential::Token(t) => self
+                .auth
+                .authenticate(Some(t), now)
+                .map_err(unauthenticated),
             Credential::Nothing => self.auth.authenticate(None, now).map_err(unauthenticated),
             Credential::Claim(name) => self
                 .auth

@@ -71,14 +71,14 @@ pub use audit::{
     AuditEvents, AuditExport, BlockedByKind, CallCounts, CheckpointArg, Kpi, ProposalCounts,
     ShowRequest, TornTail, VerifyReport, VerifyRequest, WorkflowKpi,
 };
+pub use auth::Credential;
 pub use calls::{
     CallErrorDoc, CallFailure, CallReport, CallRequest, KvGetRequest, KvKeys, KvListRequest,
     KvSetRequest, KvSetResponse, KvValue, LogLevel, LogLine,
 };
-pub use auth::Credential;
 pub use charter_audit::Record;
-pub use charter_auth::{AuthMethod, Principal};
 pub use charter_audit::checkpoint::Checkpoint;
+pub use charter_auth::{AuthMethod, Principal};
 pub use control::{Access, Control};
 pub use error::{ApiError, ErrorClass, ErrorDoc, Failure, Refusal, describe};
 pub use proposals::{

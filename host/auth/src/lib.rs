@@ -66,13 +66,21 @@ impl Principal {
 /// repeat the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    #[error("no token: send `Authorization: Bearer <token>` (the command line reads CHARTER_TOKEN)")]
+    #[error(
+        "no token: send `Authorization: Bearer <token>` (the command line reads CHARTER_TOKEN)"
+    )]
     Missing,
-    #[error("not a Charter token: tokens start with \"cht_\"; mint one with `charter tokens create NAME`")]
+    #[error(
+        "not a Charter token: tokens start with \"cht_\"; mint one with `charter tokens create NAME`"
+    )]
     Malformed,
-    #[error("unknown token: no identity in this deployment declares its hash (revoked, or for another deployment)")]
+    #[error(
+        "unknown token: no identity in this deployment declares its hash (revoked, or for another deployment)"
+    )]
     Unknown,
-    #[error("the token of {identity} expired at {expired} (Unix seconds); mint a new one with `charter tokens create {identity}`")]
+    #[error(
+        "the token of {identity} expired at {expired} (Unix seconds); mint a new one with `charter tokens create {identity}`"
+    )]
     Expired { identity: String, expired: u64 },
 }
 
@@ -234,7 +242,9 @@ impl Authenticator {
 /// Why a claimed name is not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClaimError {
-    #[error("this deployment declares tokens, so `--as {name}` proves nothing: set CHARTER_TOKEN to {name}'s token (`charter tokens create {name}`)")]
+    #[error(
+        "this deployment declares tokens, so `--as {name}` proves nothing: set CHARTER_TOKEN to {name}'s token (`charter tokens create {name}`)"
+    )]
     TokenRequired { name: String },
     #[error("{name} is not an identity of this deployment (known: {})", known.join(", "))]
     Unknown { name: String, known: Vec<String> },

@@ -2,9 +2,7 @@ use super::*;
 use std::path::Path;
 
 fn deployment(extra: &str) -> Deployment {
-    let text = format!(
-        "[deployment]\nname = \"t\"\nphase = 5\n{extra}"
-    );
+    let text = format!("[deployment]\nname = \"t\"\nphase = 5\n{extra}");
     Deployment::parse(&text, Path::new("/x/charter.toml")).unwrap()
 }
 
@@ -27,7 +25,10 @@ fn a_minted_token_authenticates_its_identity_until_it_expires() {
     assert_eq!(p.method, AuthMethod::Token);
     assert!(p.has_role("finance"));
     // Surrounding whitespace (a token read from a file) is not a new token.
-    assert!(auth.authenticate(Some(&format!(" {}\n", m.token)), 0).is_ok());
+    assert!(
+        auth.authenticate(Some(&format!(" {}\n", m.token)), 0)
+            .is_ok()
+    );
     let err = auth.authenticate(Some(&m.token), 2_000).unwrap_err();
     assert_eq!(err.kind(), "expired-token");
     assert!(!err.to_string().contains(&m.token[14..]));
@@ -68,9 +69,17 @@ fn forged_and_edited_tokens_are_refused() {
     ];
     for (token, want) in hostile {
         let err = auth.authenticate(token, 5).unwrap_err();
-        assert_eq!(err.kind(), want, "{:?}", token.map(|t| &t[..t.len().min(40)]));
+        assert_eq!(
+            err.kind(),
+            want,
+            "{:?}",
+            token.map(|t| &t[..t.len().min(40)])
+        );
     }
-    assert_eq!(auth.authenticate(Some(&eve.token), 5).unwrap().kind, IdentityKind::Service);
+    assert_eq!(
+        auth.authenticate(Some(&eve.token), 5).unwrap().kind,
+        IdentityKind::Service
+    );
 }
 
 #[test]
@@ -93,5 +102,8 @@ fn minting_refuses_names_that_could_not_be_read_back() {
         assert!(mint(bad, None).is_err(), "{bad:?}");
     }
     // Two mints never collide.
-    assert_ne!(mint("a", None).unwrap().token, mint("a", None).unwrap().token);
+    assert_ne!(
+        mint("a", None).unwrap().token,
+        mint("a", None).unwrap().token
+    );
 }

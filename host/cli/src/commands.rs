@@ -66,7 +66,9 @@ fn control(config: &ConfigArg) -> Result<Control> {
 /// no unproven name, for initiators as for approvers.
 fn who(c: &Control, as_user: Option<String>, default: bool) -> Result<String, ApiError> {
     use charter_api::Credential;
-    let token = std::env::var("CHARTER_TOKEN").ok().filter(|t| !t.trim().is_empty());
+    let token = std::env::var("CHARTER_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty());
     if let Some(t) = token {
         let p = c.principal(Credential::Token(&t))?;
         return match as_user {
@@ -212,6 +214,7 @@ pub async fn run(command: Command) -> Result<i32> {
             SdkOp::Build { lang, dir, out } => new::build(&lang, &dir, &out),
         },
         Command::Tokens { op } => tokens::run(op),
+        Command::Up { listen, config } => crate::up::up(&config, &listen).await,
         Command::Kpi { config, json } => {
             let c = control(&config)?;
             let k = c.kpi()?;

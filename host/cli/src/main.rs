@@ -11,6 +11,7 @@ mod new;
 mod report;
 mod runs;
 mod tokens;
+mod up;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -170,6 +171,20 @@ enum Command {
     Audit {
         #[command(subcommand)]
         op: AuditOp,
+    },
+    /// Serve the deployment's control API over HTTP until SIGTERM.
+    ///
+    /// One process owns the deployment: runs started through the API are
+    /// driven here, approvals act at once, and every request is
+    /// authenticated by a bearer token (`charter tokens create`). Routes:
+    /// /v1/runs, /v1/proposals, /v1/escalations, /v1/audit, /v1/kpi,
+    /// /v1/plugins, /v1/grants, /healthz.
+    Up {
+        /// Address to listen on (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
+        listen: String,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Tokens that prove who is calling: mint one for an identity.
     ///
@@ -827,6 +842,7 @@ fn main() -> ExitCode {
         | Command::Runs { .. }
         | Command::Escalations { .. } => true,
         Command::New { .. } | Command::Sdk { .. } | Command::Tokens { .. } => true,
+        Command::Up { .. } => false,
     };
     // `inspect` without a deployment compiles with no cache.
     let cache = match &cli.command {

@@ -26,7 +26,10 @@ fn create(name: &str, expires_in: &str, config: &crate::ConfigArg, json: bool) -
                 anyhow::anyhow!("--expires-in {text:?}: {e}; say e.g. 12h, 30d, 1y or never")
             })?;
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-            let at = now.checked_add(d).map(|t| t.as_secs()).filter(|s| *s < u64::MAX / 2);
+            let at = now
+                .checked_add(d)
+                .map(|t| t.as_secs())
+                .filter(|s| *s < u64::MAX / 2);
             match at {
                 Some(at) if d.as_secs() > 0 => Some(at),
                 _ => bail!("--expires-in {text:?} is not a usable lifetime; say e.g. 30d or never"),
@@ -35,7 +38,10 @@ fn create(name: &str, expires_in: &str, config: &crate::ConfigArg, json: bool) -
     };
     // Say whether the deployment knows NAME; mint either way (the section
     // may be added with the hash).
-    let declared = config.load().ok().map(|d| d.identities.get(name).map(|i| i.kind));
+    let declared = config
+        .load()
+        .ok()
+        .map(|d| d.identities.get(name).map(|i| i.kind));
     let minted = match charter_auth::mint(name, expires) {
         Ok(m) => m,
         Err(e) => {
@@ -50,11 +56,16 @@ fn create(name: &str, expires_in: &str, config: &crate::ConfigArg, json: bool) -
     let until = match expires {
         Some(at) => format!(
             "expires {}",
-            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(at))
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(at)
+            )
         ),
         None => "never expires".to_string(),
     };
-    println!("token for {name} ({until}), shown once:\n\n  {}\n", minted.token);
+    println!(
+        "token for {name} ({until}), shown once:\n\n  {}\n",
+        minted.token
+    );
     match declared {
         Some(Some(_)) => println!(
             "Add its hash to the `tokens` list of {name}'s section in {}:\n\n  tokens = [\"{}\"]\n",

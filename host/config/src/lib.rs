@@ -468,15 +468,20 @@ impl TokenHash {
     /// may be a token pasted where its hash belongs.
     pub fn parse(s: &str) -> Result<TokenHash, String> {
         const FORM: &str = "a token hash is \"sha256:<64 hex digits>\" as `charter tokens create` prints it (the file never holds a token itself)";
-        let hex = s.strip_prefix("sha256:").ok_or_else(|| format!("not a token hash: {FORM}"))?;
+        let hex = s
+            .strip_prefix("sha256:")
+            .ok_or_else(|| format!("not a token hash: {FORM}"))?;
         let mut out = [0u8; 32];
         if hex.len() != 64 {
-            return Err(format!("{} hex digits after \"sha256:\": {FORM}", hex.len()));
+            return Err(format!(
+                "{} hex digits after \"sha256:\": {FORM}",
+                hex.len()
+            ));
         }
         for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
             let text = std::str::from_utf8(pair).unwrap_or("");
-            out[i] = u8::from_str_radix(text, 16)
-                .map_err(|_| format!("a non-hex digit: {FORM}"))?;
+            out[i] =
+                u8::from_str_radix(text, 16).map_err(|_| format!("a non-hex digit: {FORM}"))?;
         }
         Ok(TokenHash(out))
     }
@@ -1942,13 +1947,12 @@ effects = {{ "acme:crm/notes#read-note" = "read" }}
                 "[identities.bob]\ntokens = [\"sha256:abcd\"]\n",
                 "4 hex digits after",
             ),
-            (
-                "[identities.bob]\nkind = \"robot\"\n",
-                "unknown variant",
-            ),
+            ("[identities.bob]\nkind = \"robot\"\n", "unknown variant"),
             ("[identities.Bob]\n", "identity name \"Bob\""),
             (
-                &format!("[identities.a]\ntokens = [\"{h}\"]\n[identities.b]\ntokens = [\"{h}\"]\n"),
+                &format!(
+                    "[identities.a]\ntokens = [\"{h}\"]\n[identities.b]\ntokens = [\"{h}\"]\n"
+                ),
                 "[identities.b] tokens: a hash is declared twice (also by a)",
             ),
         ];
