@@ -520,7 +520,7 @@ fn inspect_names_a_run_export_of_the_wrong_type() {
 }
 
 /// The refunds deployment in `dir`, with a one-step workflow `refund`.
-fn refunds_deployment(dir: &Path) {
+pub(crate) fn refunds_deployment(dir: &Path) {
     let src = root().join("examples/refunds");
     let toml = std::fs::read_to_string(src.join("charter.toml"))
         .unwrap()

@@ -32,6 +32,7 @@ pub struct Control {
     deployment: Arc<Deployment>,
     access: Access,
     host: Mutex<Option<Arc<Host>>>,
+    pub(crate) auth: charter_auth::Authenticator,
 }
 
 impl std::fmt::Debug for Control {
@@ -48,6 +49,7 @@ impl Control {
     /// until a request needs one.
     pub fn new(deployment: Deployment, access: Access) -> Control {
         Control {
+            auth: charter_auth::Authenticator::new(&deployment),
             deployment: Arc::new(deployment),
             access,
             host: Mutex::new(None),
@@ -57,6 +59,7 @@ impl Control {
     /// A service over a host that already runs (a daemon's).
     pub fn with_host(host: Arc<Host>, access: Access) -> Control {
         Control {
+            auth: charter_auth::Authenticator::new(host.deployment()),
             deployment: Arc::new(host.deployment().clone()),
             access,
             host: Mutex::new(Some(host)),

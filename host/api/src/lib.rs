@@ -51,12 +51,14 @@
 //! server unless [`Access::Local`] says the caller is the machine's own
 //! user: a checkpoint is sent as its contents, an export and a checkpoint
 //! come back as data, and `inspect` of a file is local only. Who acts
-//! (`by`, `initiator`) is a claim the front end makes: the CLI takes it
-//! from `--as` or `$USER`, as it always has; a remote front end must have
-//! authenticated the caller and name them itself, never pass on a name
-//! the caller sent.
+//! (`by`, `initiator`) is the [`Principal`] a front end obtained from
+//! [`Control::principal`]: a bearer token checked against the hashes the
+//! deployment declares (`[identities.NAME] tokens`), or, only in a
+//! deployment that declares no token, a name given with `--as` (or
+//! `$USER`). A front end never passes on a name the caller sent.
 
 mod audit;
+mod auth;
 mod calls;
 mod control;
 mod error;
@@ -69,12 +71,14 @@ pub use audit::{
     AuditEvents, AuditExport, BlockedByKind, CallCounts, CheckpointArg, Kpi, ProposalCounts,
     ShowRequest, TornTail, VerifyReport, VerifyRequest, WorkflowKpi,
 };
+pub use auth::Credential;
 pub use calls::{
     CallErrorDoc, CallFailure, CallReport, CallRequest, KvGetRequest, KvKeys, KvListRequest,
     KvSetRequest, KvSetResponse, KvValue, LogLevel, LogLine,
 };
 pub use charter_audit::Record;
 pub use charter_audit::checkpoint::Checkpoint;
+pub use charter_auth::{AuthMethod, Principal};
 pub use control::{Access, Control};
 pub use error::{ApiError, ErrorClass, ErrorDoc, Failure, Refusal, describe};
 pub use proposals::{

@@ -583,6 +583,32 @@ impl Control {
         Ok(res?)
     }
 
+    /// A long-running host's `run`: record the run (durable before this
+    /// returns), drive it in this process in the background, and answer
+    /// at once with its id. Its progress is `runs_show`; a crash leaves it
+    /// to the next start-up's resume like any run.
+    pub async fn start_run(&self, req: &RunRequest) -> Result<RunResponse, ApiError> {
+        validate::name("workflow", &req.workflow)?;
+        validate::name("initiator", &req.initiator)?;
+        validate::json_size("the input", &req.input)?;
+        let host = self.host()?;
+        let st = host
+            .start_run(&req.workflow, req.input.clone(), Some(&req.initiator))
+            .await?;
+        let id = st.id.clone();
+        let driver = host.clone();
+        tokio::spawn(async move {
+            if let Err(e) = driver.drive(&id).await {
+                tracing::warn!(run = %id, error = %e, "driving the run failed");
+            }
+        });
+        Ok(RunResponse::Detached(Detached {
+            run: st.id,
+            status: "started".into(),
+            detached: true,
+        }))
+    }
+
     /// `charter runs list`: every run, from the log file alone.
     pub fn runs_list(&self, req: &RunsListRequest) -> Result<RunsList, ApiError> {
         if let Some(s) = &req.status {

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::{
     AuditOp, Command, ConfigArg, EscalationsCmd, KvOp, ProposalCmd, RunsCmd, SdkOp, current_user,
-    govern, new, read_input, report, runs,
+    govern, new, read_input, report, runs, tokens,
 };
 
 /// Print one JSON document: indented, or on one line.
@@ -60,6 +60,37 @@ fn control(config: &ConfigArg) -> Result<Control> {
     Ok(Control::new(config.load()?, Access::Local))
 }
 
+/// Who acts: the identity CHARTER_TOKEN proves (and `--as`, if given, must
+/// name it), else, in a deployment that declares no token, `--as` or,
+/// where `default` allows it, `$USER`. A deployment with tokens accepts
+/// no unproven name, for initiators as for approvers.
+fn who(c: &Control, as_user: Option<String>, default: bool) -> Result<String, ApiError> {
+    use charter_api::Credential;
+    let token = std::env::var("CHARTER_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty());
+    if let Some(t) = token {
+        let p = c.principal(Credential::Token(&t))?;
+        return match as_user {
+            Some(n) if n != p.name => Err(ApiError::usage(format!(
+                "--as {n} but CHARTER_TOKEN proves {}: leave out --as, or use {n}'s token",
+                p.name
+            ))),
+            _ => Ok(p.name),
+        };
+    }
+    if c.authenticator().requires_tokens() {
+        return Err(c.principal(Credential::Nothing).unwrap_err());
+    }
+    match as_user {
+        Some(n) => Ok(n),
+        None if default => Ok(current_user()),
+        None => Err(ApiError::usage(
+            "say who decides: --as NAME (a person declared under [approvers] or [identities])",
+        )),
+    }
+}
+
 /// One arm per command (the groups with subcommands have their own
 /// function below): long, but each arm is request, call, render.
 pub async fn run(command: Command) -> Result<i32> {
@@ -99,10 +130,14 @@ pub async fn run(command: Command) -> Result<i32> {
         } => {
             let input = read_input(&input)?;
             let c = control(&config)?;
+            let initiator = match who(&c, as_user, true) {
+                Ok(w) => w,
+                Err(e) => return Ok(fail(&e)),
+            };
             let req = charter_api::CallRequest {
                 plugin,
                 input,
-                initiator: as_user.unwrap_or_else(current_user),
+                initiator,
             };
             match c.call(&req).await {
                 Ok(r) if json => print_json(&r, false).map(|()| EXIT_OK),
@@ -130,10 +165,14 @@ pub async fn run(command: Command) -> Result<i32> {
             let c = control(&config)?;
             let input = serde_json::from_str(&input)
                 .map_err(|e| anyhow::anyhow!("--input is not valid JSON: {e}"))?;
+            let initiator = match who(&c, as_user, true) {
+                Ok(w) => w,
+                Err(e) => return fail_doc(&e, json),
+            };
             let req = charter_api::RunRequest {
                 workflow,
                 input,
-                initiator: as_user.unwrap_or_else(current_user),
+                initiator,
                 detach,
             };
             match c.run(&req).await {
@@ -174,6 +213,8 @@ pub async fn run(command: Command) -> Result<i32> {
             }
             SdkOp::Build { lang, dir, out } => new::build(&lang, &dir, &out),
         },
+        Command::Tokens { op } => tokens::run(op),
+        Command::Up { listen, config } => crate::up::up(&config, &listen).await,
         Command::Kpi { config, json } => {
             let c = control(&config)?;
             let k = c.kpi()?;
@@ -239,11 +280,15 @@ async fn kv(op: KvOp) -> Result<i32> {
             plugin, key, value, ..
         } => {
             let value = read_input(&value)?;
+            let by = match who(&c, None, true) {
+                Ok(w) => w,
+                Err(e) => return Ok(fail(&e)),
+            };
             let req = charter_api::KvSetRequest {
                 plugin,
                 key,
                 value,
-                by: current_user(),
+                by,
             };
             if let Err(e) = c.kv_set(&req).await {
                 return Ok(fail(&e));
@@ -320,11 +365,13 @@ async fn runs_cmd(op: RunsCmd) -> Result<i32> {
             config,
             json,
         } => {
-            let req = charter_api::CancelRequest {
-                id,
-                by: as_user.unwrap_or_else(current_user),
+            let c = control(&config)?;
+            let by = match who(&c, as_user, true) {
+                Ok(w) => w,
+                Err(e) => return fail_doc(&e, json),
             };
-            match control(&config)?.runs_cancel(&req).await {
+            let req = charter_api::CancelRequest { id, by };
+            match c.runs_cancel(&req).await {
                 Ok(r) => {
                     runs::report(&r, json)?;
                     Ok(EXIT_OK)
@@ -364,9 +411,13 @@ async fn escalations(op: EscalationsCmd) -> Result<i32> {
                 ),
                 None => None,
             };
+            let by = match who(&c, as_user, false) {
+                Ok(w) => w,
+                Err(e) => return fail_doc(&e, json),
+            };
             let req = charter_api::ResolveRequest {
                 id,
-                by: as_user,
+                by,
                 action: action.parse()?,
                 output,
                 comment,
@@ -408,9 +459,13 @@ async fn proposals(op: ProposalCmd) -> Result<i32> {
 
 async fn decide(d: crate::DecideArgs, approve: bool) -> Result<i32> {
     let c = control(&d.config)?;
+    let by = match who(&c, d.as_user, false) {
+        Ok(w) => w,
+        Err(e) => return fail_doc(&e, d.json),
+    };
     let req = charter_api::DecideRequest {
         id: d.id,
-        by: d.as_user,
+        by,
         approve,
         comment: d.comment,
     };

@@ -10,6 +10,8 @@ mod govern;
 mod new;
 mod report;
 mod runs;
+mod tokens;
+mod up;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -169,6 +171,30 @@ enum Command {
     Audit {
         #[command(subcommand)]
         op: AuditOp,
+    },
+    /// Serve the deployment's control API over HTTP until SIGTERM.
+    ///
+    /// One process owns the deployment: runs started through the API are
+    /// driven here, approvals act at once, and every request is
+    /// authenticated by a bearer token (`charter tokens create`). Routes:
+    /// /v1/runs, /v1/proposals, /v1/escalations, /v1/audit, /v1/kpi,
+    /// /v1/plugins, /v1/grants, /healthz.
+    Up {
+        /// Address to listen on (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
+        listen: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Tokens that prove who is calling: mint one for an identity.
+    ///
+    /// A token is shown once; the deployment file keeps only its SHA-256
+    /// (`tokens = ["sha256:…"]` under [identities.NAME]). Once any identity
+    /// declares a token, every command that records a person (run, call,
+    /// approve, reject, resolve, cancel, kv set) needs CHARTER_TOKEN.
+    Tokens {
+        #[command(subcommand)]
+        op: TokensOp,
     },
     /// Calls held for people: list, show, approve, reject.
     Proposals {
@@ -382,13 +408,33 @@ enum ProposalCmd {
     Reject(DecideArgs),
 }
 
+#[derive(Subcommand)]
+enum TokensOp {
+    /// Mint a token for NAME and print it with the line that declares its
+    /// hash in charter.toml.
+    Create {
+        /// The identity ([identities.NAME] or [approvers.NAME]).
+        name: String,
+        /// How long it is valid: e.g. 12h, 30d, 1y, or `never`.
+        #[arg(long, default_value = "90d", value_name = "DURATION")]
+        expires_in: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print one JSON document: identity, token, hash, expires.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Args)]
 struct DecideArgs {
     /// The proposal id (see `charter proposals list`).
     id: String,
-    /// The approver (declared under [approvers] with the needed role).
+    /// The approver (a person declared under [identities] or [approvers]
+    /// with the needed role). Where the deployment declares tokens, the
+    /// approver is whoever CHARTER_TOKEN proves, and --as may only repeat it.
     #[arg(long = "as", value_name = "USER")]
-    as_user: String,
+    as_user: Option<String>,
     /// Recorded with the decision in the audit log.
     #[arg(long)]
     comment: Option<String>,
@@ -472,9 +518,10 @@ enum EscalationsCmd {
         /// The escalation id (see `charter escalations list`).
         id: String,
         /// Who resolves it: an approver holding the escalation's role
-        /// (declared under [approvers]).
+        /// (declared under [approvers]). Where the deployment declares
+        /// tokens, whoever CHARTER_TOKEN proves.
         #[arg(long = "as", value_name = "USER")]
-        as_user: String,
+        as_user: Option<String>,
         /// retry, skip or fail.
         #[arg(long, value_parser = ["retry", "skip", "fail"])]
         action: String,
@@ -794,7 +841,8 @@ fn main() -> ExitCode {
         | Command::Proposals { .. }
         | Command::Runs { .. }
         | Command::Escalations { .. } => true,
-        Command::New { .. } | Command::Sdk { .. } => true,
+        Command::New { .. } | Command::Sdk { .. } | Command::Tokens { .. } => true,
+        Command::Up { .. } => false,
     };
     // `inspect` without a deployment compiles with no cache.
     let cache = match &cli.command {

@@ -32,6 +32,14 @@
 //! # The provider declares which of its functions only read; every other
 //! # function it provides is a write. `INTERFACE.*` declares them all.
 //! effects = { "acme:payments/refunds.lookup-order" = "read" }
+//!
+//! [identities.bob]               # a person ([approvers.bob] is the older form)
+//! roles = ["finance"]
+//! tokens = ["sha256:9f86d0…"]    # hashes only: `charter tokens create bob`
+//!
+//! [identities.shop-webhook]      # a service account: never decides a proposal
+//! kind = "service"
+//! tokens = ["sha256:60303a…"]
 //! ```
 //!
 //! ## Effects
@@ -406,8 +414,13 @@ pub struct Deployment {
     /// Notification channels by name (`[channels.NAME]`).
     pub channels: BTreeMap<String, Channel>,
     pub llm: LlmProvider,
-    /// People who may decide proposals, and their roles.
+    /// People who may decide proposals, and their roles: the identities
+    /// of kind person (`[identities.NAME]`, or `[approvers.NAME]`, the
+    /// older name for a person).
     pub approvers: BTreeMap<String, Approver>,
+    /// Everyone who may act on the deployment through its API, people and
+    /// service accounts, with the hashes of their tokens.
+    pub identities: BTreeMap<String, Identity>,
     /// Workflows: inline `[workflows.NAME]` and `workflows/NAME.toml`
     /// beside the deployment file.
     pub workflows: BTreeMap<String, Workflow>,
@@ -418,10 +431,81 @@ pub struct Deployment {
 }
 
 /// A person who may decide proposals.
+pub type Approver = Identity;
+
+/// Someone who may act on the deployment: a person (who may decide
+/// proposals, "human decides") or a service account (which starts runs and
+/// reads, and never decides a proposal).
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Approver {
+pub struct Identity {
     pub name: String,
+    pub kind: IdentityKind,
     pub roles: Vec<String>,
+    /// SHA-256 hashes of the tokens it authenticates with; the tokens
+    /// themselves never appear in the file (`charter tokens create NAME`).
+    #[serde(skip)]
+    pub tokens: Vec<TokenHash>,
+}
+
+/// Whether an identity is a person or a service account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentityKind {
+    Person,
+    Service,
+}
+
+impl IdentityKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityKind::Person => "person",
+            IdentityKind::Service => "service",
+        }
+    }
+}
+
+/// The SHA-256 of a token, written `sha256:<64 hex digits>` in the file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl TokenHash {
+    /// Parse `sha256:<64 hex digits>`. Errors never repeat the text: it
+    /// may be a token pasted where its hash belongs.
+    pub fn parse(s: &str) -> Result<TokenHash, String> {
+        const FORM: &str = "a token hash is \"sha256:<64 hex digits>\" as `charter tokens create` prints it (the file never holds a token itself)";
+        let hex = s
+            .strip_prefix("sha256:")
+            .ok_or_else(|| format!("not a token hash: {FORM}"))?;
+        let mut out = [0u8; 32];
+        if hex.len() != 64 {
+            return Err(format!(
+                "{} hex digits after \"sha256:\": {FORM}",
+                hex.len()
+            ));
+        }
+        for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
+            let text = std::str::from_utf8(pair).unwrap_or("");
+            out[i] =
+                u8::from_str_radix(text, 16).map_err(|_| format!("a non-hex digit: {FORM}"))?;
+        }
+        Ok(TokenHash(out))
+    }
+}
+
+impl fmt::Display for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("sha256:")?;
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenHash({self})")
+    }
 }
 
 /// A governance rule that the deployment breaks. Each one alone refuses
@@ -463,15 +547,22 @@ struct File {
     #[serde(default)]
     channels: BTreeMap<String, ChannelFile>,
     #[serde(default)]
-    approvers: BTreeMap<String, ApproverFile>,
+    approvers: BTreeMap<String, IdentityFile>,
+    #[serde(default)]
+    identities: BTreeMap<String, IdentityFile>,
     #[serde(default)]
     workflows: BTreeMap<String, workflow::WorkflowFile>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ApproverFile {
+struct IdentityFile {
+    #[serde(default)]
+    kind: Option<IdentityKind>,
+    #[serde(default)]
     roles: Vec<String>,
+    #[serde(default)]
+    tokens: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -838,18 +929,11 @@ impl Deployment {
             )));
         }
 
-        let approvers = file
-            .approvers
-            .into_iter()
-            .map(|(name, a)| {
-                (
-                    name.clone(),
-                    Approver {
-                        name,
-                        roles: a.roles,
-                    },
-                )
-            })
+        let identities = identities(file.approvers, file.identities).map_err(&invalid)?;
+        let approvers = identities
+            .iter()
+            .filter(|(_, i)| i.kind == IdentityKind::Person)
+            .map(|(n, i)| (n.clone(), i.clone()))
             .collect();
 
         let mut workflows = BTreeMap::new();
@@ -882,6 +966,7 @@ impl Deployment {
             connector_effects,
             workflows,
             approvers,
+            identities,
             name: file.deployment.name,
             phase: file.deployment.phase,
             data_dir: base.join(file.deployment.data_dir),
@@ -1275,6 +1360,60 @@ fn unknown_function(
         ));
     }
     Some(m)
+}
+
+/// `[approvers.NAME]` (people, the older form) and `[identities.NAME]`
+/// merged into one map; a name in both, a person declared a service in
+/// `[approvers]`, or a malformed token hash refuses the file.
+fn identities(
+    approvers: BTreeMap<String, IdentityFile>,
+    declared: BTreeMap<String, IdentityFile>,
+) -> Result<BTreeMap<String, Identity>, String> {
+    let mut out = BTreeMap::new();
+    let tables = [("approvers", approvers), ("identities", declared)];
+    for (table, entries) in tables {
+        for (name, f) in entries {
+            check_name("identity", &name)?;
+            if out.contains_key(&name) {
+                return Err(format!(
+                    "{name} is declared in both [approvers.{name}] and [identities.{name}]; keep one"
+                ));
+            }
+            let kind = f.kind.unwrap_or(IdentityKind::Person);
+            if table == "approvers" && kind != IdentityKind::Person {
+                return Err(format!(
+                    "[approvers.{name}] declares kind {:?}: approvers are people; declare a service account under [identities.{name}]",
+                    kind.as_str()
+                ));
+            }
+            let tokens = f
+                .tokens
+                .iter()
+                .map(|t| TokenHash::parse(t).map_err(|e| format!("[{table}.{name}] tokens: {e}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let holder = |h: &TokenHash| {
+                let mine = tokens.iter().filter(|t| *t == h).count() > 1;
+                let other = out.values().find(|i: &&Identity| i.tokens.contains(h));
+                mine.then(|| name.clone())
+                    .or_else(|| other.map(|i| i.name.clone()))
+            };
+            if let Some(other) = tokens.iter().find_map(holder) {
+                return Err(format!(
+                    "[{table}.{name}] tokens: a hash is declared twice (also by {other}); one token proves one identity"
+                ));
+            }
+            out.insert(
+                name.clone(),
+                Identity {
+                    name,
+                    kind,
+                    roles: f.roles,
+                    tokens,
+                },
+            );
+        }
+    }
+    Ok(out)
 }
 
 fn check_name(kind: &str, name: &str) -> Result<(), String> {
@@ -1790,5 +1929,60 @@ effects = {{ "acme:crm/notes#read-note" = "read" }}
             d.function_effect(&FunctionName::new("acme:crm/notes@0.1.0", "read-note")),
             Effect::Read
         );
+    }
+    #[test]
+    fn identities_merge_approvers_and_keep_only_token_hashes() {
+        let h = format!("sha256:{}", "ab".repeat(32));
+        let h2 = format!("sha256:{}", "ef".repeat(32));
+        let d = parse(&format!(
+            "{BASE}\n[approvers.alice]\nroles = [\"finance\"]\n\n[identities.bob]\nroles = [\"finance\"]\ntokens = [\"{h}\"]\n\n[identities.hook]\nkind = \"service\"\ntokens = [\"{h2}\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(d.identities.len(), 3);
+        assert_eq!(d.identities["hook"].kind, IdentityKind::Service);
+        assert_eq!(d.identities["bob"].tokens[0].to_string(), h);
+        // Only people decide proposals: the service account is no approver.
+        let approvers: Vec<_> = d.approvers.keys().cloned().collect();
+        assert_eq!(approvers, ["alice", "bob"]);
+        // The deployment's JSON (e.g. `charter check --json`) never carries
+        // a token hash.
+        let json = serde_json::to_string(&d).unwrap();
+        assert!(!json.contains(&"ab".repeat(32)), "{json}");
+    }
+
+    #[test]
+    fn identity_mistakes_are_refused_naming_the_fix() {
+        let h = format!("sha256:{}", "cd".repeat(32));
+        let cases: [(&str, &str); 7] = [
+            (
+                "[approvers.bob]\nroles = []\n[identities.bob]\nroles = []\n",
+                "declared in both [approvers.bob] and [identities.bob]",
+            ),
+            (
+                "[approvers.bot]\nkind = \"service\"\n",
+                "approvers are people; declare a service account under [identities.bot]",
+            ),
+            (
+                "[identities.bob]\ntokens = [\"s3cret-token\"]\n",
+                "not a token hash: a token hash is \"sha256:<64 hex digits>\"",
+            ),
+            (
+                "[identities.bob]\ntokens = [\"sha256:abcd\"]\n",
+                "4 hex digits after",
+            ),
+            ("[identities.bob]\nkind = \"robot\"\n", "unknown variant"),
+            ("[identities.Bob]\n", "identity name \"Bob\""),
+            (
+                &format!(
+                    "[identities.a]\ntokens = [\"{h}\"]\n[identities.b]\ntokens = [\"{h}\"]\n"
+                ),
+                "[identities.b] tokens: a hash is declared twice (also by a)",
+            ),
+        ];
+        for (extra, want) in cases {
+            let err = parse(&format!("{BASE}\n{extra}")).unwrap_err().to_string();
+            assert!(err.contains(want), "{extra}: {err}");
+            assert!(!err.contains("s3cret"), "a pasted token is echoed: {err}");
+        }
     }
 }
