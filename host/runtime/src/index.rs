@@ -275,6 +275,43 @@ pub(crate) fn all_json<T: serde::de::DeserializeOwned>(store: &dyn Store, ns: &s
         .collect()
 }
 
+/// The key in [`META`] of the log's verified mark: the last frame the
+/// host's start-up verified, signed with the deployment's key (see
+/// [`charter_audit::checkpoint::sign_mark`]).
+pub const VERIFIED_MARK: &str = "verified_mark";
+
+/// The verified mark the store holds, if it is signed by `key`. An absent,
+/// malformed or unsigned one is `None` (the log is then verified in
+/// full): the index is derived and untrusted, so an edited mark can only
+/// make start-up check more, never less.
+pub fn verified_mark(
+    store: &dyn Store,
+    key: &charter_audit::checkpoint::VerifyingKey,
+) -> Option<charter_audit::Verified> {
+    let text = store.get(META, VERIFIED_MARK).ok().flatten()?;
+    let mark = charter_audit::checkpoint::read_mark(key, &text);
+    if mark.is_none() {
+        tracing::warn!(
+            "the state index holds a verified mark this deployment's key did not sign; verifying the whole event log"
+        );
+    }
+    mark
+}
+
+/// Record `mark` (just verified) for the next start-up, signed with `key`.
+/// Written outside [`apply`], like the leases: it describes the log file,
+/// not its events. Losing it (an unsynced store, a store moved aside) only
+/// makes the next start-up verify more.
+pub fn record_verified_mark(
+    store: &dyn Store,
+    key: &charter_audit::checkpoint::SigningKey,
+    mark: &charter_audit::Verified,
+) -> Result<(), IndexError> {
+    let text = charter_audit::checkpoint::sign_mark(key, mark);
+    store.set(META, VERIFIED_MARK, &text)?;
+    Ok(())
+}
+
 /// The key prefix of run `run`'s entries in [`RUN_EVENTS`].
 fn run_prefix(run: &str) -> String {
     format!("{}:{run}/", run.len())
