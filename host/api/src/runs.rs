@@ -583,12 +583,24 @@ impl Control {
         Ok(res?)
     }
 
-    /// `charter runs list`: every run, from the log file alone.
+    /// Every run and escalation: through the state index when no other
+    /// process holds the deployment (its cost follows the runs, not the
+    /// log), from the whole log file otherwise.
+    fn runs_and_escalations(&self) -> Result<(Vec<RunState>, Vec<EscalationState>), ApiError> {
+        match charter_runtime::index::runs_offline(&self.deployment().data_dir) {
+            Some(r) => Ok(r),
+            None => Ok(charter_runtime::workflow::state::from_records(
+                &self.records()?,
+            )),
+        }
+    }
+
+    /// `charter runs list`: every run, read without a host.
     pub fn runs_list(&self, req: &RunsListRequest) -> Result<RunsList, ApiError> {
         if let Some(s) = &req.status {
             validate::filter("status", s)?;
         }
-        let (runs, _) = charter_runtime::workflow::state::from_records(&self.records()?);
+        let (runs, _) = self.runs_and_escalations()?;
         Ok(RunsList {
             runs: runs
                 .into_iter()
@@ -662,7 +674,7 @@ impl Control {
         &self,
         req: &EscalationsListRequest,
     ) -> Result<EscalationsList, ApiError> {
-        let (_, escalations) = charter_runtime::workflow::state::from_records(&self.records()?);
+        let (_, escalations) = self.runs_and_escalations()?;
         Ok(EscalationsList {
             escalations: escalations
                 .into_iter()

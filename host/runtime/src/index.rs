@@ -650,6 +650,17 @@ pub fn run_records(
 /// writing), no store exists yet, or the index and the log disagree — and
 /// the caller reads the whole log instead.
 pub fn run_records_offline(data_dir: &std::path::Path, run: &str) -> Option<Vec<Record>> {
+    with_offline_store(data_dir, "run", |store, log| offline(store, log, run))
+}
+
+/// Open the data directory's state store without a host, when no other
+/// process holds the directory, and read it with `read`; `None` if that
+/// cannot be done (the caller reads the whole log instead).
+fn with_offline_store<T>(
+    data_dir: &std::path::Path,
+    what: &str,
+    read: impl FnOnce(&dyn Store, &std::path::Path) -> Result<T, IndexError>,
+) -> Option<T> {
     let log = data_dir.join(charter_audit::LOG_FILE);
     let state = data_dir.join("state");
     if !state.is_dir() || !log.is_file() {
@@ -658,27 +669,85 @@ pub fn run_records_offline(data_dir: &std::path::Path, run: &str) -> Option<Vec<
     // Held while reading: no host starts writing meanwhile.
     let _lock = crate::try_lock_data_dir(data_dir)?;
     let store = charter_store::SledStore::open(&state).ok()?;
-    match offline(&store, &log, run) {
-        Ok(records) => Some(records),
+    let version = store.get(META, "index_version").ok()?;
+    if version.as_deref() != Some(&INDEX_VERSION.to_string()) {
+        tracing::debug!("index version {version:?}, not {INDEX_VERSION}: reading the log");
+        return None;
+    }
+    match read(&store, &log) {
+        Ok(v) => Some(v),
         Err(e) => {
-            tracing::debug!("reading run {run} through the index failed ({e}); reading the log");
+            tracing::debug!("reading the {what} through the index failed ({e}); reading the log");
             None
         }
     }
 }
 
-fn offline(store: &dyn Store, log: &std::path::Path, run: &str) -> Result<Vec<Record>, IndexError> {
-    let version = store.get(META, "index_version")?;
-    if version.as_deref() != Some(&INDEX_VERSION.to_string()) {
-        return Err(IndexError::Mismatch(format!(
-            "index version {version:?}, not {INDEX_VERSION}"
-        )));
-    }
-    let want = run_positions(store, run)?;
-    let at: Vec<u64> = want.iter().map(|(_, a)| *a).collect();
-    let mut records = checked(run, &want, charter_audit::read_positions(log, &at)?)?;
-    // The tail the store has not applied yet (a host that stopped before
-    // its store flushed): the log past the last applied record.
+/// Every run and escalation as `charter runs list` and `charter
+/// escalations list` show them, read without a host: the index's run and
+/// escalation states, with the log's tail past what the store has applied
+/// folded in (through the same [`apply_one`] the index is written by), in
+/// the order [`crate::workflow::state::from_records`] gives. Costs what
+/// the index holds of runs, not the size of the log. `None` as for
+/// [`run_records_offline`].
+pub fn runs_offline(data_dir: &std::path::Path) -> Option<(Vec<RunState>, Vec<EscalationState>)> {
+    with_offline_store(data_dir, "runs", |store, log| {
+        let tail = unapplied_tail(store, log)?;
+        let mut o = Overlay {
+            store,
+            batch: Batch::default(),
+        };
+        let (mut runs, mut escs) = (Vec::new(), Vec::new());
+        for r in &tail {
+            apply_one(&mut o, r, &|_, _| None)?;
+            if let Some(run) = r.event.run() {
+                runs.push(run.to_string());
+            }
+            if let Event::Escalated { id, .. } | Event::EscalationResolved { id, .. } = &r.event {
+                escs.push(id.clone());
+            }
+        }
+        let mut run_map: std::collections::BTreeMap<String, RunState> = all_pairs(store, RUNS)?;
+        for id in runs {
+            if let Some(st) = o.get_json::<RunState>(RUNS, &id)? {
+                run_map.insert(id, st);
+            }
+        }
+        let mut esc_map: std::collections::BTreeMap<String, EscalationState> =
+            all_pairs(store, ESCALATIONS)?;
+        for id in escs {
+            if let Some(e) = o.get_json::<EscalationState>(ESCALATIONS, &id)? {
+                esc_map.insert(id, e);
+            }
+        }
+        let mut runs: Vec<RunState> = run_map.into_values().collect();
+        runs.sort_by_key(|r| std::cmp::Reverse(r.started_seq));
+        let mut escs: Vec<EscalationState> = esc_map.into_values().collect();
+        escs.sort_by_key(|e| std::cmp::Reverse(e.created_ms));
+        Ok((runs, escs))
+    })
+}
+
+/// A JSON namespace as a map; a value that does not read is an error (the
+/// caller then reads the log instead of showing less than there is).
+fn all_pairs<T: serde::de::DeserializeOwned>(
+    store: &dyn Store,
+    ns: &str,
+) -> Result<std::collections::BTreeMap<String, T>, IndexError> {
+    store
+        .scan(ns)?
+        .into_iter()
+        .map(|(k, v)| match serde_json::from_str(&v) {
+            Ok(t) => Ok((k, t)),
+            Err(e) => Err(IndexError::Mismatch(format!("unreadable {ns}/{k}: {e}"))),
+        })
+        .collect()
+}
+
+/// The records past what the store has applied (a host that stopped
+/// before its store flushed): the log from the last applied record on,
+/// read from its position, checked to be that record.
+fn unapplied_tail(store: &dyn Store, log: &std::path::Path) -> Result<Vec<Record>, IndexError> {
     let applied = read_applied(store)?;
     let from = match store.get(META, "applied_at")? {
         Some(at) => at
@@ -693,12 +762,24 @@ fn offline(store: &dyn Store, log: &std::path::Path, run: &str) -> Result<Vec<Re
             "the log holds no seq {applied} at byte {from}"
         )));
     }
+    Ok(tail
+        .into_iter()
+        .filter(|(r, _)| r.seq > applied)
+        .map(|(r, _)| r)
+        .collect())
+}
+
+fn offline(store: &dyn Store, log: &std::path::Path, run: &str) -> Result<Vec<Record>, IndexError> {
+    let want = run_positions(store, run)?;
+    let at: Vec<u64> = want.iter().map(|(_, a)| *a).collect();
+    let mut records = checked(run, &want, charter_audit::read_positions(log, &at)?)?;
+    let tail = unapplied_tail(store, log)?;
     let mut calls = std::collections::HashSet::new();
     let mut props = std::collections::HashSet::new();
     for r in &records {
         note_membership(&r.event, &mut calls, &mut props);
     }
-    for (r, _) in tail.into_iter().filter(|(r, _)| r.seq > applied) {
+    for r in tail {
         let mine = match &r.event {
             Event::CallResult { call, .. } => calls.contains(call),
             Event::ApprovalDecision { proposal, .. } | Event::ProposalResolved { proposal, .. } => {

@@ -1,0 +1,207 @@
+//! Start-up checks the event log from the last frame an earlier start-up
+//! verified (the verified mark, signed with the deployment's key and kept
+//! in the state index), not from the first frame: what it detects, what
+//! it leaves to `charter audit verify`, and why an edited index cannot
+//! make it skip damage.
+
+use std::path::Path;
+
+use charter_audit::checkpoint::{SigningKey, sign_mark};
+use charter_audit::{EventLog, FRAME_HEADER_LEN, LOG_FILE, LOG_MAGIC, Verified, verify};
+use charter_config::Deployment;
+use charter_runtime::{Host, HostOptions, index};
+use charter_store::{SledStore, Store};
+
+use crate::support::*;
+
+fn dep(dir: &Path) -> Deployment {
+    deployment(
+        dir,
+        1,
+        &[("echo", "fx-echo", &["kv-read", "kv-write", "logging"], "")],
+    )
+}
+
+/// One host session: start, `n` kv writes, stop.
+fn session(d: &Deployment, n: usize) {
+    let host = Host::new(d.clone(), HostOptions::default()).expect("host");
+    let rt = rt();
+    for i in 0..n {
+        let input = format!(r#"{{"kv_set": ["k{i}", "v"]}}"#);
+        rt.block_on(host.call("echo", &input)).expect("call");
+    }
+}
+
+/// Where each frame starts, and the file's bytes.
+fn frames(log: &Path) -> (Vec<usize>, Vec<u8>) {
+    let b = std::fs::read(log).unwrap();
+    let mut at = vec![LOG_MAGIC.len()];
+    while *at.last().unwrap() < b.len() {
+        let a = *at.last().unwrap();
+        let len = u32::from_le_bytes(b[a..a + 4].try_into().unwrap()) as usize;
+        at.push(a + FRAME_HEADER_LEN + len + 32);
+    }
+    at.pop();
+    (at, b)
+}
+
+/// Flip one payload byte of frame `i` (0-based), as an editor or a bad
+/// sector would, without recomputing any hash.
+fn flip(log: &Path, clean: &[u8], starts: &[usize], i: usize) {
+    let mut b = clean.to_vec();
+    b[starts[i] + FRAME_HEADER_LEN + 40 + 3] ^= 0x01;
+    std::fs::write(log, b).unwrap();
+}
+
+fn mark_in(data: &Path) -> String {
+    let s = SledStore::open(&data.join("state")).unwrap();
+    s.get(index::META, index::VERIFIED_MARK).unwrap().unwrap()
+}
+
+fn start(d: &Deployment) -> Result<Host, String> {
+    Host::new(d.clone(), HostOptions::default()).map_err(|e| e.to_string())
+}
+
+/// Three sessions: the second start walks the whole chain and records
+/// a mark; the third start checks from it and moves it to the end of
+/// the second session. Returns the mark's seq.
+fn history(d: &Deployment) -> u64 {
+    session(d, 4);
+    session(d, 4);
+    session(d, 4);
+    mark_in(&d.data_dir)
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn start_up_refuses_damage_after_the_mark_and_audit_verify_finds_damage_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dep(dir.path());
+    let marked = history(&d);
+    let log = d.data_dir.join(LOG_FILE);
+    let (starts, clean) = frames(&log);
+    let last = starts.len();
+    assert!(marked > 4 && (marked as usize) < last, "{marked} of {last}");
+
+    // Damage in the tail after the mark: start-up refuses, naming it.
+    flip(&log, &clean, &starts, last - 2);
+    let e = start(&d).err().expect("start-up refuses a damaged tail");
+    assert!(
+        e.contains("chain damaged") && e.contains(&format!("seq {}", last - 1)),
+        "{e}"
+    );
+
+    // Damage before the mark: start-up does not read it (its cost would
+    // be the whole log's) ...
+    flip(&log, &clean, &starts, 1);
+    drop(start(&d).expect("start-up checks only the tail"));
+    // ... `charter audit verify` (this walk) does.
+    let v = verify(&log).unwrap();
+    assert!(!v.ok() && v.findings[0].seq == Some(2), "{:?}", v.findings);
+}
+
+#[test]
+fn an_edited_mark_never_makes_start_up_skip_a_damaged_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dep(dir.path());
+    let marked = history(&d);
+    let log = d.data_dir.join(LOG_FILE);
+    let (starts, clean) = frames(&log);
+    let last = starts.len() as u64;
+    // The attacker damages the tail and moves the mark past the damage,
+    // to the last frame (its true position and hash).
+    flip(&log, &clean, &starts, marked as usize + 1);
+    let forward = Verified {
+        seq: last,
+        at: *starts.last().unwrap() as u64,
+        hash: clean[clean.len() - 32..].try_into().unwrap(),
+    };
+    let genuine = mark_in(&d.data_dir);
+    let sig = genuine.rsplit(' ').next().unwrap();
+    let forged = [
+        // Signed with a key of the attacker's own.
+        sign_mark(&SigningKey::from_bytes(&[1; 32]), &forward),
+        // The genuine signature on the moved mark.
+        format!(
+            "v1 {} {} {} {sig}",
+            forward.seq,
+            forward.at,
+            forward
+                .hash
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ),
+        // Garbage.
+        "v1 not a mark".to_string(),
+    ];
+    for text in forged {
+        SledStore::open(&d.data_dir.join("state"))
+            .unwrap()
+            .set(index::META, index::VERIFIED_MARK, &text)
+            .unwrap();
+        let e = start(&d)
+            .err()
+            .expect("an untrusted mark is ignored: full check");
+        assert!(e.contains("chain damaged"), "{text}: {e}");
+    }
+    // An older genuine mark only makes start-up check more.
+    std::fs::write(&log, &clean).unwrap();
+    SledStore::open(&d.data_dir.join("state"))
+        .unwrap()
+        .set(index::META, index::VERIFIED_MARK, &genuine)
+        .unwrap();
+    drop(start(&d).expect("clean log"));
+}
+
+#[test]
+fn a_rewritten_or_truncated_history_fails_the_signed_mark_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dep(dir.path());
+    let marked = history(&d);
+    let log = d.data_dir.join(LOG_FILE);
+    let (starts, clean) = frames(&log);
+    // A different history with every hash recomputed: a valid chain that
+    // a full verify (without a checkpoint) cannot tell from the real one.
+    let forged = dir.path().join("forged.log");
+    let f = EventLog::open(&forged).unwrap();
+    for i in 0..starts.len() {
+        let key = format!("forged{i}");
+        f.append_blocking(vec![charter_audit::Event::KvWrite {
+            plugin: "echo".into(),
+            key,
+            value: Some("v".into()),
+            by: None,
+            secrets: vec![],
+        }])
+        .unwrap();
+    }
+    drop(f);
+    std::fs::copy(&forged, &log).unwrap();
+    assert!(verify(&log).unwrap().ok());
+    let e = start(&d)
+        .err()
+        .expect("the signed mark catches the rewrite");
+    assert!(
+        e.contains(&format!("no longer holds entry {marked}")) && e.contains("rewritten"),
+        "{e}"
+    );
+    // Truncated (at a frame boundary) to before the mark.
+    std::fs::write(&log, &clean[..starts[marked as usize - 2]]).unwrap();
+    assert!(verify(&log).unwrap().ok());
+    let e = start(&d)
+        .err()
+        .expect("the signed mark catches the truncation");
+    assert!(
+        e.contains(&format!("no longer holds entry {marked}")),
+        "{e}"
+    );
+    // The documented way on, to keep this log: move the state aside.
+    std::fs::rename(d.data_dir.join("state"), dir.path().join("state.old")).unwrap();
+    drop(start(&d).expect("rebuilt from the log, verified in full"));
+    drop(start(&d).expect("and from its new mark"));
+}
