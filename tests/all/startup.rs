@@ -205,3 +205,70 @@ fn a_rewritten_or_truncated_history_fails_the_signed_mark_at_start_up() {
     drop(start(&d).expect("rebuilt from the log, verified in full"));
     drop(start(&d).expect("and from its new mark"));
 }
+
+/// A decision on a run's proposal reads the log from the proposal's own
+/// record on (found through the per-run index, then checked against the
+/// log), and folds exactly what the whole log folds; an index pointing
+/// elsewhere is never believed. `runs list` and `escalations list`
+/// through the index show what the whole log shows.
+#[test]
+fn a_decision_reads_the_log_from_its_proposal_on_and_lists_read_the_index() {
+    use charter_runtime::index::{ProposalState, RUN_EVENTS, proposal_records, run_positions};
+    use charter_runtime::workflow::state::from_records;
+    use serde_json::json;
+
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let d = crate::workflow::refunds_deployment(dir.path());
+    let data = d.data_dir.clone();
+    let big = |o: &str| json!({"order_id": o, "amount_cents": 200_000, "reason": "lost"});
+    let small = json!({"order_id": "S-1", "amount_cents": 700, "reason": "late"});
+    let (st, p) = {
+        let h = Host::new(d.clone(), HostOptions::default()).unwrap();
+        let st = rt
+            .block_on(h.run_workflow("refund", big("D-1"), Some("carol")))
+            .unwrap();
+        rt.block_on(h.run_workflow("refund", small, Some("dan")))
+            .unwrap();
+        let p = st.proposal.clone().expect("waits on a proposal");
+        let all = charter_audit::read_records(h.log().path()).unwrap();
+        let from = proposal_records(&**h.store(), h.log(), &p).expect("through the index");
+        assert!(from.len() < all.len() && from[0].seq > 1);
+        let a = ProposalState::from_log(&all, &p).unwrap();
+        assert!(ProposalState::from_log(&from, &p).unwrap().agrees_with(&a));
+        // An index entry moved to another of the run's frames: not used.
+        let store = h.store().clone();
+        let pos = run_positions(&*store, &st.id).unwrap();
+        let (seq, _) = pos
+            .iter()
+            .copied()
+            .find(|(s, _)| all[*s as usize - 1].event.kind() == "proposal")
+            .unwrap();
+        let other = pos.iter().find(|(s, _)| *s != seq).unwrap().1;
+        let key = format!("{}:{}/{seq:020}", st.id.len(), st.id);
+        let real = store.get(RUN_EVENTS, &key).unwrap().unwrap();
+        store.set(RUN_EVENTS, &key, &other.to_string()).unwrap();
+        assert!(proposal_records(&*store, h.log(), &p).is_none());
+        store.set(RUN_EVENTS, &key, &real).unwrap();
+        let done = rt.block_on(h.decide(&p, "bob", true, None)).unwrap();
+        assert_eq!(done.run.unwrap().status, "completed");
+        // Decided: a second approval is refused on the log's record.
+        let again = rt.block_on(h.decide(&p, "erin", true, None));
+        assert!(again.is_err(), "{again:?}");
+        (st, p)
+    };
+    let all = charter_audit::read_records(&data.join(LOG_FILE)).unwrap();
+    let (runs, escs) = index::runs_offline(&data).expect("index usable");
+    let (want_runs, want_escs) = from_records(&all);
+    assert_eq!(
+        serde_json::to_value(&runs).unwrap(),
+        serde_json::to_value(&want_runs).unwrap()
+    );
+    assert_eq!(
+        serde_json::to_value(&escs).unwrap(),
+        serde_json::to_value(&want_escs).unwrap()
+    );
+    assert_eq!(runs.len(), 2);
+    let decided = runs.iter().find(|r| r.id == st.id).unwrap();
+    assert_eq!(decided.status, "completed", "{p}: {decided:?}");
+}

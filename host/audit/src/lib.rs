@@ -764,6 +764,23 @@ impl EventLog {
         }
     }
 
+    /// The records from the frame at `position` (a frame start the commit
+    /// callback reported) to the end of the committed log that `filter`
+    /// matches: reads only that part of the file, each frame checked on
+    /// its own.
+    pub fn read_from(&self, position: u64, filter: &Filter) -> Result<Vec<Record>, LogError> {
+        let end = self
+            .shared
+            .positions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .end;
+        Ok(read::read_committed(&self.path, position, end, 0, filter)?
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect())
+    }
+
     /// The hash of frame `seq` ([`hash_at`] for an open log): read from
     /// the sparse index's nearest frame at or before it, one stride of
     /// frames at most, each checked on its own (header, hash, seq), instead

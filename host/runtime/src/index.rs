@@ -643,6 +643,38 @@ pub fn run_records(
     checked(run, &want, log.read_at(&at)?)
 }
 
+/// The records proposal `id` is folded from ([`ProposalState::from_log`]),
+/// read from the log from the proposal's own record on instead of from
+/// the first frame: decisions on a proposal only ever follow it. The index
+/// only says where to start (for a proposal of a workflow run, through
+/// the run's per-run entries); the record found there must be that
+/// proposal's, read from the log and checked, or this returns `None` and
+/// the caller folds the whole log. `None` too for a proposal outside a run
+/// (the index holds no position for it).
+pub fn proposal_records(store: &dyn Store, log: &EventLog, id: &str) -> Option<Vec<Record>> {
+    let run = proposal(store, id)?.run?;
+    let want = run_positions(store, &run).ok()?;
+    let records = log
+        .read_at(&want.iter().map(|(_, a)| *a).collect::<Vec<_>>())
+        .ok()?;
+    let records = checked(&run, &want, records).ok()?;
+    let i = records
+        .iter()
+        .position(|r| matches!(&r.event, Event::Proposal { id: p, .. } if p == id))?;
+    let (seq, at) = want[i];
+    let filter = charter_audit::Filter::all()
+        .kind("proposal")
+        .kind("approval-decision")
+        .kind("proposal-resolved");
+    let out = log.read_from(at, &filter).ok()?;
+    match out.first() {
+        Some(r) if r.seq == seq && matches!(&r.event, Event::Proposal { id: p, .. } if p == id) => {
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
 /// Run `run`'s records read without a host, for read-only commands
 /// (`charter runs show`): from the state store's per-run index and the
 /// log's tail past what the store has applied. `None` when that cannot be
