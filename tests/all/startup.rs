@@ -272,3 +272,82 @@ fn a_decision_reads_the_log_from_its_proposal_on_and_lists_read_the_index() {
     let decided = runs.iter().find(|r| r.id == st.id).unwrap();
     assert_eq!(decided.status, "completed", "{p}: {decided:?}");
 }
+
+/// `charter audit verify --since-checkpoint F` walks only what follows the
+/// checkpoint's entry: damage after it is found, damage before it is left
+/// to the full `audit verify`, and a checkpoint the log no longer holds
+/// fails.
+#[test]
+fn audit_verify_since_a_checkpoint_walks_only_what_follows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[deployment]\nname = \"t\"\nphase = 4\ndata_dir = \"data\"\n{GROUPS}\n\
+         [plugins.echo]\npath = \"{}\"\ngroups = [\"kv-read\", \"kv-write\", \"logging\"]\n",
+        fixture("fx-echo").display(),
+    );
+    std::fs::write(dir.path().join("charter.toml"), toml).unwrap();
+    let cwd = dir.path();
+    let call = |i: usize| {
+        let input = format!(r#"{{"kv_set": ["k{i}", "v"]}}"#);
+        let o = charter(&["call", "echo", "--input", &input], cwd);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    };
+    (0..3).for_each(call);
+    let o = charter(&["audit", "checkpoint", "--out", "cp.json"], cwd);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let cp: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cwd.join("cp.json")).unwrap()).unwrap();
+    let seq = cp["seq"].as_u64().unwrap();
+    assert!(cp["position"].as_u64().is_some(), "{cp}");
+    (3..5).for_each(call);
+    let log = cwd.join("data").join(LOG_FILE);
+    let (starts, clean) = frames(&log);
+    let since = |args: &[&str]| {
+        let o = charter(&[&["audit", "verify"][..], args, &["--json"]].concat(), cwd);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (o.status.code(), v)
+    };
+    let (code, v) = since(&["--since-checkpoint", "cp.json"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["since_seq"], seq);
+    assert_eq!(v["entries"], starts.len() as u64 - seq + 1, "{v}");
+    assert_eq!(v["last_seq"], starts.len() as u64);
+    let (_, full) = since(&[]);
+    assert_eq!(
+        (full["last_hash"].clone(), full.get("since_seq")),
+        (v["last_hash"].clone(), None)
+    );
+    // After the checkpoint: found.
+    flip(&log, &clean, &starts, starts.len() - 1);
+    let (code, v) = since(&["--since-checkpoint", "cp.json"]);
+    assert_eq!(code, Some(1), "{v}");
+    // Before it: left to the full walk.
+    flip(&log, &clean, &starts, 0);
+    assert_eq!(since(&["--since-checkpoint", "cp.json"]).0, Some(0));
+    assert_eq!(since(&[]).0, Some(1));
+    // Truncated into it: the checkpoint fails.
+    std::fs::write(&log, &clean[..starts[seq as usize - 2]]).unwrap();
+    let (code, v) = since(&["--since-checkpoint", "cp.json"]);
+    assert_eq!(code, Some(1), "{v}");
+    assert!(
+        v["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("no longer holds entry"),
+        "{v}"
+    );
+    // Both flags at once is a usage error.
+    let o = charter(
+        &[
+            "audit",
+            "verify",
+            "--checkpoint",
+            "cp.json",
+            "--since-checkpoint",
+            "cp.json",
+        ],
+        cwd,
+    );
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("cannot be used with"), "{}", text(&o));
+}
