@@ -62,6 +62,14 @@ fn start(d: &Deployment) -> Result<Host, String> {
     Host::new(d.clone(), HostOptions::default()).map_err(|e| e.to_string())
 }
 
+/// The error a start-up that must refuse gives.
+fn refused(d: &Deployment, why: &str) -> String {
+    match start(d) {
+        Ok(_) => panic!("start-up went ahead: {why}"),
+        Err(e) => e,
+    }
+}
+
 /// Three sessions: the second start walks the whole chain and records
 /// a mark; the third start checks from it and moves it to the end of
 /// the second session. Returns the mark's seq.
@@ -89,7 +97,7 @@ fn start_up_refuses_damage_after_the_mark_and_audit_verify_finds_damage_before_i
 
     // Damage in the tail after the mark: start-up refuses, naming it.
     flip(&log, &clean, &starts, last - 2);
-    let e = start(&d).err().expect("start-up refuses a damaged tail");
+    let e = refused(&d, "start-up refuses a damaged tail");
     assert!(
         e.contains("chain damaged") && e.contains(&format!("seq {}", last - 1)),
         "{e}"
@@ -144,9 +152,7 @@ fn an_edited_mark_never_makes_start_up_skip_a_damaged_tail() {
             .unwrap()
             .set(index::META, index::VERIFIED_MARK, &text)
             .unwrap();
-        let e = start(&d)
-            .err()
-            .expect("an untrusted mark is ignored: full check");
+        let e = refused(&d, "an untrusted mark is ignored: full check");
         assert!(e.contains("chain damaged"), "{text}: {e}");
     }
     // An older genuine mark only makes start-up check more.
@@ -183,9 +189,7 @@ fn a_rewritten_or_truncated_history_fails_the_signed_mark_at_start_up() {
     drop(f);
     std::fs::copy(&forged, &log).unwrap();
     assert!(verify(&log).unwrap().ok());
-    let e = start(&d)
-        .err()
-        .expect("the signed mark catches the rewrite");
+    let e = refused(&d, "the signed mark catches the rewrite");
     assert!(
         e.contains(&format!("no longer holds entry {marked}")) && e.contains("rewritten"),
         "{e}"
@@ -193,9 +197,7 @@ fn a_rewritten_or_truncated_history_fails_the_signed_mark_at_start_up() {
     // Truncated (at a frame boundary) to before the mark.
     std::fs::write(&log, &clean[..starts[marked as usize - 2]]).unwrap();
     assert!(verify(&log).unwrap().ok());
-    let e = start(&d)
-        .err()
-        .expect("the signed mark catches the truncation");
+    let e = refused(&d, "the signed mark catches the truncation");
     assert!(
         e.contains(&format!("no longer holds entry {marked}")),
         "{e}"
