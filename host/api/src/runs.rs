@@ -669,7 +669,8 @@ impl Control {
         Ok(RunReport::new(res?.into()))
     }
 
-    /// `charter escalations list`: from the log file alone.
+    /// `charter escalations list`: read without a host (see
+    /// `runs_and_escalations`).
     pub fn escalations_list(
         &self,
         req: &EscalationsListRequest,
