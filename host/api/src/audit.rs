@@ -23,12 +23,17 @@ pub struct CheckpointArg {
     pub checkpoint: Checkpoint,
 }
 
-/// `charter audit verify [--checkpoint F]`.
+/// `charter audit verify [--checkpoint F | --since-checkpoint F]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyRequest {
     /// A checkpoint exported earlier.
     #[serde(default)]
     pub checkpoint: Option<CheckpointArg>,
+    /// Verify only from the checkpoint's entry on (`--since-checkpoint`):
+    /// the checkpoint proves what precedes it as it was when signed; the
+    /// chain after it is walked. Needs `checkpoint`.
+    #[serde(default)]
+    pub since_checkpoint: bool,
 }
 
 /// A torn final frame: a crash mid-append, never acknowledged.
@@ -55,6 +60,10 @@ pub struct VerifyReport {
     pub last_hash: String,
     /// The checkpoint verified against, as named.
     pub checkpoint: Option<PathBuf>,
+    /// With `--since-checkpoint`: the checkpoint's entry, from which on
+    /// the chain was walked (`entries` counts it and those after it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_seq: Option<u64>,
     /// What is wrong, one line each.
     pub problems: Vec<String>,
     /// A torn tail (a note, not a problem).
@@ -164,7 +173,19 @@ impl Control {
     /// prove the log still holds the checkpointed entry.
     pub fn audit_verify(&self, req: &VerifyRequest) -> Result<VerifyReport, ApiError> {
         let path = self.log_path();
-        let v = charter_audit::verify(&path)?;
+        let since = match (&req.checkpoint, req.since_checkpoint) {
+            (Some(cp), true) => Some(checkpoint::verify_since(&cp.checkpoint, &path)?),
+            (None, true) => {
+                return Err(ApiError::usage(
+                    "--since-checkpoint needs the checkpoint to start from".to_string(),
+                ));
+            }
+            (_, false) => None,
+        };
+        let (v, since_problem) = match since {
+            Some((v, p)) => (v, Some(p)),
+            None => (charter_audit::verify(&path)?, None),
+        };
         let mut problems: Vec<String> = v
             .findings
             .iter()
@@ -182,7 +203,11 @@ impl Control {
                     c.deployment
                 ));
             }
-            if let Some(p) = checkpoint::check(c, &path)? {
+            let problem = match since_problem {
+                Some(p) => p,
+                None => checkpoint::check(c, &path)?,
+            };
+            if let Some(p) = problem {
                 problems.push(format!("checkpoint (entry {}): {p}", c.seq));
             }
         }
@@ -193,6 +218,10 @@ impl Control {
             last_seq: v.last_seq,
             last_hash: v.last_hash,
             checkpoint: req.checkpoint.as_ref().map(|c| c.label.clone()),
+            since_seq: req
+                .since_checkpoint
+                .then(|| req.checkpoint.as_ref().map(|c| c.checkpoint.seq))
+                .flatten(),
             problems,
             torn_tail: v.torn.map(|t| TornTail {
                 offset: t.offset,

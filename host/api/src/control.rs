@@ -26,8 +26,9 @@ pub enum Access {
 /// Commands that change state, or run plugins, go through a
 /// [`charter_runtime::Host`], created on first use (and holding the data
 /// directory's lock from then on); read-only reports (runs, escalations,
-/// audit, KPIs) read the event log file alone, so they answer while
-/// another process drives the deployment.
+/// audit, KPIs) read the event log file without a host — runs and
+/// escalations through the state index when no other process holds the
+/// deployment — so they answer while another process drives it.
 pub struct Control {
     deployment: Arc<Deployment>,
     access: Access,

@@ -609,12 +609,28 @@ impl Control {
         }))
     }
 
-    /// `charter runs list`: every run, from the log file alone.
+    /// Every run and escalation: through the state index (this process's
+    /// host's, or opened read-only when no other process holds the
+    /// deployment; its cost follows the runs, not the log), from the whole
+    /// log file otherwise.
+    fn runs_and_escalations(&self) -> Result<(Vec<RunState>, Vec<EscalationState>), ApiError> {
+        if let Some(h) = self.existing_host() {
+            return Ok((h.runs(), h.escalations()));
+        }
+        match charter_runtime::index::runs_offline(&self.deployment().data_dir) {
+            Some(r) => Ok(r),
+            None => Ok(charter_runtime::workflow::state::from_records(
+                &self.records()?,
+            )),
+        }
+    }
+
+    /// `charter runs list`: every run, read without a host.
     pub fn runs_list(&self, req: &RunsListRequest) -> Result<RunsList, ApiError> {
         if let Some(s) = &req.status {
             validate::filter("status", s)?;
         }
-        let (runs, _) = charter_runtime::workflow::state::from_records(&self.records()?);
+        let (runs, _) = self.runs_and_escalations()?;
         Ok(RunsList {
             runs: runs
                 .into_iter()
@@ -683,12 +699,13 @@ impl Control {
         Ok(RunReport::new(res?.into()))
     }
 
-    /// `charter escalations list`: from the log file alone.
+    /// `charter escalations list`: read without a host (see
+    /// `runs_and_escalations`).
     pub fn escalations_list(
         &self,
         req: &EscalationsListRequest,
     ) -> Result<EscalationsList, ApiError> {
-        let (_, escalations) = charter_runtime::workflow::state::from_records(&self.records()?);
+        let (_, escalations) = self.runs_and_escalations()?;
         Ok(EscalationsList {
             escalations: escalations
                 .into_iter()

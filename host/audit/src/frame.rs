@@ -226,14 +226,36 @@ fn foreign(bytes: &[u8]) -> String {
 /// ([`Record::end`]), and the frames after the last mark — a batch whose
 /// last frame was never written, so never acknowledged — are a torn tail
 /// too: `f` sees whole batches only.
-pub(crate) fn walk(bytes: &[u8], mut f: impl FnMut(Record, u64, &[u8; 32])) -> (Tail, End) {
+pub(crate) fn walk(bytes: &[u8], f: impl FnMut(Record, u64, &[u8; 32])) -> (Tail, End) {
+    walk_after(bytes, None, f)
+}
+
+/// [`walk`] over the part of a log file that follows an intact frame:
+/// `bytes` is the file from byte `after.len` on, and the first frame in
+/// it must chain onto `after` (seq `after.seq + 1`, previous hash
+/// `after.hash`). Offsets and the tail are the file's. Used to check only
+/// what follows a frame already known to be good (a start-up's verified
+/// mark, a signed checkpoint); the file header is not looked at.
+pub(crate) fn walk_from(
+    bytes: &[u8],
+    after: Tail,
+    f: impl FnMut(Record, u64, &[u8; 32]),
+) -> (Tail, End) {
+    walk_after(bytes, Some(after), f)
+}
+
+fn walk_after(
+    bytes: &[u8],
+    after: Option<Tail>,
+    mut f: impl FnMut(Record, u64, &[u8; 32]),
+) -> (Tail, End) {
     let mut pending: Vec<(Record, u64, [u8; 32])> = Vec::new();
-    let mut done = Tail {
+    let mut done = after.unwrap_or(Tail {
         seq: 0,
         hash: [0; 32],
         len: LOG_MAGIC.len() as u64,
-    };
-    let (tail, end) = walk_frames(bytes, |r, at, hash, frame_end| {
+    });
+    let (tail, end) = walk_frames(bytes, after, |r, at, hash, frame_end| {
         let (last, seq) = (r.end, r.seq);
         pending.push((r, at, *hash));
         if last {
@@ -265,27 +287,43 @@ pub(crate) fn walk(bytes: &[u8], mut f: impl FnMut(Record, u64, &[u8; 32])) -> (
 }
 
 /// Every intact frame, in order (its record, offset, hash and end offset).
-fn walk_frames(bytes: &[u8], mut f: impl FnMut(Record, u64, &[u8; 32], u64)) -> (Tail, End) {
+/// With `after`, `bytes` starts at byte `after.len` of the file, just
+/// past that intact frame (see [`walk_from`]).
+fn walk_frames(
+    bytes: &[u8],
+    after: Option<Tail>,
+    mut f: impl FnMut(Record, u64, &[u8; 32], u64),
+) -> (Tail, End) {
     let mut tail = Tail {
         seq: 0,
         hash: [0; 32],
         len: 0,
     };
-    let m = LOG_MAGIC.len();
     // Everything from `zeros` on is zero bytes.
     let zeros = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-    // The magic is synced before any frame is written: a file holding less
-    // than all of it (then at most zeros) never held an acknowledged frame.
-    if zeros < m && LOG_MAGIC.starts_with(&bytes[..zeros]) {
-        return (tail, End::Uninitialised);
-    }
-    if bytes.len() < m || bytes[..m] != LOG_MAGIC {
-        return (tail, End::Foreign(foreign(bytes)));
-    }
-    tail.len = m as u64;
-    let mut off = m;
+    // Offsets in `bytes` are the file's minus `base`.
+    let (base, mut off) = match after {
+        Some(t) => {
+            tail = t;
+            (t.len, 0)
+        }
+        None => {
+            let m = LOG_MAGIC.len();
+            // The magic is synced before any frame is written: a file
+            // holding less than all of it (then at most zeros) never held
+            // an acknowledged frame.
+            if zeros < m && LOG_MAGIC.starts_with(&bytes[..zeros]) {
+                return (tail, End::Uninitialised);
+            }
+            if bytes.len() < m || bytes[..m] != LOG_MAGIC {
+                return (tail, End::Foreign(foreign(bytes)));
+            }
+            tail.len = m as u64;
+            (0, m)
+        }
+    };
     while off < bytes.len() {
-        let at = off as u64;
+        let at = base + off as u64;
         let expected = tail.seq + 1;
         let rest = bytes.len() - off;
         let torn = |problem: String| End::Torn {
@@ -385,7 +423,7 @@ fn walk_frames(bytes: &[u8], mut f: impl FnMut(Record, u64, &[u8; 32], u64)) -> 
             );
         }
         match serde_json::from_slice::<Record>(&body[BODY_PREFIX..]) {
-            Ok(r) if r.seq == seq => f(r, at, &stored, end as u64),
+            Ok(r) if r.seq == seq => f(r, at, &stored, base + end as u64),
             Ok(_) => {
                 return (
                     tail,
@@ -403,7 +441,7 @@ fn walk_frames(bytes: &[u8], mut f: impl FnMut(Record, u64, &[u8; 32], u64)) -> 
         tail = Tail {
             seq,
             hash: stored,
-            len: off as u64,
+            len: base + off as u64,
         };
     }
     (tail, End::Clean)

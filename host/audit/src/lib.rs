@@ -69,11 +69,12 @@ mod fault;
 mod frame;
 #[cfg(test)]
 mod log_tests;
+mod mark;
 mod mem;
 mod read;
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -81,6 +82,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 pub use event::{Decision, Event, JournalRef, Record, json_digest, now_ms, present};
 pub use fault::CRASH_ENV;
 pub use frame::{FRAME_HEADER_LEN, LOG_MAGIC, json_depth, nesting_depth};
+pub use mark::{Opened, Verified};
 pub use mem::{MemDisk, MemLog};
 pub use read::{Filter, read_from_position, read_positions};
 
@@ -169,9 +171,14 @@ pub fn verify(path: &Path) -> Result<Verification, LogError> {
     let bytes = read_file(path)?;
     let mut frames = 0;
     let (tail, end) = walk(&bytes, |_, _, _| frames += 1);
+    Ok(verification(frames, tail, end, bytes.is_empty()))
+}
+
+/// A walk's outcome as [`verify`] reports it.
+pub(crate) fn verification(frames: u64, tail: Tail, end: End, empty: bool) -> Verification {
     let (findings, torn) = match end {
         End::Clean => (vec![], None),
-        End::Uninitialised if bytes.is_empty() => (vec![], None),
+        End::Uninitialised if empty => (vec![], None),
         End::Uninitialised => (
             vec![],
             Some(Finding {
@@ -198,13 +205,13 @@ pub fn verify(path: &Path) -> Result<Verification, LogError> {
         ),
         End::Damaged(f) => (vec![f], None),
     };
-    Ok(Verification {
+    Verification {
         frames,
         last_seq: tail.seq,
         last_hash: hex::encode(tail.hash),
         findings,
         torn,
-    })
+    }
 }
 
 /// Every record of the log's whole batches, in order. A torn final batch
@@ -307,23 +314,43 @@ const STRIDE: u64 = 64;
 /// Where frames are, for reads that do not walk the whole file: the
 /// position of every [`STRIDE`]-th record (seq 1, 1 + STRIDE, …) and the
 /// committed length (frames below it are whole batches and never change).
+///
+/// A log opened from a verified mark ([`EventLog::open_verified`]) knows
+/// positions only from the mark on: `first` is the stride of `sparse[0]`,
+/// and a record before it is read from the marked frame (`floor`) or, if
+/// older, from the first frame of the file.
 #[derive(Debug, Default)]
 struct Positions {
     sparse: Vec<u64>,
+    first: u64,
+    floor: Option<Verified>,
     last_seq: u64,
     end: u64,
 }
 
 impl Positions {
     fn note(&mut self, seq: u64, at: u64) {
-        if (seq - 1).is_multiple_of(STRIDE) && self.sparse.len() as u64 == (seq - 1) / STRIDE {
+        if (seq - 1).is_multiple_of(STRIDE)
+            && self.first + self.sparse.len() as u64 == (seq - 1) / STRIDE
+        {
             self.sparse.push(at);
         }
+    }
+    /// Positions are noted from the frame after `mark` on.
+    fn start_after(&mut self, mark: Verified) {
+        self.first = mark.seq.div_ceil(STRIDE);
+        self.floor = Some(mark);
     }
     /// A position at or before record `seq`'s frame.
     fn before(&self, seq: u64) -> Option<u64> {
         let i = (seq.max(1) - 1) / STRIDE;
-        self.sparse.get(i as usize).copied()
+        if i < self.first {
+            return Some(match self.floor {
+                Some(m) if seq >= m.seq => m.at,
+                _ => LOG_MAGIC.len() as u64,
+            });
+        }
+        self.sparse.get((i - self.first) as usize).copied()
     }
 }
 
@@ -424,10 +451,25 @@ impl EventLog {
     pub(crate) fn open_inner(
         path: &Path,
         applied: u64,
-        mut on_commit: OnCommit,
+        on_commit: OnCommit,
         sync: bool,
         fault: Option<Fault>,
     ) -> Result<EventLog, LogError> {
+        Ok(EventLog::open_from(path, None, applied, on_commit, sync, fault)?.0)
+    }
+
+    /// Open the log checking the chain from the frame `from` names (see
+    /// [`EventLog::open_verified`]), or from the start without one. Long
+    /// because opening is one sequence over one file and its tail's marks
+    /// (lock, scan, cut or refuse, replay, start the committer).
+    pub(crate) fn open_from(
+        path: &Path,
+        from: Option<Verified>,
+        applied: u64,
+        mut on_commit: OnCommit,
+        sync: bool,
+        fault: Option<Fault>,
+    ) -> Result<(EventLog, Opened), LogError> {
         let io = |source| LogError::Io {
             path: path.to_owned(),
             source,
@@ -449,25 +491,36 @@ impl EventLog {
                 "the event log is in use by another charter process ({e}); one host per data directory at a time"
             )))
         })?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io)?;
-        let mut out = LogFile::new(file, fault);
         let mut replay = Vec::new();
         let mut replay_at = Vec::new();
         let mut positions = Positions::default();
-        let (tail, end) = walk(&bytes, |r, at, _| {
-            positions.note(r.seq, at);
-            if r.seq > applied {
-                replay.push(r);
-                replay_at.push(at);
-            }
-        });
+        let mut last = None;
+        let scan = mark::scan(
+            &mut file,
+            path,
+            from,
+            applied,
+            &mut positions,
+            |r, at, h| {
+                last = Some(Verified {
+                    seq: r.seq,
+                    at,
+                    hash: *h,
+                });
+                if r.seq > applied {
+                    replay.push(r);
+                    replay_at.push(at);
+                }
+            },
+        )?;
+        let (tail, end) = (scan.tail, scan.end);
+        let mut out = LogFile::new(file, fault);
         match end {
             End::Clean => {}
             End::Uninitialised => {
-                if !bytes.is_empty() {
+                if scan.bytes > 0 {
                     tracing::warn!(
-                        bytes = bytes.len(),
+                        bytes = scan.bytes,
                         "event log: re-initialising a file holding only part of its header (a crash during creation)"
                     );
                     out.set_len(0).map_err(io)?;
@@ -493,9 +546,6 @@ impl EventLog {
                 )));
             }
         }
-        // The whole file was read to check the chain; replay needs only
-        // the records taken from it.
-        drop(bytes);
         let tail = Tail {
             len: tail.len.max(LOG_MAGIC.len() as u64),
             ..tail
@@ -559,7 +609,16 @@ impl EventLog {
                 }
             })
             .map_err(io)?;
-        Ok(log)
+        let opened = Opened {
+            verified: last.or(scan.mark).unwrap_or(Verified {
+                seq: 0,
+                at: LOG_MAGIC.len() as u64,
+                hash: [0; 32],
+            }),
+            checked: scan.checked,
+            from_mark: scan.mark.is_some(),
+        };
+        Ok((log, opened))
     }
 
     pub fn path(&self) -> &Path {
@@ -703,6 +762,23 @@ impl EventLog {
             Some(at) if from <= last => read::read_committed(&self.path, at, end, from, filter),
             _ => Ok(vec![]),
         }
+    }
+
+    /// The records from the frame at `position` (a frame start the commit
+    /// callback reported) to the end of the committed log that `filter`
+    /// matches: reads only that part of the file, each frame checked on
+    /// its own.
+    pub fn read_from(&self, position: u64, filter: &Filter) -> Result<Vec<Record>, LogError> {
+        let end = self
+            .shared
+            .positions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .end;
+        Ok(read::read_committed(&self.path, position, end, 0, filter)?
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect())
     }
 
     /// The hash of frame `seq` ([`hash_at`] for an open log): read from

@@ -484,14 +484,19 @@ fn audit(op: AuditOp) -> Result<i32> {
         AuditOp::Verify {
             config,
             checkpoint,
+            since_checkpoint,
             json,
         } => {
             let c = control(&config)?;
-            let checkpoint = match checkpoint {
+            let since = since_checkpoint.is_some();
+            let checkpoint = match checkpoint.or(since_checkpoint) {
                 Some(path) => Some(read_checkpoint(&path)?),
                 None => None,
             };
-            let r = c.audit_verify(&charter_api::VerifyRequest { checkpoint })?;
+            let r = c.audit_verify(&charter_api::VerifyRequest {
+                checkpoint,
+                since_checkpoint: since,
+            })?;
             if json {
                 print_json(&r, true)?;
             } else {

@@ -19,8 +19,12 @@ pub fn verify_text(r: &VerifyReport) {
                 t.offset, t.problem
             );
         }
+        let since = r
+            .since_seq
+            .map(|s| format!(" from the checkpoint's entry {s} on"))
+            .unwrap_or_default();
         println!(
-            "ok: {}, chain intact, last entry {} hash {}{}",
+            "ok: {}{since}, chain intact, last entry {} hash {}{}",
             crate::count(r.entries, "entry", "entries"),
             r.last_seq,
             r.last_hash,

@@ -329,6 +329,12 @@ enum AuditOp {
         /// A checkpoint exported earlier with `charter audit checkpoint`.
         #[arg(long, value_name = "FILE")]
         checkpoint: Option<PathBuf>,
+        /// Verify only what follows this checkpoint's entry (which must
+        /// still hold its signed hash): the cost of what was appended
+        /// since, not of the whole log. A full `audit verify` also reads
+        /// what precedes it.
+        #[arg(long, value_name = "FILE", conflicts_with = "checkpoint")]
+        since_checkpoint: Option<PathBuf>,
         /// Print one JSON document.
         #[arg(long)]
         json: bool,

@@ -275,6 +275,43 @@ pub(crate) fn all_json<T: serde::de::DeserializeOwned>(store: &dyn Store, ns: &s
         .collect()
 }
 
+/// The key in [`META`] of the log's verified mark: the last frame the
+/// host's start-up verified, signed with the deployment's key (see
+/// [`charter_audit::checkpoint::sign_mark`]).
+pub const VERIFIED_MARK: &str = "verified_mark";
+
+/// The verified mark the store holds, if it is signed by `key`. An absent,
+/// malformed or unsigned one is `None` (the log is then verified in
+/// full): the index is derived and untrusted, so an edited mark can only
+/// make start-up check more, never less.
+pub fn verified_mark(
+    store: &dyn Store,
+    key: &charter_audit::checkpoint::VerifyingKey,
+) -> Option<charter_audit::Verified> {
+    let text = store.get(META, VERIFIED_MARK).ok().flatten()?;
+    let mark = charter_audit::checkpoint::read_mark(key, &text);
+    if mark.is_none() {
+        tracing::warn!(
+            "the state index holds a verified mark this deployment's key did not sign; verifying the whole event log"
+        );
+    }
+    mark
+}
+
+/// Record `mark` (just verified) for the next start-up, signed with `key`.
+/// Written outside [`apply`], like the leases: it describes the log file,
+/// not its events. Losing it (an unsynced store, a store moved aside) only
+/// makes the next start-up verify more.
+pub fn record_verified_mark(
+    store: &dyn Store,
+    key: &charter_audit::checkpoint::SigningKey,
+    mark: &charter_audit::Verified,
+) -> Result<(), IndexError> {
+    let text = charter_audit::checkpoint::sign_mark(key, mark);
+    store.set(META, VERIFIED_MARK, &text)?;
+    Ok(())
+}
+
 /// The key prefix of run `run`'s entries in [`RUN_EVENTS`].
 fn run_prefix(run: &str) -> String {
     format!("{}:{run}/", run.len())
@@ -606,6 +643,38 @@ pub fn run_records(
     checked(run, &want, log.read_at(&at)?)
 }
 
+/// The records proposal `id` is folded from ([`ProposalState::from_log`]),
+/// read from the log from the proposal's own record on instead of from
+/// the first frame: decisions on a proposal only ever follow it. The index
+/// only says where to start (for a proposal of a workflow run, through
+/// the run's per-run entries); the record found there must be that
+/// proposal's, read from the log and checked, or this returns `None` and
+/// the caller folds the whole log. `None` too for a proposal outside a run
+/// (the index holds no position for it).
+pub fn proposal_records(store: &dyn Store, log: &EventLog, id: &str) -> Option<Vec<Record>> {
+    let run = proposal(store, id)?.run?;
+    let want = run_positions(store, &run).ok()?;
+    let records = log
+        .read_at(&want.iter().map(|(_, a)| *a).collect::<Vec<_>>())
+        .ok()?;
+    let records = checked(&run, &want, records).ok()?;
+    let i = records
+        .iter()
+        .position(|r| matches!(&r.event, Event::Proposal { id: p, .. } if p == id))?;
+    let (seq, at) = want[i];
+    let filter = charter_audit::Filter::all()
+        .kind("proposal")
+        .kind("approval-decision")
+        .kind("proposal-resolved");
+    let out = log.read_from(at, &filter).ok()?;
+    match out.first() {
+        Some(r) if r.seq == seq && matches!(&r.event, Event::Proposal { id: p, .. } if p == id) => {
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
 /// Run `run`'s records read without a host, for read-only commands
 /// (`charter runs show`): from the state store's per-run index and the
 /// log's tail past what the store has applied. `None` when that cannot be
@@ -613,6 +682,17 @@ pub fn run_records(
 /// writing), no store exists yet, or the index and the log disagree — and
 /// the caller reads the whole log instead.
 pub fn run_records_offline(data_dir: &std::path::Path, run: &str) -> Option<Vec<Record>> {
+    with_offline_store(data_dir, "run", |store, log| offline(store, log, run))
+}
+
+/// Open the data directory's state store without a host, when no other
+/// process holds the directory, and read it with `read`; `None` if that
+/// cannot be done (the caller reads the whole log instead).
+fn with_offline_store<T>(
+    data_dir: &std::path::Path,
+    what: &str,
+    read: impl FnOnce(&dyn Store, &std::path::Path) -> Result<T, IndexError>,
+) -> Option<T> {
     let log = data_dir.join(charter_audit::LOG_FILE);
     let state = data_dir.join("state");
     if !state.is_dir() || !log.is_file() {
@@ -621,27 +701,85 @@ pub fn run_records_offline(data_dir: &std::path::Path, run: &str) -> Option<Vec<
     // Held while reading: no host starts writing meanwhile.
     let _lock = crate::try_lock_data_dir(data_dir)?;
     let store = charter_store::SledStore::open(&state).ok()?;
-    match offline(&store, &log, run) {
-        Ok(records) => Some(records),
+    let version = store.get(META, "index_version").ok()?;
+    if version.as_deref() != Some(&INDEX_VERSION.to_string()) {
+        tracing::debug!("index version {version:?}, not {INDEX_VERSION}: reading the log");
+        return None;
+    }
+    match read(&store, &log) {
+        Ok(v) => Some(v),
         Err(e) => {
-            tracing::debug!("reading run {run} through the index failed ({e}); reading the log");
+            tracing::debug!("reading the {what} through the index failed ({e}); reading the log");
             None
         }
     }
 }
 
-fn offline(store: &dyn Store, log: &std::path::Path, run: &str) -> Result<Vec<Record>, IndexError> {
-    let version = store.get(META, "index_version")?;
-    if version.as_deref() != Some(&INDEX_VERSION.to_string()) {
-        return Err(IndexError::Mismatch(format!(
-            "index version {version:?}, not {INDEX_VERSION}"
-        )));
-    }
-    let want = run_positions(store, run)?;
-    let at: Vec<u64> = want.iter().map(|(_, a)| *a).collect();
-    let mut records = checked(run, &want, charter_audit::read_positions(log, &at)?)?;
-    // The tail the store has not applied yet (a host that stopped before
-    // its store flushed): the log past the last applied record.
+/// Every run and escalation as `charter runs list` and `charter
+/// escalations list` show them, read without a host: the index's run and
+/// escalation states, with the log's tail past what the store has applied
+/// folded in (through the same [`apply_one`] the index is written by), in
+/// the order [`crate::workflow::state::from_records`] gives. Costs what
+/// the index holds of runs, not the size of the log. `None` as for
+/// [`run_records_offline`].
+pub fn runs_offline(data_dir: &std::path::Path) -> Option<(Vec<RunState>, Vec<EscalationState>)> {
+    with_offline_store(data_dir, "runs", |store, log| {
+        let tail = unapplied_tail(store, log)?;
+        let mut o = Overlay {
+            store,
+            batch: Batch::default(),
+        };
+        let (mut runs, mut escs) = (Vec::new(), Vec::new());
+        for r in &tail {
+            apply_one(&mut o, r, &|_, _| None)?;
+            if let Some(run) = r.event.run() {
+                runs.push(run.to_string());
+            }
+            if let Event::Escalated { id, .. } | Event::EscalationResolved { id, .. } = &r.event {
+                escs.push(id.clone());
+            }
+        }
+        let mut run_map: std::collections::BTreeMap<String, RunState> = all_pairs(store, RUNS)?;
+        for id in runs {
+            if let Some(st) = o.get_json::<RunState>(RUNS, &id)? {
+                run_map.insert(id, st);
+            }
+        }
+        let mut esc_map: std::collections::BTreeMap<String, EscalationState> =
+            all_pairs(store, ESCALATIONS)?;
+        for id in escs {
+            if let Some(e) = o.get_json::<EscalationState>(ESCALATIONS, &id)? {
+                esc_map.insert(id, e);
+            }
+        }
+        let mut runs: Vec<RunState> = run_map.into_values().collect();
+        runs.sort_by_key(|r| std::cmp::Reverse(r.started_seq));
+        let mut escs: Vec<EscalationState> = esc_map.into_values().collect();
+        escs.sort_by_key(|e| std::cmp::Reverse(e.created_ms));
+        Ok((runs, escs))
+    })
+}
+
+/// A JSON namespace as a map; a value that does not read is an error (the
+/// caller then reads the log instead of showing less than there is).
+fn all_pairs<T: serde::de::DeserializeOwned>(
+    store: &dyn Store,
+    ns: &str,
+) -> Result<std::collections::BTreeMap<String, T>, IndexError> {
+    store
+        .scan(ns)?
+        .into_iter()
+        .map(|(k, v)| match serde_json::from_str(&v) {
+            Ok(t) => Ok((k, t)),
+            Err(e) => Err(IndexError::Mismatch(format!("unreadable {ns}/{k}: {e}"))),
+        })
+        .collect()
+}
+
+/// The records past what the store has applied (a host that stopped
+/// before its store flushed): the log from the last applied record on,
+/// read from its position, checked to be that record.
+fn unapplied_tail(store: &dyn Store, log: &std::path::Path) -> Result<Vec<Record>, IndexError> {
     let applied = read_applied(store)?;
     let from = match store.get(META, "applied_at")? {
         Some(at) => at
@@ -656,12 +794,24 @@ fn offline(store: &dyn Store, log: &std::path::Path, run: &str) -> Result<Vec<Re
             "the log holds no seq {applied} at byte {from}"
         )));
     }
+    Ok(tail
+        .into_iter()
+        .filter(|(r, _)| r.seq > applied)
+        .map(|(r, _)| r)
+        .collect())
+}
+
+fn offline(store: &dyn Store, log: &std::path::Path, run: &str) -> Result<Vec<Record>, IndexError> {
+    let want = run_positions(store, run)?;
+    let at: Vec<u64> = want.iter().map(|(_, a)| *a).collect();
+    let mut records = checked(run, &want, charter_audit::read_positions(log, &at)?)?;
+    let tail = unapplied_tail(store, log)?;
     let mut calls = std::collections::HashSet::new();
     let mut props = std::collections::HashSet::new();
     for r in &records {
         note_membership(&r.event, &mut calls, &mut props);
     }
-    for (r, _) in tail.into_iter().filter(|(r, _)| r.seq > applied) {
+    for r in tail {
         let mine = match &r.event {
             Event::CallResult { call, .. } => calls.contains(call),
             Event::ApprovalDecision { proposal, .. } | Event::ProposalResolved { proposal, .. } => {

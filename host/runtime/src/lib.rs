@@ -211,6 +211,19 @@ fn open_state(dir: &std::path::Path) -> Result<SledStore, HostError> {
     }
 }
 
+/// The deployment's signing key (created on first use), which signs the
+/// start-up's verified mark; `None` (with a warning) if it cannot be read,
+/// and the log is then verified in full at every start.
+fn signing_key(dir: &std::path::Path) -> Option<charter_audit::checkpoint::SigningKey> {
+    charter_audit::checkpoint::signing_key(dir)
+        .inspect_err(|e| {
+            tracing::warn!(
+                "cannot read the deployment's signing key ({e}); the whole event log is verified at every start"
+            )
+        })
+        .ok()
+}
+
 /// Take the data directory's lock if nobody holds it, without waiting
 /// (read-only commands that would rather read the whole log than wait).
 pub fn try_lock_data_dir(dir: &std::path::Path) -> Option<std::fs::File> {
@@ -345,16 +358,35 @@ impl Host {
         // An index that cannot apply stops the log (and so the host) with
         // an error naming the data directory and the fix.
         let data_dir = deployment.data_dir.clone();
-        let log = EventLog::open_with(
+        let applied = index::prepare(&*store)
+            .map_err(|e| HostError::Index(e.stop_message(&deployment.data_dir)))?;
+        let key = signing_key(&deployment.data_dir);
+        let mark = key
+            .as_ref()
+            .and_then(|k| index::verified_mark(&*store, &k.verifying_key()));
+        let (log, opened) = EventLog::open_verified(
             &deployment.data_dir.join(charter_audit::LOG_FILE),
-            index::prepare(&*store)
-                .map_err(|e| HostError::Index(e.stop_message(&deployment.data_dir)))?,
+            mark,
+            applied,
             Box::new(move |records, at| {
                 index::apply_with(&*index_store, records, at, &resolve)
                     .map_err(|e| e.stop_message(&data_dir))
             }),
             !options.unsynced_log,
         )?;
+        tracing::debug!(
+            frames = opened.checked,
+            from_mark = opened.from_mark,
+            "event log verified"
+        );
+        // The next start verifies from here (the file is synced up to it).
+        if let Some(k) = &key
+            && opened.verified.seq > 0
+            && mark != Some(opened.verified)
+        {
+            index::record_verified_mark(&*store, k, &opened.verified)
+                .map_err(|e| HostError::Index(e.stop_message(&deployment.data_dir)))?;
+        }
         let policies: Vec<(String, String)> = deployment
             .groups
             .values()

@@ -103,13 +103,18 @@ impl Host {
         let comment = comment.map(|c| crate::record::text(&c));
         // The log is the record of what was proposed: a decision acts on
         // the log's proposal, never on the index's copy (which anyone who
-        // can write the data directory could rewrite).
-        let records = charter_audit::read_records(self.services.log.path()).map_err(|e| {
-            ProposalError::Failed {
-                id: id.to_string(),
-                message: format!("event log: {e}"),
-            }
-        })?;
+        // can write the data directory could rewrite). The index may only
+        // say where in the log the proposal starts (a run's proposal).
+        let records =
+            match crate::index::proposal_records(&*self.services.store, &self.services.log, id) {
+                Some(r) => r,
+                None => charter_audit::read_records(self.services.log.path()).map_err(|e| {
+                    ProposalError::Failed {
+                        id: id.to_string(),
+                        message: format!("event log: {e}"),
+                    }
+                })?,
+            };
         let p = ProposalState::from_log(&records, id)
             .ok_or_else(|| ProposalError::Unknown(id.to_string()))?;
         drop(records);
