@@ -661,7 +661,12 @@ fn component_and_inspect_reads_are_bounded() {
         "[deployment]\nname = \"t\"\nphase = 4\ndata_dir = \"{}\"\n[plugins.zero]\n{extra}",
         dir.path().join("data").display()
     );
-    let d = charter_config::Deployment::parse(&toml, &dir.path().join("charter.toml")).unwrap();
+    let d = charter_config::Deployment::parse(
+        &toml,
+        &dir.path().join("charter.toml"),
+        charter_runtime::host_catalog(),
+    )
+    .unwrap();
     let (host, _) = host(d);
     let err = rt().block_on(host.load("zero")).unwrap_err();
     assert!(
@@ -711,7 +716,7 @@ fn concurrent_commands_on_one_deployment_take_turns() {
     }
     // A process that cannot get its turn in time says so plainly.
     let holder = Host::new(
-        charter_config::Deployment::load(&config).unwrap(),
+        charter_config::Deployment::load(&config, charter_runtime::host_catalog()).unwrap(),
         HostOptions::default(),
     )
     .unwrap();

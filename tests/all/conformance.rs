@@ -106,8 +106,12 @@ fn deployment_for(lang: &str, cases: &[Case], dir: &Path) -> charter_config::Dep
             limits.join(", ")
         ));
     }
-    charter_config::Deployment::parse(&toml, &dir.join("charter.toml"))
-        .unwrap_or_else(|e| panic!("{e}\n{toml}"))
+    charter_config::Deployment::parse(
+        &toml,
+        &dir.join("charter.toml"),
+        charter_runtime::host_catalog(),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{toml}"))
 }
 
 /// Check one case's result; the problems found, if any.
@@ -362,7 +366,12 @@ fn big_component_compiles_once_without_blocking_other_calls() {
             build_of("python", "refund-triage").display(),
             fixture("fx-echo").display(),
         );
-        charter_config::Deployment::parse(&toml, &dir.join("charter.toml")).unwrap()
+        charter_config::Deployment::parse(
+            &toml,
+            &dir.join("charter.toml"),
+            charter_runtime::host_catalog(),
+        )
+        .unwrap()
     };
     let open = |dir: &Path| {
         Arc::new(

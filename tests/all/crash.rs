@@ -288,7 +288,7 @@ fn kill_9_at_many_points_loses_no_run_and_repeats_no_effect() {
     }
 
     // Every run that exists completed; every effect happened exactly once.
-    let d = charter_config::Deployment::load(&config).unwrap();
+    let d = charter_config::Deployment::load(&config, charter_runtime::host_catalog()).unwrap();
     let host = Host::new(d, HostOptions::default()).unwrap();
     let runs = host.runs();
     let fx = server.effects.lock().unwrap();
@@ -392,7 +392,7 @@ fn a_crash_at_every_log_write_and_sync_keeps_the_chain_verifiable() {
         }
     }
     assert!(finished >= 3, "no run got past every boundary");
-    let d = charter_config::Deployment::load(&config).unwrap();
+    let d = charter_config::Deployment::load(&config, charter_runtime::host_catalog()).unwrap();
     let host = Host::new(d, HostOptions::default()).unwrap();
     let runs = host.runs();
     let fx = server.effects.lock().unwrap();

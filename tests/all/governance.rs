@@ -17,7 +17,8 @@ use crate::support::*;
 pub(crate) fn refunds(dir: &Path, extra: &str) -> Deployment {
     let src = root().join("examples/refunds/charter.toml");
     let text = std::fs::read_to_string(&src).unwrap() + extra;
-    let mut d = Deployment::parse(&text, &src).unwrap_or_else(|e| panic!("{e}"));
+    let mut d = Deployment::parse(&text, &src, charter_runtime::host_catalog())
+        .unwrap_or_else(|e| panic!("{e}"));
     d.data_dir = dir.join("data");
     d
 }

@@ -215,7 +215,11 @@ fn a_channel_grant_needs_a_declared_channel() {
         "webhook = \"http://x/\"\ninbox = true",
     ] {
         let toml = format!("[deployment]\nname = \"t\"\nphase = 4\n[channels.c]\n{bad}\n");
-        let e = charter_config::Deployment::parse(&toml, &dir.path().join("charter.toml"));
+        let e = charter_config::Deployment::parse(
+            &toml,
+            &dir.path().join("charter.toml"),
+            charter_runtime::host_catalog(),
+        );
         assert!(e.is_err(), "{bad}");
     }
 }
@@ -392,7 +396,12 @@ fn a_0_1_0_plugin_cannot_import_notify() {
         channels(9),
         path.display()
     );
-    let d = charter_config::Deployment::parse(&toml, &dir.path().join("charter.toml")).unwrap();
+    let d = charter_config::Deployment::parse(
+        &toml,
+        &dir.path().join("charter.toml"),
+        charter_runtime::host_catalog(),
+    )
+    .unwrap();
     let (h, _) = host(d);
     let err = rt().block_on(h.load("old")).unwrap_err();
     let LoadError::Ungranted(u) = &err else {
@@ -619,7 +628,7 @@ input = {{ channel = "ops", subject = "$/input/order", body = "b" }}
         finished >= 2 && crashes >= 5,
         "{crashes} crashes, {finished} finished"
     );
-    let d = charter_config::Deployment::load(&config).unwrap();
+    let d = charter_config::Deployment::load(&config, charter_runtime::host_catalog()).unwrap();
     let host = charter_runtime::Host::new(d, Default::default()).unwrap();
     let runs = host.runs();
     let got = got.lock().unwrap().clone();
@@ -748,8 +757,12 @@ fn every_language_notifies_a_granted_inbox_and_is_refused_an_ungranted_channel()
             channels(port),
             wasm.display()
         );
-        let d = charter_config::Deployment::parse(&toml, &dir.path().join("charter.toml"))
-            .unwrap_or_else(|e| panic!("{lang}: {e}"));
+        let d = charter_config::Deployment::parse(
+            &toml,
+            &dir.path().join("charter.toml"),
+            charter_runtime::host_catalog(),
+        )
+        .unwrap_or_else(|e| panic!("{lang}: {e}"));
         let (h, _) = host(d);
         let p = rt.block_on(h.load("notifier")).unwrap();
         let mut imports: Vec<String> = p

@@ -67,7 +67,12 @@ groups = ["capped-refunds", "explain", "logging"]
         payments = fixture("payments-connector").display(),
         bot = fixture("refund-bot").display(),
     );
-    Deployment::parse(&toml, &dir.join("charter.toml")).unwrap_or_else(|e| panic!("{e}\n{toml}"))
+    Deployment::parse(
+        &toml,
+        &dir.join("charter.toml"),
+        charter_runtime::host_catalog(),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{toml}"))
 }
 
 pub(crate) fn refund(order: &str, cents: u64) -> String {

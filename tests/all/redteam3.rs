@@ -192,8 +192,12 @@ groups = ["ops"]
         conn = conn.display(),
         bot = bot.display(),
     );
-    let d = Deployment::parse(&toml, &dir.path().join("charter.toml"))
-        .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    let d = Deployment::parse(
+        &toml,
+        &dir.path().join("charter.toml"),
+        charter_runtime::host_catalog(),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{toml}"));
     assert!(d.violations().is_empty(), "{:?}", d.violations());
     let (host, _) = crate::support::host(d);
     let rt = rt();
@@ -354,7 +358,8 @@ fn a_second_granting_group_does_not_lower_the_approvals_needed() {
             "groups = [\"refunds-any\", \"refunds\", \"explain\", \"logging\"]",
         )
         + "\n[groups.refunds-any]\ncapabilities = [\"acme:payments/refunds.issue-refund\"]\neffect = \"write\"\nphase = 4\n";
-    let mut d = Deployment::parse(&text, &src).unwrap_or_else(|e| panic!("{e}"));
+    let mut d = Deployment::parse(&text, &src, charter_runtime::host_catalog())
+        .unwrap_or_else(|e| panic!("{e}"));
     d.data_dir = dir.path().join("data");
     assert_eq!(d.groups["refunds"].approvals, 2);
     assert!(d.violations().is_empty(), "{:?}", d.violations());

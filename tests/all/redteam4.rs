@@ -238,8 +238,12 @@ fn load_with(groups: &str, wasm: &[u8]) -> Result<(), LoadError> {
         dir.path().join("data").display(),
         path.display()
     );
-    let d = charter_config::Deployment::parse(&toml, &dir.path().join("charter.toml"))
-        .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    let d = charter_config::Deployment::parse(
+        &toml,
+        &dir.path().join("charter.toml"),
+        charter_runtime::host_catalog(),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{toml}"));
     let (h, _) = host(d);
     rt().block_on(h.load("p")).map(|_| ())
 }

@@ -55,7 +55,12 @@ pub fn deployment(dir: &Path, phase: u8, plugins: &[(&str, &str, &[&str], &str)]
             groups.join(", ")
         ));
     }
-    Deployment::parse(&toml, &dir.join("charter.toml")).unwrap_or_else(|e| panic!("{e}\n{toml}"))
+    Deployment::parse(
+        &toml,
+        &dir.join("charter.toml"),
+        charter_runtime::host_catalog(),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{toml}"))
 }
 
 /// A host over an in-memory store, with the store handed back for checks.

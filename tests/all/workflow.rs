@@ -49,7 +49,12 @@ limits = {{ deadline_ms = 5000 }}
         echo = fixture("fx-echo").display(),
         work = fixture("fx-workflow").display(),
     );
-    Deployment::parse(&toml, &dir.join("charter.toml")).unwrap_or_else(|e| panic!("{e}\n{toml}"))
+    Deployment::parse(
+        &toml,
+        &dir.join("charter.toml"),
+        charter_runtime::host_catalog(),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{toml}"))
 }
 
 fn host_on(d: Deployment) -> Host {
@@ -425,7 +430,7 @@ pub(crate) fn refunds_deployment(dir: &std::path::Path) -> Deployment {
     let text = format!(
         "{text}\n[workflows.refund]\nescalate_to = \"refund-approver\"\n[[workflows.refund.steps]]\nid = \"small\"\nplugin = \"refund-bot\"\ninput = {{ order_id = \"S-1\", amount_cents = 1500, reason = \"damaged\" }}\n[[workflows.refund.steps]]\nid = \"issue\"\nplugin = \"refund-bot\"\ninput = {{ refunds = [{{ order_id = \"S-2\", amount_cents = 900 }}, \"$/input\"] }}\non_failure = \"escalate\"\n"
     );
-    Deployment::parse(&text, &src).unwrap()
+    Deployment::parse(&text, &src, charter_runtime::host_catalog()).unwrap()
 }
 
 fn ledger(h: &Host) -> Vec<(String, String)> {
@@ -615,7 +620,7 @@ fn an_expired_proposal_fails_the_step_closed() {
     let text = format!(
         "{text}\n[workflows.refund]\nescalate_to = \"refund-approver\"\n[[workflows.refund.steps]]\nid = \"issue\"\nplugin = \"refund-bot\"\ninput = \"$/input\"\non_failure = \"fail\"\n"
     );
-    let d = Deployment::parse(&text, &d.source).unwrap();
+    let d = Deployment::parse(&text, &d.source, charter_runtime::host_catalog()).unwrap();
     let h = host_on(d);
     let st = rt
         .block_on(h.run_workflow(

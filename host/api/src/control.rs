@@ -165,7 +165,12 @@ mod tests {
     fn control(access: Access) -> (tempfile::TempDir, Control) {
         let dir = tempfile::tempdir().unwrap();
         let text = "[deployment]\nname = \"t\"\nphase = 1\ndata_dir = \"data\"\n";
-        let d = Deployment::parse(text, &dir.path().join("charter.toml")).unwrap();
+        let d = Deployment::parse(
+            text,
+            &dir.path().join("charter.toml"),
+            charter_runtime::host_catalog(),
+        )
+        .unwrap();
         (dir, Control::new(d, access))
     }
 

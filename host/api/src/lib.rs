@@ -12,7 +12,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use charter_api::{Access, Control, RunRequest, RunResponse};
-//! let deployment = charter_config::Deployment::load("charter.toml".as_ref())?;
+//! let deployment = charter_config::Deployment::load("charter.toml".as_ref(), charter_runtime::host_catalog())?;
 //! let control = Control::new(deployment, Access::Remote);
 //! let req = RunRequest {
 //!     workflow: "refund-request".into(),

@@ -47,7 +47,11 @@ pub fn report(echo: &Path, flood_wasm: &Path, n: u64) -> Result<()> {
         plugin("small", "\"logging\", \"kv-read\"", SMALL),
         plugin("large", "\"logging\", \"kv-read\"", SMALL + n),
     );
-    let deployment = Deployment::parse(&toml, &dir.path().join("charter.toml"))?;
+    let deployment = Deployment::parse(
+        &toml,
+        &dir.path().join("charter.toml"),
+        charter_runtime::host_catalog(),
+    )?;
     let host = Host::new(
         deployment,
         HostOptions {

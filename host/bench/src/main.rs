@@ -286,7 +286,11 @@ limits = {{ max_host_calls = {cedar_cap} }}
         flood = flood.display(),
         cap = FLOOD_CAP - 1,
     );
-    let deployment = Deployment::parse(&toml, &dir.path().join("charter.toml"))?;
+    let deployment = Deployment::parse(
+        &toml,
+        &dir.path().join("charter.toml"),
+        charter_runtime::host_catalog(),
+    )?;
     // The cold-step comparison measures the runtime's governance (grants,
     // limits, mediator, audit records written), not the disk: no fdatasync
     // here. The durable figures below include it.
@@ -432,7 +436,11 @@ fn durable_steps(
         dir.path().display(),
         echo.display()
     );
-    let deployment = Deployment::parse(&toml, &dir.path().join("charter.toml"))?;
+    let deployment = Deployment::parse(
+        &toml,
+        &dir.path().join("charter.toml"),
+        charter_runtime::host_catalog(),
+    )?;
     let host = Arc::new(Host::new(
         deployment,
         HostOptions {
@@ -511,7 +519,11 @@ fn durable_workflows(echo: &Path, runs: usize, in_flight: usize) -> Result<Workf
         dir.path().display(),
         echo.display()
     );
-    let deployment = Deployment::parse(&toml, &dir.path().join("charter.toml"))?;
+    let deployment = Deployment::parse(
+        &toml,
+        &dir.path().join("charter.toml"),
+        charter_runtime::host_catalog(),
+    )?;
     let host = Arc::new(Host::new(
         deployment,
         HostOptions {

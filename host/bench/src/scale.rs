@@ -76,7 +76,11 @@ fn deployment(dir: &Path, echo: &Path) -> Result<Deployment> {
         dir.join("data").display(),
         echo.display()
     );
-    Ok(Deployment::parse(&toml, &dir.join("charter.toml"))?)
+    Ok(Deployment::parse(
+        &toml,
+        &dir.join("charter.toml"),
+        charter_runtime::host_catalog(),
+    )?)
 }
 
 fn attempt(run: &str, step: &str, next: Option<&str>, failed: bool) -> Event {

@@ -105,7 +105,10 @@ impl ConfigArg {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
     }
     fn load(&self) -> Result<Deployment> {
-        Ok(Deployment::load(&self.path())?)
+        Ok(Deployment::load(
+            &self.path(),
+            charter_runtime::host_catalog(),
+        )?)
     }
 }
 

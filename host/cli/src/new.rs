@@ -201,7 +201,8 @@ pub struct Use {
 /// The host functions `charter new --uses` names, with `log.write` (the
 /// template calls it) first. Each must be one the host implements.
 pub fn parse_uses(list: &[String]) -> Result<Vec<Use>> {
-    let known: Vec<(String, bool)> = charter_config::HOST_FUNCTION_EFFECTS
+    let known: Vec<(String, bool)> = charter_runtime::host_catalog()
+        .host_functions()
         .iter()
         .filter_map(|(iface, func, effect)| {
             let short = iface.strip_prefix("charter:host/")?;
@@ -384,7 +385,12 @@ mod tests {
             ),
             "{toml}"
         );
-        let d = charter_config::Deployment::parse(&toml, Path::new("/tmp/x/charter.toml")).unwrap();
+        let d = charter_config::Deployment::parse(
+            &toml,
+            Path::new("/tmp/x/charter.toml"),
+            charter_runtime::host_catalog(),
+        )
+        .unwrap();
         assert_eq!(
             d.granted_channels(&d.plugins["x"]),
             ["team".to_string()].into()

@@ -45,7 +45,8 @@
 //! ## Effects
 //!
 //! A function's effect is what the host knows it to be, never what a group
-//! says: the host's own functions are catalogued ([`HOST_FUNCTION_EFFECTS`]:
+//! says: the host's own functions are catalogued by the capabilities that
+//! implement them (a [`HostCatalog`] the runtime supplies:
 //! `charter:host/kv.set`, `kv.delete` and `notify.send` write, the rest read;
 //! `wasi:http/outgoing-handler.handle` writes); a connector's functions are
 //! read only where their provider declares them so in `effects`, write
@@ -144,31 +145,24 @@ impl fmt::Display for Phase {
     }
 }
 
-/// The effects of the functions the host itself implements: every
-/// `charter:host` function (interface without version, function name,
-/// effect), and `wasi:http/outgoing-handler.handle`. The runtime's
-/// capabilities' declared effects must agree (a runtime test checks it).
-pub const HOST_FUNCTION_EFFECTS: &[(&str, &str, Effect)] = &[
-    ("charter:host/log", "write", Effect::Read),
-    ("charter:host/kv", "get", Effect::Read),
-    ("charter:host/kv", "set", Effect::Write),
-    ("charter:host/kv", "delete", Effect::Write),
-    ("charter:host/kv", "list-keys", Effect::Read),
-    ("charter:host/secrets", "get", Effect::Read),
-    ("charter:host/llm", "complete", Effect::Read),
-    ("charter:host/llm", "classify", Effect::Read),
-    ("charter:host/explain", "rationale", Effect::Read),
-    ("charter:host/notify", "send", Effect::Write),
-    ("wasi:http/outgoing-handler", "handle", Effect::Write),
-];
+/// The functions the host itself implements, as its capabilities declare
+/// them. This crate knows nothing of WebAssembly or of any capability: the
+/// runtime supplies its catalog (`charter_runtime::host_catalog()`), built
+/// from its capability modules, to [`Deployment::parse`] and
+/// [`Deployment::load`]; adding a capability edits nothing here.
+pub trait HostCatalog: Send + Sync + fmt::Debug {
+    /// Every function the host implements, once each (any version):
+    /// interface without version, function name, effect.
+    fn host_functions(&self) -> &[(&'static str, &'static str, Effect)];
 
-/// The effect of a function the host implements (any version), or `None`
-/// for a function it does not (a connector's, or an unknown one).
-pub fn host_function_effect(f: &FunctionName) -> Option<Effect> {
-    HOST_FUNCTION_EFFECTS
-        .iter()
-        .find(|(i, n, _)| *i == f.interface && *n == f.func)
-        .map(|(_, _, e)| *e)
+    /// The effect of a function the host implements (any version), or
+    /// `None` for a function it does not (a connector's, or an unknown one).
+    fn host_function_effect(&self, f: &FunctionName) -> Option<Effect> {
+        self.host_functions()
+            .iter()
+            .find(|(i, n, _)| *i == f.interface && *n == f.func)
+            .map(|(_, _, e)| *e)
+    }
 }
 
 /// Is `interface` the host's own (so every function of it is catalogued)?
@@ -428,6 +422,9 @@ pub struct Deployment {
     /// (`effects` of `[plugins.NAME]`): `interface.function` or
     /// `interface.*` (no version) → effect. Undeclared functions write.
     pub connector_effects: BTreeMap<String, Effect>,
+    /// The host's own functions, as its capabilities declare them.
+    #[serde(skip)]
+    pub host: &'static dyn HostCatalog,
 }
 
 /// A person who may decide proposals.
@@ -698,19 +695,24 @@ struct LlmFile {
 
 impl Deployment {
     /// Read and parse `path`. Relative paths inside are resolved against the
-    /// file's directory.
-    pub fn load(path: &Path) -> Result<Deployment, ConfigError> {
+    /// file's directory. `catalog` names the host's own functions.
+    pub fn load(path: &Path, catalog: &'static dyn HostCatalog) -> Result<Deployment, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-        Deployment::parse(&text, &abs)
+        Deployment::parse(&text, &abs, catalog)
     }
 
     /// Parse `text` as if read from `source` (used to resolve relative paths
     /// and to name the file in errors).
-    pub fn parse(text: &str, source: &Path) -> Result<Deployment, ConfigError> {
+    /// `catalog` names the functions the host implements and their effects.
+    pub fn parse(
+        text: &str,
+        source: &Path,
+        catalog: &'static dyn HostCatalog,
+    ) -> Result<Deployment, ConfigError> {
         let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: source.to_owned(),
             message: describe_toml_error(&e, text),
@@ -886,7 +888,7 @@ impl Deployment {
         let mut unknown = Vec::new();
         for g in groups.values() {
             for p in &g.capabilities {
-                if let Some(m) = unknown_function(p, &plugins, text) {
+                if let Some(m) = unknown_function(catalog, p, &plugins, text) {
                     unknown.push(format!("group {}: {m}", g.name));
                 }
             }
@@ -964,6 +966,7 @@ impl Deployment {
 
         let mut d = Deployment {
             connector_effects,
+            host: catalog,
             workflows,
             approvers,
             identities,
@@ -1008,7 +1011,7 @@ impl Deployment {
     /// its own functions, else the provider's declaration for a connector
     /// function; anything undeclared (or unknown) writes.
     pub fn function_effect(&self, func: &FunctionName) -> Effect {
-        if let Some(e) = host_function_effect(func) {
+        if let Some(e) = self.host.host_function_effect(func) {
             return e;
         }
         if host_interface(&func.interface) {
@@ -1055,7 +1058,9 @@ impl Deployment {
         let mut out = Vec::new();
         for p in &group.capabilities {
             if host_interface(&p.interface) {
-                let known: Vec<_> = HOST_FUNCTION_EFFECTS
+                let known: Vec<_> = self
+                    .host
+                    .host_functions()
                     .iter()
                     .filter(|(i, n, _)| {
                         *i == p.interface && p.func.as_deref().is_none_or(|f| f == *n)
@@ -1269,12 +1274,13 @@ impl Deployment {
 }
 
 /// Why `p` matches no function anyone knows, or `None` if it matches one:
-/// a function of the host's catalog ([`HOST_FUNCTION_EFFECTS`], any
+/// a function of the host's catalog (`catalog`, any
 /// version) or any function of an interface a plugin `provides` (the
 /// connector's component, not this file, knows its functions). The message
 /// names the pattern (and its line in `text`) and the closest known
 /// function; the caller adds the accepted syntax.
 fn unknown_function(
+    catalog: &dyn HostCatalog,
     p: &Pattern,
     plugins: &BTreeMap<String, PluginSpec>,
     text: &str,
@@ -1285,7 +1291,8 @@ fn unknown_function(
         .collect();
     let host = p.interface.starts_with("charter:host/") || p.interface.starts_with("wasi:");
     if host
-        && HOST_FUNCTION_EFFECTS
+        && catalog
+            .host_functions()
             .iter()
             .any(|(i, n, _)| *i == p.interface && p.func.as_deref().is_none_or(|f| f == *n))
     {
@@ -1296,11 +1303,13 @@ fn unknown_function(
     }
     // What it might have meant: same shape (a function, or `.*`).
     let mut known: Vec<String> = match &p.func {
-        Some(_) => HOST_FUNCTION_EFFECTS
+        Some(_) => catalog
+            .host_functions()
             .iter()
             .map(|(i, n, _)| format!("{i}.{n}"))
             .collect(),
-        None => HOST_FUNCTION_EFFECTS
+        None => catalog
+            .host_functions()
             .iter()
             .map(|(i, _, _)| format!("{i}.*"))
             .collect(),
@@ -1449,7 +1458,31 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<Deployment, ConfigError> {
-        Deployment::parse(s, Path::new("/x/charter.toml"))
+        Deployment::parse(s, Path::new("/x/charter.toml"), &TEST_CATALOG)
+    }
+
+    /// A host catalog for this crate's tests (the runtime supplies the
+    /// real one, built from its capabilities; it is tested there against
+    /// these rules).
+    #[derive(Debug)]
+    struct TestCatalog;
+    static TEST_CATALOG: TestCatalog = TestCatalog;
+    impl HostCatalog for TestCatalog {
+        fn host_functions(&self) -> &[(&'static str, &'static str, Effect)] {
+            &[
+                ("charter:host/log", "write", Effect::Read),
+                ("charter:host/kv", "get", Effect::Read),
+                ("charter:host/kv", "set", Effect::Write),
+                ("charter:host/kv", "delete", Effect::Write),
+                ("charter:host/kv", "list-keys", Effect::Read),
+                ("charter:host/secrets", "get", Effect::Read),
+                ("charter:host/llm", "complete", Effect::Read),
+                ("charter:host/llm", "classify", Effect::Read),
+                ("charter:host/explain", "rationale", Effect::Read),
+                ("charter:host/notify", "send", Effect::Write),
+                ("wasi:http/outgoing-handler", "handle", Effect::Write),
+            ]
+        }
     }
 
     const BASE: &str = r#"
@@ -1540,7 +1573,7 @@ effects = { "acme:payments/refunds.lookup-order" = "read" }
 
     #[test]
     fn host_catalog() {
-        let f = |i: &str, n: &str| host_function_effect(&FunctionName::new(i, n));
+        let f = |i: &str, n: &str| TEST_CATALOG.host_function_effect(&FunctionName::new(i, n));
         assert_eq!(f("charter:host/kv@0.1.0", "set"), Some(Effect::Write));
         assert_eq!(f("charter:host/kv", "delete"), Some(Effect::Write));
         assert_eq!(f("charter:host/kv@0.1.0", "get"), Some(Effect::Read));

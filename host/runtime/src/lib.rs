@@ -13,7 +13,7 @@
 //! # async fn demo() -> anyhow::Result<()> {
 //! use charter_config::Deployment;
 //! use charter_runtime::{Host, HostOptions};
-//! let deployment = Deployment::load("charter.toml".as_ref())?;
+//! let deployment = Deployment::load("charter.toml".as_ref(), charter_runtime::host_catalog())?;
 //! let host = Host::new(deployment, HostOptions::default())?;
 //! let out = host.call("refund-triage", r#"{"order_id":"A-1001","request":"arrived broken"}"#).await?;
 //! println!("{}", out.output);
@@ -43,7 +43,7 @@ use charter_store::{SledStore, Store};
 use wasmtime::component::{Component, ComponentType, InstancePre, Lift};
 use wasmtime::{Engine, Trap};
 
-pub use capabilities::{Catalog, FnId, HostFunction, catalog};
+pub use capabilities::{Catalog, FnId, HostFunction, catalog, host_catalog};
 pub use error::{CallError, LimitKind, LoadError, UngrantedImport};
 pub use inspect::{Inspection, binary_kind, digest, inspect};
 pub use mediator::{Llm, LogLine, OfflineLlm, OpenAiLlm};
@@ -748,7 +748,6 @@ impl Host {
                 .services
                 .capabilities
                 .argument_grants(&self.deployment, spec),
-            hosts: self.deployment.allowed_hosts(spec),
             limits: spec.limits,
         }
     }
@@ -773,7 +772,7 @@ impl Host {
                 .split('@')
                 .next()
                 .unwrap_or(&iface.interface);
-            if bare.starts_with("charter:host/") || bare.starts_with("wasi:http/") {
+            if catalog().owns_package(bare) {
                 continue;
             }
             let Some(provider) = self.deployment.provider(bare) else {
@@ -797,49 +796,14 @@ impl Host {
                     plugin: spec.name.clone(),
                     detail: format!("its connector {} cannot load: {e}", provider.name),
                 })?;
-            let export = &conn.provides[bare];
-            let exported = conn
-                .inspection
-                .exports
-                .iter()
-                .find(|e| &e.name == export)
-                .map(|e| e.functions.clone())
-                .unwrap_or_default();
-            // Policy decides on the importer's view of the arguments, the
-            // connector receives them by position: the two must name the
-            // same parameters in the same order, or an importer could
-            // rename its way past a policy.
-            let theirs: HashMap<String, Vec<String>> =
-                connector_functions(&self.engine, &conn, bare)
-                    .into_iter()
-                    .map(|(n, f)| (n, f.params().map(|(p, _)| p.to_string()).collect()))
-                    .collect();
-            let ours = imported_functions(&self.engine, component, &iface.interface);
-            for f in &iface.functions {
-                if !exported.contains(f) {
-                    return Err(LoadError::Link {
-                        plugin: spec.name.clone(),
-                        detail: format!(
-                            "imports {}#{f}, which connector {} does not export",
-                            iface.interface, provider.name
-                        ),
-                    });
-                }
-                let (mine, exported_params) = (ours.get(f), theirs.get(f));
-                if mine != exported_params {
-                    return Err(LoadError::Link {
-                        plugin: spec.name.clone(),
-                        detail: format!(
-                            "imports {}#{f} with parameters ({}) but connector {} exports it with ({}); build it against the connector's WIT",
-                            iface.interface,
-                            mine.map(|p| p.join(", ")).unwrap_or_default(),
-                            provider.name,
-                            exported_params.map(|p| p.join(", ")).unwrap_or_default(),
-                        ),
-                    });
-                }
-                routes.insert((iface.interface.clone(), f.clone()));
-            }
+            routes.extend(capabilities::connector::routes(
+                &self.engine,
+                &spec.name,
+                component,
+                iface,
+                bare,
+                &conn,
+            )?);
         }
         Ok(routes)
     }
@@ -883,10 +847,11 @@ impl Host {
         .await
     }
 
-    /// Every function policy can name, with its signature: the host's own,
-    /// outbound HTTP and every loaded connector's; one per action.
+    /// Every function policy can name, with its signature: the host's own
+    /// (outbound HTTP among them) and every loaded connector's; one per
+    /// action.
     pub(crate) fn policy_signatures(&self) -> Vec<(FunctionName, charter_policy::Signature)> {
-        use charter_policy::{ParamType, Signature};
+        use charter_policy::Signature;
         let mut sigs: Vec<(FunctionName, Signature)> = catalog()
             .actions()
             .map(|f| {
@@ -897,15 +862,6 @@ impl Host {
                 (f.function_name().clone(), sig)
             })
             .collect();
-        sigs.push((
-            FunctionName::new("wasi:http/outgoing-handler", "handle"),
-            Signature {
-                action: "wasi:http/outgoing-handler.handle".into(),
-                params: ["method", "authority", "path"]
-                    .map(|n| (n.to_string(), ParamType::String))
-                    .into(),
-            },
-        ));
         let connectors: Vec<_> = self
             .services
             .connectors
@@ -916,7 +872,9 @@ impl Host {
             .collect();
         for conn in &connectors {
             for (iface, export) in &conn.provides {
-                for (fname, f) in connector_functions(&self.engine, conn, iface) {
+                for (fname, f) in
+                    capabilities::connector::connector_functions(&self.engine, conn, iface)
+                {
                     let sig = Signature {
                         action: format!("{iface}.{fname}"),
                         params: f
@@ -1373,180 +1331,6 @@ fn step_events(
     });
     events.extend(extra);
     events
-}
-
-impl Services {
-    /// The loaded connector providing `iface` (no version).
-    pub(crate) fn connector(&self, iface: &str) -> Result<Arc<LoadedPlugin>, String> {
-        self.connectors
-            .read()
-            .unwrap()
-            .get(iface)
-            .cloned()
-            .ok_or_else(|| format!("no connector is loaded for {iface}"))
-    }
-}
-
-/// The parameter names of every function `component` imports from
-/// `instance` (as imported, with its version).
-fn imported_functions(
-    engine: &Engine,
-    component: &Component,
-    instance: &str,
-) -> HashMap<String, Vec<String>> {
-    use wasmtime::component::types::ComponentItem;
-    let mut out = HashMap::new();
-    for (name, item) in component.component_type().imports(engine) {
-        if name != instance {
-            continue;
-        }
-        if let ComponentItem::ComponentInstance(inst) = item.ty {
-            for (fname, f) in inst.exports(engine) {
-                if let ComponentItem::ComponentFunc(f) = f.ty {
-                    out.insert(
-                        fname.to_string(),
-                        f.params().map(|(p, _)| p.to_string()).collect(),
-                    );
-                }
-            }
-        }
-    }
-    out
-}
-
-/// The functions `conn` exports for the interface `iface` it provides.
-pub(crate) fn connector_functions(
-    engine: &Engine,
-    conn: &LoadedPlugin,
-    iface: &str,
-) -> Vec<(String, wasmtime::component::types::ComponentFunc)> {
-    use wasmtime::component::types::ComponentItem;
-    let Some(export) = conn.provides.get(iface) else {
-        return vec![];
-    };
-    let ty = conn.pre.component().component_type();
-    let mut out = Vec::new();
-    for (name, item) in ty.exports(engine) {
-        if name != export {
-            continue;
-        }
-        if let ComponentItem::ComponentInstance(inst) = item.ty {
-            for (fname, f) in inst.exports(engine) {
-                if let ComponentItem::ComponentFunc(f) = f.ty {
-                    out.push((fname.to_string(), f));
-                }
-            }
-        }
-    }
-    out
-}
-
-/// What a connector call inherits from the step that makes it.
-pub(crate) struct Importer {
-    pub journal: Option<charter_audit::JournalRef>,
-    pub deadline: Instant,
-    pub redactor: mediator::redact::Redactor,
-}
-
-/// Call a connector's export for an importer (the importer's mediator has
-/// already decided and recorded the call). The connector runs under its own
-/// grants, limits and mediator; its own events commit before this returns.
-/// (Long: the connector's whole bounded call — store, deadline, redactor
-/// inheritance, instantiation, typed call, fault mapping, commit — in the
-/// order it must happen; it moves into a connector capability with #11's
-/// remaining work.)
-pub(crate) async fn invoke_connector(
-    services: &Arc<Services>,
-    iface: &str,
-    func: &str,
-    params: &[wasmtime::component::Val],
-    initiator: Option<String>,
-    importer: Option<&Importer>,
-    result_events: impl FnOnce(&Result<Vec<wasmtime::component::Val>, String>) -> Vec<Event>,
-) -> Result<Vec<wasmtime::component::Val>, String> {
-    let conn = services.connector(iface)?;
-    let started = Instant::now();
-    let mut store = new_store(services, &conn.ctx, initiator);
-    let parent = importer.and_then(|i| i.journal.clone());
-    if let Some(i) = importer {
-        let m = &mut store.data_mut().mediator;
-        // The connector works inside its importer's step: never past the
-        // importer's deadline, and never recording a secret the importer
-        // read (and may have handed it as an argument).
-        m.deadline = m.deadline.min(i.deadline);
-        m.inherit_redactions(&i.redactor);
-    }
-    if let Some(p) = parent {
-        // The connector's own calls are journaled under the importer's call,
-        // so its outbound requests carry idempotency keys derived from it.
-        store
-            .data_mut()
-            .mediator
-            .set_journal(Arc::new(workflow::journal::Journal::empty(
-                &p.run,
-                &format!("{}#{}", p.step, p.seq),
-                p.attempt,
-            )));
-    }
-    let export = conn.provides[iface].clone();
-    let deadline = store.data().mediator.deadline;
-    let result = async {
-        let inst = conn.pre.instantiate_async(&mut store).await?;
-        let iidx = inst
-            .get_export_index(&mut store, None, &export)
-            .ok_or_else(|| {
-                wasmtime::Error::msg(format!("{} does not export {export}", conn.name))
-            })?;
-        let fidx = inst
-            .get_export_index(&mut store, Some(&iidx), func)
-            .ok_or_else(|| {
-                wasmtime::Error::msg(format!("{} does not export {export}#{func}", conn.name))
-            })?;
-        let f = inst
-            .get_func(&mut store, fidx)
-            .ok_or_else(|| wasmtime::Error::msg(format!("{export}#{func} is not a function")))?;
-        let n = f.ty(&store).results().len();
-        let mut results = vec![wasmtime::component::Val::Bool(false); n];
-        f.call_async(&mut store, params, &mut results).await?;
-        Ok::<_, wasmtime::Error>(results)
-    };
-    // The connector's host-side waits end at its deadline, like a step's.
-    let timed = tokio::time::timeout_at((deadline + HOST_WAIT_GRACE).into(), result).await;
-    let result = match timed {
-        Ok(r) => r,
-        Err(_) => {
-            let e = deadline_passed(&mut store, &conn.name);
-            Err(wasmtime::Error::msg(e.to_string()))
-        }
-    };
-    let state = store.data_mut();
-    state.drain_stdio();
-    let late = state.mediator.take_late();
-    state.mediator.pending.extend(late);
-    let result = match (state.mediator.fault.clone(), result) {
-        (Some(fault), _) => Err(fault_error(&conn.name, fault)),
-        (None, Err(trap)) => Err(classify_trap(&conn.name, state, &conn.ctx.limits, trap)),
-        (None, Ok(v)) => Ok(v),
-    };
-    // The connector's error reaches its importer (and the importer's
-    // record): through the connector's redaction point first.
-    let result = result.map_err(|e| {
-        let m = &state.mediator;
-        e.map_text(|t| m.redact_text(t, record::MAX_TEXT))
-            .to_string()
-    });
-    let outcome = result.as_ref().map(|_| ()).map_err(|e| e.clone());
-    let extra = result_events(&result);
-    commit_step(
-        services,
-        &mut state.mediator,
-        outcome,
-        started.elapsed().as_micros() as u64,
-        extra,
-    )
-    .await
-    .map_err(|e| format!("event log: {e}"))?;
-    result
 }
 
 async fn compile(

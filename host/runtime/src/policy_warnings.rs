@@ -6,7 +6,7 @@
 use charter_config::FunctionName;
 use charter_policy::Signature;
 
-use crate::connector_functions;
+use crate::capabilities::connector::connector_functions;
 
 impl crate::Host {
     /// Warnings for `charter check`: the arguments of policy-governed
@@ -63,47 +63,5 @@ impl crate::Host {
             }
         }
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use charter_config::{HOST_FUNCTION_EFFECTS, host_function_effect};
-
-    use crate::catalog;
-
-    /// The config crate's catalog of host function effects (which knows
-    /// nothing about WebAssembly) and the runtime's capabilities must agree.
-    #[test]
-    fn config_catalog_agrees_with_the_host_functions() {
-        for (_, f) in catalog().iter() {
-            assert_eq!(
-                host_function_effect(f.function_name()),
-                Some(f.effect()),
-                "{}",
-                f.action()
-            );
-        }
-        let mut host_entries = 0;
-        for (iface, name, effect) in HOST_FUNCTION_EFFECTS {
-            if iface.starts_with("charter:host/") {
-                host_entries += 1;
-                let f = catalog()
-                    .actions()
-                    .find(|f| f.interface.name == *iface && f.name() == *name)
-                    .unwrap_or_else(|| panic!("{iface}.{name} is not a host function"));
-                assert_eq!(f.effect(), *effect, "{iface}.{name}");
-            } else {
-                assert_eq!(
-                    (*iface, *name, *effect),
-                    (
-                        "wasi:http/outgoing-handler",
-                        "handle",
-                        charter_config::Effect::Write
-                    )
-                );
-            }
-        }
-        assert_eq!(host_entries, catalog().actions().count());
     }
 }

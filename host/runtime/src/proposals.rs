@@ -428,16 +428,20 @@ impl Host {
     ) -> Result<Value, String> {
         let conn = self.services.connector(iface)?;
         let params: Vec<(String, wasmtime::component::types::Type)> =
-            crate::connector_functions(&self.services.engine, &conn, iface)
-                .into_iter()
-                .find(|(n, _)| n == func)
-                .map(|(_, f)| f.params().map(|(n, t)| (n.to_string(), t)).collect())
-                .ok_or_else(|| format!("{iface}#{func} not found in connector {}", conn.name))?;
+            crate::capabilities::connector::connector_functions(
+                &self.services.engine,
+                &conn,
+                iface,
+            )
+            .into_iter()
+            .find(|(n, _)| n == func)
+            .map(|(_, f)| f.params().map(|(n, t)| (n.to_string(), t)).collect())
+            .ok_or_else(|| format!("{iface}#{func} not found in connector {}", conn.name))?;
         let vals = params
             .iter()
             .map(|(n, t)| values::from_json(args.get(n).unwrap_or(&Value::Null), t))
             .collect::<Result<Vec<_>, _>>()?;
-        let out = crate::invoke_connector(
+        let out = crate::capabilities::connector::invoke_connector(
             &self.services,
             iface,
             func,

@@ -348,7 +348,12 @@ fn deployment(case: &Case) -> Result<Deployment, String> {
     wfs.insert("case".into(), case.workflow.clone().into());
     doc.insert("workflows".into(), wfs.into());
     let text = toml::to_string(&doc).map_err(|e| e.to_string())?;
-    Deployment::parse(&text, Path::new("/nonexistent/charter.toml")).map_err(|e| e.to_string())
+    Deployment::parse(
+        &text,
+        Path::new("/nonexistent/charter.toml"),
+        charter_runtime::host_catalog(),
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Run one case; `Err` says what differs.

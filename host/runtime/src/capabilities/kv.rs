@@ -27,7 +27,7 @@ const KEY: &[(&str, Param)] = &[("key", Param::String)];
 
 pub(super) const INTERFACE: Interface = Interface {
     name: "charter:host/kv",
-    since: "0.1.0",
+    since: Some("0.1.0"),
     functions: &[
         Function::read("get", KEY),
         Function::write("set", &[("key", Param::String), ("value", Param::String)]),

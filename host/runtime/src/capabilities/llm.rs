@@ -25,7 +25,7 @@ pub const MAX_LABELS: usize = 256;
 
 pub(super) const INTERFACE: Interface = Interface {
     name: "charter:host/llm",
-    since: "0.1.0",
+    since: Some("0.1.0"),
     functions: &[
         Function {
             replay: true,

@@ -15,7 +15,7 @@ use crate::state::HostState;
 
 pub(super) const INTERFACE: Interface = Interface {
     name: "charter:host/log",
-    since: "0.1.0",
+    since: Some("0.1.0"),
     functions: &[Function {
         voice: true,
         ..Function::read(

@@ -11,18 +11,18 @@
 //! The mediator knows no capability by name: it runs one pipeline over
 //! [`HostFunction`]s (count → grant re-check → argument checks → journal →
 //! policy → record → execute, see `Mediator::dispatch`), and the linker
-//! asks the registry to link each granted function. Adding a capability is
-//! one module here, one line in [`BUILTINS`], its WIT (a new
-//! `wit/host@VERSION` folder, added to [`SERVED`]), its SDK helpers, and in
-//! `charter-config` (which knows nothing of WebAssembly) its effect in
-//! `HOST_FUNCTION_EFFECTS` (a test checks the two agree) and any section of
-//! `charter.toml` it reads.
+//! asks the registry to link each granted function. `charter-config`
+//! validates a deployment against [`host_catalog`], built here from the
+//! modules' interfaces. Adding a capability is one module here, one line
+//! in [`BUILTINS`], its WIT (a new `wit/host@VERSION` folder, added to
+//! [`SERVED`]), its SDK helpers, and any new section of `charter.toml` it
+//! reads (parsed by `charter-config`). See ARCHITECTURE.md, "Adding a
+//! capability".
 //!
-//! Not yet capabilities of this shape: outbound HTTP (`wasi:http`, linked
-//! by wasmtime-wasi-http, decided in the mediator's `WasiHttpHooks`) and
-//! connector functions (dynamic trampolines in `sandbox/linker.rs`). They
-//! run the same pipeline stages (`admit`, `gate`, `rule`, `hold`,
-//! `call_event`), written out for streamed bodies and dynamic types.
+//! Outbound HTTP (`http`: `wasi:http` linked whole, its stages run in the
+//! store's `WasiHttpHooks` for a streamed body) and connector functions
+//! (`connector`: an interface another plugin provides, with dynamic
+//! trampolines; not in the catalog) are modules of the same kind.
 //!
 //! The host serves every version in [`SERVED`] side by side: a function is
 //! linked at each served version from its interface's `since` on, so a
@@ -33,13 +33,17 @@
 //! [`Capability::execute`], which takes an [`Exec`] that only the mediator's
 //! pipeline can make (after every check has passed).
 
+pub(crate) mod connector;
 mod explain;
+mod http;
 mod kv;
 mod llm;
 pub mod llm_provider;
 mod log;
 mod notify;
 mod secrets;
+#[cfg(test)]
+mod wit_check;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
@@ -129,8 +133,11 @@ impl Function {
 pub struct Interface {
     /// `charter:host/kv`
     pub name: &'static str,
-    /// The first `charter:host` version holding this interface.
-    pub since: &'static str,
+    /// The first `charter:host` version holding this interface; `None`
+    /// for an interface of another package that the capability links
+    /// whole at whatever version the plugin imports (`wasi:http`): one
+    /// catalog entry, named without a version.
+    pub since: Option<&'static str>,
     pub functions: &'static [Function],
 }
 
@@ -165,6 +172,9 @@ impl HostFunction {
     }
     /// `charter:host/kv@0.1.0`: the instance it is linked in.
     pub fn instance(&self) -> String {
+        if self.version.is_empty() {
+            return self.interface.name.to_string();
+        }
         format!("{}@{}", self.interface.name, self.version)
     }
     pub fn name(&self) -> &'static str {
@@ -192,6 +202,17 @@ pub struct FnId(u16);
 #[derive(Debug)]
 pub struct Catalog {
     entries: Vec<HostFunction>,
+    /// (interface, function, effect) once per function, any version: what
+    /// `charter-config` validates a deployment against.
+    effects: Vec<(&'static str, &'static str, Effect)>,
+}
+
+/// The catalog as `charter-config` sees it: the host's own functions and
+/// their effects, declared by the capabilities alone.
+impl charter_config::HostCatalog for Catalog {
+    fn host_functions(&self) -> &[(&'static str, &'static str, Effect)] {
+        &self.effects
+    }
 }
 
 impl Catalog {
@@ -207,11 +228,21 @@ impl Catalog {
     /// The function `name` of `instance` (`charter:host/kv@0.1.0`), if the
     /// host serves it at that version.
     pub fn lookup(&self, instance: &str, name: &str) -> Option<FnId> {
-        let (iface, version) = instance.split_once('@')?;
+        let (iface, version) = instance.split_once('@').unwrap_or((instance, ""));
         self.iter()
             .find(|(_, f)| f.interface.name == iface && f.version == version && f.name() == name)
             .map(|(id, _)| id)
     }
+    /// Whether `interface` (no version) is of a package the host's
+    /// capabilities own (`charter:host`, `wasi:http`): never a connector's.
+    pub fn owns_package(&self, interface: &str) -> bool {
+        let package = |i: &str| i.split('/').next().unwrap_or(i).to_string();
+        let wanted = package(interface);
+        self.entries
+            .iter()
+            .any(|f| package(f.interface.name) == wanted)
+    }
+
     /// The functions of the interface (no version), one per function at
     /// its newest served version (for policy and reports).
     pub fn actions(&self) -> impl Iterator<Item = &HostFunction> {
@@ -242,7 +273,7 @@ impl Catalog {
                 .map(|f| f.version)
                 .collect::<Vec<_>>()
                 .join(", "),
-            first.interface.since,
+            first.interface.since.unwrap_or_default(),
             SERVED.last().copied().unwrap_or_default(),
         ))
     }
@@ -258,30 +289,55 @@ pub fn catalog() -> &'static Catalog {
     static CATALOG: OnceLock<Catalog> = OnceLock::new();
     CATALOG.get_or_init(|| {
         let mut entries = Vec::new();
+        let mut add = |cap: usize, iface: &'static Interface, version: &'static str| {
+            for function in iface.functions {
+                let instance = match version {
+                    "" => iface.name.to_string(),
+                    v => format!("{}@{v}", iface.name),
+                };
+                entries.push(HostFunction {
+                    interface: iface,
+                    function,
+                    version,
+                    cap,
+                    display: format!("{instance}#{}", function.name),
+                    action: format!("{}.{}", iface.name, function.name),
+                    fname: FunctionName::new(&instance, function.name),
+                });
+            }
+        };
         for version in SERVED {
             for (cap, b) in BUILTINS.iter().enumerate() {
-                let iface = b.interface;
-                if version_key(version) < version_key(iface.since) {
-                    continue;
-                }
-                for function in iface.functions {
-                    entries.push(HostFunction {
-                        interface: iface,
-                        function,
-                        version,
-                        cap,
-                        display: format!("{}@{version}#{}", iface.name, function.name),
-                        action: format!("{}.{}", iface.name, function.name),
-                        fname: FunctionName::new(
-                            &format!("{}@{version}", iface.name),
-                            function.name,
-                        ),
-                    });
+                match b.interface.since {
+                    Some(since) if version_key(version) >= version_key(since) => {
+                        add(cap, b.interface, version)
+                    }
+                    _ => {}
                 }
             }
         }
-        Catalog { entries }
+        for (cap, b) in BUILTINS.iter().enumerate() {
+            if b.interface.since.is_none() {
+                add(cap, b.interface, "");
+            }
+        }
+        let effects = BUILTINS
+            .iter()
+            .flat_map(|b| {
+                b.interface
+                    .functions
+                    .iter()
+                    .map(|f| (b.interface.name, f.name, f.effect))
+            })
+            .collect();
+        Catalog { entries, effects }
     })
+}
+
+/// The host's catalog as `charter-config` takes it
+/// ([`Deployment::parse`](charter_config::Deployment::parse)).
+pub fn host_catalog() -> &'static dyn charter_config::HostCatalog {
+    catalog()
 }
 
 /// Why a call's arguments are refused before anything is decided.
@@ -328,10 +384,28 @@ pub(crate) trait Capability: Send + Sync {
     /// call into JSON arguments for the pipeline and its reply back.
     fn link(
         &self,
-        inst: &mut LinkerInstance<'_, HostState>,
+        _inst: &mut LinkerInstance<'_, HostState>,
+        _id: FnId,
+        f: &'static HostFunction,
+    ) -> wasmtime::Result<()> {
+        Err(wasmtime::Error::msg(format!(
+            "internal: {} has no linking",
+            f.display()
+        )))
+    }
+
+    /// Define `f` (granted) in `linker`: in its instance by
+    /// [`link`](Self::link), unless the capability links its interface
+    /// whole (`wasi:http`).
+    fn link_into(
+        &self,
+        linker: &mut wasmtime::component::Linker<HostState>,
         id: FnId,
         f: &'static HostFunction,
-    ) -> wasmtime::Result<()>;
+    ) -> wasmtime::Result<()> {
+        let mut inst = linker.instance(&f.instance())?;
+        self.link(&mut inst, id, f)
+    }
 
     /// Execute an allowed call.
     fn execute(&self, args: &Value, x: Exec<'_>) -> Dispatch;
@@ -361,6 +435,7 @@ const BUILTINS: &[Builtin] = &[
     llm::BUILTIN,
     explain::BUILTIN,
     notify::BUILTIN,
+    http::BUILTIN,
 ];
 
 /// A host's capabilities, built from its deployment.
@@ -401,8 +476,19 @@ impl Registry {
         id: FnId,
     ) -> wasmtime::Result<()> {
         let f = catalog().get(id);
-        let mut inst = linker.instance(&f.instance())?;
-        self.capability(f).link(&mut inst, id, f)
+        self.capability(f).link_into(linker, id, f)
+    }
+
+    /// Define the connector-provided function `func` of `instance` (as
+    /// imported) in `linker`: its importer's pipeline, then the connector
+    /// (see [`connector`]).
+    pub fn link_provided(
+        &self,
+        linker: &mut wasmtime::component::Linker<HostState>,
+        instance: &str,
+        func: &str,
+    ) -> wasmtime::Result<()> {
+        connector::link(linker, instance, func)
     }
 }
 
@@ -541,5 +627,47 @@ mod tests {
             .unserved("charter:host/notify@0.1.0", "send")
             .unwrap();
         assert!(why.contains("from 0.2.0 on"), "{why}");
+        // wasi:http is one unversioned entry, linked whole.
+        let http = catalog()
+            .lookup("wasi:http/outgoing-handler", "handle")
+            .unwrap();
+        assert_eq!(
+            catalog().get(http).display(),
+            "wasi:http/outgoing-handler#handle"
+        );
+        assert!(catalog().owns_package("wasi:http/types"));
+        assert!(catalog().owns_package("charter:host/anything"));
+        assert!(!catalog().owns_package("acme:payments/refunds"));
+    }
+
+    /// What `charter-config` validates deployments against is what the
+    /// capabilities declare: every function once, with its effect, and
+    /// the effects the configuration's documentation promises.
+    #[test]
+    fn config_sees_the_capabilities_catalog() {
+        let seen = host_catalog().host_functions();
+        assert_eq!(seen.len(), catalog().actions().count());
+        for f in catalog().actions() {
+            assert_eq!(
+                host_catalog().host_function_effect(f.function_name()),
+                Some(f.effect()),
+                "{}",
+                f.action()
+            );
+        }
+        let writes: BTreeSet<String> = seen
+            .iter()
+            .filter(|(_, _, e)| *e == Effect::Write)
+            .map(|(i, n, _)| format!("{i}.{n}"))
+            .collect();
+        let documented: BTreeSet<String> = [
+            "charter:host/kv.set",
+            "charter:host/kv.delete",
+            "charter:host/notify.send",
+            "wasi:http/outgoing-handler.handle",
+        ]
+        .map(String::from)
+        .into();
+        assert_eq!(writes, documented);
     }
 }

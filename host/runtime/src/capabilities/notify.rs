@@ -41,7 +41,7 @@ pub const MAX_BODY: usize = 32 << 10;
 
 pub(super) const INTERFACE: Interface = Interface {
     name: "charter:host/notify",
-    since: "0.2.0",
+    since: Some("0.2.0"),
     functions: &[Function {
         replay: true,
         leaves_host: true,

@@ -19,7 +19,7 @@ use crate::state::HostState;
 
 pub(super) const INTERFACE: Interface = Interface {
     name: "charter:host/secrets",
-    since: "0.1.0",
+    since: Some("0.1.0"),
     functions: &[Function {
         result_shown: false,
         ..Function::read("get", &[("name", Param::String)])

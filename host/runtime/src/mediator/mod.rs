@@ -29,7 +29,6 @@ use std::time::Duration;
 
 use charter_config::Limits;
 use charter_store::Store;
-use wasmtime_wasi_http::{WasiBody, WasiHttpHooks};
 
 use charter_audit::{Decision, Event};
 
@@ -123,8 +122,8 @@ pub(crate) struct PluginContext {
     /// Granted host functions that a group's policies decide.
     pub governed: BTreeSet<FnId>,
     /// Argument grants (secret names, channel names) by interface.
+    /// (Argument grants of `wasi:http`: the hosts its groups allow.)
     pub grants: std::collections::BTreeMap<&'static str, BTreeSet<String>>,
-    pub hosts: BTreeSet<String>,
     pub limits: Limits,
 }
 
@@ -194,8 +193,6 @@ pub(crate) struct Mediator {
     /// What the step has recorded and holds, against
     /// `limits.max_recorded_mib`.
     budget: Budget,
-    /// Bytes of request bodies the step's requests hold right now.
-    held: Arc<std::sync::atomic::AtomicU64>,
     /// The step's journal when it runs inside a workflow run.
     pub journal: Option<Arc<crate::workflow::journal::Journal>>,
     /// Calls answered from the journal.
@@ -216,11 +213,11 @@ pub(crate) struct Mediator {
 /// What a call that finishes outside the store reports back to its step.
 #[derive(Default)]
 pub(crate) struct Late {
-    events: Vec<Event>,
-    fault: Option<Fault>,
+    pub(crate) events: Vec<Event>,
+    pub(crate) fault: Option<Fault>,
     /// A proposal whose request body is still being read: the step is
     /// already suspended on it, and it is recorded once the body is whole.
-    unrecorded: Option<String>,
+    pub(crate) unrecorded: Option<String>,
 }
 
 static STEP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -247,7 +244,6 @@ impl Mediator {
             rationale: None,
             revealed: Redactor::default(),
             budget: Budget::new(ctx.limits.max_recorded_bytes),
-            held: Default::default(),
             journal: None,
             replayed: 0,
             last_call: None,
@@ -465,6 +461,26 @@ impl Mediator {
         });
     }
 
+    /// Where calls that finish outside the store report back.
+    pub(crate) fn late(&self) -> Arc<std::sync::Mutex<Late>> {
+        self.late.clone()
+    }
+
+    /// The journal position the next call takes.
+    pub(crate) fn next_position(&self) -> u64 {
+        self.call_n + 1
+    }
+
+    /// The step's name (`run/step/attempt` in a workflow run).
+    pub(crate) fn step_name(&self) -> &str {
+        &self.step
+    }
+
+    /// The step's redaction point, for work that outlives the call.
+    pub(crate) fn redactor(&self) -> Redactor {
+        self.revealed.clone()
+    }
+
     pub(crate) fn next_call_id(&mut self) -> String {
         self.call_n += 1;
         format!("{}/{}", self.step, self.call_n)
@@ -487,8 +503,8 @@ impl Mediator {
     }
 
     /// What a connector called from this step inherits from it.
-    pub(crate) fn importer(&self) -> crate::Importer {
-        crate::Importer {
+    pub(crate) fn importer(&self) -> crate::capabilities::connector::Importer {
+        crate::capabilities::connector::Importer {
             journal: self.jref(),
             deadline: self.deadline,
             redactor: self.revealed.clone(),
@@ -1110,368 +1126,6 @@ impl Mediator {
             self.dropped_logs += 1;
         }
     }
-}
-
-/// Outbound `wasi:http` passes here: counted, checked against the grant's
-/// host allow-list, bounded by the host-side timeout.
-impl WasiHttpHooks for Mediator {
-    fn send_request(
-        &mut self,
-        request: http::Request<WasiBody>,
-        options: Option<wasmtime_wasi_http::RequestOptions>,
-        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = wasmtime_wasi_http::Result<(
-                    http::Response<WasiBody>,
-                    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                )>,
-            > + Send,
-    > {
-        drop(fut);
-        const FUNC: &str = "wasi:http/outgoing-handler#handle";
-        let authority = request
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_ascii_lowercase())
-            .unwrap_or_default();
-        let scheme_port = match request.uri().scheme_str() {
-            Some("https") => 443,
-            _ => 80,
-        };
-        // `host` alone in the allow-list means the scheme's default port.
-        let allowed = self.ctx.hosts.contains(&authority)
-            || (!authority.contains(':')
-                && self
-                    .ctx
-                    .hosts
-                    .contains(&format!("{authority}:{scheme_port}")))
-            || authority
-                .strip_suffix(&format!(":{scheme_port}"))
-                .is_some_and(|h| self.ctx.hosts.contains(h));
-        if let Err(e) = self.admit(FUNC, true) {
-            tracing::warn!(plugin = %self.ctx.name, "{}", self.redact(&e.to_string()));
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
-        // What policy sees and the record shows. The query is left out (it
-        // often carries credentials the step did not read as secrets); the
-        // whole request, query included, is compared by its digest.
-        let args = serde_json::json!({
-            "method": request.method().as_str(),
-            "authority": authority,
-            "path": request.uri().path(),
-        });
-        if record::json_size(&args) > record::MAX_RECORDED_ARGS {
-            self.refuse_oversize(
-                FUNC,
-                &args,
-                format!(
-                    "the request's method, authority and path are over {} bytes",
-                    record::MAX_RECORDED_ARGS
-                ),
-            );
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
-        if !allowed {
-            let hosts: Vec<_> = self.ctx.hosts.iter().cloned().collect();
-            self.deny_recorded(
-                FUNC,
-                &args,
-                format!(
-                    "host {authority:?} is not in the grant's allow_hosts [{}]",
-                    hosts.join(", ")
-                ),
-            );
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
-        let fname = charter_config::FunctionName::new("wasi:http/outgoing-handler", "handle");
-        const ACTION: &str = "wasi:http/outgoing-handler.handle";
-        // HTTP responses are not journaled: on replay the request is sent
-        // again with the same idempotency key, and the receiver answers it.
-        let ruling = match self.gate(FUNC, &args, false) {
-            Err(e) => {
-                tracing::warn!(plugin = %self.ctx.name, "{e}");
-                return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-            }
-            Ok(Gate::Approved(p)) => self.approved_ruling(&fname, ACTION, &args, &p),
-            Ok(_) => self.rule(&fname, ACTION, &args),
-        };
-        // What this position's earlier attempt sent, if any: the whole
-        // request must be the same, or it is not sent (checked once the
-        // body is complete, below).
-        let position = self.call_n + 1;
-        let recorded = self
-            .journal
-            .as_ref()
-            .and_then(|j| j.request_digest(position));
-        let call_id = self.next_call_id();
-        let mut request = request;
-        if let Some(key) = self.idempotency_key()
-            && let Ok(v) = http::HeaderValue::from_str(&key)
-        {
-            request.headers_mut().insert("idempotency-key", v);
-        }
-        if ruling.decision == Decision::Deny {
-            self.hold(&call_id, FUNC, &args, &ruling);
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
-        // A proposed request is recorded once its body is complete, with the
-        // digest of the whole request: approval binds to all of it, and the
-        // approved re-run sends only the same request (checked below).
-        let proposed = (ruling.decision == Decision::Propose)
-            .then(|| self.proposal(&call_id, FUNC, &args, &ruling));
-        if let Some((_, fault)) = &proposed {
-            // The step is suspended now: its next call gets nothing more.
-            if let Fault::Proposed { id, .. } = fault {
-                self.late
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .unrecorded = Some(id.clone());
-            }
-            self.fault.get_or_insert(fault.clone());
-        }
-        // An outbound request is an effect outside the host: its decision is
-        // on disk before the request leaves.
-        let mut decided = self.call_event(&call_id, FUNC, &args, &ruling);
-        let log = self.services.log.clone();
-        tracing::debug!(plugin = %self.ctx.name, authority = %self.redact(&authority), "outbound http");
-        let t = self.call_timeout();
-        let mut options = options.unwrap_or_default();
-        options.connect_timeout = Some(options.connect_timeout.map_or(t, |c| c.min(t)));
-        options.first_byte_timeout = Some(options.first_byte_timeout.map_or(t, |c| c.min(t)));
-        options.between_bytes_timeout = Some(options.between_bytes_timeout.map_or(t, |c| c.min(t)));
-        let late = self.late.clone();
-        let journaled = self.journal.is_some();
-        let plugin = self.ctx.name.clone();
-        let step = self.step.clone();
-        // The body is held on the step's behalf until it is sent: every
-        // request's bytes count against one share of the budget.
-        let held = Held {
-            bytes: self.held.clone(),
-            max: self.budget_left(),
-        };
-        let deadline = tokio::time::Instant::from_std(self.deadline);
-        let at_deadline = self.deadline_detail("an outbound request was");
-        let redactor = self.revealed.clone();
-        let span = self.call_span(FUNC);
-        Box::new(tracing::Instrument::instrument(
-            async move {
-                use http_body_util::BodyExt;
-                let fail = |fault: Fault| {
-                    let mut l = late.lock().unwrap_or_else(|p| p.into_inner());
-                    l.fault.get_or_insert(fault);
-                    Err(wasmtime_wasi_http::Error::HttpRequestDenied)
-                };
-                let past_deadline = || Fault::Limit(LimitKind::Deadline, at_deadline.clone());
-                let (parts, body) = request.into_parts();
-                let body = match tokio::time::timeout_at(deadline, read_body(body, &held)).await {
-                    Err(_) => return fail(past_deadline()),
-                    Ok(Ok(b)) => b,
-                    Ok(Err(Some(detail))) => {
-                        return fail(Fault::Limit(LimitKind::Recorded, detail));
-                    }
-                    Ok(Err(None)) => {
-                        return Err(wasmtime_wasi_http::Error::HttpRequestBodySize(None));
-                    }
-                };
-                // Held until the request is done with (sent or not).
-                let _release = held.hold(body.len() as u64);
-                let digest = request_digest(&parts, &body);
-                if let Some((mut events, fault)) = proposed {
-                    if let Some(Event::Call { request, .. }) = events.first_mut() {
-                        *request = Some(digest);
-                    }
-                    let mut l = late.lock().unwrap_or_else(|p| p.into_inner());
-                    l.events.extend(events);
-                    l.fault.get_or_insert(fault);
-                    l.unrecorded = None;
-                    return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
-                }
-                if let Some(before) = recorded
-                    && before != digest
-                {
-                    let msg = format!(
-                        "call {position} of step {step} sent request {}, but this attempt's request is {} (method, URL, headers or body differ under the same idempotency key); not sent",
-                        &before[..before.len().min(19)],
-                        &digest[..19]
-                    );
-                    tracing::warn!(%plugin, "non-deterministic step: {msg}");
-                    return fail(Fault::NonDeterministic(msg));
-                }
-                if let Event::Call { request, .. } = &mut decided {
-                    *request = Some(digest);
-                }
-                if let Err(e) = log.append(vec![decided]).await {
-                    tracing::error!("event log: {e}; request not sent");
-                    return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
-                }
-                let request = http::Request::from_parts(
-                    parts,
-                    http_body_util::Full::new(body)
-                        .map_err(|never| match never {})
-                        .boxed_unsync(),
-                );
-                let started = std::time::Instant::now();
-                let send = wasmtime_wasi_http::default_send_request(request, Some(options));
-                // The request's own timeouts are cut to the deadline; this ends
-                // whatever else could wait (a slow connect, a dribbling header).
-                let (sent, late_fault) = match tokio::time::timeout_at(deadline, send).await {
-                    // A request that failed at the deadline (its own timeouts
-                    // are cut to it) failed because of it: a limit.
-                    Ok(Err(e))
-                        if tokio::time::Instant::now() + Duration::from_millis(5) >= deadline =>
-                    {
-                        (Err(e), Some(past_deadline()))
-                    }
-                    Ok(r) => (r, None),
-                    Err(_) => (
-                        Err(wasmtime_wasi_http::Error::ConnectionTimeout),
-                        Some(past_deadline()),
-                    ),
-                };
-                if let Some(f) = late_fault {
-                    late.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .fault
-                        .get_or_insert(f);
-                }
-                // In a workflow run the response's status is journaled (the body
-                // is the receiver's to repeat: the request carries an
-                // idempotency key).
-                if journaled {
-                    let (ok, summary, result) = match &sent {
-                        Ok((res, _)) => (
-                            true,
-                            format!("HTTP {}", res.status().as_u16()),
-                            Some(serde_json::json!({"status": res.status().as_u16()})),
-                        ),
-                        Err(e) => (
-                            false,
-                            record::text(&redactor.redact(&format!("{e:?}"))),
-                            None,
-                        ),
-                    };
-                    let mut l = late.lock().unwrap_or_else(|p| p.into_inner());
-                    l.events.push(Event::CallResult {
-                        call: call_id,
-                        plugin,
-                        function: FUNC.to_string(),
-                        ok,
-                        summary,
-                        duration_us: started.elapsed().as_micros() as u64,
-                        proposal: None,
-                        result,
-                    });
-                }
-                let (res, io) = sent?;
-                Ok((
-                    res.map(BodyExt::boxed_unsync),
-                    Box::new(io) as Box<dyn Future<Output = _> + Send>,
-                ))
-            },
-            span,
-        ))
-    }
-}
-
-/// Request bodies a step's requests hold at once, against what is left of
-/// its budget: however many requests a guest opens, together they hold at
-/// most that.
-struct Held {
-    bytes: Arc<std::sync::atomic::AtomicU64>,
-    max: u64,
-}
-
-/// Bytes held until dropped.
-struct Hold {
-    bytes: Arc<std::sync::atomic::AtomicU64>,
-    n: u64,
-}
-
-impl Drop for Hold {
-    fn drop(&mut self) {
-        self.bytes
-            .fetch_sub(self.n, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl Held {
-    /// Count `n` more bytes held; `false` when that goes over the share.
-    fn take(&self, n: u64) -> bool {
-        let before = self
-            .bytes
-            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        before + n <= self.max
-    }
-
-    /// Keep `n` bytes (counted by `take` while the body was read) held
-    /// until the guard drops.
-    fn hold(&self, n: u64) -> Hold {
-        Hold {
-            bytes: self.bytes.clone(),
-            n,
-        }
-    }
-}
-
-/// An outgoing request's body, read whole and counted as held (`Err(Some)`
-/// over the step's share), `Err(None)` if the guest's body stream failed.
-async fn read_body(body: WasiBody, held: &Held) -> Result<bytes::Bytes, Option<String>> {
-    use http_body_util::BodyExt;
-    let mut body = body;
-    let mut buf = bytes::BytesMut::new();
-    let mut counted = 0u64;
-    let result = loop {
-        let Some(frame) = body.frame().await else {
-            break Ok(());
-        };
-        let Ok(frame) = frame else { break Err(None) };
-        if let Ok(data) = frame.into_data() {
-            counted += data.len() as u64;
-            if !held.take(data.len() as u64) {
-                break Err(Some(format!(
-                    "outgoing request bodies over {} bytes at once (what is left of limits.max_recorded_mib)",
-                    held.max
-                )));
-            }
-            buf.extend_from_slice(&data);
-        }
-    };
-    if result.is_err() {
-        // Nothing is held for a body that was refused.
-        held.bytes
-            .fetch_sub(counted, std::sync::atomic::Ordering::Relaxed);
-    }
-    result.map(|()| buf.freeze())
-}
-
-/// `sha256:` of a whole outgoing request: method, URL with query, every
-/// header the guest set (sorted; not the host's `idempotency-key` or
-/// `host`), and the body. Recorded with the call, compared on replay.
-pub(crate) fn request_digest(parts: &http::request::Parts, body: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(parts.method.as_str().as_bytes());
-    h.update(b"\n");
-    h.update(parts.uri.to_string().as_bytes());
-    h.update(b"\n");
-    let mut headers: Vec<(&str, &[u8])> = parts
-        .headers
-        .iter()
-        .filter(|(k, _)| *k != "idempotency-key" && *k != http::header::HOST)
-        .map(|(k, v)| (k.as_str(), v.as_bytes()))
-        .collect();
-    headers.sort();
-    for (k, v) in headers {
-        h.update(k.as_bytes());
-        h.update(b": ");
-        h.update(v);
-        h.update(b"\n");
-    }
-    h.update(b"\n");
-    h.update((body.len() as u64).to_le_bytes());
-    h.update(body);
-    format!("sha256:{}", hex::encode(h.finalize()))
 }
 
 /// What a suspending fault says to the guest.

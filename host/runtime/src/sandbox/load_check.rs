@@ -89,7 +89,6 @@ pub(crate) fn grant_set(dep: &Deployment, spec: &PluginSpec) -> GrantSet {
     GrantSet {
         wasi: spec.wasi,
         host,
-        http: grants_http(dep, spec),
         connectors: BTreeSet::new(),
     }
 }

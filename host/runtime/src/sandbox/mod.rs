@@ -11,9 +11,8 @@
 //! - `limits.rs`: enforcement point 4 in the store (the memory cap).
 //!
 //! Point 3, the call, is `mediator/`. Nothing here depends on the
-//! composition root (`lib.rs`) except the linker's connector trampolines,
-//! which call `invoke_connector` (to move with the connectors into
-//! `capabilities/`).
+//! composition root (`lib.rs`); the linker names no capability (each
+//! links its own, connectors included, through `capabilities::Registry`).
 
 pub mod engine;
 pub mod inspect;

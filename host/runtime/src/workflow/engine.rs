@@ -671,6 +671,7 @@ mod tests {
         let d = Deployment::parse(
             "[deployment]\nname = \"t\"\nphase = 1\n[approvers.olga]\nroles = [\"operator\"]\n[workflows.w]\n[[workflows.w.steps]]\nid = \"a\"\nplugin = \"p\"\non_failure = \"escalate\"\n",
             std::path::Path::new("/nonexistent/charter.toml"),
+            crate::host_catalog(),
         )
         .unwrap();
         d.workflows["w"].clone()
