@@ -206,10 +206,15 @@ pub fn variant(name: &str, echo: &Path, flood_wasm: &Path) -> Result<()> {
             governed(name, n, echo, flood_wasm)?;
         }
         "durable-step" => {
-            crate::durable_steps(echo, n as usize, true)?;
+            let d = crate::durable_steps(echo, n as usize, true)?;
+            println!("{:.0} steps/s, {:.1} steps per fdatasync", d.0, d.4);
         }
         "workflow-step" => {
-            crate::durable_workflows(echo, (n / 3) as usize, 128)?;
+            let w = crate::durable_workflows(echo, (n / 3) as usize, 128)?;
+            println!(
+                "{:.0} steps/s, {:.1} steps per fdatasync, p50 {:.2} ms",
+                w.steps_per_s, w.steps_per_sync, w.p50_ms
+            );
         }
         other => anyhow::bail!("unknown CHARTER_BENCH_VARIANT {other}"),
     }

@@ -152,7 +152,12 @@ pub(crate) fn raw_step(engine: &Engine, pre: &InstancePre<Raw>, input: &str) -> 
     raw_step_capped(engine, pre, input, FLOOD_CAP)
 }
 
-pub(crate) fn raw_step_capped(engine: &Engine, pre: &InstancePre<Raw>, input: &str, cap: u64) -> Result<()> {
+pub(crate) fn raw_step_capped(
+    engine: &Engine,
+    pre: &InstancePre<Raw>,
+    input: &str,
+    cap: u64,
+) -> Result<()> {
     let mut store = Store::new(
         engine,
         Raw {
@@ -514,7 +519,11 @@ struct WorkflowFigures {
 
 /// Runs of a 3-step workflow of trivial steps (fx-echo, no host calls)
 /// with the durable log and sled indexes, `in_flight` runs at a time.
-pub(crate) fn durable_workflows(echo: &Path, runs: usize, in_flight: usize) -> Result<WorkflowFigures> {
+pub(crate) fn durable_workflows(
+    echo: &Path,
+    runs: usize,
+    in_flight: usize,
+) -> Result<WorkflowFigures> {
     let dir = tempfile::tempdir_in(root().join("target"))?;
     let toml = format!(
         "[deployment]\nname = \"workflows\"\nphase = 1\ndata_dir = \"{}\"\n\

@@ -19,6 +19,7 @@
 //! are coordination, not derived state, and are the one thing written
 //! outside [`apply`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -311,6 +312,9 @@ fn restore(text: &str, plugin: &str, secrets: &[String], resolve: Resolve<'_>) -
 struct Overlay<'a> {
     store: &'a dyn Store,
     batch: Batch,
+    /// Runs this apply changed, decoded: each is read once and written
+    /// once per apply, however many of its events the batch holds.
+    runs: HashMap<String, RunState>,
 }
 
 impl Overlay<'_> {
@@ -330,6 +334,25 @@ impl Overlay<'_> {
         Ok(self
             .get(ns, key)?
             .and_then(|s| serde_json::from_str(&s).ok()))
+    }
+    /// Run `run`'s state as this apply has it so far, if the run exists.
+    fn run_mut(&mut self, run: &str) -> Result<Option<&mut RunState>, IndexError> {
+        if !self.runs.contains_key(run) {
+            match self.get_json::<RunState>(RUNS, run)? {
+                Some(st) => {
+                    self.runs.insert(run.to_string(), st);
+                }
+                None => return Ok(None),
+            }
+        }
+        Ok(self.runs.get_mut(run))
+    }
+    /// Write the runs this apply changed into its batch.
+    fn put_runs(&mut self) -> Result<(), IndexError> {
+        for (run, st) in std::mem::take(&mut self.runs) {
+            self.put_json(RUNS, &run, &st)?;
+        }
+        Ok(())
     }
     fn put_json<T: Serialize>(&mut self, ns: &str, key: &str, v: &T) -> Result<(), IndexError> {
         let text = serde_json::to_string(v).map_err(|source| IndexError::Encode {
@@ -366,6 +389,7 @@ pub fn apply_with(
     let mut o = Overlay {
         store,
         batch: Batch::default(),
+        runs: HashMap::new(),
     };
     for (i, r) in records.iter().enumerate() {
         apply_one(&mut o, r, resolve)?;
@@ -373,6 +397,7 @@ pub fn apply_with(
             index_run(&mut o, r, at)?;
         }
     }
+    o.put_runs()?;
     o.batch.put(META, "applied_seq", &last.seq.to_string());
     if let Some(at) = positions.get(records.len() - 1) {
         o.batch.put(META, "applied_at", &at.to_string());
@@ -516,16 +541,15 @@ fn apply_one(o: &mut Overlay<'_>, r: &Record, resolve: Resolve<'_>) -> Result<()
         Event::ConfigLoaded { digest, .. } => o.batch.put(META, "config_digest", digest),
         Event::RunStarted { run, .. } => {
             if let Some(st) = RunState::start(&r.event, r.seq, r.time_ms) {
-                o.put_json(RUNS, run, &st)?;
+                o.runs.insert(run.clone(), st);
             }
         }
         Event::StepAttempt { run, .. }
         | Event::Escalated { run, .. }
         | Event::EscalationResolved { run, .. }
         | Event::RunFinished { run, .. } => {
-            if let Some(mut st) = o.get_json::<RunState>(RUNS, run)? {
+            if let Some(st) = o.run_mut(run)? {
                 st.apply(&r.event, r.time_ms);
-                o.put_json(RUNS, run, &st)?;
             }
             match &r.event {
                 Event::Escalated { id, .. } => {
@@ -760,7 +784,8 @@ impl Held {
 
     /// Fence an append of the run's events (run by the log's writer just
     /// before it takes the batch, [`RunLease::fence`]): renew the lease by
-    /// compare-and-swap from the value this driver last stored. It fails
+    /// compare-and-swap from the value this driver last stored (or, while
+    /// that is fresh, read it back and compare). It fails
     /// if anyone else claimed the run since (even one who has released it
     /// again), and on success no one can claim it for another TTL, far
     /// longer than the write and `fdatasync` that follow. A store error
@@ -780,6 +805,24 @@ impl Held {
             return Err(lost());
         }
         let now = charter_audit::now_ms();
+        if now < self.next_ms.load(Ordering::SeqCst) {
+            // Stored less than a third of its TTL ago, so it runs for two
+            // thirds more (far longer than the write and `fdatasync` that
+            // follow): a read confirms it as well as a renewal would. A
+            // claim replaces the stored text (new token), so any claim
+            // since this driver last stored it fails the comparison.
+            return match store.get(LEASES, &self.run) {
+                Ok(Some(stored)) if stored == cur.0 => Ok(()),
+                Ok(_) => {
+                    self.held.store(false, Ordering::SeqCst);
+                    Err(lost())
+                }
+                Err(e) => Err(format!(
+                    "run {}: cannot confirm the run's lease ({e}); none of its events were appended",
+                    self.run
+                )),
+            };
+        }
         let next = self.text(now).map_err(|e| e.to_string())?;
         match store.compare_and_swap(LEASES, &self.run, Some(&cur.0), Some(&next)) {
             Ok(true) => {
@@ -1279,6 +1322,43 @@ mod tests {
             "D",
             "a guard never releases a lease it lost"
         );
+        // A fresh lease (confirmed by reading it back, not renewed) that
+        // another driver's claim replaced refuses the append all the same.
+        let fresh = claim_run(&store, "r3", "E", 60_000).unwrap().unwrap();
+        assert!(fresh.confirm().is_ok());
+        let taken = lease(&*store, "r3").unwrap();
+        store
+            .set(
+                LEASES,
+                "r3",
+                &serde_json::to_string(&Lease {
+                    holder: "F".into(),
+                    token: "v".into(),
+                    ..taken
+                })
+                .unwrap(),
+            )
+            .unwrap();
+        {
+            use charter_audit::Log;
+            let disk = charter_audit::MemDisk::default();
+            let log = charter_audit::MemLog::open(&disk).unwrap();
+            let late = Event::RunFinished {
+                run: "r3".into(),
+                status: "completed".into(),
+                output: None,
+                error: None,
+                by: None,
+            };
+            assert!(matches!(
+                block_on(log.append_guarded(vec![late], fresh.fence())),
+                Err(charter_audit::LogError::Refused(_))
+            ));
+            assert_eq!(log.last_seq(), 0);
+            assert!(!fresh.held());
+        }
+        drop(fresh);
+        assert_eq!(lease(&*store, "r3").unwrap().holder, "F");
         clear_leases(&*store).unwrap();
         assert!(lease(&*store, "r1").is_none() && lease(&*store, "r2").is_none());
     }

@@ -166,7 +166,7 @@ impl Host {
                 &self.deployment.name
             ]),
         );
-        let ev = engine::start(def, &id, input, initiator);
+        let ev = engine::start_with_digest(def, self.digest_of(def), &id, input, initiator);
         let seq = self
             .services
             .log
@@ -303,6 +303,19 @@ impl Host {
         self.drive_state(st, false).await
     }
 
+    /// [`workflow_digest`] of the deployment's workflow `def`, computed
+    /// once per host.
+    fn digest_of(&self, def: &Workflow) -> String {
+        let mut digests = self
+            .workflow_digests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        digests
+            .entry(def.name.clone())
+            .or_insert_with(|| workflow_digest(def))
+            .clone()
+    }
+
     /// Append events of `st`'s run and fold them into `st`.
     async fn commit(&self, st: &mut RunState, events: Vec<Event>) -> Result<(), RunError> {
         self.commit_fenced(st, events, None).await
@@ -408,7 +421,7 @@ impl Host {
             )));
         }
         let def = self.workflow(&st.workflow)?.clone();
-        let now_digest = workflow_digest(&def);
+        let now_digest = self.digest_of(&def);
         if now_digest != st.workflow_digest {
             return Err(RunError::WorkflowChanged {
                 run: st.id.clone(),
