@@ -336,23 +336,43 @@ impl Overlay<'_> {
             .and_then(|s| serde_json::from_str(&s).ok()))
     }
     /// Run `run`'s state as this apply has it so far, if the run exists.
-    fn run_mut(&mut self, run: &str) -> Result<Option<&mut RunState>, IndexError> {
+    /// Decoded from the store's text, or taken from `cache` when the text
+    /// it was decoded from is the stored text (whoever wrote it).
+    fn run_mut(
+        &mut self,
+        run: &str,
+        cache: &mut RunCache,
+    ) -> Result<Option<&mut RunState>, IndexError> {
         if !self.runs.contains_key(run) {
-            match self.get_json::<RunState>(RUNS, run)? {
-                Some(st) => {
-                    self.runs.insert(run.to_string(), st);
-                }
-                None => return Ok(None),
-            }
+            let Some(text) = self.get(RUNS, run)? else {
+                return Ok(None);
+            };
+            let st = match cache.0.remove(run) {
+                Some((was, st)) if was == text => st,
+                // A value the index cannot read back is treated as absent
+                // (as `get_json` does).
+                _ => match serde_json::from_str(&text) {
+                    Ok(st) => st,
+                    Err(_) => return Ok(None),
+                },
+            };
+            self.runs.insert(run.to_string(), st);
         }
         Ok(self.runs.get_mut(run))
     }
-    /// Write the runs this apply changed into its batch.
-    fn put_runs(&mut self) -> Result<(), IndexError> {
+    /// Write the runs this apply changed into its batch; returns them with
+    /// their text, for the cache once the batch is committed.
+    fn put_runs(&mut self) -> Result<Vec<(String, String, RunState)>, IndexError> {
+        let mut out = Vec::with_capacity(self.runs.len());
         for (run, st) in std::mem::take(&mut self.runs) {
-            self.put_json(RUNS, &run, &st)?;
+            let text = serde_json::to_string(&st).map_err(|source| IndexError::Encode {
+                what: format!("{RUNS}/{run}"),
+                source,
+            })?;
+            self.batch.put(RUNS, &run, &text);
+            out.push((run, text, st));
         }
-        Ok(())
+        Ok(out)
     }
     fn put_json<T: Serialize>(&mut self, ns: &str, key: &str, v: &T) -> Result<(), IndexError> {
         let text = serde_json::to_string(v).map_err(|source| IndexError::Encode {
@@ -376,6 +396,28 @@ pub fn apply_with(
     positions: &[u64],
     resolve: Resolve<'_>,
 ) -> Result<(), IndexError> {
+    apply_cached(store, records, positions, resolve, &mut RunCache::default())
+}
+
+/// Decoded states of runs in progress, with the text each was decoded
+/// from (or encoded to): the committing thread keeps one across applies,
+/// so a run's state is not decoded again for each of its steps. An entry
+/// is used only while its text is the stored text, so a write by anyone
+/// else is never missed; ended runs leave it.
+#[derive(Default)]
+pub struct RunCache(HashMap<String, (String, RunState)>);
+
+/// Most runs a [`RunCache`] holds (it starts over beyond).
+const RUN_CACHE_MAX: usize = 4096;
+
+/// [`apply_with`], reusing `cache` (see [`RunCache`]).
+pub fn apply_cached(
+    store: &dyn Store,
+    records: &[Record],
+    positions: &[u64],
+    resolve: Resolve<'_>,
+    cache: &mut RunCache,
+) -> Result<(), IndexError> {
     let (Some(first), Some(last)) = (records.first(), records.last()) else {
         return Ok(());
     };
@@ -392,17 +434,25 @@ pub fn apply_with(
         runs: HashMap::new(),
     };
     for (i, r) in records.iter().enumerate() {
-        apply_one(&mut o, r, resolve)?;
+        apply_one(&mut o, r, resolve, cache)?;
         if let Some(&at) = positions.get(i) {
             index_run(&mut o, r, at)?;
         }
     }
-    o.put_runs()?;
+    let runs = o.put_runs()?;
     o.batch.put(META, "applied_seq", &last.seq.to_string());
     if let Some(at) = positions.get(records.len() - 1) {
         o.batch.put(META, "applied_at", &at.to_string());
     }
     store.commit(&o.batch)?;
+    if cache.0.len() + runs.len() > RUN_CACHE_MAX {
+        cache.0.clear();
+    }
+    for (run, text, st) in runs {
+        if !st.status.is_terminal() {
+            cache.0.insert(run, (text, st));
+        }
+    }
     Ok(())
 }
 
@@ -485,7 +535,12 @@ fn index_run(o: &mut Overlay<'_>, r: &Record, at: u64) -> Result<(), IndexError>
 /// One record's effect on kv data, proposals, runs and escalations. A
 /// long match, one arm per kind of event the index keeps: splitting it
 /// would scatter what each event means to the index.
-fn apply_one(o: &mut Overlay<'_>, r: &Record, resolve: Resolve<'_>) -> Result<(), IndexError> {
+fn apply_one(
+    o: &mut Overlay<'_>,
+    r: &Record,
+    resolve: Resolve<'_>,
+    cache: &mut RunCache,
+) -> Result<(), IndexError> {
     match &r.event {
         Event::KvWrite {
             plugin,
@@ -548,7 +603,7 @@ fn apply_one(o: &mut Overlay<'_>, r: &Record, resolve: Resolve<'_>) -> Result<()
         | Event::Escalated { run, .. }
         | Event::EscalationResolved { run, .. }
         | Event::RunFinished { run, .. } => {
-            if let Some(st) = o.run_mut(run)? {
+            if let Some(st) = o.run_mut(run, cache)? {
                 st.apply(&r.event, r.time_ms);
             }
             match &r.event {

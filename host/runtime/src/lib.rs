@@ -352,10 +352,13 @@ impl Host {
             &deployment.data_dir.join(charter_audit::LOG_FILE),
             index::prepare(&*store)
                 .map_err(|e| HostError::Index(e.stop_message(&deployment.data_dir)))?,
-            Box::new(move |records, at| {
-                index::apply_with(&*index_store, records, at, &resolve)
-                    .map_err(|e| e.stop_message(&data_dir))
-            }),
+            {
+                let mut runs = index::RunCache::default();
+                Box::new(move |records, at| {
+                    index::apply_cached(&*index_store, records, at, &resolve, &mut runs)
+                        .map_err(|e| e.stop_message(&data_dir))
+                })
+            },
             !options.unsynced_log,
         )?;
         let policies: Vec<(String, String)> = deployment

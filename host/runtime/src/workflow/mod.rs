@@ -491,6 +491,7 @@ impl Host {
             Ok(d) => {
                 entered.extend(engine::entered(&d.events).map(str::to_string));
                 events.extend(d.events);
+                events.extend(self.run_end(st, def, &events));
                 self.commit_fenced(st, events, Some(lease)).await
             }
             Err(refusal) => {
@@ -504,6 +505,37 @@ impl Host {
                 }
                 Err(refusal.into())
             }
+        }
+    }
+
+    /// The run's end, when the attempt's `events` end it: what the next
+    /// turn of the driver's loop would append on its own, at once, so the
+    /// run's last step and its end are one append (one group commit
+    /// fewer per run). Only a `run-finished` is pulled forward.
+    fn run_end(&self, st: &RunState, def: &Workflow, events: &[Event]) -> Vec<Event> {
+        let mut after = st.clone();
+        let now = now_ms();
+        for e in events.iter().filter(|e| e.run() == Some(st.id.as_str())) {
+            // What `commit_fenced` folds (a `run-finished` already among
+            // them makes `after` terminal: nothing more is pulled).
+            if matches!(
+                e,
+                Event::StepAttempt { .. }
+                    | Event::Escalated { .. }
+                    | Event::EscalationResolved { .. }
+                    | Event::RunFinished { .. }
+            ) {
+                after.apply(e, now);
+            }
+        }
+        match engine::next(&after, def, &self.env(&after)) {
+            Next::Append(end)
+                if !end.is_empty()
+                    && end.iter().all(|e| matches!(e, Event::RunFinished { .. })) =>
+            {
+                end
+            }
+            _ => vec![],
         }
     }
 
