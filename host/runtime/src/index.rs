@@ -1418,6 +1418,44 @@ mod tests {
         assert!(lease(&*store, "r1").is_none() && lease(&*store, "r2").is_none());
     }
 
+    /// A run state kept decoded across applies is used only while the
+    /// stored text is the one it came from: a write by anyone else wins.
+    #[test]
+    fn the_run_cache_never_hides_another_writer() {
+        let store = MemStore::default();
+        let mut cache = RunCache::default();
+        let attempt = |n: u32| {
+            ev(json!({"type": "step-attempt", "run": "r1", "step": "s", "attempt": n,
+                "plugin": "p", "input": {}, "outcome": "failed", "error": "x",
+                "failure": "retryable", "retry_at_ms": 5, "duration_us": 1}))
+        };
+        let started = ev(json!({"type": "run-started", "run": "r1", "workflow": "w",
+            "workflow_digest": "sha256:00", "input": {}, "first": "s"}));
+        let mut all = recs(vec![started, attempt(1), attempt(2), attempt(3)]);
+        for r in &mut all {
+            r.end = true;
+        }
+        let none = &|_: &str, _: &str| None;
+        apply_cached(&store, &all[..2], &[1, 2], none, &mut cache).unwrap();
+        let st: RunState = get_json(&store, RUNS, "r1").unwrap();
+        assert_eq!((st.attempt, cache.0.len()), (1, 1));
+        // Someone else rewrites the run's row: the cached state is stale.
+        let mut other = st.clone();
+        other.retries = 40;
+        store
+            .set(RUNS, "r1", &serde_json::to_string(&other).unwrap())
+            .unwrap();
+        apply_cached(&store, &all[2..3], &[3], none, &mut cache).unwrap();
+        let st: RunState = get_json(&store, RUNS, "r1").unwrap();
+        assert_eq!(st.attempt, 2);
+        assert!(st.retries >= 40, "the other writer's state was lost");
+        // Unchanged since: the cached state is the stored one.
+        apply_cached(&store, &all[3..], &[4], none, &mut cache).unwrap();
+        let cached: RunState = get_json(&store, RUNS, "r1").unwrap();
+        assert_eq!(cached.attempt, 3);
+        assert!(cached.retries >= 40);
+    }
+
     #[test]
     fn memory_index_passes_the_conformance_suite() {
         conformance(MemStore::default());
