@@ -59,6 +59,12 @@ per() {
     local a b
     a=$(count "$1" "$2")
     b=$(count "$1" "$3")
+    if [ "$b" -le "$a" ]; then
+        # The first run compiled after all (the component changed since
+        # the cache was filled): count again, warm.
+        a=$(count "$1" "$2")
+        b=$(count "$1" "$3")
+    fi
     echo $(((b - a) / ($3 - $2)))
 }
 
