@@ -1425,9 +1425,11 @@ mod tests {
         let store = MemStore::default();
         let mut cache = RunCache::default();
         let attempt = |n: u32| {
-            ev(json!({"type": "step-attempt", "run": "r1", "step": "s", "attempt": n,
+            ev(
+                json!({"type": "step-attempt", "run": "r1", "step": "s", "attempt": n,
                 "plugin": "p", "input": {}, "outcome": "failed", "error": "x",
-                "failure": "retryable", "retry_at_ms": 5, "duration_us": 1}))
+                "failure": "retryable", "retry_at_ms": 5, "duration_us": 1}),
+            )
         };
         let started = ev(json!({"type": "run-started", "run": "r1", "workflow": "w",
             "workflow_digest": "sha256:00", "input": {}, "first": "s"}));
