@@ -31,4 +31,6 @@ step "benchmark smoke run (figures are indicative at this iteration count)"
 # Run the binary the workspace build made: `cargo run -p` would re-resolve
 # features for one package and rebuild half the dependency graph.
 CHARTER_BENCH_ITERS=300 ./target/debug/charter-bench
+step "instruction-count drivers (host/bench/instructions.sh --smoke: each variant once, no valgrind)"
+bash host/bench/instructions.sh --smoke
 step "all done"

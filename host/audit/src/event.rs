@@ -391,37 +391,198 @@ pub fn now_ms() -> u64 {
 /// level, no whitespace), so equal arguments always have equal digests.
 pub fn json_digest(v: &Value) -> String {
     use sha2::{Digest, Sha256};
-    let mut s = String::new();
+    let mut s = Vec::with_capacity(128);
     canonical(v, &mut s);
-    format!("sha256:{}", hex::encode(Sha256::digest(s.as_bytes())))
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    out.push_str(&hex::encode(Sha256::digest(&s)));
+    out
 }
 
-fn canonical(v: &Value, out: &mut String) {
+/// The canonical text of `v`, written straight into `out` (strings and
+/// scalars as serde_json writes them; no intermediate strings per key).
+fn canonical(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(m) => {
-            let mut keys: Vec<_> = m.keys().collect();
-            keys.sort();
-            out.push('{');
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort_unstable();
+            out.push(b'{');
             for (i, k) in keys.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String((*k).clone()).to_string());
-                out.push(':');
-                canonical(&m[*k], out);
+                scalar(*k, out);
+                out.push(b':');
+                canonical(&m[k.as_str()], out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(a) => {
-            out.push('[');
+            out.push(b'[');
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 canonical(x, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        other => out.push_str(&other.to_string()),
+        other => scalar(other, out),
+    }
+}
+
+/// A string or scalar's JSON text (writing to a `Vec` cannot fail, and
+/// neither can encoding a string or a `Value` scalar).
+fn scalar<T: Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
+    let _ = serde_json::to_writer(out, v);
+}
+
+/// The record's JSON text, byte for byte what `serde_json::to_vec(r)`
+/// writes, without serde's `flatten` machinery (which routes every field
+/// of the event through a map serializer): the head (`seq`, `time_ms`,
+/// `end`) is written by hand, then the event's own object (`{"type":...}`)
+/// with its opening brace replaced by the head.
+pub(crate) fn encode_record(r: &Record, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    use std::io::Write;
+    let start = out.len();
+    let _ = write!(out, "{{\"seq\":{},\"time_ms\":{},", r.seq, r.time_ms);
+    if r.end {
+        out.extend_from_slice(b"\"end\":true,");
+    }
+    let head = out.len();
+    serde_json::to_writer(&mut *out, &r.event)?;
+    // Every event is a struct variant of an internally tagged enum: it
+    // encodes as a non-empty object `{"type":...}`.
+    if out.get(head) != Some(&b'{') || out.get(head + 1) != Some(&b'"') {
+        out.truncate(start);
+        return serde_json::to_writer(out, r);
+    }
+    out.remove(head);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn events() -> Vec<Event> {
+        let args = json!({"z": [1, 2.5, null], "a": "q\"u\\o\u{1}té", "m": {"y": true, "b": {}}});
+        vec![
+            Event::Call {
+                call: "c1".into(),
+                plugin: "p".into(),
+                digest: "sha256:00".into(),
+                function: "charter:host/kv.get".into(),
+                args_digest: json_digest(&args),
+                args,
+                decision: Decision::Allow,
+                policies: vec!["grant".into()],
+                reason: None,
+                initiator: Some("olga".into()),
+                journal: Some(JournalRef {
+                    run: "R1".into(),
+                    step: "a".into(),
+                    attempt: 1,
+                    seq: 3,
+                }),
+                request: None,
+            },
+            Event::KvWrite {
+                plugin: "p".into(),
+                key: "k\n".into(),
+                value: None,
+                by: None,
+                secrets: vec![],
+            },
+            Event::StepAttempt {
+                run: "R1".into(),
+                step: "a".into(),
+                attempt: 1,
+                plugin: "p".into(),
+                input: json!({"n": 1}),
+                outcome: "ok".into(),
+                output: Some(Value::Null),
+                error: None,
+                failure: None,
+                retry_at_ms: None,
+                proposal: None,
+                replayed: 0,
+                duration_us: 9,
+                next: Some("b".into()),
+            },
+            Event::CheckFailed { problems: vec![] },
+        ]
+    }
+
+    #[test]
+    fn encoded_records_are_serdes_bytes() {
+        for (i, event) in events().into_iter().enumerate() {
+            for end in [false, true] {
+                let r = Record {
+                    seq: 7 + i as u64,
+                    time_ms: u64::MAX - i as u64,
+                    end,
+                    event: event.clone(),
+                };
+                let mut out = b"prefix".to_vec();
+                encode_record(&r, &mut out).unwrap();
+                assert_eq!(out[6..], serde_json::to_vec(&r).unwrap()[..], "{r:?}");
+                let back: Record = serde_json::from_slice(&out[6..]).unwrap();
+                assert_eq!(back.event, r.event);
+            }
+        }
+    }
+
+    /// The canonical text as the previous encoder built it (one string
+    /// per key and scalar): digests recorded before must still match.
+    fn old_canonical(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<_> = m.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String((*k).clone()).to_string());
+                    out.push(':');
+                    old_canonical(&m[*k], out);
+                }
+                out.push('}');
+            }
+            Value::Array(a) => {
+                out.push('[');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    old_canonical(x, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+
+    #[test]
+    fn canonical_digest_sorts_keys_and_matches_the_old_text() {
+        let a = json!({"b": 1, "a": [{"d": "x", "c": 1e300}], "é": "\u{7f}\"\u{1}", "": -0.5});
+        let b = json!({"é": "\u{7f}\"\u{1}", "a": [{"c": 1e300, "d": "x"}], "": -0.5, "b": 1});
+        assert_eq!(json_digest(&a), json_digest(&b));
+        for v in [
+            a,
+            json!(null),
+            json!("x"),
+            json!([]),
+            json!({}),
+            json!([[{"k": u64::MAX}]]),
+        ] {
+            let (mut new, mut old) = (Vec::new(), String::new());
+            canonical(&v, &mut new);
+            old_canonical(&v, &mut old);
+            assert_eq!(String::from_utf8(new).unwrap(), old);
+        }
     }
 }

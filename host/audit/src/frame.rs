@@ -147,6 +147,12 @@ pub(crate) fn refusal(payload: &[u8]) -> Option<String> {
             MAX_FRAME - BODY_PREFIX
         ));
     }
+    // Depth needs an opening bracket per level: a payload with few of
+    // them (every ordinary event) is not scanned further.
+    let opening = payload.iter().filter(|&&b| b == b'[' || b == b'{').count();
+    if opening <= MAX_RECORD_DEPTH {
+        return None;
+    }
     let depth = nesting_depth(payload);
     if depth > MAX_RECORD_DEPTH {
         return Some(format!(

@@ -915,6 +915,7 @@ impl Writer {
         let mut committed = Vec::new();
         let mut at = Vec::new();
         let (mut seq, mut prev) = (self.seq, self.prev);
+        let mut payload = Vec::with_capacity(1024);
         for (events, guard, reply) in batch {
             if let Some(Err(e)) = guard.map(run_guard) {
                 tracing::warn!(path = %path.display(), "event log: an append's precondition refused it: {e}");
@@ -931,8 +932,9 @@ impl Writer {
                     end: i + 1 == n,
                     event,
                 };
-                let problem = match serde_json::to_vec(&record) {
-                    Ok(payload) => match frame::refusal(&payload) {
+                payload.clear();
+                let problem = match event::encode_record(&record, &mut payload) {
+                    Ok(()) => match frame::refusal(&payload) {
                         None => {
                             at.push(self.end + round.len() as u64);
                             prev = frame::encode_frame(&mut round, record.seq, &prev, &payload);

@@ -57,6 +57,8 @@ struct Raw {
     table: ResourceTable,
     kv: HashMap<String, String>,
     calls: u64,
+    /// The flood guest's `log.write` fails at this many calls.
+    cap: u64,
 }
 
 impl WasiView for Raw {
@@ -95,10 +97,19 @@ enum StepError {
     Fatal(String),
 }
 
-fn raw_engine(concurrency: bool) -> Result<Engine> {
+pub(crate) fn raw_engine(concurrency: bool) -> Result<Engine> {
     let mut cfg = Config::new();
     cfg.wasm_component_model(true);
     cfg.concurrency_support(concurrency);
+    if calls::on_demand() {
+        // valgrind (instructions.sh) cannot map the pool's reservation.
+        if let Some(dir) = calls::cache_dir() {
+            let mut cc = wasmtime::CacheConfig::new();
+            cc.with_directory(dir);
+            cfg.cache(Some(wasmtime::Cache::new(cc)?));
+        }
+        return Ok(Engine::new(&cfg)?);
+    }
     let mut pool = PoolingAllocationConfig::new();
     pool.max_memory_size(64 << 20);
     pool.total_memories(256);
@@ -112,7 +123,7 @@ fn raw_engine(concurrency: bool) -> Result<Engine> {
     Ok(Engine::new(&cfg)?)
 }
 
-fn raw_pre(engine: &Engine, wasm: &Path) -> Result<InstancePre<Raw>> {
+pub(crate) fn raw_pre(engine: &Engine, wasm: &Path) -> Result<InstancePre<Raw>> {
     let component = Component::from_file(engine, wasm)?;
     let mut linker = Linker::<Raw>::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
@@ -121,7 +132,7 @@ fn raw_pre(engine: &Engine, wasm: &Path) -> Result<InstancePre<Raw>> {
         |mut s, (_l, _m): (Level, String)| {
             let d: &mut Raw = s.data_mut();
             d.calls += 1;
-            if d.calls >= FLOOD_CAP {
+            if d.calls >= d.cap {
                 return Err(wasmtime::Error::msg("cap"));
             }
             Ok(())
@@ -139,7 +150,16 @@ fn raw_pre(engine: &Engine, wasm: &Path) -> Result<InstancePre<Raw>> {
     Ok(linker.instantiate_pre(&component)?)
 }
 
-fn raw_step(engine: &Engine, pre: &InstancePre<Raw>, input: &str) -> Result<()> {
+pub(crate) fn raw_step(engine: &Engine, pre: &InstancePre<Raw>, input: &str) -> Result<()> {
+    raw_step_capped(engine, pre, input, FLOOD_CAP)
+}
+
+pub(crate) fn raw_step_capped(
+    engine: &Engine,
+    pre: &InstancePre<Raw>,
+    input: &str,
+    cap: u64,
+) -> Result<()> {
     let mut store = Store::new(
         engine,
         Raw {
@@ -147,6 +167,7 @@ fn raw_step(engine: &Engine, pre: &InstancePre<Raw>, input: &str) -> Result<()> 
             table: ResourceTable::new(),
             kv: HashMap::new(),
             calls: 0,
+            cap,
         },
     );
     let inst = pre.instantiate(&mut store)?;
@@ -207,6 +228,10 @@ fn main() -> Result<()> {
         return scale::report(&echo);
     }
     let flood = fixture("fx_call_flood.wasm")?;
+    if let Ok(v) = std::env::var("CHARTER_BENCH_VARIANT") {
+        // One variant, for instructions.sh (see `calls.rs`).
+        return calls::variant(&v, &echo, &flood);
+    }
     if let Some(n) = std::env::var("CHARTER_BENCH_CALLS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -423,7 +448,7 @@ limits = {{ max_host_calls = {cedar_cap} }}
 }
 
 /// (steps/s, steps, in flight, events per fsync, steps per fsync, sequential µs)
-fn durable_steps(
+pub(crate) fn durable_steps(
     echo: &Path,
     steps: usize,
     sync: bool,
@@ -445,8 +470,10 @@ fn durable_steps(
         deployment,
         HostOptions {
             store: Some(Arc::new(charter_store_mem())),
-            no_cache: true,
+            no_cache: calls::cache_dir().is_none(),
+            cache_dir: calls::cache_dir(),
             unsynced_log: !sync,
+            on_demand_instances: calls::on_demand(),
             ..Default::default()
         },
     )?);
@@ -505,7 +532,11 @@ struct WorkflowFigures {
 
 /// Runs of a 3-step workflow of trivial steps (fx-echo, no host calls)
 /// with the durable log and sled indexes, `in_flight` runs at a time.
-fn durable_workflows(echo: &Path, runs: usize, in_flight: usize) -> Result<WorkflowFigures> {
+pub(crate) fn durable_workflows(
+    echo: &Path,
+    runs: usize,
+    in_flight: usize,
+) -> Result<WorkflowFigures> {
     let dir = tempfile::tempdir_in(root().join("target"))?;
     let toml = format!(
         "[deployment]\nname = \"workflows\"\nphase = 1\ndata_dir = \"{}\"\n\
@@ -527,7 +558,9 @@ fn durable_workflows(echo: &Path, runs: usize, in_flight: usize) -> Result<Workf
     let host = Arc::new(Host::new(
         deployment,
         HostOptions {
-            no_cache: true,
+            no_cache: calls::cache_dir().is_none(),
+            cache_dir: calls::cache_dir(),
+            on_demand_instances: calls::on_demand(),
             ..Default::default()
         },
     )?);

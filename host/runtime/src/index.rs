@@ -19,6 +19,7 @@
 //! are coordination, not derived state, and are the one thing written
 //! outside [`apply`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -348,6 +349,9 @@ fn restore(text: &str, plugin: &str, secrets: &[String], resolve: Resolve<'_>) -
 struct Overlay<'a> {
     store: &'a dyn Store,
     batch: Batch,
+    /// Runs this apply changed, decoded: each is read once and written
+    /// once per apply, however many of its events the batch holds.
+    runs: HashMap<String, RunState>,
 }
 
 impl Overlay<'_> {
@@ -367,6 +371,45 @@ impl Overlay<'_> {
         Ok(self
             .get(ns, key)?
             .and_then(|s| serde_json::from_str(&s).ok()))
+    }
+    /// Run `run`'s state as this apply has it so far, if the run exists.
+    /// Decoded from the store's text, or taken from `cache` when the text
+    /// it was decoded from is the stored text (whoever wrote it).
+    fn run_mut(
+        &mut self,
+        run: &str,
+        cache: &mut RunCache,
+    ) -> Result<Option<&mut RunState>, IndexError> {
+        if !self.runs.contains_key(run) {
+            let Some(text) = self.get(RUNS, run)? else {
+                return Ok(None);
+            };
+            let st = match cache.0.remove(run) {
+                Some((was, st)) if was == text => st,
+                // A value the index cannot read back is treated as absent
+                // (as `get_json` does).
+                _ => match serde_json::from_str(&text) {
+                    Ok(st) => st,
+                    Err(_) => return Ok(None),
+                },
+            };
+            self.runs.insert(run.to_string(), st);
+        }
+        Ok(self.runs.get_mut(run))
+    }
+    /// Write the runs this apply changed into its batch; returns them with
+    /// their text, for the cache once the batch is committed.
+    fn put_runs(&mut self) -> Result<Vec<(String, String, RunState)>, IndexError> {
+        let mut out = Vec::with_capacity(self.runs.len());
+        for (run, st) in std::mem::take(&mut self.runs) {
+            let text = serde_json::to_string(&st).map_err(|source| IndexError::Encode {
+                what: format!("{RUNS}/{run}"),
+                source,
+            })?;
+            self.batch.put(RUNS, &run, &text);
+            out.push((run, text, st));
+        }
+        Ok(out)
     }
     fn put_json<T: Serialize>(&mut self, ns: &str, key: &str, v: &T) -> Result<(), IndexError> {
         let text = serde_json::to_string(v).map_err(|source| IndexError::Encode {
@@ -390,6 +433,28 @@ pub fn apply_with(
     positions: &[u64],
     resolve: Resolve<'_>,
 ) -> Result<(), IndexError> {
+    apply_cached(store, records, positions, resolve, &mut RunCache::default())
+}
+
+/// Decoded states of runs in progress, with the text each was decoded
+/// from (or encoded to): the committing thread keeps one across applies,
+/// so a run's state is not decoded again for each of its steps. An entry
+/// is used only while its text is the stored text, so a write by anyone
+/// else is never missed; ended runs leave it.
+#[derive(Default)]
+pub struct RunCache(HashMap<String, (String, RunState)>);
+
+/// Most runs a [`RunCache`] holds (it starts over beyond).
+const RUN_CACHE_MAX: usize = 4096;
+
+/// [`apply_with`], reusing `cache` (see [`RunCache`]).
+pub fn apply_cached(
+    store: &dyn Store,
+    records: &[Record],
+    positions: &[u64],
+    resolve: Resolve<'_>,
+    cache: &mut RunCache,
+) -> Result<(), IndexError> {
     let (Some(first), Some(last)) = (records.first(), records.last()) else {
         return Ok(());
     };
@@ -403,18 +468,28 @@ pub fn apply_with(
     let mut o = Overlay {
         store,
         batch: Batch::default(),
+        runs: HashMap::new(),
     };
     for (i, r) in records.iter().enumerate() {
-        apply_one(&mut o, r, resolve)?;
+        apply_one(&mut o, r, resolve, cache)?;
         if let Some(&at) = positions.get(i) {
             index_run(&mut o, r, at)?;
         }
     }
+    let runs = o.put_runs()?;
     o.batch.put(META, "applied_seq", &last.seq.to_string());
     if let Some(at) = positions.get(records.len() - 1) {
         o.batch.put(META, "applied_at", &at.to_string());
     }
     store.commit(&o.batch)?;
+    if cache.0.len() + runs.len() > RUN_CACHE_MAX {
+        cache.0.clear();
+    }
+    for (run, text, st) in runs {
+        if !st.status.is_terminal() {
+            cache.0.insert(run, (text, st));
+        }
+    }
     Ok(())
 }
 
@@ -497,7 +572,12 @@ fn index_run(o: &mut Overlay<'_>, r: &Record, at: u64) -> Result<(), IndexError>
 /// One record's effect on kv data, proposals, runs and escalations. A
 /// long match, one arm per kind of event the index keeps: splitting it
 /// would scatter what each event means to the index.
-fn apply_one(o: &mut Overlay<'_>, r: &Record, resolve: Resolve<'_>) -> Result<(), IndexError> {
+fn apply_one(
+    o: &mut Overlay<'_>,
+    r: &Record,
+    resolve: Resolve<'_>,
+    cache: &mut RunCache,
+) -> Result<(), IndexError> {
     match &r.event {
         Event::KvWrite {
             plugin,
@@ -553,16 +633,15 @@ fn apply_one(o: &mut Overlay<'_>, r: &Record, resolve: Resolve<'_>) -> Result<()
         Event::ConfigLoaded { digest, .. } => o.batch.put(META, "config_digest", digest),
         Event::RunStarted { run, .. } => {
             if let Some(st) = RunState::start(&r.event, r.seq, r.time_ms) {
-                o.put_json(RUNS, run, &st)?;
+                o.runs.insert(run.clone(), st);
             }
         }
         Event::StepAttempt { run, .. }
         | Event::Escalated { run, .. }
         | Event::EscalationResolved { run, .. }
         | Event::RunFinished { run, .. } => {
-            if let Some(mut st) = o.get_json::<RunState>(RUNS, run)? {
+            if let Some(st) = o.run_mut(run, cache)? {
                 st.apply(&r.event, r.time_ms);
-                o.put_json(RUNS, run, &st)?;
             }
             match &r.event {
                 Event::Escalated { id, .. } => {
@@ -910,7 +989,8 @@ impl Held {
 
     /// Fence an append of the run's events (run by the log's writer just
     /// before it takes the batch, [`RunLease::fence`]): renew the lease by
-    /// compare-and-swap from the value this driver last stored. It fails
+    /// compare-and-swap from the value this driver last stored (or, while
+    /// that is fresh, read it back and compare). It fails
     /// if anyone else claimed the run since (even one who has released it
     /// again), and on success no one can claim it for another TTL, far
     /// longer than the write and `fdatasync` that follow. A store error
@@ -930,6 +1010,24 @@ impl Held {
             return Err(lost());
         }
         let now = charter_audit::now_ms();
+        if now < self.next_ms.load(Ordering::SeqCst) {
+            // Stored less than a third of its TTL ago, so it runs for two
+            // thirds more (far longer than the write and `fdatasync` that
+            // follow): a read confirms it as well as a renewal would. A
+            // claim replaces the stored text (new token), so any claim
+            // since this driver last stored it fails the comparison.
+            return match store.get(LEASES, &self.run) {
+                Ok(Some(stored)) if stored == cur.0 => Ok(()),
+                Ok(_) => {
+                    self.held.store(false, Ordering::SeqCst);
+                    Err(lost())
+                }
+                Err(e) => Err(format!(
+                    "run {}: cannot confirm the run's lease ({e}); none of its events were appended",
+                    self.run
+                )),
+            };
+        }
         let next = self.text(now).map_err(|e| e.to_string())?;
         match store.compare_and_swap(LEASES, &self.run, Some(&cur.0), Some(&next)) {
             Ok(true) => {
@@ -1429,8 +1527,85 @@ mod tests {
             "D",
             "a guard never releases a lease it lost"
         );
+        // A fresh lease (confirmed by reading it back, not renewed) that
+        // another driver's claim replaced refuses the append all the same.
+        let fresh = claim_run(&store, "r3", "E", 60_000).unwrap().unwrap();
+        assert!(fresh.confirm().is_ok());
+        let taken = lease(&*store, "r3").unwrap();
+        store
+            .set(
+                LEASES,
+                "r3",
+                &serde_json::to_string(&Lease {
+                    holder: "F".into(),
+                    token: "v".into(),
+                    ..taken
+                })
+                .unwrap(),
+            )
+            .unwrap();
+        {
+            use charter_audit::Log;
+            let disk = charter_audit::MemDisk::default();
+            let log = charter_audit::MemLog::open(&disk).unwrap();
+            let late = Event::RunFinished {
+                run: "r3".into(),
+                status: "completed".into(),
+                output: None,
+                error: None,
+                by: None,
+            };
+            assert!(matches!(
+                block_on(log.append_guarded(vec![late], fresh.fence())),
+                Err(charter_audit::LogError::Refused(_))
+            ));
+            assert_eq!(log.last_seq(), 0);
+            assert!(!fresh.held());
+        }
+        drop(fresh);
+        assert_eq!(lease(&*store, "r3").unwrap().holder, "F");
         clear_leases(&*store).unwrap();
         assert!(lease(&*store, "r1").is_none() && lease(&*store, "r2").is_none());
+    }
+
+    /// A run state kept decoded across applies is used only while the
+    /// stored text is the one it came from: a write by anyone else wins.
+    #[test]
+    fn the_run_cache_never_hides_another_writer() {
+        let store = MemStore::default();
+        let mut cache = RunCache::default();
+        let attempt = |n: u32| {
+            ev(
+                json!({"type": "step-attempt", "run": "r1", "step": "s", "attempt": n,
+                "plugin": "p", "input": {}, "outcome": "failed", "error": "x",
+                "failure": "retryable", "retry_at_ms": 5, "duration_us": 1}),
+            )
+        };
+        let started = ev(json!({"type": "run-started", "run": "r1", "workflow": "w",
+            "workflow_digest": "sha256:00", "input": {}, "first": "s"}));
+        let mut all = recs(vec![started, attempt(1), attempt(2), attempt(3)]);
+        for r in &mut all {
+            r.end = true;
+        }
+        let none = &|_: &str, _: &str| None;
+        apply_cached(&store, &all[..2], &[1, 2], none, &mut cache).unwrap();
+        let st: RunState = get_json(&store, RUNS, "r1").unwrap();
+        assert_eq!((st.attempt, cache.0.len()), (1, 1));
+        // Someone else rewrites the run's row: the cached state is stale.
+        let mut other = st.clone();
+        other.retries = 40;
+        store
+            .set(RUNS, "r1", &serde_json::to_string(&other).unwrap())
+            .unwrap();
+        apply_cached(&store, &all[2..3], &[3], none, &mut cache).unwrap();
+        let st: RunState = get_json(&store, RUNS, "r1").unwrap();
+        assert_eq!(st.attempt, 2);
+        assert!(st.retries >= 40, "the other writer's state was lost");
+        // Unchanged since: the cached state is the stored one.
+        apply_cached(&store, &all[3..], &[4], none, &mut cache).unwrap();
+        let cached: RunState = get_json(&store, RUNS, "r1").unwrap();
+        assert_eq!(cached.attempt, 3);
+        assert!(cached.retries >= 40);
     }
 
     #[test]

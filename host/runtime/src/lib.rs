@@ -125,6 +125,10 @@ pub struct Host {
     loaded: Mutex<HashMap<String, Arc<LoadedPlugin>>>,
     pres: Mutex<HashMap<(String, GrantSet), InstancePre<HostState>>>,
     config_recorded: tokio::sync::OnceCell<()>,
+    /// Each workflow's definition digest, computed once (the deployment
+    /// does not change under a host; hashing the definition cost more
+    /// than a step).
+    workflow_digests: Mutex<HashMap<String, String>>,
     /// Held while a person's decision is checked against the log and
     /// recorded (approvals, escalation resolutions, cancellations): two
     /// decisions on one proposal or run never both act on the same state.
@@ -368,10 +372,13 @@ impl Host {
             &deployment.data_dir.join(charter_audit::LOG_FILE),
             mark,
             applied,
-            Box::new(move |records, at| {
-                index::apply_with(&*index_store, records, at, &resolve)
-                    .map_err(|e| e.stop_message(&data_dir))
-            }),
+            {
+                let mut runs = index::RunCache::default();
+                Box::new(move |records, at| {
+                    index::apply_cached(&*index_store, records, at, &resolve, &mut runs)
+                        .map_err(|e| e.stop_message(&data_dir))
+                })
+            },
             !options.unsynced_log,
         )?;
         tracing::debug!(
@@ -412,6 +419,7 @@ impl Host {
             loaded: Mutex::new(HashMap::new()),
             pres: Mutex::new(HashMap::new()),
             config_recorded: tokio::sync::OnceCell::new(),
+            workflow_digests: Mutex::default(),
             decisions: tokio::sync::Mutex::new(()),
             holder: format!(
                 "pid {} host {}",

@@ -235,10 +235,21 @@ pub enum Refusal {
 
 /// The `run-started` event of a new run of `def` with id `run`.
 pub fn start(def: &Workflow, run: &str, input: Value, initiator: Option<&str>) -> Event {
+    start_with_digest(def, workflow_digest(def), run, input, initiator)
+}
+
+/// [`start`], with `def`'s digest already known.
+pub fn start_with_digest(
+    def: &Workflow,
+    digest: String,
+    run: &str,
+    input: Value,
+    initiator: Option<&str>,
+) -> Event {
     Event::RunStarted {
         run: run.to_string(),
         workflow: def.name.clone(),
-        workflow_digest: workflow_digest(def),
+        workflow_digest: digest,
         input,
         initiator: initiator.map(str::to_string),
         first: def.steps.iter().find(|s| !s.handler).map(|s| s.id.clone()),

@@ -166,7 +166,7 @@ impl Host {
                 &self.deployment.name
             ]),
         );
-        let ev = engine::start(def, &id, input, initiator);
+        let ev = engine::start_with_digest(def, self.digest_of(def), &id, input, initiator);
         let seq = self
             .services
             .log
@@ -303,6 +303,19 @@ impl Host {
         self.drive_state(st, false).await
     }
 
+    /// [`workflow_digest`] of the deployment's workflow `def`, computed
+    /// once per host.
+    fn digest_of(&self, def: &Workflow) -> String {
+        let mut digests = self
+            .workflow_digests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        digests
+            .entry(def.name.clone())
+            .or_insert_with(|| workflow_digest(def))
+            .clone()
+    }
+
     /// Append events of `st`'s run and fold them into `st`.
     async fn commit(&self, st: &mut RunState, events: Vec<Event>) -> Result<(), RunError> {
         self.commit_fenced(st, events, None).await
@@ -408,7 +421,7 @@ impl Host {
             )));
         }
         let def = self.workflow(&st.workflow)?.clone();
-        let now_digest = workflow_digest(&def);
+        let now_digest = self.digest_of(&def);
         if now_digest != st.workflow_digest {
             return Err(RunError::WorkflowChanged {
                 run: st.id.clone(),
@@ -478,6 +491,7 @@ impl Host {
             Ok(d) => {
                 entered.extend(engine::entered(&d.events).map(str::to_string));
                 events.extend(d.events);
+                events.extend(self.run_end(st, def, &events));
                 self.commit_fenced(st, events, Some(lease)).await
             }
             Err(refusal) => {
@@ -491,6 +505,37 @@ impl Host {
                 }
                 Err(refusal.into())
             }
+        }
+    }
+
+    /// The run's end, when the attempt's `events` end it: what the next
+    /// turn of the driver's loop would append on its own, at once, so the
+    /// run's last step and its end are one append (one group commit
+    /// fewer per run). Only a `run-finished` is pulled forward.
+    fn run_end(&self, st: &RunState, def: &Workflow, events: &[Event]) -> Vec<Event> {
+        let mut after = st.clone();
+        let now = now_ms();
+        for e in events.iter().filter(|e| e.run() == Some(st.id.as_str())) {
+            // What `commit_fenced` folds (a `run-finished` already among
+            // them makes `after` terminal: nothing more is pulled).
+            if matches!(
+                e,
+                Event::StepAttempt { .. }
+                    | Event::Escalated { .. }
+                    | Event::EscalationResolved { .. }
+                    | Event::RunFinished { .. }
+            ) {
+                after.apply(e, now);
+            }
+        }
+        match engine::next(&after, def, &self.env(&after)) {
+            Next::Append(end)
+                if !end.is_empty()
+                    && end.iter().all(|e| matches!(e, Event::RunFinished { .. })) =>
+            {
+                end
+            }
+            _ => vec![],
         }
     }
 
