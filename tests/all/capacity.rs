@@ -93,7 +93,11 @@ input = "complete:x"
         data = dir.join("data").display(),
         ask = fixture("fx-host-v2").display(),
     );
-    let d = charter_config::Deployment::parse(&toml, &dir.join("charter.toml"))
+    let d = charter_config::Deployment::parse(
+        &toml,
+        &dir.join("charter.toml"),
+        charter_runtime::host_catalog(),
+    )
         .unwrap_or_else(|e| panic!("{e}\n{toml}"));
     Arc::new(
         Host::new(
@@ -208,7 +212,11 @@ fn max_steps_in_flight_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
     for bad in ["0", "16385"] {
         let toml = format!("[deployment]\nname = \"c\"\nphase = 1\nmax_steps_in_flight = {bad}\n");
-        let err = charter_config::Deployment::parse(&toml, &dir.path().join("charter.toml"))
+        let err = charter_config::Deployment::parse(
+            &toml,
+            &dir.path().join("charter.toml"),
+            charter_runtime::host_catalog(),
+        )
             .unwrap_err()
             .to_string();
         assert!(

@@ -45,7 +45,11 @@ fn a_deeply_nested_argument_gets_a_clear_verdict_on_the_fiber_and_on_cedars_stac
         data = dir.path().join("data").display(),
         echo = echo.display(),
     );
-    let d = charter_config::Deployment::parse(&toml, &dir.path().join("charter.toml"))
+    let d = charter_config::Deployment::parse(
+        &toml,
+        &dir.path().join("charter.toml"),
+        charter_runtime::host_catalog(),
+    )
         .unwrap_or_else(|e| panic!("{e}\n{toml}"));
     let (host, store) = host(d);
     let rt = rt();

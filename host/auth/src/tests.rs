@@ -1,9 +1,19 @@
 use super::*;
 use std::path::Path;
 
+/// The host's functions do not matter to identities.
+#[derive(Debug)]
+struct NoFunctions;
+
+impl charter_config::HostCatalog for NoFunctions {
+    fn host_functions(&self) -> &[(&'static str, &'static str, charter_config::Effect)] {
+        &[]
+    }
+}
+
 fn deployment(extra: &str) -> Deployment {
     let text = format!("[deployment]\nname = \"t\"\nphase = 5\n{extra}");
-    Deployment::parse(&text, Path::new("/x/charter.toml")).unwrap()
+    Deployment::parse(&text, Path::new("/x/charter.toml"), &NoFunctions).unwrap()
 }
 
 fn with_token(name: &str, kind: &str, m: &Minted) -> String {

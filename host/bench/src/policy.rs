@@ -74,7 +74,11 @@ fn setup(flood_wasm: &Path, n: u64, on_demand_instances: bool) -> Result<Bench> 
         plugin("cedar-small", "kv-read-cedar", SMALL),
         plugin("cedar-large", "kv-read-cedar", SMALL + n),
     );
-    let deployment = Deployment::parse(&toml, &dir.path().join("charter.toml"))?;
+    let deployment = Deployment::parse(
+        &toml,
+        &dir.path().join("charter.toml"),
+        charter_runtime::host_catalog(),
+    )?;
     let host = Host::new(
         deployment,
         HostOptions {

@@ -121,6 +121,10 @@ pub fn snake(name: &str) -> String {
 /// less than 100 KiB left; arguments are at most [`MAX_ARG_DEPTH`] deep).
 pub const POLICY_STACK: usize = 1 << 20;
 
+/// Stack for compiling a group set's policies once (reserved address
+/// space; only what the parser touches is ever mapped).
+const COMPILE_STACK: usize = 64 << 20;
+
 /// Deepest argument nesting policy judges (the call's argument record is
 /// level 0, a list or record inside an argument one more). A deeper
 /// argument is refused: Cedar's conversion of such a value recurses
@@ -218,29 +222,38 @@ impl PolicyEngine {
         cache
             .entry(key.clone())
             .or_insert_with(|| {
-                let mut set = PolicySet::new();
-                for g in &key {
-                    for p in self.groups[g].policies() {
-                        let _ = set.add(p.clone());
-                    }
-                }
-                let compiled = set
-                    .policies()
-                    .map(|p| compiled::compile(p, &self.deployment))
-                    .collect();
-                let approvals = set
-                    .policies()
-                    .filter_map(|p| {
-                        Some((p.id().to_string(), p.annotation("approval")?.to_string()))
-                    })
-                    .collect();
-                Arc::new(Prepared {
-                    set,
-                    compiled,
-                    approvals,
-                })
+                // Compiling reads each policy back through Cedar's
+                // recursive parser (`to_json`): on the caller's stack (a
+                // wasmtime fiber's, with a few hundred KiB) a long or deeply
+                // parenthesised policy would overflow it and abort the
+                // host. Once per group set, on a segment as large as a
+                // main thread's stack ever is.
+                stacker::grow(COMPILE_STACK, || self.prepare(&key))
             })
             .clone()
+    }
+
+    /// The policy set of the groups `key`, compiled (see [`Self::set_for`]).
+    fn prepare(&self, key: &[String]) -> Arc<Prepared> {
+        let mut set = PolicySet::new();
+        for g in key {
+            for p in self.groups[g].policies() {
+                let _ = set.add(p.clone());
+            }
+        }
+        let compiled = set
+            .policies()
+            .map(|p| compiled::compile(p, &self.deployment))
+            .collect();
+        let approvals = set
+            .policies()
+            .filter_map(|p| Some((p.id().to_string(), p.annotation("approval")?.to_string())))
+            .collect();
+        Arc::new(Prepared {
+            set,
+            compiled,
+            approvals,
+        })
     }
 
     /// Decide a call of `action` (`interface.function`) by `plugin` with
@@ -610,7 +623,9 @@ fn shape(args: &Value) -> Result<Shape, String> {
             Value::Array(a) => todo.extend(a.iter().map(|x| (x, depth + 1, top))),
             Value::Object(m) => {
                 for (k, x) in m {
-                    escapes |= k.starts_with("__");
+                    // Cedar sees the key snake-cased (`-` → `_`): `--entity`
+                    // reaches it as `__entity`.
+                    escapes |= k.len() >= 2 && k.bytes().take(2).all(|b| b == b'_' || b == b'-');
                     todo.push((x, depth + 1, if depth == 0 { k.as_str() } else { top }));
                 }
             }

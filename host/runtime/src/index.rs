@@ -807,10 +807,12 @@ pub fn runs_offline(data_dir: &std::path::Path) -> Option<(Vec<RunState>, Vec<Es
         let mut o = Overlay {
             store,
             batch: Batch::default(),
+            runs: HashMap::new(),
         };
         let (mut runs, mut escs) = (Vec::new(), Vec::new());
+        let mut cache = RunCache::default();
         for r in &tail {
-            apply_one(&mut o, r, &|_, _| None)?;
+            apply_one(&mut o, r, &|_, _| None, &mut cache)?;
             if let Some(run) = r.event.run() {
                 runs.push(run.to_string());
             }
@@ -818,6 +820,8 @@ pub fn runs_offline(data_dir: &std::path::Path) -> Option<(Vec<RunState>, Vec<Es
                 escs.push(id.clone());
             }
         }
+        // The runs the tail changed, into the overlay's batch (read below).
+        o.put_runs()?;
         let mut run_map: std::collections::BTreeMap<String, RunState> = all_pairs(store, RUNS)?;
         for id in runs {
             if let Some(st) = o.get_json::<RunState>(RUNS, &id)? {
