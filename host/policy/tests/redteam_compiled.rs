@@ -402,6 +402,11 @@ fn like_patterns() {
         r#""\u{0}*""#,
         r#""*🦀*🦀""#,
         r#""A*""#,
+        r#""a\u{2a}""#,
+        r#""a\x2a""#,
+        r#""\u{2a}\u{2A}*""#,
+        r#""a\\\*""#,
+        r#""\t*\n""#,
     ];
     let strs = [
         "",
@@ -753,4 +758,25 @@ fn long_allowlist_child() {
         .join()
         .expect("no crash");
     eprintln!("decided: {v:?}");
+}
+
+/// A flat allowlist too deep to compile is left to Cedar, whose evaluator
+/// gives up ("recursion limit reached") on its 1 MiB segment somewhere
+/// between 200 and 250 terms: every call is then denied, by both paths
+/// (fail-closed, but such a policy can never allow).
+#[test]
+fn a_long_flat_allowlist_is_left_to_cedar() {
+    for n in [40, 200, 300] {
+        let list: Vec<String> = (0..n).map(|i| format!("context.n == {i}")).collect();
+        let text = format!(
+            "@id(\"allow\") permit (principal, action, resource) when {{ {} }};",
+            list.join(" || ")
+        );
+        let v = same_on(&text, n < 48, &json!({"n": 7}));
+        if n >= 300 {
+            assert!(unjudged(&v), "{n}: {v:?}");
+        } else {
+            assert!(allowed(&v), "{n}: {v:?}");
+        }
+    }
 }
