@@ -7,6 +7,8 @@
 use charter_policy::{PolicyEngine, Verdict};
 use serde_json::{Map, Value, json};
 
+type Decide = fn(&PolicyEngine, &[&str], &str, &str, &[String], &str, &Value) -> Option<Verdict>;
+
 const REFUND: &str = "acme:payments/refunds.issue-refund";
 const KV: &str = "charter:host/kv.get";
 
@@ -521,15 +523,7 @@ fn many_policies_annotations_and_roles() {
     )
     .unwrap();
     for args in [json!({"n": 0}), json!({"n": 2}), json!({})] {
-        let d = |f: fn(
-            &PolicyEngine,
-            &[&str],
-            &str,
-            &str,
-            &[String],
-            &str,
-            &Value,
-        ) -> Option<Verdict>| { f(&e, &["g", "h"], "bot", "d", &[], KV, &args) };
+        let d = |f: Decide| f(&e, &["g", "h"], "bot", "d", &[], KV, &args);
         assert_eq!(
             d(PolicyEngine::decide),
             d(PolicyEngine::decide_by_cedar),
