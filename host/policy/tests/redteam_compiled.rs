@@ -1,8 +1,9 @@
 //! Red team of the compiled decisions (`src/compiled.rs`): policies of the
 //! shapes the compiler takes, and arguments chosen to make it disagree with
 //! Cedar (`decide` against `decide_by_cedar`). Every case that holds is
-//! kept as a regression; a case that found a discrepancy is `#[ignore]`d
-//! with the discrepancy in its reason (run them with `--ignored`).
+//! kept as a regression. The five that found discrepancies (escape keys
+//! snake-cased into `__entity`/`__expr`/`__extn`; compiling on the caller's
+//! stack) were fixed and run as regressions too.
 
 use charter_policy::{PolicyEngine, Verdict};
 use serde_json::{Map, Value, json};
@@ -80,7 +81,6 @@ fn cap(cond: &str) -> String {
 /// attribute of the entity (the principal's own `name`): Cedar forbids,
 /// the compiled path allows.
 #[test]
-#[ignore = "discrepancy: `--entity` key becomes `__entity` after snake-casing; compiled allows, Cedar forbids"]
 fn snake_cased_entity_escape_is_seen_by_cedar_only() {
     let text = cap("context.x has name");
     let args = json!({"x": {"--entity": {"type": "Plugin", "id": "bot"}}});
@@ -94,7 +94,6 @@ fn snake_cased_entity_escape_is_seen_by_cedar_only() {
 /// `__expr` escape is reserved), so every call is denied, while the
 /// compiled path allows under a blanket permit.
 #[test]
-#[ignore = "discrepancy: `--expr` key becomes `__expr`; compiled allows, Cedar denies (context does not convert)"]
 fn snake_cased_expr_escape_is_seen_by_cedar_only() {
     same(ALL, &json!({"x": {"--expr": "1"}}));
 }
@@ -102,7 +101,6 @@ fn snake_cased_expr_escape_is_seen_by_cedar_only() {
 /// And with `--extn`: to Cedar a `decimal` (so `has` on it errors and the
 /// forbid denies), to the compiled path a record without `y`.
 #[test]
-#[ignore = "discrepancy: `--extn` key becomes `__extn`; compiled allows, Cedar denies (has on an extension value errors)"]
 fn snake_cased_extn_escape_is_seen_by_cedar_only() {
     same(
         &cap("context.x has y"),
@@ -636,7 +634,6 @@ fn strings_compare_exactly() {
 /// Compiled decisions keep the caller's stack small: a deep policy is
 /// compiled (or found too deep) on first use, on the caller's stack.
 #[test]
-#[ignore = "finding: compile runs on the caller's stack at first use; a 40-deep `||` chain overflows 256 KiB (aborts the process); fine once compiled on a big stack (REDTEAM_WARM=1)"]
 fn deep_policies_on_a_small_stack() {
     let mut chain = String::from("context.n == 0");
     for i in 1..40 {
@@ -687,7 +684,6 @@ fn deep_policies_on_a_small_stack() {
 /// fiber leaves a host call (wasmtime's 2 MiB async stack less the
 /// guest's 512 KiB).
 #[test]
-#[ignore = "finding: a 2,500+ term `||` policy overflows a 1.5 MiB stack at first decision (Policy::to_json in compile, outside stacker::grow); REDTEAM_N=n picks the size"]
 fn a_long_allowlist_is_decided_on_a_fiber_sized_stack() {
     if std::env::var_os("REDTEAM_CHILD").is_some() {
         return;
