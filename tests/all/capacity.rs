@@ -98,7 +98,7 @@ input = "complete:x"
         &dir.join("charter.toml"),
         charter_runtime::host_catalog(),
     )
-        .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    .unwrap_or_else(|e| panic!("{e}\n{toml}"));
     Arc::new(
         Host::new(
             d,
@@ -217,8 +217,8 @@ fn max_steps_in_flight_is_bounded() {
             &dir.path().join("charter.toml"),
             charter_runtime::host_catalog(),
         )
-            .unwrap_err()
-            .to_string();
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("deployment.max_steps_in_flight") && err.contains("must be 1 to 16384"),
             "{err}"

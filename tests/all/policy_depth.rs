@@ -50,7 +50,7 @@ fn a_deeply_nested_argument_gets_a_clear_verdict_on_the_fiber_and_on_cedars_stac
         &dir.path().join("charter.toml"),
         charter_runtime::host_catalog(),
     )
-        .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    .unwrap_or_else(|e| panic!("{e}\n{toml}"));
     let (host, store) = host(d);
     let rt = rt();
     let deep = deep_text(10_000);

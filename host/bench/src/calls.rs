@@ -244,7 +244,11 @@ fn governed(name: &str, n: u64, echo: &Path, flood_wasm: &Path) -> Result<()> {
         echo = echo.display(),
         flood = flood_wasm.display(),
     );
-    let deployment = Deployment::parse(&toml, &dir.path().join("charter.toml"))?;
+    let deployment = Deployment::parse(
+        &toml,
+        &dir.path().join("charter.toml"),
+        charter_runtime::host_catalog(),
+    )?;
     let host = Host::new(
         deployment,
         HostOptions {

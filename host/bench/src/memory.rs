@@ -94,7 +94,11 @@ limits = {{ deadline_ms = 120000 }}
         data = dir.display(),
         wasm = fixture.display(),
     );
-    Ok(Deployment::parse(&toml, &dir.join("charter.toml"), charter_runtime::host_catalog())?)
+    Ok(Deployment::parse(
+        &toml,
+        &dir.join("charter.toml"),
+        charter_runtime::host_catalog(),
+    )?)
 }
 
 pub fn report(fixture: &Path) -> Result<()> {
