@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
-use charter_config::Deployment;
 use charter_runtime::{CallError, Host, HostOptions, LimitKind, LoadedPlugin};
 
 /// The cap of the small steps: what a step costs besides its calls.
@@ -47,13 +46,9 @@ pub fn report(echo: &Path, flood_wasm: &Path, n: u64) -> Result<()> {
         plugin("small", "\"logging\", \"kv-read\"", SMALL),
         plugin("large", "\"logging\", \"kv-read\"", SMALL + n),
     );
-    let deployment = Deployment::parse(
+    let host = crate::bench_host(
         &toml,
-        &dir.path().join("charter.toml"),
-        charter_runtime::host_catalog(),
-    )?;
-    let host = Host::new(
-        deployment,
+        dir.path(),
         HostOptions {
             store: Some(Arc::new(charter_store::MemStore::default())),
             no_cache: true,
@@ -244,13 +239,9 @@ fn governed(name: &str, n: u64, echo: &Path, flood_wasm: &Path) -> Result<()> {
         echo = echo.display(),
         flood = flood_wasm.display(),
     );
-    let deployment = Deployment::parse(
+    let host = crate::bench_host(
         &toml,
-        &dir.path().join("charter.toml"),
-        charter_runtime::host_catalog(),
-    )?;
-    let host = Host::new(
-        deployment,
+        dir.path(),
         HostOptions {
             store: Some(Arc::new(charter_store::MemStore::default())),
             no_cache: cache_dir().is_none(),

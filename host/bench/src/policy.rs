@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use charter_config::Deployment;
 use charter_policy::{PolicyEngine, Verdict};
 use charter_runtime::{CallError, Host, HostOptions, LimitKind, LoadedPlugin};
 
@@ -74,13 +73,9 @@ fn setup(flood_wasm: &Path, n: u64, on_demand_instances: bool) -> Result<Bench> 
         plugin("cedar-small", "kv-read-cedar", SMALL),
         plugin("cedar-large", "kv-read-cedar", SMALL + n),
     );
-    let deployment = Deployment::parse(
+    let host = crate::bench_host(
         &toml,
-        &dir.path().join("charter.toml"),
-        charter_runtime::host_catalog(),
-    )?;
-    let host = Host::new(
-        deployment,
+        dir.path(),
         HostOptions {
             store: Some(Arc::new(charter_store::MemStore::default())),
             no_cache: true,
