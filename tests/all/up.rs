@@ -205,6 +205,26 @@ fn up_serves_the_api_to_proven_callers_only() {
     assert!(text(&out).contains(&run));
     let out = charter(&["up", "--listen", "127.0.0.1:0"], cwd);
     assert!(text(&out).contains("already serving"), "{}", text(&out));
+    // A command that needs the data directory is told where the service
+    // is, at once, not after the lock wait.
+    let bob_token = bob.strip_prefix("Bearer ").unwrap();
+    let t = Instant::now();
+    let out = Command::new(charter_bin())
+        .args(["proposals", "approve", &proposal])
+        .current_dir(cwd)
+        .env_remove("CHARTER_LOG")
+        .env("CHARTER_TOKEN", bob_token)
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "charter up is serving this deployment at http://{addr}"
+        )),
+        "{}",
+        text(&out)
+    );
+    assert!(t.elapsed() < Duration::from_secs(20), "waited for the lock");
 
     // bob approves through the API: the run goes on in the host.
     let r = http(

@@ -1,7 +1,7 @@
 //! `charter up`: serve the deployment's control API over HTTP until
 //! SIGTERM or Ctrl-C.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -9,13 +9,10 @@ use charter_api::{Access, Control};
 use charter_runtime::error::EXIT_OK;
 use charter_runtime::{Host, HostOptions};
 
-/// Where a running `charter up` says it listens (in the data directory).
-pub const ENDPOINT_FILE: &str = "charter-up.json";
-
 pub async fn up(config: &crate::ConfigArg, listen: &str) -> Result<i32> {
     let deployment = config.load()?;
-    let endpoint = deployment.data_dir.join(ENDPOINT_FILE);
-    if let Some(other) = live_endpoint(&endpoint) {
+    let endpoint = deployment.data_dir.join(charter_runtime::SERVICE_FILE);
+    if let Some(other) = charter_runtime::service_url(&deployment.data_dir) {
         bail!(
             "charter up is already serving {} at {other}; stop it (SIGTERM) before starting another",
             deployment.name
@@ -69,15 +66,6 @@ async fn stop_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-}
-
-/// The address a live `charter up` recorded, if its process still runs.
-fn live_endpoint(path: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let pid = v["pid"].as_u64()?;
-    let alive = PathBuf::from(format!("/proc/{pid}")).exists() && pid != std::process::id() as u64;
-    alive.then(|| v["url"].as_str().unwrap_or("?").to_string())
 }
 
 fn write_endpoint(path: &Path, url: &str) -> Result<()> {

@@ -183,6 +183,29 @@ pub enum HostError {
         dir: std::path::PathBuf,
         waited_ms: u64,
     },
+    #[error(
+        "charter up is serving this deployment at {url} and owns its data directory {}: act through its API with your token (README: \"Run Charter as a service\"); reading commands (runs, proposals list, audit, kpi) work beside it",
+        dir.display()
+    )]
+    Served {
+        dir: std::path::PathBuf,
+        url: String,
+    },
+}
+
+/// The file in the data directory where a running `charter up` says
+/// where it listens (`{"url", "pid"}`).
+pub const SERVICE_FILE: &str = "charter-up.json";
+
+/// The URL of the `charter up` serving the deployment of `dir`, if its
+/// process still runs.
+pub fn service_url(dir: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(SERVICE_FILE)).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let pid = v["pid"].as_u64()?;
+    let alive = pid != u64::from(std::process::id())
+        && std::path::Path::new(&format!("/proc/{pid}")).exists();
+    alive.then(|| v["url"].as_str().unwrap_or("?").to_string())
 }
 
 /// How long past a step's deadline the host waits before it cuts the step's
@@ -281,6 +304,13 @@ pub fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, HostError> 
             Err(std::fs::TryLockError::Error(source)) => {
                 return Err(HostError::DataDir { path, source });
             }
+        }
+        // A running service holds it for good: say so at once.
+        if let Some(url) = service_url(dir) {
+            return Err(HostError::Served {
+                dir: dir.to_owned(),
+                url,
+            });
         }
         let waited = started.elapsed();
         if waited >= Duration::from_millis(wait) {
