@@ -347,34 +347,15 @@ fn a_runs_approved_notify_is_checked_against_the_channel_grant_in_force() {
     let dir = tempfile::tempdir().unwrap();
     let config = |granted: &str| {
         let extra = format!(
-            r#"
-[channels.ops]
-webhook = "http://127.0.0.1:{port}/hook"
-[channels.console]
-inbox = true
-[groups.governed-notify]
-capabilities = ["charter:host/notify.send"]
-channels = [{granted}]
-policies = '''
-@id("ops-needs-a-person")
-@approval("operator")
-permit (principal, action == Action::"charter:host/notify.send", resource)
-when {{ context.channel == "ops" }};
-@id("console-is-fine")
-permit (principal, action == Action::"charter:host/notify.send", resource)
-when {{ context.channel == "console" }};
-'''
-[groups.no-secrets]
-capabilities = ["charter:host/secrets.get"]
-[approvers.olga]
-roles = ["operator"]
+            r#"{}
 [workflows.alert]
 [[workflows.alert.steps]]
 id = "tell"
 plugin = "notifier"
 input = {{ channel = "ops", subject = "s", body = "b" }}
 on_failure = "fail"
-"#
+"#,
+            crate::redteam5::governed(port, granted)
         );
         deployment(
             dir.path(),

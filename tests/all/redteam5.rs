@@ -14,7 +14,7 @@ use crate::support::*;
 
 /// Channels `ops` (webhook) and `console` (inbox); `granted` lists what
 /// the governed group grants. Sending to `ops` needs one operator.
-fn governed(port: u16, granted: &str) -> String {
+pub(crate) fn governed(port: u16, granted: &str) -> String {
     format!(
         r#"
 [channels.ops]
