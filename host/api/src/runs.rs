@@ -587,7 +587,7 @@ impl Control {
     /// returns), drive it in this process in the background, and answer
     /// at once with its id. Its progress is `runs_show`; a crash leaves it
     /// to the next start-up's resume like any run.
-    pub async fn start_run(&self, req: &RunRequest) -> Result<RunResponse, ApiError> {
+    pub async fn start_run(&self, req: &RunRequest) -> Result<Detached, ApiError> {
         validate::name("workflow", &req.workflow)?;
         validate::name("initiator", &req.initiator)?;
         validate::json_size("the input", &req.input)?;
@@ -602,11 +602,11 @@ impl Control {
                 tracing::warn!(run = %id, error = %e, "driving the run failed");
             }
         });
-        Ok(RunResponse::Detached(Detached {
+        Ok(Detached {
             run: st.id,
             status: "started".into(),
             detached: true,
-        }))
+        })
     }
 
     /// Every run and escalation: through the state index (this process's

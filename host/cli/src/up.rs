@@ -18,10 +18,7 @@ pub async fn up(config: &crate::ConfigArg, listen: &str) -> Result<i32> {
             deployment.name
         );
     }
-    if !Control::new(deployment.clone(), Access::Remote)
-        .authenticator()
-        .requires_tokens()
-    {
+    if !charter_auth::Authenticator::new(&deployment).requires_tokens() {
         bail!(
             "{} declares no token, so nobody could prove who they are to the API: mint one with `charter tokens create NAME` and add its hash under [identities.NAME]",
             config.path().display()

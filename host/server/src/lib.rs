@@ -264,13 +264,8 @@ async fn run_start(
         initiator: p.name,
         detach: true,
     };
-    let control = app.control.clone();
-    match control.start_run(&req).await? {
-        charter_api::RunResponse::Detached(d) => {
-            Ok((StatusCode::ACCEPTED, Json(d)).into_response())
-        }
-        charter_api::RunResponse::Driven(r) => Ok((StatusCode::OK, Json(r)).into_response()),
-    }
+    let started = app.control.start_run(&req).await?;
+    Ok((StatusCode::ACCEPTED, Json(started)).into_response())
 }
 
 async fn runs_cancel(
