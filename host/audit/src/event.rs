@@ -441,13 +441,20 @@ fn scalar<T: Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
 /// writes, without serde's `flatten` machinery (which routes every field
 /// of the event through a map serializer): the head (`seq`, `time_ms`,
 /// `end`) is written by hand, then the event's own object (`{"type":...}`)
-/// with its opening brace replaced by the head.
+/// with its opening brace replaced by the head: by `encode.rs` for the
+/// events every step writes, by serde for the rest.
 pub(crate) fn encode_record(r: &Record, out: &mut Vec<u8>) -> serde_json::Result<()> {
-    use std::io::Write;
     let start = out.len();
-    let _ = write!(out, "{{\"seq\":{},\"time_ms\":{},", r.seq, r.time_ms);
+    out.extend_from_slice(b"{\"seq\":");
+    crate::encode::u64_text(out, r.seq);
+    out.extend_from_slice(b",\"time_ms\":");
+    crate::encode::u64_text(out, r.time_ms);
+    out.push(b',');
     if r.end {
         out.extend_from_slice(b"\"end\":true,");
+    }
+    if crate::encode::event_body(&r.event, out) {
+        return Ok(());
     }
     let head = out.len();
     serde_json::to_writer(&mut *out, &r.event)?;
@@ -512,6 +519,96 @@ mod tests {
                 next: Some("b".into()),
             },
             Event::CheckFailed { problems: vec![] },
+            // Every optional field set, hostile strings everywhere.
+            Event::Call {
+                call: "c\u{0}2".into(),
+                plugin: "p\"".into(),
+                digest: String::new(),
+                function: "f\\".into(),
+                args_digest: "sha256:ff".into(),
+                args: json!([{"\u{1f}": -3, "x": 1.0e-7}, "\u{7f}é"]),
+                decision: Decision::Deny,
+                policies: vec![],
+                reason: Some("no\r\n".into()),
+                initiator: None,
+                journal: None,
+                request: Some("sha256:aa".into()),
+            },
+            Event::Call {
+                call: "c3".into(),
+                plugin: "p".into(),
+                digest: "d".into(),
+                function: "f".into(),
+                args_digest: "a".into(),
+                args: Value::Null,
+                decision: Decision::Propose,
+                policies: vec!["p0".into(), "\u{8}".into()],
+                reason: None,
+                initiator: None,
+                journal: None,
+                request: None,
+            },
+            Event::CallResult {
+                call: "c".into(),
+                plugin: "p".into(),
+                function: "f".into(),
+                ok: false,
+                summary: "s\t".into(),
+                duration_us: u64::MAX,
+                proposal: Some("P1".into()),
+                result: Some(Value::Null),
+            },
+            Event::CallResult {
+                call: "c".into(),
+                plugin: "p".into(),
+                function: "f".into(),
+                ok: true,
+                summary: String::new(),
+                duration_us: 0,
+                proposal: None,
+                result: None,
+            },
+            Event::KvWrite {
+                plugin: "p".into(),
+                key: "[secret:S]".into(),
+                value: Some("v\"".into()),
+                by: Some("olga".into()),
+                secrets: vec!["S".into(), "T".into()],
+            },
+            Event::Step {
+                plugin: "p".into(),
+                digest: "sha256:00".into(),
+                initiator: None,
+                outcome: "failed".into(),
+                error: Some("trap: \u{1b}[31m".into()),
+                host_calls: 3,
+                duration_us: 1435,
+            },
+            Event::Step {
+                plugin: "p".into(),
+                digest: "sha256:00".into(),
+                initiator: Some("i".into()),
+                outcome: "ok".into(),
+                error: None,
+                host_calls: 0,
+                duration_us: 0,
+            },
+            Event::StepAttempt {
+                run: "R\"".into(),
+                step: "s".into(),
+                attempt: u32::MAX,
+                plugin: "p".into(),
+                input: json!({"deep": [[{"a": "\\"}]]}),
+                outcome: "failed".into(),
+                output: None,
+                error: Some("e".into()),
+                failure: Some("retryable".into()),
+                retry_at_ms: Some(12),
+                proposal: Some("P".into()),
+                replayed: 4,
+                duration_us: 5,
+                next: None,
+            },
         ]
     }
 

@@ -64,6 +64,7 @@
 
 pub mod checkpoint;
 pub mod conformance;
+mod encode;
 mod event;
 mod fault;
 mod frame;
