@@ -252,7 +252,7 @@ fn needs_escape(s: &[u8]) -> bool {
 }
 
 /// A JSON string as serde_json writes it.
-fn string(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn string(out: &mut Vec<u8>, s: &str) {
     if needs_escape(s.as_bytes()) {
         // Writing a string to a `Vec` cannot fail.
         let _ = serde_json::to_writer(&mut *out, s);

@@ -395,7 +395,11 @@ pub fn json_digest(v: &Value) -> String {
     canonical(v, &mut s);
     let mut out = String::with_capacity(7 + 64);
     out.push_str("sha256:");
-    out.push_str(&hex::encode(Sha256::digest(&s)));
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in Sha256::digest(&s) {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
+    }
     out
 }
 
@@ -411,7 +415,7 @@ fn canonical(v: &Value, out: &mut Vec<u8>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                scalar(*k, out);
+                crate::encode::string(out, k);
                 out.push(b':');
                 canonical(&m[k.as_str()], out);
             }
@@ -427,6 +431,7 @@ fn canonical(v: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
+        Value::String(s) => crate::encode::string(out, s),
         other => scalar(other, out),
     }
 }
@@ -668,6 +673,11 @@ mod tests {
         let a = json!({"b": 1, "a": [{"d": "x", "c": 1e300}], "é": "\u{7f}\"\u{1}", "": -0.5});
         let b = json!({"é": "\u{7f}\"\u{1}", "a": [{"c": 1e300, "d": "x"}], "": -0.5, "b": 1});
         assert_eq!(json_digest(&a), json_digest(&b));
+        // sha256 of the two bytes `{}`, hex in lower case.
+        assert_eq!(
+            json_digest(&json!({})),
+            "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+        );
         for v in [
             a,
             json!(null),
