@@ -17,11 +17,40 @@ pub const STDIO_CAPACITY: usize = 64 * 1024;
 pub struct HostState {
     pub(crate) mediator: Mediator,
     pub(crate) limiter: MemoryLimiter,
-    wasi: WasiCtx,
+    /// Built on the guest's first WASI call: most steps make none, and
+    /// the context (random seeds, clocks, two pipes) is a fifth of what a
+    /// store costs to set up and drop.
+    wasi: Option<InertWasi>,
     table: ResourceTable,
     http: WasiHttpCtx,
+}
+
+/// The inert WASI baseline: no preopens, no environment, no arguments, no
+/// network; only stdout/stderr, which become tagged log lines.
+struct InertWasi {
+    ctx: WasiCtx,
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
+}
+
+impl InertWasi {
+    fn new() -> InertWasi {
+        let stdout = MemoryOutputPipe::new(STDIO_CAPACITY);
+        let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
+        let ctx = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }))
+            .build();
+        InertWasi {
+            ctx,
+            stdout,
+            stderr,
+        }
+    }
 }
 
 impl HostState {
@@ -30,34 +59,24 @@ impl HostState {
         services: Arc<Services>,
         initiator: Option<String>,
     ) -> HostState {
-        let stdout = MemoryOutputPipe::new(STDIO_CAPACITY);
-        let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
-        // The inert baseline: no preopens, no environment, no arguments, no
-        // network; only stdout/stderr, which become tagged log lines.
-        let wasi = WasiCtxBuilder::new()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .socket_addr_check(|_, _| Box::pin(async { false }))
-            .build();
         HostState {
             limiter: MemoryLimiter::new(ctx.limits.memory_bytes),
             mediator: Mediator::new(ctx, services, initiator),
-            wasi,
+            wasi: None,
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            stdout,
-            stderr,
         }
     }
 
     /// Move what the guest printed into the plugin's tagged log.
     pub(crate) fn drain_stdio(&mut self) {
+        let Some(wasi) = &self.wasi else {
+            // No WASI call, so nothing printed.
+            return;
+        };
         for (pipe, source, level) in [
-            (&self.stdout, "stdout", LogLevel::Info),
-            (&self.stderr, "stderr", LogLevel::Warn),
+            (&wasi.stdout, "stdout", LogLevel::Info),
+            (&wasi.stderr, "stderr", LogLevel::Warn),
         ] {
             let bytes = pipe.contents();
             if bytes.is_empty() {
@@ -75,7 +94,7 @@ impl HostState {
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: &mut self.wasi.get_or_insert_with(InertWasi::new).ctx,
             table: &mut self.table,
         }
     }
