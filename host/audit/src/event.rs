@@ -387,6 +387,14 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// JSON text parsed into a value: what every step does with its output.
+/// Instantiated here, in a crate the dev profile optimises fully, rather
+/// than in the runtime (opt-level 1), where serde_json's generic parser
+/// would be compiled at that level.
+pub fn parse_json(text: &str) -> serde_json::Result<Value> {
+    serde_json::from_str(text)
+}
+
 /// `sha256:` of a JSON value's canonical text (object keys sorted at every
 /// level, no whitespace), so equal arguments always have equal digests.
 pub fn json_digest(v: &Value) -> String {

@@ -1286,7 +1286,7 @@ fn step_output(
             detail,
         })
     } else {
-        serde_json::from_str::<serde_json::Value>(s)
+        charter_audit::parse_json(s)
             .map_err(|e| CallError::Invalid {
                 plugin: plugin.to_string(),
                 message: format!("output is not valid JSON: {e}"),
