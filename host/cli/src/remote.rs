@@ -249,16 +249,16 @@ fn served_config(command: &Command) -> Option<&ConfigArg> {
                 Some(config)
             }
         },
-        Command::Audit { op } => match op {
-            AuditOp::Verify {
-                config,
-                checkpoint: None,
-                since_checkpoint: None,
-                ..
-            }
-            | AuditOp::Show { config, .. } => Some(config),
-            _ => None,
-        },
+        Command::Audit {
+            op:
+                AuditOp::Verify {
+                    config,
+                    checkpoint: None,
+                    since_checkpoint: None,
+                    ..
+                }
+                | AuditOp::Show { config, .. },
+        } => Some(config),
         Command::Kv { op } => match op {
             KvOp::Get { config, .. } | KvOp::Set { config, .. } | KvOp::List { config, .. } => {
                 Some(config)
