@@ -23,6 +23,7 @@ mod redteam2;
 mod redteam3;
 mod redteam4;
 mod redteam5;
+mod service;
 mod startup;
 mod substrate;
 mod support;

@@ -178,6 +178,7 @@ fn a_rewritten_or_truncated_history_fails_the_signed_mark_at_start_up() {
     for i in 0..starts.len() {
         let key = format!("forged{i}");
         f.append_blocking(vec![charter_audit::Event::KvWrite {
+            auth: None,
             plugin: "echo".into(),
             key,
             value: Some("v".into()),

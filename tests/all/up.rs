@@ -15,20 +15,26 @@ use serde_json::{Value, json};
 use crate::cli::refunds_deployment;
 use crate::support::{charter, charter_bin, text};
 
-struct Reply {
-    status: u16,
-    head: String,
-    body: String,
+pub(crate) struct Reply {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
 }
 
 impl Reply {
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
     }
 }
 
 /// One HTTP/1.1 request on a fresh connection.
-fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Reply {
+pub(crate) fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> Reply {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
@@ -60,7 +66,7 @@ fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: Option<
     }
 }
 
-fn mint(name: &str, cwd: &Path) -> (String, String) {
+pub(crate) fn mint(name: &str, cwd: &Path) -> (String, String) {
     let out = charter(&["tokens", "create", name, "--json"], cwd);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -71,7 +77,7 @@ fn mint(name: &str, cwd: &Path) -> (String, String) {
 }
 
 /// Start `charter up` on a free loopback port; its address.
-fn up(cwd: &Path) -> (Child, String) {
+pub(crate) fn up(cwd: &Path) -> (Child, String) {
     let mut child = Command::new(charter_bin())
         .args(["up", "--listen", "127.0.0.1:0"])
         .current_dir(cwd)
@@ -93,7 +99,7 @@ fn up(cwd: &Path) -> (Child, String) {
     (child, addr)
 }
 
-fn wait_for(addr: &str, token: &str, run: &str, done: impl Fn(&Value) -> bool) -> Value {
+pub(crate) fn wait_for(addr: &str, token: &str, run: &str, done: impl Fn(&Value) -> bool) -> Value {
     let start = Instant::now();
     loop {
         let r = http(addr, "GET", &format!("/v1/runs/{run}"), Some(token), None);
@@ -205,12 +211,14 @@ fn up_serves_the_api_to_proven_callers_only() {
     assert!(text(&out).contains(&run));
     let out = charter(&["up", "--listen", "127.0.0.1:0"], cwd);
     assert!(text(&out).contains("already serving"), "{}", text(&out));
-    // A command that needs the data directory is told where the service
-    // is, at once, not after the lock wait.
+    // A command the host does not serve (a direct step call) still needs
+    // the data directory, and is told where the service is, at once, not
+    // after the lock wait. (Those it serves act through it: tests/all/
+    // service.rs.)
     let bob_token = bob.strip_prefix("Bearer ").unwrap();
     let t = Instant::now();
     let out = Command::new(charter_bin())
-        .args(["proposals", "approve", &proposal])
+        .args(["call", "refund-bot"])
         .current_dir(cwd)
         .env_remove("CHARTER_LOG")
         .env("CHARTER_TOKEN", bob_token)

@@ -52,3 +52,36 @@ impl Control {
 fn unauthenticated(e: AuthError) -> ApiError {
     ApiError::new(ErrorClass::Refused, "unauthenticated", e.to_string())
 }
+
+impl Control {
+    /// Record refused authentications of a running host's front end
+    /// (`charter up`): only [`charter_audit::Event::AuthRefused`] and
+    /// [`charter_audit::Event::AuthRefusalsSuppressed`] are taken (a front
+    /// end records nothing else this way). On disk before it returns.
+    pub async fn record_auth_refusals(
+        &self,
+        events: Vec<charter_audit::Event>,
+    ) -> Result<(), ApiError> {
+        use charter_audit::Event;
+        if events.is_empty() {
+            return Ok(());
+        }
+        if let Some(e) = events.iter().find(|e| {
+            !matches!(
+                e,
+                Event::AuthRefused { .. } | Event::AuthRefusalsSuppressed { .. }
+            )
+        }) {
+            return Err(ApiError::usage(format!(
+                "only authentication refusals are recorded this way, not {}",
+                e.kind()
+            )));
+        }
+        let host = self.host()?;
+        host.log()
+            .append(events)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+        Ok(())
+    }
+}

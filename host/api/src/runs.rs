@@ -207,6 +207,10 @@ pub struct RunDecision {
     pub escalation: Option<String>,
     /// Who.
     pub by: String,
+    /// How they were proven: `token` or `claimed` (absent for decisions
+    /// recorded before Charter recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
     /// `approve`, `reject`, `retry`, `skip`, `fail`.
     pub action: String,
     /// Whether it was accepted (a refused attempt is recorded too).
@@ -522,10 +526,12 @@ fn decisions(records: &[Record], run: &str) -> Vec<RunDecision> {
                 comment,
                 accepted,
                 reason,
+                auth,
             } if proposals.contains(proposal.as_str()) => Some(RunDecision {
                 proposal: Some(proposal.clone()),
                 escalation: None,
                 by: by.clone(),
+                auth: auth.clone(),
                 action: if *approve { "approve" } else { "reject" }.to_string(),
                 accepted: *accepted,
                 comment: comment.clone(),
@@ -540,11 +546,13 @@ fn decisions(records: &[Record], run: &str) -> Vec<RunDecision> {
                 comment,
                 accepted,
                 reason,
+                auth,
                 ..
             } if of == run => Some(RunDecision {
                 proposal: None,
                 escalation: Some(id.clone()),
                 by: by.clone(),
+                auth: auth.clone(),
                 action: action.clone(),
                 accepted: *accepted,
                 comment: comment.clone(),

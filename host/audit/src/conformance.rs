@@ -19,6 +19,7 @@ pub type Open<'a, L> = &'a dyn Fn(u64, OnCommit) -> Result<L, LogError>;
 
 fn kv(plugin: &str, i: u64) -> Event {
     Event::KvWrite {
+        auth: None,
         plugin: plugin.into(),
         key: format!("k{i}"),
         value: Some("v".into()),
@@ -29,6 +30,7 @@ fn kv(plugin: &str, i: u64) -> Event {
 
 fn started(run: &str) -> Event {
     Event::RunStarted {
+        auth: None,
         run: run.into(),
         workflow: "w".into(),
         workflow_digest: "sha256:00".into(),
@@ -40,6 +42,7 @@ fn started(run: &str) -> Event {
 
 fn finished(run: &str) -> Event {
     Event::RunFinished {
+        auth: None,
         run: run.into(),
         status: "completed".into(),
         output: None,
@@ -189,6 +192,7 @@ pub fn hostile_batches_are_refused_whole<L: Log>(open: Open<'_, L>) {
     let log = open(0, Box::new(|_, _| Ok(()))).unwrap();
     log.append_blocking(vec![kv("p", 1)]).unwrap();
     let big = Event::KvWrite {
+        auth: None,
         plugin: "p".into(),
         key: "big".into(),
         value: Some("x".repeat(crate::MAX_PAYLOAD)),

@@ -126,6 +126,11 @@ pub enum Event {
         /// Set when an operator wrote it (`charter kv set`), not a step.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         by: Option<String>,
+        /// How the operator was proven: `token` (a bearer token whose hash
+        /// the deployment declares) or `claimed` (a name given where the
+        /// deployment declares no token). Absent in logs written before.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth: Option<String>,
         /// Secrets whose values the key or value held: they are recorded
         /// as `[secret:NAME]`, and the index restores them from the
         /// secret's source when it applies the write.
@@ -172,6 +177,11 @@ pub enum Event {
         /// False when the attempt was refused (self-approval, expired, ...).
         accepted: bool,
         reason: Option<String>,
+        /// How the person was proven: `token` (a bearer token whose hash
+        /// the deployment declares) or `claimed` (a name given where the
+        /// deployment declares no token). Absent in logs written before.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth: Option<String>,
     },
     /// A proposal reached its end: approved-and-executed, rejected, expired,
     /// or failed on execution.
@@ -190,6 +200,11 @@ pub enum Event {
         initiator: Option<String>,
         /// The first step to run.
         first: Option<String>,
+        /// How the initiator was proven: `token` (a bearer token whose hash
+        /// the deployment declares) or `claimed` (a name given where the
+        /// deployment declares no token). Absent in logs written before.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth: Option<String>,
     },
     /// One attempt of one workflow step ended (or the step was skipped).
     StepAttempt {
@@ -253,6 +268,11 @@ pub enum Event {
         /// For `skip`: the step the run goes to next.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         next: Option<String>,
+        /// How the person was proven: `token` (a bearer token whose hash
+        /// the deployment declares) or `claimed` (a name given where the
+        /// deployment declares no token). Absent in logs written before.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth: Option<String>,
     },
     /// A workflow run ended: `completed`, `failed` or `cancelled`.
     RunFinished {
@@ -268,6 +288,34 @@ pub enum Event {
         error: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         by: Option<String>,
+        /// How who cancelled it was proven: `token` (a bearer token whose hash
+        /// the deployment declares) or `claimed` (a name given where the
+        /// deployment declares no token). Absent in logs written before.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth: Option<String>,
+    },
+    /// A request to a running host (`charter up`) whose caller could not be
+    /// authenticated: no token, a malformed, unknown or expired one. Never
+    /// the token itself; `identity` is the name an expired token (or a
+    /// well-formed unknown one) shows, which proves nothing.
+    AuthRefused {
+        /// `METHOD /route` as the router matched it (`GET /v1/runs`), or
+        /// the method alone for a path no route matches.
+        route: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        identity: Option<String>,
+        /// `no-token`, `malformed-token`, `unknown-token`,
+        /// `expired-token`, `bad-scheme`.
+        reason: String,
+    },
+    /// Refusals of one `reason` past the recorded ones in one window: a
+    /// flood of anonymous requests is counted, not recorded one by one.
+    AuthRefusalsSuppressed {
+        reason: String,
+        count: u64,
+        /// The window the count covers (Unix milliseconds).
+        from_ms: u64,
+        to_ms: u64,
     },
 }
 
@@ -292,12 +340,17 @@ impl Event {
         "escalated",
         "escalation-resolved",
         "run-finished",
+        "auth-refused",
+        "auth-refusals-suppressed",
     ];
 
     /// The plugin an event is about, if any.
     pub fn plugin(&self) -> Option<&str> {
         match self {
-            Event::ConfigLoaded { .. } | Event::CheckFailed { .. } => None,
+            Event::ConfigLoaded { .. }
+            | Event::CheckFailed { .. }
+            | Event::AuthRefused { .. }
+            | Event::AuthRefusalsSuppressed { .. } => None,
             Event::Grant { plugin, .. } => Some(plugin),
             Event::PluginLoaded { plugin, .. }
             | Event::PluginRefused { plugin, .. }
@@ -336,6 +389,8 @@ impl Event {
             Event::Escalated { .. } => "escalated",
             Event::EscalationResolved { .. } => "escalation-resolved",
             Event::RunFinished { .. } => "run-finished",
+            Event::AuthRefused { .. } => "auth-refused",
+            Event::AuthRefusalsSuppressed { .. } => "auth-refusals-suppressed",
         }
     }
 
@@ -509,6 +564,7 @@ mod tests {
                 request: None,
             },
             Event::KvWrite {
+                auth: None,
                 plugin: "p".into(),
                 key: "k\n".into(),
                 value: None,

@@ -1047,6 +1047,7 @@ mod tests {
 
     fn ev(i: u64) -> Event {
         Event::KvWrite {
+            auth: None,
             plugin: "p".into(),
             key: format!("k{i}"),
             value: Some("v".into()),

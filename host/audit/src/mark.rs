@@ -242,6 +242,7 @@ mod tests {
 
     fn ev(i: u64, tag: &str) -> Event {
         Event::KvWrite {
+            auth: None,
             plugin: "p".into(),
             key: format!("k{i}"),
             value: Some(tag.into()),

@@ -37,6 +37,7 @@ fn a_null_value_in_an_optional_field_reads_back_as_written() {
     let written = vec![
         step_attempt(Some(Value::Null)),
         Event::RunFinished {
+            auth: None,
             run: "R-1".into(),
             status: "completed".into(),
             output: Some(Value::Null),
@@ -44,6 +45,7 @@ fn a_null_value_in_an_optional_field_reads_back_as_written() {
             by: None,
         },
         Event::EscalationResolved {
+            auth: None,
             id: "E-1".into(),
             run: "R-1".into(),
             by: "olga".into(),
@@ -144,6 +146,7 @@ fn crash_child() {
     let path = std::path::Path::new(&dir).join(LOG_FILE);
     let log = EventLog::open(&path).unwrap();
     let ev = |value: String| Event::KvWrite {
+        auth: None,
         plugin: "p".into(),
         key: "k".into(),
         value: Some(value),

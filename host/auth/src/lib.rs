@@ -179,6 +179,15 @@ impl Authenticator {
         }
     }
 
+    /// The declared identity a token names (its readable part), if it is
+    /// shaped like a Charter token and that identity exists; proves
+    /// nothing (for the record of a refused token: "a revoked token of
+    /// bob"), and never returns any part of the secret.
+    pub fn named_identity(&self, token: &str) -> Option<&str> {
+        let (name, _) = parts(token.trim())?;
+        self.identities.get(name).map(|i| i.name.as_str())
+    }
+
     /// Whether any identity declares a token: then every decision needs
     /// one, on the command line as through the API.
     pub fn requires_tokens(&self) -> bool {

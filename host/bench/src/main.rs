@@ -8,13 +8,15 @@
 //! 1,000 and 20,000 events, and 1,000,000 with `CHARTER_BENCH_BIG=1`) come
 //! before it; `CHARTER_BENCH_SCALE_ONLY=1` prints only those.
 //! `CHARTER_BENCH_CALLS=N` runs only the instruction-count driver of
-//! `calls.rs` (for callgrind).
+//! `calls.rs` (for callgrind); `CHARTER_BENCH_API_ONLY=1` only `charter
+//! up`'s API round trips (`api.rs`).
 //!
 //! A "cold step" is what a workflow step costs: a fresh instance from a
 //! pre-linked `InstancePre`, one `run` call with three host calls (log.write,
 //! kv.set, kv.get), and the store dropped. The host-call figure comes from a
 //! guest that calls `log.write` in a loop until a cap of 10,000 stops it.
 
+mod api;
 mod calls;
 mod memory;
 mod policy;
@@ -242,6 +244,10 @@ fn main() -> Result<()> {
         // Only the log-size figures (see `scale.rs`).
         return scale::report(&echo);
     }
+    if std::env::var_os("CHARTER_BENCH_API_ONLY").is_some() {
+        // Only charter up's API round trips (see `api.rs`).
+        return api::report(iters.min(2000));
+    }
     let flood = fixture("fx_call_flood.wasm")?;
     if let Ok(v) = std::env::var("CHARTER_BENCH_VARIANT") {
         // One variant, for instructions.sh (see `calls.rs`).
@@ -403,6 +409,7 @@ limits = {{ max_host_calls = {cedar_cap} }}
     );
     policy::report(&flood, iters)?;
     memory::report(&fixture("fx_host_v2.wasm")?)?;
+    api::report(iters.min(2000))?;
 
     // Durable audited steps: many steps in flight, each step's events
     // (calls, kv write, the step) committed with group commit before the

@@ -105,6 +105,7 @@ fn attempt(run: &str, step: &str, next: Option<&str>, failed: bool) -> Event {
 /// One completed synthetic run: 11 events.
 fn synthetic_run(run: &str, digest: &str) -> Vec<Event> {
     let mut out = vec![Event::RunStarted {
+        auth: None,
         run: run.into(),
         workflow: "three".into(),
         workflow_digest: digest.into(),
@@ -146,6 +147,7 @@ fn synthetic_run(run: &str, digest: &str) -> Vec<Event> {
         out.push(attempt(run, step, next, false));
     }
     out.push(Event::RunFinished {
+        auth: None,
         run: run.into(),
         status: "completed".into(),
         output: Some(json!({"n": 1})),
@@ -159,6 +161,7 @@ fn synthetic_run(run: &str, digest: &str) -> Vec<Event> {
 fn probe_run(run: &str, digest: &str) -> Vec<Event> {
     vec![
         Event::RunStarted {
+            auth: None,
             run: run.into(),
             workflow: "three".into(),
             workflow_digest: digest.into(),

@@ -48,7 +48,7 @@ pub fn fail(e: &ApiError) -> i32 {
 
 /// A failure of `run`, `runs show|cancel`, `escalations resolve`,
 /// `proposals approve|reject`: `{ok: false, error}` in `--json`.
-fn fail_doc(e: &ApiError, json: bool) -> Result<i32> {
+pub fn fail_doc(e: &ApiError, json: bool) -> Result<i32> {
     if json && !infrastructure(e) {
         print_json(&Failure::from(e), false)?;
         return Ok(e.exit_code());
@@ -93,7 +93,12 @@ fn who(c: &Control, as_user: Option<String>, default: bool) -> Result<String, Ap
 
 /// One arm per command (the groups with subcommands have their own
 /// function below): long, but each arm is request, call, render.
-pub async fn run(command: Command) -> Result<i32> {
+pub async fn run(command: Command, server: Option<&str>) -> Result<i32> {
+    // While charter up serves the deployment, act through it.
+    let command = match crate::remote::try_remote(command, server).await? {
+        Ok(code) => return Ok(code),
+        Err(local) => local,
+    };
     match command {
         Command::Inspect {
             plugin,
@@ -214,7 +219,11 @@ pub async fn run(command: Command) -> Result<i32> {
             SdkOp::Build { lang, dir, out } => new::build(&lang, &dir, &out),
         },
         Command::Tokens { op } => tokens::run(op),
-        Command::Up { listen, config } => crate::up::up(&config, &listen).await,
+        Command::Up {
+            listen,
+            config,
+            drain_timeout,
+        } => crate::up::up(&config, &listen, drain_timeout).await,
         Command::Kpi { config, json } => {
             let c = control(&config)?;
             let k = c.kpi()?;

@@ -256,6 +256,22 @@ fn summary(e: &Event) -> String {
             "run {run} {status}{}",
             error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
         ),
+        Event::AuthRefused {
+            route,
+            identity,
+            reason,
+        } => format!(
+            "REFUSED {route}: {reason}{}",
+            identity
+                .as_ref()
+                .map(|i| format!(" (token shows {i})"))
+                .unwrap_or_default()
+        ),
+        Event::AuthRefusalsSuppressed { reason, count, .. } => {
+            format!(
+                "REFUSED {count} more requests ({reason}) in that minute, not recorded one by one"
+            )
+        }
     }
 }
 
@@ -361,6 +377,11 @@ pub fn kpi_text(name: &str, k: &Kpi) {
             b.escalation_resolution_refused,
             "escalation resolution refused",
             "someone not allowed to resolve an escalation tried to",
+        ),
+        (
+            b.authentication_refused,
+            "authentication refused",
+            "a request to charter up with no token, or an unknown or expired one",
         ),
     ] {
         println!("    {n:>4}  {what:<30} {means}");

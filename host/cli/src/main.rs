@@ -8,6 +8,7 @@
 mod commands;
 mod govern;
 mod new;
+mod remote;
 mod report;
 mod runs;
 mod tokens;
@@ -73,6 +74,11 @@ struct Cli {
     /// collectors) [default: $CHARTER_LOG_FORMAT, or plain]
     #[arg(long, global = true, value_name = "FORMAT", value_parser = ["plain", "json"])]
     log_format: Option<String>,
+    /// A running `charter up` to act through (http://HOST:PORT), with
+    /// CHARTER_TOKEN as the bearer token [default: $CHARTER_SERVER, or the
+    /// one serving the deployment, named in its data directory]
+    #[arg(long, global = true, value_name = "URL")]
+    server: Option<String>,
 }
 
 /// `--log-format`, else `CHARTER_LOG_FORMAT`: whether log lines are JSON.
@@ -181,11 +187,19 @@ enum Command {
     /// driven here, approvals act at once, and every request is
     /// authenticated by a bearer token (`charter tokens create`). Routes:
     /// /v1/runs, /v1/proposals, /v1/escalations, /v1/audit, /v1/kpi,
-    /// /v1/plugins, /v1/grants, /healthz.
+    /// /v1/plugins, /v1/grants, /v1/kv, /metrics (Prometheus), /healthz,
+    /// /readyz. While it runs, the CLI's commands act through it. SIGTERM
+    /// stops intake (503), lets the steps in flight finish (--drain-timeout)
+    /// and exits 0; runs not finished go on at the next start.
     Up {
         /// Address to listen on (port 0 picks a free one).
         #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
         listen: String,
+        /// On SIGTERM, how long the steps in flight may take to finish
+        /// before the host exits anyway (a step cut short is re-run from its
+        /// journal at the next start): e.g. 30s, 2m.
+        #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        drain_timeout: std::time::Duration,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -866,7 +880,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match rt.block_on(commands::run(cli.command)) {
+    match rt.block_on(commands::run(cli.command, cli.server.as_deref())) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             eprintln!("error: {}", describe(&e));

@@ -3,13 +3,14 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use charter_api::{Access, Control};
 use charter_runtime::error::EXIT_OK;
 use charter_runtime::{Host, HostOptions};
 
-pub async fn up(config: &crate::ConfigArg, listen: &str) -> Result<i32> {
+pub async fn up(config: &crate::ConfigArg, listen: &str, drain_timeout: Duration) -> Result<i32> {
     let deployment = config.load()?;
     let endpoint = deployment.data_dir.join(charter_runtime::SERVICE_FILE);
     if let Some(other) = charter_runtime::service_url(&deployment.data_dir) {
@@ -31,20 +32,38 @@ pub async fn up(config: &crate::ConfigArg, listen: &str) -> Result<i32> {
     let host = Arc::new(Host::new(deployment, HostOptions::default())?);
     let control = Arc::new(Control::with_host(host.clone(), Access::Remote));
     write_endpoint(&endpoint, &format!("http://{addr}"))?;
-    // Runs a crash or a stop left running go on.
+    let service = charter_server::Service::new();
+    // Runs a crash or a stop left running go on, each in its own task.
     let resumer = host.clone();
+    let ready = service.clone();
     tokio::spawn(async move {
-        for (id, r) in resumer.resume_runs().await {
-            if let Err(e) = r {
-                tracing::warn!(run = %id, error = %e, "resuming the run failed");
-            }
-        }
+        resumer.resume_runs_in_background();
+        ready.set_ready();
     });
     println!(
         "charter up: serving {} at http://{addr}",
         control.deployment().name
     );
-    let served = charter_server::serve(control, listener, stop_signal()).await;
+    // SIGTERM: stop intake (503), let the steps in flight finish (bounded),
+    // then stop serving.
+    let (draining, stopping) = (service.clone(), host.clone());
+    let drained = async move {
+        stop_signal().await;
+        draining.drain();
+        stopping.drain().stop();
+        eprintln!(
+            "charter up: stopping; waiting up to {} s for the steps in flight",
+            drain_timeout.as_secs()
+        );
+        let left = stopping.drain().idle(drain_timeout).await;
+        if left > 0 {
+            tracing::warn!(
+                runs = left,
+                "steps still running at the drain timeout: they are re-run from their journal at the next start"
+            );
+        }
+    };
+    let served = charter_server::serve_with(control, service, listener, drained).await;
     let _ = std::fs::remove_file(&endpoint);
     host.store().flush()?;
     served.context("serving the API")?;

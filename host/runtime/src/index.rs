@@ -1504,6 +1504,7 @@ mod tests {
             let disk = charter_audit::MemDisk::default();
             let log = charter_audit::MemLog::open(&disk).unwrap();
             let late = Event::RunFinished {
+                auth: None,
                 run: "r1".into(),
                 status: "completed".into(),
                 output: None,
@@ -1553,6 +1554,7 @@ mod tests {
             let disk = charter_audit::MemDisk::default();
             let log = charter_audit::MemLog::open(&disk).unwrap();
             let late = Event::RunFinished {
+                auth: None,
                 run: "r3".into(),
                 status: "completed".into(),
                 output: None,

@@ -81,6 +81,11 @@ pub struct BlockedByKind {
     pub approval_refused: u64,
     /// Refused attempts to resolve an escalation.
     pub escalation_resolution_refused: u64,
+    /// Requests to a running host refused because the caller was not
+    /// authenticated (recorded ones and those counted in a suppression
+    /// summary).
+    #[serde(default)]
+    pub authentication_refused: u64,
 }
 
 /// `charter kpi --json`.
@@ -234,6 +239,10 @@ pub fn compute(records: &[Record]) -> Kpi {
                 }
             }
             Event::PluginRefused { .. } => k.blocked_by_kind.plugin_refused_at_load += 1,
+            Event::AuthRefused { .. } => k.blocked_by_kind.authentication_refused += 1,
+            Event::AuthRefusalsSuppressed { count, .. } => {
+                k.blocked_by_kind.authentication_refused += count
+            }
             Event::EscalationResolved {
                 accepted: false, ..
             } => k.blocked_by_kind.escalation_resolution_refused += 1,
@@ -326,7 +335,8 @@ pub fn compute(records: &[Record]) -> Kpi {
     k.blocked_unauthorized_attempts = b.plugin_refused_at_load
         + b.call_denied
         + b.approval_refused
-        + b.escalation_resolution_refused;
+        + b.escalation_resolution_refused
+        + b.authentication_refused;
     let p = &mut k.proposals;
     p.pending = p.created - (p.executed + p.rejected + p.expired + p.failed).min(p.created);
     let decided = p.executed + p.rejected + p.expired + p.failed;
@@ -399,6 +409,7 @@ mod tests {
             rec(
                 4,
                 Event::ApprovalDecision {
+                    auth: None,
                     proposal: "P-1".into(),
                     by: "carol".into(),
                     approve: true,
@@ -410,6 +421,7 @@ mod tests {
             rec(
                 5,
                 Event::EscalationResolved {
+                    auth: None,
                     id: "E-1".into(),
                     run: "R-1".into(),
                     by: "mallory".into(),

@@ -21,6 +21,7 @@
 //! ```
 
 pub mod capabilities;
+pub mod drain;
 pub mod error;
 pub mod index;
 pub mod kpi;
@@ -136,6 +137,8 @@ pub struct Host {
     decisions: tokio::sync::Mutex<()>,
     /// Who this host is when it holds a run's lease (process and instance).
     holder: String,
+    /// Stopping (SIGTERM): no new step attempt, drivers counted.
+    drain: drain::Drain,
     _ticker: engine::EpochTicker,
     /// The data directory's lock, released last (see [`lock_data_dir`]).
     _lock: std::fs::File,
@@ -456,12 +459,20 @@ impl Host {
                 std::process::id(),
                 HOST_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             ),
+            drain: drain::Drain::default(),
             _lock: lock,
         })
     }
 
     pub fn deployment(&self) -> &Deployment {
         &self.deployment
+    }
+
+    /// Stopping the host: drivers start no new step attempt once
+    /// [`drain::Drain::stop`] is called; [`drain::Drain::idle`] waits for
+    /// those inside a step.
+    pub fn drain(&self) -> &drain::Drain {
+        &self.drain
     }
 
     /// Claim run `id` for this host to drive ([`index::claim_run`]):
@@ -511,6 +522,50 @@ impl Host {
         &self.services.log
     }
 
+    /// How `name`, a person an event records (initiator, approver,
+    /// resolver, canceller, operator), was proven, by the rule every front
+    /// end enforces (SECURITY.md promise 15): in a deployment that declares
+    /// tokens, a declared identity reaches the host only through its token
+    /// (`token`); in one that declares none, any name is a claim
+    /// (`claimed`). `None` for a name that is no identity of a deployment
+    /// with tokens (not a person: a trigger, the host itself).
+    pub fn how_proven(&self, name: &str) -> Option<String> {
+        let tokens = self
+            .deployment
+            .identities
+            .values()
+            .any(|i| !i.tokens.is_empty());
+        match (tokens, self.deployment.identities.contains_key(name)) {
+            (true, true) => Some("token".into()),
+            (true, false) => None,
+            (false, _) => Some("claimed".into()),
+        }
+    }
+
+    /// Set `auth` on the events of `events` that record `by` as the person
+    /// who acted (and say nothing yet of how).
+    pub(crate) fn stamp_auth(&self, events: &mut [Event], by: &str) {
+        let how = self.how_proven(by);
+        for e in events {
+            match e {
+                Event::RunStarted {
+                    initiator: Some(p),
+                    auth,
+                    ..
+                }
+                | Event::ApprovalDecision { by: p, auth, .. }
+                | Event::EscalationResolved { by: p, auth, .. }
+                | Event::RunFinished {
+                    by: Some(p), auth, ..
+                }
+                | Event::KvWrite {
+                    by: Some(p), auth, ..
+                } if p == by && auth.is_none() => *auth = how.clone(),
+                _ => {}
+            }
+        }
+    }
+
     /// An operator writes a plugin's kv (e.g. to seed data): an event like
     /// any other, attributed to `by`.
     pub async fn operator_kv_set(
@@ -536,6 +591,7 @@ impl Host {
                 key: key.to_string(),
                 value: value.map(str::to_string),
                 by: Some(by.to_string()),
+                auth: self.how_proven(by),
                 secrets: vec![],
             }])
             .await?)

@@ -214,6 +214,7 @@ impl Host {
             comment: comment.clone(),
             accepted: true,
             reason: None,
+            auth: self.how_proven(by),
         }])
         .await?;
         if !approve {
@@ -315,6 +316,7 @@ impl Host {
             comment,
             accepted: false,
             reason: Some(reason.clone()),
+            auth: self.how_proven(by),
         }])
         .await?;
         tracing::info!(proposal = id, by, %reason, "approval attempt refused");

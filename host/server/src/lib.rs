@@ -13,7 +13,8 @@
 //!
 //! | route | CLI |
 //! | --- | --- |
-//! | `GET /healthz` (no token) | — |
+//! | `GET /healthz` · `GET /readyz` (no token) | — |
+//! | `GET /metrics` | `kpi` (Prometheus text format, [`metrics`]) |
 //! | `GET /v1/whoami` | — |
 //! | `GET /v1/runs?status=` · `GET /v1/runs/{id}` | `runs list` · `runs show` |
 //! | `POST /v1/runs` `{workflow, input}` | `run --detach` |
@@ -23,17 +24,41 @@
 //! | `GET /v1/escalations?all=` · `POST /v1/escalations/{id}/resolve` | `escalations list` · `resolve` |
 //! | `GET /v1/audit?type=&plugin=&proposal=&since=&limit=` · `GET /v1/audit/verify` | `audit show` · `audit verify` |
 //! | `GET /v1/kpi` · `GET /v1/plugins` · `GET /v1/grants` | `kpi` · `plugins` · `grants` |
+//! | `GET /v1/kv/{plugin}?prefix=` · `GET`/`PUT /v1/kv/{plugin}/{key}` `{value}` | `kv list` · `kv get` · `kv set` |
 //!
 //! Status codes follow the error's class: usage 400, not found 404,
 //! invalid 422, unauthenticated 401, refused by governance 403, a limit
-//! 413, anything else 500; a run waiting for people is 202.
+//! 413, anything else 500; a run waiting for people is 202; while the host
+//! starts or stops, 503 (`Retry-After`).
+//!
+//! **Who may do what.** Every route but `/healthz` and `/readyz` needs a
+//! token of a declared identity (a refused one is a 401 and an
+//! `auth-refused` event, [`refusals`] bounds how many); any authenticated
+//! identity may read (runs, proposals, escalations, audit, KPIs,
+//! `/metrics`), start and cancel runs and set kv. Decisions are checked
+//! where they act, on the log: approving or rejecting needs a person
+//! declared as an approver holding the proposal's role who neither
+//! started the work nor owns the plugin, resolving an escalation needs its
+//! role; a refusal is a 403 and an `approval-decision` or
+//! `escalation-resolved` event with `accepted: false` and the rule.
+//!
+//! **Lifecycle.** [`Service`] says whether the host is ready (`/readyz`
+//! 200 once the log and index are open and the runs left running are
+//! handed to their drivers) and whether it is draining: from SIGTERM on,
+//! every route but `/healthz`, `/readyz` and `/metrics` answers 503 while
+//! the steps in flight finish (see `charter up`).
+
+pub mod metrics;
+pub mod refusals;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, MatchedPath, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -49,13 +74,73 @@ pub const MAX_BODY: usize = 5 << 20;
 #[derive(Debug, Clone)]
 pub struct App {
     pub control: Arc<Control>,
+    pub service: Arc<Service>,
 }
 
-/// The API's routes over `control`.
+/// What the service knows of itself: ready, draining, the refusals it
+/// records and the metrics it last rendered.
+#[derive(Debug, Default)]
+pub struct Service {
+    ready: AtomicBool,
+    draining: AtomicBool,
+    refusals: refusals::Refusals,
+    metrics: metrics::Cache,
+}
+
+impl Service {
+    /// Not ready yet (`/readyz` 503 until [`Service::set_ready`]).
+    pub fn new() -> Arc<Service> {
+        Arc::default()
+    }
+
+    /// The log and index are open and resumption is under way.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    /// Stop intake: every route but health, readiness and metrics answers
+    /// 503 from now on.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Ready and not draining.
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Whether intake is stopped.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Record the refusal summaries due now (`all`: every counted one,
+    /// when the host stops).
+    pub async fn record_due_refusals(&self, control: &Control, all: bool) {
+        let due = self.refusals.due(charter_audit::now_ms(), all);
+        if let Err(e) = control.record_auth_refusals(due).await {
+            tracing::error!(error = %e, "cannot record refused authentications");
+        }
+    }
+}
+
+/// The API's routes over `control`, ready at once (tests and embedders
+/// that start serving after the host is up).
 pub fn router(control: Arc<Control>) -> Router {
-    let app = App { control };
+    let service = Service::new();
+    service.set_ready();
+    router_with(control, service)
+}
+
+/// The API's routes over `control`, with `service`'s readiness and intake.
+pub fn router_with(control: Arc<Control>, service: Arc<Service>) -> Router {
+    let app = App { control, service };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/v1/kv/{plugin}", get(kv_list))
+        .route("/v1/kv/{plugin}/{key}", get(kv_get).put(kv_set))
         .route("/v1/whoami", get(whoami))
         .route("/v1/runs", get(runs_list).post(run_start))
         .route("/v1/runs/{id}", get(runs_show))
@@ -72,7 +157,63 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/v1/plugins", get(plugins))
         .route("/v1/grants", get(grants))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), intake))
         .with_state(app)
+}
+
+/// While draining, refuse new work with 503 (health, readiness and
+/// metrics still answer, so an orchestrator sees the host stop).
+async fn intake(State(app): State<App>, req: Request, next: Next) -> Response {
+    let open = matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics");
+    if app.service.draining() && !open {
+        return unavailable(
+            "charter up is stopping: it takes no new requests; retry against the next start",
+        );
+    }
+    next.run(req).await
+}
+
+fn unavailable(message: &str) -> Response {
+    let body = serde_json::json!({
+        "ok": false,
+        "error": {
+            "message": message,
+            "exit_code": 1,
+            "class": "error",
+            "kind": "unavailable",
+        }
+    });
+    let mut r = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    r
+}
+
+/// `GET /readyz`: 200 once ready, 503 before and while stopping.
+async fn readyz(State(app): State<App>) -> Response {
+    if app.service.ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else if app.service.draining() {
+        unavailable("stopping")
+    } else {
+        unavailable("starting: opening the log and index, resuming runs")
+    }
+}
+
+/// `GET /metrics`: Prometheus text format (authenticated like the API).
+async fn metrics_text(State(app): State<App>, _: Caller) -> Result<Response, HttpError> {
+    let ready = app.service.ready();
+    let a = app.clone();
+    let text =
+        tokio::task::spawn_blocking(move || metrics::render(&a.control, &a.service.metrics, ready))
+            .await
+            .map_err(|e| HttpError(ApiError::internal(&e)))??;
+    let mut r = text.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(metrics::CONTENT_TYPE),
+    );
+    Ok(r)
 }
 
 /// Serve `router(control)` on `listener` until `shutdown` completes; then
@@ -82,9 +223,33 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(control))
+    let service = Service::new();
+    service.set_ready();
+    serve_with(control, service, listener, shutdown).await
+}
+
+/// [`serve`] with `service`'s readiness and intake; records the refusal
+/// summaries due every minute, and all of them when it stops.
+pub async fn serve_with(
+    control: Arc<Control>,
+    service: Arc<Service>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (c, s) = (control.clone(), service.clone());
+    let ticker = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            s.record_due_refusals(&c, false).await;
+        }
+    });
+    let served = axum::serve(listener, router_with(control.clone(), service.clone()))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    ticker.abort();
+    service.record_due_refusals(&control, true).await;
+    served
 }
 
 // ---- who asks ---------------------------------------------------------------
@@ -97,15 +262,65 @@ impl FromRequestParts<App> for Caller {
     type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Caller, HttpError> {
-        let token = bearer(&parts.headers)?;
+        let route = match parts.extensions.get::<MatchedPath>() {
+            Some(m) => format!("{} {}", parts.method, m.as_str()),
+            None => parts.method.to_string(),
+        };
+        let token = match bearer(&parts.headers) {
+            Ok(t) => t,
+            Err(e) => return Err(refuse(app, route, "bad-scheme", None, e).await),
+        };
         let credential = match token {
             Some(t) => Credential::Token(t),
             None => Credential::Nothing,
         };
-        let p = app.control.principal(credential).map_err(HttpError)?;
-        tracing::debug!(identity = %p.name, "authenticated");
-        Ok(Caller(p))
+        match app.control.principal(credential) {
+            Ok(p) => {
+                tracing::debug!(identity = %p.name, "authenticated");
+                Ok(Caller(p))
+            }
+            Err(e) => {
+                let now = charter_audit::now_ms() / 1000;
+                let auth = app.control.authenticator();
+                let reason = match auth.authenticate(token, now) {
+                    Err(a) => a.kind(),
+                    // Accepted a moment later (an expiry cannot come
+                    // back): said as what the message says.
+                    Ok(_) => "unknown-token",
+                };
+                let identity = token
+                    .and_then(|t| auth.named_identity(t))
+                    .map(str::to_string);
+                Err(refuse(app, route, reason, identity, HttpError(e)).await)
+            }
+        }
     }
+}
+
+/// Record a refused authentication (within [`refusals`]' bound) and
+/// answer with `e`. The record is on disk before the answer; a failure to
+/// record it is logged, and the request refused all the same.
+async fn refuse(
+    app: &App,
+    route: String,
+    reason: &'static str,
+    identity: Option<String>,
+    e: HttpError,
+) -> HttpError {
+    let admit = app.service.refusals.admit(reason, charter_audit::now_ms());
+    let mut events: Vec<charter_audit::Event> = admit.summary.into_iter().collect();
+    if admit.record {
+        events.push(charter_audit::Event::AuthRefused {
+            route,
+            identity,
+            reason: reason.to_string(),
+        });
+    }
+    tracing::info!(reason, "authentication refused");
+    if let Err(err) = app.control.record_auth_refusals(events).await {
+        tracing::error!(error = %err, "cannot record a refused authentication");
+    }
+    e
 }
 
 /// The token of an `Authorization: Bearer` header; a header of another
@@ -212,13 +427,16 @@ struct WhoAmI {
     identity: String,
     kind: &'static str,
     roles: Vec<String>,
+    /// The deployment served (its `[deployment] name`).
+    deployment: String,
 }
 
-async fn whoami(Caller(p): Caller) -> Json<WhoAmI> {
+async fn whoami(State(app): State<App>, Caller(p): Caller) -> Json<WhoAmI> {
     Json(WhoAmI {
         identity: p.name,
         kind: p.kind.as_str(),
         roles: p.roles,
+        deployment: app.control.deployment().name.clone(),
     })
 }
 
@@ -285,16 +503,31 @@ async fn proposals_list(
     blocking(&app, move |c| c.proposals_list(&req)).await
 }
 
+/// `GET /v1/proposals/{id}?detail=true`: the proposal and its execution
+/// (what `proposals show` prints as text); without it, the proposal
+/// (what `--json` prints).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShowQuery {
+    #[serde(default)]
+    pub detail: bool,
+}
+
 async fn proposals_show(
     State(app): State<App>,
     _: Caller,
     Path(id): Path<String>,
-) -> Answer<charter_api::Proposal> {
-    blocking(&app, move |c| {
+    Query(q): Query<ShowQuery>,
+) -> Result<Response, HttpError> {
+    let Json(d) = blocking(&app, move |c| {
         c.proposals_show(&charter_api::ProposalId { id })
-            .map(|d| d.proposal)
     })
-    .await
+    .await?;
+    Ok(if q.detail {
+        Json(d).into_response()
+    } else {
+        Json(d.proposal).into_response()
+    })
 }
 
 /// `POST /v1/proposals/{id}/approve|reject`.
@@ -423,4 +656,60 @@ async fn plugins(State(app): State<App>, _: Caller) -> Answer<charter_api::Plugi
 
 async fn grants(State(app): State<App>, _: Caller) -> Answer<charter_api::GrantsReport> {
     blocking(&app, |c| c.grants(&charter_api::GrantsRequest {})).await
+}
+
+/// `PUT /v1/kv/{plugin}/{key}`: the value; who writes it is the caller.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvBody {
+    pub value: String,
+}
+
+async fn kv_set(
+    State(app): State<App>,
+    Caller(p): Caller,
+    Path((plugin, key)): Path<(String, String)>,
+    Json(body): Json<KvBody>,
+) -> Answer<charter_api::KvSetResponse> {
+    let req = charter_api::KvSetRequest {
+        plugin,
+        key,
+        value: body.value,
+        by: p.name,
+    };
+    Ok(Json(app.control.kv_set(&req).await?))
+}
+
+async fn kv_get(
+    State(app): State<App>,
+    _: Caller,
+    Path((plugin, key)): Path<(String, String)>,
+) -> Answer<charter_api::KvValue> {
+    blocking(&app, move |c| {
+        c.kv_get(&charter_api::KvGetRequest { plugin, key })
+    })
+    .await
+}
+
+/// `GET /v1/kv/{plugin}?prefix=`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvListQuery {
+    #[serde(default)]
+    pub prefix: String,
+}
+
+async fn kv_list(
+    State(app): State<App>,
+    _: Caller,
+    Path(plugin): Path<String>,
+    Query(q): Query<KvListQuery>,
+) -> Answer<charter_api::KvKeys> {
+    blocking(&app, move |c| {
+        c.kv_list(&charter_api::KvListRequest {
+            plugin,
+            prefix: q.prefix,
+        })
+    })
+    .await
 }

@@ -201,6 +201,7 @@ fn record(
     };
     let overlay = (key.len() + value.as_ref().map_or(0, String::len)) as u64;
     m.push(Event::KvWrite {
+        auth: None,
         plugin: m.ctx.name.clone(),
         key,
         value,

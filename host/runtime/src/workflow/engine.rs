@@ -247,6 +247,7 @@ pub fn start_with_digest(
     initiator: Option<&str>,
 ) -> Event {
     Event::RunStarted {
+        auth: None,
         run: run.to_string(),
         workflow: def.name.clone(),
         workflow_digest: digest,
@@ -475,6 +476,7 @@ fn cancel(st: &RunState, by: &str, env: &Env) -> Result<Vec<Event>, Refusal> {
     }
     if let Some(e) = &st.escalation {
         events.push(Event::EscalationResolved {
+            auth: None,
             id: e.clone(),
             run: st.id.clone(),
             by: by.to_string(),
@@ -514,6 +516,7 @@ fn resolve(
         _ => None,
     };
     let mut events = vec![Event::EscalationResolved {
+        auth: None,
         id: esc.id.clone(),
         run: esc.run.clone(),
         by: r.by.clone(),
@@ -609,6 +612,7 @@ fn finished(
     by: Option<&str>,
 ) -> Event {
     Event::RunFinished {
+        auth: None,
         run: st.id.clone(),
         status: status.into(),
         output,

@@ -166,7 +166,17 @@ impl Host {
                 &self.deployment.name
             ]),
         );
-        let ev = engine::start_with_digest(def, self.digest_of(def), &id, input, initiator);
+        let mut ev = [engine::start_with_digest(
+            def,
+            self.digest_of(def),
+            &id,
+            input,
+            initiator,
+        )];
+        if let Some(who) = initiator {
+            self.stamp_auth(&mut ev, who);
+        }
+        let [ev] = ev;
         let seq = self
             .services
             .log
@@ -220,17 +230,43 @@ impl Host {
     pub async fn resume_runs(&self) -> Vec<(String, Result<RunState, RunError>)> {
         let mut out = Vec::new();
         for r in self.runs().into_iter().rev() {
-            let go = match r.status {
-                RunStatus::Running | RunStatus::RetryWait => true,
-                RunStatus::WaitingApproval => self.env(&r).wait_is_over(),
-                _ => false,
-            };
-            if go {
+            if self.can_go_on(&r) {
                 let res = self.drive_state(r.clone(), false).await;
                 out.push((r.id, res));
             }
         }
         out
+    }
+
+    /// [`Host::resume_runs`] for a long-running host: every run that can
+    /// go on is handed to its own task (steps wait for slots, bounded by
+    /// `max_steps_in_flight`), so one run's retry wait holds up no other.
+    /// Returns once they are handed over.
+    pub fn resume_runs_in_background(self: &Arc<Self>) -> usize {
+        let mut n = 0;
+        for r in self.runs().into_iter().rev() {
+            if self.can_go_on(&r) && !self.drain.stopping() {
+                n += 1;
+                let host = self.clone();
+                tokio::spawn(async move {
+                    let id = r.id.clone();
+                    if let Err(e) = host.drive_state(r, false).await {
+                        tracing::warn!(run = %id, error = %e, "resuming the run failed");
+                    }
+                });
+            }
+        }
+        n
+    }
+
+    /// Whether a run can be driven on now: running, waiting to retry, or
+    /// waiting for a proposal people decided (or that expired).
+    fn can_go_on(&self, r: &RunState) -> bool {
+        match r.status {
+            RunStatus::Running | RunStatus::RetryWait => true,
+            RunStatus::WaitingApproval => self.env(r).wait_is_over(),
+            _ => false,
+        }
     }
 
     /// Cancel a run that has not ended.
@@ -241,7 +277,8 @@ impl Host {
             .ok_or_else(|| RunError::UnknownRun(id.to_string()))?;
         let by = by.to_string();
         let def = self.workflow(&st.workflow).ok();
-        let d = engine::decide(&st, def, Input::Cancel { by }, &self.env(&st))?;
+        let mut d = engine::decide(&st, def, Input::Cancel { by: by.clone() }, &self.env(&st))?;
+        self.stamp_auth(&mut d.events, &by);
         self.commit(&mut st, d.events).await?;
         Ok(st)
     }
@@ -289,7 +326,8 @@ impl Host {
             comment,
         };
         let def = self.workflow(&st.workflow).ok();
-        let d = engine::decide(&st, def, Input::Resolve(resolution), &self.env(&st))?;
+        let mut d = engine::decide(&st, def, Input::Resolve(resolution), &self.env(&st))?;
+        self.stamp_auth(&mut d.events, by);
         self.commit(&mut st, d.events).await?;
         if let Some(r) = d.refused {
             tracing::info!(escalation = id, by, reason = %r.reason, "escalation resolution refused");
@@ -401,6 +439,7 @@ impl Host {
             // the store) holds the run's lease.
             return Ok(st);
         };
+        let _driving = self.drain.enter();
         let span = tracing::info_span!("run", run = %st.id, workflow = %st.workflow);
         self.drive_claimed(st, fresh, &lease).instrument(span).await
     }
@@ -442,6 +481,9 @@ impl Host {
             lease.confirm().map_err(RunError::LeaseLost)?;
             match engine::next(&st, &def, &self.env(&st)) {
                 Next::Stop => return Ok(st),
+                // The host is stopping: the run keeps its recorded state
+                // and the next start resumes it.
+                Next::Attempt(_) if self.drain.stopping() => return Ok(st),
                 Next::Append(events) => {
                     entered.extend(engine::entered(&events).map(str::to_string));
                     self.commit_fenced(&mut st, events, Some(lease)).await?;
@@ -477,7 +519,12 @@ impl Host {
         if let Some(t) = plan.not_before_ms {
             let now = now_ms();
             if t > now {
-                tokio::time::sleep(Duration::from_millis(t - now)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(t - now)) => {}
+                    // Stopping: the wait is recorded (retry-wait); the next
+                    // start waits out the rest.
+                    _ = self.drain.stopped() => return Ok(()),
+                }
             }
         }
         let journal = if plan.attempt == 1 && entered.contains(&plan.step) {
