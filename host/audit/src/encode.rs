@@ -82,6 +82,7 @@ pub(crate) fn event_body(event: &Event, out: &mut Vec<u8>) -> bool {
             key: k,
             value: v,
             by,
+            auth,
             secrets,
         } => {
             out.extend_from_slice(b"\"type\":\"kv-write\"");
@@ -90,6 +91,9 @@ pub(crate) fn event_body(event: &Event, out: &mut Vec<u8>) -> bool {
             field_opt(out, "value", v.as_deref());
             if let Some(by) = by {
                 field_str(out, "by", by);
+            }
+            if let Some(auth) = auth {
+                field_str(out, "auth", auth);
             }
             if !secrets.is_empty() {
                 field_strs(out, "secrets", secrets);

@@ -642,6 +642,7 @@ mod tests {
                 key: "[secret:S]".into(),
                 value: Some("v\"".into()),
                 by: Some("olga".into()),
+                auth: Some("token".into()),
                 secrets: vec!["S".into(), "T".into()],
             },
             Event::Step {
