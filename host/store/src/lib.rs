@@ -121,6 +121,16 @@ pub trait Store: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Make everything written so far durable.
     fn flush(&self) -> Result<(), StoreError>;
+    /// Remove every key of namespace `ns` (a host-internal index whose
+    /// layout changed). Not atomic with other writes: the caller records
+    /// that it is done only afterwards, so a crash midway clears again.
+    fn clear(&self, ns: &str) -> Result<(), StoreError> {
+        let mut b = Batch::default();
+        for (k, _) in self.scan(ns)? {
+            b.delete(ns, &k);
+        }
+        self.commit(&b)
+    }
 }
 
 /// sled-backed store: one tree per namespace (`kv/<namespace>`).
@@ -249,6 +259,11 @@ impl Store for SledStore {
     }
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
+        Ok(())
+    }
+    /// Drops the namespace's tree: its pages are freed, not just emptied.
+    fn clear(&self, ns: &str) -> Result<(), StoreError> {
+        self.db.drop_tree(format!("kv/{ns}"))?;
         Ok(())
     }
 }
@@ -393,6 +408,14 @@ mod tests {
         // A hostile key (separators, NUL, non-ASCII) is just a key.
         s.set("a", "x/\0/ü", "1").unwrap();
         assert_eq!(s.get("a", "x/\0/ü").unwrap().as_deref(), Some("1"));
+        // clear: that namespace only, and it can be written again.
+        s.clear("c").unwrap();
+        assert!(s.scan("c").unwrap().is_empty());
+        assert_eq!(s.get("c", "s/1").unwrap(), None);
+        assert_eq!(s.get("a", "k1").unwrap().as_deref(), Some("v1b"));
+        s.clear("never-written").unwrap();
+        s.set("c", "r/1", "again").unwrap();
+        assert_eq!(s.scan("c").unwrap().len(), 1);
         s.flush().unwrap();
     }
 
