@@ -1581,11 +1581,25 @@ mod tests {
         apply(&store, &rs, &at).unwrap();
         assert_eq!(seqs("r1"), vec![1, 5, 8, 9, 10, 11, 12]);
         assert_eq!(prepare(&store).unwrap(), 13);
-        // Damaged per-run values are errors, never other positions.
+        damaged_values(&store);
+        long_run(&store);
+        leases(Arc::new(store));
+    }
+
+    /// Damaged per-run values are errors, never other positions; the
+    /// store ends as it began.
+    fn damaged_values(store: &dyn Store) {
+        let seqs = |run: &str| -> Vec<u64> {
+            run_positions(store, run)
+                .unwrap()
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect()
+        };
         for bad in ["1@x", "1@2,,3@4", "1@2@3", "-1@2", "1@2,1@3"] {
             let was = store.get(RUN_EVENTS, "2:r1").unwrap().unwrap();
             store.set(RUN_EVENTS, "2:r1", bad).unwrap();
-            let err = run_positions(&store, "r1");
+            let err = run_positions(store, "r1");
             assert!(
                 matches!(err, Err(IndexError::Mismatch(_))),
                 "{bad}: {err:?}"
@@ -1598,7 +1612,7 @@ mod tests {
             .set(RUN_EVENTS, "2:r1/00000000000000000004", "5@1005")
             .unwrap();
         assert!(matches!(
-            run_positions(&store, "r1"),
+            run_positions(store, "r1"),
             Err(IndexError::Mismatch(_))
         ));
         store
@@ -1608,15 +1622,13 @@ mod tests {
             .delete(RUN_EVENTS, "2:r1/00000000000000000004")
             .unwrap();
         assert!(matches!(
-            run_positions(&store, "r1"),
+            run_positions(store, "r1"),
             Err(IndexError::Mismatch(_))
         ));
         store
             .delete(RUN_EVENTS, "2:r1/00000000000000000005")
             .unwrap();
         assert_eq!(seqs("r1"), vec![1, 5, 8, 9, 10, 11, 12]);
-        long_run(&store);
-        leases(Arc::new(store));
     }
 
     /// A run longer than a chunk: every entry, in order, across chunks
@@ -1669,6 +1681,8 @@ mod tests {
             .block_on(f)
     }
 
+    /// The lease part of the suite. (Long: one lease's life, claim to
+    /// takeover to fence, told in order against one store.)
     fn leases(store: Arc<dyn Store>) {
         let a = claim_run(&store, "r1", "A", 60_000).unwrap().unwrap();
         assert!(a.held());
