@@ -15,7 +15,10 @@
 //!
 //! Sizes: 10,000 and 100,000 events by default; `CHARTER_BENCH_BIG=1` adds
 //! 1,000,000 (a few minutes and ~1.5 GB of disk under `target/`, removed
-//! afterwards). `CHARTER_BENCH_SCALE_ONLY=1` prints only these figures.
+//! afterwards). `CHARTER_BENCH_SCALE_ONLY=1` prints only these figures;
+//! `CHARTER_BENCH_SIZES=10000,1000000` picks the sizes, and
+//! `CHARTER_BENCH_KEEP=1` keeps each generated deployment (its path is
+//! printed) for a profiler.
 //! Ratios are against the 10,000-event log; the goal is 2x at most for
 //! start-up, `runs show`, a resume, a journal read and `verify
 //! --since-checkpoint`.
@@ -223,6 +226,13 @@ fn median(mut v: Vec<Duration>) -> Duration {
 pub fn measure(echo: &Path, events: u64) -> Result<Figures> {
     let dir = tempfile::tempdir_in(crate::root().join("target"))?;
     let d = deployment(dir.path(), echo)?;
+    let _dir = if std::env::var_os("CHARTER_BENCH_KEEP").is_some() {
+        eprintln!("kept: {}", dir.path().display());
+        let _ = dir.keep();
+        None
+    } else {
+        Some(dir)
+    };
     let t = Instant::now();
     let probes = generate(&d, events)?;
     let generate = t.elapsed();
@@ -382,6 +392,9 @@ pub fn report(echo: &Path) -> Result<()> {
     let mut sizes = vec![10_000, 100_000];
     if std::env::var_os("CHARTER_BENCH_BIG").is_some() {
         sizes.push(1_000_000);
+    }
+    if let Ok(v) = std::env::var("CHARTER_BENCH_SIZES") {
+        sizes = v.split(',').filter_map(|s| s.parse().ok()).collect();
     }
     let mut all = Vec::new();
     for n in sizes {
