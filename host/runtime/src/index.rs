@@ -901,7 +901,9 @@ fn with_offline_store<T>(
     }
     // Held while reading: no host starts writing meanwhile.
     let _lock = crate::try_lock_data_dir(data_dir)?;
-    let store = open_released(&state)?;
+    // (A store of this process that just closed is waited for: see
+    // `SledStore::open`.)
+    let store = charter_store::SledStore::open(&state).ok()?;
     let version = store.get(META, "index_version").ok()?;
     if version.as_deref() != Some(&INDEX_VERSION.to_string()) {
         tracing::debug!("index version {version:?}, not {INDEX_VERSION}: reading the log");
@@ -912,25 +914,6 @@ fn with_offline_store<T>(
         Err(e) => {
             tracing::debug!("reading the {what} through the index failed ({e}); reading the log");
             None
-        }
-    }
-}
-
-/// Open the state store under the data directory's lock, which the caller
-/// holds. sled locks its own file too, and a host of this process that
-/// just closed can still hold it for a moment (its log's committer thread
-/// lets go of the index store when its round ends): a refused open is
-/// tried again for up to a second before the caller falls back to the log.
-fn open_released(state: &std::path::Path) -> Option<charter_store::SledStore> {
-    let started = std::time::Instant::now();
-    loop {
-        match charter_store::SledStore::open(state) {
-            Ok(s) => return Some(s),
-            Err(e) if e.is_corruption() || started.elapsed().as_millis() >= 1000 => {
-                tracing::debug!("the state store does not open ({e}); reading the log");
-                return None;
-            }
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
         }
     }
 }

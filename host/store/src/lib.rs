@@ -144,17 +144,39 @@ impl std::fmt::Debug for SledStore {
     }
 }
 
+/// How long [`SledStore::open`] waits for a store of this process that
+/// was just closed to let go of its file.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl SledStore {
+    /// Open (or create) the store in `dir`. Callers hold the data
+    /// directory's lock, so the only other holder of sled's own file lock
+    /// can be a store of this process that was just dropped while one of
+    /// sled's background threads still finishes with it: a refused lock is
+    /// tried again for up to [`RELEASE_WAIT`].
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::LowSpace)
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: dir.display().to_string(),
-                source,
-            })?;
-        Ok(SledStore { db })
+        let started = std::time::Instant::now();
+        loop {
+            let opened = sled::Config::new()
+                .path(dir)
+                .mode(sled::Mode::LowSpace)
+                .open();
+            match opened {
+                Ok(db) => return Ok(SledStore { db }),
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && started.elapsed() < RELEASE_WAIT =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(source) => {
+                    return Err(StoreError::Open {
+                        path: dir.display().to_string(),
+                        source,
+                    });
+                }
+            }
+        }
     }
 
     fn tree(&self, ns: &str) -> Result<sled::Tree, StoreError> {
@@ -441,6 +463,22 @@ mod tests {
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(s.get("a", "order:2").unwrap().as_deref(), Some("y"));
         assert_eq!(s.get("d", "k2").unwrap().as_deref(), Some("v2"));
+    }
+
+    /// A store dropped on another thread a moment after the next open
+    /// starts does not make that open fail: it waits for the release.
+    #[test]
+    fn open_waits_for_a_store_being_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = SledStore::open(dir.path()).unwrap();
+        held.set("a", "k", "v").unwrap();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(held);
+        });
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.get("a", "k").unwrap().as_deref(), Some("v"));
+        t.join().unwrap();
     }
 
     /// Many concurrent compare-and-swaps from None: exactly one wins.
