@@ -216,7 +216,9 @@ fn a_rewritten_or_truncated_history_fails_the_signed_mark_at_start_up() {
 /// through the index show what the whole log shows.
 #[test]
 fn a_decision_reads_the_log_from_its_proposal_on_and_lists_read_the_index() {
-    use charter_runtime::index::{ProposalState, RUN_EVENTS, proposal_records, run_positions};
+    use charter_runtime::index::{
+        ProposalState, proposal_records, repoint_run_entry, run_positions,
+    };
     use charter_runtime::workflow::state::from_records;
     use serde_json::json;
 
@@ -248,11 +250,11 @@ fn a_decision_reads_the_log_from_its_proposal_on_and_lists_read_the_index() {
             .find(|(s, _)| all[*s as usize - 1].event.kind() == "proposal")
             .unwrap();
         let other = pos.iter().find(|(s, _)| *s != seq).unwrap().1;
-        let key = format!("{}:{}/{seq:020}", st.id.len(), st.id);
-        let real = store.get(RUN_EVENTS, &key).unwrap().unwrap();
-        store.set(RUN_EVENTS, &key, &other.to_string()).unwrap();
+        let real = repoint_run_entry(&*store, &st.id, seq, other)
+            .unwrap()
+            .unwrap();
         assert!(proposal_records(&*store, h.log(), &p).is_none());
-        store.set(RUN_EVENTS, &key, &real).unwrap();
+        repoint_run_entry(&*store, &st.id, seq, real).unwrap();
         let done = rt.block_on(h.decide(&p, "bob", true, None)).unwrap();
         assert_eq!(done.run.unwrap().status, "completed");
         // Decided: a second approval is refused on the log's record.

@@ -6,16 +6,19 @@
 //! one walks the whole chain, as there is no verified mark yet; the next
 //! checks only the tail after the mark the first recorded), resuming one
 //! run (a re-attempt and two fresh steps, fsync'd), a re-attempt's journal
-//! read, `runs show` of one run as the CLI reads it (with the old
-//! whole-log read beside it, and the state store's open time it
-//! includes), `runs list` through the index, a checkpoint's frame hash
-//! through the open log's sparse index (with the whole-file walk beside
-//! it), and `audit verify --since-checkpoint` (what the resumes appended
+//! read, `runs show` of one run as the CLI reads it with no host running
+//! (with the state store's open time it includes, the same through a
+//! running host's open index, and the old whole-log read beside it),
+//! `runs list` through the index, a checkpoint's frame hash through the
+//! open log's sparse index (with the whole-file walk beside it), and `audit verify --since-checkpoint` (what the resumes appended
 //! after the checkpoint; the full `audit verify` beside it).
 //!
 //! Sizes: 10,000 and 100,000 events by default; `CHARTER_BENCH_BIG=1` adds
 //! 1,000,000 (a few minutes and ~1.5 GB of disk under `target/`, removed
-//! afterwards). `CHARTER_BENCH_SCALE_ONLY=1` prints only these figures.
+//! afterwards). `CHARTER_BENCH_SCALE_ONLY=1` prints only these figures;
+//! `CHARTER_BENCH_SIZES=10000,1000000` picks the sizes, and
+//! `CHARTER_BENCH_KEEP=1` keeps each generated deployment (its path is
+//! printed) for a profiler.
 //! Ratios are against the 10,000-event log; the goal is 2x at most for
 //! start-up, `runs show`, a resume, a journal read and `verify
 //! --since-checkpoint`.
@@ -46,6 +49,9 @@ pub struct Figures {
     /// work on the disk makes noisy; the minimum shows the floor.
     pub resume_min: Duration,
     pub journal: Duration,
+    /// `runs show` as a running host answers it (`charter up`): the run's
+    /// records through the open index, folded.
+    pub show_host: Duration,
     pub show: Duration,
     pub show_whole_log: Duration,
     /// A checkpoint's frame hash read through the open log's sparse index
@@ -226,6 +232,13 @@ fn median(mut v: Vec<Duration>) -> Duration {
 pub fn measure(echo: &Path, events: u64) -> Result<Figures> {
     let dir = tempfile::tempdir_in(crate::root().join("target"))?;
     let d = deployment(dir.path(), echo)?;
+    let _dir = if std::env::var_os("CHARTER_BENCH_KEEP").is_some() {
+        eprintln!("kept: {}", dir.path().display());
+        let _ = dir.keep();
+        None
+    } else {
+        Some(dir)
+    };
     let t = Instant::now();
     let probes = generate(&d, events)?;
     let generate = t.elapsed();
@@ -317,6 +330,18 @@ pub fn measure(echo: &Path, events: u64) -> Result<Figures> {
             })
             .collect(),
     );
+    let show_host = median(
+        probes
+            .iter()
+            .map(|p| {
+                let t = Instant::now();
+                let r = host.records_of_run(p).expect("records");
+                let st = from_records(&r).0;
+                assert_eq!(st.len(), 1);
+                t.elapsed()
+            })
+            .collect(),
+    );
     let mid = total / 2 + 1;
     let walked = charter_audit::hash_at(&log_path, mid)?;
     anyhow::ensure!(walked.is_some(), "no frame {mid}");
@@ -370,6 +395,7 @@ pub fn measure(echo: &Path, events: u64) -> Result<Figures> {
         resume_min: resumes.iter().copied().min().unwrap_or_default(),
         resume: median(resumes),
         journal,
+        show_host,
         show,
         show_whole_log,
         hash_at,
@@ -386,11 +412,14 @@ pub fn report(echo: &Path) -> Result<()> {
     if std::env::var_os("CHARTER_BENCH_BIG").is_some() {
         sizes.push(1_000_000);
     }
+    if let Ok(v) = std::env::var("CHARTER_BENCH_SIZES") {
+        sizes = v.split(',').filter_map(|s| s.parse().ok()).collect();
+    }
     let mut all = Vec::new();
     for n in sizes {
         let f = measure(echo, n)?;
         println!(
-            "log of {:>9} events ({:>6.1} MB, generated in {:.1} s): start-up {:.2} ms (first, whole chain: {:.1} ms), resume one run {:.2} ms (min {:.2}), journal read {:.3} ms, runs show {:.2} ms (store open {:.2} ms; whole-log read {:.1} ms), runs list {:.1} ms ({} runs), verify --since-checkpoint {:.2} ms ({} entries; full verify {:.1} ms), hash_at {:.3} ms (walk {:.1} ms)",
+            "log of {:>9} events ({:>6.1} MB, generated in {:.1} s): start-up {:.2} ms (first, whole chain: {:.1} ms), resume one run {:.2} ms (min {:.2}), journal read {:.3} ms, runs show {:.2} ms (store open {:.2} ms; through a running host {:.3} ms; whole-log read {:.1} ms), runs list {:.1} ms ({} runs), verify --since-checkpoint {:.2} ms ({} entries; full verify {:.1} ms), hash_at {:.3} ms (walk {:.1} ms)",
             f.events,
             f.bytes as f64 / 1e6,
             f.generate.as_secs_f64(),
@@ -401,6 +430,7 @@ pub fn report(echo: &Path) -> Result<()> {
             ms(f.journal),
             ms(f.show),
             ms(f.store_open),
+            ms(f.show_host),
             ms(f.show_whole_log),
             ms(f.list),
             f.runs,
@@ -416,13 +446,14 @@ pub fn report(echo: &Path) -> Result<()> {
     if let Some(a) = all.first() {
         for b in &all[1..] {
             println!(
-                "{}/{} events: start-up {:.2}x (first, whole chain {:.1}x), runs show {:.2}x (store open {:.2}x; whole-log read {:.1}x), resume one run {:.2}x (min {:.2}x), journal read {:.2}x, verify --since-checkpoint {:.2}x (full {:.1}x), runs list {:.1}x, hash_at {:.2}x; goal: start-up, runs show, resume, journal, verify --since-checkpoint within 2x",
+                "{}/{} events: start-up {:.2}x (first, whole chain {:.1}x), runs show {:.2}x (store open {:.2}x; through a running host {:.2}x; whole-log read {:.1}x), resume one run {:.2}x (min {:.2}x), journal read {:.2}x, verify --since-checkpoint {:.2}x (full {:.1}x), runs list {:.1}x, hash_at {:.2}x; goal: start-up, runs show, resume, journal, verify --since-checkpoint within 2x",
                 b.events,
                 a.events,
                 r(a.startup, b.startup),
                 r(a.startup_full, b.startup_full),
                 r(a.show, b.show),
                 r(a.store_open, b.store_open),
+                r(a.show_host, b.show_host),
                 r(a.show_whole_log, b.show_whole_log),
                 r(a.resume, b.resume),
                 r(a.resume_min, b.resume_min),

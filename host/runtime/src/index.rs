@@ -33,12 +33,23 @@ use crate::workflow::state::{ESCALATIONS, EscalationState, RUNS, RunState};
 pub const PROPOSALS: &str = "@proposals";
 /// Namespace of index metadata.
 pub const META: &str = "@meta";
-/// Namespace of the per-run event index: `{len}:{run}/{seq:020}` →
-/// the record's log position. The run id's length comes first, so no run
-/// id's keys can ever fall under another's prefix.
+/// Namespace of the per-run event index: the seq and log position of each
+/// of a run's records, packed per run (not one key per event: sled 0.34
+/// loads its whole page table when it opens, so its open time follows the
+/// number of keys, and a key per event made every `runs show` and host
+/// start-up pay for the whole log). `{len}:{run}` holds the run's latest
+/// entries, `{len}:{run}/{first seq:020}` each full chunk of
+/// [`RUN_EVENTS_CHUNK`] before them; values are `seq@position` lists
+/// joined by `,`. The run id's length comes first, so no run id's keys
+/// can ever fall under another's prefix.
 pub const RUN_EVENTS: &str = "@run-events";
+/// Entries one [`RUN_EVENTS`] value holds at most: an apply rewrites the
+/// run's latest value, so a long run costs each apply a bounded rewrite.
+pub const RUN_EVENTS_CHUNK: usize = 256;
 /// Namespace mapping a journaled call's id to its run (a `call-result`
-/// names only the call).
+/// names only the call) until its result is applied (one key per call in
+/// flight, not per call ever made); a result that names a proposal keeps
+/// it, as a later one may follow.
 pub const CALL_RUNS: &str = "@call-runs";
 /// Namespace of run leases: run → [`Lease`].
 pub const LEASES: &str = "@leases";
@@ -204,11 +215,13 @@ impl ProposalState {
 }
 
 /// The shape of the index this code writes: 2 added the per-run event
-/// index and `applied_at`. A store of another version is re-applied from
+/// index and `applied_at`; 3 packs the per-run index per run and drops a
+/// call's [`CALL_RUNS`] entry once its result is applied. A store of
+/// another version has those two namespaces cleared and is re-applied from
 /// the log's first record (the fold is deterministic in log order, so
 /// re-applying over the old contents ends in the state a fresh store
 /// would reach) before it is used.
-pub const INDEX_VERSION: u64 = 2;
+pub const INDEX_VERSION: u64 = 3;
 
 /// Make the store's index current: if it was written by another version,
 /// mark it for re-application from seq 1 (see [`INDEX_VERSION`]). Returns
@@ -225,6 +238,11 @@ pub fn prepare(store: &dyn Store) -> Result<u64, IndexError> {
             "the state index predates version {INDEX_VERSION}; re-applying the event log to it"
         );
     }
+    // Another layout's per-run entries would not read as this one's. A
+    // crash before the commit below leaves the old version recorded, so
+    // the next start clears again.
+    store.clear(RUN_EVENTS)?;
+    store.clear(CALL_RUNS)?;
     let mut b = Batch::default();
     b.put(META, "index_version", &INDEX_VERSION.to_string());
     b.put(META, "applied_seq", "0");
@@ -313,9 +331,38 @@ pub fn record_verified_mark(
     Ok(())
 }
 
-/// The key prefix of run `run`'s entries in [`RUN_EVENTS`].
-fn run_prefix(run: &str) -> String {
-    format!("{}:{run}/", run.len())
+/// The key of run `run`'s latest entries in [`RUN_EVENTS`]; its full
+/// chunks' keys are this, `/` and their first seq.
+fn run_head(run: &str) -> String {
+    format!("{}:{run}", run.len())
+}
+
+fn encode_positions(entries: &[(u64, u64)]) -> String {
+    let mut out = String::with_capacity(entries.len() * 20);
+    for (i, (seq, at)) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!("{seq}@{at}"));
+    }
+    out
+}
+
+/// A [`RUN_EVENTS`] value; anything but `seq@position` pairs is an error
+/// (the caller reads the log instead, or the apply stops the host).
+fn decode_positions(key: &str, text: &str) -> Result<Vec<(u64, u64)>, IndexError> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(',')
+        .map(|e| {
+            e.split_once('@')
+                .and_then(|(s, a)| Some((s.parse().ok()?, a.parse().ok()?)))
+                .ok_or_else(|| {
+                    IndexError::Mismatch(format!("unreadable per-run entry {key:?}: {e:?}"))
+                })
+        })
+        .collect()
 }
 
 /// Apply committed records, in order (kv writes that held a secret keep
@@ -352,9 +399,43 @@ struct Overlay<'a> {
     /// Runs this apply changed, decoded: each is read once and written
     /// once per apply, however many of its events the batch holds.
     runs: HashMap<String, RunState>,
+    /// The latest [`RUN_EVENTS`] entries of the runs this apply indexed,
+    /// likewise read and written once per apply.
+    heads: HashMap<String, Vec<(u64, u64)>>,
 }
 
-impl Overlay<'_> {
+impl<'a> Overlay<'a> {
+    fn new(store: &'a dyn Store) -> Overlay<'a> {
+        Overlay {
+            store,
+            batch: Batch::default(),
+            runs: HashMap::new(),
+            heads: HashMap::new(),
+        }
+    }
+    /// Run `run`'s latest [`RUN_EVENTS`] entries as this apply has them.
+    fn head_mut(&mut self, run: &str) -> Result<&mut Vec<(u64, u64)>, IndexError> {
+        if !self.heads.contains_key(run) {
+            let key = run_head(run);
+            let entries = match self.store.get(RUN_EVENTS, &key)? {
+                Some(text) => decode_positions(&key, &text)?,
+                None => Vec::new(),
+            };
+            self.heads.insert(run.to_string(), entries);
+        }
+        Ok(self.heads.entry(run.to_string()).or_default())
+    }
+    /// Write the [`RUN_EVENTS`] entries this apply changed into its batch.
+    fn put_heads(&mut self) {
+        for (run, entries) in std::mem::take(&mut self.heads) {
+            if entries.is_empty() {
+                self.batch.delete(RUN_EVENTS, &run_head(&run));
+            } else {
+                self.batch
+                    .put(RUN_EVENTS, &run_head(&run), &encode_positions(&entries));
+            }
+        }
+    }
     fn get(&self, ns: &str, key: &str) -> Result<Option<String>, IndexError> {
         match self.batch.get(ns, key) {
             Some(v) => Ok(v.map(str::to_string)),
@@ -465,11 +546,7 @@ pub fn apply_cached(
             got: first.seq,
         });
     }
-    let mut o = Overlay {
-        store,
-        batch: Batch::default(),
-        runs: HashMap::new(),
-    };
+    let mut o = Overlay::new(store);
     for (i, r) in records.iter().enumerate() {
         apply_one(&mut o, r, resolve, cache)?;
         if let Some(&at) = positions.get(i) {
@@ -477,6 +554,7 @@ pub fn apply_cached(
         }
     }
     let runs = o.put_runs()?;
+    o.put_heads();
     o.batch.put(META, "applied_seq", &last.seq.to_string());
     if let Some(at) = positions.get(records.len() - 1) {
         o.batch.put(META, "applied_at", &at.to_string());
@@ -556,16 +634,27 @@ fn index_run(o: &mut Overlay<'_>, r: &Record, at: u64) -> Result<(), IndexError>
         e => e.run().map(str::to_string),
     };
     let Some(run) = run else { return Ok(()) };
-    if let Event::Call {
-        call,
-        journal: Some(_),
-        ..
-    } = &r.event
-    {
-        o.batch.put(CALL_RUNS, call, &run);
+    match &r.event {
+        Event::Call {
+            call,
+            journal: Some(_),
+            ..
+        } => o.batch.put(CALL_RUNS, call, &run),
+        // The call's one result: nothing more will ask for its run.
+        Event::CallResult {
+            call,
+            proposal: None,
+            ..
+        } => o.batch.delete(CALL_RUNS, call),
+        _ => {}
     }
-    let key = format!("{}{:020}", run_prefix(&run), r.seq);
-    o.batch.put(RUN_EVENTS, &key, &at.to_string());
+    let head = o.head_mut(&run)?;
+    head.push((r.seq, at));
+    if head.len() >= RUN_EVENTS_CHUNK {
+        let full = std::mem::take(head);
+        let key = format!("{}/{:020}", run_head(&run), full[0].0);
+        o.batch.put(RUN_EVENTS, &key, &encode_positions(&full));
+    }
     Ok(())
 }
 
@@ -668,21 +757,54 @@ fn apply_one(
 /// The seq and log position of every record of run `run` the index holds,
 /// in log order.
 pub fn run_positions(store: &dyn Store, run: &str) -> Result<Vec<(u64, u64)>, IndexError> {
-    let prefix = run_prefix(run);
-    store
-        .scan_prefix(RUN_EVENTS, &prefix)?
-        .into_iter()
-        .map(|(k, v)| {
-            let seq = k[prefix.len()..].parse::<u64>();
-            let at = v.parse::<u64>();
-            match (seq, at) {
-                (Ok(seq), Ok(at)) => Ok((seq, at)),
-                _ => Err(IndexError::Mismatch(format!(
-                    "unreadable per-run entry {k:?} = {v:?}"
-                ))),
-            }
-        })
-        .collect()
+    let head = run_head(run);
+    let mut out = Vec::new();
+    for (k, v) in store.scan_prefix(RUN_EVENTS, &head)? {
+        // The run's latest entries, or a full chunk named by its first
+        // seq; no other key can start with the length-prefixed id.
+        let chunk = k.strip_prefix(&head).unwrap_or_default();
+        let entries = decode_positions(&k, &v)?;
+        let named = match chunk.strip_prefix('/') {
+            Some(first) => first.parse::<u64>().ok(),
+            None if chunk.is_empty() => entries.first().map(|e| e.0),
+            None => None,
+        };
+        if named != entries.first().map(|e| e.0) {
+            return Err(IndexError::Mismatch(format!(
+                "per-run entry {k:?} does not name its first seq"
+            )));
+        }
+        out.extend(entries);
+    }
+    out.sort_unstable();
+    if out.windows(2).any(|w| w[0].0 >= w[1].0) {
+        return Err(IndexError::Mismatch(format!(
+            "run {run:?}: the per-run index names one seq twice"
+        )));
+    }
+    Ok(out)
+}
+
+/// Point run `run`'s entry for `seq` at log position `at` (returns the
+/// position it named): a damaged index, for tests that show such an entry
+/// is never believed. Not part of the index's normal writes.
+#[doc(hidden)]
+pub fn repoint_run_entry(
+    store: &dyn Store,
+    run: &str,
+    seq: u64,
+    at: u64,
+) -> Result<Option<u64>, IndexError> {
+    let head = run_head(run);
+    for (k, v) in store.scan_prefix(RUN_EVENTS, &head)? {
+        let mut entries = decode_positions(&k, &v)?;
+        if let Some(e) = entries.iter_mut().find(|e| e.0 == seq) {
+            let was = std::mem::replace(&mut e.1, at);
+            store.set(RUN_EVENTS, &k, &encode_positions(&entries))?;
+            return Ok(Some(was));
+        }
+    }
+    Ok(None)
 }
 
 /// Check that records read at the index's positions are the ones it
@@ -779,6 +901,8 @@ fn with_offline_store<T>(
     }
     // Held while reading: no host starts writing meanwhile.
     let _lock = crate::try_lock_data_dir(data_dir)?;
+    // (A store of this process that just closed is waited for: see
+    // `SledStore::open`.)
     let store = charter_store::SledStore::open(&state).ok()?;
     let version = store.get(META, "index_version").ok()?;
     if version.as_deref() != Some(&INDEX_VERSION.to_string()) {
@@ -804,11 +928,7 @@ fn with_offline_store<T>(
 pub fn runs_offline(data_dir: &std::path::Path) -> Option<(Vec<RunState>, Vec<EscalationState>)> {
     with_offline_store(data_dir, "runs", |store, log| {
         let tail = unapplied_tail(store, log)?;
-        let mut o = Overlay {
-            store,
-            batch: Batch::default(),
-            runs: HashMap::new(),
-        };
+        let mut o = Overlay::new(store);
         let (mut runs, mut escs) = (Vec::new(), Vec::new());
         let mut cache = RunCache::default();
         for r in &tail {
@@ -1440,18 +1560,120 @@ mod tests {
         assert_eq!(seqs("r1/x"), vec![2, 6, 7]);
         assert_eq!(seqs("1:r1"), vec![3, 13]);
         assert!(seqs("r").is_empty() && seqs("").is_empty() && seqs("r1/").is_empty());
+        // Packed per run: one key per run, and a call's entry in
+        // CALL_RUNS goes with its result.
+        assert_eq!(store.scan(RUN_EVENTS).unwrap().len(), 3);
+        assert!(store.scan(CALL_RUNS).unwrap().is_empty());
         // Run state and proposals as before.
         let run: RunState = get_json(&store, RUNS, "r1").unwrap();
         assert_eq!(run.history.len(), 1);
         let p = proposal(&store, "P1").unwrap();
         assert_eq!((p.status.as_str(), p.approvals.len()), ("approved", 1));
-        // A store of an older index version is re-applied from the start.
-        store.delete(META, "index_version").unwrap();
+        // A store of an older index version is re-applied from the start,
+        // its per-run entries (version 2 kept one key per event) and call
+        // entries cleared first.
+        store.set(META, "index_version", "2").unwrap();
+        store
+            .set(RUN_EVENTS, "2:r1/00000000000000000007", "1")
+            .unwrap();
+        store.set(CALL_RUNS, "stale", "r1").unwrap();
         assert_eq!(prepare(&store).unwrap(), 0);
+        assert!(store.scan(RUN_EVENTS).unwrap().is_empty());
+        assert!(store.scan(CALL_RUNS).unwrap().is_empty());
         apply(&store, &rs, &at).unwrap();
         assert_eq!(seqs("r1"), vec![1, 5, 8, 9, 10, 11, 12]);
         assert_eq!(prepare(&store).unwrap(), 13);
+        damaged_values(&store);
+        long_run(&store);
         leases(Arc::new(store));
+    }
+
+    /// Damaged per-run values are errors, never other positions; the
+    /// store ends as it began.
+    fn damaged_values(store: &dyn Store) {
+        let seqs = |run: &str| -> Vec<u64> {
+            run_positions(store, run)
+                .unwrap()
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect()
+        };
+        for bad in ["1@x", "1@2,,3@4", "1@2@3", "-1@2", "1@2,1@3"] {
+            let was = store.get(RUN_EVENTS, "2:r1").unwrap().unwrap();
+            store.set(RUN_EVENTS, "2:r1", bad).unwrap();
+            let err = run_positions(store, "r1");
+            assert!(
+                matches!(err, Err(IndexError::Mismatch(_))),
+                "{bad}: {err:?}"
+            );
+            store.set(RUN_EVENTS, "2:r1", &was).unwrap();
+        }
+        // A chunk whose key does not name its first seq, or that repeats
+        // a seq, is refused.
+        store
+            .set(RUN_EVENTS, "2:r1/00000000000000000004", "5@1005")
+            .unwrap();
+        assert!(matches!(
+            run_positions(store, "r1"),
+            Err(IndexError::Mismatch(_))
+        ));
+        store
+            .set(RUN_EVENTS, "2:r1/00000000000000000005", "5@1005")
+            .unwrap();
+        store
+            .delete(RUN_EVENTS, "2:r1/00000000000000000004")
+            .unwrap();
+        assert!(matches!(
+            run_positions(store, "r1"),
+            Err(IndexError::Mismatch(_))
+        ));
+        store
+            .delete(RUN_EVENTS, "2:r1/00000000000000000005")
+            .unwrap();
+        assert_eq!(seqs("r1"), vec![1, 5, 8, 9, 10, 11, 12]);
+    }
+
+    /// A run longer than a chunk: every entry, in order, across chunks
+    /// written by applies of every size; its keys stay a handful.
+    fn long_run(store: &dyn Store) {
+        let first = applied_seq(store) + 1;
+        let n = 3 * RUN_EVENTS_CHUNK as u64 + 7;
+        let mut events = vec![ev(json!({"type": "run-started", "run": "long",
+            "workflow": "w", "workflow_digest": "sha256:00", "input": {}, "first": "s"}))];
+        for _ in 1..n {
+            events.push(ev(
+                json!({"type": "step-attempt", "run": "long", "step": "s",
+                "attempt": 1, "plugin": "p", "input": {}, "outcome": "failed",
+                "duration_us": 1}),
+            ));
+        }
+        let rs: Vec<Record> = recs(events)
+            .into_iter()
+            .map(|mut r| {
+                r.seq += first - 1;
+                r
+            })
+            .collect();
+        let mut i = 0;
+        for size in [1, 300, 2, RUN_EVENTS_CHUNK, 1, 500].into_iter().cycle() {
+            if i >= rs.len() {
+                break;
+            }
+            let end = (i + size).min(rs.len());
+            let at: Vec<u64> = rs[i..end].iter().map(|r| 7 * r.seq).collect();
+            apply(store, &rs[i..end], &at).unwrap();
+            i = end;
+        }
+        let got = run_positions(store, "long").unwrap();
+        let want: Vec<(u64, u64)> = rs.iter().map(|r| (r.seq, 7 * r.seq)).collect();
+        assert_eq!(got, want);
+        let keys = store.scan_prefix(RUN_EVENTS, "4:long").unwrap();
+        assert_eq!(
+            keys.len(),
+            4,
+            "{:?}",
+            keys.iter().map(|k| &k.0).collect::<Vec<_>>()
+        );
     }
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -1461,6 +1683,8 @@ mod tests {
             .block_on(f)
     }
 
+    /// The lease part of the suite. (Long: one lease's life, claim to
+    /// takeover to fence, told in order against one store.)
     fn leases(store: Arc<dyn Store>) {
         let a = claim_run(&store, "r1", "A", 60_000).unwrap().unwrap();
         assert!(a.held());
@@ -1689,13 +1913,11 @@ mod tests {
         // returned as the run's.
         let (seq, _) = run_positions(&*store, "r1").unwrap()[1];
         let other = run_positions(&*store, "r1/x").unwrap()[0].1;
-        store
-            .set(
-                RUN_EVENTS,
-                &format!("{}{seq:020}", run_prefix("r1")),
-                &other.to_string(),
-            )
-            .unwrap();
+        assert!(
+            repoint_run_entry(&*store, "r1", seq, other)
+                .unwrap()
+                .is_some()
+        );
         let err = run_records(&*store, &log, "r1").unwrap_err();
         assert!(matches!(err, IndexError::Mismatch(_)), "{err}");
     }

@@ -88,6 +88,8 @@ impl Host {
     }
 
     /// `by` approves (or rejects) proposal `id`.
+    /// (Long: read from the log, checked, recorded and carried out in the
+    /// one order that must hold under the decisions lock.)
     pub async fn decide(
         &self,
         id: &str,
@@ -328,7 +330,8 @@ impl Host {
     }
 
     /// Execute an approved proposal's call through the mediator, re-checked
-    /// against the policy in force.
+    /// against the policy in force. (Long: the re-checks, the call and its
+    /// recorded result in the order they must happen.)
     async fn execute(&self, p: &ProposalState, approvers: &[String]) -> Result<Value, String> {
         if json_digest(&p.args) != p.args_digest {
             return Err("stored arguments do not match their approved digest".into());

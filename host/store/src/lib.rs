@@ -121,6 +121,16 @@ pub trait Store: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Make everything written so far durable.
     fn flush(&self) -> Result<(), StoreError>;
+    /// Remove every key of namespace `ns` (a host-internal index whose
+    /// layout changed). Not atomic with other writes: the caller records
+    /// that it is done only afterwards, so a crash midway clears again.
+    fn clear(&self, ns: &str) -> Result<(), StoreError> {
+        let mut b = Batch::default();
+        for (k, _) in self.scan(ns)? {
+            b.delete(ns, &k);
+        }
+        self.commit(&b)
+    }
 }
 
 /// sled-backed store: one tree per namespace (`kv/<namespace>`).
@@ -134,17 +144,39 @@ impl std::fmt::Debug for SledStore {
     }
 }
 
+/// How long [`SledStore::open`] waits for a store of this process that
+/// was just closed to let go of its file.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl SledStore {
+    /// Open (or create) the store in `dir`. Callers hold the data
+    /// directory's lock, so the only other holder of sled's own file lock
+    /// can be a store of this process that was just dropped while one of
+    /// sled's background threads still finishes with it: a refused lock is
+    /// tried again for up to [`RELEASE_WAIT`].
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::LowSpace)
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: dir.display().to_string(),
-                source,
-            })?;
-        Ok(SledStore { db })
+        let started = std::time::Instant::now();
+        loop {
+            let opened = sled::Config::new()
+                .path(dir)
+                .mode(sled::Mode::LowSpace)
+                .open();
+            match opened {
+                Ok(db) => return Ok(SledStore { db }),
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && started.elapsed() < RELEASE_WAIT =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(source) => {
+                    return Err(StoreError::Open {
+                        path: dir.display().to_string(),
+                        source,
+                    });
+                }
+            }
+        }
     }
 
     fn tree(&self, ns: &str) -> Result<sled::Tree, StoreError> {
@@ -249,6 +281,11 @@ impl Store for SledStore {
     }
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
+        Ok(())
+    }
+    /// Drops the namespace's tree: its pages are freed, not just emptied.
+    fn clear(&self, ns: &str) -> Result<(), StoreError> {
+        self.db.drop_tree(format!("kv/{ns}"))?;
         Ok(())
     }
 }
@@ -393,6 +430,14 @@ mod tests {
         // A hostile key (separators, NUL, non-ASCII) is just a key.
         s.set("a", "x/\0/ü", "1").unwrap();
         assert_eq!(s.get("a", "x/\0/ü").unwrap().as_deref(), Some("1"));
+        // clear: that namespace only, and it can be written again.
+        s.clear("c").unwrap();
+        assert!(s.scan("c").unwrap().is_empty());
+        assert_eq!(s.get("c", "s/1").unwrap(), None);
+        assert_eq!(s.get("a", "k1").unwrap().as_deref(), Some("v1b"));
+        s.clear("never-written").unwrap();
+        s.set("c", "r/1", "again").unwrap();
+        assert_eq!(s.scan("c").unwrap().len(), 1);
         s.flush().unwrap();
     }
 
@@ -418,6 +463,22 @@ mod tests {
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(s.get("a", "order:2").unwrap().as_deref(), Some("y"));
         assert_eq!(s.get("d", "k2").unwrap().as_deref(), Some("v2"));
+    }
+
+    /// A store dropped on another thread a moment after the next open
+    /// starts does not make that open fail: it waits for the release.
+    #[test]
+    fn open_waits_for_a_store_being_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = SledStore::open(dir.path()).unwrap();
+        held.set("a", "k", "v").unwrap();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(held);
+        });
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.get("a", "k").unwrap().as_deref(), Some("v"));
+        t.join().unwrap();
     }
 
     /// Many concurrent compare-and-swaps from None: exactly one wins.
