@@ -26,5 +26,6 @@ mod redteam5;
 mod startup;
 mod substrate;
 mod support;
+mod triggers;
 mod up;
 mod workflow;

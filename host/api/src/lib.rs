@@ -65,6 +65,7 @@ mod error;
 mod proposals;
 mod reports;
 mod runs;
+pub mod triggers;
 pub mod validate;
 
 pub use audit::{
@@ -80,6 +81,7 @@ pub use charter_audit::Record;
 pub use charter_audit::checkpoint::Checkpoint;
 pub use charter_auth::{AuthMethod, Principal};
 pub use control::{Access, Control};
+pub use triggers::{HookStarted, TriggerInfo};
 pub use error::{ApiError, ErrorClass, ErrorDoc, Failure, Refusal, describe};
 pub use proposals::{
     DecideReport, DecideRequest, Decision, Execution, Proposal, ProposalDetail, ProposalId,

@@ -186,12 +186,17 @@ fn summary(e: &Event) -> String {
             run,
             workflow,
             initiator,
+            trigger,
             ..
         } => format!(
-            "run {run} of {workflow} started{}",
+            "run {run} of {workflow} started{}{}",
             initiator
                 .as_ref()
                 .map(|i| format!(" by {i}"))
+                .unwrap_or_default(),
+            trigger
+                .as_ref()
+                .map(|t| format!(" ({} {} {}, {})", t.kind, t.name, t.key, t.auth))
                 .unwrap_or_default()
         ),
         Event::StepAttempt {
@@ -256,6 +261,12 @@ fn summary(e: &Event) -> String {
             "run {run} {status}{}",
             error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
         ),
+        Event::HookRefused {
+            hook,
+            reason,
+            count,
+            detail,
+        } => format!("hook {hook} refused {count} delivery(ies): {reason}: {detail}"),
     }
 }
 

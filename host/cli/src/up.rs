@@ -31,15 +31,10 @@ pub async fn up(config: &crate::ConfigArg, listen: &str) -> Result<i32> {
     let host = Arc::new(Host::new(deployment, HostOptions::default())?);
     let control = Arc::new(Control::with_host(host.clone(), Access::Remote));
     write_endpoint(&endpoint, &format!("http://{addr}"))?;
-    // Runs a crash or a stop left running go on.
-    let resumer = host.clone();
-    tokio::spawn(async move {
-        for (id, r) in resumer.resume_runs().await {
-            if let Err(e) = r {
-                tracing::warn!(run = %id, error = %e, "resuming the run failed");
-            }
-        }
-    });
+    // Runs a crash or a stop left running go on, retries and proposal
+    // expiries fire on time; schedules start their runs.
+    host.start_timers();
+    charter_server::schedules::start(control.clone());
     println!(
         "charter up: serving {} at http://{addr}",
         control.deployment().name

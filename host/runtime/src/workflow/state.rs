@@ -114,6 +114,7 @@ impl RunState {
             input,
             initiator,
             first,
+            ..
         } = ev
         else {
             return None;
