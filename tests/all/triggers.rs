@@ -204,7 +204,10 @@ fn wait_for(addr: &str, token: &str, run: &str, done: impl Fn(&Value) -> bool) -
         if done(&v) {
             return v;
         }
-        assert!(start.elapsed() < BOUND, "run did not get there in time: {v}");
+        assert!(
+            start.elapsed() < BOUND,
+            "run did not get there in time: {v}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -245,7 +248,11 @@ fn webhook_deliveries_start_one_run_each_and_refusals_are_audited() {
     // A signed delivery starts a run with the body as its input.
     let body = br#"{"action":"opened","number":7}"#;
     let sig = sign(KEY, body);
-    let r = deliver(a, body, &[("X-Hub-Signature-256", &sig), ("X-GitHub-Delivery", "d-1")]);
+    let r = deliver(
+        a,
+        body,
+        &[("X-Hub-Signature-256", &sig), ("X-GitHub-Delivery", "d-1")],
+    );
     assert_eq!(r.status, 202, "{}", r.body);
     let first = r.json()["run"].as_str().unwrap().to_string();
     assert_eq!(r.json()["status"], "started");
@@ -255,7 +262,11 @@ fn webhook_deliveries_start_one_run_each_and_refusals_are_audited() {
     assert_eq!(v["initiator"], "hook:gh", "{v}");
 
     // The same delivery again: the same run, nothing started.
-    let r = deliver(a, body, &[("X-Hub-Signature-256", &sig), ("X-GitHub-Delivery", "d-1")]);
+    let r = deliver(
+        a,
+        body,
+        &[("X-Hub-Signature-256", &sig), ("X-GitHub-Delivery", "d-1")],
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["run"], first.as_str());
     assert_eq!(r.json()["status"], "duplicate");
@@ -267,7 +278,11 @@ fn webhook_deliveries_start_one_run_each_and_refusals_are_audited() {
         let hs: Vec<_> = (0..8)
             .map(|_| {
                 sc.spawn(|| {
-                    deliver(a, body2, &[("X-Hub-Signature-256", &sig2), ("X-GitHub-Delivery", "d-2")])
+                    deliver(
+                        a,
+                        body2,
+                        &[("X-Hub-Signature-256", &sig2), ("X-GitHub-Delivery", "d-2")],
+                    )
                 })
             })
             .collect();
@@ -284,7 +299,11 @@ fn webhook_deliveries_start_one_run_each_and_refusals_are_audited() {
     assert_eq!(answers.iter().filter(|r| r.status == 202).count(), 1);
 
     // A declared identity's token: the run's initiator is that identity.
-    let r = deliver(a, b"{}", &[("Authorization", &s.ci), ("X-GitHub-Delivery", "d-3")]);
+    let r = deliver(
+        a,
+        b"{}",
+        &[("Authorization", &s.ci), ("X-GitHub-Delivery", "d-3")],
+    );
     assert_eq!(r.status, 202, "{}", r.body);
     let by_token = r.json()["run"].as_str().unwrap().to_string();
     let v = wait_for(a, &s.carol, &by_token, |v| v["status"] == "completed");
@@ -299,39 +318,74 @@ fn webhook_deliveries_start_one_run_each_and_refusals_are_audited() {
             deliver(
                 a,
                 body,
-                &[("X-Hub-Signature-256", &sign("guess", body)), ("X-GitHub-Delivery", "d-9")],
+                &[
+                    ("X-Hub-Signature-256", &sign("guess", body)),
+                    ("X-GitHub-Delivery", "d-9"),
+                ],
             ),
         ),
         // The right signature over another body.
         (
             401,
             "bad-signature",
-            deliver(a, br#"{"number":8}"#, &[("X-Hub-Signature-256", &sig), ("X-GitHub-Delivery", "d-9")]),
+            deliver(
+                a,
+                br#"{"number":8}"#,
+                &[("X-Hub-Signature-256", &sig), ("X-GitHub-Delivery", "d-9")],
+            ),
         ),
         // Nothing that proves anything.
-        (401, "no-credential", deliver(a, body, &[("X-GitHub-Delivery", "d-9")])),
+        (
+            401,
+            "no-credential",
+            deliver(a, body, &[("X-GitHub-Delivery", "d-9")]),
+        ),
         // A token of an identity the hook does not name (carol).
         (
             401,
             "bad-token",
-            deliver(a, body, &[("Authorization", &s.carol), ("X-GitHub-Delivery", "d-9")]),
+            deliver(
+                a,
+                body,
+                &[("Authorization", &s.carol), ("X-GitHub-Delivery", "d-9")],
+            ),
         ),
         // A token nobody holds.
         (
             401,
             "bad-token",
-            deliver(a, body, &[("Authorization", "Bearer cht_ci_0_00"), ("X-GitHub-Delivery", "d-9")]),
+            deliver(
+                a,
+                body,
+                &[
+                    ("Authorization", "Bearer cht_ci_0_00"),
+                    ("X-GitHub-Delivery", "d-9"),
+                ],
+            ),
         ),
         // An unknown hook.
         (
             404,
             "unknown-hook",
-            http(a, "POST", "/hooks/nope", &[("X-Hub-Signature-256", &sig)], body),
+            http(
+                a,
+                "POST",
+                "/hooks/nope",
+                &[("X-Hub-Signature-256", &sig)],
+                body,
+            ),
         ),
         // Over max_body_kib (4 KiB), signed or not.
         (413, "too-large", {
             let big = vec![b' '; 8 * 1024];
-            deliver(a, &big, &[("X-Hub-Signature-256", &sign(KEY, &big)), ("X-GitHub-Delivery", "d-9")])
+            deliver(
+                a,
+                &big,
+                &[
+                    ("X-Hub-Signature-256", &sign(KEY, &big)),
+                    ("X-GitHub-Delivery", "d-9"),
+                ],
+            )
         }),
     ];
     for (status, reason, r) in &cases {
@@ -344,7 +398,14 @@ fn webhook_deliveries_start_one_run_each_and_refusals_are_audited() {
     // is not JSON, is the sender's mistake (400), not an audited refusal.
     let r = deliver(a, body, &[("X-Hub-Signature-256", &sig)]);
     assert_eq!(r.status, 400, "{}", r.body);
-    let r = deliver(a, b"not json", &[("X-Hub-Signature-256", &sign(KEY, b"not json")), ("X-GitHub-Delivery", "d-8")]);
+    let r = deliver(
+        a,
+        b"not json",
+        &[
+            ("X-Hub-Signature-256", &sign(KEY, b"not json")),
+            ("X-GitHub-Delivery", "d-8"),
+        ],
+    );
     assert_eq!(r.status, 400, "{}", r.body);
 
     // Every kind of refusal is in the log, under its hook (an unknown
@@ -356,7 +417,11 @@ fn webhook_deliveries_start_one_run_each_and_refusals_are_audited() {
             "{reason} not audited: {refused:?}"
         );
     }
-    assert!(refused.iter().any(|e| e["reason"] == "unknown-hook" && e["hook"] == "?"));
+    assert!(
+        refused
+            .iter()
+            .any(|e| e["reason"] == "unknown-hook" && e["hook"] == "?")
+    );
 
     // A flood of bad signatures adds no event within the window: the
     // log grows by a bounded amount, whatever the rate.
@@ -365,12 +430,18 @@ fn webhook_deliveries_start_one_run_each_and_refusals_are_audited() {
         let r = deliver(
             a,
             body,
-            &[("X-Hub-Signature-256", "sha256=00"), ("X-GitHub-Delivery", &format!("f-{i}"))],
+            &[
+                ("X-Hub-Signature-256", "sha256=00"),
+                ("X-GitHub-Delivery", &format!("f-{i}")),
+            ],
         );
         assert_eq!(r.status, 401);
     }
     let after = events(a, &s.bob, "hook-refused").len();
-    assert!(after <= before + 1, "{before} → {after} events for 200 refusals");
+    assert!(
+        after <= before + 1,
+        "{before} → {after} events for 200 refusals"
+    );
 
     // Three deliveries, three runs of `echo`.
     let echo_runs = |a: &str| -> Vec<String> {
@@ -388,7 +459,11 @@ fn webhook_deliveries_start_one_run_each_and_refusals_are_audited() {
     // After a restart the retried delivery still answers its first run.
     let (child, addr) = up(cwd);
     let a = addr.as_str();
-    let r = deliver(a, body, &[("X-Hub-Signature-256", &sig), ("X-GitHub-Delivery", "d-1")]);
+    let r = deliver(
+        a,
+        body,
+        &[("X-Hub-Signature-256", &sig), ("X-GitHub-Delivery", "d-1")],
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["run"], first.as_str());
     assert_eq!(echo_runs(a).len(), 3);
@@ -448,7 +523,12 @@ input = { from = "schedule" }
         .cloned()
         .unwrap_or_else(|| panic!("{check}"));
     assert_eq!(sched["workflow"], "tick");
-    assert!(sched["next_fire"].as_str().is_some_and(|t| t.ends_with("+01:00") || t.ends_with("+02:00")), "{sched}");
+    assert!(
+        sched["next_fire"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("+01:00") || t.ends_with("+02:00")),
+        "{sched}"
+    );
 
     let (child, addr) = up(cwd);
     let a = addr.as_str();
@@ -458,8 +538,13 @@ input = { from = "schedule" }
         a,
         "POST",
         "/v1/runs",
-        &[("Authorization", &s.carol), ("Content-Type", "application/json")],
-        json!({"workflow": "flaky", "input": {}}).to_string().as_bytes(),
+        &[
+            ("Authorization", &s.carol),
+            ("Content-Type", "application/json"),
+        ],
+        json!({"workflow": "flaky", "input": {}})
+            .to_string()
+            .as_bytes(),
     );
     assert_eq!(r.status, 202, "{}", r.body);
     let flaky = r.json()["run"].as_str().unwrap().to_string();
@@ -470,8 +555,13 @@ input = { from = "schedule" }
         a,
         "POST",
         "/v1/runs",
-        &[("Authorization", &s.carol), ("Content-Type", "application/json")],
-        json!({"workflow": "refund", "input": input}).to_string().as_bytes(),
+        &[
+            ("Authorization", &s.carol),
+            ("Content-Type", "application/json"),
+        ],
+        json!({"workflow": "refund", "input": input})
+            .to_string()
+            .as_bytes(),
     );
     assert_eq!(r.status, 202, "{}", r.body);
     let refund = r.json()["run"].as_str().unwrap().to_string();
@@ -495,7 +585,10 @@ input = { from = "schedule" }
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["run"].as_str() == Some(refund.as_str()) || Some(p["id"].as_str().unwrap().to_string()) == proposal)
+        .find(|p| {
+            p["run"].as_str() == Some(refund.as_str())
+                || Some(p["id"].as_str().unwrap().to_string()) == proposal
+        })
         .cloned()
         .unwrap_or_else(|| panic!("{proposals}"));
     assert_eq!(p["status"], "expired", "{p}");
@@ -521,7 +614,12 @@ input = { from = "schedule" }
     let (child, addr) = up(cwd);
     let a = addr.as_str();
     let start = Instant::now();
-    while ticks(a, &s.bob).iter().filter(|(t, _)| *t > restarted).count() < 2 {
+    while ticks(a, &s.bob)
+        .iter()
+        .filter(|(t, _)| *t > restarted)
+        .count()
+        < 2
+    {
         assert!(start.elapsed() < BOUND, "{:?}", ticks(a, &s.bob));
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -536,7 +634,10 @@ input = { from = "schedule" }
         .map(|(t, _)| *t)
         .filter(|t| *t > last_before && *t + 1000 < restarted)
         .collect();
-    assert!(backfilled.is_empty(), "missed ticks backfilled: {backfilled:?} in {all:?}");
+    assert!(
+        backfilled.is_empty(),
+        "missed ticks backfilled: {backfilled:?} in {all:?}"
+    );
     // Never two runs for one tick.
     let distinct: std::collections::BTreeSet<u64> = all.iter().map(|(t, _)| *t).collect();
     assert_eq!(distinct.len(), all.len(), "{all:?}");

@@ -81,7 +81,6 @@ pub use charter_audit::Record;
 pub use charter_audit::checkpoint::Checkpoint;
 pub use charter_auth::{AuthMethod, Principal};
 pub use control::{Access, Control};
-pub use triggers::{HookStarted, TriggerInfo};
 pub use error::{ApiError, ErrorClass, ErrorDoc, Failure, Refusal, describe};
 pub use proposals::{
     DecideReport, DecideRequest, Decision, Execution, Proposal, ProposalDetail, ProposalId,
@@ -98,3 +97,4 @@ pub use runs::{
     ResolveAction, ResolveRequest, ResumeReport, ResumeRequest, Resumed, Run, RunDecision, RunId,
     RunReport, RunRequest, RunResponse, RunsList, RunsListRequest, worst,
 };
+pub use triggers::{HookStarted, TriggerInfo};

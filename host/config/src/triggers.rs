@@ -94,7 +94,12 @@ pub struct Schedule {
 
 impl Schedule {
     /// A schedule, its expression and zone checked.
-    pub fn new(cron: &str, timezone: &str, missed: Missed, input: Value) -> Result<Schedule, String> {
+    pub fn new(
+        cron: &str,
+        timezone: &str,
+        missed: Missed,
+        input: Value,
+    ) -> Result<Schedule, String> {
         let tz = chrono_tz::Tz::from_str(timezone).map_err(|_| {
             format!("timezone {timezone:?} is not an IANA time zone name (e.g. \"UTC\", \"Europe/Berlin\")")
         })?;
@@ -291,7 +296,10 @@ mod tests {
             s.last_in(at("2026-01-01T00:00:00Z"), at("2026-01-01T00:00:09Z")),
             Some(at("2026-01-01T00:00:08Z"))
         );
-        assert_eq!(s.last_in(at("2026-01-01T00:00:00Z"), at("2026-01-01T00:00:01Z")), None);
+        assert_eq!(
+            s.last_in(at("2026-01-01T00:00:00Z"), at("2026-01-01T00:00:01Z")),
+            None
+        );
         // A second-granular schedule over a year's gap still answers.
         let every = Schedule::new("* * * * * *", "UTC", Missed::Skip, Value::Null).unwrap();
         assert_eq!(

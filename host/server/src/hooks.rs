@@ -307,9 +307,7 @@ fn delivery_id(hook: &Webhook, headers: &HeaderMap) -> Result<String, ApiError> 
             ))
         })?
         .as_bytes();
-    let ok = !v.is_empty()
-        && v.len() <= MAX_DELIVERY_ID
-        && v.iter().all(|b| b.is_ascii_graphic());
+    let ok = !v.is_empty() && v.len() <= MAX_DELIVERY_ID && v.iter().all(|b| b.is_ascii_graphic());
     if !ok {
         return Err(ApiError::usage(format!(
             "the {h} header must be 1 to {MAX_DELIVERY_ID} printable ASCII characters"
@@ -356,9 +354,6 @@ mod tests {
         // Another reason is its own bucket.
         assert_eq!(r.note("gh", "bad-signature", t0), Some(1));
         // After the window: one event for the 999 held back and this one.
-        assert_eq!(
-            r.note("?", "unknown-hook", t0 + REFUSAL_WINDOW),
-            Some(1000)
-        );
+        assert_eq!(r.note("?", "unknown-hook", t0 + REFUSAL_WINDOW), Some(1000));
     }
 }

@@ -89,7 +89,11 @@ async fn missed(control: &Control, workflow: &str, s: &Schedule, after: u64, now
     match missed_tick(s, after, now) {
         None => tracing::info!(workflow, "schedule: missed ticks are skipped"),
         Some(t) => {
-            tracing::info!(workflow, tick_ms = t, "schedule: one run for the missed ticks");
+            tracing::info!(
+                workflow,
+                tick_ms = t,
+                "schedule: one run for the missed ticks"
+            );
             fire(control, workflow, s, t).await;
         }
     }
@@ -111,7 +115,9 @@ async fn fire(control: &Control, workflow: &str, s: &Schedule, tick: u64) {
             tracing::debug!(workflow, tick_ms = tick, run = %r.run, "schedule: tick already started its run")
         }
         Ok(r) => tracing::info!(workflow, tick_ms = tick, run = %r.run, "schedule: run started"),
-        Err(e) => tracing::warn!(workflow, tick_ms = tick, error = %e, "schedule: starting the run failed"),
+        Err(e) => {
+            tracing::warn!(workflow, tick_ms = tick, error = %e, "schedule: starting the run failed")
+        }
     }
 }
 
@@ -125,7 +131,10 @@ mod tests {
         let (run_once, skip) = (every(Missed::RunOnce), every(Missed::Skip));
         // Down from 12:00:00 to 12:00:35: ticks :10, :20, :30 were missed.
         let base = 1_767_268_800_000; // 2026-01-01T12:00:00Z
-        assert_eq!(missed_tick(&run_once, base, base + 35_000), Some(base + 30_000));
+        assert_eq!(
+            missed_tick(&run_once, base, base + 35_000),
+            Some(base + 30_000)
+        );
         assert_eq!(missed_tick(&skip, base, base + 35_000), None);
         // Nothing missed: nothing to run.
         assert_eq!(missed_tick(&run_once, base, base + 9_000), None);

@@ -456,7 +456,9 @@ impl Host {
                     entered.extend(engine::entered(&events).map(str::to_string));
                     self.commit_fenced(&mut st, events, Some(lease)).await?;
                 }
-                Next::Attempt(plan) if !wait && plan.not_before_ms.is_some_and(|t| t > now_ms()) => {
+                Next::Attempt(plan)
+                    if !wait && plan.not_before_ms.is_some_and(|t| t > now_ms()) =>
+                {
                     return Ok(st);
                 }
                 Next::Attempt(plan) => {

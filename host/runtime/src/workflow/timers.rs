@@ -235,8 +235,8 @@ impl Host {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workflow::engine::ProposalView;
     use crate::workflow::ProposalStatus;
+    use crate::workflow::engine::ProposalView;
 
     fn run(status: RunStatus, retry_at: Option<u64>) -> RunState {
         let mut st: RunState = serde_json::from_value(serde_json::json!({
@@ -266,8 +266,14 @@ mod tests {
     #[test]
     fn deadlines_follow_what_the_run_waits_for() {
         let e = env(1_000, None);
-        assert_eq!(next_deadline(&run(RunStatus::RetryWait, Some(5_000)), &e), Some(5_000));
-        assert_eq!(next_deadline(&run(RunStatus::Running, None), &e), Some(1_000));
+        assert_eq!(
+            next_deadline(&run(RunStatus::RetryWait, Some(5_000)), &e),
+            Some(5_000)
+        );
+        assert_eq!(
+            next_deadline(&run(RunStatus::Running, None), &e),
+            Some(1_000)
+        );
         assert_eq!(next_deadline(&run(RunStatus::Completed, None), &e), None);
         assert_eq!(next_deadline(&run(RunStatus::Escalated, None), &e), None);
         let waiting = run(RunStatus::WaitingApproval, None);

@@ -64,14 +64,22 @@ impl Host {
     ) -> Result<Triggered, RunError> {
         let key = t.dedup_key();
         let lock = {
-            let mut m = self.trigger_locks.0.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut m = self
+                .trigger_locks
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             m.entry(key.clone()).or_default().clone()
         };
         let held = lock.lock().await;
         let r = self.start_once(workflow, input, initiator, t).await;
         drop(held);
         {
-            let mut m = self.trigger_locks.0.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut m = self
+                .trigger_locks
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             // Only the map and this guard hold it: nobody waits on it.
             if m.get(&key).is_some_and(|l| Arc::strong_count(l) == 2) {
                 m.remove(&key);
@@ -117,7 +125,8 @@ impl Host {
         crate::record::check_step_value("the run's input", &input, crate::record::MAX_STEP_VALUE)
             .map_err(RunError::Invalid)?;
         let id = super::new_run_id(workflow, &self.deployment.name);
-        let mut ev = super::engine::start_with_digest(def, self.digest_of(def), &id, input, initiator);
+        let mut ev =
+            super::engine::start_with_digest(def, self.digest_of(def), &id, input, initiator);
         if let Event::RunStarted { trigger: slot, .. } = &mut ev {
             *slot = trigger;
         }
