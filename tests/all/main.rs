@@ -27,5 +27,6 @@ mod service;
 mod startup;
 mod substrate;
 mod support;
+mod triggers;
 mod up;
 mod workflow;

@@ -65,6 +65,7 @@ mod error;
 mod proposals;
 mod reports;
 mod runs;
+pub mod triggers;
 pub mod validate;
 
 pub use audit::{
@@ -96,3 +97,4 @@ pub use runs::{
     ResolveAction, ResolveRequest, ResumeReport, ResumeRequest, Resumed, Run, RunDecision, RunId,
     RunReport, RunRequest, RunResponse, RunsList, RunsListRequest, worst,
 };
+pub use triggers::{HookStarted, TriggerInfo};

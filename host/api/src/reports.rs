@@ -209,6 +209,9 @@ pub struct CheckReport {
     pub plugins: Vec<CheckedPlugin>,
     /// The deployment's workflows.
     pub workflows: Vec<String>,
+    /// Their webhooks and schedules (absent when there are none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<crate::TriggerInfo>,
 }
 
 /// What the text report of `check` says about a plugin that loaded.
@@ -586,6 +589,7 @@ impl Control {
                 violations: violations.into_iter().map(Violation::from).collect(),
                 plugins,
                 workflows: d.workflows.keys().cloned().collect(),
+                triggers: crate::triggers::triggers_of(d, charter_audit::now_ms()),
             },
             loads,
         };

@@ -603,13 +603,7 @@ impl Control {
         let st = host
             .start_run(&req.workflow, req.input.clone(), Some(&req.initiator))
             .await?;
-        let id = st.id.clone();
-        let driver = host.clone();
-        tokio::spawn(async move {
-            if let Err(e) = driver.drive(&id).await {
-                tracing::warn!(run = %id, error = %e, "driving the run failed");
-            }
-        });
+        host.drive_soon(&st.id);
         Ok(Detached {
             run: st.id,
             status: "started".into(),

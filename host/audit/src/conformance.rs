@@ -37,6 +37,7 @@ fn started(run: &str) -> Event {
         input: json!({"n": 1}),
         initiator: None,
         first: Some("a".into()),
+        trigger: None,
     }
 }
 

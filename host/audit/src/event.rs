@@ -205,6 +205,10 @@ pub enum Event {
         /// deployment declares no token). Absent in logs written before.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         auth: Option<String>,
+        /// What started it when no one asked directly: a webhook delivery
+        /// or a schedule's tick (at most one run each, ever).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trigger: Option<TriggerRef>,
     },
     /// One attempt of one workflow step ended (or the step was skipped).
     StepAttempt {
@@ -317,6 +321,42 @@ pub enum Event {
         from_ms: u64,
         to_ms: u64,
     },
+    /// `charter up` refused webhook deliveries: an unknown hook, a bad or
+    /// missing signature or token, an oversize body. Aggregated: one event
+    /// per hook and reason per window at most, counting the refusals since
+    /// the last one, so a flood cannot grow the log without bound.
+    HookRefused {
+        /// The hook's name, or `?` for a name that is not a hook.
+        hook: String,
+        /// `unknown-hook`, `bad-signature`, `no-credential`, `bad-token`, `too-large`.
+        reason: String,
+        /// Refusals this event stands for (this one and those not recorded
+        /// since the last event of the same hook and reason).
+        count: u64,
+        /// One refusal's detail, bounded.
+        detail: String,
+    },
+}
+
+/// What started a run without a request naming it (`RunStarted::trigger`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerRef {
+    /// `webhook` or `schedule`.
+    pub kind: String,
+    /// The hook's name, or the scheduled workflow's.
+    pub name: String,
+    /// What makes it one start: the delivery id, or the tick's Unix ms.
+    pub key: String,
+    /// How it proved itself: `hmac-sha256`, `token` (the identity is the
+    /// run's initiator), or `schedule`.
+    pub auth: String,
+}
+
+impl TriggerRef {
+    /// The key a start is deduplicated by: `{kind}:{name}:{key}`.
+    pub fn dedup_key(&self) -> String {
+        format!("{}:{}:{}", self.kind, self.name, self.key)
+    }
 }
 
 impl Event {
@@ -342,6 +382,7 @@ impl Event {
         "run-finished",
         "auth-refused",
         "auth-refusals-suppressed",
+        "hook-refused",
     ];
 
     /// The plugin an event is about, if any.
@@ -365,7 +406,8 @@ impl Event {
             | Event::RunStarted { .. }
             | Event::Escalated { .. }
             | Event::EscalationResolved { .. }
-            | Event::RunFinished { .. } => None,
+            | Event::RunFinished { .. }
+            | Event::HookRefused { .. } => None,
         }
     }
 
@@ -391,6 +433,7 @@ impl Event {
             Event::RunFinished { .. } => "run-finished",
             Event::AuthRefused { .. } => "auth-refused",
             Event::AuthRefusalsSuppressed { .. } => "auth-refusals-suppressed",
+            Event::HookRefused { .. } => "hook-refused",
         }
     }
 

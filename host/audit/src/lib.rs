@@ -80,7 +80,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-pub use event::{Decision, Event, JournalRef, Record, json_digest, now_ms, parse_json, present};
+pub use event::{
+    Decision, Event, JournalRef, Record, TriggerRef, json_digest, now_ms, parse_json, present,
+};
 pub use fault::CRASH_ENV;
 pub use frame::{FRAME_HEADER_LEN, LOG_MAGIC, json_depth, nesting_depth};
 pub use mark::{Opened, Verified};

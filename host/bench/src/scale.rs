@@ -117,6 +117,7 @@ fn synthetic_run(run: &str, digest: &str) -> Vec<Event> {
         workflow_digest: digest.into(),
         input: json!({"n": 1}),
         initiator: Some("bench".into()),
+        trigger: None,
         first: Some("a".into()),
     }];
     for (step, next) in [("a", Some("b")), ("b", Some("c")), ("c", None)] {
@@ -173,6 +174,7 @@ fn probe_run(run: &str, digest: &str) -> Vec<Event> {
             workflow_digest: digest.into(),
             input: json!({"n": 1}),
             initiator: Some("bench".into()),
+            trigger: None,
             first: Some("a".into()),
         },
         attempt(run, "a", None, true),

@@ -186,12 +186,17 @@ fn summary(e: &Event) -> String {
             run,
             workflow,
             initiator,
+            trigger,
             ..
         } => format!(
-            "run {run} of {workflow} started{}",
+            "run {run} of {workflow} started{}{}",
             initiator
                 .as_ref()
                 .map(|i| format!(" by {i}"))
+                .unwrap_or_default(),
+            trigger
+                .as_ref()
+                .map(|t| format!(" ({} {} {}, {})", t.kind, t.name, t.key, t.auth))
                 .unwrap_or_default()
         ),
         Event::StepAttempt {
@@ -272,6 +277,12 @@ fn summary(e: &Event) -> String {
                 "REFUSED {count} more requests ({reason}) in that minute, not recorded one by one"
             )
         }
+        Event::HookRefused {
+            hook,
+            reason,
+            count,
+            detail,
+        } => format!("hook {hook} refused {count} delivery(ies): {reason}: {detail}"),
     }
 }
 

@@ -95,6 +95,9 @@ pub fn check_text(resp: &CheckResponse) {
     for w in &r.warnings {
         println!("warning: {w}");
     }
+    for t in &r.triggers {
+        println!("trigger  {t}");
+    }
     match r.exit_code {
         EXIT_OK => println!(
             "check passed: {}, {}",

@@ -33,13 +33,12 @@ pub async fn up(config: &crate::ConfigArg, listen: &str, drain_timeout: Duration
     let control = Arc::new(Control::with_host(host.clone(), Access::Remote));
     write_endpoint(&endpoint, &format!("http://{addr}"))?;
     let service = charter_server::Service::new();
-    // Runs a crash or a stop left running go on, each in its own task.
-    let resumer = host.clone();
-    let ready = service.clone();
-    tokio::spawn(async move {
-        resumer.resume_runs_in_background();
-        ready.set_ready();
-    });
+    // Runs a crash or a stop left running go on, retries and proposal
+    // expiries fire on time (the timers drive each due run in its own
+    // task); schedules start their runs.
+    host.start_timers();
+    charter_server::schedules::start(control.clone());
+    service.set_ready();
     println!(
         "charter up: serving {} at http://{addr}",
         control.deployment().name

@@ -69,6 +69,7 @@
 //! (`charter check` then compares with what the loaded connector exports).
 
 mod pattern;
+pub mod triggers;
 pub mod workflow;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -78,6 +79,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use pattern::{FunctionName, PATTERN_SYNTAX, Pattern, PatternError, edit_distance};
+pub use triggers::{Missed, Schedule, Triggers, Webhook};
 pub use workflow::{Condition, OnFailure, RetryPolicy, StepSpec, Workflow};
 
 /// The deployment file's default name, looked up in the working directory.
@@ -313,6 +315,9 @@ pub struct ActionGroup {
     pub approvals: u32,
     /// Hours before an undecided proposal expires (expiry is a rejection).
     pub proposal_expiry_hours: u64,
+    /// The same in milliseconds: `proposal_expiry_seconds` when given
+    /// (short expiries for tests and fast loops), the hours otherwise.
+    pub proposal_expiry_ms: u64,
 }
 
 impl ActionGroup {
@@ -604,6 +609,8 @@ struct GroupFile {
     approvals: u32,
     #[serde(default = "default_expiry")]
     proposal_expiry_hours: u64,
+    #[serde(default)]
+    proposal_expiry_seconds: Option<u64>,
 }
 
 fn one() -> u32 {
@@ -781,6 +788,10 @@ impl Deployment {
                     approver_role: g.approver_role,
                     approvals: g.approvals,
                     proposal_expiry_hours: g.proposal_expiry_hours,
+                    proposal_expiry_ms: g
+                        .proposal_expiry_seconds
+                        .map(|s| s.saturating_mul(1000))
+                        .unwrap_or(g.proposal_expiry_hours.saturating_mul(3_600_000)),
                     name,
                     description: g.description,
                     capabilities,
@@ -941,7 +952,8 @@ impl Deployment {
         let mut workflows = BTreeMap::new();
         for (name, w) in file.workflows {
             check_name("workflow", &name).map_err(&invalid)?;
-            workflows.insert(name.clone(), w.into_workflow(name, source));
+            let w = w.into_workflow(name.clone(), source).map_err(&invalid)?;
+            workflows.insert(name, w);
         }
         for (name, w, path) in workflow::read_dir(&base.join("workflows")).map_err(&invalid)? {
             check_name("workflow", &name)
@@ -952,7 +964,10 @@ impl Deployment {
                     path.display()
                 )));
             }
-            workflows.insert(name.clone(), w.into_workflow(name, &path));
+            let w = w
+                .into_workflow(name.clone(), &path)
+                .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+            workflows.insert(name, w);
         }
         let max_steps_in_flight = file
             .deployment
@@ -1210,6 +1225,7 @@ impl Deployment {
             .flat_map(|a| a.roles.iter().map(String::as_str))
             .collect();
         let mut out = Vec::new();
+        let mut hooks = BTreeMap::new();
         for w in self.workflows.values() {
             let mut problems = w.problems(&plugins);
             let mut wanted: Vec<&str> = vec![w.escalate_to.as_str()];
@@ -1218,6 +1234,7 @@ impl Deployment {
                     wanted.push(r);
                 }
             }
+            problems.extend(self.trigger_problems(w, &mut hooks));
             for r in wanted {
                 if !roles.contains(r) {
                     problems.push(format!(
@@ -1231,6 +1248,41 @@ impl Deployment {
                 rule: "workflow",
                 message,
             }));
+        }
+        out
+    }
+
+    /// What a workflow's triggers name that the file does not declare: a
+    /// hook's secret and identities, and one hook name for two workflows.
+    fn trigger_problems<'a>(
+        &self,
+        w: &'a Workflow,
+        hooks: &mut BTreeMap<&'a str, &'a str>,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        let Some(h) = &w.triggers.webhook else {
+            return out;
+        };
+        let at = format!("workflow {}: triggers.webhook", w.name);
+        if let Some(s) = &h.secret
+            && !self.secrets.contains_key(s)
+        {
+            out.push(format!(
+                "{at}: secret {s:?} is not declared under [secrets]"
+            ));
+        }
+        for i in &h.identities {
+            if !self.identities.contains_key(i) {
+                out.push(format!(
+                    "{at}: identity {i:?} is not declared under [identities]"
+                ));
+            }
+        }
+        if let Some(other) = hooks.insert(h.name.as_str(), w.name.as_str()) {
+            out.push(format!(
+                "{at}: hook name {:?} is also workflow {other}'s; give one a `name`",
+                h.name
+            ));
         }
         out
     }

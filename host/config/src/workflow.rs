@@ -49,6 +49,10 @@ pub struct Workflow {
     pub steps: Vec<StepSpec>,
     /// Where it was defined (the deployment file or `workflows/NAME.toml`).
     pub source: std::path::PathBuf,
+    /// What starts its runs besides a request (`triggers.rs`); not part
+    /// of the definition a run follows (nor of its digest).
+    #[serde(skip)]
+    pub triggers: crate::triggers::Triggers,
 }
 
 /// One step of a workflow.
@@ -244,17 +248,21 @@ pub(crate) struct WorkflowFile {
     description: Option<String>,
     escalate_to: Option<String>,
     steps: Vec<StepSpec>,
+    #[serde(default)]
+    triggers: crate::triggers::TriggersFile,
 }
 
 impl WorkflowFile {
-    pub(crate) fn into_workflow(self, name: String, source: &Path) -> Workflow {
-        Workflow {
+    pub(crate) fn into_workflow(self, name: String, source: &Path) -> Result<Workflow, String> {
+        let triggers = self.triggers.into_triggers(&name)?;
+        Ok(Workflow {
             name,
             description: self.description,
             escalate_to: self.escalate_to.unwrap_or_else(|| "operator".into()),
             steps: self.steps,
             source: source.to_owned(),
-        }
+            triggers,
+        })
     }
 }
 

@@ -53,6 +53,10 @@ pub const RUN_EVENTS_CHUNK: usize = 256;
 pub const CALL_RUNS: &str = "@call-runs";
 /// Namespace of run leases: run → [`Lease`].
 pub const LEASES: &str = "@leases";
+/// Namespace of triggered starts: a trigger's dedup key
+/// (`TriggerRef::dedup_key`) → the run it started; and `last:{name}` →
+/// the last tick a schedule started a run for (Unix ms).
+pub const TRIGGERS: &str = "@triggers";
 
 /// Why the index could not be read or applied.
 #[derive(Debug, thiserror::Error)]
@@ -720,9 +724,25 @@ fn apply_one(
         // The configuration last recorded: a host records it again only
         // when it changed.
         Event::ConfigLoaded { digest, .. } => o.batch.put(META, "config_digest", digest),
-        Event::RunStarted { run, .. } => {
+        Event::RunStarted { run, trigger, .. } => {
             if let Some(st) = RunState::start(&r.event, r.seq, r.time_ms) {
                 o.runs.insert(run.clone(), st);
+            }
+            if let Some(t) = trigger {
+                // The first run a delivery or tick started stays its run.
+                let key = t.dedup_key();
+                if o.get(TRIGGERS, &key)?.is_none() {
+                    o.batch.put(TRIGGERS, &key, run);
+                }
+                if t.kind == "schedule" {
+                    let last = format!("last:{}", t.name);
+                    let before = o.get(TRIGGERS, &last)?.and_then(|v| v.parse::<u64>().ok());
+                    if let Ok(tick) = t.key.parse::<u64>()
+                        && before.is_none_or(|b| tick > b)
+                    {
+                        o.batch.put(TRIGGERS, &last, &tick.to_string());
+                    }
+                }
             }
         }
         Event::StepAttempt { run, .. }

@@ -135,6 +135,12 @@ pub struct Host {
     /// decisions on one proposal or run never both act on the same state.
     /// (One process holds the data directory; see [`lock_data_dir`].)
     decisions: tokio::sync::Mutex<()>,
+    /// The run timers of a long-running host (`workflow/timers.rs`), once
+    /// started: every drive then reports where its run waits, and a
+    /// retry's wait returns instead of sleeping in the drive.
+    timers: std::sync::OnceLock<Arc<workflow::timers::Queue>>,
+    /// Triggered starts in progress, by dedup key (`workflow/triggers.rs`).
+    trigger_locks: workflow::triggers::Locks,
     /// Who this host is when it holds a run's lease (process and instance).
     holder: String,
     /// Stopping (SIGTERM): no new step attempt, drivers counted.
@@ -454,6 +460,8 @@ impl Host {
             config_recorded: tokio::sync::OnceCell::new(),
             workflow_digests: Mutex::default(),
             decisions: tokio::sync::Mutex::new(()),
+            timers: std::sync::OnceLock::new(),
+            trigger_locks: Default::default(),
             holder: format!(
                 "pid {} host {}",
                 std::process::id(),

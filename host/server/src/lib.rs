@@ -25,6 +25,7 @@
 //! | `GET /v1/audit?type=&plugin=&proposal=&since=&limit=` · `GET /v1/audit/verify` | `audit show` · `audit verify` |
 //! | `GET /v1/kpi` · `GET /v1/plugins` · `GET /v1/grants` | `kpi` · `plugins` · `grants` |
 //! | `GET /v1/kv/{plugin}?prefix=` · `GET`/`PUT /v1/kv/{plugin}/{key}` `{value}` | `kv list` · `kv get` · `kv set` |
+//! | `POST /hooks/{name}` (a signature or token of its own, see [`hooks`]) | — |
 //!
 //! Status codes follow the error's class: usage 400, not found 404,
 //! invalid 422, unauthenticated 401, refused by governance 403, a limit
@@ -65,6 +66,9 @@ use axum::{Json, Router};
 use charter_api::{ApiError, Control, Credential, ErrorClass, Failure, Principal};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub mod hooks;
+pub mod schedules;
 
 /// The largest request body accepted: a step input or kv value (4 MiB,
 /// what the log records) and its JSON framing.
@@ -156,6 +160,7 @@ pub fn router_with(control: Arc<Control>, service: Arc<Service>) -> Router {
         .route("/v1/kpi", get(kpi))
         .route("/v1/plugins", get(plugins))
         .route("/v1/grants", get(grants))
+        .merge(hooks::routes(app.control.clone()))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(app.clone(), intake))
         .with_state(app)

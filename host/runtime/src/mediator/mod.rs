@@ -684,11 +684,11 @@ impl Mediator {
             deciding
         };
         let needed = set.iter().map(|g| g.approvals).max().unwrap_or(1).max(1);
-        let hours = set
+        let expiry_ms = set
             .iter()
-            .map(|g| g.proposal_expiry_hours)
+            .map(|g| g.proposal_expiry_ms)
             .min()
-            .unwrap_or(72);
+            .unwrap_or(72 * 3_600_000);
         let role = ruling
             .role
             .clone()
@@ -710,7 +710,7 @@ impl Mediator {
                 policies: ruling.policies.clone(),
                 approver_role: role,
                 approvals_needed: needed,
-                expires_at_ms: charter_audit::now_ms() + hours * 3_600_000,
+                expires_at_ms: charter_audit::now_ms().saturating_add(expiry_ms),
                 initiator: self.initiator.clone(),
                 owner: self.ctx.owner.clone(),
                 journal: self.jref(),

@@ -254,6 +254,7 @@ pub fn start_with_digest(
         input,
         initiator: initiator.map(str::to_string),
         first: def.steps.iter().find(|s| !s.handler).map(|s| s.id.clone()),
+        trigger: None,
     }
 }
 

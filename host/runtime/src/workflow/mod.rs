@@ -26,6 +26,8 @@
 pub mod engine;
 pub(crate) mod journal;
 pub mod state;
+pub mod timers;
+pub mod triggers;
 pub mod types;
 
 use std::collections::HashSet;
@@ -125,6 +127,15 @@ pub fn failure_class(e: &CallError) -> FailureClass {
 
 static RUN_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// A new run's id: a digest of what makes it unique in this process.
+fn new_run_id(workflow: &str, deployment: &str) -> String {
+    let n = RUN_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    engine::short_id(
+        "R",
+        &json!([workflow, now_ms(), n, std::process::id(), deployment]),
+    )
+}
+
 impl Host {
     pub fn workflow(&self, name: &str) -> Result<&Workflow, RunError> {
         self.deployment
@@ -150,40 +161,7 @@ impl Host {
         input: Value,
         initiator: Option<&str>,
     ) -> Result<RunState, RunError> {
-        self.record_config().await;
-        let def = self.workflow(workflow)?;
-        // The input is recorded and read back by every step: bounded.
-        record::check_step_value("the run's input", &input, record::MAX_STEP_VALUE)
-            .map_err(RunError::Invalid)?;
-        let n = RUN_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = engine::short_id(
-            "R",
-            &json!([
-                workflow,
-                now_ms(),
-                n,
-                std::process::id(),
-                &self.deployment.name
-            ]),
-        );
-        let mut ev = [engine::start_with_digest(
-            def,
-            self.digest_of(def),
-            &id,
-            input,
-            initiator,
-        )];
-        if let Some(who) = initiator {
-            self.stamp_auth(&mut ev, who);
-        }
-        let [ev] = ev;
-        let seq = self
-            .services
-            .log
-            .append(vec![ev.clone()])
-            .await
-            .map_err(|e| RunError::Log(e.to_string()))?;
-        Ok(RunState::start(&ev, seq, now_ms()).expect("run-started"))
+        self.start_run_event(workflow, input, initiator, None).await
     }
 
     /// Start a run and drive it until it completes, fails, waits for
@@ -441,16 +419,38 @@ impl Host {
         };
         let _driving = self.drain.enter();
         let span = tracing::info_span!("run", run = %st.id, workflow = %st.workflow);
-        self.drive_claimed(st, fresh, &lease).instrument(span).await
+        // With timers running, a retry's wait is theirs, not this drive's.
+        let wait = self.timers.get().is_none();
+        let r = self
+            .drive_loop(st, fresh, &lease, wait)
+            .instrument(span)
+            .await;
+        drop(lease);
+        if let Ok(st) = &r {
+            self.timers_note(st);
+        }
+        r
     }
 
     /// Drive a run whose lease this driver holds: every append of it is
     /// fenced by `lease` ([`Host::commit_fenced`]).
     pub async fn drive_claimed(
         &self,
+        st: RunState,
+        fresh: bool,
+        lease: &index::RunLease,
+    ) -> Result<RunState, RunError> {
+        self.drive_loop(st, fresh, lease, true).await
+    }
+
+    /// [`Host::drive_claimed`]; `wait`: sleep until a retry is due rather
+    /// than return (the run stays `retry-wait` for the timers to drive).
+    pub(crate) async fn drive_loop(
+        &self,
         mut st: RunState,
         fresh: bool,
         lease: &index::RunLease,
+        wait: bool,
     ) -> Result<RunState, RunError> {
         if lease.run() != st.id {
             return Err(RunError::Invalid(format!(
@@ -487,6 +487,11 @@ impl Host {
                 Next::Append(events) => {
                     entered.extend(engine::entered(&events).map(str::to_string));
                     self.commit_fenced(&mut st, events, Some(lease)).await?;
+                }
+                Next::Attempt(plan)
+                    if !wait && plan.not_before_ms.is_some_and(|t| t > now_ms()) =>
+                {
+                    return Ok(st);
                 }
                 Next::Attempt(plan) => {
                     let span = tracing::info_span!(

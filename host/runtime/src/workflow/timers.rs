@@ -1,0 +1,303 @@
+//! Run timers of a long-running host (`charter up`): due retries and
+//! proposal expiries fire on time, with no command.
+//!
+//! The queue holds, for each run that waits on the clock, the time it is
+//! next due: a run waiting to retry at its `retry_at_ms`, a run waiting on
+//! a pending proposal at the proposal's expiry, a run that can go on now
+//! at once. Every drive of the host reports the state it left its run in
+//! ([`Host::timers_note`], called when a drive ends, whoever drove it:
+//! the API's start, an approval, an escalation's resolution, the timers
+//! themselves), so the queue learns of every change and its task is woken
+//! early when an earlier deadline arrives. At start every run that has not
+//! ended is queued from the state index.
+//!
+//! Drives are concurrent and bounded: a due run is driven in its own task
+//! holding one of `max_steps_in_flight` permits. With timers running a
+//! drive does not sleep until a retry is due: it returns (releasing its
+//! permit and the run's lease) and the run is queued at its retry time, so
+//! a retry's wait holds no worker. A run another driver holds is skipped:
+//! that driver reports it when it ends.
+//!
+//! Escalations have no deadline in the engine today, so none is queued.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use charter_audit::now_ms;
+use tracing::Instrument;
+
+use super::engine::Env;
+use super::{RunError, RunState, RunStatus};
+use crate::Host;
+
+/// When a run that stopped in state `st` (told `env`) should be driven
+/// again, if the clock is what it waits for: `None` for a run that ended,
+/// is escalated (people resolve it) or waits on a proposal without expiry.
+pub fn next_deadline(st: &RunState, env: &Env) -> Option<u64> {
+    match st.status {
+        s if s.is_terminal() => None,
+        RunStatus::Escalated => None,
+        RunStatus::RetryWait => Some(st.retry_at_ms.unwrap_or(env.now_ms)),
+        RunStatus::WaitingApproval => match &env.proposal {
+            _ if env.wait_is_over() => Some(env.now_ms),
+            Some(p) => Some(p.expires_at_ms),
+            None => Some(env.now_ms),
+        },
+        _ => Some(st.retry_at_ms.unwrap_or(env.now_ms)),
+    }
+}
+
+/// The queue of due times, shared by the host (which reports into it) and
+/// the timers' task (which drives from it).
+#[derive(Debug, Default)]
+pub struct Queue {
+    inner: Mutex<Inner>,
+    wake: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    by_time: BTreeSet<(u64, String)>,
+    by_run: HashMap<String, u64>,
+}
+
+impl Queue {
+    /// Queue `run` at `due` (replacing its earlier time), or take it off
+    /// the queue (`None`); wake the task if the earliest time moved.
+    pub fn set(&self, run: &str, due: Option<u64>) {
+        let mut q = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let first = q.by_time.first().map(|(t, _)| *t);
+        if let Some(old) = q.by_run.remove(run) {
+            q.by_time.remove(&(old, run.to_string()));
+        }
+        if let Some(t) = due {
+            q.by_run.insert(run.to_string(), t);
+            q.by_time.insert((t, run.to_string()));
+        }
+        let now_first = q.by_time.first().map(|(t, _)| *t);
+        drop(q);
+        if now_first.is_some() && now_first != first {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The runs due at `now`, taken off the queue, and the next time after.
+    fn take_due(&self, now: u64) -> (Vec<String>, Option<u64>) {
+        let mut q = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut due = Vec::new();
+        while let Some((t, _)) = q.by_time.first()
+            && *t <= now
+        {
+            let (_, run) = q.by_time.pop_first().expect("first");
+            q.by_run.remove(&run);
+            due.push(run);
+        }
+        (due, q.by_time.first().map(|(t, _)| *t))
+    }
+
+    /// Runs queued.
+    pub fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .by_run
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// When `run` is due, if queued.
+    pub fn due(&self, run: &str) -> Option<u64> {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .by_run
+            .get(run)
+            .copied()
+    }
+}
+
+impl Host {
+    /// Start this host's run timers (once; later calls return `None`):
+    /// every run that has not ended is queued, and a task drives each when
+    /// it is due, at most `max_steps_in_flight` at once. Needs a tokio
+    /// runtime; the task ends when the runtime does.
+    pub fn start_timers(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        let queue = Arc::new(Queue::default());
+        self.timers.set(queue.clone()).ok()?;
+        for st in self.runs() {
+            self.timers_note(&st);
+        }
+        let permits = Arc::new(tokio::sync::Semaphore::new(
+            self.deployment.max_steps_in_flight.max(1) as usize,
+        ));
+        let host = Arc::downgrade(self);
+        Some(tokio::spawn(async move {
+            loop {
+                let (due, next) = queue.take_due(now_ms());
+                for id in due {
+                    let Ok(permit) = permits.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let Some(h) = host.upgrade() else { return };
+                    tokio::spawn(async move {
+                        h.drive_due(&id).await;
+                        drop(permit);
+                    });
+                }
+                let sleep = match next {
+                    Some(t) => Duration::from_millis(t.saturating_sub(now_ms()).max(1)),
+                    None => Duration::from_secs(3600),
+                };
+                tokio::select! {
+                    _ = queue.wake.notified() => {}
+                    _ = tokio::time::sleep(sleep) => {}
+                }
+                if host.strong_count() == 0 {
+                    return;
+                }
+            }
+        }))
+    }
+
+    /// The timers' queue, once started.
+    pub fn timers(&self) -> Option<&Queue> {
+        self.timers.get().map(|q| &**q)
+    }
+
+    /// Tell the timers (if running) where run `st` stands now.
+    pub(crate) fn timers_note(&self, st: &RunState) {
+        if let Some(q) = self.timers.get() {
+            q.set(&st.id, next_deadline(st, &self.env(st)));
+        }
+    }
+
+    /// Drive run `id` soon: through the timers when they run (bounded),
+    /// in a task of its own otherwise.
+    pub fn drive_soon(self: &Arc<Self>, id: &str) {
+        match self.timers.get() {
+            Some(q) => q.set(id, Some(now_ms())),
+            None => {
+                let (h, id) = (self.clone(), id.to_string());
+                tokio::spawn(async move {
+                    if let Err(e) = h.drive(&id).await {
+                        tracing::warn!(run = %id, error = %e, "driving the run failed");
+                    }
+                });
+            }
+        }
+    }
+
+    /// Drive run `id` because it is due: claim it first, then read its
+    /// state (so the state is the last holder's final one), drive it until
+    /// it stops or waits, and queue it at its next deadline.
+    async fn drive_due(&self, id: &str) {
+        let lease = match self.claim_run(id) {
+            Ok(Some(l)) => l,
+            // Another driver has it and reports it when it ends.
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(run = %id, error = %e, "the timers could not claim the run");
+                self.retry_later(id);
+                return;
+            }
+        };
+        let Some(st) = self.run(id) else { return };
+        let span = tracing::info_span!("run", run = %st.id, workflow = %st.workflow);
+        let r = self
+            .drive_loop(st, false, &lease, false)
+            .instrument(span)
+            .await;
+        drop(lease);
+        match r {
+            Ok(st) => self.timers_note(&st),
+            Err(RunError::Log(e)) => {
+                tracing::warn!(run = %id, error = %e, "driving the run failed; retrying in 30 s");
+                self.retry_later(id);
+            }
+            Err(e) => {
+                // A changed definition or a refused outcome: people act.
+                tracing::warn!(run = %id, error = %e, "driving the run failed");
+            }
+        }
+    }
+
+    fn retry_later(&self, id: &str) {
+        if let Some(q) = self.timers.get() {
+            q.set(id, Some(now_ms() + 30_000));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workflow::ProposalStatus;
+    use crate::workflow::engine::ProposalView;
+
+    fn run(status: RunStatus, retry_at: Option<u64>) -> RunState {
+        let mut st: RunState = serde_json::from_value(serde_json::json!({
+            "id": "R-1", "workflow": "w", "workflow_digest": "d", "input": {},
+            "initiator": null, "status": "running", "started_ms": 0, "started_seq": 1,
+            "finished_ms": null, "cursor": "a", "attempt": 0, "retry_at_ms": null,
+            "proposal": null, "escalation": null, "outputs": {}, "error": null,
+            "history": [], "retries": 0, "escalations": 0
+        }))
+        .unwrap();
+        st.status = status;
+        st.retry_at_ms = retry_at;
+        st
+    }
+
+    fn env(now: u64, proposal: Option<(ProposalStatus, u64)>) -> Env {
+        Env {
+            now_ms: now,
+            proposal: proposal.map(|(status, expires_at_ms)| ProposalView {
+                id: "P-1".into(),
+                status,
+                expires_at_ms,
+            }),
+        }
+    }
+
+    #[test]
+    fn deadlines_follow_what_the_run_waits_for() {
+        let e = env(1_000, None);
+        assert_eq!(
+            next_deadline(&run(RunStatus::RetryWait, Some(5_000)), &e),
+            Some(5_000)
+        );
+        assert_eq!(
+            next_deadline(&run(RunStatus::Running, None), &e),
+            Some(1_000)
+        );
+        assert_eq!(next_deadline(&run(RunStatus::Completed, None), &e), None);
+        assert_eq!(next_deadline(&run(RunStatus::Escalated, None), &e), None);
+        let waiting = run(RunStatus::WaitingApproval, None);
+        let pending = env(1_000, Some((ProposalStatus::Pending, 9_000)));
+        assert_eq!(next_deadline(&waiting, &pending), Some(9_000));
+        // Decided, or expired already: now.
+        let decided = env(1_000, Some((ProposalStatus::Approved, 9_000)));
+        assert_eq!(next_deadline(&waiting, &decided), Some(1_000));
+        let expired = env(9_500, Some((ProposalStatus::Pending, 9_000)));
+        assert_eq!(next_deadline(&waiting, &expired), Some(9_500));
+    }
+
+    #[test]
+    fn the_queue_keeps_one_time_per_run() {
+        let q = Queue::default();
+        q.set("a", Some(50));
+        q.set("b", Some(10));
+        q.set("a", Some(5));
+        assert_eq!(q.len(), 2);
+        let (due, next) = q.take_due(20);
+        assert_eq!(due, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(next, None);
+        q.set("c", Some(30));
+        q.set("c", None);
+        assert!(q.is_empty());
+    }
+}

@@ -1,0 +1,171 @@
+//! Runs started by a trigger (a webhook delivery, a schedule's tick): at
+//! most one run per delivery id or tick, ever.
+//!
+//! The trigger is recorded in the run's `run-started` event
+//! (`TriggerRef`), and the index maps its dedup key to that run
+//! (`index::TRIGGERS`), so a retried delivery finds the first run after a
+//! restart too: the index is rebuilt from the log. Within the process,
+//! starts of one key are serialized (a lock per key), and the index is
+//! read after the lock is taken: the second of two concurrent deliveries
+//! sees the first's run, whose `run-started` was applied before its append
+//! was acknowledged.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use charter_audit::{Event, TriggerRef, now_ms};
+use serde_json::Value;
+
+use super::{RunError, RunState};
+use crate::{Host, index};
+
+/// Locks of the triggered starts in progress, by dedup key.
+#[derive(Debug, Default)]
+pub struct Locks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+/// A triggered start's answer.
+#[derive(Debug, Clone)]
+pub struct Triggered {
+    /// The run: the new one, or the one this trigger started before.
+    pub run: String,
+    /// Whether the trigger had started it before (nothing was started).
+    pub duplicate: bool,
+}
+
+impl Host {
+    /// The run trigger `t` started, if it started one.
+    pub fn triggered_run(&self, t: &TriggerRef) -> Option<String> {
+        self.services
+            .store
+            .get(index::TRIGGERS, &t.dedup_key())
+            .ok()
+            .flatten()
+    }
+
+    /// The last tick schedule `name` started a run for (Unix ms).
+    pub fn last_tick(&self, name: &str) -> Option<u64> {
+        self.services
+            .store
+            .get(index::TRIGGERS, &format!("last:{name}"))
+            .ok()
+            .flatten()
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Start a run of `workflow` for trigger `t`, unless `t` started one
+    /// already: then answer that run and start nothing. The run is
+    /// recorded, not driven (see [`Host::drive_soon`]).
+    pub async fn start_triggered_run(
+        &self,
+        workflow: &str,
+        input: Value,
+        initiator: &str,
+        t: TriggerRef,
+    ) -> Result<Triggered, RunError> {
+        let key = t.dedup_key();
+        let lock = {
+            let mut m = self
+                .trigger_locks
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            m.entry(key.clone()).or_default().clone()
+        };
+        let held = lock.lock().await;
+        let r = self.start_once(workflow, input, initiator, t).await;
+        drop(held);
+        {
+            let mut m = self
+                .trigger_locks
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            // Only the map and this guard hold it: nobody waits on it.
+            if m.get(&key).is_some_and(|l| Arc::strong_count(l) == 2) {
+                m.remove(&key);
+            }
+        }
+        drop(lock);
+        r
+    }
+
+    async fn start_once(
+        &self,
+        workflow: &str,
+        input: Value,
+        initiator: &str,
+        t: TriggerRef,
+    ) -> Result<Triggered, RunError> {
+        if let Some(run) = self.triggered_run(&t) {
+            return Ok(Triggered {
+                run,
+                duplicate: true,
+            });
+        }
+        let st = self
+            .start_run_event(workflow, input, Some(initiator), Some(t))
+            .await?;
+        Ok(Triggered {
+            run: st.id,
+            duplicate: false,
+        })
+    }
+
+    /// [`Host::start_run`] with the trigger recorded in `run-started`.
+    pub(crate) async fn start_run_event(
+        &self,
+        workflow: &str,
+        input: Value,
+        initiator: Option<&str>,
+        trigger: Option<TriggerRef>,
+    ) -> Result<RunState, RunError> {
+        self.record_config().await;
+        let def = self.workflow(workflow)?;
+        // The input is recorded and read back by every step: bounded.
+        crate::record::check_step_value("the run's input", &input, crate::record::MAX_STEP_VALUE)
+            .map_err(RunError::Invalid)?;
+        let id = super::new_run_id(workflow, &self.deployment.name);
+        let mut ev =
+            super::engine::start_with_digest(def, self.digest_of(def), &id, input, initiator);
+        if let Event::RunStarted { trigger: slot, .. } = &mut ev {
+            *slot = trigger;
+        }
+        let mut ev = [ev];
+        if let Some(who) = initiator {
+            self.stamp_auth(&mut ev, who);
+        }
+        let [ev] = ev;
+        let seq = self
+            .services
+            .log
+            .append(vec![ev.clone()])
+            .await
+            .map_err(|e| RunError::Log(e.to_string()))?;
+        Ok(RunState::start(&ev, seq, now_ms()).expect("run-started"))
+    }
+}
+
+impl Host {
+    /// Record refused webhook deliveries (`hook-refused`; the caller
+    /// aggregates them, see `charter-server`'s hooks).
+    pub async fn record_hook_refused(
+        &self,
+        hook: &str,
+        reason: &str,
+        count: u64,
+        detail: &str,
+    ) -> Result<(), RunError> {
+        let ev = Event::HookRefused {
+            hook: crate::record::text(hook),
+            reason: reason.to_string(),
+            count,
+            detail: crate::record::text(detail),
+        };
+        self.services
+            .log
+            .append(vec![ev])
+            .await
+            .map(|_| ())
+            .map_err(|e| RunError::Log(e.to_string()))
+    }
+}

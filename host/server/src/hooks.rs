@@ -1,0 +1,359 @@
+//! `POST /hooks/<name>`: a webhook delivery starts a run of the workflow
+//! that declares the hook (`[workflows.NAME.triggers.webhook]`), with the
+//! JSON body as its input.
+//!
+//! **Who delivers.** A hook with a `secret` accepts `X-Hub-Signature-256:
+//! sha256=<hex>`, the HMAC-SHA256 of the raw body keyed by the secret's
+//! value (GitHub's scheme; the value is read from its source at each
+//! delivery, so a rotated secret applies at once); the run's initiator is
+//! `hook:<name>`. A hook with `identities` accepts `Authorization: Bearer`
+//! of one of them; the run's initiator is that identity (so separation of
+//! duties holds against it). Both are compared in constant time. The
+//! run's `run-started` records the trigger: hook, delivery id and how the
+//! delivery proved itself.
+//!
+//! **Once per delivery.** The delivery id (the hook's `delivery_header`,
+//! `X-Delivery-Id` unless set) is required; a delivery whose id started a
+//! run before answers that run (200, `"status": "duplicate"`) and starts
+//! nothing, also after a restart (the id is in the log and the index).
+//!
+//! **Answers.** 202 `{ok, run, status: "started", duplicate: false}`; 200
+//! for a duplicate; 404 unknown hook; 401 no or bad signature or token;
+//! 413 a body over the hook's `max_body_kib`; 400 no delivery id or a body
+//! that is not JSON. Errors are the API's `{ok: false, error: {...}}`.
+//!
+//! **Refusals are audit events, aggregated.** Each 404/401/413 counts
+//! toward a `hook-refused` event per (hook, reason) — unknown names share
+//! one bucket, `?` — recorded at most once per [`REFUSAL_WINDOW`] with the
+//! number of refusals it stands for. An anonymous flood adds at most
+//! (declared hooks + 1) × 5 events per window, whatever its rate; the
+//! refusals counted after a bucket's last event are carried by its next.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use charter_api::{ApiError, Control, Credential, ErrorClass};
+use charter_audit::TriggerRef;
+use charter_config::Webhook;
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::HttpError;
+
+/// At most one `hook-refused` event per (hook, reason) per window.
+pub const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
+/// The longest delivery id accepted.
+pub const MAX_DELIVERY_ID: usize = 200;
+
+/// The hooks' shared state.
+#[derive(Debug, Clone)]
+pub struct Hooks {
+    control: Arc<Control>,
+    refusals: Arc<Refusals>,
+}
+
+/// Refusals counted per (hook, reason) since their last event.
+#[derive(Debug, Default)]
+pub struct Refusals(Mutex<HashMap<(String, &'static str), Bucket>>);
+
+#[derive(Debug, Default)]
+struct Bucket {
+    recorded: Option<Instant>,
+    pending: u64,
+}
+
+impl Refusals {
+    /// Count one refusal; `Some(n)` when an event standing for `n`
+    /// refusals is to be recorded now.
+    pub fn note(&self, hook: &str, reason: &'static str, now: Instant) -> Option<u64> {
+        let mut m = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let b = m.entry((hook.to_string(), reason)).or_default();
+        b.pending += 1;
+        let due = b
+            .recorded
+            .is_none_or(|t| now.duration_since(t) >= REFUSAL_WINDOW);
+        if due {
+            b.recorded = Some(now);
+            Some(std::mem::take(&mut b.pending))
+        } else {
+            None
+        }
+    }
+}
+
+/// The hook routes, over `control`.
+pub fn routes<S: Clone + Send + Sync + 'static>(control: Arc<Control>) -> Router<S> {
+    Router::new()
+        .route("/hooks/{name}", post(deliver))
+        .with_state(Hooks {
+            control,
+            refusals: Arc::default(),
+        })
+}
+
+/// A refused delivery: its answer, and what the audit event says.
+struct Refused {
+    hook: String,
+    reason: &'static str,
+    error: ApiError,
+}
+
+fn refused(hook: &str, reason: &'static str, error: ApiError) -> Refused {
+    Refused {
+        hook: hook.to_string(),
+        reason,
+        error,
+    }
+}
+
+fn unauthenticated(hook: &str, reason: &'static str, message: &str) -> Refused {
+    refused(
+        hook,
+        reason,
+        ApiError::new(ErrorClass::Refused, "unauthenticated", message),
+    )
+}
+
+async fn deliver(
+    State(h): State<Hooks>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match accept(&h, &name, &headers, body).await {
+        Ok(r) => r,
+        Err(Ok(usage)) => HttpError(usage).into_response(),
+        Err(Err(r)) => {
+            tracing::debug!(hook = %r.hook, reason = r.reason, "webhook delivery refused");
+            if let Some(count) = h.refusals.note(&r.hook, r.reason, Instant::now()) {
+                tracing::warn!(hook = %r.hook, reason = r.reason, count, "webhook deliveries refused");
+                let recorded = h
+                    .control
+                    .record_hook_refused(&r.hook, r.reason, count, &r.error.message)
+                    .await;
+                if let Err(e) = recorded {
+                    tracing::error!(error = %e, "recording a refused webhook delivery failed");
+                }
+            }
+            HttpError(r.error).into_response()
+        }
+    }
+}
+
+/// Check and start one delivery. `Err(Ok(_))`: the sender proved itself
+/// but the request is wrong (400, not an audit event); `Err(Err(_))`: a
+/// refusal (404/401/413, counted toward a `hook-refused` event).
+async fn accept(
+    h: &Hooks,
+    name: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Result<ApiError, Refused>> {
+    let d = h.control.deployment();
+    let Some((workflow, hook)) = d.workflows.values().find_map(|w| {
+        w.triggers
+            .webhook
+            .as_ref()
+            .filter(|k| k.name == name)
+            .map(|k| (w.name.clone(), k.clone()))
+    }) else {
+        let e = ApiError::not_found(format!(
+            "no hook {} (hooks are declared under [workflows.NAME.triggers.webhook])",
+            charter_api::validate::shown(name)
+        ));
+        return Err(Err(refused("?", "unknown-hook", e)));
+    };
+    let Ok(bytes) = axum::body::to_bytes(body, hook.max_body).await else {
+        let e = ApiError::new(
+            ErrorClass::Limit,
+            "limit",
+            format!(
+                "the body is larger than hook {name}'s limit of {} KiB (max_body_kib), or was cut off",
+                hook.max_body / 1024
+            ),
+        );
+        return Err(Err(refused(name, "too-large", e)));
+    };
+    let (initiator, auth) = authenticate(&h.control, &hook, headers, &bytes).map_err(Err)?;
+    let delivery = delivery_id(&hook, headers).map_err(Ok)?;
+    let input: Value = if bytes.is_empty() {
+        Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Ok(ApiError::usage(format!(
+                "the body is not JSON: {}",
+                charter_api::validate::shown(&e.to_string())
+            )))
+        })?
+    };
+    let trigger = TriggerRef {
+        kind: "webhook".into(),
+        name: hook.name.clone(),
+        key: delivery,
+        auth,
+    };
+    let started = h
+        .control
+        .start_triggered(&workflow, input, &initiator, trigger)
+        .await
+        .map_err(Ok)?;
+    let status = if started.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(started)).into_response())
+}
+
+/// Who delivers: `(initiator, how)`, or the refusal.
+fn authenticate(
+    control: &Control,
+    hook: &Webhook,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(String, String), Refused> {
+    let name = hook.name.as_str();
+    let signature = headers.get("x-hub-signature-256");
+    if let (Some(secret), Some(sig)) = (&hook.secret, signature) {
+        let key = charter_runtime::capabilities::read_secret(&control.deployment().secrets, secret)
+            .map_err(|e| {
+                tracing::error!(hook = name, "the hook's secret cannot be read: {e}");
+                refused(
+                    name,
+                    "no-secret",
+                    ApiError::new(
+                        ErrorClass::Error,
+                        "internal",
+                        format!("hook {name}'s secret cannot be read on the server"),
+                    ),
+                )
+            })?;
+        return match signature_matches(key.as_bytes(), body, sig.as_bytes()) {
+            true => Ok((format!("hook:{name}"), "hmac-sha256".into())),
+            false => Err(unauthenticated(
+                name,
+                "bad-signature",
+                "the X-Hub-Signature-256 header is not sha256=<hex HMAC-SHA256 of the body> under this hook's secret",
+            )),
+        };
+    }
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    if let (false, Some(token)) = (hook.identities.is_empty(), bearer) {
+        let p = control
+            .principal(Credential::Token(token))
+            .map_err(|e| unauthenticated(name, "bad-token", &e.message))?;
+        if !hook.identities.contains(&p.name) {
+            return Err(unauthenticated(
+                name,
+                "bad-token",
+                &format!("{} may not deliver to hook {name}", p.name),
+            ));
+        }
+        return Ok((p.name, "token".into()));
+    }
+    let wanted = match (&hook.secret, hook.identities.is_empty()) {
+        (Some(_), true) => "an X-Hub-Signature-256 header",
+        (None, _) => "an Authorization: Bearer token",
+        (Some(_), false) => "an X-Hub-Signature-256 header or an Authorization: Bearer token",
+    };
+    Err(unauthenticated(
+        name,
+        "no-credential",
+        &format!("hook {name} needs {wanted}"),
+    ))
+}
+
+/// Whether `header` is `sha256=<hex>` of HMAC-SHA256(`key`, `body`),
+/// compared in constant time.
+pub fn signature_matches(key: &[u8], body: &[u8], header: &[u8]) -> bool {
+    let Some(hex_sig) = header.strip_prefix(b"sha256=") else {
+        return false;
+    };
+    let Ok(given) = hex::decode(hex_sig) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+        return false;
+    };
+    mac.update(body);
+    let want = mac.finalize().into_bytes();
+    given.len() == want.len() && bool::from(want.as_slice().ct_eq(&given))
+}
+
+/// The delivery id: required, printable ASCII, bounded.
+fn delivery_id(hook: &Webhook, headers: &HeaderMap) -> Result<String, ApiError> {
+    let h = &hook.delivery_header;
+    let v = headers
+        .get(h.as_str())
+        .ok_or_else(|| {
+            ApiError::usage(format!(
+                "hook {} needs a delivery id in the {h} header (it makes a retried delivery start no second run)",
+                hook.name
+            ))
+        })?
+        .as_bytes();
+    let ok = !v.is_empty() && v.len() <= MAX_DELIVERY_ID && v.iter().all(|b| b.is_ascii_graphic());
+    if !ok {
+        return Err(ApiError::usage(format!(
+            "the {h} header must be 1 to {MAX_DELIVERY_ID} printable ASCII characters"
+        )));
+    }
+    Ok(String::from_utf8_lossy(v).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_are_checked_exactly() {
+        let key = b"It's a Secret to Everybody";
+        let body = b"Hello, World!";
+        // GitHub's documented example.
+        let good = b"sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert!(signature_matches(key, body, good));
+        assert!(!signature_matches(b"other", body, good));
+        assert!(!signature_matches(key, b"Hello, World?", good));
+        for bad in [
+            &b"sha256="[..],
+            b"sha1=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+            b"sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e",
+            b"sha256=zz",
+            b"757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+        ] {
+            assert!(!signature_matches(key, body, bad));
+        }
+    }
+
+    #[test]
+    fn refusals_are_aggregated_per_window() {
+        let r = Refusals::default();
+        let t0 = Instant::now();
+        assert_eq!(r.note("?", "unknown-hook", t0), Some(1));
+        for i in 1..1000 {
+            assert_eq!(
+                r.note("?", "unknown-hook", t0 + Duration::from_millis(i)),
+                None
+            );
+        }
+        // Another reason is its own bucket.
+        assert_eq!(r.note("gh", "bad-signature", t0), Some(1));
+        // After the window: one event for the 999 held back and this one.
+        assert_eq!(r.note("?", "unknown-hook", t0 + REFUSAL_WINDOW), Some(1000));
+    }
+}
