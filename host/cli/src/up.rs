@@ -87,6 +87,19 @@ fn write_endpoint(path: &Path, url: &str) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
+    // Readable by this user only, and whole or absent: the CLI trusts it
+    // with its token only when no one else could have written it.
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let doc = serde_json::json!({"url": url, "pid": std::process::id()});
-    std::fs::write(path, doc.to_string()).with_context(|| format!("writing {}", path.display()))
+    let tmp = path.with_extension("json.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(doc.to_string().as_bytes())?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }

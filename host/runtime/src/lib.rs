@@ -208,13 +208,50 @@ pub const SERVICE_FILE: &str = "charter-up.json";
 
 /// The URL of the `charter up` serving the deployment of `dir`, if its
 /// process still runs.
+///
+/// The CLI sends its token to that URL, so the file is trusted only as far
+/// as `charter up` itself could have written it: owned by this user and
+/// writable by no one else, naming a live process of this user, and a
+/// loopback (or unspecified, i.e. this machine's) address. A file checked
+/// into a repository or planted in a shared directory is ignored: name a
+/// remote host with `--server` instead.
 pub fn service_url(dir: &std::path::Path) -> Option<String> {
-    let text = std::fs::read_to_string(dir.join(SERVICE_FILE)).ok()?;
+    use std::os::unix::fs::MetadataExt;
+    let me = std::fs::metadata("/proc/self").ok()?.uid();
+    let path = dir.join(SERVICE_FILE);
+    let meta = std::fs::symlink_metadata(&path).ok()?;
+    if !meta.is_file() || meta.uid() != me || meta.mode() & 0o022 != 0 {
+        return None;
+    }
+    let text = std::fs::read_to_string(&path).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     let pid = v["pid"].as_u64()?;
     let alive = pid != u64::from(std::process::id())
-        && std::path::Path::new(&format!("/proc/{pid}")).exists();
-    alive.then(|| v["url"].as_str().unwrap_or("?").to_string())
+        && std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == me);
+    let url = v["url"].as_str()?;
+    (alive && is_local_url(url)).then(|| url.to_string())
+}
+
+/// `http://HOST:PORT` whose host is this machine: a loopback or the
+/// unspecified address, or `localhost`.
+fn is_local_url(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.contains('@') {
+        return false;
+    }
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if port.parse::<u16>().is_ok() => h,
+        _ => return false,
+    };
+    if host == "localhost" {
+        return true;
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
 }
 
 /// How long past a step's deadline the host waits before it cuts the step's
@@ -1626,6 +1663,53 @@ fn classify_trap(
                 plugin: plugin.to_string(),
                 message: first,
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod service_file_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn write(dir: &std::path::Path, url: &str, pid: u32, mode: u32) {
+        let p = dir.join(SERVICE_FILE);
+        std::fs::write(&p, serde_json::json!({"url": url, "pid": pid}).to_string()).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn a_planted_service_file_is_not_trusted_with_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        // A live process of this user: the test's parent (cargo's runner).
+        let pid = std::os::unix::process::parent_id();
+        write(dir.path(), "http://127.0.0.1:7878", pid, 0o600);
+        assert_eq!(
+            service_url(dir.path()).as_deref(),
+            Some("http://127.0.0.1:7878")
+        );
+        for url in [
+            "http://evil.example:80",
+            "http://10.0.0.5:7878",
+            "http://127.0.0.1@evil.example:80",
+            "https://127.0.0.1:7878",
+            "http://127.0.0.1",
+        ] {
+            write(dir.path(), url, pid, 0o600);
+            assert_eq!(service_url(dir.path()), None, "{url}");
+        }
+        write(dir.path(), "http://[::1]:7878", pid, 0o600);
+        assert!(service_url(dir.path()).is_some());
+        // Writable by others: anyone could have planted it.
+        write(dir.path(), "http://127.0.0.1:7878", pid, 0o666);
+        assert_eq!(service_url(dir.path()), None);
+        // pid 1 is alive but not this user's (unless the tests run as root).
+        let me = std::fs::metadata("/proc/self").unwrap();
+        let init = std::fs::metadata("/proc/1").unwrap();
+        use std::os::unix::fs::MetadataExt;
+        if me.uid() != init.uid() {
+            write(dir.path(), "http://127.0.0.1:7878", 1, 0o600);
+            assert_eq!(service_url(dir.path()), None);
         }
     }
 }

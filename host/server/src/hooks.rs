@@ -91,6 +91,12 @@ impl Refusals {
     }
 }
 
+/// The shortest hook secret that verifies anything (bytes).
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// How long a delivery's body may take to arrive.
+const READ_BODY: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The hook routes, over `control`.
 pub fn routes<S: Clone + Send + Sync + 'static>(control: Arc<Control>) -> Router<S> {
     Router::new()
@@ -173,7 +179,17 @@ async fn accept(
         ));
         return Err(Err(refused("?", "unknown-hook", e)));
     };
-    let Ok(bytes) = axum::body::to_bytes(body, hook.max_body).await else {
+    // A delivery without the credential its hook takes, or with a token
+    // (which does not depend on the body), is decided before the body is
+    // read: an anonymous sender makes the host buffer nothing. Reading is
+    // bounded in size and time.
+    let signed = hook.secret.is_some() && headers.contains_key("x-hub-signature-256");
+    let early = match signed {
+        true => None,
+        false => Some(authenticate(&h.control, &hook, headers, &[]).map_err(Err)?),
+    };
+    let read = tokio::time::timeout(READ_BODY, axum::body::to_bytes(body, hook.max_body)).await;
+    let Ok(Ok(bytes)) = read else {
         let e = ApiError::new(
             ErrorClass::Limit,
             "limit",
@@ -184,7 +200,10 @@ async fn accept(
         );
         return Err(Err(refused(name, "too-large", e)));
     };
-    let (initiator, auth) = authenticate(&h.control, &hook, headers, &bytes).map_err(Err)?;
+    let (initiator, auth) = match early {
+        Some(who) => who,
+        None => authenticate(&h.control, &hook, headers, &bytes).map_err(Err)?,
+    };
     let delivery = delivery_id(&hook, headers).map_err(Ok)?;
     let input: Value = if bytes.is_empty() {
         Value::Object(Default::default())
@@ -238,6 +257,12 @@ fn authenticate(
                     ),
                 )
             })?;
+        if key.len() < MIN_SECRET_LEN {
+            tracing::error!(
+                hook = name,
+                "the hook's secret is shorter than {MIN_SECRET_LEN} bytes: every delivery is refused"
+            );
+        }
         return match signature_matches(key.as_bytes(), body, sig.as_bytes()) {
             true => Ok((format!("hook:{name}"), "hmac-sha256".into())),
             false => Err(unauthenticated(
@@ -280,7 +305,12 @@ fn authenticate(
 
 /// Whether `header` is `sha256=<hex>` of HMAC-SHA256(`key`, `body`),
 /// compared in constant time.
+/// An empty or short secret (an unset variable, an empty file) would let
+/// anyone sign: such a key matches nothing.
 pub fn signature_matches(key: &[u8], body: &[u8], header: &[u8]) -> bool {
+    if key.len() < MIN_SECRET_LEN {
+        return false;
+    }
     let Some(hex_sig) = header.strip_prefix(b"sha256=") else {
         return false;
     };
@@ -337,6 +367,14 @@ mod tests {
             b"757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
         ] {
             assert!(!signature_matches(key, body, bad));
+        }
+        // A misprovisioned (empty or short) secret lets no one sign, even
+        // with the right HMAC under that key.
+        for weak in [&b""[..], b"short", b"fifteen bytes!!"] {
+            let mut mac = Hmac::<Sha256>::new_from_slice(weak).unwrap();
+            mac.update(body);
+            let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+            assert!(!signature_matches(weak, body, sig.as_bytes()), "{weak:?}");
         }
     }
 

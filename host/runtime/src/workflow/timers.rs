@@ -195,6 +195,13 @@ impl Host {
     /// state (so the state is the last holder's final one), drive it until
     /// it stops or waits, and queue it at its next deadline.
     async fn drive_due(&self, id: &str) {
+        // A stopping host starts no drive (the run is resumed at the next
+        // start, and is not queued again, so the timers do not spin), and
+        // every drive it makes is counted, so SIGTERM waits for its step.
+        if self.drain.stopping() {
+            return;
+        }
+        let _driving = self.drain.enter();
         let lease = match self.claim_run(id) {
             Ok(Some(l)) => l,
             // Another driver has it and reports it when it ends.
