@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -36,16 +35,7 @@ fn start(cwd: &Path, args: &[&str]) -> (Child, String, Arc<std::sync::Mutex<Stri
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .rsplit_once("http://")
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .1
-        .to_string();
+    let addr = crate::up::served_address(&mut child);
     let err = Arc::new(std::sync::Mutex::new(String::new()));
     let (e, mut stderr) = (err.clone(), child.stderr.take().unwrap());
     std::thread::spawn(move || {

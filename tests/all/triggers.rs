@@ -14,7 +14,7 @@
 //!
 //! No timed assertion beyond "within a generous bound".
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -165,16 +165,7 @@ fn up(cwd: &Path) -> (Child, String) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .rsplit_once("http://")
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .1
-        .to_string();
+    let addr = crate::up::served_address(&mut child);
     (child, addr)
 }
 

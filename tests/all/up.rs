@@ -77,6 +77,19 @@ pub(crate) fn mint(name: &str, cwd: &Path) -> (String, String) {
 }
 
 /// Start `charter up` on a free loopback port; its address.
+/// The address a `charter up` child prints on its first line of stdout.
+pub(crate) fn served_address(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line.trim()
+        .rsplit_once("http://")
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .1
+        .to_string()
+}
+
 pub(crate) fn up(cwd: &Path) -> (Child, String) {
     let mut child = Command::new(charter_bin())
         .args(["up", "--listen", "127.0.0.1:0"])
@@ -86,16 +99,7 @@ pub(crate) fn up(cwd: &Path) -> (Child, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .rsplit_once("http://")
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .1
-        .to_string();
+    let addr = served_address(&mut child);
     (child, addr)
 }
 
