@@ -216,27 +216,6 @@ impl Host {
         out
     }
 
-    /// [`Host::resume_runs`] for a long-running host: every run that can
-    /// go on is handed to its own task (steps wait for slots, bounded by
-    /// `max_steps_in_flight`), so one run's retry wait holds up no other.
-    /// Returns once they are handed over.
-    pub fn resume_runs_in_background(self: &Arc<Self>) -> usize {
-        let mut n = 0;
-        for r in self.runs().into_iter().rev() {
-            if self.can_go_on(&r) && !self.drain.stopping() {
-                n += 1;
-                let host = self.clone();
-                tokio::spawn(async move {
-                    let id = r.id.clone();
-                    if let Err(e) = host.drive_state(r, false).await {
-                        tracing::warn!(run = %id, error = %e, "resuming the run failed");
-                    }
-                });
-            }
-        }
-        n
-    }
-
     /// Whether a run can be driven on now: running, waiting to retry, or
     /// waiting for a proposal people decided (or that expired).
     fn can_go_on(&self, r: &RunState) -> bool {
