@@ -482,6 +482,122 @@ fn sum(m: &BTreeMap<(String, BTreeMap<String, String>), f64>, name: &str) -> f64
         .sum()
 }
 
+/// Every counter of `/metrics` (`m`) is the one `charter kpi` reports (`k`).
+fn assert_agree(m: &BTreeMap<(String, BTreeMap<String, String>), f64>, k: &Value) {
+    assert_eq!(
+        sample(m, "charter_log_events_total", &[]),
+        k["events"].as_f64().unwrap()
+    );
+    for (plugin, fns) in k["calls"].as_object().unwrap() {
+        for (function, c) in fns.as_object().unwrap() {
+            for (d, field) in [
+                ("allow", "allowed"),
+                ("propose", "proposed"),
+                ("deny", "denied"),
+            ] {
+                let labels = [
+                    ("plugin", plugin.as_str()),
+                    ("function", function.as_str()),
+                    ("decision", d),
+                ];
+                assert_eq!(
+                    sample(m, "charter_calls_total", &labels),
+                    c[field].as_f64().unwrap(),
+                    "{labels:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        sample(m, "charter_unauthorized_actions_executed_total", &[]),
+        k["unauthorized_actions_executed"].as_f64().unwrap()
+    );
+    let p = &k["proposals"];
+    assert_eq!(
+        sample(m, "charter_proposals_pending", &[]),
+        p["pending"].as_f64().unwrap()
+    );
+    for o in ["created", "executed", "rejected", "expired", "failed"] {
+        assert_eq!(
+            sample(m, "charter_proposals_total", &[("outcome", o)]),
+            p[o].as_f64().unwrap(),
+            "{o}"
+        );
+    }
+    let resolved = p["executed"].as_f64().unwrap()
+        + p["rejected"].as_f64().unwrap()
+        + p["expired"].as_f64().unwrap()
+        + p["failed"].as_f64().unwrap();
+    assert_eq!(
+        sample(m, "charter_proposal_decision_latency_seconds_count", &[]),
+        resolved
+    );
+    let b = &k["blocked_by_kind"];
+    for (kind, field) in [
+        ("approval-refused", "approval_refused"),
+        ("authentication-refused", "authentication_refused"),
+        ("call-denied", "call_denied"),
+    ] {
+        assert_eq!(
+            sample(m, "charter_blocked_attempts_total", &[("kind", kind)]),
+            b[field].as_f64().unwrap(),
+            "{kind}"
+        );
+    }
+    assert_eq!(
+        sum(m, "charter_step_duration_seconds_count"),
+        k["steps"].as_f64().unwrap()
+    );
+    let w = &k["workflows"]["refund"];
+    for (status, field) in [
+        ("completed", "completed"),
+        ("failed", "failed"),
+        ("cancelled", "cancelled"),
+        ("in-progress", "in_progress"),
+    ] {
+        assert_eq!(
+            sample(
+                m,
+                "charter_runs",
+                &[("workflow", "refund"), ("status", status)]
+            ),
+            w[field].as_f64().unwrap(),
+            "{status}"
+        );
+    }
+    let ended = w["completed"].as_f64().unwrap()
+        + w["failed"].as_f64().unwrap()
+        + w["cancelled"].as_f64().unwrap();
+    assert_eq!(
+        sample(
+            m,
+            "charter_run_cycle_time_seconds_count",
+            &[("workflow", "refund")]
+        ),
+        ended
+    );
+    for (name, field) in [
+        ("charter_runs_started_total", "runs"),
+        ("charter_escalations_total", "escalations"),
+        ("charter_retries_total", "retries"),
+        ("charter_step_attempts_total", "step_attempts"),
+    ] {
+        assert_eq!(
+            sample(m, name, &[("workflow", "refund")]),
+            w[field].as_f64().unwrap(),
+            "{name}"
+        );
+    }
+    // Histogram buckets are cumulative and end at the count.
+    let inf = sample(
+        m,
+        "charter_run_cycle_time_seconds_bucket",
+        &[("workflow", "refund"), ("le", "+Inf")],
+    );
+    assert_eq!(inf, ended);
+    assert!(sum(m, "charter_calls_total") > 0.0);
+}
+
 #[test]
 fn metrics_parse_and_agree_with_kpi() {
     let dir = tempfile::tempdir().unwrap();
@@ -507,6 +623,17 @@ fn metrics_parse_and_agree_with_kpi() {
         assert_eq!(r.status, 202, "{}", r.body);
         runs.push(r.json()["run"].as_str().unwrap().to_string());
     }
+    // A first scrape once every run has stopped (completed or waiting):
+    // /metrics folds the log so far and agrees with the KPIs.
+    for run in &runs {
+        crate::up::wait_for(a, &bob, run, |v| v["status"] != "running");
+    }
+    let k = http(a, "GET", "/v1/kpi", Some(&bob), None).json();
+    let r = http(a, "GET", "/metrics", Some(&bob), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let early = parse_metrics(&r.body);
+    assert_agree(&early, &k);
+    let events_then = k["events"].as_f64().unwrap();
     let mut decided = 0;
     for run in &runs {
         let v = crate::up::wait_for(a, &bob, run, |v| v["status"] != "running");
@@ -553,122 +680,20 @@ fn metrics_parse_and_agree_with_kpi() {
     let out = as_(&bob, &["kpi", "--json"], cwd);
     assert_eq!(stdout_json(&out), k);
 
-    assert_eq!(
-        sample(&m, "charter_log_events_total", &[]),
-        k["events"].as_f64().unwrap()
-    );
-    for (plugin, fns) in k["calls"].as_object().unwrap() {
-        for (function, c) in fns.as_object().unwrap() {
-            for (d, field) in [
-                ("allow", "allowed"),
-                ("propose", "proposed"),
-                ("deny", "denied"),
-            ] {
-                let labels = [
-                    ("plugin", plugin.as_str()),
-                    ("function", function.as_str()),
-                    ("decision", d),
-                ];
-                assert_eq!(
-                    sample(&m, "charter_calls_total", &labels),
-                    c[field].as_f64().unwrap(),
-                    "{labels:?}"
-                );
-            }
-        }
-    }
-    assert!(sum(&m, "charter_calls_total") > 0.0);
-    assert_eq!(
-        sample(&m, "charter_unauthorized_actions_executed_total", &[]),
-        k["unauthorized_actions_executed"].as_f64().unwrap()
-    );
+    // Decisions, refusals and the runs' ends arrived after the first
+    // scrape: the second folds only those, and still agrees.
+    assert!(k["events"].as_f64().unwrap() > events_then, "{k}");
+    assert_agree(&m, &k);
     let p = &k["proposals"];
-    assert_eq!(
-        sample(&m, "charter_proposals_pending", &[]),
-        p["pending"].as_f64().unwrap()
-    );
-    for o in ["created", "executed", "rejected", "expired", "failed"] {
-        assert_eq!(
-            sample(&m, "charter_proposals_total", &[("outcome", o)]),
-            p[o].as_f64().unwrap(),
-            "{o}"
-        );
-    }
     assert_eq!(p["created"], 2, "{k}");
-    let resolved = p["executed"].as_f64().unwrap()
-        + p["rejected"].as_f64().unwrap()
-        + p["expired"].as_f64().unwrap()
-        + p["failed"].as_f64().unwrap();
-    assert_eq!(
-        sample(&m, "charter_proposal_decision_latency_seconds_count", &[]),
-        resolved
-    );
     let b = &k["blocked_by_kind"];
-    for (kind, field) in [
-        ("approval-refused", "approval_refused"),
-        ("authentication-refused", "authentication_refused"),
-        ("call-denied", "call_denied"),
-    ] {
-        assert_eq!(
-            sample(&m, "charter_blocked_attempts_total", &[("kind", kind)]),
-            b[field].as_f64().unwrap(),
-            "{kind}"
-        );
-    }
     assert!(b["approval_refused"].as_u64().unwrap() >= 2, "{k}");
     assert_eq!(b["authentication_refused"], 1, "{k}");
-    assert_eq!(
-        sum(&m, "charter_step_duration_seconds_count"),
-        k["steps"].as_f64().unwrap()
-    );
     let w = &k["workflows"]["refund"];
-    for (status, field) in [
-        ("completed", "completed"),
-        ("failed", "failed"),
-        ("cancelled", "cancelled"),
-        ("in-progress", "in_progress"),
-    ] {
-        assert_eq!(
-            sample(
-                &m,
-                "charter_runs",
-                &[("workflow", "refund"), ("status", status)]
-            ),
-            w[field].as_f64().unwrap(),
-            "{status}"
-        );
-    }
     let ended = w["completed"].as_f64().unwrap()
         + w["failed"].as_f64().unwrap()
         + w["cancelled"].as_f64().unwrap();
     assert!(ended >= 3.0, "{k}");
-    assert_eq!(
-        sample(
-            &m,
-            "charter_run_cycle_time_seconds_count",
-            &[("workflow", "refund")]
-        ),
-        ended
-    );
-    for (name, field) in [
-        ("charter_runs_started_total", "runs"),
-        ("charter_escalations_total", "escalations"),
-        ("charter_retries_total", "retries"),
-        ("charter_step_attempts_total", "step_attempts"),
-    ] {
-        assert_eq!(
-            sample(&m, name, &[("workflow", "refund")]),
-            w[field].as_f64().unwrap(),
-            "{name}"
-        );
-    }
-    // Histogram buckets are cumulative and end at the count.
-    let inf = sample(
-        &m,
-        "charter_run_cycle_time_seconds_bucket",
-        &[("workflow", "refund"), ("le", "+Inf")],
-    );
-    assert_eq!(inf, ended);
     // The process, read from /proc.
     assert!(sample(&m, "process_resident_memory_bytes", &[]) > 1e6);
     assert!(sample(&m, "process_open_fds", &[]) > 3.0);

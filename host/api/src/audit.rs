@@ -293,6 +293,19 @@ impl Control {
         })
     }
 
+    /// The log's records from the frame at `position` (a frame's start,
+    /// as an earlier answer gave it) to its end, each with its position:
+    /// through this process's host's open log when it has one (only what
+    /// was acknowledged), else the file's whole batches. What `/metrics`
+    /// reads between two scrapes.
+    pub fn audit_tail(&self, position: u64) -> Result<Vec<(Record, u64)>, ApiError> {
+        let all = charter_audit::Filter::all();
+        Ok(match self.existing_host() {
+            Some(h) => h.log().read_from_at(position, &all)?,
+            None => charter_audit::read_from_position(&self.log_path(), position, &all)?,
+        })
+    }
+
     /// `charter audit checkpoint`: sign the log's last entry with the
     /// deployment's ed25519 key.
     pub fn audit_checkpoint(&self) -> Result<Checkpoint, ApiError> {

@@ -784,6 +784,22 @@ impl EventLog {
             .collect())
     }
 
+    /// [`EventLog::read_from`] with each record's position: where a reader
+    /// that follows the log (`/metrics`) starts its next read.
+    pub fn read_from_at(
+        &self,
+        position: u64,
+        filter: &Filter,
+    ) -> Result<Vec<(Record, u64)>, LogError> {
+        let end = self
+            .shared
+            .positions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .end;
+        read::read_committed(&self.path, position, end, 0, filter)
+    }
+
     /// The hash of frame `seq` ([`hash_at`] for an open log): read from
     /// the sparse index's nearest frame at or before it, one stride of
     /// frames at most, each checked on its own (header, hash, seq), instead

@@ -9,7 +9,9 @@
 //! before it; `CHARTER_BENCH_SCALE_ONLY=1` prints only those.
 //! `CHARTER_BENCH_CALLS=N` runs only the instruction-count driver of
 //! `calls.rs` (for callgrind); `CHARTER_BENCH_API_ONLY=1` only `charter
-//! up`'s API round trips (`api.rs`).
+//! up`'s API round trips (`api.rs`); `CHARTER_BENCH_SERVICE_ONLY=1` only
+//! `charter up` under load (`service.rs`: webhook-started runs per second,
+//! and runs driven with the host up against the in-process benchmark).
 //!
 //! A "cold step" is what a workflow step costs: a fresh instance from a
 //! pre-linked `InstancePre`, one `run` call with three host calls (log.write,
@@ -21,6 +23,7 @@ mod calls;
 mod memory;
 mod policy;
 mod scale;
+mod service;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -248,6 +251,10 @@ fn main() -> Result<()> {
         // Only charter up's API round trips (see `api.rs`).
         return api::report(iters.min(2000));
     }
+    if std::env::var_os("CHARTER_BENCH_SERVICE_ONLY").is_some() {
+        // Only charter up under load (see `service.rs`).
+        return service::report(&echo, service_runs(iters), None);
+    }
     let flood = fixture("fx_call_flood.wasm")?;
     if let Ok(v) = std::env::var("CHARTER_BENCH_VARIANT") {
         // One variant, for instructions.sh (see `calls.rs`).
@@ -450,6 +457,9 @@ limits = {{ max_host_calls = {cedar_cap} }}
         "{:<44} p50 {:.2} ms, p99 {:.2} ms under that load; {:.2} ms alone",
         "workflow run latency (start to completed)", wf.p50_ms, wf.p99_ms, wf.alone_ms
     );
+    // The same workflow with the host up: webhook-started runs, and runs
+    // started through the API and driven by the host.
+    service::report(&echo, service_runs(iters), Some(wf.steps_per_s))?;
 
     // How the per-run operations scale with the log (CHARTER_BENCH_BIG=1
     // adds a log of 1,000,000 events).
@@ -467,6 +477,12 @@ limits = {{ max_host_calls = {cedar_cap} }}
         us(governed.median) / us(off.median)
     );
     Ok(())
+}
+
+/// Runs per `service.rs` line: 2,000 at the default 3,000 iterations
+/// (as many as the in-process workflow line), 200 in the smoke run.
+fn service_runs(iters: usize) -> usize {
+    (iters * 2 / 3).clamp(200, 2000)
 }
 
 /// (steps/s, steps, in flight, events per fsync, steps per fsync, sequential µs)

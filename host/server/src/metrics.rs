@@ -1,23 +1,31 @@
 //! `GET /metrics`: the framework's KPIs and the process, in Prometheus
 //! text format (prometheus-client).
 //!
-//! **One source.** The counters are `charter_runtime::kpi::compute` over
-//! the event log's records — the very function and input `charter kpi`
-//! uses — and the histograms fold the same records (a step's recorded
-//! duration, a proposal's creation to its resolution, a run's start to its
-//! end). So `/metrics` and `charter kpi --json` agree by construction, and
-//! a restart, a crash or another writer's events can never make them
-//! drift (an in-memory counter seeded at start and bumped per event
-//! could). The cost is a read of the log per scrape when it grew since the
-//! last one (the rendered KPI part is kept while the log's length is
-//! unchanged); the process metrics are read from `/proc` on every scrape.
+//! **One source.** The counters are `charter_runtime::kpi::KpiFold` over
+//! the event log's records — the fold `charter kpi` computes with
+//! (`kpi::compute`) — and the histograms fold the same records (a step's
+//! recorded duration, a proposal's creation to its resolution, a run's
+//! start to its end). So `/metrics` and `charter kpi --json` agree by
+//! construction, and a restart, a crash or another writer's events can
+//! never make them drift (an in-memory counter bumped where events are
+//! made could).
+//!
+//! **Incremental.** The fold is kept between scrapes with the seq and
+//! position of the last record it took; a scrape reads the log from that
+//! frame on (through the host's open log: acknowledged records only),
+//! checks the frame there is still that record, and folds only what
+//! follows, so a scrape costs what arrived since the last one, not the
+//! log (the first scrape reads it whole). A log that does not hold that
+//! record there any more is folded again from its start. The rendered KPI
+//! part is kept while nothing new arrived; the process metrics are read
+//! from `/proc` on every scrape.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use charter_api::{ApiError, Control};
 use charter_audit::{Event, Record};
-use charter_runtime::kpi::Kpi;
+use charter_runtime::kpi::{Kpi, KpiFold};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -30,33 +38,67 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 type Labels = Vec<(&'static str, String)>;
 
-/// The KPI part of the last scrape, and the log length it was read at.
+/// What the scrapes have folded so far.
 #[derive(Debug, Default)]
 pub struct Cache {
-    last: Mutex<Option<(u64, String)>>,
+    last: Mutex<Option<Folded>>,
+}
+
+/// The fold of the log up to one record, and its rendering.
+#[derive(Debug, Default)]
+struct Folded {
+    kpi: KpiFold,
+    hist: Histograms,
+    /// The seq and position of the last record folded.
+    last: Option<(u64, u64)>,
+    /// The KPI part as last rendered (dropped when a record arrives).
+    text: Option<String>,
+}
+
+impl Folded {
+    /// Fold what the log holds past the last record folded; `false` if
+    /// the log no longer holds that record where it was read.
+    fn catch_up(&mut self, control: &Control) -> Result<bool, ApiError> {
+        let from = self
+            .last
+            .map_or(charter_audit::LOG_MAGIC.len() as u64, |(_, at)| at);
+        let tail = control.audit_tail(from)?;
+        let new = match self.last {
+            None => &tail[..],
+            Some((seq, _)) => match tail.first() {
+                Some((r, _)) if r.seq == seq => &tail[1..],
+                _ => return Ok(false),
+            },
+        };
+        for (r, at) in new {
+            self.kpi.add(r);
+            self.hist.add(r);
+            self.last = Some((r.seq, *at));
+            self.text = None;
+        }
+        Ok(true)
+    }
 }
 
 /// The whole `/metrics` document.
 pub fn render(control: &Control, cache: &Cache, ready: bool) -> Result<String, ApiError> {
-    let len = std::fs::metadata(control.log_path())
-        .map(|m| m.len())
-        .unwrap_or(0);
-    let cached = cache
-        .last
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .filter(|(at, _)| *at == len)
-        .map(|(_, text)| text.clone());
-    let kpi_text = match cached {
-        Some(t) => t,
+    let mut slot = cache.last.lock().unwrap_or_else(|p| p.into_inner());
+    let folded = slot.get_or_insert_with(Folded::default);
+    if !folded.catch_up(control)? {
+        tracing::warn!("the event log changed under /metrics; folding it again from its start");
+        *folded = Folded::default();
+        folded.catch_up(control)?;
+    }
+    let kpi_text = match &folded.text {
+        Some(t) => t.clone(),
         None => {
-            let records = control.audit_export()?.records;
-            let text = kpi_metrics(&records).map_err(|e| ApiError::internal(&e))?;
-            *cache.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((len, text.clone()));
+            let text = kpi_metrics(&folded.kpi.counts(), &folded.hist)
+                .map_err(|e| ApiError::internal(&e))?;
+            folded.text = Some(text.clone());
             text
         }
     };
+    drop(slot);
     let mut out = kpi_text;
     out.push_str(&process_metrics(ready).map_err(|e| ApiError::internal(&e))?);
     out.push_str("# EOF\n");
@@ -89,62 +131,74 @@ const CYCLE_BUCKETS: [f64; 11] = [
     0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 3600.0, 86400.0, 604800.0,
 ];
 
-/// What the histograms observe, folded from the same records as the KPIs.
-#[derive(Debug, Default)]
-struct Durations {
+/// The histograms, folded record by record from the same records as the
+/// KPIs (a histogram's state is cumulative, so it is kept and fed, and
+/// registered anew at each rendering).
+#[derive(Debug)]
+struct Histograms {
+    /// Proposal → when it was made.
+    proposed: HashMap<String, u64>,
+    /// Run → its workflow and when it started.
+    started: HashMap<String, (String, u64)>,
     /// Seconds from a proposal to its resolution.
-    decision: Vec<f64>,
-    /// Plugin → seconds of each step (every plugin execution).
-    step: BTreeMap<String, Vec<f64>>,
-    /// Workflow → seconds from a run's start to its end.
-    cycle: BTreeMap<String, Vec<f64>>,
+    decision: Histogram,
+    /// Seconds of each step (every plugin execution), by plugin.
+    step: Family<Labels, Histogram>,
+    /// Seconds from a run's start to its end, by workflow.
+    cycle: Family<Labels, Histogram>,
 }
 
-fn durations(records: &[Record]) -> Durations {
-    let mut d = Durations::default();
-    let mut proposed: HashMap<&str, u64> = HashMap::new();
-    let mut started: HashMap<&str, (&str, u64)> = HashMap::new();
-    for r in records {
+impl Default for Histograms {
+    fn default() -> Histograms {
+        Histograms {
+            proposed: HashMap::new(),
+            started: HashMap::new(),
+            decision: Histogram::new(LATENCY_BUCKETS),
+            step: Family::new_with_constructor(|| Histogram::new(STEP_BUCKETS)),
+            cycle: Family::new_with_constructor(|| Histogram::new(CYCLE_BUCKETS)),
+        }
+    }
+}
+
+impl Histograms {
+    fn add(&mut self, r: &Record) {
         match &r.event {
             Event::Proposal { id, .. } => {
-                proposed.insert(id, r.time_ms);
+                self.proposed.insert(id.clone(), r.time_ms);
             }
             Event::ProposalResolved { proposal, .. } => {
-                if let Some(t) = proposed.get(proposal.as_str()) {
-                    d.decision.push(r.time_ms.saturating_sub(*t) as f64 / 1e3);
+                if let Some(t) = self.proposed.get(proposal.as_str()) {
+                    self.decision
+                        .observe(r.time_ms.saturating_sub(*t) as f64 / 1e3);
                 }
             }
             Event::Step {
                 plugin,
                 duration_us,
                 ..
-            } => d
+            } => self
                 .step
-                .entry(plugin.clone())
-                .or_default()
-                .push(*duration_us as f64 / 1e6),
+                .get_or_create(&labels([("plugin", plugin)]))
+                .observe(*duration_us as f64 / 1e6),
             Event::RunStarted { run, workflow, .. } => {
-                started.insert(run, (workflow, r.time_ms));
+                self.started
+                    .insert(run.clone(), (workflow.clone(), r.time_ms));
             }
             Event::RunFinished { run, .. } => {
-                if let Some((wf, t)) = started.get(run.as_str()) {
-                    d.cycle
-                        .entry(wf.to_string())
-                        .or_default()
-                        .push(r.time_ms.saturating_sub(*t) as f64 / 1e3);
+                if let Some((wf, t)) = self.started.get(run.as_str()) {
+                    self.cycle
+                        .get_or_create(&labels([("workflow", wf)]))
+                        .observe(r.time_ms.saturating_sub(*t) as f64 / 1e3);
                 }
             }
             _ => {}
         }
     }
-    d
 }
 
 /// The KPI counters and the histograms. Long because it declares every
 /// family once, in the order the document lists them.
-fn kpi_metrics(records: &[Record]) -> Result<String, std::fmt::Error> {
-    let k: Kpi = charter_runtime::kpi::compute(records);
-    let d = durations(records);
+fn kpi_metrics(k: &Kpi, d: &Histograms) -> Result<String, std::fmt::Error> {
     let mut reg = Registry::with_prefix("charter");
 
     reg.register(
@@ -218,41 +272,23 @@ fn kpi_metrics(records: &[Record]) -> Result<String, std::fmt::Error> {
         "Proposals waiting for people",
         gauge(p.pending as i64),
     );
-    let latency = Histogram::new(LATENCY_BUCKETS);
-    for v in &d.decision {
-        latency.observe(*v);
-    }
     reg.register_with_unit(
         "proposal_decision_latency",
         "From a proposal to its resolution (executed, rejected, expired, failed)",
         Unit::Seconds,
-        latency,
+        d.decision.clone(),
     );
-    let steps = Family::<Labels, Histogram>::new_with_constructor(|| Histogram::new(STEP_BUCKETS));
-    for (plugin, vs) in &d.step {
-        let h = steps.get_or_create(&labels([("plugin", plugin)]));
-        for v in vs {
-            h.observe(*v);
-        }
-    }
     reg.register_with_unit(
         "step_duration",
         "Plugin executions (standalone calls and workflow attempts), by plugin",
         Unit::Seconds,
-        steps,
+        d.step.clone(),
     );
-    let cycle = Family::<Labels, Histogram>::new_with_constructor(|| Histogram::new(CYCLE_BUCKETS));
-    for (wf, vs) in &d.cycle {
-        let h = cycle.get_or_create(&labels([("workflow", wf)]));
-        for v in vs {
-            h.observe(*v);
-        }
-    }
     reg.register_with_unit(
         "run_cycle_time",
         "From a workflow run's start to its end, by workflow",
         Unit::Seconds,
-        cycle,
+        d.cycle.clone(),
     );
     let runs = Family::<Labels, Gauge>::default();
     let started = Family::<Labels, Counter>::default();
