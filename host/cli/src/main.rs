@@ -8,6 +8,7 @@
 mod commands;
 mod govern;
 mod new;
+mod plugins;
 mod remote;
 mod report;
 mod runs;
@@ -262,6 +263,22 @@ enum Command {
     Escalations {
         #[command(subcommand)]
         op: EscalationsCmd,
+    },
+    /// Plugin versions (hot loading): push a new version into the running
+    /// host, list what serves, a plugin's history, the reviewer's diff of
+    /// two versions, pin one, roll back.
+    ///
+    /// Through the running `charter up` (CHARTER_TOKEN of an identity with
+    /// the role `operator` for push, pin and rollback); without one, on
+    /// the data directory directly (what is activated serves at the next
+    /// start). A version is checked like any load (digest pin, component,
+    /// imports against the grants in force) before it serves; a refused
+    /// one leaves the serving version in place. Runs started before a
+    /// push finish on the version they recorded.
+    #[command(after_help = plugins::HELP)]
+    Plugins {
+        #[command(subcommand)]
+        op: plugins::PluginsOp,
     },
     /// Read and write a plugin's key-value namespace (operator tool, e.g.
     /// to seed data a step reads).
@@ -860,6 +877,7 @@ fn main() -> ExitCode {
         Command::Call { json, .. } | Command::Kpi { json, .. } => *json,
         Command::Run { json, .. } => *json,
         Command::Kv { .. }
+        | Command::Plugins { .. }
         | Command::Audit { .. }
         | Command::Proposals { .. }
         | Command::Runs { .. }

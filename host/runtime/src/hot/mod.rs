@@ -175,14 +175,11 @@ impl Host {
     /// The serving digest of each plugin `names` lists (loading those not
     /// loaded yet); those that cannot load are left out (their step fails
     /// as it would have).
-    pub(crate) async fn serving_digests<'a>(
-        &self,
-        names: impl IntoIterator<Item = &'a str>,
-    ) -> BTreeMap<String, String> {
+    pub(crate) async fn serving_digests(&self, names: Vec<String>) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         for name in names {
-            if let Ok(p) = self.load(name).await {
-                out.insert(name.to_string(), p.digest.clone());
+            if let Ok(p) = self.load(&name).await {
+                out.insert(name, p.digest.clone());
             }
         }
         out
@@ -517,7 +514,7 @@ fn rule_of(e: &LoadError) -> &'static str {
 
 /// One import as a reviewer reads it: `interface.function`, whether it is
 /// a write (its effect leaves the host), and what it makes reachable.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ImportLine {
     pub function: String,
     pub write: bool,

@@ -129,7 +129,7 @@ impl Host {
             super::engine::start_with_digest(def, self.digest_of(def), &id, input, initiator);
         // The versions the run will run, whatever is pushed after.
         let pinned = self
-            .serving_digests(def.steps.iter().map(|s| s.plugin.as_str()))
+            .serving_digests(def.steps.iter().map(|s| s.plugin.clone()).collect())
             .await;
         if let Event::RunStarted {
             trigger: slot,
