@@ -20,8 +20,13 @@ use crate::up::{http, mint};
 const IN_FLIGHT: usize = 200;
 
 fn start(cwd: &Path) -> (Child, String) {
+    start_with(cwd, &[])
+}
+
+fn start_with(cwd: &Path, args: &[&str]) -> (Child, String) {
     let mut child = Command::new(charter_bin())
         .args(["up", "--listen", "127.0.0.1:0"])
+        .args(args)
         .current_dir(cwd)
         .env_remove("CHARTER_LOG")
         .env_remove("CHARTER_TOKEN")
@@ -120,7 +125,13 @@ retry = {{ max_attempts = 100000, initial_backoff_ms = 300, max_backoff_ms = 300
 }
 
 fn start_run(addr: &str, token: &str) -> String {
-    let r = http(addr, "POST", "/v1/runs", Some(token), Some(&json!({"workflow": "hot"})));
+    let r = http(
+        addr,
+        "POST",
+        "/v1/runs",
+        Some(token),
+        Some(&json!({"workflow": "hot"})),
+    );
     assert_eq!(r.status, 202, "{}", r.body);
     r.json()["run"].as_str().unwrap().to_string()
 }
@@ -162,7 +173,10 @@ fn a_step_pushed_under_load_fails_no_run_and_runs_keep_their_version() {
         if waiting >= IN_FLIGHT {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(120), "{waiting} in flight");
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "{waiting} in flight"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 
@@ -170,7 +184,14 @@ fn a_step_pushed_under_load_fails_no_run_and_runs_keep_their_version() {
     let fx2 = fixture("fx-hot-v2");
     let out = as_(
         &h.ops,
-        &["plugins", "push", fx2.to_str().unwrap(), "--plugin", "stepper", "--json"],
+        &[
+            "plugins",
+            "push",
+            fx2.to_str().unwrap(),
+            "--plugin",
+            "stepper",
+            "--json",
+        ],
         cwd,
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -187,17 +208,22 @@ fn a_step_pushed_under_load_fails_no_run_and_runs_keep_their_version() {
     let bad = fixture("fx-ungranted");
     let out = as_(
         &h.ops,
-        &["plugins", "push", bad.to_str().unwrap(), "--plugin", "stepper", "--json"],
+        &[
+            "plugins",
+            "push",
+            bad.to_str().unwrap(),
+            "--plugin",
+            "stepper",
+            "--json",
+        ],
         cwd,
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("ungranted-import"), "{}", text(&out));
     let refused = events(&addr, &h.ops, "plugin-refused");
     assert!(
-        refused
-            .iter()
-            .any(|e| e["rule"] == "ungranted-import"
-                && e["digest"] == digest_of("fx-ungranted").as_str()),
+        refused.iter().any(|e| e["rule"] == "ungranted-import"
+            && e["digest"] == digest_of("fx-ungranted").as_str()),
         "{refused:?}"
     );
 
@@ -219,7 +245,12 @@ fn a_step_pushed_under_load_fails_no_run_and_runs_keep_their_version() {
         let all = runs(&addr, &h.ops);
         let failed: Vec<_> = all
             .iter()
-            .filter(|r| !matches!(r["status"].as_str(), Some("running" | "retry-wait" | "completed")))
+            .filter(|r| {
+                !matches!(
+                    r["status"].as_str(),
+                    Some("running" | "retry-wait" | "completed")
+                )
+            })
             .collect();
         assert!(failed.is_empty(), "runs failed: {failed:?}");
         if all.iter().all(|r| r["status"] == "completed") {
@@ -264,7 +295,14 @@ fn hostile_pushes_are_refused_and_the_serving_version_goes_on() {
     let push = |who: &str, file: &Path, plugin: &str| {
         as_(
             who,
-            &["plugins", "push", file.to_str().unwrap(), "--plugin", plugin, "--json"],
+            &[
+                "plugins",
+                "push",
+                file.to_str().unwrap(),
+                "--plugin",
+                plugin,
+                "--json",
+            ],
             cwd,
         )
     };
@@ -281,7 +319,11 @@ fn hostile_pushes_are_refused_and_the_serving_version_goes_on() {
     // An unknown plugin: 404, nothing recorded for it.
     let out = push(&h.ops, &fixture("fx-hot-v2"), "nope");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("not in the deployment"), "{}", text(&out));
+    assert!(
+        text(&out).contains("not in the deployment"),
+        "{}",
+        text(&out)
+    );
 
     // A caller without the operator role: 403 and an auth-refused event.
     let out = push(&h.viewer, &fixture("fx-hot-v2"), "stepper");
@@ -312,7 +354,10 @@ fn hostile_pushes_are_refused_and_the_serving_version_goes_on() {
         .iter()
         .map(|e| e["rule"].as_str().unwrap().to_string())
         .collect();
-    assert!(rules.contains(&"too-large".into()) && rules.contains(&"not-a-component".into()), "{rules:?}");
+    assert!(
+        rules.contains(&"too-large".into()) && rules.contains(&"not-a-component".into()),
+        "{rules:?}"
+    );
     assert_eq!(serving(), v1.as_str());
 
     // A pin: only v1 is accepted; v2 is refused until unpinned.
@@ -336,7 +381,14 @@ fn hostile_pushes_are_refused_and_the_serving_version_goes_on() {
                 let fx = fixture(if i % 2 == 0 { "fx-hot-v2" } else { "fx-hot-v1" });
                 as_(
                     &ops,
-                    &["plugins", "push", fx.to_str().unwrap(), "--plugin", "stepper", "--json"],
+                    &[
+                        "plugins",
+                        "push",
+                        fx.to_str().unwrap(),
+                        "--plugin",
+                        "stepper",
+                        "--json",
+                    ],
                     &cwd,
                 )
             })
@@ -355,7 +407,11 @@ fn hostile_pushes_are_refused_and_the_serving_version_goes_on() {
     assert_eq!(serving(), last);
 
     // The reviewer's diff of v1 and v2 (same imports) and the history.
-    let out = as_(&h.ops, &["plugins", "diff", "stepper", &v1, &v2, "--json"], cwd);
+    let out = as_(
+        &h.ops,
+        &["plugins", "diff", "stepper", &v1, &v2, "--json"],
+        cwd,
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let d = json_of(&out);
     assert_eq!(d["imports_added"], json!([]));
@@ -368,7 +424,13 @@ fn hostile_pushes_are_refused_and_the_serving_version_goes_on() {
         .iter()
         .map(|e| e["kind"].as_str().unwrap().to_string())
         .collect();
-    for k in ["plugin-loaded", "plugin-pushed", "plugin-activated", "plugin-refused", "plugin-pinned"] {
+    for k in [
+        "plugin-loaded",
+        "plugin-pushed",
+        "plugin-activated",
+        "plugin-refused",
+        "plugin-pinned",
+    ] {
         assert!(kinds.iter().any(|x| x == k), "{k} in {kinds:?}");
     }
 
@@ -381,12 +443,20 @@ fn hostile_pushes_are_refused_and_the_serving_version_goes_on() {
     let n = b.len() - 10;
     b[n] ^= 0xff;
     std::fs::write(&stored, &b).unwrap();
-    let out = as_(&h.ops, &["plugins", "rollback", "stepper", other, "--json"], cwd);
+    let out = as_(
+        &h.ops,
+        &["plugins", "rollback", "stepper", other, "--json"],
+        cwd,
+    );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("tampered"), "{}", text(&out));
     assert_eq!(serving(), last);
     // Repaired by pushing it again; rollback then works.
-    let fx = fixture(if other == &v1 { "fx-hot-v1" } else { "fx-hot-v2" });
+    let fx = fixture(if other == &v1 {
+        "fx-hot-v1"
+    } else {
+        "fx-hot-v2"
+    });
     assert_eq!(push(&h.ops, &fx, "stepper").status.code(), Some(0));
     let out = as_(&h.ops, &["plugins", "rollback", "stepper", "--json"], cwd);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -397,11 +467,21 @@ fn hostile_pushes_are_refused_and_the_serving_version_goes_on() {
     stop(child);
     let (child, addr) = start(cwd);
     let id = start_run(&addr, &h.ops);
-    let r = http(&addr, "PUT", "/v1/kv/stepper/go", Some(&h.ops), Some(&json!({"value": "1"})));
+    let r = http(
+        &addr,
+        "PUT",
+        "/v1/kv/stepper/go",
+        Some(&h.ops),
+        Some(&json!({"value": "1"})),
+    );
     assert_eq!(r.status, 200);
     let v = crate::up::wait_for(&addr, &h.ops, &id, |v| v["status"] == "completed");
     assert_eq!(v["plugins"]["stepper"], last);
-    let version = if last == v1.as_str() { "fx-hot-v1" } else { "fx-hot-v2" };
+    let version = if last == v1.as_str() {
+        "fx-hot-v1"
+    } else {
+        "fx-hot-v2"
+    };
     assert_eq!(v["output"]["version"], version);
     stop(child);
 }
@@ -415,7 +495,10 @@ fn python_example_swap_time() {
     let (ops, ops_h) = mint("ops", cwd);
     let python = crate::support::root().join("target/plugins/python/refund-triage.wasm");
     if !python.exists() {
-        eprintln!("{} not built (plugins/build-langs.sh); skipped", python.display());
+        eprintln!(
+            "{} not built (plugins/build-langs.sh); skipped",
+            python.display()
+        );
         return;
     }
     let toml = format!(
@@ -442,7 +525,14 @@ tokens = ["{ops_h}"]
     let (child, _addr) = start(cwd);
     let out = as_(
         &ops,
-        &["plugins", "push", python.to_str().unwrap(), "--plugin", "refund-triage", "--json"],
+        &[
+            "plugins",
+            "push",
+            python.to_str().unwrap(),
+            "--plugin",
+            "refund-triage",
+            "--json",
+        ],
         cwd,
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -450,6 +540,71 @@ tokens = ["{ops_h}"]
     println!(
         "hot swap of the Python example (18 MB component, first compile): {} ms",
         a["swap_ms"]
+    );
+    stop(child);
+}
+
+/// `charter up --watch`: a changed plugin file goes through the push
+/// pipeline (a good version swapped in, an ungranted one refused with the
+/// serving one going on), and a bad charter.toml is refused.
+#[test]
+fn watched_files_go_through_the_same_checks() {
+    let h = deployment();
+    let cwd = h.dir.path();
+    let file = cwd.join("stepper.wasm");
+    std::fs::copy(fixture("fx-hot-v1"), &file).unwrap();
+    let toml = std::fs::read_to_string(cwd.join("charter.toml")).unwrap();
+    let toml = toml.replace(&fixture("fx-hot-v1").display().to_string(), "stepper.wasm");
+    std::fs::write(cwd.join("charter.toml"), &toml).unwrap();
+    let (child, addr) = start_with(cwd, &["--watch"]);
+    let serving = || {
+        let r = http(&addr, "GET", "/v1/plugins/versions", Some(&h.ops), None);
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["plugins"][0]["activated"].clone()
+    };
+    let until = |what: &str, ok: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        while !ok() {
+            assert!(t.elapsed() < Duration::from_secs(60), "{what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // Replaced by rename, as a build tool does.
+    let replace = |from: &Path| {
+        let tmp = cwd.join("stepper.wasm.tmp");
+        std::fs::copy(from, &tmp).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+    };
+    replace(&fixture("fx-hot-v2"));
+    let v2 = digest_of("fx-hot-v2");
+    until("v2 activated", &|| serving() == v2.as_str());
+    replace(&fixture("fx-ungranted"));
+    let bad = digest_of("fx-ungranted");
+    until("ungranted refused", &|| {
+        events(&addr, &h.ops, "plugin-refused")
+            .iter()
+            .any(|e| e["digest"] == bad.as_str() && e["rule"] == "ungranted-import")
+    });
+    assert_eq!(serving(), v2.as_str());
+    let pushed = events(&addr, &h.ops, "plugin-pushed");
+    assert!(
+        pushed
+            .iter()
+            .all(|e| e["by"] == "watch" && e["source"] == "watch"),
+        "{pushed:?}"
+    );
+    // A bad charter.toml: refused, recorded; the host goes on.
+    std::fs::write(
+        cwd.join("charter.toml"),
+        format!("{toml}\n[plugins.x]\npath = 7\n"),
+    )
+    .unwrap();
+    until("bad config refused", &|| {
+        !events(&addr, &h.ops, "check-failed").is_empty()
+    });
+    assert_eq!(
+        http(&addr, "GET", "/v1/plugins/versions", Some(&h.ops), None).status,
+        200
     );
     stop(child);
 }

@@ -149,7 +149,9 @@ impl From<PushError> for ApiError {
                 let mut out = ApiError::new(
                     class,
                     kind,
-                    format!("{plugin}: version {digest} refused [{rule}], the serving version goes on: {error}"),
+                    format!(
+                        "{plugin}: version {digest} refused [{rule}], the serving version goes on: {error}"
+                    ),
                 );
                 out.refusal = Some(Box::new(Refusal {
                     id: digest,
@@ -321,12 +323,20 @@ impl Control {
                     } => (
                         digest.clone(),
                         None,
-                        format!("[{rule}] {}", reasons.first().map(String::as_str).unwrap_or("")),
+                        format!(
+                            "[{rule}] {}",
+                            reasons.first().map(String::as_str).unwrap_or("")
+                        ),
                     ),
                     Event::PluginPinned { digest, by, .. } => (
                         digest.clone(),
                         Some(by.clone()),
-                        if digest.is_some() { "pinned" } else { "unpinned" }.to_string(),
+                        if digest.is_some() {
+                            "pinned"
+                        } else {
+                            "unpinned"
+                        }
+                        .to_string(),
                     ),
                     _ => return None,
                 };
@@ -348,7 +358,12 @@ impl Control {
 
     /// What version `b` of a plugin can do that `a` could not, and the
     /// reverse: imports (writes marked), granted functions, hosts, secrets.
-    pub async fn plugins_diff(&self, plugin: &str, a: &str, b: &str) -> Result<PluginDiff, ApiError> {
+    pub async fn plugins_diff(
+        &self,
+        plugin: &str,
+        a: &str,
+        b: &str,
+    ) -> Result<PluginDiff, ApiError> {
         plugin_known(self, plugin)?;
         for d in [a, b] {
             if !charter_runtime::hot::store::valid_digest(d) {

@@ -82,11 +82,11 @@ pub use charter_audit::Record;
 pub use charter_audit::checkpoint::Checkpoint;
 pub use charter_auth::{AuthMethod, Principal};
 pub use control::{Access, Control};
+pub use error::{ApiError, ErrorClass, ErrorDoc, Failure, Refusal, describe};
 pub use hot::{
     Activation, HistoryEntry, OPERATOR_ROLE, PinReport, PluginDiff, PluginHistory, PluginVersion,
     PushRequest, VersionsList,
 };
-pub use error::{ApiError, ErrorClass, ErrorDoc, Failure, Refusal, describe};
 pub use proposals::{
     DecideReport, DecideRequest, Decision, Execution, Proposal, ProposalDetail, ProposalId,
     ProposalsList, ProposalsListRequest,

@@ -224,7 +224,8 @@ pub async fn run(command: Command, server: Option<&str>) -> Result<i32> {
             listen,
             config,
             drain_timeout,
-        } => crate::up::up(&config, &listen, drain_timeout).await,
+            watch,
+        } => crate::up::up(&config, &listen, drain_timeout, watch).await,
         Command::Kpi { config, json } => {
             let c = control(&config)?;
             let k = c.kpi()?;

@@ -201,6 +201,13 @@ enum Command {
         /// journal at the next start): e.g. 30s, 2m.
         #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
         drain_timeout: std::time::Duration,
+        /// Watch the plugin files charter.toml names: a changed file is
+        /// checked like `charter plugins push` and swapped in, or refused
+        /// with the serving version going on. A changed charter.toml is
+        /// checked; a bad one is refused (`check-failed`), a good one
+        /// applies at the next start.
+        #[arg(long)]
+        watch: bool,
         #[command(flatten)]
         config: ConfigArg,
     },

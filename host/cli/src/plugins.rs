@@ -146,7 +146,10 @@ fn list_text(l: &VersionsList) {
             "{:<24} serving {:<20} activated {:<20} pinned {}",
             p.plugin,
             p.serving.as_deref().map(short).unwrap_or("-"),
-            p.activated.as_deref().map(short).unwrap_or("(charter.toml)"),
+            p.activated
+                .as_deref()
+                .map(short)
+                .unwrap_or("(charter.toml)"),
             p.pinned
                 .as_deref()
                 .or(p.config_pin.as_deref())
@@ -193,7 +196,10 @@ fn diff_text(d: &PluginDiff) {
         }
     }
     for u in &d.b_ungranted {
-        println!("! {} imports {u}, which no grant covers: it would be refused", d.b);
+        println!(
+            "! {} imports {u}, which no grant covers: it would be refused",
+            d.b
+        );
     }
     if d.imports_added.is_empty() && d.imports_removed.is_empty() {
         println!("(same imports)");
@@ -238,7 +244,12 @@ pub async fn served(r: &Remote, op: PluginsOp) -> Result<i32> {
         PluginsOp::Diff {
             plugin, a, b, json, ..
         } => {
-            let path = format!("/v1/plugins/{}/diff?a={}&b={}", enc(&plugin), enc(&a), enc(&b));
+            let path = format!(
+                "/v1/plugins/{}/diff?a={}&b={}",
+                enc(&plugin),
+                enc(&a),
+                enc(&b)
+            );
             show(r.call(Method::GET, &path, None).await?, json, diff_text)
         }
         PluginsOp::Pin {
@@ -249,7 +260,11 @@ pub async fn served(r: &Remote, op: PluginsOp) -> Result<i32> {
         } => {
             let path = format!("/v1/plugins/{}/pin", enc(&plugin));
             let body = json!({ "digest": digest });
-            show(r.call(Method::POST, &path, Some(&body)).await?, json, pin_text)
+            show(
+                r.call(Method::POST, &path, Some(&body)).await?,
+                json,
+                pin_text,
+            )
         }
         PluginsOp::Rollback {
             plugin,

@@ -142,9 +142,12 @@ impl Remote {
         let body = Some((Bytes::from(bytes), "application/wasm"));
         let (status, bytes) = self.send_body(Method::POST, path, body).await?;
         if (200..300).contains(&status) {
-            return serde_json::from_slice(&bytes)
-                .map(Ok)
-                .with_context(|| format!("charter up at {} answered {path} with a document this charter cannot read", self.url));
+            return serde_json::from_slice(&bytes).map(Ok).with_context(|| {
+                format!(
+                    "charter up at {} answered {path} with a document this charter cannot read",
+                    self.url
+                )
+            });
         }
         Ok(Err(api_error(status, &bytes)))
     }

@@ -42,7 +42,12 @@ pub(crate) fn routes(r: axum::Router<App>) -> axum::Router<App> {
 
 /// The caller holds `operator`, or the request is refused (403) and
 /// recorded.
-async fn operator(app: &App, route: &MatchedPath, method: &str, p: &Principal) -> Result<(), HttpError> {
+async fn operator(
+    app: &App,
+    route: &MatchedPath,
+    method: &str,
+    p: &Principal,
+) -> Result<(), HttpError> {
     if p.has_role(OPERATOR_ROLE) {
         return Ok(());
     }
@@ -89,7 +94,9 @@ async fn push(
                 limit >> 20
             ),
         );
-        app.control.plugins_push_refused(&name, "too-large", &e.message).await;
+        app.control
+            .plugins_push_refused(&name, "too-large", &e.message)
+            .await;
         return Err(HttpError(e));
     };
     let req = charter_api::PushRequest {

@@ -22,6 +22,7 @@
 //! is fixed for the host's life: a change applies at the next start.
 
 pub mod store;
+pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -462,7 +463,11 @@ impl Host {
 
     /// Inspect version `digest` of `name` from the plugin store (verified,
     /// compiled, not linked or run): what `charter plugins diff` compares.
-    pub async fn inspect_version(&self, name: &str, digest_: &str) -> Result<Inspection, LoadError> {
+    pub async fn inspect_version(
+        &self,
+        name: &str,
+        digest_: &str,
+    ) -> Result<Inspection, LoadError> {
         let spec = self.spec(name)?.clone();
         let bytes = store::get(
             &self.deployment.data_dir,

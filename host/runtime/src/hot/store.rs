@@ -20,7 +20,9 @@ pub fn dir(data_dir: &Path) -> PathBuf {
 /// `sha256:<64 hex>` and nothing else: what may name a stored file.
 pub fn valid_digest(d: &str) -> bool {
     d.strip_prefix("sha256:").is_some_and(|h| {
-        h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 
@@ -67,7 +69,10 @@ pub fn get(data_dir: &Path, plugin: &str, digest_: &str, limit: u64) -> Result<V
         return Err(LoadError::Read {
             plugin: plugin.to_string(),
             path: dir(data_dir),
-            source: std::io::Error::other(format!("not a digest: {}", crate::record::text(digest_))),
+            source: std::io::Error::other(format!(
+                "not a digest: {}",
+                crate::record::text(digest_)
+            )),
         });
     };
     let bytes = crate::read_bounded(&p, limit)
