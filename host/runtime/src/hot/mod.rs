@@ -426,7 +426,7 @@ impl Host {
         digest_: Option<&str>,
         by: &str,
     ) -> Result<(), PushError> {
-        if self.deployment.plugins.get(name).is_none() {
+        if !self.deployment.plugins.contains_key(name) {
             return Err(PushError::UnknownPlugin {
                 name: crate::record::text(name),
                 known: self
