@@ -35,6 +35,7 @@ pub enum PluginsOp {
         plugin: String,
         #[command(flatten)]
         config: ConfigArg,
+        /// Print one JSON document.
         #[arg(long)]
         json: bool,
     },
@@ -42,47 +43,62 @@ pub enum PluginsOp {
     List {
         #[command(flatten)]
         config: ConfigArg,
+        /// Print one JSON document.
         #[arg(long)]
         json: bool,
     },
     /// A plugin's loads, pushes, activations, refusals and pins.
     History {
+        /// The plugin's name in the deployment.
         plugin: String,
         #[command(flatten)]
         config: ConfigArg,
+        /// Print one JSON document.
         #[arg(long)]
         json: bool,
     },
     /// The reviewer's view of version B against A: imports, granted
     /// functions, hosts and secrets added or removed (writes marked).
     Diff {
+        /// The plugin's name in the deployment.
         plugin: String,
+        /// The earlier version's digest (sha256:…).
         a: String,
+        /// The later version's digest (sha256:…).
         b: String,
         #[command(flatten)]
         config: ConfigArg,
+        /// Print one JSON document.
         #[arg(long)]
         json: bool,
     },
     /// Accept only DIGEST for this plugin from now on (--clear: any).
     Pin {
+        /// The plugin's name in the deployment.
         plugin: String,
+        /// The only digest accepted from now on (sha256:…).
         #[arg(required_unless_present = "clear")]
         digest: Option<String>,
+        /// Remove the pin: any version that passes the checks is accepted.
         #[arg(long, conflicts_with = "digest")]
         clear: bool,
         #[command(flatten)]
         config: ConfigArg,
+        /// Print one JSON document.
         #[arg(long)]
         json: bool,
     },
     /// Activate an earlier version again (DIGEST, or the one before the
     /// serving one), from the data directory's plugin store.
     Rollback {
+        /// The plugin's name in the deployment.
         plugin: String,
+        /// The version to serve again [default: the one before the
+        /// serving one].
         digest: Option<String>,
         #[command(flatten)]
         config: ConfigArg,
+        /// Print one JSON document.
         #[arg(long)]
         json: bool,
     },
