@@ -255,7 +255,8 @@ impl Host {
 
     /// Check `bytes` as the next version of `name` and, if it passes, make
     /// it serve new runs. Recorded: `plugin-pushed` (by `by`), then
-    /// `plugin-activated` or `plugin-refused`. One push at a time.
+    /// `plugin-activated` or `plugin-refused`. One push at a time. Long
+    /// because it is the whole pipeline in order, each stage recorded.
     pub async fn push_plugin(
         &self,
         name: &str,
