@@ -890,6 +890,7 @@ const DATA_KEYS: &[&str] = &[
     "args",
     "granted_by_groups",
     "result",
+    "plugins",
 ];
 
 /// Compare README's shape with a document the CLI printed: the same keys

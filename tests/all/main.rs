@@ -12,6 +12,7 @@ mod crash;
 mod docs;
 mod governance;
 mod hostile;
+mod hot;
 mod http;
 mod identity;
 mod load;

@@ -62,6 +62,7 @@ mod auth;
 mod calls;
 mod control;
 mod error;
+pub mod hot;
 mod proposals;
 mod reports;
 mod runs;
@@ -82,6 +83,10 @@ pub use charter_audit::checkpoint::Checkpoint;
 pub use charter_auth::{AuthMethod, Principal};
 pub use control::{Access, Control};
 pub use error::{ApiError, ErrorClass, ErrorDoc, Failure, Refusal, describe};
+pub use hot::{
+    Activation, HistoryEntry, OPERATOR_ROLE, PinReport, PluginDiff, PluginHistory, PluginVersion,
+    PushRequest, VersionsList,
+};
 pub use proposals::{
     DecideReport, DecideRequest, Decision, Execution, Proposal, ProposalDetail, ProposalId,
     ProposalsList, ProposalsListRequest,

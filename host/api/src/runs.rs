@@ -87,6 +87,9 @@ pub struct Run {
     pub retries: u64,
     /// Escalations raised.
     pub escalations: u64,
+    /// The plugin versions it runs (plugin → digest), recorded at its start.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub plugins: BTreeMap<String, String>,
 }
 
 impl From<RunState> for Run {
@@ -114,6 +117,7 @@ impl From<RunState> for Run {
             history,
             retries,
             escalations,
+            plugins,
         } = st;
         Run {
             id,
@@ -137,6 +141,7 @@ impl From<RunState> for Run {
             history: history.into_iter().map(Attempt::from).collect(),
             retries,
             escalations,
+            plugins,
         }
     }
 }

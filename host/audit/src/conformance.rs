@@ -38,6 +38,7 @@ fn started(run: &str) -> Event {
         initiator: None,
         first: Some("a".into()),
         trigger: None,
+        plugins: Default::default(),
     }
 }
 

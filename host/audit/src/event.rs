@@ -1,5 +1,7 @@
 //! The events of a deployment. Every state change is one of these.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -209,6 +211,11 @@ pub enum Event {
         /// or a schedule's tick (at most one run each, ever).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         trigger: Option<TriggerRef>,
+        /// The digest of each plugin the workflow names, at the start: every
+        /// attempt of the run runs those bytes (hot loading). Absent in
+        /// logs written before, and for plugins that could not load.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        plugins: BTreeMap<String, String>,
     },
     /// One attempt of one workflow step ended (or the step was skipped).
     StepAttempt {
@@ -336,6 +343,35 @@ pub enum Event {
         /// One refusal's detail, bounded.
         detail: String,
     },
+    /// A new version of a plugin was sent to a running host (`charter
+    /// plugins push`, the watched plugin file, or a rollback): recorded
+    /// before it is checked; `plugin-activated` or `plugin-refused` follows.
+    PluginPushed {
+        plugin: String,
+        digest: String,
+        /// Who sent it (the authenticated subject; `watch` for a file change).
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth: Option<String>,
+        /// `push`, `watch` or `rollback`.
+        source: String,
+    },
+    /// A version passed the load-time check and serves new runs from now
+    /// on (runs started before keep the version they recorded).
+    PluginActivated {
+        plugin: String,
+        digest: String,
+        previous: Option<String>,
+        by: String,
+    },
+    /// Only `digest` of `plugin` is accepted from now on (`None`: unpinned).
+    PluginPinned {
+        plugin: String,
+        digest: Option<String>,
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth: Option<String>,
+    },
 }
 
 /// What started a run without a request naming it (`RunStarted::trigger`).
@@ -383,6 +419,9 @@ impl Event {
         "auth-refused",
         "auth-refusals-suppressed",
         "hook-refused",
+        "plugin-pushed",
+        "plugin-activated",
+        "plugin-pinned",
     ];
 
     /// The plugin an event is about, if any.
@@ -395,6 +434,9 @@ impl Event {
             Event::Grant { plugin, .. } => Some(plugin),
             Event::PluginLoaded { plugin, .. }
             | Event::PluginRefused { plugin, .. }
+            | Event::PluginPushed { plugin, .. }
+            | Event::PluginActivated { plugin, .. }
+            | Event::PluginPinned { plugin, .. }
             | Event::Call { plugin, .. }
             | Event::CallResult { plugin, .. }
             | Event::KvWrite { plugin, .. }
@@ -434,6 +476,9 @@ impl Event {
             Event::AuthRefused { .. } => "auth-refused",
             Event::AuthRefusalsSuppressed { .. } => "auth-refusals-suppressed",
             Event::HookRefused { .. } => "hook-refused",
+            Event::PluginPushed { .. } => "plugin-pushed",
+            Event::PluginActivated { .. } => "plugin-activated",
+            Event::PluginPinned { .. } => "plugin-pinned",
         }
     }
 

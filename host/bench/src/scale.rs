@@ -119,6 +119,7 @@ fn synthetic_run(run: &str, digest: &str) -> Vec<Event> {
         initiator: Some("bench".into()),
         trigger: None,
         first: Some("a".into()),
+        plugins: Default::default(),
     }];
     for (step, next) in [("a", Some("b")), ("b", Some("c")), ("c", None)] {
         let call = format!("{run}-{step}");
@@ -176,6 +177,7 @@ fn probe_run(run: &str, digest: &str) -> Vec<Event> {
             initiator: Some("bench".into()),
             trigger: None,
             first: Some("a".into()),
+            plugins: Default::default(),
         },
         attempt(run, "a", None, true),
     ]

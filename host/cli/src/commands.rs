@@ -64,7 +64,7 @@ fn control(config: &ConfigArg) -> Result<Control> {
 /// name it), else, in a deployment that declares no token, `--as` or,
 /// where `default` allows it, `$USER`. A deployment with tokens accepts
 /// no unproven name, for initiators as for approvers.
-fn who(c: &Control, as_user: Option<String>, default: bool) -> Result<String, ApiError> {
+pub(crate) fn who(c: &Control, as_user: Option<String>, default: bool) -> Result<String, ApiError> {
     use charter_api::Credential;
     let token = std::env::var("CHARTER_TOKEN")
         .ok()
@@ -158,6 +158,7 @@ pub async fn run(command: Command, server: Option<&str>) -> Result<i32> {
             }
         }
         Command::Kv { op } => kv(op).await,
+        Command::Plugins { op } => crate::plugins::local(op).await,
         Command::Run {
             workflow,
             input,
@@ -223,7 +224,8 @@ pub async fn run(command: Command, server: Option<&str>) -> Result<i32> {
             listen,
             config,
             drain_timeout,
-        } => crate::up::up(&config, &listen, drain_timeout).await,
+            watch,
+        } => crate::up::up(&config, &listen, drain_timeout, watch).await,
         Command::Kpi { config, json } => {
             let c = control(&config)?;
             let k = c.kpi()?;

@@ -283,6 +283,19 @@ fn summary(e: &Event) -> String {
             count,
             detail,
         } => format!("hook {hook} refused {count} delivery(ies): {reason}: {detail}"),
+        Event::PluginPushed {
+            digest, by, source, ..
+        } => format!("{source} of {digest} by {by}"),
+        Event::PluginActivated {
+            digest, previous, ..
+        } => format!(
+            "now serving {digest} (was {})",
+            previous.as_deref().unwrap_or("-")
+        ),
+        Event::PluginPinned { digest, by, .. } => match digest {
+            Some(d) => format!("pinned to {d} by {by}"),
+            None => format!("unpinned by {by}"),
+        },
     }
 }
 

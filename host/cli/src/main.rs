@@ -8,6 +8,7 @@
 mod commands;
 mod govern;
 mod new;
+mod plugins;
 mod remote;
 mod report;
 mod runs;
@@ -200,6 +201,13 @@ enum Command {
         /// journal at the next start): e.g. 30s, 2m.
         #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
         drain_timeout: std::time::Duration,
+        /// Watch the plugin files charter.toml names: a changed file is
+        /// checked like `charter plugins push` and swapped in, or refused
+        /// with the serving version going on. A changed charter.toml is
+        /// checked; a bad one is refused (`check-failed`), a good one
+        /// applies at the next start.
+        #[arg(long)]
+        watch: bool,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -262,6 +270,22 @@ enum Command {
     Escalations {
         #[command(subcommand)]
         op: EscalationsCmd,
+    },
+    /// Plugin versions (hot loading): push a new version into the running
+    /// host, list what serves, a plugin's history, the reviewer's diff of
+    /// two versions, pin one, roll back.
+    ///
+    /// Through the running `charter up` (CHARTER_TOKEN of an identity with
+    /// the role `operator` for push, pin and rollback); without one, on
+    /// the data directory directly (what is activated serves at the next
+    /// start). A version is checked like any load (digest pin, component,
+    /// imports against the grants in force) before it serves; a refused
+    /// one leaves the serving version in place. Runs started before a
+    /// push finish on the version they recorded.
+    #[command(after_help = plugins::HELP)]
+    Plugins {
+        #[command(subcommand)]
+        op: plugins::PluginsOp,
     },
     /// Read and write a plugin's key-value namespace (operator tool, e.g.
     /// to seed data a step reads).
@@ -860,6 +884,7 @@ fn main() -> ExitCode {
         Command::Call { json, .. } | Command::Kpi { json, .. } => *json,
         Command::Run { json, .. } => *json,
         Command::Kv { .. }
+        | Command::Plugins { .. }
         | Command::Audit { .. }
         | Command::Proposals { .. }
         | Command::Runs { .. }

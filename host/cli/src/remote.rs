@@ -81,6 +81,20 @@ impl Remote {
 
     /// One request; the answer's status and body.
     async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<(u16, Bytes)> {
+        let body = match body {
+            Some(b) => Some((Bytes::from(serde_json::to_vec(b)?), "application/json")),
+            None => None,
+        };
+        self.send_body(method, path, body).await
+    }
+
+    /// One request with a body of any type; the answer's status and body.
+    async fn send_body(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(Bytes, &'static str)>,
+    ) -> Result<(u16, Bytes)> {
         let go = async {
             let stream = tokio::net::TcpStream::connect(&self.authority).await?;
             let io = hyper_util::rt::TokioIo::new(stream);
@@ -94,9 +108,9 @@ impl Remote {
                 req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
             }
             let bytes = match body {
-                Some(b) => {
-                    req = req.header(header::CONTENT_TYPE, "application/json");
-                    Bytes::from(serde_json::to_vec(b)?)
+                Some((b, kind)) => {
+                    req = req.header(header::CONTENT_TYPE, kind);
+                    b
                 }
                 None => Bytes::new(),
             };
@@ -119,8 +133,27 @@ impl Remote {
         }
     }
 
+    /// A request with a binary body whose answer is `T`, or the API's error.
+    pub(crate) async fn call_bytes<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Result<T, ApiError>> {
+        let body = Some((Bytes::from(bytes), "application/wasm"));
+        let (status, bytes) = self.send_body(Method::POST, path, body).await?;
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(&bytes).map(Ok).with_context(|| {
+                format!(
+                    "charter up at {} answered {path} with a document this charter cannot read",
+                    self.url
+                )
+            });
+        }
+        Ok(Err(api_error(status, &bytes)))
+    }
+
     /// A request whose answer is `T`, or the API's error.
-    async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -187,7 +220,7 @@ fn api_error(status: u16, body: &[u8]) -> ApiError {
 
 /// Percent-encode a path segment or query value (everything but RFC 3986's
 /// unreserved characters).
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -264,6 +297,7 @@ fn served_config(command: &Command) -> Option<&ConfigArg> {
                 Some(config)
             }
         },
+        Command::Plugins { op } => Some(op.config()),
         _ => None,
     }
 }
@@ -283,6 +317,7 @@ fn reads_beside_the_host(command: &Command) -> bool {
         }
         Command::Escalations { op } => matches!(op, EscalationsCmd::List { .. }),
         Command::Audit { .. } => true,
+        Command::Plugins { op } => op.reads(),
         _ => false,
     }
 }
@@ -383,6 +418,7 @@ async fn serve(r: &Remote, command: Command) -> Result<i32> {
             })
         }
         Command::Kv { op } => kv(r, op).await,
+        Command::Plugins { op } => crate::plugins::served(r, op).await,
         _ => unreachable!("served_config lists the served commands"),
     }
 }

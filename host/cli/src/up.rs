@@ -10,7 +10,12 @@ use charter_api::{Access, Control};
 use charter_runtime::error::EXIT_OK;
 use charter_runtime::{Host, HostOptions};
 
-pub async fn up(config: &crate::ConfigArg, listen: &str, drain_timeout: Duration) -> Result<i32> {
+pub async fn up(
+    config: &crate::ConfigArg,
+    listen: &str,
+    drain_timeout: Duration,
+    watch: bool,
+) -> Result<i32> {
     let deployment = config.load()?;
     let endpoint = deployment.data_dir.join(charter_runtime::SERVICE_FILE);
     if let Some(other) = charter_runtime::service_url(&deployment.data_dir) {
@@ -38,6 +43,10 @@ pub async fn up(config: &crate::ConfigArg, listen: &str, drain_timeout: Duration
     // task); schedules start their runs.
     host.start_timers();
     charter_server::schedules::start(control.clone());
+    if watch {
+        // Changed plugin files go through the push pipeline (`hot/watch.rs`).
+        charter_runtime::hot::watch::start(host.clone(), config.path(), Duration::from_millis(500));
+    }
     service.set_ready();
     println!(
         "charter up: serving {} at http://{addr}",

@@ -118,6 +118,18 @@ pub enum LoadError {
     NotAStep { plugin: String, detail: String },
     #[error("{plugin}: linking failed: {detail}")]
     Link { plugin: String, detail: String },
+    /// A version kept in the data directory's plugin store
+    /// (`plugins/sha256-<hex>.wasm`) no longer has the digest it is stored
+    /// under: changed on disk since it was written. Refused, never run.
+    #[error(
+        "{plugin}: the stored version {path} is {actual}, not the {expected} it was stored as (changed on disk); refused: push the version again"
+    )]
+    Tampered {
+        plugin: String,
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
 }
 
 fn lines<T: fmt::Display>(v: &[T]) -> String {
@@ -131,6 +143,7 @@ impl LoadError {
     pub fn exit_code(&self) -> i32 {
         match self {
             LoadError::DigestMismatch { .. }
+            | LoadError::Tampered { .. }
             | LoadError::Ungranted(_)
             | LoadError::Governance(_) => EXIT_REFUSED,
             LoadError::TooLarge { .. } | LoadError::CompileTimeout { .. } => EXIT_LIMIT,
@@ -290,7 +303,8 @@ impl CallError {
             CallError::Load(
                 LoadError::Ungranted(_)
                 | LoadError::Governance(_)
-                | LoadError::DigestMismatch { .. },
+                | LoadError::DigestMismatch { .. }
+                | LoadError::Tampered { .. },
             ) => "refused",
             CallError::Load(_) => "load-error",
             CallError::Limit { .. } => "limit",

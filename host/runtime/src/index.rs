@@ -724,6 +724,16 @@ fn apply_one(
         // The configuration last recorded: a host records it again only
         // when it changed.
         Event::ConfigLoaded { digest, .. } => o.batch.put(META, "config_digest", digest),
+        // The version of each plugin that serves, and its pin (hot
+        // loading, `lib.rs` `Generation`): after a restart the last
+        // activated version serves, not the file the configuration names.
+        Event::PluginActivated { plugin, digest, .. } => {
+            o.batch.put(META, &format!("active:{plugin}"), digest)
+        }
+        Event::PluginPinned { plugin, digest, .. } => match digest {
+            Some(d) => o.batch.put(META, &format!("pin:{plugin}"), d),
+            None => o.batch.delete(META, &format!("pin:{plugin}")),
+        },
         Event::RunStarted { run, trigger, .. } => {
             if let Some(st) = RunState::start(&r.event, r.seq, r.time_ms) {
                 o.runs.insert(run.clone(), st);

@@ -23,6 +23,7 @@
 pub mod capabilities;
 pub mod drain;
 pub mod error;
+pub mod hot;
 pub mod index;
 pub mod kpi;
 pub mod mediator;
@@ -123,7 +124,16 @@ pub struct Host {
     engine: Engine,
     deployment: Arc<Deployment>,
     services: Arc<Services>,
-    loaded: Mutex<HashMap<String, Arc<LoadedPlugin>>>,
+    /// What serves: the loaded version of each plugin, an immutable
+    /// generation replaced as a whole (`hot.rs`); each operation reads it
+    /// once.
+    generation: std::sync::RwLock<Arc<hot::Generation>>,
+    /// Versions other than the serving one that runs recorded at their
+    /// start and still use (bounded, `hot::MAX_KEPT_VERSIONS`).
+    versions: Mutex<HashMap<String, Arc<LoadedPlugin>>>,
+    /// One push (or rollback) at a time: each checks against, and
+    /// replaces, the generation the previous one left.
+    pushes: tokio::sync::Mutex<()>,
     pres: Mutex<HashMap<(String, GrantSet), InstancePre<HostState>>>,
     config_recorded: tokio::sync::OnceCell<()>,
     /// Each workflow's definition digest, computed once (the deployment
@@ -492,7 +502,9 @@ impl Host {
             engine,
             deployment,
             services,
-            loaded: Mutex::new(HashMap::new()),
+            generation: Default::default(),
+            versions: Mutex::default(),
+            pushes: tokio::sync::Mutex::new(()),
             pres: Mutex::new(HashMap::new()),
             config_recorded: tokio::sync::OnceCell::new(),
             workflow_digests: Mutex::default(),
@@ -645,7 +657,7 @@ impl Host {
     /// Load `name` (once; later calls reuse it) through the load-time check.
     /// Every load and refusal is an event in the log.
     pub async fn load(&self, name: &str) -> Result<Arc<LoadedPlugin>, LoadError> {
-        if let Some(p) = self.loaded.lock().unwrap().get(name) {
+        if let Some(p) = self.generation().plugin(name) {
             return Ok(p.clone());
         }
         Box::pin(self.load_uncached(name)).await
@@ -707,7 +719,7 @@ impl Host {
     async fn load_uncached(&self, name: &str) -> Result<Arc<LoadedPlugin>, LoadError> {
         self.record_config().await;
         let spec = self.spec(name)?.clone();
-        match self.load_checked(&spec).await {
+        match self.load_checked(&spec, None).await {
             Ok(loaded) => {
                 let ev = Event::PluginLoaded {
                     plugin: loaded.name.clone(),
@@ -717,60 +729,77 @@ impl Host {
                 if let Err(e) = self.services.log.append(vec![ev]).await {
                     tracing::error!("event log: {e}");
                 }
-                self.loaded
-                    .lock()
-                    .unwrap()
-                    .insert(name.to_string(), loaded.clone());
-                Ok(loaded)
+                // A concurrent first load of the same plugin, or a push,
+                // may have installed one already: the installed one wins.
+                Ok(self.install_if_absent(loaded))
             }
-            Err((e, digest)) => {
-                let mut reasons: Vec<String> = match &e {
-                    LoadError::Ungranted(v) => v.iter().map(|u| u.to_string()).collect(),
-                    LoadError::Governance(v) => v.iter().map(|u| u.to_string()).collect(),
-                    other => vec![other.to_string()],
-                };
-                // A component chooses how many imports it has: the record of
-                // its refusal is bounded all the same.
-                if reasons.len() > MAX_REFUSAL_LINES {
-                    let more = reasons.len() - MAX_REFUSAL_LINES;
-                    reasons.truncate(MAX_REFUSAL_LINES);
-                    reasons.push(format!("… and {more} more"));
-                }
-                let reasons = reasons.iter().map(|r| record::text(r)).collect();
-                let rule = match &e {
-                    LoadError::Ungranted(_) => "ungranted-import",
-                    LoadError::Governance(_) => "governance",
-                    LoadError::DigestMismatch { .. } => "digest-pin",
-                    _ => "load-error",
-                };
-                let ev = Event::PluginRefused {
-                    plugin: name.to_string(),
-                    digest,
-                    rule: rule.into(),
-                    reasons,
-                };
-                if let Err(le) = self.services.log.append(vec![ev]).await {
-                    tracing::error!("event log: {le}");
-                }
-                Err(e)
-            }
+            Err((e, digest)) => self.refused(name, e, digest).await,
         }
+    }
+
+    /// Record a refused load (`plugin-refused`, its reasons bounded) and
+    /// return the error.
+    async fn refused<T>(
+        &self,
+        name: &str,
+        e: LoadError,
+        digest: Option<String>,
+    ) -> Result<T, LoadError> {
+        let mut reasons: Vec<String> = match &e {
+            LoadError::Ungranted(v) => v.iter().map(|u| u.to_string()).collect(),
+            LoadError::Governance(v) => v.iter().map(|u| u.to_string()).collect(),
+            other => vec![other.to_string()],
+        };
+        // A component chooses how many imports it has: the record of
+        // its refusal is bounded all the same.
+        if reasons.len() > MAX_REFUSAL_LINES {
+            let more = reasons.len() - MAX_REFUSAL_LINES;
+            reasons.truncate(MAX_REFUSAL_LINES);
+            reasons.push(format!("… and {more} more"));
+        }
+        let reasons = reasons.iter().map(|r| record::text(r)).collect();
+        let rule = match &e {
+            LoadError::Ungranted(_) => "ungranted-import",
+            LoadError::Governance(_) => "governance",
+            LoadError::DigestMismatch { .. } => "digest-pin",
+            LoadError::Tampered { .. } => "tampered",
+            LoadError::TooLarge { .. } => "too-large",
+            LoadError::CoreModule { .. }
+            | LoadError::Malformed { .. }
+            | LoadError::NotAStep { .. } => "not-a-component",
+            _ => "load-error",
+        };
+        let ev = Event::PluginRefused {
+            plugin: name.to_string(),
+            digest,
+            rule: rule.into(),
+            reasons,
+        };
+        if let Err(le) = self.services.log.append(vec![ev]).await {
+            tracing::error!("event log: {le}");
+        }
+        Err(e)
     }
 
     /// [`load_in_span`](Self::load_in_span) inside a `load` span (attached
     /// to the future: an entered guard must not be held across `.await`).
-    async fn load_checked(
+    /// `bytes`: a version sent to the host (a push, a rollback, a run's
+    /// recorded version); `None`: the version that serves (the last one
+    /// activated, else the file the configuration names).
+    pub(crate) async fn load_checked(
         &self,
         spec: &PluginSpec,
+        bytes: Option<Vec<u8>>,
     ) -> Result<Arc<LoadedPlugin>, (LoadError, Option<String>)> {
         use tracing::Instrument;
         let span = tracing::info_span!("load", plugin = %spec.name);
-        self.load_in_span(spec).instrument(span).await
+        self.load_in_span(spec, bytes).instrument(span).await
     }
 
     async fn load_in_span(
         &self,
         spec: &PluginSpec,
+        bytes: Option<Vec<u8>>,
     ) -> Result<Arc<LoadedPlugin>, (LoadError, Option<String>)> {
         let started = Instant::now();
         let name = spec.name.as_str();
@@ -787,7 +816,14 @@ impl Host {
             return Err((LoadError::Governance(violations), None));
         }
 
-        let (bytes, component) = self.read_and_compile(spec).await.map_err(|e| (e, None))?;
+        let bytes = match bytes {
+            Some(b) => b,
+            None => self.serving_bytes(spec).map_err(|e| (e, None))?,
+        };
+        let (bytes, component) = self
+            .check_and_compile(spec, bytes)
+            .await
+            .map_err(|e| (e, None))?;
         let inspection = inspect::inspect(&self.engine, &component, &bytes);
         let digest = inspection.digest.clone();
         let fail = |e: LoadError| (e, Some(digest.clone()));
@@ -810,6 +846,11 @@ impl Host {
             .instance_pre(spec, &digest, &grants, &component)
             .map_err(fail)?;
         let ctx = Arc::new(self.plugin_context(spec, &digest, &grants));
+        // Kept by content, so a run that records this version runs these
+        // bytes after a push or a restart.
+        if let Err(e) = hot::store::put(&self.deployment.data_dir, &digest, &bytes) {
+            tracing::warn!(plugin = %name, "cannot keep version {digest} in the plugin store: {e}; a run that records it cannot resume after a restart");
+        }
         let loaded = Arc::new(LoadedPlugin {
             name: spec.name.clone(),
             digest,
@@ -947,25 +988,44 @@ impl Host {
         Ok(routes)
     }
 
-    /// Read the file (bounded), check the pin and the preamble, and compile
-    /// (bounded in time, off the async threads so other calls go on).
-    async fn read_and_compile(
-        &self,
-        spec: &PluginSpec,
-    ) -> Result<(Arc<Vec<u8>>, Component), LoadError> {
+    /// The bytes of the version that serves: the last one activated
+    /// (`plugin-activated`, from the plugin store), else the file the
+    /// configuration names; bounded either way.
+    fn serving_bytes(&self, spec: &PluginSpec) -> Result<Vec<u8>, LoadError> {
+        let limit = spec.limits.max_component_bytes;
+        if let Some(d) = self.activated(&spec.name) {
+            return hot::store::get(&self.deployment.data_dir, &spec.name, &d, limit);
+        }
         let read_err = |source| LoadError::Read {
             plugin: spec.name.clone(),
             path: spec.path.clone(),
             source,
         };
-        let limit = spec.limits.max_component_bytes;
-        let bytes = read_bounded(&spec.path, limit)
+        read_bounded(&spec.path, limit)
             .map_err(read_err)?
             .map_err(|size| LoadError::TooLarge {
                 plugin: spec.name.clone(),
                 size,
                 limit,
-            })?;
+            })
+    }
+
+    /// Check the size, the configuration's pin and the preamble, and
+    /// compile (bounded in time, off the async threads so other calls go
+    /// on).
+    async fn check_and_compile(
+        &self,
+        spec: &PluginSpec,
+        bytes: Vec<u8>,
+    ) -> Result<(Arc<Vec<u8>>, Component), LoadError> {
+        let limit = spec.limits.max_component_bytes;
+        if bytes.len() as u64 > limit {
+            return Err(LoadError::TooLarge {
+                plugin: spec.name.clone(),
+                size: bytes.len() as u64,
+                limit,
+            });
+        }
         let actual = digest(&bytes);
         if let Some(pinned) = &spec.digest
             && *pinned != actual

@@ -26,6 +26,7 @@
 //! | `GET /v1/kpi` · `GET /v1/plugins` · `GET /v1/grants` | `kpi` · `plugins` · `grants` |
 //! | `GET /v1/kv/{plugin}?prefix=` · `GET`/`PUT /v1/kv/{plugin}/{key}` `{value}` | `kv list` · `kv get` · `kv set` |
 //! | `POST /hooks/{name}` (a signature or token of its own, see [`hooks`]) | — |
+//! | `/v1/plugins/versions`, `/v1/plugins/{name}[/history,/diff,/pin,/rollback]` (see [`plugins`]) | `plugins list\|push\|history\|diff\|pin\|rollback` |
 //!
 //! Status codes follow the error's class: usage 400, not found 404,
 //! invalid 422, unauthenticated 401, refused by governance 403, a limit
@@ -50,6 +51,7 @@
 //! the steps in flight finish (see `charter up`).
 
 pub mod metrics;
+pub mod plugins;
 pub mod refusals;
 
 use std::future::Future;
@@ -160,6 +162,7 @@ pub fn router_with(control: Arc<Control>, service: Arc<Service>) -> Router {
         .route("/v1/kpi", get(kpi))
         .route("/v1/plugins", get(plugins))
         .route("/v1/grants", get(grants))
+        .merge(plugins::routes(Router::new()))
         .merge(hooks::routes(app.control.clone()))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(app.clone(), intake))

@@ -255,6 +255,7 @@ pub fn start_with_digest(
         initiator: initiator.map(str::to_string),
         first: def.steps.iter().find(|s| !s.handler).map(|s| s.id.clone()),
         trigger: None,
+        plugins: Default::default(),
     }
 }
 

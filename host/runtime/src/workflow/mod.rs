@@ -118,7 +118,10 @@ pub fn failure_class(e: &CallError) -> FailureClass {
         CallError::NonDeterministic { .. } => FailureClass::NonDeterministic,
         CallError::AwaitingApproval { .. } => FailureClass::AwaitingApproval,
         CallError::Load(
-            LoadError::Ungranted(_) | LoadError::Governance(_) | LoadError::DigestMismatch { .. },
+            LoadError::Ungranted(_)
+            | LoadError::Governance(_)
+            | LoadError::DigestMismatch { .. }
+            | LoadError::Tampered { .. },
         ) => FailureClass::Denied,
         CallError::Load(_) => FailureClass::Load,
         CallError::Trap { .. } | CallError::Invalid { .. } => FailureClass::Trap,
@@ -579,7 +582,12 @@ impl Host {
         plan: AttemptPlan,
         journal: Journal,
     ) -> (Vec<Event>, Attempted) {
-        let (events, outcome, replayed, duration_us) = match self.load(&plan.plugin).await {
+        // The version the run recorded at its start, if it did (`hot.rs`).
+        let loaded = match st.plugins.get(&plan.plugin) {
+            Some(d) => self.load_version(&plan.plugin, d).await,
+            None => self.load(&plan.plugin).await,
+        };
+        let (events, outcome, replayed, duration_us) = match loaded {
             Err(e) => {
                 let e = CallError::Load(e);
                 let class = failure_class(&e);

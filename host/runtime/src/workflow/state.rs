@@ -86,6 +86,10 @@ pub struct RunState {
     pub history: Vec<AttemptRecord>,
     pub retries: u64,
     pub escalations: u64,
+    /// The plugin versions the run recorded at its start (plugin →
+    /// digest); its attempts run those (`hot.rs`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub plugins: BTreeMap<String, String>,
 }
 
 /// An escalation: a failed step handed to people.
@@ -114,6 +118,7 @@ impl RunState {
             input,
             initiator,
             first,
+            plugins,
             ..
         } = ev
         else {
@@ -141,6 +146,7 @@ impl RunState {
             history: Vec::new(),
             retries: 0,
             escalations: 0,
+            plugins: plugins.clone(),
         })
     }
 

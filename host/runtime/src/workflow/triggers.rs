@@ -127,8 +127,18 @@ impl Host {
         let id = super::new_run_id(workflow, &self.deployment.name);
         let mut ev =
             super::engine::start_with_digest(def, self.digest_of(def), &id, input, initiator);
-        if let Event::RunStarted { trigger: slot, .. } = &mut ev {
+        // The versions the run will run, whatever is pushed after.
+        let pinned = self
+            .serving_digests(def.steps.iter().map(|s| s.plugin.clone()).collect())
+            .await;
+        if let Event::RunStarted {
+            trigger: slot,
+            plugins,
+            ..
+        } = &mut ev
+        {
             *slot = trigger;
+            *plugins = pinned;
         }
         let mut ev = [ev];
         if let Some(who) = initiator {

@@ -1,0 +1,554 @@
+//! Hot loading: new plugin versions while the host runs.
+//!
+//! What serves is a [`Generation`]: the loaded version of each plugin,
+//! immutable, replaced as a whole (`Host::generation`), so an operation
+//! that reads it once sees one consistent set. A version sent to the host
+//! ([`Host::push_plugin`], a rollback) goes through the same load-time
+//! check as any load, against the grants in force; only a version that
+//! passes replaces the serving one, and a refused one leaves it serving
+//! (`plugin-refused` names why). Each step is an event: `plugin-pushed`,
+//! then `plugin-activated` or `plugin-refused`; `plugin-pinned` makes one
+//! digest the only acceptable one. The index keeps the last activation and
+//! pin per plugin (`@meta active:NAME`, `pin:NAME`), so after a restart the
+//! last activated version serves, not the file `charter.toml` names.
+//!
+//! A run records at its start the digest of every plugin its workflow
+//! names (`run-started.plugins`) and every attempt of that run, after a
+//! push or a restart too, runs those bytes, read from the plugin store
+//! (`store.rs`) and re-verified. The grants are those in force now: a run
+//! keeps its code, not authority that was revoked.
+//!
+//! The configuration itself (`charter.toml`: grants, policies, workflows)
+//! is fixed for the host's life: a change applies at the next start.
+
+pub mod store;
+pub mod watch;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use charter_audit::Event;
+use serde::Serialize;
+
+use crate::error::LoadError;
+use crate::inspect::{ImportClass, Inspection, digest};
+use crate::{Host, LoadedPlugin, index};
+
+/// Versions besides the serving ones kept loaded for runs that recorded
+/// them; past this the oldest-used is dropped and loaded again if needed.
+pub const MAX_KEPT_VERSIONS: usize = 32;
+
+/// What serves: one loaded version per plugin (plugins load on first use).
+#[derive(Debug, Default)]
+pub struct Generation {
+    /// Counts replacements since the host started.
+    pub number: u64,
+    plugins: HashMap<String, Arc<LoadedPlugin>>,
+}
+
+impl Generation {
+    pub fn plugin(&self, name: &str) -> Option<&Arc<LoadedPlugin>> {
+        self.plugins.get(name)
+    }
+
+    /// Plugin → serving digest, of those loaded.
+    pub fn digests(&self) -> BTreeMap<String, String> {
+        self.plugins
+            .iter()
+            .map(|(n, p)| (n.clone(), p.digest.clone()))
+            .collect()
+    }
+}
+
+/// Why a version sent to the host was not activated.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("plugin {name:?} is not in the deployment (plugins: {known})")]
+    UnknownPlugin { name: String, known: String },
+    /// Refused by the checks; recorded as `plugin-refused` with `rule`.
+    #[error("{plugin}: version {digest} refused [{rule}]: {error}")]
+    Refused {
+        plugin: String,
+        digest: String,
+        rule: &'static str,
+        error: LoadError,
+    },
+    /// A request that names nothing to act on (no earlier version, a
+    /// digest that is no digest).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("event log: {0}")]
+    Log(String),
+}
+
+/// An activated version.
+#[derive(Debug, Clone, Serialize)]
+pub struct Activated {
+    pub plugin: String,
+    pub digest: String,
+    pub previous: Option<String>,
+    /// Generation number after the swap.
+    pub generation: u64,
+    /// From the bytes arriving to the swap: digest, compile, check, link.
+    pub swap_ms: u64,
+    /// True when this digest was serving already (nothing changed).
+    pub unchanged: bool,
+}
+
+/// How a version reached the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushSource {
+    Push,
+    Watch,
+    Rollback,
+}
+
+impl PushSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            PushSource::Push => "push",
+            PushSource::Watch => "watch",
+            PushSource::Rollback => "rollback",
+        }
+    }
+}
+
+impl Host {
+    /// The generation serving now (read it once per operation).
+    pub fn generation(&self) -> Arc<Generation> {
+        self.generation
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replace the generation with one where `loaded` serves; the digest
+    /// it replaced.
+    fn install(&self, loaded: Arc<LoadedPlugin>) -> (Option<String>, u64) {
+        let mut slot = self
+            .generation
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut plugins = slot.plugins.clone();
+        let previous = plugins
+            .insert(loaded.name.clone(), loaded)
+            .map(|p| p.digest.clone());
+        let number = slot.number + 1;
+        *slot = Arc::new(Generation { number, plugins });
+        (previous, number)
+    }
+
+    /// A first load: installed unless one serves already (a concurrent
+    /// load or a push won); the one that serves.
+    pub(crate) fn install_if_absent(&self, loaded: Arc<LoadedPlugin>) -> Arc<LoadedPlugin> {
+        let mut slot = self
+            .generation
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(p) = slot.plugins.get(&loaded.name) {
+            return p.clone();
+        }
+        let mut plugins = slot.plugins.clone();
+        plugins.insert(loaded.name.clone(), loaded.clone());
+        let number = slot.number + 1;
+        *slot = Arc::new(Generation { number, plugins });
+        loaded
+    }
+
+    /// The digest last activated for `name` (from the index), if any.
+    pub fn activated(&self, name: &str) -> Option<String> {
+        self.services
+            .store
+            .get(index::META, &format!("active:{name}"))
+            .ok()
+            .flatten()
+    }
+
+    /// The digest `name` is pinned to by `charter plugins pin`, if any.
+    pub fn pinned(&self, name: &str) -> Option<String> {
+        self.services
+            .store
+            .get(index::META, &format!("pin:{name}"))
+            .ok()
+            .flatten()
+    }
+
+    /// The serving digest of each plugin `names` lists (loading those not
+    /// loaded yet); those that cannot load are left out (their step fails
+    /// as it would have).
+    pub(crate) async fn serving_digests(&self, names: Vec<String>) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for name in names {
+            if let Ok(p) = self.load(&name).await {
+                out.insert(name, p.digest.clone());
+            }
+        }
+        out
+    }
+
+    /// Version `digest` of `name` for a run that recorded it: the serving
+    /// one if it is that, else a kept one, else loaded from the plugin
+    /// store (verified) through the load-time check against the grants in
+    /// force.
+    pub(crate) async fn load_version(
+        &self,
+        name: &str,
+        digest_: &str,
+    ) -> Result<Arc<LoadedPlugin>, LoadError> {
+        let serving = self.load(name).await;
+        if let Ok(p) = &serving
+            && p.digest == digest_
+        {
+            return Ok(p.clone());
+        }
+        if let Some(p) = self.kept(digest_, name) {
+            return Ok(p);
+        }
+        let spec = self.spec(name)?.clone();
+        let bytes = match store::get(
+            &self.deployment.data_dir,
+            name,
+            digest_,
+            spec.limits.max_component_bytes,
+        ) {
+            Ok(b) => b,
+            Err(e) => return self.refused(name, e, Some(digest_.to_string())).await,
+        };
+        match self.load_checked(&spec, Some(bytes)).await {
+            Ok(p) => {
+                let ev = Event::PluginLoaded {
+                    plugin: name.to_string(),
+                    digest: p.digest.clone(),
+                    groups: spec.groups.clone(),
+                };
+                if let Err(e) = self.services.log.append(vec![ev]).await {
+                    tracing::error!("event log: {e}");
+                }
+                self.keep(p.clone());
+                Ok(p)
+            }
+            Err((e, d)) => self.refused(name, e, d).await,
+        }
+    }
+
+    fn kept(&self, digest_: &str, name: &str) -> Option<Arc<LoadedPlugin>> {
+        let v = self
+            .versions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        v.get(digest_).filter(|p| p.name == name).cloned()
+    }
+
+    fn keep(&self, p: Arc<LoadedPlugin>) {
+        let mut v = self
+            .versions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if v.len() >= MAX_KEPT_VERSIONS {
+            // Any one: a run that needs it again loads it again.
+            if let Some(k) = v.keys().next().cloned() {
+                v.remove(&k);
+            }
+        }
+        v.insert(p.digest.clone(), p);
+    }
+
+    /// Check `bytes` as the next version of `name` and, if it passes, make
+    /// it serve new runs. Recorded: `plugin-pushed` (by `by`), then
+    /// `plugin-activated` or `plugin-refused`. One push at a time. Long
+    /// because it is the whole pipeline in order, each stage recorded.
+    pub async fn push_plugin(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        by: &str,
+        source: PushSource,
+    ) -> Result<Activated, PushError> {
+        let started = std::time::Instant::now();
+        let spec = self
+            .spec(name)
+            .map_err(|_| PushError::UnknownPlugin {
+                name: crate::record::text(name),
+                known: self
+                    .deployment
+                    .plugins
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?
+            .clone();
+        let _one = self.pushes.lock().await;
+        self.record_config().await;
+        let d = digest(&bytes);
+        let pushed = Event::PluginPushed {
+            plugin: name.to_string(),
+            digest: d.clone(),
+            by: by.to_string(),
+            auth: self.how_proven(by),
+            source: source.as_str().into(),
+        };
+        self.services
+            .log
+            .append(vec![pushed])
+            .await
+            .map_err(|e| PushError::Log(e.to_string()))?;
+        let refuse = |rule: &'static str, error: LoadError| PushError::Refused {
+            plugin: name.to_string(),
+            digest: d.clone(),
+            rule,
+            error,
+        };
+        // What is checked before anything is compiled: a connector (its
+        // routes are linked into its importers), the pin.
+        let early = if !spec.provides.is_empty() {
+            Some(LoadError::Link {
+                plugin: name.to_string(),
+                detail: "a connector is not swapped while the host runs (its importers are linked to it); change its file and restart".into(),
+            })
+        } else {
+            self.pinned(name)
+                .filter(|p| *p != d)
+                .map(|p| LoadError::DigestMismatch {
+                    plugin: name.to_string(),
+                    path: store::dir(&self.deployment.data_dir),
+                    pinned: p,
+                    actual: d.clone(),
+                })
+        };
+        if let Some(e) = early {
+            let rule = match &e {
+                LoadError::DigestMismatch { .. } => "digest-pin",
+                _ => "connector",
+            };
+            let Err(e) = self.refused::<()>(name, e, Some(d.clone())).await else {
+                unreachable!("refused returns its error")
+            };
+            return Err(refuse(rule, e));
+        }
+        let serving = self.generation().plugin(name).map(|p| p.digest.clone());
+        let loaded = match self.load_checked(&spec, Some(bytes)).await {
+            Ok(p) => p,
+            Err((e, _)) => {
+                let rule = rule_of(&e);
+                let Err(e) = self.refused::<()>(name, e, Some(d.clone())).await else {
+                    unreachable!("refused returns its error")
+                };
+                return Err(refuse(rule, e));
+            }
+        };
+        let previous = serving.or_else(|| self.activated(name));
+        let ev = Event::PluginActivated {
+            plugin: name.to_string(),
+            digest: d.clone(),
+            previous: previous.clone(),
+            by: by.to_string(),
+        };
+        self.services
+            .log
+            .append(vec![ev])
+            .await
+            .map_err(|e| PushError::Log(e.to_string()))?;
+        if let Some(old) = self.generation().plugin(name) {
+            // Runs that recorded the version replaced keep running it.
+            self.keep(old.clone());
+        }
+        let (_, number) = self.install(loaded);
+        let swap_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(plugin = %name, digest = %d, previous = ?previous, swap_ms, "activated");
+        Ok(Activated {
+            plugin: name.to_string(),
+            unchanged: previous.as_deref() == Some(d.as_str()),
+            digest: d,
+            previous,
+            generation: number,
+            swap_ms,
+        })
+    }
+
+    /// Activate an earlier version of `name` again, from the plugin store:
+    /// `digest`, or the one active before the serving one.
+    pub async fn rollback_plugin(
+        &self,
+        name: &str,
+        digest_: Option<&str>,
+        by: &str,
+        history: &[Event],
+    ) -> Result<Activated, PushError> {
+        let spec = self
+            .spec(name)
+            .map_err(|_| PushError::UnknownPlugin {
+                name: crate::record::text(name),
+                known: String::new(),
+            })?
+            .clone();
+        let target = match digest_ {
+            Some(d) => d.to_string(),
+            None => {
+                let serving = match self.load(name).await {
+                    Ok(p) => Some(p.digest.clone()),
+                    Err(_) => self.activated(name),
+                };
+                previous_version(history, name, serving.as_deref()).ok_or_else(|| {
+                    PushError::Invalid(format!(
+                        "{name}: no earlier version is recorded; name one (`charter plugins history {name}`)"
+                    ))
+                })?
+            }
+        };
+        if !store::valid_digest(&target) {
+            return Err(PushError::Invalid(format!(
+                "{} is not a digest (sha256:<64 hex>)",
+                crate::record::text(&target)
+            )));
+        }
+        let bytes = store::get(
+            &self.deployment.data_dir,
+            name,
+            &target,
+            spec.limits.max_component_bytes,
+        )
+        .map_err(|e| PushError::Refused {
+            plugin: name.to_string(),
+            digest: target.clone(),
+            rule: rule_of(&e),
+            error: e,
+        })?;
+        self.push_plugin(name, bytes, by, PushSource::Rollback)
+            .await
+    }
+
+    /// Pin `name` to `digest` (`None`: unpin): from now on a push or a
+    /// rollback of any other version is refused. Recorded as
+    /// `plugin-pinned` by `by`.
+    pub async fn pin_plugin(
+        &self,
+        name: &str,
+        digest_: Option<&str>,
+        by: &str,
+    ) -> Result<(), PushError> {
+        if !self.deployment.plugins.contains_key(name) {
+            return Err(PushError::UnknownPlugin {
+                name: crate::record::text(name),
+                known: self
+                    .deployment
+                    .plugins
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        if let Some(d) = digest_
+            && !store::valid_digest(d)
+        {
+            return Err(PushError::Invalid(format!(
+                "{} is not a digest (sha256:<64 hex>)",
+                crate::record::text(d)
+            )));
+        }
+        let _one = self.pushes.lock().await;
+        let ev = Event::PluginPinned {
+            plugin: name.to_string(),
+            digest: digest_.map(str::to_string),
+            by: by.to_string(),
+            auth: self.how_proven(by),
+        };
+        self.services
+            .log
+            .append(vec![ev])
+            .await
+            .map_err(|e| PushError::Log(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Inspect version `digest` of `name` from the plugin store (verified,
+    /// compiled, not linked or run): what `charter plugins diff` compares.
+    pub async fn inspect_version(
+        &self,
+        name: &str,
+        digest_: &str,
+    ) -> Result<Inspection, LoadError> {
+        let spec = self.spec(name)?.clone();
+        let bytes = store::get(
+            &self.deployment.data_dir,
+            name,
+            digest_,
+            spec.limits.max_component_bytes,
+        )?;
+        let (bytes, component) = self.check_and_compile(&spec, bytes).await?;
+        Ok(crate::inspect::inspect(&self.engine, &component, &bytes))
+    }
+}
+
+/// The version active before `serving` in `history` (a plugin's events,
+/// oldest first): the `previous` of the activation that made it serve, or
+/// the first load recorded of another digest.
+pub fn previous_version(history: &[Event], name: &str, serving: Option<&str>) -> Option<String> {
+    let mut seen: Vec<&str> = vec![];
+    for e in history {
+        match e {
+            Event::PluginActivated { plugin, digest, .. }
+            | Event::PluginLoaded { plugin, digest, .. }
+                if plugin == name =>
+            {
+                seen.retain(|d| *d != digest.as_str());
+                seen.push(digest);
+            }
+            _ => {}
+        }
+    }
+    seen.into_iter()
+        .rev()
+        .find(|d| Some(*d) != serving)
+        .map(str::to_string)
+}
+
+fn rule_of(e: &LoadError) -> &'static str {
+    match e {
+        LoadError::Ungranted(_) => "ungranted-import",
+        LoadError::Governance(_) => "governance",
+        LoadError::DigestMismatch { .. } => "digest-pin",
+        LoadError::Tampered { .. } => "tampered",
+        LoadError::TooLarge { .. } => "too-large",
+        LoadError::CoreModule { .. } | LoadError::Malformed { .. } | LoadError::NotAStep { .. } => {
+            "not-a-component"
+        }
+        _ => "load-error",
+    }
+}
+
+/// One import as a reviewer reads it: `interface.function`, whether it is
+/// a write (its effect leaves the host), and what it makes reachable.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ImportLine {
+    pub function: String,
+    pub write: bool,
+}
+
+/// The capability imports of a version, one line per function.
+pub fn import_lines(insp: &Inspection) -> Vec<ImportLine> {
+    let mut out: Vec<ImportLine> = insp
+        .imports
+        .iter()
+        .filter(|i| i.class == ImportClass::Capability)
+        .flat_map(|i| {
+            let bare = i.interface.split('@').next().unwrap_or(&i.interface);
+            i.functions.iter().map(move |f| {
+                let write = crate::catalog()
+                    .lookup(&i.interface, f)
+                    .map(|id| crate::catalog().get(id).effect() == charter_config::Effect::Write)
+                    // An outbound request, a connector's function: treated
+                    // as a write (its effect may leave the host).
+                    .unwrap_or(!bare.starts_with("charter:host/"));
+                ImportLine {
+                    function: format!("{bare}.{f}"),
+                    write,
+                }
+            })
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}

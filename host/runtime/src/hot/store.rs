@@ -1,0 +1,137 @@
+//! The data directory's plugin store: every version a host loaded or was
+//! sent, by content (`<data_dir>/plugins/sha256-<hex>.wasm`), so a run
+//! pinned to a version runs those bytes after a push, a rollback or a
+//! restart. Written tmp + fsync + rename (+ fsync of the directory): a
+//! crash leaves the old file or the new one, never half of one. Read back
+//! bounded and re-verified against the digest it is stored under: a file
+//! changed on disk is refused ([`LoadError::Tampered`]), never run.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::LoadError;
+use crate::inspect::digest;
+
+/// The store's directory in a data directory.
+pub fn dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("plugins")
+}
+
+/// `sha256:<64 hex>` and nothing else: what may name a stored file.
+pub fn valid_digest(d: &str) -> bool {
+    d.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// Where version `digest` is kept; `None` for a string that is no digest
+/// (it never becomes a path).
+pub fn path(data_dir: &Path, digest: &str) -> Option<PathBuf> {
+    valid_digest(digest).then(|| dir(data_dir).join(format!("sha256-{}.wasm", &digest[7..])))
+}
+
+/// Keep `bytes` (whose digest is `digest`); nothing is written when the
+/// version is there already and intact.
+pub fn put(data_dir: &Path, digest_: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let target = path(data_dir, digest_)
+        .ok_or_else(|| std::io::Error::other(format!("not a digest: {digest_}")))?;
+    debug_assert_eq!(digest(bytes), digest_);
+    if std::fs::read(&target).is_ok_and(|b| digest(&b) == digest_) {
+        return Ok(());
+    }
+    let d = dir(data_dir);
+    std::fs::create_dir_all(&d)?;
+    let tmp = d.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?;
+    let written = f.write_all(bytes).and_then(|()| f.sync_all());
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, &target)?;
+    std::fs::File::open(&d)?.sync_all()
+}
+
+static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Version `digest` of `plugin`, read bounded by `limit` and verified.
+pub fn get(data_dir: &Path, plugin: &str, digest_: &str, limit: u64) -> Result<Vec<u8>, LoadError> {
+    let Some(p) = path(data_dir, digest_) else {
+        return Err(LoadError::Read {
+            plugin: plugin.to_string(),
+            path: dir(data_dir),
+            source: std::io::Error::other(format!(
+                "not a digest: {}",
+                crate::record::text(digest_)
+            )),
+        });
+    };
+    let bytes = crate::read_bounded(&p, limit)
+        .map_err(|source| LoadError::Read {
+            plugin: plugin.to_string(),
+            path: p.clone(),
+            source,
+        })?
+        .map_err(|size| LoadError::TooLarge {
+            plugin: plugin.to_string(),
+            size,
+            limit,
+        })?;
+    let actual = digest(&bytes);
+    if actual != digest_ {
+        return Err(LoadError::Tampered {
+            plugin: plugin.to_string(),
+            path: p,
+            expected: digest_.to_string(),
+            actual,
+        });
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_file_is_refused_and_names_are_digests_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = b"\0asm\x0d\0\x01\0 not really".to_vec();
+        let d = digest(&bytes);
+        put(dir.path(), &d, &bytes).unwrap();
+        assert_eq!(get(dir.path(), "p", &d, 1 << 20).unwrap(), bytes);
+        // Idempotent.
+        put(dir.path(), &d, &bytes).unwrap();
+        let p = path(dir.path(), &d).unwrap();
+        std::fs::write(&p, b"\0asm\x0d\0\x01\0 swapped").unwrap();
+        let e = get(dir.path(), "p", &d, 1 << 20).unwrap_err();
+        assert!(matches!(e, LoadError::Tampered { .. }), "{e}");
+        // Putting it again repairs it.
+        put(dir.path(), &d, &bytes).unwrap();
+        assert!(get(dir.path(), "p", &d, 1 << 20).is_ok());
+        // Over the bound: refused before it is all read.
+        assert!(matches!(
+            get(dir.path(), "p", &d, 4),
+            Err(LoadError::TooLarge { .. })
+        ));
+        for bad in [
+            "sha256:../../etc/passwd",
+            "sha256:ABC",
+            &format!("sha256:{}", "G".repeat(64)),
+            &format!("md5:{}", "a".repeat(64)),
+            "",
+        ] {
+            assert!(path(dir.path(), bad).is_none(), "{bad}");
+            assert!(get(dir.path(), "p", bad, 1 << 20).is_err());
+        }
+    }
+}
