@@ -683,6 +683,9 @@ impl OidcFile {
                 "oidc: algorithm {a:?} is not accepted: only RS256 and ES256 (never none, never an HMAC with a public key)"
             ));
         }
+        if self.jwks_refresh_seconds == 0 {
+            return Err("oidc: jwks_refresh_seconds must be at least 1 (it bounds how often an unknown kid makes the host re-read the keys)".into());
+        }
         if self.leeway_seconds > 300 {
             return Err("oidc: leeway_seconds must be at most 300".into());
         }
