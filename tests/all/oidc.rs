@@ -61,8 +61,16 @@ fn issuer(doc: Vec<u8>) -> Issuer {
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(mut s) = s else { continue };
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
+            // Read the whole request head before answering: closing a
+            // socket with unread bytes resets the connection.
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
             h.fetch_add(1, Ordering::SeqCst);
             let body = d.lock().unwrap().clone();
             let head = format!(
@@ -234,7 +242,12 @@ fn oidc_jwts_prove_people_to_the_running_host() {
     let rotated = jwt(Algorithm::RS256, "b", &rsa("rsa-b.pem"), &claims("00u-bob"));
     std::thread::sleep(Duration::from_millis(1_100));
     let r = http(a, "GET", "/v1/whoami", Some(&rotated), None);
-    assert_eq!(r.status, 200, "{}", r.body);
+    if r.status != 200 {
+        let _ = child.kill();
+        let mut err = String::new();
+        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+        panic!("{}: {err}", r.body);
+    }
     // A flood of unknown kids re-reads the keys at most once per second.
     let before = idp.hits.load(Ordering::SeqCst);
     let t = Instant::now();

@@ -235,7 +235,7 @@ async fn deliver(
 
 /// Check and start one delivery. `Err(Ok(_))`: the sender proved itself
 /// but the request is wrong (400, not an audit event); `Err(Err(_))`: a
-/// refusal (404/401/413, counted toward a `hook-refused` event).
+/// refusal (401/413, counted toward a `hook-refused` event).
 async fn accept(
     h: &Hooks,
     name: &str,
