@@ -167,8 +167,11 @@ mod jwt {
     const NOW: u64 = 1_800_000_000;
 
     fn oidc_deployment() -> Authenticator {
+        // One file per call: the tests run in parallel in one process.
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let path =
-            std::env::temp_dir().join(format!("charter-auth-jwks-{}.json", std::process::id()));
+            std::env::temp_dir().join(format!("charter-auth-jwks-{}-{n}.json", std::process::id()));
         std::fs::write(&path, jwks()).unwrap();
         let d = deployment(&format!(
             "[oidc]\nissuer = \"https://idp.test\"\naudience = \"charter\"\njwks_file = \"{}\"\n\

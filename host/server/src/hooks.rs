@@ -177,7 +177,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(control: Arc<Control>) -> Router
 struct Refused {
     hook: String,
     reason: &'static str,
-    error: ApiError,
+    error: Box<ApiError>,
     /// What the audit event says (the answer may say less).
     detail: String,
 }
@@ -187,7 +187,7 @@ fn refused(hook: &str, reason: &'static str, error: ApiError) -> Refused {
         hook: hook.to_string(),
         reason,
         detail: error.message.clone(),
-        error,
+        error: Box::new(error),
     }
 }
 
@@ -202,7 +202,11 @@ fn unauthenticated(hook: &str, reason: &'static str, message: &str) -> Refused {
     Refused {
         hook: hook.to_string(),
         reason,
-        error: ApiError::new(ErrorClass::Refused, "unauthenticated", NOT_AUTHENTICATED),
+        error: Box::new(ApiError::new(
+            ErrorClass::Refused,
+            "unauthenticated",
+            NOT_AUTHENTICATED,
+        )),
         detail: message.to_string(),
     }
 }
@@ -228,7 +232,7 @@ async fn deliver(
                     tracing::error!(error = %e, "recording a refused webhook delivery failed");
                 }
             }
-            HttpError(r.error).into_response()
+            HttpError(*r.error).into_response()
         }
     }
 }
