@@ -17,6 +17,7 @@ mod http;
 mod identity;
 mod load;
 mod notify;
+mod oidc;
 mod policy_attack;
 mod policy_depth;
 mod redteam;

@@ -218,7 +218,7 @@ fn deliver(addr: &str, body: &[u8], headers: &[(&str, &str)]) -> Reply {
 
 /// Webhooks: signed and token deliveries start runs with the body as
 /// input; a retried delivery answers the first run and starts nothing,
-/// also after a restart; refusals are 401/404/413 with the API's error
+/// also after a restart, or under a new id; refusals are 401/413 with the API's error
 /// body and `hook-refused` audit events, a flood of them aggregated.
 #[test]
 fn webhook_deliveries_start_one_run_each_and_refusals_are_audited() {
@@ -354,9 +354,9 @@ fn webhook_deliveries_start_one_run_each_and_refusals_are_audited() {
                 ],
             ),
         ),
-        // An unknown hook.
+        // An unknown hook: the same answer as a bad credential.
         (
-            404,
+            401,
             "unknown-hook",
             http(
                 a,
@@ -385,6 +385,28 @@ fn webhook_deliveries_start_one_run_each_and_refusals_are_audited() {
         assert_eq!(e["ok"], false, "{e}");
         assert!(e["error"]["message"].is_string(), "{e}");
     }
+    // An unknown hook and a known one with a bad or no credential cannot
+    // be told apart: one status, one body.
+    let unauthenticated: std::collections::BTreeSet<&str> = cases
+        .iter()
+        .filter(|(status, _, _)| *status == 401)
+        .map(|(_, _, r)| r.body.as_str())
+        .collect();
+    assert_eq!(unauthenticated.len(), 1, "{unauthenticated:?}");
+
+    // The first delivery's signed body replayed under a new delivery id:
+    // the first run, nothing started.
+    let r = deliver(
+        a,
+        body,
+        &[
+            ("X-Hub-Signature-256", &sig),
+            ("X-GitHub-Delivery", "d-replayed"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["run"], first.as_str(), "{}", r.body);
+    assert_eq!(r.json()["status"], "duplicate");
     // An authenticated delivery without a delivery id, or with a body that
     // is not JSON, is the sender's mistake (400), not an audited refusal.
     let r = deliver(a, body, &[("X-Hub-Signature-256", &sig)]);
@@ -583,6 +605,20 @@ input = { from = "schedule" }
         .cloned()
         .unwrap_or_else(|| panic!("{proposals}"));
     assert_eq!(p["status"], "expired", "{p}");
+    // The timers recorded the expiry: one proposal-resolved event.
+    let pid = p["id"].as_str().unwrap().to_string();
+    let expiries = |a: &str| {
+        events(a, &s.bob, "proposal-resolved")
+            .iter()
+            .filter(|e| e["proposal"] == pid.as_str() && e["status"] == "expired")
+            .count()
+    };
+    assert_eq!(
+        expiries(a),
+        1,
+        "{:?}",
+        events(a, &s.bob, "proposal-resolved")
+    );
 
     // The schedule has been starting runs: one per tick, each completes.
     let start = Instant::now();
@@ -615,6 +651,8 @@ input = { from = "schedule" }
         std::thread::sleep(Duration::from_millis(200));
     }
     let all = ticks(a, &s.bob);
+    // Still one expiry record after a restart.
+    assert_eq!(expiries(a), 1);
     stop(child);
     // The ticks missed well before the restart were not made up one by
     // one (run-once starts at most one run, for the latest, which is

@@ -49,6 +49,71 @@ impl Control {
     }
 }
 
+/// How long the host waits for an issuer's keys (`[oidc] jwks_url`).
+pub const JWKS_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Control {
+    /// Re-read the `[oidc]` issuer's keys, if a re-read is due
+    /// ([`charter_auth::oidc::OidcVerifier::claim_refresh`]: at most one
+    /// per `jwks_refresh_seconds`, however many requests ask): fetch
+    /// `jwks_url` (bounded: [`JWKS_FETCH_TIMEOUT`], 1 MiB) or re-read
+    /// `jwks_file`. `true` when new keys are in place. A failure is
+    /// logged, and the keys held stay.
+    pub async fn refresh_oidc_keys(&self) -> bool {
+        let Some(v) = self.auth.oidc() else {
+            return false;
+        };
+        if !v.claim_refresh(charter_audit::now_ms()) {
+            return false;
+        }
+        let read = match &v.config().jwks {
+            charter_config::JwksSource::File(_) => v.reload_file(),
+            charter_config::JwksSource::Url(url) => {
+                let max = charter_auth::oidc::MAX_JWKS;
+                match charter_runtime::fetch::get(url, JWKS_FETCH_TIMEOUT, max).await {
+                    Ok(bytes) => v.set_jwks(&bytes),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        match read {
+            Ok(n) => {
+                tracing::info!(keys = n, "oidc: the issuer's keys were read");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "oidc: the issuer's keys could not be read; the keys held stay");
+                false
+            }
+        }
+    }
+
+    /// [`Control::principal`], and for a JWT whose `kid` the keys held do
+    /// not know (the issuer may have rotated), once more after a re-read
+    /// of the keys if one is due.
+    pub async fn principal_refreshing(
+        &self,
+        credential: Credential<'_>,
+    ) -> Result<Principal, ApiError> {
+        let first = self.principal(credential);
+        let (Err(_), Credential::Token(t)) = (&first, credential) else {
+            return first;
+        };
+        let now = charter_audit::now_ms() / 1000;
+        let unknown_kid = matches!(
+            self.auth.authenticate(Some(t), now),
+            Err(AuthError::Jwt {
+                kind: "jwt-unknown-key",
+                ..
+            })
+        );
+        if unknown_kid && self.refresh_oidc_keys().await {
+            return self.principal(credential);
+        }
+        first
+    }
+}
+
 fn unauthenticated(e: AuthError) -> ApiError {
     ApiError::new(ErrorClass::Refused, "unauthenticated", e.to_string())
 }

@@ -189,6 +189,7 @@ impl From<RunError> for ApiError {
                 RunError::Refused { .. } => "refused",
                 RunError::WorkflowChanged { .. } | RunError::Invalid(_) => "invalid",
                 RunError::Log(_) | RunError::LeaseLost(_) => "internal",
+                RunError::Unavailable(_) => "unavailable",
             },
             e.to_string(),
         );

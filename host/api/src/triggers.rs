@@ -131,12 +131,30 @@ impl Control {
     ) -> Result<HookStarted, ApiError> {
         validate::json_size("the input", &input)?;
         let host = self.host()?;
-        let started = host
-            .start_triggered_run(workflow, input, initiator, t)
-            .await?;
-        if !started.duplicate {
-            host.drive_soon(&started.run);
-        }
+        // The start and the hand-off to a driver are one task of their
+        // own: a sender that hangs up mid-request (its future dropped)
+        // cannot leave a recorded run that nobody drives.
+        let (workflow, initiator) = (workflow.to_string(), initiator.to_string());
+        let started = tokio::spawn(async move {
+            let started = host
+                .start_triggered_run(&workflow, input, &initiator, t)
+                .await?;
+            // A duplicate of a run that has not ended is driven too: the
+            // first delivery's drive may never have happened (a crash
+            // between its record and its drive). A driver already on it
+            // keeps it (the lease), and a run that waits for people
+            // waits on.
+            let ended = started.duplicate
+                && host
+                    .run(&started.run)
+                    .is_some_and(|st| st.status.is_terminal());
+            if !ended {
+                host.drive_soon(&started.run);
+            }
+            Ok::<_, charter_runtime::workflow::RunError>(started)
+        })
+        .await
+        .map_err(|e| ApiError::internal(&e))??;
         Ok(HookStarted {
             ok: true,
             status: if started.duplicate {

@@ -15,6 +15,7 @@
 //! name the request claims.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use charter_config::{Deployment, IdentityKind, TokenHash};
 use sha2::{Digest, Sha256};
@@ -35,6 +36,9 @@ pub enum AuthMethod {
     /// A name given on the command line of a deployment that declares no
     /// token at all: nobody proved anything (demos and single-user use).
     Claimed,
+    /// A JWT of the deployment's `[oidc]` issuer whose subject an identity
+    /// lists in `oidc_subjects`.
+    Oidc,
 }
 
 impl AuthMethod {
@@ -42,6 +46,7 @@ impl AuthMethod {
         match self {
             AuthMethod::Token => "token",
             AuthMethod::Claimed => "claimed",
+            AuthMethod::Oidc => "oidc",
         }
     }
 }
@@ -82,6 +87,11 @@ pub enum AuthError {
         "the token of {identity} expired at {expired} (Unix seconds); mint a new one with `charter tokens create {identity}`"
     )]
     Expired { identity: String, expired: u64 },
+    /// A JWT refused ([`oidc`]); `kind` says why (`jwt-expired`,
+    /// `jwt-wrong-issuer`, `jwt-wrong-audience`, `jwt-bad-signature`,
+    /// `jwt-unknown-key`, `jwt-algorithm`, `jwt-unknown-subject`, ...).
+    #[error("{message}")]
+    Jwt { kind: &'static str, message: String },
 }
 
 impl AuthError {
@@ -92,6 +102,7 @@ impl AuthError {
             AuthError::Malformed => "malformed-token",
             AuthError::Unknown => "unknown-token",
             AuthError::Expired { .. } => "expired-token",
+            AuthError::Jwt { kind, .. } => kind,
         }
     }
 }
@@ -159,6 +170,7 @@ pub struct Authenticator {
     /// Token hash → identity name.
     by_hash: HashMap<[u8; 32], String>,
     identities: HashMap<String, charter_config::Identity>,
+    oidc: Option<Arc<oidc::OidcVerifier>>,
 }
 
 impl Authenticator {
@@ -176,7 +188,13 @@ impl Authenticator {
                 .iter()
                 .map(|(n, i)| (n.clone(), i.clone()))
                 .collect(),
+            oidc: oidc::OidcVerifier::new(deployment).map(Arc::new),
         }
+    }
+
+    /// The `[oidc]` verifier, if the deployment declares an issuer.
+    pub fn oidc(&self) -> Option<&Arc<oidc::OidcVerifier>> {
+        self.oidc.as_ref()
     }
 
     /// The declared identity a token names (its readable part), if it is
@@ -191,13 +209,26 @@ impl Authenticator {
     /// Whether any identity declares a token: then every decision needs
     /// one, on the command line as through the API.
     pub fn requires_tokens(&self) -> bool {
-        !self.by_hash.is_empty()
+        !self.by_hash.is_empty() || self.oidc.is_some()
     }
 
     /// The principal a bearer token proves, at `now` (Unix seconds).
     pub fn authenticate(&self, token: Option<&str>, now: u64) -> Result<Principal, AuthError> {
         let token = token.map(str::trim).filter(|t| !t.is_empty());
         let token = token.ok_or(AuthError::Missing)?;
+        if let Some(v) = &self.oidc
+            && !token.starts_with(TOKEN_PREFIX)
+            && oidc::looks_like_jwt(token)
+        {
+            let name = v.verify(token, now)?;
+            let id = self.identities.get(&name).ok_or(AuthError::Unknown)?;
+            return Ok(Principal {
+                name: id.name.clone(),
+                kind: id.kind,
+                roles: id.roles.clone(),
+                method: AuthMethod::Oidc,
+            });
+        }
         let (name, expiry) = parts(token).ok_or(AuthError::Malformed)?;
         let h = hash(token);
         let holder = self.by_hash.get(&h.0).ok_or(AuthError::Unknown)?;
@@ -258,6 +289,18 @@ pub enum ClaimError {
     #[error("{name} is not an identity of this deployment (known: {})", known.join(", "))]
     Unknown { name: String, known: Vec<String> },
 }
+
+/// `s` for an error message: at most 80 characters, control characters
+/// escaped (a refused credential's parts are the sender's text).
+pub(crate) fn shown(s: &str) -> String {
+    let mut out: String = s.chars().take(80).flat_map(char::escape_debug).collect();
+    if s.chars().count() > 80 {
+        out.push('…');
+    }
+    out
+}
+
+pub mod oidc;
 
 #[cfg(test)]
 mod tests;

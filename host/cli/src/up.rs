@@ -26,7 +26,7 @@ pub async fn up(
     }
     if !charter_auth::Authenticator::new(&deployment).requires_tokens() {
         bail!(
-            "{} declares no token, so nobody could prove who they are to the API: mint one with `charter tokens create NAME` and add its hash under [identities.NAME]",
+            "{} declares no token and no [oidc] issuer, so nobody could prove who they are to the API: mint one with `charter tokens create NAME` and add its hash under [identities.NAME]",
             config.path().display()
         );
     }
@@ -36,6 +36,9 @@ pub async fn up(
     let addr = listener.local_addr()?;
     let host = Arc::new(Host::new(deployment, HostOptions::default())?);
     let control = Arc::new(Control::with_host(host.clone(), Access::Remote));
+    // An [oidc] jwks_url is fetched once now (bounded); later only when a
+    // JWT names a kid the keys do not hold, at most once per interval.
+    control.refresh_oidc_keys().await;
     write_endpoint(&endpoint, &format!("http://{addr}"))?;
     let service = charter_server::Service::new();
     // Runs a crash or a stop left running go on, retries and proposal

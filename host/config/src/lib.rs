@@ -40,6 +40,12 @@
 //! [identities.shop-webhook]      # a service account: never decides a proposal
 //! kind = "service"
 //! tokens = ["sha256:60303a…"]
+//!
+//! [oidc]                         # optional: JWTs of one issuer (see [`Oidc`])
+//! issuer = "https://idp.example.com"
+//! audience = "charter"
+//! jwks_url = "https://idp.example.com/.well-known/jwks.json"   # or jwks_file
+//! # [identities.bob] oidc_subjects = ["00u1ab…"] maps a subject to bob
 //! ```
 //!
 //! ## Effects
@@ -420,6 +426,8 @@ pub struct Deployment {
     /// Everyone who may act on the deployment through its API, people and
     /// service accounts, with the hashes of their tokens.
     pub identities: BTreeMap<String, Identity>,
+    /// JWTs of one OIDC issuer also prove identities (`[oidc]`).
+    pub oidc: Option<Oidc>,
     /// Workflows: inline `[workflows.NAME]` and `workflows/NAME.toml`
     /// beside the deployment file.
     pub workflows: BTreeMap<String, Workflow>,
@@ -447,6 +455,39 @@ pub struct Identity {
     /// themselves never appear in the file (`charter tokens create NAME`).
     #[serde(skip)]
     pub tokens: Vec<TokenHash>,
+    /// The OIDC subjects (the `[oidc] subject_claim` of a verified JWT)
+    /// that prove this identity.
+    pub oidc_subjects: Vec<String>,
+}
+
+/// `[oidc]`: JWTs signed by one issuer's keys prove identities. The
+/// issuer proves *who* (a subject mapped by `oidc_subjects` to a declared
+/// identity); what that identity may do (kind, roles) is this file's.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Oidc {
+    /// The `iss` every JWT must carry, exactly.
+    pub issuer: String,
+    /// An `aud` every JWT must carry (one of its audiences).
+    pub audience: String,
+    /// Where the issuer's public keys (a JWKS document) are.
+    pub jwks: JwksSource,
+    /// The claim naming the subject (`sub` unless set).
+    pub subject_claim: String,
+    /// The signature algorithms accepted: `RS256` and/or `ES256`.
+    pub algorithms: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf`, seconds (at most 300).
+    pub leeway_secs: u64,
+    /// The shortest time between two fetches of `jwks_url` (an unknown
+    /// `kid` asks for one), seconds.
+    pub refresh_secs: u64,
+}
+
+/// Where an issuer's keys are read from.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JwksSource {
+    File(PathBuf),
+    Url(String),
 }
 
 /// Whether an identity is a person or a service account.
@@ -553,6 +594,8 @@ struct File {
     #[serde(default)]
     identities: BTreeMap<String, IdentityFile>,
     #[serde(default)]
+    oidc: Option<OidcFile>,
+    #[serde(default)]
     workflows: BTreeMap<String, workflow::WorkflowFile>,
 }
 
@@ -565,6 +608,97 @@ struct IdentityFile {
     roles: Vec<String>,
     #[serde(default)]
     tokens: Vec<String>,
+    #[serde(default)]
+    oidc_subjects: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OidcFile {
+    issuer: String,
+    audience: String,
+    jwks_file: Option<PathBuf>,
+    jwks_url: Option<String>,
+    #[serde(default = "default_subject_claim")]
+    subject_claim: String,
+    #[serde(default = "default_algorithms")]
+    algorithms: Vec<String>,
+    #[serde(default = "default_leeway")]
+    leeway_seconds: u64,
+    #[serde(default = "default_refresh")]
+    jwks_refresh_seconds: u64,
+}
+
+fn default_subject_claim() -> String {
+    "sub".into()
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into()]
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+fn default_refresh() -> u64 {
+    60
+}
+
+/// The algorithms an `[oidc]` may accept: asymmetric only, so a public key
+/// can never be used as an HMAC secret, and never `none`.
+pub const OIDC_ALGORITHMS: [&str; 2] = ["RS256", "ES256"];
+
+impl OidcFile {
+    fn into_oidc(self, base: &Path) -> Result<Oidc, String> {
+        let jwks = match (self.jwks_file, self.jwks_url) {
+            (Some(f), None) => JwksSource::File(base.join(f)),
+            (None, Some(u)) => {
+                let ok = (u.starts_with("https://") || u.starts_with("http://"))
+                    && u.len() <= MAX_WEBHOOK_URL
+                    && !u
+                        .chars()
+                        .any(|c| c.is_whitespace() || c.is_control() || c == '@');
+                if !ok {
+                    return Err(format!(
+                        "oidc: jwks_url {u:?} is not an http:// or https:// URL (no credentials in it)"
+                    ));
+                }
+                JwksSource::Url(u)
+            }
+            _ => return Err("oidc: give exactly one of jwks_file or jwks_url".into()),
+        };
+        if self.issuer.is_empty() || self.audience.is_empty() || self.subject_claim.is_empty() {
+            return Err("oidc: issuer, audience and subject_claim must not be empty".into());
+        }
+        if self.algorithms.is_empty() {
+            return Err("oidc: algorithms must name at least one of RS256, ES256".into());
+        }
+        if let Some(a) = self
+            .algorithms
+            .iter()
+            .find(|a| !OIDC_ALGORITHMS.contains(&a.as_str()))
+        {
+            return Err(format!(
+                "oidc: algorithm {a:?} is not accepted: only RS256 and ES256 (never none, never an HMAC with a public key)"
+            ));
+        }
+        if self.jwks_refresh_seconds == 0 {
+            return Err("oidc: jwks_refresh_seconds must be at least 1 (it bounds how often an unknown kid makes the host re-read the keys)".into());
+        }
+        if self.leeway_seconds > 300 {
+            return Err("oidc: leeway_seconds must be at most 300".into());
+        }
+        Ok(Oidc {
+            issuer: self.issuer,
+            audience: self.audience,
+            jwks,
+            subject_claim: self.subject_claim,
+            algorithms: self.algorithms,
+            leeway_secs: self.leeway_seconds,
+            refresh_secs: self.jwks_refresh_seconds,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -943,6 +1077,19 @@ impl Deployment {
         }
 
         let identities = identities(file.approvers, file.identities).map_err(&invalid)?;
+        let oidc = file
+            .oidc
+            .map(|o| o.into_oidc(&base))
+            .transpose()
+            .map_err(&invalid)?;
+        if oidc.is_none()
+            && let Some(i) = identities.values().find(|i| !i.oidc_subjects.is_empty())
+        {
+            return Err(invalid(format!(
+                "[identities.{}] oidc_subjects: no [oidc] issuer is declared",
+                i.name
+            )));
+        }
         let approvers = identities
             .iter()
             .filter(|(_, i)| i.kind == IdentityKind::Person)
@@ -985,6 +1132,7 @@ impl Deployment {
             workflows,
             approvers,
             identities,
+            oidc,
             name: file.deployment.name,
             phase: file.deployment.phase,
             data_dir: base.join(file.deployment.data_dir),
@@ -1463,6 +1611,26 @@ fn identities(
                     "[{table}.{name}] tokens: a hash is declared twice (also by {other}); one token proves one identity"
                 ));
             }
+            // One subject proves one identity, as one token does.
+            for s in &f.oidc_subjects {
+                let other = out
+                    .values()
+                    .find(|i: &&Identity| i.oidc_subjects.contains(s));
+                if s.is_empty() || s.len() > 255 {
+                    return Err(format!(
+                        "[{table}.{name}] oidc_subjects: a subject is 1 to 255 bytes"
+                    ));
+                }
+                let twice = f.oidc_subjects.iter().filter(|x| *x == s).count() > 1;
+                if let Some(o) = other
+                    .map(|i| i.name.clone())
+                    .or(twice.then(|| name.clone()))
+                {
+                    return Err(format!(
+                        "[{table}.{name}] oidc_subjects: {s:?} is declared twice (also by {o}); one subject proves one identity"
+                    ));
+                }
+            }
             out.insert(
                 name.clone(),
                 Identity {
@@ -1470,6 +1638,7 @@ fn identities(
                     kind,
                     roles: f.roles,
                     tokens,
+                    oidc_subjects: f.oidc_subjects,
                 },
             );
         }

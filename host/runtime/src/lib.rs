@@ -23,7 +23,21 @@
 pub mod capabilities;
 pub mod drain;
 pub mod error;
+pub mod fetch;
 pub mod hot;
+
+tokio::task_local! {
+    /// The person a front end authenticated for the call [`proven`]
+    /// scopes, and how.
+    static PROVEN: (String, &'static str);
+}
+
+/// Run `f` (a call a front end makes for `name`) with `name` proven by
+/// `how` (`token`, `oidc`, `claimed`): the events it records for `name`
+/// say so ([`Host::how_proven`]).
+pub async fn proven<F: std::future::Future>(name: &str, how: &'static str, f: F) -> F::Output {
+    PROVEN.scope((name.to_string(), how), f).await
+}
 pub mod index;
 pub mod kpi;
 pub mod mediator;
@@ -586,15 +600,22 @@ impl Host {
     /// (`token`); in one that declares none, any name is a claim
     /// (`claimed`). `None` for a name that is no identity of a deployment
     /// with tokens (not a person: a trigger, the host itself).
+    ///
+    /// Inside [`proven`] for `name`, what the front end proved it with
+    /// (`token`, `oidc`); outside, for an identity that declares no token
+    /// but OIDC subjects, `oidc`.
     pub fn how_proven(&self, name: &str) -> Option<String> {
-        let tokens = self
-            .deployment
-            .identities
-            .values()
-            .any(|i| !i.tokens.is_empty());
-        match (tokens, self.deployment.identities.contains_key(name)) {
-            (true, true) => Some("token".into()),
-            (true, false) => None,
+        if let Ok(Some(how)) = PROVEN.try_with(|(n, how)| (n == name).then(|| how.to_string())) {
+            return Some(how);
+        }
+        let d = &self.deployment;
+        let tokens = d.oidc.is_some() || d.identities.values().any(|i| !i.tokens.is_empty());
+        match (tokens, d.identities.get(name)) {
+            (true, Some(i)) if i.tokens.is_empty() && !i.oidc_subjects.is_empty() => {
+                Some("oidc".into())
+            }
+            (true, Some(_)) => Some("token".into()),
+            (true, None) => None,
             (false, _) => Some("claimed".into()),
         }
     }

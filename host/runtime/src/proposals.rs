@@ -75,6 +75,29 @@ impl Host {
         index::proposal(&*self.services.store, id)
     }
 
+    /// Record that pending proposal `id` expired, if its expiry has
+    /// passed (the running host's timers, when a run waits on it):
+    /// `true` when this call recorded it. Once: serialized with every
+    /// decision (`Host::decisions`) and checked against the index, which
+    /// holds the resolution from its append on, across restarts too.
+    pub(crate) async fn expire_if_due(&self, id: &str) -> Result<bool, ProposalError> {
+        let _serial = self.decisions.lock().await;
+        let Some(p) = index::proposal(&*self.services.store, id) else {
+            return Ok(false);
+        };
+        if p.status != "pending" || !p.is_expired(now_ms()) {
+            return Ok(false);
+        }
+        self.record(vec![Event::ProposalResolved {
+            proposal: id.to_string(),
+            status: "expired".into(),
+            detail: Some("expired before enough approvals (recorded by the host's timers)".into()),
+        }])
+        .await?;
+        tracing::info!(proposal = id, "proposal expired");
+        Ok(true)
+    }
+
     async fn record(&self, events: Vec<Event>) -> Result<(), ProposalError> {
         self.services
             .log

@@ -17,12 +17,19 @@
 //! run before answers that run (200, `"status": "duplicate"`) and starts
 //! nothing, also after a restart (the id is in the log and the index).
 //!
-//! **Answers.** 202 `{ok, run, status: "started", duplicate: false}`; 200
-//! for a duplicate; 404 unknown hook; 401 no or bad signature or token;
-//! 413 a body over the hook's `max_body_kib`; 400 no delivery id or a body
-//! that is not JSON. Errors are the API's `{ok: false, error: {...}}`.
+//! **Replays.** GitHub's signature covers the body only: a signed body
+//! seen under another delivery id within [`REPLAY_WINDOW`] answers the run
+//! it started (200, duplicate) and starts nothing ([`Replays`], in memory).
 //!
-//! **Refusals are audit events, aggregated.** Each 404/401/413 counts
+//! **Answers.** 202 `{ok, run, status: "started", duplicate: false}`; 200
+//! for a duplicate; 401 an unknown hook, or no or a bad signature or token,
+//! all with one body ([`NOT_AUTHENTICATED`]: a hook name cannot be probed;
+//! the audit event says which); 413 a body over the hook's `max_body_kib`;
+//! 400 no delivery id or a body that is not JSON; 503 when the trigger
+//! index cannot be read (nothing started). Errors are the API's `{ok:
+//! false, error: {...}}`.
+//!
+//! **Refusals are audit events, aggregated.** Each 401/413 counts
 //! toward a `hook-refused` event per (hook, reason) — unknown names share
 //! one bucket, `?` — recorded at most once per [`REFUSAL_WINDOW`] with the
 //! number of refusals it stands for. An anonymous flood adds at most
@@ -45,7 +52,7 @@ use charter_audit::TriggerRef;
 use charter_config::Webhook;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::HttpError;
@@ -60,6 +67,64 @@ pub const MAX_DELIVERY_ID: usize = 200;
 pub struct Hooks {
     control: Arc<Control>,
     refusals: Arc<Refusals>,
+    replays: Arc<Replays>,
+}
+
+/// How long a signed body is remembered against a replay under a new
+/// delivery id.
+pub const REPLAY_WINDOW: Duration = Duration::from_secs(3600);
+/// The most bodies remembered (the oldest are forgotten first).
+pub const MAX_REMEMBERED: usize = 100_000;
+
+/// Signed bodies seen lately, by (hook, SHA-256 of the body): the run
+/// each started. In memory: a restart forgets them (see SECURITY.md).
+#[derive(Debug, Default)]
+pub struct Replays(Mutex<HashMap<(String, [u8; 32]), Seen>>);
+
+#[derive(Debug)]
+struct Seen {
+    run: String,
+    delivery: String,
+    at: Instant,
+}
+
+impl Replays {
+    /// The run a body started within the window under a delivery id
+    /// other than `delivery`, if any (a retry under the same id is the
+    /// trigger index's to answer).
+    pub fn seen(
+        &self,
+        hook: &str,
+        digest: &[u8; 32],
+        delivery: &str,
+        now: Instant,
+    ) -> Option<String> {
+        let m = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        m.get(&(hook.to_string(), *digest))
+            .filter(|s| now.duration_since(s.at) < REPLAY_WINDOW && s.delivery != delivery)
+            .map(|s| s.run.clone())
+    }
+
+    /// Remember that a body delivered as `delivery` started `run` (the
+    /// first one noted stands).
+    pub fn note(&self, hook: &str, digest: [u8; 32], delivery: &str, run: &str, now: Instant) {
+        let mut m = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if m.len() >= MAX_REMEMBERED {
+            m.retain(|_, s| now.duration_since(s.at) < REPLAY_WINDOW);
+        }
+        if m.len() >= MAX_REMEMBERED {
+            // Still full within the window: forget the older half.
+            let mut times: Vec<Instant> = m.values().map(|s| s.at).collect();
+            times.sort();
+            let cut = times[times.len() / 2];
+            m.retain(|_, s| s.at > cut);
+        }
+        m.entry((hook.to_string(), digest)).or_insert_with(|| Seen {
+            run: run.to_string(),
+            delivery: delivery.to_string(),
+            at: now,
+        });
+    }
 }
 
 /// Refusals counted per (hook, reason) since their last event.
@@ -104,6 +169,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(control: Arc<Control>) -> Router
         .with_state(Hooks {
             control,
             refusals: Arc::default(),
+            replays: Arc::default(),
         })
 }
 
@@ -111,23 +177,38 @@ pub fn routes<S: Clone + Send + Sync + 'static>(control: Arc<Control>) -> Router
 struct Refused {
     hook: String,
     reason: &'static str,
-    error: ApiError,
+    error: Box<ApiError>,
+    /// What the audit event says (the answer may say less).
+    detail: String,
 }
 
 fn refused(hook: &str, reason: &'static str, error: ApiError) -> Refused {
     Refused {
         hook: hook.to_string(),
         reason,
-        error,
+        detail: error.message.clone(),
+        error: Box::new(error),
     }
 }
 
+/// The one answer to every delivery that does not prove itself, whatever
+/// the hook (declared or not) and whatever is wrong with the credential:
+/// a sender cannot tell a hook name that exists from one that does not.
+/// The audit event says which it was.
+pub const NOT_AUTHENTICATED: &str =
+    "the delivery is not authenticated: no such hook, or no valid signature or token for it";
+
 fn unauthenticated(hook: &str, reason: &'static str, message: &str) -> Refused {
-    refused(
-        hook,
+    Refused {
+        hook: hook.to_string(),
         reason,
-        ApiError::new(ErrorClass::Refused, "unauthenticated", message),
-    )
+        error: Box::new(ApiError::new(
+            ErrorClass::Refused,
+            "unauthenticated",
+            NOT_AUTHENTICATED,
+        )),
+        detail: message.to_string(),
+    }
 }
 
 async fn deliver(
@@ -145,20 +226,20 @@ async fn deliver(
                 tracing::warn!(hook = %r.hook, reason = r.reason, count, "webhook deliveries refused");
                 let recorded = h
                     .control
-                    .record_hook_refused(&r.hook, r.reason, count, &r.error.message)
+                    .record_hook_refused(&r.hook, r.reason, count, &r.detail)
                     .await;
                 if let Err(e) = recorded {
                     tracing::error!(error = %e, "recording a refused webhook delivery failed");
                 }
             }
-            HttpError(r.error).into_response()
+            HttpError(*r.error).into_response()
         }
     }
 }
 
 /// Check and start one delivery. `Err(Ok(_))`: the sender proved itself
 /// but the request is wrong (400, not an audit event); `Err(Err(_))`: a
-/// refusal (404/401/413, counted toward a `hook-refused` event).
+/// refusal (401/413, counted toward a `hook-refused` event).
 async fn accept(
     h: &Hooks,
     name: &str,
@@ -173,11 +254,11 @@ async fn accept(
             .filter(|k| k.name == name)
             .map(|k| (w.name.clone(), k.clone()))
     }) else {
-        let e = ApiError::not_found(format!(
+        let detail = format!(
             "no hook {} (hooks are declared under [workflows.NAME.triggers.webhook])",
             charter_api::validate::shown(name)
-        ));
-        return Err(Err(refused("?", "unknown-hook", e)));
+        );
+        return Err(Err(unauthenticated("?", "unknown-hook", &detail)));
     };
     // A delivery without the credential its hook takes, or with a token
     // (which does not depend on the body), is decided before the body is
@@ -215,10 +296,32 @@ async fn accept(
             )))
         })?
     };
+    // A signed body seen under another delivery id within the replay
+    // window answers the run it started: a captured delivery replayed
+    // under a fresh id starts nothing (GitHub's signature does not cover
+    // the id).
+    let digest: [u8; 32] = match auth.as_str() {
+        "hmac-sha256" => Sha256::digest(&bytes).into(),
+        _ => [0; 32],
+    };
+    if digest != [0; 32]
+        && let Some(run) = h
+            .replays
+            .seen(&hook.name, &digest, &delivery, Instant::now())
+    {
+        tracing::warn!(hook = %hook.name, %run, "a signed body replayed under a new delivery id");
+        let dup = charter_api::HookStarted {
+            ok: true,
+            status: "duplicate".into(),
+            run,
+            duplicate: true,
+        };
+        return Ok((StatusCode::OK, Json(dup)).into_response());
+    }
     let trigger = TriggerRef {
         kind: "webhook".into(),
         name: hook.name.clone(),
-        key: delivery,
+        key: delivery.clone(),
         auth,
     };
     let started = h
@@ -226,6 +329,10 @@ async fn accept(
         .start_triggered(&workflow, input, &initiator, trigger)
         .await
         .map_err(Ok)?;
+    if digest != [0; 32] {
+        h.replays
+            .note(&hook.name, digest, &delivery, &started.run, Instant::now());
+    }
     let status = if started.duplicate {
         StatusCode::OK
     } else {
@@ -289,7 +396,7 @@ fn authenticate(
                 &format!("{} may not deliver to hook {name}", p.name),
             ));
         }
-        return Ok((p.name, "token".into()));
+        return Ok((p.name, p.method.as_str().into()));
     }
     let wanted = match (&hook.secret, hook.identities.is_empty()) {
         (Some(_), true) => "an X-Hub-Signature-256 header",
@@ -376,6 +483,34 @@ mod tests {
             let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
             assert!(!signature_matches(weak, body, sig.as_bytes()), "{weak:?}");
         }
+    }
+
+    #[test]
+    fn replayed_bodies_are_remembered_within_the_window() {
+        let r = Replays::default();
+        let t0 = Instant::now();
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let later = |s| t0 + Duration::from_secs(s);
+        assert_eq!(r.seen("gh", &a, "d-2", t0), None);
+        r.note("gh", a, "d-1", "R-1", t0);
+        // The same body under a new delivery id: the first run.
+        assert_eq!(r.seen("gh", &a, "d-2", later(5)).as_deref(), Some("R-1"));
+        // Under its own id it is a retry, the trigger index's to answer.
+        assert_eq!(r.seen("gh", &a, "d-1", later(5)), None);
+        // A later note of the same body keeps the first run.
+        r.note("gh", a, "d-3", "R-2", later(6));
+        assert_eq!(r.seen("gh", &a, "d-4", later(7)).as_deref(), Some("R-1"));
+        // Another hook or body is another entry; the window ends.
+        assert_eq!(r.seen("other", &a, "d-2", t0), None);
+        assert_eq!(r.seen("gh", &b, "d-2", t0), None);
+        assert_eq!(r.seen("gh", &a, "d-2", t0 + REPLAY_WINDOW), None);
+        // Bounded: a flood of distinct bodies keeps at most MAX_REMEMBERED.
+        for i in 0..(MAX_REMEMBERED + 10) {
+            let mut d = [0u8; 32];
+            d[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            r.note("gh", d, "d", "R", t0 + Duration::from_millis(i as u64));
+        }
+        assert!(r.0.lock().unwrap().len() <= MAX_REMEMBERED);
     }
 
     #[test]

@@ -282,7 +282,7 @@ impl FromRequestParts<App> for Caller {
             Some(t) => Credential::Token(t),
             None => Credential::Nothing,
         };
-        match app.control.principal(credential) {
+        match app.control.principal_refreshing(credential).await {
             Ok(p) => {
                 tracing::debug!(identity = %p.name, "authenticated");
                 Ok(Caller(p))
@@ -376,6 +376,7 @@ pub fn status_of(e: &ApiError) -> StatusCode {
         (_, "not-found") => StatusCode::NOT_FOUND,
         (_, "invalid") => StatusCode::UNPROCESSABLE_ENTITY,
         (_, "internal") => StatusCode::INTERNAL_SERVER_ERROR,
+        (_, "unavailable") => StatusCode::SERVICE_UNAVAILABLE,
         (ErrorClass::Usage, _) => StatusCode::BAD_REQUEST,
         (ErrorClass::Refused, _) => StatusCode::FORBIDDEN,
         (ErrorClass::Limit, _) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -413,6 +414,12 @@ impl IntoResponse for HttpError {
 }
 
 type Answer<T> = Result<Json<T>, HttpError>;
+
+/// Run `f`, a call made for the caller `p`: the events that record `p`
+/// say how it was proven (a token, or an OIDC JWT).
+async fn as_caller<F: Future>(p: &Principal, f: F) -> F::Output {
+    charter_runtime::proven(&p.name, p.method.as_str(), f).await
+}
 
 /// Run a blocking `Control` read (it reads the log and the index) off the
 /// async workers.
@@ -487,10 +494,10 @@ async fn run_start(
     let req = charter_api::RunRequest {
         workflow: body.workflow,
         input: body.input,
-        initiator: p.name,
+        initiator: p.name.clone(),
         detach: true,
     };
-    let started = app.control.start_run(&req).await?;
+    let started = as_caller(&p, app.control.start_run(&req)).await?;
     Ok((StatusCode::ACCEPTED, Json(started)).into_response())
 }
 
@@ -499,8 +506,11 @@ async fn runs_cancel(
     Caller(p): Caller,
     Path(id): Path<String>,
 ) -> Answer<charter_api::RunReport> {
-    let req = charter_api::CancelRequest { id, by: p.name };
-    Ok(Json(app.control.runs_cancel(&req).await?))
+    let req = charter_api::CancelRequest {
+        id,
+        by: p.name.clone(),
+    };
+    Ok(Json(as_caller(&p, app.control.runs_cancel(&req)).await?))
 }
 
 async fn proposals_list(
@@ -556,11 +566,13 @@ async fn decide(
     let body = body.map(|Json(b)| b).unwrap_or_default();
     let req = charter_api::DecideRequest {
         id,
-        by: p.name,
+        by: p.name.clone(),
         approve,
         comment: body.comment,
     };
-    Ok(Json(app.control.proposals_decide(&req).await?))
+    Ok(Json(
+        as_caller(&p, app.control.proposals_decide(&req)).await?,
+    ))
 }
 
 async fn approve(
@@ -608,12 +620,14 @@ async fn resolve(
 ) -> Answer<charter_api::RunReport> {
     let req = charter_api::ResolveRequest {
         id,
-        by: p.name,
+        by: p.name.clone(),
         action: body.action,
         output: body.output,
         comment: body.comment,
     };
-    Ok(Json(app.control.escalations_resolve(&req).await?))
+    Ok(Json(
+        as_caller(&p, app.control.escalations_resolve(&req)).await?,
+    ))
 }
 
 /// `GET /v1/audit`: the query names what `charter audit show` takes.
@@ -683,9 +697,9 @@ async fn kv_set(
         plugin,
         key,
         value: body.value,
-        by: p.name,
+        by: p.name.clone(),
     };
-    Ok(Json(app.control.kv_set(&req).await?))
+    Ok(Json(as_caller(&p, app.control.kv_set(&req)).await?))
 }
 
 async fn kv_get(

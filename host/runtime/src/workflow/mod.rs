@@ -84,6 +84,10 @@ pub enum RunError {
     /// expiry): nothing of what it was about to append was appended.
     #[error("{0}")]
     LeaseLost(String),
+    /// Something this needs cannot be read now (a store error): nothing
+    /// was done, and a retry may succeed.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl RunError {
@@ -398,6 +402,14 @@ impl Host {
             // Another driver (a task of this process, or another host on
             // the store) holds the run's lease.
             return Ok(st);
+        };
+        // The state read before the claim may be older than the last
+        // holder's final one (it could have driven the run on, or ended
+        // it, in between): read it again now that the lease is this
+        // driver's. A run just started here has no other holder to fear.
+        let st = match fresh {
+            true => st,
+            false => self.run(&st.id).unwrap_or(st),
         };
         let _driving = self.drain.enter();
         let span = tracing::info_span!("run", run = %st.id, workflow = %st.workflow);

@@ -1,5 +1,7 @@
 //! Run timers of a long-running host (`charter up`): due retries and
-//! proposal expiries fire on time, with no command.
+//! proposal expiries fire on time, with no command. An expiry is recorded
+//! (`proposal-resolved`, status `expired`, once) before the run waiting
+//! on it goes on.
 //!
 //! The queue holds, for each run that waits on the clock, the time it is
 //! next due: a run waiting to retry at its `retry_at_ms`, a run waiting on
@@ -212,7 +214,16 @@ impl Host {
                 return;
             }
         };
-        let Some(st) = self.run(id) else { return };
+        let Some(mut st) = self.run(id) else { return };
+        // A proposal the run waits on that expired is recorded so, once,
+        // before the run goes on as the engine decides for an expired one.
+        if let (RunStatus::WaitingApproval, Some(p)) = (st.status, st.proposal.clone()) {
+            match self.expire_if_due(&p).await {
+                Ok(true) => st = self.run(id).unwrap_or(st),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(proposal = %p, error = %e, "recording an expiry failed"),
+            }
+        }
         let span = tracing::info_span!("run", run = %st.id, workflow = %st.workflow);
         let r = self
             .drive_loop(st, false, &lease, false)

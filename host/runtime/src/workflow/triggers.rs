@@ -96,7 +96,19 @@ impl Host {
         initiator: &str,
         t: TriggerRef,
     ) -> Result<Triggered, RunError> {
-        if let Some(run) = self.triggered_run(&t) {
+        // Fail closed: a trigger index that cannot be read could hide the
+        // run this delivery started, so nothing is started (the sender
+        // retries).
+        let seen = self
+            .services
+            .store
+            .get(index::TRIGGERS, &t.dedup_key())
+            .map_err(|e| {
+                RunError::Unavailable(format!(
+                    "the trigger index cannot be read ({e}); nothing was started: retry the delivery"
+                ))
+            })?;
+        if let Some(run) = seen {
             return Ok(Triggered {
                 run,
                 duplicate: true,
