@@ -506,9 +506,17 @@ fn ticks(addr: &str, token: &str) -> Vec<(u64, String)> {
 /// restart, and one run for the ticks missed while it was down
 /// (`run-once`); a retry due in 1 s runs; a proposal expires on time.
 #[test]
-fn schedules_retries_and_expiries_fire_on_time() {
+fn schedules_retries_expiries_and_deadlines_fire_on_time() {
     let s = service(
         r#"
+[workflows.stuck]
+[[workflows.stuck.steps]]
+id = "call"
+plugin = "work"
+input = { mode = "flaky", fail_until = 1000, attempt = "$/run/attempt" }
+retry = { max_attempts = 1 }
+on_failure = "escalate"
+escalation_deadline_ms = 1000
 [workflows.tick]
 [[workflows.tick.steps]]
 id = "s"
@@ -579,6 +587,23 @@ input = { from = "schedule" }
     assert_eq!(r.status, 202, "{}", r.body);
     let refund = r.json()["run"].as_str().unwrap().to_string();
 
+    // A step that escalates with a 1 s deadline nobody meets: the run fails
+    // on time, resolved by `deadline`, without any command.
+    let r = http(
+        a,
+        "POST",
+        "/v1/runs",
+        &[
+            ("Authorization", &s.carol),
+            ("Content-Type", "application/json"),
+        ],
+        json!({"workflow": "stuck", "input": {}})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let stuck = r.json()["run"].as_str().unwrap().to_string();
+
     let v = wait_for(a, &s.carol, &flaky, |v| v["status"] == "completed");
     let attempts: Vec<&str> = v["history"]
         .as_array()
@@ -620,6 +645,28 @@ input = { from = "schedule" }
         events(a, &s.bob, "proposal-resolved")
     );
 
+    let v = wait_for(a, &s.carol, &stuck, |v| {
+        v["status"] != "running" && v["status"] != "escalated"
+    });
+    assert_eq!(v["status"], "failed", "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("escalation_deadline_ms = 1000")),
+        "{v}"
+    );
+    let deadlines = |a: &str| {
+        events(a, &s.bob, "escalation-resolved")
+            .iter()
+            .filter(|e| e["run"] == stuck.as_str() && e["by"] == "deadline")
+            .cloned()
+            .collect::<Vec<Value>>()
+    };
+    let d = deadlines(a);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0]["action"], "fail", "{d:?}");
+    assert_eq!(d[0]["accepted"], true, "{d:?}");
+
     // The schedule has been starting runs: one per tick, each completes.
     let start = Instant::now();
     while ticks(a, &s.bob).len() < 3 {
@@ -651,8 +698,9 @@ input = { from = "schedule" }
         std::thread::sleep(Duration::from_millis(200));
     }
     let all = ticks(a, &s.bob);
-    // Still one expiry record after a restart.
+    // Still one expiry record after a restart, and one deadline.
     assert_eq!(expiries(a), 1);
+    assert_eq!(deadlines(a).len(), 1);
     stop(child);
     // The ticks missed well before the restart were not made up one by
     // one (run-once starts at most one run, for the latest, which is

@@ -390,10 +390,13 @@ plugin = "missing"
 input = { x = "$/steps/b/out", y = "$/nothing" }
 on_failure = { step = "a" }
 retry = { on = ["sometimes"] }
+escalation_deadline_ms = 1000
 [[workflows.bad.steps]]
 id = "b"
 plugin = "echo"
 when = { path = "input/x", equals = 1 }
+on_failure = "escalate"
+escalation_deadline_ms = 0
 [[workflows.bad.steps]]
 id = "b"
 plugin = "echo"
@@ -414,6 +417,8 @@ plugin = "echo"
         "bad pointer \"input/x\"",
         "duplicate step id",
         "role \"nobody-has-this\", which no approver holds",
+        "escalation_deadline_ms needs on_failure = \"escalate\"",
+        "escalation_deadline_ms must be positive",
     ] {
         assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
     }

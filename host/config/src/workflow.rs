@@ -14,6 +14,7 @@
 //! timeout_ms = 2000
 //! retry = { max_attempts = 3, initial_backoff_ms = 100, max_backoff_ms = 2000, jitter = 0.2 }
 //! on_failure = "escalate"               # or "fail", or { step = "notify" }
+//! escalation_deadline_ms = 14400000     # open 4 h without a resolution: the run fails
 //!
 //! [[steps]]
 //! id = "refund"
@@ -74,6 +75,11 @@ pub struct StepSpec {
     pub retry: RetryPolicy,
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// With `on_failure` escalating: how long the escalation may stay open
+    /// before the running host's timers fail the run (recorded as resolved
+    /// by `deadline`). `None`: it waits for people as long as it takes.
+    #[serde(default)]
+    pub escalation_deadline_ms: Option<u64>,
     /// A handler runs only as another step's `on_failure = { step = ... }`
     /// target, never in the normal sequence.
     #[serde(default)]
@@ -383,6 +389,13 @@ impl Workflow {
             }
             if s.timeout_ms == Some(0) {
                 out.push(format!("{at}: timeout_ms must be positive"));
+            }
+            match (s.escalation_deadline_ms, &s.on_failure) {
+                (Some(0), _) => out.push(format!("{at}: escalation_deadline_ms must be positive")),
+                (Some(_), OnFailure::Escalate(_)) | (None, _) => {}
+                (Some(_), _) => out.push(format!(
+                    "{at}: escalation_deadline_ms needs on_failure = \"escalate\" (this step's failures never escalate)"
+                )),
             }
         }
         if self.steps.iter().all(|s| s.handler) && !self.steps.is_empty() {

@@ -115,6 +115,9 @@ pub struct Env {
     pub now_ms: u64,
     /// The proposal the run waits on, if the driver found it.
     pub proposal: Option<ProposalView>,
+    /// For an escalated run whose step declares `escalation_deadline_ms`:
+    /// when its open escalation reaches that deadline.
+    pub escalation_due_ms: Option<u64>,
 }
 
 impl Env {
@@ -201,9 +204,17 @@ pub struct Resolution {
 #[derive(Debug, Clone)]
 pub enum Input {
     Attempted(Attempted),
-    Cancel { by: String },
+    Cancel {
+        by: String,
+    },
     Resolve(Resolution),
+    /// The escalation (as the log recorded it) stayed open past its
+    /// step's `escalation_deadline_ms`: the run fails, by `deadline`.
+    Deadline(EscalationState),
 }
+
+/// Who an escalation deadline's resolution and failure are recorded as.
+pub const DEADLINE: &str = "deadline";
 
 /// A refused decision that is still recorded (an escalation resolution by
 /// someone who may not make it, or on an escalation that is not open).
@@ -338,6 +349,7 @@ pub fn decide(
         }
         Input::Cancel { by } => (cancel(st, &by, env)?, None),
         Input::Resolve(r) => resolve(st, def, r)?,
+        Input::Deadline(esc) => (deadline(st, def, &esc, env)?, None),
     };
     Ok(Decision { events, refused })
 }
@@ -499,6 +511,62 @@ fn cancel(st: &RunState, by: &str, env: &Env) -> Result<Vec<Event>, Refusal> {
         Some(by),
     ));
     Ok(events)
+}
+
+/// An escalation open past its step's deadline: resolved `fail` by
+/// [`DEADLINE`], and the run fails. Only for the escalation the run waits
+/// on, still open, once the deadline has passed (else stale: nothing is
+/// recorded).
+fn deadline(
+    st: &RunState,
+    def: Option<&Workflow>,
+    esc: &EscalationState,
+    env: &Env,
+) -> Result<Vec<Event>, Refusal> {
+    let stale = |why: String| Err(Refusal::Stale(why));
+    if esc.status != "open"
+        || st.status != RunStatus::Escalated
+        || st.escalation.as_deref() != Some(esc.id.as_str())
+    {
+        return stale(format!(
+            "escalation {} is {} and run {} is {}",
+            esc.id, esc.status, st.id, st.status
+        ));
+    }
+    let Some(ms) = def
+        .and_then(|d| d.index_of(&esc.step).map(|i| &d.steps[i]))
+        .and_then(|s| s.escalation_deadline_ms)
+    else {
+        return stale(format!("step {} declares no escalation deadline", esc.step));
+    };
+    if env.now_ms < esc.created_ms.saturating_add(ms) {
+        return stale(format!("escalation {} is not due yet", esc.id));
+    }
+    let why = format!("not resolved within escalation_deadline_ms = {ms}");
+    Ok(vec![
+        Event::EscalationResolved {
+            auth: None,
+            id: esc.id.clone(),
+            run: st.id.clone(),
+            by: DEADLINE.into(),
+            action: EscalationAction::Fail.into(),
+            output: None,
+            comment: Some(why.clone()),
+            accepted: true,
+            reason: None,
+            next: None,
+        },
+        finished(
+            st,
+            RunStatus::Failed,
+            None,
+            Some(format!(
+                "step {} failed; escalation {} was {why}",
+                esc.step, esc.id
+            )),
+            Some(DEADLINE),
+        ),
+    ])
 }
 
 /// Who may resolve an escalation, and how; a refused attempt is recorded
@@ -704,6 +772,7 @@ mod tests {
         Env {
             now_ms: 1000,
             proposal: None,
+            escalation_due_ms: None,
         }
     }
 
@@ -770,5 +839,56 @@ mod tests {
             }
         ));
         assert_eq!(next(&st, &def, &env()), Next::Stop);
+    }
+
+    /// An escalation deadline acts only on the open escalation the run
+    /// waits on, only once due, and only where the step declares one; it
+    /// fails the run by `deadline`, and after that it is stale.
+    #[test]
+    fn an_escalation_deadline_fails_the_run_once_and_only_when_due() {
+        let mut def = def();
+        let mut st = RunState::start(&start(&def, "R-1", json!({}), None), 1, 0).unwrap();
+        let escalated = Event::Escalated {
+            id: "E-1".into(),
+            run: "R-1".into(),
+            step: "a".into(),
+            role: "operator".into(),
+            reason: "r".into(),
+        };
+        let esc = EscalationState::from_event(&escalated, 5_000).unwrap();
+        fold(&mut st, &[escalated]);
+        let at = |now_ms| Env { now_ms, ..env() };
+        let stale = |st: &RunState, def: &Workflow, now| {
+            matches!(
+                decide(st, Some(def), Input::Deadline(esc.clone()), &at(now)),
+                Err(Refusal::Stale(_))
+            )
+        };
+        // No deadline declared: never.
+        assert!(stale(&st, &def, u64::MAX));
+        def.steps[0].escalation_deadline_ms = Some(1_000);
+        assert!(stale(&st, &def, 5_999), "not due before created + deadline");
+        let d = decide(&st, Some(&def), Input::Deadline(esc.clone()), &at(6_000)).unwrap();
+        assert!(d.refused.is_none());
+        assert!(matches!(
+            &d.events[0],
+            Event::EscalationResolved { by, action, accepted: true, .. }
+                if by == DEADLINE && action == "fail"
+        ));
+        assert!(matches!(
+            &d.events[1],
+            Event::RunFinished { status, by: Some(by), .. } if status == "failed" && by == DEADLINE
+        ));
+        fold(&mut st, &d.events);
+        assert_eq!(st.status, RunStatus::Failed);
+        assert!(stale(&st, &def, 6_000), "a run that ended is stale");
+        // A resolved escalation is stale even if the run still waited.
+        let mut resolved = esc.clone();
+        resolved.status = "resolved".into();
+        let st2 = RunState::start(&start(&def, "R-1", json!({}), None), 1, 0).unwrap();
+        assert!(matches!(
+            decide(&st2, Some(&def), Input::Deadline(resolved), &at(9_000)),
+            Err(Refusal::Stale(_))
+        ));
     }
 }

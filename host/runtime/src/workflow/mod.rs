@@ -388,7 +388,56 @@ impl Host {
                 expires_at_ms: p.expires_at_ms,
                 id: p.id,
             }),
+            escalation_due_ms: self.escalation_due(st),
         }
+    }
+
+    /// When the escalation escalated run `st` waits on reaches its step's
+    /// `escalation_deadline_ms` (from the index's copy: this only decides
+    /// when to look; [`Host::deadline_if_due`] decides on the log's).
+    fn escalation_due(&self, st: &RunState) -> Option<u64> {
+        if st.status != RunStatus::Escalated {
+            return None;
+        }
+        let def = self.workflow(&st.workflow).ok()?;
+        let esc: EscalationState = index::get_json(
+            &*self.services.store,
+            state::ESCALATIONS,
+            st.escalation.as_deref()?,
+        )?;
+        let ms = def.steps[def.index_of(&esc.step)?].escalation_deadline_ms?;
+        Some(esc.created_ms.saturating_add(ms))
+    }
+
+    /// Fail escalated run `id` if its escalation is still open past its
+    /// step's deadline: one decision under the decisions lock, on the
+    /// escalation as the log recorded it, so a person's resolution and the
+    /// deadline never both act (whichever is first wins; the other is
+    /// stale). Whether it acted.
+    pub(crate) async fn deadline_if_due(&self, id: &str) -> Result<bool, RunError> {
+        let _serial = self.decisions.lock().await;
+        let Some(mut st) = self.run(id) else {
+            return Ok(false);
+        };
+        let Some(esc_id) = st
+            .escalation
+            .clone()
+            .filter(|_| st.status == RunStatus::Escalated)
+        else {
+            return Ok(false);
+        };
+        let Some(esc) = EscalationState::from_records(&esc_id, &self.run_records(&st)?) else {
+            return Ok(false);
+        };
+        let def = self.workflow(&st.workflow).ok();
+        let d = match engine::decide(&st, def, Input::Deadline(esc), &self.env(&st)) {
+            Ok(d) => d,
+            Err(Refusal::Stale(_)) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        self.commit(&mut st, d.events).await?;
+        tracing::info!(run = %id, escalation = %esc_id, "escalation deadline passed; the run failed");
+        Ok(true)
     }
 
     /// Drive `st` until the engine says stop (the run ended, is escalated,

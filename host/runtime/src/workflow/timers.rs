@@ -20,7 +20,9 @@
 //! a retry's wait holds no worker. A run another driver holds is skipped:
 //! that driver reports it when it ends.
 //!
-//! Escalations have no deadline in the engine today, so none is queued.
+//! An escalation is queued at its step's `escalation_deadline_ms`, if it
+//! declares one; at that time the timers fail the run (by `deadline`)
+//! unless people resolved it first (`Host::deadline_if_due`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -35,11 +37,11 @@ use crate::Host;
 
 /// When a run that stopped in state `st` (told `env`) should be driven
 /// again, if the clock is what it waits for: `None` for a run that ended,
-/// is escalated (people resolve it) or waits on a proposal without expiry.
+/// is escalated without a deadline (people resolve it) or waits on a proposal without expiry.
 pub fn next_deadline(st: &RunState, env: &Env) -> Option<u64> {
     match st.status {
         s if s.is_terminal() => None,
-        RunStatus::Escalated => None,
+        RunStatus::Escalated => env.escalation_due_ms,
         RunStatus::RetryWait => Some(st.retry_at_ms.unwrap_or(env.now_ms)),
         RunStatus::WaitingApproval => match &env.proposal {
             _ if env.wait_is_over() => Some(env.now_ms),
@@ -224,6 +226,16 @@ impl Host {
                 Err(e) => tracing::warn!(proposal = %p, error = %e, "recording an expiry failed"),
             }
         }
+        // An escalation open past its step's deadline fails the run, once.
+        if st.status == RunStatus::Escalated {
+            match self.deadline_if_due(id).await {
+                Ok(true) => st = self.run(id).unwrap_or(st),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(run = %id, error = %e, "recording an escalation deadline failed")
+                }
+            }
+        }
         let span = tracing::info_span!("run", run = %st.id, workflow = %st.workflow);
         let r = self
             .drive_loop(st, false, &lease, false)
@@ -278,6 +290,7 @@ mod tests {
                 status,
                 expires_at_ms,
             }),
+            escalation_due_ms: None,
         }
     }
 
