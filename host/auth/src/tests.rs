@@ -338,6 +338,38 @@ mod jwt {
         assert!(e.to_string().contains("HS256"), "{e}");
     }
 
+    /// The keys decide who may sign in: fetched over TLS, or plain HTTP
+    /// only from a literal loopback address (whoever is on the path of a
+    /// plain fetch could answer with keys of their own).
+    #[test]
+    fn a_jwks_url_is_https_or_loopback() {
+        let parse = |url: &str| {
+            let text = format!(
+                "[deployment]\nname = \"t\"\nphase = 5\n[oidc]\nissuer = \"i\"\naudience = \"a\"\njwks_url = \"{url}\"\n"
+            );
+            Deployment::parse(&text, Path::new("/x/charter.toml"), &NoFunctions)
+        };
+        for ok in [
+            "https://idp.example.com/jwks",
+            "http://127.0.0.1:8080/jwks",
+            "http://[::1]:9/k",
+            "http://127.0.0.1",
+        ] {
+            assert!(parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://idp.example.com/jwks",
+            "http://localhost/jwks",
+            "http://127.0.0.1.evil.example/jwks",
+            "http://10.0.0.1/jwks",
+            "ftp://127.0.0.1/jwks",
+            "https://user@idp.example.com/jwks",
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains("https://"), "{bad}: {e}");
+        }
+    }
+
     #[test]
     fn keys_are_refreshed_at_most_once_per_interval() {
         let auth = oidc_deployment();

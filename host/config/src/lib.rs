@@ -645,6 +645,22 @@ fn default_refresh() -> u64 {
     60
 }
 
+/// Whether `u` is a plain-HTTP URL to a literal loopback address (a local
+/// issuer or a test): anything else must be `https://`, or whoever is on
+/// the path could answer the key fetch with keys of their own.
+fn loopback_http(u: &str) -> bool {
+    let Some(rest) = u.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The algorithms an `[oidc]` may accept: asymmetric only, so a public key
 /// can never be used as an HMAC secret, and never `none`.
 pub const OIDC_ALGORITHMS: [&str; 2] = ["RS256", "ES256"];
@@ -654,14 +670,14 @@ impl OidcFile {
         let jwks = match (self.jwks_file, self.jwks_url) {
             (Some(f), None) => JwksSource::File(base.join(f)),
             (None, Some(u)) => {
-                let ok = (u.starts_with("https://") || u.starts_with("http://"))
+                let ok = (u.starts_with("https://") || loopback_http(&u))
                     && u.len() <= MAX_WEBHOOK_URL
                     && !u
                         .chars()
                         .any(|c| c.is_whitespace() || c.is_control() || c == '@');
                 if !ok {
                     return Err(format!(
-                        "oidc: jwks_url {u:?} is not an http:// or https:// URL (no credentials in it)"
+                        "oidc: jwks_url {u:?} is not an https:// URL (no credentials in it): the keys decide who may sign in, so they are fetched over TLS; plain http:// only to a literal loopback address (127.0.0.1, [::1])"
                     ));
                 }
                 JwksSource::Url(u)
