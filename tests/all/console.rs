@@ -240,7 +240,13 @@ fn served() -> Served {
     let (bob, bob_h) = mint("bob", &cwd);
     let (dave, dave_h) = mint("dave", &cwd);
     let (shop, shop_h) = mint("shop", &cwd);
-    let mut toml = std::fs::read_to_string(cwd.join("charter.toml")).unwrap();
+    // A failed refund step goes to a refund-approver.
+    let mut toml = std::fs::read_to_string(cwd.join("charter.toml"))
+        .unwrap()
+        .replace(
+            "plugin = \"refund-bot\"\n",
+            "plugin = \"refund-bot\"\non_failure = \"escalate\"\n",
+        );
     for (name, h) in [("carol", &carol_h), ("bob", &bob_h), ("dave", &dave_h)] {
         let header = format!("[approvers.{name}]\n");
         toml = toml.replace(&header, &format!("{header}tokens = [\"{h}\"]\n"));

@@ -283,7 +283,7 @@ function proposalCard(p) {
 
 // Amounts and identifiers, readable: `amount_cents: 20000` also as 200.00.
 function readable(key, v) {
-  if (typeof v === 'number' && /_cents$/.test(key)) return `${v} (${(v / 100).toFixed(2)})`;
+  if (typeof v === 'number' && /[_-]cents$/.test(key)) return `${v} (${(v / 100).toFixed(2)})`;
   if (typeof v === 'string') return v;
   return json(v);
 }
