@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls exactly this):
 # toolchain target, vendored WIT check, guest fixtures built from source,
-# formatting and lints, every test (README's plugin sections run as written
-# among them), README's first command with its output checked, and a short
-# benchmark smoke run.
+# formatting and lints, the browser for the console's tests, every test
+# (README's plugin sections run as written among them), README's first
+# command with its output checked, and a short benchmark smoke run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
@@ -23,6 +23,15 @@ step "cargo build (host workspace)"
 cargo build --workspace --all-targets
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+step "Debian's Chromium and chromedriver for the console's browser tests (installed when missing)"
+if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get install -y chromium chromium-driver \
+        || { $sudo apt-get update && $sudo apt-get install -y chromium chromium-driver; }
+fi
+# The browser tests fail rather than skip here (tests/all/console.rs).
+export CHARTER_REQUIRE_BROWSER=1
 step "cargo test"
 cargo test --workspace
 step "README's first command (bash examples/demo.sh), its output read as a new user reads it"

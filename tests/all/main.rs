@@ -8,6 +8,7 @@ mod capabilities;
 mod capacity;
 mod cli;
 mod conformance;
+mod console;
 mod crash;
 mod docs;
 mod governance;

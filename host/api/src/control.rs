@@ -91,6 +91,13 @@ impl Control {
         Ok(h)
     }
 
+    /// A watch of the event log's last committed sequence number: it
+    /// changes after every commit (the console's live updates, `charter
+    /// up`'s `GET /v1/events`). Opens the host if none is open yet.
+    pub fn log_watch(&self) -> Result<tokio::sync::watch::Receiver<u64>, ApiError> {
+        Ok(self.host()?.log().subscribe())
+    }
+
     /// The host if one was created already.
     pub(crate) fn existing_host(&self) -> Option<Arc<Host>> {
         self.host.lock().unwrap_or_else(|p| p.into_inner()).clone()

@@ -27,6 +27,7 @@
 //! | `GET /v1/kv/{plugin}?prefix=` · `GET`/`PUT /v1/kv/{plugin}/{key}` `{value}` | `kv list` · `kv get` · `kv set` |
 //! | `POST /hooks/{name}` (a signature or token of its own, see [`hooks`]) | — |
 //! | `/v1/plugins/versions`, `/v1/plugins/{name}[/history,/diff,/pin,/rollback]` (see [`plugins`]) | `plugins list\|push\|history\|diff\|pin\|rollback` |
+//! | `GET /` (the operator console) · `GET /v1/approvers` · `GET /v1/events` (SSE), see [`console`] | — |
 //!
 //! Status codes follow the error's class: usage 400, not found 404,
 //! invalid 422, unauthenticated 401, refused by governance 403, a limit
@@ -50,6 +51,7 @@
 //! every route but `/healthz`, `/readyz` and `/metrics` answers 503 while
 //! the steps in flight finish (see `charter up`).
 
+pub mod console;
 pub mod metrics;
 pub mod plugins;
 pub mod refusals;
@@ -91,6 +93,8 @@ pub struct Service {
     draining: AtomicBool,
     refusals: refusals::Refusals,
     metrics: metrics::Cache,
+    /// The console's live feeds.
+    streams: console::Streams,
 }
 
 impl Service {
@@ -164,6 +168,8 @@ pub fn router_with(control: Arc<Control>, service: Arc<Service>) -> Router {
         .route("/v1/grants", get(grants))
         .merge(plugins::routes(Router::new()))
         .merge(hooks::routes(app.control.clone()))
+        // The operator console: its page and its two routes of its own.
+        .merge(console::routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(app.clone(), intake))
         .with_state(app)

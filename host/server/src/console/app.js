@@ -1,0 +1,613 @@
+// Charter's operator console: a small script over the JSON API.
+//
+// Rules this file keeps (SECURITY.md promise 18): every value from the API
+// reaches the page as text (DOM nodes, textContent), never as HTML (the
+// page's policy makes the browser refuse HTML from strings anyway); the
+// token lives in this tab's sessionStorage and travels only in the
+// Authorization header, never in a URL; the page offers an action only to
+// a user whose roles allow it, and the API checks it again regardless.
+'use strict';
+
+const KEY = 'charter.token';
+const state = { me: null, approvers: [], lastSeq: null, live: null, refreshing: false, again: false };
+
+// ---- DOM helpers (text only) ---------------------------------------------
+
+function h(tag, attrs, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+    else if (k === 'class') e.className = v;
+    else if (k === 'text') e.textContent = v;
+    else e.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const kid of kids.flat(Infinity)) {
+    if (kid === null || kid === undefined || kid === false) continue;
+    e.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
+  }
+  return e;
+}
+const $ = (sel) => document.querySelector(sel);
+const app = () => $('#app');
+function show(...kids) { app().replaceChildren(...kids); }
+function empty(text) { return h('p', { class: 'empty' }, text); }
+function time(ms) {
+  if (!ms) return '—';
+  return new Date(ms).toISOString().replace('T', ' ').slice(0, 19) + 'Z';
+}
+function dur(ms) {
+  if (ms === null || ms === undefined) return '—';
+  if (ms < 1000) return `${ms} ms`;
+  const s = Math.round(ms / 1000);
+  if (s < 120) return `${s} s`;
+  const m = Math.floor(s / 60);
+  if (m < 120) return `${m} min`;
+  return `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+function json(v) { return JSON.stringify(v, null, 2); }
+function pct(x) { return x === null || x === undefined ? '—' : `${(x * 100).toFixed(1)} %`; }
+function link(hash, text) { return h('a', { href: '#' + hash }, text); }
+function runLink(id) { return id ? link('/runs/' + encodeURIComponent(id), id) : '—'; }
+function table(head, rows, emptyText) {
+  if (!rows.length) return empty(emptyText);
+  return h('div', { class: 'tablewrap' }, h('table', {},
+    h('thead', {}, h('tr', {}, head.map((c) => h('th', { scope: 'col' }, c)))),
+    h('tbody', {}, rows.map((r) => h('tr', {}, r.map((c) => h('td', {}, c)))))));
+}
+function kv(pairs) {
+  return h('dl', { class: 'kv' }, pairs.filter((p) => p).map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
+}
+
+// ---- the API -----------------------------------------------------------------
+
+function token() { return sessionStorage.getItem(KEY); }
+
+async function api(method, path, body) {
+  const headers = { Authorization: 'Bearer ' + token() };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  let r;
+  try {
+    r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: 'no-store', credentials: 'omit' });
+  } catch (e) {
+    return { ok: false, status: 0, error: { message: 'the host does not answer: ' + e.message } };
+  }
+  let doc = null;
+  try { doc = await r.json(); } catch (_) { doc = null; }
+  if (r.status === 401 && path !== '/v1/whoami') {
+    signOut('Your token was refused (expired or removed); sign in again.');
+  }
+  if (r.ok) return { ok: true, status: r.status, doc };
+  const error = (doc && doc.error) || { message: `HTTP ${r.status}` };
+  return { ok: false, status: r.status, error };
+}
+
+function errorText(e) {
+  const rule = e.refusal && e.refusal.rule ? ` [${e.refusal.rule}]` : '';
+  return (e.message || 'failed') + rule;
+}
+
+// ---- sign in -------------------------------------------------------------------
+
+function signInPage(message) {
+  $('#top').hidden = true;
+  const input = h('input', { id: 'token', type: 'password', autocomplete: 'off', spellcheck: 'false', required: true, 'aria-describedby': 'signin-msg' });
+  const msg = h('p', { id: 'signin-msg', class: message ? 'message error' : 'message', role: 'alert' }, message || '');
+  const form = h('form', { onsubmit: async (ev) => {
+    ev.preventDefault();
+    sessionStorage.setItem(KEY, input.value.trim());
+    input.value = '';
+    const r = await api('GET', '/v1/whoami');
+    if (!r.ok) {
+      sessionStorage.removeItem(KEY);
+      msg.className = 'message error';
+      msg.textContent = errorText(r.error);
+      return;
+    }
+    await start(r.doc);
+  } },
+  h('label', { for: 'token' }, 'Token (from ', h('code', {}, 'charter tokens create NAME'), ', or an OIDC ID token)'),
+  input,
+  h('button', { id: 'signin', type: 'submit' }, 'Sign in'),
+  msg);
+  show(h('section', { class: 'signin card' }, h('h1', {}, 'Sign in to Charter'), form,
+    h('p', { class: 'muted' }, 'The token stays in this tab only and is sent to this host alone, in a header.')));
+  input.focus();
+}
+
+function signOut(message) {
+  sessionStorage.removeItem(KEY);
+  state.me = null;
+  if (state.live) state.live.abort();
+  state.live = null;
+  signInPage(message);
+}
+
+async function start(me) {
+  state.me = me;
+  const a = await api('GET', '/v1/approvers');
+  state.approvers = a.ok ? a.doc.approvers : [];
+  $('#top').hidden = false;
+  $('#deployment').textContent = me.deployment;
+  $('#me').textContent = `${me.identity} (${me.kind}${me.roles.length ? ': ' + me.roles.join(', ') : ''})`;
+  live();
+  route();
+}
+
+// What the signed-in user may decide: a declared person holding `role`.
+function isPerson() { return state.approvers.some((a) => a.name === state.me.identity); }
+function holds(role) { return isPerson() && (!role || state.me.roles.includes(role)); }
+
+// ---- live updates (SSE over fetch: the token stays in a header) ----------------
+
+function setLive(on) {
+  const l = $('#live');
+  l.className = on ? 'live on' : 'live off';
+  l.textContent = on ? 'live' : 'reconnecting';
+}
+
+async function live() {
+  if (state.live) state.live.abort();
+  const ctl = new AbortController();
+  state.live = ctl;
+  while (!ctl.signal.aborted && token()) {
+    try {
+      const r = await fetch('/v1/events', { headers: { Authorization: 'Bearer ' + token() }, signal: ctl.signal, cache: 'no-store', credentials: 'omit' });
+      if (r.status === 401) { signOut('Your token was refused (expired or removed); sign in again.'); return; }
+      if (!r.ok || !r.body) throw new Error('HTTP ' + r.status);
+      setLive(true);
+      const reader = r.body.getReader();
+      const dec = new TextDecoder();
+      let buf = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += dec.decode(value, { stream: true });
+        let i;
+        while ((i = buf.indexOf('\n\n')) >= 0) {
+          onEvent(buf.slice(0, i));
+          buf = buf.slice(i + 2);
+        }
+        if (buf.length > 65536) buf = '';
+      }
+    } catch (e) {
+      if (ctl.signal.aborted) return;
+    }
+    setLive(false);
+    await new Promise((res) => setTimeout(res, 1000));
+  }
+}
+
+function onEvent(chunk) {
+  let name = 'message';
+  let data = '';
+  for (const line of chunk.split('\n')) {
+    if (line.startsWith('event:')) name = line.slice(6).trim();
+    else if (line.startsWith('data:')) data += line.slice(5).trim();
+  }
+  if (name !== 'log') return;
+  let seq;
+  try { seq = JSON.parse(data).seq; } catch (_) { return; }
+  if (seq === state.lastSeq) return;
+  const first = state.lastSeq === null;
+  state.lastSeq = seq;
+  if (!first) refresh();
+}
+
+// Re-read what the current page shows (one refresh at a time; a change
+// during one asks for one more).
+async function refresh() {
+  const page = current().page;
+  if (!['inbox', 'runs', 'run'].includes(page)) return;
+  if (state.refreshing) { state.again = true; return; }
+  state.refreshing = true;
+  try {
+    do { state.again = false; await pages[page].update(current().arg, true); } while (state.again);
+  } finally { state.refreshing = false; }
+}
+
+// ---- routing -------------------------------------------------------------------
+
+function current() {
+  const parts = location.hash.replace(/^#\/?/, '').split('/');
+  const page = parts[0] || 'inbox';
+  const arg = parts.length > 1 ? decodeURIComponent(parts.slice(1).join('/')) : null;
+  if (page === 'runs' && arg) return { page: 'run', arg, nav: 'runs' };
+  if (page === 'grants' && arg) return { page: 'grants', arg, nav: 'grants' };
+  return { page: pages[page] ? page : 'inbox', arg, nav: page };
+}
+
+async function route() {
+  if (!state.me) return;
+  const c = current();
+  for (const a of document.querySelectorAll('header nav a')) {
+    if (a.getAttribute('href') === '#/' + c.nav) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+  await pages[c.page].render(c.arg);
+}
+
+// ---- inbox ---------------------------------------------------------------------
+
+function proposalCard(p) {
+  const given = p.approvals.length;
+  const deciders = state.approvers
+    .filter((a) => (!p.approver_role || a.roles.includes(p.approver_role)) && a.name !== p.initiator && a.name !== p.owner && !p.approvals.includes(a.name))
+    .map((a) => a.name);
+  const left = p.expires_at_ms - Date.now();
+  const args = p.args && typeof p.args === 'object' && !Array.isArray(p.args)
+    ? kv(Object.entries(p.args).map(([k, v]) => [k, readable(k, v)]))
+    : h('pre', {}, json(p.args));
+  const msg = h('p', { class: 'message', role: 'alert' });
+  let actions;
+  if (holds(p.approver_role)) {
+    const comment = h('textarea', { rows: 2, class: 'comment', 'aria-label': `Comment on ${p.id}` });
+    const decide = (approve) => async () => {
+      msg.className = 'message';
+      msg.textContent = approve ? 'approving…' : 'rejecting…';
+      const r = await api('POST', `/v1/proposals/${encodeURIComponent(p.id)}/${approve ? 'approve' : 'reject'}`, { comment: comment.value || null });
+      if (r.ok) {
+        msg.className = 'message ok';
+        msg.textContent = `${approve ? 'Approved' : 'Rejected'}: ${(r.doc.decision && r.doc.decision.outcome) || 'recorded'}`;
+        refresh();
+      } else {
+        msg.className = 'message error';
+        msg.textContent = 'Refused: ' + errorText(r.error);
+      }
+    };
+    actions = h('div', { class: 'actions' },
+      h('label', {}, 'Comment', comment),
+      h('button', { type: 'button', class: 'approve', onclick: decide(true) }, 'Approve'),
+      h('button', { type: 'button', class: 'reject danger', onclick: decide(false) }, 'Reject'));
+  } else {
+    actions = h('p', { class: 'muted noaction' }, `You may not decide this proposal: it needs a person holding the role ${p.approver_role || '(any)'}.`);
+  }
+  return h('article', { class: 'card proposal', 'data-id': p.id },
+    h('div', { class: 'cardhead' }, h('span', { class: 'id' }, p.id), h('strong', { class: 'plugin' }, p.plugin), h('span', { class: 'function' }, p.function),
+      h('span', { class: 'badge' }, `${given} of ${p.approvals_needed} approvals`)),
+    h('div', { class: 'args' }, args),
+    p.rationale ? h('blockquote', { class: 'rationale' }, p.rationale) : h('p', { class: 'muted' }, 'No rationale given.'),
+    kv([
+      ['routed by', p.policies.join(', ') || '—'],
+      ['role', p.approver_role || '—'],
+      ['approved by', p.approvals.join(', ') || 'nobody yet'],
+      ['who may decide', deciders.join(', ') || 'nobody declared'],
+      ['started by', p.initiator || '—'],
+      ['plugin owner', p.owner || '—'],
+      ['run', runLink(p.run)],
+      ['created', time(p.created_ms)],
+      ['expires', left > 0 ? `in ${dur(left)} (${time(p.expires_at_ms)})` : 'expired'],
+    ]),
+    actions, msg);
+}
+
+// Amounts and identifiers, readable: `amount_cents: 20000` also as 200.00.
+function readable(key, v) {
+  if (typeof v === 'number' && /[_-]cents$/.test(key)) return `${v} (${(v / 100).toFixed(2)})`;
+  if (typeof v === 'string') return v;
+  return json(v);
+}
+
+function escalationCard(e) {
+  const msg = h('p', { class: 'message', role: 'alert' });
+  let actions;
+  if (holds(e.role)) {
+    const comment = h('textarea', { rows: 2, 'aria-label': `Comment on ${e.id}` });
+    const output = h('textarea', { rows: 2, class: 'output', placeholder: '{"…": …}', 'aria-label': `Output standing for step ${e.step} (skip)` });
+    const act = (action) => async () => {
+      const body = { action, comment: comment.value || null };
+      if (action === 'skip') {
+        try { body.output = JSON.parse(output.value); } catch (err) {
+          msg.className = 'message error';
+          msg.textContent = 'Skip needs the output the step stands for, as JSON: ' + err.message;
+          return;
+        }
+      }
+      const r = await api('POST', `/v1/escalations/${encodeURIComponent(e.id)}/resolve`, body);
+      if (r.ok) { msg.className = 'message ok'; msg.textContent = `Resolved (${action}): run is ${r.doc.status}`; refresh(); } else { msg.className = 'message error'; msg.textContent = 'Refused: ' + errorText(r.error); }
+    };
+    actions = h('div', { class: 'actions' },
+      h('label', {}, 'Comment', comment),
+      h('label', {}, 'Output (skip)', output),
+      h('button', { type: 'button', class: 'retry', onclick: act('retry') }, 'Retry'),
+      h('button', { type: 'button', class: 'skip secondary', onclick: act('skip') }, 'Skip'),
+      h('button', { type: 'button', class: 'fail danger', onclick: act('fail') }, 'Fail'));
+  } else {
+    actions = h('p', { class: 'muted noaction' }, `You may not resolve this escalation: it needs a person holding the role ${e.role}.`);
+  }
+  return h('article', { class: 'card escalation', 'data-id': e.id },
+    h('div', { class: 'cardhead' }, h('span', { class: 'id' }, e.id), h('strong', {}, 'step ', e.step)),
+    h('blockquote', { class: 'rationale' }, e.reason),
+    kv([['run', runLink(e.run)], ['role', e.role], ['raised', time(e.created_ms)]]),
+    actions, msg);
+}
+
+// Keep a card whose proposal or escalation has not changed (a comment
+// being typed survives a live update); newest first.
+function keyed(list, items, make) {
+  const keep = new Map();
+  for (const el of list.children) if (el.dataset.id) keep.set(el.dataset.id, el);
+  const out = items.map((it) => {
+    const sig = JSON.stringify(it);
+    const old = keep.get(it.id);
+    if (old && old.dataset.sig === sig) return old;
+    const el = make(it);
+    el.dataset.sig = sig;
+    return el;
+  });
+  list.replaceChildren(...out);
+}
+
+const pages = {};
+pages.inbox = {
+  async render() {
+    const props = h('div', { id: 'proposals', 'aria-live': 'polite' });
+    const escs = h('div', { id: 'escalations', 'aria-live': 'polite' });
+    show(h('h1', {}, 'Inbox'), h('div', { class: 'cols' },
+      h('section', {}, h('h2', {}, 'Pending proposals'), props),
+      h('section', {}, h('h2', {}, 'Open escalations'), escs)));
+    await this.update();
+  },
+  async update() {
+    const props = $('#proposals');
+    const escs = $('#escalations');
+    if (!props) return;
+    const [p, e] = await Promise.all([api('GET', '/v1/proposals'), api('GET', '/v1/escalations')]);
+    if (p.ok) {
+      const list = p.doc.proposals.filter((x) => x.status === 'pending').sort((a, b) => b.created_ms - a.created_ms);
+      keyed(props, list, proposalCard);
+      if (!list.length) props.replaceChildren(empty('No proposal waits for a decision.'));
+    } else props.replaceChildren(h('p', { class: 'message error' }, errorText(p.error)));
+    if (e.ok) {
+      const list = e.doc.escalations.filter((x) => x.status === 'open').sort((a, b) => b.created_ms - a.created_ms);
+      keyed(escs, list, escalationCard);
+      if (!list.length) escs.replaceChildren(empty('No escalation is open.'));
+    } else escs.replaceChildren(h('p', { class: 'message error' }, errorText(e.error)));
+  },
+};
+
+// ---- runs ----------------------------------------------------------------------
+
+const STATUSES = ['', 'running', 'retry-wait', 'waiting-approval', 'escalated', 'completed', 'failed', 'cancelled'];
+
+pages.runs = {
+  filter: { workflow: '', status: '', initiator: '' },
+  async render() {
+    const f = this.filter;
+    const wf = h('input', { id: 'f-workflow', value: f.workflow });
+    const st = h('select', { id: 'f-status' }, STATUSES.map((s) => h('option', { value: s, selected: s === f.status }, s || 'any')));
+    const by = h('input', { id: 'f-initiator', value: f.initiator });
+    const form = h('form', { class: 'filters', onsubmit: (ev) => {
+      ev.preventDefault();
+      this.filter = { workflow: wf.value.trim(), status: st.value, initiator: by.value.trim() };
+      this.update();
+    } },
+    h('label', {}, 'Workflow', wf), h('label', {}, 'Status', st), h('label', {}, 'Initiator', by),
+    h('button', { type: 'submit' }, 'Filter'));
+    show(h('h1', {}, 'Runs'), form, h('div', { id: 'runs' }));
+    await this.update();
+  },
+  async update() {
+    const out = $('#runs');
+    if (!out) return;
+    const f = this.filter;
+    const q = f.status ? '?status=' + encodeURIComponent(f.status) : '';
+    const r = await api('GET', '/v1/runs' + q);
+    if (!r.ok) { out.replaceChildren(h('p', { class: 'message error' }, errorText(r.error))); return; }
+    const runs = r.doc.runs.filter((x) => (!f.workflow || x.workflow === f.workflow) && (!f.initiator || x.initiator === f.initiator));
+    out.replaceChildren(table(['run', 'workflow', 'status', 'initiator', 'started', 'took', 'waits on'],
+      runs.map((x) => [runLink(x.id), x.workflow, h('span', { class: 'badge status' }, x.status), x.initiator || '—', time(x.started_ms),
+        x.finished_ms ? dur(x.finished_ms - x.started_ms) : '—', x.proposal || x.escalation || (x.retry_at_ms ? 'retry at ' + time(x.retry_at_ms) : '—')]),
+      'No run matches.'));
+  },
+};
+
+pages.run = {
+  async render(id) {
+    show(h('h1', {}, 'Run ', h('span', { class: 'id' }, id)), h('div', { id: 'run' }));
+    await this.update(id);
+  },
+  async update(id) {
+    const out = $('#run');
+    if (!out) return;
+    const r = await api('GET', '/v1/runs/' + encodeURIComponent(id));
+    if (!r.ok) { out.replaceChildren(h('p', { class: 'message error' }, errorText(r.error))); return; }
+    const x = r.doc;
+    const waits = x.proposal && x.status === 'waiting-approval' ? ['waits on proposal', link('/inbox', x.proposal)]
+      : x.escalation && x.status === 'escalated' ? ['waits on escalation', link('/inbox', x.escalation)]
+        : x.retry_at_ms ? ['next retry', time(x.retry_at_ms)] : null;
+    out.replaceChildren(
+      kv([['status', h('span', { class: 'badge status', id: 'run-status' }, x.status)], ['workflow', x.workflow], ['initiator', x.initiator || '—'],
+        ['started', time(x.started_ms)], ['finished', time(x.finished_ms)], ['took', x.finished_ms ? dur(x.finished_ms - x.started_ms) : '—'],
+        ['step', x.cursor || '—'], waits, ['retries', String(x.retries)], ['escalations', String(x.escalations)],
+        x.error ? ['error', x.error] : null, x.next ? ['next', x.next] : null]),
+      h('h2', {}, 'Timeline'),
+      table(['step', 'attempt', 'outcome', 'failure', 'error', 'replayed calls', 'took', 'ended'],
+        x.history.map((a) => [a.step, String(a.attempt), a.outcome, a.failure || '—', a.error || '—', String(a.replayed), dur(Math.round(a.duration_us / 1000)), time(a.time_ms)]),
+        'No attempt yet.'),
+      h('h2', {}, 'Decisions'),
+      table(['on', 'by', 'action', 'accepted', 'comment / reason'],
+        (x.decisions || []).map((d) => [d.proposal || d.escalation || '—', d.by, d.action,
+          d.accepted ? 'yes' : h('span', { class: 'badge bad' }, 'refused'), d.comment || d.reason || '—']),
+        'No decision recorded.'),
+      h('h2', {}, 'Input'), h('pre', { class: 'input' }, json(x.input)),
+      h('h2', {}, 'Output'), h('pre', { class: 'output' }, x.output === undefined ? '(none yet)' : json(x.output)));
+  },
+};
+
+// ---- audit ---------------------------------------------------------------------
+
+const TYPES = ['', 'config-loaded', 'grant', 'check-failed', 'plugin-loaded', 'call', 'call-result', 'kv-write', 'step', 'proposal',
+  'approval-decision', 'proposal-resolved', 'run-started', 'step-attempt', 'escalated', 'escalation-resolved', 'run-finished',
+  'auth-refused', 'auth-refusals-suppressed', 'hook-refused', 'checkpoint'];
+
+pages.audit = {
+  filter: { plugin: '', type: '', proposal: '', since: '', limit: '200' },
+  events: [],
+  async render() {
+    const f = this.filter;
+    const plugin = h('input', { id: 'a-plugin', value: f.plugin });
+    const type = h('select', { id: 'a-type' }, TYPES.map((t) => h('option', { value: t, selected: t === f.type }, t || 'any')));
+    const proposal = h('input', { id: 'a-proposal', value: f.proposal });
+    const since = h('input', { id: 'a-since', value: f.since, placeholder: '30m, 2h, 7d', size: 8 });
+    const limit = h('input', { id: 'a-limit', value: f.limit, size: 5, inputmode: 'numeric' });
+    const form = h('form', { class: 'filters', onsubmit: (ev) => {
+      ev.preventDefault();
+      this.filter = { plugin: plugin.value.trim(), type: type.value, proposal: proposal.value.trim(), since: since.value.trim(), limit: limit.value.trim() };
+      this.update();
+    } },
+    h('label', {}, 'Plugin', plugin), h('label', {}, 'Type', type), h('label', {}, 'Proposal', proposal),
+    h('label', {}, 'Since', since), h('label', {}, 'Limit', limit), h('button', { type: 'submit', id: 'a-apply' }, 'Filter'),
+    h('button', { type: 'button', class: 'secondary', id: 'a-export', onclick: () => this.exportShown() }, 'Export shown (JSON lines)'));
+    show(h('h1', {}, 'Audit'), h('div', { id: 'verify', class: 'card' }, 'Verifying the chain…'), form, h('div', { id: 'audit' }));
+    this.verify();
+    await this.update();
+  },
+  async verify() {
+    const r = await api('GET', '/v1/audit/verify');
+    const out = $('#verify');
+    if (!out) return;
+    if (!r.ok) { out.replaceChildren(h('span', { class: 'badge bad' }, 'not verified'), ' ', errorText(r.error)); return; }
+    const v = r.doc;
+    out.replaceChildren(h('span', { class: v.ok ? 'badge ok' : 'badge bad', id: 'chain' }, v.ok ? 'chain intact' : 'chain BROKEN'),
+      ` ${v.entries} entries, last #${v.last_seq} `, h('span', { class: 'id' }, (v.last_hash || '').slice(0, 16)),
+      v.problems.length ? h('ul', {}, v.problems.map((p) => h('li', {}, p))) : null,
+      v.torn_tail ? h('p', { class: 'muted' }, 'torn tail: ' + json(v.torn_tail)) : null);
+  },
+  async update() {
+    const out = $('#audit');
+    if (!out) return;
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(this.filter)) if (v) q.set(k, v);
+    const r = await api('GET', '/v1/audit?' + q.toString());
+    if (!r.ok) { out.replaceChildren(h('p', { class: 'message error' }, errorText(r.error))); return; }
+    this.events = r.doc.events;
+    out.replaceChildren(h('p', { class: 'muted', id: 'audit-count' }, `${this.events.length} events`),
+      table(['#', 'time', 'type', 'plugin', 'details'],
+        this.events.slice().reverse().map((e) => {
+          const { seq, time_ms: t, type, plugin, end, ...rest } = e;
+          void end;
+          const text = JSON.stringify(rest);
+          return [String(seq), time(t), h('span', { class: 'type' }, type), plugin || '—', h('span', { class: 'details' }, text.length > 400 ? text.slice(0, 400) + '…' : text)];
+        }), 'No event matches.'));
+  },
+  exportShown() {
+    const lines = this.events.map((e) => JSON.stringify(e)).join('\n') + '\n';
+    const a = h('a', { href: URL.createObjectURL(new Blob([lines], { type: 'application/x-ndjson' })), download: 'charter-audit.jsonl' });
+    document.body.append(a);
+    a.click();
+    a.remove();
+  },
+};
+
+// ---- grants --------------------------------------------------------------------
+
+pages.grants = {
+  async render(name) {
+    show(h('h1', {}, name ? ['Grants of ', h('span', { class: 'id' }, name)] : 'Grants'), h('div', { id: 'grants' }));
+    const out = $('#grants');
+    const r = await api('GET', '/v1/grants');
+    if (!r.ok) { out.replaceChildren(h('p', { class: 'message error' }, errorText(r.error))); return; }
+    const g = r.doc;
+    if (name) {
+      const p = g.plugins.find((x) => x.name === name);
+      if (!p) { out.replaceChildren(empty('No plugin of that name is deployed.')); return; }
+      out.replaceChildren(h('section', { class: 'card plugin-grants', 'data-plugin': p.name },
+        kv([['digest', p.digest], ['pinned', p.pinned ? 'yes' : 'no'], ['owner', p.owner || '—'], ['granted by', p.granted_by || '—'],
+          ['why', p.reason || '—'], ['groups', p.groups.join(', ') || '—'], ['WASI', p.wasi], ['path', p.path]]),
+        h('h2', {}, 'Functions it can call'),
+        table(['function', 'effect', 'group'], p.functions.map((f) => [f.function,
+          f.effect === 'write' ? h('span', { class: 'badge write' }, 'WRITE') : h('span', { class: 'badge' }, f.effect), f.group]), 'No capability granted.'),
+        h('h2', {}, 'Hosts, secrets and channels'),
+        kv([['HTTP hosts', p.allow_hosts.join(', ') || 'none'], ['secrets', p.secrets.join(', ') || 'none'], ['channels', p.channels.join(', ') || 'none']]),
+        h('p', { class: 'muted' }, 'Version history and diffs appear here when the host serves plugin versions.')));
+      return;
+    }
+    out.replaceChildren(
+      h('p', { class: 'muted' }, `Deployment ${g.deployment}, phase ${g.phase}.`),
+      table(['plugin', 'owner', 'granted by', 'groups', 'writes', 'digest'], g.plugins.map((p) => [
+        link('/grants/' + encodeURIComponent(p.name), p.name), p.owner || '—', p.granted_by || '—', p.groups.join(', '),
+        p.functions.some((f) => f.effect === 'write') ? h('span', { class: 'badge write' }, 'WRITE') : 'read only', h('span', { class: 'id' }, p.digest.slice(0, 23))]),
+      'No plugin is deployed.'),
+      h('h2', {}, 'Who can call each capability'),
+      table(['function', 'effect', 'plugins'], g.capabilities.map((c) => [c.function,
+        c.write ? h('span', { class: 'badge write' }, 'WRITE') : h('span', { class: 'badge' }, c.effect), c.plugins.join(', ')]), 'No capability is granted.'),
+      g.violations.length ? [h('h2', {}, 'Violations'), h('ul', {}, g.violations.map((v) => h('li', {}, `${v.plugin || ''} ${v.rule}: ${v.message}`)))] : null);
+  },
+};
+
+// ---- KPIs ----------------------------------------------------------------------
+
+function bars(title, items) {
+  const NS = 'http://www.w3.org/2000/svg';
+  const s = (tag, attrs, text) => {
+    const e = document.createElementNS(NS, tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+    if (text !== undefined) e.textContent = text;
+    return e;
+  };
+  const max = Math.max(1, ...items.map((i) => i.value));
+  const W = 360;
+  const row = 22;
+  const svg = s('svg', { class: 'chart', viewBox: `0 0 ${W} ${items.length * row + 4}`, width: W, height: items.length * row + 4, role: 'img', 'aria-label': title });
+  svg.append(s('title', {}, title));
+  items.forEach((it, i) => {
+    const y = i * row + 2;
+    svg.append(s('text', { x: 0, y: y + 14 }, it.label));
+    svg.append(s('rect', { x: 120, y, width: Math.max(1, (it.value / max) * (W - 170)), height: row - 6, fill: it.color || '#3b4a6b' }));
+    svg.append(s('text', { x: 126 + (it.value / max) * (W - 170), y: y + 14 }, String(it.value)));
+  });
+  return svg;
+}
+
+pages.kpi = {
+  async render() {
+    show(h('h1', {}, 'KPIs'), h('div', { id: 'kpi' }, 'Reading the log…'));
+    const r = await api('GET', '/v1/kpi');
+    const out = $('#kpi');
+    if (!r.ok) { out.replaceChildren(h('p', { class: 'message error' }, errorText(r.error))); return; }
+    const k = r.doc;
+    const calls = { allowed: 0, proposed: 0, denied: 0 };
+    const rows = [];
+    for (const [plugin, fns] of Object.entries(k.calls)) {
+      for (const [fn, c] of Object.entries(fns)) {
+        calls.allowed += c.allowed; calls.proposed += c.proposed; calls.denied += c.denied;
+        rows.push([plugin, fn, String(c.allowed), String(c.proposed), String(c.denied)]);
+      }
+    }
+    const p = k.proposals;
+    const b = k.blocked_by_kind;
+    out.replaceChildren(
+      h('div', { class: 'cols' },
+        h('section', { class: 'card' }, h('h2', {}, 'Risk'),
+          kv([['unauthorized actions executed', h('span', { class: k.unauthorized_actions_executed === 0 ? 'badge ok' : 'badge bad', id: 'unauthorized' }, String(k.unauthorized_actions_executed))],
+            ['blocked unauthorized attempts', String(k.blocked_unauthorized_attempts)],
+            ['· plugins refused at load', String(b.plugin_refused_at_load)], ['· calls denied', String(b.call_denied)],
+            ['· approvals refused', String(b.approval_refused)], ['· escalation resolutions refused', String(b.escalation_resolution_refused)],
+            ['· authentications refused', String(b.authentication_refused)]]),
+          k.unauthorized_detail.length ? h('ul', {}, k.unauthorized_detail.map((d) => h('li', {}, d))) : null),
+        h('section', { class: 'card' }, h('h2', {}, 'Decision quality'),
+          kv([['proposals made', String(p.created)], ['executed', String(p.executed)], ['rejected', String(p.rejected)], ['expired', String(p.expired)],
+            ['failed after approval', String(p.failed)], ['pending', String(p.pending)], ['acceptance rate', pct(p.acceptance_rate)],
+            ['decision latency p50', dur(p.decision_latency_ms_p50)], ['decision latency p95', dur(p.decision_latency_ms_p95)]]))),
+      h('section', { class: 'card' }, h('h2', {}, 'Calls by decision'),
+        bars('Calls by decision', [{ label: 'allowed', value: calls.allowed, color: '#1f7a3a' }, { label: 'proposed', value: calls.proposed, color: '#b07b00' }, { label: 'denied', value: calls.denied, color: '#9b2c2c' }]),
+        table(['plugin', 'function', 'allowed', 'proposed', 'denied'], rows, 'No call yet.')),
+      h('section', { class: 'card' }, h('h2', {}, 'Efficiency, customer and adoption (per workflow)'),
+        table(['workflow', 'runs', 'completed', 'failed', 'cancelled', 'in progress', 'cycle p50', 'cycle p95', 'attempts', 'retries', 'escalations', 'handoff rate', 'escalations avoided'],
+          Object.entries(k.workflows).map(([w, x]) => [w, String(x.runs), String(x.completed), String(x.failed), String(x.cancelled), String(x.in_progress),
+            dur(x.cycle_time_ms_p50), dur(x.cycle_time_ms_p95), String(x.step_attempts), String(x.retries), String(x.escalations), pct(x.handoff_rate), String(x.escalations_avoided)]),
+          'No workflow has run yet.')),
+      h('p', { class: 'muted' }, `${k.events} events, ${k.steps} step executions in the log.`));
+  },
+};
+
+// ---- start ---------------------------------------------------------------------
+
+window.addEventListener('hashchange', route);
+document.addEventListener('DOMContentLoaded', async () => {
+  $('#signout').addEventListener('click', () => signOut('Signed out.'));
+  if (!token()) { signInPage(); return; }
+  const r = await api('GET', '/v1/whoami');
+  if (r.ok) await start(r.doc); else signOut(errorText(r.error));
+});

@@ -1,0 +1,829 @@
+//! The operator console (issue 14), driven in Debian's Chromium (headless,
+//! through chromedriver and fantoccini) against a real `charter up`:
+//! sign in, a proposal arriving live, the initiator's refused approval
+//! shown and recorded, another approver's approval completing the run, an
+//! escalation resolved, the audit table filtered, a plugin's grants, the
+//! KPIs; each test saves screenshots under `target/console/`. Hostile
+//! values (a rationale, arguments and a comment made of markup) render as
+//! text. Actions a user's roles do not allow are not offered by the page
+//! and are refused by the API (tested both ways).
+//!
+//! Without `chromedriver` the browser tests say so and pass, unless
+//! `CHARTER_REQUIRE_BROWSER` is set (tests/run.sh sets it, after
+//! installing `chromium` and `chromium-driver`). One chromedriver serves
+//! every test of the binary; each test has its own browser session.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::cli::refunds_deployment;
+use crate::support::{charter, root, text};
+use crate::up::{http, mint, up, wait_for};
+
+// ---- the browser ------------------------------------------------------------
+
+/// chromedriver, shared by the tests of this binary: started by the first
+/// that needs it, stopped when the last lets go.
+static DRIVER: Mutex<(usize, Option<(Child, u16)>)> = Mutex::new((0, None));
+
+struct Driver {
+    port: u16,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let mut d = DRIVER.lock().unwrap_or_else(|p| p.into_inner());
+        d.0 -= 1;
+        if d.0 == 0
+            && let Some((mut child, _)) = d.1.take()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn chromedriver_path() -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("chromedriver"))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The shared chromedriver, or `None` (the test is skipped) when it is
+/// not installed and the browser is not required.
+fn driver() -> Option<Driver> {
+    let Some(bin) = chromedriver_path() else {
+        assert!(
+            std::env::var_os("CHARTER_REQUIRE_BROWSER").is_none(),
+            "CHARTER_REQUIRE_BROWSER is set but chromedriver is not installed \
+             (apt-get install chromium chromium-driver)"
+        );
+        eprintln!(
+            "SKIPPED: chromedriver is not installed (apt-get install chromium chromium-driver); \
+             set CHARTER_REQUIRE_BROWSER=1 to make this a failure"
+        );
+        return None;
+    };
+    let mut d = DRIVER.lock().unwrap_or_else(|p| p.into_inner());
+    if d.1.is_none() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(bin)
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "chromedriver did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d.1 = Some((child, port));
+    }
+    d.0 += 1;
+    Some(Driver {
+        port: d.1.as_ref().unwrap().1,
+    })
+}
+
+/// A headless Chromium session at 1280×800.
+async fn browser(d: &Driver) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1280,800",
+                     "--no-first-run", "--disable-extensions"],
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", d.port))
+        .await
+        .expect("a chromium session")
+}
+
+/// Run `body` with a browser session, closing the session whatever
+/// happens (a failed assertion too), then failing as the body did.
+fn with_browser<F, Fut>(body: F)
+where
+    F: FnOnce(Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let Some(d) = driver() else { return };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let client = browser(&d).await;
+        let outcome = tokio::spawn(body(client.clone())).await;
+        let _ = client.close().await;
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    });
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let dir = root().join("target/console");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+async fn css(c: &Client, sel: &str) -> fantoccini::elements::Element {
+    c.wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Css(sel))
+        .await
+        .unwrap_or_else(|e| panic!("{sel}: {e}"))
+}
+
+/// Wait until the script `js` returns true.
+async fn until(c: &Client, what: &str, js: &str) {
+    let start = Instant::now();
+    loop {
+        let v = c.execute(js, vec![]).await.unwrap();
+        if v == Value::Bool(true) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{what}: still not true: {js}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn text_of(c: &Client, sel: &str) -> String {
+    css(c, sel).await.text().await.unwrap()
+}
+
+async fn sign_in(c: &Client, addr: &str, token: &str) {
+    c.goto(&format!("http://{addr}/#/inbox")).await.unwrap();
+    if c.find(Locator::Id("signout")).await.is_ok() {
+        c.execute(
+            "if (!document.getElementById('top').hidden) document.getElementById('signout').click(); return true;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    }
+    let input = css(c, "#token").await;
+    input
+        .send_keys(token.strip_prefix("Bearer ").unwrap())
+        .await
+        .unwrap();
+    css(c, "#signin").await.click().await.unwrap();
+    until(
+        c,
+        "signed in",
+        "return !document.getElementById('top').hidden",
+    )
+    .await;
+}
+
+async fn sign_out(c: &Client) {
+    css(c, "#signout").await.click().await.unwrap();
+    css(c, "#token").await;
+}
+
+// ---- the deployment -----------------------------------------------------------
+
+struct Served {
+    _dir: tempfile::TempDir,
+    cwd: PathBuf,
+    child: Child,
+    addr: String,
+    /// carol and bob: refund approvers; dave: an auditor; shop: a service
+    /// account holding the refund-approver role.
+    carol: String,
+    bob: String,
+    dave: String,
+    shop: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn served() -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path().to_path_buf();
+    refunds_deployment(&cwd);
+    let (carol, carol_h) = mint("carol", &cwd);
+    let (bob, bob_h) = mint("bob", &cwd);
+    let (dave, dave_h) = mint("dave", &cwd);
+    let (shop, shop_h) = mint("shop", &cwd);
+    // A failed refund step goes to a refund-approver.
+    let mut toml = std::fs::read_to_string(cwd.join("charter.toml"))
+        .unwrap()
+        .replace(
+            "plugin = \"refund-bot\"\n",
+            "plugin = \"refund-bot\"\non_failure = \"escalate\"\n",
+        );
+    for (name, h) in [("carol", &carol_h), ("bob", &bob_h), ("dave", &dave_h)] {
+        let header = format!("[approvers.{name}]\n");
+        toml = toml.replace(&header, &format!("{header}tokens = [\"{h}\"]\n"));
+    }
+    toml.push_str(&format!(
+        "\n[identities.shop]\nkind = \"service\"\nroles = [\"refund-approver\"]\ntokens = [\"{shop_h}\"]\n"
+    ));
+    std::fs::write(cwd.join("charter.toml"), toml).unwrap();
+    let (child, addr) = up(&cwd);
+    Served {
+        _dir: dir,
+        cwd,
+        child,
+        addr,
+        carol,
+        bob,
+        dave,
+        shop,
+    }
+}
+
+fn start_run(s: &Served, token: &str, input: Value) -> String {
+    let r = http(
+        &s.addr,
+        "POST",
+        "/v1/runs",
+        Some(token),
+        Some(&json!({"workflow": "refund", "input": input})),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    r.json()["run"].as_str().unwrap().to_string()
+}
+
+fn audit(s: &Served, query: &str) -> Vec<Value> {
+    let r = http(
+        &s.addr,
+        "GET",
+        &format!("/v1/audit?{query}"),
+        Some(&s.bob),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["events"].as_array().unwrap().clone()
+}
+
+/// Markup a hostile plugin input carries into a rationale and arguments.
+const HOSTILE: &str =
+    "</blockquote><script>window.__pwned=1</script>\"><img src=x onerror=\"window.__pwned=1\">";
+
+/// Sign in (a wrong token first); a proposal made by a run arrives live
+/// and renders its hostile rationale and arguments as text; the initiator
+/// approving is refused (message on the page, `approval-decision` with
+/// `accepted: false` in the log); an auditor and a service account are
+/// offered no decision and refused by the API; another approver approves
+/// with a hostile comment, the run completes and its page shows it.
+#[test]
+fn console_inbox_live_proposal_refusals_and_approval() {
+    let s = served();
+    with_browser(move |c| async move {
+        let a = s.addr.as_str();
+        // A wrong token is refused on the page.
+        c.goto(&format!("http://{a}/")).await.unwrap();
+        css(&c, "#token")
+            .await
+            .send_keys("cht_nobody_0_00")
+            .await
+            .unwrap();
+        css(&c, "#signin").await.click().await.unwrap();
+        until(
+            &c,
+            "refusal shown",
+            "return document.getElementById('signin-msg').textContent.length > 0",
+        )
+        .await;
+        assert!(
+            text_of(&c, "#signin-msg")
+                .await
+                .to_lowercase()
+                .contains("token")
+        );
+        screenshot(&c, "signin").await;
+
+        sign_in(&c, a, &s.carol).await;
+        css(&c, "#proposals .empty").await;
+        until(
+            &c,
+            "live feed",
+            "return document.getElementById('live').textContent === 'live'",
+        )
+        .await;
+        // The token is in no URL.
+        let url = c.current_url().await.unwrap().to_string();
+        assert!(
+            !url.contains(s.carol.strip_prefix("Bearer ").unwrap()),
+            "{url}"
+        );
+
+        // carol starts a large refund (through the API, as a script would):
+        // the page shows the proposal without a reload.
+        let order = format!("A-7{HOSTILE}");
+        let run = start_run(
+            &s,
+            &s.carol,
+            json!({"order_id": order, "amount_cents": 20_000, "reason": HOSTILE}),
+        );
+        let v = wait_for(a, &s.carol, &run, |v| v["status"] != "running");
+        assert_eq!(v["status"], "waiting-approval", "{v}");
+        let proposal = v["proposal"].as_str().unwrap().to_string();
+        let card = format!("#proposals .proposal[data-id='{proposal}']");
+        css(&c, &card).await;
+        let rationale = text_of(&c, &format!("{card} .rationale")).await;
+        assert!(
+            rationale.contains("<script>window.__pwned=1</script>"),
+            "{rationale}"
+        );
+        assert!(rationale.contains("<img src=x onerror="), "{rationale}");
+        let args = text_of(&c, &format!("{card} .args")).await;
+        assert!(args.contains(&order), "{args}");
+        assert!(args.contains("20000 (200.00)"), "{args}");
+        let markup = c
+            .execute(
+                "return [document.querySelectorAll('main img, main script').length, typeof window.__pwned];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            markup,
+            json!([0, "undefined"]),
+            "hostile markup became elements"
+        );
+        // Who may decide: bob (carol started it, alice owns the bot, dave
+        // lacks the role).
+        let deciders = c
+            .execute(
+                &format!("return [...document.querySelectorAll(\"{card} dt\")].find(d => d.textContent === 'who may decide').nextElementSibling.textContent;"),
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(deciders, json!("bob"));
+
+        // carol, the initiator, is offered the decision (she holds the
+        // role) and refused: the reason on the page, the attempt in the log.
+        css(&c, &format!("{card} .approve"))
+            .await
+            .click()
+            .await
+            .unwrap();
+        until(
+            &c,
+            "refusal shown",
+            &format!("const m = document.querySelector(\"{card} .message.error\"); return !!m && m.textContent.includes('started the work');"),
+        )
+        .await;
+        screenshot(&c, "inbox").await;
+        let refused = audit(&s, &format!("type=approval-decision&proposal={proposal}"));
+        assert!(
+            refused
+                .iter()
+                .any(|e| e["by"] == "carol" && e["accepted"] == false),
+            "{refused:?}"
+        );
+
+        // dave (an auditor) and shop (a service account) are offered no
+        // decision, and the API refuses them too.
+        for who in [&s.dave, &s.shop] {
+            sign_out(&c).await;
+            sign_in(&c, a, who).await;
+            css(&c, &format!("{card} .noaction")).await;
+            assert!(
+                c.find(Locator::Css(&format!("{card} .approve")))
+                    .await
+                    .is_err()
+            );
+            assert!(
+                c.find(Locator::Css(&format!("{card} .reject")))
+                    .await
+                    .is_err()
+            );
+            for verb in ["approve", "reject"] {
+                let r = http(
+                    a,
+                    "POST",
+                    &format!("/v1/proposals/{proposal}/{verb}"),
+                    Some(who),
+                    None,
+                );
+                assert_eq!(r.status, 403, "{verb}: {}", r.body);
+            }
+        }
+        screenshot(&c, "inbox-auditor").await;
+        let refused = audit(&s, &format!("type=approval-decision&proposal={proposal}"));
+        for who in ["dave", "shop"] {
+            assert!(
+                refused
+                    .iter()
+                    .any(|e| e["by"] == who && e["accepted"] == false),
+                "{who}: {refused:?}"
+            );
+        }
+
+        // bob approves, with a comment made of markup: the run completes.
+        sign_out(&c).await;
+        sign_in(&c, a, &s.bob).await;
+        css(&c, &format!("{card} textarea.comment"))
+            .await
+            .send_keys(HOSTILE)
+            .await
+            .unwrap();
+        css(&c, &format!("{card} .approve"))
+            .await
+            .click()
+            .await
+            .unwrap();
+        until(
+            &c,
+            "approval shown",
+            &format!("const m = document.querySelector(\"{card} .message.ok\"); return !m ? document.querySelectorAll(\"{card}\").length === 0 : m.textContent.includes('executed');"),
+        )
+        .await;
+        until(
+            &c,
+            "card gone (live)",
+            &format!("return document.querySelectorAll(\"{card}\").length === 0;"),
+        )
+        .await;
+        let v = wait_for(a, &s.bob, &run, |v| {
+            v["status"] != "waiting-approval" && v["status"] != "running"
+        });
+        assert_eq!(v["status"], "completed", "{v}");
+
+        // The run's page: its timeline, the decisions (the comment as text).
+        c.goto(&format!("http://{a}/#/runs/{run}")).await.unwrap();
+        until(&c, "run completed", "const s = document.getElementById('run-status'); return !!s && s.textContent === 'completed';").await;
+        let page = text_of(&c, "#run").await;
+        assert!(page.contains("refund"), "{page}");
+        assert!(page.contains("<img src=x onerror="), "{page}");
+        assert!(
+            page.contains("separation") || page.contains("started the work"),
+            "{page}"
+        );
+        let n = c
+            .execute(
+                "return document.querySelectorAll('main img, main script').length;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, json!(0));
+        screenshot(&c, "run").await;
+
+        // The runs list, filtered.
+        c.goto(&format!("http://{a}/#/runs")).await.unwrap();
+        css(&c, "#f-status")
+            .await
+            .select_by_value("completed")
+            .await
+            .unwrap();
+        css(&c, "#f-initiator")
+            .await
+            .send_keys("carol")
+            .await
+            .unwrap();
+        css(&c, "form.filters button[type=submit]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        until(
+            &c,
+            "filtered runs",
+            &format!(
+                "const t = document.getElementById('runs').textContent; return t.includes('{run}');"
+            ),
+        )
+        .await;
+        screenshot(&c, "runs").await;
+        let k = http(a, "GET", "/v1/kpi", Some(&s.bob), None).json();
+        assert_eq!(k["unauthorized_actions_executed"], 0, "{k}");
+    });
+}
+
+/// An escalation: an auditor is offered no resolution and refused by the
+/// API; a refund approver skips the step with an output and the run
+/// completes. Then the audit table filtered by type with the chain's
+/// status, a plugin's grants (writes marked) and the KPIs.
+#[test]
+fn console_escalation_audit_grants_and_kpis() {
+    let s = served();
+    with_browser(move |c| async move {
+        let a = s.addr.as_str();
+        // A refund without an amount fails fatally: escalated to a person.
+        let run = start_run(&s, &s.carol, json!({"order_id": "A-3"}));
+        let v = wait_for(a, &s.carol, &run, |v| {
+            v["status"] != "running" && v["status"] != "retry-wait"
+        });
+        assert_eq!(v["status"], "escalated", "{v}");
+        let esc = v["escalation"].as_str().unwrap().to_string();
+        let card = format!("#escalations .escalation[data-id='{esc}']");
+
+        sign_in(&c, a, &s.dave).await;
+        css(&c, &format!("{card} .noaction")).await;
+        assert!(
+            c.find(Locator::Css(&format!("{card} .retry")))
+                .await
+                .is_err()
+        );
+        let r = http(
+            a,
+            "POST",
+            &format!("/v1/escalations/{esc}/resolve"),
+            Some(&s.dave),
+            Some(&json!({"action": "fail"})),
+        );
+        assert_eq!(r.status, 403, "{}", r.body);
+
+        sign_out(&c).await;
+        sign_in(&c, a, &s.bob).await;
+        // Skip without an output is refused on the page, before any request.
+        css(&c, &format!("{card} .skip"))
+            .await
+            .click()
+            .await
+            .unwrap();
+        until(&c, "skip needs output", &format!("const m = document.querySelector(\"{card} .message.error\"); return !!m && m.textContent.includes('JSON');")).await;
+        css(&c, &format!("{card} textarea.output"))
+            .await
+            .send_keys(r#"{"order_id": "A-3", "refund_id": "manual-1"}"#)
+            .await
+            .unwrap();
+        screenshot(&c, "escalation").await;
+        css(&c, &format!("{card} .skip"))
+            .await
+            .click()
+            .await
+            .unwrap();
+        until(
+            &c,
+            "escalation gone (live)",
+            &format!("return document.querySelectorAll(\"{card}\").length === 0;"),
+        )
+        .await;
+        let v = wait_for(a, &s.bob, &run, |v| {
+            v["status"] != "escalated" && v["status"] != "running"
+        });
+        assert_eq!(v["status"], "completed", "{v}");
+        assert_eq!(v["output"]["refund_id"], "manual-1", "{v}");
+        let resolved = audit(&s, "type=escalation-resolved");
+        assert!(
+            resolved
+                .iter()
+                .any(|e| e["by"] == "dave" && e["accepted"] == false),
+            "{resolved:?}"
+        );
+        assert!(
+            resolved
+                .iter()
+                .any(|e| e["by"] == "bob" && e["accepted"] == true),
+            "{resolved:?}"
+        );
+
+        // Audit: filter by type; the chain verifies.
+        c.goto(&format!("http://{a}/#/audit")).await.unwrap();
+        until(&c, "chain status", "const s = document.getElementById('chain'); return !!s && s.textContent === 'chain intact';").await;
+        css(&c, "#a-type")
+            .await
+            .select_by_value("escalation-resolved")
+            .await
+            .unwrap();
+        css(&c, "#a-apply").await.click().await.unwrap();
+        until(
+            &c,
+            "filtered audit",
+            "const t = [...document.querySelectorAll('#audit td .type')].map(e => e.textContent); \
+             return t.length === 2 && t.every(x => x === 'escalation-resolved');",
+        )
+        .await;
+        screenshot(&c, "audit").await;
+
+        // Grants: the list, then one plugin's.
+        c.goto(&format!("http://{a}/#/grants")).await.unwrap();
+        css(&c, "#grants a[href='#/grants/refund-bot']")
+            .await
+            .click()
+            .await
+            .unwrap();
+        let g = text_of(&c, ".plugin-grants[data-plugin='refund-bot']").await;
+        assert!(g.contains("sha256:"), "{g}");
+        assert!(g.contains("WRITE"), "{g}");
+        assert!(
+            g.contains("acme:payments/refunds.issue-refund") || g.contains("issue-refund"),
+            "{g}"
+        );
+        assert!(g.contains("erin@acme.example"), "{g}");
+        screenshot(&c, "grants").await;
+
+        // KPIs: no unauthorized action.
+        c.goto(&format!("http://{a}/#/kpi")).await.unwrap();
+        assert_eq!(text_of(&c, "#unauthorized").await, "0");
+        css(&c, "svg.chart").await;
+        screenshot(&c, "kpi").await;
+    });
+}
+
+// ---- without a browser: the page's headers, its script, the live feed ------------
+
+/// A `GET /v1/events` request, its answer read through the returned reader.
+fn open_stream(addr: &str, token: &str) -> BufReader<TcpStream> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET /v1/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {token}\r\n\r\n"
+    )
+    .unwrap();
+    BufReader::new(s)
+}
+
+/// The answer's head (status line and headers).
+fn head_of(r: &mut BufReader<TcpStream>) -> String {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            return head;
+        }
+        head.push_str(&line);
+    }
+}
+
+/// Body lines up to and including the first `data:` line.
+fn first_event(r: &mut BufReader<TcpStream>) -> String {
+    let mut out = String::new();
+    for _ in 0..20 {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        out.push_str(&line);
+        if line.starts_with("data:") {
+            break;
+        }
+    }
+    out
+}
+
+/// The page is served with a strict policy (own script only, no frames,
+/// no HTML from strings), carries no inline script or handler, and its
+/// script assigns no HTML; the live feed needs a token (a refusal is
+/// recorded), sends the log's sequence number, is bounded in number, and
+/// does not hold up a stop.
+#[test]
+fn console_page_policy_and_live_feed_bounds() {
+    let s = served();
+    let a = s.addr.as_str();
+    let r = http(a, "GET", "/", None, None);
+    assert_eq!(r.status, 200);
+    let head = r.head.to_ascii_lowercase();
+    for want in [
+        "content-security-policy: default-src 'none'; script-src 'self'",
+        "frame-ancestors 'none'",
+        "require-trusted-types-for 'script'",
+        "x-frame-options: deny",
+        "x-content-type-options: nosniff",
+        "referrer-policy: no-referrer",
+    ] {
+        assert!(head.contains(want), "{want} missing: {head}");
+    }
+    // No inline script, no inline handler: every script has a src.
+    assert!(!r.body.contains("<script>"), "{}", r.body);
+    let lower = r.body.to_ascii_lowercase();
+    assert!(
+        !lower.match_indices(" on").any(|(i, _)| lower[i + 3..]
+            .split('=')
+            .next()
+            .is_some_and(|w| { !w.is_empty() && w.chars().all(|c| c.is_ascii_alphabetic()) })),
+        "an inline handler: {}",
+        r.body
+    );
+    let js = http(a, "GET", "/console/app.js", None, None);
+    assert_eq!(js.status, 200);
+    assert!(
+        js.head
+            .to_ascii_lowercase()
+            .contains("content-type: text/javascript")
+    );
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+        "new Function",
+        "localStorage",
+    ] {
+        assert!(!js.body.contains(sink), "app.js uses {sink}");
+    }
+
+    // The feed needs a token, and a refused one is recorded.
+    let r = http(a, "GET", "/v1/events", None, None);
+    assert_eq!(r.status, 401, "{}", r.body);
+    let refused = audit(&s, "type=auth-refused");
+    assert!(
+        refused.iter().any(|e| e["route"] == "GET /v1/events"),
+        "{refused:?}"
+    );
+
+    // A feed sends the current sequence number at once.
+    let mut first = open_stream(a, &s.dave);
+    let head = head_of(&mut first);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("text/event-stream"),
+        "{head}"
+    );
+    let chunk = first_event(&mut first);
+    assert!(chunk.contains("event: log"), "{chunk}");
+    assert!(chunk.contains("\"seq\":"), "{chunk}");
+
+    // At most MAX_STREAMS at once: one more is refused with 429.
+    let mut open = vec![first];
+    for _ in 1..MAX_STREAMS {
+        let mut st = open_stream(a, &s.dave);
+        assert!(head_of(&mut st).starts_with("HTTP/1.1 200"));
+        open.push(st);
+    }
+    let mut extra = open_stream(a, &s.dave);
+    let head = head_of(&mut extra);
+    assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+    // Closing one admits another (the host notices when it next writes
+    // to it: a refused request moves the log, which every feed reports).
+    drop(open.pop());
+    let start = Instant::now();
+    loop {
+        assert_eq!(
+            http(a, "GET", "/v1/runs", Some("Bearer cht_x_0_00"), None).status,
+            401
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let mut st = open_stream(a, &s.dave);
+        if head_of(&mut st).starts_with("HTTP/1.1 200") {
+            open.push(st);
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "a closed feed was never released"
+        );
+    }
+
+    // SIGTERM with every feed open: the host still stops, cleanly.
+    let mut s = s;
+    let pid = s.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "open feeds held up the stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    drop(open);
+    let out = charter(&["audit", "verify"], &s.cwd);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// `charter_server::console::MAX_STREAMS` (the tests do not link the
+/// server crate).
+const MAX_STREAMS: usize = 32;
