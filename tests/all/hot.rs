@@ -24,12 +24,21 @@ fn start(cwd: &Path) -> (Child, String) {
 }
 
 fn start_with(cwd: &Path, args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(charter_bin())
-        .args(["up", "--listen", "127.0.0.1:0"])
+    start_as(cwd, args, None)
+}
+
+/// [`start_with`], with `CHARTER_TOKEN` set to `token` (for `--watch`).
+fn start_as(cwd: &Path, args: &[&str], token: Option<&str>) -> (Child, String) {
+    let mut cmd = Command::new(charter_bin());
+    cmd.args(["up", "--listen", "127.0.0.1:0"])
         .args(args)
         .current_dir(cwd)
         .env_remove("CHARTER_LOG")
-        .env_remove("CHARTER_TOKEN")
+        .env_remove("CHARTER_TOKEN");
+    if let Some(t) = token {
+        cmd.env("CHARTER_TOKEN", t);
+    }
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -484,6 +493,24 @@ fn hostile_pushes_are_refused_and_the_serving_version_goes_on() {
     };
     assert_eq!(v["output"]["version"], version);
     stop(child);
+
+    // An edited index cannot choose the code that serves: it names the
+    // other stored version, the log records no such activation, so the
+    // plugin is refused (never run) until the index is rebuilt.
+    charter_store::SledStore::open(&cwd.join("data/state"))
+        .unwrap()
+        .set(charter_runtime::index::META, "active:stepper", other)
+        .unwrap();
+    let (child, addr) = start(cwd);
+    let id = start_run(&addr, &h.ops);
+    let v = crate::up::wait_for(&addr, &h.ops, &id, |v| v["status"] == "failed");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("records no such activation")),
+        "{v}"
+    );
+    stop(child);
 }
 
 /// The swap time of the Python example (an 18 MB component) pushed as a
@@ -556,7 +583,20 @@ fn watched_files_go_through_the_same_checks() {
     let toml = std::fs::read_to_string(cwd.join("charter.toml")).unwrap();
     let toml = toml.replace(&fixture("fx-hot-v1").display().to_string(), "stepper.wasm");
     std::fs::write(cwd.join("charter.toml"), &toml).unwrap();
-    let (child, addr) = start_with(cwd, &["--watch"]);
+    // A watch pushes code, so it needs an operator's token.
+    for (token, why) in [(None, "CHARTER_TOKEN"), (Some(&h.viewer), "operator")] {
+        let out = Command::new(charter_bin())
+            .args(["up", "--listen", "127.0.0.1:0", "--watch"])
+            .current_dir(cwd)
+            .env_remove("CHARTER_TOKEN")
+            .envs(token.map(|t| ("CHARTER_TOKEN", t.trim_start_matches("Bearer "))))
+            .output()
+            .unwrap();
+        assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(text(&out).contains(why), "{}", text(&out));
+    }
+    let ops_token = h.ops.trim_start_matches("Bearer ").to_string();
+    let (child, addr) = start_as(cwd, &["--watch"], Some(&ops_token));
     let serving = || {
         let r = http(&addr, "GET", "/v1/plugins/versions", Some(&h.ops), None);
         assert_eq!(r.status, 200, "{}", r.body);
@@ -590,7 +630,7 @@ fn watched_files_go_through_the_same_checks() {
     assert!(
         pushed
             .iter()
-            .all(|e| e["by"] == "watch" && e["source"] == "watch"),
+            .all(|e| e["by"] == "ops" && e["auth"] == "token" && e["source"] == "watch"),
         "{pushed:?}"
     );
     // A bad charter.toml: refused, recorded; the host goes on.

@@ -135,10 +135,19 @@ impl Control {
         // own: a sender that hangs up mid-request (its future dropped)
         // cannot leave a recorded run that nobody drives.
         let (workflow, initiator) = (workflow.to_string(), initiator.to_string());
+        // An identity that delivered with its bearer credential is recorded
+        // as proven by it (in this task: the caller's scope does not reach).
+        let how: Option<&'static str> = match t.auth.as_str() {
+            "token" => Some("token"),
+            "oidc" => Some("oidc"),
+            _ => None,
+        };
         let started = tokio::spawn(async move {
-            let started = host
-                .start_triggered_run(&workflow, input, &initiator, t)
-                .await?;
+            let start = host.start_triggered_run(&workflow, input, &initiator, t);
+            let started = match how {
+                Some(how) => charter_runtime::proven(&initiator, how, start).await,
+                None => start.await,
+            }?;
             // A duplicate of a run that has not ended is driven too: the
             // first delivery's drive may never have happened (a crash
             // between its record and its drive). A driver already on it

@@ -205,7 +205,8 @@ enum Command {
         /// checked like `charter plugins push` and swapped in, or refused
         /// with the serving version going on. A changed charter.toml is
         /// checked; a bad one is refused (`check-failed`), a good one
-        /// applies at the next start.
+        /// applies at the next start. Needs CHARTER_TOKEN of an identity
+        /// with the role "operator": the changes are pushed as theirs.
         #[arg(long)]
         watch: bool,
         #[command(flatten)]

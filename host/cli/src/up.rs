@@ -39,6 +39,13 @@ pub async fn up(
     // An [oidc] jwks_url is fetched once now (bounded); later only when a
     // JWT names a kid the keys do not hold, at most once per interval.
     control.refresh_oidc_keys().await;
+    // A watched file swaps code in as a push does, so it needs the same
+    // proof: the operator who starts the watch, by CHARTER_TOKEN, and every
+    // change it pushes is recorded as theirs.
+    let watcher = match watch {
+        false => None,
+        true => Some(watch_operator(&control).await?),
+    };
     write_endpoint(&endpoint, &format!("http://{addr}"))?;
     let service = charter_server::Service::new();
     // Runs a crash or a stop left running go on, retries and proposal
@@ -46,9 +53,15 @@ pub async fn up(
     // task); schedules start their runs.
     host.start_timers();
     charter_server::schedules::start(control.clone());
-    if watch {
+    if let Some((name, how)) = watcher {
         // Changed plugin files go through the push pipeline (`hot/watch.rs`).
-        charter_runtime::hot::watch::start(host.clone(), config.path(), Duration::from_millis(500));
+        charter_runtime::hot::watch::start(
+            host.clone(),
+            config.path(),
+            Duration::from_millis(500),
+            name,
+            how,
+        );
     }
     service.set_ready();
     println!(
@@ -114,4 +127,25 @@ fn write_endpoint(path: &Path, url: &str) -> Result<()> {
         .with_context(|| format!("writing {}", tmp.display()))?;
     f.write_all(doc.to_string().as_bytes())?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The operator `--watch` pushes as: `CHARTER_TOKEN` must prove an
+/// identity holding the role `operator` (as `charter plugins push` needs).
+async fn watch_operator(control: &Control) -> Result<(String, &'static str)> {
+    let Ok(token) = std::env::var("CHARTER_TOKEN") else {
+        bail!(
+            "--watch swaps in plugin code as `charter plugins push` does, so it needs the same proof: set CHARTER_TOKEN to the token of an identity with the role \"operator\"; every change it loads is recorded as theirs"
+        );
+    };
+    let p = control
+        .principal_refreshing(charter_api::Credential::Token(token.trim()))
+        .await
+        .map_err(|e| anyhow::anyhow!("--watch: CHARTER_TOKEN: {}", e.message))?;
+    if !p.has_role("operator") {
+        bail!(
+            "--watch: {} does not hold the role \"operator\" that pushing plugin code needs",
+            p.name
+        );
+    }
+    Ok((p.name, p.method.as_str()))
 }

@@ -130,6 +130,18 @@ pub enum LoadError {
         expected: String,
         actual: String,
     },
+    /// The state index names a serving version the event log does not
+    /// record activating (an edited or unreadable index): refused, never
+    /// run.
+    #[error(
+        "{plugin}: {detail}; the state index is derived: stop Charter, move {} aside and it is rebuilt from the log",
+        .state.display()
+    )]
+    IndexDisagrees {
+        plugin: String,
+        detail: String,
+        state: PathBuf,
+    },
 }
 
 fn lines<T: fmt::Display>(v: &[T]) -> String {
@@ -144,6 +156,7 @@ impl LoadError {
         match self {
             LoadError::DigestMismatch { .. }
             | LoadError::Tampered { .. }
+            | LoadError::IndexDisagrees { .. }
             | LoadError::Ungranted(_)
             | LoadError::Governance(_) => EXIT_REFUSED,
             LoadError::TooLarge { .. } | LoadError::CompileTimeout { .. } => EXIT_LIMIT,
@@ -304,7 +317,8 @@ impl CallError {
                 LoadError::Ungranted(_)
                 | LoadError::Governance(_)
                 | LoadError::DigestMismatch { .. }
-                | LoadError::Tampered { .. },
+                | LoadError::Tampered { .. }
+                | LoadError::IndexDisagrees { .. },
             ) => "refused",
             CallError::Load(_) => "load-error",
             CallError::Limit { .. } => "limit",

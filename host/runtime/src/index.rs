@@ -555,6 +555,12 @@ pub fn apply_cached(
         apply_one(&mut o, r, resolve, cache)?;
         if let Some(&at) = positions.get(i) {
             index_run(&mut o, r, at)?;
+            // Where the activation is in the log: the host checks the
+            // version the index says serves against that record.
+            if let Event::PluginActivated { plugin, .. } = &r.event {
+                o.batch
+                    .put(META, &format!("active-at:{plugin}"), &at.to_string());
+            }
         }
     }
     let runs = o.put_runs()?;

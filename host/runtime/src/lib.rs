@@ -783,7 +783,7 @@ impl Host {
             LoadError::Ungranted(_) => "ungranted-import",
             LoadError::Governance(_) => "governance",
             LoadError::DigestMismatch { .. } => "digest-pin",
-            LoadError::Tampered { .. } => "tampered",
+            LoadError::Tampered { .. } | LoadError::IndexDisagrees { .. } => "tampered",
             LoadError::TooLarge { .. } => "too-large",
             LoadError::CoreModule { .. }
             | LoadError::Malformed { .. }
@@ -1014,7 +1014,7 @@ impl Host {
     /// configuration names; bounded either way.
     fn serving_bytes(&self, spec: &PluginSpec) -> Result<Vec<u8>, LoadError> {
         let limit = spec.limits.max_component_bytes;
-        if let Some(d) = self.activated(&spec.name) {
+        if let Some(d) = self.activated_in_log(&spec.name)? {
             return hot::store::get(&self.deployment.data_dir, &spec.name, &d, limit);
         }
         let read_err = |source| LoadError::Read {

@@ -83,32 +83,43 @@ pub struct Replays(Mutex<HashMap<(String, [u8; 32]), Seen>>);
 
 #[derive(Debug)]
 struct Seen {
-    run: String,
+    /// `None` while the delivery that claimed the body is being started.
+    run: Option<String>,
     delivery: String,
     at: Instant,
 }
 
-impl Replays {
-    /// The run a body started within the window under a delivery id
-    /// other than `delivery`, if any (a retry under the same id is the
-    /// trigger index's to answer).
-    pub fn seen(
-        &self,
-        hook: &str,
-        digest: &[u8; 32],
-        delivery: &str,
-        now: Instant,
-    ) -> Option<String> {
-        let m = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        m.get(&(hook.to_string(), *digest))
-            .filter(|s| now.duration_since(s.at) < REPLAY_WINDOW && s.delivery != delivery)
-            .map(|s| s.run.clone())
-    }
+/// What [`Replays::claim`] found for a signed body.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// First seen (or seen again under its own delivery id, which the
+    /// trigger index answers): go on and start it.
+    Start,
+    /// Already started under another delivery id: that run.
+    Started(String),
+    /// Being started under another delivery id right now.
+    InFlight,
+}
 
-    /// Remember that a body delivered as `delivery` started `run` (the
-    /// first one noted stands).
-    pub fn note(&self, hook: &str, digest: [u8; 32], delivery: &str, run: &str, now: Instant) {
+impl Replays {
+    /// Check and reserve, in one step, a signed body delivered as
+    /// `delivery`: a body another delivery id claimed within the window is
+    /// not started again, also while that one is still starting (two
+    /// copies sent at once, or a sender that hung up mid-request).
+    pub fn claim(&self, hook: &str, digest: [u8; 32], delivery: &str, now: Instant) -> Claim {
         let mut m = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (hook.to_string(), digest);
+        if let Some(s) = m.get(&key)
+            && now.duration_since(s.at) < REPLAY_WINDOW
+        {
+            if s.delivery == delivery {
+                return Claim::Start;
+            }
+            return match &s.run {
+                Some(run) => Claim::Started(run.clone()),
+                None => Claim::InFlight,
+            };
+        }
         if m.len() >= MAX_REMEMBERED {
             m.retain(|_, s| now.duration_since(s.at) < REPLAY_WINDOW);
         }
@@ -119,11 +130,29 @@ impl Replays {
             let cut = times[times.len() / 2];
             m.retain(|_, s| s.at > cut);
         }
-        m.entry((hook.to_string(), digest)).or_insert_with(|| Seen {
-            run: run.to_string(),
-            delivery: delivery.to_string(),
-            at: now,
-        });
+        m.insert(
+            key,
+            Seen {
+                run: None,
+                delivery: delivery.to_string(),
+                at: now,
+            },
+        );
+        Claim::Start
+    }
+
+    /// The claim of `delivery` on a body started `run` (or, with `None`,
+    /// started nothing: the claim is dropped so a retry may start it).
+    pub fn settle(&self, hook: &str, digest: [u8; 32], delivery: &str, run: Option<&str>) {
+        let mut m = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (hook.to_string(), digest);
+        match (m.get_mut(&key), run) {
+            (Some(s), Some(run)) if s.delivery == delivery => s.run = Some(run.to_string()),
+            (Some(s), None) if s.delivery == delivery && s.run.is_none() => {
+                m.remove(&key);
+            }
+            _ => {}
+        }
     }
 }
 
@@ -304,19 +333,32 @@ async fn accept(
         "hmac-sha256" => Sha256::digest(&bytes).into(),
         _ => [0; 32],
     };
-    if digest != [0; 32]
-        && let Some(run) = h
+    if digest != [0; 32] {
+        let run = match h
             .replays
-            .seen(&hook.name, &digest, &delivery, Instant::now())
-    {
-        tracing::warn!(hook = %hook.name, %run, "a signed body replayed under a new delivery id");
-        let dup = charter_api::HookStarted {
-            ok: true,
-            status: "duplicate".into(),
-            run,
-            duplicate: true,
+            .claim(&hook.name, digest, &delivery, Instant::now())
+        {
+            Claim::Start => None,
+            Claim::Started(run) => Some(run),
+            Claim::InFlight => {
+                return Err(Ok(ApiError::new(
+                    ErrorClass::Error,
+                    "unavailable",
+                    "this signed body is being started under another delivery id; retry later"
+                        .to_string(),
+                )));
+            }
         };
-        return Ok((StatusCode::OK, Json(dup)).into_response());
+        if let Some(run) = run {
+            tracing::warn!(hook = %hook.name, %run, "a signed body replayed under a new delivery id");
+            let dup = charter_api::HookStarted {
+                ok: true,
+                status: "duplicate".into(),
+                run,
+                duplicate: true,
+            };
+            return Ok((StatusCode::OK, Json(dup)).into_response());
+        }
     }
     let trigger = TriggerRef {
         kind: "webhook".into(),
@@ -324,15 +366,30 @@ async fn accept(
         key: delivery.clone(),
         auth,
     };
-    let started = h
-        .control
-        .start_triggered(&workflow, input, &initiator, trigger)
+    // Started and settled in a task of its own: a sender that hangs up
+    // mid-request leaves neither an undriven run nor a claim that never
+    // names its run.
+    let (control, replays, hook_name) = (h.control.clone(), h.replays.clone(), hook.name.clone());
+    let task = tokio::spawn(async move {
+        let started = control
+            .start_triggered(&workflow, input, &initiator, trigger)
+            .await;
+        if digest != [0; 32] {
+            let run = started.as_ref().ok().map(|s| s.run.as_str());
+            replays.settle(&hook_name, digest, &delivery, run);
+        }
+        started
+    });
+    let started = task
         .await
+        .map_err(|e| {
+            Ok(ApiError::new(
+                ErrorClass::Error,
+                "internal",
+                format!("starting the delivery's run failed: {e}"),
+            ))
+        })?
         .map_err(Ok)?;
-    if digest != [0; 32] {
-        h.replays
-            .note(&hook.name, digest, &delivery, &started.run, Instant::now());
-    }
     let status = if started.duplicate {
         StatusCode::OK
     } else {
@@ -354,14 +411,13 @@ fn authenticate(
         let key = charter_runtime::capabilities::read_secret(&control.deployment().secrets, secret)
             .map_err(|e| {
                 tracing::error!(hook = name, "the hook's secret cannot be read: {e}");
-                refused(
+                // The shared 401, not a 500 naming the hook: a sender
+                // cannot tell a declared hook from an unknown one by it
+                // (the operator reads why in the log and the audit event).
+                unauthenticated(
                     name,
                     "no-secret",
-                    ApiError::new(
-                        ErrorClass::Error,
-                        "internal",
-                        format!("hook {name}'s secret cannot be read on the server"),
-                    ),
+                    "the hook's secret cannot be read on the server",
                 )
             })?;
         if key.len() < MIN_SECRET_LEN {
@@ -491,24 +547,37 @@ mod tests {
         let t0 = Instant::now();
         let (a, b) = ([1u8; 32], [2u8; 32]);
         let later = |s| t0 + Duration::from_secs(s);
-        assert_eq!(r.seen("gh", &a, "d-2", t0), None);
-        r.note("gh", a, "d-1", "R-1", t0);
+        assert_eq!(r.claim("gh", a, "d-1", t0), Claim::Start);
+        // Claimed and still starting: a copy under another id starts
+        // nothing (two copies at once, or a sender that hung up).
+        assert_eq!(r.claim("gh", a, "d-2", t0), Claim::InFlight);
+        r.settle("gh", a, "d-1", Some("R-1"));
         // The same body under a new delivery id: the first run.
-        assert_eq!(r.seen("gh", &a, "d-2", later(5)).as_deref(), Some("R-1"));
+        assert_eq!(
+            r.claim("gh", a, "d-2", later(5)),
+            Claim::Started("R-1".into())
+        );
         // Under its own id it is a retry, the trigger index's to answer.
-        assert_eq!(r.seen("gh", &a, "d-1", later(5)), None);
-        // A later note of the same body keeps the first run.
-        r.note("gh", a, "d-3", "R-2", later(6));
-        assert_eq!(r.seen("gh", &a, "d-4", later(7)).as_deref(), Some("R-1"));
-        // Another hook or body is another entry; the window ends.
-        assert_eq!(r.seen("other", &a, "d-2", t0), None);
-        assert_eq!(r.seen("gh", &b, "d-2", t0), None);
-        assert_eq!(r.seen("gh", &a, "d-2", t0 + REPLAY_WINDOW), None);
+        assert_eq!(r.claim("gh", a, "d-1", later(5)), Claim::Start);
+        // Another delivery cannot settle or rename the claim.
+        r.settle("gh", a, "d-3", Some("R-2"));
+        r.settle("gh", a, "d-3", None);
+        assert_eq!(
+            r.claim("gh", a, "d-4", later(7)),
+            Claim::Started("R-1".into())
+        );
+        // A start that failed drops its claim: a retry may start it.
+        assert_eq!(r.claim("gh", b, "d-5", t0), Claim::Start);
+        r.settle("gh", b, "d-5", None);
+        assert_eq!(r.claim("gh", b, "d-6", t0), Claim::Start);
+        // Another hook is another entry; the window ends.
+        assert_eq!(r.claim("other", a, "d-2", t0), Claim::Start);
+        assert_eq!(r.claim("gh", a, "d-9", t0 + REPLAY_WINDOW), Claim::Start);
         // Bounded: a flood of distinct bodies keeps at most MAX_REMEMBERED.
         for i in 0..(MAX_REMEMBERED + 10) {
             let mut d = [0u8; 32];
             d[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            r.note("gh", d, "d", "R", t0 + Duration::from_millis(i as u64));
+            r.claim("gh", d, "d", t0 + Duration::from_millis(i as u64));
         }
         assert!(r.0.lock().unwrap().len() <= MAX_REMEMBERED);
     }

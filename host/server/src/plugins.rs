@@ -9,9 +9,9 @@
 //! | `POST /v1/plugins/{name}/pin` `{digest}` (`null` unpins) | `plugins pin NAME DIGEST` |
 //! | `POST /v1/plugins/{name}/rollback` `{digest}` (`null`: the previous) | `plugins rollback NAME [DIGEST]` |
 //!
-//! Push, pin and rollback need the `operator` role (a 403 and an
-//! `auth-refused` event with reason `missing-role` otherwise); reads need
-//! any identity. A push body is read only after the token and the role
+//! Push, pin, rollback and diff (it compiles both versions; one at a
+//! time) need the `operator` role (a 403 and an `auth-refused` event with
+//! reason `missing-role` otherwise); list and history need any identity. A push body is read only after the token and the role
 //! are checked, bounded by the plugin's `max_component_mib` and in time;
 //! one over it is a 413 and a `plugin-refused` event (`too-large`).
 
@@ -26,7 +26,7 @@ use axum::routing::{get, post};
 use charter_api::{ApiError, ErrorClass, OPERATOR_ROLE, Principal};
 use serde::Deserialize;
 
-use crate::{Answer, App, Caller, HttpError, blocking, refuse};
+use crate::{Answer, App, Caller, HttpError, as_caller, blocking, refuse};
 
 /// How long a push body may take to arrive.
 const READ_BODY: Duration = Duration::from_secs(120);
@@ -102,9 +102,9 @@ async fn push(
     let req = charter_api::PushRequest {
         plugin: name,
         bytes: bytes.to_vec(),
-        by: p.name,
+        by: p.name.clone(),
     };
-    let a = app.control.plugins_push(req).await?;
+    let a = as_caller(&p, app.control.plugins_push(req)).await?;
     Ok((StatusCode::OK, Json(a)).into_response())
 }
 
@@ -123,12 +123,21 @@ pub struct DiffQuery {
     pub b: String,
 }
 
+/// A diff compiles both versions: operators only (as push), and one diff
+/// at a time, so no identity can fill the cores with compiles.
 async fn diff(
     State(app): State<App>,
-    _: Caller,
+    Caller(p): Caller,
+    route: MatchedPath,
     Path(name): Path<String>,
     Query(q): Query<DiffQuery>,
 ) -> Answer<charter_api::PluginDiff> {
+    operator(&app, &route, "GET", &p).await?;
+    static ONE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    let _one = ONE
+        .acquire()
+        .await
+        .map_err(|e| HttpError(ApiError::internal(&e)))?;
     Ok(Json(app.control.plugins_diff(&name, &q.a, &q.b).await?))
 }
 
@@ -149,9 +158,12 @@ async fn pin(
 ) -> Answer<charter_api::PinReport> {
     operator(&app, &route, "POST", &p).await?;
     Ok(Json(
-        app.control
-            .plugins_pin(&name, body.digest.as_deref(), &p.name)
-            .await?,
+        as_caller(
+            &p,
+            app.control
+                .plugins_pin(&name, body.digest.as_deref(), &p.name),
+        )
+        .await?,
     ))
 }
 
@@ -164,8 +176,11 @@ async fn rollback(
 ) -> Answer<charter_api::Activation> {
     operator(&app, &route, "POST", &p).await?;
     Ok(Json(
-        app.control
-            .plugins_rollback(&name, body.digest.as_deref(), &p.name)
-            .await?,
+        as_caller(
+            &p,
+            app.control
+                .plugins_rollback(&name, body.digest.as_deref(), &p.name),
+        )
+        .await?,
     ))
 }

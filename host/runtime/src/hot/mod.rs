@@ -164,6 +164,56 @@ impl Host {
             .flatten()
     }
 
+    /// The version of `name` that serves after a restart, as the *log*
+    /// recorded it: the index's `active:NAME` only says where to look (its
+    /// `plugin-activated` record's position); the record there must be that
+    /// activation, so an edited index cannot choose the code that runs. An
+    /// index that cannot be read, or disagrees with the log, refuses the
+    /// load (it is rebuilt from the log when moved aside).
+    pub(crate) fn activated_in_log(&self, name: &str) -> Result<Option<String>, LoadError> {
+        let store = &self.services.store;
+        let refuse = |detail: String| LoadError::IndexDisagrees {
+            plugin: name.to_string(),
+            detail,
+            state: self.deployment.data_dir.join("state"),
+        };
+        let get = |key: String| {
+            store
+                .get(index::META, &key)
+                .map_err(|e| refuse(format!("the state index cannot be read ({e})")))
+        };
+        let Some(digest) = get(format!("active:{name}"))? else {
+            return Ok(None);
+        };
+        let recorded = match get(format!("active-at:{name}"))?.and_then(|p| p.parse().ok()) {
+            Some(at) => self
+                .services
+                .log
+                .read_at(&[at])
+                .map_err(|e| refuse(format!("the event log cannot be read ({e})")))?,
+            // Indexed before positions were kept: the log's last activation.
+            None => self
+                .services
+                .log
+                .read_with_positions(1, &charter_audit::Filter::all().kind("plugin-activated"))
+                .map_err(|e| refuse(format!("the event log cannot be read ({e})")))?
+                .into_iter()
+                .map(|(r, _)| r)
+                .filter(|r| r.event.plugin() == Some(name))
+                .last()
+                .into_iter()
+                .collect(),
+        };
+        match recorded.first().map(|r| &r.event) {
+            Some(Event::PluginActivated {
+                plugin, digest: d, ..
+            }) if plugin == name && *d == digest => Ok(Some(digest)),
+            _ => Err(refuse(format!(
+                "the state index says {digest} serves, but the event log records no such activation"
+            ))),
+        }
+    }
+
     /// The digest `name` is pinned to by `charter plugins pin`, if any.
     pub fn pinned(&self, name: &str) -> Option<String> {
         self.services
@@ -307,18 +357,25 @@ impl Host {
                 detail: "a connector is not swapped while the host runs (its importers are linked to it); change its file and restart".into(),
             })
         } else {
-            self.pinned(name)
-                .filter(|p| *p != d)
-                .map(|p| LoadError::DigestMismatch {
+            // A pin that cannot be read refuses the push (never "no pin").
+            match self.services.store.get(index::META, &format!("pin:{name}")) {
+                Err(e) => Some(LoadError::IndexDisagrees {
+                    plugin: name.to_string(),
+                    detail: format!("its pin cannot be read from the state index ({e})"),
+                    state: self.deployment.data_dir.join("state"),
+                }),
+                Ok(pin) => pin.filter(|p| *p != d).map(|p| LoadError::DigestMismatch {
                     plugin: name.to_string(),
                     path: store::dir(&self.deployment.data_dir),
                     pinned: p,
                     actual: d.clone(),
-                })
+                }),
+            }
         };
         if let Some(e) = early {
             let rule = match &e {
                 LoadError::DigestMismatch { .. } => "digest-pin",
+                LoadError::IndexDisagrees { .. } => "tampered",
                 _ => "connector",
             };
             let Err(e) = self.refused::<()>(name, e, Some(d.clone())).await else {
@@ -337,6 +394,16 @@ impl Host {
                 return Err(refuse(rule, e));
             }
         };
+        // Activated only once kept: a version the store cannot give back
+        // (disk full, permissions) could not serve after a restart, nor
+        // resume the runs that record it.
+        let limit = spec.limits.max_component_bytes;
+        if let Err(e) = store::get(&self.deployment.data_dir, name, &d, limit) {
+            let Err(e) = self.refused::<()>(name, e, Some(d.clone())).await else {
+                unreachable!("refused returns its error")
+            };
+            return Err(refuse("not-stored", e));
+        }
         let previous = serving.or_else(|| self.activated(name));
         let ev = Event::PluginActivated {
             plugin: name.to_string(),
@@ -400,6 +467,19 @@ impl Host {
             return Err(PushError::Invalid(format!(
                 "{} is not a digest (sha256:<64 hex>)",
                 crate::record::text(&target)
+            )));
+        }
+        // Only a version this plugin had: the store is shared by digest, so
+        // another plugin's version is there too.
+        let known = history.iter().any(|e| match e {
+            Event::PluginLoaded { plugin, digest, .. }
+            | Event::PluginPushed { plugin, digest, .. }
+            | Event::PluginActivated { plugin, digest, .. } => plugin == name && *digest == target,
+            _ => false,
+        });
+        if !known {
+            return Err(PushError::Invalid(format!(
+                "{name}: {target} is not a version the log records for this plugin (`charter plugins history {name}`)"
             )));
         }
         let bytes = store::get(
@@ -509,7 +589,7 @@ fn rule_of(e: &LoadError) -> &'static str {
         LoadError::Ungranted(_) => "ungranted-import",
         LoadError::Governance(_) => "governance",
         LoadError::DigestMismatch { .. } => "digest-pin",
-        LoadError::Tampered { .. } => "tampered",
+        LoadError::Tampered { .. } | LoadError::IndexDisagrees { .. } => "tampered",
         LoadError::TooLarge { .. } => "too-large",
         LoadError::CoreModule { .. } | LoadError::Malformed { .. } | LoadError::NotAStep { .. } => {
             "not-a-component"

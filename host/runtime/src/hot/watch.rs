@@ -62,7 +62,13 @@ impl Watched {
 
 /// Watch `host`'s plugin files and `config` every `every` until the host
 /// is dropped elsewhere and this task aborted.
-pub fn start(host: Arc<Host>, config: PathBuf, every: Duration) -> tokio::task::JoinHandle<()> {
+pub fn start(
+    host: Arc<Host>,
+    config: PathBuf,
+    every: Duration,
+    by: String,
+    how: &'static str,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut plugins: HashMap<String, Watched> = HashMap::new();
         for (name, spec) in &host.deployment.plugins {
@@ -86,8 +92,9 @@ pub fn start(host: Arc<Host>, config: PathBuf, every: Duration) -> tokio::task::
             for (name, spec) in &host.deployment.plugins {
                 let w = plugins.entry(name.clone()).or_default();
                 if w.settled(stat(&spec.path)) {
-                    plugin_changed(&host, name, &spec.path, spec.limits.max_component_bytes, w)
-                        .await;
+                    let who = (by.as_str(), how);
+                    let limit = spec.limits.max_component_bytes;
+                    plugin_changed(&host, name, &spec.path, limit, w, who).await;
                 }
             }
             if conf.settled(stat(&config)) {
@@ -97,7 +104,15 @@ pub fn start(host: Arc<Host>, config: PathBuf, every: Duration) -> tokio::task::
     })
 }
 
-async fn plugin_changed(host: &Host, name: &str, path: &Path, limit: u64, w: &mut Watched) {
+/// `who`: the operator the watch pushes as, and how they were proven.
+async fn plugin_changed(
+    host: &Host,
+    name: &str,
+    path: &Path,
+    limit: u64,
+    w: &mut Watched,
+    (by, how): (&str, &'static str),
+) {
     let bytes = match crate::read_bounded(path, limit) {
         Ok(Ok(b)) => b,
         Ok(Err(size)) => {
@@ -114,10 +129,12 @@ async fn plugin_changed(host: &Host, name: &str, path: &Path, limit: u64, w: &mu
         return;
     }
     w.digest = Some(d);
-    match host
-        .push_plugin(name, bytes, "watch", PushSource::Watch)
-        .await
-    {
+    let pushed = crate::proven(
+        by,
+        how,
+        host.push_plugin(name, bytes, by, PushSource::Watch),
+    );
+    match pushed.await {
         Ok(a) => {
             tracing::info!(plugin = %name, digest = %a.digest, swap_ms = a.swap_ms, "watched file changed: activated")
         }

@@ -125,7 +125,8 @@ pub fn failure_class(e: &CallError) -> FailureClass {
             LoadError::Ungranted(_)
             | LoadError::Governance(_)
             | LoadError::DigestMismatch { .. }
-            | LoadError::Tampered { .. },
+            | LoadError::Tampered { .. }
+            | LoadError::IndexDisagrees { .. },
         ) => FailureClass::Denied,
         CallError::Load(_) => FailureClass::Load,
         CallError::Trap { .. } | CallError::Invalid { .. } => FailureClass::Trap,

@@ -10,7 +10,7 @@
 //! | `GET /v1/approvers` | the people who may decide, with their roles ("who may decide") |
 //! | `GET /v1/events` (`text/event-stream`) | `log` events: the last committed sequence number, after commits |
 //!
-//! **Why it is safe to open** (SECURITY.md promise 18):
+//! **Why it is safe to open** (SECURITY.md promise 20):
 //! - The token is typed into the page and kept in the tab's
 //!   `sessionStorage`; every request sends it as `Authorization: Bearer`
 //!   (the live feed too: the page reads it with `fetch`, not
