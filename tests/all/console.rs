@@ -652,6 +652,73 @@ fn console_escalation_audit_grants_and_kpis() {
     });
 }
 
+/// A plugin's versions on its grants page: the history the log records
+/// and, for an operator only, the reviewer's diff of two versions (a
+/// reader is offered none, and the API refuses it the diff).
+#[test]
+fn console_plugin_versions_and_diff() {
+    let h = crate::hot::deployment();
+    let cwd = h.dir.path().to_path_buf();
+    let (child, addr) = crate::hot::start(&cwd);
+    for v in ["fx-hot-v1", "fx-hot-v2"] {
+        let file = crate::support::fixture(v);
+        let out = crate::hot::as_(
+            &h.ops,
+            &[
+                "plugins",
+                "push",
+                file.to_str().unwrap(),
+                "--plugin",
+                "stepper",
+            ],
+            &cwd,
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    }
+    let (v1, v2) = (
+        crate::hot::digest_of("fx-hot-v1"),
+        crate::hot::digest_of("fx-hot-v2"),
+    );
+    with_browser(move |c| async move {
+        let a = addr.as_str();
+        let page = format!("http://{a}/#/grants/stepper");
+        sign_in(&c, a, &h.viewer).await;
+        c.goto(&page).await.unwrap();
+        until(
+            &c,
+            "the history",
+            "return [...document.querySelectorAll('#versions td .type')].filter(e => e.textContent === 'plugin-activated').length === 2;",
+        )
+        .await;
+        assert!(
+            c.find(Locator::Css("#v-run")).await.is_err(),
+            "no diff offered to a reader"
+        );
+        let r = http(
+            a,
+            "GET",
+            &format!("/v1/plugins/stepper/diff?a={v1}&b={v2}"),
+            Some(&h.viewer),
+            None,
+        );
+        assert_eq!(r.status, 403, "{}", r.body);
+
+        sign_in(&c, a, &h.ops).await;
+        c.goto(&page).await.unwrap();
+        css(&c, "#v-run").await.click().await.unwrap();
+        until(
+            &c,
+            "the diff",
+            "return !!document.querySelector('#v-diff ul.diff, #v-diff p.empty');",
+        )
+        .await;
+        let d = text_of(&c, "#v-diff").await;
+        assert!(d.contains(&v1[..23]) && d.contains(&v2[..23]), "{d}");
+        screenshot(&c, "versions").await;
+    });
+    crate::hot::stop(child);
+}
+
 // ---- without a browser: the page's headers, its script, the live feed ------------
 
 /// A `GET /v1/events` request, its answer read through the returned reader.

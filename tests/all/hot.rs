@@ -19,7 +19,7 @@ use crate::up::{http, mint};
 /// Runs in flight when v2 is pushed.
 const IN_FLIGHT: usize = 200;
 
-fn start(cwd: &Path) -> (Child, String) {
+pub(crate) fn start(cwd: &Path) -> (Child, String) {
     start_with(cwd, &[])
 }
 
@@ -52,7 +52,7 @@ fn start_as(cwd: &Path, args: &[&str], token: Option<&str>) -> (Child, String) {
     (child, addr)
 }
 
-fn stop(mut child: Child) {
+pub(crate) fn stop(mut child: Child) {
     let ok = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -64,7 +64,7 @@ fn stop(mut child: Child) {
 }
 
 /// `charter ARGS` with CHARTER_TOKEN (the bare token of `bearer`).
-fn as_(bearer: &str, args: &[&str], cwd: &Path) -> Output {
+pub(crate) fn as_(bearer: &str, args: &[&str], cwd: &Path) -> Output {
     Command::new(charter_bin())
         .args(args)
         .current_dir(cwd)
@@ -79,19 +79,19 @@ fn json_of(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
 }
 
-fn digest_of(name: &str) -> String {
+pub(crate) fn digest_of(name: &str) -> String {
     charter_runtime::digest(&std::fs::read(fixture(name)).unwrap())
 }
 
-struct Hot {
-    dir: tempfile::TempDir,
-    ops: String,
-    viewer: String,
+pub(crate) struct Hot {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) ops: String,
+    pub(crate) viewer: String,
 }
 
 /// A deployment whose step `stepper` (fx-hot-v1) waits on kv key `go`,
 /// retrying every 300 ms: its runs stay in flight until the test says.
-fn deployment() -> Hot {
+pub(crate) fn deployment() -> Hot {
     let dir = tempfile::tempdir().unwrap();
     let cwd = dir.path();
     let (ops, ops_h) = mint("ops", cwd);
@@ -497,10 +497,15 @@ fn hostile_pushes_are_refused_and_the_serving_version_goes_on() {
     // An edited index cannot choose the code that serves: it names the
     // other stored version, the log records no such activation, so the
     // plugin is refused (never run) until the index is rebuilt.
-    charter_store::SledStore::open(&cwd.join("data/state"))
-        .unwrap()
-        .set(charter_runtime::index::META, "active:stepper", other)
-        .unwrap();
+    let state = charter_store::SledStore::open(&cwd.join("data/state")).unwrap();
+    charter_store::Store::set(
+        &state,
+        charter_runtime::index::META,
+        "active:stepper",
+        other,
+    )
+    .unwrap();
+    drop(state);
     let (child, addr) = start(cwd);
     let id = start_run(&addr, &h.ops);
     let v = crate::up::wait_for(&addr, &h.ops, &id, |v| v["status"] == "failed");

@@ -155,6 +155,7 @@ impl Sim {
                 .proposal
                 .as_ref()
                 .and_then(|p| self.proposals.get(p).cloned()),
+            escalation_due_ms: None,
         }
     }
 

@@ -199,8 +199,7 @@ impl Host {
                 .map_err(|e| refuse(format!("the event log cannot be read ({e})")))?
                 .into_iter()
                 .map(|(r, _)| r)
-                .filter(|r| r.event.plugin() == Some(name))
-                .last()
+                .rfind(|r| r.event.plugin() == Some(name))
                 .into_iter()
                 .collect(),
         };

@@ -520,7 +520,9 @@ pages.grants = {
           f.effect === 'write' ? h('span', { class: 'badge write' }, 'WRITE') : h('span', { class: 'badge' }, f.effect), f.group]), 'No capability granted.'),
         h('h2', {}, 'Hosts, secrets and channels'),
         kv([['HTTP hosts', p.allow_hosts.join(', ') || 'none'], ['secrets', p.secrets.join(', ') || 'none'], ['channels', p.channels.join(', ') || 'none']]),
-        h('p', { class: 'muted' }, 'Version history and diffs appear here when the host serves plugin versions.')));
+        h('h2', {}, 'Versions'),
+        h('div', { id: 'versions' })));
+      await versions(p.name);
       return;
     }
     out.replaceChildren(
@@ -535,6 +537,49 @@ pages.grants = {
       g.violations.length ? [h('h2', {}, 'Violations'), h('ul', {}, g.violations.map((v) => h('li', {}, `${v.plugin || ''} ${v.rule}: ${v.message}`)))] : null);
   },
 };
+
+// A plugin's version history (from the log) and, for an operator, the
+// reviewer's diff of two versions: imports and reachable grants added or
+// removed, writes marked.
+async function versions(name) {
+  const out = $('#versions');
+  const r = await api('GET', '/v1/plugins/' + encodeURIComponent(name) + '/history');
+  if (!r.ok) { out.replaceChildren(h('p', { class: 'message error' }, errorText(r.error))); return; }
+  const events = r.doc.events;
+  const digests = [...new Set(events.map((e) => e.digest).filter((d) => d))];
+  const rows = events.slice().reverse().map((e) => [String(e.seq), time(e.time_ms), h('span', { class: 'type' }, e.kind),
+    e.digest ? h('span', { class: 'id' }, e.digest.slice(0, 23)) : '—', e.by || '—', e.detail]);
+  out.replaceChildren(table(['#', 'time', 'event', 'digest', 'by', 'detail'], rows, 'No version is recorded yet.'));
+  // Diffing compiles both versions: offered to operators only (the API
+  // refuses anyone else).
+  if (!state.me.roles.includes('operator') || digests.length < 2) return;
+  const pick = (id, chosen) => h('select', { id }, digests.map((d) => h('option', { value: d, selected: d === chosen }, d.slice(0, 23))));
+  const a = pick('v-a', digests[digests.length - 2]);
+  const b = pick('v-b', digests[digests.length - 1]);
+  const result = h('div', { id: 'v-diff' });
+  const run = async () => {
+    const q = new URLSearchParams({ a: a.value, b: b.value });
+    const d = await api('GET', '/v1/plugins/' + encodeURIComponent(name) + '/diff?' + q.toString());
+    if (!d.ok) { result.replaceChildren(h('p', { class: 'message error' }, errorText(d.error))); return; }
+    const x = d.doc;
+    const line = (sign, text, write) => h('li', { class: sign === '+' ? 'added' : 'removed' }, `${sign} ${text}`,
+      write ? [' ', h('span', { class: 'badge write' }, 'WRITE')] : null);
+    const items = [
+      ...x.imports_added.map((i) => line('+', 'import ' + i.function, i.write)),
+      ...x.imports_removed.map((i) => line('-', 'import ' + i.function, i.write)),
+      ...x.grants_added.map((g) => line('+', 'grant ' + g)),
+      ...x.grants_removed.map((g) => line('-', 'grant ' + g)),
+      ...x.hosts_added.map((g) => line('+', 'host ' + g)),
+      ...x.hosts_removed.map((g) => line('-', 'host ' + g)),
+      ...x.secrets_added.map((g) => line('+', 'secret ' + g)),
+      ...x.secrets_removed.map((g) => line('-', 'secret ' + g)),
+      ...x.b_ungranted.map((g) => line('+', 'ungranted ' + g + ' (B would be refused)')),
+    ];
+    result.replaceChildren(h('p', { class: 'muted' }, `${x.a.slice(0, 23)} → ${x.b.slice(0, 23)}`),
+      items.length ? h('ul', { class: 'diff' }, items) : empty('The two versions import and reach the same.'));
+  };
+  out.append(h('h2', {}, 'Diff two versions'), h('p', {}, 'A ', a, ' B ', b, ' ', h('button', { id: 'v-run', onclick: run }, 'Diff')), result);
+}
 
 // ---- KPIs ----------------------------------------------------------------------
 
