@@ -714,6 +714,12 @@ fn console_plugin_versions_and_diff() {
         .await;
         let d = text_of(&c, "#v-diff").await;
         assert!(d.contains(&v1[..23]) && d.contains(&v2[..23]), "{d}");
+        c.execute(
+            "document.getElementById('v-diff').scrollIntoView(false); return true;",
+            vec![],
+        )
+        .await
+        .unwrap();
         screenshot(&c, "versions").await;
     });
     crate::hot::stop(child);
