@@ -232,7 +232,11 @@ impl Host {
                 Ok(true) => st = self.run(id).unwrap_or(st),
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(run = %id, error = %e, "recording an escalation deadline failed")
+                    // Its due time has passed: queued again as is, it would
+                    // be driven at once, over and over.
+                    tracing::warn!(run = %id, error = %e, "recording an escalation deadline failed; retrying in 30 s");
+                    self.retry_later(id);
+                    return;
                 }
             }
         }
