@@ -29,11 +29,9 @@ fn run(input: Value) -> Result<Value, StepError> {
     let body = resp.consume().map_err(|_| StepError::fatal("body"))?;
     let stream = body.stream().map_err(|_| StepError::fatal("stream"))?;
     let mut bytes = Vec::new();
-    loop {
-        match stream.blocking_read(64 * 1024) {
-            Ok(chunk) => bytes.extend_from_slice(&chunk),
-            Err(_) => break,
-        }
+    // Until the stream ends (or fails: what arrived is the body).
+    while let Ok(chunk) = stream.blocking_read(64 * 1024) {
+        bytes.extend_from_slice(&chunk);
     }
     Ok(json!({"status": status, "body": String::from_utf8_lossy(&bytes)}))
 }
