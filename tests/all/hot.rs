@@ -653,3 +653,56 @@ fn watched_files_go_through_the_same_checks() {
     );
     stop(child);
 }
+
+/// Without a host up, push, pin and rollback act on the data directory
+/// under the running host's rule: the identity CHARTER_TOKEN proves holds
+/// `operator`. A refusal changes nothing and is recorded.
+#[test]
+fn without_a_host_only_an_operator_changes_plugin_versions() {
+    let h = deployment();
+    let cwd = h.dir.path();
+    let v2 = fixture("fx-hot-v2");
+    let v1 = digest_of("fx-hot-v1");
+    let attempts: [Vec<&str>; 3] = [
+        vec![
+            "plugins",
+            "push",
+            v2.to_str().unwrap(),
+            "--plugin",
+            "stepper",
+        ],
+        vec!["plugins", "pin", "stepper", &v1],
+        vec!["plugins", "rollback", "stepper"],
+    ];
+    for args in &attempts {
+        let out = as_(&h.viewer, args, cwd);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("needs the role `operator`"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    let out = as_(
+        &h.ops,
+        &["audit", "show", "--type", "auth-refused", "--json"],
+        cwd,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let refused: Vec<Value> = json_of(&out)["events"].as_array().unwrap().clone();
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    for e in &refused {
+        assert_eq!(e["identity"], "viewer");
+        assert_eq!(e["reason"], "missing-role");
+    }
+    let out = as_(
+        &h.ops,
+        &["audit", "show", "--type", "plugin-pushed", "--json"],
+        cwd,
+    );
+    assert_eq!(json_of(&out)["events"], json!([]), "nothing was pushed");
+
+    // The operator's push goes through, and serves at the next start.
+    let out = as_(&h.ops, &attempts[0], cwd);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}

@@ -16,6 +16,18 @@ use crate::{ApiError, Control, ErrorClass, Refusal};
 /// The role that may push, pin and roll back plugin versions.
 pub const OPERATOR_ROLE: &str = "operator";
 
+/// `p` may push, pin and roll back plugin versions (on a running host or,
+/// without one, on the data directory): it holds [`OPERATOR_ROLE`].
+pub fn require_operator(p: &crate::Principal) -> Result<(), ApiError> {
+    if p.has_role(OPERATOR_ROLE) {
+        return Ok(());
+    }
+    Err(ApiError::refused(format!(
+        "{} may not change plugin versions: it needs the role `{OPERATOR_ROLE}` (declare it under [identities.{}] roles)",
+        p.name, p.name
+    )))
+}
+
 /// A version sent to the host: its bytes, who sends them.
 #[derive(Debug, Clone)]
 pub struct PushRequest {

@@ -85,7 +85,7 @@ pub use control::{Access, Control};
 pub use error::{ApiError, ErrorClass, ErrorDoc, Failure, Refusal, describe};
 pub use hot::{
     Activation, HistoryEntry, OPERATOR_ROLE, PinReport, PluginDiff, PluginHistory, PluginVersion,
-    PushRequest, VersionsList,
+    PushRequest, VersionsList, require_operator,
 };
 pub use proposals::{
     DecideReport, DecideRequest, Decision, Execution, Proposal, ProposalDetail, ProposalId,

@@ -303,13 +303,12 @@ pub async fn served(r: &Remote, op: PluginsOp) -> Result<i32> {
 /// next start.
 pub async fn local(op: PluginsOp) -> Result<i32> {
     let c = charter_api::Control::new(op.config().load()?, charter_api::Access::Local);
-    let by = || crate::commands::who(&c, None, true);
     match op {
         PluginsOp::Push {
             file, plugin, json, ..
         } => {
             let bytes = read_component(&file)?;
-            let r = match by() {
+            let r = match operator(&c, "push").await {
                 Ok(by) => {
                     c.plugins_push(charter_api::PushRequest { plugin, bytes, by })
                         .await
@@ -331,7 +330,7 @@ pub async fn local(op: PluginsOp) -> Result<i32> {
             json,
             ..
         } => {
-            let r = match by() {
+            let r = match operator(&c, "pin").await {
                 Ok(by) => c.plugins_pin(&plugin, digest.as_deref(), &by).await,
                 Err(e) => Err(e),
             };
@@ -343,11 +342,39 @@ pub async fn local(op: PluginsOp) -> Result<i32> {
             json,
             ..
         } => {
-            let r = match by() {
+            let r = match operator(&c, "rollback").await {
                 Ok(by) => c.plugins_rollback(&plugin, digest.as_deref(), &by).await,
                 Err(e) => Err(e),
             };
             show(r, json, activation_text)
         }
     }
+}
+
+/// Who pushes, pins or rolls back without a host: the identity
+/// CHARTER_TOKEN proves (in a deployment without tokens, the one `$USER`
+/// names), holding `operator` as the running host requires. A refusal is
+/// recorded as the host records it (`auth-refused`, `missing-role`).
+async fn operator(c: &charter_api::Control, what: &str) -> Result<String, ApiError> {
+    use charter_api::Credential;
+    let token = std::env::var("CHARTER_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty());
+    let user = crate::current_user();
+    let p = match token.as_deref() {
+        Some(t) => c.principal(Credential::Token(t))?,
+        None => c.principal(Credential::Claim(&user))?,
+    };
+    let Err(e) = charter_api::require_operator(&p) else {
+        return Ok(p.name);
+    };
+    let refused = charter_audit::Event::AuthRefused {
+        route: format!("charter plugins {what}"),
+        identity: Some(p.name.clone()),
+        reason: "missing-role".into(),
+    };
+    if let Err(err) = c.record_auth_refusals(vec![refused]).await {
+        tracing::warn!(error = %err, "cannot record the refusal");
+    }
+    Err(e)
 }

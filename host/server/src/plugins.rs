@@ -23,7 +23,7 @@ use axum::extract::{MatchedPath, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use charter_api::{ApiError, ErrorClass, OPERATOR_ROLE, Principal};
+use charter_api::{ApiError, ErrorClass, Principal};
 use serde::Deserialize;
 
 use crate::{Answer, App, Caller, HttpError, as_caller, blocking, refuse};
@@ -48,13 +48,9 @@ async fn operator(
     method: &str,
     p: &Principal,
 ) -> Result<(), HttpError> {
-    if p.has_role(OPERATOR_ROLE) {
+    let Err(e) = charter_api::require_operator(p) else {
         return Ok(());
-    }
-    let e = ApiError::refused(format!(
-        "{} may not change plugin versions: it needs the role `{OPERATOR_ROLE}` (declare it under [identities.{}] roles)",
-        p.name, p.name
-    ));
+    };
     Err(refuse(
         app,
         format!("{method} {}", route.as_str()),

@@ -141,7 +141,8 @@ impl Capability for Notify {
     }
 }
 
-/// POST the message to the webhook; `Ok(key)` on a 2xx answer.
+/// POST the message to the webhook; `Ok(key)` on a 2xx answer (its body
+/// is not read: only its status counts).
 async fn deliver(
     channel: String,
     url: String,
@@ -149,42 +150,17 @@ async fn deliver(
     text: String,
     timeout: Duration,
 ) -> GuestResult {
-    use bytes::Bytes;
-    use http_body_util::{BodyExt, Full};
     let fail = |what: String| format!("channel {channel:?}: {what}");
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|_| fail("the webhook URL does not parse".into()))?;
-    let authority = uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .ok_or_else(|| fail("the webhook URL has no host".into()))?;
     let payload = json!({"text": text, "idempotency_key": key});
-    let body = Full::new(Bytes::from(payload.to_string()))
-        .map_err(|e: std::convert::Infallible| -> wasmtime_wasi_http::Error { match e {} });
-    let req = http::Request::builder()
-        .method("POST")
-        .uri(uri)
-        .header("host", authority)
-        .header("content-type", "application/json")
-        .header("idempotency-key", &key)
-        .body(body)
-        .map_err(|_| fail("cannot build the request".into()))?;
-    let options = wasmtime_wasi_http::RequestOptions {
-        connect_timeout: Some(timeout),
-        first_byte_timeout: Some(timeout),
-        between_bytes_timeout: Some(timeout),
-    };
-    let send = wasmtime_wasi_http::default_send_request(req, Some(options));
-    let (resp, io) = match tokio::time::timeout(timeout, send).await {
-        Err(_) => return Err(fail(format!("no answer within {} ms", timeout.as_millis()))),
-        Ok(Err(e)) => return Err(fail(format!("delivery failed: {e}"))),
-        Ok(Ok(r)) => r,
-    };
-    // The answer's body is not read: only its status counts.
-    let status = resp.status();
-    drop(resp);
-    drop(io);
+    let headers = [
+        ("content-type", "application/json"),
+        ("idempotency-key", key.as_str()),
+    ];
+    let body = bytes::Bytes::from(payload.to_string());
+    let answer = crate::fetch::send(http::Method::POST, &url, &headers, body, timeout, 0)
+        .await
+        .map_err(|e| fail(format!("the webhook: {e}")))?;
+    let status = answer.status;
     if status.is_success() {
         Ok(json!(key))
     } else if status.is_redirection() {
