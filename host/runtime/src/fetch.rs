@@ -32,63 +32,52 @@ pub async fn send(
     timeout: Duration,
     max_body: usize,
 ) -> Result<Answer, String> {
-    tokio::time::timeout(
-        timeout,
-        exchange(method, url, headers, body, timeout, max_body),
-    )
-    .await
-    .map_err(|_| format!("no answer within {} ms", timeout.as_millis()))?
-}
-
-async fn exchange(
-    method: http::Method,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Bytes,
-    timeout: Duration,
-    max_body: usize,
-) -> Result<Answer, String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|_| "the URL does not parse".to_string())?;
-    let authority = uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .ok_or_else(|| "the URL has no host".to_string())?;
-    let mut req = http::Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("host", authority);
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    let body = Full::new(body)
-        .map_err(|e: std::convert::Infallible| -> wasmtime_wasi_http::Error { match e {} });
-    let req = req
-        .body(body)
-        .map_err(|_| "cannot build the request".to_string())?;
-    let options = wasmtime_wasi_http::RequestOptions {
-        connect_timeout: Some(timeout),
-        first_byte_timeout: Some(timeout),
-        between_bytes_timeout: Some(timeout),
-    };
-    let (resp, io) = wasmtime_wasi_http::default_send_request(req, Some(options))
-        .await
-        .map_err(|e| format!("failed: {e}"))?;
-    // Aborted when this returns (or is dropped by the timeout above).
-    let io = AbortOnDrop(tokio::spawn(io));
-    let status = resp.status();
-    let body = match max_body {
-        0 => Vec::new(),
-        max => Limited::new(resp.into_body(), max)
-            .collect()
+    let exchange = async {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|_| "the URL does not parse".to_string())?;
+        let authority = uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .ok_or_else(|| "the URL has no host".to_string())?;
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", authority);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let body = Full::new(body)
+            .map_err(|e: std::convert::Infallible| -> wasmtime_wasi_http::Error { match e {} });
+        let req = req
+            .body(body)
+            .map_err(|_| "cannot build the request".to_string())?;
+        let options = wasmtime_wasi_http::RequestOptions {
+            connect_timeout: Some(timeout),
+            first_byte_timeout: Some(timeout),
+            between_bytes_timeout: Some(timeout),
+        };
+        let (resp, io) = wasmtime_wasi_http::default_send_request(req, Some(options))
             .await
-            .map_err(|e| format!("the body is over {max} bytes or was cut off: {e}"))?
-            .to_bytes()
-            .to_vec(),
+            .map_err(|e| format!("failed: {e}"))?;
+        // Aborted when this returns (or is dropped by the timeout above).
+        let io = AbortOnDrop(tokio::spawn(io));
+        let status = resp.status();
+        let body = match max_body {
+            0 => Vec::new(),
+            max => Limited::new(resp.into_body(), max)
+                .collect()
+                .await
+                .map_err(|e| format!("the body is over {max} bytes or was cut off: {e}"))?
+                .to_bytes()
+                .to_vec(),
+        };
+        drop(io);
+        Ok(Answer { status, body })
     };
-    drop(io);
-    Ok(Answer { status, body })
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("no answer within {} ms", timeout.as_millis()))?
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<Result<(), wasmtime_wasi_http::Error>>);
