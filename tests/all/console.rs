@@ -697,6 +697,8 @@ fn console_escalation_audit_grants_and_kpis() {
         // Audit: filter by type; the chain verifies.
         c.goto(&format!("http://{a}/#/audit")).await.unwrap();
         until(&c, "chain status", "const s = document.getElementById('chain'); return !!s && s.textContent === 'chain intact';").await;
+        let verify = text_of(&c, "#verify").await;
+        assert!(!verify.contains("null"), "{verify}");
         css(&c, "#a-type")
             .await
             .select_by_value("escalation-resolved")

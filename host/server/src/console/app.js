@@ -430,9 +430,9 @@ function journalList(j) {
   return h('ol', { class: 'journal' }, j.calls.map((c) => h('li', { class: c.replayed ? 'call replayed' : 'call executed', 'data-function': c.function, 'data-decision': c.decision },
     h('span', { class: 'id' }, c.function), ' ',
     h('span', { class: c.decision === 'deny' ? 'badge bad' : c.decision === 'propose' ? 'badge warn' : 'badge ok' }, c.decision), ' ',
-    h('span', { class: 'badge how' }, c.replayed ? 'replayed' : 'executed'),
+    h('span', { class: 'badge how' }, c.replayed ? 'replayed' : c.decision === 'allow' ? 'executed' : c.decision === 'propose' ? 'routed to people' : 'not executed'),
     c.ok === false ? [' ', h('span', { class: 'badge bad' }, 'failed')] : null,
-    c.duration_us !== null && c.duration_us !== undefined ? ` ${dur(Math.round(c.duration_us / 1000))}` : '',
+    c.duration_us !== null && c.duration_us !== undefined ? ` ${c.duration_us < 1000 ? c.duration_us + ' µs' : dur(Math.round(c.duration_us / 1000))}` : '',
     c.proposal ? [' on ', link('/inbox', c.proposal)] : null)));
 }
 
@@ -540,10 +540,11 @@ pages.audit = {
     if (!out) return;
     if (!r.ok) { out.replaceChildren(h('span', { class: 'badge bad' }, 'not verified'), ' ', errorText(r.error)); return; }
     const v = r.doc;
-    out.replaceChildren(h('span', { class: v.ok ? 'badge ok' : 'badge bad', id: 'chain' }, v.ok ? 'chain intact' : 'chain BROKEN'),
+    // (replaceChildren would show a null as the text "null": none given.)
+    out.replaceChildren(...[h('span', { class: v.ok ? 'badge ok' : 'badge bad', id: 'chain' }, v.ok ? 'chain intact' : 'chain BROKEN'),
       ` ${v.entries} entries, last #${v.last_seq} `, h('span', { class: 'id' }, (v.last_hash || '').slice(0, 16)),
       v.problems.length ? h('ul', {}, v.problems.map((p) => h('li', {}, p))) : null,
-      v.torn_tail ? h('p', { class: 'muted' }, 'torn tail: ' + json(v.torn_tail)) : null);
+      v.torn_tail ? h('p', { class: 'muted' }, 'torn tail: ' + json(v.torn_tail)) : null].filter((x) => x !== null));
   },
   async update() {
     const out = $('#audit');
@@ -681,7 +682,7 @@ function bars(title, items) {
 // what it shows can be read without pixels; its <title> and <desc> say it
 // in words for a screen reader.
 function timeChart(id, title, buckets, parts, fmt) {
-  const W = 480; const H = 120; const left = 48; const bottom = 18;
+  const W = 320; const H = 110; const left = 44; const bottom = 16;
   const n = Math.max(1, buckets.length);
   const colW = (W - left) / n;
   const value = (p, b) => { const v = p.value(b); return v === null || v === undefined ? null : v; };
