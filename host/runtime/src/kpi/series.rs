@@ -82,6 +82,9 @@ fn blocked(f: &KpiFold) -> u64 {
 
 /// The series of `records` (in log order): `count` buckets (at most
 /// [`MAX_BUCKETS`]) of `bucket_ms` from `from_ms`, named `bucket`.
+///
+/// Long on purpose: one pass that reads the fold's state before and after
+/// each record (what it added) and sorts that into the record's bucket.
 pub fn series(
     records: &[Record],
     bucket: &str,
