@@ -1072,6 +1072,7 @@ fn readme_json_documents_are_the_api_types() {
     let verify = doc(&["audit", "verify", "--json"], 0);
     let kpi = doc(&["kpi", "--json"], 0);
     let decisions = serde_json::json!({"decisions": show["decisions"]});
+    let journal = serde_json::json!({"journal": show["journal"]});
 
     // Each document is its response type, field for field.
     round_trips::<charter_api::InspectReport>("inspect", &inspect);
@@ -1152,6 +1153,21 @@ fn readme_json_documents_are_the_api_types() {
                 ),
             )]),
             &decisions,
+        ),
+        (
+            "runs show journal",
+            Shape::Object(vec![(
+                "journal".into(),
+                false,
+                Some(
+                    parse_shape(&format!(
+                        "{{j: {}}}",
+                        readme_span(&readme, "`journal`: `", "`")
+                    ))
+                    .into_field("j"),
+                ),
+            )]),
+            &journal,
         ),
     ];
     let mut problems = Vec::new();

@@ -103,18 +103,23 @@ fn driver() -> Option<Driver> {
     })
 }
 
-/// A headless Chromium session at 1280×800.
-async fn browser(d: &Driver) -> Client {
+/// A headless Chromium session at 1280×800, or (`phone`) with a phone's
+/// viewport: 390×844 CSS pixels, touch, a phone's user agent.
+async fn browser(d: &Driver, phone: bool) -> Client {
     let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-dev-shm-usage", "--window-size=1280,800",
-                     "--no-first-run", "--disable-extensions"],
-        }),
-    );
+    let mut options = json!({
+        "binary": "/usr/bin/chromium",
+        "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                 "--disable-dev-shm-usage", "--window-size=1280,800",
+                 "--no-first-run", "--disable-extensions"],
+    });
+    if phone {
+        options["mobileEmulation"] = json!({
+            "deviceMetrics": {"width": 390, "height": 844, "pixelRatio": 1.0, "touch": true},
+            "userAgent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0 Mobile Safari/537.36",
+        });
+    }
+    caps.insert("goog:chromeOptions".into(), options);
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
     ClientBuilder::new(connector)
         .capabilities(caps)
@@ -130,6 +135,15 @@ where
     F: FnOnce(Client) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    with_session(false, body)
+}
+
+/// [`with_browser`] with a phone's viewport when `phone`.
+fn with_session<F, Fut>(phone: bool, body: F)
+where
+    F: FnOnce(Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let Some(d) = driver() else { return };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -137,7 +151,7 @@ where
         .build()
         .unwrap();
     rt.block_on(async move {
-        let client = browser(&d).await;
+        let client = browser(&d, phone).await;
         let outcome = tokio::spawn(body(client.clone())).await;
         let _ = client.close().await;
         if let Err(e) = outcome {
@@ -218,11 +232,13 @@ struct Served {
     child: Child,
     addr: String,
     /// carol and bob: refund approvers; dave: an auditor; shop: a service
-    /// account holding the refund-approver role.
+    /// account holding the refund-approver role; ops: a service account
+    /// holding `operator`.
     carol: String,
     bob: String,
     dave: String,
     shop: String,
+    ops: String,
 }
 
 impl Drop for Served {
@@ -240,6 +256,7 @@ fn served() -> Served {
     let (bob, bob_h) = mint("bob", &cwd);
     let (dave, dave_h) = mint("dave", &cwd);
     let (shop, shop_h) = mint("shop", &cwd);
+    let (ops, ops_h) = mint("ops", &cwd);
     // A failed refund step goes to a refund-approver.
     let mut toml = std::fs::read_to_string(cwd.join("charter.toml"))
         .unwrap()
@@ -252,7 +269,8 @@ fn served() -> Served {
         toml = toml.replace(&header, &format!("{header}tokens = [\"{h}\"]\n"));
     }
     toml.push_str(&format!(
-        "\n[identities.shop]\nkind = \"service\"\nroles = [\"refund-approver\"]\ntokens = [\"{shop_h}\"]\n"
+        "\n[identities.shop]\nkind = \"service\"\nroles = [\"refund-approver\"]\ntokens = [\"{shop_h}\"]\n\
+         \n[identities.ops]\nkind = \"service\"\nroles = [\"operator\"]\ntokens = [\"{ops_h}\"]\n"
     ));
     std::fs::write(cwd.join("charter.toml"), toml).unwrap();
     let (child, addr) = up(&cwd);
@@ -265,6 +283,7 @@ fn served() -> Served {
         bob,
         dave,
         shop,
+        ops,
     }
 }
 
@@ -497,6 +516,25 @@ fn console_inbox_live_proposal_refusals_and_approval() {
             .await
             .unwrap();
         assert_eq!(n, json!(0));
+        // Each attempt's host calls: the proposing call, then the approved
+        // execution (executed, not replayed).
+        let journal = c
+            .execute(
+                "return [...document.querySelectorAll('#run ol.journal li.call')].map(li => \
+                 [li.dataset.function.includes('issue-refund'), li.dataset.decision, li.classList.contains('replayed')]);",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let journal = journal.as_array().unwrap();
+        assert!(
+            journal.contains(&json!([true, "propose", false])),
+            "{journal:?}"
+        );
+        assert!(
+            journal.contains(&json!([true, "allow", false])),
+            "{journal:?}"
+        );
         screenshot(&c, "run").await;
 
         // The runs list, filtered.
@@ -521,6 +559,53 @@ fn console_inbox_live_proposal_refusals_and_approval() {
             "filtered runs",
             &format!(
                 "const t = document.getElementById('runs').textContent; return t.includes('{run}');"
+            ),
+        )
+        .await;
+        // A time filter the API refuses: the reason, naming the parameter.
+        css(&c, "#f-from")
+            .await
+            .send_keys("last tuesday")
+            .await
+            .unwrap();
+        css(&c, "#f-apply").await.click().await.unwrap();
+        until(
+            &c,
+            "bad time refused",
+            "const e = document.getElementById('runs-error'); return !!e && e.textContent.startsWith('from ');",
+        )
+        .await;
+        // A window after the run: nothing; one around it: the run.
+        css(&c, "#f-from").await.clear().await.unwrap();
+        css(&c, "#f-from")
+            .await
+            .send_keys("9999-01-01")
+            .await
+            .unwrap();
+        css(&c, "#f-apply").await.click().await.unwrap();
+        until(
+            &c,
+            "empty window",
+            "const e = document.getElementById('runs-count'); return !!e && e.textContent === '0 runs';",
+        )
+        .await;
+        css(&c, "#f-from").await.clear().await.unwrap();
+        css(&c, "#f-from")
+            .await
+            .send_keys("2020-01-01")
+            .await
+            .unwrap();
+        css(&c, "#f-to")
+            .await
+            .send_keys("9999-12-31T00:00Z")
+            .await
+            .unwrap();
+        css(&c, "#f-apply").await.click().await.unwrap();
+        until(
+            &c,
+            "window with the run",
+            &format!(
+                "const t = document.getElementById('runs').textContent; return t.includes('{run}') && document.getElementById('runs-count').textContent === '1 runs';"
             ),
         )
         .await;
@@ -612,6 +697,8 @@ fn console_escalation_audit_grants_and_kpis() {
         // Audit: filter by type; the chain verifies.
         c.goto(&format!("http://{a}/#/audit")).await.unwrap();
         until(&c, "chain status", "const s = document.getElementById('chain'); return !!s && s.textContent === 'chain intact';").await;
+        let verify = text_of(&c, "#verify").await;
+        assert!(!verify.contains("null"), "{verify}");
         css(&c, "#a-type")
             .await
             .select_by_value("escalation-resolved")
@@ -626,6 +713,58 @@ fn console_escalation_audit_grants_and_kpis() {
         )
         .await;
         screenshot(&c, "audit").await;
+        // The same type from a time after everything: no event.
+        css(&c, "#a-from")
+            .await
+            .send_keys("9999-01-01")
+            .await
+            .unwrap();
+        css(&c, "#a-apply").await.click().await.unwrap();
+        until(
+            &c,
+            "audit by time",
+            "const e = document.getElementById('audit-count'); return !!e && e.textContent === '0 events';",
+        )
+        .await;
+        css(&c, "#a-from").await.clear().await.unwrap();
+        css(&c, "#a-from")
+            .await
+            .send_keys("not a date")
+            .await
+            .unwrap();
+        css(&c, "#a-apply").await.click().await.unwrap();
+        until(
+            &c,
+            "bad time refused",
+            "const e = document.getElementById('audit-error'); return !!e && e.textContent.startsWith('from ');",
+        )
+        .await;
+        // The checkpoint download: the page fetches it with the token.
+        css(&c, "#a-checkpoint").await.click().await.unwrap();
+        until(
+            &c,
+            "checkpoint downloaded",
+            "const m = document.getElementById('a-download-msg'); return !!m && m.textContent.startsWith('Downloaded charter-checkpoint-acme-refunds-');",
+        )
+        .await;
+        css(&c, "#a-export-all").await.click().await.unwrap();
+        until(
+            &c,
+            "log downloaded",
+            "const m = document.getElementById('a-download-msg'); return !!m && m.textContent.startsWith('Downloaded charter-audit-acme-refunds.jsonl');",
+        )
+        .await;
+        // The same checkpoint through the API with bob's token verifies
+        // with the CLI.
+        let r = http(a, "GET", "/v1/audit/checkpoint", Some(&s.bob), None);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let file = s.cwd.join("console-checkpoint.json");
+        std::fs::write(&file, &r.body).unwrap();
+        let out = charter(
+            &["audit", "verify", "--checkpoint", file.to_str().unwrap()],
+            &s.cwd,
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
         // Grants: the list, then one plugin's.
         c.goto(&format!("http://{a}/#/grants")).await.unwrap();
@@ -644,11 +783,188 @@ fn console_escalation_audit_grants_and_kpis() {
         assert!(g.contains("erin@acme.example"), "{g}");
         screenshot(&c, "grants").await;
 
-        // KPIs: no unauthorized action.
+        // KPIs: no unauthorized action; the charts over time carry the
+        // counts the API gives (read from their data attributes).
         c.goto(&format!("http://{a}/#/kpi")).await.unwrap();
         assert_eq!(text_of(&c, "#unauthorized").await, "0");
         css(&c, "svg.chart").await;
+        css(&c, "#chart-calls").await;
+        let series = http(a, "GET", "/v1/kpi/series?bucket=hour", Some(&s.bob), None).json();
+        let sum = |f: &str| {
+            series["buckets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b[f].as_u64().unwrap())
+                .sum::<u64>()
+        };
+        let shown = c
+            .execute(
+                "const g = (id, k) => Number(document.getElementById(id).getAttribute('data-total-' + k)); \
+                 const bars = (id, k) => [...document.querySelectorAll('#' + id + ' rect.bar[data-part=' + k + ']')].reduce((s, r) => s + Number(r.dataset.value), 0); \
+                 return [g('chart-calls', 'allowed'), g('chart-calls', 'proposed'), g('chart-calls', 'denied'), \
+                   bars('chart-calls', 'allowed'), g('chart-unauthorized', 'executed'), \
+                   Number(document.getElementById('chart-calls').dataset.buckets), \
+                   !!document.getElementById('chart-latency'), !!document.getElementById('chart-cycle'), !!document.getElementById('chart-handoff')];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            shown,
+            json!([
+                sum("calls_allowed"),
+                sum("calls_proposed"),
+                sum("calls_denied"),
+                sum("calls_allowed"),
+                0,
+                24,
+                true,
+                true,
+                true
+            ]),
+            "{series}"
+        );
+        // The escalated run was handed to people: the rate of its hour is 1.
+        let handoff = c
+            .execute(
+                "return Number(document.getElementById('chart-handoff').getAttribute('data-total-rate'));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(handoff, json!(1), "{series}");
+        // Per day: 30 buckets; a window too wide is refused, naming it.
+        css(&c, "#k-bucket")
+            .await
+            .select_by_value("day")
+            .await
+            .unwrap();
+        css(&c, "#k-apply").await.click().await.unwrap();
+        until(&c, "daily buckets", "const s = document.getElementById('chart-calls'); return !!s && s.dataset.buckets === '30';").await;
+        css(&c, "#k-from")
+            .await
+            .send_keys("1970-01-01")
+            .await
+            .unwrap();
+        css(&c, "#k-apply").await.click().await.unwrap();
+        until(
+            &c,
+            "window refused",
+            "const e = document.getElementById('kpi-series-error'); return !!e && e.textContent.startsWith('from ');",
+        )
+        .await;
+        css(&c, "#k-from").await.clear().await.unwrap();
+        css(&c, "#k-bucket")
+            .await
+            .select_by_value("hour")
+            .await
+            .unwrap();
+        css(&c, "#k-apply").await.click().await.unwrap();
+        until(&c, "hourly buckets", "const s = document.getElementById('chart-calls'); return !!s && s.dataset.buckets === '24';").await;
         screenshot(&c, "kpi").await;
+        c.execute(
+            "document.getElementById('kpi-series-card').scrollIntoView(); return true;",
+            vec![],
+        )
+        .await
+        .unwrap();
+        screenshot(&c, "kpi-series").await;
+    });
+}
+
+/// On a phone (390 CSS pixels wide): bob signs in and approves a
+/// proposal with the keyboard alone (Tab to the button, Enter), the
+/// focused control visibly outlined; nothing is wider than the screen,
+/// and every input has a label.
+#[test]
+fn console_phone_sign_in_and_approve_by_keyboard() {
+    let s = served();
+    let run = start_run(
+        &s,
+        &s.carol,
+        json!({"order_id": "A-9", "amount_cents": 20_000, "reason": "damaged"}),
+    );
+    let v = wait_for(&s.addr, &s.carol, &run, |v| v["status"] != "running");
+    assert_eq!(v["status"], "waiting-approval", "{v}");
+    let proposal = v["proposal"].as_str().unwrap().to_string();
+    with_session(true, move |c| async move {
+        let a = s.addr.as_str();
+        sign_in(&c, a, &s.bob).await;
+        let width = c
+            .execute("return window.innerWidth;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(width, json!(390), "a phone's viewport");
+        let card = format!("#proposals .proposal[data-id='{proposal}']");
+        css(&c, &card).await;
+        // The live inbox is announced; no input lacks a label; nothing
+        // scrolls sideways.
+        let layout = c
+            .execute(
+                "return [document.getElementById('proposals').getAttribute('aria-live'), \
+                 [...document.querySelectorAll('main input, main textarea, main select')].filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).length, \
+                 document.documentElement.scrollWidth <= window.innerWidth];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(layout, json!(["polite", 0, true]));
+        // Keyboard only: type the comment, Tab to Approve, Enter.
+        css(&c, &format!("{card} textarea.comment"))
+            .await
+            .send_keys("checked the photos\u{E004}")
+            .await
+            .unwrap();
+        let focused = c
+            .execute(
+                "const e = document.activeElement; const st = getComputedStyle(e); \
+                 return [e.classList.contains('approve'), st.outlineStyle, parseFloat(st.outlineWidth) >= 2];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            focused,
+            json!([true, "solid", true]),
+            "Tab reaches Approve, outlined"
+        );
+        screenshot(&c, "phone-inbox").await;
+        c.active_element()
+            .await
+            .unwrap()
+            .send_keys("\u{E007}")
+            .await
+            .unwrap();
+        until(
+            &c,
+            "approved (card gone)",
+            &format!("return document.querySelectorAll(\"{card}\").length === 0;"),
+        )
+        .await;
+        let v = wait_for(a, &s.bob, &run, |v| {
+            v["status"] != "waiting-approval" && v["status"] != "running"
+        });
+        assert_eq!(v["status"], "completed", "{v}");
+        let decided = audit(&s, &format!("type=approval-decision&proposal={proposal}"));
+        assert!(
+            decided.iter().any(|e| e["by"] == "bob"
+                && e["accepted"] == true
+                && e["comment"] == "checked the photos"),
+            "{decided:?}"
+        );
+        // The run's page, on the phone.
+        c.goto(&format!("http://{a}/#/runs/{run}")).await.unwrap();
+        until(&c, "run completed", "const s = document.getElementById('run-status'); return !!s && s.textContent === 'completed';").await;
+        let wide = c
+            .execute(
+                "return document.documentElement.scrollWidth <= window.innerWidth;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(wide, json!(true), "the run page scrolls sideways");
+        screenshot(&c, "phone-run").await;
     });
 }
 
@@ -900,3 +1216,329 @@ fn console_page_policy_and_live_feed_bounds() {
 /// `charter_server::console::MAX_STREAMS` (the tests do not link the
 /// server crate).
 const MAX_STREAMS: usize = 32;
+
+// ---- the API the console's filters, charts and downloads use --------------------
+
+fn get(s: &Served, path: &str, token: &str) -> crate::up::Reply {
+    http(&s.addr, "GET", path, Some(token), None)
+}
+
+/// A 400 whose message names `param`.
+fn bad_request(s: &Served, path: &str, param: &str) {
+    let r = get(s, path, &s.dave);
+    assert_eq!(r.status, 400, "{path}: {}", r.body);
+    let m = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(m.starts_with(param), "{path}: {m}");
+    assert!(m.len() < 400, "{path}: an unbounded message: {m}");
+}
+
+/// Runs filtered by the API (workflow, initiator, time), a run's journal
+/// (each attempt's host calls, executed or replayed), the KPIs per hour
+/// and per day adding up to the table, the audit log by time, the export
+/// and a signed checkpoint as downloads (the checkpoint verifies with the
+/// CLI; an altered one does not), and who may list the approvers. Every
+/// hostile parameter (bad dates, a reversed or huge window, a bucket that
+/// is not one, control characters) is a 400 naming the parameter, before
+/// any log is read.
+#[test]
+fn console_api_filters_series_journal_and_downloads() {
+    let s = served();
+    let a = s.addr.as_str();
+    // A small refund completes; a large one waits for people, then bob
+    // approves it (carol started both).
+    let small = start_run(
+        &s,
+        &s.carol,
+        json!({"order_id": "A-1", "amount_cents": 500}),
+    );
+    let v = wait_for(a, &s.carol, &small, |v| v["status"] != "running");
+    assert_eq!(v["status"], "completed", "{v}");
+    let large = start_run(
+        &s,
+        &s.carol,
+        json!({"order_id": "A-2", "amount_cents": 20_000}),
+    );
+    let v = wait_for(a, &s.carol, &large, |v| v["status"] != "running");
+    assert_eq!(v["status"], "waiting-approval", "{v}");
+    let proposal = v["proposal"].as_str().unwrap().to_string();
+    let r = http(
+        a,
+        "POST",
+        &format!("/v1/proposals/{proposal}/approve"),
+        Some(&s.bob),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = wait_for(a, &s.bob, &large, |v| {
+        v["status"] != "running" && v["status"] != "waiting-approval"
+    });
+    assert_eq!(v["status"], "completed", "{v}");
+
+    // ---- runs, filtered by the API
+    let ids = |q: &str| -> Vec<String> {
+        let r = get(&s, &format!("/v1/runs{q}"), &s.dave);
+        assert_eq!(r.status, 200, "{q}: {}", r.body);
+        let mut v: Vec<String> = r.json()["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let mut both = vec![small.clone(), large.clone()];
+    both.sort();
+    assert_eq!(ids("?initiator=carol&workflow=refund"), both);
+    assert_eq!(ids("?initiator=bob"), Vec::<String>::new());
+    assert_eq!(ids("?workflow=nope"), Vec::<String>::new());
+    assert_eq!(ids("?from=2020-01-01&to=9999-12-31T23:59Z"), both);
+    assert_eq!(ids("?to=2020-01-01"), Vec::<String>::new());
+    assert_eq!(ids("?from=9999-12-31"), Vec::<String>::new());
+    let started = v["started_ms"].as_u64().unwrap();
+    assert_eq!(
+        ids(&format!("?from={started}&to={started}")),
+        vec![large.clone()]
+    );
+    for (q, param) in [
+        ("from=yesterday", "from"),
+        ("from=2026-02-30", "from"),
+        ("to=2026-11-30T25:00Z", "to"),
+        ("to=99999999999999999999999", "to"),
+        ("from=2026-11-30&to=2026-11-29", "from"),
+        ("initiator=bob%0Aforged", "initiator"),
+        ("workflow=", "workflow"),
+    ] {
+        bad_request(&s, &format!("/v1/runs?{q}"), param);
+    }
+    bad_request(
+        &s,
+        &format!("/v1/runs?initiator={}", "x".repeat(300)),
+        "initiator",
+    );
+
+    // ---- a run's journal: one entry per attempt, in the history's order
+    let rep = get(&s, &format!("/v1/runs/{large}"), &s.dave).json();
+    let history = rep["history"].as_array().unwrap();
+    let journal = rep["journal"]
+        .as_array()
+        .expect("runs show carries the journal");
+    assert_eq!(journal.len(), history.len(), "{rep}");
+    for (h, j) in history.iter().zip(journal) {
+        assert_eq!(
+            (&h["step"], &h["attempt"]),
+            (&j["step"], &j["attempt"]),
+            "{rep}"
+        );
+    }
+    let calls: Vec<&Value> = journal
+        .iter()
+        .flat_map(|j| j["calls"].as_array().unwrap())
+        .collect();
+    let refund = |decision: &str| {
+        calls.iter().any(|c| {
+            c["function"].as_str().unwrap().contains("issue-refund") && c["decision"] == decision
+        })
+    };
+    assert!(refund("propose"), "the proposing call: {rep}");
+    assert!(refund("allow"), "the approved execution: {rep}");
+    let executed = calls
+        .iter()
+        .find(|c| {
+            c["decision"] == "allow" && c["function"].as_str().unwrap().contains("issue-refund")
+        })
+        .unwrap();
+    assert_eq!(executed["replayed"], false, "{rep}");
+    assert_eq!(executed["ok"], true, "{rep}");
+    assert_eq!(executed["proposal"], proposal.as_str(), "{rep}");
+
+    // ---- KPIs over time
+    let k = get(&s, "/v1/kpi", &s.dave).json();
+    let mut allowed = 0;
+    let mut proposed = 0;
+    for fns in k["calls"].as_object().unwrap().values() {
+        for c in fns.as_object().unwrap().values() {
+            allowed += c["allowed"].as_u64().unwrap();
+            proposed += c["proposed"].as_u64().unwrap();
+        }
+    }
+    assert!(allowed > 0 && proposed == 1, "{k}");
+    for bucket in ["hour", "day"] {
+        let r = get(&s, &format!("/v1/kpi/series?bucket={bucket}"), &s.dave);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let series = r.json();
+        let b = series["buckets"].as_array().unwrap();
+        assert_eq!(b.len(), if bucket == "hour" { 24 } else { 30 }, "{series}");
+        let sum = |f: &str| b.iter().map(|x| x[f].as_u64().unwrap()).sum::<u64>();
+        assert_eq!(sum("calls_allowed"), allowed, "{bucket}");
+        assert_eq!(sum("calls_proposed"), proposed, "{bucket}");
+        assert_eq!(sum("runs_started"), 2, "{bucket}");
+        assert_eq!(sum("runs_finished"), 2, "{bucket}");
+        assert_eq!(sum("runs_handed_off"), 1, "{bucket}");
+        assert_eq!(sum("proposals_resolved"), 1, "{bucket}");
+        assert_eq!(sum("unauthorized_actions_executed"), 0, "{bucket}");
+        let last = b.last().unwrap();
+        assert_eq!(last["handoff_rate"], 0.5, "{series}");
+        assert!(last["decision_latency_ms_p50"].is_u64(), "{series}");
+        assert!(last["cycle_time_ms_p50"].is_u64(), "{series}");
+    }
+    // A window before anything happened: every bucket empty.
+    let old = get(
+        &s,
+        "/v1/kpi/series?bucket=day&from=2020-01-01&to=2020-01-31",
+        &s.dave,
+    )
+    .json();
+    assert_eq!(old["buckets"].as_array().unwrap().len(), 31);
+    assert!(
+        old["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["calls_allowed"] == 0)
+    );
+    for (q, param) in [
+        ("bucket=minute", "bucket"),
+        ("bucket=3600000", "bucket"),
+        ("bucket=hour%00", "bucket"),
+        ("from=1970-01-01", "from"),
+        ("bucket=day&from=0&to=253402300799999", "from"),
+        ("from=2026-01-01T00:00:00.1234567890Z", "from"),
+        ("to=now", "to"),
+        ("from=2030-01-02&to=2030-01-01", "from"),
+        ("from=9999-12-31", "from"),
+    ] {
+        bad_request(&s, &format!("/v1/kpi/series?{q}"), param);
+    }
+
+    // The CLI prints the same series.
+    let out = charter(&["kpi", "--series", "day", "--json"], &s.cwd);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cli["buckets"].as_array().unwrap().len(), 30, "{cli}");
+    let out = charter(&["kpi", "--series", "hour"], &s.cwd);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("24 buckets, one per hour"),
+        "{}",
+        text(&out)
+    );
+    let out = charter(&["kpi", "--series", "week"], &s.cwd);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out).contains("bucket \"week\" must be hour or day"),
+        "{}",
+        text(&out)
+    );
+
+    // ---- the audit log by time, and with a proposal
+    let r = get(&s, "/v1/audit?from=9999-01-01", &s.dave).json();
+    assert_eq!(r["events"].as_array().unwrap().len(), 0);
+    let all = get(&s, "/v1/audit?from=2020-01-01", &s.dave).json();
+    assert!(all["events"].as_array().unwrap().len() > 10);
+    let t = all["events"][5]["time_ms"].as_u64().unwrap();
+    let to = get(&s, &format!("/v1/audit?to={t}"), &s.dave).json();
+    assert!(
+        to["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["time_ms"].as_u64().unwrap() <= t)
+    );
+    let p = get(
+        &s,
+        &format!("/v1/audit?proposal={proposal}&from=2020-01-01"),
+        &s.dave,
+    )
+    .json();
+    assert!(
+        p["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "approval-decision"),
+        "{p}"
+    );
+    bad_request(&s, "/v1/audit?from=last-tuesday", "from");
+    bad_request(&s, "/v1/audit?from=2026-01-02&to=2026-01-01", "from");
+
+    // ---- the export: every record, one a line, as `audit export` writes
+    let r = get(&s, "/v1/audit/export", &s.dave);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let head = r.head.to_ascii_lowercase();
+    assert!(
+        head.contains(
+            "content-disposition: attachment; filename=\"charter-audit-acme-refunds.jsonl\""
+        ),
+        "{head}"
+    );
+    assert!(head.contains("application/x-ndjson"), "{head}");
+    let body = r.body.clone();
+    let seqs: Vec<u64> = body
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+
+    // ---- a checkpoint: downloaded with a reader's token, verified by the
+    // CLI; altered, it fails
+    let r = get(&s, "/v1/audit/checkpoint", &s.dave);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let head = r.head.to_ascii_lowercase();
+    assert!(
+        head.contains(
+            "content-disposition: attachment; filename=\"charter-checkpoint-acme-refunds-"
+        ),
+        "{head}"
+    );
+    let cp_text = r.body.clone();
+    let cp: Value = serde_json::from_str(&cp_text).unwrap();
+    assert_eq!(cp["deployment"], "acme-refunds");
+    assert!(cp["seq"].as_u64().unwrap() >= *seqs.last().unwrap());
+    let file = s.cwd.join("checkpoint.json");
+    std::fs::write(&file, &cp_text).unwrap();
+    let out = charter(
+        &["audit", "verify", "--checkpoint", file.to_str().unwrap()],
+        &s.cwd,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mut forged = cp.clone();
+    forged["seq"] = json!(cp["seq"].as_u64().unwrap() - 1);
+    std::fs::write(&file, forged.to_string()).unwrap();
+    let out = charter(
+        &["audit", "verify", "--checkpoint", file.to_str().unwrap()],
+        &s.cwd,
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a forged checkpoint verified: {}",
+        text(&out)
+    );
+    for path in ["/v1/audit/checkpoint", "/v1/audit/export", "/v1/kpi/series"] {
+        assert_eq!(http(a, "GET", path, None, None).status, 401, "{path}");
+    }
+
+    // ---- who may list the approvers: approvers and operators
+    for (who, name) in [(&s.dave, "dave"), (&s.bob, "bob"), (&s.ops, "ops")] {
+        let r = get(&s, "/v1/approvers", who);
+        assert_eq!(r.status, 200, "{name}: {}", r.body);
+        assert!(r.body.contains("\"carol\""), "{}", r.body);
+    }
+    assert_eq!(get(&s, "/v1/whoami", &s.dave).json()["approver"], true);
+    assert_eq!(get(&s, "/v1/whoami", &s.shop).json()["approver"], false);
+    let r = get(&s, "/v1/approvers", &s.shop);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(!r.body.contains("carol"), "{}", r.body);
+    let refused = audit(&s, "type=auth-refused");
+    assert!(
+        refused.iter().any(|e| e["route"] == "GET /v1/approvers"
+            && e["identity"] == "shop"
+            && e["reason"] == "missing-role"),
+        "{refused:?}"
+    );
+}

@@ -99,6 +99,28 @@ pub struct ShowRequest {
     /// Only the last N events.
     #[serde(default)]
     pub limit: Option<usize>,
+    /// Only events at or after this time ([`validate::time`]).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Only events at or before this time.
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+/// `GET /v1/kpi/series?bucket=&from=&to=`: the KPIs per hour or day.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KpiSeriesRequest {
+    /// `hour` (the default) or `day`.
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// The window's start ([`validate::time`]); default: 24 hours or 30
+    /// days (the bucket holding `to` and those before it). Rounded down
+    /// to a bucket's start.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// The window's end; default: now.
+    #[serde(default)]
+    pub to: Option<String>,
 }
 
 /// `charter audit show --json`.
@@ -250,6 +272,8 @@ impl Control {
         if let Some(s) = &req.since {
             validate::filter("--since", s)?;
         }
+        let (from, to) = validate::time_range(req.from.as_deref(), req.to.as_deref())?;
+        let (from, to) = (from.unwrap_or(0), to.unwrap_or(u64::MAX));
         let records = charter_audit::read_records(&self.log_path())?;
         let calls = req
             .proposal
@@ -262,7 +286,7 @@ impl Control {
         };
         let mut selected: Vec<&Record> = records
             .iter()
-            .filter(|r| r.time_ms >= cutoff)
+            .filter(|r| r.time_ms >= cutoff && (from..=to).contains(&r.time_ms))
             .filter(|r| {
                 req.plugin
                     .as_ref()
@@ -313,6 +337,51 @@ impl Control {
         Ok(checkpoint::create(&d.data_dir, &d.name, &self.log_path())?)
     }
 
+    /// The KPIs per hour or day over a window: the request checked (a
+    /// usage error names the parameter; a window of more than
+    /// [`MAX_BUCKETS`] buckets is refused before the log is read), then
+    /// one pass over the log, as `charter kpi`.
+    pub fn kpi_series(&self, req: &KpiSeriesRequest) -> Result<KpiSeries, ApiError> {
+        let (bucket, bucket_ms, default_count) = match req.bucket.as_deref() {
+            None | Some("hour") => ("hour", 3_600_000u64, 24u64),
+            Some("day") => ("day", 86_400_000, 30),
+            Some(b) => {
+                return Err(ApiError::usage(format!(
+                    "bucket {} must be hour or day",
+                    validate::shown(b)
+                )));
+            }
+        };
+        let (from, to) = validate::time_range(req.from.as_deref(), req.to.as_deref())?;
+        let to = to.unwrap_or_else(charter_audit::now_ms);
+        // By default the bucket holding `to` and the ones before it.
+        let from = from.unwrap_or_else(|| to.saturating_sub(bucket_ms * (default_count - 1)));
+        if from > to {
+            return Err(ApiError::usage(format!(
+                "from {} is after to (now, when to is not given)",
+                validate::shown(req.from.as_deref().unwrap_or_default())
+            )));
+        }
+        let start = from - from % bucket_ms;
+        let count = (to - start) / bucket_ms + 1;
+        if count > MAX_BUCKETS {
+            return Err(ApiError::usage(format!(
+                "from {} to {} spans {count} buckets (one per {bucket}); at most {MAX_BUCKETS}: narrow the window{}",
+                validate::shown(req.from.as_deref().unwrap_or("(24 buckets before to)")),
+                validate::shown(req.to.as_deref().unwrap_or("now")),
+                if bucket == "hour" {
+                    " or ask for bucket=day"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let records = charter_audit::read_records(&self.log_path())?;
+        Ok(charter_runtime::kpi::series::series(
+            &records, bucket, start, bucket_ms, count,
+        ))
+    }
+
     /// `charter kpi`: the framework's KPIs from the event log alone.
     pub fn kpi(&self) -> Result<Kpi, ApiError> {
         let records = charter_audit::read_records(&self.log_path())?;
@@ -322,4 +391,6 @@ impl Control {
 
 // The KPI documents are the runtime's own types (one definition; README's
 // `charter kpi --json` is checked against them like every other document).
-pub use charter_runtime::kpi::{BlockedByKind, CallCounts, Kpi, ProposalCounts, WorkflowKpi};
+pub use charter_runtime::kpi::{
+    BlockedByKind, Bucket, CallCounts, Kpi, KpiSeries, MAX_BUCKETS, ProposalCounts, WorkflowKpi,
+};

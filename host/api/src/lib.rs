@@ -70,8 +70,9 @@ pub mod triggers;
 pub mod validate;
 
 pub use audit::{
-    AuditEvents, AuditExport, BlockedByKind, CallCounts, CheckpointArg, Kpi, ProposalCounts,
-    ShowRequest, TornTail, VerifyReport, VerifyRequest, WorkflowKpi,
+    AuditEvents, AuditExport, BlockedByKind, Bucket, CallCounts, CheckpointArg, Kpi, KpiSeries,
+    KpiSeriesRequest, MAX_BUCKETS, ProposalCounts, ShowRequest, TornTail, VerifyReport,
+    VerifyRequest, WorkflowKpi,
 };
 pub use auth::Credential;
 pub use calls::{
@@ -98,8 +99,9 @@ pub use reports::{
     PluginsList, PluginsRequest, Violation, inspect_file,
 };
 pub use runs::{
-    Attempt, CancelRequest, Detached, Escalation, EscalationsList, EscalationsListRequest,
-    ResolveAction, ResolveRequest, ResumeReport, ResumeRequest, Resumed, Run, RunDecision, RunId,
-    RunReport, RunRequest, RunResponse, RunsList, RunsListRequest, worst,
+    Attempt, AttemptJournal, CancelRequest, Detached, Escalation, EscalationsList,
+    EscalationsListRequest, JournalCall, ResolveAction, ResolveRequest, ResumeReport,
+    ResumeRequest, Resumed, Run, RunDecision, RunId, RunReport, RunRequest, RunResponse, RunsList,
+    RunsListRequest, worst,
 };
 pub use triggers::{HookStarted, TriggerInfo};

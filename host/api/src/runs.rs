@@ -239,6 +239,10 @@ pub struct RunReport {
     /// Who decided on its proposals and escalations (`runs show`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decisions: Option<Vec<RunDecision>>,
+    /// The host calls of each step attempt, in the order of `history`
+    /// (`runs show`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<Vec<AttemptJournal>>,
     /// The exit code its state reads as.
     pub exit_code: i32,
     /// What to do next, or null.
@@ -253,8 +257,162 @@ impl RunReport {
             next: run.next(),
             run,
             decisions: None,
+            journal: None,
         }
     }
+}
+
+/// The host calls one step attempt made (`runs show --json`'s `journal`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptJournal {
+    /// The step.
+    pub step: String,
+    /// The attempt (as in `history`).
+    pub attempt: u32,
+    /// Its calls, in the order the plugin made them.
+    pub calls: Vec<JournalCall>,
+}
+
+/// One host call of a step attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalCall {
+    /// 1-based position among the attempt's journaled calls.
+    pub seq: u64,
+    /// The call's id in the log (`call`, `call-result` events).
+    pub call: String,
+    /// The host function (`charter:host/kv@0.1.0#set`, ...).
+    pub function: String,
+    /// `allow`, `propose` or `deny`.
+    pub decision: String,
+    /// Answered from the journal (an earlier attempt's recorded result)
+    /// instead of executed.
+    pub replayed: bool,
+    /// Whether the execution succeeded (none: not executed, or no result
+    /// recorded).
+    pub ok: Option<bool>,
+    /// How long it took, when recorded (microseconds).
+    pub duration_us: Option<u64>,
+    /// The proposal it made or ran on.
+    pub proposal: Option<String>,
+}
+
+/// The journal of run `run`: per `step-attempt` event (the order of
+/// `history`), the calls it executed (the `call` events carrying its
+/// journal position) and the ones it replayed (an earlier attempt's
+/// record of the same step's call at the positions it did not execute).
+///
+/// Long on purpose: one arm per event kind it joins (call, proposal,
+/// result, attempt), sharing the maps that tie them together.
+fn journal(records: &[Record], run: &str) -> Vec<AttemptJournal> {
+    use std::collections::HashMap;
+    // (step, attempt) → calls executed so far; (step, seq) → the latest
+    // recorded call there; call id → where it is.
+    let mut open: HashMap<(String, u32), Vec<JournalCall>> = HashMap::new();
+    let mut latest: HashMap<(String, u64), JournalCall> = HashMap::new();
+    let mut at: HashMap<String, (String, u32, u64)> = HashMap::new();
+    let mut proposals: HashMap<String, String> = HashMap::new();
+    let mut out = Vec::new();
+    for r in records {
+        match &r.event {
+            Event::Call {
+                call,
+                function,
+                decision,
+                journal: Some(j),
+                ..
+            } if j.run == run => {
+                let c = JournalCall {
+                    seq: j.seq,
+                    call: call.clone(),
+                    function: function.clone(),
+                    decision: decision.to_string(),
+                    replayed: false,
+                    ok: None,
+                    duration_us: None,
+                    proposal: None,
+                };
+                at.insert(call.clone(), (j.step.clone(), j.attempt, j.seq));
+                latest.insert((j.step.clone(), j.seq), c.clone());
+                open.entry((j.step.clone(), j.attempt)).or_default().push(c);
+            }
+            Event::Proposal {
+                id,
+                call,
+                journal: Some(j),
+                ..
+            } if j.run == run => {
+                proposals.insert(call.clone(), id.clone());
+            }
+            Event::CallResult {
+                call,
+                ok,
+                duration_us,
+                proposal,
+                ..
+            } => {
+                let Some((step, attempt, seq)) = at.get(call.as_str()) else {
+                    continue;
+                };
+                let set = |c: &mut JournalCall| {
+                    c.ok = Some(*ok);
+                    c.duration_us = (*duration_us > 0).then_some(*duration_us);
+                    if proposal.is_some() {
+                        c.proposal.clone_from(proposal);
+                    }
+                };
+                if let Some(c) = open
+                    .get_mut(&(step.clone(), *attempt))
+                    .and_then(|v| v.iter_mut().rev().find(|c| &c.call == call))
+                {
+                    set(c);
+                }
+                if let Some(c) = latest.get_mut(&(step.clone(), *seq)) {
+                    set(c);
+                }
+            }
+            Event::StepAttempt {
+                run: of,
+                step,
+                attempt,
+                replayed,
+                ..
+            } if of == run => {
+                let mut calls = open.remove(&(step.clone(), *attempt)).unwrap_or_default();
+                for c in &mut calls {
+                    if c.proposal.is_none() {
+                        c.proposal = proposals.get(&c.call).cloned();
+                    }
+                }
+                // The positions it did not execute, from 1 up: replayed.
+                let executed: HashSet<u64> = calls.iter().map(|c| c.seq).collect();
+                let mut replays = Vec::new();
+                let mut seq = 0;
+                while (replays.len() as u64) < *replayed && seq < *replayed + executed.len() as u64
+                {
+                    seq += 1;
+                    if executed.contains(&seq) {
+                        continue;
+                    }
+                    if let Some(c) = latest.get(&(step.clone(), seq)) {
+                        replays.push(JournalCall {
+                            replayed: true,
+                            duration_us: None,
+                            ..c.clone()
+                        });
+                    }
+                }
+                calls.extend(replays);
+                calls.sort_by_key(|c| c.seq);
+                out.push(AttemptJournal {
+                    step: step.clone(),
+                    attempt: *attempt,
+                    calls,
+                });
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// `charter run WORKFLOW`: start a run.
@@ -300,6 +458,18 @@ pub struct RunsListRequest {
     /// Only runs in this status.
     #[serde(default)]
     pub status: Option<String>,
+    /// Only runs of this workflow.
+    #[serde(default)]
+    pub workflow: Option<String>,
+    /// Only runs this identity started.
+    #[serde(default)]
+    pub initiator: Option<String>,
+    /// Only runs started at or after this time ([`validate::time`]).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Only runs started at or before this time.
+    #[serde(default)]
+    pub to: Option<String>,
 }
 
 /// `charter runs list --json`.
@@ -637,11 +807,25 @@ impl Control {
         if let Some(s) = &req.status {
             validate::filter("status", s)?;
         }
+        for (what, v) in [("workflow", &req.workflow), ("initiator", &req.initiator)] {
+            if let Some(v) = v {
+                validate::filter_name(what, v)?;
+            }
+        }
+        let (from, to) = validate::time_range(req.from.as_deref(), req.to.as_deref())?;
+        let (from, to) = (from.unwrap_or(0), to.unwrap_or(u64::MAX));
         let (runs, _) = self.runs_and_escalations()?;
         Ok(RunsList {
             runs: runs
                 .into_iter()
                 .filter(|r| req.status.as_ref().is_none_or(|s| &r.status == s))
+                .filter(|r| req.workflow.as_ref().is_none_or(|w| &r.workflow == w))
+                .filter(|r| {
+                    req.initiator
+                        .as_ref()
+                        .is_none_or(|i| r.initiator.as_ref() == Some(i))
+                })
+                .filter(|r| (from..=to).contains(&r.started_ms))
                 .map(Run::from)
                 .collect(),
         })
@@ -664,6 +848,7 @@ impl Control {
             Some(st) => {
                 let mut report = RunReport::new(st.into());
                 report.decisions = Some(decisions(&records, &req.id));
+                report.journal = Some(journal(&records, &req.id));
                 Ok(report)
             }
             None => Err(charter_runtime::workflow::RunError::UnknownRun(req.id.clone()).into()),

@@ -226,7 +226,28 @@ pub async fn run(command: Command, server: Option<&str>) -> Result<i32> {
             drain_timeout,
             watch,
         } => crate::up::up(&config, &listen, drain_timeout, watch).await,
-        Command::Kpi { config, json } => {
+        Command::Kpi {
+            config,
+            series: Some(bucket),
+            from,
+            to,
+            json,
+        } => {
+            let req = charter_api::KpiSeriesRequest {
+                bucket: Some(bucket),
+                from,
+                to,
+            };
+            match control(&config)?.kpi_series(&req) {
+                Ok(s) if json => print_json(&s, true).map(|()| EXIT_OK),
+                Ok(s) => {
+                    govern::kpi_series_text(&s);
+                    Ok(EXIT_OK)
+                }
+                Err(e) => fail_doc(&e, json),
+            }
+        }
+        Command::Kpi { config, json, .. } => {
             let c = control(&config)?;
             let k = c.kpi()?;
             if json {
@@ -334,7 +355,10 @@ async fn runs_cmd(op: RunsCmd) -> Result<i32> {
             config,
             json,
         } => {
-            let list = control(&config)?.runs_list(&charter_api::RunsListRequest { status })?;
+            let list = control(&config)?.runs_list(&charter_api::RunsListRequest {
+                status,
+                ..Default::default()
+            })?;
             if json {
                 print_json(&list, true)?;
             } else {
@@ -522,6 +546,8 @@ fn audit(op: AuditOp) -> Result<i32> {
             kind,
             proposal,
             limit,
+            from,
+            to,
             json,
         } => {
             let req = charter_api::ShowRequest {
@@ -530,6 +556,8 @@ fn audit(op: AuditOp) -> Result<i32> {
                 kind,
                 proposal,
                 limit,
+                from,
+                to,
             };
             let events = match control(&config)?.audit_show(&req) {
                 Ok(ev) => ev,

@@ -353,6 +353,53 @@ pub fn write_checkpoint(cp: &Checkpoint, out: Option<&Path>) -> Result<i32> {
     Ok(EXIT_OK)
 }
 
+/// The KPIs over time as text: one line per bucket.
+pub fn kpi_series_text(s: &charter_api::KpiSeries) {
+    let time = |ms: u64| {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        humantime::format_rfc3339_seconds(t).to_string()
+    };
+    let ms = |v: Option<u64>| v.map_or("—".to_string(), |v| format!("{v} ms"));
+    println!(
+        "{} buckets, one per {}, {} to {}",
+        s.buckets.len(),
+        s.bucket,
+        time(s.from_ms),
+        time(s.to_ms)
+    );
+    println!(
+        "{:<20}  {:>7} {:>8} {:>6}  {:>7} {:>12}  {:>7} {:>6} {:>12}  {:>7}  {:>12}",
+        "bucket",
+        "allowed",
+        "proposed",
+        "denied",
+        "decided",
+        "latency p50",
+        "started",
+        "ended",
+        "cycle p50",
+        "handoff",
+        "unauthorized"
+    );
+    for b in &s.buckets {
+        println!(
+            "{:<20}  {:>7} {:>8} {:>6}  {:>7} {:>12}  {:>7} {:>6} {:>12}  {:>7}  {:>12}",
+            time(b.start_ms),
+            b.calls_allowed,
+            b.calls_proposed,
+            b.calls_denied,
+            b.proposals_resolved,
+            ms(b.decision_latency_ms_p50),
+            b.runs_started,
+            b.runs_finished,
+            ms(b.cycle_time_ms_p50),
+            b.handoff_rate
+                .map_or("—".to_string(), |r| format!("{:.0} %", r * 100.0)),
+            b.unauthorized_actions_executed
+        );
+    }
+}
+
 /// The KPIs of deployment `name` as text, each count with what it counts:
 /// one section after another (risk, proposals, workflows, calls), in the
 /// order an operator reads them.

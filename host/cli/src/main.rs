@@ -233,6 +233,18 @@ enum Command {
     Kpi {
         #[command(flatten)]
         config: ConfigArg,
+        /// The KPIs over time instead, one line per `hour` or `day`
+        /// (what the console charts; at most 1000 buckets).
+        #[arg(long, value_name = "hour|day")]
+        series: Option<String>,
+        /// With --series: from this UTC time (2026-11-30,
+        /// 2026-11-30T14:05Z or milliseconds since 1970; default 24
+        /// hours or 30 days before --to).
+        #[arg(long, requires = "series")]
+        from: Option<String>,
+        /// With --series: to this UTC time (default now).
+        #[arg(long, requires = "series")]
+        to: Option<String>,
         /// Print one JSON document.
         #[arg(long)]
         json: bool,
@@ -402,6 +414,13 @@ enum AuditOp {
         /// Only the last N events.
         #[arg(long)]
         limit: Option<usize>,
+        /// Only events at or after this UTC time (2026-11-30,
+        /// 2026-11-30T14:05Z, or milliseconds since 1970).
+        #[arg(long)]
+        from: Option<String>,
+        /// Only events at or before this UTC time.
+        #[arg(long)]
+        to: Option<String>,
         /// Print one JSON document.
         #[arg(long)]
         json: bool,

@@ -407,6 +407,32 @@ async fn serve(r: &Remote, command: Command) -> Result<i32> {
         Command::Proposals { op } => proposals(r, op).await,
         Command::Escalations { op } => escalations(r, op).await,
         Command::Audit { op } => audit(r, op).await,
+        Command::Kpi {
+            series: Some(bucket),
+            from,
+            to,
+            json,
+            ..
+        } => {
+            let mut q = vec![format!("bucket={}", enc(&bucket))];
+            for (k, v) in [("from", from), ("to", to)] {
+                if let Some(v) = v {
+                    q.push(format!("{k}={}", enc(&v)));
+                }
+            }
+            let path = format!("/v1/kpi/series?{}", q.join("&"));
+            match r
+                .call::<charter_api::KpiSeries>(Method::GET, &path, None)
+                .await?
+            {
+                Ok(s) if json => print_json(&s, true).map(|()| 0),
+                Ok(s) => {
+                    govern::kpi_series_text(&s);
+                    Ok(0)
+                }
+                Err(e) => fail_doc(&e, json),
+            }
+        }
         Command::Kpi { json, .. } => {
             let k: Result<charter_api::Kpi, _> = r.call(Method::GET, "/v1/kpi", None).await?;
             let name = match (&k, json) {
@@ -616,6 +642,8 @@ async fn audit(r: &Remote, op: AuditOp) -> Result<i32> {
             kind,
             proposal,
             limit,
+            from,
+            to,
             json,
             ..
         } => {
@@ -626,6 +654,8 @@ async fn audit(r: &Remote, op: AuditOp) -> Result<i32> {
                 ("type", kind),
                 ("proposal", proposal),
                 ("limit", limit.map(|l| l.to_string())),
+                ("from", from),
+                ("to", to),
             ] {
                 if let Some(v) = v {
                     q.push(format!("{k}={}", enc(&v)));

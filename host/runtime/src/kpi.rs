@@ -5,6 +5,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use charter_audit::{Decision, Event, Record};
 use serde::{Deserialize, Serialize};
 
+pub mod series;
+
+pub use series::{Bucket, KpiSeries, MAX_BUCKETS};
+
 /// Calls of one function, by decision.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallCounts {
@@ -501,7 +505,7 @@ mod tests {
     /// retry and escalate, calls allowed, denied and proposed, a proposal
     /// approved and executed, one executed twice (unauthorized the second
     /// time), a kv write with no allowed call, refusals.
-    fn history() -> Vec<Record> {
+    pub(super) fn history() -> Vec<Record> {
         use serde_json::json;
         let call = |id: &str, decision: &str, function: &str| {
             ev(

@@ -16,14 +16,15 @@
 //! | `GET /healthz` · `GET /readyz` (no token) | — |
 //! | `GET /metrics` | `kpi` (Prometheus text format, [`metrics`]) |
 //! | `GET /v1/whoami` | — |
-//! | `GET /v1/runs?status=` · `GET /v1/runs/{id}` | `runs list` · `runs show` |
+//! | `GET /v1/runs?status=&workflow=&initiator=&from=&to=` · `GET /v1/runs/{id}` | `runs list` · `runs show` |
 //! | `POST /v1/runs` `{workflow, input}` | `run --detach` |
 //! | `POST /v1/runs/{id}/cancel` | `runs cancel` |
 //! | `GET /v1/proposals?all=` · `GET /v1/proposals/{id}` | `proposals list` · `show` |
 //! | `POST /v1/proposals/{id}/approve` · `/reject` `{comment}` | `proposals approve` · `reject` |
 //! | `GET /v1/escalations?all=` · `POST /v1/escalations/{id}/resolve` | `escalations list` · `resolve` |
-//! | `GET /v1/audit?type=&plugin=&proposal=&since=&limit=` · `GET /v1/audit/verify` | `audit show` · `audit verify` |
-//! | `GET /v1/kpi` · `GET /v1/plugins` · `GET /v1/grants` | `kpi` · `plugins` · `grants` |
+//! | `GET /v1/audit?type=&plugin=&proposal=&since=&from=&to=&limit=` · `GET /v1/audit/verify` | `audit show` · `audit verify` |
+//! | `GET /v1/audit/export` · `GET /v1/audit/checkpoint` (attachments: JSON lines, the signed checkpoint) | `audit export` · `audit checkpoint` |
+//! | `GET /v1/kpi` · `GET /v1/kpi/series?bucket=hour\|day&from=&to=` · `GET /v1/plugins` · `GET /v1/grants` | `kpi` · — · `plugins` · `grants` |
 //! | `GET /v1/kv/{plugin}?prefix=` · `GET`/`PUT /v1/kv/{plugin}/{key}` `{value}` | `kv list` · `kv get` · `kv set` |
 //! | `POST /hooks/{name}` (a signature or token of its own, see [`hooks`]) | — |
 //! | `/v1/plugins/versions`, `/v1/plugins/{name}[/history,/diff,/pin,/rollback]` (see [`plugins`]) | `plugins list\|push\|history\|diff\|pin\|rollback` |
@@ -37,8 +38,10 @@
 //! **Who may do what.** Every route but `/healthz` and `/readyz` needs a
 //! token of a declared identity (a refused one is a 401 and an
 //! `auth-refused` event, [`refusals`] bounds how many); any authenticated
-//! identity may read (runs, proposals, escalations, audit, KPIs,
-//! `/metrics`), start and cancel runs and set kv. Decisions are checked
+//! identity may read (runs, proposals, escalations, audit with its export
+//! and a signed checkpoint, KPIs, `/metrics`), start and cancel runs and
+//! set kv; `/v1/approvers` (who may decide) is for declared approvers and
+//! operators (see [`console`]). Decisions are checked
 //! where they act, on the log: approving or rejecting needs a person
 //! declared as an approver holding the proposal's role who neither
 //! started the work nor owns the plugin, resolving an escalation needs its
@@ -95,6 +98,8 @@ pub struct Service {
     metrics: metrics::Cache,
     /// The console's live feeds.
     streams: console::Streams,
+    /// Whole-log downloads (export, checkpoint): one at a time.
+    downloads: tokio::sync::Mutex<()>,
 }
 
 impl Service {
@@ -163,7 +168,10 @@ pub fn router_with(control: Arc<Control>, service: Arc<Service>) -> Router {
         .route("/v1/escalations/{id}/resolve", post(resolve))
         .route("/v1/audit", get(audit_show))
         .route("/v1/audit/verify", get(audit_verify))
+        .route("/v1/audit/export", get(audit_export))
+        .route("/v1/audit/checkpoint", get(audit_checkpoint))
         .route("/v1/kpi", get(kpi))
+        .route("/v1/kpi/series", get(kpi_series))
         .route("/v1/plugins", get(plugins))
         .route("/v1/grants", get(grants))
         .merge(plugins::routes(Router::new()))
@@ -448,12 +456,15 @@ struct WhoAmI {
     identity: String,
     kind: &'static str,
     roles: Vec<String>,
+    /// Declared under `[approvers]`: may decide what its roles cover.
+    approver: bool,
     /// The deployment served (its `[deployment] name`).
     deployment: String,
 }
 
 async fn whoami(State(app): State<App>, Caller(p): Caller) -> Json<WhoAmI> {
     Json(WhoAmI {
+        approver: app.control.deployment().approvers.contains_key(&p.name),
         identity: p.name,
         kind: p.kind.as_str(),
         roles: p.roles,
@@ -650,6 +661,10 @@ pub struct AuditQuery {
     pub proposal: Option<String>,
     #[serde(default)]
     pub limit: Option<usize>,
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Option<String>,
 }
 
 async fn audit_show(
@@ -663,6 +678,8 @@ async fn audit_show(
         kind: q.kind,
         proposal: q.proposal,
         limit: q.limit,
+        from: q.from,
+        to: q.to,
     };
     blocking(&app, move |c| c.audit_show(&req)).await
 }
@@ -676,6 +693,88 @@ async fn audit_verify(State(app): State<App>, _: Caller) -> Answer<charter_api::
 
 async fn kpi(State(app): State<App>, _: Caller) -> Answer<charter_api::Kpi> {
     blocking(&app, |c| c.kpi()).await
+}
+
+/// `GET /v1/kpi/series`: bad parameters are a 400 naming the parameter
+/// (checked before the log is read), the window at most
+/// [`charter_api::MAX_BUCKETS`] buckets.
+async fn kpi_series(
+    State(app): State<App>,
+    _: Caller,
+    Query(req): Query<charter_api::KpiSeriesRequest>,
+) -> Answer<charter_api::KpiSeries> {
+    blocking(&app, move |c| c.kpi_series(&req)).await
+}
+
+/// `name` as a file name: letters, digits, `.`, `-` and `_` only.
+fn file_name(name: &str) -> String {
+    name.chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// `body` as a download named `name`.
+fn attachment(body: String, content_type: &'static str, name: &str) -> Response {
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// `GET /v1/audit/export`: every event, one JSON document a line, as
+/// `charter audit export` writes them (one download at a time).
+async fn audit_export(State(app): State<App>, _: Caller) -> Result<Response, HttpError> {
+    let _one = app.service.downloads.lock().await;
+    let Json(text) = blocking(&app, |c| {
+        let mut out = String::new();
+        for r in c.audit_export()?.records {
+            out.push_str(&serde_json::to_string(&r).map_err(|e| ApiError::internal(&e))?);
+            out.push('\n');
+        }
+        Ok(out)
+    })
+    .await?;
+    let name = format!(
+        "charter-audit-{}.jsonl",
+        file_name(&app.control.deployment().name)
+    );
+    Ok(attachment(text, "application/x-ndjson", &name))
+}
+
+/// `GET /v1/audit/checkpoint`: the log's last entry signed with the
+/// deployment's key, the document `charter audit checkpoint` writes (one
+/// at a time: the first creates the key).
+async fn audit_checkpoint(State(app): State<App>, _: Caller) -> Result<Response, HttpError> {
+    let _one = app.service.downloads.lock().await;
+    let Json(cp) = blocking(&app, |c| c.audit_checkpoint()).await?;
+    let text = serde_json::to_string_pretty(&cp).map_err(|e| HttpError(ApiError::internal(&e)))?;
+    let name = format!(
+        "charter-checkpoint-{}-{}.json",
+        file_name(&cp.deployment),
+        cp.seq
+    );
+    Ok(attachment(text, "application/json", &name))
 }
 
 async fn plugins(State(app): State<App>, _: Caller) -> Answer<charter_api::PluginsList> {

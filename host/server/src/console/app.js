@@ -125,7 +125,10 @@ function signOut(message) {
 
 async function start(me) {
   state.me = me;
-  const a = await api('GET', '/v1/approvers');
+  // Who may decide is shown to those who decide or operate (the API
+  // refuses, and records, anyone else).
+  state.seesApprovers = me.approver || me.roles.includes('operator');
+  const a = state.seesApprovers ? await api('GET', '/v1/approvers') : { ok: false };
   state.approvers = a.ok ? a.doc.approvers : [];
   $('#top').hidden = false;
   $('#deployment').textContent = me.deployment;
@@ -135,7 +138,7 @@ async function start(me) {
 }
 
 // What the signed-in user may decide: a declared person holding `role`.
-function isPerson() { return state.approvers.some((a) => a.name === state.me.identity); }
+function isPerson() { return !!state.me.approver; }
 function holds(role) { return isPerson() && (!role || state.me.roles.includes(role)); }
 
 // ---- live updates (SSE over fetch: the token stays in a header) ----------------
@@ -271,7 +274,7 @@ function proposalCard(p) {
       ['routed by', p.policies.join(', ') || '—'],
       ['role', p.approver_role || '—'],
       ['approved by', p.approvals.join(', ') || 'nobody yet'],
-      ['who may decide', deciders.join(', ') || 'nobody declared'],
+      ['who may decide', state.seesApprovers ? deciders.join(', ') || 'nobody declared' : `a person holding ${p.approver_role || 'any role'}`],
       ['started by', p.initiator || '—'],
       ['plugin owner', p.owner || '—'],
       ['run', runLink(p.run)],
@@ -369,38 +372,69 @@ pages.inbox = {
 // ---- runs ----------------------------------------------------------------------
 
 const STATUSES = ['', 'running', 'retry-wait', 'waiting-approval', 'escalated', 'completed', 'failed', 'cancelled'];
+const WHEN = '2026-11-30 or 2026-11-30T14:05Z (UTC)';
+
+// A labelled text input of a filter form.
+function field(id, label, value, attrs) {
+  const input = h('input', Object.assign({ id, name: id, value, autocomplete: 'off' }, attrs || {}));
+  return [h('label', { for: id }, label, input), input];
+}
+
+// The filter's non-empty values as a query string ('' when none).
+function query(filter) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(filter)) if (v) q.set(k, v);
+  const s = q.toString();
+  return s ? '?' + s : '';
+}
 
 pages.runs = {
-  filter: { workflow: '', status: '', initiator: '' },
+  filter: { workflow: '', status: '', initiator: '', from: '', to: '' },
   async render() {
     const f = this.filter;
-    const wf = h('input', { id: 'f-workflow', value: f.workflow });
-    const st = h('select', { id: 'f-status' }, STATUSES.map((s) => h('option', { value: s, selected: s === f.status }, s || 'any')));
-    const by = h('input', { id: 'f-initiator', value: f.initiator });
-    const form = h('form', { class: 'filters', onsubmit: (ev) => {
+    const [wfl, wf] = field('f-workflow', 'Workflow', f.workflow);
+    const st = h('select', { id: 'f-status', name: 'f-status' }, STATUSES.map((s) => h('option', { value: s, selected: s === f.status }, s || 'any')));
+    const [byl, by] = field('f-initiator', 'Initiator', f.initiator);
+    const [froml, from] = field('f-from', 'Started from', f.from, { placeholder: WHEN, size: 18 });
+    const [tol, to] = field('f-to', 'Started to', f.to, { placeholder: WHEN, size: 18 });
+    const form = h('form', { class: 'filters', 'aria-label': 'Filter runs', onsubmit: (ev) => {
       ev.preventDefault();
-      this.filter = { workflow: wf.value.trim(), status: st.value, initiator: by.value.trim() };
+      this.filter = { workflow: wf.value.trim(), status: st.value, initiator: by.value.trim(), from: from.value.trim(), to: to.value.trim() };
       this.update();
     } },
-    h('label', {}, 'Workflow', wf), h('label', {}, 'Status', st), h('label', {}, 'Initiator', by),
-    h('button', { type: 'submit' }, 'Filter'));
-    show(h('h1', {}, 'Runs'), form, h('div', { id: 'runs' }));
+    wfl, h('label', { for: 'f-status' }, 'Status', st), byl, froml, tol,
+    h('button', { type: 'submit', id: 'f-apply' }, 'Filter'));
+    show(h('h1', {}, 'Runs'), form, h('div', { id: 'runs', 'aria-live': 'polite' }));
     await this.update();
   },
   async update() {
     const out = $('#runs');
     if (!out) return;
-    const f = this.filter;
-    const q = f.status ? '?status=' + encodeURIComponent(f.status) : '';
-    const r = await api('GET', '/v1/runs' + q);
-    if (!r.ok) { out.replaceChildren(h('p', { class: 'message error' }, errorText(r.error))); return; }
-    const runs = r.doc.runs.filter((x) => (!f.workflow || x.workflow === f.workflow) && (!f.initiator || x.initiator === f.initiator));
-    out.replaceChildren(table(['run', 'workflow', 'status', 'initiator', 'started', 'took', 'waits on'],
-      runs.map((x) => [runLink(x.id), x.workflow, h('span', { class: 'badge status' }, x.status), x.initiator || '—', time(x.started_ms),
-        x.finished_ms ? dur(x.finished_ms - x.started_ms) : '—', x.proposal || x.escalation || (x.retry_at_ms ? 'retry at ' + time(x.retry_at_ms) : '—')]),
-      'No run matches.'));
+    // Every filter is applied by the API (a bad value is refused there,
+    // naming the parameter).
+    const r = await api('GET', '/v1/runs' + query(this.filter));
+    if (!r.ok) { out.replaceChildren(h('p', { class: 'message error', id: 'runs-error', role: 'alert' }, errorText(r.error))); return; }
+    const runs = r.doc.runs;
+    out.replaceChildren(h('p', { class: 'muted', id: 'runs-count' }, `${runs.length} runs`),
+      table(['run', 'workflow', 'status', 'initiator', 'started', 'took', 'waits on'],
+        runs.map((x) => [runLink(x.id), x.workflow, h('span', { class: 'badge status' }, x.status), x.initiator || '—', time(x.started_ms),
+          x.finished_ms ? dur(x.finished_ms - x.started_ms) : '—', x.proposal || x.escalation || (x.retry_at_ms ? 'retry at ' + time(x.retry_at_ms) : '—')]),
+        'No run matches.'));
   },
 };
+
+// One attempt's host calls: function, decision, replayed or executed,
+// result and duration when recorded.
+function journalList(j) {
+  if (!j || !j.calls.length) return h('span', { class: 'muted' }, 'no host call');
+  return h('ol', { class: 'journal' }, j.calls.map((c) => h('li', { class: c.replayed ? 'call replayed' : 'call executed', 'data-function': c.function, 'data-decision': c.decision },
+    h('span', { class: 'id' }, c.function), ' ',
+    h('span', { class: c.decision === 'deny' ? 'badge bad' : c.decision === 'propose' ? 'badge warn' : 'badge ok' }, c.decision), ' ',
+    h('span', { class: 'badge how' }, c.replayed ? 'replayed' : c.decision === 'allow' ? 'executed' : c.decision === 'propose' ? 'routed to people' : 'not executed'),
+    c.ok === false ? [' ', h('span', { class: 'badge bad' }, 'failed')] : null,
+    c.duration_us !== null && c.duration_us !== undefined ? ` ${c.duration_us < 1000 ? c.duration_us + ' µs' : dur(Math.round(c.duration_us / 1000))}` : '',
+    c.proposal ? [' on ', link('/inbox', c.proposal)] : null)));
+}
 
 pages.run = {
   async render(id) {
@@ -416,14 +450,17 @@ pages.run = {
     const waits = x.proposal && x.status === 'waiting-approval' ? ['waits on proposal', link('/inbox', x.proposal)]
       : x.escalation && x.status === 'escalated' ? ['waits on escalation', link('/inbox', x.escalation)]
         : x.retry_at_ms ? ['next retry', time(x.retry_at_ms)] : null;
+    // The journal lists the attempts in the order of the history.
+    const journal = x.journal || [];
+    const calls = (a, i) => journalList(journal[i] && journal[i].step === a.step && journal[i].attempt === a.attempt ? journal[i] : null);
     out.replaceChildren(
       kv([['status', h('span', { class: 'badge status', id: 'run-status' }, x.status)], ['workflow', x.workflow], ['initiator', x.initiator || '—'],
         ['started', time(x.started_ms)], ['finished', time(x.finished_ms)], ['took', x.finished_ms ? dur(x.finished_ms - x.started_ms) : '—'],
         ['step', x.cursor || '—'], waits, ['retries', String(x.retries)], ['escalations', String(x.escalations)],
         x.error ? ['error', x.error] : null, x.next ? ['next', x.next] : null]),
       h('h2', {}, 'Timeline'),
-      table(['step', 'attempt', 'outcome', 'failure', 'error', 'replayed calls', 'took', 'ended'],
-        x.history.map((a) => [a.step, String(a.attempt), a.outcome, a.failure || '—', a.error || '—', String(a.replayed), dur(Math.round(a.duration_us / 1000)), time(a.time_ms)]),
+      table(['step', 'attempt', 'outcome', 'failure', 'error', 'host calls (journal)', 'took', 'ended'],
+        x.history.map((a, i) => [a.step, String(a.attempt), a.outcome, a.failure || '—', a.error || '—', calls(a, i), dur(Math.round(a.duration_us / 1000)), time(a.time_ms)]),
         'No attempt yet.'),
       h('h2', {}, 'Decisions'),
       table(['on', 'by', 'action', 'accepted', 'comment / reason'],
@@ -441,25 +478,59 @@ const TYPES = ['', 'config-loaded', 'grant', 'check-failed', 'plugin-loaded', 'c
   'approval-decision', 'proposal-resolved', 'run-started', 'step-attempt', 'escalated', 'escalation-resolved', 'run-finished',
   'auth-refused', 'auth-refusals-suppressed', 'hook-refused', 'checkpoint'];
 
+// Fetch `path` with the token and hand the answer to the browser as a
+// file (the name the host gives in Content-Disposition).
+async function download(path, fallback, msg) {
+  msg.className = 'message';
+  msg.textContent = 'downloading…';
+  let r;
+  try {
+    r = await fetch(path, { headers: { Authorization: 'Bearer ' + token() }, cache: 'no-store', credentials: 'omit' });
+  } catch (e) { msg.className = 'message error'; msg.textContent = 'the host does not answer: ' + e.message; return; }
+  if (!r.ok) {
+    let e = { message: 'HTTP ' + r.status };
+    try { e = (await r.json()).error || e; } catch (_) { /* not JSON */ }
+    msg.className = 'message error';
+    msg.textContent = 'Refused: ' + errorText(e);
+    return;
+  }
+  const m = /filename="([A-Za-z0-9._-]+)"/.exec(r.headers.get('Content-Disposition') || '');
+  const name = m ? m[1] : fallback;
+  const blob = await r.blob();
+  const a = h('a', { href: URL.createObjectURL(blob), download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  msg.className = 'message ok';
+  msg.textContent = `Downloaded ${name} (${blob.size} bytes).`;
+}
+
 pages.audit = {
-  filter: { plugin: '', type: '', proposal: '', since: '', limit: '200' },
+  filter: { plugin: '', type: '', proposal: '', since: '', from: '', to: '', limit: '200' },
   events: [],
   async render() {
     const f = this.filter;
-    const plugin = h('input', { id: 'a-plugin', value: f.plugin });
-    const type = h('select', { id: 'a-type' }, TYPES.map((t) => h('option', { value: t, selected: t === f.type }, t || 'any')));
-    const proposal = h('input', { id: 'a-proposal', value: f.proposal });
-    const since = h('input', { id: 'a-since', value: f.since, placeholder: '30m, 2h, 7d', size: 8 });
-    const limit = h('input', { id: 'a-limit', value: f.limit, size: 5, inputmode: 'numeric' });
-    const form = h('form', { class: 'filters', onsubmit: (ev) => {
+    const [pluginl, plugin] = field('a-plugin', 'Plugin', f.plugin);
+    const type = h('select', { id: 'a-type', name: 'a-type' }, TYPES.map((t) => h('option', { value: t, selected: t === f.type }, t || 'any')));
+    const [proposall, proposal] = field('a-proposal', 'Proposal', f.proposal);
+    const [sincel, since] = field('a-since', 'Since', f.since, { placeholder: '30m, 2h, 7d', size: 8 });
+    const [froml, from] = field('a-from', 'From', f.from, { placeholder: WHEN, size: 18 });
+    const [tol, to] = field('a-to', 'To', f.to, { placeholder: WHEN, size: 18 });
+    const [limitl, limit] = field('a-limit', 'Limit', f.limit, { size: 5, inputmode: 'numeric' });
+    const msg = h('p', { class: 'message', id: 'a-download-msg', role: 'status' });
+    const form = h('form', { class: 'filters', 'aria-label': 'Filter the audit log', onsubmit: (ev) => {
       ev.preventDefault();
-      this.filter = { plugin: plugin.value.trim(), type: type.value, proposal: proposal.value.trim(), since: since.value.trim(), limit: limit.value.trim() };
+      this.filter = { plugin: plugin.value.trim(), type: type.value, proposal: proposal.value.trim(), since: since.value.trim(),
+        from: from.value.trim(), to: to.value.trim(), limit: limit.value.trim() };
       this.update();
     } },
-    h('label', {}, 'Plugin', plugin), h('label', {}, 'Type', type), h('label', {}, 'Proposal', proposal),
-    h('label', {}, 'Since', since), h('label', {}, 'Limit', limit), h('button', { type: 'submit', id: 'a-apply' }, 'Filter'),
+    pluginl, h('label', { for: 'a-type' }, 'Type', type), proposall, sincel, froml, tol, limitl,
+    h('button', { type: 'submit', id: 'a-apply' }, 'Filter'),
     h('button', { type: 'button', class: 'secondary', id: 'a-export', onclick: () => this.exportShown() }, 'Export shown (JSON lines)'));
-    show(h('h1', {}, 'Audit'), h('div', { id: 'verify', class: 'card' }, 'Verifying the chain…'), form, h('div', { id: 'audit' }));
+    const downloads = h('div', { class: 'actions' },
+      h('button', { type: 'button', class: 'secondary', id: 'a-export-all', onclick: () => download('/v1/audit/export', 'charter-audit.jsonl', msg) }, 'Download the whole log'),
+      h('button', { type: 'button', class: 'secondary', id: 'a-checkpoint', onclick: () => download('/v1/audit/checkpoint', 'charter-checkpoint.json', msg) }, 'Download a signed checkpoint'));
+    show(h('h1', {}, 'Audit'), h('div', { id: 'verify', class: 'card' }, 'Verifying the chain…'), downloads, msg, form, h('div', { id: 'audit' }));
     this.verify();
     await this.update();
   },
@@ -469,18 +540,17 @@ pages.audit = {
     if (!out) return;
     if (!r.ok) { out.replaceChildren(h('span', { class: 'badge bad' }, 'not verified'), ' ', errorText(r.error)); return; }
     const v = r.doc;
-    out.replaceChildren(h('span', { class: v.ok ? 'badge ok' : 'badge bad', id: 'chain' }, v.ok ? 'chain intact' : 'chain BROKEN'),
+    // (replaceChildren would show a null as the text "null": none given.)
+    out.replaceChildren(...[h('span', { class: v.ok ? 'badge ok' : 'badge bad', id: 'chain' }, v.ok ? 'chain intact' : 'chain BROKEN'),
       ` ${v.entries} entries, last #${v.last_seq} `, h('span', { class: 'id' }, (v.last_hash || '').slice(0, 16)),
       v.problems.length ? h('ul', {}, v.problems.map((p) => h('li', {}, p))) : null,
-      v.torn_tail ? h('p', { class: 'muted' }, 'torn tail: ' + json(v.torn_tail)) : null);
+      v.torn_tail ? h('p', { class: 'muted' }, 'torn tail: ' + json(v.torn_tail)) : null].filter((x) => x !== null));
   },
   async update() {
     const out = $('#audit');
     if (!out) return;
-    const q = new URLSearchParams();
-    for (const [k, v] of Object.entries(this.filter)) if (v) q.set(k, v);
-    const r = await api('GET', '/v1/audit?' + q.toString());
-    if (!r.ok) { out.replaceChildren(h('p', { class: 'message error' }, errorText(r.error))); return; }
+    const r = await api('GET', '/v1/audit' + query(this.filter));
+    if (!r.ok) { out.replaceChildren(h('p', { class: 'message error', id: 'audit-error', role: 'alert' }, errorText(r.error))); return; }
     this.events = r.doc.events;
     out.replaceChildren(h('p', { class: 'muted', id: 'audit-count' }, `${this.events.length} events`),
       table(['#', 'time', 'type', 'plugin', 'details'],
@@ -583,33 +653,85 @@ async function versions(name) {
 
 // ---- KPIs ----------------------------------------------------------------------
 
+const NS = 'http://www.w3.org/2000/svg';
+function svgEl(tag, attrs, text) {
+  const e = document.createElementNS(NS, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
 function bars(title, items) {
-  const NS = 'http://www.w3.org/2000/svg';
-  const s = (tag, attrs, text) => {
-    const e = document.createElementNS(NS, tag);
-    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
-    if (text !== undefined) e.textContent = text;
-    return e;
-  };
   const max = Math.max(1, ...items.map((i) => i.value));
   const W = 360;
   const row = 22;
-  const svg = s('svg', { class: 'chart', viewBox: `0 0 ${W} ${items.length * row + 4}`, width: W, height: items.length * row + 4, role: 'img', 'aria-label': title });
-  svg.append(s('title', {}, title));
+  const svg = svgEl('svg', { class: 'chart', viewBox: `0 0 ${W} ${items.length * row + 4}`, width: W, height: items.length * row + 4, role: 'img', 'aria-label': title });
+  svg.append(svgEl('title', {}, title));
   items.forEach((it, i) => {
     const y = i * row + 2;
-    svg.append(s('text', { x: 0, y: y + 14 }, it.label));
-    svg.append(s('rect', { x: 120, y, width: Math.max(1, (it.value / max) * (W - 170)), height: row - 6, fill: it.color || '#3b4a6b' }));
-    svg.append(s('text', { x: 126 + (it.value / max) * (W - 170), y: y + 14 }, String(it.value)));
+    svg.append(svgEl('text', { x: 0, y: y + 14 }, it.label));
+    svg.append(svgEl('rect', { x: 120, y, width: Math.max(1, (it.value / max) * (W - 170)), height: row - 6, fill: it.color || '#3b4a6b' }));
+    svg.append(svgEl('text', { x: 126 + (it.value / max) * (W - 170), y: y + 14 }, String(it.value)));
   });
   return svg;
 }
 
+// A chart over time: one column per bucket, the parts of `parts` stacked
+// in it. Each bar carries its figure in data attributes (data-part,
+// data-value, data-start), the chart its totals (data-total-<part>), so
+// what it shows can be read without pixels; its <title> and <desc> say it
+// in words for a screen reader.
+function timeChart(id, title, buckets, parts, fmt) {
+  const W = 320; const H = 110; const left = 44; const bottom = 16;
+  const n = Math.max(1, buckets.length);
+  const colW = (W - left) / n;
+  const value = (p, b) => { const v = p.value(b); return v === null || v === undefined ? null : v; };
+  const max = Math.max(0, ...buckets.map((b) => parts.reduce((s, p) => s + (value(p, b) || 0), 0)));
+  const scale = max > 0 ? (H - bottom - 6) / max : 0;
+  const svg = svgEl('svg', { class: 'chart series', id, viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': title, 'data-buckets': buckets.length, preserveAspectRatio: 'xMinYMin meet' });
+  const totals = {};
+  const words = [];
+  for (const p of parts) {
+    const vals = buckets.map((b) => value(p, b)).filter((v) => v !== null);
+    totals[p.key] = vals.reduce((s, v) => s + v, 0);
+    svg.setAttribute('data-total-' + p.key, String(totals[p.key]));
+    words.push(`${p.label}: ${p.total ? p.total(totals[p.key], vals) : fmt(totals[p.key])}`);
+  }
+  svg.append(svgEl('title', {}, title), svgEl('desc', {}, words.join('; ')));
+  svg.append(svgEl('line', { x1: left, y1: H - bottom, x2: W, y2: H - bottom, stroke: '#aab2c2' }));
+  svg.append(svgEl('text', { x: 0, y: 12 }, fmt(max)), svgEl('text', { x: 0, y: H - bottom }, fmt(0)));
+  buckets.forEach((b, i) => {
+    let y = H - bottom;
+    for (const p of parts) {
+      const v = value(p, b);
+      if (v === null) continue;
+      const hgt = v * scale;
+      y -= hgt;
+      const r = svgEl('rect', { class: 'bar', x: left + i * colW + 1, y, width: Math.max(1, colW - 2), height: Math.max(v > 0 ? 1 : 0, hgt), fill: p.color,
+        'data-part': p.key, 'data-value': v, 'data-start': b.start_ms });
+      r.append(svgEl('title', {}, `${time(b.start_ms)} ${p.label}: ${fmt(v)}`));
+      svg.append(r);
+    }
+  });
+  if (buckets.length) {
+    svg.append(svgEl('text', { x: left, y: H - 4 }, time(buckets[0].start_ms).slice(5, 16)));
+    const last = svgEl('text', { x: W, y: H - 4, 'text-anchor': 'end' }, time(buckets[buckets.length - 1].start_ms).slice(5, 16));
+    svg.append(last);
+  }
+  const legend = h('p', { class: 'legend' }, parts.map((p) => h('span', { class: 'key', 'data-color': p.color }, h('span', { class: 'swatch ' + p.key }), p.label)));
+  return h('figure', { class: 'series-chart' }, h('figcaption', {}, title), svg, parts.length > 1 ? legend : null);
+}
+
 pages.kpi = {
+  window: { bucket: 'hour', from: '', to: '' },
   async render() {
-    show(h('h1', {}, 'KPIs'), h('div', { id: 'kpi' }, 'Reading the log…'));
+    show(h('h1', {}, 'KPIs'), h('div', { id: 'kpi' }, 'Reading the log…'), h('section', { class: 'card', id: 'kpi-series-card' }));
+    await Promise.all([this.table(), this.series()]);
+  },
+  async table() {
     const r = await api('GET', '/v1/kpi');
     const out = $('#kpi');
+    if (!out) return;
     if (!r.ok) { out.replaceChildren(h('p', { class: 'message error' }, errorText(r.error))); return; }
     const k = r.doc;
     const calls = { allowed: 0, proposed: 0, denied: 0 };
@@ -644,6 +766,44 @@ pages.kpi = {
             dur(x.cycle_time_ms_p50), dur(x.cycle_time_ms_p95), String(x.step_attempts), String(x.retries), String(x.escalations), pct(x.handoff_rate), String(x.escalations_avoided)]),
           'No workflow has run yet.')),
       h('p', { class: 'muted' }, `${k.events} events, ${k.steps} step executions in the log.`));
+  },
+  async series() {
+    const card = $('#kpi-series-card');
+    if (!card) return;
+    const w = this.window;
+    const bucket = h('select', { id: 'k-bucket', name: 'k-bucket' }, ['hour', 'day'].map((b) => h('option', { value: b, selected: b === w.bucket }, b === 'hour' ? 'per hour' : 'per day')));
+    const [froml, from] = field('k-from', 'From', w.from, { placeholder: 'default: 24 hours / 30 days before', size: 18 });
+    const [tol, to] = field('k-to', 'To', w.to, { placeholder: 'default: now', size: 18 });
+    const out = h('div', { id: 'kpi-series', 'aria-live': 'polite' }, 'Reading the log…');
+    const form = h('form', { class: 'filters', 'aria-label': 'KPIs over time', onsubmit: (ev) => {
+      ev.preventDefault();
+      this.window = { bucket: bucket.value, from: from.value.trim(), to: to.value.trim() };
+      this.series();
+    } }, h('label', { for: 'k-bucket' }, 'Buckets', bucket), froml, tol, h('button', { type: 'submit', id: 'k-apply' }, 'Show'));
+    card.replaceChildren(h('h2', {}, 'Over time'), form, out);
+    const r = await api('GET', '/v1/kpi/series' + query(w));
+    if (!r.ok) { out.replaceChildren(h('p', { class: 'message error', id: 'kpi-series-error', role: 'alert' }, errorText(r.error))); return; }
+    const s = r.doc;
+    const bs = s.buckets;
+    const count = (x) => String(Math.round(x));
+    const ms = (x) => dur(Math.round(x));
+    const median = (_, vals) => vals.length ? `up to ${dur(Math.max(...vals))} (median per ${s.bucket})` : 'none';
+    const rate = (b) => b.handoff_rate === null ? null : b.handoff_rate;
+    out.replaceChildren(
+      h('p', { class: 'muted' }, `${bs.length} buckets, one per ${s.bucket}, ${time(s.from_ms)} to ${time(s.to_ms)}.`),
+      h('div', { class: 'charts' },
+        timeChart('chart-calls', 'Calls by decision', bs, [
+          { key: 'allowed', label: 'allowed', color: '#1f7a3a', value: (b) => b.calls_allowed },
+          { key: 'proposed', label: 'proposed', color: '#b07b00', value: (b) => b.calls_proposed },
+          { key: 'denied', label: 'denied', color: '#9b2c2c', value: (b) => b.calls_denied }], count),
+        timeChart('chart-latency', 'Decision latency (median per bucket)', bs, [
+          { key: 'p50', label: 'median', color: '#3b4a6b', value: (b) => b.decision_latency_ms_p50, total: median }], ms),
+        timeChart('chart-cycle', 'Cycle time of runs that ended (median per bucket)', bs, [
+          { key: 'p50', label: 'median', color: '#3b6b5a', value: (b) => b.cycle_time_ms_p50, total: median }], ms),
+        timeChart('chart-handoff', 'Handoff rate (runs started, handed to people)', bs, [
+          { key: 'rate', label: 'handoff rate', color: '#6b3b6b', value: rate, total: (_, vals) => vals.length ? `${pct(vals.reduce((a, v) => a + v, 0) / vals.length)} on average` : 'no run' }], (x) => pct(x)),
+        timeChart('chart-unauthorized', 'Unauthorized actions executed (target 0)', bs, [
+          { key: 'executed', label: 'executed', color: '#9b2c2c', value: (b) => b.unauthorized_actions_executed }], count)));
   },
 };
 

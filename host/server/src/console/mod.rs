@@ -7,7 +7,7 @@
 //! | route | what |
 //! | --- | --- |
 //! | `GET /` · `/console/app.js` · `/console/app.css` (no token: they hold no data) | the page |
-//! | `GET /v1/approvers` | the people who may decide, with their roles ("who may decide") |
+//! | `GET /v1/approvers` | the people who may decide, with their roles ("who may decide"): for declared approvers and operators only |
 //! | `GET /v1/events` (`text/event-stream`) | `log` events: the last committed sequence number, after commits |
 //!
 //! **Why it is safe to open** (SECURITY.md promise 20):
@@ -28,6 +28,12 @@
 //!   to a person holding the proposal's role, resolve only to a person
 //!   holding the escalation's role; and the API decides regardless (the
 //!   page is a convenience, not a check).
+//! - Who may decide (`GET /v1/approvers`: the approvers' names and
+//!   roles, a map of whom to press) is for those who decide or run the
+//!   deployment: a declared approver or an identity holding `operator`.
+//!   Anyone else gets a 403 and an `auth-refused` event (`missing-role`),
+//!   and the page, which knows from `/v1/whoami` (`approver`), does not
+//!   ask.
 //! - The live feed says only that the log moved (a sequence number any
 //!   reader could learn from `audit show`), to authenticated callers; at
 //!   most [`MAX_STREAMS`] at once, each for at most [`STREAM_LIFETIME`]
@@ -38,17 +44,17 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{MatchedPath, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use charter_api::ApiError;
+use charter_api::{ApiError, OPERATOR_ROLE};
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use crate::{App, Caller, HttpError};
+use crate::{App, Caller, HttpError, refuse};
 
 const INDEX_HTML: &str = include_str!("index.html");
 const APP_JS: &str = include_str!("app.js");
@@ -136,7 +142,26 @@ pub struct Approvers {
     pub approvers: Vec<ApproverEntry>,
 }
 
-async fn approvers(State(app): State<App>, _: Caller) -> Json<Approvers> {
+async fn approvers(
+    State(app): State<App>,
+    route: MatchedPath,
+    Caller(p): Caller,
+) -> Result<Json<Approvers>, HttpError> {
+    let declared = app.control.deployment().approvers.contains_key(&p.name);
+    if !declared && !p.has_role(OPERATOR_ROLE) {
+        let e = ApiError::refused(format!(
+            "{} may not list who may decide: only a declared approver or an identity holding `{OPERATOR_ROLE}` may",
+            p.name
+        ));
+        return Err(refuse(
+            &app,
+            format!("GET {}", route.as_str()),
+            "missing-role",
+            Some(p.name.clone()),
+            HttpError(e),
+        )
+        .await);
+    }
     let approvers = app
         .control
         .deployment()
@@ -147,7 +172,7 @@ async fn approvers(State(app): State<App>, _: Caller) -> Json<Approvers> {
             roles: a.roles.clone(),
         })
         .collect();
-    Json(Approvers { approvers })
+    Ok(Json(Approvers { approvers }))
 }
 
 /// One live feed's state.
