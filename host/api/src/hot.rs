@@ -434,3 +434,48 @@ impl Control {
         })
     }
 }
+
+/// `charter config apply` / `POST /v1/config/apply`: the running host
+/// re-read the file it started with and applied it, or refused it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigApplyReport {
+    pub digest: String,
+    pub previous: String,
+    /// The host's generation number after the swap.
+    pub generation: u64,
+    /// Names added, removed or changed, by kind (grants, policies,
+    /// workflows, identities, plugins).
+    pub changes: serde_json::Value,
+    /// The file is what serves already: nothing was recorded or swapped.
+    pub unchanged: bool,
+}
+
+impl Control {
+    /// Apply the deployment file again through the running host, as `by`
+    /// (an operator): checked in full, then it serves; refused (exit 1,
+    /// HTTP 422, `config-refused`) with the serving configuration going on.
+    pub async fn config_apply(&self, by: &str) -> Result<ConfigApplyReport, ApiError> {
+        let Some(host) = self.existing_host() else {
+            return Err(ApiError::usage(
+                "no host is serving this deployment: a configuration applies live only in `charter up`; without one, the next command reads charter.toml as it is",
+            ));
+        };
+        match host
+            .apply_config(by, charter_runtime::hot::config::ApplySource::Api)
+            .await
+        {
+            Ok(a) => Ok(ConfigApplyReport {
+                digest: a.digest,
+                previous: a.previous,
+                generation: a.generation,
+                changes: a.changes,
+                unchanged: a.unchanged,
+            }),
+            Err(e) => Err(ApiError::new(
+                ErrorClass::Error,
+                "config-refused",
+                e.to_string(),
+            )),
+        }
+    }
+}

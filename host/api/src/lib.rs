@@ -84,7 +84,7 @@ pub use charter_auth::{AuthMethod, Principal};
 pub use control::{Access, Control};
 pub use error::{ApiError, ErrorClass, ErrorDoc, Failure, Refusal, describe};
 pub use hot::{
-    Activation, HistoryEntry, OPERATOR_ROLE, PinReport, PluginDiff, PluginHistory, PluginVersion,
+    Activation, ConfigApplyReport, HistoryEntry, OPERATOR_ROLE, PinReport, PluginDiff, PluginHistory, PluginVersion,
     PushRequest, VersionsList,
 };
 pub use proposals::{
