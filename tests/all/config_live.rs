@@ -53,7 +53,10 @@ fn deployment() -> Live {
 
 fn apply(addr: &str, token: &str) -> (u16, Value) {
     let r = http(addr, "POST", "/v1/config/apply", Some(token), None);
-    (r.status, serde_json::from_str(&r.body).unwrap_or(Value::Null))
+    (
+        r.status,
+        serde_json::from_str(&r.body).unwrap_or(Value::Null),
+    )
 }
 
 fn events(addr: &str, token: &str, kind: &str) -> Vec<Value> {
@@ -77,7 +80,10 @@ fn start_refund(addr: &str, token: &str, workflow: &str, cents: u64) -> (u16, Va
         Some(token),
         Some(&json!({"workflow": workflow, "input": input})),
     );
-    (r.status, serde_json::from_str(&r.body).unwrap_or(Value::Null))
+    (
+        r.status,
+        serde_json::from_str(&r.body).unwrap_or(Value::Null),
+    )
 }
 
 /// A run of `workflow` for `cents`, driven until it stops; its state.
@@ -167,7 +173,12 @@ fn a_config_applies_live_and_a_bad_one_never_replaces_it() {
     assert_ne!(not_covering, h.toml);
     let bad_policy = "permit (principal, action, resource) when { context.no_such_field > 1 };";
     for (what, toml, cedar_text, needle) in [
-        ("parse error", format!("{}\n[plugins.x]\npath = 7\n", h.toml), None, "path"),
+        (
+            "parse error",
+            format!("{}\n[plugins.x]\npath = 7\n", h.toml),
+            None,
+            "path",
+        ),
         ("policy", h.toml.clone(), Some(bad_policy), "no_such_field"),
         ("grants", not_covering, None, "refund-bot"),
     ] {
@@ -185,10 +196,20 @@ fn a_config_applies_live_and_a_bad_one_never_replaces_it() {
     let refused = events(a, &h.ops, "config-refused");
     assert_eq!(refused.len(), 3, "{refused:?}");
     let serving = applied[0]["previous"].as_str().unwrap();
-    assert!(refused.iter().all(|e| e["serving"] == serving), "{refused:?}");
+    assert!(
+        refused.iter().all(|e| e["serving"] == serving),
+        "{refused:?}"
+    );
     // Nothing secret in them: no token hash appears.
     for kind in ["config-applied", "config-refused"] {
-        let all = http(a, "GET", &format!("/v1/audit?type={kind}"), Some(&h.ops), None).body;
+        let all = http(
+            a,
+            "GET",
+            &format!("/v1/audit?type={kind}"),
+            Some(&h.ops),
+            None,
+        )
+        .body;
         for hash in &h.hashes {
             assert!(!all.contains(hash.as_str()), "{kind}: {all}");
         }
@@ -207,7 +228,10 @@ fn a_config_applies_live_and_a_bad_one_never_replaces_it() {
     write(cwd, "charter.toml", &changed);
     let (status, body) = apply(a, &h.ops);
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["changes"]["workflows"]["added"], json!(["refund-again"]));
+    assert_eq!(
+        body["changes"]["workflows"]["added"],
+        json!(["refund-again"])
+    );
     assert_eq!(body["changes"]["workflows"]["changed"], json!(["refund"]));
     let v = refund(a, &h.carol, "refund-again", 5_000);
     assert_eq!(v["status"], "completed", "{v}");
@@ -235,7 +259,11 @@ fn a_config_applies_live_and_a_bad_one_never_replaces_it() {
         "[approvers.bob]\ntokens",
         "[approvers.bob]\nroles = []\ntokens",
     );
-    let demoted = demoted.replacen("roles = [\"refund-approver\"]\n\n[approvers.carol]", "\n[approvers.carol]", 1);
+    let demoted = demoted.replacen(
+        "roles = [\"refund-approver\"]\n\n[approvers.carol]",
+        "\n[approvers.carol]",
+        1,
+    );
     write(cwd, "charter.toml", &demoted);
     let (status, body) = apply(a, &h.ops);
     assert_eq!(status, 200, "{body}");
@@ -274,7 +302,14 @@ fn a_config_applies_live_and_a_bad_one_never_replaces_it() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let carol = &h.carol;
     // carol may not approve her own run; restore bob's role to decide it.
-    write(cwd, "charter.toml", &removed.replace("[approvers.bob]\nroles = []", "[approvers.bob]\nroles = [\"refund-approver\"]"));
+    write(
+        cwd,
+        "charter.toml",
+        &removed.replace(
+            "[approvers.bob]\nroles = []",
+            "[approvers.bob]\nroles = [\"refund-approver\"]",
+        ),
+    );
     assert_eq!(apply(a, &h.ops).0, 200);
     let r = http(
         a,

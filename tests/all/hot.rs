@@ -653,7 +653,8 @@ fn watched_files_go_through_the_same_checks() {
     // adds starts a run at once.
     std::fs::write(
         cwd.join("charter.toml"),
-        toml.clone() + "\n[workflows.hot2]\n[[workflows.hot2.steps]]\nid = \"work\"\nplugin = \"stepper\"\n",
+        toml.clone()
+            + "\n[workflows.hot2]\n[[workflows.hot2.steps]]\nid = \"work\"\nplugin = \"stepper\"\n",
     )
     .unwrap();
     until("good config applied", &|| {

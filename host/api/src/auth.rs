@@ -5,7 +5,7 @@
 //! an unproven initiator would make separation of duties meaningless
 //! (start a run as "nobody", approve it as yourself).
 
-use charter_auth::{AuthError, Authenticator, Principal};
+use charter_auth::{AuthError, Principal};
 
 use crate::{ApiError, Control, ErrorClass};
 

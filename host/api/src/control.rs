@@ -54,7 +54,10 @@ impl Control {
     /// until a request needs one.
     pub fn new(deployment: Deployment, access: Access) -> Control {
         Control {
-            auth: std::sync::RwLock::new((0, Arc::new(charter_auth::Authenticator::new(&deployment)))),
+            auth: std::sync::RwLock::new((
+                0,
+                Arc::new(charter_auth::Authenticator::new(&deployment)),
+            )),
             deployment: Arc::new(deployment),
             access,
             host: Mutex::new(None),

@@ -383,7 +383,7 @@ impl Control {
         let reach = |insp: &charter_runtime::Inspection| {
             let imports: BTreeSet<ImportLine> = import_lines(insp).into_iter().collect();
             // `charter:host/kv@0.1.0#set` as `charter:host/kv.set`.
-            let ungranted: BTreeSet<String> = charter_runtime::check_imports(d, spec, insp)
+            let ungranted: BTreeSet<String> = charter_runtime::check_imports(&d, spec, insp)
                 .iter()
                 .map(|u| match u.function.split_once('#') {
                     Some((iface, f)) => format!("{}.{f}", iface.split('@').next().unwrap_or(iface)),

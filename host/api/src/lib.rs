@@ -84,8 +84,8 @@ pub use charter_auth::{AuthMethod, Principal};
 pub use control::{Access, Control};
 pub use error::{ApiError, ErrorClass, ErrorDoc, Failure, Refusal, describe};
 pub use hot::{
-    Activation, ConfigApplyReport, HistoryEntry, OPERATOR_ROLE, PinReport, PluginDiff, PluginHistory, PluginVersion,
-    PushRequest, VersionsList,
+    Activation, ConfigApplyReport, HistoryEntry, OPERATOR_ROLE, PinReport, PluginDiff,
+    PluginHistory, PluginVersion, PushRequest, VersionsList,
 };
 pub use proposals::{
     DecideReport, DecideRequest, Decision, Execution, Proposal, ProposalDetail, ProposalId,

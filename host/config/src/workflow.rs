@@ -239,9 +239,15 @@ impl<'de> Deserialize<'de> for OnFailure {
                 (k, Some(step)) if k == "Step" => Ok(OnFailure::Step(step)),
                 (k, _) => Err(D::Error::custom(format!("on_failure: unknown key {k:?}"))),
             },
-            Raw::Table(t) if t.len() == 1 && (t.contains_key("Escalate") || t.contains_key("Step")) => {
+            Raw::Table(t)
+                if t.len() == 1 && (t.contains_key("Escalate") || t.contains_key("Step")) =>
+            {
                 let (k, v) = t.into_iter().next().unwrap();
-                Ok(if k == "Step" { OnFailure::Step(v) } else { OnFailure::Escalate(Some(v)) })
+                Ok(if k == "Step" {
+                    OnFailure::Step(v)
+                } else {
+                    OnFailure::Escalate(Some(v))
+                })
             }
             Raw::Table(t) if t.len() == 1 => {
                 let (k, v) = t.into_iter().next().unwrap();

@@ -954,10 +954,7 @@ impl Host {
                 })
                 .collect(),
             granted: grants.host.clone(),
-            grants: self
-                .services
-                .capabilities
-                .argument_grants(deployment, spec),
+            grants: self.services.capabilities.argument_grants(deployment, spec),
             limits: spec.limits,
         }
     }

@@ -83,7 +83,8 @@ async fn push(
     body: Body,
 ) -> Result<Response, HttpError> {
     operator(&app, &route, "POST", &p).await?;
-    let Some(spec) = app.control.deployment().plugins.get(&name) else {
+    let deployment = app.control.deployment();
+    let Some(spec) = deployment.plugins.get(&name) else {
         return Err(HttpError(ApiError::not_found(format!(
             "plugin {} is not in the deployment",
             charter_api::validate::shown(&name)

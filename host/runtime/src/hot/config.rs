@@ -225,9 +225,8 @@ fn changes(old: &Deployment, new: &Deployment) -> serde_json::Value {
         let changed = a
             .iter()
             .filter(|(k, v)| {
-                b.get(*k).is_some_and(|w| {
-                    serde_json::to_value(v).ok() != serde_json::to_value(w).ok()
-                })
+                b.get(*k)
+                    .is_some_and(|w| serde_json::to_value(v).ok() != serde_json::to_value(w).ok())
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -244,7 +243,11 @@ fn changes(old: &Deployment, new: &Deployment) -> serde_json::Value {
                 p.groups.iter().map(move |g| {
                     (
                         format!("{}:{g}", p.name),
-                        json!([p.granted_by, p.reason, d.groups.get(g).map(|g| &g.capabilities)]),
+                        json!([
+                            p.granted_by,
+                            p.reason,
+                            d.groups.get(g).map(|g| &g.capabilities)
+                        ]),
                     )
                 })
             })
@@ -272,7 +275,12 @@ fn changes(old: &Deployment, new: &Deployment) -> serde_json::Value {
                 let tokens: Vec<String> = i.tokens.iter().map(|t| digest(&t.0)).collect();
                 (
                     i.name.clone(),
-                    json!([i.kind, i.roles, digest(tokens.join(",").as_bytes()), i.oidc_subjects]),
+                    json!([
+                        i.kind,
+                        i.roles,
+                        digest(tokens.join(",").as_bytes()),
+                        i.oidc_subjects
+                    ]),
                 )
             })
             .collect()
@@ -390,8 +398,7 @@ impl Host {
             Ok(c) => c,
             Err((digest_, mut reasons)) => {
                 reasons.truncate(MAX_REASONS);
-                let reasons: Vec<String> =
-                    reasons.iter().map(|r| crate::record::text(r)).collect();
+                let reasons: Vec<String> = reasons.iter().map(|r| crate::record::text(r)).collect();
                 let refused = Refused {
                     digest: digest_.clone(),
                     serving: current.digest.clone(),
@@ -500,7 +507,10 @@ impl Host {
         let text = match crate::read_bounded(path, 16 << 20) {
             Ok(Ok(b)) => b,
             Ok(Err(size)) => {
-                return Err((None, vec![format!("{}: {size} bytes is too large", path.display())]));
+                return Err((
+                    None,
+                    vec![format!("{}: {size} bytes is too large", path.display())],
+                ));
             }
             Err(e) => return Err((None, vec![format!("{}: {e}", path.display())])),
         };

@@ -540,12 +540,7 @@ impl Host {
         if !d.plugins.contains_key(name) {
             return Err(PushError::UnknownPlugin {
                 name: crate::record::text(name),
-                known: d
-                    .plugins
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                known: d.plugins.keys().cloned().collect::<Vec<_>>().join(", "),
             });
         }
         if let Some(d) = digest_

@@ -279,7 +279,12 @@ impl Host {
             .ok_or_else(|| RunError::UnknownRun(id.to_string()))?;
         let by = by.to_string();
         let def = self.definition(&st).ok();
-        let mut d = engine::decide(&st, def.as_deref(), Input::Cancel { by: by.clone() }, &self.env(&st))?;
+        let mut d = engine::decide(
+            &st,
+            def.as_deref(),
+            Input::Cancel { by: by.clone() },
+            &self.env(&st),
+        )?;
         self.stamp_auth(&mut d.events, &by);
         self.commit(&mut st, d.events).await?;
         Ok(st)
@@ -328,7 +333,12 @@ impl Host {
             comment,
         };
         let def = self.definition(&st).ok();
-        let mut d = engine::decide(&st, def.as_deref(), Input::Resolve(resolution), &self.env(&st))?;
+        let mut d = engine::decide(
+            &st,
+            def.as_deref(),
+            Input::Resolve(resolution),
+            &self.env(&st),
+        )?;
         self.stamp_auth(&mut d.events, by);
         self.commit(&mut st, d.events).await?;
         if let Some(r) = d.refused {
