@@ -52,11 +52,12 @@ pub fn start(control: Arc<Control>) -> tokio::task::JoinHandle<()> {
                 keep
             });
             for (name, s) in wanted {
-                if !running.contains_key(&name) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(name.clone())
+                {
                     let key = schedule_key(&s);
                     let stop = Arc::new(AtomicBool::new(false));
-                    tokio::spawn(run(control.clone(), name.clone(), s, first, stop.clone()));
-                    running.insert(name, (key, stop));
+                    tokio::spawn(run(control.clone(), name, s, first, stop.clone()));
+                    slot.insert((key, stop));
                 }
             }
             first = false;
