@@ -61,7 +61,7 @@ pub enum RunError {
     #[error("no escalation {0} (see `charter escalations list`)")]
     UnknownEscalation(String),
     #[error(
-        "run {run}: workflow {workflow} changed since the run started ({was} → {now}); restore that definition to resume the run, or cancel it"
+        "run {run}: workflow {workflow} changed since the run started ({was} → {now}) and the definition it started on is not kept (or not intact) in the data directory's workflows/; restore that definition to resume the run, or cancel it"
     )]
     WorkflowChanged {
         run: String,
