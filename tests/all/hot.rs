@@ -645,7 +645,34 @@ fn watched_files_go_through_the_same_checks() {
     )
     .unwrap();
     until("bad config refused", &|| {
-        !events(&addr, &h.ops, "check-failed").is_empty()
+        events(&addr, &h.ops, "config-refused")
+            .iter()
+            .any(|e| e["by"] == "ops" && e["source"] == "watch")
+    });
+    // A good one applies live, as the watch's operator: the workflow it
+    // adds starts a run at once.
+    std::fs::write(
+        cwd.join("charter.toml"),
+        toml.clone()
+            + "\n[workflows.hot2]\n[[workflows.hot2.steps]]\nid = \"work\"\nplugin = \"stepper\"\n",
+    )
+    .unwrap();
+    until("good config applied", &|| {
+        events(&addr, &h.ops, "config-applied")
+            .iter()
+            .any(|e| e["by"] == "ops" && e["source"] == "watch")
+    });
+    // (Recorded just before the swap, as an activation is.)
+    until("hot2 starts", &|| {
+        let r = http(
+            &addr,
+            "POST",
+            "/v1/runs",
+            Some(&h.ops),
+            Some(&json!({"workflow": "hot2", "input": {}})),
+        );
+        assert!(matches!(r.status, 202 | 404), "{}", r.body);
+        r.status == 202
     });
     assert_eq!(
         http(&addr, "GET", "/v1/plugins/versions", Some(&h.ops), None).status,

@@ -7,6 +7,7 @@ mod attack;
 mod capabilities;
 mod capacity;
 mod cli;
+mod config_live;
 mod conformance;
 mod console;
 mod crash;

@@ -586,8 +586,12 @@ timeout_ms = 300
     assert!(evs.iter().any(|e| matches!(e, Event::CallResult { ok: false, function, .. } if function.starts_with("wasi:http"))));
 }
 
+/// A run keeps the definition it started on: after its workflow changed
+/// (and a restart), it resumes on the one it recorded, kept by digest in
+/// the data directory; a kept definition whose content is not its digest
+/// (edited, replaced) is no definition, and the run does not resume.
 #[test]
-fn a_changed_workflow_does_not_resume_old_runs() {
+fn a_changed_workflow_resumes_old_runs_on_their_definition() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
     let wf = |t: u64| {
@@ -601,6 +605,16 @@ fn a_changed_workflow_does_not_resume_old_runs() {
         st.id
     };
     let h = host_on(wf_deployment(dir.path(), &wf(2000)));
+    let st = h.run(&id).unwrap();
+    let def = h.definition(&st).unwrap();
+    assert_eq!(def.steps[0].timeout_ms, Some(1000), "{def:?}");
+    assert_eq!(h.workflow("w").unwrap().steps[0].timeout_ms, Some(2000));
+    // The kept definition replaced by another (valid) one: refused.
+    let hex = st.workflow_digest.strip_prefix("sha256:").unwrap();
+    let kept = h.data_dir().join("workflows").join(format!("{hex}.json"));
+    let text = std::fs::read_to_string(&kept).unwrap();
+    assert!(text.contains("1000"), "{text}");
+    std::fs::write(&kept, text.replace("1000", "9999")).unwrap();
     let err = rt.block_on(h.drive(&id)).unwrap_err();
     assert!(
         err.to_string().contains("changed since the run started"),

@@ -5,7 +5,7 @@
 //! an unproven initiator would make separation of duties meaningless
 //! (start a run as "nobody", approve it as yourself).
 
-use charter_auth::{AuthError, Authenticator, Principal};
+use charter_auth::{AuthError, Principal};
 
 use crate::{ApiError, Control, ErrorClass};
 
@@ -22,11 +22,6 @@ pub enum Credential<'a> {
 }
 
 impl Control {
-    /// The deployment's identities and token hashes.
-    pub fn authenticator(&self) -> &Authenticator {
-        &self.auth
-    }
-
     /// The principal `credential` proves, at the current time. Refusals
     /// are class `refused` (exit 2, HTTP 401) with kind
     /// `unauthenticated` and a message that never repeats the token.
@@ -35,14 +30,11 @@ impl Control {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
+        let auth = self.authenticator();
         match credential {
-            Credential::Token(t) => self
-                .auth
-                .authenticate(Some(t), now)
-                .map_err(unauthenticated),
-            Credential::Nothing => self.auth.authenticate(None, now).map_err(unauthenticated),
-            Credential::Claim(name) => self
-                .auth
+            Credential::Token(t) => auth.authenticate(Some(t), now).map_err(unauthenticated),
+            Credential::Nothing => auth.authenticate(None, now).map_err(unauthenticated),
+            Credential::Claim(name) => auth
                 .claim(name)
                 .map_err(|e| ApiError::new(ErrorClass::Refused, "unauthenticated", e.to_string())),
         }
@@ -60,7 +52,8 @@ impl Control {
     /// `jwks_file`. `true` when new keys are in place. A failure is
     /// logged, and the keys held stay.
     pub async fn refresh_oidc_keys(&self) -> bool {
-        let Some(v) = self.auth.oidc() else {
+        let auth = self.authenticator();
+        let Some(v) = auth.oidc() else {
             return false;
         };
         if !v.claim_refresh(charter_audit::now_ms()) {
@@ -101,7 +94,7 @@ impl Control {
         };
         let now = charter_audit::now_ms() / 1000;
         let unknown_kid = matches!(
-            self.auth.authenticate(Some(t), now),
+            self.authenticator().authenticate(Some(t), now),
             Err(AuthError::Jwt {
                 kind: "jwt-unknown-key",
                 ..

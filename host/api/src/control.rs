@@ -30,10 +30,14 @@ pub enum Access {
 /// escalations through the state index when no other process holds the
 /// deployment — so they answer while another process drives it.
 pub struct Control {
+    /// The deployment it was created for; once a host runs, the host's
+    /// configuration in force is the one served ([`Control::deployment`]).
     deployment: Arc<Deployment>,
     access: Access,
     host: Mutex<Option<Arc<Host>>>,
-    pub(crate) auth: charter_auth::Authenticator,
+    /// The identities and tokens of the configuration numbered `.0`
+    /// (rebuilt when a host's configuration is applied).
+    auth: std::sync::RwLock<(u64, Arc<charter_auth::Authenticator>)>,
 }
 
 impl std::fmt::Debug for Control {
@@ -50,7 +54,10 @@ impl Control {
     /// until a request needs one.
     pub fn new(deployment: Deployment, access: Access) -> Control {
         Control {
-            auth: charter_auth::Authenticator::new(&deployment),
+            auth: std::sync::RwLock::new((
+                0,
+                Arc::new(charter_auth::Authenticator::new(&deployment)),
+            )),
             deployment: Arc::new(deployment),
             access,
             host: Mutex::new(None),
@@ -60,16 +67,44 @@ impl Control {
     /// A service over a host that already runs (a daemon's).
     pub fn with_host(host: Arc<Host>, access: Access) -> Control {
         Control {
-            auth: charter_auth::Authenticator::new(host.deployment()),
-            deployment: Arc::new(host.deployment().clone()),
+            auth: std::sync::RwLock::new((
+                host.config().number,
+                Arc::new(charter_auth::Authenticator::new(&host.deployment())),
+            )),
+            deployment: host.deployment(),
             access,
             host: Mutex::new(Some(host)),
         }
     }
 
-    /// The deployment it serves.
-    pub fn deployment(&self) -> &Deployment {
-        &self.deployment
+    /// The deployment it serves: the configuration in force of its host,
+    /// if one runs (read it once per request).
+    pub fn deployment(&self) -> Arc<Deployment> {
+        match self.existing_host() {
+            Some(h) => h.deployment(),
+            None => self.deployment.clone(),
+        }
+    }
+
+    /// The identities and tokens of the configuration in force (rebuilt
+    /// once after a configuration is applied: a revoked token or role
+    /// stops working at the next request).
+    pub fn authenticator(&self) -> Arc<charter_auth::Authenticator> {
+        let slot = || self.auth.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(host) = self.existing_host() else {
+            return slot().1;
+        };
+        let config = host.config();
+        let (number, auth) = slot();
+        if number == config.number {
+            return auth;
+        }
+        let fresh = Arc::new(auth.with_identities_of(&config.deployment));
+        let mut w = self.auth.write().unwrap_or_else(|p| p.into_inner());
+        if w.0 < config.number {
+            *w = (config.number, fresh.clone());
+        }
+        fresh
     }
 
     /// Who it serves.

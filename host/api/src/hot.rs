@@ -18,12 +18,13 @@ pub const OPERATOR_ROLE: &str = "operator";
 
 /// `p` may push, pin and roll back plugin versions (on a running host or,
 /// without one, on the data directory): it holds [`OPERATOR_ROLE`].
-pub fn require_operator(p: &crate::Principal) -> Result<(), ApiError> {
+/// `what` says what was refused ("change plugin versions").
+pub fn require_operator(p: &crate::Principal, what: &str) -> Result<(), ApiError> {
     if p.has_role(OPERATOR_ROLE) {
         return Ok(());
     }
     Err(ApiError::refused(format!(
-        "{} may not change plugin versions: it needs the role `{OPERATOR_ROLE}` (declare it under [identities.{}] roles)",
+        "{} may not {what}: it needs the role `{OPERATOR_ROLE}` (declare it under [identities.{}] roles)",
         p.name, p.name
     )))
 }
@@ -395,7 +396,7 @@ impl Control {
         let reach = |insp: &charter_runtime::Inspection| {
             let imports: BTreeSet<ImportLine> = import_lines(insp).into_iter().collect();
             // `charter:host/kv@0.1.0#set` as `charter:host/kv.set`.
-            let ungranted: BTreeSet<String> = charter_runtime::check_imports(d, spec, insp)
+            let ungranted: BTreeSet<String> = charter_runtime::check_imports(&d, spec, insp)
                 .iter()
                 .map(|u| match u.function.split_once('#') {
                     Some((iface, f)) => format!("{}.{f}", iface.split('@').next().unwrap_or(iface)),
@@ -444,5 +445,50 @@ impl Control {
             secrets_removed: minus(&a_sec, &b_sec),
             b_ungranted: b_ungranted.into_iter().collect(),
         })
+    }
+}
+
+/// `charter config apply` / `POST /v1/config/apply`: the running host
+/// re-read the file it started with and applied it, or refused it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigApplyReport {
+    pub digest: String,
+    pub previous: String,
+    /// The host's generation number after the swap.
+    pub generation: u64,
+    /// Names added, removed or changed, by kind (grants, policies,
+    /// workflows, identities, plugins).
+    pub changes: serde_json::Value,
+    /// The file is what serves already: nothing was recorded or swapped.
+    pub unchanged: bool,
+}
+
+impl Control {
+    /// Apply the deployment file again through the running host, as `by`
+    /// (an operator): checked in full, then it serves; refused (exit 1,
+    /// HTTP 422, `config-refused`) with the serving configuration going on.
+    pub async fn config_apply(&self, by: &str) -> Result<ConfigApplyReport, ApiError> {
+        let Some(host) = self.existing_host() else {
+            return Err(ApiError::usage(
+                "no host is serving this deployment: a configuration applies live only in `charter up`; without one, the next command reads charter.toml as it is",
+            ));
+        };
+        match host
+            .apply_config(by, charter_runtime::hot::config::ApplySource::Api)
+            .await
+        {
+            Ok(a) => Ok(ConfigApplyReport {
+                digest: a.digest,
+                previous: a.previous,
+                generation: a.generation,
+                changes: a.changes,
+                unchanged: a.unchanged,
+            }),
+            Err(e) => Err(ApiError::new(
+                ErrorClass::Error,
+                "config-refused",
+                e.to_string(),
+            )),
+        }
     }
 }

@@ -85,8 +85,8 @@ pub use charter_auth::{AuthMethod, Principal};
 pub use control::{Access, Control};
 pub use error::{ApiError, ErrorClass, ErrorDoc, Failure, Refusal, describe};
 pub use hot::{
-    Activation, HistoryEntry, OPERATOR_ROLE, PinReport, PluginDiff, PluginHistory, PluginVersion,
-    PushRequest, VersionsList, require_operator,
+    Activation, ConfigApplyReport, HistoryEntry, OPERATOR_ROLE, PinReport, PluginDiff,
+    PluginHistory, PluginVersion, PushRequest, VersionsList, require_operator,
 };
 pub use proposals::{
     DecideReport, DecideRequest, Decision, Execution, Proposal, ProposalDetail, ProposalId,

@@ -477,7 +477,7 @@ impl Control {
     /// also names the groups that grant it. Local callers only.
     pub async fn inspect(&self, req: &InspectRequest) -> Result<InspectReport, ApiError> {
         self.local_only("inspect")?;
-        inspect_with(req, Some(self.deployment())).await
+        inspect_with(req, Some(&self.deployment())).await
     }
 
     /// `charter check`: validate the whole deployment (config, phase gates,
@@ -502,7 +502,7 @@ impl Control {
         let host = match self.existing_host() {
             Some(h) => h,
             None => std::sync::Arc::new(Host::new(
-                d.clone(),
+                (*d).clone(),
                 HostOptions {
                     store: Some(std::sync::Arc::new(charter_store::MemStore::default())),
                     ..Default::default()
@@ -589,7 +589,7 @@ impl Control {
                 violations: violations.into_iter().map(Violation::from).collect(),
                 plugins,
                 workflows: d.workflows.keys().cloned().collect(),
-                triggers: crate::triggers::triggers_of(d, charter_audit::now_ms()),
+                triggers: crate::triggers::triggers_of(&d, charter_audit::now_ms()),
             },
             loads,
         };
@@ -619,7 +619,7 @@ impl Control {
             let mut functions = Vec::new();
             for g in d.granted_groups(p) {
                 for pat in &g.capabilities {
-                    for (f, eff) in expand(d, g, pat) {
+                    for (f, eff) in expand(&d, g, pat) {
                         functions.push(GrantedFunction {
                             function: f.clone(),
                             effect: eff,

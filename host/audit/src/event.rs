@@ -372,6 +372,35 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         auth: Option<String>,
     },
+    /// A changed `charter.toml` passed every check and serves from now on
+    /// (a running host's `config apply`): what changed, by name only (no
+    /// secret value, no token hash), and who applied it.
+    ConfigApplied {
+        /// `sha256:` of the new file's text (and of the workflow files it
+        /// names, see `charter_runtime::hot::config`).
+        digest: String,
+        previous: String,
+        /// Generation number after the swap.
+        generation: u64,
+        /// `added`/`removed`/`changed` → names, by kind (`grants`,
+        /// `policies`, `workflows`, `identities`, `plugins`).
+        changes: serde_json::Value,
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth: Option<String>,
+        /// `api` or `watch`.
+        source: String,
+    },
+    /// A changed `charter.toml` was refused; `serving` (its digest) goes on.
+    ConfigRefused {
+        digest: Option<String>,
+        serving: String,
+        reasons: Vec<String>,
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth: Option<String>,
+        source: String,
+    },
 }
 
 /// What started a run without a request naming it (`RunStarted::trigger`).
@@ -422,6 +451,8 @@ impl Event {
         "plugin-pushed",
         "plugin-activated",
         "plugin-pinned",
+        "config-applied",
+        "config-refused",
     ];
 
     /// The plugin an event is about, if any.
@@ -429,6 +460,8 @@ impl Event {
         match self {
             Event::ConfigLoaded { .. }
             | Event::CheckFailed { .. }
+            | Event::ConfigApplied { .. }
+            | Event::ConfigRefused { .. }
             | Event::AuthRefused { .. }
             | Event::AuthRefusalsSuppressed { .. } => None,
             Event::Grant { plugin, .. } => Some(plugin),
@@ -478,6 +511,8 @@ impl Event {
             Event::HookRefused { .. } => "hook-refused",
             Event::PluginPushed { .. } => "plugin-pushed",
             Event::PluginActivated { .. } => "plugin-activated",
+            Event::ConfigApplied { .. } => "config-applied",
+            Event::ConfigRefused { .. } => "config-refused",
             Event::PluginPinned { .. } => "plugin-pinned",
         }
     }

@@ -175,6 +175,23 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(deployment: &Deployment) -> Authenticator {
+        Authenticator {
+            oidc: oidc::OidcVerifier::new(deployment).map(Arc::new),
+            ..Authenticator::new_without_oidc(deployment)
+        }
+    }
+
+    /// The identities and tokens of `deployment`, with this one's `[oidc]`
+    /// verifier and the keys it holds (an applied configuration changes
+    /// who holds which token and role; `[oidc]` changes only at a restart).
+    pub fn with_identities_of(&self, deployment: &Deployment) -> Authenticator {
+        Authenticator {
+            oidc: self.oidc.clone(),
+            ..Authenticator::new_without_oidc(deployment)
+        }
+    }
+
+    fn new_without_oidc(deployment: &Deployment) -> Authenticator {
         let mut by_hash = HashMap::new();
         for (name, id) in &deployment.identities {
             for h in &id.tokens {
@@ -188,7 +205,7 @@ impl Authenticator {
                 .iter()
                 .map(|(n, i)| (n.clone(), i.clone()))
                 .collect(),
-            oidc: oidc::OidcVerifier::new(deployment).map(Arc::new),
+            oidc: None,
         }
     }
 

@@ -159,6 +159,14 @@ pub async fn run(command: Command, server: Option<&str>) -> Result<i32> {
         }
         Command::Kv { op } => kv(op).await,
         Command::Plugins { op } => crate::plugins::local(op).await,
+        Command::Config {
+            op: crate::ConfigOp::Apply { json, .. },
+        } => fail_doc(
+            &charter_api::ApiError::usage(
+                "no charter up is serving this deployment: a configuration applies live only in a running host (the next command reads charter.toml as it is)",
+            ),
+            json,
+        ),
         Command::Run {
             workflow,
             input,

@@ -78,6 +78,27 @@ fn summary(e: &Event) -> String {
                 .unwrap_or_default()
         ),
         Event::CheckFailed { problems } => format!("check failed: {}", problems.join(" | ")),
+        Event::ConfigApplied {
+            digest,
+            previous,
+            generation,
+            by,
+            source,
+            ..
+        } => format!(
+            "config {digest} applied by {by} ({source}; was {previous}, generation {generation})"
+        ),
+        Event::ConfigRefused {
+            digest,
+            serving,
+            reasons,
+            by,
+            ..
+        } => format!(
+            "config {} REFUSED (by {by}; {serving} serves on): {}",
+            digest.as_deref().unwrap_or("(unread)"),
+            reasons.join(" | ")
+        ),
         Event::PluginLoaded { digest, groups, .. } => {
             format!("loaded {digest} groups [{}]", groups.join(", "))
         }

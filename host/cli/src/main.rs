@@ -98,6 +98,18 @@ fn json_logs(flag: Option<&str>) -> bool {
     }
 }
 
+#[derive(Subcommand)]
+enum ConfigOp {
+    /// Apply the deployment file again in the running host.
+    Apply {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Args, Clone)]
 struct ConfigArg {
     /// The deployment file [default: ./charter.toml]
@@ -203,14 +215,27 @@ enum Command {
         drain_timeout: std::time::Duration,
         /// Watch the plugin files charter.toml names: a changed file is
         /// checked like `charter plugins push` and swapped in, or refused
-        /// with the serving version going on. A changed charter.toml is
-        /// checked; a bad one is refused (`check-failed`), a good one
-        /// applies at the next start. Needs CHARTER_TOKEN of an identity
-        /// with the role "operator": the changes are pushed as theirs.
+        /// with the serving version going on. A changed charter.toml (or
+        /// workflow file) is applied as `charter config apply` does:
+        /// checked in full, then it serves; a bad one is refused
+        /// (`config-refused`) and the serving one goes on. Needs
+        /// CHARTER_TOKEN of an identity with the role "operator": the
+        /// changes are recorded as theirs.
         #[arg(long)]
         watch: bool,
         #[command(flatten)]
         config: ConfigArg,
+    },
+    /// The configuration of a running `charter up`.
+    ///
+    /// `charter config apply`: the host re-reads the deployment file it was
+    /// started with (and the workflow files it names), checks it in full
+    /// (as `charter check`, and every plugin against the new grants) and
+    /// makes it serve; a refused one leaves the serving one in place
+    /// (`config-refused`). Needs CHARTER_TOKEN of an operator.
+    Config {
+        #[command(subcommand)]
+        op: ConfigOp,
     },
     /// Tokens that prove who is calling: mint one for an identity.
     ///
@@ -904,6 +929,7 @@ fn main() -> ExitCode {
         Command::Call { json, .. } | Command::Kpi { json, .. } => *json,
         Command::Run { json, .. } => *json,
         Command::Kv { .. }
+        | Command::Config { .. }
         | Command::Plugins { .. }
         | Command::Audit { .. }
         | Command::Proposals { .. }

@@ -365,7 +365,7 @@ async fn operator(c: &charter_api::Control, what: &str) -> Result<String, ApiErr
         Some(t) => c.principal(Credential::Token(t))?,
         None => c.principal(Credential::Claim(&user))?,
     };
-    let Err(e) = charter_api::require_operator(&p) else {
+    let Err(e) = charter_api::require_operator(&p, "change plugin versions") else {
         return Ok(p.name);
     };
     let refused = charter_audit::Event::AuthRefused {

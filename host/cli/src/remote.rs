@@ -298,6 +298,9 @@ fn served_config(command: &Command) -> Option<&ConfigArg> {
             }
         },
         Command::Plugins { op } => Some(op.config()),
+        Command::Config {
+            op: crate::ConfigOp::Apply { config, .. },
+        } => Some(config),
         _ => None,
     }
 }
@@ -347,6 +350,30 @@ fn show<T: Serialize>(r: Result<T, ApiError>, json: bool, text: impl FnOnce(&T))
             Ok(0)
         }
         Err(e) => fail_doc(&e, json),
+    }
+}
+
+fn config_text(a: &charter_api::ConfigApplyReport) {
+    if a.unchanged {
+        println!("configuration {} serves already; nothing changed", a.digest);
+        return;
+    }
+    println!(
+        "configuration {} applied (was {}; generation {})",
+        a.digest, a.previous, a.generation
+    );
+    if let Some(kinds) = a.changes.as_object() {
+        for (kind, c) in kinds {
+            for how in ["added", "removed", "changed"] {
+                let names: Vec<&str> = c[how]
+                    .as_array()
+                    .map(|v| v.iter().filter_map(|n| n.as_str()).collect())
+                    .unwrap_or_default();
+                if !names.is_empty() {
+                    println!("  {kind} {how}: {}", names.join(", "));
+                }
+            }
+        }
     }
 }
 
@@ -445,6 +472,13 @@ async fn serve(r: &Remote, command: Command) -> Result<i32> {
         }
         Command::Kv { op } => kv(r, op).await,
         Command::Plugins { op } => crate::plugins::served(r, op).await,
+        Command::Config {
+            op: crate::ConfigOp::Apply { json, .. },
+        } => show(
+            r.call(Method::POST, "/v1/config/apply", None).await?,
+            json,
+            config_text,
+        ),
         _ => unreachable!("served_config lists the served commands"),
     }
 }

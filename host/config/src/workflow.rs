@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// One workflow of a deployment.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Workflow {
     pub name: String,
     pub description: Option<String>,
@@ -52,7 +52,7 @@ pub struct Workflow {
     pub source: std::path::PathBuf,
     /// What starts its runs besides a request (`triggers.rs`); not part
     /// of the definition a run follows (nor of its digest).
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub triggers: crate::triggers::Triggers,
 }
 
@@ -226,11 +226,29 @@ impl<'de> Deserialize<'de> for OnFailure {
         enum Raw {
             Word(String),
             Table(BTreeMap<String, String>),
+            /// As it serializes (`{"Escalate": null}`): a kept definition
+            /// reads back (`charter_runtime::hot::config`).
+            Serialized(BTreeMap<String, Option<String>>),
         }
         use serde::de::Error;
         match Raw::deserialize(d)? {
-            Raw::Word(w) if w == "fail" => Ok(OnFailure::Fail),
+            Raw::Word(w) if w == "fail" || w == "Fail" => Ok(OnFailure::Fail),
             Raw::Word(w) if w == "escalate" => Ok(OnFailure::Escalate(None)),
+            Raw::Serialized(t) if t.len() == 1 => match t.into_iter().next().unwrap() {
+                (k, role) if k == "Escalate" => Ok(OnFailure::Escalate(role)),
+                (k, Some(step)) if k == "Step" => Ok(OnFailure::Step(step)),
+                (k, _) => Err(D::Error::custom(format!("on_failure: unknown key {k:?}"))),
+            },
+            Raw::Table(t)
+                if t.len() == 1 && (t.contains_key("Escalate") || t.contains_key("Step")) =>
+            {
+                let (k, v) = t.into_iter().next().unwrap();
+                Ok(if k == "Step" {
+                    OnFailure::Step(v)
+                } else {
+                    OnFailure::Escalate(Some(v))
+                })
+            }
             Raw::Table(t) if t.len() == 1 => {
                 let (k, v) = t.into_iter().next().unwrap();
                 match k.as_str() {

@@ -136,12 +136,14 @@ pub struct CallOutcome {
 /// Runs a deployment's plugins under their grants.
 pub struct Host {
     engine: Engine,
-    deployment: Arc<Deployment>,
+    /// The data directory (fixed for the host's life).
+    data_dir: std::path::PathBuf,
     services: Arc<Services>,
-    /// What serves: the loaded version of each plugin, an immutable
-    /// generation replaced as a whole (`hot.rs`); each operation reads it
-    /// once.
-    generation: std::sync::RwLock<Arc<hot::Generation>>,
+    /// What serves: the configuration in force and the loaded version of
+    /// each plugin, linked under it; an immutable generation replaced as a
+    /// whole (`hot/`); each operation reads it once. Shared with the
+    /// index's secret resolver, which reads the secrets in force.
+    generation: Arc<std::sync::RwLock<Arc<hot::Generation>>>,
     /// Versions other than the serving one that runs recorded at their
     /// start and still use (bounded, `hot::MAX_KEPT_VERSIONS`).
     versions: Mutex<HashMap<String, Arc<LoadedPlugin>>>,
@@ -150,10 +152,6 @@ pub struct Host {
     pushes: tokio::sync::Mutex<()>,
     pres: Mutex<HashMap<(String, GrantSet), InstancePre<HostState>>>,
     config_recorded: tokio::sync::OnceCell<()>,
-    /// Each workflow's definition digest, computed once (the deployment
-    /// does not change under a host; hashing the definition cost more
-    /// than a step).
-    workflow_digests: Mutex<HashMap<String, String>>,
     /// Held while a person's decision is checked against the log and
     /// recorded (approvals, escalation resolutions, cancellations): two
     /// decisions on one proposal or run never both act on the same state.
@@ -177,7 +175,7 @@ pub struct Host {
 impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Host")
-            .field("deployment", &self.deployment.name)
+            .field("deployment", &self.config().deployment.name)
             .finish_non_exhaustive()
     }
 }
@@ -446,19 +444,28 @@ impl Host {
         // The event log is the system of record; the store's indexes are
         // derived from it, re-applied from the last sequence they saw.
         let index_store = store.clone();
-        let secrets = deployment.secrets.clone();
-        let granted: HashMap<String, BTreeSet<String>> = deployment
-            .plugins
-            .values()
-            .map(|p| (p.name.clone(), deployment.granted_secrets(p)))
-            .collect();
+        let config_digest = hot::config::Config::file_digest(&deployment);
+        let max_steps_in_flight = deployment.max_steps_in_flight;
+        let config = Arc::new(hot::config::Config::new(deployment, config_digest, 0)?);
+        hot::config::keep_definitions(&config.deployment.data_dir, &config);
+        let generation = Arc::new(std::sync::RwLock::new(Arc::new(hot::Generation::new(
+            config.clone(),
+        ))));
+        // The secrets (and their grants) in force when a record is applied.
+        let in_force = generation.clone();
         let resolve = move |plugin: &str, name: &str| {
-            granted
+            let g = in_force
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            let d = &g.config.deployment;
+            d.plugins
                 .get(plugin)
-                .is_some_and(|g| g.contains(name))
-                .then(|| mediator::read_secret(&secrets, name).ok())
+                .is_some_and(|p| d.granted_secrets(p).contains(name))
+                .then(|| mediator::read_secret(&d.secrets, name).ok())
                 .flatten()
         };
+        let deployment = &*config.deployment;
         // An index that cannot apply stops the log (and so the host) with
         // an error naming the data directory and the fix.
         let data_dir = deployment.data_dir.clone();
@@ -494,34 +501,25 @@ impl Host {
             index::record_verified_mark(&*store, k, &opened.verified)
                 .map_err(|e| HostError::Index(e.stop_message(&deployment.data_dir)))?;
         }
-        let policies: Vec<(String, String)> = deployment
-            .groups
-            .values()
-            .filter_map(|g| g.policies.clone().map(|p| (g.name.clone(), p)))
-            .collect();
-        let policy = charter_policy::PolicyEngine::new(&deployment.name, &policies)?;
-        let deployment = Arc::new(deployment);
         let services = Arc::new(Services {
             store,
             capabilities,
             log,
-            policy,
-            deployment: deployment.clone(),
+            max_steps_in_flight,
             engine: engine.clone(),
             connectors: Default::default(),
-            slots: engine::Slots::new(deployment.max_steps_in_flight),
+            slots: engine::Slots::new(max_steps_in_flight),
         });
         Ok(Host {
             _ticker: engine::EpochTicker::start(&engine),
             engine,
-            deployment,
+            data_dir: deployment.data_dir.clone(),
             services,
-            generation: Default::default(),
+            generation,
             versions: Mutex::default(),
             pushes: tokio::sync::Mutex::new(()),
             pres: Mutex::new(HashMap::new()),
             config_recorded: tokio::sync::OnceCell::new(),
-            workflow_digests: Mutex::default(),
             decisions: tokio::sync::Mutex::new(()),
             timers: std::sync::OnceLock::new(),
             trigger_locks: Default::default(),
@@ -535,8 +533,16 @@ impl Host {
         })
     }
 
-    pub fn deployment(&self) -> &Deployment {
-        &self.deployment
+    /// The deployment in force now (it changes when a configuration is
+    /// applied: an operation that needs it more than once reads
+    /// [`Host::generation`] once instead).
+    pub fn deployment(&self) -> Arc<Deployment> {
+        self.config().deployment.clone()
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
     }
 
     /// Stopping the host: drivers start no new step attempt once
@@ -572,20 +578,9 @@ impl Host {
         &self.services.store
     }
 
-    fn spec(&self, name: &str) -> Result<&PluginSpec, LoadError> {
-        self.deployment
-            .plugins
-            .get(name)
-            .ok_or_else(|| LoadError::UnknownPlugin {
-                name: name.to_string(),
-                known: self
-                    .deployment
-                    .plugins
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
+    /// `name`'s entry in the configuration in force.
+    fn spec(&self, name: &str) -> Result<PluginSpec, LoadError> {
+        spec_in(&self.config(), name)
     }
 
     /// The event log.
@@ -608,7 +603,7 @@ impl Host {
         if let Ok(Some(how)) = PROVEN.try_with(|(n, how)| (n == name).then(|| how.to_string())) {
             return Some(how);
         }
-        let d = &self.deployment;
+        let d = self.deployment();
         let tokens = d.oidc.is_some() || d.identities.values().any(|i| !i.tokens.is_empty());
         match (tokens, d.identities.get(name)) {
             (true, Some(i)) if i.tokens.is_empty() && !i.oidc_subjects.is_empty() => {
@@ -691,10 +686,9 @@ impl Host {
     pub async fn record_config(&self) {
         self.config_recorded
             .get_or_init(|| async {
-                let d = &self.deployment;
-                let digest = std::fs::read(&d.source)
-                    .map(|b| digest(&b))
-                    .unwrap_or_default();
+                let config = self.config();
+                let d = &config.deployment;
+                let digest = config.digest.clone();
                 let last = self
                     .services
                     .store
@@ -739,8 +733,9 @@ impl Host {
 
     async fn load_uncached(&self, name: &str) -> Result<Arc<LoadedPlugin>, LoadError> {
         self.record_config().await;
-        let spec = self.spec(name)?.clone();
-        match self.load_checked(&spec, None).await {
+        let config = self.config();
+        let spec = spec_in(&config, name)?;
+        match self.load_checked(&config, &spec, None).await {
             Ok(loaded) => {
                 let ev = Event::PluginLoaded {
                     plugin: loaded.name.clone(),
@@ -807,28 +802,34 @@ impl Host {
     /// `bytes`: a version sent to the host (a push, a rollback, a run's
     /// recorded version); `None`: the version that serves (the last one
     /// activated, else the file the configuration names).
+    /// Checked and linked against `config` (the one in force, or one being
+    /// applied), whose entry for the plugin is `spec`.
     pub(crate) async fn load_checked(
         &self,
+        config: &Arc<hot::config::Config>,
         spec: &PluginSpec,
         bytes: Option<Vec<u8>>,
     ) -> Result<Arc<LoadedPlugin>, (LoadError, Option<String>)> {
         use tracing::Instrument;
         let span = tracing::info_span!("load", plugin = %spec.name);
-        self.load_in_span(spec, bytes).instrument(span).await
+        self.load_in_span(config, spec, bytes)
+            .instrument(span)
+            .await
     }
 
     async fn load_in_span(
         &self,
+        config: &Arc<hot::config::Config>,
         spec: &PluginSpec,
         bytes: Option<Vec<u8>>,
     ) -> Result<Arc<LoadedPlugin>, (LoadError, Option<String>)> {
         let started = Instant::now();
         let name = spec.name.as_str();
+        let deployment = &*config.deployment;
 
         // Governance rules of the config itself come first: a plugin with a
         // phase-gated grant is refused before its bytes are even read.
-        let violations: Vec<_> = self
-            .deployment
+        let violations: Vec<_> = deployment
             .violations()
             .into_iter()
             .filter(|v| v.plugin.as_deref() == Some(name))
@@ -849,7 +850,7 @@ impl Host {
         let digest = inspection.digest.clone();
         let fail = |e: LoadError| (e, Some(digest.clone()));
 
-        let ungranted = check_imports(&self.deployment, spec, &inspection);
+        let ungranted = check_imports(deployment, spec, &inspection);
         if !ungranted.is_empty() {
             tracing::info!(plugin = %name, count = ungranted.len(), "refused at load: ungranted imports");
             return Err(fail(LoadError::Ungranted(ungranted)));
@@ -857,19 +858,19 @@ impl Host {
 
         let provides = exports_provided(spec, &inspection).map_err(fail)?;
         let routes = self
-            .connector_routes(spec, &component, &inspection)
+            .connector_routes(deployment, spec, &component, &inspection)
             .await
             .map_err(fail)?;
 
-        let mut grants = grant_set(&self.deployment, spec);
+        let mut grants = grant_set(deployment, spec);
         grants.connectors = routes;
         let pre = self
             .instance_pre(spec, &digest, &grants, &component)
             .map_err(fail)?;
-        let ctx = Arc::new(self.plugin_context(spec, &digest, &grants));
+        let ctx = Arc::new(self.plugin_context(config, spec, &digest, &grants));
         // Kept by content, so a run that records this version runs these
         // bytes after a push or a restart.
-        if let Err(e) = hot::store::put(&self.deployment.data_dir, &digest, &bytes) {
+        if let Err(e) = hot::store::put(&self.data_dir, &digest, &bytes) {
             tracing::warn!(plugin = %name, "cannot keep version {digest} in the plugin store: {e}; a run that records it cannot resume after a restart");
         }
         let loaded = Arc::new(LoadedPlugin {
@@ -927,8 +928,16 @@ impl Host {
 
     /// What the mediator knows of a loaded plugin: its grants, the host
     /// functions a policy governs, its argument grants, hosts and limits.
-    fn plugin_context(&self, spec: &PluginSpec, digest: &str, grants: &GrantSet) -> PluginContext {
+    fn plugin_context(
+        &self,
+        config: &Arc<hot::config::Config>,
+        spec: &PluginSpec,
+        digest: &str,
+        grants: &GrantSet,
+    ) -> PluginContext {
+        let deployment = &*config.deployment;
         PluginContext {
+            config: config.clone(),
             name: spec.name.clone(),
             digest: digest.to_string(),
             groups: spec.groups.clone(),
@@ -939,16 +948,13 @@ impl Host {
                 .copied()
                 .filter(|f| {
                     let f = catalog().get(*f);
-                    self.deployment
+                    deployment
                         .granted_groups(spec)
                         .any(|g| g.policies.is_some() && g.names_action(f.function_name()))
                 })
                 .collect(),
             granted: grants.host.clone(),
-            grants: self
-                .services
-                .capabilities
-                .argument_grants(&self.deployment, spec),
+            grants: self.services.capabilities.argument_grants(deployment, spec),
             limits: spec.limits,
         }
     }
@@ -958,6 +964,7 @@ impl Host {
     /// parameters. The (interface, function) routes the linker binds.
     async fn connector_routes(
         &self,
+        deployment: &Deployment,
         spec: &PluginSpec,
         component: &Component,
         inspection: &inspect::Inspection,
@@ -976,7 +983,7 @@ impl Host {
             if catalog().owns_package(bare) {
                 continue;
             }
-            let Some(provider) = self.deployment.provider(bare) else {
+            let Some(provider) = deployment.provider(bare) else {
                 return Err(LoadError::Link {
                     plugin: spec.name.clone(),
                     detail: format!(
@@ -1015,7 +1022,7 @@ impl Host {
     fn serving_bytes(&self, spec: &PluginSpec) -> Result<Vec<u8>, LoadError> {
         let limit = spec.limits.max_component_bytes;
         if let Some(d) = self.activated_in_log(&spec.name)? {
-            return hot::store::get(&self.deployment.data_dir, &spec.name, &d, limit);
+            return hot::store::get(&self.data_dir, &spec.name, &d, limit);
         }
         let read_err = |source| LoadError::Read {
             plugin: spec.name.clone(),
@@ -1120,13 +1127,13 @@ impl Host {
             .into_iter()
             .map(|(_, s)| s)
             .collect();
-        self.services.policy.validate(&sigs)
+        self.config().policy.validate(&sigs)
     }
 
     /// Load every plugin; one result per plugin, in name order.
     pub async fn load_all(&self) -> Vec<(String, Result<Arc<LoadedPlugin>, LoadError>)> {
         let mut out = Vec::new();
-        for name in self.deployment.plugins.keys() {
+        for name in self.deployment().plugins.keys() {
             out.push((name.clone(), self.load(name).await));
         }
         out
@@ -1287,6 +1294,18 @@ pub(crate) struct Attempted {
     /// Calls answered from the journal.
     pub replayed: u64,
     pub duration_us: u64,
+}
+
+/// `name`'s entry in `config`.
+fn spec_in(config: &hot::config::Config, name: &str) -> Result<PluginSpec, LoadError> {
+    let d = &config.deployment;
+    d.plugins
+        .get(name)
+        .cloned()
+        .ok_or_else(|| LoadError::UnknownPlugin {
+            name: name.to_string(),
+            known: d.plugins.keys().cloned().collect::<Vec<_>>().join(", "),
+        })
 }
 
 /// A store for one call of `ctx`'s plugin, with its limits set.
@@ -1729,7 +1748,7 @@ fn classify_trap(
             .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
             .is_some() =>
         {
-            let n = state.mediator.services.deployment.max_steps_in_flight;
+            let n = state.mediator.services.max_steps_in_flight;
             limit(
                 LimitKind::HostCapacity,
                 format!(

@@ -15,7 +15,8 @@ impl crate::Host {
     /// reads. They do not refuse the deployment: at call time a `u64`
     /// above `i64::MAX` is refused and a float compared as a number denies.
     pub fn policy_warnings(&self) -> Vec<String> {
-        let dep = &self.deployment;
+        let config = self.config();
+        let dep = &config.deployment;
         let governed = |f: &FunctionName| {
             dep.groups
                 .values()
@@ -27,7 +28,7 @@ impl crate::Host {
             .filter(|(f, _)| governed(f))
             .map(|(_, s)| s)
             .collect();
-        self.services.policy.comparison_warnings(&sigs)
+        config.policy.comparison_warnings(&sigs)
     }
 
     /// Problems with the providers' `effects` declarations that need the
@@ -38,7 +39,7 @@ impl crate::Host {
     pub fn effect_problems(&self) -> Vec<String> {
         let connectors = self.services.connectors.read().unwrap();
         let mut out = Vec::new();
-        for key in self.deployment.connector_effects.keys() {
+        for key in self.deployment().connector_effects.keys() {
             let Some((iface, func)) = key.rsplit_once('.') else {
                 continue;
             };

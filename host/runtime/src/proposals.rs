@@ -159,7 +159,7 @@ impl Host {
                     "the state index's copy of {id} differs from the event log's (arguments {} in the index, {} in the log); nothing was executed. The index is derived: stop Charter, move {} aside and it is rebuilt from the log",
                     indexed.args_digest,
                     p.args_digest,
-                    self.deployment.data_dir.join("state").display()
+                    self.data_dir.join("state").display()
                 ),
             )
             .await;
@@ -188,8 +188,10 @@ impl Host {
             )
             .await;
         }
-        let Some(approver) = self.deployment.approvers.get(by) else {
-            let known: Vec<_> = self.deployment.approvers.keys().cloned().collect();
+        // Who may decide: the identities in force now (one read).
+        let deployment = self.deployment();
+        let Some(approver) = deployment.approvers.get(by) else {
+            let known: Vec<_> = deployment.approvers.keys().cloned().collect();
             return refuse(
                 "not-an-approver",
                 format!(

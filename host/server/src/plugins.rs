@@ -8,6 +8,7 @@
 //! | `GET /v1/plugins/{name}/diff?a=&b=` | `plugins diff NAME A B` |
 //! | `POST /v1/plugins/{name}/pin` `{digest}` (`null` unpins) | `plugins pin NAME DIGEST` |
 //! | `POST /v1/plugins/{name}/rollback` `{digest}` (`null`: the previous) | `plugins rollback NAME [DIGEST]` |
+//! | `POST /v1/config/apply` (no body: the file the host started with) | `config apply` |
 //!
 //! Push, pin, rollback and diff (it compiles both versions; one at a
 //! time) need the `operator` role (a 403 and an `auth-refused` event with
@@ -38,6 +39,7 @@ pub(crate) fn routes(r: axum::Router<App>) -> axum::Router<App> {
         .route("/v1/plugins/{name}/diff", get(diff))
         .route("/v1/plugins/{name}/pin", post(pin))
         .route("/v1/plugins/{name}/rollback", post(rollback))
+        .route("/v1/config/apply", post(config_apply))
 }
 
 /// The caller holds `operator`, or the request is refused (403) and
@@ -48,7 +50,11 @@ async fn operator(
     method: &str,
     p: &Principal,
 ) -> Result<(), HttpError> {
-    let Err(e) = charter_api::require_operator(p) else {
+    let what = match route.as_str() {
+        "/v1/config/apply" => "apply a configuration",
+        _ => "change plugin versions",
+    };
+    let Err(e) = charter_api::require_operator(p, what) else {
         return Ok(());
     };
     Err(refuse(
@@ -73,7 +79,8 @@ async fn push(
     body: Body,
 ) -> Result<Response, HttpError> {
     operator(&app, &route, "POST", &p).await?;
-    let Some(spec) = app.control.deployment().plugins.get(&name) else {
+    let deployment = app.control.deployment();
+    let Some(spec) = deployment.plugins.get(&name) else {
         return Err(HttpError(ApiError::not_found(format!(
             "plugin {} is not in the deployment",
             charter_api::validate::shown(&name)
@@ -178,5 +185,18 @@ async fn rollback(
                 .plugins_rollback(&name, body.digest.as_deref(), &p.name),
         )
         .await?,
+    ))
+}
+
+/// `POST /v1/config/apply`: re-read the deployment file the host started
+/// with and apply it (operators only; one apply or push at a time).
+async fn config_apply(
+    State(app): State<App>,
+    Caller(p): Caller,
+    route: MatchedPath,
+) -> Answer<charter_api::ConfigApplyReport> {
+    operator(&app, &route, "POST", &p).await?;
+    Ok(Json(
+        as_caller(&p, app.control.config_apply(&p.name)).await?,
     ))
 }

@@ -14,7 +14,9 @@
 //! from a stall (suspended, starved) more than [`LATE_MS`] after a tick
 //! treats the ticks it slept through the same way.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use charter_api::Control;
@@ -24,19 +26,61 @@ use charter_config::{Missed, Schedule};
 /// A tick found this late is a missed tick.
 pub const LATE_MS: u64 = 60_000;
 
-/// Start the schedule of every workflow that declares one; the tasks end
-/// with the runtime.
-pub fn start(control: Arc<Control>) -> Vec<tokio::task::JoinHandle<()>> {
-    control
-        .deployment()
-        .workflows
-        .values()
-        .filter_map(|w| Some((w.name.clone(), w.triggers.schedule.clone()?)))
-        .map(|(workflow, schedule)| tokio::spawn(run(control.clone(), workflow, schedule)))
-        .collect()
+/// Start the schedule of every workflow that declares one, and follow the
+/// configuration in force: a schedule an applied `charter.toml` adds,
+/// changes or removes starts, restarts or stops within a second. The
+/// tasks end with the runtime.
+pub fn start(control: Arc<Control>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        // Per workflow: its schedule's key and the flag that stops its task
+        // (checked before each tick fires: a task is never cut off in the
+        // middle of starting a run).
+        let mut running: HashMap<String, (String, Arc<AtomicBool>)> = HashMap::new();
+        let mut first = true;
+        loop {
+            let wanted: HashMap<String, Schedule> = control
+                .deployment()
+                .workflows
+                .values()
+                .filter_map(|w| Some((w.name.clone(), w.triggers.schedule.clone()?)))
+                .collect();
+            running.retain(|name, (key, stop)| {
+                let keep = wanted.get(name).is_some_and(|s| schedule_key(s) == *key);
+                if !keep {
+                    stop.store(true, Ordering::SeqCst);
+                }
+                keep
+            });
+            for (name, s) in wanted {
+                if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(name.clone())
+                {
+                    let key = schedule_key(&s);
+                    let stop = Arc::new(AtomicBool::new(false));
+                    tokio::spawn(run(control.clone(), name, s, first, stop.clone()));
+                    slot.insert((key, stop));
+                }
+            }
+            first = false;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
 }
 
-async fn run(control: Arc<Control>, workflow: String, s: Schedule) {
+/// What makes two schedules the same.
+fn schedule_key(s: &Schedule) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// One schedule's task; `catch_up`: at the host's start, the ticks missed
+/// while no host ran follow the schedule's policy (a schedule an applied
+/// configuration adds or changes starts from now).
+async fn run(
+    control: Arc<Control>,
+    workflow: String,
+    s: Schedule,
+    catch_up: bool,
+    stop: Arc<AtomicBool>,
+) {
     let now = now_ms();
     let last = match control.last_tick(&workflow) {
         Ok(t) => t,
@@ -45,7 +89,7 @@ async fn run(control: Arc<Control>, workflow: String, s: Schedule) {
             return;
         }
     };
-    if let Some(last) = last {
+    if let Some(last) = last.filter(|_| catch_up) {
         missed(&control, &workflow, &s, last, now).await;
     }
     let mut after = now;
@@ -59,7 +103,13 @@ async fn run(control: Arc<Control>, workflow: String, s: Schedule) {
             if now >= next {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis((next - now).min(60_000))).await;
+            tokio::time::sleep(Duration::from_millis((next - now).min(1_000))).await;
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+        }
+        if stop.load(Ordering::SeqCst) {
+            return;
         }
         let now = now_ms();
         if now > next + LATE_MS {

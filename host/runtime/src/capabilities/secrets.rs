@@ -66,7 +66,7 @@ impl Capability for Secrets {
 
     fn execute(&self, args: &Value, x: Exec<'_>) -> Dispatch {
         let name = arg(args, "name");
-        let r = read_secret(&x.m.services.deployment.secrets, name);
+        let r = read_secret(&x.m.ctx.config.deployment.secrets, name);
         if let Ok(v) = &r {
             x.m.reveal(name, v);
         }

@@ -18,9 +18,15 @@
 //! (`store.rs`) and re-verified. The grants are those in force now: a run
 //! keeps its code, not authority that was revoked.
 //!
-//! The configuration itself (`charter.toml`: grants, policies, workflows)
-//! is fixed for the host's life: a change applies at the next start.
+//! The configuration (`charter.toml`: grants, policies, workflows,
+//! identities) is part of the generation (`config.rs`): a changed file is
+//! applied live ([`Host::apply_config`], `charter config apply`, `--watch`)
+//! only after the checks `charter check` makes and every plugin's load
+//! against the new grants; it replaces configuration and plugins in one
+//! swap. A run keeps its workflow definition (kept by digest), not the
+//! authority the new configuration revoked.
 
+pub mod config;
 pub mod store;
 pub mod watch;
 
@@ -38,15 +44,26 @@ use crate::{Host, LoadedPlugin, index};
 /// them; past this the oldest-used is dropped and loaded again if needed.
 pub const MAX_KEPT_VERSIONS: usize = 32;
 
-/// What serves: one loaded version per plugin (plugins load on first use).
-#[derive(Debug, Default)]
+/// What serves: the configuration in force and one loaded version per
+/// plugin, linked under it (plugins load on first use).
+#[derive(Debug)]
 pub struct Generation {
     /// Counts replacements since the host started.
     pub number: u64,
+    pub config: Arc<config::Config>,
     plugins: HashMap<String, Arc<LoadedPlugin>>,
 }
 
 impl Generation {
+    /// The first generation of a host: `config`, nothing loaded.
+    pub(crate) fn new(config: Arc<config::Config>) -> Generation {
+        Generation {
+            number: 0,
+            config,
+            plugins: HashMap::new(),
+        }
+    }
+
     pub fn plugin(&self, name: &str) -> Option<&Arc<LoadedPlugin>> {
         self.plugins.get(name)
     }
@@ -134,12 +151,18 @@ impl Host {
             .insert(loaded.name.clone(), loaded)
             .map(|p| p.digest.clone());
         let number = slot.number + 1;
-        *slot = Arc::new(Generation { number, plugins });
+        *slot = Arc::new(Generation {
+            number,
+            config: slot.config.clone(),
+            plugins,
+        });
         (previous, number)
     }
 
     /// A first load: installed unless one serves already (a concurrent
-    /// load or a push won); the one that serves.
+    /// load or a push won); the one that serves. A version linked under a
+    /// configuration that no longer serves (one was applied meanwhile) is
+    /// not installed: the operation that loaded it uses it, as it read it.
     pub(crate) fn install_if_absent(&self, loaded: Arc<LoadedPlugin>) -> Arc<LoadedPlugin> {
         let mut slot = self
             .generation
@@ -148,10 +171,17 @@ impl Host {
         if let Some(p) = slot.plugins.get(&loaded.name) {
             return p.clone();
         }
+        if !Arc::ptr_eq(&slot.config, &loaded.ctx.config) {
+            return loaded;
+        }
         let mut plugins = slot.plugins.clone();
         plugins.insert(loaded.name.clone(), loaded.clone());
         let number = slot.number + 1;
-        *slot = Arc::new(Generation { number, plugins });
+        *slot = Arc::new(Generation {
+            number,
+            config: slot.config.clone(),
+            plugins,
+        });
         loaded
     }
 
@@ -175,7 +205,7 @@ impl Host {
         let refuse = |detail: String| LoadError::IndexDisagrees {
             plugin: name.to_string(),
             detail,
-            state: self.deployment.data_dir.join("state"),
+            state: self.data_dir.join("state"),
         };
         let get = |key: String| {
             store
@@ -250,12 +280,15 @@ impl Host {
         {
             return Ok(p.clone());
         }
-        if let Some(p) = self.kept(digest_, name) {
+        let config = self.config();
+        if let Some(p) = self.kept(digest_, name)
+            && Arc::ptr_eq(&p.ctx.config, &config)
+        {
             return Ok(p);
         }
-        let spec = self.spec(name)?.clone();
+        let spec = crate::spec_in(&config, name)?;
         let bytes = match store::get(
-            &self.deployment.data_dir,
+            &self.data_dir,
             name,
             digest_,
             spec.limits.max_component_bytes,
@@ -263,7 +296,7 @@ impl Host {
             Ok(b) => b,
             Err(e) => return self.refused(name, e, Some(digest_.to_string())).await,
         };
-        match self.load_checked(&spec, Some(bytes)).await {
+        match self.load_checked(&config, &spec, Some(bytes)).await {
             Ok(p) => {
                 let ev = Event::PluginLoaded {
                     plugin: name.to_string(),
@@ -314,20 +347,20 @@ impl Host {
         source: PushSource,
     ) -> Result<Activated, PushError> {
         let started = std::time::Instant::now();
-        let spec = self
-            .spec(name)
-            .map_err(|_| PushError::UnknownPlugin {
-                name: crate::record::text(name),
-                known: self
-                    .deployment
-                    .plugins
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?
-            .clone();
+        // One push (or config apply) at a time: the configuration read
+        // here is the one the version is checked and installed under.
         let _one = self.pushes.lock().await;
+        let config = self.config();
+        let spec = crate::spec_in(&config, name).map_err(|_| PushError::UnknownPlugin {
+            name: crate::record::text(name),
+            known: config
+                .deployment
+                .plugins
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
         self.record_config().await;
         let d = digest(&bytes);
         let pushed = Event::PluginPushed {
@@ -361,11 +394,11 @@ impl Host {
                 Err(e) => Some(LoadError::IndexDisagrees {
                     plugin: name.to_string(),
                     detail: format!("its pin cannot be read from the state index ({e})"),
-                    state: self.deployment.data_dir.join("state"),
+                    state: self.data_dir.join("state"),
                 }),
                 Ok(pin) => pin.filter(|p| *p != d).map(|p| LoadError::DigestMismatch {
                     plugin: name.to_string(),
-                    path: store::dir(&self.deployment.data_dir),
+                    path: store::dir(&self.data_dir),
                     pinned: p,
                     actual: d.clone(),
                 }),
@@ -383,7 +416,7 @@ impl Host {
             return Err(refuse(rule, e));
         }
         let serving = self.generation().plugin(name).map(|p| p.digest.clone());
-        let loaded = match self.load_checked(&spec, Some(bytes)).await {
+        let loaded = match self.load_checked(&config, &spec, Some(bytes)).await {
             Ok(p) => p,
             Err((e, _)) => {
                 let rule = rule_of(&e);
@@ -397,7 +430,7 @@ impl Host {
         // (disk full, permissions) could not serve after a restart, nor
         // resume the runs that record it.
         let limit = spec.limits.max_component_bytes;
-        if let Err(e) = store::get(&self.deployment.data_dir, name, &d, limit) {
+        if let Err(e) = store::get(&self.data_dir, name, &d, limit) {
             let Err(e) = self.refused::<()>(name, e, Some(d.clone())).await else {
                 unreachable!("refused returns its error")
             };
@@ -441,13 +474,10 @@ impl Host {
         by: &str,
         history: &[Event],
     ) -> Result<Activated, PushError> {
-        let spec = self
-            .spec(name)
-            .map_err(|_| PushError::UnknownPlugin {
-                name: crate::record::text(name),
-                known: String::new(),
-            })?
-            .clone();
+        let spec = self.spec(name).map_err(|_| PushError::UnknownPlugin {
+            name: crate::record::text(name),
+            known: String::new(),
+        })?;
         let target = match digest_ {
             Some(d) => d.to_string(),
             None => {
@@ -482,7 +512,7 @@ impl Host {
             )));
         }
         let bytes = store::get(
-            &self.deployment.data_dir,
+            &self.data_dir,
             name,
             &target,
             spec.limits.max_component_bytes,
@@ -506,16 +536,11 @@ impl Host {
         digest_: Option<&str>,
         by: &str,
     ) -> Result<(), PushError> {
-        if !self.deployment.plugins.contains_key(name) {
+        let d = self.deployment();
+        if !d.plugins.contains_key(name) {
             return Err(PushError::UnknownPlugin {
                 name: crate::record::text(name),
-                known: self
-                    .deployment
-                    .plugins
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                known: d.plugins.keys().cloned().collect::<Vec<_>>().join(", "),
             });
         }
         if let Some(d) = digest_
@@ -548,9 +573,9 @@ impl Host {
         name: &str,
         digest_: &str,
     ) -> Result<Inspection, LoadError> {
-        let spec = self.spec(name)?.clone();
+        let spec = self.spec(name)?;
         let bytes = store::get(
-            &self.deployment.data_dir,
+            &self.data_dir,
             name,
             digest_,
             spec.limits.max_component_bytes,

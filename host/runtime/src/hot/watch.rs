@@ -3,11 +3,11 @@
 //! held still for one interval and whose digest changed goes through the
 //! same pipeline as a push ([`Host::push_plugin`], by `watch`): checked,
 //! then swapped, or refused with the serving version going on. A changed
-//! `charter.toml` is parsed and checked in full (every plugin's rules and
-//! the policies): a bad one is a `check-failed` event and a log line
-//! naming the problem, and never replaces the one serving; a good one is
-//! said to apply at the next start (grants, policies and workflows are
-//! fixed for a host's life).
+//! `charter.toml`, or a workflow file it names, is applied as `charter
+//! config apply` does ([`Host::apply_config`], by the watch's operator):
+//! checked in full, then swapped in, or refused (`config-refused`) with
+//! the serving configuration going on. Changes are debounced: files must
+//! hold still for an interval, and one apply covers all that changed.
 //!
 //! Polling, not inotify: editors and build tools replace files by rename,
 //! and a poll of a few stats a second sees every such replacement without
@@ -18,10 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use charter_audit::Event;
-use charter_config::Deployment;
-
 use super::PushSource;
+use super::config::ApplySource;
 use crate::Host;
 
 /// What a poll saw of one file.
@@ -71,7 +69,7 @@ pub fn start(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut plugins: HashMap<String, Watched> = HashMap::new();
-        for (name, spec) in &host.deployment.plugins {
+        for (name, spec) in &host.deployment().plugins {
             let w = Watched {
                 seen: stat(&spec.path),
                 pending: false,
@@ -79,17 +77,23 @@ pub fn start(
             };
             plugins.insert(name.clone(), w);
         }
-        let mut conf = Watched {
-            seen: stat(&config),
-            ..Default::default()
-        };
+        let mut conf: HashMap<PathBuf, Watched> = config_files(&host, &config)
+            .into_iter()
+            .map(|f| {
+                let w = Watched {
+                    seen: stat(&f),
+                    ..Default::default()
+                };
+                (f, w)
+            })
+            .collect();
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
             if host.drain().stopping() {
                 return;
             }
-            for (name, spec) in &host.deployment.plugins {
+            for (name, spec) in &host.deployment().plugins {
                 let w = plugins.entry(name.clone()).or_default();
                 if w.settled(stat(&spec.path)) {
                     let who = (by.as_str(), how);
@@ -97,8 +101,24 @@ pub fn start(
                     plugin_changed(&host, name, &spec.path, limit, w, who).await;
                 }
             }
-            if conf.settled(stat(&config)) {
-                config_changed(&host, &config).await;
+            // One apply for any number of changed files, once all of them
+            // held still for an interval (an editor's save, a checkout).
+            let files = config_files(&host, &config);
+            conf.retain(|f, _| files.contains(f));
+            let mut changed = false;
+            let mut settling = false;
+            for f in files {
+                let w = conf.entry(f.clone()).or_default();
+                changed |= w.settled(stat(&f));
+                settling |= w.pending;
+            }
+            if changed && !settling {
+                config_changed(&host, &config, (by.as_str(), how)).await;
+            } else if changed {
+                // Another file is still moving: act when all have settled.
+                for w in conf.values_mut() {
+                    w.pending |= w.seen.is_some();
+                }
             }
         }
     })
@@ -142,31 +162,28 @@ async fn plugin_changed(
     }
 }
 
-async fn config_changed(host: &Host, config: &Path) {
-    let problems = match Deployment::load(config, crate::host_catalog()) {
-        Err(e) => vec![crate::record::text(&e.to_string())],
-        Ok(d) => d
-            .violations()
-            .iter()
-            .map(|v| crate::record::text(&v.to_string()))
-            .collect(),
-    };
-    if problems.is_empty() {
-        tracing::warn!(
-            config = %config.display(),
-            "charter.toml changed and is valid; the host keeps serving the configuration it started with: restart charter up to apply it"
-        );
-        return;
+/// `charter.toml` (or a workflow file it names) changed and held still:
+/// apply it as the watch's operator ([`Host::apply_config`]); a bad one is
+/// refused (`config-refused`) and the serving configuration goes on.
+async fn config_changed(host: &Host, config: &Path, (by, how): (&str, &'static str)) {
+    let applied = crate::proven(by, how, host.apply_config(by, ApplySource::Watch)).await;
+    match applied {
+        Ok(a) if a.unchanged => {}
+        Ok(a) => {
+            tracing::info!(config = %config.display(), digest = %a.digest, generation = a.generation, "charter.toml changed: applied")
+        }
+        Err(e) => tracing::error!(config = %config.display(), "charter.toml changed: {e}"),
     }
-    for p in &problems {
-        tracing::error!(config = %config.display(), "charter.toml changed and is refused (the serving configuration goes on): {p}");
+}
+
+/// The files a configuration is read from: `charter.toml` and each
+/// workflow file it names.
+fn config_files(host: &Host, config: &Path) -> Vec<PathBuf> {
+    let mut files = vec![config.to_path_buf()];
+    for w in host.deployment().workflows.values() {
+        if !files.contains(&w.source) {
+            files.push(w.source.clone());
+        }
     }
-    if let Err(e) = host
-        .services
-        .log
-        .append(vec![Event::CheckFailed { problems }])
-        .await
-    {
-        tracing::error!("event log: {e}");
-    }
+    files
 }

@@ -114,6 +114,10 @@ pub const MAX_RATIONALE: usize = 16 << 10;
 /// What the grant lets one plugin do, fixed when it is loaded.
 #[derive(Debug)]
 pub(crate) struct PluginContext {
+    /// The configuration it was checked and linked under: its policies and
+    /// groups decide its calls (one configuration per step, whatever is
+    /// applied while it runs).
+    pub config: Arc<crate::hot::config::Config>,
     pub name: String,
     pub digest: String,
     pub groups: Vec<String>,
@@ -133,8 +137,8 @@ pub(crate) struct Services {
     /// The host's capabilities (`capabilities/`).
     pub capabilities: crate::capabilities::Registry,
     pub log: charter_audit::EventLog,
-    pub policy: charter_policy::PolicyEngine,
-    pub deployment: Arc<charter_config::Deployment>,
+    /// `[deployment] max_steps_in_flight` (fixed for the host's life).
+    pub max_steps_in_flight: u32,
     pub engine: wasmtime::Engine,
     /// Loaded connectors by the interface they provide (no version).
     pub connectors: std::sync::RwLock<std::collections::HashMap<String, Arc<crate::LoadedPlugin>>>,
@@ -538,7 +542,7 @@ impl Mediator {
         action: &str,
         args: &serde_json::Value,
     ) -> Ruling {
-        let dep = &self.services.deployment;
+        let dep = &self.ctx.config.deployment;
         // Every granted group that names this action, in any version: a
         // versioned pattern never lets a call skip its group's policies.
         let groups: Vec<String> = self
@@ -553,7 +557,7 @@ impl Mediator {
         // keeps its own stack use bounded and moves what Cedar's evaluator
         // must judge onto a stack segment of its own (charter-policy's
         // crate docs say how; ARCHITECTURE.md, "Policy decisions", why).
-        let verdict = self.services.policy.decide(
+        let verdict = self.ctx.config.policy.decide(
             &refs,
             &self.ctx.name,
             &self.ctx.digest,
@@ -667,7 +671,7 @@ impl Mediator {
         // call, combined strictly (the most approvals, the shortest expiry):
         // another group granting the same function, listed first, cannot
         // lower them.
-        let dep = &self.services.deployment;
+        let dep = &self.ctx.config.deployment;
         let granting: Vec<_> = ruling
             .groups
             .iter()

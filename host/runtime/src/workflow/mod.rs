@@ -61,7 +61,7 @@ pub enum RunError {
     #[error("no escalation {0} (see `charter escalations list`)")]
     UnknownEscalation(String),
     #[error(
-        "run {run}: workflow {workflow} changed since the run started ({was} → {now}); restore that definition to resume the run, or cancel it"
+        "run {run}: workflow {workflow} changed since the run started ({was} → {now}) and the definition it started on is not kept (or not intact) in the data directory's workflows/; restore that definition to resume the run, or cancel it"
     )]
     WorkflowChanged {
         run: String,
@@ -144,21 +144,58 @@ fn new_run_id(workflow: &str, deployment: &str) -> String {
     )
 }
 
+/// Workflow `name` of `config` and its definition digest.
+pub(crate) fn workflow_in(
+    config: &crate::hot::config::Config,
+    name: &str,
+) -> Result<(Arc<Workflow>, String), RunError> {
+    match (config.definitions.get(name), config.workflows.get(name)) {
+        (Some(w), Some(d)) => Ok((w.clone(), d.clone())),
+        _ => Err(RunError::UnknownWorkflow {
+            name: name.to_string(),
+            known: config
+                .workflows
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
 impl Host {
-    pub fn workflow(&self, name: &str) -> Result<&Workflow, RunError> {
-        self.deployment
-            .workflows
-            .get(name)
-            .ok_or_else(|| RunError::UnknownWorkflow {
-                name: name.to_string(),
-                known: self
-                    .deployment
-                    .workflows
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
+    /// The workflow `name` of the configuration in force: what a new run
+    /// of it follows. A workflow removed from the configuration starts no
+    /// run (its runs in flight go on, on their definition).
+    pub fn workflow(&self, name: &str) -> Result<Arc<Workflow>, RunError> {
+        workflow_in(&self.config(), name).map(|(w, _)| w)
+    }
+
+    /// The definition run `st` follows: the one it recorded at its start
+    /// (`run-started.workflow_digest`), from the configuration in force if
+    /// it is still that, else from the definitions kept by digest beside
+    /// the plugin store (verified), so a run finishes on the steps it
+    /// started on after its workflow changed, or was removed.
+    pub fn definition(&self, st: &RunState) -> Result<Arc<Workflow>, RunError> {
+        let config = self.config();
+        if config.workflows.get(&st.workflow) == Some(&st.workflow_digest)
+            && let Some(w) = config.definitions.get(&st.workflow)
+        {
+            return Ok(w.clone());
+        }
+        if let Some(w) = crate::hot::config::kept_definition(&self.data_dir, &st.workflow_digest) {
+            return Ok(Arc::new(w));
+        }
+        Err(RunError::WorkflowChanged {
+            run: st.id.clone(),
+            workflow: st.workflow.clone(),
+            was: st.workflow_digest.clone(),
+            now: config
+                .workflows
+                .get(&st.workflow)
+                .cloned()
+                .unwrap_or_else(|| "(removed)".into()),
+        })
     }
 
     /// Record a new run of `workflow` (durable before this returns); it
@@ -241,8 +278,13 @@ impl Host {
             .run(id)
             .ok_or_else(|| RunError::UnknownRun(id.to_string()))?;
         let by = by.to_string();
-        let def = self.workflow(&st.workflow).ok();
-        let mut d = engine::decide(&st, def, Input::Cancel { by: by.clone() }, &self.env(&st))?;
+        let def = self.definition(&st).ok();
+        let mut d = engine::decide(
+            &st,
+            def.as_deref(),
+            Input::Cancel { by: by.clone() },
+            &self.env(&st),
+        )?;
         self.stamp_auth(&mut d.events, &by);
         self.commit(&mut st, d.events).await?;
         Ok(st)
@@ -274,7 +316,7 @@ impl Host {
         if esc.role != indexed.role || esc.status != indexed.status {
             return Err(RunError::Invalid(format!(
                 "the state index's copy of escalation {id} differs from the event log's; nothing was done. The index is derived: stop Charter, move {} aside and it is rebuilt from the log",
-                self.deployment.data_dir.join("state").display()
+                self.data_dir.join("state").display()
             )));
         }
         if let Some(v) = &output
@@ -285,13 +327,18 @@ impl Host {
         let resolution = Resolution {
             escalation: esc,
             by: by.to_string(),
-            roles: self.deployment.approvers.get(by).map(|a| a.roles.clone()),
+            roles: self.deployment().approvers.get(by).map(|a| a.roles.clone()),
             action: action.to_string(),
             output,
             comment,
         };
-        let def = self.workflow(&st.workflow).ok();
-        let mut d = engine::decide(&st, def, Input::Resolve(resolution), &self.env(&st))?;
+        let def = self.definition(&st).ok();
+        let mut d = engine::decide(
+            &st,
+            def.as_deref(),
+            Input::Resolve(resolution),
+            &self.env(&st),
+        )?;
         self.stamp_auth(&mut d.events, by);
         self.commit(&mut st, d.events).await?;
         if let Some(r) = d.refused {
@@ -304,19 +351,6 @@ impl Host {
         }
         drop(serial);
         self.drive_state(st, false).await
-    }
-
-    /// [`workflow_digest`] of the deployment's workflow `def`, computed
-    /// once per host.
-    fn digest_of(&self, def: &Workflow) -> String {
-        let mut digests = self
-            .workflow_digests
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        digests
-            .entry(def.name.clone())
-            .or_insert_with(|| workflow_digest(def))
-            .clone()
     }
 
     /// Append events of `st`'s run and fold them into `st`.
@@ -400,7 +434,7 @@ impl Host {
         if st.status != RunStatus::Escalated {
             return None;
         }
-        let def = self.workflow(&st.workflow).ok()?;
+        let def = self.definition(st).ok()?;
         let esc: EscalationState = index::get_json(
             &*self.services.store,
             state::ESCALATIONS,
@@ -430,8 +464,8 @@ impl Host {
         let Some(esc) = EscalationState::from_records(&esc_id, &self.run_records(&st)?) else {
             return Ok(false);
         };
-        let def = self.workflow(&st.workflow).ok();
-        let d = match engine::decide(&st, def, Input::Deadline(esc), &self.env(&st)) {
+        let def = self.definition(&st).ok();
+        let d = match engine::decide(&st, def.as_deref(), Input::Deadline(esc), &self.env(&st)) {
             Ok(d) => d,
             Err(Refusal::Stale(_)) => return Ok(false),
             Err(e) => return Err(e.into()),
@@ -503,16 +537,8 @@ impl Host {
                 st.id
             )));
         }
-        let def = self.workflow(&st.workflow)?.clone();
-        let now_digest = self.digest_of(&def);
-        if now_digest != st.workflow_digest {
-            return Err(RunError::WorkflowChanged {
-                run: st.id.clone(),
-                workflow: st.workflow.clone(),
-                was: st.workflow_digest.clone(),
-                now: now_digest,
-            });
-        }
+        // The definition it started on, whatever was applied since.
+        let def = self.definition(&st)?;
         // Steps entered by this drive: their first attempt has no journal.
         let mut entered: HashSet<String> = HashSet::new();
         if fresh && let Some(c) = &st.cursor {

@@ -136,7 +136,7 @@ impl Host {
             self.timers_note(&st);
         }
         let permits = Arc::new(tokio::sync::Semaphore::new(
-            self.deployment.max_steps_in_flight.max(1) as usize,
+            self.services.max_steps_in_flight.max(1) as usize,
         ));
         let host = Arc::downgrade(self);
         Some(tokio::spawn(async move {

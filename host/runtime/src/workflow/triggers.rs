@@ -132,13 +132,14 @@ impl Host {
         trigger: Option<TriggerRef>,
     ) -> Result<RunState, RunError> {
         self.record_config().await;
-        let def = self.workflow(workflow)?;
+        // One read of the configuration: the definition and its digest.
+        let config = self.config();
+        let (def, digest) = super::workflow_in(&config, workflow)?;
         // The input is recorded and read back by every step: bounded.
         crate::record::check_step_value("the run's input", &input, crate::record::MAX_STEP_VALUE)
             .map_err(RunError::Invalid)?;
-        let id = super::new_run_id(workflow, &self.deployment.name);
-        let mut ev =
-            super::engine::start_with_digest(def, self.digest_of(def), &id, input, initiator);
+        let id = super::new_run_id(workflow, &config.deployment.name);
+        let mut ev = super::engine::start_with_digest(&def, digest, &id, input, initiator);
         // The versions the run will run, whatever is pushed after.
         let pinned = self
             .serving_digests(def.steps.iter().map(|s| s.plugin.clone()).collect())
