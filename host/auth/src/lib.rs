@@ -170,6 +170,10 @@ pub struct Authenticator {
     /// Token hash → identity name.
     by_hash: HashMap<[u8; 32], String>,
     identities: HashMap<String, charter_config::Identity>,
+    /// OIDC subject → identity name, of these identities (rebuilt with
+    /// them: a subject moved or removed by an applied configuration
+    /// proves the new identity, or none).
+    subjects: HashMap<String, String>,
     oidc: Option<Arc<oidc::OidcVerifier>>,
 }
 
@@ -198,8 +202,14 @@ impl Authenticator {
                 by_hash.insert(h.0, name.clone());
             }
         }
+        let subjects = deployment
+            .identities
+            .values()
+            .flat_map(|i| i.oidc_subjects.iter().map(|s| (s.clone(), i.name.clone())))
+            .collect();
         Authenticator {
             by_hash,
+            subjects,
             identities: deployment
                 .identities
                 .iter()
@@ -237,8 +247,17 @@ impl Authenticator {
             && !token.starts_with(TOKEN_PREFIX)
             && oidc::looks_like_jwt(token)
         {
-            let name = v.verify(token, now)?;
-            let id = self.identities.get(&name).ok_or(AuthError::Unknown)?;
+            let subject = v.verify(token, now)?;
+            let name = self.subjects.get(&subject).ok_or_else(|| {
+                oidc::jwt_error(
+                    "jwt-unknown-subject",
+                    format!(
+                        "subject \"{}\" is no identity's oidc_subjects in this deployment",
+                        shown(&subject)
+                    ),
+                )
+            })?;
+            let id = self.identities.get(name).ok_or(AuthError::Unknown)?;
             return Ok(Principal {
                 name: id.name.clone(),
                 kind: id.kind,

@@ -234,6 +234,27 @@ mod jwt {
         );
     }
 
+    /// An applied configuration that moves or removes a subject: the JWT
+    /// proves the identity the new file maps it to, or nothing; the keys
+    /// held stay.
+    #[test]
+    fn a_subject_follows_the_identities_in_force() {
+        let auth = oidc_deployment();
+        let bob = sign(Algorithm::RS256, "a", &rsa("rsa-a.pem"), &claims("u-bob"));
+        assert_eq!(auth.authenticate(Some(&bob), NOW).unwrap().name, "bob");
+        let oidc = "[oidc]\nissuer = \"https://idp.test\"\naudience = \"charter\"\njwks_file = \"/nonexistent\"\n";
+        let moved = auth.with_identities_of(&deployment(&format!(
+            "{oidc}[identities.bob]\nroles = [\"finance\"]\n\
+             [identities.viewer]\noidc_subjects = [\"u-bob\"]\n"
+        )));
+        let p = moved.authenticate(Some(&bob), NOW).unwrap();
+        assert_eq!((p.name.as_str(), p.roles.len()), ("viewer", 0));
+        let removed = auth.with_identities_of(&deployment(&format!(
+            "{oidc}[identities.bob]\nroles = [\"finance\"]\n"
+        )));
+        assert_eq!(refused(&removed, &bob), "jwt-unknown-subject");
+    }
+
     #[test]
     fn refused_jwts_say_why() {
         let auth = oidc_deployment();

@@ -296,7 +296,7 @@ async fn accept(
     let signed = hook.secret.is_some() && headers.contains_key("x-hub-signature-256");
     let early = match signed {
         true => None,
-        false => Some(authenticate(&h.control, &hook, headers, &[]).map_err(Err)?),
+        false => Some(authenticate(&h.control, &d, &hook, headers, &[]).map_err(Err)?),
     };
     let read = tokio::time::timeout(READ_BODY, axum::body::to_bytes(body, hook.max_body)).await;
     let Ok(Ok(bytes)) = read else {
@@ -312,7 +312,7 @@ async fn accept(
     };
     let (initiator, auth) = match early {
         Some(who) => who,
-        None => authenticate(&h.control, &hook, headers, &bytes).map_err(Err)?,
+        None => authenticate(&h.control, &d, &hook, headers, &bytes).map_err(Err)?,
     };
     let delivery = delivery_id(&hook, headers).map_err(Ok)?;
     let input: Value = if bytes.is_empty() {
@@ -398,9 +398,11 @@ async fn accept(
     Ok((status, Json(started)).into_response())
 }
 
-/// Who delivers: `(initiator, how)`, or the refusal.
+/// Who delivers: `(initiator, how)`, or the refusal. `d` is the
+/// configuration the hook was found in: its secret is read from the same.
 fn authenticate(
     control: &Control,
+    d: &charter_config::Deployment,
     hook: &Webhook,
     headers: &HeaderMap,
     body: &[u8],
@@ -408,18 +410,17 @@ fn authenticate(
     let name = hook.name.as_str();
     let signature = headers.get("x-hub-signature-256");
     if let (Some(secret), Some(sig)) = (&hook.secret, signature) {
-        let key = charter_runtime::capabilities::read_secret(&control.deployment().secrets, secret)
-            .map_err(|e| {
-                tracing::error!(hook = name, "the hook's secret cannot be read: {e}");
-                // The shared 401, not a 500 naming the hook: a sender
-                // cannot tell a declared hook from an unknown one by it
-                // (the operator reads why in the log and the audit event).
-                unauthenticated(
-                    name,
-                    "no-secret",
-                    "the hook's secret cannot be read on the server",
-                )
-            })?;
+        let key = charter_runtime::capabilities::read_secret(&d.secrets, secret).map_err(|e| {
+            tracing::error!(hook = name, "the hook's secret cannot be read: {e}");
+            // The shared 401, not a 500 naming the hook: a sender
+            // cannot tell a declared hook from an unknown one by it
+            // (the operator reads why in the log and the audit event).
+            unauthenticated(
+                name,
+                "no-secret",
+                "the hook's secret cannot be read on the server",
+            )
+        })?;
         if key.len() < MIN_SECRET_LEN {
             tracing::error!(
                 hook = name,

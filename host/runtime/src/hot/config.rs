@@ -331,6 +331,13 @@ fn restart_only(old: &Deployment, new: &Deployment) -> Vec<String> {
         .filter(|p| !p.provides.is_empty())
         .map(|p| &p.name)
         .collect();
+    // A connector reads secrets through the configuration it was loaded
+    // under: with one in the deployment, a changed secret source would be
+    // reported applied and not be (until a restart).
+    check(
+        "[secrets] (a connector reads them as loaded)",
+        connectors.is_empty() || same(&old.secrets, &new.secrets),
+    );
     for name in connectors {
         let (a, b) = (old.plugins.get(name), new.plugins.get(name));
         let groups = |d: &Deployment, p: Option<&charter_config::PluginSpec>| {
@@ -404,10 +411,15 @@ impl Host {
                     serving: current.digest.clone(),
                     reasons: reasons.clone(),
                 };
+                // The log keeps the line number, not the line: a refused
+                // line may hold a secret-like value (a channel's webhook
+                // URL), and every audit reader sees the log. The operator
+                // who applied gets the whole reason in the answer.
+                let logged = reasons.iter().map(|r| without_quoted_line(r)).collect();
                 let ev = Event::ConfigRefused {
                     digest: digest_,
                     serving: current.digest.clone(),
-                    reasons,
+                    reasons: logged,
                     by: by.to_string(),
                     auth: self.how_proven(by),
                     source: source.as_str().into(),
@@ -444,7 +456,28 @@ impl Host {
             granted_by: p.granted_by.clone(),
             reason: p.reason.clone(),
         }));
-        let number = self.generation().number + 1;
+        // A plugin whose bytes changed on disk (never pushed, no pin) is
+        // relinked from its file: the version that will serve is named
+        // before it does, as at a start.
+        let serving = self.generation();
+        let mut changed: Vec<_> = plugins
+            .iter()
+            .filter(|(name, p)| serving.plugin(name).is_none_or(|s| s.digest != p.digest))
+            .collect();
+        changed.sort_by(|a, b| a.0.cmp(b.0));
+        events.extend(changed.into_iter().map(|(name, p)| {
+            Event::PluginLoaded {
+                plugin: name.clone(),
+                digest: p.digest.clone(),
+                groups: d
+                    .plugins
+                    .get(name)
+                    .map(|s| s.groups.clone())
+                    .unwrap_or_default(),
+            }
+        }));
+        let number = serving.number + 1;
+        drop(serving);
         events.push(Event::ConfigApplied {
             digest: config.digest.clone(),
             previous: current.digest.clone(),
@@ -469,6 +502,9 @@ impl Host {
             changes,
             unchanged: false,
         };
+        // No decision straddles the swap: one that holds the lock decides
+        // and acts under one configuration (`Host::decisions`).
+        let _decisions = self.decisions.lock().await;
         self.install_config(config, plugins);
         tracing::info!(digest = %applied.digest, previous = %applied.previous, generation = number, "configuration applied");
         Ok(applied)
@@ -588,5 +624,32 @@ impl Host {
         } else {
             Err(reasons)
         }
+    }
+}
+
+/// `reason` without the charter.toml line a parse error quotes
+/// (`line 7: … (at \`webhook = "https://…"\`)` → `line 7: …`).
+fn without_quoted_line(reason: &str) -> String {
+    match reason.rfind(" (at `") {
+        Some(i) if reason.ends_with("`)") => reason[..i].to_string(),
+        _ => reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_quoted_line;
+
+    #[test]
+    fn a_refused_line_is_not_quoted_in_the_log() {
+        let r = "charter.toml: line 7: invalid type: integer, expected a string (at `webhook = \"https://hooks.example/T0/B0/s3cr3t\"`)";
+        assert_eq!(
+            without_quoted_line(r),
+            "charter.toml: line 7: invalid type: integer, expected a string"
+        );
+        assert_eq!(
+            without_quoted_line("policies: no such action"),
+            "policies: no such action"
+        );
     }
 }

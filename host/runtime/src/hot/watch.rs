@@ -149,6 +149,9 @@ async fn plugin_changed(
         return;
     }
     w.digest = Some(d);
+    if !still_operator(host, by).await {
+        return;
+    }
     let pushed = crate::proven(
         by,
         how,
@@ -166,6 +169,9 @@ async fn plugin_changed(
 /// apply it as the watch's operator ([`Host::apply_config`]); a bad one is
 /// refused (`config-refused`) and the serving configuration goes on.
 async fn config_changed(host: &Host, config: &Path, (by, how): (&str, &'static str)) {
+    if !still_operator(host, by).await {
+        return;
+    }
     let applied = crate::proven(by, how, host.apply_config(by, ApplySource::Watch)).await;
     match applied {
         Ok(a) if a.unchanged => {}
@@ -186,4 +192,31 @@ fn config_files(host: &Host, config: &Path) -> Vec<PathBuf> {
         }
     }
     files
+}
+
+/// Whether `by`, who started the watch, still holds `operator` in the
+/// configuration in force: once an applied configuration takes the role
+/// (or the identity) away, the watch changes nothing more; each change it
+/// would have made is refused and recorded (`auth-refused`).
+async fn still_operator(host: &Host, by: &str) -> bool {
+    let holds = host
+        .deployment()
+        .identities
+        .get(by)
+        .is_some_and(|i| i.roles.iter().any(|r| r == "operator"));
+    if !holds {
+        tracing::error!(
+            by,
+            "the watch's operator no longer holds `operator`: the change is not applied"
+        );
+        let ev = charter_audit::Event::AuthRefused {
+            route: "charter up --watch".into(),
+            identity: Some(by.to_string()),
+            reason: "missing-role".into(),
+        };
+        if let Err(e) = host.log().append(vec![ev]).await {
+            tracing::error!("event log: {e}");
+        }
+    }
+    holds
 }
