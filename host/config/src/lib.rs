@@ -362,6 +362,10 @@ pub struct PluginSpec {
     pub owner: Option<String>,
     /// Interfaces this plugin provides as a connector (`acme:payments/refunds`).
     pub provides: Vec<String>,
+    /// Exported interfaces (no version) served to agents as tools, with who
+    /// may see them (`[plugins.NAME.tools."INTERFACE"]`); each is also in
+    /// `provides`.
+    pub tools: BTreeMap<String, ToolAccess>,
 }
 
 /// Where a secret's value comes from. Values are read when a plugin asks.
@@ -426,6 +430,9 @@ pub struct Deployment {
     /// Everyone who may act on the deployment through its API, people and
     /// service accounts, with the hashes of their tokens.
     pub identities: BTreeMap<String, Identity>,
+    /// AI agents (`[agents.NAME]`); each is also an identity of kind agent
+    /// (its tokens are checked there).
+    pub agents: BTreeMap<String, Agent>,
     /// JWTs of one OIDC issuer also prove identities (`[oidc]`).
     pub oidc: Option<Oidc>,
     /// Workflows: inline `[workflows.NAME]` and `workflows/NAME.toml`
@@ -442,6 +449,34 @@ pub struct Deployment {
 
 /// A person who may decide proposals.
 pub type Approver = Identity;
+
+/// Who may see (and call) the functions of one tool interface: the agents
+/// named, and every agent holding one of the roles.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ToolAccess {
+    pub agents: Vec<String>,
+    pub roles: Vec<String>,
+}
+
+impl ToolAccess {
+    /// Whether `agent` (holding `roles`) may see the tool.
+    pub fn admits(&self, agent: &str, roles: &[String]) -> bool {
+        self.agents.iter().any(|a| a == agent) || self.roles.iter().any(|r| roles.contains(r))
+    }
+}
+
+/// An AI agent (`[agents.NAME]`): an identity of kind agent that reaches
+/// the deployment's tools over MCP, and nothing else.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Agent {
+    pub name: String,
+    pub roles: Vec<String>,
+    /// Tool calls it may make per minute (refused beyond, recorded).
+    pub calls_per_minute: u32,
+}
+
+/// Tool calls per minute of an agent that does not set `calls_per_minute`.
+pub const DEFAULT_AGENT_CALLS_PER_MINUTE: u32 = 120;
 
 /// Someone who may act on the deployment: a person (who may decide
 /// proposals, "human decides") or a service account (which starts runs and
@@ -496,6 +531,8 @@ pub enum JwksSource {
 pub enum IdentityKind {
     Person,
     Service,
+    /// An AI agent (`[agents.NAME]`): calls tools over MCP, nothing else.
+    Agent,
 }
 
 impl IdentityKind {
@@ -503,6 +540,7 @@ impl IdentityKind {
         match self {
             IdentityKind::Person => "person",
             IdentityKind::Service => "service",
+            IdentityKind::Agent => "agent",
         }
     }
 }
@@ -594,6 +632,8 @@ struct File {
     #[serde(default)]
     identities: BTreeMap<String, IdentityFile>,
     #[serde(default)]
+    agents: BTreeMap<String, AgentFile>,
+    #[serde(default)]
     oidc: Option<OidcFile>,
     #[serde(default)]
     workflows: BTreeMap<String, workflow::WorkflowFile>,
@@ -610,6 +650,25 @@ struct IdentityFile {
     tokens: Vec<String>,
     #[serde(default)]
     oidc_subjects: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentFile {
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    tokens: Vec<String>,
+    calls_per_minute: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ToolFile {
+    #[serde(default)]
+    agents: Vec<String>,
+    #[serde(default)]
+    roles: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -794,6 +853,9 @@ struct PluginFile {
     /// Effects of the provided functions (`"iface.func" = "read"`).
     #[serde(default)]
     effects: BTreeMap<String, Effect>,
+    /// Exported interfaces served to agents as tools.
+    #[serde(default)]
+    tools: BTreeMap<String, ToolFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -982,8 +1044,14 @@ impl Deployment {
 
         let mut plugins = BTreeMap::new();
         let mut connector_effects: BTreeMap<String, Effect> = BTreeMap::new();
-        for (name, p) in file.plugins {
+        for (name, mut p) in file.plugins {
             check_name("plugin", &name).map_err(&invalid)?;
+            let tools = tool_access(&name, &p.tools, &file.agents).map_err(&invalid)?;
+            for iface in tools.keys() {
+                if !p.provides.contains(iface) {
+                    p.provides.push(iface.clone());
+                }
+            }
             for (key, effect) in &p.effects {
                 let f = Pattern::parse(key).map_err(|e| {
                     invalid(format!(
@@ -1039,6 +1107,7 @@ impl Deployment {
                     reason: p.reason,
                     owner: p.owner,
                     provides: p.provides,
+                    tools,
                     name,
                 },
             );
@@ -1092,7 +1161,8 @@ impl Deployment {
             )));
         }
 
-        let identities = identities(file.approvers, file.identities).map_err(&invalid)?;
+        let (identities, agents) =
+            identities(file.approvers, file.identities, file.agents).map_err(&invalid)?;
         let oidc = file
             .oidc
             .map(|o| o.into_oidc(&base))
@@ -1148,6 +1218,7 @@ impl Deployment {
             workflows,
             approvers,
             identities,
+            agents,
             oidc,
             name: file.deployment.name,
             phase: file.deployment.phase,
@@ -1593,11 +1664,57 @@ fn unknown_function(
 fn identities(
     approvers: BTreeMap<String, IdentityFile>,
     declared: BTreeMap<String, IdentityFile>,
-) -> Result<BTreeMap<String, Identity>, String> {
+    agent_files: BTreeMap<String, AgentFile>,
+) -> Result<(BTreeMap<String, Identity>, BTreeMap<String, Agent>), String> {
     let mut out = BTreeMap::new();
+    let mut agents = BTreeMap::new();
+    let mut declared = declared;
+    for (name, f) in &declared {
+        if f.kind == Some(IdentityKind::Agent) {
+            return Err(format!(
+                "[identities.{name}] declares kind \"agent\": declare agents under [agents.{name}] (roles, tokens, calls_per_minute)"
+            ));
+        }
+    }
+    for (name, a) in agent_files {
+        check_name("agent", &name)?;
+        if declared.contains_key(&name) || approvers.contains_key(&name) {
+            return Err(format!(
+                "{name} is declared both as an agent ([agents.{name}]) and as a person or service account; one name, one identity"
+            ));
+        }
+        let calls_per_minute = a.calls_per_minute.unwrap_or(DEFAULT_AGENT_CALLS_PER_MINUTE);
+        if !(1..=100_000).contains(&calls_per_minute) {
+            return Err(format!(
+                "[agents.{name}] calls_per_minute = {calls_per_minute}: must be 1 to 100000 (leave it out for {DEFAULT_AGENT_CALLS_PER_MINUTE})"
+            ));
+        }
+        agents.insert(
+            name.clone(),
+            Agent {
+                name: name.clone(),
+                roles: a.roles.clone(),
+                calls_per_minute,
+            },
+        );
+        declared.insert(
+            name,
+            IdentityFile {
+                kind: Some(IdentityKind::Agent),
+                roles: a.roles,
+                tokens: a.tokens,
+                oidc_subjects: vec![],
+            },
+        );
+    }
     let tables = [("approvers", approvers), ("identities", declared)];
     for (table, entries) in tables {
         for (name, f) in entries {
+            let table = if f.kind == Some(IdentityKind::Agent) {
+                "agents"
+            } else {
+                table
+            };
             check_name("identity", &name)?;
             if out.contains_key(&name) {
                 return Err(format!(
@@ -1658,6 +1775,53 @@ fn identities(
                 },
             );
         }
+    }
+    Ok((out, agents))
+}
+
+/// `[plugins.NAME.tools."INTERFACE"]`: which agents (or roles) may see
+/// the interface's functions as tools. Every agent named must be declared;
+/// an entry no agent could ever see is a mistake.
+fn tool_access(
+    plugin: &str,
+    tools: &BTreeMap<String, ToolFile>,
+    agents: &BTreeMap<String, AgentFile>,
+) -> Result<BTreeMap<String, ToolAccess>, String> {
+    let mut out = BTreeMap::new();
+    for (iface, t) in tools {
+        let at = format!("[plugins.{plugin}.tools.\"{iface}\"]");
+        let bare = pattern::split_version(iface).0;
+        if bare != iface.as_str() || iface.is_empty() || iface.contains('#') || iface.contains('.')
+        {
+            return Err(format!(
+                "{at}: name an exported interface without version or function, e.g. \"acme:shop/orders\""
+            ));
+        }
+        if t.agents.is_empty() && t.roles.is_empty() {
+            return Err(format!(
+                "{at}: no agent may see these tools; give agents = [\"NAME\"] and/or roles = [\"ROLE\"] of [agents.NAME]"
+            ));
+        }
+        for a in &t.agents {
+            if !agents.contains_key(a) {
+                let known: Vec<&str> = agents.keys().map(String::as_str).collect();
+                return Err(format!(
+                    "{at}: agent {a:?} is not declared; add [agents.{a}] (declared agents: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ));
+            }
+        }
+        out.insert(
+            iface.clone(),
+            ToolAccess {
+                agents: t.agents.clone(),
+                roles: t.roles.clone(),
+            },
+        );
     }
     Ok(out)
 }
