@@ -17,6 +17,7 @@ mod hot;
 mod http;
 mod identity;
 mod load;
+mod mcp;
 mod notify;
 mod oidc;
 mod policy_attack;

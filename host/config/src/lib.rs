@@ -366,6 +366,9 @@ pub struct PluginSpec {
     /// may see them (`[plugins.NAME.tools."INTERFACE"]`); each is also in
     /// `provides`.
     pub tools: BTreeMap<String, ToolAccess>,
+    /// A directory (or file) of WIT whose doc comments describe its tools,
+    /// for a component that carries no `package-docs` section (`wit`).
+    pub wit: Option<PathBuf>,
 }
 
 /// Where a secret's value comes from. Values are read when a plugin asks.
@@ -856,6 +859,8 @@ struct PluginFile {
     /// Exported interfaces served to agents as tools.
     #[serde(default)]
     tools: BTreeMap<String, ToolFile>,
+    /// WIT describing the tools (doc comments become descriptions).
+    wit: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1108,6 +1113,7 @@ impl Deployment {
                     owner: p.owner,
                     provides: p.provides,
                     tools,
+                    wit: p.wit.map(|w| base.join(w)),
                     name,
                 },
             );
@@ -2364,6 +2370,61 @@ effects = {{ "acme:crm/notes#read-note" = "read" }}
             Effect::Read
         );
     }
+    #[test]
+    fn agents_are_identities_that_see_the_tools_declared_for_them() {
+        let h = format!("sha256:{}", "cd".repeat(32));
+        let tools = "[plugins.orders]\npath = \"o.wasm\"\n[plugins.orders.tools.\"acme:shop/orders\"]\nagents = [\"copilot\"]\nroles = [\"support\"]\n";
+        let d = parse(&format!(
+            "{BASE}\n[agents.copilot]\nroles = [\"support\"]\ntokens = [\"{h}\"]\n{tools}"
+        ))
+        .unwrap();
+        assert_eq!(d.identities["copilot"].kind, IdentityKind::Agent);
+        assert_eq!(
+            d.agents["copilot"].calls_per_minute,
+            DEFAULT_AGENT_CALLS_PER_MINUTE
+        );
+        assert!(d.approvers.is_empty(), "an agent decides nothing");
+        let spec = &d.plugins["orders"];
+        assert_eq!(
+            spec.provides,
+            ["acme:shop/orders"],
+            "a tool interface is provided"
+        );
+        let access = &spec.tools["acme:shop/orders"];
+        assert!(access.admits("copilot", &[]));
+        assert!(access.admits("other", &["support".into()]));
+        assert!(!access.admits("other", &["sales".into()]));
+        for (extra, says) in [
+            (
+                "[identities.x]\nkind = \"agent\"\n".to_string(),
+                "declare agents under [agents.x]",
+            ),
+            (
+                "[agents.copilot]\n[identities.copilot]\n".to_string(),
+                "declared both as an agent",
+            ),
+            (
+                "[agents.a]\ncalls_per_minute = 0\n".to_string(),
+                "calls_per_minute = 0: must be 1 to 100000",
+            ),
+            (
+                "[plugins.o]\npath = \"o.wasm\"\n[plugins.o.tools.\"acme:shop/orders\"]\nagents = [\"ghost\"]\n".to_string(),
+                "agent \"ghost\" is not declared; add [agents.ghost]",
+            ),
+            (
+                "[plugins.o]\npath = \"o.wasm\"\n[plugins.o.tools.\"acme:shop/orders\"]\n".to_string(),
+                "no agent may see these tools",
+            ),
+            (
+                "[agents.a]\n[plugins.o]\npath = \"o.wasm\"\n[plugins.o.tools.\"acme:shop/orders@1.0.0\"]\nagents = [\"a\"]\n".to_string(),
+                "without version",
+            ),
+        ] {
+            let e = parse(&format!("{BASE}\n{extra}")).unwrap_err().to_string();
+            assert!(e.contains(says), "{extra}: {e}");
+        }
+    }
+
     #[test]
     fn identities_merge_approvers_and_keep_only_token_hashes() {
         let h = format!("sha256:{}", "ab".repeat(32));

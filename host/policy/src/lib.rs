@@ -950,6 +950,63 @@ when { context has order_id && context.order_id like "TEST-*" };
     }
 
     #[test]
+    fn an_agent_is_a_principal_with_its_roles() {
+        let text = r#"
+@id("support-cancels")
+permit (principal in Role::"support", action == Action::"acme:shop/orders.cancel-order", resource)
+when { context.refund_cents <= 5000 };
+
+@id("big-ones")
+@approval("order-approver")
+permit (principal is Agent, action == Action::"acme:shop/orders.cancel-order", resource)
+when { principal.roles.contains("support") && context.refund_cents <= 100000 };
+
+@id("not-mallory")
+forbid (principal == Agent::"mallory", action, resource);
+"#;
+        let e = PolicyEngine::new("shop", &[("orders".into(), text.into())]).unwrap();
+        let act = "acme:shop/orders.cancel-order";
+        let call = |agent: &str, roles: &[&str], cents: i64| {
+            let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+            e.decide_agent(
+                &["orders"],
+                agent,
+                &roles,
+                act,
+                &json!({"refund-cents": cents}),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            call("copilot", &["support"], 100),
+            Verdict::Allow {
+                policies: vec!["orders/support-cancels".into()]
+            }
+        );
+        assert!(
+            matches!(call("copilot", &["support"], 20_000), Verdict::Propose { role: Some(r), .. } if r == "order-approver")
+        );
+        // Without the role, nothing permits it; a forbid names its rule.
+        assert!(
+            matches!(call("copilot", &["sales"], 100), Verdict::Deny { policies, .. } if policies.is_empty())
+        );
+        assert!(
+            matches!(call("mallory", &["support"], 100), Verdict::Deny { policies, .. } if policies == ["orders/not-mallory"])
+        );
+        // No group with policies: the grant alone decides.
+        assert_eq!(
+            e.decide_agent(&["other"], "copilot", &[], act, &json!({})),
+            None
+        );
+        // The schema knows agents and roles: these policies validate.
+        let sig = Signature {
+            action: act.into(),
+            params: vec![("refund-cents".into(), ParamType::Long)],
+        };
+        assert_eq!(e.validate(&[sig]), Vec::<String>::new());
+    }
+
+    #[test]
     fn allow_propose_deny() {
         let e = engine();
         assert_eq!(

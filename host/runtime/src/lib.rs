@@ -1624,6 +1624,7 @@ pub async fn inspect_file(
         owner: None,
         provides: vec![],
         tools: Default::default(),
+        wit: None,
     };
     let limit = spec.limits.max_component_bytes;
     let bytes = read_bounded(path, limit)

@@ -83,9 +83,9 @@ pub struct ToolDef {
     pub function: String,
     pub description: Option<String>,
     pub input_schema: Value,
-    /// `{"type": "object", "properties": {"result": …}}` for a function
-    /// with a result; `None` for one without.
-    pub output_schema: Option<Value>,
+    /// `{"result": …}` (`null` for a function without a result) or
+    /// `{"pending_approval": {"proposal"}}`.
+    pub output_schema: Value,
     pub annotations: Annotations,
     pub access: ToolAccess,
     params: Vec<(String, Type)>,
@@ -106,7 +106,7 @@ impl ToolDef {
 /// What one tool call came to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ToolOutcome {
-    /// It ran: its result (`{"result": …}`, or `{}` without a result) and
+    /// It ran: its result (`{"result": …}`, `null` without one) and
     /// whether that result is a WIT `err`.
     Done { result: Value, is_error: bool },
     /// Policy denied it: the rules and why.
@@ -166,6 +166,21 @@ impl Docs {
         Some(Docs { resolve, iface })
     }
 
+    /// The docs of interface `bare` (no version) from WIT source (the
+    /// plugin's `wit`, a directory or a file).
+    fn from_wit(path: &std::path::Path, bare: &str) -> Option<Docs> {
+        let mut resolve = wit_parser::Resolve::new();
+        resolve.push_path(path).ok()?;
+        let iface = resolve.interfaces.iter().find_map(|(id, _)| {
+            let name = resolve.id_of(id)?;
+            (name.split('@').next() == Some(bare)).then_some(id)
+        })?;
+        Some(Docs {
+            resolve,
+            iface: Some(iface),
+        })
+    }
+
     fn function(&self, name: &str) -> Option<&wit_parser::Function> {
         self.resolve.interfaces[self.iface?].functions.get(name)
     }
@@ -203,10 +218,13 @@ impl Host {
                 let export = loaded.provides.get(iface).cloned().ok_or_else(|| {
                     format!("tool plugin {}: exports no interface {iface}", spec.name)
                 })?;
+                // The component's own `package-docs`, else the plugin's `wit`.
                 let docs = bytes
                     .as_deref()
                     .filter(|b| crate::inspect::digest(b) == loaded.digest)
-                    .and_then(|b| Docs::read(b, &export));
+                    .and_then(|b| Docs::read(b, &export))
+                    .filter(|d| d.iface.is_some())
+                    .or_else(|| Docs::from_wit(spec.wit.as_deref()?, iface));
                 for (fname, f) in crate::capabilities::connector::connector_functions(
                     &self.engine,
                     &loaded,
@@ -610,7 +628,7 @@ impl Host {
 fn result_value(vals: &[Val]) -> ToolOutcome {
     match vals {
         [] => ToolOutcome::Done {
-            result: json!({}),
+            result: json!({"result": null}),
             is_error: false,
         },
         [v, ..] => ToolOutcome::Done {
@@ -668,21 +686,30 @@ fn tool_def(
         "required": required,
         "additionalProperties": false,
     });
-    let results: Vec<Type> = f.results().collect();
-    let output_schema = match results.first() {
-        None => None,
+    // One shape for every outcome an agent can be handed without error:
+    // the function's result, or the proposal a person decides.
+    let result = match f.results().next() {
+        None => json!({"type": "null"}),
         Some(t) => {
             let wr = wf.and_then(|w| w.result.as_ref());
-            let s = schema::schema(t, wr.and_then(|r| wit(docs, r)), schema::Dir::Output)
-                .map_err(|e| format!("result: {e}"))?;
-            Some(json!({
-                "type": "object",
-                "properties": {"result": s},
-                "required": ["result"],
-                "additionalProperties": false,
-            }))
+            schema::schema(&t, wr.and_then(|r| wit(docs, r)), schema::Dir::Output)
+                .map_err(|e| format!("result: {e}"))?
         }
     };
+    let output_schema = json!({
+        "type": "object",
+        "properties": {
+            "result": result,
+            "pending_approval": {
+                "type": "object",
+                "description": "The call waits for a person: poll charter_proposal_status with this proposal id.",
+                "properties": {"proposal": {"type": "string"}},
+                "required": ["proposal"],
+            },
+        },
+        "additionalProperties": false,
+        "oneOf": [{"required": ["result"]}, {"required": ["pending_approval"]}],
+    });
     let effect = dep.function_effect(&FunctionName::new(iface, fname));
     let annotations = Annotations {
         read_only_hint: effect == Effect::Read,

@@ -7,7 +7,7 @@ wit_bindgen::generate!({
     world: "acme:shop/tool@0.1.0",
 });
 
-use exports::acme::shop::orders::{Guest, Line, Order, Query, Scalars, Status};
+use exports::acme::shop::orders::{Guest, Labels, Line, Order, Query, Scalars, Status};
 
 struct Orders;
 
@@ -56,6 +56,18 @@ impl Guest for Orders {
             return Err("a cancellation needs a reason".into());
         }
         Ok(format!("X-{order_id}-{refund_cents}"))
+    }
+
+    fn label_order(
+        order_id: String,
+        labels: Labels,
+        initial: char,
+        size: (u32, u32),
+    ) -> Result<(), String> {
+        if (labels & Labels::FRAGILE) == Labels::FRAGILE && size.0 == 0 {
+            return Err(format!("{order_id}: a fragile parcel needs a size ({initial})"));
+        }
+        Ok(())
     }
 
     fn echo_scalars(values: Scalars) -> Scalars {
