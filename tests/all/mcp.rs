@@ -380,10 +380,10 @@ fn agents_see_only_their_tools_and_every_call_is_governed_and_recorded() {
     let mine = calls_of("agent:support-copilot");
     let rules: Vec<String> = mine.iter().flat_map(|c| c.2.clone()).collect();
     for rule in [
-        "orders/no-locked-orders",
+        "order-tools/no-locked-orders",
         "schema",
         "too-large",
-        "orders/large-cancellations-need-approval",
+        "order-tools/large-cancellations-need-approval",
         "approved-by:bob",
     ] {
         assert!(rules.iter().any(|r| r == rule), "no {rule} in {rules:?}");

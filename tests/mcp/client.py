@@ -56,7 +56,7 @@ async def main():
             elif scenario == "calls":
                 out["allowed"] = await call(session, "orders.lookup-order", {"order-id": "A-1001"})
                 out["scalars"] = await call(session, "orders.echo-scalars", {"values": {
-                    "a": 255, "b": 65535, "c": 4294967295, "d": 18446744073709551615,
+                    "a": 255, "b": 65535, "c": 4294967295, "d": 9223372036854775807,
                     "e": -128, "f": -32768, "g": -2147483648, "h": -9223372036854775808,
                     "x": 1.5, "y": -2.25, "flag": True, "text": "ünï"}})
                 out["denied"] = await call(session, "orders.cancel-order",

@@ -119,7 +119,7 @@ impl Session {
     async fn status(&self, args: &Value) -> CallToolResult {
         let id = args.get("proposal").and_then(Value::as_str);
         match id.map(|id| self.host.agent_proposal_status(&self.agent, id)) {
-            Some(Ok(v)) => result(&v.to_string(), None, false),
+            Some(Ok(v)) => result(&v.to_string(), Some(v), false),
             Some(Err(e)) => result(&e, None, true),
             None => result("give {\"proposal\": \"P-…\"}", None, true),
         }

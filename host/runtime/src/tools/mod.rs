@@ -181,6 +181,18 @@ impl Docs {
         })
     }
 
+    /// Whether the interface carries any doc comment (a component without
+    /// `package-docs` decodes to the same interface with none).
+    fn any(&self) -> bool {
+        let Some(id) = self.iface else { return false };
+        let i = &self.resolve.interfaces[id];
+        i.docs.contents.is_some()
+            || i.functions.values().any(|f| f.docs.contents.is_some())
+            || i.types
+                .values()
+                .any(|t| self.resolve.types[*t].docs.contents.is_some())
+    }
+
     fn function(&self, name: &str) -> Option<&wit_parser::Function> {
         self.resolve.interfaces[self.iface?].functions.get(name)
     }
@@ -223,7 +235,7 @@ impl Host {
                     .as_deref()
                     .filter(|b| crate::inspect::digest(b) == loaded.digest)
                     .and_then(|b| Docs::read(b, &export))
-                    .filter(|d| d.iface.is_some())
+                    .filter(Docs::any)
                     .or_else(|| Docs::from_wit(spec.wit.as_deref()?, iface));
                 for (fname, f) in crate::capabilities::connector::connector_functions(
                     &self.engine,

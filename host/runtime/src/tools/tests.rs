@@ -31,9 +31,9 @@ fn fixture() -> Fixture {
         if name != EXPORT {
             continue;
         }
-        if let ComponentItem::ComponentInstance(inst) = item {
+        if let ComponentItem::ComponentInstance(inst) = item.ty {
             for (fname, f) in inst.exports(&engine) {
-                if let ComponentItem::ComponentFunc(f) = f {
+                if let ComponentItem::ComponentFunc(f) = f.ty {
                     funcs.insert(fname.to_string(), f);
                 }
             }
@@ -47,7 +47,7 @@ fn fixture() -> Fixture {
     Fixture {
         funcs,
         docs: Docs::read(&bytes, EXPORT)
-            .filter(|d| d.iface.is_some())
+            .filter(Docs::any)
             .or_else(|| Docs::from_wit(&wit, "acme:shop/orders")),
     }
 }
@@ -80,7 +80,14 @@ impl Fixture {
 
     fn output(&self, f: &str) -> Value {
         let t = self.funcs[f].results().next().unwrap();
-        schema::schema(&t, None, schema::Dir::Output).unwrap()
+        let d = self.docs.as_ref();
+        let w = d
+            .and_then(|d| d.function(f)?.result.as_ref())
+            .map(|ty| schema::Wit {
+                resolve: &d.unwrap().resolve,
+                ty,
+            });
+        schema::schema(&t, w, schema::Dir::Output).unwrap()
     }
 }
 
