@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 use charter_audit::Event;
 use charter_config::{Agent, IdentityKind};
-use charter_runtime::tools::{self, RateLimiter, STATUS_TOOL, ToolDef, ToolOutcome};
+use charter_runtime::tools::{RateLimiter, STATUS_TOOL, ToolDef, ToolOutcome};
 use charter_runtime::{Host, HostOptions};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ListToolsResult,
@@ -238,9 +238,4 @@ impl ServerHandler for Session {
         };
         Ok(r.into())
     }
-}
-
-#[allow(dead_code)]
-fn _names_are_valid(d: &ToolDef) -> bool {
-    tools::valid_tool_name(&d.name)
 }

@@ -656,7 +656,8 @@ fn call_id() -> String {
     format!("agent-{:x}-{}-{n:x}", now_ms(), std::process::id())
 }
 
-/// One tool from one exported function.
+/// One tool from one exported function. (Long: its argument schemas, its
+/// one output shape and its annotations, each a few lines, in one place.)
 #[allow(clippy::too_many_arguments)]
 fn tool_def(
     dep: &charter_config::Deployment,
