@@ -1664,6 +1664,9 @@ fn unknown_function(
     Some(m)
 }
 
+/// Every identity by name, and the agents among them.
+type IdentitiesAndAgents = (BTreeMap<String, Identity>, BTreeMap<String, Agent>);
+
 /// `[approvers.NAME]` (people, the older form) and `[identities.NAME]`
 /// merged into one map; a name in both, a person declared a service in
 /// `[approvers]`, or a malformed token hash refuses the file.
@@ -1671,7 +1674,7 @@ fn identities(
     approvers: BTreeMap<String, IdentityFile>,
     declared: BTreeMap<String, IdentityFile>,
     agent_files: BTreeMap<String, AgentFile>,
-) -> Result<(BTreeMap<String, Identity>, BTreeMap<String, Agent>), String> {
+) -> Result<IdentitiesAndAgents, String> {
     let mut out = BTreeMap::new();
     let mut agents = BTreeMap::new();
     let mut declared = declared;
