@@ -57,6 +57,14 @@ if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; the
 fi
 # The browser tests fail rather than skip here (tests/all/console.rs).
 export CHARTER_REQUIRE_BROWSER=1
+step "the official MCP client (Python SDK, pinned in tests/mcp/requirements.txt) in target/mcp-venv"
+if ! cmp -s tests/mcp/requirements.txt target/mcp-venv/requirements.installed; then
+    python3 -m venv target/mcp-venv
+    target/mcp-venv/bin/python -m pip install --quiet -r tests/mcp/requirements.txt
+    cp tests/mcp/requirements.txt target/mcp-venv/requirements.installed
+fi
+# The MCP tests fail rather than skip here (tests/all/mcp.rs).
+export CHARTER_REQUIRE_MCP=1
 step "cargo test"
 cargo test --workspace
 step "README's first command (bash examples/demo.sh), its output read as a new user reads it"

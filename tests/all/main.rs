@@ -18,6 +18,7 @@ mod hot;
 mod http;
 mod identity;
 mod load;
+mod mcp;
 mod notify;
 mod oidc;
 mod policy_attack;

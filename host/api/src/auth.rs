@@ -26,6 +26,23 @@ impl Control {
     /// are class `refused` (exit 2, HTTP 401) with kind
     /// `unauthenticated` and a message that never repeats the token.
     pub fn principal(&self, credential: Credential<'_>) -> Result<Principal, ApiError> {
+        let p = self.any_principal(credential)?;
+        // An AI agent's token serves its tools (`charter mcp`) and nothing
+        // else: it starts no run, reads no log, decides no proposal.
+        if p.kind == charter_config::IdentityKind::Agent {
+            return Err(ApiError::new(
+                ErrorClass::Refused,
+                "unauthenticated",
+                format!(
+                    "{} is an agent: its token serves only its tools (`charter mcp --agent {}`), not the control API or the command line",
+                    p.name, p.name
+                ),
+            ));
+        }
+        Ok(p)
+    }
+
+    fn any_principal(&self, credential: Credential<'_>) -> Result<Principal, ApiError> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())

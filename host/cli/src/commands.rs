@@ -228,6 +228,7 @@ pub async fn run(command: Command, server: Option<&str>) -> Result<i32> {
             SdkOp::Build { lang, dir, out } => new::build(&lang, &dir, &out),
         },
         Command::Tokens { op } => tokens::run(op),
+        Command::Mcp { config, agent } => crate::mcp::serve(&config, &agent).await,
         Command::Up {
             listen,
             config,

@@ -7,6 +7,7 @@
 
 mod commands;
 mod govern;
+mod mcp;
 mod new;
 mod plugins;
 mod remote;
@@ -204,6 +205,19 @@ enum Command {
     /// /readyz. While it runs, the CLI's commands act through it. SIGTERM
     /// stops intake (503), lets the steps in flight finish (--drain-timeout)
     /// and exits 0; runs not finished go on at the next start.
+    /// Serve the deployment's tools to one AI agent over MCP (stdio).
+    ///
+    /// The agent's token is read from CHARTER_TOKEN and must prove the
+    /// agent named by --agent (an [agents.NAME] identity). It sees only the
+    /// tools granted to it; each call is decided by policy (allow, deny, or
+    /// a proposal a person decides) and recorded.
+    Mcp {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The agent, as declared under [agents.NAME].
+        #[arg(long, value_name = "NAME")]
+        agent: String,
+    },
     Up {
         /// Address to listen on (port 0 picks a free one).
         #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
@@ -936,7 +950,7 @@ fn main() -> ExitCode {
         | Command::Runs { .. }
         | Command::Escalations { .. } => true,
         Command::New { .. } | Command::Sdk { .. } | Command::Tokens { .. } => true,
-        Command::Up { .. } => false,
+        Command::Up { .. } | Command::Mcp { .. } => false,
     };
     // `inspect` without a deployment compiles with no cache.
     let cache = match &cli.command {

@@ -362,6 +362,13 @@ pub struct PluginSpec {
     pub owner: Option<String>,
     /// Interfaces this plugin provides as a connector (`acme:payments/refunds`).
     pub provides: Vec<String>,
+    /// Exported interfaces (no version) served to agents as tools, with who
+    /// may see them (`[plugins.NAME.tools."INTERFACE"]`); each is also in
+    /// `provides`.
+    pub tools: BTreeMap<String, ToolAccess>,
+    /// A directory (or file) of WIT whose doc comments describe its tools,
+    /// for a component that carries no `package-docs` section (`wit`).
+    pub wit: Option<PathBuf>,
 }
 
 /// Where a secret's value comes from. Values are read when a plugin asks.
@@ -426,6 +433,9 @@ pub struct Deployment {
     /// Everyone who may act on the deployment through its API, people and
     /// service accounts, with the hashes of their tokens.
     pub identities: BTreeMap<String, Identity>,
+    /// AI agents (`[agents.NAME]`); each is also an identity of kind agent
+    /// (its tokens are checked there).
+    pub agents: BTreeMap<String, Agent>,
     /// JWTs of one OIDC issuer also prove identities (`[oidc]`).
     pub oidc: Option<Oidc>,
     /// Workflows: inline `[workflows.NAME]` and `workflows/NAME.toml`
@@ -442,6 +452,34 @@ pub struct Deployment {
 
 /// A person who may decide proposals.
 pub type Approver = Identity;
+
+/// Who may see (and call) the functions of one tool interface: the agents
+/// named, and every agent holding one of the roles.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ToolAccess {
+    pub agents: Vec<String>,
+    pub roles: Vec<String>,
+}
+
+impl ToolAccess {
+    /// Whether `agent` (holding `roles`) may see the tool.
+    pub fn admits(&self, agent: &str, roles: &[String]) -> bool {
+        self.agents.iter().any(|a| a == agent) || self.roles.iter().any(|r| roles.contains(r))
+    }
+}
+
+/// An AI agent (`[agents.NAME]`): an identity of kind agent that reaches
+/// the deployment's tools over MCP, and nothing else.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Agent {
+    pub name: String,
+    pub roles: Vec<String>,
+    /// Tool calls it may make per minute (refused beyond, recorded).
+    pub calls_per_minute: u32,
+}
+
+/// Tool calls per minute of an agent that does not set `calls_per_minute`.
+pub const DEFAULT_AGENT_CALLS_PER_MINUTE: u32 = 120;
 
 /// Someone who may act on the deployment: a person (who may decide
 /// proposals, "human decides") or a service account (which starts runs and
@@ -496,6 +534,8 @@ pub enum JwksSource {
 pub enum IdentityKind {
     Person,
     Service,
+    /// An AI agent (`[agents.NAME]`): calls tools over MCP, nothing else.
+    Agent,
 }
 
 impl IdentityKind {
@@ -503,6 +543,7 @@ impl IdentityKind {
         match self {
             IdentityKind::Person => "person",
             IdentityKind::Service => "service",
+            IdentityKind::Agent => "agent",
         }
     }
 }
@@ -594,6 +635,8 @@ struct File {
     #[serde(default)]
     identities: BTreeMap<String, IdentityFile>,
     #[serde(default)]
+    agents: BTreeMap<String, AgentFile>,
+    #[serde(default)]
     oidc: Option<OidcFile>,
     #[serde(default)]
     workflows: BTreeMap<String, workflow::WorkflowFile>,
@@ -610,6 +653,25 @@ struct IdentityFile {
     tokens: Vec<String>,
     #[serde(default)]
     oidc_subjects: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentFile {
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    tokens: Vec<String>,
+    calls_per_minute: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ToolFile {
+    #[serde(default)]
+    agents: Vec<String>,
+    #[serde(default)]
+    roles: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -794,6 +856,11 @@ struct PluginFile {
     /// Effects of the provided functions (`"iface.func" = "read"`).
     #[serde(default)]
     effects: BTreeMap<String, Effect>,
+    /// Exported interfaces served to agents as tools.
+    #[serde(default)]
+    tools: BTreeMap<String, ToolFile>,
+    /// WIT describing the tools (doc comments become descriptions).
+    wit: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -982,8 +1049,14 @@ impl Deployment {
 
         let mut plugins = BTreeMap::new();
         let mut connector_effects: BTreeMap<String, Effect> = BTreeMap::new();
-        for (name, p) in file.plugins {
+        for (name, mut p) in file.plugins {
             check_name("plugin", &name).map_err(&invalid)?;
+            let tools = tool_access(&name, &p.tools, &file.agents).map_err(&invalid)?;
+            for iface in tools.keys() {
+                if !p.provides.contains(iface) {
+                    p.provides.push(iface.clone());
+                }
+            }
             for (key, effect) in &p.effects {
                 let f = Pattern::parse(key).map_err(|e| {
                     invalid(format!(
@@ -1039,6 +1112,8 @@ impl Deployment {
                     reason: p.reason,
                     owner: p.owner,
                     provides: p.provides,
+                    tools,
+                    wit: p.wit.map(|w| base.join(w)),
                     name,
                 },
             );
@@ -1092,7 +1167,8 @@ impl Deployment {
             )));
         }
 
-        let identities = identities(file.approvers, file.identities).map_err(&invalid)?;
+        let (identities, agents) =
+            identities(file.approvers, file.identities, file.agents).map_err(&invalid)?;
         let oidc = file
             .oidc
             .map(|o| o.into_oidc(&base))
@@ -1148,6 +1224,7 @@ impl Deployment {
             workflows,
             approvers,
             identities,
+            agents,
             oidc,
             name: file.deployment.name,
             phase: file.deployment.phase,
@@ -1587,17 +1664,66 @@ fn unknown_function(
     Some(m)
 }
 
+/// Every identity by name, and the agents among them.
+type IdentitiesAndAgents = (BTreeMap<String, Identity>, BTreeMap<String, Agent>);
+
 /// `[approvers.NAME]` (people, the older form) and `[identities.NAME]`
 /// merged into one map; a name in both, a person declared a service in
 /// `[approvers]`, or a malformed token hash refuses the file.
 fn identities(
     approvers: BTreeMap<String, IdentityFile>,
     declared: BTreeMap<String, IdentityFile>,
-) -> Result<BTreeMap<String, Identity>, String> {
+    agent_files: BTreeMap<String, AgentFile>,
+) -> Result<IdentitiesAndAgents, String> {
     let mut out = BTreeMap::new();
+    let mut agents = BTreeMap::new();
+    let mut declared = declared;
+    for (name, f) in &declared {
+        if f.kind == Some(IdentityKind::Agent) {
+            return Err(format!(
+                "[identities.{name}] declares kind \"agent\": declare agents under [agents.{name}] (roles, tokens, calls_per_minute)"
+            ));
+        }
+    }
+    for (name, a) in agent_files {
+        check_name("agent", &name)?;
+        if declared.contains_key(&name) || approvers.contains_key(&name) {
+            return Err(format!(
+                "{name} is declared both as an agent ([agents.{name}]) and as a person or service account; one name, one identity"
+            ));
+        }
+        let calls_per_minute = a.calls_per_minute.unwrap_or(DEFAULT_AGENT_CALLS_PER_MINUTE);
+        if !(1..=100_000).contains(&calls_per_minute) {
+            return Err(format!(
+                "[agents.{name}] calls_per_minute = {calls_per_minute}: must be 1 to 100000 (leave it out for {DEFAULT_AGENT_CALLS_PER_MINUTE})"
+            ));
+        }
+        agents.insert(
+            name.clone(),
+            Agent {
+                name: name.clone(),
+                roles: a.roles.clone(),
+                calls_per_minute,
+            },
+        );
+        declared.insert(
+            name,
+            IdentityFile {
+                kind: Some(IdentityKind::Agent),
+                roles: a.roles,
+                tokens: a.tokens,
+                oidc_subjects: vec![],
+            },
+        );
+    }
     let tables = [("approvers", approvers), ("identities", declared)];
     for (table, entries) in tables {
         for (name, f) in entries {
+            let table = if f.kind == Some(IdentityKind::Agent) {
+                "agents"
+            } else {
+                table
+            };
             check_name("identity", &name)?;
             if out.contains_key(&name) {
                 return Err(format!(
@@ -1658,6 +1784,53 @@ fn identities(
                 },
             );
         }
+    }
+    Ok((out, agents))
+}
+
+/// `[plugins.NAME.tools."INTERFACE"]`: which agents (or roles) may see
+/// the interface's functions as tools. Every agent named must be declared;
+/// an entry no agent could ever see is a mistake.
+fn tool_access(
+    plugin: &str,
+    tools: &BTreeMap<String, ToolFile>,
+    agents: &BTreeMap<String, AgentFile>,
+) -> Result<BTreeMap<String, ToolAccess>, String> {
+    let mut out = BTreeMap::new();
+    for (iface, t) in tools {
+        let at = format!("[plugins.{plugin}.tools.\"{iface}\"]");
+        let bare = pattern::split_version(iface).0;
+        if bare != iface.as_str() || iface.is_empty() || iface.contains('#') || iface.contains('.')
+        {
+            return Err(format!(
+                "{at}: name an exported interface without version or function, e.g. \"acme:shop/orders\""
+            ));
+        }
+        if t.agents.is_empty() && t.roles.is_empty() {
+            return Err(format!(
+                "{at}: no agent may see these tools; give agents = [\"NAME\"] and/or roles = [\"ROLE\"] of [agents.NAME]"
+            ));
+        }
+        for a in &t.agents {
+            if !agents.contains_key(a) {
+                let known: Vec<&str> = agents.keys().map(String::as_str).collect();
+                return Err(format!(
+                    "{at}: agent {a:?} is not declared; add [agents.{a}] (declared agents: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ));
+            }
+        }
+        out.insert(
+            iface.clone(),
+            ToolAccess {
+                agents: t.agents.clone(),
+                roles: t.roles.clone(),
+            },
+        );
     }
     Ok(out)
 }
@@ -2200,6 +2373,61 @@ effects = {{ "acme:crm/notes#read-note" = "read" }}
             Effect::Read
         );
     }
+    #[test]
+    fn agents_are_identities_that_see_the_tools_declared_for_them() {
+        let h = format!("sha256:{}", "cd".repeat(32));
+        let tools = "[plugins.orders]\npath = \"o.wasm\"\n[plugins.orders.tools.\"acme:shop/orders\"]\nagents = [\"copilot\"]\nroles = [\"support\"]\n";
+        let d = parse(&format!(
+            "{BASE}\n[agents.copilot]\nroles = [\"support\"]\ntokens = [\"{h}\"]\n{tools}"
+        ))
+        .unwrap();
+        assert_eq!(d.identities["copilot"].kind, IdentityKind::Agent);
+        assert_eq!(
+            d.agents["copilot"].calls_per_minute,
+            DEFAULT_AGENT_CALLS_PER_MINUTE
+        );
+        assert!(d.approvers.is_empty(), "an agent decides nothing");
+        let spec = &d.plugins["orders"];
+        assert_eq!(
+            spec.provides,
+            ["acme:shop/orders"],
+            "a tool interface is provided"
+        );
+        let access = &spec.tools["acme:shop/orders"];
+        assert!(access.admits("copilot", &[]));
+        assert!(access.admits("other", &["support".into()]));
+        assert!(!access.admits("other", &["sales".into()]));
+        for (extra, says) in [
+            (
+                "[identities.x]\nkind = \"agent\"\n".to_string(),
+                "declare agents under [agents.x]",
+            ),
+            (
+                "[agents.copilot]\n[identities.copilot]\n".to_string(),
+                "declared both as an agent",
+            ),
+            (
+                "[agents.a]\ncalls_per_minute = 0\n".to_string(),
+                "calls_per_minute = 0: must be 1 to 100000",
+            ),
+            (
+                "[plugins.o]\npath = \"o.wasm\"\n[plugins.o.tools.\"acme:shop/orders\"]\nagents = [\"ghost\"]\n".to_string(),
+                "agent \"ghost\" is not declared; add [agents.ghost]",
+            ),
+            (
+                "[plugins.o]\npath = \"o.wasm\"\n[plugins.o.tools.\"acme:shop/orders\"]\n".to_string(),
+                "no agent may see these tools",
+            ),
+            (
+                "[agents.a]\n[plugins.o]\npath = \"o.wasm\"\n[plugins.o.tools.\"acme:shop/orders@1.0.0\"]\nagents = [\"a\"]\n".to_string(),
+                "without version",
+            ),
+        ] {
+            let e = parse(&format!("{BASE}\n{extra}")).unwrap_err().to_string();
+            assert!(e.contains(says), "{extra}: {e}");
+        }
+    }
+
     #[test]
     fn identities_merge_approvers_and_keep_only_token_hashes() {
         let h = format!("sha256:{}", "ab".repeat(32));

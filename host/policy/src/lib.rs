@@ -333,6 +333,45 @@ impl PolicyEngine {
         }))
     }
 
+    /// Decide a tool call of `action` by the AI agent `agent` (holding
+    /// `roles`) under the policies of `groups` (every group naming the
+    /// action). The principal is `Agent::"name"`, a member of
+    /// `Role::"role"` for each of its roles, with attributes `name`,
+    /// `roles` (and `digest` "" and `groups` [], so a policy written for
+    /// plugins reads the same attributes). Always Cedar's own evaluator
+    /// (the compiled path knows plugin principals only). `None` when none
+    /// of the groups has policies.
+    pub fn decide_agent(
+        &self,
+        groups: &[&str],
+        agent: &str,
+        roles: &[String],
+        action: &str,
+        args: &Value,
+    ) -> Option<Verdict> {
+        if !groups.iter().any(|g| self.governs(g)) {
+            return None;
+        }
+        let deny = |reason: String| {
+            Some(Verdict::Deny {
+                policies: vec![],
+                reason,
+            })
+        };
+        if let Err(reason) = shape(args) {
+            return deny(reason);
+        }
+        let context = match cedar_json(args) {
+            Ok(c) => c,
+            Err(reason) => return deny(reason),
+        };
+        let prepared = self.set_for(groups);
+        Some(stacker::grow(POLICY_STACK, || {
+            let entities = agent_entities(agent, roles);
+            self.decide_request(&prepared, ("Agent", agent), entities, action, context)
+        }))
+    }
+
     /// Decide with Cedar itself (on a stack it can measure: see `decide`).
     fn decide_cedar(
         &self,
@@ -343,11 +382,25 @@ impl PolicyEngine {
         action: &str,
         context: Value,
     ) -> Verdict {
+        let entities = self.entities_of(plugin, digest, plugin_groups);
+        self.decide_request(prepared, ("Plugin", plugin), entities, action, context)
+    }
+
+    /// Decide one request of `principal` (type, id) whose entities are
+    /// `entities`, with Cedar.
+    fn decide_request(
+        &self,
+        prepared: &Prepared,
+        principal: (&str, &str),
+        entities: Result<Arc<Entities>, String>,
+        action: &str,
+        context: Value,
+    ) -> Verdict {
         let deny = |reason: String| Verdict::Deny {
             policies: vec![],
             reason,
         };
-        let principal = match uid("Plugin", plugin) {
+        let principal = match uid(principal.0, principal.1) {
             Ok(u) => u,
             Err(e) => return deny(e),
         };
@@ -356,7 +409,7 @@ impl PolicyEngine {
         else {
             return deny("bad action or deployment name".into());
         };
-        let entities = match self.entities_of(plugin, digest, plugin_groups) {
+        let entities = match entities {
             Ok(e) => e,
             Err(e) => return deny(format!("cannot build the principal entity: {e}")),
         };
@@ -808,6 +861,22 @@ fn attrs(fields: &[(String, ParamType)]) -> Value {
     Value::Object(m)
 }
 
+/// The entities of an agent principal: `Agent::"name"` in `Role::"r"` for
+/// each of its roles.
+fn agent_entities(agent: &str, roles: &[String]) -> Result<Arc<Entities>, String> {
+    let mut list = vec![json!({
+        "uid": {"type": "Agent", "id": agent},
+        "attrs": {"name": agent, "digest": "", "groups": [], "roles": roles},
+        "parents": roles.iter().map(|r| json!({"type": "Role", "id": r})).collect::<Vec<_>>()
+    })];
+    for r in roles {
+        list.push(json!({"uid": {"type": "Role", "id": r}, "attrs": {}, "parents": []}));
+    }
+    Entities::from_json_value(Value::Array(list), None)
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
+}
+
 /// The Cedar schema (JSON form) for a set of capability signatures.
 pub fn schema_json(signatures: &[Signature]) -> Value {
     let mut actions = serde_json::Map::new();
@@ -816,7 +885,7 @@ pub fn schema_json(signatures: &[Signature]) -> Value {
             s.action.clone(),
             json!({
                 "appliesTo": {
-                    "principalTypes": ["Plugin"],
+                    "principalTypes": ["Plugin", "Agent"],
                     "resourceTypes": ["Deployment"],
                     "context": {"type": "Record", "attributes": attrs(&s.params)}
                 }
@@ -831,6 +900,13 @@ pub fn schema_json(signatures: &[Signature]) -> Value {
                     "digest": {"type": "String"},
                     "groups": {"type": "Set", "element": {"type": "String"}}
                 }}},
+                "Agent": {"memberOfTypes": ["Role"], "shape": {"type": "Record", "attributes": {
+                    "name": {"type": "String"},
+                    "digest": {"type": "String"},
+                    "groups": {"type": "Set", "element": {"type": "String"}},
+                    "roles": {"type": "Set", "element": {"type": "String"}}
+                }}},
+                "Role": {},
                 "Deployment": {}
             },
             "actions": actions
@@ -871,6 +947,63 @@ when { context has order_id && context.order_id like "TEST-*" };
             &json!({"order-id": order, "amount-cents": amount}),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn an_agent_is_a_principal_with_its_roles() {
+        let text = r#"
+@id("support-cancels")
+permit (principal in Role::"support", action == Action::"acme:shop/orders.cancel-order", resource)
+when { context.refund_cents <= 5000 };
+
+@id("big-ones")
+@approval("order-approver")
+permit (principal is Agent, action == Action::"acme:shop/orders.cancel-order", resource)
+when { principal.roles.contains("support") && context.refund_cents <= 100000 };
+
+@id("not-mallory")
+forbid (principal == Agent::"mallory", action, resource);
+"#;
+        let e = PolicyEngine::new("shop", &[("orders".into(), text.into())]).unwrap();
+        let act = "acme:shop/orders.cancel-order";
+        let call = |agent: &str, roles: &[&str], cents: i64| {
+            let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+            e.decide_agent(
+                &["orders"],
+                agent,
+                &roles,
+                act,
+                &json!({"refund-cents": cents}),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            call("copilot", &["support"], 100),
+            Verdict::Allow {
+                policies: vec!["orders/support-cancels".into()]
+            }
+        );
+        assert!(
+            matches!(call("copilot", &["support"], 20_000), Verdict::Propose { role: Some(r), .. } if r == "order-approver")
+        );
+        // Without the role, nothing permits it; a forbid names its rule.
+        assert!(
+            matches!(call("copilot", &["sales"], 100), Verdict::Deny { policies, .. } if policies.is_empty())
+        );
+        assert!(
+            matches!(call("mallory", &["support"], 100), Verdict::Deny { policies, .. } if policies == ["orders/not-mallory"])
+        );
+        // No group with policies: the grant alone decides.
+        assert_eq!(
+            e.decide_agent(&["other"], "copilot", &[], act, &json!({})),
+            None
+        );
+        // The schema knows agents and roles: these policies validate.
+        let sig = Signature {
+            action: act.into(),
+            params: vec![("refund-cents".into(), ParamType::Long)],
+        };
+        assert_eq!(e.validate(&[sig]), Vec::<String>::new());
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub mod proposals;
 pub mod record;
 pub mod sandbox;
 mod state;
+pub mod tools;
 pub mod values;
 pub mod workflow;
 
@@ -1641,6 +1642,8 @@ pub async fn inspect_file(
         reason: None,
         owner: None,
         provides: vec![],
+        tools: Default::default(),
+        wit: None,
     };
     let limit = spec.limits.max_component_bytes;
     let bytes = read_bounded(path, limit)

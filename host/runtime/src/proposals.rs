@@ -361,6 +361,14 @@ impl Host {
         if json_digest(&p.args) != p.args_digest {
             return Err("stored arguments do not match their approved digest".into());
         }
+        // An AI agent's tool call: re-decided with the agent as principal.
+        if let Some(agent) = p
+            .initiator
+            .as_deref()
+            .and_then(|i| i.strip_prefix("agent:"))
+        {
+            return self.execute_agent_proposal(p, agent, approvers).await;
+        }
         let loaded = self
             .load(&p.plugin)
             .await

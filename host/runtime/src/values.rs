@@ -192,7 +192,7 @@ pub fn from_json(v: &Value, ty: &Type) -> Result<Val, String> {
     })
 }
 
-fn type_name(t: &Type) -> &'static str {
+pub(crate) fn type_name(t: &Type) -> &'static str {
     match t {
         Type::Bool => "bool",
         Type::S8 | Type::S16 | Type::S32 | Type::S64 => "signed integer",
