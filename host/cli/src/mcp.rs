@@ -26,6 +26,10 @@ struct Session {
     agent: Agent,
     catalog: Vec<ToolDef>,
     limiter: RateLimiter,
+    /// The token the session was proven with, proven again at every call:
+    /// one that expires ends the agent's reach, not only the next session.
+    auth: charter_auth::Authenticator,
+    token: Option<String>,
 }
 
 pub async fn serve(config: &crate::ConfigArg, agent: &str) -> Result<i32> {
@@ -83,6 +87,8 @@ pub async fn serve(config: &crate::ConfigArg, agent: &str) -> Result<i32> {
         agent: declared,
         catalog,
         limiter: RateLimiter::default(),
+        auth,
+        token,
     };
     tracing::info!(
         agent,
@@ -98,6 +104,32 @@ pub async fn serve(config: &crate::ConfigArg, agent: &str) -> Result<i32> {
 }
 
 impl Session {
+    /// The session's token proves its agent now (it may have expired since
+    /// the session began); else the call is refused and recorded.
+    async fn still_proven(&self) -> Result<(), CallToolResult> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let Err(e) = self.auth.authenticate(self.token.as_deref(), now) else {
+            return Ok(());
+        };
+        let _ = self
+            .host
+            .log()
+            .append(vec![Event::AuthRefused {
+                route: "mcp stdio".into(),
+                identity: Some(self.agent.name.clone()),
+                reason: e.kind().to_string(),
+            }])
+            .await;
+        Err(result(
+            &format!("refused: the agent's token no longer proves it ({e})"),
+            None,
+            true,
+        ))
+    }
+
     fn visible(&self) -> impl Iterator<Item = &ToolDef> {
         self.catalog.iter().filter(|d| d.visible_to(&self.agent))
     }
@@ -209,6 +241,9 @@ impl ServerHandler for Session {
         _context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let args = Value::Object(request.arguments.unwrap_or_default());
+        if let Err(refused) = self.still_proven().await {
+            return Ok(refused.into());
+        }
         let r = if request.name == STATUS_TOOL {
             // Read-only, but counted against the agent's rate like any call.
             if self

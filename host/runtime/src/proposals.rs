@@ -486,7 +486,7 @@ impl Host {
             &vals,
             initiator,
             None,
-            |_| vec![],
+            |_, _| vec![],
         )
         .await?;
         Ok(Value::Array(out.iter().map(values::to_json).collect()))

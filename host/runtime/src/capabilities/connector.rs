@@ -173,31 +173,35 @@ pub(crate) fn link(
                     // importer's redaction point (the connector's own secrets
                     // are its to return: granting a secret trusts the plugin).
                     let redactor = &importer.redactor;
-                    let result_event = |out: &Result<Vec<wasmtime::component::Val>, String>| {
-                        let (ok, summary) = match out {
-                            Ok(v) => (true, summarize(v, redactor)),
-                            Err(e) => (false, record::text(&redactor.redact(e))),
+                    let result_event =
+                        |out: &Result<Vec<wasmtime::component::Val>, String>,
+                         _: &crate::mediator::redact::Redactor| {
+                            let (ok, summary) = match out {
+                                Ok(v) => (true, summarize(v, redactor)),
+                                Err(e) => (false, record::text(&redactor.redact(e))),
+                            };
+                            // A result too large to journal is not recorded (the
+                            // step then fails with a limit, below).
+                            let result = match out {
+                                Ok(v) if journaled => {
+                                    Some(redactor.redact_value(&serde_json::Value::Array(
+                                        v.iter().map(values::to_json).collect(),
+                                    )))
+                                    .filter(|r| record::json_size(r) <= record::MAX_RESULT)
+                                }
+                                _ => None,
+                            };
+                            vec![Event::CallResult {
+                                call: call_id.clone(),
+                                plugin: plugin.clone(),
+                                function: display.clone(),
+                                ok,
+                                summary,
+                                duration_us: started.elapsed().as_micros() as u64,
+                                proposal: approved.clone(),
+                                result,
+                            }]
                         };
-                        // A result too large to journal is not recorded (the
-                        // step then fails with a limit, below).
-                        let result = match out {
-                            Ok(v) if journaled => Some(redactor.redact_value(
-                                &serde_json::Value::Array(v.iter().map(values::to_json).collect()),
-                            ))
-                            .filter(|r| record::json_size(r) <= record::MAX_RESULT),
-                            _ => None,
-                        };
-                        vec![Event::CallResult {
-                            call: call_id.clone(),
-                            plugin: plugin.clone(),
-                            function: display.clone(),
-                            ok,
-                            summary,
-                            duration_us: started.elapsed().as_micros() as u64,
-                            proposal: approved.clone(),
-                            result,
-                        }]
-                    };
                     let out = invoke_connector(
                         &services,
                         &iface,
@@ -338,7 +342,12 @@ pub(crate) async fn invoke_connector(
     params: &[wasmtime::component::Val],
     initiator: Option<String>,
     importer: Option<&Importer>,
-    result_events: impl FnOnce(&Result<Vec<wasmtime::component::Val>, String>) -> Vec<Event>,
+    // Given the result and the connector's own redaction point (a tool's
+    // result leaves through it: `tools::run_tool`).
+    result_events: impl FnOnce(
+        &Result<Vec<wasmtime::component::Val>, String>,
+        &crate::mediator::redact::Redactor,
+    ) -> Vec<Event>,
 ) -> Result<Vec<wasmtime::component::Val>, String> {
     let conn = services.connector(iface)?;
     let started = Instant::now();
@@ -412,7 +421,7 @@ pub(crate) async fn invoke_connector(
             .to_string()
     });
     let outcome = result.as_ref().map(|_| ()).map_err(|e| e.clone());
-    let extra = result_events(&result);
+    let extra = result_events(&result, state.mediator.redactor());
     commit_step(
         services,
         &mut state.mediator,

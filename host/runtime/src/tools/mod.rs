@@ -37,6 +37,7 @@ use serde_json::{Value, json};
 use wasmtime::component::Val;
 use wasmtime::component::types::Type;
 
+use crate::mediator::redact::Redactor;
 use crate::mediator::{Mediator, Ruling};
 use crate::{Host, LoadedPlugin, record, values};
 
@@ -466,15 +467,21 @@ impl Host {
         let started = Instant::now();
         let function = format!("{}#{}", def.export, def.function);
         let plugin = def.plugin.clone();
-        let result_event = |out: &Result<Vec<Val>, String>| {
+        // What leaves for the agent and the log passes the tool plugin's
+        // own redaction point, as a step's output does (SECURITY 12): a
+        // secret the tool read is never handed back or recorded.
+        let mut shown: Option<Value> = None;
+        let result_event = |out: &Result<Vec<Val>, String>, redactor: &Redactor| {
             let (ok, summary, result) = match out {
                 Ok(v) => {
-                    let j = Value::Array(v.iter().map(values::to_json).collect());
+                    let raw = Value::Array(v.iter().map(values::to_json).collect());
+                    let j = redactor.redact_value(&raw);
+                    shown = Some(j.clone());
                     let text = record::cut(&j.to_string(), 300);
                     let keep = (record::json_size(&j) <= record::MAX_RESULT).then(|| j.clone());
                     (true, format!("result {}: {text}", json_digest(&j)), keep)
                 }
-                Err(e) => (false, record::text(e), None),
+                Err(e) => (false, record::text(&redactor.redact(e)), None),
             };
             vec![Event::CallResult {
                 call: call.to_string(),
@@ -498,7 +505,7 @@ impl Host {
         )
         .await;
         match out {
-            Ok(v) => result_value(&v),
+            Ok(v) => result_value(&v, shown.as_ref()),
             Err(e) => ToolOutcome::Failed(e),
         }
     }
@@ -637,16 +644,12 @@ impl Host {
 }
 
 /// A function's results as a tool result.
-fn result_value(vals: &[Val]) -> ToolOutcome {
-    match vals {
-        [] => ToolOutcome::Done {
-            result: json!({"result": null}),
-            is_error: false,
-        },
-        [v, ..] => ToolOutcome::Done {
-            result: json!({"result": values::to_json(v)}),
-            is_error: matches!(v, Val::Result(Err(_))),
-        },
+/// The agent's answer: the (redacted) JSON of the function's result.
+fn result_value(vals: &[Val], shown: Option<&Value>) -> ToolOutcome {
+    let first = shown.and_then(|j| j.get(0)).cloned().unwrap_or(Value::Null);
+    ToolOutcome::Done {
+        result: json!({ "result": first }),
+        is_error: matches!(vals.first(), Some(Val::Result(Err(_)))),
     }
 }
 
