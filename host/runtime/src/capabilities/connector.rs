@@ -421,7 +421,7 @@ pub(crate) async fn invoke_connector(
             .to_string()
     });
     let outcome = result.as_ref().map(|_| ()).map_err(|e| e.clone());
-    let extra = result_events(&result, state.mediator.redactor());
+    let extra = result_events(&result, &state.mediator.redactor());
     commit_step(
         services,
         &mut state.mediator,

@@ -501,11 +501,6 @@ impl Mediator {
         self.revealed.redact_value(v)
     }
 
-    /// Its redaction point: every secret value this store read.
-    pub(crate) fn redactor(&self) -> &Redactor {
-        &self.revealed
-    }
-
     /// Redact, from now on, every value `other` redacts too.
     pub(crate) fn inherit_redactions(&mut self, other: &Redactor) {
         self.revealed.inherit(other);

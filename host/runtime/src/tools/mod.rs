@@ -218,7 +218,7 @@ impl Host {
     /// A plugin that cannot load, or a function whose types no tool can
     /// carry, is an error naming it (`charter mcp` refuses to start).
     pub async fn tool_catalog(&self) -> Result<Vec<ToolDef>, String> {
-        let dep = self.deployment.clone();
+        let dep = self.deployment();
         let mut out = Vec::new();
         for spec in dep.plugins.values().filter(|p| !p.tools.is_empty()) {
             let loaded = self
@@ -417,7 +417,9 @@ impl Host {
     /// tool's grant to the agent alone decides.
     fn rule_agent(&self, agent: &Agent, def: &ToolDef, typed: &Value) -> Ruling {
         let fname = FunctionName::new(&def.interface, &def.function);
-        let groups: Vec<String> = self
+        // One configuration for the whole decision (groups and policies).
+        let config = self.config();
+        let groups: Vec<String> = config
             .deployment
             .groups
             .values()
@@ -425,13 +427,10 @@ impl Host {
             .map(|g| g.name.clone())
             .collect();
         let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
-        let verdict = self.services.policy.decide_agent(
-            &refs,
-            &agent.name,
-            &agent.roles,
-            &def.action(),
-            typed,
-        );
+        let verdict =
+            config
+                .policy
+                .decide_agent(&refs, &agent.name, &agent.roles, &def.action(), typed);
         let (decision, policies, reason, role) = match verdict {
             None => (Decision::Allow, vec!["tool-grant".to_string()], None, None),
             Some(charter_policy::Verdict::Allow { policies }) => {
@@ -522,7 +521,7 @@ impl Host {
         approvers: &[String],
     ) -> Result<Value, String> {
         let agent = self
-            .deployment
+            .deployment()
             .agents
             .get(agent)
             .ok_or_else(|| format!("agent {agent} is no longer declared"))?
