@@ -195,16 +195,6 @@ enum Command {
         #[command(subcommand)]
         op: AuditOp,
     },
-    /// Serve the deployment's control API over HTTP until SIGTERM.
-    ///
-    /// One process owns the deployment: runs started through the API are
-    /// driven here, approvals act at once, and every request is
-    /// authenticated by a bearer token (`charter tokens create`). Routes:
-    /// /v1/runs, /v1/proposals, /v1/escalations, /v1/audit, /v1/kpi,
-    /// /v1/plugins, /v1/grants, /v1/kv, /metrics (Prometheus), /healthz,
-    /// /readyz. While it runs, the CLI's commands act through it. SIGTERM
-    /// stops intake (503), lets the steps in flight finish (--drain-timeout)
-    /// and exits 0; runs not finished go on at the next start.
     /// Serve the deployment's tools to one AI agent over MCP (stdio).
     ///
     /// The agent's token is read from CHARTER_TOKEN and must prove the
@@ -218,6 +208,16 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         agent: String,
     },
+    /// Serve the deployment's control API over HTTP until SIGTERM.
+    ///
+    /// One process owns the deployment: runs started through the API are
+    /// driven here, approvals act at once, and every request is
+    /// authenticated by a bearer token (`charter tokens create`). Routes:
+    /// /v1/runs, /v1/proposals, /v1/escalations, /v1/audit, /v1/kpi,
+    /// /v1/plugins, /v1/grants, /v1/kv, /metrics (Prometheus), /healthz,
+    /// /readyz. While it runs, the CLI's commands act through it. SIGTERM
+    /// stops intake (503), lets the steps in flight finish (--drain-timeout)
+    /// and exits 0; runs not finished go on at the next start.
     Up {
         /// Address to listen on (port 0 picks a free one).
         #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
