@@ -158,6 +158,34 @@ pub(crate) struct Ruling {
 }
 
 impl Ruling {
+    /// What policy's `verdict` rules; none (no policy applies): allowed by
+    /// `no_policy` (the grant that let the call through).
+    pub(crate) fn of_verdict(
+        verdict: Option<charter_policy::Verdict>,
+        no_policy: &str,
+        groups: Vec<String>,
+    ) -> Ruling {
+        let (decision, policies, reason, role) = match verdict {
+            None => (Decision::Allow, vec![no_policy.to_string()], None, None),
+            Some(charter_policy::Verdict::Allow { policies }) => {
+                (Decision::Allow, policies, None, None)
+            }
+            Some(charter_policy::Verdict::Propose { policies, role }) => {
+                (Decision::Propose, policies, None, role)
+            }
+            Some(charter_policy::Verdict::Deny { policies, reason }) => {
+                (Decision::Deny, policies, Some(reason), None)
+            }
+        };
+        Ruling {
+            decision,
+            policies,
+            reason,
+            role,
+            groups,
+        }
+    }
+
     /// A denial by `policies` (none: by the host's own rule) for `reason`.
     pub(crate) fn deny(policies: Vec<String>, reason: &str) -> Ruling {
         Ruling {
@@ -565,25 +593,7 @@ impl Mediator {
             action,
             args,
         );
-        let (decision, policies, reason, role) = match verdict {
-            None => (Decision::Allow, vec!["grant".to_string()], None, None),
-            Some(charter_policy::Verdict::Allow { policies }) => {
-                (Decision::Allow, policies, None, None)
-            }
-            Some(charter_policy::Verdict::Propose { policies, role }) => {
-                (Decision::Propose, policies, None, role)
-            }
-            Some(charter_policy::Verdict::Deny { policies, reason }) => {
-                (Decision::Deny, policies, Some(reason), None)
-            }
-        };
-        Ruling {
-            decision,
-            policies,
-            reason,
-            role,
-            groups,
-        }
+        Ruling::of_verdict(verdict, "grant", groups)
     }
 
     /// Record a call event (arguments redacted) into the step's events.

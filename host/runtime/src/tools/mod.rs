@@ -431,25 +431,7 @@ impl Host {
             config
                 .policy
                 .decide_agent(&refs, &agent.name, &agent.roles, &def.action(), typed);
-        let (decision, policies, reason, role) = match verdict {
-            None => (Decision::Allow, vec!["tool-grant".to_string()], None, None),
-            Some(charter_policy::Verdict::Allow { policies }) => {
-                (Decision::Allow, policies, None, None)
-            }
-            Some(charter_policy::Verdict::Propose { policies, role }) => {
-                (Decision::Propose, policies, None, role)
-            }
-            Some(charter_policy::Verdict::Deny { policies, reason }) => {
-                (Decision::Deny, policies, Some(reason), None)
-            }
-        };
-        Ruling {
-            decision,
-            policies,
-            reason,
-            role,
-            groups,
-        }
+        Ruling::of_verdict(verdict, "tool-grant", groups)
     }
 
     /// Run the tool's function in its plugin's own store (grants, limits,
