@@ -37,7 +37,7 @@ step "README's first command builds nothing the workspace build did not"
 # dependency resolves differently, the first command below would recompile
 # wasmtime and Cedar (~10 min on 2 cores). host/cli/Cargo.toml's workspace
 # hack keeps them equal; this says which crate drifted.
-stale=$(cargo build -p charter-cli --message-format=json 2>/dev/null \
+stale=$(cargo build -p charter-cli --message-format=json \
     | python3 -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)
