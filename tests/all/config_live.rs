@@ -10,7 +10,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use crate::cli::refunds_deployment;
-use crate::hot::{as_, start, stop};
+use crate::hot::{as_, events, start, stop};
 use crate::support::text;
 use crate::up::{http, mint, wait_for};
 
@@ -57,18 +57,6 @@ fn apply(addr: &str, token: &str) -> (u16, Value) {
         r.status,
         serde_json::from_str(&r.body).unwrap_or(Value::Null),
     )
-}
-
-fn events(addr: &str, token: &str, kind: &str) -> Vec<Value> {
-    let r = http(
-        addr,
-        "GET",
-        &format!("/v1/audit?type={kind}"),
-        Some(token),
-        None,
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json()["events"].as_array().unwrap().clone()
 }
 
 fn start_refund(addr: &str, token: &str, workflow: &str, cents: u64) -> (u16, Value) {

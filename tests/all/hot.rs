@@ -151,7 +151,7 @@ fn runs(addr: &str, token: &str) -> Vec<Value> {
     r.json()["runs"].as_array().unwrap().clone()
 }
 
-fn events(addr: &str, token: &str, kind: &str) -> Vec<Value> {
+pub(crate) fn events(addr: &str, token: &str, kind: &str) -> Vec<Value> {
     let r = http(
         addr,
         "GET",

@@ -404,13 +404,7 @@ impl Host {
             self.record(vec![ev]).await.map_err(|e| e.to_string())?;
             return Err(format!("the policy in force now denies it: {reason}"));
         }
-        let mut approved = ruling.clone();
-        approved.decision = Decision::Allow;
-        approved.policies = approvers
-            .iter()
-            .map(|a| format!("approved-by:{a}"))
-            .chain(ruling.policies)
-            .collect();
+        let approved = ruling.approved_by(approvers);
         let decided = m.call_event(&p.call, &p.function, &p.args, &approved);
         // The approval's decision is on disk before the effect.
         self.record(vec![decided])

@@ -158,6 +158,20 @@ pub(crate) struct Ruling {
 }
 
 impl Ruling {
+    /// This ruling, allowed by the people who approved it (their names
+    /// first in `policies`, then the rules that asked for them).
+    pub(crate) fn approved_by(self, approvers: &[String]) -> Ruling {
+        Ruling {
+            decision: Decision::Allow,
+            policies: approvers
+                .iter()
+                .map(|a| format!("approved-by:{a}"))
+                .chain(self.policies)
+                .collect(),
+            ..self
+        }
+    }
+
     /// What policy's `verdict` rules; none (no policy applies): allowed by
     /// `no_policy` (the grant that let the call through).
     pub(crate) fn of_verdict(

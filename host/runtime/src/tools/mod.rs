@@ -549,13 +549,7 @@ impl Host {
                 ruling.reason.unwrap_or_default()
             ));
         }
-        let mut approved = ruling.clone();
-        approved.decision = Decision::Allow;
-        approved.policies = approvers
-            .iter()
-            .map(|a| format!("approved-by:{a}"))
-            .chain(ruling.policies)
-            .collect();
+        let approved = ruling.approved_by(approvers);
         let ev = m.call_event(&p.call, &p.function, &p.args, &approved);
         self.services
             .log
