@@ -65,6 +65,17 @@ if ! cmp -s tests/mcp/requirements.txt target/mcp-venv/requirements.installed; t
 fi
 # The MCP tests fail rather than skip here (tests/all/mcp.rs).
 export CHARTER_REQUIRE_MCP=1
+step "PostgreSQL 15's server binaries for the PostgreSQL backend's tests (installed when missing)"
+# Each test starts a throwaway cluster of its own (initdb + pg_ctl in a
+# temporary directory, Unix socket only; host/pg/src/cluster.rs).
+if ! [ -x /usr/lib/postgresql/15/bin/initdb ] && ! command -v initdb >/dev/null; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get install -y postgresql-15 \
+        || { $sudo apt-get update && $sudo apt-get install -y postgresql-15; }
+fi
+# The PostgreSQL tests fail rather than skip here (host/pg/tests/log.rs).
+export CHARTER_REQUIRE_PG=1
 step "cargo test"
 cargo test --workspace
 step "README's first command (bash examples/demo.sh), its output read as a new user reads it"

@@ -62,6 +62,7 @@
 //! open the log. The hook can only kill the process, which whoever sets
 //! its environment can do anyway.
 
+pub mod backend;
 pub mod checkpoint;
 pub mod conformance;
 mod encode;

@@ -11,7 +11,9 @@
 //! `calls.rs` (for callgrind); `CHARTER_BENCH_API_ONLY=1` only `charter
 //! up`'s API round trips (`api.rs`); `CHARTER_BENCH_SERVICE_ONLY=1` only
 //! `charter up` under load (`service.rs`: webhook-started runs per second,
-//! and runs driven with the host up against the in-process benchmark).
+//! and runs driven with the host up against the in-process benchmark);
+//! `CHARTER_BENCH_PG_ONLY=1` only the PostgreSQL log beside the file log
+//! (`pg.rs`).
 //!
 //! A "cold step" is what a workflow step costs: a fresh instance from a
 //! pre-linked `InstancePre`, one `run` call with three host calls (log.write,
@@ -21,6 +23,7 @@
 mod api;
 mod calls;
 mod memory;
+mod pg;
 mod policy;
 mod scale;
 mod service;
@@ -251,6 +254,10 @@ fn main() -> Result<()> {
         // Only charter up's API round trips (see `api.rs`).
         return api::report(iters.min(2000));
     }
+    if std::env::var_os("CHARTER_BENCH_PG_ONLY").is_some() {
+        // Only the PostgreSQL log beside the file log (see `pg.rs`).
+        return pg::report(iters);
+    }
     if std::env::var_os("CHARTER_BENCH_SERVICE_ONLY").is_some() {
         // Only charter up under load (see `service.rs`).
         return service::report(&echo, service_runs(iters), None);
@@ -417,6 +424,7 @@ limits = {{ max_host_calls = {cedar_cap} }}
     policy::report(&flood, iters)?;
     memory::report(&fixture("fx_host_v2.wasm")?)?;
     api::report(iters.min(2000))?;
+    pg::report(iters)?;
 
     // Durable audited steps: many steps in flight, each step's events
     // (calls, kv write, the step) committed with group commit before the

@@ -1,0 +1,204 @@
+//! A throwaway PostgreSQL cluster for tests and benchmarks: `initdb` into
+//! a temporary directory, `pg_ctl start` listening on a Unix socket in it
+//! only (no TCP port, nothing another process on the machine can reach by
+//! accident), stopped and removed on drop. The binaries come from
+//! `CHARTER_PG_BIN` (a directory), else `pg_config --bindir`, else
+//! PostgreSQL 15's Debian location, else `PATH`. As root (CI), the server
+//! runs as the `postgres` user, as PostgreSQL requires.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A running throwaway cluster (see the module docs).
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    as_postgres: bool,
+}
+
+fn bin_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("CHARTER_PG_BIN") {
+        return Some(PathBuf::from(d));
+    }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
+        && out.status.success()
+    {
+        let d = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if d.join("initdb").exists() {
+            return Some(d);
+        }
+    }
+    let debian = PathBuf::from("/usr/lib/postgresql/15/bin");
+    if debian.join("initdb").exists() {
+        return Some(debian);
+    }
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p).find(|d| d.join("initdb").exists() && d.join("pg_ctl").exists())
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl Cluster {
+    /// Whether PostgreSQL's server binaries are installed here.
+    pub fn available() -> bool {
+        bin_dir().is_some()
+    }
+
+    /// Start a cluster. Errors name what failed, with the server's log.
+    pub fn start() -> Result<Cluster, String> {
+        let bin = bin_dir().ok_or(
+            "PostgreSQL is not installed (no initdb found: install postgresql-15, or set CHARTER_PG_BIN)",
+        )?;
+        let dir = tempfile::Builder::new()
+            .prefix("charter-pg.")
+            .tempdir()
+            .map_err(|e| format!("temporary directory: {e}"))?;
+        let as_postgres = is_root();
+        let c = Cluster {
+            dir,
+            bin,
+            as_postgres,
+        };
+        if as_postgres {
+            // The server refuses to run as root; it runs as `postgres`,
+            // which must own (and reach) its directory.
+            let st = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(c.dir.path())
+                .status()
+                .map_err(|e| format!("chown: {e}"))?;
+            if !st.success() {
+                return Err("chown of the cluster directory to postgres failed".into());
+            }
+        }
+        let data = c.data();
+        c.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--locale=C",
+            ],
+        )?;
+        let opts = format!(
+            "-c listen_addresses='' -k {} -c max_connections=200",
+            c.dir.path().display()
+        );
+        let log = c.dir.path().join("server.log");
+        c.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &data,
+                "-l",
+                &log.display().to_string(),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &opts,
+                "start",
+            ],
+        )
+        .map_err(|e| {
+            format!(
+                "{e}\nserver log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        })?;
+        Ok(c)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> Result<(), String> {
+        let path = self.bin.join(tool);
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            Command::new(&path)
+        };
+        let out = cmd
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} {} failed: {}{}",
+                path.display(),
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    /// The directory holding the server's Unix socket.
+    pub fn socket_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A connection string for database `db` as the superuser.
+    pub fn url(&self, db: &str) -> String {
+        format!(
+            "host={} user=postgres dbname={db}",
+            self.socket_dir().display()
+        )
+    }
+
+    /// Create database `name` (a plain identifier).
+    pub fn create_db(&self, name: &str) -> Result<(), String> {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(format!("not a plain database name: {name:?}"));
+        }
+        let url = self.url("postgres");
+        let sql = format!("CREATE DATABASE {name}");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| format!("connect {url}: {e}"))?;
+            let h = tokio::spawn(conn);
+            let r = client
+                .batch_execute(&sql)
+                .await
+                .map_err(|e| format!("{sql}: {e}"));
+            drop(client);
+            let _ = h.await;
+            r
+        })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+}
