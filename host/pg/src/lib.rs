@@ -1,7 +1,11 @@
-//! Charter's PostgreSQL backend: the event log as rows of one table, for a
-//! deployment that outgrows one machine (issue 17). This is its first
-//! part, the log: [`PgLog`] implements [`charter_audit::Log`] and passes
-//! the same conformance suite as the file log and the in-memory log.
+//! Charter's PostgreSQL backend, for a deployment that outgrows one
+//! machine (issue 17). This is its first part: [`PgLog`] implements
+//! [`charter_audit::Log`] (the event log as rows of one table) and
+//! [`PgStore`] implements [`charter_store::Store`] (the indexed state),
+//! each passing the conformance suite the file/sled and in-memory
+//! implementations pass. Not yet: a deployment on them
+//! (`[deployment] backend`), one transaction for a batch and the index
+//! rows it changes, several nodes.
 //!
 //! - **The chain is the file log's.** Each row holds one frame exactly as
 //!   `events.log` would (header, seq, previous hash, JSON payload, SHA-256
@@ -33,6 +37,7 @@
 //! socket or loopback.
 
 mod cluster;
+mod store;
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -44,9 +49,13 @@ use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 
 pub use cluster::Cluster;
+pub use store::PgStore;
 
 /// The schema, in order; each applied once, recorded in `charter_schema`.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_events.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/0001_events.sql")),
+    (2, include_str!("../migrations/0002_kv.sql")),
+];
 
 /// The advisory-lock class of a log's writer lock (`pg_try_advisory_lock(class, hashtext(log))`).
 const WRITER_LOCK: i32 = 0x4348_4c47;
@@ -663,7 +672,7 @@ fn gather(jobs: &Mutex<mpsc::Receiver<Job>>, group: &mut Vec<Appender>) -> Optio
 
 /// Apply every migration not yet applied, one transaction each, under a
 /// lock so that two nodes starting together do not race.
-async fn migrate(client: &Client) -> Result<(), tokio_postgres::Error> {
+pub(crate) async fn migrate(client: &Client) -> Result<(), tokio_postgres::Error> {
     client
         .batch_execute("CREATE TABLE IF NOT EXISTS charter_schema (version INT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
         .await

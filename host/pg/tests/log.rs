@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use charter_audit::{Event, Filter, Log};
 use charter_pg::{Cluster, PgLog};
+use charter_store::Store;
 
 /// A running cluster, or `None` (loudly) when PostgreSQL is not installed
 /// and the run does not require it (`tests/run.sh` sets CHARTER_REQUIRE_PG).
@@ -213,4 +214,38 @@ fn concurrent_appends_commit_in_groups_and_a_bad_batch_is_refused_alone() {
     }
     std::fs::write(&path, &file).unwrap();
     assert!(charter_audit::verify(&path).unwrap().ok());
+}
+
+#[test]
+fn the_postgres_store_passes_the_store_conformance_suite() {
+    let Some(pg) = cluster() else { return };
+    pg.create_db("state").unwrap();
+    let url = pg.url("state");
+    let s = charter_pg::PgStore::open(&url, "acme").unwrap();
+    charter_store::conformance(&s);
+    // Another store in the same database is another deployment's.
+    let other = charter_pg::PgStore::open(&url, "globex").unwrap();
+    assert_eq!(other.get("a", "k1").unwrap(), None);
+    assert_eq!(s.get("a", "k1").unwrap().as_deref(), Some("v1b"));
+    // What was written is there for the next opener (another node).
+    drop(s);
+    let again = charter_pg::PgStore::open(&url, "acme").unwrap();
+    assert_eq!(again.get("d", "k2").unwrap().as_deref(), Some("v2"));
+    // Two nodes racing for one lease: exactly one wins.
+    let nodes: Vec<_> = (0..8)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let s = charter_pg::PgStore::open(&url, "acme").unwrap();
+                s.compare_and_swap("@leases", "run-1", None, Some(&format!("node-{i}")))
+                    .unwrap()
+            })
+        })
+        .collect();
+    let won = nodes
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .filter(|&won| won)
+        .count();
+    assert_eq!(won, 1, "one lease holder");
 }

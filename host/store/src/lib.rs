@@ -36,6 +36,10 @@ pub enum StoreError {
     Backend(#[from] sled::Error),
     #[error("state store: value under {key:?} is not UTF-8")]
     NotUtf8 { key: String },
+    /// A backend other than sled failed (a database's error, a lost
+    /// connection), in the backend's words.
+    #[error("state store: {0}")]
+    Remote(String),
     /// A write the backend refused (a full disk, an injected failure in a
     /// test); nothing of the batch it belonged to was applied.
     #[error("state store: write refused: {0}")]
@@ -369,77 +373,79 @@ impl Store for MemStore {
     }
 }
 
+/// The conformance suite: every [`Store`] implementation passes it
+/// (sled and memory here, PostgreSQL in `charter-pg`). Panics with what
+/// broke.
+pub fn conformance(s: &dyn Store) {
+    // Namespaces are apart; get/set/delete/list.
+    s.set("a", "order:1", "x").unwrap();
+    s.set("a", "order:2", "y").unwrap();
+    s.set("a", "other", "z").unwrap();
+    s.set("b", "order:1", "secret-of-b").unwrap();
+    assert_eq!(s.get("a", "order:1").unwrap().as_deref(), Some("x"));
+    assert_eq!(s.list("a", "order:").unwrap(), vec!["order:1", "order:2"]);
+    assert!(s.delete("a", "order:1").unwrap());
+    assert!(!s.delete("a", "order:1").unwrap());
+    assert_eq!(s.get("a", "order:1").unwrap(), None);
+    assert_eq!(
+        s.get("b", "order:1").unwrap().as_deref(),
+        Some("secret-of-b")
+    );
+    // scan_prefix: unbounded, in key order, only the prefix.
+    for i in 0..(MAX_LIST + 5) {
+        s.set("c", &format!("r/{i:06}"), &i.to_string()).unwrap();
+    }
+    s.set("c", "s/1", "other").unwrap();
+    let all = s.scan_prefix("c", "r/").unwrap();
+    assert_eq!(all.len(), MAX_LIST + 5);
+    assert_eq!(all[0], ("r/000000".to_string(), "0".to_string()));
+    assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+    assert_eq!(s.list("c", "r/").unwrap().len(), MAX_LIST);
+    // commit: across namespaces, later writes win, deletes apply.
+    let mut b = Batch::default();
+    b.put("a", "k1", "v1");
+    b.put("d", "k2", "v2");
+    b.delete("a", "other");
+    b.put("a", "k1", "v1b");
+    assert_eq!(b.get("a", "k1"), Some(Some("v1b")));
+    assert_eq!(b.get("a", "other"), Some(None));
+    assert_eq!(b.get("a", "none"), None);
+    s.commit(&b).unwrap();
+    assert_eq!(s.get("a", "k1").unwrap().as_deref(), Some("v1b"));
+    assert_eq!(s.get("d", "k2").unwrap().as_deref(), Some("v2"));
+    assert_eq!(s.get("a", "other").unwrap(), None);
+    s.commit(&Batch::default()).unwrap();
+    // compare_and_swap: only from the expected value.
+    assert!(s.compare_and_swap("l", "run", None, Some("h1")).unwrap());
+    assert!(!s.compare_and_swap("l", "run", None, Some("h2")).unwrap());
+    assert!(
+        !s.compare_and_swap("l", "run", Some("h2"), Some("h3"))
+            .unwrap()
+    );
+    assert!(
+        s.compare_and_swap("l", "run", Some("h1"), Some("h2"))
+            .unwrap()
+    );
+    assert_eq!(s.get("l", "run").unwrap().as_deref(), Some("h2"));
+    assert!(s.compare_and_swap("l", "run", Some("h2"), None).unwrap());
+    assert_eq!(s.get("l", "run").unwrap(), None);
+    // A hostile key (separators, NUL, non-ASCII) is just a key.
+    s.set("a", "x/\0/ü", "1").unwrap();
+    assert_eq!(s.get("a", "x/\0/ü").unwrap().as_deref(), Some("1"));
+    // clear: that namespace only, and it can be written again.
+    s.clear("c").unwrap();
+    assert!(s.scan("c").unwrap().is_empty());
+    assert_eq!(s.get("c", "s/1").unwrap(), None);
+    assert_eq!(s.get("a", "k1").unwrap().as_deref(), Some("v1b"));
+    s.clear("never-written").unwrap();
+    s.set("c", "r/1", "again").unwrap();
+    assert_eq!(s.scan("c").unwrap().len(), 1);
+    s.flush().unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The conformance suite: every [`Store`] implementation passes it.
-    pub(crate) fn conformance(s: &dyn Store) {
-        // Namespaces are apart; get/set/delete/list.
-        s.set("a", "order:1", "x").unwrap();
-        s.set("a", "order:2", "y").unwrap();
-        s.set("a", "other", "z").unwrap();
-        s.set("b", "order:1", "secret-of-b").unwrap();
-        assert_eq!(s.get("a", "order:1").unwrap().as_deref(), Some("x"));
-        assert_eq!(s.list("a", "order:").unwrap(), vec!["order:1", "order:2"]);
-        assert!(s.delete("a", "order:1").unwrap());
-        assert!(!s.delete("a", "order:1").unwrap());
-        assert_eq!(s.get("a", "order:1").unwrap(), None);
-        assert_eq!(
-            s.get("b", "order:1").unwrap().as_deref(),
-            Some("secret-of-b")
-        );
-        // scan_prefix: unbounded, in key order, only the prefix.
-        for i in 0..(MAX_LIST + 5) {
-            s.set("c", &format!("r/{i:06}"), &i.to_string()).unwrap();
-        }
-        s.set("c", "s/1", "other").unwrap();
-        let all = s.scan_prefix("c", "r/").unwrap();
-        assert_eq!(all.len(), MAX_LIST + 5);
-        assert_eq!(all[0], ("r/000000".to_string(), "0".to_string()));
-        assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
-        assert_eq!(s.list("c", "r/").unwrap().len(), MAX_LIST);
-        // commit: across namespaces, later writes win, deletes apply.
-        let mut b = Batch::default();
-        b.put("a", "k1", "v1");
-        b.put("d", "k2", "v2");
-        b.delete("a", "other");
-        b.put("a", "k1", "v1b");
-        assert_eq!(b.get("a", "k1"), Some(Some("v1b")));
-        assert_eq!(b.get("a", "other"), Some(None));
-        assert_eq!(b.get("a", "none"), None);
-        s.commit(&b).unwrap();
-        assert_eq!(s.get("a", "k1").unwrap().as_deref(), Some("v1b"));
-        assert_eq!(s.get("d", "k2").unwrap().as_deref(), Some("v2"));
-        assert_eq!(s.get("a", "other").unwrap(), None);
-        s.commit(&Batch::default()).unwrap();
-        // compare_and_swap: only from the expected value.
-        assert!(s.compare_and_swap("l", "run", None, Some("h1")).unwrap());
-        assert!(!s.compare_and_swap("l", "run", None, Some("h2")).unwrap());
-        assert!(
-            !s.compare_and_swap("l", "run", Some("h2"), Some("h3"))
-                .unwrap()
-        );
-        assert!(
-            s.compare_and_swap("l", "run", Some("h1"), Some("h2"))
-                .unwrap()
-        );
-        assert_eq!(s.get("l", "run").unwrap().as_deref(), Some("h2"));
-        assert!(s.compare_and_swap("l", "run", Some("h2"), None).unwrap());
-        assert_eq!(s.get("l", "run").unwrap(), None);
-        // A hostile key (separators, NUL, non-ASCII) is just a key.
-        s.set("a", "x/\0/ü", "1").unwrap();
-        assert_eq!(s.get("a", "x/\0/ü").unwrap().as_deref(), Some("1"));
-        // clear: that namespace only, and it can be written again.
-        s.clear("c").unwrap();
-        assert!(s.scan("c").unwrap().is_empty());
-        assert_eq!(s.get("c", "s/1").unwrap(), None);
-        assert_eq!(s.get("a", "k1").unwrap().as_deref(), Some("v1b"));
-        s.clear("never-written").unwrap();
-        s.set("c", "r/1", "again").unwrap();
-        assert_eq!(s.scan("c").unwrap().len(), 1);
-        s.flush().unwrap();
-    }
 
     #[test]
     fn mem_store() {

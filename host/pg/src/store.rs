@@ -1,0 +1,387 @@
+//! [`PgStore`]: the [`Store`] trait on PostgreSQL (table `charter_kv`).
+//! Every write is a statement or a transaction that PostgreSQL commits
+//! before the call returns (so `flush` has nothing left to do);
+//! `compare_and_swap` is one conditional statement, atomic against every
+//! other writer of the database, other nodes included.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use charter_store::{Batch, MAX_LIST, Store, StoreError};
+use tokio_postgres::Client;
+
+type Job = Box<dyn FnOnce(Arc<Client>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// The indexed state of store `store` (a deployment) in a PostgreSQL
+/// database. The client runs on a thread of its own, as [`crate::PgLog`]'s.
+pub struct PgStore {
+    store: String,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn remote(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Remote(format!("postgres: {e}"))
+}
+
+/// The smallest byte string greater than every string starting with
+/// `prefix`, if there is one (none for an empty or all-0xFF prefix).
+fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut s = prefix.to_vec();
+    while let Some(last) = s.pop() {
+        if last < 0xFF {
+            s.push(last + 1);
+            return Some(s);
+        }
+    }
+    None
+}
+
+fn text(key: &[u8], v: Vec<u8>) -> Result<String, StoreError> {
+    String::from_utf8(v).map_err(|_| StoreError::NotUtf8 {
+        key: String::from_utf8_lossy(key).into_owned(),
+    })
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(w) = self
+            .worker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            let _ = w.join();
+        }
+    }
+}
+
+impl PgStore {
+    /// Connect to `url` and open store `store` (creating the schema if
+    /// needed).
+    pub fn open(url: &str, store: &str) -> Result<PgStore, StoreError> {
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<(), StoreError>>(1);
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
+        let url = url.to_string();
+        let worker = std::thread::Builder::new()
+            .name(format!("charter-pg store {store}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(remote(e)));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let (client, conn) =
+                        match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                            Ok(c) => c,
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(remote(format!("cannot connect: {e}"))));
+                                return;
+                            }
+                        };
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::warn!("postgres store connection ended: {e}");
+                        }
+                    });
+                    if let Err(e) = crate::migrate(&client).await {
+                        let _ = ready_tx.send(Err(remote(format!("schema migration: {e}"))));
+                        return;
+                    }
+                    let _ = ready_tx.send(Ok(()));
+                    let client = Arc::new(client);
+                    let jobs = Arc::new(Mutex::new(jobs_rx));
+                    loop {
+                        let j = jobs.clone();
+                        let next = tokio::task::spawn_blocking(move || {
+                            j.lock().unwrap_or_else(PoisonError::into_inner).recv().ok()
+                        })
+                        .await
+                        .ok()
+                        .flatten();
+                        let Some(job) = next else { break };
+                        job(client.clone()).await;
+                    }
+                });
+            })
+            .map_err(remote)?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(PgStore {
+                store: store.to_string(),
+                jobs: Mutex::new(Some(jobs_tx)),
+                worker: Mutex::new(Some(worker)),
+            }),
+            Ok(Err(e)) => {
+                let _ = worker.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = worker.join();
+                Err(remote("the connection thread ended"))
+            }
+        }
+    }
+
+    /// Run `f` on the connection's thread and wait for its answer.
+    fn call<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Client>, String) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let store = self.store.clone();
+        let job: Job = Box::new(move |c| {
+            Box::pin(async move {
+                let _ = tx.send(f(c, store).await);
+            })
+        });
+        self.jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .ok_or_else(|| remote("the store is closed"))?
+            .send(job)
+            .map_err(|_| remote("the connection thread ended"))?;
+        rx.recv()
+            .map_err(|_| remote("the connection thread ended"))?
+    }
+
+    /// (key, value) pairs of `ns` from `prefix` on, in key order, at most
+    /// `limit`.
+    fn range(
+        &self,
+        ns: &str,
+        prefix: &str,
+        limit: Option<usize>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let ns = ns.as_bytes().to_vec();
+        let lo = prefix.as_bytes().to_vec();
+        let hi = successor(&lo);
+        let limit = limit.map_or(i64::MAX, |l| l as i64);
+        self.call(move |c, store| async move {
+            let rows = c
+                .query(
+                    "SELECT key, value FROM charter_kv WHERE store = $1 AND ns = $2 \
+                     AND key >= $3 AND ($4::bytea IS NULL OR key < $4) ORDER BY key LIMIT $5",
+                    &[&store, &ns, &lo, &hi, &limit],
+                )
+                .await
+                .map_err(remote)?;
+            rows.into_iter()
+                .map(|r| {
+                    let k: Vec<u8> = r.get(0);
+                    let v: Vec<u8> = r.get(1);
+                    let v = text(&k, v)?;
+                    Ok((text(&k, k.clone())?, v))
+                })
+                .collect()
+        })
+    }
+}
+
+async fn in_transaction<T>(
+    c: &Client,
+    body: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, StoreError> {
+    // The connection serves one job at a time, so BEGIN..COMMIT on it
+    // wraps exactly this job's statements.
+    c.batch_execute("BEGIN").await.map_err(remote)?;
+    match body.await {
+        Ok(v) => {
+            c.batch_execute("COMMIT").await.map_err(remote)?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = c.batch_execute("ROLLBACK").await;
+            Err(StoreError::Refused(format!("postgres: {e}")))
+        }
+    }
+}
+
+impl Store for PgStore {
+    fn get(&self, ns: &str, key: &str) -> Result<Option<String>, StoreError> {
+        let (ns, key) = (ns.as_bytes().to_vec(), key.as_bytes().to_vec());
+        self.call(move |c, store| async move {
+            let row = c
+                .query_opt(
+                    "SELECT value FROM charter_kv WHERE store = $1 AND ns = $2 AND key = $3",
+                    &[&store, &ns, &key],
+                )
+                .await
+                .map_err(remote)?;
+            row.map(|r| text(&key, r.get(0))).transpose()
+        })
+    }
+
+    fn set(&self, ns: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        let mut b = Batch::default();
+        b.put(ns, key, value);
+        self.commit(&b)
+    }
+
+    fn delete(&self, ns: &str, key: &str) -> Result<bool, StoreError> {
+        let (ns, key) = (ns.as_bytes().to_vec(), key.as_bytes().to_vec());
+        self.call(move |c, store| async move {
+            let n = c
+                .execute(
+                    "DELETE FROM charter_kv WHERE store = $1 AND ns = $2 AND key = $3",
+                    &[&store, &ns, &key],
+                )
+                .await
+                .map_err(remote)?;
+            Ok(n > 0)
+        })
+    }
+
+    fn list(&self, ns: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .range(ns, prefix, Some(MAX_LIST))?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    fn scan(&self, ns: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.range(ns, "", None)
+    }
+
+    fn scan_prefix(&self, ns: &str, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.range(ns, prefix, None)
+    }
+
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let (mut put_ns, mut put_k, mut put_v) = (vec![], vec![], vec![]);
+        let (mut del_ns, mut del_k) = (vec![], vec![]);
+        for (ns, key, value) in batch.iter() {
+            match value {
+                Some(v) => {
+                    put_ns.push(ns.as_bytes().to_vec());
+                    put_k.push(key.as_bytes().to_vec());
+                    put_v.push(v.as_bytes().to_vec());
+                }
+                None => {
+                    del_ns.push(ns.as_bytes().to_vec());
+                    del_k.push(key.as_bytes().to_vec());
+                }
+            }
+        }
+        self.call(move |c, store| async move {
+            in_transaction(&c, async {
+                if !put_ns.is_empty() {
+                    c.execute(
+                        "INSERT INTO charter_kv (store, ns, key, value) \
+                         SELECT $1, * FROM UNNEST($2::bytea[], $3::bytea[], $4::bytea[]) \
+                         ON CONFLICT (store, ns, key) DO UPDATE SET value = EXCLUDED.value",
+                        &[&store, &put_ns, &put_k, &put_v],
+                    )
+                    .await?;
+                }
+                if !del_ns.is_empty() {
+                    c.execute(
+                        "DELETE FROM charter_kv WHERE store = $1 AND (ns, key) IN \
+                         (SELECT * FROM UNNEST($2::bytea[], $3::bytea[]))",
+                        &[&store, &del_ns, &del_k],
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+            .await
+        })
+    }
+
+    fn compare_and_swap(
+        &self,
+        ns: &str,
+        key: &str,
+        old: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let (ns, key) = (ns.as_bytes().to_vec(), key.as_bytes().to_vec());
+        let old = old.map(|s| s.as_bytes().to_vec());
+        let new = new.map(|s| s.as_bytes().to_vec());
+        self.call(move |c, store| async move {
+            // One statement each: atomic against every other writer.
+            let n = match (old, new) {
+                (None, Some(v)) => c
+                    .execute(
+                        "INSERT INTO charter_kv (store, ns, key, value) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (store, ns, key) DO NOTHING",
+                        &[&store, &ns, &key, &v],
+                    )
+                    .await,
+                (Some(o), Some(v)) => c
+                    .execute(
+                        "UPDATE charter_kv SET value = $4 WHERE store = $1 AND ns = $2 AND key = $3 AND value = $5",
+                        &[&store, &ns, &key, &v, &o],
+                    )
+                    .await,
+                (Some(o), None) => c
+                    .execute(
+                        "DELETE FROM charter_kv WHERE store = $1 AND ns = $2 AND key = $3 AND value = $4",
+                        &[&store, &ns, &key, &o],
+                    )
+                    .await,
+                (None, None) => {
+                    let absent = c
+                        .query_opt(
+                            "SELECT 1 FROM charter_kv WHERE store = $1 AND ns = $2 AND key = $3",
+                            &[&store, &ns, &key],
+                        )
+                        .await
+                        .map_err(remote)?
+                        .is_none();
+                    return Ok(absent);
+                }
+            }
+            .map_err(remote)?;
+            Ok(n == 1)
+        })
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        // Every write above returned after its commit.
+        Ok(())
+    }
+
+    fn clear(&self, ns: &str) -> Result<(), StoreError> {
+        let ns = ns.as_bytes().to_vec();
+        self.call(move |c, store| async move {
+            c.execute(
+                "DELETE FROM charter_kv WHERE store = $1 AND ns = $2",
+                &[&store, &ns],
+            )
+            .await
+            .map_err(remote)?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn successor_is_the_first_string_past_the_prefix() {
+        assert_eq!(super::successor(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(super::successor(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(super::successor(b"\xff\xff"), None);
+        assert_eq!(super::successor(b""), None);
+    }
+}
