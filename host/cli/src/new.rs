@@ -259,11 +259,18 @@ fn deployment(name: &str, wasm: &str, uses: &[Use]) -> String {
             .map(|u| format!("\"charter:host/{}\"", u.short))
             .collect::<Vec<_>>()
     };
+    // Phase 1 (deterministic) permits no AI: a step that asks the model
+    // is scaffolded at phase 2 (supervised).
+    let phase = if uses.iter().any(|u| u.short.starts_with("llm.")) {
+        2
+    } else {
+        1
+    };
     let mut groups = Vec::new();
     let mut text = format!(
         "# A deployment for trying the step: bash build.sh && charter check && \\\n\
          #   charter call {name} --input '{{\"name\": \"ada\"}}'\n\
-         [deployment]\nname = \"{name}-dev\"\nphase = 1\ndata_dir = \".charter\"\n\n"
+         [deployment]\nname = \"{name}-dev\"\nphase = {phase}\ndata_dir = \".charter\"\n\n"
     );
     for (group, write) in [("reads", false), ("writes", true)] {
         let caps = caps(write);
@@ -277,7 +284,7 @@ fn deployment(name: &str, wasm: &str, uses: &[Use]) -> String {
             String::new()
         };
         text += &format!(
-            "[groups.{group}]\ncapabilities = [{}]\n{channels}phase = 1\neffect = \"{effect}\"\n\n",
+            "[groups.{group}]\ncapabilities = [{}]\n{channels}phase = {phase}\neffect = \"{effect}\"\n\n",
             caps.join(", ")
         );
         groups.push(format!("\"{group}\""));

@@ -173,6 +173,11 @@ pub trait HostCatalog: Send + Sync + fmt::Debug {
     }
 }
 
+/// Interfaces whose functions are AI: a phase 1 ("deterministic")
+/// deployment grants none of them (rule `deterministic`), whatever a
+/// group's own `phase` says.
+pub const AI_INTERFACES: &[&str] = &["charter:host/llm"];
+
 /// Is `interface` the host's own (so every function of it is catalogued)?
 fn host_interface(interface: &str) -> bool {
     interface.starts_with("charter:host/") || interface.starts_with("wasi:http/")
@@ -1340,6 +1345,16 @@ impl Deployment {
         out
     }
 
+    /// The AI functions (`AI_INTERFACES`) a group grants, as written.
+    pub fn ai_grants_of(group: &ActionGroup) -> Vec<String> {
+        group
+            .capabilities
+            .iter()
+            .filter(|p| AI_INTERFACES.contains(&p.interface.as_str()))
+            .map(|p| p.to_string())
+            .collect()
+    }
+
     /// A group labelled `effect = "read"` that grants a function that
     /// writes: the message naming the group, the function and the fix.
     fn mislabel(&self, g: &ActionGroup) -> Option<String> {
@@ -1369,6 +1384,17 @@ impl Deployment {
                     plugin: None,
                     rule: "mislabelled-effect",
                     message,
+                });
+            }
+        }
+        if self.phase == Phase::DETERMINISTIC {
+            for name in self.agents.keys() {
+                out.push(Violation {
+                    plugin: None,
+                    rule: "deterministic",
+                    message: format!(
+                        "[agents.{name}] declares an AI agent, but phase 1 (deterministic) permits no AI: remove it, or raise [deployment].phase to 2 or more"
+                    ),
                 });
             }
         }
@@ -1415,6 +1441,16 @@ impl Deployment {
                 }
                 if let Some(message) = self.mislabel(g) {
                     out.push(v("mislabelled-effect", message));
+                }
+                let ai = Self::ai_grants_of(g);
+                if self.phase == Phase::DETERMINISTIC && !ai.is_empty() {
+                    out.push(v(
+                        "deterministic",
+                        format!(
+                            "group {gname} grants {}, but phase 1 (deterministic) permits no AI: remove the grant, or raise [deployment].phase to 2 or more",
+                            ai.join(", ")
+                        ),
+                    ));
                 }
                 if self.phase == Phase::ANALYSIS_ONLY && g.effect == Effect::Write {
                     let why = match g.declared_effect {
@@ -1928,6 +1964,28 @@ groups = ["kv-write", "llm"]
             .unwrap_err()
             .to_string();
         assert!(err.contains("phase must be 1 to 5"), "{err}");
+    }
+
+    /// Phase 1 is deterministic: an `llm` grant is refused whatever the
+    /// group's own `phase` says (it defaults to 1), and so is an agent;
+    /// from phase 2 on the same grant is fine.
+    #[test]
+    fn phase_1_refuses_any_ai() {
+        let groups = "[groups.sneaky]\ncapabilities = [\"charter:host/log.write\", \"charter:host/llm.classify\"]\nphase = 1\n[groups.all]\ncapabilities = [\"charter:host/llm.*\"]\n[plugins.p]\npath = \"p.wasm\"\ngroups = [\"sneaky\", \"all\"]\n";
+        let v = dep(1, groups).violations();
+        let rules: Vec<_> = v.iter().map(|v| v.rule).collect();
+        assert_eq!(rules, vec!["deterministic", "deterministic"], "{v:?}");
+        assert!(v[0].to_string().contains("grants charter:host/llm.classify, but phase 1 (deterministic) permits no AI"), "{}", v[0]);
+        assert!(v[1].to_string().contains("charter:host/llm.*"), "{}", v[1]);
+        assert!(dep(2, groups).violations().is_empty());
+        // Defined but granted to nobody: nothing is granted, nothing refused.
+        let unused = "[groups.all]\ncapabilities = [\"charter:host/llm.*\"]\n";
+        assert!(dep(1, unused).violations().is_empty());
+        let agent = "[agents.copilot]\nroles = [\"r\"]\n";
+        let v = dep(1, agent).violations();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].to_string().contains("[agents.copilot] declares an AI agent"), "{}", v[0]);
+        assert!(dep(2, agent).violations().is_empty());
     }
 
     #[test]
