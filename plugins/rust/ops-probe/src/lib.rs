@@ -34,10 +34,14 @@ fn plain_authority(s: &str) -> bool {
 /// GET `path` on `authority`: the status code, or why nothing came back.
 fn get(authority: &str, path: &str) -> Result<u16, StepError> {
     let req = OutgoingRequest::new(Fields::new());
-    req.set_method(&Method::Get).map_err(|_| StepError::fatal("method"))?;
-    req.set_scheme(Some(&Scheme::Http)).map_err(|_| StepError::fatal("scheme"))?;
-    req.set_authority(Some(authority)).map_err(|_| StepError::fatal("authority"))?;
-    req.set_path_with_query(Some(path)).map_err(|_| StepError::fatal("path"))?;
+    req.set_method(&Method::Get)
+        .map_err(|_| StepError::fatal("method"))?;
+    req.set_scheme(Some(&Scheme::Http))
+        .map_err(|_| StepError::fatal("scheme"))?;
+    req.set_authority(Some(authority))
+        .map_err(|_| StepError::fatal("authority"))?;
+    req.set_path_with_query(Some(path))
+        .map_err(|_| StepError::fatal("path"))?;
     let fut = outgoing_handler::handle(req, None)
         .map_err(|e| StepError::fatal(format!("health check of {authority} refused: {e:?}")))?;
     fut.subscribe().block();
@@ -99,7 +103,9 @@ fn verify(target: &Value) -> Result<Value, StepError> {
     let service = target["service"].as_str().unwrap_or_default();
     let instance = target["instance"].as_str().unwrap_or_default();
     if !plain_name(service) || !plain_authority(instance) {
-        return Err(StepError::fatal("target needs the diagnosis' service and instance"));
+        return Err(StepError::fatal(
+            "target needs the diagnosis' service and instance",
+        ));
     }
     let status = get(instance, &format!("/{service}/healthz"))?;
     if !(200..300).contains(&status) {
@@ -114,7 +120,9 @@ fn run(input: Value) -> Result<Value, StepError> {
     match input["mode"].as_str() {
         Some("diagnose") => diagnose(&input["alert"]),
         Some("verify") => verify(&input["target"]),
-        _ => Err(StepError::fatal("input.mode must be \"diagnose\" or \"verify\"")),
+        _ => Err(StepError::fatal(
+            "input.mode must be \"diagnose\" or \"verify\"",
+        )),
     }
 }
 

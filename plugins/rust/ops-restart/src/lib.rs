@@ -35,9 +35,12 @@ fn run(input: Value) -> Result<Value, StepError> {
         .append("content-type", b"application/json")
         .map_err(|_| StepError::fatal("header"))?;
     let req = OutgoingRequest::new(headers);
-    req.set_method(&Method::Post).map_err(|_| StepError::fatal("method"))?;
-    req.set_scheme(Some(&Scheme::Http)).map_err(|_| StepError::fatal("scheme"))?;
-    req.set_authority(Some(orchestrator)).map_err(|_| StepError::fatal("authority"))?;
+    req.set_method(&Method::Post)
+        .map_err(|_| StepError::fatal("method"))?;
+    req.set_scheme(Some(&Scheme::Http))
+        .map_err(|_| StepError::fatal("scheme"))?;
+    req.set_authority(Some(orchestrator))
+        .map_err(|_| StepError::fatal("authority"))?;
     req.set_path_with_query(Some(&format!("/v1/services/{service}/restart")))
         .map_err(|_| StepError::fatal("path"))?;
     let out = req.body().map_err(|_| StepError::fatal("body"))?;
@@ -54,7 +57,9 @@ fn run(input: Value) -> Result<Value, StepError> {
     let status = match fut.get() {
         Some(Ok(Ok(resp))) => resp.status(),
         Some(Ok(Err(e))) => {
-            return Err(StepError::retryable(format!("orchestrator unreachable: {e:?}")));
+            return Err(StepError::retryable(format!(
+                "orchestrator unreachable: {e:?}"
+            )));
         }
         _ => return Err(StepError::retryable("no response from the orchestrator")),
     };
