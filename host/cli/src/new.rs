@@ -381,6 +381,33 @@ mod tests {
         assert!(err.contains("kv.gett") && err.contains("kv.get"), "{err}");
     }
 
+    /// Phase 1 permits no AI: a step that asks the model is scaffolded at
+    /// phase 2, and its deployment breaks no rule; without llm, phase 1.
+    #[test]
+    fn an_llm_step_is_scaffolded_at_phase_2() {
+        let parse = |toml: &str| {
+            charter_config::Deployment::parse(
+                toml,
+                Path::new("/tmp/x/charter.toml"),
+                charter_runtime::host_catalog(),
+            )
+            .unwrap()
+        };
+        let d = parse(&deployment(
+            "x",
+            "x.wasm",
+            &parse_uses(&["llm.classify".into()]).unwrap(),
+        ));
+        assert_eq!(u8::from(d.phase), 2);
+        assert!(d.violations().is_empty(), "{:?}", d.violations());
+        let d = parse(&deployment(
+            "x",
+            "x.wasm",
+            &parse_uses(&["kv.get".into()]).unwrap(),
+        ));
+        assert_eq!(u8::from(d.phase), 1);
+    }
+
     #[test]
     fn notify_declares_and_grants_an_inbox_channel() {
         let uses = parse_uses(&["notify.send".into()]).unwrap();

@@ -504,7 +504,7 @@ impl Host {
                 .map_err(|e| HostError::Index(e.stop_message(&deployment.data_dir)))?;
         }
         // Quotas count from the log: a restart does not reset them.
-        let quotas = quota::Quotas::from_log(&deployment, &log, charter_audit::now_ms())?;
+        let quotas = quota::Quotas::from_log(deployment, &log, charter_audit::now_ms())?;
         let services = Arc::new(Services {
             quotas,
             store,
