@@ -259,11 +259,18 @@ fn deployment(name: &str, wasm: &str, uses: &[Use]) -> String {
             .map(|u| format!("\"charter:host/{}\"", u.short))
             .collect::<Vec<_>>()
     };
+    // Phase 1 (deterministic) permits no AI: a step that asks the model
+    // is scaffolded at phase 2 (supervised).
+    let phase = if uses.iter().any(|u| u.short.starts_with("llm.")) {
+        2
+    } else {
+        1
+    };
     let mut groups = Vec::new();
     let mut text = format!(
         "# A deployment for trying the step: bash build.sh && charter check && \\\n\
          #   charter call {name} --input '{{\"name\": \"ada\"}}'\n\
-         [deployment]\nname = \"{name}-dev\"\nphase = 1\ndata_dir = \".charter\"\n\n"
+         [deployment]\nname = \"{name}-dev\"\nphase = {phase}\ndata_dir = \".charter\"\n\n"
     );
     for (group, write) in [("reads", false), ("writes", true)] {
         let caps = caps(write);
@@ -277,7 +284,7 @@ fn deployment(name: &str, wasm: &str, uses: &[Use]) -> String {
             String::new()
         };
         text += &format!(
-            "[groups.{group}]\ncapabilities = [{}]\n{channels}phase = 1\neffect = \"{effect}\"\n\n",
+            "[groups.{group}]\ncapabilities = [{}]\n{channels}phase = {phase}\neffect = \"{effect}\"\n\n",
             caps.join(", ")
         );
         groups.push(format!("\"{group}\""));
@@ -372,6 +379,33 @@ mod tests {
         assert!(toml.contains("groups = [\"reads\", \"writes\"]"));
         let err = parse_uses(&["kv.gett".into()]).unwrap_err().to_string();
         assert!(err.contains("kv.gett") && err.contains("kv.get"), "{err}");
+    }
+
+    /// Phase 1 permits no AI: a step that asks the model is scaffolded at
+    /// phase 2, and its deployment breaks no rule; without llm, phase 1.
+    #[test]
+    fn an_llm_step_is_scaffolded_at_phase_2() {
+        let parse = |toml: &str| {
+            charter_config::Deployment::parse(
+                toml,
+                Path::new("/tmp/x/charter.toml"),
+                charter_runtime::host_catalog(),
+            )
+            .unwrap()
+        };
+        let d = parse(&deployment(
+            "x",
+            "x.wasm",
+            &parse_uses(&["llm.classify".into()]).unwrap(),
+        ));
+        assert_eq!(u8::from(d.phase), 2);
+        assert!(d.violations().is_empty(), "{:?}", d.violations());
+        let d = parse(&deployment(
+            "x",
+            "x.wasm",
+            &parse_uses(&["kv.get".into()]).unwrap(),
+        ));
+        assert_eq!(u8::from(d.phase), 1);
     }
 
     #[test]

@@ -173,6 +173,11 @@ pub trait HostCatalog: Send + Sync + fmt::Debug {
     }
 }
 
+/// Interfaces whose functions are AI: a phase 1 ("deterministic")
+/// deployment grants none of them (rule `deterministic`), whatever a
+/// group's own `phase` says.
+pub const AI_INTERFACES: &[&str] = &["charter:host/llm"];
+
 /// Is `interface` the host's own (so every function of it is catalogued)?
 fn host_interface(interface: &str) -> bool {
     interface.starts_with("charter:host/") || interface.starts_with("wasi:http/")
@@ -445,9 +450,123 @@ pub struct Deployment {
     /// (`effects` of `[plugins.NAME]`): `interface.function` or
     /// `interface.*` (no version) → effect. Undeclared functions write.
     pub connector_effects: BTreeMap<String, Effect>,
+    /// Host-enforced quotas (`[quotas.NAME]`): at most `limit` autonomous
+    /// executions of one function per window, counted by the host from
+    /// the event log.
+    pub quotas: BTreeMap<String, Quota>,
     /// The host's own functions, as its capabilities declare them.
     #[serde(skip)]
     pub host: &'static dyn HostCatalog,
+}
+
+/// The most calls a quota's window may hold.
+pub const MAX_QUOTA_LIMIT: u32 = 100_000;
+/// The longest quota window: 31 days.
+pub const MAX_QUOTA_WINDOW_MS: u64 = 31 * 24 * 3_600_000;
+
+/// `[quotas.NAME]`: at most `limit` calls of `function` allowed without a
+/// person, per sliding window of `per`, per deployment (every plugin and
+/// every run together). The host counts and enforces it at the decision
+/// point, after policy, from the event log: a plugin cannot exceed it by
+/// looping, and a restart does not reset it.
+///
+/// ```toml
+/// [quotas.isolations]
+/// function = "acme:edr/actions.isolate-host"   # interface.function, no version, no *
+/// limit = 3
+/// per = "1h"                                   # s, m, h or d
+/// over = "propose"                             # or "deny" (default: propose)
+/// approval = "soc"                             # who decides a call over the quota
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Quota {
+    pub name: String,
+    /// The function's interface, without version.
+    pub interface: String,
+    pub function: String,
+    pub limit: u32,
+    pub per_ms: u64,
+    pub over: OverQuota,
+    /// The role a proposal over the quota goes to (`None`: the approver
+    /// role of the groups granting the function).
+    pub approval: Option<String>,
+}
+
+impl Quota {
+    /// Does this quota count calls of `f` (any version)?
+    pub fn covers(&self, f: &FunctionName) -> bool {
+        f.interface == self.interface && f.func == self.function
+    }
+}
+
+/// What a call over its quota becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OverQuota {
+    /// A proposal: a person decides (and a decided call does not count).
+    #[default]
+    Propose,
+    /// A denial: the step fails closed.
+    Deny,
+}
+
+/// A quota window: a number and a unit (`s`, `m`, `h`, `d`), e.g. `1h`.
+pub fn parse_window(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (n, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = n.parse().map_err(|_| {
+        format!("{text:?} is not a window: a number and s, m, h or d (e.g. \"1h\")")
+    })?;
+    let unit = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "{text:?}: the unit must be s, m, h or d (e.g. \"1h\")"
+            ));
+        }
+    };
+    let ms = n.saturating_mul(unit);
+    if ms == 0 || ms > MAX_QUOTA_WINDOW_MS {
+        return Err(format!("{text:?}: a window is 1s to 31d"));
+    }
+    Ok(ms)
+}
+
+fn quota(name: &str, q: QuotaFile) -> Result<Quota, String> {
+    check_name("quota", name)?;
+    let pattern =
+        Pattern::parse(&q.function).map_err(|e| format!("[quotas.{name}] function: {e}"))?;
+    let Some(function) = pattern.func.clone() else {
+        return Err(format!(
+            "[quotas.{name}] function = {:?}: name one function (interface.function), not a wildcard",
+            q.function
+        ));
+    };
+    if !(1..=MAX_QUOTA_LIMIT).contains(&q.limit) {
+        return Err(format!(
+            "[quotas.{name}] limit = {}: must be 1 to {MAX_QUOTA_LIMIT}",
+            q.limit
+        ));
+    }
+    let per_ms = parse_window(&q.per).map_err(|e| format!("[quotas.{name}] per: {e}"))?;
+    let over = q.over.unwrap_or_default();
+    if over == OverQuota::Deny && q.approval.is_some() {
+        return Err(format!(
+            "[quotas.{name}] approval names who decides a proposal, but over = \"deny\" makes none"
+        ));
+    }
+    Ok(Quota {
+        name: name.to_string(),
+        interface: pattern.interface.clone(),
+        function,
+        limit: q.limit,
+        per_ms,
+        over,
+        approval: q.approval,
+    })
 }
 
 /// A person who may decide proposals.
@@ -640,6 +759,19 @@ struct File {
     oidc: Option<OidcFile>,
     #[serde(default)]
     workflows: BTreeMap<String, workflow::WorkflowFile>,
+    #[serde(default)]
+    quotas: BTreeMap<String, QuotaFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuotaFile {
+    function: String,
+    limit: u32,
+    per: String,
+    #[serde(default)]
+    over: Option<OverQuota>,
+    approval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1218,7 +1350,22 @@ impl Deployment {
             )));
         }
 
+        let mut quotas = BTreeMap::new();
+        for (name, q) in file.quotas {
+            let q = quota(&name, q).map_err(&invalid)?;
+            if let Some(other) = quotas
+                .values()
+                .find(|o: &&Quota| o.covers(&FunctionName::new(&q.interface, &q.function)))
+            {
+                return Err(invalid(format!(
+                    "[quotas.{name}] and [quotas.{}] both count {}.{}: one quota per function",
+                    other.name, q.interface, q.function
+                )));
+            }
+            quotas.insert(name, q);
+        }
         let mut d = Deployment {
+            quotas,
             connector_effects,
             host: catalog,
             workflows,
@@ -1340,6 +1487,16 @@ impl Deployment {
         out
     }
 
+    /// The AI functions (`AI_INTERFACES`) a group grants, as written.
+    pub fn ai_grants_of(group: &ActionGroup) -> Vec<String> {
+        group
+            .capabilities
+            .iter()
+            .filter(|p| AI_INTERFACES.contains(&p.interface.as_str()))
+            .map(|p| p.to_string())
+            .collect()
+    }
+
     /// A group labelled `effect = "read"` that grants a function that
     /// writes: the message naming the group, the function and the fix.
     fn mislabel(&self, g: &ActionGroup) -> Option<String> {
@@ -1369,6 +1526,34 @@ impl Deployment {
                     plugin: None,
                     rule: "mislabelled-effect",
                     message,
+                });
+            }
+        }
+        if self.phase == Phase::DETERMINISTIC {
+            for name in self.agents.keys() {
+                out.push(Violation {
+                    plugin: None,
+                    rule: "deterministic",
+                    message: format!(
+                        "[agents.{name}] declares an AI agent, but phase 1 (deterministic) permits no AI: remove it, or raise [deployment].phase to 2 or more"
+                    ),
+                });
+            }
+        }
+        for q in self.quotas.values() {
+            let known = host_interface(&q.interface)
+                || self
+                    .plugins
+                    .values()
+                    .any(|p| p.provides.contains(&q.interface));
+            if !known {
+                out.push(Violation {
+                    plugin: None,
+                    rule: "unknown-quota-function",
+                    message: format!(
+                        "[quotas.{}] counts {}.{}, but no plugin provides {} and the host has no such interface",
+                        q.name, q.interface, q.function, q.interface
+                    ),
                 });
             }
         }
@@ -1415,6 +1600,16 @@ impl Deployment {
                 }
                 if let Some(message) = self.mislabel(g) {
                     out.push(v("mislabelled-effect", message));
+                }
+                let ai = Self::ai_grants_of(g);
+                if self.phase == Phase::DETERMINISTIC && !ai.is_empty() {
+                    out.push(v(
+                        "deterministic",
+                        format!(
+                            "group {gname} grants {}, but phase 1 (deterministic) permits no AI: remove the grant, or raise [deployment].phase to 2 or more",
+                            ai.join(", ")
+                        ),
+                    ));
                 }
                 if self.phase == Phase::ANALYSIS_ONLY && g.effect == Effect::Write {
                     let why = match g.declared_effect {
@@ -1928,6 +2123,92 @@ groups = ["kv-write", "llm"]
             .unwrap_err()
             .to_string();
         assert!(err.contains("phase must be 1 to 5"), "{err}");
+    }
+
+    /// Phase 1 is deterministic: an `llm` grant is refused whatever the
+    /// group's own `phase` says (it defaults to 1), and so is an agent;
+    /// from phase 2 on the same grant is fine.
+    #[test]
+    fn phase_1_refuses_any_ai() {
+        let groups = "[groups.sneaky]\ncapabilities = [\"charter:host/log.write\", \"charter:host/llm.classify\"]\nphase = 1\n[groups.all]\ncapabilities = [\"charter:host/llm.*\"]\n[plugins.p]\npath = \"p.wasm\"\ngroups = [\"sneaky\", \"all\"]\n";
+        let v = dep(1, groups).violations();
+        let rules: Vec<_> = v.iter().map(|v| v.rule).collect();
+        assert_eq!(rules, vec!["deterministic", "deterministic"], "{v:?}");
+        assert!(
+            v[0].to_string().contains(
+                "grants charter:host/llm.classify, but phase 1 (deterministic) permits no AI"
+            ),
+            "{}",
+            v[0]
+        );
+        assert!(v[1].to_string().contains("charter:host/llm.*"), "{}", v[1]);
+        assert!(dep(2, groups).violations().is_empty());
+        // Defined but granted to nobody: nothing is granted, nothing refused.
+        let unused = "[groups.all]\ncapabilities = [\"charter:host/llm.*\"]\n";
+        assert!(dep(1, unused).violations().is_empty());
+        let agent = "[agents.copilot]\nroles = [\"r\"]\n";
+        let v = dep(1, agent).violations();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(
+            v[0].to_string()
+                .contains("[agents.copilot] declares an AI agent"),
+            "{}",
+            v[0]
+        );
+        assert!(dep(2, agent).violations().is_empty());
+    }
+
+    /// `[quotas.NAME]`: one function, a bounded limit and window, one
+    /// quota per function; a quota over a function nobody provides is a
+    /// violation.
+    #[test]
+    fn quotas_parse_and_refuse_nonsense() {
+        let ok = "[plugins.edr]\npath = \"e.wasm\"\nprovides = [\"acme:edr/actions\"]\n[quotas.isolations]\nfunction = \"acme:edr/actions.isolate-host\"\nlimit = 3\nper = \"1h\"\napproval = \"soc\"\n";
+        let d = dep(4, ok);
+        let q = &d.quotas["isolations"];
+        assert_eq!(
+            (q.interface.as_str(), q.function.as_str()),
+            ("acme:edr/actions", "isolate-host")
+        );
+        assert_eq!(
+            (q.limit, q.per_ms, q.over),
+            (3, 3_600_000, OverQuota::Propose)
+        );
+        assert_eq!(q.approval.as_deref(), Some("soc"));
+        assert!(q.covers(&FunctionName::new("acme:edr/actions@0.2.0", "isolate-host")));
+        assert!(!q.covers(&FunctionName::new("acme:edr/actions@0.2.0", "block-ip")));
+        assert!(d.violations().is_empty(), "{:?}", d.violations());
+        let bad = |q: &str| {
+            parse(&format!("[deployment]\nname = \"t\"\nphase = 4\n{q}"))
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        };
+        let e = bad("[quotas.q]\nfunction = \"acme:edr/actions.*\"\nlimit = 3\nper = \"1h\"\n");
+        assert!(e.contains("name one function"), "{e}");
+        let e = bad("[quotas.q]\nfunction = \"acme:edr/actions.x\"\nlimit = 0\nper = \"1h\"\n");
+        assert!(e.contains("limit = 0: must be 1 to"), "{e}");
+        for per in ["0h", "1w", "h", "32d", "-1h", "99999999999999999999d"] {
+            let e = bad(&format!(
+                "[quotas.q]\nfunction = \"acme:edr/actions.x\"\nlimit = 1\nper = \"{per}\"\n"
+            ));
+            assert!(e.contains("[quotas.q] per:"), "{per}: {e}");
+        }
+        let e = bad(
+            "[quotas.q]\nfunction = \"acme:edr/actions.x\"\nlimit = 1\nper = \"1h\"\nover = \"deny\"\napproval = \"soc\"\n",
+        );
+        assert!(e.contains("over = \"deny\" makes none"), "{e}");
+        let e = bad(
+            "[quotas.a]\nfunction = \"acme:edr/actions.x\"\nlimit = 1\nper = \"1h\"\n[quotas.b]\nfunction = \"acme:edr/actions@1.0.0.x\"\nlimit = 2\nper = \"1h\"\n",
+        );
+        assert!(e.contains("one quota per function"), "{e}");
+        let v = dep(
+            4,
+            "[quotas.q]\nfunction = \"acme:nobody/here.x\"\nlimit = 1\nper = \"1h\"\n",
+        )
+        .violations();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].rule, "unknown-quota-function");
     }
 
     #[test]

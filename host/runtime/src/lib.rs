@@ -43,6 +43,7 @@ pub mod kpi;
 pub mod mediator;
 mod policy_warnings;
 pub mod proposals;
+mod quota;
 pub mod record;
 pub mod sandbox;
 mod state;
@@ -502,7 +503,10 @@ impl Host {
             index::record_verified_mark(&*store, k, &opened.verified)
                 .map_err(|e| HostError::Index(e.stop_message(&deployment.data_dir)))?;
         }
+        // Quotas count from the log: a restart does not reset them.
+        let quotas = quota::Quotas::from_log(deployment, &log, charter_audit::now_ms())?;
         let services = Arc::new(Services {
+            quotas,
             store,
             capabilities,
             log,

@@ -143,7 +143,10 @@ pub(crate) fn link(
                         };
                         let ruling = match &approved {
                             Some(p) => m.approved_ruling(&function, &action, &args, p),
-                            None => m.rule(&function, &action, &args),
+                            None => {
+                                let r = m.rule(&function, &action, &args);
+                                m.quota(&function, r)
+                            }
                         };
                         let call_id = m.next_call_id();
                         if ruling.decision != Decision::Allow {

@@ -337,7 +337,10 @@ impl Mediator {
                 return None;
             }
             Ok(Gate::Approved(p)) => self.approved_ruling(f.function_name(), f.action(), &args, &p),
-            Ok(_) => self.rule(f.function_name(), f.action(), &args),
+            Ok(_) => {
+                let r = self.rule(f.function_name(), f.action(), &args);
+                self.quota(f.function_name(), r)
+            }
         };
         Some((authority, args, ruling))
     }

@@ -322,6 +322,8 @@ fn restart_only(old: &Deployment, new: &Deployment) -> Vec<String> {
     check("[llm]", same(&old.llm, &new.llm));
     check("[channels]", same(&old.channels, &new.channels));
     check("[oidc]", same(&old.oidc, &new.oidc));
+    // Counted from the log when the host starts (`quota.rs`).
+    check("[quotas]", old.quotas == new.quotas);
     // A connector is linked into its importers and is never swapped while
     // the host runs (as a push of one is refused).
     let connectors: BTreeSet<&String> = old

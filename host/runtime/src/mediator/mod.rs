@@ -144,6 +144,8 @@ pub(crate) struct Services {
     pub connectors: std::sync::RwLock<std::collections::HashMap<String, Arc<crate::LoadedPlugin>>>,
     /// Admission to the instance pool (`sandbox/engine.rs`).
     pub slots: crate::sandbox::engine::Slots,
+    /// The places taken in each `[quotas.NAME]` window (`quota.rs`).
+    pub quotas: crate::quota::Quotas,
 }
 
 /// What policy said about one call.
@@ -610,6 +612,17 @@ impl Mediator {
         Ruling::of_verdict(verdict, "grant", groups)
     }
 
+    /// A fresh call's ruling with its `[quotas]` applied (`quota.rs`):
+    /// every call policy or its grant allows, before anything is recorded.
+    pub(crate) fn quota(&self, fname: &charter_config::FunctionName, ruling: Ruling) -> Ruling {
+        crate::quota::limit(
+            &self.ctx.config.deployment,
+            &self.services.quotas,
+            fname,
+            ruling,
+        )
+    }
+
     /// Record a call event (arguments redacted) into the step's events.
     pub(crate) fn call_event(
         &self,
@@ -875,9 +888,10 @@ impl Mediator {
         let ruling = match &approved {
             Some(p) => self.approved_ruling(f.function_name(), f.action(), &args, p),
             None if self.ctx.governed.contains(&id) => {
-                self.rule(f.function_name(), f.action(), &args)
+                let r = self.rule(f.function_name(), f.action(), &args);
+                self.quota(f.function_name(), r)
             }
-            None => Self::by_grant(),
+            None => self.quota(f.function_name(), Self::by_grant()),
         };
         let call_id = self.next_call_id();
         if ruling.decision != Decision::Allow {

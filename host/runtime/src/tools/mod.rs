@@ -366,7 +366,13 @@ impl Host {
         };
         let names: Vec<String> = def.params.iter().map(|(n, _)| n.clone()).collect();
         let typed = values::params_json(&names, &vals);
-        let ruling = self.rule_agent(agent, def, &typed);
+        // A fresh call: its quota applies (an approved one's does not).
+        let ruling = crate::quota::limit(
+            &self.config().deployment,
+            &self.services.quotas,
+            &FunctionName::new(&def.interface, &def.function),
+            self.rule_agent(agent, def, &typed),
+        );
         let mut m = Mediator::new(
             loaded.ctx.clone(),
             self.services.clone(),
