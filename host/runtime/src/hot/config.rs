@@ -321,6 +321,8 @@ fn restart_only(old: &Deployment, new: &Deployment) -> Vec<String> {
     check("[limits]", same(&old.limits, &new.limits));
     check("[llm]", same(&old.llm, &new.llm));
     check("[channels]", same(&old.channels, &new.channels));
+    // The knowledge capability indexes its corpora when the host starts.
+    check("[knowledge]", same(&old.knowledge, &new.knowledge));
     check("[oidc]", same(&old.oidc, &new.oidc));
     // A connector is linked into its importers and is never swapped while
     // the host runs (as a push of one is refused).
