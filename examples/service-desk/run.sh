@@ -76,6 +76,8 @@ for line in open(sys.argv[1]):
         print(f"sms        {e['path']}  authorized={e['authorized']}  To={f.get('To')}  Body={f.get('Body')!r}")
 PY
 
-section "KPIs: resolution confidence and handoff rate (from the event log)"
+section "KPIs: the framework's table (resolution confidence and handoff rate under customer), from the event log"
+$charter kpi --framework --config "$cfg"
+section "the same log's detailed KPIs"
 $charter kpi --config "$cfg"
 section "done: one automated resolution, two handoffs, every call with a case"

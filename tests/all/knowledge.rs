@@ -141,10 +141,10 @@ fn a_corpus_escaping_the_deployment_directory_is_refused_at_load() {
         3,
         &[("searcher", "fx-knowledge", &["search"], KNOWLEDGE)],
     );
-    let err = charter_runtime::Host::new(d, Default::default())
-        .err()
-        .expect("refused")
-        .to_string();
+    let Err(err) = charter_runtime::Host::new(d, Default::default()) else {
+        panic!("refused")
+    };
+    let err = err.to_string();
     assert!(
         err.contains("knowledge") && err.contains("leak.md") && err.contains("outside"),
         "{err}"

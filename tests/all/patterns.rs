@@ -66,4 +66,29 @@ fn service_desk_texts_the_confident_call_and_hands_off_the_others() {
     assert!(t.contains("handed to a person"), "{t}");
     assert!(t.contains("service-agent"), "{t}");
     assert!(!t.contains("test-auth-token"), "{t}");
+    // The framework's table: the pattern's customer figures.
+    assert!(t.contains("resolution confidence"), "{t}");
+    let out = charter(
+        &[
+            "kpi",
+            "--framework",
+            "--json",
+            "--config",
+            root()
+                .join("examples/service-desk/charter.toml")
+                .to_str()
+                .unwrap(),
+        ],
+        std::path::Path::new("/"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let k: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let desk = &k["patterns"]["service-desk"];
+    assert_eq!(desk["efficiency"]["runs"], 3, "{k}");
+    let handoff = desk["customer"]["handoff_rate"].as_f64().unwrap();
+    assert!((handoff - 2.0 / 3.0).abs() < 1e-9, "{k}");
+    let confidence = desk["customer"]["resolution_confidence"].as_f64().unwrap();
+    assert!(confidence > 0.0 && confidence < 1.0, "{k}");
+    assert_eq!(desk["risk"]["unauthorized_actions"], 0);
+    assert_eq!(k["overall"], *desk, "one pattern: overall is its figures");
 }

@@ -429,6 +429,10 @@ pub enum LlmProvider {
 pub struct Deployment {
     pub name: String,
     pub phase: Phase,
+    /// The framework's deployment pattern this deployment is
+    /// (`[deployment] pattern = "service-desk"`): how `charter kpi
+    /// --framework` groups its figures. `None` when undeclared.
+    pub pattern: Option<String>,
     /// Absolute path of the data directory.
     pub data_dir: PathBuf,
     /// The file this was read from.
@@ -809,6 +813,7 @@ struct DeploymentFile {
     #[serde(default = "default_data_dir")]
     data_dir: PathBuf,
     max_steps_in_flight: Option<u32>,
+    pattern: Option<String>,
 }
 
 /// The instance pool's default size (`[deployment] max_steps_in_flight`).
@@ -1294,6 +1299,7 @@ impl Deployment {
             oidc,
             name: file.deployment.name,
             phase: file.deployment.phase,
+            pattern: file.deployment.pattern,
             data_dir: base.join(file.deployment.data_dir),
             max_steps_in_flight,
             source: source.to_owned(),

@@ -557,15 +557,15 @@ mod tests {
             t.path().join("docs/leak.md"),
         )
         .unwrap();
-        let err = Corpus::load(&corpus_at(t.path(), "docs"))
-            .err()
-            .expect("refused");
+        let Err(err) = Corpus::load(&corpus_at(t.path(), "docs")) else {
+            panic!("refused")
+        };
         assert!(err.contains("leak.md") && err.contains("outside"), "{err}");
         // The corpus directory itself a link to outside: refused too.
         std::os::unix::fs::symlink(outside.path(), t.path().join("out")).unwrap();
-        let err = Corpus::load(&corpus_at(t.path(), "out"))
-            .err()
-            .expect("refused");
+        let Err(err) = Corpus::load(&corpus_at(t.path(), "out")) else {
+            panic!("refused")
+        };
         assert!(err.contains("escapes the deployment directory"), "{err}");
     }
 
@@ -574,18 +574,18 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(t.path().join("docs")).unwrap();
         std::fs::write(t.path().join("docs/bin.md"), [0xff, 0xfe, 0x00]).unwrap();
-        let err = Corpus::load(&corpus_at(t.path(), "docs"))
-            .err()
-            .expect("refused");
+        let Err(err) = Corpus::load(&corpus_at(t.path(), "docs")) else {
+            panic!("refused")
+        };
         assert!(err.contains("UTF-8"), "{err}");
         std::fs::write(
             t.path().join("docs/bin.md"),
             vec![b'a'; MAX_FILE as usize + 1],
         )
         .unwrap();
-        let err = Corpus::load(&corpus_at(t.path(), "docs"))
-            .err()
-            .expect("refused");
+        let Err(err) = Corpus::load(&corpus_at(t.path(), "docs")) else {
+            panic!("refused")
+        };
         assert!(err.contains("limit"), "{err}");
     }
 }
