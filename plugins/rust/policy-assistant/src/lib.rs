@@ -3,12 +3,13 @@
 //!
 //! The answer is extractive, with no model: the step searches the
 //! `policies` corpus (`charter:host/knowledge`, BM25), keeps the passages
-//! that score at least half of the best one (at most `input.k`, default
-//! 3), and answers with their text, each sentence group followed by its
-//! citation number. `citations` lists every passage the answer used —
+//! that score at least `input.min_score` (default 5.0: a single common
+//! word matching is not grounding) and at least 60% of the best one (at
+//! most `input.k`, default 3), and answers with their text, each followed
+//! by its citation number. `citations` lists every passage the answer used —
 //! source (`file.md#Heading`), text and score — and nothing else, so a
 //! reader (and the example's test) can check each against the corpus.
-//! With no passage above zero the answer says the policies do not cover
+//! With no passage kept the answer says the policies do not cover
 //! the question, and `grounded` is false.
 //!
 //! It reads and logs; it has no write grant, and the deployment is phase
@@ -25,10 +26,11 @@ fn run(input: Value) -> Result<Value, StepError> {
         .ok_or(StepError::fatal("input.question (a non-empty string) is required"))?;
     let k = input["k"].as_u64().unwrap_or(3).clamp(1, 10) as u32;
     let passages = knowledge::search(CORPUS, question, k)?;
+    let min = input["min_score"].as_f64().unwrap_or(5.0) as f32;
     let best = passages.first().map(|p| p.score).unwrap_or(0.0);
     let used: Vec<&knowledge::Passage> = passages
         .iter()
-        .filter(|p| p.score > 0.0 && p.score >= best * 0.5)
+        .filter(|p| p.score >= min && p.score >= best * 0.6)
         .collect();
     log::info(&format!(
         "{} passages found, {} cited",
@@ -57,7 +59,7 @@ fn run(input: Value) -> Result<Value, StepError> {
                 "n": i + 1,
                 "source": p.source,
                 "text": p.text,
-                "score": (p.score * 1000.0).round() / 1000.0,
+                "score": (f64::from(p.score) * 1000.0).round() / 1000.0,
             })
         })
         .collect();
