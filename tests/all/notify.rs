@@ -492,7 +492,9 @@ fn a_0_2_0_plugin_runs_beside_a_0_1_0_plugin() {
 /// catalog with the WIT's parameter names and types (loading it linked, so
 /// wasmtime checked the typed closures against the same types); and every
 /// 0.1.0 interface is 0.2.0's file but for its package line, with 0.2.0's
-/// additions (notify) served from 0.2.0 on only.
+/// additions (notify) served from 0.2.0 on only (and 0.3.0's, knowledge,
+/// from 0.3.0 on: `knowledge::a_granted_corpus_is_searched_and_the_call_recorded`
+/// imports it).
 #[test]
 fn host_bindings_match_the_wit_of_every_served_version() {
     use charter_runtime::capabilities::{Param, SERVED};
@@ -535,27 +537,36 @@ fn host_bindings_match_the_wit_of_every_served_version() {
             seen.insert(spec.display().to_string());
         }
     }
-    let newest = SERVED.last().unwrap();
-    let at_newest: std::collections::BTreeSet<String> = catalog
+    // The fixture is built against 0.2.0 and imports every function there.
+    assert!(SERVED.contains(&"0.2.0"));
+    let at_v2: std::collections::BTreeSet<String> = catalog
         .iter()
-        .filter(|(_, f)| f.version == *newest)
+        .filter(|(_, f)| f.version == "0.2.0")
         .map(|(_, f)| f.display().to_string())
         .collect();
-    assert_eq!(seen, at_newest, "the fixture imports every function");
-    // Released folders: 0.2.0 is 0.1.0 plus notify.
+    assert_eq!(seen, at_v2, "the fixture imports every function");
+    // Released folders: 0.2.0 is 0.1.0 plus notify, 0.3.0 is 0.2.0 plus
+    // knowledge.
     let wit = root().join("wit");
-    for entry in std::fs::read_dir(wit.join("host@0.1.0")).unwrap() {
-        let name = entry.unwrap().file_name();
-        let old = std::fs::read_to_string(wit.join("host@0.1.0").join(&name)).unwrap();
-        let new = std::fs::read_to_string(wit.join("host@0.2.0").join(&name)).unwrap();
-        assert_eq!(
-            old.replace("charter:host@0.1.0", "charter:host@0.2.0"),
-            new,
-            "{name:?}"
-        );
+    for (from, to) in [("0.1.0", "0.2.0"), ("0.2.0", "0.3.0")] {
+        for entry in std::fs::read_dir(wit.join(format!("host@{from}"))).unwrap() {
+            let name = entry.unwrap().file_name();
+            let old =
+                std::fs::read_to_string(wit.join(format!("host@{from}")).join(&name)).unwrap();
+            let new = std::fs::read_to_string(wit.join(format!("host@{to}")).join(&name)).unwrap();
+            assert_eq!(
+                old.replace(
+                    &format!("charter:host@{from}"),
+                    &format!("charter:host@{to}")
+                ),
+                new,
+                "{name:?}"
+            );
+        }
     }
     let functions_at = |v: &str| catalog.iter().filter(|(_, f)| f.version == v).count();
     assert_eq!(functions_at("0.1.0") + 1, functions_at("0.2.0"));
+    assert_eq!(functions_at("0.2.0") + 1, functions_at("0.3.0"));
 }
 
 /// `charter run` of a workflow whose step notifies, aborted at its n-th log

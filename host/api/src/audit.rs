@@ -387,10 +387,21 @@ impl Control {
         let records = charter_audit::read_records(&self.log_path())?;
         Ok(charter_runtime::kpi::compute(&records))
     }
+
+    /// `charter kpi --framework`: the five dimensions per pattern and
+    /// overall (`charter_runtime::kpi::framework`), from the log alone.
+    pub fn kpi_framework(&self) -> Result<FrameworkKpi, ApiError> {
+        let records = charter_audit::read_records(&self.log_path())?;
+        let patterns = charter_runtime::kpi::framework::Patterns::of(&self.deployment());
+        Ok(charter_runtime::kpi::framework::framework(
+            &records, &patterns,
+        ))
+    }
 }
 
 // The KPI documents are the runtime's own types (one definition; README's
 // `charter kpi --json` is checked against them like every other document).
+pub use charter_runtime::kpi::framework::FrameworkKpi;
 pub use charter_runtime::kpi::{
     BlockedByKind, Bucket, CallCounts, Kpi, KpiSeries, MAX_BUCKETS, ProposalCounts, WorkflowKpi,
 };

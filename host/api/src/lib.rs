@@ -70,8 +70,8 @@ pub mod triggers;
 pub mod validate;
 
 pub use audit::{
-    AuditEvents, AuditExport, BlockedByKind, Bucket, CallCounts, CheckpointArg, Kpi, KpiSeries,
-    KpiSeriesRequest, MAX_BUCKETS, ProposalCounts, ShowRequest, TornTail, VerifyReport,
+    AuditEvents, AuditExport, BlockedByKind, Bucket, CallCounts, CheckpointArg, FrameworkKpi, Kpi,
+    KpiSeries, KpiSeriesRequest, MAX_BUCKETS, ProposalCounts, ShowRequest, TornTail, VerifyReport,
     VerifyRequest, WorkflowKpi,
 };
 pub use auth::Credential;

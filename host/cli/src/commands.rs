@@ -241,6 +241,7 @@ pub async fn run(command: Command, server: Option<&str>) -> Result<i32> {
             from,
             to,
             json,
+            ..
         } => {
             let req = charter_api::KpiSeriesRequest {
                 bucket: Some(bucket),
@@ -255,6 +256,20 @@ pub async fn run(command: Command, server: Option<&str>) -> Result<i32> {
                 }
                 Err(e) => fail_doc(&e, json),
             }
+        }
+        Command::Kpi {
+            config,
+            json,
+            framework: true,
+            ..
+        } => {
+            let t = control(&config)?.kpi_framework()?;
+            if json {
+                print_json(&t, true)?;
+            } else {
+                govern::kpi_framework_text(&t);
+            }
+            Ok(EXIT_OK)
         }
         Command::Kpi { config, json, .. } => {
             let c = control(&config)?;

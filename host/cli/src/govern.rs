@@ -424,6 +424,61 @@ pub fn kpi_series_text(s: &charter_api::KpiSeries) {
 /// The KPIs of deployment `name` as text, each count with what it counts:
 /// one section after another (risk, proposals, workflows, calls), in the
 /// order an operator reads them.
+/// `charter kpi --framework`: one row per measure, one column per pattern
+/// and overall.
+pub fn kpi_framework_text(t: &charter_api::FrameworkKpi) {
+    use charter_runtime::kpi::framework::Dimensions as D;
+    fn pct(v: Option<f64>) -> String {
+        v.map_or("—".to_string(), |v| format!("{:.0}%", v * 100.0))
+    }
+    fn dec(v: Option<f64>) -> String {
+        v.map_or("—".to_string(), |v| format!("{v:.2}"))
+    }
+    type Cell = fn(&D) -> String;
+    let rows: [(&str, &str, Cell); 10] = [
+        ("efficiency", "runs", |d| d.efficiency.runs.to_string()),
+        ("", "cycle time p50", |d| {
+            d.efficiency
+                .cycle_time_ms_p50
+                .map_or("—".to_string(), |v| format!("{v} ms"))
+        }),
+        ("", "retries", |d| d.efficiency.retries.to_string()),
+        ("", "escalations avoided", |d| {
+            d.efficiency.escalations_avoided.to_string()
+        }),
+        ("customer", "resolution confidence", |d| {
+            dec(d.customer.resolution_confidence)
+        }),
+        ("", "handoff rate", |d| pct(d.customer.handoff_rate)),
+        ("decision quality", "exception consistency", |d| {
+            pct(d.decision_quality.exception_consistency)
+        }),
+        ("", "policy adherence", |d| {
+            pct(d.decision_quality.policy_adherence)
+        }),
+        ("adoption", "proposal acceptance", |d| {
+            pct(d.adoption.proposal_acceptance_rate)
+        }),
+        ("risk", "unauthorized actions", |d| {
+            format!("{} (target 0)", d.risk.unauthorized_actions)
+        }),
+    ];
+    let mut cols: Vec<(&str, &D)> = t.patterns.iter().map(|(p, d)| (p.as_str(), d)).collect();
+    cols.push(("overall", &t.overall));
+    print!("{:<18}{:<24}", "dimension", "measure");
+    for (p, _) in &cols {
+        print!("{p:<22}");
+    }
+    println!();
+    for (dim, measure, f) in &rows {
+        print!("{dim:<18}{measure:<24}");
+        for (_, d) in &cols {
+            print!("{:<22}", f(d));
+        }
+        println!();
+    }
+}
+
 pub fn kpi_text(name: &str, k: &Kpi) {
     println!(
         "deployment {} — {}, {}",

@@ -284,6 +284,11 @@ enum Command {
         /// With --series: to this UTC time (default now).
         #[arg(long, requires = "series")]
         to: Option<String>,
+        /// The framework's table instead: efficiency, customer, decision
+        /// quality, adoption and risk, per pattern (`[deployment]
+        /// pattern`) and overall, read from this deployment's log.
+        #[arg(long, conflicts_with = "series")]
+        framework: bool,
         /// Print one JSON document.
         #[arg(long)]
         json: bool,

@@ -266,6 +266,11 @@ pub fn find(server: Option<&str>, config: &ConfigArg) -> Result<Option<Remote>> 
 /// The deployment file of a command the host can serve.
 fn served_config(command: &Command) -> Option<&ConfigArg> {
     match command {
+        // The framework's table reads the log file beside the host (it is
+        // not served over HTTP yet).
+        Command::Kpi {
+            framework: true, ..
+        } => None,
         Command::Run { config, .. } | Command::Kpi { config, .. } => Some(config),
         Command::Runs { op } => match op {
             RunsCmd::List { config, .. }

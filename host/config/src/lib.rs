@@ -26,6 +26,10 @@
 //! [channels.ops]                 # for charter:host/notify; or inbox = true
 //! webhook = "https://hooks.example.com/T0/B0/x"
 //!
+//! [knowledge.policies]           # for charter:host/knowledge: Markdown files
+//! dir = "corpus/policies"        # inside this file's directory; a group
+//!                                # grants it by name: knowledge = ["policies"]
+//!
 //! [plugins.payments]             # a connector
 //! path = "plugins/payments.wasm"
 //! provides = ["acme:payments/refunds"]
@@ -316,6 +320,8 @@ pub struct ActionGroup {
     pub secrets: Vec<String>,
     /// For `charter:host/notify`: the channel names that may be sent to.
     pub channels: Vec<String>,
+    /// For `charter:host/knowledge`: the corpus names that may be searched.
+    pub knowledge: Vec<String>,
     /// Cedar policies deciding calls of this group's functions on their
     /// arguments (inline text, or read from `policy_file`).
     pub policies: Option<String>,
@@ -395,6 +401,18 @@ pub enum Channel {
     Inbox,
 }
 
+/// A corpus `charter:host/knowledge` searches (`[knowledge.NAME]`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KnowledgeCorpus {
+    /// Absolute path of its directory of Markdown files: `dir` joined to
+    /// the deployment file's directory. `dir` is relative, with no `..`
+    /// (checked here); the runtime checks again, on the real paths, that
+    /// no symbolic link leads outside the deployment's directory.
+    pub dir: PathBuf,
+    /// The deployment file's directory: what the corpus must stay inside.
+    pub root: PathBuf,
+}
+
 /// The LLM provider behind `charter:host/llm`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub enum LlmProvider {
@@ -416,6 +434,10 @@ pub enum LlmProvider {
 pub struct Deployment {
     pub name: String,
     pub phase: Phase,
+    /// The framework's deployment pattern this deployment is
+    /// (`[deployment] pattern = "service-desk"`): how `charter kpi
+    /// --framework` groups its figures. `None` when undeclared.
+    pub pattern: Option<String>,
     /// Absolute path of the data directory.
     pub data_dir: PathBuf,
     /// The file this was read from.
@@ -430,6 +452,8 @@ pub struct Deployment {
     pub secrets: BTreeMap<String, SecretSource>,
     /// Notification channels by name (`[channels.NAME]`).
     pub channels: BTreeMap<String, Channel>,
+    /// Knowledge corpora by name (`[knowledge.NAME]`).
+    pub knowledge: BTreeMap<String, KnowledgeCorpus>,
     pub llm: LlmProvider,
     /// People who may decide proposals, and their roles: the identities
     /// of kind person (`[identities.NAME]`, or `[approvers.NAME]`, the
@@ -750,6 +774,8 @@ struct File {
     #[serde(default)]
     channels: BTreeMap<String, ChannelFile>,
     #[serde(default)]
+    knowledge: BTreeMap<String, KnowledgeFile>,
+    #[serde(default)]
     approvers: BTreeMap<String, IdentityFile>,
     #[serde(default)]
     identities: BTreeMap<String, IdentityFile>,
@@ -919,6 +945,7 @@ struct DeploymentFile {
     #[serde(default = "default_data_dir")]
     data_dir: PathBuf,
     max_steps_in_flight: Option<u32>,
+    pattern: Option<String>,
 }
 
 /// The instance pool's default size (`[deployment] max_steps_in_flight`).
@@ -946,6 +973,8 @@ struct GroupFile {
     secrets: Vec<String>,
     #[serde(default)]
     channels: Vec<String>,
+    #[serde(default)]
+    knowledge: Vec<String>,
     policies: Option<String>,
     policy_file: Option<PathBuf>,
     approver_role: Option<String>,
@@ -1029,6 +1058,34 @@ impl ChannelFile {
             _ => Err(format!(
                 "channel {name}: give exactly one of `webhook = \"https://...\"` or `inbox = true`"
             )),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KnowledgeFile {
+    dir: PathBuf,
+}
+
+impl KnowledgeFile {
+    /// `dir`, if it names a place inside the deployment's directory:
+    /// relative, no `..`, no root or prefix (checked on the text; the
+    /// runtime checks the real path when it reads the corpus).
+    fn confined_dir(self, name: &str) -> Result<PathBuf, String> {
+        use std::path::Component;
+        let inside = !self.dir.as_os_str().is_empty()
+            && self
+                .dir
+                .components()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        if inside {
+            Ok(self.dir)
+        } else {
+            Err(format!(
+                "knowledge {name}: dir {:?} escapes the deployment directory (give a relative path with no `..`, inside the directory of charter.toml)",
+                self.dir
+            ))
         }
     }
 }
@@ -1155,6 +1212,7 @@ impl Deployment {
                         .collect(),
                     secrets: g.secrets,
                     channels: g.channels,
+                    knowledge: g.knowledge,
                 },
             );
         }
@@ -1177,6 +1235,19 @@ impl Deployment {
         for (name, c) in file.channels {
             check_name("channel", &name).map_err(&invalid)?;
             channels.insert(name.clone(), c.into_channel(&name).map_err(&invalid)?);
+        }
+
+        let mut knowledge = BTreeMap::new();
+        for (name, k) in file.knowledge {
+            check_name("knowledge corpus", &name).map_err(&invalid)?;
+            let dir = k.confined_dir(&name).map_err(&invalid)?;
+            knowledge.insert(
+                name,
+                KnowledgeCorpus {
+                    dir: base.join(dir),
+                    root: base.clone(),
+                },
+            );
         }
 
         let mut plugins = BTreeMap::new();
@@ -1375,6 +1446,7 @@ impl Deployment {
             oidc,
             name: file.deployment.name,
             phase: file.deployment.phase,
+            pattern: file.deployment.pattern,
             data_dir: base.join(file.deployment.data_dir),
             max_steps_in_flight,
             source: source.to_owned(),
@@ -1383,6 +1455,7 @@ impl Deployment {
             plugins,
             secrets,
             channels,
+            knowledge,
             llm,
         };
         let effects: Vec<(String, Effect)> = d
@@ -1639,6 +1712,14 @@ impl Deployment {
                         ));
                     }
                 }
+                for k in &g.knowledge {
+                    if !self.knowledge.contains_key(k) {
+                        out.push(v(
+                            "unknown-knowledge",
+                            format!("group {gname} grants knowledge corpus {k:?}, which is not declared under [knowledge]"),
+                        ));
+                    }
+                }
             }
         }
         out
@@ -1750,6 +1831,13 @@ impl Deployment {
     pub fn granted_channels(&self, plugin: &PluginSpec) -> BTreeSet<String> {
         self.granted_groups(plugin)
             .flat_map(|g| g.channels.iter().cloned())
+            .collect()
+    }
+
+    /// Knowledge corpora the plugin's groups let it search.
+    pub fn granted_knowledge(&self, plugin: &PluginSpec) -> BTreeSet<String> {
+        self.granted_groups(plugin)
+            .flat_map(|g| g.knowledge.iter().cloned())
             .collect()
     }
 
@@ -2253,6 +2341,50 @@ groups = ["kv-write", "llm"]
 
     fn rules(d: &Deployment) -> Vec<&'static str> {
         d.violations().iter().map(|v| v.rule).collect()
+    }
+
+    // ---- knowledge corpora ----------------------------------------------------
+
+    #[test]
+    fn knowledge_corpora_are_declared_confined_and_granted_by_name() {
+        let d = dep(
+            3,
+            r#"
+[knowledge.policies]
+dir = "corpus/policies"
+[groups.ask]
+capabilities = ["charter:host/log.write"]
+knowledge = ["policies", "hr"]
+[plugins.p]
+path = "p.wasm"
+groups = ["ask"]
+"#,
+        );
+        let k = &d.knowledge["policies"];
+        assert_eq!(k.dir, Path::new("/x/corpus/policies"));
+        assert_eq!(k.root, Path::new("/x"));
+        let granted = d.granted_knowledge(&d.plugins["p"]);
+        assert_eq!(granted, ["hr", "policies"].map(String::from).into());
+        let v = d.violations();
+        assert_eq!(rules(&d), vec!["unknown-knowledge"], "{v:?}");
+        assert!(v[0].to_string().contains("\"hr\""), "{v:?}");
+    }
+
+    /// SECURITY: a corpus directory outside the deployment's directory
+    /// (absolute, or with `..`) is refused when the file is read.
+    #[test]
+    fn a_knowledge_dir_escaping_the_deployment_is_refused() {
+        for dir in ["/etc", "../outside", "corpus/../../x", ""] {
+            let err = parse(&format!(
+                "[deployment]\nname = \"t\"\nphase = 3\n[knowledge.k]\ndir = {dir:?}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("escapes the deployment directory"),
+                "{dir}: {err}"
+            );
+        }
     }
 
     const PAYMENTS: &str = r#"

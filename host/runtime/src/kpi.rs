@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use charter_audit::{Decision, Event, Record};
 use serde::{Deserialize, Serialize};
 
+pub mod framework;
 pub mod series;
 
 pub use series::{Bucket, KpiSeries, MAX_BUCKETS};

@@ -21,7 +21,7 @@
 //! imports only the host functions the step actually calls; the deployment's
 //! action groups must grant each of them, or the host refuses to load it.
 //!
-//! The capability modules ([`log`], [`kv`], [`secrets`], [`llm`], [`notify`]) are thin
+//! The capability modules ([`log`], [`kv`], [`secrets`], [`llm`], [`notify`], [`knowledge`]) are thin
 //! wrappers over the generated bindings in [`bindings`]; errors from the host
 //! convert into [`StepError`] with `?` (as retryable failures).
 
@@ -47,6 +47,18 @@ pub mod bindings_v0_2 {
         path: ["../../wit/host@0.2.0"],
         inline: "package charter:sdk-v0-2; world additions { import charter:host/notify@0.2.0; }",
         world: "charter:sdk-v0-2/additions",
+        generate_all,
+    });
+}
+
+/// `charter:host@0.3.0`'s additions (knowledge), bound apart in the same
+/// way: a plugin that searches imports `knowledge` at 0.3.0 only.
+#[doc(hidden)]
+pub mod bindings_v0_3 {
+    wit_bindgen::generate!({
+        path: ["../../wit/host@0.3.0"],
+        inline: "package charter:sdk-v0-3; world additions { import charter:host/knowledge@0.3.0; }",
+        world: "charter:sdk-v0-3/additions",
         generate_all,
     });
 }
@@ -203,6 +215,19 @@ pub mod notify {
     /// the recorded id back and nothing is sent twice.
     pub fn send(channel: &str, subject: &str, body: &str) -> Result<String, HostError> {
         bindings_v0_2::charter::host::notify::send(channel, subject, body).map_err(HostError)
+    }
+}
+
+/// Search over knowledge corpora the deployment declares and grants by
+/// name (`charter:host/knowledge`, since `charter:host@0.3.0`).
+pub mod knowledge {
+    use super::*;
+    pub use bindings_v0_3::charter::host::knowledge::Passage;
+    /// The at most `k` passages of `corpus` that best match `query`, best
+    /// first (the host caps `k`). In a workflow run the result is recorded:
+    /// a re-run step gets the same passages back.
+    pub fn search(corpus: &str, query: &str, k: u32) -> Result<Vec<Passage>, HostError> {
+        bindings_v0_3::charter::host::knowledge::search(corpus, query, k).map_err(HostError)
     }
 }
 

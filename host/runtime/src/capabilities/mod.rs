@@ -36,6 +36,7 @@
 pub(crate) mod connector;
 mod explain;
 mod http;
+mod knowledge;
 mod kv;
 mod llm;
 pub mod llm_provider;
@@ -62,13 +63,15 @@ pub use secrets::read_secret;
 
 /// The `charter:host` versions this host serves, oldest first. A released
 /// version's WIT folder (`wit/host@VERSION`) is never edited.
-pub const SERVED: &[&str] = &["0.1.0", "0.2.0"];
+pub const SERVED: &[&str] = &["0.1.0", "0.2.0", "0.3.0"];
 
 /// What policy can see of a parameter's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Param {
     String,
     StringList,
+    /// A WIT `u32`: Cedar's `Long`.
+    U32,
 }
 
 impl Param {
@@ -77,6 +80,7 @@ impl Param {
         match self {
             Param::String => ParamType::String,
             Param::StringList => ParamType::Set(Box::new(ParamType::String)),
+            Param::U32 => ParamType::Long,
         }
     }
 }
@@ -435,6 +439,7 @@ const BUILTINS: &[Builtin] = &[
     llm::BUILTIN,
     explain::BUILTIN,
     notify::BUILTIN,
+    knowledge::BUILTIN,
     http::BUILTIN,
 ];
 

@@ -321,6 +321,8 @@ fn restart_only(old: &Deployment, new: &Deployment) -> Vec<String> {
     check("[limits]", same(&old.limits, &new.limits));
     check("[llm]", same(&old.llm, &new.llm));
     check("[channels]", same(&old.channels, &new.channels));
+    // The knowledge capability indexes its corpora when the host starts.
+    check("[knowledge]", same(&old.knowledge, &new.knowledge));
     check("[oidc]", same(&old.oidc, &new.oidc));
     // Counted from the log when the host starts (`quota.rs`).
     check("[quotas]", old.quotas == new.quotas);

@@ -1,0 +1,74 @@
+//! Policy assistant (phase 3, analysis only): answers `input.question`
+//! from the deployment's policy corpus, grounded and cited.
+//!
+//! The answer is extractive, with no model: the step searches the
+//! `policies` corpus (`charter:host/knowledge`, BM25), keeps the passages
+//! that score at least `input.min_score` (default 5.0: a single common
+//! word matching is not grounding) and at least 60% of the best one (at
+//! most `input.k`, default 3), and answers with their text, each followed
+//! by its citation number. `citations` lists every passage the answer used —
+//! source (`file.md#Heading`), text and score — and nothing else, so a
+//! reader (and the example's test) can check each against the corpus.
+//! With no passage kept the answer says the policies do not cover
+//! the question, and `grounded` is false.
+//!
+//! It reads and logs; it has no write grant, and the deployment is phase
+//! 3, where none can be granted.
+use charter_sdk::{StepError, Value, json, knowledge, log};
+
+/// The corpus this step searches (`[knowledge.policies]`).
+const CORPUS: &str = "policies";
+
+fn run(input: Value) -> Result<Value, StepError> {
+    let question = input["question"]
+        .as_str()
+        .filter(|q| !q.trim().is_empty())
+        .ok_or(StepError::fatal("input.question (a non-empty string) is required"))?;
+    let k = input["k"].as_u64().unwrap_or(3).clamp(1, 10) as u32;
+    let passages = knowledge::search(CORPUS, question, k)?;
+    let min = input["min_score"].as_f64().unwrap_or(5.0) as f32;
+    let best = passages.first().map(|p| p.score).unwrap_or(0.0);
+    let used: Vec<&knowledge::Passage> = passages
+        .iter()
+        .filter(|p| p.score >= min && p.score >= best * 0.6)
+        .collect();
+    log::info(&format!(
+        "{} passages found, {} cited",
+        passages.len(),
+        used.len()
+    ));
+    if used.is_empty() {
+        return Ok(json!({
+            "question": question,
+            "answer": "The policies in this corpus do not cover this question; ask the policy owner.",
+            "grounded": false,
+            "citations": [],
+        }));
+    }
+    let answer = used
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{} [{}]", p.text, i + 1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let citations: Vec<Value> = used
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            json!({
+                "n": i + 1,
+                "source": p.source,
+                "text": p.text,
+                "score": (f64::from(p.score) * 1000.0).round() / 1000.0,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "question": question,
+        "answer": answer,
+        "grounded": true,
+        "citations": citations,
+    }))
+}
+
+charter_sdk::step!(run);
