@@ -304,6 +304,13 @@ fn summary(e: &Event) -> String {
             count,
             detail,
         } => format!("hook {hook} refused {count} delivery(ies): {reason}: {detail}"),
+        Event::ToolRefused {
+            agent,
+            tool,
+            rule,
+            count,
+            detail,
+        } => format!("agent {agent}: {count} call(s) of {tool} refused [{rule}]: {detail}"),
         Event::PluginPushed {
             digest, by, source, ..
         } => format!("{source} of {digest} by {by}"),

@@ -104,6 +104,8 @@ pub struct Service {
     /// Ends every `/mcp` session (their event streams would hold a
     /// graceful stop open) when the host drains.
     mcp_stop: tokio_util::sync::CancellationToken,
+    /// What every `/mcp` session shares (the agents' rate and refusals).
+    mcp: std::sync::OnceLock<Arc<mcp::Shared>>,
 }
 
 impl Service {
@@ -141,6 +143,9 @@ impl Service {
         if let Err(e) = control.record_auth_refusals(due).await {
             tracing::error!(error = %e, "cannot record refused authentications");
         }
+        if let Some(tools) = self.mcp.get() {
+            tools.record_due_refusals(all).await;
+        }
     }
 }
 
@@ -156,10 +161,12 @@ pub fn router(control: Arc<Control>) -> Router {
 pub fn router_with(control: Arc<Control>, service: Arc<Service>) -> Router {
     let app = App { control, service };
     // Agent tools over MCP: an agent's token only, proven at every request.
-    let tools = mcp::http_service(
-        mcp::Shared::new(app.control.clone()),
-        app.service.mcp_stop.clone(),
-    );
+    let shared = app
+        .service
+        .mcp
+        .get_or_init(|| mcp::Shared::new(app.control.clone()))
+        .clone();
+    let tools = mcp::http_service(shared, app.service.mcp_stop.clone());
     let agents = Router::new().route_service("/mcp", tools).route_layer(
         axum::middleware::from_fn_with_state(app.clone(), mcp::agent_only),
     );

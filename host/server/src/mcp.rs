@@ -89,6 +89,23 @@ impl Shared {
         self.control.serving_host().map_err(|e| e.message)
     }
 
+    /// Record the agents' refused calls counted and not yet recorded
+    /// whose window is over (`all`: every one, at a stop).
+    pub async fn record_due_refusals(&self, all: bool) {
+        let due = self.limiter.due_refusals(all);
+        if due.is_empty() {
+            return;
+        }
+        match self.host() {
+            Ok(h) => {
+                if let Err(e) = h.log().append(due).await {
+                    tracing::error!(error = %e, "cannot record refused agent calls");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot record refused agent calls"),
+        }
+    }
+
     /// The tools of the generation in force (rebuilt once after a plugin
     /// is activated or a configuration applied).
     async fn catalog(&self) -> Result<Arc<Vec<ToolDef>>, String> {
@@ -437,11 +454,13 @@ impl ServerHandler for Tools {
             if limiter.admit(&agent.name, agent.calls_per_minute) {
                 self.status(&agent, &args).await
             } else {
-                result(
-                    "refused: over the agent's calls per minute [rate-limit]",
-                    None,
-                    true,
-                )
+                let message = "over the agent's calls per minute";
+                if let Some(ev) = limiter.refuse(&agent.name, "rate-limit", STATUS_TOOL, message)
+                    && let Ok(h) = self.shared.host()
+                {
+                    let _ = h.log().append(vec![ev]).await;
+                }
+                result(&format!("refused: {message} [rate-limit]"), None, true)
             }
         } else {
             let (host, catalog) = match (self.shared.host(), self.shared.catalog().await) {
@@ -459,14 +478,17 @@ impl ServerHandler for Tools {
     }
 }
 
-/// Serve `tools` on stdin/stdout until the client leaves.
+/// Serve `tools` on stdin/stdout until the client leaves; then record the
+/// refused calls still counted.
 pub async fn serve_stdio(tools: Tools) -> Result<(), String> {
     use rmcp::ServiceExt;
+    let shared = tools.shared.clone();
     let running = tools
         .serve(rmcp::transport::stdio())
         .await
         .map_err(|e| format!("MCP: {e}"))?;
     let _ = running.waiting().await;
+    shared.record_due_refusals(true).await;
     Ok(())
 }
 
