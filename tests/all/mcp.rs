@@ -669,6 +669,24 @@ fn over_http_agents_are_served_while_people_decide_and_lists_follow_the_configur
     assert_eq!(r.status, 401, "{}", r.body);
     crate::hot::stop(up);
 
+    // Per-agent KPIs: calls by decision, refusals apart from denials,
+    // proposals and their acceptance, nothing unauthorized executed.
+    let out = charter_env(Some(&bob), &["kpi", "--json"], dir);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let k: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = &k["agents"]["support-copilot"];
+    assert_eq!(c["calls"]["denied"], 1, "{c}");
+    assert_eq!(c["refused"]["schema"], 3, "{c}");
+    assert_eq!(c["refused"]["too-large"], 1, "{c}");
+    assert_eq!(c["proposals"]["created"], 4, "{c}");
+    assert_eq!(c["proposals"]["executed"], 1, "{c}");
+    assert_eq!(c["proposals"]["rejected"], 1, "{c}");
+    assert_eq!(c["proposals"]["acceptance_rate"], 0.5, "{c}");
+    assert_eq!(c["unauthorized_actions_executed"], 0, "{c}");
+    assert_eq!(k["unauthorized_actions_executed"], 0);
+    let t = text(&charter_env(Some(&bob), &["kpi"], dir));
+    assert!(t.contains("support-copilot: calls allowed"), "{t}");
+
     let records = read_records(&dir.join("data/events.log")).unwrap();
     let refused = |reason: &str, who: Option<&str>| {
         records.iter().any(|r| {

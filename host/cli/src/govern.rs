@@ -537,6 +537,11 @@ pub fn kpi_text(name: &str, k: &Kpi) {
             );
         }
     }
+    // Per AI agent: its own section (`charter_runtime::kpi::agents`).
+    let agents = charter_runtime::kpi::agents::text(&k.agents);
+    if !agents.is_empty() {
+        print!("\n{agents}");
+    }
 }
 
 pub fn proposal_text(d: &ProposalDetail) {

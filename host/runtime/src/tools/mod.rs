@@ -175,7 +175,13 @@ impl RateLimiter {
 
     /// Count one refused call; the event to record now, if one is due
     /// (the first of a window, standing for those counted since the last).
-    pub fn refuse(&self, agent: &str, rule: &'static str, tool: &str, detail: &str) -> Option<Event> {
+    pub fn refuse(
+        &self,
+        agent: &str,
+        rule: &'static str,
+        tool: &str,
+        detail: &str,
+    ) -> Option<Event> {
         let mut all = self.refused.lock().unwrap_or_else(|p| p.into_inner());
         let b = all.entry((agent.to_string(), rule)).or_default();
         b.pending += 1;
