@@ -150,6 +150,7 @@ owner = "shop-team"
 
 [plugins.orders.tools."acme:shop/orders"]
 roles = ["support"]
+idempotent = ["label-order"]
 
 [plugins.payments]
 path = "{payments}"
@@ -298,6 +299,22 @@ fn agents_see_only_their_tools_and_every_call_is_governed_and_recorded() {
         assert_ne!(out.status.code(), Some(0));
         assert!(text(&out).contains(why), "{}", text(&out));
     }
+
+    // A function the interface does not export cannot be declared
+    // idempotent: the server does not start, naming it.
+    let toml = std::fs::read_to_string(dir.join("charter.toml")).unwrap();
+    std::fs::write(
+        dir.join("bad.toml"),
+        toml.replace("[\"label-order\"]", "[\"label-order\", \"drop-tables\"]"),
+    )
+    .unwrap();
+    let out = charter_env(
+        Some(&copilot),
+        &["mcp", "--config", "bad.toml", "--agent", "support-copilot"],
+        dir,
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out).contains("\"drop-tables\""), "{}", text(&out));
 
     // A person decides: bob approves one, rejects the other.
     let out = charter_env(Some(&bob), &["proposals", "approve", &approve_me], dir);
@@ -456,6 +473,15 @@ fn check_lists(listed: &Value, bots: &Value) {
         true
     );
     assert_eq!(lookup["input"]["required"], serde_json::json!(["order-id"]));
+    // idempotentHint where declared, and only there.
+    assert_eq!(
+        listed["tools"]["orders.label-order"]["annotations"]["idempotentHint"],
+        true
+    );
+    assert_eq!(
+        listed["tools"]["orders.cancel-order"]["annotations"]["idempotentHint"],
+        false
+    );
 }
 
 /// What the `calls` scenario saw: allowed, scalars, denied naming the
@@ -708,4 +734,61 @@ fn over_http_agents_are_served_while_people_decide_and_lists_follow_the_configur
         )
         .count();
     assert_eq!(runs, 1);
+}
+
+/// The example (examples/refunds/copilot.toml): support-copilot sees the
+/// payments connector and the order-lookup tool, looks an order up on its
+/// own, and every refund it asks for — 5.00 included — is a proposal; a
+/// function the policy does not permit is denied. README shows the list.
+#[test]
+fn the_refunds_copilot_example_proposes_every_refund() {
+    let Some(py) = python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let src = root().join("examples/refunds");
+    let (copilot, copilot_hash) = mint("support-copilot", dir);
+    let (_, bob_hash) = mint("bob", dir);
+    let release = format!("{}/", fixture("fx-orders-tool").parent().unwrap().display());
+    let toml = std::fs::read_to_string(src.join("copilot.toml"))
+        .unwrap()
+        .replace("../../target/charter-data/refunds-copilot", "data")
+        .replace("../../target/wasm32-wasip2/release/", &release)
+        .replace("../../plugins/", &format!("{}/plugins/", root().display()))
+        .replacen("tokens = []", &format!("tokens = [\"{bob_hash}\"]"), 1)
+        .replacen("tokens = []", &format!("tokens = [\"{copilot_hash}\"]"), 1);
+    std::fs::write(dir.join("charter.toml"), toml).unwrap();
+    std::fs::copy(src.join("copilot.cedar"), dir.join("copilot.cedar")).unwrap();
+
+    let seen = client(&py, dir, &copilot, "support-copilot", "copilot", &[]);
+    let mut names: Vec<&str> = seen["tools"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "charter_proposal_status",
+            "orders.cancel-order",
+            "orders.echo-scalars",
+            "orders.find-orders",
+            "orders.label-order",
+            "orders.lookup-order",
+            "refunds.issue-refund",
+            "refunds.void-all-refunds",
+        ]
+    );
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for n in &names {
+        assert!(readme.contains(n), "README's listing misses {n}");
+    }
+    assert_eq!(
+        seen["tools"]["orders.lookup-order"]["annotations"]["idempotentHint"],
+        true
+    );
+    assert_eq!(seen["lookup"]["error"], false, "{}", seen["lookup"]);
+    pending_id(&seen["small-refund"]);
+    assert_eq!(seen["cancel"]["error"], true, "{}", seen["cancel"]);
 }

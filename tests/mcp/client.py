@@ -138,6 +138,14 @@ async def main():
                     await changed.wait()
                 out["notified"] = changed.is_set()
                 out["after"] = sorted(t.name for t in (await session.list_tools()).tools)
+            elif scenario == "copilot":
+                out["lookup"] = await call(session, "orders.lookup-order", {"order-id": "A-1001"})
+                out["small-refund"] = await call(session, "refunds.issue-refund",
+                                                 {"order-id": "A-1001", "amount-cents": 500,
+                                                  "reason": "late delivery",
+                                                  "_reason": "the parcel arrived a week late"})
+                out["cancel"] = await call(session, "orders.cancel-order",
+                                           {"order-id": "A-1001", "reason": "r", "refund-cents": 1})
             elif scenario == "hostile":
                 out["ungranted"] = await call(session, "orders.lookup-order", {"order-id": "A-1001"})
                 out["status-of-other"] = await call(session, "charter_proposal_status", {"proposal": rest[0]})

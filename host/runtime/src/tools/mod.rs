@@ -69,6 +69,8 @@ pub fn valid_tool_name(n: &str) -> bool {
 pub struct Annotations {
     pub read_only_hint: bool,
     pub destructive_hint: bool,
+    /// Declared under the tool interface (`idempotent = [...]`).
+    pub idempotent_hint: bool,
     pub open_world_hint: bool,
 }
 
@@ -310,11 +312,27 @@ impl Host {
                     .and_then(|b| Docs::read(b, &export))
                     .filter(Docs::any)
                     .or_else(|| Docs::from_wit(spec.wit.as_deref()?, iface));
-                for (fname, f) in crate::capabilities::connector::connector_functions(
+                let functions = crate::capabilities::connector::connector_functions(
                     &self.engine,
                     &loaded,
                     iface,
-                ) {
+                );
+                if let Some(bad) = access
+                    .idempotent
+                    .iter()
+                    .find(|n| !functions.iter().any(|(f, _)| f == *n))
+                {
+                    return Err(format!(
+                        "[plugins.{}.tools.\"{iface}\"] idempotent names {bad:?}, not a function of {iface} (its functions: {})",
+                        spec.name,
+                        functions
+                            .iter()
+                            .map(|(f, _)| f.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                for (fname, f) in functions {
                     let def = tool_def(
                         &dep,
                         &loaded,
@@ -532,6 +550,10 @@ impl Host {
                 result,
             }]
         };
+        // An approved proposal's execution: the tool's outbound calls carry
+        // keys derived from the proposal (`charter:P-…:<n>`), the same at a
+        // re-execution after a crash between the effect and its record.
+        let approved = proposal.as_deref().map(|p| format!("charter:{p}"));
         let out = crate::capabilities::connector::invoke_connector(
             &self.services,
             &def.interface,
@@ -539,6 +561,7 @@ impl Host {
             vals,
             Some(initiator.to_string()),
             None,
+            approved.as_deref(),
             result_event,
         )
         .await;
@@ -762,6 +785,7 @@ fn tool_def(
     let annotations = Annotations {
         read_only_hint: effect == Effect::Read,
         destructive_hint: effect == Effect::Write,
+        idempotent_hint: access.idempotent.iter().any(|n| n == fname),
         open_world_hint: open_world,
     };
     Ok(ToolDef {
