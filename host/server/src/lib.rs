@@ -29,6 +29,7 @@
 //! | `POST /hooks/{name}` (a signature or token of its own, see [`hooks`]) | — |
 //! | `/v1/plugins/versions`, `/v1/plugins/{name}[/history,/diff,/pin,/rollback]` (see [`plugins`]) | `plugins list\|push\|history\|diff\|pin\|rollback` |
 //! | `GET /` (the operator console) · `GET /v1/approvers` · `GET /v1/events` (SSE), see [`console`] | — |
+//! | `POST`/`GET`/`DELETE /mcp` (AI agents' tools over MCP, an agent's token only, see [`mcp`]) | `mcp` (stdio) |
 //!
 //! Status codes follow the error's class: usage 400, not found 404,
 //! invalid 422, unauthenticated 401, refused by governance 403, a limit
