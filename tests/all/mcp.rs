@@ -98,11 +98,13 @@ when { context.order_id like "LOCKED-*" };
 "#;
 
 /// The deployment: a tool plugin (orders) for the support role, the
-/// payments connector for both agents, a person who approves.
-fn deployment(dir: &Path) -> (String, String, String) {
+/// payments connector for both agents, a person who approves, an operator
+/// service (applies configurations). The tokens: copilot, bot, bob, ops.
+fn deployment(dir: &Path) -> (String, String, String, String) {
     let (copilot, copilot_hash) = mint("support-copilot", dir);
     let (bot, bot_hash) = mint("reporting-bot", dir);
     let (bob, bob_hash) = mint("bob", dir);
+    let (ops, ops_hash) = mint("ops", dir);
     std::fs::write(dir.join("orders.cedar"), POLICY).unwrap();
     let toml = format!(
         r#"[deployment]
@@ -113,6 +115,11 @@ data_dir = "data"
 [identities.bob]
 roles = ["order-approver"]
 tokens = ["{bob_hash}"]
+
+[identities.ops]
+kind = "service"
+roles = ["operator"]
+tokens = ["{ops_hash}"]
 
 [agents.support-copilot]
 roles = ["support"]
@@ -143,6 +150,7 @@ owner = "shop-team"
 
 [plugins.orders.tools."acme:shop/orders"]
 roles = ["support"]
+idempotent = ["label-order"]
 
 [plugins.payments]
 path = "{payments}"
@@ -157,20 +165,21 @@ agents = ["support-copilot", "reporting-bot"]
         payments = fixture("payments-connector").display(),
     );
     std::fs::write(dir.join("charter.toml"), toml).unwrap();
-    (copilot, bot, bob)
+    (copilot, bot, bob, ops)
 }
 
-/// Run one client scenario as `agent` with `token`; what it saw.
-fn client(
+/// The client's command for one scenario as `agent` with `token`: over
+/// stdio, or over HTTP to `url` (`charter up`'s `/mcp`).
+fn client_cmd(
     py: &Path,
     dir: &Path,
-    token: &str,
-    agent: &str,
+    url: Option<&str>,
+    (token, agent): (&str, &str),
     scenario: &str,
     extra: &[&str],
-) -> Value {
-    let out = Command::new(py)
-        .arg(root().join("tests/mcp/client.py"))
+) -> Command {
+    let mut cmd = Command::new(py);
+    cmd.arg(root().join("tests/mcp/client.py"))
         .args([
             scenario,
             charter_bin().to_str().unwrap(),
@@ -180,7 +189,37 @@ fn client(
         .args(extra)
         .current_dir(dir)
         .env("CHARTER_TOKEN", token)
-        .env_remove("CHARTER_LOG")
+        .env_remove("CHARTER_LOG");
+    match url {
+        Some(u) => cmd.env("CHARTER_MCP_URL", u),
+        None => cmd.env_remove("CHARTER_MCP_URL"),
+    };
+    cmd
+}
+
+/// Run one client scenario as `agent` with `token` over stdio; what it saw.
+fn client(
+    py: &Path,
+    dir: &Path,
+    token: &str,
+    agent: &str,
+    scenario: &str,
+    extra: &[&str],
+) -> Value {
+    client_over(py, dir, None, token, agent, scenario, extra)
+}
+
+/// [`client`] over stdio (`url` none) or HTTP.
+fn client_over(
+    py: &Path,
+    dir: &Path,
+    url: Option<&str>,
+    token: &str,
+    agent: &str,
+    scenario: &str,
+    extra: &[&str],
+) -> Value {
+    let out = client_cmd(py, dir, url, (token, agent), scenario, extra)
         .output()
         .expect("run the MCP client");
     assert!(
@@ -205,89 +244,17 @@ fn agents_see_only_their_tools_and_every_call_is_governed_and_recorded() {
     let Some(py) = python() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (copilot, bot, bob) = deployment(dir);
+    let (copilot, bot, bob, _) = deployment(dir);
 
     // Two agents, two lists: support-copilot holds the support role.
-    let listed = client(&py, dir, &copilot, "support-copilot", "list", &[]);
-    let mut names: Vec<&str> = listed["tools"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    names.sort();
-    assert_eq!(
-        names,
-        [
-            "charter_proposal_status",
-            "orders.cancel-order",
-            "orders.echo-scalars",
-            "orders.find-orders",
-            "orders.label-order",
-            "orders.lookup-order",
-            "refunds.issue-refund",
-            "refunds.void-all-refunds",
-        ]
+    check_lists(
+        &client(&py, dir, &copilot, "support-copilot", "list", &[]),
+        &client(&py, dir, &bot, "reporting-bot", "list", &[]),
     );
-    let bots = client(&py, dir, &bot, "reporting-bot", "list", &[]);
-    let mut bot_names: Vec<&str> = bots["tools"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    bot_names.sort();
-    assert_eq!(
-        bot_names,
-        [
-            "charter_proposal_status",
-            "refunds.issue-refund",
-            "refunds.void-all-refunds"
-        ]
-    );
-    let lookup = &listed["tools"]["orders.lookup-order"];
-    assert_eq!(lookup["description"], "Look up one order by its id.");
-    assert_eq!(lookup["annotations"]["readOnlyHint"], true);
-    assert_eq!(
-        listed["tools"]["orders.cancel-order"]["annotations"]["destructiveHint"],
-        true
-    );
-    assert_eq!(lookup["input"]["required"], serde_json::json!(["order-id"]));
 
     // Calls: allowed, denied (naming the rule), proposed twice, hostile.
     let calls = client(&py, dir, &copilot, "support-copilot", "calls", &[]);
-    assert_eq!(calls["allowed"]["error"], false, "{}", calls["allowed"]);
-    assert_eq!(
-        calls["allowed"]["structured"]["result"]["ok"]["id"],
-        "A-1001"
-    );
-    // (Policy judges a u64 only up to i64::MAX, Cedar's Long: beyond, denied.)
-    assert_eq!(
-        calls["scalars"]["structured"]["result"]["d"],
-        serde_json::json!(i64::MAX)
-    );
-    assert_eq!(calls["scalars"]["structured"]["result"]["text"], "ünï");
-    assert_eq!(calls["denied"]["error"], true);
-    assert!(
-        calls["denied"]["text"]
-            .as_str()
-            .unwrap()
-            .contains("no-locked-orders"),
-        "{}",
-        calls["denied"]
-    );
-    let approve_me = pending_id(&calls["proposed"]);
-    let reject_me = pending_id(&calls["to-reject"]);
-    for (case, says) in [
-        ("wrong-kind", "order-id: expected a string"),
-        ("out-of-range", "limit: 256 is out of range for u8"),
-        ("extra", "unknown argument \"admin\""),
-        ("huge", "[too-large]"),
-    ] {
-        assert_eq!(calls[case]["error"], true, "{case}: {}", calls[case]);
-        let t = calls[case]["text"].as_str().unwrap();
-        assert!(t.contains(says), "{case}: {t}");
-    }
+    let (approve_me, reject_me) = check_calls(&calls);
 
     // Hostile agent: an ungranted tool does not exist for it, another
     // agent's proposal does not either, and a flood is cut at its rate.
@@ -332,6 +299,22 @@ fn agents_see_only_their_tools_and_every_call_is_governed_and_recorded() {
         assert_ne!(out.status.code(), Some(0));
         assert!(text(&out).contains(why), "{}", text(&out));
     }
+
+    // A function the interface does not export cannot be declared
+    // idempotent: the server does not start, naming it.
+    let toml = std::fs::read_to_string(dir.join("charter.toml")).unwrap();
+    std::fs::write(
+        dir.join("bad.toml"),
+        toml.replace("[\"label-order\"]", "[\"label-order\", \"drop-tables\"]"),
+    )
+    .unwrap();
+    let out = charter_env(
+        Some(&copilot),
+        &["mcp", "--config", "bad.toml", "--agent", "support-copilot"],
+        dir,
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out).contains("\"drop-tables\""), "{}", text(&out));
 
     // A person decides: bob approves one, rejects the other.
     let out = charter_env(Some(&bob), &["proposals", "approve", &approve_me], dir);
@@ -382,16 +365,35 @@ fn agents_see_only_their_tools_and_every_call_is_governed_and_recorded() {
     let rules: Vec<String> = mine.iter().flat_map(|c| c.2.clone()).collect();
     for rule in [
         "order-tools/no-locked-orders",
-        "schema",
-        "too-large",
         "order-tools/large-cancellations-need-approval",
         "approved-by:bob",
     ] {
         assert!(rules.iter().any(|r| r == rule), "no {rule} in {rules:?}");
     }
+    // Refused before policy: counted in aggregated `tool-refused` events
+    // (not policy denials): a flood of 12 adds at most two events.
+    let refusals = |agent: &str, rule: &str| {
+        let evs: Vec<u64> = records
+            .iter()
+            .filter_map(|r| match &r.event {
+                Event::ToolRefused {
+                    agent: a,
+                    rule: why,
+                    count,
+                    ..
+                } if a == agent && why == rule => Some(*count),
+                _ => None,
+            })
+            .collect();
+        (evs.len(), evs.iter().sum::<u64>())
+    };
+    assert_eq!(refusals("support-copilot", "schema").1, 3);
+    assert_eq!(refusals("support-copilot", "too-large").1, 1);
+    assert_eq!(refusals("reporting-bot", "unknown-tool").1, 1);
+    let (events, flood) = refusals("reporting-bot", "rate-limit");
+    assert!(flood >= 9 && events <= 2, "{events} events for {flood}");
+    assert!(rules.iter().all(|r| r != "schema" && r != "rate-limit"));
     let theirs = calls_of("agent:reporting-bot");
-    assert!(theirs.iter().any(|c| c.2 == ["unknown-tool"]));
-    assert!(theirs.iter().filter(|c| c.2 == ["rate-limit"]).count() >= 9);
     let executed: Vec<&String> = records
         .iter()
         .filter_map(|r| match &r.event {
@@ -423,4 +425,370 @@ fn agents_see_only_their_tools_and_every_call_is_governed_and_recorded() {
             .iter()
             .any(|r| matches!(&r.event, Event::AuthRefused { route, .. } if route == "mcp stdio"))
     );
+}
+
+/// Two agents, two lists (support-copilot's and reporting-bot's), with
+/// their descriptions, annotations and schemas.
+fn check_lists(listed: &Value, bots: &Value) {
+    let mut names: Vec<&str> = listed["tools"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "charter_proposal_status",
+            "orders.cancel-order",
+            "orders.echo-scalars",
+            "orders.find-orders",
+            "orders.label-order",
+            "orders.lookup-order",
+            "refunds.issue-refund",
+            "refunds.void-all-refunds",
+        ]
+    );
+    let mut bot_names: Vec<&str> = bots["tools"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    bot_names.sort();
+    assert_eq!(
+        bot_names,
+        [
+            "charter_proposal_status",
+            "refunds.issue-refund",
+            "refunds.void-all-refunds"
+        ]
+    );
+    let lookup = &listed["tools"]["orders.lookup-order"];
+    assert_eq!(lookup["description"], "Look up one order by its id.");
+    assert_eq!(lookup["annotations"]["readOnlyHint"], true);
+    assert_eq!(
+        listed["tools"]["orders.cancel-order"]["annotations"]["destructiveHint"],
+        true
+    );
+    assert_eq!(lookup["input"]["required"], serde_json::json!(["order-id"]));
+    // idempotentHint where declared, and only there.
+    assert_eq!(
+        listed["tools"]["orders.label-order"]["annotations"]["idempotentHint"],
+        true
+    );
+    assert_eq!(
+        listed["tools"]["orders.cancel-order"]["annotations"]["idempotentHint"],
+        false
+    );
+}
+
+/// What the `calls` scenario saw: allowed, scalars, denied naming the
+/// rule, two proposals (their ids), four hostile argument sets refused.
+fn check_calls(calls: &Value) -> (String, String) {
+    assert_eq!(calls["allowed"]["error"], false, "{}", calls["allowed"]);
+    assert_eq!(
+        calls["allowed"]["structured"]["result"]["ok"]["id"],
+        "A-1001"
+    );
+    // (Policy judges a u64 only up to i64::MAX, Cedar's Long: beyond, denied.)
+    assert_eq!(
+        calls["scalars"]["structured"]["result"]["d"],
+        serde_json::json!(i64::MAX)
+    );
+    assert_eq!(calls["scalars"]["structured"]["result"]["text"], "ünï");
+    assert_eq!(calls["denied"]["error"], true);
+    assert!(
+        calls["denied"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("no-locked-orders"),
+        "{}",
+        calls["denied"]
+    );
+    let approve_me = pending_id(&calls["proposed"]);
+    let reject_me = pending_id(&calls["to-reject"]);
+    for (case, says) in [
+        ("wrong-kind", "order-id: expected a string"),
+        ("out-of-range", "limit: 256 is out of range for u8"),
+        ("extra", "unknown argument \"admin\""),
+        ("huge", "[too-large]"),
+    ] {
+        assert_eq!(calls[case]["error"], true, "{case}: {}", calls[case]);
+        let t = calls[case]["text"].as_str().unwrap();
+        assert!(t.contains(says), "{case}: {t}");
+    }
+
+    (approve_me, reject_me)
+}
+
+/// Read the client's `WAIT <json>` line (an interactive scenario).
+fn wait_line(out: &mut impl std::io::BufRead) -> Value {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the client ended");
+        if let Some(j) = line.trim().strip_prefix("WAIT ") {
+            return serde_json::from_str(j).unwrap();
+        }
+    }
+}
+
+/// The rest of an interactive client's output: its last line, parsed.
+fn finish(mut child: std::process::Child, mut out: impl std::io::BufRead) -> Value {
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(child.wait().unwrap().success(), "client: {rest}\n{err}");
+    let last = rest
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no output: {err}"));
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {rest}\n{err}"))
+}
+
+/// `/mcp` on `charter up`: the same scenario over streamable HTTP (the
+/// SDK's own client, the agent's token as a bearer token), a person
+/// deciding through the API while the agent's session stays open, a
+/// listing that changes when a configuration is applied (the session is
+/// told: `tools/list_changed`), and hostile callers: a person's or a
+/// service's token, none, a bad one — each refused and recorded — and an
+/// agent's token on the control API, recorded as what it is. (Long: one
+/// running host and its sessions in order.)
+#[test]
+fn over_http_agents_are_served_while_people_decide_and_lists_follow_the_configuration() {
+    use std::io::{BufReader, Write};
+    use std::process::Stdio;
+
+    use crate::up::http;
+    let Some(py) = python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (copilot, bot, bob, ops) = deployment(dir);
+    let (up, addr) = crate::up::up(dir);
+    let url = format!("http://{addr}/mcp");
+    let over = |token: &str, agent: &str, scenario: &str| {
+        client_over(&py, dir, Some(&url), token, agent, scenario, &[])
+    };
+
+    check_lists(
+        &over(&copilot, "support-copilot", "list"),
+        &over(&bot, "reporting-bot", "list"),
+    );
+    let (_, _) = check_calls(&over(&copilot, "support-copilot", "calls"));
+
+    // A person decides while the agent's session is open; the agent then
+    // reads the real result in that same session.
+    let mut child = client_cmd(
+        &py,
+        dir,
+        Some(&url),
+        (&copilot, "support-copilot"),
+        "open-session",
+        &[],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let asked = wait_line(&mut out);
+    let approve_me = pending_id(&asked["approve"]);
+    let reject_me = pending_id(&asked["reject"]);
+    let bob_bearer = format!("Bearer {bob}");
+    for (id, verb) in [(&approve_me, "approve"), (&reject_me, "reject")] {
+        let r = http(
+            &addr,
+            "POST",
+            &format!("/v1/proposals/{id}/{verb}"),
+            Some(&bob_bearer),
+            None,
+        );
+        assert_eq!(r.status, 200, "{verb}: {}", r.body);
+    }
+    writeln!(child.stdin.as_mut().unwrap()).unwrap();
+    let seen = finish(child, out);
+    let done: Value =
+        serde_json::from_str(seen["status"][&approve_me]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(done["status"], "executed", "{done}");
+    assert_eq!(done["result"]["ok"], "X-H-1-20000");
+    let rejected: Value =
+        serde_json::from_str(seen["status"][&reject_me]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(rejected["status"], "rejected");
+
+    // A configuration applied while reporting-bot's session is open gives
+    // it the support role, so the orders tools: it is told, and its next
+    // listing has them. (A tool plugin's own entry is a connector's: it
+    // changes only with a restart.)
+    let mut child = client_cmd(
+        &py,
+        dir,
+        Some(&url),
+        (&bot, "reporting-bot"),
+        "list-changed",
+        &[],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let before = wait_line(&mut out);
+    assert!(
+        !before["listed"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("orders.lookup-order"))
+    );
+    let toml = std::fs::read_to_string(dir.join("charter.toml")).unwrap();
+    let toml = toml.replace(
+        "roles = [\"reporting\"]",
+        "roles = [\"reporting\", \"support\"]",
+    );
+    std::fs::write(dir.join("charter.toml"), toml).unwrap();
+    let r = http(
+        &addr,
+        "POST",
+        "/v1/config/apply",
+        Some(&format!("Bearer {ops}")),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    writeln!(child.stdin.as_mut().unwrap()).unwrap();
+    let seen = finish(child, out);
+    assert_eq!(seen["notified"], true, "{seen}");
+    assert!(
+        seen["after"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("orders.lookup-order")),
+        "{seen}"
+    );
+
+    // Hostile: a person's token and a service's are not an agent's (403),
+    // none or a bad one proves nothing (401); an agent's token on the
+    // control API is refused and recorded as an agent's.
+    let init = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "hostile", "version": "0"}}});
+    for (token, status) in [
+        (Some(bob_bearer.clone()), 403),
+        (Some(format!("Bearer {ops}")), 403),
+        (None, 401),
+        (Some("Bearer not-a-token".to_string()), 401),
+        (Some(format!("Basic {copilot}")), 401),
+    ] {
+        let r = http(&addr, "POST", "/mcp", token.as_deref(), Some(&init));
+        assert_eq!(r.status, status, "{token:?}: {}", r.body);
+    }
+    let r = http(
+        &addr,
+        "GET",
+        "/v1/whoami",
+        Some(&format!("Bearer {copilot}")),
+        None,
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+    crate::hot::stop(up);
+
+    // Per-agent KPIs: calls by decision, refusals apart from denials,
+    // proposals and their acceptance, nothing unauthorized executed.
+    let out = charter_env(Some(&bob), &["kpi", "--json"], dir);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let k: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = &k["agents"]["support-copilot"];
+    assert_eq!(c["calls"]["denied"], 1, "{c}");
+    assert_eq!(c["refused"]["schema"], 3, "{c}");
+    assert_eq!(c["refused"]["too-large"], 1, "{c}");
+    assert_eq!(c["proposals"]["created"], 4, "{c}");
+    assert_eq!(c["proposals"]["executed"], 1, "{c}");
+    assert_eq!(c["proposals"]["rejected"], 1, "{c}");
+    assert_eq!(c["proposals"]["acceptance_rate"], 0.5, "{c}");
+    assert_eq!(c["unauthorized_actions_executed"], 0, "{c}");
+    assert_eq!(k["unauthorized_actions_executed"], 0);
+    let t = text(&charter_env(Some(&bob), &["kpi"], dir));
+    assert!(t.contains("support-copilot: calls allowed"), "{t}");
+
+    let records = read_records(&dir.join("data/events.log")).unwrap();
+    let refused = |reason: &str, who: Option<&str>| {
+        records.iter().any(|r| {
+            matches!(&r.event, Event::AuthRefused { route, identity, reason: why }
+                if route.contains("/mcp") == (reason != "agent-token")
+                    && why == reason
+                    && identity.as_deref() == who)
+        })
+    };
+    assert!(refused("not-an-agent", Some("bob")));
+    assert!(refused("not-an-agent", Some("ops")));
+    assert!(refused("no-token", None), "{records:?}");
+    assert!(refused("agent-token", Some("support-copilot")));
+    // The approved call ran once, in the host that served the session.
+    let runs = records
+        .iter()
+        .filter(
+            |r| matches!(&r.event, Event::CallResult { proposal: Some(p), .. } if *p == approve_me),
+        )
+        .count();
+    assert_eq!(runs, 1);
+}
+
+/// The example (examples/refunds/copilot.toml): support-copilot sees the
+/// payments connector and the order-lookup tool, looks an order up on its
+/// own, and every refund it asks for — 5.00 included — is a proposal; a
+/// function the policy does not permit is denied. README shows the list.
+#[test]
+fn the_refunds_copilot_example_proposes_every_refund() {
+    let Some(py) = python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let src = root().join("examples/refunds");
+    let (copilot, copilot_hash) = mint("support-copilot", dir);
+    let (_, bob_hash) = mint("bob", dir);
+    let release = format!("{}/", fixture("fx-orders-tool").parent().unwrap().display());
+    let toml = std::fs::read_to_string(src.join("copilot.toml"))
+        .unwrap()
+        .replace("../../target/charter-data/refunds-copilot", "data")
+        .replace("../../target/wasm32-wasip2/release/", &release)
+        .replace("../../plugins/", &format!("{}/plugins/", root().display()))
+        .replacen("tokens = []", &format!("tokens = [\"{bob_hash}\"]"), 1)
+        .replacen("tokens = []", &format!("tokens = [\"{copilot_hash}\"]"), 1);
+    std::fs::write(dir.join("charter.toml"), toml).unwrap();
+    std::fs::copy(src.join("copilot.cedar"), dir.join("copilot.cedar")).unwrap();
+
+    let seen = client(&py, dir, &copilot, "support-copilot", "copilot", &[]);
+    let mut names: Vec<&str> = seen["tools"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "charter_proposal_status",
+            "orders.cancel-order",
+            "orders.echo-scalars",
+            "orders.find-orders",
+            "orders.label-order",
+            "orders.lookup-order",
+            "refunds.issue-refund",
+            "refunds.void-all-refunds",
+        ]
+    );
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for n in &names {
+        assert!(readme.contains(n), "README's listing misses {n}");
+    }
+    assert_eq!(
+        seen["tools"]["orders.lookup-order"]["annotations"]["idempotentHint"],
+        true
+    );
+    assert_eq!(seen["lookup"]["error"], false, "{}", seen["lookup"]);
+    pending_id(&seen["small-refund"]);
+    assert_eq!(seen["cancel"]["error"], true, "{}", seen["cancel"]);
 }

@@ -112,6 +112,12 @@ impl Control {
         self.access
     }
 
+    /// The host that serves (created on first use): for front ends that
+    /// serve its tools (`/mcp`, `charter mcp`).
+    pub fn serving_host(&self) -> Result<Arc<Host>, ApiError> {
+        self.host()
+    }
+
     /// The host, created on first use.
     pub(crate) fn host(&self) -> Result<Arc<Host>, ApiError> {
         let mut slot = self.host.lock().unwrap_or_else(|p| p.into_inner());

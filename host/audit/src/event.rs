@@ -343,6 +343,25 @@ pub enum Event {
         /// One refusal's detail, bounded.
         detail: String,
     },
+    /// An AI agent's tool calls refused before any policy decision: a
+    /// tool that does not exist for it, arguments that do not fit the
+    /// tool's schema, over the tool plugin's size limit, over the agent's
+    /// calls per minute. Nothing ran. Aggregated like `hook-refused`: one
+    /// event per agent and rule per window at most, counting the refusals
+    /// since the last one (a flood cannot grow the log one event per
+    /// call; the count is kept). Not a policy denial (`call` with `deny`).
+    ToolRefused {
+        /// The agent (`[agents.NAME]`).
+        agent: String,
+        /// The tool asked for, bounded (its MCP name).
+        tool: String,
+        /// `unknown-tool`, `schema`, `too-large`, `rate-limit`.
+        rule: String,
+        /// Refusals this event stands for.
+        count: u64,
+        /// One refusal's detail, bounded.
+        detail: String,
+    },
     /// A new version of a plugin was sent to a running host (`charter
     /// plugins push`, the watched plugin file, or a rollback): recorded
     /// before it is checked; `plugin-activated` or `plugin-refused` follows.
@@ -448,6 +467,7 @@ impl Event {
         "auth-refused",
         "auth-refusals-suppressed",
         "hook-refused",
+        "tool-refused",
         "plugin-pushed",
         "plugin-activated",
         "plugin-pinned",
@@ -482,7 +502,8 @@ impl Event {
             | Event::Escalated { .. }
             | Event::EscalationResolved { .. }
             | Event::RunFinished { .. }
-            | Event::HookRefused { .. } => None,
+            | Event::HookRefused { .. }
+            | Event::ToolRefused { .. } => None,
         }
     }
 
@@ -509,6 +530,7 @@ impl Event {
             Event::AuthRefused { .. } => "auth-refused",
             Event::AuthRefusalsSuppressed { .. } => "auth-refusals-suppressed",
             Event::HookRefused { .. } => "hook-refused",
+            Event::ToolRefused { .. } => "tool-refused",
             Event::PluginPushed { .. } => "plugin-pushed",
             Event::PluginActivated { .. } => "plugin-activated",
             Event::ConfigApplied { .. } => "config-applied",

@@ -304,6 +304,13 @@ fn summary(e: &Event) -> String {
             count,
             detail,
         } => format!("hook {hook} refused {count} delivery(ies): {reason}: {detail}"),
+        Event::ToolRefused {
+            agent,
+            tool,
+            rule,
+            count,
+            detail,
+        } => format!("agent {agent}: {count} call(s) of {tool} refused [{rule}]: {detail}"),
         Event::PluginPushed {
             digest, by, source, ..
         } => format!("{source} of {digest} by {by}"),
@@ -584,6 +591,11 @@ pub fn kpi_text(name: &str, k: &Kpi) {
                 c.allowed, c.proposed, c.denied
             );
         }
+    }
+    // Per AI agent: its own section (`charter_runtime::kpi::agents`).
+    let agents = charter_runtime::kpi::agents::text(&k.agents);
+    if !agents.is_empty() {
+        print!("\n{agents}");
     }
 }
 

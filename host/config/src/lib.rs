@@ -602,6 +602,10 @@ pub type Approver = Identity;
 pub struct ToolAccess {
     pub agents: Vec<String>,
     pub roles: Vec<String>,
+    /// Functions declared idempotent (`idempotent = ["func", ...]`): MCP's
+    /// `idempotentHint`. Each must be a function of the interface (checked
+    /// when the tools are listed: a name it does not export is an error).
+    pub idempotent: Vec<String>,
 }
 
 impl ToolAccess {
@@ -830,6 +834,8 @@ struct ToolFile {
     agents: Vec<String>,
     #[serde(default)]
     roles: Vec<String>,
+    #[serde(default)]
+    idempotent: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -2112,6 +2118,7 @@ fn tool_access(
             ToolAccess {
                 agents: t.agents.clone(),
                 roles: t.roles.clone(),
+                idempotent: t.idempotent.clone(),
             },
         );
     }

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use charter_audit::{Decision, Event, Record};
 use serde::{Deserialize, Serialize};
 
+pub mod agents;
 pub mod framework;
 pub mod series;
 
@@ -114,6 +115,9 @@ pub struct Kpi {
     pub unauthorized_detail: Vec<String>,
     /// Per workflow.
     pub workflows: BTreeMap<String, WorkflowKpi>,
+    /// Per AI agent (tool calls over MCP), see [`agents`].
+    #[serde(default)]
+    pub agents: BTreeMap<String, agents::AgentKpi>,
 }
 
 fn pct(v: &mut [u64], p: usize) -> Option<u64> {
@@ -161,6 +165,8 @@ pub struct KpiFold {
     retried: HashSet<(String, String)>,
     /// Proposals already executed: one approval, one execution.
     executed: HashSet<String>,
+    /// Per agent.
+    agents: agents::AgentFold,
 }
 
 impl KpiFold {
@@ -170,6 +176,7 @@ impl KpiFold {
     /// the maps that tie an execution back to the decision and the
     /// approvals behind it (the "unauthorized actions executed" check).
     pub fn add(&mut self, r: &Record) {
+        self.agents.add(r);
         let k = &mut self.k;
         k.events += 1;
         let wf_of = |runs: &HashMap<String, (String, u64)>, run: &str| {
@@ -383,6 +390,7 @@ impl KpiFold {
     /// with the log.
     pub fn counts(&self) -> Kpi {
         let mut k = self.k.clone();
+        k.agents = self.agents.kpi();
         let b = &k.blocked_by_kind;
         k.blocked_unauthorized_attempts = b.plugin_refused_at_load
             + b.call_denied

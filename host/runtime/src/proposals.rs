@@ -480,6 +480,7 @@ impl Host {
             &vals,
             initiator,
             None,
+            None,
             |_, _| vec![],
         )
         .await?;

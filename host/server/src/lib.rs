@@ -29,6 +29,7 @@
 //! | `POST /hooks/{name}` (a signature or token of its own, see [`hooks`]) | — |
 //! | `/v1/plugins/versions`, `/v1/plugins/{name}[/history,/diff,/pin,/rollback]` (see [`plugins`]) | `plugins list\|push\|history\|diff\|pin\|rollback` |
 //! | `GET /` (the operator console) · `GET /v1/approvers` · `GET /v1/events` (SSE), see [`console`] | — |
+//! | `POST`/`GET`/`DELETE /mcp` (AI agents' tools over MCP, an agent's token only, see [`mcp`]) | `mcp` (stdio) |
 //!
 //! Status codes follow the error's class: usage 400, not found 404,
 //! invalid 422, unauthenticated 401, refused by governance 403, a limit
@@ -55,6 +56,7 @@
 //! the steps in flight finish (see `charter up`).
 
 pub mod console;
+pub mod mcp;
 pub mod metrics;
 pub mod plugins;
 pub mod refusals;
@@ -100,6 +102,11 @@ pub struct Service {
     streams: console::Streams,
     /// Whole-log downloads (export, checkpoint): one at a time.
     downloads: tokio::sync::Mutex<()>,
+    /// Ends every `/mcp` session (their event streams would hold a
+    /// graceful stop open) when the host drains.
+    mcp_stop: tokio_util::sync::CancellationToken,
+    /// What every `/mcp` session shares (the agents' rate and refusals).
+    mcp: std::sync::OnceLock<Arc<mcp::Shared>>,
 }
 
 impl Service {
@@ -117,6 +124,7 @@ impl Service {
     /// 503 from now on.
     pub fn drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
+        self.mcp_stop.cancel();
     }
 
     /// Ready and not draining.
@@ -136,6 +144,9 @@ impl Service {
         if let Err(e) = control.record_auth_refusals(due).await {
             tracing::error!(error = %e, "cannot record refused authentications");
         }
+        if let Some(tools) = self.mcp.get() {
+            tools.record_due_refusals(all).await;
+        }
     }
 }
 
@@ -150,6 +161,16 @@ pub fn router(control: Arc<Control>) -> Router {
 /// The API's routes over `control`, with `service`'s readiness and intake.
 pub fn router_with(control: Arc<Control>, service: Arc<Service>) -> Router {
     let app = App { control, service };
+    // Agent tools over MCP: an agent's token only, proven at every request.
+    let shared = app
+        .service
+        .mcp
+        .get_or_init(|| mcp::Shared::new(app.control.clone()))
+        .clone();
+    let tools = mcp::http_service(shared, app.service.mcp_stop.clone());
+    let agents = Router::new().route_service("/mcp", tools).route_layer(
+        axum::middleware::from_fn_with_state(app.clone(), mcp::agent_only),
+    );
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -178,6 +199,7 @@ pub fn router_with(control: Arc<Control>, service: Arc<Service>) -> Router {
         .merge(hooks::routes(app.control.clone()))
         // The operator console: its page and its two routes of its own.
         .merge(console::routes())
+        .merge(agents)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(app.clone(), intake))
         .with_state(app)
@@ -306,6 +328,9 @@ impl FromRequestParts<App> for Caller {
                 let auth = app.control.authenticator();
                 let reason = match auth.authenticate(token, now) {
                     Err(a) => a.kind(),
+                    // A valid token of an AI agent: the API is not for it
+                    // (said as what it is, not as an unknown token).
+                    Ok(p) if p.kind == charter_config::IdentityKind::Agent => "agent-token",
                     // Accepted a moment later (an expiry cannot come
                     // back): said as what the message says.
                     Ok(_) => "unknown-token",
@@ -322,7 +347,7 @@ impl FromRequestParts<App> for Caller {
 /// Record a refused authentication (within [`refusals`]' bound) and
 /// answer with `e`. The record is on disk before the answer; a failure to
 /// record it is logged, and the request refused all the same.
-async fn refuse(
+pub(crate) async fn refuse(
     app: &App,
     route: String,
     reason: &'static str,
@@ -347,7 +372,7 @@ async fn refuse(
 
 /// The token of an `Authorization: Bearer` header; a header of another
 /// scheme is refused rather than ignored.
-fn bearer(headers: &HeaderMap) -> Result<Option<&str>, HttpError> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Result<Option<&str>, HttpError> {
     let Some(v) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };

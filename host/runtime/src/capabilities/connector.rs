@@ -212,6 +212,7 @@ pub(crate) fn link(
                         params,
                         initiator,
                         Some(&importer),
+                        None,
                         result_event,
                     )
                     .await;
@@ -337,7 +338,9 @@ pub(crate) struct Importer {
 /// grants, limits and mediator; its own events commit before this returns.
 /// (Long: the connector's whole bounded call — store, deadline, redactor
 /// inheritance, instantiation, typed call, fault mapping, commit — in the
-/// order it must happen.)
+/// order it must happen. Eight arguments: who calls — an importer, an
+/// agent's approved proposal — each its own optional context.)
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn invoke_connector(
     services: &Arc<Services>,
     iface: &str,
@@ -345,6 +348,8 @@ pub(crate) async fn invoke_connector(
     params: &[wasmtime::component::Val],
     initiator: Option<String>,
     importer: Option<&Importer>,
+    // An approved agent proposal's execution: its idempotency prefix.
+    approved: Option<&str>,
     // Given the result and the connector's own redaction point (a tool's
     // result leaves through it: `tools::run_tool`).
     result_events: impl FnOnce(
@@ -355,6 +360,7 @@ pub(crate) async fn invoke_connector(
     let conn = services.connector(iface)?;
     let started = Instant::now();
     let mut store = new_store(services, &conn.ctx, initiator);
+    store.data_mut().mediator.approved_calls = approved.map(str::to_string);
     let parent = importer.and_then(|i| i.journal.clone());
     if let Some(i) = importer {
         let m = &mut store.data_mut().mediator;

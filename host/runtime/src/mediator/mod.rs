@@ -220,6 +220,10 @@ pub(crate) struct Mediator {
     /// (`charter:<proposal>`): every execution attempt of one proposal, a
     /// re-approval after a crash included, carries the same key.
     pub(crate) approved_key: Option<String>,
+    /// The idempotency prefix of an approved agent tool call's execution
+    /// (`charter:<proposal>`): the tool plugin's n-th outbound call carries
+    /// `<prefix>:<n>`, the same at every execution attempt of the proposal.
+    pub(crate) approved_calls: Option<String>,
     pub ctx: Arc<PluginContext>,
     pub(crate) services: Arc<Services>,
     pub calls: u64,
@@ -287,6 +291,7 @@ impl Mediator {
             step: format!("{:x}-{n:x}", charter_audit::now_ms()),
             call_n: 0,
             approved_key: None,
+            approved_calls: None,
             pending: Vec::new(),
             step_state: Default::default(),
             rationale: None,
@@ -395,6 +400,11 @@ impl Mediator {
         self.jref()
             .map(|r| r.idempotency_key())
             .or_else(|| self.approved_key.clone())
+            .or_else(|| {
+                self.approved_calls
+                    .as_ref()
+                    .map(|p| format!("{p}:{}", self.call_n))
+            })
     }
 
     /// A key naming the current call outside a workflow run (no journal):

@@ -20,9 +20,12 @@
 //!   `_reason` is its rationale) that a person decides; on approval the
 //!   host executes it once ([`Host::execute_agent_proposal`]) and the agent
 //!   reads the result with [`Host::agent_proposal_status`].
-//! - Every call, refused or not, is a `call` event whose initiator is
+//! - Every call policy decides is a `call` event whose initiator is
 //!   `agent:NAME` (arguments and their digest, decision, rules), and every
-//!   executed one a `call-result` with the result's digest.
+//!   executed one a `call-result` with the result's digest. A call refused
+//!   before policy (unknown tool, schema, size, rate) ran nothing and is
+//!   counted in an aggregated `tool-refused` event
+//!   ([`RateLimiter::due_refusals`]), not as a policy denial.
 
 pub(crate) mod convert;
 pub(crate) mod schema;
@@ -66,6 +69,8 @@ pub fn valid_tool_name(n: &str) -> bool {
 pub struct Annotations {
     pub read_only_hint: bool,
     pub destructive_hint: bool,
+    /// Declared under the tool interface (`idempotent = [...]`).
+    pub idempotent_hint: bool,
     pub open_world_hint: bool,
 }
 
@@ -124,10 +129,37 @@ pub enum ToolOutcome {
     Failed(String),
 }
 
-/// Per-agent call rate: a fixed one-minute window per agent.
+/// Per-agent call rate: a fixed one-minute window per agent; and the
+/// agents' refused calls, aggregated ([`Event::ToolRefused`]). One per
+/// host, shared by every session of every transport.
 #[derive(Debug, Default)]
 pub struct RateLimiter {
     windows: Mutex<HashMap<String, (Instant, u32)>>,
+    refused: Mutex<HashMap<(String, &'static str), Refusals>>,
+}
+
+/// At most one `tool-refused` event per agent and rule per window.
+pub const REFUSAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Refusals of one agent and rule not yet recorded.
+#[derive(Debug, Default)]
+struct Refusals {
+    recorded: Option<Instant>,
+    pending: u64,
+    tool: String,
+    detail: String,
+}
+
+impl Refusals {
+    fn event(&mut self, agent: &str, rule: &str) -> Event {
+        Event::ToolRefused {
+            agent: agent.to_string(),
+            tool: std::mem::take(&mut self.tool),
+            rule: rule.to_string(),
+            count: std::mem::take(&mut self.pending),
+            detail: std::mem::take(&mut self.detail),
+        }
+    }
 }
 
 impl RateLimiter {
@@ -141,6 +173,48 @@ impl RateLimiter {
         }
         e.1 += 1;
         e.1 <= per_minute
+    }
+
+    /// Count one refused call; the event to record now, if one is due
+    /// (the first of a window, standing for those counted since the last).
+    pub fn refuse(
+        &self,
+        agent: &str,
+        rule: &'static str,
+        tool: &str,
+        detail: &str,
+    ) -> Option<Event> {
+        let mut all = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        let b = all.entry((agent.to_string(), rule)).or_default();
+        b.pending += 1;
+        b.tool = record::cut(tool, 128);
+        b.detail = record::cut(detail, 300);
+        let now = Instant::now();
+        let due = b
+            .recorded
+            .is_none_or(|t| now.duration_since(t) >= REFUSAL_WINDOW);
+        due.then(|| {
+            b.recorded = Some(now);
+            b.event(agent, rule)
+        })
+    }
+
+    /// The refusals counted and not yet recorded whose window is over
+    /// (`all`: every one, when a session or the host stops).
+    pub fn due_refusals(&self, all: bool) -> Vec<Event> {
+        let mut map = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for ((agent, rule), b) in map.iter_mut() {
+            let over = b
+                .recorded
+                .is_none_or(|t| now.duration_since(t) >= REFUSAL_WINDOW);
+            if b.pending > 0 && (all || over) {
+                b.recorded = Some(now);
+                out.push(b.event(agent, rule));
+            }
+        }
+        out
     }
 }
 
@@ -238,11 +312,27 @@ impl Host {
                     .and_then(|b| Docs::read(b, &export))
                     .filter(Docs::any)
                     .or_else(|| Docs::from_wit(spec.wit.as_deref()?, iface));
-                for (fname, f) in crate::capabilities::connector::connector_functions(
+                let functions = crate::capabilities::connector::connector_functions(
                     &self.engine,
                     &loaded,
                     iface,
-                ) {
+                );
+                if let Some(bad) = access
+                    .idempotent
+                    .iter()
+                    .find(|n| !functions.iter().any(|(f, _)| f == *n))
+                {
+                    return Err(format!(
+                        "[plugins.{}.tools.\"{iface}\"] idempotent names {bad:?}, not a function of {iface} (its functions: {})",
+                        spec.name,
+                        functions
+                            .iter()
+                            .map(|(f, _)| f.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                for (fname, f) in functions {
                     let def = tool_def(
                         &dep,
                         &loaded,
@@ -296,27 +386,12 @@ impl Host {
         let def = catalog
             .iter()
             .find(|d| d.name == tool && d.visible_to(agent));
+        // Refused before policy: nothing runs, and the record is aggregated
+        // (a flood adds one event per agent and rule per window).
         let refuse = |rule: &'static str, message: String| async move {
-            let (plugin, function) = match def {
-                Some(d) => (d.plugin.clone(), format!("{}#{}", d.export, d.function)),
-                None => ("-".to_string(), format!("mcp:{}", record::cut(tool, 128))),
-            };
-            let digest = json_digest(args);
-            let ev = Event::Call {
-                call: call_id(),
-                plugin,
-                digest: String::new(),
-                function,
-                args: record::bounded(args.clone(), record::MAX_RECORDED_ARGS, Some(&digest)),
-                args_digest: digest,
-                decision: Decision::Deny,
-                policies: vec![rule.to_string()],
-                reason: Some(record::cut(&message, record::MAX_TEXT)),
-                initiator: Some(format!("agent:{}", agent.name)),
-                journal: None,
-                request: None,
-            };
-            if let Err(e) = self.services.log.append(vec![ev]).await {
+            if let Some(ev) = limiter.refuse(&agent.name, rule, tool, &message)
+                && let Err(e) = self.services.log.append(vec![ev]).await
+            {
                 return ToolOutcome::Failed(format!("event log: {e}; nothing was called"));
             }
             ToolOutcome::Refused { rule, message }
@@ -481,6 +556,10 @@ impl Host {
                 result,
             }]
         };
+        // An approved proposal's execution: the tool's outbound calls carry
+        // keys derived from the proposal (`charter:P-…:<n>`), the same at a
+        // re-execution after a crash between the effect and its record.
+        let approved = proposal.as_deref().map(|p| format!("charter:{p}"));
         let out = crate::capabilities::connector::invoke_connector(
             &self.services,
             &def.interface,
@@ -488,6 +567,7 @@ impl Host {
             vals,
             Some(initiator.to_string()),
             None,
+            approved.as_deref(),
             result_event,
         )
         .await;
@@ -711,6 +791,7 @@ fn tool_def(
     let annotations = Annotations {
         read_only_hint: effect == Effect::Read,
         destructive_hint: effect == Effect::Write,
+        idempotent_hint: access.idempotent.iter().any(|n| n == fname),
         open_world_hint: open_world,
     };
     Ok(ToolDef {

@@ -1,0 +1,564 @@
+//! Agent tools over the Model Context Protocol: one server type
+//! ([`Tools`]), two transports — stdio (`charter mcp --agent NAME`, one
+//! agent proven by `CHARTER_TOKEN`) and streamable HTTP at `/mcp` on
+//! `charter up` ([`http_service`], every request proven by its bearer
+//! token, [`agent_only`]). What an agent may see and call, and how each
+//! call is decided and recorded, is `charter_runtime::tools`; this module
+//! only proves who asks, keeps the catalog current and speaks MCP.
+//!
+//! **Who asks.** An agent's token, nothing else: over HTTP a person's or
+//! a service's valid token is a 403 (`not-an-agent`), no or a bad token a
+//! 401, both recorded (bounded as every refused authentication is). A
+//! session serves the agent that first proved itself on it: another
+//! agent's token on the same session is refused (`wrong-identity`), and
+//! every request (HTTP) or call (stdio) proves the token again, so an
+//! expired or revoked token ends the agent's reach at once.
+//!
+//! **What it sees.** The catalog follows the serving generation: a plugin
+//! activated or a configuration applied (a new tool, a grant taken away)
+//! is what the next listing and call see; a session whose visible list
+//! changed is sent `notifications/tools/list_changed`.
+//!
+//! **Rate.** One limiter per host for every session and transport: an
+//! agent cannot reset its calls per minute by opening another session.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use charter_api::{ApiError, Control, ErrorClass};
+use charter_audit::Event;
+use charter_config::{Agent, IdentityKind};
+use charter_runtime::Host;
+use charter_runtime::tools::{RateLimiter, STATUS_TOOL, ToolDef, ToolOutcome};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, Extensions, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use serde_json::{Value, json};
+
+use crate::App;
+
+/// The agent an `/mcp` request proved (set by [`agent_only`], read by
+/// [`Tools`] from the request's parts).
+#[derive(Debug, Clone)]
+pub struct AgentProof(pub String);
+
+/// What serves every session of one host: the control surface, the
+/// per-agent rate and the catalog of the generation in force.
+#[derive(Debug)]
+pub struct Shared {
+    control: Arc<Control>,
+    limiter: RateLimiter,
+    catalog: tokio::sync::Mutex<Option<(CatalogKey, Arc<Vec<ToolDef>>)>>,
+}
+
+/// What a catalog was built from: the configuration's number and the
+/// digest of each tool plugin serving (none: not loaded yet).
+type CatalogKey = (u64, Vec<(String, Option<String>)>);
+
+fn catalog_key(host: &Host) -> CatalogKey {
+    let g = host.generation();
+    let plugins = g
+        .config
+        .deployment
+        .plugins
+        .values()
+        .filter(|p| !p.tools.is_empty())
+        .map(|p| (p.name.clone(), g.plugin(&p.name).map(|l| l.digest.clone())))
+        .collect();
+    (g.config.number, plugins)
+}
+
+impl Shared {
+    pub fn new(control: Arc<Control>) -> Arc<Shared> {
+        Arc::new(Shared {
+            control,
+            limiter: RateLimiter::default(),
+            catalog: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    fn host(&self) -> Result<Arc<Host>, String> {
+        self.control.serving_host().map_err(|e| e.message)
+    }
+
+    /// Record the agents' refused calls counted and not yet recorded
+    /// whose window is over (`all`: every one, at a stop).
+    pub async fn record_due_refusals(&self, all: bool) {
+        let due = self.limiter.due_refusals(all);
+        if due.is_empty() {
+            return;
+        }
+        match self.host() {
+            Ok(h) => {
+                if let Err(e) = h.log().append(due).await {
+                    tracing::error!(error = %e, "cannot record refused agent calls");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot record refused agent calls"),
+        }
+    }
+
+    /// The tools of the generation in force (rebuilt once after a plugin
+    /// is activated or a configuration applied).
+    async fn catalog(&self) -> Result<Arc<Vec<ToolDef>>, String> {
+        let host = self.host()?;
+        let mut slot = self.catalog.lock().await;
+        if let Some((key, defs)) = slot.as_ref()
+            && *key == catalog_key(&host)
+        {
+            return Ok(defs.clone());
+        }
+        let defs = Arc::new(host.tool_catalog().await?);
+        // The key after the build: building loads the tool plugins.
+        *slot = Some((catalog_key(&host), defs.clone()));
+        Ok(defs)
+    }
+
+    /// `agent`'s listing as the configuration in force declares it (its
+    /// roles may have changed); empty for an agent no longer declared.
+    async fn listing(&self, agent: &str) -> Result<Vec<Value>, String> {
+        let host = self.host()?;
+        let Some(a) = host.deployment().agents.get(agent).cloned() else {
+            return Ok(vec![]);
+        };
+        let catalog = self.catalog().await?;
+        let mut tools: Vec<Value> = catalog
+            .iter()
+            .filter(|d| d.visible_to(&a))
+            .map(tool_json)
+            .collect();
+        tools.push(status_tool());
+        Ok(tools)
+    }
+}
+
+/// How a session's agent proves itself.
+#[derive(Debug, Clone)]
+pub enum Proof {
+    /// stdio: the token the session started with, proven again at every
+    /// request.
+    Session(Option<String>),
+    /// HTTP: each request's bearer token, proven by [`agent_only`].
+    Bearer,
+}
+
+/// One MCP session: the agent it serves and the host's shared state.
+#[derive(Debug)]
+pub struct Tools {
+    shared: Arc<Shared>,
+    proof: Proof,
+    route: &'static str,
+    agent: OnceLock<String>,
+    /// The task sending `tools/list_changed` to this session's client.
+    watcher: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Drop for Tools {
+    fn drop(&mut self) {
+        if let Some(w) = self
+            .watcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            w.abort();
+        }
+    }
+}
+
+impl Tools {
+    /// A stdio session of `agent` (checked already at start), proven by
+    /// `token` at every request.
+    pub fn stdio(shared: Arc<Shared>, agent: &str, token: Option<String>) -> Tools {
+        let t = Tools::new(shared, Proof::Session(token), "mcp stdio");
+        let _ = t.agent.set(agent.to_string());
+        t
+    }
+
+    /// An HTTP session: its agent is the first one proven on it.
+    pub fn http(shared: Arc<Shared>) -> Tools {
+        Tools::new(shared, Proof::Bearer, "POST /mcp")
+    }
+
+    fn new(shared: Arc<Shared>, proof: Proof, route: &'static str) -> Tools {
+        Tools {
+            shared,
+            proof,
+            route,
+            agent: OnceLock::new(),
+            watcher: Mutex::new(None),
+        }
+    }
+
+    /// The agent this request proves, as the configuration in force
+    /// declares it; else a refusal, recorded.
+    async fn proven(&self, ext: &Extensions) -> Result<Agent, String> {
+        let claimed = self.agent.get().cloned();
+        let name = match &self.proof {
+            Proof::Session(token) => {
+                let now = charter_audit::now_ms() / 1000;
+                match self
+                    .shared
+                    .control
+                    .authenticator()
+                    .authenticate(token.as_deref(), now)
+                {
+                    Ok(p) if p.kind == IdentityKind::Agent => p.name,
+                    Ok(p) => {
+                        return Err(self
+                            .refuse(
+                                "not-an-agent",
+                                Some(p.name.clone()),
+                                format!("{} is not an agent", p.name),
+                            )
+                            .await);
+                    }
+                    Err(e) => {
+                        return Err(self
+                            .refuse(
+                                e.kind(),
+                                claimed,
+                                format!("the agent's token no longer proves it ({e})"),
+                            )
+                            .await);
+                    }
+                }
+            }
+            Proof::Bearer => match ext
+                .get::<axum::http::request::Parts>()
+                .and_then(|p| p.extensions.get::<AgentProof>())
+            {
+                Some(a) => a.0.clone(),
+                None => {
+                    return Err(self
+                        .refuse("no-token", claimed, "no agent token".into())
+                        .await);
+                }
+            },
+        };
+        let bound = self.agent.get_or_init(|| name.clone());
+        if *bound != name {
+            return Err(self
+                .refuse(
+                    "wrong-identity",
+                    Some(name.clone()),
+                    format!("this session serves agent {bound}, not {name}"),
+                )
+                .await);
+        }
+        let host = self.shared.host()?;
+        match host.deployment().agents.get(&name) {
+            Some(a) => Ok(a.clone()),
+            None => Err(self
+                .refuse(
+                    "unknown-agent",
+                    Some(name.clone()),
+                    format!("agent {name} is no longer declared"),
+                )
+                .await),
+        }
+    }
+
+    /// Record a refused proof; the message for the client.
+    async fn refuse(&self, reason: &str, identity: Option<String>, message: String) -> String {
+        if let Ok(host) = self.shared.host() {
+            let _ = host
+                .log()
+                .append(vec![Event::AuthRefused {
+                    route: self.route.into(),
+                    identity,
+                    reason: reason.to_string(),
+                }])
+                .await;
+        }
+        format!("refused: {message} [{reason}]")
+    }
+
+    async fn status(&self, agent: &Agent, args: &Value) -> CallToolResult {
+        let host = match self.shared.host() {
+            Ok(h) => h,
+            Err(e) => return result(&e, None, true),
+        };
+        let id = args.get("proposal").and_then(Value::as_str);
+        match id.map(|id| host.agent_proposal_status(agent, id)) {
+            Some(Ok(v)) => result(&v.to_string(), Some(v), false),
+            Some(Err(e)) => result(&e, None, true),
+            None => result("give {\"proposal\": \"P-…\"}", None, true),
+        }
+    }
+
+    /// Send `tools/list_changed` to this session whenever its agent's
+    /// listing changes (checked after every commit to the log: a plugin
+    /// activated and a configuration applied are commits).
+    fn watch_listing(&self, peer: rmcp::Peer<RoleServer>) {
+        let Some(agent) = self.agent.get().cloned() else {
+            return;
+        };
+        let Ok(host) = self.shared.host() else { return };
+        let shared = self.shared.clone();
+        let mut commits = host.log().subscribe();
+        let task = tokio::spawn(async move {
+            let mut seen = shared.listing(&agent).await.ok();
+            while commits.changed().await.is_ok() {
+                if peer.is_transport_closed() {
+                    break;
+                }
+                let now = shared.listing(&agent).await.ok();
+                if now.is_some() && now != seen {
+                    seen = now;
+                    if peer.notify_tool_list_changed().await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut slot = self.watcher.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = slot.replace(task.abort_handle()) {
+            old.abort();
+        }
+    }
+}
+
+fn status_tool() -> Value {
+    json!({
+        "name": STATUS_TOOL,
+        "description": "The state of a proposal one of your calls made (pending, executed with its result, rejected, expired, failed). Only your own proposals exist for you.",
+        "inputSchema": {
+            "type": "object",
+            "properties": {"proposal": {"type": "string", "description": "The proposal id a pending_approval result named."}},
+            "required": ["proposal"],
+            "additionalProperties": false,
+        },
+        "annotations": {"readOnlyHint": true, "destructiveHint": false, "idempotentHint": true, "openWorldHint": false},
+    })
+}
+
+/// A tool result: text, optional structured content, error or not.
+fn result(text: &str, structured: Option<Value>, is_error: bool) -> CallToolResult {
+    let mut r = if is_error {
+        CallToolResult::error(vec![rmcp::model::ContentBlock::text(text.to_string())])
+    } else {
+        CallToolResult::success(vec![rmcp::model::ContentBlock::text(text.to_string())])
+    };
+    r.structured_content = structured;
+    r
+}
+
+fn tool_json(d: &ToolDef) -> Value {
+    let mut t = json!({
+        "name": d.name,
+        "inputSchema": d.input_schema,
+        "outputSchema": d.output_schema,
+        "annotations": d.annotations,
+    });
+    if let Some(desc) = &d.description {
+        t["description"] = json!(desc);
+    }
+    t
+}
+
+fn outcome_result(outcome: ToolOutcome) -> CallToolResult {
+    match outcome {
+        ToolOutcome::Done {
+            result: v,
+            is_error,
+        } => result(&v.to_string(), Some(v), is_error),
+        ToolOutcome::Pending { proposal } => {
+            let v = json!({"pending_approval": {"proposal": proposal}});
+            result(
+                &format!(
+                    "pending_approval: {proposal}: a person decides this call; poll {STATUS_TOOL} with {{\"proposal\": \"{proposal}\"}}"
+                ),
+                Some(v),
+                false,
+            )
+        }
+        ToolOutcome::Denied { policies, reason } => result(
+            &format!("denied: {reason} [{}]", policies.join(", ")),
+            None,
+            true,
+        ),
+        ToolOutcome::Refused { rule, message } => {
+            result(&format!("refused: {message} [{rule}]"), None, true)
+        }
+        ToolOutcome::Failed(e) => result(&format!("failed: {e}"), None, true),
+    }
+}
+
+impl ServerHandler for Tools {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
+        .with_server_info(Implementation::new("charter", env!("CARGO_PKG_VERSION")))
+        .with_instructions(
+            "Charter's governed tools: every call is decided by policy and recorded; a call that needs a person returns pending_approval with a proposal id to poll with charter_proposal_status.",
+        )
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        // Over HTTP the session's agent is the one this notification's
+        // request proved.
+        if self.proven(&context.extensions).await.is_ok() {
+            self.watch_listing(context.peer.clone());
+        }
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let agent = self
+            .proven(&context.extensions)
+            .await
+            .map_err(|e| McpError::invalid_request(e, None))?;
+        let tools = self
+            .shared
+            .listing(&agent.name)
+            .await
+            .map_err(|e| McpError::internal_error(format!("tool listing: {e}"), None))?;
+        let parsed: Vec<Tool> = tools
+            .into_iter()
+            .map(serde_json::from_value)
+            .collect::<Result<_, _>>()
+            .map_err(|e| McpError::internal_error(format!("tool listing: {e}"), None))?;
+        serde_json::from_value(json!({ "tools": parsed }))
+            .map_err(|e| McpError::internal_error(format!("tool listing: {e}"), None))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let args = Value::Object(request.arguments.unwrap_or_default());
+        let agent = match self.proven(&context.extensions).await {
+            Ok(a) => a,
+            Err(refused) => return Ok(result(&refused, None, true).into()),
+        };
+        let limiter = &self.shared.limiter;
+        let r = if request.name == STATUS_TOOL {
+            // Read-only, but counted against the agent's rate like any call.
+            if limiter.admit(&agent.name, agent.calls_per_minute) {
+                self.status(&agent, &args).await
+            } else {
+                let message = "over the agent's calls per minute";
+                if let Some(ev) = limiter.refuse(&agent.name, "rate-limit", STATUS_TOOL, message)
+                    && let Ok(h) = self.shared.host()
+                {
+                    let _ = h.log().append(vec![ev]).await;
+                }
+                result(&format!("refused: {message} [rate-limit]"), None, true)
+            }
+        } else {
+            let (host, catalog) = match (self.shared.host(), self.shared.catalog().await) {
+                (Ok(h), Ok(c)) => (h, c),
+                (Err(e), _) | (_, Err(e)) => {
+                    return Ok(result(&format!("failed: {e}"), None, true).into());
+                }
+            };
+            let outcome = host
+                .call_tool(&catalog, limiter, &agent, &request.name, &args)
+                .await;
+            outcome_result(outcome)
+        };
+        Ok(r.into())
+    }
+}
+
+/// Serve `tools` on stdin/stdout until the client leaves; then record the
+/// refused calls still counted.
+pub async fn serve_stdio(tools: Tools) -> Result<(), String> {
+    use rmcp::ServiceExt;
+    let shared = tools.shared.clone();
+    let running = tools
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| format!("MCP: {e}"))?;
+    let _ = running.waiting().await;
+    shared.record_due_refusals(true).await;
+    Ok(())
+}
+
+/// `/mcp`: streamable HTTP sessions over `shared`, ended by `stop` (the
+/// host draining). Hosts are not checked (every request needs an agent's
+/// token, which a page rebinding a name to this host cannot attach);
+/// bodies are bounded by [`crate::MAX_BODY`].
+pub fn http_service(
+    shared: Arc<Shared>,
+    stop: tokio_util::sync::CancellationToken,
+) -> StreamableHttpService<Tools, LocalSessionManager> {
+    let config = StreamableHttpServerConfig::default()
+        .disable_allowed_hosts()
+        .with_cancellation_token(stop)
+        .with_max_request_body_bytes(crate::MAX_BODY);
+    StreamableHttpService::new(
+        move || Ok(Tools::http(shared.clone())),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    )
+}
+
+/// In front of `/mcp`: an agent's token, proven now, or a 401 (none or
+/// not valid) or 403 (a person's or a service's token), recorded.
+pub async fn agent_only(State(app): State<App>, mut req: Request, next: Next) -> Response {
+    let route = format!("{} /mcp", req.method());
+    let token = match crate::bearer(req.headers()) {
+        Ok(t) => t.map(str::to_string),
+        Err(e) => {
+            return crate::refuse(&app, route, "bad-scheme", None, e)
+                .await
+                .into_response();
+        }
+    };
+    let now = charter_audit::now_ms() / 1000;
+    let auth = app.control.authenticator();
+    match auth.authenticate(token.as_deref(), now) {
+        Ok(p) if p.kind == IdentityKind::Agent => {
+            req.extensions_mut().insert(AgentProof(p.name));
+            next.run(req).await
+        }
+        Ok(p) => {
+            let e = crate::HttpError(ApiError::new(
+                ErrorClass::Refused,
+                "not-an-agent",
+                format!(
+                    "{} is a {}: /mcp serves AI agents only, each with its own token ([agents.NAME] tokens)",
+                    p.name,
+                    p.kind.as_str()
+                ),
+            ));
+            let mut r = crate::refuse(&app, route, "not-an-agent", Some(p.name), e)
+                .await
+                .into_response();
+            *r.status_mut() = StatusCode::FORBIDDEN;
+            r
+        }
+        Err(a) => {
+            let identity = token
+                .as_deref()
+                .and_then(|t| auth.named_identity(t))
+                .map(str::to_string);
+            let e = crate::HttpError(ApiError::new(
+                ErrorClass::Refused,
+                "unauthenticated",
+                a.to_string(),
+            ));
+            crate::refuse(&app, route, a.kind(), identity, e)
+                .await
+                .into_response()
+        }
+    }
+}
