@@ -631,3 +631,92 @@ over = "deny"
     let out = call(&host, 1);
     assert!(matches!(out[0], ToolOutcome::Denied { .. }), "{out:?}");
 }
+
+/// A crafted finding: the crown jewel `db-prod-01` spelled `DB-PROD-01.`
+/// with criticality "low". soc.cedar trusts the finding's criticality and
+/// allows it (inside the bounds), and the quota has room; the EDR
+/// connector normalises the hostname (case, spaces, the trailing dot) and
+/// takes the criticality from its inventory, so it refuses: nothing is
+/// isolated. (It keyed its inventory by the exact string and isolated.)
+#[test]
+fn a_crafted_finding_cannot_isolate_a_crown_jewel_by_its_spelling() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    std::fs::copy(
+        root().join("examples/security-ops/soc.cedar"),
+        cwd.join("soc.cedar"),
+    )
+    .unwrap();
+    let cfg = looper_with(cwd, "deny", "", "policy_file = \"soc.cedar\"");
+    let mut toml = std::fs::read_to_string(&cfg).unwrap();
+    toml.push_str(&format!(
+        "\n[groups.edr-block]\ncapabilities = [\"acme:edr/actions.block-ip\"]\neffect = \"write\"\n[plugins.respond]\npath = \"{}\"\ngroups = [\"edr-actions\", \"edr-block\", \"edr-ledger\"]\n",
+        fixture("soc-respond").display()
+    ));
+    std::fs::write(&cfg, toml).unwrap();
+    let out = charter(
+        &[
+            "kv",
+            "set",
+            "edr",
+            "asset:db-prod-01",
+            "crown-jewel",
+            "--config",
+            &cfg,
+        ],
+        cwd,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let finding = |host: &str| {
+        serde_json::json!({"hostname": host, "criticality": "low", "severity_id": 5, "risk": 90, "title": "crafted"})
+            .to_string()
+    };
+    for spelling in ["DB-PROD-01.", " Db-Prod-01 "] {
+        let out = charter(
+            &[
+                "call",
+                "respond",
+                "--input",
+                &finding(spelling),
+                "--config",
+                &cfg,
+            ],
+            cwd,
+        );
+        assert_ne!(out.status.code(), Some(0), "{spelling}: {}", text(&out));
+        assert!(
+            text(&out).contains("db-prod-01 is a crown-jewel asset in the EDR's inventory"),
+            "{spelling}: {}",
+            text(&out)
+        );
+    }
+    // Policy allowed each (the finding said "low"); the connector refused.
+    let v = json(&charter(
+        &[
+            "audit", "show", "--type", "call", "--json", "--config", &cfg,
+        ],
+        cwd,
+    ));
+    let allowed = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["plugin"] == "respond" && e["decision"] == "allow")
+        .count();
+    assert_eq!(allowed, 2, "{v}");
+    // A host the inventory does not know is isolated, under its normal
+    // name (the third and last place in the quota).
+    let out = charter(
+        &[
+            "call",
+            "respond",
+            "--input",
+            &finding(" Web-09. "),
+            "--config",
+            &cfg,
+        ],
+        cwd,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(ledger(&cfg, cwd), vec!["action:isolate:web-09"]);
+}
