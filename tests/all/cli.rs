@@ -1277,3 +1277,31 @@ fn log_format_json_writes_json_lines_with_load_spans() {
     let out = run(None, &["--log-format", "xml", "kpi"]);
     assert_eq!(out.status.code(), Some(64), "{}", text(&out));
 }
+
+/// `charter … --json | head`: the reader leaves before the document is
+/// written. The command exits quietly (141, as a process the pipe's
+/// SIGPIPE ended; no panic, nothing on stderr), not with Rust's "failed
+/// printing to stdout: Broken pipe" panic (exit 101).
+#[test]
+fn json_into_a_closed_pipe_exits_quietly() {
+    let mut child = std::process::Command::new(charter_bin())
+        .args([
+            "inspect",
+            fixture("refund-triage").to_str().unwrap(),
+            "--json",
+            "--config",
+            example().to_str().unwrap(),
+        ])
+        .current_dir("/")
+        .env_remove("CHARTER_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before the command writes: its write fails EPIPE.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "stderr: {err}");
+    assert!(err.is_empty(), "stderr: {err}");
+}

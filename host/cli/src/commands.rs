@@ -24,8 +24,16 @@ pub fn print_json<T: Serialize>(doc: &T, pretty: bool) -> Result<()> {
     } else {
         serde_json::to_string(doc)?
     };
-    println!("{text}");
-    Ok(())
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        // The reader left (`charter … --json | head`): nobody is there to
+        // tell, and nothing more is worth writing. Quietly, as a pipe
+        // expects (no panic, no message), with the code the shell's
+        // SIGPIPE convention gives (128 + 13).
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(141),
+        r => Ok(r?),
+    }
 }
 
 /// An error a command cannot report in its own terms: the data directory

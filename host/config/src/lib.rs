@@ -175,6 +175,13 @@ pub trait HostCatalog: Send + Sync + fmt::Debug {
             .find(|(i, n, _)| *i == f.interface && *n == f.func)
             .map(|(_, _, e)| *e)
     }
+
+    /// Is `f` one of the host's voice functions (a log line, the
+    /// rationale): the plugin's own voice, kept in its log, never an
+    /// audited call (so no quota can count it)?
+    fn host_voice(&self, _f: &FunctionName) -> bool {
+        false
+    }
 }
 
 /// Interfaces whose functions are AI: a phase 1 ("deterministic")
@@ -591,6 +598,78 @@ fn quota(name: &str, q: QuotaFile) -> Result<Quota, String> {
         over,
         approval: q.approval,
     })
+}
+
+/// A quota on a host function counts a function the host has, and one
+/// that reaches the decision point (a voice function never does). A
+/// provider's function is checked against its exports when it loads.
+fn quota_function(
+    q: &Quota,
+    catalog: &dyn HostCatalog,
+    plugins: &BTreeMap<String, PluginSpec>,
+) -> Result<(), String> {
+    if !host_interface(&q.interface) {
+        if plugins.values().any(|p| p.provides.contains(&q.interface)) {
+            return Ok(());
+        }
+        return Err(format!(
+            "[quotas.{}] counts {}.{}, but no plugin provides {} and the host has no such interface; name a function the host or a provider has",
+            q.name, q.interface, q.function, q.interface
+        ));
+    }
+    let f = FunctionName::new(&q.interface, &q.function);
+    if catalog.host_function_effect(&f).is_none() {
+        let known: Vec<&str> = catalog
+            .host_functions()
+            .iter()
+            .filter(|(i, _, _)| *i == q.interface)
+            .map(|(_, n, _)| *n)
+            .collect();
+        let has = if known.is_empty() {
+            "the host has no such interface".to_string()
+        } else {
+            format!("its functions: {}", known.join(", "))
+        };
+        return Err(format!(
+            "[quotas.{}] function = \"{}.{}\": the host has no such function ({has}); name the function the quota counts",
+            q.name, q.interface, q.function
+        ));
+    }
+    if catalog.host_voice(&f) {
+        return Err(format!(
+            "[quotas.{}] function = \"{}.{}\": a voice function (the plugin's own log line) is never an audited call, so no quota can count it; remove the quota",
+            q.name, q.interface, q.function
+        ));
+    }
+    Ok(())
+}
+
+/// A quota whose calls over it become proposals names who decides them:
+/// its own `approval` role, or else every group naming the function sets
+/// an `approver_role` (without one a proposal would go to any approver).
+fn quota_approval(q: &Quota, groups: &BTreeMap<String, ActionGroup>) -> Result<(), String> {
+    if q.over != OverQuota::Propose || q.approval.is_some() {
+        return Ok(());
+    }
+    let f = FunctionName::new(&q.interface, &q.function);
+    let naming: Vec<&ActionGroup> = groups.values().filter(|g| g.names_action(&f)).collect();
+    let roleless: Vec<&str> = naming
+        .iter()
+        .filter(|g| g.approver_role.is_none())
+        .map(|g| g.name.as_str())
+        .collect();
+    if naming.is_empty() || !roleless.is_empty() {
+        let which = if naming.is_empty() {
+            "no group granting it names an approver_role".to_string()
+        } else {
+            format!("group {} names no approver_role", roleless.join(", "))
+        };
+        return Err(format!(
+            "[quotas.{}] sends calls of {}.{} over it to people (over = \"propose\"), but {which}: set approval = \"ROLE\" on the quota (or approver_role on every group granting the function), or over = \"deny\"",
+            q.name, q.interface, q.function
+        ));
+    }
+    Ok(())
 }
 
 /// A person who may decide proposals.
@@ -1430,6 +1509,8 @@ impl Deployment {
         let mut quotas = BTreeMap::new();
         for (name, q) in file.quotas {
             let q = quota(&name, q).map_err(&invalid)?;
+            quota_function(&q, catalog, &plugins).map_err(&invalid)?;
+            quota_approval(&q, &groups).map_err(&invalid)?;
             if let Some(other) = quotas
                 .values()
                 .find(|o: &&Quota| o.covers(&FunctionName::new(&q.interface, &q.function)))
@@ -1615,23 +1696,6 @@ impl Deployment {
                     rule: "deterministic",
                     message: format!(
                         "[agents.{name}] declares an AI agent, but phase 1 (deterministic) permits no AI: remove it, or raise [deployment].phase to 2 or more"
-                    ),
-                });
-            }
-        }
-        for q in self.quotas.values() {
-            let known = host_interface(&q.interface)
-                || self
-                    .plugins
-                    .values()
-                    .any(|p| p.provides.contains(&q.interface));
-            if !known {
-                out.push(Violation {
-                    plugin: None,
-                    rule: "unknown-quota-function",
-                    message: format!(
-                        "[quotas.{}] counts {}.{}, but no plugin provides {} and the host has no such interface",
-                        q.name, q.interface, q.function, q.interface
                     ),
                 });
             }
@@ -2183,6 +2247,12 @@ mod tests {
                 ("wasi:http/outgoing-handler", "handle", Effect::Write),
             ]
         }
+        fn host_voice(&self, f: &FunctionName) -> bool {
+            matches!(
+                (f.interface.as_str(), f.func.as_str()),
+                ("charter:host/log", "write") | ("charter:host/explain", "rationale")
+            )
+        }
     }
 
     const BASE: &str = r#"
@@ -2274,7 +2344,7 @@ groups = ["kv-write", "llm"]
         assert!(!q.covers(&FunctionName::new("acme:edr/actions@0.2.0", "block-ip")));
         assert!(d.violations().is_empty(), "{:?}", d.violations());
         let bad = |q: &str| {
-            parse(&format!("[deployment]\nname = \"t\"\nphase = 4\n{q}"))
+            parse(&format!("[deployment]\nname = \"t\"\nphase = 4\n[plugins.edr]\npath = \"e.wasm\"\nprovides = [\"acme:edr/actions\"]\n{q}"))
                 .map(|_| ())
                 .unwrap_err()
                 .to_string()
@@ -2294,16 +2364,94 @@ groups = ["kv-write", "llm"]
         );
         assert!(e.contains("over = \"deny\" makes none"), "{e}");
         let e = bad(
-            "[quotas.a]\nfunction = \"acme:edr/actions.x\"\nlimit = 1\nper = \"1h\"\n[quotas.b]\nfunction = \"acme:edr/actions@1.0.0.x\"\nlimit = 2\nper = \"1h\"\n",
+            "[quotas.a]\nfunction = \"acme:edr/actions.x\"\nlimit = 1\nper = \"1h\"\nover = \"deny\"\n[quotas.b]\nfunction = \"acme:edr/actions@1.0.0.x\"\nlimit = 2\nper = \"1h\"\nover = \"deny\"\n",
         );
         assert!(e.contains("one quota per function"), "{e}");
-        let v = dep(
-            4,
-            "[quotas.q]\nfunction = \"acme:nobody/here.x\"\nlimit = 1\nper = \"1h\"\n",
-        )
-        .violations();
-        assert_eq!(v.len(), 1, "{v:?}");
-        assert_eq!(v[0].rule, "unknown-quota-function");
+        let e = bad(
+            "[quotas.q]\nfunction = \"acme:nobody/here.x\"\nlimit = 1\nper = \"1h\"\nover = \"deny\"\n",
+        );
+        assert!(e.contains("no plugin provides acme:nobody/here"), "{e}");
+    }
+
+    /// SECURITY 23: a quota must be able to match. A typo'd host function
+    /// and a voice function (never an audited call) are refused when the
+    /// file is read, naming the function and the fix; the host's real
+    /// functions (outbound HTTP included) are accepted.
+    #[test]
+    fn a_quota_that_can_never_match_is_refused() {
+        let q = |f: &str| {
+            format!("[quotas.q]\nfunction = \"{f}\"\nlimit = 1\nper = \"1h\"\nover = \"deny\"\n")
+        };
+        let err = |f: &str| {
+            parse(&format!("[deployment]\nname = \"t\"\nphase = 4\n{}", q(f)))
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("charter:host/notify.sned");
+        assert!(
+            e.contains("function = \"charter:host/notify.sned\": the host has no such function (its functions: send)"),
+            "{e}"
+        );
+        let e = err("charter:host/notfy.send");
+        assert!(e.contains("the host has no such interface"), "{e}");
+        for voice in ["charter:host/log.write", "charter:host/explain.rationale"] {
+            let e = err(voice);
+            assert!(
+                e.contains("a voice function") && e.contains("remove the quota"),
+                "{voice}: {e}"
+            );
+        }
+        for ok in [
+            "charter:host/notify.send",
+            "wasi:http/outgoing-handler.handle",
+        ] {
+            assert_eq!(
+                dep(4, &q(ok)).quotas["q"].function,
+                ok.rsplit('.').next().unwrap()
+            );
+        }
+    }
+
+    /// SECURITY 23: a quota whose calls over it become proposals names who
+    /// decides them: its `approval`, or an approver_role on every group
+    /// naming the function. Otherwise the file is refused (a proposal
+    /// without a role could be approved by anyone).
+    #[test]
+    fn a_proposing_quota_names_who_decides() {
+        let provider = "[plugins.edr]\npath = \"e.wasm\"\nprovides = [\"acme:edr/actions\"]\n[plugins.r]\npath = \"r.wasm\"\ngroups = [\"a\"]\n";
+        let quota =
+            "[quotas.q]\nfunction = \"acme:edr/actions.isolate-host\"\nlimit = 1\nper = \"1h\"\n";
+        let file = |groups: &str, extra: &str| {
+            format!("[deployment]\nname = \"t\"\nphase = 4\n{provider}{groups}{quota}{extra}")
+        };
+        let roleless =
+            "[groups.a]\ncapabilities = [\"acme:edr/actions.isolate-host\"]\neffect = \"write\"\n";
+        let e = parse(&file(roleless, ""))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("group a names no approver_role: set approval = \"ROLE\" on the quota"),
+            "{e}"
+        );
+        // A second group with a role does not cover the first.
+        let two = format!(
+            "{roleless}[groups.b]\ncapabilities = [\"acme:edr/actions.*\"]\neffect = \"write\"\napprover_role = \"soc\"\n"
+        );
+        let e = parse(&file(&two, "")).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains("group a names no approver_role"), "{e}");
+        // No group at all names it.
+        let e = parse(&file("", "")).map(|_| ()).unwrap_err().to_string();
+        assert!(
+            e.contains("no group granting it names an approver_role"),
+            "{e}"
+        );
+        // Fixed by the quota's approval, by the groups' roles, or by deny.
+        assert!(parse(&file(roleless, "approval = \"soc\"\n")).is_ok());
+        assert!(parse(&file(roleless, "over = \"deny\"\n")).is_ok());
+        let with_role = "[groups.a]\ncapabilities = [\"acme:edr/actions.isolate-host\"]\neffect = \"write\"\napprover_role = \"soc\"\n";
+        assert!(parse(&file(with_role, "")).is_ok());
     }
 
     #[test]

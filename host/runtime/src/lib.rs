@@ -862,6 +862,10 @@ impl Host {
         }
 
         let provides = exports_provided(spec, &inspection).map_err(fail)?;
+        let unknown = unknown_quota_functions(deployment, spec, &inspection, &provides);
+        if !unknown.is_empty() {
+            return Err(fail(LoadError::Governance(unknown)));
+        }
         let routes = self
             .connector_routes(deployment, spec, &component, &inspection)
             .await
@@ -1317,6 +1321,44 @@ fn spec_in(config: &hot::config::Config, name: &str) -> Result<PluginSpec, LoadE
 /// The interfaces a connector claims to provide, each with the export that
 /// provides it; a component that is neither a step nor a connector is
 /// refused.
+/// The `[quotas]` over a function of an interface this plugin provides
+/// that its export does not have (a typo the quota would never count):
+/// one violation each, refusing the plugin (and `charter check`).
+fn unknown_quota_functions(
+    deployment: &Deployment,
+    spec: &PluginSpec,
+    inspection: &inspect::Inspection,
+    provides: &HashMap<String, String>,
+) -> Vec<charter_config::Violation> {
+    let mut out = Vec::new();
+    for q in deployment.quotas.values() {
+        let Some(export) = provides.get(&q.interface) else {
+            continue;
+        };
+        let funcs: Vec<&str> = inspection
+            .exports
+            .iter()
+            .filter(|e| &e.name == export)
+            .flat_map(|e| e.functions.iter().map(String::as_str))
+            .collect();
+        if !funcs.contains(&q.function.as_str()) {
+            out.push(charter_config::Violation {
+                plugin: Some(spec.name.clone()),
+                rule: "unknown-quota-function",
+                message: format!(
+                    "[quotas.{}] counts {}.{}, but {} exports no such function (its functions: {}); name one of them",
+                    q.name,
+                    q.interface,
+                    q.function,
+                    export,
+                    funcs.join(", ")
+                ),
+            });
+        }
+    }
+    out
+}
+
 fn exports_provided(
     spec: &PluginSpec,
     inspection: &inspect::Inspection,

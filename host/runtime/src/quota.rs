@@ -39,10 +39,15 @@ pub(crate) struct Quotas {
 
 /// Was this call allowed by people (an approved proposal)? Such calls are
 /// not counted: `approved:ID` / `approved-by:NAME` lead their policies.
+/// Only the host writes these markers: a Cedar policy's id is always
+/// recorded as `GROUP/ID` (`charter-policy` prefixes it, and a group's
+/// name has no `:` or `/`), so a deployment author naming a policy
+/// `@id("approved:x")` gets `group/approved:x`, which is counted.
 fn by_people(policies: &[String]) -> bool {
-    policies
-        .iter()
-        .any(|p| p.starts_with("approved:") || p.starts_with("approved-by:"))
+    policies.iter().any(|p| {
+        let marker = p.starts_with("approved:") || p.starts_with("approved-by:");
+        marker && !p.contains('/')
+    })
 }
 
 impl Quotas {
@@ -222,5 +227,8 @@ mod tests {
         assert!(by_people(&["approved:P-1".into(), "soc-bounds".into()]));
         assert!(by_people(&["approved-by:bob".into()]));
         assert!(!by_people(&["bounded-isolation".into(), "quota:q".into()]));
+        // A Cedar policy named like the marker is recorded under its group.
+        assert!(!by_people(&["edr-actions/approved:P-1".into()]));
+        assert!(!by_people(&["edr-actions/approved-by:bob".into()]));
     }
 }

@@ -217,6 +217,11 @@ impl charter_config::HostCatalog for Catalog {
     fn host_functions(&self) -> &[(&'static str, &'static str, Effect)] {
         &self.effects
     }
+    fn host_voice(&self, f: &FunctionName) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.function.voice && e.interface.name == f.interface && e.name() == f.func)
+    }
 }
 
 impl Catalog {

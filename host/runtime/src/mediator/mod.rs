@@ -577,15 +577,30 @@ impl Mediator {
         record::cut(&self.redact(text), max)
     }
 
-    /// The grant alone decides (no policy applies).
-    fn by_grant() -> Ruling {
+    /// The grant alone decides (no policy applies). The granting groups
+    /// still ride along: a proposal the quota makes of this call takes
+    /// their approver role, approvals and expiry.
+    fn by_grant(&self, fname: &charter_config::FunctionName) -> Ruling {
         Ruling {
             decision: Decision::Allow,
             policies: vec!["grant".to_string()],
             reason: None,
             role: None,
-            groups: vec![],
+            groups: self.naming_groups(fname),
         }
+    }
+
+    /// Every group granted to this plugin that names `fname`'s action, in
+    /// any version: a versioned pattern never lets a call skip its
+    /// group's policies (or its approval settings).
+    fn naming_groups(&self, fname: &charter_config::FunctionName) -> Vec<String> {
+        let dep = &self.ctx.config.deployment;
+        self.ctx
+            .groups
+            .iter()
+            .filter(|g| dep.groups.get(*g).is_some_and(|gr| gr.names_action(fname)))
+            .cloned()
+            .collect()
     }
 
     /// Ask policy about `action` with `args`. Functions of groups without
@@ -596,16 +611,7 @@ impl Mediator {
         action: &str,
         args: &serde_json::Value,
     ) -> Ruling {
-        let dep = &self.ctx.config.deployment;
-        // Every granted group that names this action, in any version: a
-        // versioned pattern never lets a call skip its group's policies.
-        let groups: Vec<String> = self
-            .ctx
-            .groups
-            .iter()
-            .filter(|g| dep.groups.get(*g).is_some_and(|gr| gr.names_action(fname)))
-            .cloned()
-            .collect();
+        let groups = self.naming_groups(fname);
         let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
         // Decided here, on the guest's fiber stack: `PolicyEngine::decide`
         // keeps its own stack use bounded and moves what Cedar's evaluator
@@ -901,7 +907,7 @@ impl Mediator {
                 let r = self.rule(f.function_name(), f.action(), &args);
                 self.quota(f.function_name(), r)
             }
-            None => self.quota(f.function_name(), Self::by_grant()),
+            None => self.quota(f.function_name(), self.by_grant(f.function_name())),
         };
         let call_id = self.next_call_id();
         if ruling.decision != Decision::Allow {

@@ -28,15 +28,29 @@ fn act(id: String, what: String) -> Result<String, String> {
     Ok(id)
 }
 
+/// A hostname as the inventory keys it: DNS names are case-insensitive and
+/// `db-prod-01.` (fully qualified) is `db-prod-01`, so `DB-PROD-01.` must
+/// not slip past the inventory's `asset:db-prod-01`.
+fn normal(hostname: &str) -> String {
+    hostname.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
 impl Guest for Edr {
     fn isolate_host(
         hostname: String,
-        _criticality: String,
+        criticality: String,
         severity_id: u8,
         risk: u32,
         reason: String,
     ) -> Result<String, String> {
-        if kv::get(&format!("asset:{hostname}"))?.as_deref() == Some("crown-jewel") {
+        let hostname = normal(&hostname);
+        if hostname.is_empty() {
+            return Err("no hostname: not isolated".into());
+        }
+        // The inventory's criticality, where it knows the asset, over the
+        // caller's (the finding's, which a crafted finding can lower).
+        let criticality = kv::get(&format!("asset:{hostname}"))?.unwrap_or(criticality);
+        if criticality.trim().eq_ignore_ascii_case("crown-jewel") {
             return Err(format!(
                 "{hostname} is a crown-jewel asset in the EDR's inventory: not isolated"
             ));
