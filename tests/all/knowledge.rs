@@ -132,7 +132,7 @@ fn a_corpus_escaping_the_deployment_directory_is_refused_at_load() {
         .to_string();
         assert!(err.contains("escapes the deployment directory"), "{err}");
     }
-    std::fs::create_dir_all(dir.path().join("docs")).unwrap();
+    std::fs::create_dir_all(dir.path().join("docs/sub")).unwrap();
     std::os::unix::fs::symlink(
         outside.path().join("secret.md"),
         dir.path().join("docs/leak.md"),
