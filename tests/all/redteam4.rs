@@ -299,7 +299,10 @@ fn a_grant_at_one_version_does_not_cover_another() {
 #[test]
 fn knowledge_imported_at_0_2_0_is_refused_at_load() {
     let all = "[groups.g]\ncapabilities = [\"charter:host/knowledge.*\"]\n";
-    for inst in ["charter:host/knowledge@0.2.0", "charter:host/knowledge@0.1.0"] {
+    for inst in [
+        "charter:host/knowledge@0.2.0",
+        "charter:host/knowledge@0.1.0",
+    ] {
         let err = load_with(all, &importing(&[(inst, "search")])).unwrap_err();
         assert!(matches!(err, LoadError::Ungranted(_)), "{inst}: {err}");
         assert!(err.to_string().contains("knowledge"), "{err}");
