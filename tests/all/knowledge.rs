@@ -111,8 +111,10 @@ fn hostile_searches_are_denied_refused_or_bounded() {
 }
 
 /// SECURITY: a corpus must stay inside the deployment's directory: `..`
-/// or an absolute `dir` is refused when the file is read, a symbolic link
-/// out of it when the host starts.
+/// or an absolute `dir` is refused when the file is read, a `dir` that is
+/// a link out of it stops the host's start; a symbolic link out of it
+/// *inside* the corpus makes only that corpus unavailable (the host
+/// starts, and a search of it returns the error naming the link).
 #[cfg(unix)]
 #[test]
 fn a_corpus_escaping_the_deployment_directory_is_refused_at_load() {
@@ -130,7 +132,7 @@ fn a_corpus_escaping_the_deployment_directory_is_refused_at_load() {
         .to_string();
         assert!(err.contains("escapes the deployment directory"), "{err}");
     }
-    std::fs::create_dir_all(dir.path().join("docs")).unwrap();
+    std::fs::create_dir_all(dir.path().join("docs/sub")).unwrap();
     std::os::unix::fs::symlink(
         outside.path().join("secret.md"),
         dir.path().join("docs/leak.md"),
@@ -141,14 +143,97 @@ fn a_corpus_escaping_the_deployment_directory_is_refused_at_load() {
         3,
         &[("searcher", "fx-knowledge", &["search"], KNOWLEDGE)],
     );
+    let (h, _) = host(d);
+    let rt = rt();
+    let input = json!({"corpus": "docs", "query": "password"}).to_string();
+    let out = rt.block_on(h.call("searcher", &input)).unwrap();
+    let err = out.output["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("unavailable") && err.contains("leak.md") && err.contains("outside"),
+        "{}",
+        out.output
+    );
+    assert!(!out.output.to_string().contains("root password"));
+    drop(h);
+    // `dir` itself a link out of the deployment: the host does not start.
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("out")).unwrap();
+    let d = deployment(
+        dir.path(),
+        3,
+        &[(
+            "searcher",
+            "fx-knowledge",
+            &["search"],
+            &KNOWLEDGE.replace("dir = \"docs\"\n", "dir = \"out\"\n"),
+        )],
+    );
     let Err(err) = charter_runtime::Host::new(d, Default::default()) else {
         panic!("refused")
     };
     let err = err.to_string();
     assert!(
-        err.contains("knowledge") && err.contains("leak.md") && err.contains("outside"),
+        err.contains("knowledge") && err.contains("escapes the deployment directory"),
         "{err}"
     );
+}
+
+/// SECURITY: a bad file in one corpus (here a FIFO named `x.md`, which
+/// used to block the start forever, and a non-UTF-8 file) costs only that
+/// corpus: the host starts, the other corpus is searched, and a search of
+/// the bad one returns an error naming the file and the rule.
+#[cfg(unix)]
+#[test]
+fn a_bad_corpus_file_costs_only_its_corpus() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    write_corpus(dir.path(), 3);
+    std::fs::create_dir_all(dir.path().join("bad")).unwrap();
+    let fifo = dir.path().join("bad/x.md");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let toml = r#"
+[knowledge.docs]
+dir = "docs"
+[knowledge.bad]
+dir = "bad"
+[groups.search]
+capabilities = ["charter:host/knowledge.search"]
+knowledge = ["docs", "bad"]
+"#;
+    let (h, _) = host(deployment(
+        dir.path(),
+        3,
+        &[("searcher", "fx-knowledge", &["search"], toml)],
+    ));
+    let search = |corpus: &str| {
+        let input = json!({"corpus": corpus, "query": "hotel"}).to_string();
+        rt.block_on(h.call("searcher", &input)).unwrap().output
+    };
+    assert_eq!(search("docs")["passages"][0]["source"], "hotels.md#Hotels");
+    let out = search("bad");
+    let err = out["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("x.md") && err.contains("regular file"),
+        "{out}"
+    );
+    drop(h);
+    // A non-UTF-8 file instead: the same, naming the rule.
+    std::fs::remove_file(&fifo).unwrap();
+    std::fs::write(&fifo, [0xff, 0xfe, 0x00]).unwrap();
+    let (h, _) = host(deployment(
+        dir.path(),
+        3,
+        &[("searcher", "fx-knowledge", &["search"], toml)],
+    ));
+    let input = json!({"corpus": "bad", "query": "hotel"}).to_string();
+    let out = rt.block_on(h.call("searcher", &input)).unwrap().output;
+    let err = out["error"].as_str().unwrap_or_default();
+    assert!(err.contains("x.md") && err.contains("UTF-8"), "{out}");
 }
 
 #[test]

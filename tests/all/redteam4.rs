@@ -293,6 +293,22 @@ fn a_grant_at_one_version_does_not_cover_another() {
     assert!(load_with(all, &importing(&[("charter:host/kv@0.1.0", "list-keys2")])).is_err());
 }
 
+/// SECURITY: `charter:host/knowledge` is served from 0.3.0 on only: a
+/// plugin importing it at 0.2.0 (or 0.1.0) is refused at load even under
+/// a wildcard grant.
+#[test]
+fn knowledge_imported_at_0_2_0_is_refused_at_load() {
+    let all = "[groups.g]\ncapabilities = [\"charter:host/knowledge.*\"]\n";
+    for inst in [
+        "charter:host/knowledge@0.2.0",
+        "charter:host/knowledge@0.1.0",
+    ] {
+        let err = load_with(all, &importing(&[(inst, "search")])).unwrap_err();
+        assert!(matches!(err, LoadError::Ungranted(_)), "{inst}: {err}");
+        assert!(err.to_string().contains("knowledge"), "{err}");
+    }
+}
+
 /// The control API, serving a remote caller, answers hostile ids (path
 /// forms, `:`-length prefixes, control characters, over-long) as not
 /// found or invalid, and never names a file for it.

@@ -279,6 +279,14 @@ pub async fn run(command: Command, server: Option<&str>) -> Result<i32> {
             }
             Ok(EXIT_OK)
         }
+        Command::Report { config, out } => {
+            let c = control(&config)?;
+            let t = c.kpi_framework()?;
+            let html = govern::kpi_framework_html(&c.deployment().name, &t);
+            std::fs::write(&out, html).with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote {}", out.display());
+            Ok(EXIT_OK)
+        }
         Command::Kpi { config, json, .. } => {
             let c = control(&config)?;
             let k = c.kpi()?;

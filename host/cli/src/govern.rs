@@ -431,18 +431,20 @@ pub fn kpi_series_text(s: &charter_api::KpiSeries) {
 /// The KPIs of deployment `name` as text, each count with what it counts:
 /// one section after another (risk, proposals, workflows, calls), in the
 /// order an operator reads them.
-/// `charter kpi --framework`: one row per measure, one column per pattern
-/// and overall.
-pub fn kpi_framework_text(t: &charter_api::FrameworkKpi) {
-    use charter_runtime::kpi::framework::Dimensions as D;
+/// A cell of the framework's table, from one pattern's dimensions.
+type Cell = fn(&charter_runtime::kpi::framework::Dimensions) -> String;
+/// A ratio of the framework's table (0..=1), for a bar chart.
+type Ratio = fn(&charter_runtime::kpi::framework::Dimensions) -> Option<f64>;
+
+/// The framework's rows: dimension, measure, the cell's text.
+fn framework_rows() -> [(&'static str, &'static str, Cell); 10] {
     fn pct(v: Option<f64>) -> String {
         v.map_or("—".to_string(), |v| format!("{:.0}%", v * 100.0))
     }
     fn dec(v: Option<f64>) -> String {
         v.map_or("—".to_string(), |v| format!("{v:.2}"))
     }
-    type Cell = fn(&D) -> String;
-    let rows: [(&str, &str, Cell); 10] = [
+    [
         ("efficiency", "runs", |d| d.efficiency.runs.to_string()),
         ("", "cycle time p50", |d| {
             d.efficiency
@@ -469,9 +471,36 @@ pub fn kpi_framework_text(t: &charter_api::FrameworkKpi) {
         ("risk", "unauthorized actions", |d| {
             format!("{} (target 0)", d.risk.unauthorized_actions)
         }),
-    ];
-    let mut cols: Vec<(&str, &D)> = t.patterns.iter().map(|(p, d)| (p.as_str(), d)).collect();
+    ]
+}
+
+/// The framework's ratios, charted in the HTML report.
+fn framework_ratios() -> [(&'static str, Ratio); 4] {
+    [
+        ("handoff rate", |d| d.customer.handoff_rate),
+        ("exception consistency", |d| {
+            d.decision_quality.exception_consistency
+        }),
+        ("policy adherence", |d| d.decision_quality.policy_adherence),
+        ("proposal acceptance", |d| {
+            d.adoption.proposal_acceptance_rate
+        }),
+    ]
+}
+
+fn framework_cols(
+    t: &charter_api::FrameworkKpi,
+) -> Vec<(&str, &charter_runtime::kpi::framework::Dimensions)> {
+    let mut cols: Vec<_> = t.patterns.iter().map(|(p, d)| (p.as_str(), d)).collect();
     cols.push(("overall", &t.overall));
+    cols
+}
+
+/// `charter kpi --framework`: one row per measure, one column per pattern
+/// and overall.
+pub fn kpi_framework_text(t: &charter_api::FrameworkKpi) {
+    let rows = framework_rows();
+    let cols = framework_cols(t);
     print!("{:<18}{:<24}", "dimension", "measure");
     for (p, _) in &cols {
         print!("{p:<22}");
@@ -686,5 +715,116 @@ pub fn decision_text(id: &str, r: &DecideReport) {
         if let Some(o) = &run.output {
             println!("output: {o}");
         }
+    }
+}
+
+/// `s` escaped for HTML text and attributes.
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// `charter report`: the framework's table as one self-contained HTML page
+/// (inline CSS, inline SVG bar charts of its ratios; no external
+/// reference, so it opens offline and leaks nothing when opened).
+pub fn kpi_framework_html(deployment: &str, t: &charter_api::FrameworkKpi) -> String {
+    use std::fmt::Write;
+    let cols = framework_cols(t);
+    let mut h = String::new();
+    let name = html_escape(deployment);
+    let _ = write!(
+        h,
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Charter KPIs: {name}</title>\n<style>body{{font:14px system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}th,td{{border:1px solid #ccc;padding:4px 10px;text-align:left}}th{{background:#f4f4f4}}svg text{{font:12px system-ui,sans-serif}}</style></head><body>\n<h1>KPIs of {name}</h1>\n<table><tr><th>dimension</th><th>measure</th>"
+    );
+    for (p, _) in &cols {
+        let _ = write!(h, "<th>{}</th>", html_escape(p));
+    }
+    h.push_str("</tr>\n");
+    for (dim, measure, f) in framework_rows() {
+        let _ = write!(h, "<tr><td>{dim}</td><td>{measure}</td>");
+        for (_, d) in &cols {
+            let _ = write!(h, "<td>{}</td>", html_escape(&f(d)));
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</table>\n");
+    let (bar, label) = (300.0, 160);
+    for (measure, f) in framework_ratios() {
+        let height = 22 * cols.len() + 10;
+        let _ = write!(
+            h,
+            "<h2>{measure}</h2>\n<svg width=\"{}\" height=\"{height}\" role=\"img\" aria-label=\"{measure}\">",
+            label + 360
+        );
+        for (i, (p, d)) in cols.iter().enumerate() {
+            let y = 5 + 22 * i;
+            let v = f(d);
+            let w = v.map_or(0.0, |v| v.clamp(0.0, 1.0) * bar);
+            let shown = v.map_or("—".to_string(), |v| format!("{:.0}%", v * 100.0));
+            let _ = write!(
+                h,
+                "<text x=\"0\" y=\"{}\">{}</text><rect x=\"{label}\" y=\"{y}\" width=\"{w:.1}\" height=\"16\" fill=\"#4a7bd0\"/><text x=\"{:.1}\" y=\"{}\">{shown}</text>",
+                y + 13,
+                html_escape(p),
+                label as f64 + w + 5.0,
+                y + 13
+            );
+        }
+        h.push_str("</svg>\n");
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The HTML report holds every figure of the table, per pattern and
+    /// overall, escapes a hostile pattern name, and references nothing
+    /// outside itself.
+    #[test]
+    fn the_html_report_holds_the_figures_and_no_external_reference() {
+        let mut t = charter_api::FrameworkKpi::default();
+        let mut d = charter_runtime::kpi::framework::Dimensions::default();
+        d.efficiency.runs = 17;
+        d.efficiency.retries = 3;
+        d.decision_quality.policy_adherence = Some(0.93);
+        d.customer.handoff_rate = Some(0.25);
+        d.risk.unauthorized_actions = 0;
+        t.patterns.insert("policy-assistant".into(), d.clone());
+        t.patterns
+            .insert("<script>x</script>".into(), Default::default());
+        d.efficiency.runs = 42;
+        t.overall = d;
+        let h = kpi_framework_html("acme & co", &t);
+        for want in [
+            "<th>policy-assistant</th>",
+            "<th>overall</th>",
+            "<td>17</td>",
+            "<td>42</td>",
+            "<td>3</td>",
+            "<td>93%</td>",
+            "<td>25%</td>",
+            "0 (target 0)",
+            "acme &amp; co",
+            "&lt;script&gt;",
+            "<svg",
+            "policy adherence",
+        ] {
+            assert!(h.contains(want), "{want} missing:\n{h}");
+        }
+        assert!(!h.contains("<script>"), "{h}");
+        let lower = h.to_lowercase();
+        assert!(
+            !lower.contains("http://") && !lower.contains("https://"),
+            "{h}"
+        );
+        assert!(!lower.contains("src=") && !lower.contains("href="), "{h}");
+        // A 93% bar is 93% of the 300-pixel scale.
+        assert!(h.contains("width=\"279.0\""), "{h}");
     }
 }

@@ -293,6 +293,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The framework's KPI table (as `charter kpi --framework`) as one
+    /// self-contained HTML page: a table per pattern and overall, and bar
+    /// charts of its ratios, inline CSS and SVG, no external reference.
+    Report {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The HTML file to write.
+        #[arg(long, value_name = "F.html")]
+        out: PathBuf,
+    },
     /// Run a workflow of the deployment: its steps in order, durably (the
     /// run survives crashes and restarts; see `charter runs resume`).
     ///
@@ -953,7 +963,8 @@ fn main() -> ExitCode {
         | Command::Audit { .. }
         | Command::Proposals { .. }
         | Command::Runs { .. }
-        | Command::Escalations { .. } => true,
+        | Command::Escalations { .. }
+        | Command::Report { .. } => true,
         Command::New { .. } | Command::Sdk { .. } | Command::Tokens { .. } => true,
         Command::Up { .. } | Command::Mcp { .. } => false,
     };
