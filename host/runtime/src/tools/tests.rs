@@ -520,7 +520,7 @@ fn a_tool_revoked_by_the_configuration_in_force_is_not_admitted() {
             .unwrap(),
         )
     };
-    let (old, now) = (dep("\"a\""), dep(""));
+    let (old, now) = (dep("\"a\""), dep("\"b\""));
     let def = ToolDef {
         name: "orders.lookup-order".into(),
         plugin: "orders".into(),
@@ -543,7 +543,10 @@ fn a_tool_revoked_by_the_configuration_in_force_is_not_admitted() {
     assert!(def.visible_to(&a), "the old catalog lists it for a");
     assert!(admitted_now(&old, &def, &a));
     assert!(!admitted_now(&now, &def, &a), "revoked: a no longer listed");
-    assert!(!admitted_now(&now, &def, &now.agents["b"]));
+    assert!(
+        admitted_now(&now, &def, &now.agents["b"]),
+        "b is granted now"
+    );
     // A plugin no longer declared serves no one.
     let mut gone = (*old).clone();
     gone.plugins.clear();
