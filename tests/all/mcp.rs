@@ -792,3 +792,195 @@ fn the_refunds_copilot_example_proposes_every_refund() {
     pending_id(&seen["small-refund"]);
     assert_eq!(seen["cancel"]["error"], true, "{}", seen["cancel"]);
 }
+
+/// A crash after an approved agent proposal's tool ran and before the
+/// proposal was resolved: the log holds the approved `call` and its result,
+/// the proposal is still pending. Approving it again resolves it with the
+/// recorded outcome; the tool does not run a second time.
+#[test]
+fn an_agent_proposal_executed_before_a_crash_is_not_run_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    deployment(dir);
+    let d = charter_config::Deployment::load(
+        &dir.join("charter.toml"),
+        charter_runtime::host_catalog(),
+    )
+    .unwrap();
+    let agent = d.agents["support-copilot"].clone();
+    let host = charter_runtime::Host::new(d, charter_runtime::HostOptions::default()).unwrap();
+    let rt = crate::support::rt();
+    let limiter = charter_runtime::tools::RateLimiter::default();
+    let catalog = rt.block_on(host.tool_catalog()).unwrap();
+    let args =
+        serde_json::json!({"order-id": "A-2002", "reason": "damaged", "refund-cents": 20000});
+    let outcome =
+        rt.block_on(host.call_tool(&catalog, &limiter, &agent, "orders.cancel-order", &args));
+    let charter_runtime::tools::ToolOutcome::Pending { proposal } = outcome else {
+        panic!("{outcome:?}")
+    };
+    let p = host.proposal(&proposal).expect("indexed");
+    // The crash state: the execution recorded, the resolution not.
+    let ran = |r: &Option<Value>| Event::CallResult {
+        call: p.call.clone(),
+        plugin: p.plugin.clone(),
+        function: p.function.clone(),
+        ok: true,
+        summary: "ran before the crash".into(),
+        duration_us: 1,
+        proposal: Some(proposal.clone()),
+        result: r.clone(),
+    };
+    rt.block_on(host.log().append(vec![
+        Event::Call {
+            call: p.call.clone(),
+            plugin: p.plugin.clone(),
+            digest: p.digest.clone(),
+            function: p.function.clone(),
+            args_digest: p.args_digest.clone(),
+            args: p.args.clone(),
+            decision: Decision::Allow,
+            policies: vec!["approved-by:bob".into()],
+            reason: None,
+            initiator: Some("agent:support-copilot".into()),
+            journal: None,
+            request: None,
+        },
+        ran(&Some(serde_json::json!([{"ok": "from-before-the-crash"}]))),
+    ]))
+    .unwrap();
+    let decided = rt
+        .block_on(host.decide(&proposal, "bob", true, None))
+        .unwrap();
+    assert_eq!(decided.outcome, "executed", "{decided:?}");
+    assert!(
+        decided
+            .result
+            .as_ref()
+            .is_some_and(|r| r.to_string().contains("from-before-the-crash")),
+        "the recorded outcome, not a new run: {:?}",
+        decided.result
+    );
+    let records = read_records(host.log().path()).unwrap();
+    let runs = records
+        .iter()
+        .filter(|r| matches!(&r.event, Event::CallResult { call, .. } if *call == p.call))
+        .count();
+    assert_eq!(runs, 1, "the tool ran once, before the crash");
+}
+
+/// One raw `/mcp` request (HTTP/1.1, a fresh connection): status, head
+/// and body (what arrived before the server closed, or 20 s).
+fn mcp_raw(
+    addr: &str,
+    method: &str,
+    token: &str,
+    session: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut req = format!(
+        "{method} /mcp HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: {token}\r\nAccept: application/json, text/event-stream\r\nMcp-Protocol-Version: 2025-03-26\r\n"
+    );
+    if let Some(id) = session {
+        req.push_str(&format!("Mcp-Session-Id: {id}\r\n"));
+    }
+    if !body.is_empty() {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        // An SSE answer to one request is whole once its data line is in.
+        if String::from_utf8_lossy(&raw).contains("\"jsonrpc\"") {
+            break;
+        }
+    }
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+/// Open an `/mcp` session as the agent of `token`: its id.
+fn mcp_open(addr: &str, token: &str) -> Result<String, (u16, String)> {
+    let init = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-03-26", "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"}}});
+    let (status, head, body) = mcp_raw(addr, "POST", token, None, Some(&init));
+    if status != 200 {
+        return Err((status, body));
+    }
+    let id = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("mcp-session-id")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no session id: {head}"));
+    let done = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let (s, _, b) = mcp_raw(addr, "POST", token, Some(&id), Some(&done));
+    assert_eq!(s, 202, "{b}");
+    Ok(id)
+}
+
+/// Another agent's token with a session's id is refused on every method
+/// (GET would replay the session's results, DELETE would end it), the
+/// session stays alive; an agent's 9th open session is refused — each
+/// refusal recorded.
+#[test]
+fn a_session_serves_only_its_agent_and_an_agent_holds_at_most_eight() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (copilot, bot, _, _) = deployment(dir);
+    let (copilot, bot) = (format!("Bearer {copilot}"), format!("Bearer {bot}"));
+    let (up, addr) = crate::up::up(dir);
+    let a = mcp_open(&addr, &copilot).unwrap();
+    let list = serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    for (method, body) in [("GET", None), ("DELETE", None), ("POST", Some(&list))] {
+        let (status, _, body) = mcp_raw(&addr, method, &bot, Some(&a), body);
+        assert_eq!(status, 403, "{method}: {body}");
+        assert!(body.contains("wrong-identity"), "{method}: {body}");
+    }
+    let (status, _, body) = mcp_raw(&addr, "POST", &copilot, Some(&a), Some(&list));
+    assert_eq!(status, 200, "the owner's session is alive: {body}");
+    assert!(body.contains("orders.cancel-order"), "{body}");
+
+    for i in 0..8 {
+        mcp_open(&addr, &bot).unwrap_or_else(|e| panic!("session {i}: {e:?}"));
+    }
+    let (status, body) = mcp_open(&addr, &bot).expect_err("a 9th session");
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("too-many-sessions"), "{body}");
+    mcp_open(&addr, &copilot).expect("another agent has its own sessions");
+    crate::hot::stop(up);
+
+    let records = read_records(&dir.join("data/events.log")).unwrap();
+    let refused = |why: &str| {
+        records.iter().any(|r| {
+            matches!(&r.event, Event::AuthRefused { reason, identity, .. }
+                if reason == why && identity.as_deref() == Some("reporting-bot"))
+        })
+    };
+    assert!(refused("wrong-identity"), "recorded");
+    assert!(refused("too-many-sessions"), "recorded");
+}

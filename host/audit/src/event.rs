@@ -353,8 +353,12 @@ pub enum Event {
     ToolRefused {
         /// The agent (`[agents.NAME]`).
         agent: String,
-        /// The tool asked for, bounded (its MCP name).
+        /// The tool asked for last, bounded (its MCP name).
         tool: String,
+        /// The distinct tools the refusals asked for, each bounded, at
+        /// most 16 (the first ones of the window; `tool` is the last).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tools: Vec<String>,
         /// `unknown-tool`, `schema`, `too-large`, `rate-limit`.
         rule: String,
         /// Refusals this event stands for.

@@ -307,10 +307,18 @@ fn summary(e: &Event) -> String {
         Event::ToolRefused {
             agent,
             tool,
+            tools,
             rule,
             count,
             detail,
-        } => format!("agent {agent}: {count} call(s) of {tool} refused [{rule}]: {detail}"),
+        } => {
+            let tools = if tools.len() > 1 {
+                format!(" (tools {})", tools.join(", "))
+            } else {
+                String::new()
+            };
+            format!("agent {agent}: {count} call(s) of {tool}{tools} refused [{rule}]: {detail}")
+        }
         Event::PluginPushed {
             digest, by, source, ..
         } => format!("{source} of {digest} by {by}"),

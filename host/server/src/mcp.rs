@@ -22,6 +22,7 @@
 //! **Rate.** One limiter per host for every session and transport: an
 //! agent cannot reset its calls per minute by opening another session.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::extract::{Request, State};
@@ -57,7 +58,17 @@ pub struct Shared {
     control: Arc<Control>,
     limiter: RateLimiter,
     catalog: tokio::sync::Mutex<Option<(CatalogKey, Arc<Vec<ToolDef>>)>>,
+    /// `/mcp` session id → the agent that opened it: a request carrying a
+    /// session id is served only for that agent (every method).
+    sessions: Mutex<HashMap<String, String>>,
+    /// rmcp's sessions (ended ones leave `sessions` at the next count).
+    manager: Arc<LocalSessionManager>,
 }
+
+/// `/mcp` sessions one agent may hold open at once (the next is refused).
+pub const SESSIONS_PER_AGENT: usize = 8;
+/// `/mcp` sessions open at once over every agent.
+pub const SESSIONS_TOTAL: usize = 256;
 
 /// What a catalog was built from: the configuration's number and the
 /// digest of each tool plugin serving (none: not loaded yet).
@@ -82,6 +93,8 @@ impl Shared {
             control,
             limiter: RateLimiter::default(),
             catalog: tokio::sync::Mutex::new(None),
+            sessions: Mutex::new(HashMap::new()),
+            manager: Arc::new(LocalSessionManager::default()),
         })
     }
 
@@ -116,9 +129,17 @@ impl Shared {
         {
             return Ok(defs.clone());
         }
-        let defs = Arc::new(host.tool_catalog().await?);
-        // The key after the build: building loads the tool plugins.
-        *slot = Some((catalog_key(&host), defs.clone()));
+        // One snapshot: the access lists come from configuration `number`,
+        // and the catalog is cached only under that same number (an apply
+        // landing during the build leaves it uncached, never mislabelled).
+        let g = host.generation();
+        let number = g.config.number;
+        let defs = Arc::new(host.tool_catalog_of(g.config.deployment.clone()).await?);
+        // The key after the build (building loads the tool plugins).
+        let key = catalog_key(&host);
+        if key.0 == number {
+            *slot = Some((key, defs.clone()));
+        }
         Ok(defs)
     }
 
@@ -130,9 +151,10 @@ impl Shared {
             return Ok(vec![]);
         };
         let catalog = self.catalog().await?;
+        let dep = host.deployment();
         let mut tools: Vec<Value> = catalog
             .iter()
-            .filter(|d| d.visible_to(&a))
+            .filter(|d| d.visible_to(&a) && charter_runtime::tools::admitted_now(&dep, d, &a))
             .map(tool_json)
             .collect();
         tools.push(status_tool());
@@ -307,10 +329,19 @@ impl Tools {
         let mut commits = host.log().subscribe();
         let task = tokio::spawn(async move {
             let mut seen = shared.listing(&agent).await.ok();
+            let mut generation = shared.host().ok().map(|h| catalog_key(&h));
             while commits.changed().await.is_ok() {
                 if peer.is_transport_closed() {
                     break;
                 }
+                // A listing changes only with the generation (a
+                // configuration applied, a plugin activated): other
+                // commits cost a comparison, not a rebuild.
+                let g = shared.host().ok().map(|h| catalog_key(&h));
+                if g == generation {
+                    continue;
+                }
+                generation = g;
                 let now = shared.listing(&agent).await.ok();
                 if now.is_some() && now != seen {
                     seen = now;
@@ -487,9 +518,40 @@ pub async fn serve_stdio(tools: Tools) -> Result<(), String> {
         .serve(rmcp::transport::stdio())
         .await
         .map_err(|e| format!("MCP: {e}"))?;
-    let _ = running.waiting().await;
+    // Refusals counted are recorded every window, and all of them when the
+    // client leaves (EOF) or the process is told to stop.
+    let flusher = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(charter_runtime::tools::REFUSAL_WINDOW);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                shared.record_due_refusals(false).await;
+            }
+        })
+    };
+    let stop = running.cancellation_token();
+    tokio::select! {
+        _ = running.waiting() => {}
+        _ = stop_signal() => stop.cancel(),
+    }
+    flusher.abort();
     shared.record_due_refusals(true).await;
     Ok(())
+}
+
+/// SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
 
 /// `/mcp`: streamable HTTP sessions over `shared`, ended by `stop` (the
@@ -504,16 +566,13 @@ pub fn http_service(
         .disable_allowed_hosts()
         .with_cancellation_token(stop)
         .with_max_request_body_bytes(crate::MAX_BODY);
-    StreamableHttpService::new(
-        move || Ok(Tools::http(shared.clone())),
-        Arc::new(LocalSessionManager::default()),
-        config,
-    )
+    let manager = shared.manager.clone();
+    StreamableHttpService::new(move || Ok(Tools::http(shared.clone())), manager, config)
 }
 
 /// In front of `/mcp`: an agent's token, proven now, or a 401 (none or
 /// not valid) or 403 (a person's or a service's token), recorded.
-pub async fn agent_only(State(app): State<App>, mut req: Request, next: Next) -> Response {
+pub async fn agent_only(State(app): State<App>, req: Request, next: Next) -> Response {
     let route = format!("{} /mcp", req.method());
     let token = match crate::bearer(req.headers()) {
         Ok(t) => t.map(str::to_string),
@@ -527,8 +586,10 @@ pub async fn agent_only(State(app): State<App>, mut req: Request, next: Next) ->
     let auth = app.control.authenticator();
     match auth.authenticate(token.as_deref(), now) {
         Ok(p) if p.kind == IdentityKind::Agent => {
-            req.extensions_mut().insert(AgentProof(p.name));
-            next.run(req).await
+            let Some(shared) = app.service.mcp.get().cloned() else {
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            };
+            serve_agent(&app, &shared, route, p.name, req, next).await
         }
         Ok(p) => {
             let e = crate::HttpError(ApiError::new(
@@ -560,5 +621,112 @@ pub async fn agent_only(State(app): State<App>, mut req: Request, next: Next) ->
                 .await
                 .into_response()
         }
+    }
+}
+
+/// An agent's `/mcp` request: a session id must be one this agent opened
+/// (GET replays and DELETE included: 403 `wrong-identity`, recorded); an
+/// `initialize` is refused past [`SESSIONS_PER_AGENT`] or
+/// [`SESSIONS_TOTAL`] (429 `too-many-sessions`, recorded); the session id
+/// the server answers with is bound to the agent.
+async fn serve_agent(
+    app: &App,
+    shared: &Shared,
+    route: String,
+    agent: String,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    const SESSION: &str = "mcp-session-id";
+    let sid = req
+        .headers()
+        .get(SESSION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let refused = |status: StatusCode, reason: &'static str, message: String| {
+        let e = crate::HttpError(ApiError::new(ErrorClass::Refused, reason, message));
+        let agent = agent.clone();
+        let route = route.clone();
+        async move {
+            let mut r = crate::refuse(app, route, reason, Some(agent), e)
+                .await
+                .into_response();
+            *r.status_mut() = status;
+            r
+        }
+    };
+    match &sid {
+        Some(id) => {
+            let owner = shared.session_owner(id);
+            if owner.as_deref().is_some_and(|o| o != agent) {
+                return refused(
+                    StatusCode::FORBIDDEN,
+                    "wrong-identity",
+                    format!("agent {agent} may not use another agent's MCP session"),
+                )
+                .await;
+            }
+        }
+        None if req.method() == axum::http::Method::POST => {
+            if let Err(message) = shared.session_room(&agent).await {
+                return refused(StatusCode::TOO_MANY_REQUESTS, "too-many-sessions", message).await;
+            }
+        }
+        None => {}
+    }
+    let delete = req.method() == axum::http::Method::DELETE;
+    req.extensions_mut().insert(AgentProof(agent.clone()));
+    let resp = next.run(req).await;
+    if sid.is_none()
+        && let Some(new) = resp.headers().get(SESSION).and_then(|v| v.to_str().ok())
+    {
+        shared.bind_session(new, &agent);
+    }
+    if delete
+        && resp.status().is_success()
+        && let Some(id) = &sid
+    {
+        shared.unbind_session(id);
+    }
+    resp
+}
+
+impl Shared {
+    fn session_owner(&self, id: &str) -> Option<String> {
+        let s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        s.get(id).cloned()
+    }
+
+    /// Whether `agent` may open one more session.
+    async fn session_room(&self, agent: &str) -> Result<(), String> {
+        let live: std::collections::HashSet<String> = {
+            let m = self.manager.sessions.read().await;
+            m.keys().map(|k| k.to_string()).collect()
+        };
+        let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        // Sessions rmcp ended (idle, closed) no longer count.
+        s.retain(|id, _| live.contains(id));
+        if s.len() >= SESSIONS_TOTAL {
+            return Err(format!(
+                "{SESSIONS_TOTAL} MCP sessions are open: close one (DELETE /mcp) and retry"
+            ));
+        }
+        let mine = s.values().filter(|a| *a == agent).count();
+        if mine >= SESSIONS_PER_AGENT {
+            return Err(format!(
+                "agent {agent} holds {mine} MCP sessions, the most one agent may: close one (DELETE /mcp) and retry"
+            ));
+        }
+        Ok(())
+    }
+
+    fn bind_session(&self, id: &str, agent: &str) {
+        let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        s.insert(id.to_string(), agent.to_string());
+    }
+
+    fn unbind_session(&self, id: &str) {
+        let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        s.remove(id);
     }
 }

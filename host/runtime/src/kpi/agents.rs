@@ -69,6 +69,11 @@ impl AgentFold {
                 let Some(agent) = agent_of(initiator) else {
                     return;
                 };
+                // The tool's own kv/http/connector calls carry the agent as
+                // initiator too: only the tool-level call is the agent's.
+                if !call.starts_with(crate::tools::TOOL_CALL_PREFIX) {
+                    return;
+                }
                 let approved = policies.iter().any(|p| p.starts_with("approved-by:"));
                 let a = self.agents.entry(agent.to_string()).or_default();
                 if !approved {
@@ -180,8 +185,9 @@ mod tests {
     }
 
     fn call(id: &str, agent: &str, decision: Decision, policies: &[&str]) -> Event {
+        // Tool-level ids (`tools::call_id`); `inner` below: the tool's own.
         Event::Call {
-            call: id.into(),
+            call: format!("agent-{id}"),
             plugin: "orders".into(),
             digest: String::new(),
             function: "acme:shop/orders#cancel-order".into(),
@@ -198,7 +204,7 @@ mod tests {
 
     fn result(id: &str, proposal: Option<&str>) -> Event {
         Event::CallResult {
-            call: id.into(),
+            call: format!("agent-{id}"),
             plugin: "orders".into(),
             function: "acme:shop/orders#cancel-order".into(),
             ok: true,
@@ -236,8 +242,20 @@ mod tests {
             status: status.into(),
             detail: None,
         };
+        // A call the running tool made itself (its kv, http, a connector):
+        // it carries the agent as initiator, but is not the agent's call.
+        let inner = |decision| {
+            let mut e = call("", "copilot", decision, &[]);
+            if let Event::Call { call, function, .. } = &mut e {
+                *call = "1a2b-3/1".into();
+                *function = "charter:host/kv@0.1.0#set".into();
+            }
+            e
+        };
         let events = vec![
             call("a1", "copilot", Decision::Allow, &["lookups"]),
+            inner(Decision::Allow),
+            inner(Decision::Deny),
             result("a1", None),
             call("a2", "copilot", Decision::Deny, &["no-locked-orders"]),
             call("c-P1", "copilot", Decision::Propose, &["large"]),
@@ -253,6 +271,7 @@ mod tests {
             Event::ToolRefused {
                 agent: "bot".into(),
                 tool: "refunds.issue-refund".into(),
+                tools: vec![],
                 rule: "rate-limit".into(),
                 count: 11,
                 detail: String::new(),

@@ -31,11 +31,11 @@ pub(crate) mod convert;
 pub(crate) mod schema;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use charter_audit::{Decision, Event, json_digest, now_ms};
-use charter_config::{Agent, Effect, FunctionName, ToolAccess};
+use charter_config::{Agent, Deployment, Effect, FunctionName, ToolAccess};
 use serde_json::{Value, json};
 use wasmtime::component::Val;
 use wasmtime::component::types::Type;
@@ -147,14 +147,20 @@ struct Refusals {
     recorded: Option<Instant>,
     pending: u64,
     tool: String,
+    /// Distinct tools of the pending refusals, at most [`REFUSED_TOOLS`].
+    tools: Vec<String>,
     detail: String,
 }
+
+/// Distinct tool names one `tool-refused` event keeps.
+pub const REFUSED_TOOLS: usize = 16;
 
 impl Refusals {
     fn event(&mut self, agent: &str, rule: &str) -> Event {
         Event::ToolRefused {
             agent: agent.to_string(),
             tool: std::mem::take(&mut self.tool),
+            tools: std::mem::take(&mut self.tools),
             rule: rule.to_string(),
             count: std::mem::take(&mut self.pending),
             detail: std::mem::take(&mut self.detail),
@@ -188,6 +194,9 @@ impl RateLimiter {
         let b = all.entry((agent.to_string(), rule)).or_default();
         b.pending += 1;
         b.tool = record::cut(tool, 128);
+        if b.tools.len() < REFUSED_TOOLS && !b.tools.contains(&b.tool) {
+            b.tools.push(b.tool.clone());
+        }
         b.detail = record::cut(detail, 300);
         let now = Instant::now();
         let due = b
@@ -273,6 +282,16 @@ impl Docs {
     }
 }
 
+/// Whether `dep` (the configuration in force) still declares `def` and
+/// admits `agent` to it: a catalog built under an older configuration
+/// never lends a revoked tool.
+pub fn admitted_now(dep: &Deployment, def: &ToolDef, agent: &Agent) -> bool {
+    dep.plugins
+        .get(&def.plugin)
+        .and_then(|p| p.tools.get(&def.interface))
+        .is_some_and(|a| a.admits(&agent.name, &agent.roles))
+}
+
 /// The MCP name of `function` of `interface`, short unless `long`.
 fn tool_name(interface: &str, function: &str, long: bool) -> String {
     let base = if long {
@@ -292,7 +311,12 @@ impl Host {
     /// A plugin that cannot load, or a function whose types no tool can
     /// carry, is an error naming it (`charter mcp` refuses to start).
     pub async fn tool_catalog(&self) -> Result<Vec<ToolDef>, String> {
-        let dep = self.deployment();
+        self.tool_catalog_of(self.deployment()).await
+    }
+
+    /// The tools `dep` declares (one configuration's snapshot: the access
+    /// lists come from it alone, however long loading takes).
+    pub async fn tool_catalog_of(&self, dep: Arc<Deployment>) -> Result<Vec<ToolDef>, String> {
         let mut out = Vec::new();
         for spec in dep.plugins.values().filter(|p| !p.tools.is_empty()) {
             let loaded = self
@@ -406,6 +430,9 @@ impl Host {
             )
             .await;
         }
+        // A catalog may be older than the configuration in force: the
+        // agent's access is checked again against the deployment now.
+        let def = def.filter(|d| admitted_now(&self.deployment(), d, agent));
         let Some(def) = def else {
             return refuse(
                 "unknown-tool",
@@ -635,6 +662,11 @@ impl Host {
                 ruling.reason.unwrap_or_default()
             ));
         }
+        // Executed already (a crash between the run and the proposal's
+        // resolution): its recorded outcome, never a second run.
+        if let Some(done) = self.executed_before(p)? {
+            return done;
+        }
         let approved = ruling.approved_by(approvers);
         let ev = m.call_event(&p.call, &p.function, &p.args, &approved);
         self.services
@@ -650,6 +682,48 @@ impl Host {
             ToolOutcome::Failed(e) => Err(e),
             other => Err(format!("{other:?}")),
         }
+    }
+
+    /// The outcome of `p`'s call if an approved execution of it is in the
+    /// log already: its recorded result, its failure, or (no result: the
+    /// host stopped while it ran) a failure saying it is not run again.
+    fn executed_before(
+        &self,
+        p: &crate::index::ProposalState,
+    ) -> Result<Option<Result<Value, String>>, String> {
+        let records = charter_audit::read_records(self.services.log.path())
+            .map_err(|e| format!("event log: {e}"))?;
+        let ran = records.iter().any(|r| {
+            matches!(&r.event, Event::Call { call, policies, .. }
+                if *call == p.call && policies.iter().any(|x| x.starts_with("approved-by:")))
+        });
+        if !ran {
+            return Ok(None);
+        }
+        let outcome = records.iter().rev().find_map(|r| match &r.event {
+            Event::CallResult {
+                call,
+                ok,
+                summary,
+                result,
+                ..
+            } if *call == p.call => Some(if *ok {
+                let first = match result {
+                    Some(Value::Array(v)) => v.first().cloned().unwrap_or(Value::Null),
+                    _ => json!("<not recorded: too large>"),
+                };
+                Ok(json!({ "result": first }))
+            } else {
+                Err(summary.clone())
+            }),
+            _ => None,
+        });
+        Ok(Some(outcome.unwrap_or_else(|| {
+            Err(format!(
+                "call {} of proposal {} was started before the host stopped and its outcome is not recorded; it is not run again (check the system it acts on)",
+                p.call, p.id
+            ))
+        })))
     }
 
     /// The state of proposal `id` as its agent may see it: only its own
@@ -714,10 +788,18 @@ fn result_value(vals: &[Val], shown: Option<&Value>) -> ToolOutcome {
     }
 }
 
+/// How every tool-level call's id begins (the calls a running tool makes
+/// itself are `<step>/<n>`): the per-agent KPIs count only these.
+pub const TOOL_CALL_PREFIX: &str = "agent-";
+
 fn call_id() -> String {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("agent-{:x}-{}-{n:x}", now_ms(), std::process::id())
+    format!(
+        "{TOOL_CALL_PREFIX}{:x}-{}-{n:x}",
+        now_ms(),
+        std::process::id()
+    )
 }
 
 /// One tool from one exported function. (Long: its argument schemas, its

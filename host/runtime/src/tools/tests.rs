@@ -469,3 +469,86 @@ fn the_rate_limit_counts_per_agent() {
     assert!(!l.admit("a", 3), "the fourth call in the minute is refused");
     assert!(l.admit("b", 3), "another agent has its own window");
 }
+
+#[test]
+fn a_refusal_event_keeps_every_distinct_tool_up_to_a_bound() {
+    let l = RateLimiter::default();
+    // The first refusal is recorded at once; the rest wait for the window.
+    let first = l.refuse("a", "unknown-tool", "t0", "d").expect("first");
+    let Event::ToolRefused { tools, count, .. } = first else {
+        panic!("{first:?}")
+    };
+    assert_eq!((tools, count), (vec!["t0".to_string()], 1));
+    for i in 0..40 {
+        assert!(
+            l.refuse("a", "unknown-tool", &format!("t{}", i % 20), "d")
+                .is_none()
+        );
+    }
+    let due = l.due_refusals(true);
+    let [
+        Event::ToolRefused {
+            tool, tools, count, ..
+        },
+    ] = &due[..]
+    else {
+        panic!("{due:?}")
+    };
+    assert_eq!(*count, 40);
+    assert_eq!(tool, "t19", "the last one asked for");
+    let want: Vec<String> = (0..REFUSED_TOOLS).map(|i| format!("t{i}")).collect();
+    assert_eq!(
+        *tools, want,
+        "distinct, in order, bounded: not only the last"
+    );
+}
+
+/// A catalog built under one configuration lends nothing the
+/// configuration in force has revoked (the listing and every call check
+/// the agent's access again against it).
+#[test]
+fn a_tool_revoked_by_the_configuration_in_force_is_not_admitted() {
+    let dep = |agents: &str| {
+        Arc::new(
+            Deployment::parse(
+                &format!(
+                    "[deployment]\nname = \"t\"\nphase = 5\n[agents.a]\nroles = []\n[agents.b]\nroles = [\"support\"]\n[plugins.orders]\npath = \"o.wasm\"\nprovides = [\"acme:shop/orders\"]\n[plugins.orders.tools.\"acme:shop/orders\"]\nagents = [{agents}]\n"
+                ),
+                std::path::Path::new("/nonexistent/charter.toml"),
+                crate::host_catalog(),
+            )
+            .unwrap(),
+        )
+    };
+    let (old, now) = (dep("\"a\""), dep("\"b\""));
+    let def = ToolDef {
+        name: "orders.lookup-order".into(),
+        plugin: "orders".into(),
+        interface: "acme:shop/orders".into(),
+        export: EXPORT.into(),
+        function: "lookup-order".into(),
+        description: None,
+        input_schema: json!({}),
+        output_schema: json!({}),
+        annotations: Annotations {
+            read_only_hint: true,
+            destructive_hint: false,
+            idempotent_hint: false,
+            open_world_hint: false,
+        },
+        access: old.plugins["orders"].tools["acme:shop/orders"].clone(),
+        params: vec![],
+    };
+    let a = old.agents["a"].clone();
+    assert!(def.visible_to(&a), "the old catalog lists it for a");
+    assert!(admitted_now(&old, &def, &a));
+    assert!(!admitted_now(&now, &def, &a), "revoked: a no longer listed");
+    assert!(
+        admitted_now(&now, &def, &now.agents["b"]),
+        "b is granted now"
+    );
+    // A plugin no longer declared serves no one.
+    let mut gone = (*old).clone();
+    gone.plugins.clear();
+    assert!(!admitted_now(&gone, &def, &a));
+}
