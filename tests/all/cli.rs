@@ -884,6 +884,7 @@ const OPEN: &str = "…";
 const DATA_KEYS: &[&str] = &[
     "calls",
     "workflows",
+    "agents",
     "outputs",
     "output",
     "input",
