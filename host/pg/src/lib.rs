@@ -312,17 +312,7 @@ impl Worker {
         mut on_commit: OnCommit,
         tail: tokio::sync::watch::Sender<u64>,
     ) -> Result<Worker, LogError> {
-        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .map_err(|e| io(&log, format!("cannot connect: {e}")))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::warn!("postgres log connection ended: {e}");
-            }
-        });
-        migrate(&client)
-            .await
-            .map_err(|e| io(&log, format!("schema migration: {e}")))?;
+        let client = connect(url).await.map_err(|e| io(&log, e))?;
         let locked: bool = client
             .query_one(
                 "SELECT pg_try_advisory_lock($1, hashtext($2))",
@@ -354,8 +344,6 @@ impl Worker {
     }
 
     async fn serve(&mut self, jobs: mpsc::Receiver<Job>) {
-        // The std receiver is polled from this runtime's blocking pool so
-        // the connection task keeps running while the worker waits.
         let jobs = Arc::new(Mutex::new(jobs));
         // A job taken while gathering a group, served next.
         let mut held: Option<Job> = None;
@@ -363,17 +351,9 @@ impl Worker {
             let job = match held.take() {
                 Some(j) => j,
                 None => {
-                    let j = jobs.clone();
-                    let next = tokio::task::spawn_blocking(move || {
-                        j.lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .recv()
-                            .ok()
-                    })
-                    .await
-                    .ok()
-                    .flatten();
-                    let Some(job) = next else { break };
+                    let Some(job) = next_job(&jobs).await else {
+                        break;
+                    };
                     job
                 }
             };
@@ -648,6 +628,39 @@ impl Worker {
         }
         Ok((r, prev, hash))
     }
+}
+
+/// Connect to `url`, drive the connection on this thread's runtime, and
+/// bring the schema up to date (for [`PgLog`] and [`PgStore`] alike).
+pub(crate) async fn connect(url: &str) -> Result<Client, String> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::warn!("postgres connection ended: {e}");
+        }
+    });
+    migrate(&client)
+        .await
+        .map_err(|e| format!("schema migration: {e}"))?;
+    Ok(client)
+}
+
+/// The next job from a connection thread's queue, `None` once its owner
+/// is dropped. The std receiver is polled from the runtime's blocking
+/// pool so the connection task keeps running while the thread waits.
+pub(crate) async fn next_job<J: Send + 'static>(jobs: &Arc<Mutex<mpsc::Receiver<J>>>) -> Option<J> {
+    let j = jobs.clone();
+    tokio::task::spawn_blocking(move || {
+        j.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .recv()
+            .ok()
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// Take every append already waiting into `group` (up to [`MAX_GROUP`]);

@@ -84,35 +84,17 @@ impl PgStore {
                     }
                 };
                 rt.block_on(async move {
-                    let (client, conn) =
-                        match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
-                            Ok(c) => c,
-                            Err(e) => {
-                                let _ = ready_tx.send(Err(remote(format!("cannot connect: {e}"))));
-                                return;
-                            }
-                        };
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::warn!("postgres store connection ended: {e}");
+                    let client = match crate::connect(&url).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(remote(e)));
+                            return;
                         }
-                    });
-                    if let Err(e) = crate::migrate(&client).await {
-                        let _ = ready_tx.send(Err(remote(format!("schema migration: {e}"))));
-                        return;
-                    }
+                    };
                     let _ = ready_tx.send(Ok(()));
                     let client = Arc::new(client);
                     let jobs = Arc::new(Mutex::new(jobs_rx));
-                    loop {
-                        let j = jobs.clone();
-                        let next = tokio::task::spawn_blocking(move || {
-                            j.lock().unwrap_or_else(PoisonError::into_inner).recv().ok()
-                        })
-                        .await
-                        .ok()
-                        .flatten();
-                        let Some(job) = next else { break };
+                    while let Some(job) = crate::next_job(&jobs).await {
                         job(client.clone()).await;
                     }
                 });
