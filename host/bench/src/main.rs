@@ -13,7 +13,8 @@
 //! `charter up` under load (`service.rs`: webhook-started runs per second,
 //! and runs driven with the host up against the in-process benchmark);
 //! `CHARTER_BENCH_PG_ONLY=1` only the PostgreSQL log beside the file log
-//! (`pg.rs`).
+//! (`pg.rs`); `CHARTER_BENCH_MCP_ONLY=1` only agent tool calls over MCP,
+//! stdio and HTTP, beside `charter call` (`mcp.rs`).
 //!
 //! A "cold step" is what a workflow step costs: a fresh instance from a
 //! pre-linked `InstancePre`, one `run` call with three host calls (log.write,
@@ -22,6 +23,7 @@
 
 mod api;
 mod calls;
+mod mcp;
 mod memory;
 mod pg;
 mod policy;
@@ -254,6 +256,10 @@ fn main() -> Result<()> {
         // Only charter up's API round trips (see `api.rs`).
         return api::report(iters.min(2000));
     }
+    if std::env::var_os("CHARTER_BENCH_MCP_ONLY").is_some() {
+        // Only agent tool calls over MCP (see `mcp.rs`).
+        return mcp::report(&echo, iters);
+    }
     if std::env::var_os("CHARTER_BENCH_PG_ONLY").is_some() {
         // Only the PostgreSQL log beside the file log (see `pg.rs`).
         return pg::report(iters);
@@ -424,6 +430,7 @@ limits = {{ max_host_calls = {cedar_cap} }}
     policy::report(&flood, iters)?;
     memory::report(&fixture("fx_host_v2.wasm")?)?;
     api::report(iters.min(2000))?;
+    mcp::report(&echo, iters)?;
     pg::report(iters)?;
 
     // Durable audited steps: many steps in flight, each step's events

@@ -288,6 +288,16 @@ pub async fn serve_with(
             s.record_due_refusals(&c, false).await;
         }
     });
+    // Nagle off on every accepted connection: a response written in pieces
+    // (headers, then an event stream's chunks, then its end) would
+    // otherwise wait for the client's delayed acknowledgement, 40 ms per
+    // response on a kept-alive connection (an MCP client's `/mcp` session).
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY on an accepted connection: {e}");
+        }
+    });
     let served = axum::serve(listener, router_with(control.clone(), service.clone()))
         .with_graceful_shutdown(shutdown)
         .await;
