@@ -945,8 +945,8 @@ fn mcp_open(addr: &str, token: &str) -> Result<String, (u16, String)> {
 
 /// Another agent's token with a session's id is refused on every method
 /// (GET would replay the session's results, DELETE would end it), the
-/// session stays alive; an agent's 9th open session is refused — each
-/// refusal recorded.
+/// session stays alive; an agent's 9th open session is refused, also when
+/// openings race — each refusal recorded.
 #[test]
 fn a_session_serves_only_its_agent_and_an_agent_holds_at_most_eight() {
     let tmp = tempfile::tempdir().unwrap();
@@ -972,6 +972,25 @@ fn a_session_serves_only_its_agent_and_an_agent_holds_at_most_eight() {
     assert_eq!(status, 429, "{body}");
     assert!(body.contains("too-many-sessions"), "{body}");
     mcp_open(&addr, &copilot).expect("another agent has its own sessions");
+    // Openings racing each other get exactly the places left (copilot
+    // holds 2 of 8): each holds its place from the check to the answer.
+    let opened = std::thread::scope(|scope| {
+        let tries: Vec<_> = (0..16)
+            .map(|_| scope.spawn(|| mcp_open(&addr, &copilot)))
+            .collect();
+        tries
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|r| match r {
+                Ok(_) => true,
+                Err((status, body)) => {
+                    assert_eq!(*status, 429, "{body}");
+                    false
+                }
+            })
+            .count()
+    });
+    assert_eq!(opened, 6, "racing openings got exactly the 6 places left");
     crate::hot::stop(up);
 
     let records = read_records(&dir.join("data/events.log")).unwrap();
@@ -983,4 +1002,94 @@ fn a_session_serves_only_its_agent_and_an_agent_holds_at_most_eight() {
     };
     assert!(refused("wrong-identity"), "recorded");
     assert!(refused("too-many-sessions"), "recorded");
+}
+
+/// A hostile tool hands its agent the secret it read — in its result (as
+/// read and upper-cased, inside a record) and in its error. The agent gets
+/// `[secret:NAME]` in every place, and the log holds no form of the value
+/// (SECURITY 12: a tool's result passes its plugin's redaction point).
+#[test]
+fn a_tool_never_hands_its_agent_a_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let secret = "vault-key-7Gq2xPz9";
+    std::fs::write(dir.join("vault.key"), secret).unwrap();
+    let (agent, agent_hash) = mint("support-copilot", dir);
+    std::fs::write(
+        dir.join("charter.toml"),
+        format!(
+            r#"[deployment]
+name = "secret-tool"
+phase = 5
+data_dir = "data"
+
+[agents.support-copilot]
+roles = ["support"]
+tokens = ["{agent_hash}"]
+
+[secrets.vault]
+file = "vault.key"
+
+[groups.vault]
+capabilities = ["charter:host/secrets.get"]
+secrets = ["vault"]
+
+[groups.vault-tools]
+capabilities = ["acme:vault/keys.*"]
+effect = "read"
+
+[plugins.vault]
+path = "{wasm}"
+wit = "{wit}"
+groups = ["vault"]
+
+[plugins.vault.tools."acme:vault/keys"]
+agents = ["support-copilot"]
+"#,
+            wasm = fixture("fx-secret-tool").display(),
+            wit = root().join("plugins/rust/fx-secret-tool/wit").display(),
+        ),
+    )
+    .unwrap();
+    let (up, addr) = crate::up::up(dir);
+    let token = format!("Bearer {agent}");
+    let session = mcp_open(&addr, &token).unwrap();
+    let list = serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    let (_, _, listed) = mcp_raw(&addr, "POST", &token, Some(&session), Some(&list));
+    let name = |suffix: &str| {
+        let at = listed
+            .find(&format!("{suffix}\""))
+            .unwrap_or_else(|| panic!("{suffix} not listed: {listed}"));
+        let start = listed[..at].rfind('"').unwrap() + 1;
+        listed[start..at + suffix.len()].to_string()
+    };
+    let mut answers = String::new();
+    for (i, tool) in [name("keys.reveal"), name("keys.reveal-in-error")]
+        .iter()
+        .enumerate()
+    {
+        let call = serde_json::json!({"jsonrpc": "2.0", "id": 10 + i, "method": "tools/call",
+            "params": {"name": tool, "arguments": {"name": "vault"}}});
+        let (status, _, body) = mcp_raw(&addr, "POST", &token, Some(&session), Some(&call));
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("[secret:vault]"), "{tool}: {body}");
+        answers.push_str(&body);
+    }
+    crate::hot::stop(up);
+    let upper = secret.to_uppercase();
+    for form in [secret, upper.as_str()] {
+        assert!(!answers.contains(form), "the agent got {form}: {answers}");
+    }
+    let raw = std::fs::read(dir.join("data/events.log")).unwrap();
+    let raw = String::from_utf8_lossy(&raw);
+    for form in [secret, upper.as_str()] {
+        assert!(!raw.contains(form), "the log holds {form}");
+    }
+    let records = read_records(&dir.join("data/events.log")).unwrap();
+    assert!(
+        records.iter().any(|r| matches!(&r.event,
+            Event::CallResult { plugin, summary, .. }
+                if plugin == "vault" && summary.contains("[secret:vault]"))),
+        "the tool's results are recorded, redacted"
+    );
 }

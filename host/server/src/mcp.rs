@@ -59,10 +59,40 @@ pub struct Shared {
     limiter: RateLimiter,
     catalog: tokio::sync::Mutex<Option<(CatalogKey, Arc<Vec<ToolDef>>)>>,
     /// `/mcp` session id → the agent that opened it: a request carrying a
-    /// session id is served only for that agent (every method).
-    sessions: Mutex<HashMap<String, String>>,
+    /// session id is served only for that agent (every method); and the
+    /// session openings under way, counted against the caps.
+    sessions: Mutex<Sessions>,
     /// rmcp's sessions (ended ones leave `sessions` at the next count).
     manager: Arc<LocalSessionManager>,
+}
+
+/// The sessions bound to agents, and the openings still being answered:
+/// an opening holds its place from the check to the answer, so requests
+/// racing to open sessions cannot together pass the caps.
+#[derive(Debug, Default)]
+struct Sessions {
+    bound: HashMap<String, String>,
+    /// Opening number → its agent.
+    opening: HashMap<u64, String>,
+    next: u64,
+}
+
+/// An opening's place under the caps, given back when the request ends
+/// (answered, refused or dropped mid-way).
+struct Opening<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        let mut s = self
+            .shared
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        s.opening.remove(&self.id);
+    }
 }
 
 /// `/mcp` sessions one agent may hold open at once (the next is refused).
@@ -93,7 +123,7 @@ impl Shared {
             control,
             limiter: RateLimiter::default(),
             catalog: tokio::sync::Mutex::new(None),
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(Sessions::default()),
             manager: Arc::new(LocalSessionManager::default()),
         })
     }
@@ -655,25 +685,32 @@ async fn serve_agent(
             r
         }
     };
-    match &sid {
-        Some(id) => {
-            let owner = shared.session_owner(id);
-            if owner.as_deref().is_some_and(|o| o != agent) {
-                return refused(
-                    StatusCode::FORBIDDEN,
-                    "wrong-identity",
-                    format!("agent {agent} may not use another agent's MCP session"),
-                )
-                .await;
-            }
-        }
-        None if req.method() == axum::http::Method::POST => {
-            if let Err(message) = shared.session_room(&agent).await {
-                return refused(StatusCode::TOO_MANY_REQUESTS, "too-many-sessions", message).await;
-            }
-        }
-        None => {}
+    if let Some(id) = &sid
+        && shared
+            .session_owner(id)
+            .as_deref()
+            .is_some_and(|o| o != agent)
+    {
+        return refused(
+            StatusCode::FORBIDDEN,
+            "wrong-identity",
+            format!("agent {agent} may not use another agent's MCP session"),
+        )
+        .await;
     }
+    // A POST without a session opens one: it holds its place until answered.
+    let _opening = match &sid {
+        None if req.method() == axum::http::Method::POST => {
+            match shared.session_room(&agent).await {
+                Ok(o) => Some(o),
+                Err(message) => {
+                    return refused(StatusCode::TOO_MANY_REQUESTS, "too-many-sessions", message)
+                        .await;
+                }
+            }
+        }
+        _ => None,
+    };
     let delete = req.method() == axum::http::Method::DELETE;
     req.extensions_mut().insert(AgentProof(agent.clone()));
     let resp = next.run(req).await;
@@ -694,39 +731,44 @@ async fn serve_agent(
 impl Shared {
     fn session_owner(&self, id: &str) -> Option<String> {
         let s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        s.get(id).cloned()
+        s.bound.get(id).cloned()
     }
 
-    /// Whether `agent` may open one more session.
-    async fn session_room(&self, agent: &str) -> Result<(), String> {
+    /// A place for one more session of `agent`, or why not: the sessions
+    /// bound and the openings under way both count.
+    async fn session_room(&self, agent: &str) -> Result<Opening<'_>, String> {
         let live: std::collections::HashSet<String> = {
             let m = self.manager.sessions.read().await;
             m.keys().map(|k| k.to_string()).collect()
         };
         let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         // Sessions rmcp ended (idle, closed) no longer count.
-        s.retain(|id, _| live.contains(id));
-        if s.len() >= SESSIONS_TOTAL {
+        s.bound.retain(|id, _| live.contains(id));
+        if s.bound.len() + s.opening.len() >= SESSIONS_TOTAL {
             return Err(format!(
                 "{SESSIONS_TOTAL} MCP sessions are open: close one (DELETE /mcp) and retry"
             ));
         }
-        let mine = s.values().filter(|a| *a == agent).count();
+        let mine = s.bound.values().chain(s.opening.values());
+        let mine = mine.filter(|a| *a == agent).count();
         if mine >= SESSIONS_PER_AGENT {
             return Err(format!(
                 "agent {agent} holds {mine} MCP sessions, the most one agent may: close one (DELETE /mcp) and retry"
             ));
         }
-        Ok(())
+        let id = s.next;
+        s.next += 1;
+        s.opening.insert(id, agent.to_string());
+        Ok(Opening { shared: self, id })
     }
 
     fn bind_session(&self, id: &str, agent: &str) {
         let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        s.insert(id.to_string(), agent.to_string());
+        s.bound.insert(id.to_string(), agent.to_string());
     }
 
     fn unbind_session(&self, id: &str) {
         let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        s.remove(id);
+        s.bound.remove(id);
     }
 }
