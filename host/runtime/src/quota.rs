@@ -50,9 +50,14 @@ fn by_people(policies: &[String]) -> bool {
     })
 }
 
+/// How far the log's clock may have stepped back and a call still count
+/// at start-up (records are read from this much before the widest window).
+const CLOCK_MARGIN_MS: u64 = 15 * 60 * 1000;
+
 impl Quotas {
     /// The windows as the log has them at `now_ms`: one read of its `call`
-    /// records, only for a deployment that declares quotas.
+    /// records of the widest window (and [`CLOCK_MARGIN_MS`] before it),
+    /// only for a deployment that declares quotas.
     pub(crate) fn from_log(
         dep: &Deployment,
         log: &impl Log,
@@ -62,7 +67,13 @@ impl Quotas {
         if dep.quotas.is_empty() {
             return Ok(Quotas::default());
         }
-        for r in log.read(1, &Filter::all().kind("call"))? {
+        // Only the widest window's records can count: read from there (a
+        // margin before it, for a writer's clock that stepped back), not
+        // from the log's start, so start-up does not grow with the log.
+        let widest = dep.quotas.values().map(|q| q.per_ms).max().unwrap_or(0);
+        let since = now_ms.saturating_sub(widest.saturating_add(CLOCK_MARGIN_MS));
+        let from = log.seq_before_time(since)?;
+        for r in log.read(from, &Filter::all().kind("call"))? {
             let Event::Call {
                 function,
                 decision: Decision::Allow,
