@@ -77,6 +77,9 @@ impl From<ProposalState> for Proposal {
             approvals,
             detail,
             run,
+            // The executed result is its agent's (`charter_proposal_status`);
+            // people's listing keeps its contract (the result is in the log).
+            result: _,
         } = p;
         Proposal {
             id,

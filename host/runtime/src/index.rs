@@ -121,6 +121,13 @@ pub struct ProposalState {
     /// executes the call (instead of the host executing it directly).
     #[serde(default)]
     pub run: Option<String>,
+    /// The executed call's recorded result (`null` when it returned none;
+    /// a note when it was too large to record), from its `call-result`:
+    /// what the proposal's agent polls, read here instead of from the log.
+    /// Not part of what was proposed ([`ProposalState::agrees_with`]
+    /// leaves it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
 }
 
 impl ProposalState {
@@ -166,6 +173,7 @@ impl ProposalState {
             approvals: vec![],
             detail: None,
             run: journal.as_ref().map(|j| j.run.clone()),
+            result: None,
         })
     }
 
@@ -205,11 +213,18 @@ impl ProposalState {
         st
     }
 
-    /// Does the index's copy say the same as the log's?
+    /// Does the index's copy say the same as the log's (the proposal, its
+    /// approvals and status; the executed result is the index's alone)?
     pub fn agrees_with(&self, logged: &ProposalState) -> bool {
-        let a = serde_json::to_value(self).ok();
-        let b = serde_json::to_value(logged).ok();
-        a.is_some() && a == b
+        let proposed = |p: &ProposalState| {
+            serde_json::to_value(ProposalState {
+                result: None,
+                ..p.clone()
+            })
+            .ok()
+        };
+        let a = proposed(self);
+        a.is_some() && a == proposed(logged)
     }
 
     /// Pending but past its expiry.
@@ -220,12 +235,13 @@ impl ProposalState {
 
 /// The shape of the index this code writes: 2 added the per-run event
 /// index and `applied_at`; 3 packs the per-run index per run and drops a
-/// call's [`CALL_RUNS`] entry once its result is applied. A store of
+/// call's [`CALL_RUNS`] entry once its result is applied; 4 keeps an
+/// executed proposal's result ([`ProposalState::result`]). A store of
 /// another version has those two namespaces cleared and is re-applied from
 /// the log's first record (the fold is deterministic in log order, so
 /// re-applying over the old contents ends in the state a fresh store
 /// would reach) before it is used.
-pub const INDEX_VERSION: u64 = 3;
+pub const INDEX_VERSION: u64 = 4;
 
 /// Make the store's index current: if it was written by another version,
 /// mark it for re-application from seq 1 (see [`INDEX_VERSION`]). Returns
@@ -724,6 +740,23 @@ fn apply_one(
             if let Some(mut p) = o.get_json::<ProposalState>(PROPOSALS, id)? {
                 p.status = status.clone();
                 p.detail = detail.clone();
+                o.put_json(PROPOSALS, id, &p)?;
+            }
+        }
+        // An executed proposal's result, for its agent's polls.
+        Event::CallResult {
+            proposal: Some(id),
+            ok: true,
+            result,
+            ..
+        } => {
+            if let Some(mut p) = o.get_json::<ProposalState>(PROPOSALS, id)? {
+                p.result = Some(match result {
+                    Some(serde_json::Value::Array(v)) => {
+                        v.first().cloned().unwrap_or(serde_json::Value::Null)
+                    }
+                    _ => serde_json::json!("<not recorded: too large>"),
+                });
                 o.put_json(PROPOSALS, id, &p)?;
             }
         }
@@ -1872,6 +1905,43 @@ mod tests {
         let cached: RunState = get_json(&store, RUNS, "r1").unwrap();
         assert_eq!(cached.attempt, 3);
         assert!(cached.retries >= 40);
+    }
+
+    /// An executed proposal's result is kept in its index entry (what its
+    /// agent polls, without reading the log), and the entry still agrees
+    /// with the log's fold of the proposal, which has no result.
+    #[test]
+    fn an_executed_proposal_keeps_its_result_and_agrees_with_the_log() {
+        let store = MemStore::default();
+        let history = vec![
+            ev(
+                json!({"type": "proposal", "id": "P9", "call": "c9", "plugin": "p",
+                "digest": "d", "function": "f", "args": {}, "args_digest": "a",
+                "rationale": null, "policies": [], "approver_role": "x",
+                "approvals_needed": 1, "expires_at_ms": 9, "initiator": "agent:a",
+                "owner": null}),
+            ),
+            ev(
+                json!({"type": "call-result", "call": "c9", "plugin": "p", "function": "f",
+                "ok": true, "summary": "", "duration_us": 1, "proposal": "P9",
+                "result": [{"refund": "R-1"}]}),
+            ),
+            ev(json!({"type": "proposal-resolved", "proposal": "P9",
+                "status": "executed", "detail": null})),
+        ];
+        let all = recs(history);
+        apply(&store, &all, &[]).unwrap();
+        let p = proposal(&store, "P9").unwrap();
+        assert_eq!(p.result, Some(json!({"refund": "R-1"})));
+        let logged = ProposalState::from_log(&all, "P9").unwrap();
+        assert_eq!(logged.result, None);
+        assert!(p.agrees_with(&logged));
+        let mut forged = p.clone();
+        forged.args = json!({"amount": 1});
+        assert!(
+            !forged.agrees_with(&logged),
+            "what was proposed still counts"
+        );
     }
 
     #[test]

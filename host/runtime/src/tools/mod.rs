@@ -756,23 +756,9 @@ impl Host {
             out["detail"] = json!(d);
         }
         if status == "executed" {
-            let records = charter_audit::read_records(self.services.log.path())
-                .map_err(|e| format!("event log: {e}"))?;
-            let recorded = records.iter().rev().find_map(|r| match &r.event {
-                Event::CallResult {
-                    proposal: Some(pid),
-                    result,
-                    ok: true,
-                    ..
-                } if pid == id => Some(result.clone()),
-                _ => None,
-            });
-            match recorded.flatten() {
-                Some(Value::Array(v)) => {
-                    out["result"] = v.first().cloned().unwrap_or(Value::Null);
-                }
-                _ => out["result"] = json!("<not recorded: too large>"),
-            }
+            // The index keeps the executed result: a poll never reads the
+            // log (an agent may poll as often as its rate allows).
+            out["result"] = p.result.clone().unwrap_or(Value::Null);
         }
         Ok(out)
     }
