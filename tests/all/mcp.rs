@@ -1093,3 +1093,100 @@ agents = ["support-copilot"]
         "the tool's results are recorded, redacted"
     );
 }
+
+/// An agent whose token expires while `charter mcp` serves it over stdio
+/// (where every request is proven again) is refused on every call, and the
+/// refusals are recorded bounded as every refused authentication is: a
+/// client repeating the dead token 200 times adds at most 20 events and
+/// one count to the log, not 200 events.
+#[test]
+fn refused_proofs_over_stdio_are_recorded_bounded() {
+    use std::io::{BufRead, BufReader, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    deployment(dir);
+    let out = charter_env(
+        None,
+        &[
+            "tokens",
+            "create",
+            "support-copilot",
+            "--expires-in",
+            "4s",
+            "--json",
+        ],
+        dir,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let minted = std::time::Instant::now();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (token, hash) = (v["token"].as_str().unwrap(), v["hash"].as_str().unwrap());
+    let toml = std::fs::read_to_string(dir.join("charter.toml")).unwrap();
+    let toml = toml.replacen(
+        "[agents.support-copilot]\nroles = [\"support\"]\ntokens = [\"",
+        &format!("[agents.support-copilot]\nroles = [\"support\"]\ntokens = [\"{hash}\", \""),
+        1,
+    );
+    std::fs::write(dir.join("charter.toml"), toml).unwrap();
+    let mut child = Command::new(charter_bin())
+        .args(["mcp", "--agent", "support-copilot"])
+        .current_dir(dir)
+        .env("CHARTER_TOKEN", token)
+        .env_remove("CHARTER_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut ask = |msg: Value| -> String {
+        writeln!(stdin, "{msg}").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        if msg.get("id").is_some() {
+            stdout.read_line(&mut line).unwrap();
+        }
+        line
+    };
+    let init = ask(
+        serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"}}}),
+    );
+    assert!(init.contains("\"result\""), "{init}");
+    ask(serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    let expired = std::time::Duration::from_millis(4_500);
+    std::thread::sleep(expired.saturating_sub(minted.elapsed()));
+    for i in 0..200 {
+        let answer = ask(serde_json::json!({"jsonrpc": "2.0", "id": 1 + i,
+            "method": "tools/call", "params": {"name": "orders.lookup-order",
+            "arguments": {"order-id": "A-1"}}}));
+        assert!(answer.contains("expired-token"), "{answer}");
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    let records = read_records(&dir.join("data/events.log")).unwrap();
+    let one_by_one = records
+        .iter()
+        .filter(|r| matches!(&r.event, Event::AuthRefused { route, .. } if route == "mcp stdio"))
+        .count();
+    let counted: u64 = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::AuthRefusalsSuppressed { count, .. } => Some(*count),
+            _ => None,
+        })
+        .sum();
+    assert!(
+        one_by_one <= 20,
+        "{one_by_one} refusals recorded one by one"
+    );
+    assert_eq!(one_by_one as u64 + counted, 200, "every refusal is counted");
+    assert!(
+        !records
+            .iter()
+            .any(|r| matches!(&r.event, Event::CallResult { .. })),
+        "nothing ran"
+    );
+}

@@ -5,6 +5,12 @@
 //! proves nothing. The server itself (shared with `/mcp` on `charter up`)
 //! is `charter_server::mcp`; what an agent may see and call, and how each
 //! call is decided and recorded, is `charter_runtime::tools`.
+//!
+//! It serves the configuration it started with: the token is proven again
+//! at every request (an expired one is refused at once), but an agent,
+//! token or tool removed from `charter.toml` is gone at the next start
+//! (`charter up`'s `/mcp` follows the configuration in force).
+//! SECURITY.md promise 22 says so.
 
 use std::sync::Arc;
 

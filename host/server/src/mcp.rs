@@ -12,7 +12,10 @@
 //! session serves the agent that first proved itself on it: another
 //! agent's token on the same session is refused (`wrong-identity`), and
 //! every request (HTTP) or call (stdio) proves the token again, so an
-//! expired or revoked token ends the agent's reach at once.
+//! expired token ends the agent's reach at once, and so does a revoked one
+//! on `charter up` (which follows the configuration in force; `charter
+//! mcp` serves the configuration it started with until restarted). Refused
+//! proofs are recorded bounded as every refused authentication is.
 //!
 //! **What it sees.** The catalog follows the serving generation: a plugin
 //! activated or a configuration applied (a new tool, a grant taken away)
@@ -62,6 +65,9 @@ pub struct Shared {
     /// session id is served only for that agent (every method); and the
     /// session openings under way, counted against the caps.
     sessions: Mutex<Sessions>,
+    /// Refused proofs inside a session (stdio proves every request again),
+    /// recorded bounded like every refused authentication.
+    refusals: crate::refusals::Refusals,
     /// rmcp's sessions (ended ones leave `sessions` at the next count).
     manager: Arc<LocalSessionManager>,
 }
@@ -124,6 +130,7 @@ impl Shared {
             limiter: RateLimiter::default(),
             catalog: tokio::sync::Mutex::new(None),
             sessions: Mutex::new(Sessions::default()),
+            refusals: crate::refusals::Refusals::default(),
             manager: Arc::new(LocalSessionManager::default()),
         })
     }
@@ -135,7 +142,8 @@ impl Shared {
     /// Record the agents' refused calls counted and not yet recorded
     /// whose window is over (`all`: every one, at a stop).
     pub async fn record_due_refusals(&self, all: bool) {
-        let due = self.limiter.due_refusals(all);
+        let mut due = self.limiter.due_refusals(all);
+        due.extend(self.refusals.due(charter_audit::now_ms(), all));
         if due.is_empty() {
             return;
         }
@@ -319,17 +327,30 @@ impl Tools {
         }
     }
 
-    /// Record a refused proof; the message for the client.
-    async fn refuse(&self, reason: &str, identity: Option<String>, message: String) -> String {
-        if let Ok(host) = self.shared.host() {
-            let _ = host
-                .log()
-                .append(vec![Event::AuthRefused {
-                    route: self.route.into(),
-                    identity,
-                    reason: reason.to_string(),
-                }])
-                .await;
+    /// Record a refused proof, bounded as every refused authentication is
+    /// (a client repeating an expired token over stdio adds at most
+    /// [`crate::refusals::PER_WINDOW`] events and a count per minute); the
+    /// message for the client.
+    async fn refuse(
+        &self,
+        reason: &'static str,
+        identity: Option<String>,
+        message: String,
+    ) -> String {
+        let admit = self.shared.refusals.admit(reason, charter_audit::now_ms());
+        let mut events: Vec<Event> = admit.summary.into_iter().collect();
+        if admit.record {
+            events.push(Event::AuthRefused {
+                route: self.route.into(),
+                identity,
+                reason: reason.to_string(),
+            });
+        }
+        if !events.is_empty()
+            && let Ok(host) = self.shared.host()
+            && let Err(e) = host.log().append(events).await
+        {
+            tracing::error!(error = %e, "cannot record a refused agent proof");
         }
         format!("refused: {message} [{reason}]")
     }
