@@ -93,6 +93,7 @@ struct Service {
     bob: String,
     carol: String,
     ci: String,
+    ci2: String,
 }
 
 fn service(extra: &str) -> Service {
@@ -102,6 +103,7 @@ fn service(extra: &str) -> Service {
     let (bob, bob_h) = mint("bob", cwd);
     let (carol, carol_h) = mint("carol", cwd);
     let (ci, ci_h) = mint("ci", cwd);
+    let (ci2, ci2_h) = mint("ci2", cwd);
     let mut toml = std::fs::read_to_string(cwd.join("charter.toml")).unwrap();
     for (name, h) in [("carol", &carol_h), ("bob", &bob_h)] {
         let header = format!("[approvers.{name}]\n");
@@ -112,6 +114,10 @@ fn service(extra: &str) -> Service {
 [identities.ci]
 kind = "service"
 tokens = ["{ci_h}"]
+
+[identities.ci2]
+kind = "service"
+tokens = ["{ci2_h}"]
 
 [secrets.hook-key]
 env = "CHARTER_TEST_HOOK_KEY"
@@ -131,7 +137,7 @@ plugin = "work"
 [workflows.echo.triggers.webhook]
 name = "gh"
 secret = "hook-key"
-identities = ["ci"]
+identities = ["ci", "ci2"]
 delivery_header = "X-GitHub-Delivery"
 max_body_kib = 4
 
@@ -151,6 +157,7 @@ retry = {{ max_attempts = 2, initial_backoff_ms = 1000, max_backoff_ms = 1000 }}
         bob: format!("Bearer {bob}"),
         carol: format!("Bearer {carol}"),
         ci: format!("Bearer {ci}"),
+        ci2: format!("Bearer {ci2}"),
     }
 }
 
@@ -299,6 +306,26 @@ fn webhook_deliveries_start_one_run_each_and_refusals_are_audited() {
     let by_token = r.json()["run"].as_str().unwrap().to_string();
     let v = wait_for(a, &s.carol, &by_token, |v| v["status"] == "completed");
     assert_eq!(v["initiator"], "ci", "{v}");
+    // Each sender numbers its own deliveries: another identity's d-3 is
+    // another start (not a "duplicate" answered with ci's run, its input
+    // dropped); ci's own d-3 again is the duplicate.
+    let r = deliver(
+        a,
+        br#"{"from":"ci2"}"#,
+        &[("Authorization", &s.ci2), ("X-GitHub-Delivery", "d-3")],
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let other = r.json()["run"].as_str().unwrap().to_string();
+    assert_ne!(other, by_token);
+    let v = wait_for(a, &s.carol, &other, |v| v["status"] == "completed");
+    assert_eq!(v["initiator"], "ci2", "{v}");
+    let r = deliver(
+        a,
+        b"{}",
+        &[("Authorization", &s.ci), ("X-GitHub-Delivery", "d-3")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["run"], by_token.as_str(), "{}", r.body);
 
     // Refusals, each with the API's error document.
     let cases: Vec<(u16, &str, Reply)> = vec![
@@ -456,7 +483,7 @@ fn webhook_deliveries_start_one_run_each_and_refusals_are_audited() {
         "{before} → {after} events for 200 refusals"
     );
 
-    // Three deliveries, three runs of `echo`.
+    // Four deliveries (ci2's d-3 among them), four runs of `echo`.
     let echo_runs = |a: &str| -> Vec<String> {
         get(a, &s.bob, "/v1/runs")["runs"]
             .as_array()
@@ -466,7 +493,7 @@ fn webhook_deliveries_start_one_run_each_and_refusals_are_audited() {
             .map(|r| r["id"].as_str().unwrap().to_string())
             .collect()
     };
-    assert_eq!(echo_runs(a).len(), 3);
+    assert_eq!(echo_runs(a).len(), 4);
     stop(child);
 
     // After a restart the retried delivery still answers its first run.
@@ -479,7 +506,15 @@ fn webhook_deliveries_start_one_run_each_and_refusals_are_audited() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["run"], first.as_str());
-    assert_eq!(echo_runs(a).len(), 3);
+    assert_eq!(echo_runs(a).len(), 4);
+    // ci2's d-3 after the restart is still its own run's duplicate.
+    let r = deliver(
+        a,
+        b"{}",
+        &[("Authorization", &s.ci2), ("X-GitHub-Delivery", "d-3")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(echo_runs(a).len(), 4);
     let k = get(a, &s.bob, "/v1/kpi");
     assert_eq!(k["unauthorized_actions_executed"], 0, "{k}");
     stop(child);

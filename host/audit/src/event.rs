@@ -438,12 +438,23 @@ pub struct TriggerRef {
     /// How it proved itself: `hmac-sha256`, `token` (the identity is the
     /// run's initiator), or `schedule`.
     pub auth: String,
+    /// The identity that proved the delivery with its token (a hook may
+    /// have several senders, each numbering its deliveries on its own);
+    /// none for a signature (one shared secret) or a schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
 }
 
 impl TriggerRef {
-    /// The key a start is deduplicated by: `{kind}:{name}:{key}`.
+    /// The key a start is deduplicated by: `{kind}:{name}:{key}`, or
+    /// `{kind}/{sender}:{name}:{key}` for a sender's own delivery ids (an
+    /// identity's name has no `:`, so no delivery id of one sender can
+    /// make another's key).
     pub fn dedup_key(&self) -> String {
-        format!("{}:{}:{}", self.kind, self.name, self.key)
+        match &self.sender {
+            Some(s) => format!("{}/{}:{}:{}", self.kind, s, self.name, self.key),
+            None => format!("{}:{}:{}", self.kind, self.name, self.key),
+        }
     }
 }
 

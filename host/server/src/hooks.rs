@@ -360,11 +360,15 @@ async fn accept(
             return Ok((StatusCode::OK, Json(dup)).into_response());
         }
     }
+    // A token's identity numbers its own deliveries: another sender's
+    // delivery with the same id is another start.
+    let sender = (auth != "hmac-sha256").then(|| initiator.clone());
     let trigger = TriggerRef {
         kind: "webhook".into(),
         name: hook.name.clone(),
         key: delivery.clone(),
         auth,
+        sender,
     };
     // Started and settled in a task of its own: a sender that hangs up
     // mid-request leaves neither an undriven run nor a claim that never

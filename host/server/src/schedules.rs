@@ -155,6 +155,7 @@ async fn fire(control: &Control, workflow: &str, s: &Schedule, tick: u64) {
         name: workflow.to_string(),
         key: tick.to_string(),
         auth: "schedule".into(),
+        sender: None,
     };
     let initiator = format!("schedule:{workflow}");
     match control
