@@ -430,9 +430,20 @@ impl Host {
             )
             .await;
         }
+        // The agent as the configuration in force declares it: the caller
+        // proved it under an older one, whose roles may have been taken
+        // away since (a configuration applied mid-call).
+        let now = self.deployment();
+        let Some(agent) = now.agents.get(&agent.name) else {
+            return refuse(
+                "unknown-agent",
+                format!("agent {} is no longer declared", agent.name),
+            )
+            .await;
+        };
         // A catalog may be older than the configuration in force: the
         // agent's access is checked again against the deployment now.
-        let def = def.filter(|d| admitted_now(&self.deployment(), d, agent));
+        let def = def.filter(|d| admitted_now(&now, d, agent));
         let Some(def) = def else {
             return refuse(
                 "unknown-tool",
