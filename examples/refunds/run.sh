@@ -116,6 +116,9 @@ CHARTER_TOKEN=$bob "$charter" proposals approve "$refund" --config "$cfg" --comm
 section "bob rejects the one-cent refund: it never executes"
 CHARTER_TOKEN=$bob "$charter" proposals reject "$cent" --config "$cfg" --comment "no reason given for a refund"
 CHARTER_TOKEN=$bob "$charter" proposals list --all --config "$cfg"
+# The framework's table as the host serves it (GET /v1/kpi/framework, what
+# the console's KPI page shows), kept for the test to compare.
+CHARTER_TOKEN=$bob "$charter" kpi --framework --json --config "$cfg" > "$work/framework-served.json"
 
 section "stop charter up (SIGTERM), then what the payments API received, the audit trail and the KPIs"
 kill -TERM "$up"; wait "$up" || true; up=""

@@ -303,6 +303,12 @@ fn refunds_copilot_pays_only_what_a_person_approved() {
         dir.path(),
     );
     let f: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The table the running host served (`--server`, GET
+    // /v1/kpi/framework) before it stopped is the one the log gives.
+    let served: Value =
+        serde_json::from_str(&std::fs::read_to_string(work.join("framework-served.json")).unwrap())
+            .unwrap();
+    assert_eq!(served, f);
     let refunds = &f["patterns"]["refunds"];
     assert_eq!(refunds["adoption"]["proposal_acceptance_rate"], 0.5, "{f}");
     assert_eq!(refunds["risk"]["unauthorized_actions"], 0, "{f}");
@@ -313,5 +319,111 @@ fn refunds_copilot_pays_only_what_a_person_approved() {
         refunds["decision_quality"]["exception_consistency"],
         Value::Null,
         "{f}"
+    );
+}
+
+/// `charter kpi --framework` with `--config` repeated folds the deployments'
+/// logs: one column per pattern each declares (an empty log too), the
+/// deployments named; elsewhere a second `--config` is a usage error, the
+/// same deployment twice is refused, and `--server` (one host's table)
+/// does not mix with several.
+#[test]
+fn kpi_framework_folds_the_deployments_named_and_refuses_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfgs = Vec::new();
+    for n in ["a", "b"] {
+        let d = dir.path().join(n);
+        std::fs::create_dir_all(&d).unwrap();
+        let cfg = d.join("charter.toml");
+        std::fs::write(
+            &cfg,
+            format!("[deployment]\nname = \"dep-{n}\"\nphase = 1\npattern = \"p-{n}\"\ndata_dir = \"data\"\n"),
+        )
+        .unwrap();
+        cfgs.push(cfg.to_str().unwrap().to_string());
+    }
+    let (a, b) = (cfgs[0].as_str(), cfgs[1].as_str());
+    let out = charter(
+        &["kpi", "--framework", "--json", "--config", a, "--config", b],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let f: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        f["deployments"],
+        serde_json::json!(["dep-a", "dep-b"]),
+        "{f}"
+    );
+    assert_eq!(f["patterns"]["p-a"]["efficiency"]["runs"], 0, "{f}");
+    assert_eq!(
+        f["patterns"]["p-b"]["risk"]["unauthorized_actions"], 0,
+        "{f}"
+    );
+    let out = charter(
+        &["kpi", "--framework", "--config", a, "--config", b],
+        dir.path(),
+    );
+    assert!(
+        text(&out).contains("deployments folded: dep-a, dep-b"),
+        "{}",
+        text(&out)
+    );
+    // One deployment: its table, no `deployments`.
+    let out = charter(&["kpi", "--framework", "--json", "--config", a], dir.path());
+    let one: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(one.get("deployments").is_none(), "{one}");
+    assert!(one["patterns"].get("p-a").is_some(), "{one}");
+
+    let out = charter(&["kpi", "--config", a, "--config", b], dir.path());
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    assert!(
+        text(&out).contains("--config is given 2 times"),
+        "{}",
+        text(&out)
+    );
+    let out = charter(
+        &["kpi", "--framework", "--config", a, "--config", a],
+        dir.path(),
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("names deployment \"dep-a\" again"),
+        "{}",
+        text(&out)
+    );
+    let out = charter(
+        &[
+            "kpi",
+            "--framework",
+            "--server",
+            "http://127.0.0.1:9",
+            "--config",
+            a,
+            "--config",
+            b,
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    assert!(text(&out).contains("leave out --server"), "{}", text(&out));
+    // The report folds the same way.
+    let html = dir.path().join("r.html");
+    let out = charter(
+        &[
+            "report",
+            "--out",
+            html.to_str().unwrap(),
+            "--config",
+            a,
+            "--config",
+            b,
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("KPIs of 2 deployments") && page.contains("dep-a, dep-b"),
+        "{page}"
     );
 }

@@ -69,8 +69,8 @@ fn control(config: &ConfigArg) -> Result<Control> {
 }
 
 /// The framework's table over every deployment `--config` names (one, or
-/// several folded), and what to call it: the deployment's name, or the
-/// names joined.
+/// several folded), and what to call it: the deployment's name, or how
+/// many were folded (the table names them).
 fn framework_table(configs: &ConfigsArg) -> Result<(String, charter_api::FrameworkKpi)> {
     let each = configs.each();
     if let [one] = each.as_slice() {
@@ -92,7 +92,7 @@ fn framework_table(configs: &ConfigsArg) -> Result<(String, charter_api::Framewo
             .with_context(|| format!("reading {}", config.path().display()))?;
         names.push(name);
     }
-    Ok((names.join(", "), fold.table()))
+    Ok((format!("{} deployments", names.len()), fold.table()))
 }
 
 /// Who acts: the identity CHARTER_TOKEN proves (and `--as`, if given, must

@@ -311,6 +311,11 @@ impl FrameworkFold {
     /// Fold deployment `name`'s log (`records`, in log order).
     pub fn add_deployment(&mut self, name: &str, records: &[Record], patterns: &Patterns) {
         let (shares, all) = shares(records, patterns);
+        // Every pattern the deployment declares has its column, with
+        // nothing recorded yet too.
+        for p in std::iter::once(&patterns.deployment).chain(patterns.workflows.values()) {
+            self.patterns.entry(p.clone()).or_default();
+        }
         for (p, s) in &shares {
             self.patterns
                 .entry(p.clone())
