@@ -524,17 +524,17 @@ pub fn kpi_framework_text(t: &charter_api::FrameworkKpi) {
                 + 2
         })
         .collect();
-    print!("{:<18}{:<24}", "dimension", "measure");
+    let mut line = format!("{:<18}{:<24}", "dimension", "measure");
     for ((p, _), w) in cols.iter().zip(&widths) {
-        print!("{p:<w$}");
+        line.push_str(&format!("{p:<w$}"));
     }
-    println!();
+    println!("{}", line.trim_end());
     for (dim, measure, f) in &rows {
-        print!("{dim:<18}{measure:<24}");
+        let mut line = format!("{dim:<18}{measure:<24}");
         for ((_, d), w) in cols.iter().zip(&widths) {
-            print!("{:<w$}", f(d));
+            line.push_str(&format!("{:<w$}", f(d)));
         }
-        println!();
+        println!("{}", line.trim_end());
     }
 }
 
