@@ -13,7 +13,9 @@ import sys
 CALLS = [
     ("lookup", "orders.lookup-order", {"order-id": "A-1001"}),
     ("refund", "refunds.issue-refund",
-     {"order-id": "A-1001", "amount-cents": 4200, "reason": "late delivery",
+     # The reason is the agent's free text, here shaped to smuggle a form
+     # field: the connector escapes it, so the API reads one reason.
+     {"order-id": "A-1001", "amount-cents": 4200, "reason": "late delivery&amount=990000",
       "_reason": "the parcel arrived nine days late; the customer asks for the shipping back"}),
     ("one-cent", "refunds.issue-refund",
      {"order-id": "A-1002", "amount-cents": 1, "reason": "rounding",

@@ -207,6 +207,9 @@ fn refunds_copilot_pays_only_what_a_person_approved() {
     );
     assert_eq!(r["form"]["order"], "A-1001", "{r}");
     assert_eq!(r["form"]["amount"], "4200", "{r}");
+    // The agent's reason tried to add a form field: it arrives whole, as
+    // the reason.
+    assert_eq!(r["form"]["reason"], "late delivery&amount=990000", "{r}");
     assert_eq!(r["authorized"], true, "{r}");
     assert_eq!(r["status"], 200, "{r}");
     assert!(
