@@ -4,7 +4,9 @@
 //! `reason`, as card processors' refund endpoints take them), with the API
 //! key from the `payments-api-key` secret as a bearer token and an
 //! `idempotency-key` of the order, so the API refunds an order once however
-//! often it is asked.
+//! often it is asked. Where the host has a key of its own for the call (an
+//! approved proposal's execution: `charter:P-…:N`, the same on a re-run),
+//! the host's replaces it on the way out.
 //!
 //! It runs under its own grants (its kv, the one secret, the API's host
 //! only); callers reach it only through the host's mediator, which has
