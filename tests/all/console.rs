@@ -257,9 +257,15 @@ fn served() -> Served {
     let (dave, dave_h) = mint("dave", &cwd);
     let (shop, shop_h) = mint("shop", &cwd);
     let (ops, ops_h) = mint("ops", &cwd);
-    // A failed refund step goes to a refund-approver.
+    // A failed refund step goes to a refund-approver; the deployment is
+    // the refunds pattern (the KPI page's framework table).
     let mut toml = std::fs::read_to_string(cwd.join("charter.toml"))
         .unwrap()
+        .replacen(
+            "name = \"acme-refunds\"\n",
+            "name = \"acme-refunds\"\npattern = \"refunds\"\n",
+            1,
+        )
         .replace(
             "plugin = \"refund-bot\"\n",
             "plugin = \"refund-bot\"\non_failure = \"escalate\"\n",
@@ -787,6 +793,50 @@ fn console_escalation_audit_grants_and_kpis() {
         // counts the API gives (read from their data attributes).
         c.goto(&format!("http://{a}/#/kpi")).await.unwrap();
         assert_eq!(text_of(&c, "#unauthorized").await, "0");
+        // The framework's table: the deployment's pattern and overall,
+        // five dimensions, the figures GET /v1/kpi/framework gives.
+        let fw = http(a, "GET", "/v1/kpi/framework", Some(&s.bob), None).json();
+        let table = text_of(&c, "#kpi-framework").await;
+        for want in [
+            "refunds",
+            "overall",
+            "efficiency",
+            "customer",
+            "decision quality",
+            "adoption",
+            "risk",
+            "unauthorized actions",
+            "0 (target 0)",
+        ] {
+            assert!(table.contains(want), "{want}: {table}");
+        }
+        let cells = c
+            .execute(
+                "const rows = [...document.querySelectorAll('#kpi-framework tbody tr')]; \
+                 return [rows.length, rows[0].querySelectorAll('td')[1].textContent, rows[0].querySelectorAll('td')[2].textContent, \
+                   [...document.querySelectorAll('#kpi-framework thead th')].map((t) => t.textContent)];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let runs = fw["patterns"]["refunds"]["efficiency"]["runs"].to_string();
+        assert_eq!(
+            cells,
+            json!([
+                10,
+                runs,
+                fw["overall"]["efficiency"]["runs"].to_string(),
+                ["dimension", "measure", "refunds", "overall"]
+            ]),
+            "{fw}"
+        );
+        c.execute(
+            "document.getElementById('kpi-framework-card').scrollIntoView(); return true;",
+            vec![],
+        )
+        .await
+        .unwrap();
+        screenshot(&c, "kpi-framework").await;
         css(&c, "svg.chart").await;
         css(&c, "#chart-calls").await;
         let series = http(a, "GET", "/v1/kpi/series?bucket=hour", Some(&s.bob), None).json();
@@ -862,6 +912,12 @@ fn console_escalation_audit_grants_and_kpis() {
             .unwrap();
         css(&c, "#k-apply").await.click().await.unwrap();
         until(&c, "hourly buckets", "const s = document.getElementById('chart-calls'); return !!s && s.dataset.buckets === '24';").await;
+        c.execute(
+            "document.getElementById('kpi').scrollIntoView(); return true;",
+            vec![],
+        )
+        .await
+        .unwrap();
         screenshot(&c, "kpi").await;
         c.execute(
             "document.getElementById('kpi-series-card').scrollIntoView(); return true;",
@@ -1541,4 +1597,143 @@ fn console_api_filters_series_journal_and_downloads() {
             && e["reason"] == "missing-role"),
         "{refused:?}"
     );
+}
+
+/// `bash examples/patterns.sh`: the five patterns' examples one after
+/// another, then the framework's table over the five deployments (one
+/// `--config` each): a column per pattern with its phase's figures, overall
+/// the sums, no unauthorized action anywhere. `charter report`'s page of the
+/// same table opens in Chromium from a file:// URL (self-contained: nothing
+/// else to load) and is screenshot for README (`target/console/report.png`).
+#[test]
+fn the_five_patterns_table_and_its_report_page() {
+    for p in [
+        "ops-probe",
+        "ops-restart",
+        "ops-page",
+        "refund-triage",
+        "service-desk",
+        "service-desk-cases",
+        "service-desk-sms",
+        "policy-assistant",
+        "edr-connector",
+        "soc-score",
+        "soc-respond",
+        "payments-api",
+        "fx-orders-tool",
+    ] {
+        crate::support::fixture(p);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("patterns");
+    let out = Command::new("bash")
+        .arg(root().join("examples/patterns.sh"))
+        .env("CHARTER_BIN", crate::support::charter_bin())
+        .env("PATTERNS_WORK", &work)
+        .env_remove("CHARTER_LOG")
+        .env_remove("CHARTER_TOKEN")
+        .env_remove("CHARTER_SERVER")
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    let f: Value =
+        serde_json::from_str(&std::fs::read_to_string(work.join("framework.json")).unwrap())
+            .unwrap();
+    let names: Vec<&str> = f["patterns"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "it-ops",
+            "policy-assistant",
+            "refunds",
+            "security-ops",
+            "service-desk"
+        ],
+        "{f}"
+    );
+    assert_eq!(f["deployments"].as_array().unwrap().len(), 5, "{f}");
+    let p = |name: &str| &f["patterns"][name];
+    // Phase 1: three alerts, retried; phase 2: two of three handed off;
+    // phase 5: one proposal of two accepted. No unauthorized action.
+    assert_eq!(p("it-ops")["efficiency"]["runs"], 3, "{f}");
+    assert!(
+        p("it-ops")["efficiency"]["retries"].as_u64().unwrap() >= 5,
+        "{f}"
+    );
+    assert_eq!(p("service-desk")["efficiency"]["runs"], 3, "{f}");
+    let handoff = p("service-desk")["customer"]["handoff_rate"]
+        .as_f64()
+        .unwrap();
+    assert!((handoff - 2.0 / 3.0).abs() < 1e-9, "{f}");
+    assert_eq!(
+        p("refunds")["adoption"]["proposal_acceptance_rate"],
+        0.5,
+        "{f}"
+    );
+    assert_eq!(p("security-ops")["efficiency"]["runs"], 6, "{f}");
+    let total: u64 = f["patterns"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|d| {
+            assert_eq!(d["risk"]["unauthorized_actions"], 0, "{f}");
+            d["efficiency"]["runs"].as_u64().unwrap()
+        })
+        .sum();
+    assert_eq!(f["overall"]["efficiency"]["runs"], total, "{f}");
+    assert_eq!(f["overall"]["risk"]["unauthorized_actions"], 0, "{f}");
+    // The text table printed the same columns.
+    assert!(
+        t.contains("deployments folded: acme-it-ops, acme-service-desk"),
+        "{t}"
+    );
+
+    // The report page, in the browser.
+    let page = work.join("patterns.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "self-contained"
+    );
+    let url = format!("file://{}", page.display());
+    with_browser(move |c| async move {
+        c.goto(&url).await.unwrap();
+        let h1 = text_of(&c, "h1").await;
+        assert_eq!(h1, "KPIs of 5 deployments");
+        let head = c
+            .execute(
+                "return [...document.querySelectorAll('table tr:first-child th')].map((t) => t.textContent);",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            head,
+            json!([
+                "dimension",
+                "measure",
+                "it-ops",
+                "policy-assistant",
+                "refunds",
+                "security-ops",
+                "service-desk",
+                "overall"
+            ])
+        );
+        let bars = c
+            .execute(
+                "return document.querySelectorAll('svg rect').length;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(bars, json!(4 * 6), "four charts, a bar per column");
+        screenshot(&c, "report").await;
+    });
 }

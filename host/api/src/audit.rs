@@ -397,6 +397,19 @@ impl Control {
             &records, &patterns,
         ))
     }
+
+    /// Add this deployment's log to a table folding several deployments
+    /// (`charter kpi --framework --config A --config B`).
+    pub fn kpi_framework_into(
+        &self,
+        fold: &mut charter_runtime::kpi::framework::FrameworkFold,
+    ) -> Result<(), ApiError> {
+        let records = charter_audit::read_records(&self.log_path())?;
+        let dep = self.deployment();
+        let patterns = charter_runtime::kpi::framework::Patterns::of(&dep);
+        fold.add_deployment(&dep.name, &records, &patterns);
+        Ok(())
+    }
 }
 
 // The KPI documents are the runtime's own types (one definition; README's

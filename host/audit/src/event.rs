@@ -329,13 +329,15 @@ pub enum Event {
         to_ms: u64,
     },
     /// `charter up` refused webhook deliveries: an unknown hook, a bad or
-    /// missing signature or token, an oversize body. Aggregated: one event
+    /// missing signature or token, an oversize body, a body without the
+    /// shape the hook declares. Aggregated: one event
     /// per hook and reason per window at most, counting the refusals since
     /// the last one, so a flood cannot grow the log without bound.
     HookRefused {
         /// The hook's name, or `?` for a name that is not a hook.
         hook: String,
-        /// `unknown-hook`, `bad-signature`, `no-credential`, `bad-token`, `too-large`.
+        /// `unknown-hook`, `bad-signature`, `no-credential`, `bad-token`,
+        /// `too-large`, `shape`.
         reason: String,
         /// Refusals this event stands for (this one and those not recorded
         /// since the last event of the same hook and reason).

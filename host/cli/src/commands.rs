@@ -13,8 +13,8 @@ use charter_runtime::error::EXIT_OK;
 use serde::Serialize;
 
 use crate::{
-    AuditOp, Command, ConfigArg, EscalationsCmd, KvOp, ProposalCmd, RunsCmd, SdkOp, current_user,
-    govern, new, read_input, report, runs, tokens,
+    AuditOp, Command, ConfigArg, ConfigsArg, EscalationsCmd, KvOp, ProposalCmd, RunsCmd, SdkOp,
+    current_user, govern, new, read_input, report, runs, tokens,
 };
 
 /// Print one JSON document: indented, or on one line.
@@ -66,6 +66,33 @@ pub fn fail_doc(e: &ApiError, json: bool) -> Result<i32> {
 
 fn control(config: &ConfigArg) -> Result<Control> {
     Ok(Control::new(config.load()?, Access::Local))
+}
+
+/// The framework's table over every deployment `--config` names (one, or
+/// several folded), and what to call it: the deployment's name, or how
+/// many were folded (the table names them).
+fn framework_table(configs: &ConfigsArg) -> Result<(String, charter_api::FrameworkKpi)> {
+    let each = configs.each();
+    if let [one] = each.as_slice() {
+        let c = control(one)?;
+        return Ok((c.deployment().name.clone(), c.kpi_framework()?));
+    }
+    let mut fold = charter_runtime::kpi::framework::FrameworkFold::default();
+    let mut names = Vec::new();
+    for config in &each {
+        let c = control(config)?;
+        let name = c.deployment().name.clone();
+        if names.contains(&name) {
+            anyhow::bail!(
+                "{} names deployment {name:?} again: each deployment's log is folded once",
+                config.path().display()
+            );
+        }
+        c.kpi_framework_into(&mut fold)
+            .with_context(|| format!("reading {}", config.path().display()))?;
+        names.push(name);
+    }
+    Ok((format!("{} deployments", names.len()), fold.table()))
 }
 
 /// Who acts: the identity CHARTER_TOKEN proves (and `--as`, if given, must
@@ -251,6 +278,10 @@ pub async fn run(command: Command, server: Option<&str>) -> Result<i32> {
             json,
             ..
         } => {
+            let config = match config.one() {
+                Ok(c) => c,
+                Err(e) => return fail_doc(&ApiError::usage(e), json),
+            };
             let req = charter_api::KpiSeriesRequest {
                 bucket: Some(bucket),
                 from,
@@ -271,7 +302,7 @@ pub async fn run(command: Command, server: Option<&str>) -> Result<i32> {
             framework: true,
             ..
         } => {
-            let t = control(&config)?.kpi_framework()?;
+            let (_, t) = framework_table(&config)?;
             if json {
                 print_json(&t, true)?;
             } else {
@@ -280,14 +311,17 @@ pub async fn run(command: Command, server: Option<&str>) -> Result<i32> {
             Ok(EXIT_OK)
         }
         Command::Report { config, out } => {
-            let c = control(&config)?;
-            let t = c.kpi_framework()?;
-            let html = govern::kpi_framework_html(&c.deployment().name, &t);
+            let (title, t) = framework_table(&config)?;
+            let html = govern::kpi_framework_html(&title, &t);
             std::fs::write(&out, html).with_context(|| format!("writing {}", out.display()))?;
             println!("wrote {}", out.display());
             Ok(EXIT_OK)
         }
         Command::Kpi { config, json, .. } => {
+            let config = match config.one() {
+                Ok(c) => c,
+                Err(e) => return fail_doc(&ApiError::usage(e), json),
+            };
             let c = control(&config)?;
             let k = c.kpi()?;
             if json {

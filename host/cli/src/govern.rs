@@ -507,19 +507,34 @@ fn framework_cols(
 /// `charter kpi --framework`: one row per measure, one column per pattern
 /// and overall.
 pub fn kpi_framework_text(t: &charter_api::FrameworkKpi) {
+    if !t.deployments.is_empty() {
+        println!("deployments folded: {}", t.deployments.join(", "));
+    }
     let rows = framework_rows();
     let cols = framework_cols(t);
-    print!("{:<18}{:<24}", "dimension", "measure");
-    for (p, _) in &cols {
-        print!("{p:<22}");
+    // Each column as wide as its name or its widest cell, and two spaces.
+    let widths: Vec<usize> = cols
+        .iter()
+        .map(|(p, d)| {
+            rows.iter()
+                .map(|(_, _, f)| f(d).chars().count())
+                .chain([p.chars().count()])
+                .max()
+                .unwrap_or(0)
+                + 2
+        })
+        .collect();
+    let mut line = format!("{:<18}{:<24}", "dimension", "measure");
+    for ((p, _), w) in cols.iter().zip(&widths) {
+        line.push_str(&format!("{p:<w$}"));
     }
-    println!();
+    println!("{}", line.trim_end());
     for (dim, measure, f) in &rows {
-        print!("{dim:<18}{measure:<24}");
-        for (_, d) in &cols {
-            print!("{:<22}", f(d));
+        let mut line = format!("{dim:<18}{measure:<24}");
+        for ((_, d), w) in cols.iter().zip(&widths) {
+            line.push_str(&format!("{:<w$}", f(d)));
         }
-        println!();
+        println!("{}", line.trim_end());
     }
 }
 
@@ -743,9 +758,18 @@ pub fn kpi_framework_html(deployment: &str, t: &charter_api::FrameworkKpi) -> St
     let cols = framework_cols(t);
     let mut h = String::new();
     let name = html_escape(deployment);
+    let folded = if t.deployments.len() > 1 {
+        format!(
+            "<p>Folded from {} deployments' logs: {}.</p>\n",
+            t.deployments.len(),
+            html_escape(&t.deployments.join(", "))
+        )
+    } else {
+        String::new()
+    };
     let _ = write!(
         h,
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Charter KPIs: {name}</title>\n<style>body{{font:14px system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}th,td{{border:1px solid #ccc;padding:4px 10px;text-align:left}}th{{background:#f4f4f4}}svg text{{font:12px system-ui,sans-serif}}</style></head><body>\n<h1>KPIs of {name}</h1>\n<table><tr><th>dimension</th><th>measure</th>"
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Charter KPIs: {name}</title>\n<style>body{{font:14px system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}th,td{{border:1px solid #ccc;padding:4px 10px;text-align:left}}th{{background:#f4f4f4}}svg text{{font:12px system-ui,sans-serif}}</style></head><body>\n<h1>KPIs of {name}</h1>\n{folded}<table><tr><th>dimension</th><th>measure</th>"
     );
     for (p, _) in &cols {
         let _ = write!(h, "<th>{}</th>", html_escape(p));

@@ -118,6 +118,43 @@ struct ConfigArg {
     config: Option<PathBuf>,
 }
 
+/// `--config`, repeatable: the reports that fold several deployments'
+/// logs into one table (`charter kpi --framework`, `charter report`).
+#[derive(Args, Clone)]
+struct ConfigsArg {
+    /// The deployment file [default: ./charter.toml]; repeat it to fold
+    /// several deployments into one table (with --framework)
+    #[arg(long, short = 'c', value_name = "FILE", global = true)]
+    config: Vec<PathBuf>,
+}
+
+impl ConfigsArg {
+    /// Each file named, or the default one.
+    fn each(&self) -> Vec<ConfigArg> {
+        if self.config.is_empty() {
+            return vec![ConfigArg { config: None }];
+        }
+        self.config
+            .iter()
+            .map(|c| ConfigArg {
+                config: Some(c.clone()),
+            })
+            .collect()
+    }
+
+    /// The one file a report of one deployment reads: a second
+    /// `--config` is a usage error there.
+    fn one(&self) -> Result<ConfigArg, String> {
+        match self.config.as_slice() {
+            [] | [_] => Ok(self.each().remove(0)),
+            _ => Err(format!(
+                "--config is given {} times: only `charter kpi --framework` and `charter report` fold several deployments",
+                self.config.len()
+            )),
+        }
+    }
+}
+
 impl ConfigArg {
     fn path(&self) -> PathBuf {
         self.config
@@ -271,7 +308,7 @@ enum Command {
     /// unauthorized actions executed (target zero).
     Kpi {
         #[command(flatten)]
-        config: ConfigArg,
+        config: ConfigsArg,
         /// The KPIs over time instead, one line per `hour` or `day`
         /// (what the console charts; at most 1000 buckets).
         #[arg(long, value_name = "hour|day")]
@@ -286,7 +323,9 @@ enum Command {
         to: Option<String>,
         /// The framework's table instead: efficiency, customer, decision
         /// quality, adoption and risk, per pattern (`[deployment]
-        /// pattern`) and overall, read from this deployment's log.
+        /// pattern`) and overall, read from this deployment's log; with
+        /// --config repeated, from each deployment's log, columns of the
+        /// same pattern added up and overall over all of them.
         #[arg(long, conflicts_with = "series")]
         framework: bool,
         /// Print one JSON document.
@@ -296,9 +335,10 @@ enum Command {
     /// The framework's KPI table (as `charter kpi --framework`) as one
     /// self-contained HTML page: a table per pattern and overall, and bar
     /// charts of its ratios, inline CSS and SVG, no external reference.
+    /// --config repeated folds several deployments, as for `charter kpi`.
     Report {
         #[command(flatten)]
-        config: ConfigArg,
+        config: ConfigsArg,
         /// The HTML file to write.
         #[arg(long, value_name = "F.html")]
         out: PathBuf,

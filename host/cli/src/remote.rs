@@ -264,27 +264,26 @@ pub fn find(server: Option<&str>, config: &ConfigArg) -> Result<Option<Remote>> 
 }
 
 /// The deployment file of a command the host can serve.
-fn served_config(command: &Command) -> Option<&ConfigArg> {
+fn served_config(command: &Command) -> Option<ConfigArg> {
+    let some = |c: &ConfigArg| Some(c.clone());
     match command {
-        // The framework's table reads the log file beside the host (it is
-        // not served over HTTP yet).
-        Command::Kpi {
-            framework: true, ..
-        } => None,
-        Command::Run { config, .. } | Command::Kpi { config, .. } => Some(config),
+        // Several deployments' tables are folded from their logs here: a
+        // host serves its own deployment's.
+        Command::Kpi { config, .. } => config.one().ok(),
+        Command::Run { config, .. } => some(config),
         Command::Runs { op } => match op {
             RunsCmd::List { config, .. }
             | RunsCmd::Show { config, .. }
-            | RunsCmd::Cancel { config, .. } => Some(config),
+            | RunsCmd::Cancel { config, .. } => some(config),
             RunsCmd::Resume { .. } => None,
         },
         Command::Proposals { op } => match op {
-            ProposalCmd::List { config, .. } | ProposalCmd::Show { config, .. } => Some(config),
-            ProposalCmd::Approve(d) | ProposalCmd::Reject(d) => Some(&d.config),
+            ProposalCmd::List { config, .. } | ProposalCmd::Show { config, .. } => some(config),
+            ProposalCmd::Approve(d) | ProposalCmd::Reject(d) => some(&d.config),
         },
         Command::Escalations { op } => match op {
             EscalationsCmd::List { config, .. } | EscalationsCmd::Resolve { config, .. } => {
-                Some(config)
+                some(config)
             }
         },
         Command::Audit {
@@ -296,16 +295,16 @@ fn served_config(command: &Command) -> Option<&ConfigArg> {
                     ..
                 }
                 | AuditOp::Show { config, .. },
-        } => Some(config),
+        } => some(config),
         Command::Kv { op } => match op {
             KvOp::Get { config, .. } | KvOp::Set { config, .. } | KvOp::List { config, .. } => {
-                Some(config)
+                some(config)
             }
         },
-        Command::Plugins { op } => Some(op.config()),
+        Command::Plugins { op } => some(op.config()),
         Command::Config {
             op: crate::ConfigOp::Apply { config, .. },
-        } => Some(config),
+        } => some(config),
         _ => None,
     }
 }
@@ -333,12 +332,26 @@ fn reads_beside_the_host(command: &Command) -> bool {
 /// Run `command` through the host serving its deployment, if one does;
 /// else hand it back to run locally.
 pub async fn try_remote(command: Command, server: Option<&str>) -> Result<Result<i32, Command>> {
+    let named =
+        server.is_some() || std::env::var("CHARTER_SERVER").is_ok_and(|s| !s.trim().is_empty());
+    if let Command::Kpi {
+        config,
+        framework: true,
+        json,
+        ..
+    } = &command
+        && config.config.len() > 1
+        && server.is_some()
+    {
+        let e = ApiError::usage(
+            "--server reads one host's table; several --config fold the deployments' logs here: leave out --server",
+        );
+        return fail_doc(&e, *json).map(Ok);
+    }
     let Some(config) = served_config(&command) else {
         return Ok(Err(command));
     };
-    let named =
-        server.is_some() || std::env::var("CHARTER_SERVER").is_ok_and(|s| !s.trim().is_empty());
-    match find(server, config)? {
+    match find(server, &config)? {
         Some(r) if r.token.is_none() && !named && reads_beside_the_host(&command) => {
             Ok(Err(command))
         }
@@ -464,6 +477,15 @@ async fn serve(r: &Remote, command: Command) -> Result<i32> {
                 }
                 Err(e) => fail_doc(&e, json),
             }
+        }
+        Command::Kpi {
+            framework: true,
+            json,
+            ..
+        } => {
+            let t: Result<charter_api::FrameworkKpi, _> =
+                r.call(Method::GET, "/v1/kpi/framework", None).await?;
+            show(t, json, govern::kpi_framework_text)
         }
         Command::Kpi { json, .. } => {
             let k: Result<charter_api::Kpi, _> = r.call(Method::GET, "/v1/kpi", None).await?;

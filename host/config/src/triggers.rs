@@ -8,6 +8,8 @@
 //! identities = ["ci-bot"]         # and/or a bearer token of one of these identities
 //! delivery_header = "X-GitHub-Delivery"   # the delivery id that deduplicates (default X-Delivery-Id)
 //! max_body_kib = 256              # default 1024, at most 4096
+//! require = ["/data/object/id"]   # JSON pointers the body must hold (not null)
+//! equals = { "/type" = "charge.refunded" }   # and values it must hold there
 //!
 //! [workflows.nightly.triggers.schedule]
 //! cron = "0 30 2 * * *"           # seconds minutes hours day month weekday (seconds optional)
@@ -60,6 +62,45 @@ pub struct Webhook {
     pub delivery_header: String,
     /// The largest body accepted, in bytes.
     pub max_body: usize,
+    /// JSON pointers a delivery's body must hold (present, not null).
+    pub require: Vec<String>,
+    /// JSON pointers and the values a delivery's body must hold there.
+    pub equals: Vec<(String, Value)>,
+}
+
+/// The most pointers a hook's `require` and `equals` may name together.
+pub const MAX_SHAPE_RULES: usize = 64;
+
+impl Webhook {
+    /// Whether `body` has the shape the hook takes (`require`, `equals`):
+    /// `Err` names the first pointer that does not hold, and why.
+    pub fn check_shape(&self, body: &Value) -> Result<(), String> {
+        // What the body is (its event type) before what it holds.
+        for (p, want) in &self.equals {
+            match body.pointer(p) {
+                Some(got) if got == want => {}
+                Some(_) => return Err(format!("{p} is not {want}")),
+                None => return Err(format!("{p} is missing (want {want})")),
+            }
+        }
+        for p in &self.require {
+            if body.pointer(p).is_none_or(Value::is_null) {
+                return Err(format!("{p} is missing"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A JSON pointer as `require` and `equals` take it: `/a/b`, at most 256
+/// bytes.
+fn check_pointer(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') || p.len() > 256 {
+        return Err(format!(
+            "{p:?} is not a JSON pointer (\"/call/transcript\": '/' then the keys, at most 256 bytes)"
+        ));
+    }
+    Ok(())
 }
 
 /// What a schedule does about ticks that passed while no host ran.
@@ -180,6 +221,10 @@ struct WebhookFile {
     delivery_header: Option<String>,
     #[serde(default)]
     max_body_kib: Option<u32>,
+    #[serde(default)]
+    require: Vec<String>,
+    #[serde(default)]
+    equals: std::collections::BTreeMap<String, Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -229,12 +274,22 @@ impl TriggersFile {
                         "{at}.webhook: max_body_kib must be 1..={MAX_HOOK_BODY_KIB}"
                     ));
                 }
+                if w.require.len() + w.equals.len() > MAX_SHAPE_RULES {
+                    return Err(format!(
+                        "{at}.webhook: require and equals name at most {MAX_SHAPE_RULES} pointers"
+                    ));
+                }
+                for p in w.require.iter().chain(w.equals.keys()) {
+                    check_pointer(p).map_err(|e| format!("{at}.webhook: {e}"))?;
+                }
                 Some(Webhook {
                     name,
                     secret: w.secret,
                     identities: w.identities,
                     delivery_header,
                     max_body: kib as usize * 1024,
+                    require: w.require,
+                    equals: w.equals.into_iter().collect(),
                 })
             }
         };
@@ -306,6 +361,44 @@ mod tests {
             every.last_in(at("2025-01-01T00:00:00Z"), at("2026-01-01T00:00:00Z")),
             Some(at("2026-01-01T00:00:00Z"))
         );
+    }
+
+    #[test]
+    fn a_hook_checks_the_shape_it_declares() {
+        let file: TriggersFile = toml::from_str(
+            r#"
+            [webhook]
+            secret = "k"
+            require = ["/call/call_id", "/call/transcript"]
+            equals = { "/event" = "call_analyzed" }
+            "#,
+        )
+        .unwrap();
+        let hook = file.into_triggers("post-call").unwrap().webhook.unwrap();
+        let ok = serde_json::json!({"event": "call_analyzed", "call": {"call_id": "c", "transcript": "t"}});
+        assert_eq!(hook.check_shape(&ok), Ok(()));
+        let started = serde_json::json!({"event": "call_started", "call": {"call_id": "c"}});
+        assert_eq!(
+            hook.check_shape(&started).unwrap_err(),
+            "/event is not \"call_analyzed\""
+        );
+        let null = serde_json::json!({"event": "call_analyzed", "call": {"call_id": "c", "transcript": null}});
+        assert_eq!(
+            hook.check_shape(&null).unwrap_err(),
+            "/call/transcript is missing"
+        );
+        for body in [
+            serde_json::json!([1, 2]),
+            serde_json::json!("x"),
+            Value::Null,
+        ] {
+            assert!(hook.check_shape(&body).is_err(), "{body}");
+        }
+        // A pointer must be one.
+        let bad: TriggersFile =
+            toml::from_str("[webhook]\nsecret = \"k\"\nrequire = [\"call.id\"]\n").unwrap();
+        let e = bad.into_triggers("w").unwrap_err();
+        assert!(e.contains("not a JSON pointer"), "{e}");
     }
 
     #[test]

@@ -25,7 +25,9 @@
 //! for a duplicate; 401 an unknown hook, or no or a bad signature or token,
 //! all with one body ([`NOT_AUTHENTICATED`]: a hook name cannot be probed;
 //! the audit event says which); 413 a body over the hook's `max_body_kib`;
-//! 400 no delivery id or a body that is not JSON; 503 when the trigger
+//! 400 no delivery id or a body that is not JSON; 422 a body without the
+//! shape the hook declares (`require`, `equals`: the pointer that does not
+//! hold is named), counted like a 401; 503 when the trigger
 //! index cannot be read (nothing started). Errors are the API's `{ok:
 //! false, error: {...}}`.
 //!
@@ -268,7 +270,7 @@ async fn deliver(
 
 /// Check and start one delivery. `Err(Ok(_))`: the sender proved itself
 /// but the request is wrong (400, not an audit event); `Err(Err(_))`: a
-/// refusal (401/413, counted toward a `hook-refused` event).
+/// refusal (401/413/422, counted toward a `hook-refused` event).
 async fn accept(
     h: &Hooks,
     name: &str,
@@ -325,6 +327,19 @@ async fn accept(
             )))
         })?
     };
+    // A body of another shape than the hook declares (`require`,
+    // `equals`: another event type, a field missing) starts nothing: a 422
+    // naming the pointer, counted toward a `hook-refused` event.
+    if let Err(why) = hook.check_shape(&input) {
+        let e = ApiError::new(
+            ErrorClass::Usage,
+            "invalid",
+            // `why` holds the hook's own pointers and values, nothing of
+            // the body's.
+            format!("the body does not have the shape hook {name} takes: {why}"),
+        );
+        return Err(Err(refused(name, "shape", e)));
+    }
     // A signed body seen under another delivery id within the replay
     // window answers the run it started: a captured delivery replayed
     // under a fresh id starts nothing (GitHub's signature does not cover

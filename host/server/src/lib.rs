@@ -24,7 +24,7 @@
 //! | `GET /v1/escalations?all=` · `POST /v1/escalations/{id}/resolve` | `escalations list` · `resolve` |
 //! | `GET /v1/audit?type=&plugin=&proposal=&since=&from=&to=&limit=` · `GET /v1/audit/verify` | `audit show` · `audit verify` |
 //! | `GET /v1/audit/export` · `GET /v1/audit/checkpoint` (attachments: JSON lines, the signed checkpoint) | `audit export` · `audit checkpoint` |
-//! | `GET /v1/kpi` · `GET /v1/kpi/series?bucket=hour\|day&from=&to=` · `GET /v1/plugins` · `GET /v1/grants` | `kpi` · — · `plugins` · `grants` |
+//! | `GET /v1/kpi` · `GET /v1/kpi/framework` · `GET /v1/kpi/series?bucket=hour\|day&from=&to=` · `GET /v1/plugins` · `GET /v1/grants` | `kpi` · `kpi --framework` · — · `plugins` · `grants` |
 //! | `GET /v1/kv/{plugin}?prefix=` · `GET`/`PUT /v1/kv/{plugin}/{key}` `{value}` | `kv list` · `kv get` · `kv set` |
 //! | `POST /hooks/{name}` (a signature or token of its own, see [`hooks`]) | — |
 //! | `/v1/plugins/versions`, `/v1/plugins/{name}[/history,/diff,/pin,/rollback]` (see [`plugins`]) | `plugins list\|push\|history\|diff\|pin\|rollback` |
@@ -193,6 +193,7 @@ pub fn router_with(control: Arc<Control>, service: Arc<Service>) -> Router {
         .route("/v1/audit/checkpoint", get(audit_checkpoint))
         .route("/v1/kpi", get(kpi))
         .route("/v1/kpi/series", get(kpi_series))
+        .route("/v1/kpi/framework", get(kpi_framework))
         .route("/v1/plugins", get(plugins))
         .route("/v1/grants", get(grants))
         .merge(plugins::routes(Router::new()))
@@ -728,6 +729,12 @@ async fn audit_verify(State(app): State<App>, _: Caller) -> Answer<charter_api::
 
 async fn kpi(State(app): State<App>, _: Caller) -> Answer<charter_api::Kpi> {
     blocking(&app, |c| c.kpi()).await
+}
+
+/// `GET /v1/kpi/framework`: the framework's table of this deployment
+/// (`charter kpi --framework`), what the console's KPI page shows.
+async fn kpi_framework(State(app): State<App>, _: Caller) -> Answer<charter_api::FrameworkKpi> {
+    blocking(&app, |c| c.kpi_framework()).await
 }
 
 /// `GET /v1/kpi/series`: bad parameters are a 400 naming the parameter

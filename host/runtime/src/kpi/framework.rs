@@ -31,7 +31,9 @@
 //!     the share whose decisions (allow / propose / deny) were all the
 //!     same. `None` when no input was decided twice. A configuration
 //!     change between two decisions counts as an inconsistency: the same
-//!     inputs got another answer.
+//!     inputs got another answer. The execution of an approved proposal
+//!     (its `call` names `approved-by:`) is not a decision of its own: it
+//!     carries out the people's decision on the proposed call.
 //!   - `policy_adherence`: executions (`call-result` records) with an
 //!     allow decision, or the approvals their proposal needed, behind them
 //!     / executions. `None` without an execution.
@@ -127,6 +129,11 @@ pub struct Dimensions {
 pub struct FrameworkKpi {
     pub patterns: BTreeMap<String, Dimensions>,
     pub overall: Dimensions,
+    /// The deployments folded, when the table is over more than one
+    /// deployment's log (`charter kpi --framework --config A --config B`);
+    /// empty for one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deployments: Vec<String>,
 }
 
 /// One pattern's share of the log, folded.
@@ -153,17 +160,26 @@ impl Share {
                     self.cycles.push(r.time_ms.saturating_sub(*t0));
                 }
             }
+            // The execution of an approved proposal (`approved-by:` /
+            // `approved:` markers, which only the host writes) carries out
+            // the decision people made on the proposed call: it is not a
+            // second decision on the same input.
             Event::Call {
                 plugin,
                 function,
                 args_digest,
                 decision,
+                policies,
                 ..
-            } => self
-                .decided
-                .entry((plugin.clone(), function.clone(), args_digest.clone()))
-                .or_default()
-                .push(*decision),
+            } if !policies.iter().any(|p| {
+                (p.starts_with("approved-by:") || p.starts_with("approved:")) && !p.contains('/')
+            }) =>
+            {
+                self.decided
+                    .entry((plugin.clone(), function.clone(), args_digest.clone()))
+                    .or_default()
+                    .push(*decision)
+            }
             Event::CallResult {
                 function,
                 ok,
@@ -185,54 +201,156 @@ impl Share {
         }
     }
 
-    fn dimensions(&self) -> Dimensions {
-        let k = self.fold.kpi();
-        let (mut runs, mut handoffs, mut retries, mut avoided) = (0, 0, 0, 0);
+    /// What this share adds to a table: counts and samples that sum
+    /// across shares of other logs.
+    fn tally(&self) -> Tally {
+        let k = self.fold.counts();
+        let mut t = Tally::default();
         for w in k.workflows.values() {
-            runs += w.runs;
-            handoffs += w.handoffs;
-            retries += w.retries;
-            avoided += w.escalations_avoided;
+            t.runs += w.runs;
+            t.handoffs += w.handoffs;
+            t.retries += w.retries;
+            t.escalations_avoided += w.escalations_avoided;
         }
+        for d in self.decided.values().filter(|d| d.len() > 1) {
+            t.repeated += 1;
+            t.consistent += u64::from(d.iter().all(|x| *x == d[0]));
+        }
+        t.cycles.clone_from(&self.cycles);
+        t.confidences.clone_from(&self.confidences);
+        t.executions = self.executions;
+        t.unauthorized = k.unauthorized_actions_executed;
+        let p = &k.proposals;
+        t.proposals_executed = p.executed;
+        t.proposals_decided = p.executed + p.rejected + p.expired + p.failed;
+        t
+    }
+}
+
+/// The sums behind one column of the table: what folding a pattern's
+/// share of several logs adds up (records of different deployments are
+/// never matched with each other: call, run and proposal ids, plugin names
+/// are a deployment's own).
+#[derive(Debug, Clone, Default)]
+struct Tally {
+    runs: u64,
+    handoffs: u64,
+    retries: u64,
+    escalations_avoided: u64,
+    cycles: Vec<u64>,
+    confidences: Vec<f64>,
+    /// Inputs decided more than once, and those always decided alike.
+    repeated: u64,
+    consistent: u64,
+    executions: u64,
+    unauthorized: u64,
+    proposals_executed: u64,
+    proposals_decided: u64,
+}
+
+impl Tally {
+    fn merge(&mut self, o: &Tally) {
+        self.runs += o.runs;
+        self.handoffs += o.handoffs;
+        self.retries += o.retries;
+        self.escalations_avoided += o.escalations_avoided;
+        self.cycles.extend_from_slice(&o.cycles);
+        self.confidences.extend_from_slice(&o.confidences);
+        self.repeated += o.repeated;
+        self.consistent += o.consistent;
+        self.executions += o.executions;
+        self.unauthorized += o.unauthorized;
+        self.proposals_executed += o.proposals_executed;
+        self.proposals_decided += o.proposals_decided;
+    }
+
+    fn dimensions(&self) -> Dimensions {
         let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
-        let repeated: Vec<&Vec<Decision>> = self.decided.values().filter(|d| d.len() > 1).collect();
-        let consistent = repeated
-            .iter()
-            .filter(|d| d.iter().all(|x| *x == d[0]))
-            .count() as u64;
-        let unauthorized = k.unauthorized_actions_executed;
         Dimensions {
             efficiency: Efficiency {
-                runs,
+                runs: self.runs,
                 cycle_time_ms_p50: pct(&mut self.cycles.clone(), 50),
-                retries,
-                escalations_avoided: avoided,
+                retries: self.retries,
+                escalations_avoided: self.escalations_avoided,
             },
             customer: Customer {
                 resolution_confidence: (!self.confidences.is_empty())
                     .then(|| self.confidences.iter().sum::<f64>() / self.confidences.len() as f64),
-                handoff_rate: ratio(handoffs, runs),
+                handoff_rate: ratio(self.handoffs, self.runs),
             },
             decision_quality: DecisionQuality {
-                exception_consistency: ratio(consistent, repeated.len() as u64),
+                exception_consistency: ratio(self.consistent, self.repeated),
                 policy_adherence: ratio(
                     self.executions
-                        .saturating_sub(unauthorized.min(self.executions)),
+                        .saturating_sub(self.unauthorized.min(self.executions)),
                     self.executions,
                 ),
             },
             adoption: Adoption {
-                proposal_acceptance_rate: k.proposals.acceptance_rate,
+                proposal_acceptance_rate: ratio(self.proposals_executed, self.proposals_decided),
             },
             risk: Risk {
-                unauthorized_actions: unauthorized,
+                unauthorized_actions: self.unauthorized,
             },
         }
     }
 }
 
-/// The framework's table over `records` (in log order).
+/// The table over several deployments' logs (`charter kpi --framework
+/// --config A --config B`): each log folded on its own, with its own
+/// deployment's patterns; columns of the same pattern name add up, and
+/// overall is every log together.
+#[derive(Default)]
+pub struct FrameworkFold {
+    patterns: BTreeMap<String, Tally>,
+    overall: Tally,
+    deployments: Vec<String>,
+}
+
+impl FrameworkFold {
+    /// Fold deployment `name`'s log (`records`, in log order).
+    pub fn add_deployment(&mut self, name: &str, records: &[Record], patterns: &Patterns) {
+        let (shares, all) = shares(records, patterns);
+        // Every pattern the deployment declares has its column, with
+        // nothing recorded yet too.
+        for p in std::iter::once(&patterns.deployment).chain(patterns.workflows.values()) {
+            self.patterns.entry(p.clone()).or_default();
+        }
+        for (p, s) in &shares {
+            self.patterns
+                .entry(p.clone())
+                .or_default()
+                .merge(&s.tally());
+        }
+        self.overall.merge(&all.tally());
+        self.deployments.push(name.to_string());
+    }
+
+    /// The table of what was folded.
+    pub fn table(&self) -> FrameworkKpi {
+        FrameworkKpi {
+            patterns: self
+                .patterns
+                .iter()
+                .map(|(p, t)| (p.clone(), t.dimensions()))
+                .collect(),
+            overall: self.overall.dimensions(),
+            deployments: self.deployments.clone(),
+        }
+    }
+}
+
+/// The framework's table over one deployment's `records` (in log order).
 pub fn framework(records: &[Record], patterns: &Patterns) -> FrameworkKpi {
+    let mut f = FrameworkFold::default();
+    f.add_deployment(&patterns.deployment, records, patterns);
+    let mut t = f.table();
+    t.deployments.clear();
+    t
+}
+
+/// Each pattern's share of one log, and the whole log's.
+fn shares(records: &[Record], patterns: &Patterns) -> (BTreeMap<String, Share>, Share) {
     let mut shares: BTreeMap<String, Share> = BTreeMap::new();
     let mut all = Share::default();
     let mut run_pattern: HashMap<String, String> = HashMap::new();
@@ -289,13 +407,7 @@ pub fn framework(records: &[Record], patterns: &Patterns) -> FrameworkKpi {
         shares.entry(pattern).or_default().add(r);
         all.add(r);
     }
-    FrameworkKpi {
-        patterns: shares
-            .iter()
-            .map(|(p, s)| (p.clone(), s.dimensions()))
-            .collect(),
-        overall: all.dimensions(),
-    }
+    (shares, all)
 }
 
 #[cfg(test)]
@@ -444,5 +556,94 @@ mod tests {
         assert_eq!(d.risk.unauthorized_actions, 1);
         assert_eq!(d.decision_quality.policy_adherence, Some(0.5));
         assert_eq!(t.overall, *d);
+    }
+
+    #[test]
+    fn an_approved_proposals_execution_is_not_a_second_decision() {
+        let patterns = Patterns {
+            deployment: "refunds".into(),
+            workflows: BTreeMap::new(),
+        };
+        const REFUND: &str = "acme:payments/refunds@0.1.0#issue-refund";
+        let mut approved = call("c2", None, REFUND, "a", Decision::Allow);
+        if let Event::Call { policies, .. } = &mut approved {
+            *policies = vec![
+                "approved-by:bob".into(),
+                "copilot-tools/every-refund".into(),
+            ];
+        }
+        // A policy named like the marker is a policy (`group/id`): it
+        // decides, and differently from the proposal.
+        let mut forged = call("c3", None, REFUND, "a", Decision::Allow);
+        if let Event::Call { policies, .. } = &mut forged {
+            *policies = vec!["g/approved-by:bob".into()];
+        }
+        let records = vec![
+            rec(1, call("c1", None, REFUND, "a", Decision::Propose)),
+            rec(2, approved),
+            rec(3, result("c2", REFUND, None)),
+        ];
+        let t = framework(&records, &patterns);
+        assert_eq!(t.overall.decision_quality.exception_consistency, None);
+        let mut more = records.clone();
+        more.push(rec(4, forged));
+        let t = framework(&more, &patterns);
+        assert_eq!(t.overall.decision_quality.exception_consistency, Some(0.0));
+    }
+
+    #[test]
+    fn several_logs_fold_per_pattern_without_matching_each_others_ids() {
+        // Two deployments whose ids collide (run R1, call c1, plugin p):
+        // each log is folded on its own, so a result in one never pairs
+        // with a call of the other.
+        let desk = Patterns {
+            deployment: "service-desk".into(),
+            workflows: BTreeMap::new(),
+        };
+        let refunds = Patterns {
+            deployment: "refunds".into(),
+            workflows: BTreeMap::new(),
+        };
+        let a = vec![
+            rec(1, started("R1", "post-call")),
+            rec(2, call("c1", Some("R1"), CLASSIFY, "a", Decision::Allow)),
+            rec(3, result("c1", CLASSIFY, Some(json!({"confidence": 0.9})))),
+            rec(4, finished("R1")),
+        ];
+        // The refunds log: an execution with no decision behind it in
+        // this log, though deployment a's log has an allowed c1.
+        let b = vec![
+            rec(1, started("R1", "refund")),
+            rec(2, result("c1", "x:y/z@1.0.0#f", None)),
+            rec(9, finished("R1")),
+        ];
+        let mut f = FrameworkFold::default();
+        f.add_deployment("acme-service-desk", &a, &desk);
+        f.add_deployment("acme-refunds", &b, &refunds);
+        // A third deployment of the same pattern adds to its column.
+        f.add_deployment("acme-service-desk-eu", &a, &desk);
+        let t = f.table();
+        assert_eq!(
+            t.deployments,
+            ["acme-service-desk", "acme-refunds", "acme-service-desk-eu"]
+        );
+        let d = &t.patterns["service-desk"];
+        assert_eq!(d.efficiency.runs, 2);
+        assert_eq!(d.efficiency.cycle_time_ms_p50, Some(30));
+        assert_eq!(d.risk.unauthorized_actions, 0);
+        assert_eq!(d.decision_quality.policy_adherence, Some(1.0));
+        let r = &t.patterns["refunds"];
+        assert_eq!(r.efficiency.runs, 1);
+        assert_eq!(r.risk.unauthorized_actions, 1, "not excused by a's c1");
+        assert_eq!(t.overall.efficiency.runs, 3);
+        assert_eq!(t.overall.risk.unauthorized_actions, 1);
+        assert_eq!(t.overall.decision_quality.policy_adherence, Some(2.0 / 3.0));
+        assert_eq!(t.overall.efficiency.cycle_time_ms_p50, Some(30));
+        // One deployment alone: the single-log table, no deployments key.
+        let one = framework(&a, &desk);
+        assert!(one.deployments.is_empty());
+        assert_eq!(one.patterns["service-desk"].efficiency.runs, 1);
+        let v = serde_json::to_value(&one).unwrap();
+        assert!(v.get("deployments").is_none(), "{v}");
     }
 }

@@ -725,8 +725,38 @@ function timeChart(id, title, buckets, parts, fmt) {
 pages.kpi = {
   window: { bucket: 'hour', from: '', to: '' },
   async render() {
-    show(h('h1', {}, 'KPIs'), h('div', { id: 'kpi' }, 'Reading the log…'), h('section', { class: 'card', id: 'kpi-series-card' }));
-    await Promise.all([this.table(), this.series()]);
+    show(h('h1', {}, 'KPIs'), h('section', { class: 'card', id: 'kpi-framework-card' }, 'Reading the log…'),
+      h('div', { id: 'kpi' }, 'Reading the log…'), h('section', { class: 'card', id: 'kpi-series-card' }));
+    await Promise.all([this.framework(), this.table(), this.series()]);
+  },
+  // The framework's table (GET /v1/kpi/framework, as `charter kpi
+  // --framework`): five dimensions, one column per pattern and overall.
+  async framework() {
+    const r = await api('GET', '/v1/kpi/framework');
+    const card = $('#kpi-framework-card');
+    if (!card) return;
+    if (!r.ok) { card.replaceChildren(h('h2', {}, 'The framework\'s table'), h('p', { class: 'message error' }, errorText(r.error))); return; }
+    const t = r.doc;
+    const cols = Object.entries(t.patterns).concat([['overall', t.overall]]);
+    const dec = (x) => x === null || x === undefined ? '—' : x.toFixed(2);
+    const risk = (d) => h('span', { class: d.risk.unauthorized_actions === 0 ? 'badge ok' : 'badge bad' }, `${d.risk.unauthorized_actions} (target 0)`);
+    const rows = [
+      ['efficiency', 'runs', (d) => String(d.efficiency.runs)],
+      ['', 'cycle time p50', (d) => dur(d.efficiency.cycle_time_ms_p50)],
+      ['', 'retries', (d) => String(d.efficiency.retries)],
+      ['', 'escalations avoided', (d) => String(d.efficiency.escalations_avoided)],
+      ['customer', 'resolution confidence', (d) => dec(d.customer.resolution_confidence)],
+      ['', 'handoff rate', (d) => pct(d.customer.handoff_rate)],
+      ['decision quality', 'exception consistency', (d) => pct(d.decision_quality.exception_consistency)],
+      ['', 'policy adherence', (d) => pct(d.decision_quality.policy_adherence)],
+      ['adoption', 'proposal acceptance', (d) => pct(d.adoption.proposal_acceptance_rate)],
+      ['risk', 'unauthorized actions', risk],
+    ];
+    card.replaceChildren(h('h2', {}, 'The framework\'s table'),
+      h('p', { class: 'muted' }, 'Per deployment pattern ([deployment] pattern) and overall, from the event log (charter kpi --framework).'),
+      h('div', { class: 'tablewrap' }, h('table', { id: 'kpi-framework' },
+        h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'dimension'), h('th', { scope: 'col' }, 'measure'), cols.map(([p]) => h('th', { scope: 'col' }, p)))),
+        h('tbody', {}, rows.map(([dim, measure, cell]) => h('tr', {}, h('th', { scope: 'row' }, dim), h('td', {}, measure), cols.map(([, d]) => h('td', {}, cell(d)))))))));
   },
   async table() {
     const r = await api('GET', '/v1/kpi');
