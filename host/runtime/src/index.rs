@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use charter_audit::{Event, EventLog, Record};
+use charter_audit::{AnyLog, Event, Record};
 use charter_store::{Batch, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -872,7 +872,7 @@ fn checked(run: &str, want: &[(u64, u64)], got: Vec<Record>) -> Result<Vec<Recor
 /// append is acknowledged, so nothing committed is missing.
 pub fn run_records(
     store: &dyn Store,
-    log: &EventLog,
+    log: &AnyLog,
     run: &str,
 ) -> Result<Vec<Record>, IndexError> {
     let want = run_positions(store, run)?;
@@ -888,7 +888,7 @@ pub fn run_records(
 /// proposal's, read from the log and checked, or this returns `None` and
 /// the caller folds the whole log. `None` too for a proposal outside a run
 /// (the index holds no position for it).
-pub fn proposal_records(store: &dyn Store, log: &EventLog, id: &str) -> Option<Vec<Record>> {
+pub fn proposal_records(store: &dyn Store, log: &AnyLog, id: &str) -> Option<Vec<Record>> {
     let run = proposal(store, id)?.run?;
     let want = run_positions(store, &run).ok()?;
     let records = log
@@ -1896,7 +1896,7 @@ mod tests {
         let open = |store: &Arc<Flaky<MemStore>>| {
             let s = store.clone();
             let d = dir.path().to_owned();
-            EventLog::open_with(
+            charter_audit::EventLog::open_with(
                 &path,
                 prepare(&**store).unwrap(),
                 Box::new(move |r, at| apply(&*s, r, at).map_err(|e| e.stop_message(&d))),

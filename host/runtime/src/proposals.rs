@@ -133,7 +133,7 @@ impl Host {
         let records =
             match crate::index::proposal_records(&*self.services.store, &self.services.log, id) {
                 Some(r) => r,
-                None => charter_audit::read_records(self.services.log.path()).map_err(|e| {
+                None => self.services.log.read_all().map_err(|e| {
                     ProposalError::Failed {
                         id: id.to_string(),
                         message: format!("event log: {e}"),

@@ -61,7 +61,7 @@ impl Folded {
     fn catch_up(&mut self, control: &Control) -> Result<bool, ApiError> {
         let from = self
             .last
-            .map_or(charter_audit::LOG_MAGIC.len() as u64, |(_, at)| at);
+            .map_or(0, |(_, at)| at);
         let tail = control.audit_tail(from)?;
         let new = match self.last {
             None => &tail[..],
