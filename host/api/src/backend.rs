@@ -66,18 +66,19 @@ pub fn host_options(d: &Deployment) -> Result<HostOptions, ApiError> {
         Resolved::File => return Ok(HostOptions::default()),
         Resolved::Postgres { url, shown } => (url, shown),
     };
-    let store = charter_pg::PgStore::open(&url, &d.name)
-        .map_err(|e| unreachable(&shown, &url, &e))?;
+    let store =
+        charter_pg::PgStore::open(&url, &d.name).map_err(|e| unreachable(&shown, &url, &e))?;
     let name = d.name.clone();
     Ok(HostOptions {
         store: Some(Arc::new(store)),
         log: Some(Box::new(move |applied, on_commit| {
-            let log = charter_pg::PgLog::open_with(&url, &name, applied, on_commit).map_err(
-                |e| charter_audit::LogError::Io {
-                    path: format!("[deployment] backend {shown}").into(),
-                    source: std::io::Error::other(charter_pg::scrub(&url, &e.to_string())),
-                },
-            )?;
+            let log =
+                charter_pg::PgLog::open_with(&url, &name, applied, on_commit).map_err(|e| {
+                    charter_audit::LogError::Io {
+                        path: format!("[deployment] backend {shown}").into(),
+                        source: std::io::Error::other(charter_pg::scrub(&url, &e.to_string())),
+                    }
+                })?;
             Ok(Arc::new(log) as Arc<dyn charter_audit::DynLog>)
         })),
         ..Default::default()

@@ -289,7 +289,8 @@ mod tests {
         assert_eq!(log.read_from(2, &Filter::all()).unwrap().len(), 2);
         assert!(log.file().is_none());
         assert_eq!(log.hash_at(1).unwrap(), None);
-        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| log.path().to_owned()));
+        let panicked =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| log.path().to_owned()));
         assert!(panicked.is_err(), "a shared log has no file path");
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use charter_api::{Access, Control};
-use charter_runtime::error::EXIT_OK;
 use charter_runtime::Host;
+use charter_runtime::error::EXIT_OK;
 
 pub async fn up(
     config: &crate::ConfigArg,

@@ -578,7 +578,11 @@ fn backend(
             if !scheme_ok {
                 return Err(format!(
                     "deployment.backend = {:?} is not a backend: {FORMS}",
-                    if u.contains("://") { shown_url(&u) } else { "(not shown)".into() }
+                    if u.contains("://") {
+                        shown_url(&u)
+                    } else {
+                        "(not shown)".into()
+                    }
                 ));
             }
             if u.len() > MAX_BACKEND_URL || u.chars().any(|c| c.is_control() || c == ' ') {
@@ -2334,7 +2338,9 @@ fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
             let snippet = text.lines().nth(line - 1).unwrap_or("").trim();
             // A backend URL may hold a password: its line is not quoted.
             if snippet.contains("://") && snippet.contains('@') {
-                return format!("line {line}: {msg} (the line is not shown: it may hold a password)");
+                return format!(
+                    "line {line}: {msg} (the line is not shown: it may hold a password)"
+                );
             }
             format!("line {line}: {msg} (at `{snippet}`)")
         }
@@ -3206,13 +3212,25 @@ effects = {{ "acme:crm/notes#read-note" = "read" }}
         for (b, want) in [
             ("backend = \"mysql://u:hunter2@h/d\"", "is not a backend"),
             ("backend = \"hunter2\"", "(not shown)"),
-            ("backend = \"postgres://u:hunter2@h/d x\"", "space or control"),
-            ("backend = { secret = \"nope\" }", "not declared under [secrets]"),
-            ("backend = \"postgres://u:hunter2@h/d\" junk", "not shown: it may hold a password"),
+            (
+                "backend = \"postgres://u:hunter2@h/d x\"",
+                "space or control",
+            ),
+            (
+                "backend = { secret = \"nope\" }",
+                "not declared under [secrets]",
+            ),
+            (
+                "backend = \"postgres://u:hunter2@h/d\" junk",
+                "not shown: it may hold a password",
+            ),
         ] {
             let err = d(b, "").unwrap_err().to_string();
             assert!(err.contains(want), "{b}: {err}");
-            assert!(!err.contains("hunter2"), "{b}: password in the error: {err}");
+            assert!(
+                !err.contains("hunter2"),
+                "{b}: password in the error: {err}"
+            );
         }
     }
 }

@@ -76,20 +76,19 @@ fn walk(rows: &[(i64, Vec<u8>)], mut each: impl FnMut(Record)) -> Walked {
         finding: None,
     };
     let mut open_batch = false;
-    let found = |seq: u64, problem: String| Some(Finding {
-        offset: 0,
-        seq: Some(seq),
-        problem,
-    });
+    let found = |seq: u64, problem: String| {
+        Some(Finding {
+            offset: 0,
+            seq: Some(seq),
+            problem,
+        })
+    };
     for (seq, frame) in rows {
         let seq = *seq as u64;
         if seq != w.last_seq + 1 {
             w.finding = found(
                 seq,
-                format!(
-                    "rows jump from seq {} to {seq} (rows deleted)",
-                    w.last_seq
-                ),
+                format!("rows jump from seq {} to {seq} (rows deleted)", w.last_seq),
             );
             return w;
         }
@@ -183,7 +182,12 @@ pub fn scrub(url: &str, text: &str) -> String {
 pub fn check_url(url: &str) -> Result<(), String> {
     url.parse::<tokio_postgres::Config>()
         .map(|_| ())
-        .map_err(|e| scrub(url, &format!("not a valid PostgreSQL connection string ({e})")))
+        .map_err(|e| {
+            scrub(
+                url,
+                &format!("not a valid PostgreSQL connection string ({e})"),
+            )
+        })
 }
 
 #[cfg(test)]

@@ -267,12 +267,24 @@ fn a_database_restart_stops_the_writer_and_loses_nothing_acknowledged() {
         assert_eq!(log.append_blocking(vec![kv("p", i)]).unwrap(), i + 1);
     }
     pg.restart().expect("restart the server");
-    let err = log.append_blocking(vec![kv("p", 99)]).unwrap_err().to_string();
+    let err = log
+        .append_blocking(vec![kv("p", 99)])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("connection to PostgreSQL was lost"), "{err}");
     assert!(err.contains("Restart charter"), "{err}");
-    let again = log.append_blocking(vec![kv("p", 100)]).unwrap_err().to_string();
-    assert!(again.contains("connection to PostgreSQL was lost"), "{again}");
-    assert!(log.read(1, &Filter::all()).is_err(), "no answer from a dead session");
+    let again = log
+        .append_blocking(vec![kv("p", 100)])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        again.contains("connection to PostgreSQL was lost"),
+        "{again}"
+    );
+    assert!(
+        log.read(1, &Filter::all()).is_err(),
+        "no answer from a dead session"
+    );
     drop(log);
     let reopened = PgLog::open(&url, "acme").unwrap();
     let records = reopened.read(1, &Filter::all()).unwrap();

@@ -870,11 +870,7 @@ fn checked(run: &str, want: &[(u64, u64)], got: Vec<Record>) -> Result<Vec<Recor
 /// those frames of the log (through the per-run index), so its cost
 /// follows the run, not the log. The host's index is applied before an
 /// append is acknowledged, so nothing committed is missing.
-pub fn run_records(
-    store: &dyn Store,
-    log: &AnyLog,
-    run: &str,
-) -> Result<Vec<Record>, IndexError> {
+pub fn run_records(store: &dyn Store, log: &AnyLog, run: &str) -> Result<Vec<Record>, IndexError> {
     let want = run_positions(store, run)?;
     let at: Vec<u64> = want.iter().map(|(_, a)| *a).collect();
     checked(run, &want, log.read_at(&at)?)
@@ -1923,7 +1919,7 @@ mod tests {
         );
         assert_eq!(applied_seq(&*store), 4);
         drop(log);
-        let log = open(&store).unwrap();
+        let log = AnyLog::File(open(&store).unwrap());
         assert_eq!(
             applied_seq(&*store),
             8,

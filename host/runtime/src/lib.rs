@@ -116,7 +116,10 @@ pub struct HostOptions {
 /// builds it (PostgreSQL: `charter-pg`), so this crate links no database
 /// client.
 pub type LogOpener = Box<
-    dyn FnOnce(u64, charter_audit::OnCommit) -> Result<Arc<dyn charter_audit::DynLog>, charter_audit::LogError>
+    dyn FnOnce(
+            u64,
+            charter_audit::OnCommit,
+        ) -> Result<Arc<dyn charter_audit::DynLog>, charter_audit::LogError>
         + Send,
 >;
 

@@ -691,7 +691,10 @@ impl Host {
         &self,
         p: &crate::index::ProposalState,
     ) -> Result<Option<Result<Value, String>>, String> {
-        let records = self.services.log.read_all()
+        let records = self
+            .services
+            .log
+            .read_all()
             .map_err(|e| format!("event log: {e}"))?;
         let ran = records.iter().any(|r| {
             matches!(&r.event, Event::Call { call, policies, .. }
@@ -756,7 +759,10 @@ impl Host {
             out["detail"] = json!(d);
         }
         if status == "executed" {
-            let records = self.services.log.read_all()
+            let records = self
+                .services
+                .log
+                .read_all()
                 .map_err(|e| format!("event log: {e}"))?;
             let recorded = records.iter().rev().find_map(|r| match &r.event {
                 Event::CallResult {
