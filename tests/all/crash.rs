@@ -32,25 +32,25 @@ use crate::support::*;
 
 /// What the effect server saw.
 #[derive(Default)]
-struct Effects {
+pub(crate) struct Effects {
     /// idempotency key → (effect number, answer)
-    done: HashMap<String, (usize, String)>,
+    pub(crate) done: HashMap<String, (usize, String)>,
     /// Requests that came without a key (must stay zero).
-    unkeyed: usize,
+    pub(crate) unkeyed: usize,
     /// Requests answered from `done` (replays the server absorbed).
-    repeats: usize,
+    pub(crate) repeats: usize,
 }
 
-struct Server {
-    port: u16,
-    effects: Arc<Mutex<Effects>>,
+pub(crate) struct Server {
+    pub(crate) port: u16,
+    pub(crate) effects: Arc<Mutex<Effects>>,
     /// Kill the process `pid` right after recording the effect with this
     /// number (1-based count of new effects); 0 = never.
-    kill_after: Arc<AtomicUsize>,
-    pid: Arc<AtomicU32>,
+    pub(crate) kill_after: Arc<AtomicUsize>,
+    pub(crate) pid: Arc<AtomicU32>,
 }
 
-async fn effect_server() -> Server {
+pub(crate) async fn effect_server() -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let effects = Arc::new(Mutex::new(Effects::default()));
@@ -121,7 +121,7 @@ async fn effect_server() -> Server {
 }
 
 /// A deployment file whose workflow makes 6 effects (3 steps × 2 POSTs).
-fn write_deployment(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
+pub(crate) fn write_deployment(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
     let url = |s: &str| format!("\"http://127.0.0.1:{port}/effect/{s}\"");
     let text = format!(
         r#"
@@ -174,7 +174,7 @@ retry = {{ max_attempts = 3, initial_backoff_ms = 20 }}
     path
 }
 
-fn spawn(config: &std::path::Path, args: &[&str]) -> std::process::Child {
+pub(crate) fn spawn(config: &std::path::Path, args: &[&str]) -> std::process::Child {
     Command::new(charter_bin())
         .args(args)
         .arg("--config")

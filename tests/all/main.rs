@@ -24,6 +24,7 @@ mod mcp;
 mod notify;
 mod oidc;
 mod patterns;
+mod pg;
 mod policy_attack;
 mod policy_depth;
 mod redteam;

@@ -194,6 +194,9 @@ impl Control {
     /// `charter audit verify`: walk the hash chain; with a checkpoint, also
     /// prove the log still holds the checkpointed entry.
     pub fn audit_verify(&self, req: &VerifyRequest) -> Result<VerifyReport, ApiError> {
+        if self.shared_backend() {
+            return self.audit_verify_shared(req);
+        }
         let path = self.log_path();
         let since = match (&req.checkpoint, req.since_checkpoint) {
             (Some(cp), true) => Some(checkpoint::verify_since(&cp.checkpoint, &path)?),
@@ -252,6 +255,33 @@ impl Control {
         })
     }
 
+    /// `charter audit verify` on PostgreSQL: the chain walked over the
+    /// rows, read without the writer's lock. Checkpoints are the file
+    /// log's for now.
+    fn audit_verify_shared(&self, req: &VerifyRequest) -> Result<VerifyReport, ApiError> {
+        if req.checkpoint.is_some() || req.since_checkpoint {
+            return Err(ApiError::usage(
+                "checkpoints are not kept for a log on PostgreSQL yet: `charter audit verify` without one walks the whole chain in the database".to_string(),
+            ));
+        }
+        let (v, shown) = crate::backend::shared_verify(&self.deployment())?;
+        Ok(VerifyReport {
+            log: shown.into(),
+            ok: v.ok(),
+            entries: v.frames,
+            last_seq: v.last_seq,
+            last_hash: v.last_hash,
+            checkpoint: None,
+            since_seq: None,
+            problems: v
+                .findings
+                .iter()
+                .map(|f| format!("entry {}: {}", f.seq.unwrap_or(0), f.problem))
+                .collect(),
+            torn_tail: None,
+        })
+    }
+
     /// `charter audit show`: the events that pass every filter, oldest
     /// first. An unknown event type is a usage error listing the types.
     pub fn audit_show(&self, req: &ShowRequest) -> Result<AuditEvents, ApiError> {
@@ -274,7 +304,7 @@ impl Control {
         }
         let (from, to) = validate::time_range(req.from.as_deref(), req.to.as_deref())?;
         let (from, to) = (from.unwrap_or(0), to.unwrap_or(u64::MAX));
-        let records = charter_audit::read_records(&self.log_path())?;
+        let records = self.records()?;
         let calls = req
             .proposal
             .as_ref()
@@ -313,7 +343,7 @@ impl Control {
     /// `charter audit export`: every event.
     pub fn audit_export(&self) -> Result<AuditExport, ApiError> {
         Ok(AuditExport {
-            records: charter_audit::read_records(&self.log_path())?,
+            records: self.records()?,
         })
     }
 
@@ -326,7 +356,20 @@ impl Control {
         let all = charter_audit::Filter::all();
         Ok(match self.existing_host() {
             Some(h) => h.log().read_from_at(position, &all)?,
-            None => charter_audit::read_from_position(&self.log_path(), position, &all)?,
+            None if self.shared_backend() => self
+                .records()?
+                .into_iter()
+                .filter(|r| r.seq >= position)
+                .map(|r| {
+                    let s = r.seq;
+                    (r, s)
+                })
+                .collect(),
+            None => charter_audit::read_from_position(
+                &self.log_path(),
+                position.max(charter_audit::LOG_MAGIC.len() as u64),
+                &all,
+            )?,
         })
     }
 
@@ -334,6 +377,11 @@ impl Control {
     /// deployment's ed25519 key.
     pub fn audit_checkpoint(&self) -> Result<Checkpoint, ApiError> {
         let d = self.deployment();
+        if self.shared_backend() {
+            return Err(ApiError::refused(
+                "checkpoints are not kept for a log on PostgreSQL yet (an auditor exports the rows and verifies them: README)".to_string(),
+            ));
+        }
         Ok(checkpoint::create(&d.data_dir, &d.name, &self.log_path())?)
     }
 
@@ -376,7 +424,7 @@ impl Control {
                 }
             )));
         }
-        let records = charter_audit::read_records(&self.log_path())?;
+        let records = self.records()?;
         Ok(charter_runtime::kpi::series::series(
             &records, bucket, start, bucket_ms, count,
         ))
@@ -384,14 +432,14 @@ impl Control {
 
     /// `charter kpi`: the framework's KPIs from the event log alone.
     pub fn kpi(&self) -> Result<Kpi, ApiError> {
-        let records = charter_audit::read_records(&self.log_path())?;
+        let records = self.records()?;
         Ok(charter_runtime::kpi::compute(&records))
     }
 
     /// `charter kpi --framework`: the five dimensions per pattern and
     /// overall (`charter_runtime::kpi::framework`), from the log alone.
     pub fn kpi_framework(&self) -> Result<FrameworkKpi, ApiError> {
-        let records = charter_audit::read_records(&self.log_path())?;
+        let records = self.records()?;
         let patterns = charter_runtime::kpi::framework::Patterns::of(&self.deployment());
         Ok(charter_runtime::kpi::framework::framework(
             &records, &patterns,

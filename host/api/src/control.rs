@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use charter_config::Deployment;
-use charter_runtime::{Host, HostOptions};
+use charter_runtime::Host;
 
 use crate::error::ApiError;
 
@@ -124,10 +124,8 @@ impl Control {
         if let Some(h) = slot.as_ref() {
             return Ok(h.clone());
         }
-        let h = Arc::new(Host::new(
-            (*self.deployment).clone(),
-            HostOptions::default(),
-        )?);
+        let options = crate::backend::host_options(&self.deployment)?;
+        let h = Arc::new(Host::new((*self.deployment).clone(), options)?);
         *slot = Some(h.clone());
         Ok(h)
     }
@@ -176,8 +174,24 @@ impl Control {
         }
     }
 
-    /// The log's records (none before the first command wrote one).
+    /// Whether the deployment's log is on a shared backend (PostgreSQL),
+    /// not in [`Control::log_path`].
+    pub(crate) fn shared_backend(&self) -> bool {
+        self.deployment.backend.is_postgres()
+    }
+
+    /// The log's records (none before the first command wrote one): this
+    /// process's host's log when it has one on a shared backend, else read
+    /// without the writer's lock (the file, or the database's rows).
     pub(crate) fn records(&self) -> Result<Vec<charter_audit::Record>, ApiError> {
+        if let Some(h) = self.existing_host()
+            && h.log().file().is_none()
+        {
+            return Ok(h.log().read_all()?);
+        }
+        if let Some(r) = crate::backend::shared_records(&self.deployment)? {
+            return Ok(r);
+        }
         let path = self.log_path();
         if !path.exists() {
             return Ok(vec![]);

@@ -59,6 +59,7 @@
 
 mod audit;
 mod auth;
+mod backend;
 mod calls;
 mod control;
 mod error;
@@ -75,6 +76,7 @@ pub use audit::{
     VerifyRequest, WorkflowKpi,
 };
 pub use auth::Credential;
+pub use backend::host_options;
 pub use calls::{
     CallErrorDoc, CallFailure, CallReport, CallRequest, KvGetRequest, KvKeys, KvListRequest,
     KvSetRequest, KvSetResponse, KvValue, LogLevel, LogLine,

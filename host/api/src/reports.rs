@@ -501,13 +501,15 @@ impl Control {
             .collect();
         let host = match self.existing_host() {
             Some(h) => h,
-            None => std::sync::Arc::new(Host::new(
-                (*d).clone(),
-                HostOptions {
+            None => {
+                // The index in memory (the log, and a shared backend's
+                // log, are the deployment's own).
+                let options = HostOptions {
                     store: Some(std::sync::Arc::new(charter_store::MemStore::default())),
-                    ..Default::default()
-                },
-            )?),
+                    ..crate::backend::host_options(&d)?
+                };
+                std::sync::Arc::new(Host::new((*d).clone(), options)?)
+            }
         };
         let mut code = if violations.is_empty() {
             EXIT_OK

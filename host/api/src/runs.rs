@@ -794,7 +794,12 @@ impl Control {
         if let Some(h) = self.existing_host() {
             return Ok((h.runs(), h.escalations()));
         }
-        match charter_runtime::index::runs_offline(&self.deployment().data_dir) {
+        // (A shared backend's index is not the data directory's.)
+        let offline = match self.shared_backend() {
+            true => None,
+            false => charter_runtime::index::runs_offline(&self.deployment().data_dir),
+        };
+        match offline {
             Some(r) => Ok(r),
             None => Ok(charter_runtime::workflow::state::from_records(
                 &self.records()?,
@@ -837,12 +842,16 @@ impl Control {
     /// otherwise.
     pub fn runs_show(&self, req: &RunId) -> Result<RunReport, ApiError> {
         validate::id("run", &req.id)?;
-        let records =
-            match charter_runtime::index::run_records_offline(&self.deployment().data_dir, &req.id)
-            {
-                Some(r) => r,
-                None => self.records()?,
-            };
+        let offline = match self.shared_backend() {
+            true => None,
+            false => {
+                charter_runtime::index::run_records_offline(&self.deployment().data_dir, &req.id)
+            }
+        };
+        let records = match offline {
+            Some(r) => r,
+            None => self.records()?,
+        };
         let runs = charter_runtime::workflow::state::from_records(&records).0;
         match runs.into_iter().find(|r| r.id == req.id) {
             Some(st) => {

@@ -62,6 +62,7 @@
 //! open the log. The hook can only kill the process, which whoever sets
 //! its environment can do anyway.
 
+mod any;
 pub mod backend;
 pub mod checkpoint;
 pub mod conformance;
@@ -81,6 +82,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
+pub use any::{AnyLog, BoxFuture, DynLog};
 pub use event::{
     Decision, Event, JournalRef, Record, TriggerRef, json_digest, now_ms, parse_json, present,
 };

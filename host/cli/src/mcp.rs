@@ -17,7 +17,7 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 use charter_audit::Event;
 use charter_config::IdentityKind;
-use charter_runtime::{Host, HostOptions};
+use charter_runtime::Host;
 use charter_server::mcp::{Shared, Tools, serve_stdio};
 
 pub async fn serve(config: &crate::ConfigArg, agent: &str) -> Result<i32> {
@@ -41,7 +41,8 @@ pub async fn serve(config: &crate::ConfigArg, agent: &str) -> Result<i32> {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let proven = auth.authenticate(token.as_deref(), now);
-    let host = Arc::new(Host::new(deployment, HostOptions::default())?);
+    let options = charter_api::host_options(&deployment).map_err(|e| anyhow::anyhow!(e.message))?;
+    let host = Arc::new(Host::new(deployment, options)?);
     let refusal = match &proven {
         Err(e) => Some((e.kind().to_string(), e.to_string())),
         Ok(p) if p.kind != IdentityKind::Agent || p.name != agent => Some((

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use charter_api::{Access, Control};
+use charter_runtime::Host;
 use charter_runtime::error::EXIT_OK;
-use charter_runtime::{Host, HostOptions};
 
 pub async fn up(
     config: &crate::ConfigArg,
@@ -34,7 +34,8 @@ pub async fn up(
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    let host = Arc::new(Host::new(deployment, HostOptions::default())?);
+    let options = charter_api::host_options(&deployment).map_err(|e| anyhow::anyhow!(e.message))?;
+    let host = Arc::new(Host::new(deployment, options)?);
     let control = Arc::new(Control::with_host(host.clone(), Access::Remote));
     // An [oidc] jwks_url is fetched once now (bounded); later only when a
     // JWT names a kid the keys do not hold, at most once per interval.

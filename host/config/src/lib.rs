@@ -11,6 +11,7 @@
 //! phase = 4                      # 1..=5, the framework's maturity phase
 //! data_dir = ".charter"          # relative to this file
 //! max_steps_in_flight = 500      # the instance pool's size (default 500)
+//! backend = "file"              # or "postgres://USER@HOST/DB", or { secret = "NAME" }: see [`Backend`]
 //!
 //! [groups.orders-read]
 //! capabilities = ["charter:host/kv.get", "charter:host/kv.list-keys"]
@@ -485,9 +486,122 @@ pub struct Deployment {
     /// executions of one function per window, counted by the host from
     /// the event log.
     pub quotas: BTreeMap<String, Quota>,
+    /// Where the event log and the indexes live (`[deployment] backend`).
+    pub backend: Backend,
     /// The host's own functions, as its capabilities declare them.
     #[serde(skip)]
     pub host: &'static dyn HostCatalog,
+}
+
+/// Where a deployment keeps its event log and its indexes
+/// (`[deployment] backend`):
+///
+/// ```toml
+/// [deployment]
+/// backend = "file"                                  # the default: events.log + sled in data_dir
+/// backend = "postgres://charter@db.internal/charter" # PostgreSQL (no password in the file, please)
+/// backend = { secret = "pg-url" }                   # the URL is the value of secret pg-url
+/// ```
+///
+/// The URL may hold a password: neither `Debug` nor the JSON form of a
+/// deployment (`charter config`, `charter grants`) shows it — only
+/// [`Backend::shown`], which leaves out the user information and the query.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// `events.log` and sled in the data directory.
+    #[default]
+    File,
+    /// PostgreSQL at this URL (`postgres://` or `postgresql://`).
+    Postgres(String),
+    /// PostgreSQL at the URL (or `key=value` connection string) that this
+    /// secret of `[secrets]` holds.
+    PostgresSecret(String),
+}
+
+impl Backend {
+    /// What may be shown of it: `file`, `postgres://…@HOST/DB` (no user,
+    /// password or query), or `postgres (URL in secret NAME)`.
+    pub fn shown(&self) -> String {
+        match self {
+            Backend::File => "file".into(),
+            Backend::Postgres(url) => shown_url(url),
+            Backend::PostgresSecret(name) => format!("postgres (URL in secret {name:?})"),
+        }
+    }
+
+    /// Whether the deployment runs on PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        !matches!(self, Backend::File)
+    }
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown())
+    }
+}
+
+impl serde::Serialize for Backend {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.shown())
+    }
+}
+
+/// A PostgreSQL URL without what may be secret: the user information
+/// (`user:password@`) and the query (`?password=…`) are left out.
+pub fn shown_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let (userinfo, host) = match rest.rfind('@') {
+        Some(at) => (true, &rest[at + 1..]),
+        None => (false, rest),
+    };
+    let host = host.split(['?', '#']).next().unwrap_or_default();
+    let host: String = host.chars().filter(|c| !c.is_control()).take(200).collect();
+    format!("{scheme}://{}{host}", if userinfo { "…@" } else { "" })
+}
+
+/// The longest backend URL accepted.
+const MAX_BACKEND_URL: usize = 2048;
+
+/// `[deployment] backend` checked: a `postgres://` URL or a declared
+/// secret. Errors show the URL only as [`shown_url`] does.
+fn backend(
+    b: Option<BackendFile>,
+    secrets: &BTreeMap<String, SecretSource>,
+) -> Result<Backend, String> {
+    const FORMS: &str = "give \"file\" (the default), a \"postgres://USER@HOST/DB\" URL, or { secret = \"NAME\" } naming a [secrets] entry that holds the URL (keep a password out of this file)";
+    match b {
+        None => Ok(Backend::File),
+        Some(BackendFile::Url(u)) if u == "file" => Ok(Backend::File),
+        Some(BackendFile::Url(u)) => {
+            let scheme_ok = u.starts_with("postgres://") || u.starts_with("postgresql://");
+            if !scheme_ok {
+                return Err(format!(
+                    "deployment.backend = {:?} is not a backend: {FORMS}",
+                    if u.contains("://") {
+                        shown_url(&u)
+                    } else {
+                        "(not shown)".into()
+                    }
+                ));
+            }
+            if u.len() > MAX_BACKEND_URL || u.chars().any(|c| c.is_control() || c == ' ') {
+                return Err(format!(
+                    "deployment.backend {}: the URL holds a space or control character, or is over {MAX_BACKEND_URL} bytes",
+                    shown_url(&u)
+                ));
+            }
+            Ok(Backend::Postgres(u))
+        }
+        Some(BackendFile::Secret { secret }) => {
+            if !secrets.contains_key(&secret) {
+                return Err(format!(
+                    "deployment.backend: secret {secret:?} is not declared under [secrets] (declare it with env = \"VAR\" or file = \"path\")"
+                ));
+            }
+            Ok(Backend::PostgresSecret(secret))
+        }
+    }
 }
 
 /// The most calls a quota's window may hold.
@@ -1031,6 +1145,15 @@ struct DeploymentFile {
     data_dir: PathBuf,
     max_steps_in_flight: Option<u32>,
     pattern: Option<String>,
+    backend: Option<BackendFile>,
+}
+
+/// `[deployment] backend` as written: a string or `{ secret = "NAME" }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum BackendFile {
+    Url(String),
+    Secret { secret: String },
 }
 
 /// The instance pool's default size (`[deployment] max_steps_in_flight`).
@@ -1522,7 +1645,9 @@ impl Deployment {
             }
             quotas.insert(name, q);
         }
+        let backend = backend(file.deployment.backend, &secrets).map_err(&invalid)?;
         let mut d = Deployment {
+            backend,
             quotas,
             connector_effects,
             host: catalog,
@@ -2211,6 +2336,12 @@ fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
         Some(span) => {
             let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
             let snippet = text.lines().nth(line - 1).unwrap_or("").trim();
+            // A backend URL may hold a password: its line is not quoted.
+            if snippet.contains("://") && snippet.contains('@') {
+                return format!(
+                    "line {line}: {msg} (the line is not shown: it may hold a password)"
+                );
+            }
             format!("line {line}: {msg} (at `{snippet}`)")
         }
         None => msg,
@@ -3049,6 +3180,57 @@ effects = {{ "acme:crm/notes#read-note" = "read" }}
             let err = parse(&format!("{BASE}\n{extra}")).unwrap_err().to_string();
             assert!(err.contains(want), "{extra}: {err}");
             assert!(!err.contains("s3cret"), "a pasted token is echoed: {err}");
+        }
+    }
+
+    /// `[deployment] backend`: file by default, a postgres URL or a
+    /// declared secret; anything else refused naming the setting. The
+    /// password of a URL is never in an error, `Debug` or the JSON form.
+    #[test]
+    fn backend_forms_and_the_password_never_shown() {
+        let d = |b: &str, extra: &str| {
+            parse(&format!(
+                "[deployment]\nname = \"t\"\nphase = 1\n{b}\n{extra}"
+            ))
+        };
+        assert_eq!(d("", "").unwrap().backend, Backend::File);
+        assert_eq!(d("backend = \"file\"", "").unwrap().backend, Backend::File);
+        let url = "postgres://charter:hunter2pw@db.internal:5432/charter?password=hunter2pw&sslmode=disable";
+        let pg = d(&format!("backend = {url:?}"), "").unwrap();
+        assert_eq!(pg.backend, Backend::Postgres(url.into()));
+        let json = serde_json::to_string(&pg).unwrap();
+        for shown in [json, format!("{pg:?}"), pg.backend.shown()] {
+            assert!(!shown.contains("hunter2"), "password shown: {shown}");
+        }
+        assert_eq!(pg.backend.shown(), "postgres://…@db.internal:5432/charter");
+        let s = d(
+            "backend = { secret = \"pg\" }",
+            "[secrets.pg]\nenv = \"PG_URL\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.backend, Backend::PostgresSecret("pg".into()));
+        for (b, want) in [
+            ("backend = \"mysql://u:hunter2@h/d\"", "is not a backend"),
+            ("backend = \"hunter2\"", "(not shown)"),
+            (
+                "backend = \"postgres://u:hunter2@h/d x\"",
+                "space or control",
+            ),
+            (
+                "backend = { secret = \"nope\" }",
+                "not declared under [secrets]",
+            ),
+            (
+                "backend = \"postgres://u:hunter2@h/d\" junk",
+                "not shown: it may hold a password",
+            ),
+        ] {
+            let err = d(b, "").unwrap_err().to_string();
+            assert!(err.contains(want), "{b}: {err}");
+            assert!(
+                !err.contains("hunter2"),
+                "{b}: password in the error: {err}"
+            );
         }
     }
 }

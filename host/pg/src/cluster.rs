@@ -123,6 +123,27 @@ impl Cluster {
         Ok(c)
     }
 
+    /// Restart the server as a crash would (`pg_ctl -m immediate`): every
+    /// session is cut; committed transactions survive (WAL replay).
+    pub fn restart(&self) -> Result<(), String> {
+        let log = self.dir.path().join("server.log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-m",
+                "immediate",
+                "-w",
+                "-t",
+                "60",
+                "restart",
+            ],
+        )
+    }
+
     fn data(&self) -> String {
         self.dir.path().join("data").display().to_string()
     }

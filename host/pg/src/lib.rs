@@ -37,6 +37,7 @@
 //! socket or loopback.
 
 mod cluster;
+mod read;
 mod store;
 
 use std::sync::mpsc;
@@ -49,6 +50,7 @@ use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 
 pub use cluster::Cluster;
+pub use read::{check_url, read_records, scrub, verify};
 pub use store::PgStore;
 
 /// The schema, in order; each applied once, recorded in `charter_schema`.
@@ -71,6 +73,11 @@ type Appender = (
     Option<Guard>,
     tokio::sync::oneshot::Sender<Result<u64, LogError>>,
 );
+
+/// What an append answers once the connection is lost: the writer lock
+/// (a session advisory lock) went with the session, so this writer stops
+/// for good rather than reconnect into a log another may now write.
+pub const CONNECTION_LOST: &str = "the connection to PostgreSQL was lost (the server restarted or the network failed), and this process's one-writer lock on the log with it: it appends nothing more. Restart charter: it resumes every run from what was committed (an append whose commit was not answered is either wholly in the log or not at all)";
 
 /// The in-use message every backend gives a second writer.
 const IN_USE: &str =
@@ -393,6 +400,20 @@ impl Worker {
             .await;
     }
 
+    /// After a failed statement: if the connection is gone, stop the
+    /// writer ([`CONNECTION_LOST`]).
+    fn note_lost(&mut self, e: Option<&tokio_postgres::Error>) {
+        // 57P01..57P05: the server is shutting down or restarting.
+        let shutdown = e
+            .and_then(|e| e.code())
+            .is_some_and(|c| c.code().starts_with("57P"));
+        let gone = self.client.is_closed() || e.is_some_and(|e| e.is_closed()) || shutdown;
+        if gone && self.failed.is_none() {
+            tracing::error!(log = %self.log, "{CONNECTION_LOST}");
+            self.failed = Some(CONNECTION_LOST.into());
+        }
+    }
+
     /// The last committed frame's seq and hash (0 and zeros when empty).
     async fn tail_now(&mut self) -> Result<(u64, [u8; 32]), LogError> {
         if let Some(t) = self.last {
@@ -440,6 +461,7 @@ impl Worker {
         let (mut seq, mut hash) = match self.tail_now().await {
             Ok(t) => t,
             Err(e) => {
+                self.note_lost(None);
                 let msg = e.to_string();
                 for (_, _, reply) in group {
                     let _ = reply.send(Err(io(&self.log, &msg)));
@@ -485,7 +507,13 @@ impl Worker {
         // Unknown until the commit answers: a lost connection mid-commit
         // leaves it so, and the next append reads the tail again.
         self.last = None;
-        self.insert(&frames).await.map_err(|e| e.to_string())?;
+        if let Err(e) = self.insert(&frames).await {
+            self.note_lost(Some(&e));
+            return Err(match &self.failed {
+                Some(f) => format!("{e}: {f}"),
+                None => e.to_string(),
+            });
+        }
         self.last = Some(last);
         self.tail.send_replace(last.0);
         let records: Vec<Record> = frames.into_iter().map(|f| f.record).collect();

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use charter_audit::{Event, EventLog, Record};
+use charter_audit::{AnyLog, Event, Record};
 use charter_store::{Batch, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -903,11 +903,7 @@ fn checked(run: &str, want: &[(u64, u64)], got: Vec<Record>) -> Result<Vec<Recor
 /// those frames of the log (through the per-run index), so its cost
 /// follows the run, not the log. The host's index is applied before an
 /// append is acknowledged, so nothing committed is missing.
-pub fn run_records(
-    store: &dyn Store,
-    log: &EventLog,
-    run: &str,
-) -> Result<Vec<Record>, IndexError> {
+pub fn run_records(store: &dyn Store, log: &AnyLog, run: &str) -> Result<Vec<Record>, IndexError> {
     let want = run_positions(store, run)?;
     let at: Vec<u64> = want.iter().map(|(_, a)| *a).collect();
     checked(run, &want, log.read_at(&at)?)
@@ -921,7 +917,7 @@ pub fn run_records(
 /// proposal's, read from the log and checked, or this returns `None` and
 /// the caller folds the whole log. `None` too for a proposal outside a run
 /// (the index holds no position for it).
-pub fn proposal_records(store: &dyn Store, log: &EventLog, id: &str) -> Option<Vec<Record>> {
+pub fn proposal_records(store: &dyn Store, log: &AnyLog, id: &str) -> Option<Vec<Record>> {
     let run = proposal(store, id)?.run?;
     let want = run_positions(store, &run).ok()?;
     let records = log
@@ -1966,7 +1962,7 @@ mod tests {
         let open = |store: &Arc<Flaky<MemStore>>| {
             let s = store.clone();
             let d = dir.path().to_owned();
-            EventLog::open_with(
+            charter_audit::EventLog::open_with(
                 &path,
                 prepare(&**store).unwrap(),
                 Box::new(move |r, at| apply(&*s, r, at).map_err(|e| e.stop_message(&d))),
@@ -1993,7 +1989,7 @@ mod tests {
         );
         assert_eq!(applied_seq(&*store), 4);
         drop(log);
-        let log = open(&store).unwrap();
+        let log = AnyLog::File(open(&store).unwrap());
         assert_eq!(
             applied_seq(&*store),
             8,

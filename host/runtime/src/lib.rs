@@ -55,7 +55,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use charter_audit::{Event, EventLog};
+use charter_audit::{AnyLog, Event, EventLog};
 use charter_config::{Deployment, FunctionName, PluginSpec, WasiMode};
 use charter_store::{SledStore, Store};
 use wasmtime::component::{Component, ComponentType, InstancePre, Lift};
@@ -88,6 +88,12 @@ enum WireStepError {
 pub struct HostOptions {
     /// State backend; default: sled in `<data_dir>/state`.
     pub store: Option<Arc<dyn Store>>,
+    /// The event log on a shared backend, opened by the caller with the
+    /// index's applied seq and the commit callback (see [`LogOpener`]);
+    /// default: the file log `<data_dir>/events.log`. A deployment whose
+    /// `[deployment] backend` is not the file log must be given one (and
+    /// its `store`): `charter_api::host_options` opens both.
+    pub log: Option<LogOpener>,
     /// LLM provider; default: from the deployment's `[llm]`.
     pub llm: Option<Arc<dyn Llm>>,
     /// Compile cache directory; default: `<data_dir>/cache`. Tests share
@@ -103,6 +109,19 @@ pub struct HostOptions {
     /// valgrind cannot map (`charter-bench`'s instruction-count mode).
     pub on_demand_instances: bool,
 }
+
+/// Opens a shared event log: called once by [`Host::new`] with the
+/// index's applied seq and the commit callback that keeps the index (as
+/// [`EventLog::open_with`] takes them). The front end's composition root
+/// builds it (PostgreSQL: `charter-pg`), so this crate links no database
+/// client.
+pub type LogOpener = Box<
+    dyn FnOnce(
+            u64,
+            charter_audit::OnCommit,
+        ) -> Result<Arc<dyn charter_audit::DynLog>, charter_audit::LogError>
+        + Send,
+>;
 
 /// A plugin that passed the load-time check and is ready to instantiate.
 pub struct LoadedPlugin {
@@ -208,6 +227,9 @@ pub enum HostError {
     Policy(#[from] charter_policy::PolicyError),
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// The deployment's backend cannot be used as configured.
+    #[error("{0}")]
+    Backend(String),
     #[error(
         "the data directory {} is in use by another charter process (waited {waited_ms} ms for it); one process per data directory at a time: wait for it to finish (a detached run's driver finishes with its run), or set CHARTER_LOCK_WAIT_MS to wait longer",
         dir.display()
@@ -406,6 +428,15 @@ impl Host {
     /// engine and the capability registry. Long because it wires every part
     /// once, in order; each part is built by its own module.
     pub fn new(deployment: Deployment, options: HostOptions) -> Result<Host, HostError> {
+        // Before anything is written: a deployment on a shared backend
+        // never falls back to a file log of its own.
+        if deployment.backend.is_postgres() && options.log.is_none() {
+            return Err(HostError::Backend(format!(
+                "deployment {:?} keeps its event log on {} ([deployment] backend), which this host was not given: open it through charter_api::host_options (the charter command does)",
+                deployment.name,
+                deployment.backend.shown()
+            )));
+        }
         std::fs::create_dir_all(&deployment.data_dir).map_err(|source| HostError::DataDir {
             path: deployment.data_dir.clone(),
             source,
@@ -477,32 +508,46 @@ impl Host {
         let mark = key
             .as_ref()
             .and_then(|k| index::verified_mark(&*store, &k.verifying_key()));
-        let (log, opened) = EventLog::open_verified(
-            &deployment.data_dir.join(charter_audit::LOG_FILE),
-            mark,
-            applied,
-            {
-                let mut runs = index::RunCache::default();
-                Box::new(move |records, at| {
-                    index::apply_cached(&*index_store, records, at, &resolve, &mut runs)
-                        .map_err(|e| e.stop_message(&data_dir))
-                })
-            },
-            !options.unsynced_log,
-        )?;
-        tracing::debug!(
-            frames = opened.checked,
-            from_mark = opened.from_mark,
-            "event log verified"
-        );
-        // The next start verifies from here (the file is synced up to it).
-        if let Some(k) = &key
-            && opened.verified.seq > 0
-            && mark != Some(opened.verified)
-        {
-            index::record_verified_mark(&*store, k, &opened.verified)
-                .map_err(|e| HostError::Index(e.stop_message(&deployment.data_dir)))?;
-        }
+        let on_commit: charter_audit::OnCommit = {
+            let mut runs = index::RunCache::default();
+            Box::new(move |records, at| {
+                index::apply_cached(&*index_store, records, at, &resolve, &mut runs)
+                    .map_err(|e| e.stop_message(&data_dir))
+            })
+        };
+        let log = match options.log {
+            None => {
+                let (log, opened) = EventLog::open_verified(
+                    &deployment.data_dir.join(charter_audit::LOG_FILE),
+                    mark,
+                    applied,
+                    on_commit,
+                    !options.unsynced_log,
+                )?;
+                tracing::debug!(
+                    frames = opened.checked,
+                    from_mark = opened.from_mark,
+                    "event log verified"
+                );
+                // The next start verifies from here (the file is synced up to it).
+                if let Some(k) = &key
+                    && opened.verified.seq > 0
+                    && mark != Some(opened.verified)
+                {
+                    index::record_verified_mark(&*store, k, &opened.verified)
+                        .map_err(|e| HostError::Index(e.stop_message(&deployment.data_dir)))?;
+                }
+                AnyLog::File(log)
+            }
+            Some(open) => {
+                let log = open(applied, on_commit)?;
+                // Opening took the log's one-writer lock: a run lease in
+                // the shared store is a dead writer's (one writer per
+                // deployment until leases with fencing let several).
+                index::clear_leases(&*store).map_err(|e| HostError::Index(e.to_string()))?;
+                AnyLog::Shared(log)
+            }
+        };
         // Quotas count from the log: a restart does not reset them.
         let quotas = quota::Quotas::from_log(deployment, &log, charter_audit::now_ms())?;
         let services = Arc::new(Services {
@@ -588,8 +633,8 @@ impl Host {
         spec_in(&self.config(), name)
     }
 
-    /// The event log.
-    pub fn log(&self) -> &EventLog {
+    /// The event log (the file log, or a shared backend's).
+    pub fn log(&self) -> &AnyLog {
         &self.services.log
     }
 

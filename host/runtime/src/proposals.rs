@@ -133,12 +133,14 @@ impl Host {
         let records =
             match crate::index::proposal_records(&*self.services.store, &self.services.log, id) {
                 Some(r) => r,
-                None => charter_audit::read_records(self.services.log.path()).map_err(|e| {
-                    ProposalError::Failed {
+                None => self
+                    .services
+                    .log
+                    .read_all()
+                    .map_err(|e| ProposalError::Failed {
                         id: id.to_string(),
                         message: format!("event log: {e}"),
-                    }
-                })?,
+                    })?,
             };
         let p = ProposalState::from_log(&records, id)
             .ok_or_else(|| ProposalError::Unknown(id.to_string()))?;

@@ -59,9 +59,7 @@ impl Folded {
     /// Fold what the log holds past the last record folded; `false` if
     /// the log no longer holds that record where it was read.
     fn catch_up(&mut self, control: &Control) -> Result<bool, ApiError> {
-        let from = self
-            .last
-            .map_or(charter_audit::LOG_MAGIC.len() as u64, |(_, at)| at);
+        let from = self.last.map_or(0, |(_, at)| at);
         let tail = control.audit_tail(from)?;
         let new = match self.last {
             None => &tail[..],

@@ -193,7 +193,7 @@ struct Sending {
     /// What this position's earlier attempt sent, if any.
     recorded: Option<String>,
     position: u64,
-    log: charter_audit::EventLog,
+    log: charter_audit::AnyLog,
     late: Arc<std::sync::Mutex<Late>>,
     journaled: bool,
     plugin: String,

@@ -314,6 +314,7 @@ fn restart_only(old: &Deployment, new: &Deployment) -> Vec<String> {
     };
     check("[deployment] name", old.name == new.name);
     check("[deployment] data_dir", old.data_dir == new.data_dir);
+    check("[deployment] backend", old.backend == new.backend);
     check(
         "[deployment] max_steps_in_flight",
         old.max_steps_in_flight == new.max_steps_in_flight,

@@ -136,7 +136,7 @@ pub(crate) struct Services {
     pub store: Arc<dyn Store>,
     /// The host's capabilities (`capabilities/`).
     pub capabilities: crate::capabilities::Registry,
-    pub log: charter_audit::EventLog,
+    pub log: charter_audit::AnyLog,
     /// `[deployment] max_steps_in_flight` (fixed for the host's life).
     pub max_steps_in_flight: u32,
     pub engine: wasmtime::Engine,

@@ -702,7 +702,10 @@ impl Host {
         &self,
         p: &crate::index::ProposalState,
     ) -> Result<Option<Result<Value, String>>, String> {
-        let records = charter_audit::read_records(self.services.log.path())
+        let records = self
+            .services
+            .log
+            .read_all()
             .map_err(|e| format!("event log: {e}"))?;
         let ran = records.iter().any(|r| {
             matches!(&r.event, Event::Call { call, policies, .. }

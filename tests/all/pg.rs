@@ -1,0 +1,280 @@
+//! A deployment on PostgreSQL (`[deployment] backend = "postgres://…"`),
+//! driven through the real `charter` binary: the kill -9 workflow of
+//! `crash.rs` runs, is killed mid-run and resumed by a restarted process
+//! (every effect once), and the read-only commands (`runs list`, `audit
+//! verify`, `kpi`) read the database — nothing goes to `events.log`.
+//! Plus what a shared backend adds: a second writer refused, an
+//! unreachable server refused at start with nothing written, and the
+//! URL's password shown nowhere.
+//!
+//! Needs PostgreSQL's server binaries: skipped loudly without them,
+//! unless `CHARTER_REQUIRE_PG` is set (`tests/run.sh` sets it).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use charter_pg::Cluster;
+
+use crate::crash::{effect_server, spawn, write_deployment};
+use crate::support::*;
+
+/// In the URL of every deployment here: it must show up in no output.
+const PASSWORD: &str = "pw-Zq8vT3-never-shown";
+
+fn cluster() -> Option<Cluster> {
+    if !Cluster::available() && std::env::var_os("CHARTER_REQUIRE_PG").is_none() {
+        eprintln!(
+            "SKIPPED: PostgreSQL is not installed (install postgresql-15; tests/run.sh requires it)"
+        );
+        return None;
+    }
+    Some(Cluster::start().expect("start a throwaway PostgreSQL cluster"))
+}
+
+/// A `postgresql://` URL to database `db` over the socket in `dir` (the
+/// path percent-encoded as the host), with [`PASSWORD`] (the test
+/// cluster trusts local connections, so any password is accepted).
+fn url(dir: &Path, db: &str) -> String {
+    let host = dir.display().to_string().replace('/', "%2F");
+    format!("postgresql://postgres:{PASSWORD}@{host}/{db}")
+}
+
+/// `crash.rs`'s deployment (3 steps × 2 keyed POSTs) in `dir`, on
+/// `backend` (a TOML value), with `extra` appended.
+fn on_backend(dir: &Path, port: u16, backend: &str, extra: &str) -> PathBuf {
+    let path = write_deployment(dir, port);
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "data_dir = \"data\"\n",
+        &format!("data_dir = \"data\"\nbackend = {backend}\n"),
+        1,
+    );
+    std::fs::write(&path, format!("{text}\n{extra}")).unwrap();
+    path
+}
+
+fn run_cmd(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(charter_bin())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("CHARTER_LOG")
+        .output()
+        .expect("run charter")
+}
+
+fn json(o: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
+}
+
+/// Long because it is one story over one database: runs, kills and
+/// restarts, then every reader, then the hostile neighbours.
+#[test]
+fn a_deployment_on_postgres_survives_kill_9_and_is_read_from_the_database() {
+    let Some(pg) = cluster() else { return };
+    pg.create_db("charter").unwrap();
+    let rt = rt();
+    let server = rt.block_on(effect_server());
+    let dir = tempfile::tempdir().unwrap();
+    let pg_url = url(pg.socket_dir(), "charter");
+    let config = on_backend(dir.path(), server.port, &format!("{pg_url:?}"), "");
+    let mut outputs = String::new();
+    let warm = run_cmd(&config, &["check"]);
+    outputs += &text(&warm);
+    assert!(warm.status.success(), "{}", text(&warm));
+
+    // A control run, then runs killed -9 mid-run, each resumed by a new
+    // process: half killed between an effect and its event (by the effect
+    // server), half after a delay.
+    let control = run_cmd(
+        &config,
+        &["run", "effects", "--input", "{\"order\": \"control\"}"],
+    );
+    outputs += &text(&control);
+    assert!(control.status.success(), "{}", text(&control));
+    let (mut effect_kills, mut timer_kills) = (0, 0);
+    let rounds = 8;
+    for round in 1..=rounds {
+        let input = format!("{{\"order\": \"order-{round}\"}}");
+        let mut child = spawn(&config, &["run", "effects", "--input", &input]);
+        server.pid.store(child.id(), Ordering::SeqCst);
+        if round % 2 == 0 {
+            let before = server.effects.lock().unwrap().done.len();
+            server
+                .kill_after
+                .store(before + 1 + (round * 5) % 6, Ordering::SeqCst);
+            if child.wait().unwrap().code().is_none() {
+                effect_kills += 1;
+            }
+            server.kill_after.store(0, Ordering::SeqCst);
+        } else {
+            std::thread::sleep(Duration::from_millis(40 * round as u64));
+            let _ = Command::new("kill")
+                .args(["-9", &child.id().to_string()])
+                .status();
+            if child.wait().unwrap().code().is_none() {
+                timer_kills += 1;
+            }
+        }
+        let resumed = run_cmd(&config, &["runs", "resume"]);
+        outputs += &text(&resumed);
+        assert_eq!(
+            resumed.status.code(),
+            Some(0),
+            "round {round}: the restarted process did not complete every run: {}",
+            text(&resumed)
+        );
+    }
+    assert!(
+        effect_kills >= rounds / 2 - 1,
+        "only {effect_kills} kills between an effect and its event"
+    );
+
+    // Every run completed, read from the database by `charter runs list`.
+    let list = run_cmd(&config, &["runs", "list", "--json"]);
+    outputs += &text(&list);
+    let runs = json(&list)["runs"].as_array().cloned().unwrap_or_default();
+    // A timed kill during start-up may come before its run is recorded
+    // (no run, no effect); every killed-between-effects round has one.
+    assert!(runs.len() > rounds / 2 + 1, "{}", text(&list));
+    for r in &runs {
+        assert_eq!(r["status"], "completed", "{r}");
+    }
+    // Every effect exactly once: 6 distinct keys per run, none unkeyed,
+    // none of a run the database does not hold.
+    {
+        let fx = server.effects.lock().unwrap();
+        let mut per_run: BTreeMap<String, usize> = BTreeMap::new();
+        for key in fx.done.keys() {
+            *per_run
+                .entry(key.split(':').nth(1).unwrap().to_string())
+                .or_default() += 1;
+        }
+        let ids: Vec<String> = runs
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            per_run.keys().cloned().collect::<Vec<_>>(),
+            {
+                let mut sorted = ids.clone();
+                sorted.sort();
+                sorted
+            },
+            "the runs that made effects are the runs the database holds"
+        );
+        assert!(per_run.values().all(|&n| n == 6), "{per_run:?}");
+        assert_eq!(fx.unkeyed, 0);
+        eprintln!(
+            "postgres backend: {} runs completed through {effect_kills} kills between an effect and its event and {timer_kills} timed kills; {} effects each once, {} repeats absorbed by idempotency keys",
+            runs.len(),
+            fx.done.len(),
+            fx.repeats
+        );
+    }
+    // The chain, walked in the database; the KPIs from its rows.
+    let verify = run_cmd(&config, &["audit", "verify", "--json"]);
+    outputs += &text(&verify);
+    let v = json(&verify);
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(v["entries"].as_u64().unwrap() > 50, "{v}");
+    let kpi = run_cmd(&config, &["kpi", "--json"]);
+    outputs += &text(&kpi);
+    let k = json(&kpi);
+    assert_eq!(k["unauthorized_actions_executed"], 0, "{k}");
+    // Nothing of the log or the index in the data directory.
+    let data = dir.path().join("data");
+    assert!(!data.join("events.log").exists(), "the log went to a file");
+    assert!(!data.join("state").exists(), "the index went to sled");
+    let grants = run_cmd(&config, &["grants", "--json"]);
+    outputs += &text(&grants);
+
+    // The same deployment through a secret (a `key=value` string in a
+    // file), from another directory: another reader of the same rows.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(other.path().join("pg-url"), pg.url("charter")).unwrap();
+    let by_secret = on_backend(
+        other.path(),
+        server.port,
+        "{ secret = \"pg\" }",
+        "[secrets.pg]\nfile = \"pg-url\"\n",
+    );
+    let list2 = run_cmd(&by_secret, &["runs", "list", "--json"]);
+    assert_eq!(
+        json(&list2)["runs"].as_array().map(Vec::len),
+        Some(runs.len()),
+        "{}",
+        text(&list2)
+    );
+
+    // One writer: while a host holds the deployment's log, a `charter`
+    // process of another data directory is refused and makes no effect.
+    let d = charter_config::Deployment::load(&config, charter_runtime::host_catalog()).unwrap();
+    let options = charter_api::host_options(&d).unwrap();
+    let holder = charter_runtime::Host::new(d, options).unwrap();
+    let effects_before = server.effects.lock().unwrap().done.len();
+    let second = run_cmd(
+        &by_secret,
+        &["run", "effects", "--input", "{\"order\": \"second\"}"],
+    );
+    outputs += &text(&second);
+    assert!(!second.status.success(), "{}", text(&second));
+    assert!(
+        text(&second).contains("in use by another charter process"),
+        "{}",
+        text(&second)
+    );
+    assert_eq!(server.effects.lock().unwrap().done.len(), effects_before);
+    drop(holder);
+
+    // An unreachable server: refused at start naming the setting and the
+    // fix; nothing written (not even the data directory).
+    let gone = tempfile::tempdir().unwrap();
+    let nowhere = url(&gone.path().join("no-server-here"), "charter");
+    let bad = on_backend(gone.path(), server.port, &format!("{nowhere:?}"), "");
+    let refused = run_cmd(&bad, &["run", "effects", "--input", "{\"order\": \"x\"}"]);
+    outputs += &text(&refused);
+    assert!(!refused.status.success());
+    let msg = text(&refused);
+    assert!(msg.contains("[deployment] backend"), "{msg}");
+    assert!(msg.contains("nothing was written"), "{msg}");
+    assert!(
+        !gone.path().join("data").exists(),
+        "wrote the data directory"
+    );
+
+    assert!(
+        !outputs.contains(PASSWORD),
+        "the backend's password was printed:\n{outputs}"
+    );
+}
+
+/// A host given no opener for a deployment on PostgreSQL refuses before
+/// it writes anything: it never falls back to a file log of its own, and
+/// its error shows the URL without the password. Needs no server.
+#[test]
+fn a_host_without_the_backend_refuses_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[deployment]\nname = \"t\"\nphase = 1\ndata_dir = \"data\"\nbackend = \"postgresql://charter:{PASSWORD}@db.invalid/charter\"\n"
+    );
+    let d = charter_config::Deployment::parse(
+        &text,
+        &dir.path().join("charter.toml"),
+        charter_runtime::host_catalog(),
+    )
+    .unwrap();
+    let Err(err) = charter_runtime::Host::new(d, charter_runtime::HostOptions::default()) else {
+        panic!("a host without its backend started");
+    };
+    let err = err.to_string();
+    assert!(err.contains("[deployment] backend"), "{err}");
+    assert!(err.contains("postgresql://…@db.invalid/charter"), "{err}");
+    assert!(!err.contains(PASSWORD), "{err}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "wrote the data directory"
+    );
+}
