@@ -388,6 +388,141 @@ fn policy_assistant_cites_real_passages_of_its_corpus() {
     assert_eq!(v["output"]["citations"], json!([]));
 }
 
+/// The first object under `v` that has `key`.
+fn find_key<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    match v {
+        Value::Object(m) if m.contains_key(key) => Some(v),
+        Value::Object(m) => m.values().find_map(|x| find_key(x, key)),
+        Value::Array(a) => a.iter().find_map(|x| find_key(x, key)),
+        _ => None,
+    }
+}
+
+/// The policy assistant served to an agent as the MCP tool `ask-policy`
+/// (`charter mcp`, stdio, the agent's own token): listed read-only, and
+/// its typed answer cites the same passages the step cites for the same
+/// question; a question the corpus does not cover is not grounded.
+#[test]
+fn policy_assistant_answers_an_agent_over_mcp_as_the_step_does() {
+    use std::io::{BufRead, BufReader, Write};
+    fixture("policy-assistant");
+    fixture("policy-assistant-tool");
+    let data = tempfile::tempdir().unwrap();
+    let out = charter(
+        &["tokens", "create", "staff-copilot", "--json"],
+        data.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text_of(&out));
+    let minted: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Tokens declared: every command proves who runs it, the step too.
+    let out = charter(&["tokens", "create", "ann", "--json"], data.path());
+    let ann: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = std::fs::read_to_string(example().join("charter.toml"))
+        .unwrap()
+        .replace(
+            "data_dir = \"../../target/charter-data/policy-assistant\"",
+            &format!("data_dir = {:?}", data.path().display().to_string()),
+        )
+        .replace(
+            "[agents.staff-copilot]\nroles = [\"staff\"]\ntokens = []",
+            &format!(
+                "[agents.staff-copilot]\nroles = [\"staff\"]\ntokens = [{:?}]",
+                minted["hash"].as_str().unwrap()
+            ),
+        )
+        + &format!(
+            "\n[identities.ann]\ntokens = [{:?}]\n",
+            ann["hash"].as_str().unwrap()
+        );
+    let cfg = example().join(format!(".test-mcp-{}.toml", std::process::id()));
+    std::fs::write(&cfg, text).unwrap();
+    let _cleanup = Remove(cfg.clone());
+    let question = "How much can I spend on a hotel per night in Paris?";
+    let input = json!({ "question": question }).to_string();
+    let cfg_s = cfg.to_str().unwrap();
+    let out = std::process::Command::new(charter_bin())
+        .args(["call", "policy-assistant", "--json", "--input", &input])
+        .args(["--config", cfg_s])
+        .env("CHARTER_TOKEN", ann["token"].as_str().unwrap())
+        .env_remove("CHARTER_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text_of(&out));
+    let step: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let mut child = std::process::Command::new(charter_bin())
+        .args(["mcp", "--config", cfg_s, "--agent", "staff-copilot"])
+        .env("CHARTER_TOKEN", minted["token"].as_str().unwrap())
+        .env_remove("CHARTER_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut ask = |msg: Value| -> Value {
+        writeln!(stdin, "{msg}").unwrap();
+        stdin.flush().unwrap();
+        if msg.get("id").is_none() {
+            return Value::Null;
+        }
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    };
+    ask(
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"}}}),
+    );
+    ask(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    let list = ask(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}));
+    let tools = list["result"]["tools"].as_array().unwrap();
+    let tool = tools
+        .iter()
+        .find(|t| t["name"].as_str().unwrap().ends_with("ask-policy"))
+        .unwrap_or_else(|| panic!("no ask-policy tool: {list}"));
+    assert_eq!(tool["annotations"]["readOnlyHint"], true, "{tool}");
+    let name = tool["name"].as_str().unwrap().to_string();
+    let call = |id: u64, q: &str| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": name, "arguments": {"question": q}}})
+    };
+    let answered = ask(call(2, question));
+    let uncovered = ask(call(3, "Can I bring my dog to the office?"));
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+
+    assert_ne!(answered["result"]["isError"], true, "{answered}");
+    let got = find_key(&answered["result"]["structuredContent"], "citations")
+        .unwrap_or_else(|| panic!("no citations: {answered}"));
+    assert_eq!(got["grounded"], true, "{got}");
+    let cited = |v: &Value| -> Vec<(String, String)> {
+        v["citations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["source"].as_str().unwrap().into(),
+                    c["text"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    };
+    assert!(!cited(got).is_empty());
+    assert_eq!(
+        cited(got),
+        cited(&step["output"]),
+        "the step and the tool cite alike"
+    );
+    assert_eq!(got["answer"], step["output"]["answer"]);
+    let none = find_key(&uncovered["result"]["structuredContent"], "citations")
+        .unwrap_or_else(|| panic!("no answer: {uncovered}"));
+    assert_eq!(none["grounded"], false, "{none}");
+}
+
 /// `bash examples/policy-assistant/run.sh` end to end: answers with
 /// citations, and phase 3's refusal of a write group shown.
 #[test]

@@ -16,6 +16,8 @@
 //! 3, where none can be granted.
 use charter_sdk::{StepError, Value, json, knowledge, log};
 
+mod select;
+
 /// The corpus this step searches (`[knowledge.policies]`).
 const CORPUS: &str = "policies";
 
@@ -26,11 +28,13 @@ fn run(input: Value) -> Result<Value, StepError> {
         .ok_or(StepError::fatal("input.question (a non-empty string) is required"))?;
     let k = input["k"].as_u64().unwrap_or(3).clamp(1, 10) as u32;
     let passages = knowledge::search(CORPUS, question, k)?;
-    let min = input["min_score"].as_f64().unwrap_or(5.0) as f32;
-    let best = passages.first().map(|p| p.score).unwrap_or(0.0);
-    let used: Vec<&knowledge::Passage> = passages
-        .iter()
-        .filter(|p| p.score >= min && p.score >= best * 0.6)
+    let min = input["min_score"]
+        .as_f64()
+        .map_or(select::MIN_SCORE, |m| m as f32);
+    let scores: Vec<f32> = passages.iter().map(|p| p.score).collect();
+    let used: Vec<&knowledge::Passage> = select::grounding(&scores, min)
+        .into_iter()
+        .map(|i| &passages[i])
         .collect();
     log::info(&format!(
         "{} passages found, {} cited",
@@ -40,7 +44,7 @@ fn run(input: Value) -> Result<Value, StepError> {
     if used.is_empty() {
         return Ok(json!({
             "question": question,
-            "answer": "The policies in this corpus do not cover this question; ask the policy owner.",
+            "answer": select::NOT_COVERED,
             "grounded": false,
             "citations": [],
         }));
