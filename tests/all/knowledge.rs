@@ -404,7 +404,6 @@ fn find_key<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
 /// question; a question the corpus does not cover is not grounded.
 #[test]
 fn policy_assistant_answers_an_agent_over_mcp_as_the_step_does() {
-    use std::io::{BufRead, BufReader, Write};
     fixture("policy-assistant");
     fixture("policy-assistant-tool");
     let data = tempfile::tempdir().unwrap();
@@ -450,34 +449,12 @@ fn policy_assistant_answers_an_agent_over_mcp_as_the_step_does() {
     assert_eq!(out.status.code(), Some(0), "{}", text_of(&out));
     let step: Value = serde_json::from_slice(&out.stdout).unwrap();
 
-    let mut child = std::process::Command::new(charter_bin())
-        .args(["mcp", "--config", cfg_s, "--agent", "staff-copilot"])
-        .env("CHARTER_TOKEN", minted["token"].as_str().unwrap())
-        .env_remove("CHARTER_LOG")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut ask = |msg: Value| -> Value {
-        writeln!(stdin, "{msg}").unwrap();
-        stdin.flush().unwrap();
-        if msg.get("id").is_none() {
-            return Value::Null;
-        }
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
-    };
-    ask(
-        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "1"}}}),
+    let mut mcp = McpStdio::start(
+        &["--config", cfg_s, "--agent", "staff-copilot"],
+        Path::new("/"),
+        minted["token"].as_str().unwrap(),
     );
-    ask(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
-    let list = ask(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}));
+    let list = mcp.ask(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}));
     let tools = list["result"]["tools"].as_array().unwrap();
     let tool = tools
         .iter()
@@ -489,10 +466,9 @@ fn policy_assistant_answers_an_agent_over_mcp_as_the_step_does() {
         json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
             "params": {"name": name, "arguments": {"question": q}}})
     };
-    let answered = ask(call(2, question));
-    let uncovered = ask(call(3, "Can I bring my dog to the office?"));
-    drop(stdin);
-    assert!(child.wait().unwrap().success());
+    let answered = mcp.ask(call(2, question));
+    let uncovered = mcp.ask(call(3, "Can I bring my dog to the office?"));
+    assert!(mcp.finish());
 
     assert_ne!(answered["result"]["isError"], true, "{answered}");
     let got = find_key(&answered["result"]["structuredContent"], "citations")

@@ -1101,7 +1101,6 @@ agents = ["support-copilot"]
 /// one count to the log, not 200 events.
 #[test]
 fn refused_proofs_over_stdio_are_recorded_bounded() {
-    use std::io::{BufRead, BufReader, Write};
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     deployment(dir);
@@ -1128,44 +1127,16 @@ fn refused_proofs_over_stdio_are_recorded_bounded() {
         1,
     );
     std::fs::write(dir.join("charter.toml"), toml).unwrap();
-    let mut child = Command::new(charter_bin())
-        .args(["mcp", "--agent", "support-copilot"])
-        .current_dir(dir)
-        .env("CHARTER_TOKEN", token)
-        .env_remove("CHARTER_LOG")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut ask = |msg: Value| -> String {
-        writeln!(stdin, "{msg}").unwrap();
-        stdin.flush().unwrap();
-        let mut line = String::new();
-        if msg.get("id").is_some() {
-            stdout.read_line(&mut line).unwrap();
-        }
-        line
-    };
-    let init = ask(
-        serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
-        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "1"}}}),
-    );
-    assert!(init.contains("\"result\""), "{init}");
-    ask(serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    let mut mcp = crate::support::McpStdio::start(&["--agent", "support-copilot"], dir, token);
     let expired = std::time::Duration::from_millis(4_500);
     std::thread::sleep(expired.saturating_sub(minted.elapsed()));
     for i in 0..200 {
-        let answer = ask(serde_json::json!({"jsonrpc": "2.0", "id": 1 + i,
+        let answer = mcp.ask(serde_json::json!({"jsonrpc": "2.0", "id": 1 + i,
             "method": "tools/call", "params": {"name": "orders.lookup-order",
             "arguments": {"order-id": "A-1"}}}));
-        assert!(answer.contains("expired-token"), "{answer}");
+        assert!(answer.to_string().contains("expired-token"), "{answer}");
     }
-    drop(stdin);
-    assert!(child.wait().unwrap().success());
+    assert!(mcp.finish());
     let records = read_records(&dir.join("data/events.log")).unwrap();
     let one_by_one = records
         .iter()

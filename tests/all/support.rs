@@ -114,3 +114,64 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// A raw MCP session with `charter mcp` over stdio (newline-delimited
+/// JSON-RPC), for tests that need the exact messages rather than a client
+/// library's view: started as the agent of `token`, initialized.
+pub struct McpStdio {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl McpStdio {
+    /// `charter mcp ARGS` in `cwd` with `CHARTER_TOKEN=token`, initialized.
+    pub fn start(args: &[&str], cwd: &Path, token: &str) -> McpStdio {
+        let mut child = std::process::Command::new(charter_bin())
+            .arg("mcp")
+            .args(args)
+            .current_dir(cwd)
+            .env("CHARTER_TOKEN", token)
+            .env_remove("CHARTER_LOG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start charter mcp");
+        let stdin = child.stdin.take();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut s = McpStdio {
+            child,
+            stdin,
+            stdout,
+        };
+        let init = s.ask(
+            serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"}}}),
+        );
+        assert!(init.get("result").is_some(), "initialize: {init}");
+        s.ask(serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        s
+    }
+
+    /// Send `msg`; its answer (`Null` for a notification, which has none).
+    pub fn ask(&mut self, msg: serde_json::Value) -> serde_json::Value {
+        use std::io::{BufRead, Write};
+        let stdin = self.stdin.as_mut().expect("session open");
+        writeln!(stdin, "{msg}").unwrap();
+        stdin.flush().unwrap();
+        if msg.get("id").is_none() {
+            return serde_json::Value::Null;
+        }
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+    }
+
+    /// Close the client's side; whether `charter mcp` then exited cleanly.
+    pub fn finish(mut self) -> bool {
+        self.stdin.take();
+        self.child.wait().unwrap().success()
+    }
+}
