@@ -7,8 +7,8 @@
 //! `#[inline(never)]` function, so
 //!
 //! ```text
-//! valgrind --tool=callgrind --callgrind-out-file=cg.out \
-//!     env CHARTER_BENCH_CALLS=2000 ./target/debug/charter-bench
+//! CHARTER_BENCH_CALLS=2000 valgrind --tool=callgrind --callgrind-out-file=cg.out \
+//!     ./target/debug/charter-bench
 //! callgrind_annotate --inclusive=yes cg.out | grep cg_
 //! ```
 //!
