@@ -258,17 +258,7 @@ fn with_seqs(records: Vec<Record>) -> Vec<(Record, u64)> {
 mod tests {
     use super::*;
     use crate::MemLog;
-
-    fn ev(i: u64) -> Event {
-        Event::KvWrite {
-            auth: None,
-            plugin: "p".into(),
-            key: format!("k{i}"),
-            value: Some("v".into()),
-            by: None,
-            secrets: vec![],
-        }
-    }
+    use crate::log_tests::ev;
 
     /// A shared log behind `AnyLog` reads and appends as the file log
     /// does; positions are seqs, and 0 means the start.

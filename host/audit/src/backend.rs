@@ -100,17 +100,7 @@ pub fn check_guard(guard: crate::Guard) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn kv(i: u64) -> Event {
-        Event::KvWrite {
-            auth: None,
-            plugin: "p".into(),
-            key: format!("k{i}"),
-            value: Some("v".into()),
-            by: None,
-            secrets: vec![],
-        }
-    }
+    use crate::log_tests::ev as kv;
 
     /// A backend's frames, exported after the magic, are a log file that
     /// the file log's own verification accepts; a changed byte is found.

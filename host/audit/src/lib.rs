@@ -1114,17 +1114,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ev(i: u64) -> Event {
-        Event::KvWrite {
-            auth: None,
-            plugin: "p".into(),
-            key: format!("k{i}"),
-            value: Some("v".into()),
-            by: None,
-            secrets: vec![],
-        }
-    }
+    use crate::log_tests::ev;
 
     #[test]
     fn append_verify_reopen() {

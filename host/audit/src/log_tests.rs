@@ -45,7 +45,8 @@ fn event(v: Value) -> Event {
     serde_json::from_value(v).unwrap()
 }
 
-fn ev(i: u64) -> Event {
+/// A kv write of key `k{i}`: the event the log's own tests append.
+pub(crate) fn ev(i: u64) -> Event {
     kv(&format!("k{i}"), "v".into())
 }
 

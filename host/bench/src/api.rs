@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use charter_api::{Access, Control};
-use charter_runtime::{Host, HostOptions};
 use serde_json::{Value, json};
 
 use crate::{Stats, print, root};
@@ -111,17 +110,8 @@ fn settled(addr: &str, token: &str, id: &str) -> Result<Value> {
 pub fn report(iters: usize) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (toml, carol, bob) = deployment(dir.path())?;
-    let d = charter_config::Deployment::parse(
-        &toml,
-        &dir.path().join("charter.toml"),
-        charter_runtime::host_catalog(),
-    )?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let (rt, host) = crate::served_host(&toml, dir.path())?;
     let _guard = rt.enter();
-    let host = Arc::new(Host::new(d, HostOptions::default())?);
     let control = Arc::new(Control::with_host(host, Access::Remote));
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?.to_string();

@@ -227,6 +227,27 @@ fn print(name: &str, s: &Stats) {
     );
 }
 
+/// A 2-worker runtime and a host over `toml` (as if read from
+/// `dir/charter.toml`, default options, log fdatasynced): what the
+/// benchmarks that serve a host in process (`api.rs`, `service.rs`,
+/// `mcp.rs`) start from.
+pub(crate) fn served_host(toml: &str, dir: &Path) -> Result<(tokio::runtime::Runtime, Arc<Host>)> {
+    let d = Deployment::parse(
+        toml,
+        &dir.join("charter.toml"),
+        charter_runtime::host_catalog(),
+    )?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let host = {
+        let _guard = rt.enter();
+        Arc::new(Host::new(d, HostOptions::default())?)
+    };
+    Ok((rt, host))
+}
+
 /// A host over `toml`, parsed as if read from `dir/charter.toml` with the
 /// host's own catalog: every variant builds its host this way.
 pub(crate) fn bench_host(

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use charter_api::{Access, Control};
+use charter_runtime::Host;
 use charter_runtime::tools::{RateLimiter, ToolOutcome};
-use charter_runtime::{Host, HostOptions};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 
@@ -379,17 +379,8 @@ pub fn report(echo: &Path, iters: usize) -> Result<()> {
     let cli = cli_calls(dir.path(), &ops, spawns)?;
     let over_stdio = stdio(dir.path(), &agent, calls)?;
 
-    let d = charter_config::Deployment::parse(
-        &toml,
-        &dir.path().join("charter.toml"),
-        charter_runtime::host_catalog(),
-    )?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let (rt, host) = crate::served_host(&toml, dir.path())?;
     let _guard = rt.enter();
-    let host = Arc::new(Host::new(d, HostOptions::default())?);
     let control = Arc::new(Control::with_host(host.clone(), Access::Remote));
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?.to_string();

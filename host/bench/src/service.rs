@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use charter_api::{Access, Control};
-use charter_runtime::{Host, HostOptions};
+use charter_runtime::Host;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -157,17 +157,8 @@ pub fn report(echo: &Path, runs: usize, in_process: Option<f64>) -> Result<()> {
         b = step("b"),
         c = step("c"),
     );
-    let d = charter_config::Deployment::parse(
-        &toml,
-        &dir.path().join("charter.toml"),
-        charter_runtime::host_catalog(),
-    )?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let (rt, host) = crate::served_host(&toml, dir.path())?;
     let _guard = rt.enter();
-    let host = Arc::new(Host::new(d, HostOptions::default())?);
     rt.block_on(host.load("echo"))?;
     host.start_timers().context("timers")?;
     let control = Arc::new(Control::with_host(host.clone(), Access::Remote));
