@@ -836,19 +836,27 @@ impl Control {
         })
     }
 
-    /// `charter runs show`: one run and who decided what on it: its
-    /// records through the state index when no other process holds the
-    /// deployment (only that run's events are read), the whole log file
-    /// otherwise.
+    /// `charter runs show`: one run and who decided what on it. Only that
+    /// run's events are read, through the state index: the open index of
+    /// this process's host (a served `charter up`, whatever the backend),
+    /// or the data directory's, opened for the read when no other process
+    /// holds it. Otherwise (or if the index and the log disagree) the
+    /// whole log is read.
     pub fn runs_show(&self, req: &RunId) -> Result<RunReport, ApiError> {
         validate::id("run", &req.id)?;
-        let offline = match self.shared_backend() {
-            true => None,
-            false => {
+        let indexed = match self.existing_host() {
+            Some(h) => h
+                .records_of_run(&req.id)
+                .inspect_err(|e| {
+                    tracing::warn!(run = %req.id, "runs show through the index failed ({e}); reading the whole log");
+                })
+                .ok(),
+            None if self.shared_backend() => None,
+            None => {
                 charter_runtime::index::run_records_offline(&self.deployment().data_dir, &req.id)
             }
         };
-        let records = match offline {
+        let records = match indexed {
             Some(r) => r,
             None => self.records()?,
         };

@@ -49,8 +49,8 @@ pub struct Figures {
     /// work on the disk makes noisy; the minimum shows the floor.
     pub resume_min: Duration,
     pub journal: Duration,
-    /// `runs show` as a running host answers it (`charter up`): the run's
-    /// records through the open index, folded.
+    /// `runs show` as a running host answers it (`charter up`): the API's
+    /// `Control::runs_show`, through the host's open index.
     pub show_host: Duration,
     pub show: Duration,
     pub show_whole_log: Duration,
@@ -318,7 +318,7 @@ pub fn measure(echo: &Path, events: u64) -> Result<Figures> {
             })
             .collect(),
     );
-    let host = Host::new(d.clone(), options())?;
+    let host = Arc::new(Host::new(d.clone(), options())?);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -334,18 +334,23 @@ pub fn measure(echo: &Path, events: u64) -> Result<Figures> {
             })
             .collect(),
     );
+    // `runs show` as `charter up` answers it: the API's own request
+    // (`GET /v1/runs/{id}` calls it) with this process's host serving.
+    let control = charter_api::Control::with_host(host.clone(), charter_api::Access::Remote);
     let show_host = median(
         probes
             .iter()
             .map(|p| {
                 let t = Instant::now();
-                let r = host.records_of_run(p).expect("records");
-                let st = from_records(&r).0;
-                assert_eq!(st.len(), 1);
+                let r = control
+                    .runs_show(&charter_api::RunId { id: p.clone() })
+                    .expect("runs show");
+                assert_eq!(&r.run.id, p);
                 t.elapsed()
             })
             .collect(),
     );
+    drop(control);
     let mid = total / 2 + 1;
     let walked = charter_audit::hash_at(&log_path, mid)?;
     anyhow::ensure!(walked.is_some(), "no frame {mid}");
