@@ -104,12 +104,24 @@ def kebab(name):
     return re.sub(r"(?<=[a-z0-9])([A-Z])", r"-\1", name).replace("_", "-").lower()
 
 
+# The Python SDK's helpers (sdk/python/charter.py) and the host function
+# each calls.
+PY_HELPERS = {"knowledge_search": "knowledge.search"}
+
+
 def python_calls(path, ifaces):
-    """[(iface.func, line)] the Python file calls through wit_world.imports."""
+    """[(iface.func, line)] the Python file calls through wit_world.imports
+    (or through a charter.py helper)."""
     with open(path) as f:
         tree = ast.parse(f.read(), path)
-    modules, direct = {}, {}
+    modules, direct, sdk = {}, {}, set()
     for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            sdk |= {a.asname or a.name for a in node.names if a.name == "charter"}
+        elif isinstance(node, ast.ImportFrom) and node.module == "charter":
+            for a in node.names:
+                if a.name in PY_HELPERS:
+                    direct[a.asname or a.name] = PY_HELPERS[a.name]
         if isinstance(node, ast.ImportFrom) and node.module == "wit_world.imports":
             for a in node.names:
                 if a.name in ifaces:
@@ -134,6 +146,8 @@ def python_calls(path, ifaces):
                 and isinstance(base.value, ast.Name) else None)
             if dotted in modules and f.attr[:1].islower():
                 calls.append((f"{modules[dotted]}.{kebab(f.attr)}", node.lineno))
+            elif dotted in sdk and f.attr in PY_HELPERS:
+                calls.append((PY_HELPERS[f.attr], node.lineno))
         elif isinstance(f, ast.Name) and f.id in direct:
             calls.append((direct[f.id], node.lineno))
     return calls, sorted(set(modules.values()))

@@ -16,8 +16,9 @@
  * plugin.
  *
  * These are the canonical-ABI bindings of wit/host@0.1.0, plus
- * charter_notify_send from wit/host@0.2.0 (notify is new there, so it is
- * imported at 0.2.0 and everything else at 0.1.0, as sdk/wit/guest-wit.py
+ * charter_notify_send from wit/host@0.2.0 and charter_knowledge_search
+ * from wit/host@0.3.0 (each interface is imported at the lowest version
+ * that has it, everything else at 0.1.0, as sdk/wit/guest-wit.py
  * builds the world), and the `step` world of wit/plugin@0.1.0, written by hand (no wit-bindgen C generator is
  * packaged on the registries this project builds from). A component imports
  * only the host functions its code calls; the plugin's `host-functions`
@@ -68,13 +69,18 @@ extern void __charter_explain_rationale(const char *text, size_t len);
 CHARTER_IMPORT("charter:host/notify@0.2.0", "send")
 extern void __charter_notify_send(const char *channel, size_t clen, const char *subject, size_t slen,
                                   const char *body, size_t blen, void *ret);
+/* Since charter:host@0.3.0. */
+CHARTER_IMPORT("charter:host/knowledge@0.3.0", "search")
+extern void __charter_knowledge_search(const char *corpus, size_t clen, const char *query, size_t qlen, uint32_t k,
+                                       void *ret);
 
 /* The host allocates strings it returns through this export. */
 __attribute__((export_name("cabi_realloc"))) void *cabi_realloc(void *ptr, size_t old, size_t align, size_t size) {
     (void)old;
     (void)align;
-    if (size == 0) return (void *)align;
-    void *p = realloc(ptr, size);
+    /* Never a made-up pointer, even for an empty string or list: every
+     * pointer the host is handed back is one free() accepts. */
+    void *p = realloc(ptr, size ? size : 1);
     if (!p) abort();
     return p;
 }
@@ -198,6 +204,61 @@ static inline int charter_notify_send(const char *channel, const char *subject, 
     uint32_t ret[3];
     __charter_notify_send(channel, strlen(channel), subject, strlen(subject), body, strlen(body), ret);
     return __charter_string_result(ret, id, err);
+}
+
+/* One passage of a knowledge search (both strings NUL-terminated). */
+typedef struct {
+    charter_string source; /* "path/in/corpus.md#Heading" */
+    charter_string text;
+    float score;           /* higher is more relevant: BM25, or cosine (-1..1) with embeddings */
+} charter_passage;
+
+typedef struct {
+    charter_passage *items;
+    size_t len;
+} charter_passages;
+
+static inline void charter_passages_free(charter_passages *p) {
+    for (size_t i = 0; i < p->len; i++) {
+        charter_string_free(&p->items[i].source);
+        charter_string_free(&p->items[i].text);
+    }
+    free(p->items);
+    p->items = NULL;
+    p->len = 0;
+}
+
+/*
+ * knowledge.search: the at most `k` passages of `corpus` (declared under
+ * [knowledge] and granted to the plugin by name) that best match `query`,
+ * best first. 0 with *out set (free it with charter_passages_free), or -1
+ * with *err set (the corpus is unavailable, the embeddings endpoint
+ * failed). A corpus the plugin is not granted, or an over-long query, is
+ * refused by the host: the step fails as denied or over a limit.
+ */
+static inline int charter_knowledge_search(const char *corpus, const char *query, uint32_t k, charter_passages *out,
+                                           charter_string *err) {
+    uint32_t ret[3];
+    __charter_knowledge_search(corpus, strlen(corpus), query, strlen(query), k, ret);
+    if (*(uint8_t *)&ret[0]) {
+        *err = __charter_own((char *)ret[1], ret[2]);
+        return -1;
+    }
+    /* list<passage>: records of 20 bytes (source ptr/len, text ptr/len, score). */
+    uint8_t *list = (uint8_t *)(uintptr_t)ret[1];
+    size_t n = ret[2];
+    out->items = calloc(n ? n : 1, sizeof *out->items);
+    if (!out->items) abort();
+    out->len = n;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t e[5];
+        memcpy(e, list + i * 20, sizeof e);
+        out->items[i].source = __charter_own((char *)(uintptr_t)e[0], e[1]);
+        out->items[i].text = __charter_own((char *)(uintptr_t)e[2], e[3]);
+        memcpy(&out->items[i].score, &e[4], sizeof(float));
+    }
+    free(list);
+    return 0;
 }
 
 /* Append `s` to `buf` as a JSON string literal (with quotes). */

@@ -117,9 +117,13 @@ def main():
                      f"{', '.join(sorted(iface + '.' + f for f in uses[iface]))}")
 
     os.makedirs(os.path.join(args.out, "deps", "charter-plugin"), exist_ok=True)
+    plugin_refs = set(re.findall(r"charter:host/[a-z-]+@([0-9.]+)", open(plugin_world).read()))
     for v, ifaces in versions:
         mine = {i for i, cv in chosen.items() if cv == v}
-        if not mine:
+        # A version the plugin package's own worlds name is written even
+        # when nothing is imported from it (a plugin calling only
+        # knowledge.search, new in 0.3.0), so the package resolves.
+        if not mine and v not in plugin_refs:
             continue
         d = os.path.join(args.out, "deps", f"charter-host@{v}")
         os.makedirs(d, exist_ok=True)

@@ -30,6 +30,9 @@
 //! [knowledge.policies]           # for charter:host/knowledge: Markdown files
 //! dir = "corpus/policies"        # inside this file's directory; a group
 //!                                # grants it by name: knowledge = ["policies"]
+//! # optional: rank by an OpenAI-compatible embeddings endpoint instead of
+//! # BM25 (see [`KnowledgeEmbeddings`]); the default needs no network
+//! # embeddings = { base_url = "http://127.0.0.1:8000/v1", model = "nomic-embed-text" }
 //!
 //! [plugins.payments]             # a connector
 //! path = "plugins/payments.wasm"
@@ -419,7 +422,35 @@ pub struct KnowledgeCorpus {
     pub dir: PathBuf,
     /// The deployment file's directory: what the corpus must stay inside.
     pub root: PathBuf,
+    /// Rank by embeddings instead of BM25 (`embeddings = { ... }`); `None`,
+    /// the default, is BM25, offline.
+    pub embeddings: Option<KnowledgeEmbeddings>,
 }
+
+/// A corpus's embeddings endpoint (`[knowledge.NAME] embeddings = {
+/// base_url, model, api_key_secret, timeout_ms }`): an OpenAI-compatible
+/// `POST {base_url}/embeddings`, declared here by the operator only (a
+/// plugin never names a URL). The passages are embedded when the host
+/// starts, each query when it is searched.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KnowledgeEmbeddings {
+    /// `http://` or `https://`, with a host and no credentials in it; with
+    /// an `api_key_secret`, `https://` or a literal loopback address (the
+    /// key is not sent in clear over a network).
+    pub base_url: String,
+    pub model: String,
+    /// Name of the secret (under `[secrets]`) holding the API key, sent as
+    /// `Authorization: Bearer`; its value is never shown.
+    pub api_key_secret: Option<String>,
+    /// Each request's bound, start and search alike (a search is also
+    /// bounded by the host-call timeout).
+    pub timeout_ms: u64,
+}
+
+/// The default [`KnowledgeEmbeddings::timeout_ms`].
+pub const DEFAULT_EMBEDDINGS_TIMEOUT_MS: u64 = 30_000;
+/// The largest [`KnowledgeEmbeddings::timeout_ms`] accepted.
+pub const MAX_EMBEDDINGS_TIMEOUT_MS: u64 = 300_000;
 
 /// The LLM provider behind `charter:host/llm`.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -1274,13 +1305,77 @@ impl ChannelFile {
 #[serde(deny_unknown_fields)]
 struct KnowledgeFile {
     dir: PathBuf,
+    embeddings: Option<EmbeddingsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmbeddingsFile {
+    base_url: String,
+    model: String,
+    api_key_secret: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+impl EmbeddingsFile {
+    /// Checked: an http(s) URL with a host and no credentials; a key only
+    /// over TLS or to loopback; a declared secret; a bounded timeout.
+    fn into_embeddings(
+        self,
+        name: &str,
+        secrets: &BTreeMap<String, SecretSource>,
+    ) -> Result<KnowledgeEmbeddings, String> {
+        let url = self.base_url;
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"));
+        let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or_default());
+        let ok = url.len() <= MAX_WEBHOOK_URL
+            && host.is_some_and(|h| !h.is_empty() && !h.contains('@'))
+            && !url.contains(['?', '#'])
+            && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !ok {
+            return Err(format!(
+                "knowledge {name}: embeddings base_url is not an http:// or https:// URL with a host (no credentials, query or fragment in it; put a key in api_key_secret), e.g. \"http://127.0.0.1:8000/v1\" (the refused value is not shown: it may hold a credential)"
+            ));
+        }
+        if self.model.trim().is_empty() || self.model.len() > 256 {
+            return Err(format!(
+                "knowledge {name}: embeddings needs `model`, the endpoint's model name (at most 256 bytes)"
+            ));
+        }
+        if let Some(s) = &self.api_key_secret {
+            if !secrets.contains_key(s) {
+                return Err(format!(
+                    "knowledge {name}: embeddings api_key_secret {s:?} is not declared under [secrets]"
+                ));
+            }
+            if !url.starts_with("https://") && !loopback_http(&url) {
+                return Err(format!(
+                    "knowledge {name}: embeddings base_url {url:?} would send the API key in clear: use https://, or plain http:// only to a literal loopback address (127.0.0.1, [::1])"
+                ));
+            }
+        }
+        let timeout_ms = self.timeout_ms.unwrap_or(DEFAULT_EMBEDDINGS_TIMEOUT_MS);
+        if !(1..=MAX_EMBEDDINGS_TIMEOUT_MS).contains(&timeout_ms) {
+            return Err(format!(
+                "knowledge {name}: embeddings timeout_ms {timeout_ms} is out of range (1 to {MAX_EMBEDDINGS_TIMEOUT_MS})"
+            ));
+        }
+        Ok(KnowledgeEmbeddings {
+            base_url: url.trim_end_matches('/').to_string(),
+            model: self.model,
+            api_key_secret: self.api_key_secret,
+            timeout_ms,
+        })
+    }
 }
 
 impl KnowledgeFile {
     /// `dir`, if it names a place inside the deployment's directory:
     /// relative, no `..`, no root or prefix (checked on the text; the
     /// runtime checks the real path when it reads the corpus).
-    fn confined_dir(self, name: &str) -> Result<PathBuf, String> {
+    fn confined_dir(&self, name: &str) -> Result<PathBuf, String> {
         use std::path::Component;
         let inside = !self.dir.as_os_str().is_empty()
             && self
@@ -1288,7 +1383,7 @@ impl KnowledgeFile {
                 .components()
                 .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
         if inside {
-            Ok(self.dir)
+            Ok(self.dir.clone())
         } else {
             Err(format!(
                 "knowledge {name}: dir {:?} escapes the deployment directory (give a relative path with no `..`, inside the directory of charter.toml)",
@@ -1449,11 +1544,17 @@ impl Deployment {
         for (name, k) in file.knowledge {
             check_name("knowledge corpus", &name).map_err(&invalid)?;
             let dir = k.confined_dir(&name).map_err(&invalid)?;
+            let embeddings = k
+                .embeddings
+                .map(|e| e.into_embeddings(&name, &secrets))
+                .transpose()
+                .map_err(&invalid)?;
             knowledge.insert(
                 name,
                 KnowledgeCorpus {
                     dir: base.join(dir),
                     root: base.clone(),
+                    embeddings,
                 },
             );
         }
@@ -2670,6 +2771,86 @@ groups = ["ask"]
                 err.contains("escapes the deployment directory"),
                 "{dir}: {err}"
             );
+        }
+    }
+
+    /// SECURITY: an embeddings endpoint is the operator's: an http(s) URL
+    /// with no credentials in it, a key only from a declared secret and
+    /// never in clear over a network, a bounded timeout; BM25 (no
+    /// network) when it is left out.
+    #[test]
+    fn knowledge_embeddings_are_checked_when_the_file_is_read() {
+        let head = "[deployment]\nname = \"t\"\nphase = 3\n[secrets.ek]\nenv = \"EK\"\n[knowledge.k]\ndir = \"c\"\n";
+        let d = parse(&format!(
+            "{head}embeddings = {{ base_url = \"https://emb.example.com/v1/\", model = \"m\", api_key_secret = \"ek\" }}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            d.knowledge["k"].embeddings,
+            Some(KnowledgeEmbeddings {
+                base_url: "https://emb.example.com/v1".into(),
+                model: "m".into(),
+                api_key_secret: Some("ek".into()),
+                timeout_ms: DEFAULT_EMBEDDINGS_TIMEOUT_MS,
+            })
+        );
+        // The same as a table of its own; a key to loopback over http.
+        let d = parse(&format!(
+            "{head}[knowledge.k.embeddings]\nbase_url = \"http://127.0.0.1:8000/v1\"\nmodel = \"m\"\napi_key_secret = \"ek\"\ntimeout_ms = 500\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            d.knowledge["k"].embeddings.as_ref().unwrap().timeout_ms,
+            500
+        );
+        assert_eq!(parse(head).unwrap().knowledge["k"].embeddings, None);
+        for (bad, says) in [
+            (r#"{ base_url = "ftp://h/v1", model = "m" }"#, "not an http"),
+            (
+                r#"{ base_url = "http://u:pw@h/v1", model = "m" }"#,
+                "no credentials",
+            ),
+            (
+                r#"{ base_url = "https://h/v1?key=s3cr3t", model = "m" }"#,
+                "no credentials",
+            ),
+            (
+                r#"{ base_url = "https:///v1", model = "m" }"#,
+                "with a host",
+            ),
+            (r#"{ base_url = "https://h/v1", model = " " }"#, "model"),
+            (r#"{ base_url = "https://h/v1" }"#, "model"),
+            (
+                r#"{ base_url = "https://h/v1", model = "m", api_key_secret = "nope" }"#,
+                "not declared under [secrets]",
+            ),
+            (
+                r#"{ base_url = "http://10.0.0.5/v1", model = "m", api_key_secret = "ek" }"#,
+                "in clear",
+            ),
+            (
+                r#"{ base_url = "http://localhost/v1", model = "m", api_key_secret = "ek" }"#,
+                "in clear",
+            ),
+            (
+                r#"{ base_url = "https://h/v1", model = "m", timeout_ms = 0 }"#,
+                "timeout_ms",
+            ),
+            (
+                r#"{ base_url = "https://h/v1", model = "m", timeout_ms = 300001 }"#,
+                "timeout_ms",
+            ),
+            (
+                r#"{ base_url = "https://h/v1", model = "m", url = "x" }"#,
+                "unknown field",
+            ),
+        ] {
+            let err = parse(&format!("{head}embeddings = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+            // A refused URL is not echoed: it may hold a credential.
+            assert!(!err.contains("s3cr3t") && !err.contains("u:pw"), "{err}");
         }
     }
 

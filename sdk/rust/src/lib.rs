@@ -224,8 +224,11 @@ pub mod knowledge {
     use super::*;
     pub use bindings_v0_3::charter::host::knowledge::Passage;
     /// The at most `k` passages of `corpus` that best match `query`, best
-    /// first (the host caps `k`). In a workflow run the result is recorded:
-    /// a re-run step gets the same passages back.
+    /// first (the host caps `k`). `score` is BM25 by default; for a corpus
+    /// the deployment declares with `embeddings = {...}` it is the cosine
+    /// similarity (−1..=1), so a threshold depends on the corpus. In a
+    /// workflow run the result is recorded: a re-run step gets the same
+    /// passages back.
     pub fn search(corpus: &str, query: &str, k: u32) -> Result<Vec<Passage>, HostError> {
         bindings_v0_3::charter::host::knowledge::search(corpus, query, k).map_err(HostError)
     }

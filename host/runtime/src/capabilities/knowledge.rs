@@ -42,6 +42,14 @@
 //! counts against the step's journal-record budget like any other
 //! recorded result, so a step cannot journal more than that budget by
 //! searching.
+//!
+//! **Embeddings.** A corpus declared with `embeddings = { base_url,
+//! model, api_key_secret, timeout_ms }` is read and cut the same way but
+//! ranked by cosine similarity through the operator's OpenAI-compatible
+//! endpoint instead of BM25 (see [`super::embeddings`]): embedded in the
+//! background when the host starts, each query at search time (redacted
+//! of the secrets the step has read, as a notify message is), the same
+//! result shape, the same tie rule, journaled and replayed the same.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Read;
@@ -53,6 +61,7 @@ use charter_config::{Deployment, KnowledgeCorpus, PluginSpec};
 use serde_json::{Value, json};
 use wasmtime::component::{ComponentType, LinkerInstance, Lower};
 
+use super::embeddings::{self, Dense, Endpoint};
 use super::{
     Builtin, Capability, Cx, Exec, FnId, Function, HostFunction, Interface, Param, Refusal, arg,
     call_waiting, granted_name, over, shape,
@@ -107,28 +116,60 @@ pub(super) const BUILTIN: Builtin = Builtin {
     interface: &INTERFACE,
     build: |dep, _| {
         let mut corpora = BTreeMap::new();
+        let mut jobs = Vec::new();
         let mut budget = MAX_ALL_PASSAGES;
         for (name, c) in &dep.knowledge {
             // A `dir` escaping the deployment is a configuration error:
             // the host does not start.
             let dir = confined_dir(c).map_err(|e| format!("knowledge: corpus {name:?}: {e}"))?;
-            // A bad file inside costs only this corpus.
-            let index = Corpus::load_dir(&dir, budget.min(MAX_PASSAGES));
-            match &index {
-                Ok(c) => budget -= c.passages(),
-                Err(e) => {
-                    tracing::warn!(corpus = %name, "knowledge corpus {name:?} is unavailable: {e}")
-                }
+            // A bad file inside (or an unreadable API key) costs only this
+            // corpus.
+            let chunks = load_chunks(&dir, budget.min(MAX_PASSAGES));
+            if let Ok(chunks) = &chunks {
+                budget -= chunks.len();
             }
-            corpora.insert(name.clone(), index.map(Arc::new));
+            let entry = match (chunks, &c.embeddings) {
+                (Err(e), _) => Err(e),
+                (Ok(chunks), None) => Ok(Entry::Bm25(Arc::new(Corpus::index(chunks)))),
+                (Ok(chunks), Some(e)) => {
+                    let key = e
+                        .api_key_secret
+                        .as_deref()
+                        .map(|s| {
+                            super::read_secret(&dep.secrets, s)
+                                .map_err(|err| format!("embeddings api_key_secret: {err}"))
+                        })
+                        .transpose();
+                    key.map(|key| {
+                        let (dense, job) = embeddings::pending(name, chunks, Endpoint::new(e, key));
+                        jobs.push(job);
+                        Entry::Dense(Arc::new(dense))
+                    })
+                }
+            };
+            let entry = entry.unwrap_or_else(|e| {
+                tracing::warn!(corpus = %name, "knowledge corpus {name:?} is unavailable: {e}");
+                Entry::Unavailable(e)
+            });
+            corpora.insert(name.clone(), entry);
         }
+        // Embedded on a thread of their own: the start does not wait.
+        embeddings::start(jobs);
         Ok(Arc::new(Knowledge { corpora }))
     },
 };
 
 struct Knowledge {
-    /// Each declared corpus, or why it could not be read.
-    corpora: BTreeMap<String, Result<Arc<Corpus>, String>>,
+    /// Each declared corpus.
+    corpora: BTreeMap<String, Entry>,
+}
+
+/// A declared corpus: ranked by BM25 or by embeddings, or why it could
+/// not be read.
+enum Entry {
+    Bm25(Arc<Corpus>),
+    Dense(Arc<Dense>),
+    Unavailable(String),
 }
 
 #[derive(ComponentType, Lower, Clone, Debug)]
@@ -177,22 +218,35 @@ impl Capability for Knowledge {
         )
     }
 
-    fn execute(&self, args: &Value, _: Exec<'_>) -> Dispatch {
+    fn execute(&self, args: &Value, x: Exec<'_>) -> Dispatch {
         let name = arg(args, "corpus");
+        let k = args["k"].as_u64().unwrap_or(0).min(MAX_K as u64) as usize;
         let corpus = match self.corpora.get(name) {
             None => {
                 return Dispatch::Ready(Err(format!(
                     "knowledge corpus {name:?} is not declared under [knowledge]"
                 )));
             }
-            Some(Err(e)) => {
+            Some(Entry::Unavailable(e)) => {
                 return Dispatch::Ready(Err(format!(
                     "knowledge corpus {name:?} is unavailable: {e}"
                 )));
             }
-            Some(Ok(c)) => c,
+            Some(Entry::Dense(d)) => {
+                // The query leaves the host: never with a secret the step
+                // has read in it (as a notify message).
+                let query = x.m.redact(arg(args, "query"));
+                // Just inside the host-call timeout, so the outcome is
+                // recorded before the mediator's own timeout cuts the wait.
+                let timeout =
+                    x.m.call_timeout()
+                        .saturating_sub(std::time::Duration::from_millis(20))
+                        .max(std::time::Duration::from_millis(1));
+                let search = embeddings::search(d.clone(), name.to_string(), query, k, timeout);
+                return Dispatch::Wait(Box::pin(search));
+            }
+            Some(Entry::Bm25(c)) => c,
         };
-        let k = args["k"].as_u64().unwrap_or(0).min(MAX_K as u64) as usize;
         let hits = corpus.search(arg(args, "query"), k);
         Dispatch::Ready(Ok(Value::Array(
             hits.into_iter()
@@ -244,29 +298,14 @@ impl Corpus {
 
     /// Read the real directory `dir` (bounded) and index it, refusing
     /// more than `max_passages` passages.
+    #[cfg(test)]
     pub fn load_dir(dir: &Path, max_passages: usize) -> Result<Corpus, String> {
-        let files = read_corpus(dir)?;
-        let mut chunks = Vec::new();
-        for (rel, text) in &files {
-            chunks.extend(chunk_markdown(rel, text));
-            if chunks.len() > max_passages {
-                return Err(format!(
-                    "{rel}: over the limit of {max_passages} passages in this corpus"
-                ));
-            }
-        }
-        Ok(Corpus::index(chunks))
+        load_chunks(dir, max_passages).map(Corpus::index)
     }
 
     /// Index `chunks` (each with its heading's words).
     pub fn index(chunks: Vec<Chunk>) -> Corpus {
-        let texts: Vec<String> = chunks
-            .iter()
-            .map(|c| {
-                let heading = c.source.split_once('#').map(|(_, h)| h).unwrap_or_default();
-                format!("{heading}\n{}", c.text)
-            })
-            .collect();
+        let texts: Vec<String> = chunks.iter().map(embedded_text).collect();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let embedder = EmbedderBuilder::<u32, Words>::with_tokenizer_and_fit_to_corpus(
             Words::default(),
@@ -294,6 +333,7 @@ impl Corpus {
         }
     }
 
+    #[cfg(test)]
     fn passages(&self) -> usize {
         self.chunks.len()
     }
@@ -335,6 +375,29 @@ impl Corpus {
             .collect();
         (hits, work)
     }
+}
+
+/// The passages of the real directory `dir` (read bounded), refusing more
+/// than `max_passages`.
+fn load_chunks(dir: &Path, max_passages: usize) -> Result<Vec<Chunk>, String> {
+    let files = read_corpus(dir)?;
+    let mut chunks = Vec::new();
+    for (rel, text) in &files {
+        chunks.extend(chunk_markdown(rel, text));
+        if chunks.len() > max_passages {
+            return Err(format!(
+                "{rel}: over the limit of {max_passages} passages in this corpus"
+            ));
+        }
+    }
+    Ok(chunks)
+}
+
+/// What is indexed (BM25) or embedded for a passage: its heading, then its
+/// text.
+pub(crate) fn embedded_text(c: &Chunk) -> String {
+    let heading = c.source.split_once('#').map(|(_, h)| h).unwrap_or_default();
+    format!("{heading}\n{}", c.text)
 }
 
 /// The real path of a corpus's directory, refused if it is outside the
@@ -698,6 +761,7 @@ mod tests {
         KnowledgeCorpus {
             dir: root.join(dir),
             root: root.to_path_buf(),
+            embeddings: None,
         }
     }
 

@@ -34,6 +34,7 @@
 //! pipeline can make (after every check has passed).
 
 pub(crate) mod connector;
+mod embeddings;
 mod explain;
 mod http;
 mod knowledge;
