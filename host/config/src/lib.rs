@@ -1925,6 +1925,19 @@ impl Deployment {
                     ),
                 });
             }
+            // An embeddings model ranks what a step reads: a model's
+            // judgement, so AI, even though no `llm` function is granted.
+            for (name, k) in &self.knowledge {
+                if k.embeddings.is_some() {
+                    out.push(Violation {
+                        plugin: None,
+                        rule: "deterministic",
+                        message: format!(
+                            "[knowledge.{name}] ranks its passages with an embeddings model, but phase 1 (deterministic) permits no AI: remove `embeddings` (the default BM25 ranking is deterministic), or raise [deployment].phase to 2 or more"
+                        ),
+                    });
+                }
+            }
         }
         let mut providers: BTreeMap<&str, &str> = BTreeMap::new();
         for (pname, p) in &self.plugins {
@@ -2772,6 +2785,31 @@ groups = ["ask"]
                 "{dir}: {err}"
             );
         }
+    }
+
+    /// An embeddings model is AI: phase 1 refuses a corpus ranked by one
+    /// (BM25, the default, is deterministic and stays allowed).
+    #[test]
+    fn phase_1_refuses_a_corpus_ranked_by_embeddings() {
+        let emb = "[knowledge.k]\ndir = \"c\"\nembeddings = { base_url = \"http://127.0.0.1:8000/v1\", model = \"m\" }\n";
+        let v = dep(1, emb).violations();
+        assert_eq!(
+            v.iter().map(|v| v.rule).collect::<Vec<_>>(),
+            ["deterministic"],
+            "{v:?}"
+        );
+        assert!(
+            v[0].to_string()
+                .contains("[knowledge.k] ranks its passages with an embeddings model"),
+            "{}",
+            v[0]
+        );
+        assert!(dep(2, emb).violations().is_empty());
+        assert!(
+            dep(1, "[knowledge.k]\ndir = \"c\"\n")
+                .violations()
+                .is_empty()
+        );
     }
 
     /// SECURITY: an embeddings endpoint is the operator's: an http(s) URL
