@@ -1,6 +1,5 @@
 //! `charter proposals …`: calls that policy routed to people.
 
-use charter_audit::Event;
 use charter_runtime::index::ProposalState;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -80,6 +79,8 @@ impl From<ProposalState> for Proposal {
             // The executed result is its agent's (`charter_proposal_status`);
             // people's listing keeps its contract (the result is in the log).
             result: _,
+            // Shown beside the proposal by `proposals show` (`execution`).
+            execution: _,
         } = p;
         Proposal {
             id,
@@ -213,20 +214,12 @@ impl Control {
         let p = host.proposal(&req.id);
         self.flush()?;
         let p = p.ok_or_else(unknown)?;
-        let execution = self.records().ok().and_then(|records| {
-            records.iter().find_map(|r| match &r.event {
-                Event::CallResult {
-                    proposal: Some(p),
-                    ok,
-                    summary,
-                    ..
-                } if *p == req.id => Some(Execution {
-                    seq: r.seq,
-                    ok: *ok,
-                    summary: summary.clone(),
-                }),
-                _ => None,
-            })
+        // From the proposal's index entry (the first `call-result` naming
+        // it), not from the log.
+        let execution = p.execution.as_ref().map(|e| Execution {
+            seq: e.seq,
+            ok: e.ok,
+            summary: e.summary.clone(),
         });
         Ok(ProposalDetail {
             proposal: p.into(),

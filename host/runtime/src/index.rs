@@ -128,6 +128,22 @@ pub struct ProposalState {
     /// leaves it out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
+    /// The executed call's outcome, from the first `call-result` naming
+    /// the proposal: what `proposals show` prints, read here instead of
+    /// from the log. Not part of what was proposed either.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution: Option<ProposalExecution>,
+}
+
+/// An executed proposal's `call-result`, as its index entry keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProposalExecution {
+    /// The record's sequence number.
+    pub seq: u64,
+    /// Whether the call succeeded.
+    pub ok: bool,
+    /// What it returned, in short.
+    pub summary: String,
 }
 
 impl ProposalState {
@@ -174,6 +190,7 @@ impl ProposalState {
             detail: None,
             run: journal.as_ref().map(|j| j.run.clone()),
             result: None,
+            execution: None,
         })
     }
 
@@ -219,6 +236,7 @@ impl ProposalState {
         let proposed = |p: &ProposalState| {
             serde_json::to_value(ProposalState {
                 result: None,
+                execution: None,
                 ..p.clone()
             })
             .ok()
@@ -236,12 +254,13 @@ impl ProposalState {
 /// The shape of the index this code writes: 2 added the per-run event
 /// index and `applied_at`; 3 packs the per-run index per run and drops a
 /// call's [`CALL_RUNS`] entry once its result is applied; 4 keeps an
-/// executed proposal's result ([`ProposalState::result`]). A store of
+/// executed proposal's result ([`ProposalState::result`]); 5 its outcome
+/// ([`ProposalState::execution`]). A store of
 /// another version has those two namespaces cleared and is re-applied from
 /// the log's first record (the fold is deterministic in log order, so
 /// re-applying over the old contents ends in the state a fresh store
 /// would reach) before it is used.
-pub const INDEX_VERSION: u64 = 4;
+pub const INDEX_VERSION: u64 = 5;
 
 /// Make the store's index current: if it was written by another version,
 /// mark it for re-application from seq 1 (see [`INDEX_VERSION`]). Returns
@@ -743,20 +762,31 @@ fn apply_one(
                 o.put_json(PROPOSALS, id, &p)?;
             }
         }
-        // An executed proposal's result, for its agent's polls.
+        // An executed proposal's outcome (`proposals show`) and, when it
+        // succeeded, its result (its agent's polls).
         Event::CallResult {
             proposal: Some(id),
-            ok: true,
+            ok,
             result,
+            summary,
             ..
         } => {
             if let Some(mut p) = o.get_json::<ProposalState>(PROPOSALS, id)? {
-                p.result = Some(match result {
-                    Some(serde_json::Value::Array(v)) => {
-                        v.first().cloned().unwrap_or(serde_json::Value::Null)
-                    }
-                    _ => serde_json::json!("<not recorded: too large>"),
-                });
+                if p.execution.is_none() {
+                    p.execution = Some(ProposalExecution {
+                        seq: r.seq,
+                        ok: *ok,
+                        summary: summary.clone(),
+                    });
+                }
+                if *ok {
+                    p.result = Some(match result {
+                        Some(serde_json::Value::Array(v)) => {
+                            v.first().cloned().unwrap_or(serde_json::Value::Null)
+                        }
+                        _ => serde_json::json!("<not recorded: too large>"),
+                    });
+                }
                 o.put_json(PROPOSALS, id, &p)?;
             }
         }
@@ -1929,6 +1959,15 @@ mod tests {
         apply(&store, &all, &[]).unwrap();
         let p = proposal(&store, "P9").unwrap();
         assert_eq!(p.result, Some(json!({"refund": "R-1"})));
+        // Its outcome too, for `proposals show`: the call-result's seq.
+        assert_eq!(
+            p.execution,
+            Some(ProposalExecution {
+                seq: all[1].seq,
+                ok: true,
+                summary: String::new()
+            })
+        );
         let logged = ProposalState::from_log(&all, "P9").unwrap();
         assert_eq!(logged.result, None);
         assert!(p.agrees_with(&logged));
@@ -1937,6 +1976,38 @@ mod tests {
         assert!(
             !forged.agrees_with(&logged),
             "what was proposed still counts"
+        );
+    }
+
+    /// A failed execution is kept as the outcome `proposals show` prints,
+    /// with no result; a later result naming the proposal (a retry after
+    /// a crash) does not replace the first outcome, as the log's first
+    /// record is the one shown.
+    #[test]
+    fn a_failed_execution_is_kept_as_the_first_outcome() {
+        let store = MemStore::default();
+        let proposal_ev = json!({"type": "proposal", "id": "P8", "call": "c8", "plugin": "p",
+            "digest": "d", "function": "f", "args": {}, "args_digest": "a",
+            "rationale": null, "policies": [], "approver_role": "x",
+            "approvals_needed": 1, "expires_at_ms": 9, "initiator": null, "owner": null});
+        let result = |ok: bool, summary: &str| {
+            ev(
+                json!({"type": "call-result", "call": "c8", "plugin": "p", "function": "f",
+                "ok": ok, "summary": summary, "duration_us": 1, "proposal": "P8",
+                "result": null}),
+            )
+        };
+        let all = recs(vec![
+            ev(proposal_ev),
+            result(false, "connector refused"),
+            result(true, "later"),
+        ]);
+        apply(&store, &all, &[]).unwrap();
+        let p = proposal(&store, "P8").unwrap();
+        let e = p.execution.expect("execution");
+        assert_eq!(
+            (e.seq, e.ok, e.summary.as_str()),
+            (all[1].seq, false, "connector refused")
         );
     }
 
