@@ -40,12 +40,7 @@ impl Guest for Assistant {
                 citations: vec![],
             });
         }
-        let answer = used
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("{} [{}]", p.text, i + 1))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let answer = select::answer(used.iter().map(|p| p.text.as_str()));
         let citations = used
             .iter()
             .enumerate()

@@ -49,12 +49,7 @@ fn run(input: Value) -> Result<Value, StepError> {
             "citations": [],
         }));
     }
-    let answer = used
-        .iter()
-        .enumerate()
-        .map(|(i, p)| format!("{} [{}]", p.text, i + 1))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let answer = select::answer(used.iter().map(|p| p.text.as_str()));
     let citations: Vec<Value> = used
         .iter()
         .enumerate()

@@ -20,3 +20,14 @@ pub const MIN_SCORE: f32 = 5.0;
 /// What an answer says when no passage grounds it.
 pub const NOT_COVERED: &str =
     "The policies in this corpus do not cover this question; ask the policy owner.";
+
+/// The answer's text: each grounding passage followed by its citation
+/// number (`text [1] text [2]`), in order.
+pub fn answer<'a>(texts: impl IntoIterator<Item = &'a str>) -> String {
+    texts
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| format!("{t} [{}]", i + 1))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
