@@ -25,13 +25,7 @@ use crate::support::*;
 const PASSWORD: &str = "pw-Zq8vT3-never-shown";
 
 fn cluster() -> Option<Cluster> {
-    if !Cluster::available() && std::env::var_os("CHARTER_REQUIRE_PG").is_none() {
-        eprintln!(
-            "SKIPPED: PostgreSQL is not installed (install postgresql-15; tests/run.sh requires it)"
-        );
-        return None;
-    }
-    Some(Cluster::start().expect("start a throwaway PostgreSQL cluster"))
+    Cluster::for_tests()
 }
 
 /// A `postgresql://` URL to database `db` over the socket in `dir` (the

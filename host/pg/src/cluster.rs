@@ -51,6 +51,23 @@ impl Cluster {
         bin_dir().is_some()
     }
 
+    /// What a test starts from: a running cluster, or `None`, said loudly
+    /// on stderr, when PostgreSQL is not installed and the run does not
+    /// require it (`tests/run.sh` sets `CHARTER_REQUIRE_PG`). A cluster
+    /// that is installed but cannot start is a failure, not a skip.
+    pub fn for_tests() -> Option<Cluster> {
+        if !Cluster::available() && std::env::var_os("CHARTER_REQUIRE_PG").is_none() {
+            eprintln!(
+                "SKIPPED: PostgreSQL is not installed (install postgresql-15; tests/run.sh requires it)"
+            );
+            return None;
+        }
+        match Cluster::start() {
+            Ok(c) => Some(c),
+            Err(e) => panic!("start a throwaway PostgreSQL cluster: {e}"),
+        }
+    }
+
     /// Start a cluster. Errors name what failed, with the server's log.
     pub fn start() -> Result<Cluster, String> {
         let bin = bin_dir().ok_or(

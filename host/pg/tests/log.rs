@@ -8,16 +8,8 @@ use charter_audit::{Event, Filter, Log};
 use charter_pg::{Cluster, PgLog};
 use charter_store::Store;
 
-/// A running cluster, or `None` (loudly) when PostgreSQL is not installed
-/// and the run does not require it (`tests/run.sh` sets CHARTER_REQUIRE_PG).
 fn cluster() -> Option<Cluster> {
-    if !Cluster::available() && std::env::var_os("CHARTER_REQUIRE_PG").is_none() {
-        eprintln!(
-            "SKIPPED: PostgreSQL is not installed (install postgresql-15; tests/run.sh requires it)"
-        );
-        return None;
-    }
-    Some(Cluster::start().expect("start a throwaway PostgreSQL cluster"))
+    Cluster::for_tests()
 }
 
 fn kv(plugin: &str, i: u64) -> Event {
