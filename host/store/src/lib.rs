@@ -18,8 +18,12 @@
 //! the guest: a plugin's key can never address another plugin's data.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+
+mod embedded;
+pub mod segment;
+
+pub use embedded::{COMPACT_MIN_BYTES, SledStore};
 
 /// Most keys one `list` returns.
 pub const MAX_LIST: usize = 1000;
@@ -40,6 +44,10 @@ pub enum StoreError {
     /// connection), in the backend's words.
     #[error("state store: {0}")]
     Remote(String),
+    /// An archive segment (or its directory) could not be read or
+    /// written; a damaged segment is this too.
+    #[error("state store: archive segment {path}: {detail}")]
+    Archive { path: String, detail: String },
     /// A write the backend refused (a full disk, an injected failure in a
     /// test); nothing of the batch it belonged to was applied.
     #[error("state store: write refused: {0}")]
@@ -57,6 +65,7 @@ impl StoreError {
                 source: sled::Error::Corruption { .. },
                 ..
             } | StoreError::Backend(sled::Error::Corruption { .. })
+                | StoreError::Archive { .. }
         )
     }
 }
@@ -110,6 +119,15 @@ pub trait Store: Send + Sync {
     /// Every (key, value) whose key starts with `prefix`, in key order,
     /// without limit (host-internal indexes: one run's events).
     fn scan_prefix(&self, ns: &str, prefix: &str) -> Result<Vec<(String, String)>, StoreError>;
+    /// The group `group` of a namespace: the key `group` itself and every
+    /// key under `group/`, in key order (one run's per-run event index:
+    /// its head and its chunks). A store with an archive finds a group it
+    /// does not hold there without reading it.
+    fn scan_group(&self, ns: &str, group: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut all = self.scan_prefix(ns, group)?;
+        all.retain(|(k, _)| segment::in_group(k, group));
+        Ok(all)
+    }
     /// Apply every write of `batch`, across namespaces, all-or-nothing:
     /// after an error none of it is visible, then or after a restart.
     fn commit(&self, batch: &Batch) -> Result<(), StoreError>;
@@ -135,162 +153,31 @@ pub trait Store: Send + Sync {
         }
         self.commit(&b)
     }
-}
-
-/// sled-backed store: one tree per namespace (`kv/<namespace>`).
-pub struct SledStore {
-    db: sled::Db,
-}
-
-impl std::fmt::Debug for SledStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SledStore").finish_non_exhaustive()
-    }
-}
-
-/// How long [`SledStore::open`] waits for a store of this process that
-/// was just closed to let go of its file.
-const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
-
-impl SledStore {
-    /// Open (or create) the store in `dir`. Callers hold the data
-    /// directory's lock, so the only other holder of sled's own file lock
-    /// can be a store of this process that was just dropped while one of
-    /// sled's background threads still finishes with it: a refused lock is
-    /// tried again for up to [`RELEASE_WAIT`].
-    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        let started = std::time::Instant::now();
-        loop {
-            let opened = sled::Config::new()
-                .path(dir)
-                .mode(sled::Mode::LowSpace)
-                .open();
-            match opened {
-                Ok(db) => return Ok(SledStore { db }),
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock")
-                        && started.elapsed() < RELEASE_WAIT =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(source) => {
-                    return Err(StoreError::Open {
-                        path: dir.display().to_string(),
-                        source,
-                    });
-                }
-            }
-        }
-    }
-
-    fn tree(&self, ns: &str) -> Result<sled::Tree, StoreError> {
-        Ok(self.db.open_tree(format!("kv/{ns}"))?)
-    }
-}
-
-fn utf8(key: &str, v: sled::IVec) -> Result<String, StoreError> {
-    String::from_utf8(v.to_vec()).map_err(|_| StoreError::NotUtf8 {
-        key: key.to_string(),
-    })
-}
-
-fn pairs(
-    it: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
-) -> Result<Vec<(String, String)>, StoreError> {
-    let mut out = Vec::new();
-    for kv in it {
-        let (k, v) = kv?;
-        let k = String::from_utf8_lossy(&k).into_owned();
-        let v = utf8(&k, v)?;
-        out.push((k, v));
-    }
-    Ok(out)
-}
-
-impl Store for SledStore {
-    fn get(&self, ns: &str, key: &str) -> Result<Option<String>, StoreError> {
-        self.tree(ns)?.get(key)?.map(|v| utf8(key, v)).transpose()
-    }
-    fn set(&self, ns: &str, key: &str, value: &str) -> Result<(), StoreError> {
-        self.tree(ns)?.insert(key, value.as_bytes())?;
-        Ok(())
-    }
-    fn delete(&self, ns: &str, key: &str) -> Result<bool, StoreError> {
-        Ok(self.tree(ns)?.remove(key)?.is_some())
-    }
-    fn list(&self, ns: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let mut out = Vec::new();
-        for kv in self.tree(ns)?.scan_prefix(prefix).take(MAX_LIST) {
-            let (k, _) = kv?;
-            out.push(String::from_utf8_lossy(&k).into_owned());
-        }
-        Ok(out)
-    }
-    fn scan(&self, ns: &str) -> Result<Vec<(String, String)>, StoreError> {
-        pairs(self.tree(ns)?.iter())
-    }
-    fn scan_prefix(&self, ns: &str, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
-        pairs(self.tree(ns)?.scan_prefix(prefix))
-    }
-    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
-        use sled::Transactional;
-        use sled::transaction::{ConflictableTransactionError, TransactionError};
-        if batch.is_empty() {
-            return Ok(());
-        }
-        // One sled batch per namespace (tree), applied in one transaction
-        // over all of them: sled commits a transaction across trees of one
-        // database atomically.
-        let mut names: Vec<&str> = Vec::new();
-        let mut batches: Vec<sled::Batch> = Vec::new();
-        for (ns, key, value) in batch.iter() {
-            if names.last() != Some(&ns) {
-                names.push(ns);
-                batches.push(sled::Batch::default());
-            }
-            let b = batches.last_mut().expect("pushed above");
-            match value {
-                Some(v) => b.insert(key, v.as_bytes()),
-                None => b.remove(key),
-            }
-        }
-        let trees = names
-            .iter()
-            .map(|ns| self.tree(ns))
-            .collect::<Result<Vec<_>, _>>()?;
-        trees
-            .as_slice()
-            .transaction(|txs| {
-                for (tx, b) in txs.iter().zip(&batches) {
-                    tx.apply_batch(b)?;
-                }
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| match e {
-                TransactionError::Storage(e) => StoreError::Backend(e),
-                TransactionError::Abort(()) => StoreError::Refused("transaction aborted".into()),
-            })
-    }
-    fn compare_and_swap(
+    /// Move `keys` (namespace, key) out of the live store into an
+    /// immutable archive that every read above still sees (entries that
+    /// will not change again: an ended run's), deleting `drop` in the same
+    /// atomic step. Returns `false` when this store keeps everything live
+    /// (the default: the memory store, a database), `true` once done. A
+    /// key changed or deleted meanwhile keeps its newer state. Called by
+    /// one writer at a time.
+    fn archive(
         &self,
-        ns: &str,
-        key: &str,
-        old: Option<&str>,
-        new: Option<&str>,
+        keys: &[(String, String)],
+        drop: &[(String, String)],
     ) -> Result<bool, StoreError> {
-        Ok(self
-            .tree(ns)?
-            .compare_and_swap(key, old.map(str::as_bytes), new.map(str::as_bytes))?
-            .is_ok())
+        let _ = (keys, drop);
+        Ok(false)
     }
-    fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+    /// Every (key, value) of a namespace not moved to the archive, in key
+    /// order: [`Store::scan`] without what [`Store::archive`] moved (for a
+    /// store that does not archive, the same).
+    fn scan_live(&self, ns: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.scan(ns)
     }
-    /// Drops the namespace's tree: its pages are freed, not just emptied.
-    fn clear(&self, ns: &str) -> Result<(), StoreError> {
-        self.db.drop_tree(format!("kv/{ns}"))?;
-        Ok(())
+    /// Whether [`Store::archive`] does anything (callers skip the
+    /// bookkeeping for it otherwise).
+    fn archives(&self) -> bool {
+        false
     }
 }
 
