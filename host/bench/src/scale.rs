@@ -191,11 +191,14 @@ fn generate(d: &Deployment, events: u64) -> Result<Vec<String>> {
     let store = Arc::new(SledStore::open(&d.data_dir.join("state"))?);
     let applied = index::prepare(&*store)?;
     let s = store.clone();
+    // One cache across applies, as the host keeps: ended runs move to the
+    // store's archive as they would in a host that ran them.
+    let mut cache = index::RunCache::default();
     let log = EventLog::open_with(
         &d.data_dir.join(charter_audit::LOG_FILE),
         applied,
         Box::new(move |r: &[Record], at: &[u64]| {
-            index::apply(&*s, r, at).map_err(|e| e.to_string())
+            index::apply_cached(&*s, r, at, &|_, _| None, &mut cache).map_err(|e| e.to_string())
         }),
         false,
     )?;

@@ -51,6 +51,16 @@ pub const RUN_EVENTS_CHUNK: usize = 256;
 /// flight, not per call ever made); a result that names a proposal keeps
 /// it, as a later one may follow.
 pub const CALL_RUNS: &str = "@call-runs";
+/// Namespace of ended runs waiting to move to the store's archive
+/// ([`Store::archive`]): run → "". Written in the apply that ends the run,
+/// so a restart loses none; [`archive_ended`] moves the run's state and
+/// per-run event index out of the live store and deletes the marker in
+/// one step. sled 0.34 opens in time proportional to what it holds, so
+/// without this every open (host start-up, `charter runs show` without a
+/// host) would pay for every run the deployment ever ran.
+pub const ARCHIVE_DUE: &str = "@archive-due";
+/// Ended runs an apply thread lets accumulate before it archives them.
+pub const ARCHIVE_AFTER: usize = 1024;
 /// Namespace of run leases: run → [`Lease`].
 pub const LEASES: &str = "@leases";
 /// Namespace of triggered starts: a trigger's dedup key
@@ -255,12 +265,13 @@ impl ProposalState {
 /// index and `applied_at`; 3 packs the per-run index per run and drops a
 /// call's [`CALL_RUNS`] entry once its result is applied; 4 keeps an
 /// executed proposal's result ([`ProposalState::result`]); 5 its outcome
-/// ([`ProposalState::execution`]). A store of
+/// ([`ProposalState::execution`]); 6 marks ended runs for the
+/// archive ([`ARCHIVE_DUE`]). A store of
 /// another version has those two namespaces cleared and is re-applied from
 /// the log's first record (the fold is deterministic in log order, so
 /// re-applying over the old contents ends in the state a fresh store
 /// would reach) before it is used.
-pub const INDEX_VERSION: u64 = 5;
+pub const INDEX_VERSION: u64 = 6;
 
 /// Make the store's index current: if it was written by another version,
 /// mark it for re-application from seq 1 (see [`INDEX_VERSION`]). Returns
@@ -282,6 +293,7 @@ pub fn prepare(store: &dyn Store) -> Result<u64, IndexError> {
     // the next start clears again.
     store.clear(RUN_EVENTS)?;
     store.clear(CALL_RUNS)?;
+    store.clear(ARCHIVE_DUE)?;
     let mut b = Batch::default();
     b.put(META, "index_version", &INDEX_VERSION.to_string());
     b.put(META, "applied_seq", "0");
@@ -321,6 +333,17 @@ pub(crate) fn get_json<T: serde::de::DeserializeOwned>(
         .ok()
         .flatten()
         .and_then(|s| serde_json::from_str(&s).ok())
+}
+
+/// Every value of a JSON namespace the store keeps live
+/// ([`Store::scan_live`]).
+pub(crate) fn live_json<T: serde::de::DeserializeOwned>(store: &dyn Store, ns: &str) -> Vec<T> {
+    store
+        .scan_live(ns)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(_, v)| serde_json::from_str(&v).ok())
+        .collect()
 }
 
 /// Every value of a JSON namespace.
@@ -504,7 +527,7 @@ impl<'a> Overlay<'a> {
             let Some(text) = self.get(RUNS, run)? else {
                 return Ok(None);
             };
-            let st = match cache.0.remove(run) {
+            let st = match cache.runs.remove(run) {
                 Some((was, st)) if was == text => st,
                 // A value the index cannot read back is treated as absent
                 // (as `get_json` does).
@@ -561,8 +584,30 @@ pub fn apply_with(
 /// so a run's state is not decoded again for each of its steps. An entry
 /// is used only while its text is the stored text, so a write by anyone
 /// else is never missed; ended runs leave it.
-#[derive(Default)]
-pub struct RunCache(HashMap<String, (String, RunState)>);
+pub struct RunCache {
+    runs: HashMap<String, (String, RunState)>,
+    /// Runs ended (and marked in [`ARCHIVE_DUE`]) since the last archive.
+    ended: usize,
+    /// Ended runs that make an archive pass ([`ARCHIVE_AFTER`]).
+    archive_after: usize,
+}
+
+impl Default for RunCache {
+    fn default() -> RunCache {
+        RunCache::archiving_after(ARCHIVE_AFTER)
+    }
+}
+
+impl RunCache {
+    /// A cache whose applies archive ended runs once `n` have ended.
+    pub fn archiving_after(n: usize) -> RunCache {
+        RunCache {
+            runs: HashMap::new(),
+            ended: 0,
+            archive_after: n.max(1),
+        }
+    }
+}
 
 /// Most runs a [`RunCache`] holds (it starts over beyond).
 const RUN_CACHE_MAX: usize = 4096;
@@ -600,20 +645,65 @@ pub fn apply_cached(
     }
     let runs = o.put_runs()?;
     o.put_heads();
+    let archives = store.archives();
+    for (run, _, st) in &runs {
+        if archives && st.status.is_terminal() {
+            o.batch.put(ARCHIVE_DUE, run, "");
+            cache.ended += 1;
+        }
+    }
     o.batch.put(META, "applied_seq", &last.seq.to_string());
     if let Some(at) = positions.get(records.len() - 1) {
         o.batch.put(META, "applied_at", &at.to_string());
     }
     store.commit(&o.batch)?;
-    if cache.0.len() + runs.len() > RUN_CACHE_MAX {
-        cache.0.clear();
+    if cache.runs.len() + runs.len() > RUN_CACHE_MAX {
+        cache.runs.clear();
     }
     for (run, text, st) in runs {
         if !st.status.is_terminal() {
-            cache.0.insert(run, (text, st));
+            cache.runs.insert(run, (text, st));
+        }
+    }
+    if cache.ended >= cache.archive_after {
+        cache.ended = 0;
+        // The apply itself is committed; an archive that fails leaves
+        // the runs live and marked, and the next pass tries again.
+        if let Err(e) = archive_ended(store) {
+            tracing::error!(
+                "moving ended runs to the state store's archive failed ({e}); they stay live and are tried again"
+            );
         }
     }
     Ok(())
+}
+
+/// Move every run marked in [`ARCHIVE_DUE`] that is still ended — its
+/// state and its per-run event index — to the store's archive, deleting
+/// the markers in the same step. Returns how many runs moved. Called
+/// where the index is applied (the log's committing thread), so nothing
+/// writes those runs meanwhile; a run that receives an event later is
+/// read from the archive and written live again.
+pub fn archive_ended(store: &dyn Store) -> Result<usize, IndexError> {
+    let due = store.scan(ARCHIVE_DUE)?;
+    let (mut keys, mut markers) = (Vec::new(), Vec::new());
+    let mut moved = 0;
+    for (run, _) in due {
+        let ended =
+            get_json::<RunState>(store, RUNS, &run).is_none_or(|st| st.status.is_terminal());
+        if ended {
+            keys.push((RUNS.to_string(), run.clone()));
+            for (k, _) in store.scan_group(RUN_EVENTS, &run_head(&run))? {
+                keys.push((RUN_EVENTS.to_string(), k));
+            }
+            moved += 1;
+        }
+        markers.push((ARCHIVE_DUE.to_string(), run));
+    }
+    if !markers.is_empty() {
+        store.archive(&keys, &markers)?;
+    }
+    Ok(moved)
 }
 
 /// The index as a backend offers it: every [`Store`] is one (its atomic
@@ -858,7 +948,7 @@ fn apply_one(
 pub fn run_positions(store: &dyn Store, run: &str) -> Result<Vec<(u64, u64)>, IndexError> {
     let head = run_head(run);
     let mut out = Vec::new();
-    for (k, v) in store.scan_prefix(RUN_EVENTS, &head)? {
+    for (k, v) in store.scan_group(RUN_EVENTS, &head)? {
         // The run's latest entries, or a full chunk named by its first
         // seq; no other key can start with the length-prefixed id.
         let chunk = k.strip_prefix(&head).unwrap_or_default();
@@ -895,7 +985,7 @@ pub fn repoint_run_entry(
     at: u64,
 ) -> Result<Option<u64>, IndexError> {
     let head = run_head(run);
-    for (k, v) in store.scan_prefix(RUN_EVENTS, &head)? {
+    for (k, v) in store.scan_group(RUN_EVENTS, &head)? {
         let mut entries = decode_positions(&k, &v)?;
         if let Some(e) = entries.iter_mut().find(|e| e.0 == seq) {
             let was = std::mem::replace(&mut e.1, at);
@@ -1915,7 +2005,7 @@ mod tests {
         let none = &|_: &str, _: &str| None;
         apply_cached(&store, &all[..2], &[1, 2], none, &mut cache).unwrap();
         let st: RunState = get_json(&store, RUNS, "r1").unwrap();
-        assert_eq!((st.attempt, cache.0.len()), (1, 1));
+        assert_eq!((st.attempt, cache.runs.len()), (1, 1));
         // Someone else rewrites the run's row: the cached state is stale.
         let mut other = st.clone();
         other.retries = 40;
@@ -2009,6 +2099,83 @@ mod tests {
             (e.seq, e.ok, e.summary.as_str()),
             (all[1].seq, false, "connector refused")
         );
+    }
+
+    /// Ended runs move to the store's archive as they accumulate; every
+    /// run's state and per-run events then read exactly as a store that
+    /// keeps everything live has them, before and after a reopen, and an
+    /// event for an archived run brings it back live, merged.
+    #[test]
+    fn ended_runs_move_to_the_archive_and_read_as_before() {
+        let run = |id: &str, end: bool| {
+            let mut v = vec![
+                ev(json!({"type": "run-started", "run": id, "workflow": "w",
+                    "workflow_digest": "sha256:00", "input": {}, "first": "s"})),
+                ev(
+                    json!({"type": "step-attempt", "run": id, "step": "s", "attempt": 1,
+                    "plugin": "p", "input": {}, "outcome": "ok", "duration_us": 1}),
+                ),
+            ];
+            if end {
+                v.push(ev(
+                    json!({"type": "run-finished", "run": id, "status": "completed"}),
+                ));
+            }
+            v
+        };
+        let mut events = run("live", false);
+        let ids: Vec<String> = (0..9).map(|i| format!("r{i}")).collect();
+        for id in &ids {
+            events.extend(run(id, true));
+        }
+        // A late event for a run archived by then.
+        events.push(ev(
+            json!({"type": "step-attempt", "run": "r0", "step": "s", "attempt": 2,
+            "plugin": "p", "input": {}, "outcome": "ok", "duration_us": 1}),
+        ));
+        let rs = recs(events);
+        let at: Vec<u64> = rs.iter().map(|r| 1000 + r.seq).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let sled = SledStore::open(dir.path()).unwrap();
+        let mem = MemStore::default();
+        prepare(&sled).unwrap();
+        prepare(&mem).unwrap();
+        let mut cache = RunCache::archiving_after(2);
+        // One apply per run, as a host's group commits would.
+        for (chunk, pos) in rs.chunks(3).zip(at.chunks(3)) {
+            apply_cached(&sled, chunk, pos, &|_, _| None, &mut cache).unwrap();
+        }
+        apply(&mem, &rs, &at).unwrap();
+        assert!(!sled.segment_files().is_empty());
+        let live: Vec<String> = sled
+            .scan_live(RUNS)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert!(live.len() <= 4, "ended runs stay live: {live:?}");
+        assert!(live.contains(&"live".to_string()) && live.contains(&"r0".to_string()));
+        assert!(sled.scan_live(ARCHIVE_DUE).unwrap().len() < 2);
+        let same = |s: &dyn Store| {
+            for id in ids.iter().map(String::as_str).chain(["live"]) {
+                assert_eq!(
+                    run_positions(s, id).unwrap(),
+                    run_positions(&mem, id).unwrap(),
+                    "{id}"
+                );
+                assert_eq!(s.get(RUNS, id).unwrap(), mem.get(RUNS, id).unwrap(), "{id}");
+            }
+            assert_eq!(s.scan(RUNS).unwrap(), mem.scan(RUNS).unwrap());
+        };
+        same(&sled);
+        assert_eq!(run_positions(&sled, "r0").unwrap().len(), 4);
+        // Everything left moves when asked; the answers stay the same.
+        archive_ended(&sled).unwrap();
+        same(&sled);
+        sled.flush().unwrap();
+        drop(sled);
+        let sled = SledStore::open(dir.path()).unwrap();
+        same(&sled);
     }
 
     #[test]

@@ -232,6 +232,15 @@ impl Host {
         all
     }
 
+    /// Every run the store keeps live, newest first: every run that has
+    /// not ended (ended runs move to the store's archive, which this does
+    /// not read: see [`index::ARCHIVE_DUE`]), and some that have.
+    pub fn live_runs(&self) -> Vec<RunState> {
+        let mut all: Vec<RunState> = index::live_json(&*self.services.store, state::RUNS);
+        all.sort_by_key(|r| std::cmp::Reverse(r.started_seq));
+        all
+    }
+
     /// Every escalation, newest first.
     pub fn escalations(&self) -> Vec<EscalationState> {
         let mut all: Vec<EscalationState> =
@@ -252,7 +261,7 @@ impl Host {
     /// waiting for a proposal that people have decided (or that expired).
     pub async fn resume_runs(&self) -> Vec<(String, Result<RunState, RunError>)> {
         let mut out = Vec::new();
-        for r in self.runs().into_iter().rev() {
+        for r in self.live_runs().into_iter().rev() {
             if self.can_go_on(&r) {
                 let res = self.drive_state(r.clone(), false).await;
                 out.push((r.id, res));

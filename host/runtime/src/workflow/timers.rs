@@ -132,7 +132,7 @@ impl Host {
     pub fn start_timers(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
         let queue = Arc::new(Queue::default());
         self.timers.set(queue.clone()).ok()?;
-        for st in self.runs() {
+        for st in self.live_runs() {
             self.timers_note(&st);
         }
         let permits = Arc::new(tokio::sync::Semaphore::new(
