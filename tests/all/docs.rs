@@ -198,3 +198,38 @@ fn readme_plugin_sections_run_as_written() {
     );
     assert!(text.contains("compiled lookup-py in "), "{text}");
 }
+
+/// Every workspace crate names its own profile settings in Cargo.toml:
+/// `[profile.dev]` holds the dependencies' (optimised, no checks), so a
+/// crate missing there would silently build like a dependency, without
+/// our debug assertions and overflow checks.
+#[test]
+fn every_workspace_crate_has_its_own_profile() {
+    let text = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let doc: toml::Table = text.parse().unwrap();
+    let members = doc["workspace"]["members"].as_array().unwrap();
+    let named = doc["profile"]["dev"]["package"].as_table().unwrap();
+    for m in members {
+        let dir = root().join(m.as_str().unwrap());
+        let manifest: toml::Table = std::fs::read_to_string(dir.join("Cargo.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let name = manifest["package"]["name"].as_str().unwrap();
+        let p = named.get(name).unwrap_or_else(|| {
+            panic!(
+                "Cargo.toml: add [profile.dev.package.{name}] (see the comment above [profile.dev])"
+            )
+        });
+        assert_eq!(
+            p.get("debug-assertions").and_then(|v| v.as_bool()),
+            Some(true),
+            "{name}"
+        );
+        assert_eq!(
+            p.get("overflow-checks").and_then(|v| v.as_bool()),
+            Some(true),
+            "{name}"
+        );
+    }
+}

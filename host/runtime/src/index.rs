@@ -60,7 +60,7 @@ pub const CALL_RUNS: &str = "@call-runs";
 /// host) would pay for every run the deployment ever ran.
 pub const ARCHIVE_DUE: &str = "@archive-due";
 /// Ended runs an apply thread lets accumulate before it archives them.
-pub const ARCHIVE_AFTER: usize = 1024;
+pub const ARCHIVE_AFTER: usize = 256;
 /// Namespace of run leases: run → [`Lease`].
 pub const LEASES: &str = "@leases";
 /// Namespace of triggered starts: a trigger's dedup key

@@ -41,7 +41,7 @@ const META: &str = "archive/meta";
 const ARCHIVE_DIR: &str = "archive";
 /// `open` compacts sled's files only past this size (and twice their size
 /// after the last compaction): below it, an open costs little either way.
-pub const COMPACT_MIN_BYTES: u64 = 8 << 20;
+pub const COMPACT_MIN_BYTES: u64 = 2 << 20;
 /// A merge writes at most this much: larger segments stay apart, so no
 /// archive call stalls its caller for longer than writing this takes.
 const MERGE_MAX_BYTES: u64 = 256 << 20;
