@@ -51,14 +51,14 @@ pub const RUN_EVENTS_CHUNK: usize = 256;
 /// flight, not per call ever made); a result that names a proposal keeps
 /// it, as a later one may follow.
 pub const CALL_RUNS: &str = "@call-runs";
-/// Namespace of ended runs waiting to move to the store's archive
-/// ([`Store::archive`]): run → "". Written in the apply that ends the run,
-/// so a restart loses none; [`archive_ended`] moves the run's state and
-/// per-run event index out of the live store and deletes the marker in
-/// one step. sled 0.34 opens in time proportional to what it holds, so
-/// without this every open (host start-up, `charter runs show` without a
-/// host) would pay for every run the deployment ever ran.
-pub const ARCHIVE_DUE: &str = "@archive-due";
+/// The store's archive ([`Store::archive`]) takes runs that ended: the
+/// apply thread keeps the ids of the runs it saw end, and every
+/// [`ARCHIVE_AFTER`] of them [`archive_runs`] moves their states and
+/// per-run event index out of the live store in one step. sled 0.34 opens
+/// in time proportional to what it holds, so without this every open (host
+/// start-up, `charter runs show` without a host) would pay for every run
+/// the deployment ever ran. Runs that ended in a process that stopped
+/// before it archived them are found by [`prepare`] among the live runs.
 /// Ended runs an apply thread lets accumulate before it archives them.
 pub const ARCHIVE_AFTER: usize = 256;
 /// Namespace of run leases: run → [`Lease`].
@@ -265,8 +265,8 @@ impl ProposalState {
 /// index and `applied_at`; 3 packs the per-run index per run and drops a
 /// call's [`CALL_RUNS`] entry once its result is applied; 4 keeps an
 /// executed proposal's result ([`ProposalState::result`]); 5 its outcome
-/// ([`ProposalState::execution`]); 6 marks ended runs for the
-/// archive ([`ARCHIVE_DUE`]). A store of
+/// ([`ProposalState::execution`]); 6 moves ended runs to the store's
+/// archive ([`archive_runs`]). A store of
 /// another version has those two namespaces cleared and is re-applied from
 /// the log's first record (the fold is deterministic in log order, so
 /// re-applying over the old contents ends in the state a fresh store
@@ -281,6 +281,9 @@ pub fn prepare(store: &dyn Store) -> Result<u64, IndexError> {
         .get(META, "index_version")?
         .and_then(|v| v.parse::<u64>().ok());
     if version == Some(INDEX_VERSION) {
+        if store.archives() {
+            archive_ended_live(store)?;
+        }
         return read_applied(store);
     }
     if read_applied(store)? > 0 {
@@ -293,7 +296,6 @@ pub fn prepare(store: &dyn Store) -> Result<u64, IndexError> {
     // the next start clears again.
     store.clear(RUN_EVENTS)?;
     store.clear(CALL_RUNS)?;
-    store.clear(ARCHIVE_DUE)?;
     let mut b = Batch::default();
     b.put(META, "index_version", &INDEX_VERSION.to_string());
     b.put(META, "applied_seq", "0");
@@ -586,8 +588,8 @@ pub fn apply_with(
 /// else is never missed; ended runs leave it.
 pub struct RunCache {
     runs: HashMap<String, (String, RunState)>,
-    /// Runs ended (and marked in [`ARCHIVE_DUE`]) since the last archive.
-    ended: usize,
+    /// Runs ended since the last archive.
+    ended: Vec<String>,
     /// Ended runs that make an archive pass ([`ARCHIVE_AFTER`]).
     archive_after: usize,
 }
@@ -603,7 +605,7 @@ impl RunCache {
     pub fn archiving_after(n: usize) -> RunCache {
         RunCache {
             runs: HashMap::new(),
-            ended: 0,
+            ended: Vec::new(),
             archive_after: n.max(1),
         }
     }
@@ -645,13 +647,6 @@ pub fn apply_cached(
     }
     let runs = o.put_runs()?;
     o.put_heads();
-    let archives = store.archives();
-    for (run, _, st) in &runs {
-        if archives && st.status.is_terminal() {
-            o.batch.put(ARCHIVE_DUE, run, "");
-            cache.ended += 1;
-        }
-    }
     o.batch.put(META, "applied_seq", &last.seq.to_string());
     if let Some(at) = positions.get(records.len() - 1) {
         o.batch.put(META, "applied_at", &at.to_string());
@@ -660,50 +655,59 @@ pub fn apply_cached(
     if cache.runs.len() + runs.len() > RUN_CACHE_MAX {
         cache.runs.clear();
     }
+    let archives = store.archives();
     for (run, text, st) in runs {
         if !st.status.is_terminal() {
             cache.runs.insert(run, (text, st));
+        } else if archives {
+            cache.ended.push(run);
         }
     }
-    if cache.ended >= cache.archive_after {
-        cache.ended = 0;
-        // The apply itself is committed; an archive that fails leaves
-        // the runs live and marked, and the next pass tries again.
-        if let Err(e) = archive_ended(store) {
+    if cache.ended.len() >= cache.archive_after {
+        let ended = std::mem::take(&mut cache.ended);
+        // The apply itself is committed; an archive that fails leaves the
+        // runs live, and the next start's `prepare` tries again.
+        if let Err(e) = archive_runs(store, &ended) {
             tracing::error!(
-                "moving ended runs to the state store's archive failed ({e}); they stay live and are tried again"
+                "moving ended runs to the state store's archive failed ({e}); they stay live until the next start"
             );
         }
     }
     Ok(())
 }
 
-/// Move every run marked in [`ARCHIVE_DUE`] that is still ended — its
-/// state and its per-run event index — to the store's archive, deleting
-/// the markers in the same step. Returns how many runs moved. Called
-/// where the index is applied (the log's committing thread), so nothing
-/// writes those runs meanwhile; a run that receives an event later is
-/// read from the archive and written live again.
-pub fn archive_ended(store: &dyn Store) -> Result<usize, IndexError> {
-    let due = store.scan(ARCHIVE_DUE)?;
-    let (mut keys, mut markers) = (Vec::new(), Vec::new());
-    let mut moved = 0;
-    for (run, _) in due {
-        let ended =
-            get_json::<RunState>(store, RUNS, &run).is_none_or(|st| st.status.is_terminal());
-        if ended {
-            keys.push((RUNS.to_string(), run.clone()));
-            for (k, _) in store.scan_group(RUN_EVENTS, &run_head(&run))? {
-                keys.push((RUN_EVENTS.to_string(), k));
-            }
-            moved += 1;
+/// Move runs `ended` — each one's state and per-run event index — to
+/// the store's archive in one step. Called where the index is applied
+/// (the log's committing thread), so nothing writes those runs meanwhile;
+/// a run that receives an event later is read from the archive and
+/// written live again (whatever is archived reads as before: a run is
+/// only placed there, never changed).
+pub fn archive_runs(store: &dyn Store, ended: &[String]) -> Result<(), IndexError> {
+    let mut keys = Vec::with_capacity(ended.len() * 2);
+    for run in ended {
+        keys.push((RUNS.to_string(), run.clone()));
+        for (k, _) in store.scan_group(RUN_EVENTS, &run_head(run))? {
+            keys.push((RUN_EVENTS.to_string(), k));
         }
-        markers.push((ARCHIVE_DUE.to_string(), run));
     }
-    if !markers.is_empty() {
-        store.archive(&keys, &markers)?;
+    if !keys.is_empty() {
+        store.archive(&keys, &[])?;
     }
-    Ok(moved)
+    Ok(())
+}
+
+/// Archive the ended runs the live store still holds (a process that
+/// stopped before its next archive pass left them): what [`prepare`]
+/// does at every start. Costs what is live.
+pub fn archive_ended_live(store: &dyn Store) -> Result<usize, IndexError> {
+    let mut ended = Vec::new();
+    for (run, text) in store.scan_live(RUNS)? {
+        if serde_json::from_str::<RunState>(&text).is_ok_and(|st| st.status.is_terminal()) {
+            ended.push(run);
+        }
+    }
+    archive_runs(store, &ended)?;
+    Ok(ended.len())
 }
 
 /// The index as a backend offers it: every [`Store`] is one (its atomic
@@ -2155,7 +2159,6 @@ mod tests {
             .collect();
         assert!(live.len() <= 4, "ended runs stay live: {live:?}");
         assert!(live.contains(&"live".to_string()) && live.contains(&"r0".to_string()));
-        assert!(sled.scan_live(ARCHIVE_DUE).unwrap().len() < 2);
         let same = |s: &dyn Store| {
             for id in ids.iter().map(String::as_str).chain(["live"]) {
                 assert_eq!(
@@ -2169,8 +2172,27 @@ mod tests {
         };
         same(&sled);
         assert_eq!(run_positions(&sled, "r0").unwrap().len(), 4);
-        // Everything left moves when asked; the answers stay the same.
-        archive_ended(&sled).unwrap();
+        // What is left moves at the next start; the answers stay the same.
+        assert!(archive_ended_live(&sled).unwrap() >= 1);
+        let unended: Vec<String> = mem
+            .scan(RUNS)
+            .unwrap()
+            .into_iter()
+            .filter(|(_, v)| {
+                !serde_json::from_str::<RunState>(v)
+                    .unwrap()
+                    .status
+                    .is_terminal()
+            })
+            .map(|(k, _)| k)
+            .collect();
+        let live: Vec<String> = sled
+            .scan_live(RUNS)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(live, unended, "only runs that have not ended stay live");
         same(&sled);
         sled.flush().unwrap();
         drop(sled);

@@ -234,7 +234,7 @@ impl Host {
 
     /// Every run the store keeps live, newest first: every run that has
     /// not ended (ended runs move to the store's archive, which this does
-    /// not read: see [`index::ARCHIVE_DUE`]), and some that have.
+    /// not read: see [`index::archive_runs`]), and some that have.
     pub fn live_runs(&self) -> Vec<RunState> {
         let mut all: Vec<RunState> = index::live_json(&*self.services.store, state::RUNS);
         all.sort_by_key(|r| std::cmp::Reverse(r.started_seq));
