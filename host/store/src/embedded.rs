@@ -374,7 +374,7 @@ impl SledStore {
         Ok(())
     }
 
-    /// Write `entries` as a new segment; `None` when there are none.
+    /// Write `entries` as a new segment (registered by the caller).
     fn new_segment(
         &self,
         entries: impl IntoIterator<Item = Result<(String, String, String), StoreError>>,
@@ -438,8 +438,14 @@ impl SledStore {
             .collect();
         now.sort_by_key(|s| name(s));
         self.set_segs(now);
-        for s in old {
-            let _ = std::fs::remove_file(s.path());
+        if !old.is_empty() {
+            // The registry without them must be on disk before they go:
+            // after a crash that lost it, the old registry would name
+            // files no longer there.
+            self.db.flush()?;
+            for s in old {
+                let _ = std::fs::remove_file(s.path());
+            }
         }
         Ok(())
     }
