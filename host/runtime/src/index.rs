@@ -59,6 +59,9 @@ pub const CALL_RUNS: &str = "@call-runs";
 /// start-up, `charter runs show` without a host) would pay for every run
 /// the deployment ever ran. Runs that ended in a process that stopped
 /// before it archived them are found by [`prepare`] among the live runs.
+/// Only runs that have ended are archived: start-up resumes the runs that
+/// can go on from the live store alone ([`Store::scan_live`]).
+///
 /// Ended runs an apply thread lets accumulate before it archives them.
 pub const ARCHIVE_AFTER: usize = 256;
 /// Namespace of run leases: run → [`Lease`].
@@ -588,8 +591,9 @@ pub fn apply_with(
 /// else is never missed; ended runs leave it.
 pub struct RunCache {
     runs: HashMap<String, (String, RunState)>,
-    /// Runs ended since the last archive.
-    ended: Vec<String>,
+    /// Runs ended since the last archive (one that goes on again, after
+    /// a late event, leaves).
+    ended: std::collections::HashSet<String>,
     /// Ended runs that make an archive pass ([`ARCHIVE_AFTER`]).
     archive_after: usize,
 }
@@ -605,7 +609,7 @@ impl RunCache {
     pub fn archiving_after(n: usize) -> RunCache {
         RunCache {
             runs: HashMap::new(),
-            ended: Vec::new(),
+            ended: std::collections::HashSet::new(),
             archive_after: n.max(1),
         }
     }
@@ -658,13 +662,15 @@ pub fn apply_cached(
     let archives = store.archives();
     for (run, text, st) in runs {
         if !st.status.is_terminal() {
+            cache.ended.remove(&run);
             cache.runs.insert(run, (text, st));
         } else if archives {
-            cache.ended.push(run);
+            cache.ended.insert(run);
         }
     }
     if cache.ended.len() >= cache.archive_after {
-        let ended = std::mem::take(&mut cache.ended);
+        let mut ended: Vec<String> = std::mem::take(&mut cache.ended).into_iter().collect();
+        ended.sort_unstable();
         // The apply itself is committed; an archive that fails leaves the
         // runs live, and the next start's `prepare` tries again.
         if let Err(e) = archive_runs(store, &ended) {
@@ -2172,8 +2178,6 @@ mod tests {
         };
         same(&sled);
         assert_eq!(run_positions(&sled, "r0").unwrap().len(), 4);
-        // What is left moves at the next start; the answers stay the same.
-        assert!(archive_ended_live(&sled).unwrap() >= 1);
         let unended: Vec<String> = mem
             .scan(RUNS)
             .unwrap()
@@ -2186,18 +2190,85 @@ mod tests {
             })
             .map(|(k, _)| k)
             .collect();
-        let live: Vec<String> = sled
-            .scan_live(RUNS)
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        assert_eq!(live, unended, "only runs that have not ended stay live");
+        let live_keys = |s: &SledStore| -> Vec<String> {
+            s.scan_live(RUNS)
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        };
+        // A run that goes on (r0, after its late event) is never archived:
+        // start-up finds the runs to resume in the live store alone.
+        assert!(unended.contains(&"r0".to_string()), "{unended:?}");
+        assert!(unended.iter().all(|r| live_keys(&sled).contains(r)));
+        // What is left moves at the next start; the answers stay the same.
+        assert!(archive_ended_live(&sled).unwrap() >= 1);
+        assert_eq!(
+            live_keys(&sled),
+            unended,
+            "only runs that have not ended stay live"
+        );
         same(&sled);
         sled.flush().unwrap();
         drop(sled);
         let sled = SledStore::open(dir.path()).unwrap();
         same(&sled);
+    }
+
+    /// A run that ended and then goes on again (a late event) before the
+    /// archive pass stays live: start-up resumes from the live store.
+    #[test]
+    fn a_run_that_goes_on_again_is_not_archived() {
+        let started = |id: &str| {
+            ev(json!({"type": "run-started", "run": id, "workflow": "w",
+                "workflow_digest": "sha256:00", "input": {}, "first": "s"}))
+        };
+        let finished =
+            |id: &str| ev(json!({"type": "run-finished", "run": id, "status": "completed"}));
+        let attempt = ev(
+            json!({"type": "step-attempt", "run": "a", "step": "s", "attempt": 2,
+            "plugin": "p", "input": {}, "outcome": "failed", "error": "x",
+            "failure": "retryable", "retry_at_ms": 5, "duration_us": 1}),
+        );
+        let rs = recs(vec![
+            started("a"),
+            finished("a"),
+            attempt,
+            started("b"),
+            finished("b"),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let sled = SledStore::open(dir.path()).unwrap();
+        prepare(&sled).unwrap();
+        let mut cache = RunCache::archiving_after(2);
+        for (i, r) in rs.iter().enumerate() {
+            apply_cached(
+                &sled,
+                std::slice::from_ref(r),
+                &[i as u64],
+                &|_, _| None,
+                &mut cache,
+            )
+            .unwrap();
+        }
+        let a: RunState = get_json(&sled, RUNS, "a").unwrap();
+        assert!(!a.status.is_terminal(), "{:?}", a.status);
+        let live = || -> Vec<String> {
+            sled.scan_live(RUNS)
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        };
+        // `a` ended and went on before a pass: it left the ended runs, so
+        // the pass is not due yet, and `a` is never archived.
+        assert_eq!(live(), ["a", "b"]);
+        archive_ended_live(&sled).unwrap();
+        assert_eq!(
+            live(),
+            ["a"],
+            "the run that goes on stays live, the ended one moves"
+        );
     }
 
     #[test]
