@@ -230,7 +230,7 @@ impl SledStore {
     /// directory's lock, so the only other holder of sled's own file lock
     /// can be a store of this process that was just dropped while one of
     /// sled's background threads still finishes with it: a refused lock is
-    /// tried again for up to [`RELEASE_WAIT`].
+    /// tried again for up to `RELEASE_WAIT`.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
         recover(dir)?;
         let mut db = open_sled(dir)?;

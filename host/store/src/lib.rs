@@ -3,8 +3,10 @@
 //! The store holds each plugin's private key-value namespace and the
 //! host's indexes (proposals, runs, the per-run event index, run leases),
 //! all derived from the event log except the leases. sled 0.34 is the
-//! embedded backend ([`SledStore`]); [`MemStore`] serves tests and
-//! benchmarks. Both pass one conformance suite (`tests::conformance`).
+//! embedded backend ([`SledStore`]), which keeps what no longer changes in
+//! immutable archive segments ([`segment`], [`Store::archive`]) so its
+//! open costs what is live; [`MemStore`] serves tests and benchmarks. Both
+//! pass one conformance suite ([`conformance`]).
 //! The trait is the seam where a shared backend can serve several host
 //! nodes later.
 //!

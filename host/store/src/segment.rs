@@ -578,7 +578,7 @@ pub fn sync_dir(path: &Path) -> Result<(), StoreError> {
 }
 
 /// Merge segments, newest last: for a key in several, the newest's
-/// value; `keep` filters entries out. Sorted as [`write`] wants.
+/// value; `keep` filters entries out. Sorted as [`write()`] wants.
 pub fn merged<'a>(
     segs: &'a [std::sync::Arc<Segment>],
     keep: &'a dyn Fn(&str, &str) -> bool,
