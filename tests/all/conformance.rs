@@ -15,23 +15,6 @@ use crate::support::*;
 
 const LANGS: [&str; 4] = ["rust", "python", "js", "c"];
 
-/// A language's build of `name` (plugins/build.sh makes them all).
-fn build_of(lang: &str, name: &str) -> PathBuf {
-    if lang == "rust" {
-        return fixture(name);
-    }
-    let p = root()
-        .join("target/plugins")
-        .join(lang)
-        .join(format!("{name}.wasm"));
-    assert!(
-        p.exists(),
-        "{} is missing: run plugins/build.sh first (it builds plugins/{lang}/{name})",
-        p.display()
-    );
-    p
-}
-
 /// One compile cache for the whole suite: a Python or JavaScript component
 /// compiles once, later hosts load the cached artifact.
 fn shared_cache() -> PathBuf {
@@ -101,7 +84,7 @@ fn deployment_for(lang: &str, cases: &[Case], dir: &Path) -> charter_config::Dep
         toml.push_str(&format!(
             "[plugins.{}]\npath = \"{}\"\ngroups = [{}]\nlimits = {{ {} }}\n",
             case.name,
-            build_of(lang, plugin).display(),
+            language_build(lang, plugin).display(),
             groups.join(", "),
             limits.join(", ")
         ));
@@ -282,7 +265,7 @@ fn conformance_c() {
 #[test]
 fn inspect_separates_capabilities_from_the_wasi_baseline() {
     for lang in LANGS {
-        let path = build_of(lang, "refund-triage");
+        let path = language_build(lang, "refund-triage");
         let out = charter(
             &["inspect", path.to_str().unwrap(), "--json"],
             Path::new("/"),
@@ -363,7 +346,7 @@ fn big_component_compiles_once_without_blocking_other_calls() {
              [plugins.big]\npath = \"{}\"\ngroups = [\"kv-read\", \"llm\", \"logging\"]\n\
              [plugins.small]\npath = \"{}\"\ngroups = [\"kv-read\", \"kv-write\", \"logging\"]\n",
             dir.join("data").display(),
-            build_of("python", "refund-triage").display(),
+            language_build("python", "refund-triage").display(),
             fixture("fx-echo").display(),
         );
         charter_config::Deployment::parse(

@@ -731,15 +731,7 @@ knowledge = ["docs", "bad"]
     assert_eq!(want["passages"].as_array().map(Vec::len), Some(4), "{want}");
     drop(rust);
     for lang in ["python", "js", "c"] {
-        let wasm = root()
-            .join("target/plugins")
-            .join(lang)
-            .join("knowledge.wasm");
-        assert!(
-            wasm.exists(),
-            "{} is missing: run plugins/build.sh first",
-            wasm.display()
-        );
+        let wasm = language_build(lang, "knowledge");
         let data = tempfile::tempdir().unwrap();
         let text = format!(
             "[deployment]\nname = \"t\"\nphase = 3\ndata_dir = \"{}\"\n{toml}\n[plugins.searcher]\npath = \"{}\"\ngroups = [\"search\"]\n",

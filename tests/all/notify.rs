@@ -755,12 +755,7 @@ fn every_language_notifies_a_granted_inbox_and_is_refused_an_ungranted_channel()
     let rt = rt();
     let (port, got) = rt.block_on(webhook(Answer::Ok));
     for lang in ["python", "js", "c"] {
-        let wasm = root().join("target/plugins").join(lang).join("notify.wasm");
-        assert!(
-            wasm.exists(),
-            "{} is missing: run plugins/build.sh first",
-            wasm.display()
-        );
+        let wasm = language_build(lang, "notify");
         let dir = tempfile::tempdir().unwrap();
         let toml = format!(
             "[deployment]\nname = \"t\"\nphase = 4\ndata_dir = \"{}\"\n{}\n[groups.logging]\ncapabilities = [\"charter:host/log.write\"]\n[plugins.notifier]\npath = \"{}\"\ngroups = [\"notify\", \"logging\"]\n",

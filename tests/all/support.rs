@@ -28,6 +28,24 @@ pub fn fixture(name: &str) -> PathBuf {
     p
 }
 
+/// A language's build of fixture `name` ("rust", "python", "js", "c"):
+/// plugins/build.sh makes them all.
+pub fn language_build(lang: &str, name: &str) -> PathBuf {
+    if lang == "rust" {
+        return fixture(name);
+    }
+    let p = root()
+        .join("target/plugins")
+        .join(lang)
+        .join(format!("{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} is missing: run plugins/build.sh first (it builds plugins/{lang}/{name})",
+        p.display()
+    );
+    p
+}
+
 /// Groups used by most tests.
 pub const GROUPS: &str = r#"
 [groups.logging]
