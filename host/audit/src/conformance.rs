@@ -79,6 +79,7 @@ pub fn suite<L: Log, F: Fn(u64, OnCommit) -> Result<L, LogError>>(fresh: impl Fn
     a_failed_guard_refuses_its_batch_alone(&fresh());
     a_panicking_callback_does_not_stop_the_log(&fresh());
     a_failing_callback_stops_the_log_until_reopened(&fresh());
+    an_acknowledged_append_is_applied(&fresh());
 }
 
 pub fn append_read_filter_tail<L: Log>(open: Open<'_, L>) {
@@ -306,4 +307,39 @@ pub fn a_failing_callback_stops_the_log_until_reopened<L: Log>(open: Open<'_, L>
         vec![2]
     );
     assert_eq!(log.append_blocking(vec![kv("p", 3)]).unwrap(), 3);
+}
+
+/// Whoever gets an append's seq back can read it through the index: the
+/// callback has every record of that append before the acknowledgement,
+/// with many appenders at once (the file log applies on its own thread,
+/// one round behind the writer).
+pub fn an_acknowledged_append_is_applied<L: Log>(open: Open<'_, L>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let applied = Arc::new(AtomicU64::new(0));
+    let a = applied.clone();
+    let log = open(
+        0,
+        Box::new(move |records, _| {
+            // Slow enough that rounds queue up behind it.
+            std::thread::sleep(std::time::Duration::from_micros(200));
+            let last = records.last().map_or(0, |r| r.seq);
+            a.fetch_max(last, Ordering::SeqCst);
+            Ok(())
+        }),
+    )
+    .unwrap();
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let (log, applied) = (&log, &applied);
+            scope.spawn(move || {
+                for i in 0..25 {
+                    let seq = log.append_blocking(vec![kv("p", t * 100 + i)]).unwrap();
+                    let seen = applied.load(Ordering::SeqCst);
+                    assert!(seen >= seq, "seq {seq} acknowledged, only {seen} applied");
+                }
+            });
+        }
+    });
+    assert_eq!(log.last_seq(), 200);
+    assert_eq!(applied.load(Ordering::SeqCst), 200);
 }

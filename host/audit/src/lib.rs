@@ -296,12 +296,16 @@ pub(crate) fn run_guard(guard: Guard) -> Result<(), String> {
 }
 
 /// Called with committed records and their positions (byte offsets of
-/// their frames, for [`read_positions`]), in log order, while the
-/// committing thread holds the writer: the derived indexes are kept by
-/// this callback. An `Err` stops the log: the records are on disk, but
-/// every append from then on fails with that error (the index could no
-/// longer be trusted to follow the log); whoever opens the log next hands
-/// the callback every record after the index's last applied one again.
+/// their frames, for [`read_positions`]), in log order, once they are on
+/// disk and before they are acknowledged: the derived indexes are kept by
+/// this callback. The file log calls it on its own applying thread, so
+/// the next round is encoded, written and synced while this one is
+/// applied. An `Err` stops the log: the records are on disk (and so may
+/// be the next round's, written meanwhile and refused to its appenders),
+/// but every append from then on fails with that error (the index could
+/// no longer be trusted to follow the log); whoever opens the log next
+/// hands the callback every record after the index's last applied one
+/// again.
 /// A panic in the callback is caught and logged; it stops nothing and
 /// poisons no lock (the callback must notice the gap itself: the
 /// runtime's index refuses records that do not follow its last one).
@@ -383,8 +387,8 @@ struct Shared {
     queue: Mutex<Queue>,
     writer: Mutex<Writer>,
     positions: RwLock<Positions>,
-    /// The last committed seq, for subscribers.
-    tail: tokio::sync::watch::Sender<u64>,
+    /// The last committed and applied seq, for subscribers.
+    tail: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 #[derive(Default)]
@@ -400,9 +404,23 @@ struct Writer {
     prev: [u8; 32],
     /// The file's length: where the next frame goes.
     end: u64,
-    on_commit: OnCommit,
+    /// Rounds on disk, to the applying thread (`apply_rounds`), which
+    /// hands them to the commit callback and then acknowledges them.
+    /// Bounded: the writer runs at most one round ahead of the index.
+    applier: std::sync::mpsc::SyncSender<Written>,
     sync: bool,
     failed: Option<String>,
+    /// Set by the applying thread when the callback failed: nothing more
+    /// is written.
+    apply_failed: Arc<Mutex<Option<String>>>,
+}
+
+/// One round on disk, waiting for the commit callback.
+struct Written {
+    records: Vec<Record>,
+    at: Vec<u64>,
+    acks: Vec<(u64, Reply)>,
+    seq: u64,
 }
 
 #[derive(Default)]
@@ -569,6 +587,16 @@ impl EventLog {
         drop(replay);
         positions.last_seq = tail.seq;
         positions.end = tail.len;
+        let tail_tx = Arc::new(tokio::sync::watch::Sender::new(tail.seq));
+        let apply_failed = Arc::new(Mutex::new(None));
+        let (applier, written) = std::sync::mpsc::sync_channel(1);
+        {
+            let (failed, tail_tx, p) = (apply_failed.clone(), tail_tx.clone(), path.to_owned());
+            std::thread::Builder::new()
+                .name("charter-applier".into())
+                .spawn(move || apply_rounds(written, on_commit, &failed, &tail_tx, &p))
+                .map_err(io)?;
+        }
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             writer: Mutex::new(Writer {
@@ -576,12 +604,13 @@ impl EventLog {
                 seq: tail.seq,
                 prev: tail.hash,
                 end: tail.len,
-                on_commit,
+                applier,
                 sync,
                 failed: None,
+                apply_failed,
             }),
             positions: RwLock::new(positions),
-            tail: tokio::sync::watch::Sender::new(tail.seq),
+            tail: tail_tx,
         });
         let log = EventLog {
             shared,
@@ -961,9 +990,11 @@ fn rounds(shared: &Shared, path: &Path, counters: &Counters) -> bool {
 
 impl Writer {
     /// Encode every batch (refusing, alone, a batch the log cannot take),
-    /// write the round, one `fdatasync`, apply, acknowledge. After a write
-    /// failure nothing more is written (later frames would chain onto
-    /// frames that may not exist).
+    /// write the round, one `fdatasync`, then hand it to the applying
+    /// thread, which applies and acknowledges it while the next round is
+    /// written. After a write failure, or a failure of the callback,
+    /// nothing more is written (later frames would chain onto frames that
+    /// may not exist; an index that failed no longer follows the log).
     ///
     /// Longer than most functions here because encoding, writing and
     /// acknowledging share the round's marks; split, they would pass them
@@ -975,6 +1006,9 @@ impl Writer {
         counters: &Counters,
         shared: &Shared,
     ) {
+        if self.failed.is_none() {
+            self.failed = lock(&self.apply_failed).clone();
+        }
         if let Some(e) = &self.failed {
             for (_, _, reply) in batch {
                 let _ = reply.send(Err(Nack::Io(e.clone())));
@@ -1082,19 +1116,63 @@ impl Writer {
             }
             (p.last_seq, p.end) = (seq, self.end);
         }
-        shared.tail.send_replace(seq);
-        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            (self.on_commit)(&committed, &at)
-        }));
+        let round = Written {
+            records: committed,
+            at,
+            acks,
+            seq,
+        };
+        if let Err(std::sync::mpsc::SendError(round)) = self.applier.send(round) {
+            // The applying thread is gone (it panicked outside the
+            // callback): nothing can keep the index now.
+            let e = "the event log's applying thread stopped".to_string();
+            tracing::error!(path = %path.display(), "event log: {e}");
+            self.failed = Some(e.clone());
+            for (_, reply) in round.acks {
+                let _ = reply.send(Err(Nack::Io(e.clone())));
+            }
+        }
+    }
+}
+
+/// The applying thread: each round on disk goes to the commit callback,
+/// then its appenders are acknowledged, in log order. Runs until the
+/// writer (and with it the sending side) is dropped, then drops the
+/// callback and with it whatever index it keeps.
+fn apply_rounds(
+    rounds: std::sync::mpsc::Receiver<Written>,
+    mut on_commit: OnCommit,
+    failed: &Mutex<Option<String>>,
+    tail: &tokio::sync::watch::Sender<u64>,
+    path: &Path,
+) {
+    for round in rounds {
+        let Written {
+            records,
+            at,
+            acks,
+            seq,
+        } = round;
+        if let Some(e) = lock(failed).clone() {
+            // Written after the callback failed on an earlier round: on
+            // disk, never applied, refused (the next open re-applies it).
+            for (_, reply) in acks {
+                let _ = reply.send(Err(Nack::Io(e.clone())));
+            }
+            continue;
+        }
+        let applied =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_commit(&records, &at)));
+        tail.send_replace(seq);
         match applied {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::error!(path = %path.display(), "event log: the index could not apply seq ..={seq}: {e}");
-                self.failed = Some(e.clone());
+                *lock(failed) = Some(e.clone());
                 for (_, reply) in acks {
                     let _ = reply.send(Err(Nack::Io(e.clone())));
                 }
-                return;
+                continue;
             }
             Err(panic) => {
                 let what = panic
@@ -1234,5 +1312,92 @@ mod tests {
         let log = EventLog::open(&path).unwrap();
         assert_eq!(log.append_blocking(vec![ev(3)]).unwrap(), 1);
         assert!(verify(&path).unwrap().ok());
+    }
+
+    /// The writer runs one round ahead of the commit callback: a round is
+    /// written and synced while the one before it is being applied, and
+    /// neither is acknowledged before the callback has it. When that
+    /// callback fails, the round written meanwhile is refused to its
+    /// appender too, nothing more is written, and the next open re-applies
+    /// both.
+    #[test]
+    fn the_next_round_is_written_while_one_is_applied() {
+        let _guard = crate::log_tests::no_spawning();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOG_FILE);
+        let (entered_tx, entered) = std::sync::mpsc::channel::<u64>();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let release_rx = Mutex::new(release_rx);
+        let log = EventLog::open_with(
+            &path,
+            0,
+            Box::new(move |records, _| {
+                let _ = entered_tx.send(records[0].seq);
+                if records[0].seq == 1 {
+                    let _ = lock(&release_rx).recv();
+                    return Err("index write failed (test)".into());
+                }
+                Ok(())
+            }),
+            true,
+        )
+        .unwrap();
+        let first = {
+            let log = log.clone();
+            std::thread::spawn(move || log.append_blocking(vec![ev(1)]))
+        };
+        assert_eq!(entered.recv().unwrap(), 1, "round 1 reached the callback");
+        let second = {
+            let log = log.clone();
+            std::thread::spawn(move || log.append_blocking(vec![ev(2)]))
+        };
+        // Round 2 reaches the disk while round 1 is still being applied.
+        let started = std::time::Instant::now();
+        while log.last_seq() < 2 {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "round 2 was not written while round 1 was applied"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(
+            !first.is_finished() && !second.is_finished(),
+            "acknowledged before applied"
+        );
+        release.send(()).unwrap();
+        for append in [first, second] {
+            let err = append.join().unwrap().unwrap_err().to_string();
+            assert!(err.contains("index write failed"), "{err}");
+        }
+        let err = log.append_blocking(vec![ev(3)]).unwrap_err().to_string();
+        assert!(
+            err.contains("index write failed"),
+            "the log stays stopped: {err}"
+        );
+        drop(log);
+        assert_eq!(
+            read_records(&path)
+                .unwrap()
+                .iter()
+                .map(|r| r.seq)
+                .collect::<Vec<_>>(),
+            vec![1, 2],
+            "nothing written after the failure was noticed"
+        );
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let log = EventLog::open_with(
+            &path,
+            0,
+            Box::new(move |records, _| {
+                lock(&s).extend(records.iter().map(|r| r.seq));
+                Ok(())
+            }),
+            true,
+        )
+        .unwrap();
+        assert_eq!(*lock(&seen), vec![1, 2], "both rounds re-applied at open");
+        assert_eq!(log.append_blocking(vec![ev(3)]).unwrap(), 3);
+        assert_eq!(*lock(&seen), vec![1, 2, 3]);
     }
 }
