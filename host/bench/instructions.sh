@@ -21,6 +21,14 @@
 # on the machines we run on): the script prints how much of the governed
 # step that is.
 #
+# One count is left out of every run: sled's thread pool starts its
+# workers with a spin lock (`sled::lazy::Lazy::deref`) that the starting
+# thread holds while it spawns them. Natively that spin lasts microseconds,
+# once per process; under valgrind, which runs one thread at a time, each
+# spinning worker burns its whole time slice, and how many slices it gets
+# varies from run to run: 5M to 360M instructions in the two workflow runs
+# of one sitting, more than the whole difference being measured.
+#
 # The last line is `governed/raw cold step instructions: X.XX`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -44,7 +52,8 @@ if [ "${1:-}" = "--smoke" ]; then
 fi
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
 
-# Whole-process instructions of one run of variant $1 with $2 units.
+# Whole-process instructions of one run of variant $1 with $2 units, less
+# sled's start-up spin (above).
 count() {
     local f="$work/cg.$1.$2"
     CHARTER_BENCH_VARIANT=$1 CHARTER_BENCH_N=$2 valgrind --tool=callgrind \
@@ -53,7 +62,11 @@ count() {
         tail -20 "$work/err.$1.$2" >&2
         exit 1
     }
-    awk '/^(summary|totals):/ { print $2; exit }' "$f"
+    local total spin
+    total=$(awk '/^(summary|totals):/ { print $2; exit }' "$f")
+    spin=$(callgrind_annotate --inclusive=no --threshold=100 --auto=no "$f" 2>/dev/null |
+        awk '/sled::lazy::Lazy<T,F> as core::ops::deref::Deref>::deref/ { gsub(",", "", $1); s += $1 } END { print s + 0 }')
+    echo $((total - spin))
 }
 
 # Instructions per unit of variant $1 between N1=$2 and N2=$3.

@@ -14,7 +14,10 @@
 //! and runs driven with the host up against the in-process benchmark);
 //! `CHARTER_BENCH_PG_ONLY=1` only the PostgreSQL log beside the file log
 //! (`pg.rs`); `CHARTER_BENCH_MCP_ONLY=1` only agent tool calls over MCP,
-//! stdio and HTTP, beside `charter call` (`mcp.rs`).
+//! stdio and HTTP, beside `charter call` (`mcp.rs`);
+//! `CHARTER_BENCH_DURABLE_ONLY=1` only the durable lines (audited steps
+//! with group commit, with and without `fdatasync`, and 3-step workflow
+//! runs), for comparing two builds in one sitting.
 //!
 //! A "cold step" is what a workflow step costs: a fresh instance from a
 //! pre-linked `InstancePre`, one `run` call with three host calls (log.write,
@@ -285,6 +288,10 @@ fn main() -> Result<()> {
         // Only the PostgreSQL log beside the file log (see `pg.rs`).
         return pg::report(iters);
     }
+    if std::env::var_os("CHARTER_BENCH_DURABLE_ONLY").is_some() {
+        // Only the durable lines: steps and workflow runs with group commit.
+        return durable_report(&echo, iters).map(|_| ());
+    }
     if std::env::var_os("CHARTER_BENCH_SERVICE_ONLY").is_some() {
         // Only charter up under load (see `service.rs`).
         return service::report(&echo, service_runs(iters), None);
@@ -454,48 +461,10 @@ limits = {{ max_host_calls = {cedar_cap} }}
     mcp::report(&echo, iters)?;
     pg::report(iters)?;
 
-    // Durable audited steps: many steps in flight, each step's events
-    // (calls, kv write, the step) committed with group commit before the
-    // step returns.
-    let durable = durable_steps(&echo, iters.max(2000) * 4, true)?;
-    let nosync = durable_steps(&echo, iters.max(2000) * 4, false)?;
-    println!(
-        "{:<44} {:>8.0} steps/s ({} steps, {} in flight, {:.1} events and {:.1} steps per fdatasync)",
-        "durable audited steps (group commit)",
-        durable.0,
-        durable.1,
-        durable.2,
-        durable.3,
-        durable.4
-    );
-    println!(
-        "{:<44} {:>8.2} us median (one step at a time: one fdatasync each)",
-        "durable audited step latency", durable.5
-    );
-    println!(
-        "{:<44} {:>8.0} steps/s (same load, log written without fdatasync: the CPU bound)",
-        "audited steps, no fdatasync", nosync.0
-    );
-
-    // Durable workflow runs: 3 trivial steps each, many runs in flight,
-    // state in sled, every step's events group-committed before the run
-    // moves on.
-    let wf = durable_workflows(&echo, (iters.max(2000) * 2) / 3, 128)?;
-    println!(
-        "{:<44} {:>8.0} steps/s ({} runs of 3 steps, {} in flight, {:.1} steps per fdatasync; target >= 10000)",
-        "durable workflow steps (3-step runs)",
-        wf.steps_per_s,
-        wf.runs,
-        wf.in_flight,
-        wf.steps_per_sync
-    );
-    println!(
-        "{:<44} p50 {:.2} ms, p99 {:.2} ms under that load; {:.2} ms alone",
-        "workflow run latency (start to completed)", wf.p50_ms, wf.p99_ms, wf.alone_ms
-    );
+    let wf = durable_report(&echo, iters)?;
     // The same workflow with the host up: webhook-started runs, and runs
     // started through the API and driven by the host.
-    service::report(&echo, service_runs(iters), Some(wf.steps_per_s))?;
+    service::report(&echo, service_runs(iters), Some(wf))?;
 
     // How the per-run operations scale with the log (CHARTER_BENCH_BIG=1
     // adds a log of 1,000,000 events).
@@ -522,6 +491,52 @@ fn service_runs(iters: usize) -> usize {
 }
 
 /// (steps/s, steps, in flight, events per fsync, steps per fsync, sequential µs)
+/// The durable lines: audited steps with group commit (and without
+/// `fdatasync`, the CPU bound), then 3-step workflow runs. Returns the
+/// workflow's steps per second.
+fn durable_report(echo: &Path, iters: usize) -> Result<f64> {
+    // Durable audited steps: many steps in flight, each step's events
+    // (calls, kv write, the step) committed with group commit before the
+    // step returns.
+    let durable = durable_steps(echo, iters.max(2000) * 4, true)?;
+    let nosync = durable_steps(echo, iters.max(2000) * 4, false)?;
+    println!(
+        "{:<44} {:>8.0} steps/s ({} steps, {} in flight, {:.1} events and {:.1} steps per fdatasync)",
+        "durable audited steps (group commit)",
+        durable.0,
+        durable.1,
+        durable.2,
+        durable.3,
+        durable.4
+    );
+    println!(
+        "{:<44} {:>8.2} us median (one step at a time: one fdatasync each)",
+        "durable audited step latency", durable.5
+    );
+    println!(
+        "{:<44} {:>8.0} steps/s (same load, log written without fdatasync: the CPU bound)",
+        "audited steps, no fdatasync", nosync.0
+    );
+
+    // Durable workflow runs: 3 trivial steps each, many runs in flight,
+    // state in sled, every step's events group-committed before the run
+    // moves on.
+    let wf = durable_workflows(echo, (iters.max(2000) * 2) / 3, 128)?;
+    println!(
+        "{:<44} {:>8.0} steps/s ({} runs of 3 steps, {} in flight, {:.1} steps per fdatasync; target >= 10000)",
+        "durable workflow steps (3-step runs)",
+        wf.steps_per_s,
+        wf.runs,
+        wf.in_flight,
+        wf.steps_per_sync
+    );
+    println!(
+        "{:<44} p50 {:.2} ms, p99 {:.2} ms under that load; {:.2} ms alone",
+        "workflow run latency (start to completed)", wf.p50_ms, wf.p99_ms, wf.alone_ms
+    );
+    Ok(wf.steps_per_s)
+}
+
 pub(crate) fn durable_steps(
     echo: &Path,
     steps: usize,
