@@ -266,6 +266,11 @@ pub(crate) fn bench_host(
     Ok(Host::new(deployment, options)?)
 }
 
+/// The allocator the `charter` binary uses (see host/cli/src/main.rs):
+/// both sides of every ratio here run on it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<()> {
     let iters: usize = std::env::var("CHARTER_BENCH_ITERS")
         .ok()
