@@ -366,18 +366,22 @@ impl Positions {
 
 /// The append side, with group commit. An appender that finds no commit
 /// in progress leads one round itself: it writes everything queued, issues
-/// one `fdatasync` and acknowledges — an uncontended append costs no thread
-/// hand-off. Appenders arriving meanwhile only queue (and wait
+/// one `fdatasync`, applies and acknowledges — an uncontended append costs
+/// no thread hand-off. Appenders arriving meanwhile only queue (and wait
 /// asynchronously); if anything is queued after the round, the leader hands
 /// the lead to the committer thread, which runs rounds until the queue is
 /// empty, so under load no caller's thread is held in `fdatasync` and each
-/// round's one sync covers everything that arrived during the last.
+/// round's one sync covers everything that arrived during the last. Under
+/// load a written round goes to the applying thread, which hands it to
+/// the commit callback and acknowledges it while the next round is
+/// written: the disk's wait and the index's work overlap.
 #[derive(Clone)]
 pub struct EventLog {
     shared: Arc<Shared>,
     /// Hand-off flag and its condvar; the committer thread holds only this
     /// (and a weak reference to `shared`), so dropping the last handle
-    /// closes the file and releases the index store at once.
+    /// closes the file at once (and the applying thread, which finishes
+    /// what it was given, then drops the callback with its index).
     handoff: Arc<(Mutex<bool>, std::sync::Condvar)>,
     path: PathBuf,
     counters: Arc<Counters>,
@@ -387,8 +391,8 @@ struct Shared {
     queue: Mutex<Queue>,
     writer: Mutex<Writer>,
     positions: RwLock<Positions>,
-    /// The last committed and applied seq, for subscribers.
-    tail: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The commit callback's side, shared with the applying thread.
+    applier: Arc<Applier>,
 }
 
 #[derive(Default)]
@@ -404,15 +408,30 @@ struct Writer {
     prev: [u8; 32],
     /// The file's length: where the next frame goes.
     end: u64,
-    /// Rounds on disk, to the applying thread (`apply_rounds`), which
-    /// hands them to the commit callback and then acknowledges them.
-    /// Bounded: the writer runs at most one round ahead of the index.
-    applier: std::sync::mpsc::SyncSender<Written>,
+    /// Rounds on disk, to the applying thread (`apply_rounds`), when
+    /// other appenders wait: it applies and acknowledges them while the
+    /// next round is written. Bounded: the writer runs at most one round
+    /// ahead of the index.
+    to_applier: std::sync::mpsc::SyncSender<Written>,
+    applier: Arc<Applier>,
     sync: bool,
     failed: Option<String>,
-    /// Set by the applying thread when the callback failed: nothing more
-    /// is written.
-    apply_failed: Arc<Mutex<Option<String>>>,
+}
+
+/// The commit callback and what goes with it: used by the writer itself
+/// for a round nobody else waits behind (no thread hand-off), and by the
+/// applying thread under load. Rounds reach it in log order either way:
+/// the writer applies inline only when no round is in flight.
+struct Applier {
+    on_commit: Mutex<OnCommit>,
+    /// Set when the callback failed: nothing more is written, and rounds
+    /// written meanwhile are refused.
+    failed: Mutex<Option<String>>,
+    /// Rounds sent to the applying thread and not yet acknowledged.
+    in_flight: AtomicU64,
+    /// The last committed and applied seq, for subscribers.
+    tail: tokio::sync::watch::Sender<u64>,
+    path: PathBuf,
 }
 
 /// One round on disk, waiting for the commit callback.
@@ -587,14 +606,19 @@ impl EventLog {
         drop(replay);
         positions.last_seq = tail.seq;
         positions.end = tail.len;
-        let tail_tx = Arc::new(tokio::sync::watch::Sender::new(tail.seq));
-        let apply_failed = Arc::new(Mutex::new(None));
-        let (applier, written) = std::sync::mpsc::sync_channel(1);
+        let applier = Arc::new(Applier {
+            on_commit: Mutex::new(on_commit),
+            failed: Mutex::new(None),
+            in_flight: AtomicU64::new(0),
+            tail: tokio::sync::watch::Sender::new(tail.seq),
+            path: path.to_owned(),
+        });
+        let (to_applier, written) = std::sync::mpsc::sync_channel(1);
         {
-            let (failed, tail_tx, p) = (apply_failed.clone(), tail_tx.clone(), path.to_owned());
+            let applier = applier.clone();
             std::thread::Builder::new()
                 .name("charter-applier".into())
-                .spawn(move || apply_rounds(written, on_commit, &failed, &tail_tx, &p))
+                .spawn(move || apply_rounds(written, &applier))
                 .map_err(io)?;
         }
         let shared = Arc::new(Shared {
@@ -604,13 +628,13 @@ impl EventLog {
                 seq: tail.seq,
                 prev: tail.hash,
                 end: tail.len,
-                applier,
+                to_applier,
+                applier: applier.clone(),
                 sync,
                 failed: None,
-                apply_failed,
             }),
             positions: RwLock::new(positions),
-            tail: tail_tx,
+            applier,
         });
         let log = EventLog {
             shared,
@@ -783,7 +807,7 @@ impl EventLog {
 
     /// A watch of the last committed seq (changes after each commit).
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.shared.tail.subscribe()
+        self.shared.applier.tail.subscribe()
     }
 
     /// The records from `from` on that `filter` matches, with their
@@ -1007,7 +1031,7 @@ impl Writer {
         shared: &Shared,
     ) {
         if self.failed.is_none() {
-            self.failed = lock(&self.apply_failed).clone();
+            self.failed = lock(&self.applier.failed).clone();
         }
         if let Some(e) = &self.failed {
             for (_, _, reply) in batch {
@@ -1122,9 +1146,20 @@ impl Writer {
             acks,
             seq,
         };
-        if let Err(std::sync::mpsc::SendError(round)) = self.applier.send(round) {
+        // Nobody waits behind this round and nothing is in flight: apply
+        // it here (the writer is held, so no round can overtake it).
+        // Otherwise the applying thread takes it and the next round is
+        // written meanwhile.
+        let waiting = !lock(&shared.queue).pending.is_empty();
+        if !waiting && self.applier.in_flight.load(Ordering::SeqCst) == 0 {
+            self.applier.apply(round);
+            return;
+        }
+        self.applier.in_flight.fetch_add(1, Ordering::SeqCst);
+        if let Err(std::sync::mpsc::SendError(round)) = self.to_applier.send(round) {
             // The applying thread is gone (it panicked outside the
             // callback): nothing can keep the index now.
+            self.applier.in_flight.fetch_sub(1, Ordering::SeqCst);
             let e = "the event log's applying thread stopped".to_string();
             tracing::error!(path = %path.display(), "event log: {e}");
             self.failed = Some(e.clone());
@@ -1135,44 +1170,49 @@ impl Writer {
     }
 }
 
-/// The applying thread: each round on disk goes to the commit callback,
-/// then its appenders are acknowledged, in log order. Runs until the
-/// writer (and with it the sending side) is dropped, then drops the
-/// callback and with it whatever index it keeps.
-fn apply_rounds(
-    rounds: std::sync::mpsc::Receiver<Written>,
-    mut on_commit: OnCommit,
-    failed: &Mutex<Option<String>>,
-    tail: &tokio::sync::watch::Sender<u64>,
-    path: &Path,
-) {
+/// The applying thread: each round sent to it goes to the commit
+/// callback, then its appenders are acknowledged, in log order. Runs
+/// until the writer (and with it the sending side) is dropped.
+fn apply_rounds(rounds: std::sync::mpsc::Receiver<Written>, applier: &Applier) {
     for round in rounds {
+        applier.apply(round);
+        applier.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Applier {
+    /// Hand one round on disk to the commit callback, then acknowledge its
+    /// appenders (or refuse them, the callback having failed).
+    fn apply(&self, round: Written) {
         let Written {
             records,
             at,
             acks,
             seq,
         } = round;
-        if let Some(e) = lock(failed).clone() {
+        let path = self.path.display();
+        if let Some(e) = lock(&self.failed).clone() {
             // Written after the callback failed on an earlier round: on
             // disk, never applied, refused (the next open re-applies it).
             for (_, reply) in acks {
                 let _ = reply.send(Err(Nack::Io(e.clone())));
             }
-            continue;
+            return;
         }
-        let applied =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_commit(&records, &at)));
-        tail.send_replace(seq);
+        let applied = {
+            let mut on_commit = lock(&self.on_commit);
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (*on_commit)(&records, &at)))
+        };
+        self.tail.send_replace(seq);
         match applied {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                tracing::error!(path = %path.display(), "event log: the index could not apply seq ..={seq}: {e}");
-                *lock(failed) = Some(e.clone());
+                tracing::error!(path = %path, "event log: the index could not apply seq ..={seq}: {e}");
+                *lock(&self.failed) = Some(e.clone());
                 for (_, reply) in acks {
                     let _ = reply.send(Err(Nack::Io(e.clone())));
                 }
-                continue;
+                return;
             }
             Err(panic) => {
                 let what = panic
@@ -1180,7 +1220,7 @@ fn apply_rounds(
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                tracing::error!(path = %path.display(), "event log: the commit callback panicked on seq ..={seq} ({what}); the records are on disk and the log goes on");
+                tracing::error!(path = %path, "event log: the commit callback panicked on seq ..={seq} ({what}); the records are on disk and the log goes on");
             }
         }
         for (s, reply) in acks {
@@ -1342,15 +1382,35 @@ mod tests {
             true,
         )
         .unwrap();
+        // Round 1's precondition holds it until round 2's appender waits
+        // in the queue: a round with others waiting behind it goes to the
+        // applying thread (alone, the writer would apply it itself).
+        let (in_guard_tx, in_guard) = std::sync::mpsc::channel::<()>();
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
         let first = {
             let log = log.clone();
-            std::thread::spawn(move || log.append_blocking(vec![ev(1)]))
+            std::thread::spawn(move || {
+                let guard: Guard = Box::new(move || {
+                    let _ = in_guard_tx.send(());
+                    let _ = go_rx.recv();
+                    Ok(())
+                });
+                tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap()
+                    .block_on(log.append_guarded(vec![ev(1)], guard))
+            })
         };
-        assert_eq!(entered.recv().unwrap(), 1, "round 1 reached the callback");
+        in_guard.recv().unwrap();
         let second = {
             let log = log.clone();
             std::thread::spawn(move || log.append_blocking(vec![ev(2)]))
         };
+        while lock(&log.shared.queue).pending.is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        go.send(()).unwrap();
+        assert_eq!(entered.recv().unwrap(), 1, "round 1 reached the callback");
         // Round 2 reaches the disk while round 1 is still being applied.
         let started = std::time::Instant::now();
         while log.last_seq() < 2 {

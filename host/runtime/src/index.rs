@@ -585,7 +585,7 @@ pub fn apply_with(
 }
 
 /// Decoded states of runs in progress, with the text each was decoded
-/// from (or encoded to): the committing thread keeps one across applies,
+/// from (or encoded to): the log's commit callback keeps one across applies,
 /// so a run's state is not decoded again for each of its steps. An entry
 /// is used only while its text is the stored text, so a write by anyone
 /// else is never missed; ended runs leave it.
@@ -684,10 +684,10 @@ pub fn apply_cached(
 
 /// Move runs `ended` — each one's state and per-run event index — to
 /// the store's archive in one step. Called where the index is applied
-/// (the log's committing thread), so nothing writes those runs meanwhile;
-/// a run that receives an event later is read from the archive and
-/// written live again (whatever is archived reads as before: a run is
-/// only placed there, never changed).
+/// (the log's commit callback, one round at a time), so nothing writes
+/// those runs meanwhile; a run that receives an event later is read from
+/// the archive and written live again (whatever is archived reads as
+/// before: a run is only placed there, never changed).
 pub fn archive_runs(store: &dyn Store, ended: &[String]) -> Result<(), IndexError> {
     let mut keys = Vec::with_capacity(ended.len() * 2);
     for run in ended {
