@@ -270,39 +270,58 @@ pub fn start_with_digest(
     }
 }
 
-/// What run `st` of `def` does next.
-pub fn next(st: &RunState, def: &Workflow, env: &Env) -> Next {
+/// What run `st` does next when no step of it is to run: [`Next::Stop`]
+/// (it ended, or waits for people) or the run's end (no step left, or
+/// its step is gone from `def`); `None` when the cursor's step runs next.
+/// [`next`] begins with it; a driver asking only whether a run ends needs
+/// no more (no step's input is rendered).
+pub fn settled(st: &RunState, def: &Workflow, env: &Env) -> Option<Next> {
     match st.status {
-        s if s.is_terminal() => return Next::Stop,
-        RunStatus::Escalated => return Next::Stop,
-        RunStatus::WaitingApproval if !env.wait_is_over() => return Next::Stop,
+        s if s.is_terminal() => return Some(Next::Stop),
+        RunStatus::Escalated => return Some(Next::Stop),
+        RunStatus::WaitingApproval if !env.wait_is_over() => return Some(Next::Stop),
         _ => {}
     }
     let Some(cursor) = st.cursor.as_deref() else {
-        return Next::Append(vec![finished(
+        return Some(Next::Append(vec![finished(
             st,
             RunStatus::Completed,
             st.output.clone(),
             None,
             None,
-        )]);
+        )]));
     };
-    let Some(idx) = def.index_of(cursor) else {
-        let error = format!("step {cursor} is not in workflow {}", def.name);
-        return Next::Append(vec![finished(
-            st,
-            RunStatus::Failed,
-            None,
-            Some(error),
-            None,
-        )]);
+    if def.index_of(cursor).is_some() {
+        return None;
+    }
+    let error = format!("step {cursor} is not in workflow {}", def.name);
+    Some(Next::Append(vec![finished(
+        st,
+        RunStatus::Failed,
+        None,
+        Some(error),
+        None,
+    )]))
+}
+
+/// What run `st` of `def` does next.
+pub fn next(st: &RunState, def: &Workflow, env: &Env) -> Next {
+    if let Some(next) = settled(st, def, env) {
+        return next;
+    }
+    // `settled` found the cursor's step in `def`.
+    let Some(idx) = st.cursor.as_deref().and_then(|c| def.index_of(c)) else {
+        return Next::Stop;
     };
     let step = &def.steps[idx];
     let attempt = st.attempt + 1;
-    let ctx = context(st, attempt);
+    // Built only for a condition or an input template: it copies the
+    // run's input and every step's output.
+    let ctx = std::cell::OnceCell::new();
+    let ctx = || ctx.get_or_init(|| context(st, attempt));
     if st.attempt == 0
         && let Some(c) = &step.when
-        && !c.holds(lookup(&ctx, &c.path))
+        && !c.holds(lookup(ctx(), &c.path))
     {
         let skipped = AttemptEvent::new(st, step, attempt, Value::Null);
         return Next::Append(vec![
@@ -311,7 +330,7 @@ pub fn next(st: &RunState, def: &Workflow, env: &Env) -> Next {
     }
     let input = match &step.input {
         None => st.output.clone().unwrap_or_else(|| st.input.clone()),
-        Some(t) => match render(t, &ctx) {
+        Some(t) => match render(t, ctx()) {
             Ok(v) => v,
             Err(error) => {
                 let ev = AttemptEvent::new(st, step, attempt, Value::Null);

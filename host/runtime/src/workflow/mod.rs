@@ -659,8 +659,9 @@ impl Host {
                 after.apply(e, now);
             }
         }
-        match engine::next(&after, def, &self.env(&after)) {
-            Next::Append(end)
+        // Only whether the run ends: no step's input is rendered.
+        match engine::settled(&after, def, &self.env(&after)) {
+            Some(Next::Append(end))
                 if !end.is_empty()
                     && end.iter().all(|e| matches!(e, Event::RunFinished { .. })) =>
             {
