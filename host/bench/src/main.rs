@@ -539,6 +539,21 @@ fn durable_report(echo: &Path, iters: usize) -> Result<f64> {
         "{:<44} p50 {:.2} ms, p99 {:.2} ms under that load; {:.2} ms alone",
         "workflow run latency (start to completed)", wf.p50_ms, wf.p99_ms, wf.alone_ms
     );
+    // Where the CPU went: on 2 cores, the sum is what bounds throughput.
+    let total: f64 = wf.cpu_per_step.iter().map(|(_, v)| v).sum();
+    let split: Vec<String> = wf
+        .cpu_per_step
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.1}"))
+        .collect();
+    println!(
+        "{:<44} {:>8.1} us CPU per step ({}; {} cores: at most {:.0} steps/s)",
+        "workflow CPU by thread",
+        total,
+        split.join(", "),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        std::thread::available_parallelism().map_or(1, |n| n.get()) as f64 * 1e6 / total.max(1e-9)
+    );
     Ok(wf.steps_per_s)
 }
 
@@ -618,6 +633,70 @@ struct WorkflowFigures {
     p50_ms: f64,
     p99_ms: f64,
     alone_ms: f64,
+    /// CPU microseconds per step by thread (name, digits dropped), under
+    /// the load; threads that ended meanwhile count as `(ended)`.
+    cpu_per_step: Vec<(String, f64)>,
+}
+
+/// CPU seconds so far of this process's threads, summed by thread name
+/// (digits dropped: tokio's workers are one entry), with the whole
+/// process's total under `*`. Linux only (`/proc`); empty elsewhere.
+fn thread_cpu() -> HashMap<String, f64> {
+    // clock ticks: USER_HZ is 100 on every Linux this runs on.
+    let ticks = |stat: &str| -> f64 {
+        // Fields after the `(comm)`, which may hold spaces: state is 3rd
+        // overall, utime the 14th and stime the 15th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let n = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (n(11) + n(12)) / 100.0
+    };
+    let mut out = HashMap::new();
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        out.insert("*".to_string(), ticks(&stat));
+    }
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(t.path().join("comm")),
+            std::fs::read_to_string(t.path().join("stat")),
+        ) else {
+            continue;
+        };
+        let name: String = comm
+            .trim()
+            .chars()
+            .filter(|c| !c.is_ascii_digit())
+            .collect();
+        *out.entry(name).or_insert(0.0) += ticks(&stat);
+    }
+    out
+}
+
+/// `after - before` of [`thread_cpu`], in microseconds per step, largest
+/// first; what no live thread accounts for is `(ended)`.
+fn cpu_split(
+    before: &HashMap<String, f64>,
+    after: &HashMap<String, f64>,
+    steps: usize,
+) -> Vec<(String, f64)> {
+    let per = |v: f64| v * 1e6 / steps.max(1) as f64;
+    let mut out: Vec<(String, f64)> = after
+        .iter()
+        .filter(|(k, _)| k.as_str() != "*")
+        .map(|(k, v)| (k.clone(), per(v - before.get(k).copied().unwrap_or(0.0))))
+        .filter(|(_, v)| *v > 0.0)
+        .collect();
+    let live: f64 = out.iter().map(|(_, v)| v).sum();
+    let total =
+        per(after.get("*").copied().unwrap_or(0.0) - before.get("*").copied().unwrap_or(0.0));
+    if total > live {
+        out.push(("(ended)".into(), total - live));
+    }
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out
 }
 
 /// Runs of a 3-step workflow of trivial steps (fx-echo, no host calls)
@@ -673,6 +752,7 @@ pub(crate) fn durable_workflows(
         Ok(())
     })?;
     let before = host.log().stats();
+    let cpu_before = thread_cpu();
     let started = Instant::now();
     let mut latencies: Vec<Duration> = rt.block_on(async {
         let mut tasks = Vec::new();
@@ -694,6 +774,7 @@ pub(crate) fn durable_workflows(
         Ok::<_, anyhow::Error>(all)
     })?;
     let secs = started.elapsed().as_secs_f64();
+    let cpu_after = thread_cpu();
     let after = host.log().stats();
     latencies.sort();
     let pick = |p: usize| us(latencies[(latencies.len() * p).div_ceil(100).max(1) - 1]) / 1000.0;
@@ -706,6 +787,7 @@ pub(crate) fn durable_workflows(
         p50_ms: pick(50),
         p99_ms: pick(99),
         alone_ms: us(alone.median) / 1000.0,
+        cpu_per_step: cpu_split(&cpu_before, &cpu_after, steps),
     })
 }
 
