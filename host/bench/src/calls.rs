@@ -206,7 +206,10 @@ pub fn variant(name: &str, echo: &Path, flood_wasm: &Path) -> Result<()> {
         }
         "durable-step" => {
             let d = crate::durable_steps(echo, n as usize, true)?;
-            println!("{:.0} steps/s, {:.1} steps per fdatasync", d.0, d.4);
+            println!(
+                "{:.0} steps/s, {:.1} steps per fdatasync",
+                d.steps_per_s, d.steps_per_sync
+            );
         }
         "workflow-step" => {
             let w = crate::durable_workflows(echo, (n / 3) as usize, 128)?;

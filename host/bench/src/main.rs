@@ -495,7 +495,6 @@ fn service_runs(iters: usize) -> usize {
     (iters * 2 / 3).clamp(200, 2000)
 }
 
-/// (steps/s, steps, in flight, events per fsync, steps per fsync, sequential µs)
 /// The durable lines: audited steps with group commit (and without
 /// `fdatasync`, the CPU bound), then 3-step workflow runs. Returns the
 /// workflow's steps per second.
@@ -508,20 +507,21 @@ fn durable_report(echo: &Path, iters: usize) -> Result<f64> {
     println!(
         "{:<44} {:>8.0} steps/s ({} steps, {} in flight, {:.1} events and {:.1} steps per fdatasync)",
         "durable audited steps (group commit)",
-        durable.0,
-        durable.1,
-        durable.2,
-        durable.3,
-        durable.4
+        durable.steps_per_s,
+        durable.steps,
+        durable.in_flight,
+        durable.events_per_sync,
+        durable.steps_per_sync
     );
     println!(
         "{:<44} {:>8.2} us median (one step at a time: one fdatasync each)",
-        "durable audited step latency", durable.5
+        "durable audited step latency", durable.alone_us
     );
     println!(
         "{:<44} {:>8.0} steps/s (same load, log written without fdatasync: the CPU bound)",
-        "audited steps, no fdatasync", nosync.0
+        "audited steps, no fdatasync", nosync.steps_per_s
     );
+    print_cpu("durable step CPU by thread", &durable.cpu_per_step);
 
     // Durable workflow runs: 3 trivial steps each, many runs in flight,
     // state in sled, every step's events group-committed before the run
@@ -539,29 +539,43 @@ fn durable_report(echo: &Path, iters: usize) -> Result<f64> {
         "{:<44} p50 {:.2} ms, p99 {:.2} ms under that load; {:.2} ms alone",
         "workflow run latency (start to completed)", wf.p50_ms, wf.p99_ms, wf.alone_ms
     );
-    // Where the CPU went: on 2 cores, the sum is what bounds throughput.
-    let total: f64 = wf.cpu_per_step.iter().map(|(_, v)| v).sum();
-    let split: Vec<String> = wf
-        .cpu_per_step
-        .iter()
-        .map(|(k, v)| format!("{k} {v:.1}"))
-        .collect();
-    println!(
-        "{:<44} {:>8.1} us CPU per step ({}; {} cores: at most {:.0} steps/s)",
-        "workflow CPU by thread",
-        total,
-        split.join(", "),
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-        std::thread::available_parallelism().map_or(1, |n| n.get()) as f64 * 1e6 / total.max(1e-9)
-    );
+    print_cpu("workflow CPU by thread", &wf.cpu_per_step);
     Ok(wf.steps_per_s)
 }
 
-pub(crate) fn durable_steps(
-    echo: &Path,
+/// Where a load's CPU went, per step by thread (see [`cpu_split`]): on
+/// this many cores, the sum is what bounds the throughput.
+fn print_cpu(label: &str, per_step: &[(String, f64)]) {
+    let total: f64 = per_step.iter().map(|(_, v)| v).sum();
+    let split: Vec<String> = per_step
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.1}"))
+        .collect();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "{label:<44} {total:>8.1} us CPU per step ({}; {cores} cores: at most {:.0} steps/s)",
+        split.join(", "),
+        cores as f64 * 1e6 / total.max(1e-9)
+    );
+}
+
+/// What [`durable_steps`] measured.
+pub(crate) struct DurableFigures {
+    pub steps_per_s: f64,
     steps: usize,
-    sync: bool,
-) -> Result<(f64, usize, usize, f64, f64, f64)> {
+    in_flight: usize,
+    events_per_sync: f64,
+    pub steps_per_sync: f64,
+    /// One step at a time: median microseconds, one `fdatasync` each.
+    alone_us: f64,
+    /// CPU microseconds per step by thread under the load.
+    cpu_per_step: Vec<(String, f64)>,
+}
+
+/// `steps` durable audited steps of `echo` (its kv and log calls, its
+/// events appended), 128 in flight, after 200 one at a time; with
+/// `fdatasync` or (`sync = false`) without, for the CPU bound.
+pub(crate) fn durable_steps(echo: &Path, steps: usize, sync: bool) -> Result<DurableFigures> {
     let dir = tempfile::tempdir_in(root().join("target"))?;
     let toml = format!(
         "[deployment]\nname = \"durable\"\nphase = 4\ndata_dir = \"{}\"\n\
@@ -594,6 +608,7 @@ pub(crate) fn durable_steps(
     })?;
     let in_flight = 128;
     let before = host.log().stats();
+    let cpu_before = thread_cpu();
     let started = Instant::now();
     rt.block_on(async {
         let mut tasks = Vec::new();
@@ -613,16 +628,18 @@ pub(crate) fn durable_steps(
         Ok::<_, anyhow::Error>(())
     })?;
     let secs = started.elapsed().as_secs_f64();
+    let cpu_after = thread_cpu();
     let after = host.log().stats();
     let batches = (after.batches - before.batches).max(1) as f64;
-    Ok((
-        steps as f64 / secs,
+    Ok(DurableFigures {
+        steps_per_s: steps as f64 / secs,
         steps,
         in_flight,
-        (after.events - before.events) as f64 / batches,
-        steps as f64 / batches,
-        us(seq.median),
-    ))
+        events_per_sync: (after.events - before.events) as f64 / batches,
+        steps_per_sync: steps as f64 / batches,
+        alone_us: us(seq.median),
+        cpu_per_step: cpu_split(&cpu_before, &cpu_after, steps),
+    })
 }
 
 struct WorkflowFigures {
