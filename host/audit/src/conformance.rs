@@ -312,18 +312,26 @@ pub fn a_failing_callback_stops_the_log_until_reopened<L: Log>(open: Open<'_, L>
 /// Whoever gets an append's seq back can read it through the index: the
 /// callback has every record of that append before the acknowledgement,
 /// with many appenders at once (the file log applies on its own thread,
-/// one round behind the writer).
+/// one round behind the writer). And the callback gets every record once,
+/// in order: each call begins where the last one ended.
 pub fn an_acknowledged_append_is_applied<L: Log>(open: Open<'_, L>) {
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let applied = Arc::new(AtomicU64::new(0));
-    let a = applied.clone();
+    let out_of_order = Arc::new(AtomicBool::new(false));
+    let (a, o) = (applied.clone(), out_of_order.clone());
     let log = open(
         0,
         Box::new(move |records, _| {
             // Slow enough that rounds queue up behind it.
             std::thread::sleep(std::time::Duration::from_micros(200));
+            // A panic here would be caught by the log: record the fault.
+            let first = records.first().map_or(0, |r| r.seq);
+            let in_order = records.windows(2).all(|w| w[1].seq == w[0].seq + 1);
+            if first != a.load(Ordering::SeqCst) + 1 || !in_order {
+                o.store(true, Ordering::SeqCst);
+            }
             let last = records.last().map_or(0, |r| r.seq);
-            a.fetch_max(last, Ordering::SeqCst);
+            a.store(last, Ordering::SeqCst);
             Ok(())
         }),
     )
@@ -342,4 +350,8 @@ pub fn an_acknowledged_append_is_applied<L: Log>(open: Open<'_, L>) {
     });
     assert_eq!(log.last_seq(), 200);
     assert_eq!(applied.load(Ordering::SeqCst), 200);
+    assert!(
+        !out_of_order.load(Ordering::SeqCst),
+        "the callback got records twice, out of order or with a gap"
+    );
 }

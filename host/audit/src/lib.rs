@@ -298,10 +298,12 @@ pub(crate) fn run_guard(guard: Guard) -> Result<(), String> {
 /// Called with committed records and their positions (byte offsets of
 /// their frames, for [`read_positions`]), in log order, once they are on
 /// disk and before they are acknowledged: the derived indexes are kept by
-/// this callback. The file log calls it on its own applying thread, so
-/// the next round is encoded, written and synced while this one is
-/// applied. An `Err` stops the log: the records are on disk (and so may
-/// be the next round's, written meanwhile and refused to its appenders),
+/// this callback. The file log calls it on the writing thread for a
+/// round nobody waits behind, and under load on its own applying thread,
+/// so that the next round is encoded, written and synced while this one
+/// is applied. An `Err` stops the log: the records are on disk (and so
+/// may be the next round's, written meanwhile and refused to its
+/// appenders),
 /// but every append from then on fails with that error (the index could
 /// no longer be trusted to follow the log); whoever opens the log next
 /// hands the callback every record after the index's last applied one
@@ -410,8 +412,10 @@ struct Writer {
     end: u64,
     /// Rounds on disk, to the applying thread (`apply_rounds`), when
     /// other appenders wait: it applies and acknowledges them while the
-    /// next round is written. Bounded: the writer runs at most one round
-    /// ahead of the index.
+    /// next round is written. A rendezvous channel: the writer hands
+    /// over the next round only once the applier has finished this one
+    /// (and has recorded a failure), so at most one round is on disk
+    /// beyond the one being applied.
     to_applier: std::sync::mpsc::SyncSender<Written>,
     applier: Arc<Applier>,
     sync: bool,
@@ -429,7 +433,9 @@ struct Applier {
     failed: Mutex<Option<String>>,
     /// Rounds sent to the applying thread and not yet acknowledged.
     in_flight: AtomicU64,
-    /// The last committed and applied seq, for subscribers.
+    /// The last seq handed to the callback (applied, or refused by a
+    /// callback that failed or panicked), for subscribers; the log's
+    /// `last_seq` may be a round ahead of it.
     tail: tokio::sync::watch::Sender<u64>,
     path: PathBuf,
 }
@@ -613,7 +619,7 @@ impl EventLog {
             tail: tokio::sync::watch::Sender::new(tail.seq),
             path: path.to_owned(),
         });
-        let (to_applier, written) = std::sync::mpsc::sync_channel(1);
+        let (to_applier, written) = std::sync::mpsc::sync_channel(0);
         {
             let applier = applier.clone();
             std::thread::Builder::new()
@@ -1354,12 +1360,12 @@ mod tests {
         assert!(verify(&path).unwrap().ok());
     }
 
-    /// The writer runs one round ahead of the commit callback: a round is
-    /// written and synced while the one before it is being applied, and
-    /// neither is acknowledged before the callback has it. When that
-    /// callback fails, the round written meanwhile is refused to its
-    /// appender too, nothing more is written, and the next open re-applies
-    /// both.
+    /// The writer runs one round ahead of the commit callback, and no
+    /// more: a round is written and synced while the one before it is
+    /// being applied, the next waits, and none is acknowledged before the
+    /// callback has it. When that callback fails, the round written
+    /// meanwhile is refused to its appender too, nothing more is written,
+    /// and the next open re-applies both.
     #[test]
     fn the_next_round_is_written_while_one_is_applied() {
         let _guard = crate::log_tests::no_spawning();
@@ -1382,6 +1388,15 @@ mod tests {
             true,
         )
         .unwrap();
+        // Nothing here may hang on a regression: every wait has a deadline.
+        let limit = std::time::Duration::from_secs(10);
+        let wait_until = |what: &str, done: &dyn Fn() -> bool| {
+            let started = std::time::Instant::now();
+            while !done() {
+                assert!(started.elapsed() < limit, "timed out: {what}");
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        };
         // Round 1's precondition holds it until round 2's appender waits
         // in the queue: a round with others waiting behind it goes to the
         // applying thread (alone, the writer would apply it itself).
@@ -1401,35 +1416,49 @@ mod tests {
                     .block_on(log.append_guarded(vec![ev(1)], guard))
             })
         };
-        in_guard.recv().unwrap();
-        let second = {
+        in_guard.recv_timeout(limit).unwrap();
+        let append = |i: u64| {
             let log = log.clone();
-            std::thread::spawn(move || log.append_blocking(vec![ev(2)]))
+            std::thread::spawn(move || log.append_blocking(vec![ev(i)]))
         };
-        while lock(&log.shared.queue).pending.is_empty() {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        let second = append(2);
+        wait_until("round 2 queued", &|| {
+            !lock(&log.shared.queue).pending.is_empty()
+        });
         go.send(()).unwrap();
-        assert_eq!(entered.recv().unwrap(), 1, "round 1 reached the callback");
+        assert_eq!(
+            entered.recv_timeout(limit).unwrap(),
+            1,
+            "round 1 reached the callback"
+        );
         // Round 2 reaches the disk while round 1 is still being applied.
-        let started = std::time::Instant::now();
-        while log.last_seq() < 2 {
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(10),
-                "round 2 was not written while round 1 was applied"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        wait_until("round 2 written while round 1 is applied", &|| {
+            log.last_seq() >= 2
+        });
+        // But no further round: the writer waits for the applier before
+        // it writes again, so a failing apply has at most one round more
+        // on disk behind it.
+        let third = append(3);
+        wait_until("round 3 queued", &|| {
+            !lock(&log.shared.queue).pending.is_empty()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert_eq!(
+            log.last_seq(),
+            2,
+            "a second round written ahead of the index"
+        );
         assert!(
-            !first.is_finished() && !second.is_finished(),
+            !first.is_finished() && !second.is_finished() && !third.is_finished(),
             "acknowledged before applied"
         );
         release.send(()).unwrap();
-        for append in [first, second] {
+        for append in [first, second, third] {
+            wait_until("the appends answered", &|| append.is_finished());
             let err = append.join().unwrap().unwrap_err().to_string();
             assert!(err.contains("index write failed"), "{err}");
         }
-        let err = log.append_blocking(vec![ev(3)]).unwrap_err().to_string();
+        let err = log.append_blocking(vec![ev(4)]).unwrap_err().to_string();
         assert!(
             err.contains("index write failed"),
             "the log stays stopped: {err}"
