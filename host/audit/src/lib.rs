@@ -303,11 +303,10 @@ pub(crate) fn run_guard(guard: Guard) -> Result<(), String> {
 /// so that the next round is encoded, written and synced while this one
 /// is applied. An `Err` stops the log: the records are on disk (and so
 /// may be the next round's, written meanwhile and refused to its
-/// appenders),
-/// but every append from then on fails with that error (the index could
-/// no longer be trusted to follow the log); whoever opens the log next
-/// hands the callback every record after the index's last applied one
-/// again.
+/// appenders), but every append from then on fails with that error (the
+/// index could no longer be trusted to follow the log); whoever opens the
+/// log next hands the callback every record after the index's last
+/// applied one again.
 /// A panic in the callback is caught and logged; it stops nothing and
 /// poisons no lock (the callback must notice the gap itself: the
 /// runtime's index refuses records that do not follow its last one).
@@ -811,7 +810,8 @@ impl EventLog {
             .last_seq
     }
 
-    /// A watch of the last committed seq (changes after each commit).
+    /// A watch of the last seq handed to the index (changes after each
+    /// round's apply; [`EventLog::last_seq`] may be a round ahead).
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.shared.applier.tail.subscribe()
     }
@@ -1020,9 +1020,10 @@ fn rounds(shared: &Shared, path: &Path, counters: &Counters) -> bool {
 
 impl Writer {
     /// Encode every batch (refusing, alone, a batch the log cannot take),
-    /// write the round, one `fdatasync`, then hand it to the applying
-    /// thread, which applies and acknowledges it while the next round is
-    /// written. After a write failure, or a failure of the callback,
+    /// write the round, one `fdatasync`, then apply and acknowledge it here
+    /// when nobody waits behind it, or else hand it to the applying
+    /// thread, which does so while the next round is written. After a
+    /// write failure, or a failure of the callback,
     /// nothing more is written (later frames would chain onto frames that
     /// may not exist; an index that failed no longer follows the log).
     ///
