@@ -23,7 +23,9 @@ pub struct Checkpoint {
     pub time_ms: u64,
     /// Hex ed25519 public key.
     pub public_key: String,
-    /// Hex ed25519 signature over [`Checkpoint::message`].
+    /// Hex ed25519 signature over the UTF-8 text
+    /// `charter-checkpoint-v1\n{deployment}\n{seq}\n{hash}\n{time_ms}`
+    /// (the fields above, one per line).
     pub signature: String,
     /// Where frame `seq` starts in the log file: a hint that lets
     /// [`verify_since`] go straight to it. Not signed, and need not be:
