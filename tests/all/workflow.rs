@@ -136,6 +136,29 @@ input = { from_first = "$/steps/first/echo/order", run = "$/run/workflow" }
             "run-finished"
         ]
     );
+    // The run's end goes out with its last step, in one append, and
+    // carries the last step's output (the driver folds the attempt into a
+    // copy of the state without the run's input and history to decide).
+    let recs = read_records(h.log().path()).unwrap();
+    let mine: Vec<_> = recs
+        .iter()
+        .filter(|r| r.event.run() == Some(st.id.as_str()))
+        .collect();
+    let [.., last_step, finish] = mine.as_slice() else {
+        panic!("too few records: {mine:?}")
+    };
+    assert!(
+        !last_step.end && finish.end && finish.seq == last_step.seq + 1,
+        "the last step and the run's end are one append: {last_step:?} {finish:?}"
+    );
+    match &finish.event {
+        Event::RunFinished { output, status, .. } => {
+            assert_eq!(status, status::COMPLETED);
+            assert_eq!(output.as_ref(), st.output.as_ref());
+            assert_eq!(output.as_ref().unwrap()["echo"]["from_first"], "A-1");
+        }
+        other => panic!("not a run-finished: {other:?}"),
+    }
 }
 
 #[test]

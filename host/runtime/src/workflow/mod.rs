@@ -644,7 +644,8 @@ impl Host {
     /// run's last step and its end are one append (one group commit
     /// fewer per run). Only a `run-finished` is pulled forward.
     fn run_end(&self, st: &RunState, def: &Workflow, events: &[Event]) -> Vec<Event> {
-        let mut after = st.clone();
+        // `settled` below reads no input, outputs or history.
+        let mut after = st.without_history();
         let now = now_ms();
         for e in events.iter().filter(|e| e.run() == Some(st.id.as_str())) {
             // What `commit_fenced` folds (a `run-finished` already among

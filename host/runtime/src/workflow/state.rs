@@ -150,6 +150,39 @@ impl RunState {
         })
     }
 
+    /// This state without the run's input, its steps' outputs and its
+    /// attempt history, which are most of a copy's cost: enough to fold
+    /// an attempt's events and ask [`crate::workflow::engine::settled`]
+    /// whether the run ends (status, cursor, last output, what the
+    /// driver's `env` reads). Not for `engine::next`, whose templates and
+    /// conditions read the input and outputs.
+    pub fn without_history(&self) -> RunState {
+        RunState {
+            id: self.id.clone(),
+            workflow: self.workflow.clone(),
+            workflow_digest: self.workflow_digest.clone(),
+            input: Value::Null,
+            initiator: self.initiator.clone(),
+            status: self.status,
+            started_ms: self.started_ms,
+            started_seq: self.started_seq,
+            finished_ms: self.finished_ms,
+            cursor: self.cursor.clone(),
+            attempt: self.attempt,
+            budget_from: self.budget_from,
+            retry_at_ms: self.retry_at_ms,
+            proposal: self.proposal.clone(),
+            escalation: self.escalation.clone(),
+            outputs: BTreeMap::new(),
+            output: self.output.clone(),
+            error: self.error.clone(),
+            history: Vec::new(),
+            retries: self.retries,
+            escalations: self.escalations,
+            plugins: self.plugins.clone(),
+        }
+    }
+
     /// Fold one later event of this run.
     pub fn apply(&mut self, ev: &Event, time_ms: u64) {
         match ev {
