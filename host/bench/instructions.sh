@@ -33,7 +33,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin=${CHARTER_BENCH_BIN:-./target/debug/charter-bench}
-[ -x "$bin" ] || { echo "build first: cargo build -p charter-bench" >&2; exit 1; }
+[ -x "$bin" ] || { echo "build first: cargo build --workspace --all-targets (the one build every command here shares)" >&2; exit 1; }
 work=$(mktemp -d "${TMPDIR:-/tmp}/charter-instr.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 export CHARTER_BENCH_CACHE="$work/cache"
