@@ -80,6 +80,7 @@ pub fn suite<L: Log, F: Fn(u64, OnCommit) -> Result<L, LogError>>(fresh: impl Fn
     a_panicking_callback_does_not_stop_the_log(&fresh());
     a_failing_callback_stops_the_log_until_reopened(&fresh());
     an_acknowledged_append_is_applied(&fresh());
+    a_read_from_seq_before_time_holds_every_later_record(&fresh());
 }
 
 pub fn append_read_filter_tail<L: Log>(open: Open<'_, L>) {
@@ -354,4 +355,45 @@ pub fn an_acknowledged_append_is_applied<L: Log>(open: Open<'_, L>) {
         !out_of_order.load(Ordering::SeqCst),
         "the callback got records twice, out of order or with a gap"
     );
+}
+
+/// [`Log::seq_before_time`] may start a window early (1 is always right)
+/// but never late: a read from it holds every record written at or after
+/// the time, for every time the log's records carry and beyond them.
+pub fn a_read_from_seq_before_time_holds_every_later_record<L: Log>(open: Open<'_, L>) {
+    let log = open(0, Box::new(|_, _| Ok(()))).unwrap();
+    let empty = log.seq_before_time(crate::now_ms()).unwrap();
+    assert_eq!(empty, 1, "an empty log starts at 1");
+    for batch in 0..4 {
+        for i in 0..40 {
+            log.append_blocking(vec![kv("p", batch * 100 + i)]).unwrap();
+        }
+        // Distinct times between batches.
+        std::thread::sleep(std::time::Duration::from_millis(3));
+    }
+    let all = log.read(1, &Filter::all()).unwrap();
+    let last = log.last_seq();
+    let mut times: Vec<u64> = all.iter().map(|r| r.time_ms).collect();
+    times.extend([
+        0,
+        all[0].time_ms.saturating_sub(1),
+        crate::now_ms() + 60_000,
+        u64::MAX,
+    ]);
+    times.extend(all.iter().map(|r| r.time_ms + 1));
+    times.sort_unstable();
+    times.dedup();
+    for t in times {
+        let from = log.seq_before_time(t).unwrap();
+        assert!(
+            from >= 1 && from <= last + 1,
+            "seq_before_time({t}) = {from}, last {last}"
+        );
+        if let Some(missed) = all.iter().find(|r| r.time_ms >= t && r.seq < from) {
+            panic!(
+                "seq_before_time({t}) = {from} skips seq {} written at {}",
+                missed.seq, missed.time_ms
+            );
+        }
+    }
 }

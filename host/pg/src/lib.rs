@@ -57,6 +57,7 @@ pub use store::PgStore;
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/0001_events.sql")),
     (2, include_str!("../migrations/0002_kv.sql")),
+    (3, include_str!("../migrations/0003_events_time.sql")),
 ];
 
 /// The advisory-lock class of a log's writer lock (`pg_try_advisory_lock(class, hashtext(log))`).
@@ -104,6 +105,10 @@ enum Job {
     ReadAt {
         positions: Vec<u64>,
         reply: mpsc::SyncSender<Result<Vec<Record>, LogError>>,
+    },
+    SeqBeforeTime {
+        time_ms: u64,
+        reply: mpsc::SyncSender<Result<u64, LogError>>,
     },
 }
 
@@ -293,6 +298,15 @@ impl Log for PgLog {
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.tail.subscribe()
     }
+
+    /// The least seq written at or after `time_ms` (one after the last
+    /// when none is): exact, whatever order the writers' clocks kept
+    /// (migration 3's index).
+    fn seq_before_time(&self, time_ms: u64) -> Result<u64, LogError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Job::SeqBeforeTime { time_ms, reply: tx })?;
+        rx.recv().map_err(|_| LogError::WriterGone)?
+    }
 }
 
 /// The connection's side: owns the client, the chain's tail and the
@@ -385,6 +399,9 @@ impl Worker {
                 }
                 Job::ReadAt { positions, reply } => {
                     let _ = reply.send(self.select_at(&positions).await);
+                }
+                Job::SeqBeforeTime { time_ms, reply } => {
+                    let _ = reply.send(self.seq_at_or_after(time_ms).await);
                 }
             }
         }
@@ -563,6 +580,24 @@ impl Worker {
         )
         .await?;
         tx.commit().await
+    }
+
+    /// The least seq of a row written at or after `time_ms`, or one after
+    /// the last row when there is none.
+    async fn seq_at_or_after(&self, time_ms: u64) -> Result<u64, LogError> {
+        let time_ms = i64::try_from(time_ms).unwrap_or(i64::MAX);
+        let row = self
+            .client
+            .query_one(
+                "SELECT coalesce( \
+                   (SELECT min(seq) FROM charter_events WHERE log = $1 AND time_ms >= $2), \
+                   (SELECT coalesce(max(seq), 0) + 1 FROM charter_events WHERE log = $1))",
+                &[&self.log, &time_ms],
+            )
+            .await
+            .map_err(|e| io(&self.log, e))?;
+        let seq: i64 = row.get(0);
+        Ok(u64::try_from(seq).unwrap_or(1).max(1))
     }
 
     async fn select(&self, from: u64, filter: &Filter) -> Result<Vec<Record>, LogError> {

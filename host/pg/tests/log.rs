@@ -37,6 +37,47 @@ fn the_postgres_log_passes_the_log_conformance_suite() {
     });
 }
 
+/// On PostgreSQL `seq_before_time` is exact: the least seq written at or
+/// after the time (migration 3's index), not the safe but useless 1, so
+/// a quota's start-up reads only its window.
+#[test]
+fn seq_before_time_is_the_first_seq_of_the_window() {
+    let Some(pg) = cluster() else { return };
+    pg.create_db("time_window").unwrap();
+    let url = pg.url("time_window");
+    let log = PgLog::open_with(&url, "w", 0, Box::new(|_, _| Ok(()))).unwrap();
+    for i in 0..30 {
+        log.append_blocking(vec![kv("p", i)]).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    for i in 30..60 {
+        log.append_blocking(vec![kv("p", i)]).unwrap();
+    }
+    let all = log.read(1, &Filter::all()).unwrap();
+    for r in &all {
+        let want = all
+            .iter()
+            .filter(|x| x.time_ms >= r.time_ms)
+            .map(|x| x.seq)
+            .min()
+            .unwrap();
+        assert_eq!(
+            log.seq_before_time(r.time_ms).unwrap(),
+            want,
+            "at {}",
+            r.time_ms
+        );
+    }
+    let later = all.last().unwrap().time_ms + 1;
+    assert_eq!(
+        log.seq_before_time(later).unwrap(),
+        61,
+        "none after: one past the last"
+    );
+    assert_eq!(log.seq_before_time(0).unwrap(), 1);
+    assert_eq!(log.seq_before_time(u64::MAX).unwrap(), 61);
+}
+
 /// Run `sql` on the database at `url`.
 fn sql(url: &str, sql: &str) {
     let rt = tokio::runtime::Builder::new_current_thread()
