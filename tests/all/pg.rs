@@ -3,7 +3,8 @@
 //! `crash.rs` runs, is killed mid-run and resumed by a restarted process
 //! (every effect once), and the read-only commands (`runs list`, `audit
 //! verify`, `kpi`) read the database — nothing goes to `events.log`.
-//! Plus what a shared backend adds: a second writer refused, an
+//! Plus what a shared backend adds: one process per node name (another
+//! node of the same deployment runs beside it), an
 //! unreachable server refused at start with nothing written, and the
 //! URL's password shown nowhere.
 //!
@@ -203,8 +204,10 @@ fn a_deployment_on_postgres_survives_kill_9_and_is_read_from_the_database() {
         text(&list2)
     );
 
-    // One writer: while a host holds the deployment's log, a `charter`
-    // process of another data directory is refused and makes no effect.
+    // One process per node name: while a host holds node `default`, a
+    // `charter` process of another data directory under the same name is
+    // refused and makes no effect; under a name of its own it is another
+    // node of the deployment, and its run goes on the same chain.
     let d = charter_config::Deployment::load(&config, charter_runtime::host_catalog()).unwrap();
     let options = charter_api::host_options(&d).unwrap();
     let holder = charter_runtime::Host::new(d, options).unwrap();
@@ -216,12 +219,34 @@ fn a_deployment_on_postgres_survives_kill_9_and_is_read_from_the_database() {
     outputs += &text(&second);
     assert!(!second.status.success(), "{}", text(&second));
     assert!(
-        text(&second).contains("in use by another charter process"),
+        text(&second).contains("node `default` of this deployment is running in another process"),
         "{}",
         text(&second)
     );
     assert_eq!(server.effects.lock().unwrap().done.len(), effects_before);
+    let other_node = Command::new(charter_bin())
+        .args([
+            "run",
+            "effects",
+            "--input",
+            "{\"order\": \"other-node\"}",
+            "--config",
+        ])
+        .arg(&by_secret)
+        .env_remove("CHARTER_LOG")
+        .env("CHARTER_NODE", "n2")
+        .output()
+        .unwrap();
+    outputs += &text(&other_node);
+    assert!(other_node.status.success(), "{}", text(&other_node));
+    assert_eq!(
+        server.effects.lock().unwrap().done.len(),
+        effects_before + 6,
+        "the other node's run made its effects"
+    );
     drop(holder);
+    let verify2 = run_cmd(&config, &["audit", "verify", "--json"]);
+    assert!(verify2.status.success(), "{}", text(&verify2));
 
     // An unreachable server: refused at start naming the setting and the
     // fix; nothing written (not even the data directory).

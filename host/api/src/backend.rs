@@ -58,9 +58,14 @@ fn unreachable(shown: &str, url: &str, e: &dyn std::fmt::Display) -> ApiError {
     ))
 }
 
+/// The environment variable that names this process's node on a shared
+/// backend (`charter up --node NAME` sets [`HostOptions::node`] itself).
+pub const NODE_ENV: &str = "CHARTER_NODE";
+
 /// How to build a [`charter_runtime::Host`] for `d`: the default for the
 /// file log; for PostgreSQL, its store (opened now: an unreachable server
-/// fails here, before the host writes anything) and its log's opener.
+/// fails here, before the host writes anything), its log's opener (a node
+/// of the shared log, named by [`NODE_ENV`] or `default`).
 pub fn host_options(d: &Deployment) -> Result<HostOptions, ApiError> {
     let (url, shown) = match resolve(d)? {
         Resolved::File => return Ok(HostOptions::default()),
@@ -71,9 +76,14 @@ pub fn host_options(d: &Deployment) -> Result<HostOptions, ApiError> {
     let name = d.name.clone();
     Ok(HostOptions {
         store: Some(Arc::new(store)),
-        log: Some(Box::new(move |applied, on_commit| {
+        node: std::env::var(NODE_ENV).ok().filter(|n| !n.is_empty()),
+        log: Some(Box::new(move |applied, node, apply| {
+            let node = charter_pg::Node {
+                store: name.clone(),
+                name: node.to_string(),
+            };
             let log =
-                charter_pg::PgLog::open_with(&url, &name, applied, on_commit).map_err(|e| {
+                charter_pg::PgLog::open_shared(&url, &name, node, applied, apply).map_err(|e| {
                     charter_audit::LogError::Io {
                         path: format!("[deployment] backend {shown}").into(),
                         source: std::io::Error::other(charter_pg::scrub(&url, &e.to_string())),

@@ -272,7 +272,7 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(rt.block_on(log.append(vec![ev(3)])).unwrap(), 3);
-        let refused = rt.block_on(log.append_guarded(vec![ev(4)], Box::new(|| Err("no".into()))));
+        let refused = rt.block_on(log.append_guarded(vec![ev(4)], Guard::new(|| Err("no".into()))));
         assert!(matches!(refused, Err(LogError::Refused(_))), "{refused:?}");
         assert_eq!(log.last_seq(), 3);
         assert_eq!(log.read_all().unwrap().len(), 3);

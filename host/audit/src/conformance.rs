@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use crate::{Event, Filter, Log, LogError, OnCommit, Record};
+use crate::{Event, Filter, Guard, Log, LogError, OnCommit, Record};
 
 /// Opens the log under test at one location (a fresh location per
 /// [`suite`] check): `applied` and `on_commit` as
@@ -231,17 +231,17 @@ pub fn a_failed_guard_refuses_its_batch_alone<L: Log>(open: Open<'_, L>) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let ok = rt.block_on(log.append_guarded(vec![kv("p", 1)], Box::new(|| Ok(()))));
+    let ok = rt.block_on(log.append_guarded(vec![kv("p", 1)], Guard::new(|| Ok(()))));
     assert_eq!(ok.unwrap(), 1);
     let no = rt.block_on(log.append_guarded(
         vec![kv("p", 2), kv("p", 3)],
-        Box::new(|| Err("the lease is gone".into())),
+        Guard::new(|| Err("the lease is gone".into())),
     ));
     match no {
         Err(LogError::Refused(e)) => assert!(e.contains("the lease is gone"), "{e}"),
         other => panic!("not refused: {other:?}"),
     }
-    let boom = rt.block_on(log.append_guarded(vec![kv("p", 4)], Box::new(|| panic!("guard"))));
+    let boom = rt.block_on(log.append_guarded(vec![kv("p", 4)], Guard::new(|| panic!("guard"))));
     assert!(matches!(boom, Err(LogError::Refused(_))), "{boom:?}");
     assert_eq!(log.append_blocking(vec![kv("p", 5)]).unwrap(), 2);
     assert_eq!(seqs(&log.read(1, &Filter::all()).unwrap()), vec![1, 2]);

@@ -286,12 +286,70 @@ type Reply = tokio::sync::oneshot::Sender<Result<u64, Nack>>;
 /// What a run's lease fences a stalled driver with: the check and the
 /// write are one step of the one writer, so no other append of the log
 /// comes between them.
-pub type Guard = Box<dyn FnOnce() -> Result<(), String> + Send>;
+///
+/// A log that several processes write (PostgreSQL shared by nodes) also
+/// checks the guard's [`Fence`], if it has one, inside the transaction
+/// that writes the batch: there the check closure alone would race with
+/// another node's claim.
+pub struct Guard {
+    check: Box<dyn FnOnce() -> Result<(), String> + Send>,
+    fence: Option<Fence>,
+}
 
-/// Run `guard`, a panic in it being a refusal (it must not take the
-/// round's other batches down with it).
+impl Guard {
+    /// A guard that runs `check`.
+    pub fn new(check: impl FnOnce() -> Result<(), String> + Send + 'static) -> Guard {
+        Guard {
+            check: Box::new(check),
+            fence: None,
+        }
+    }
+
+    /// A guard that runs `check` and, on a log shared by several
+    /// processes, also holds `fence` in the writing transaction.
+    pub fn fenced(
+        check: impl FnOnce() -> Result<(), String> + Send + 'static,
+        fence: Fence,
+    ) -> Guard {
+        Guard {
+            check: Box::new(check),
+            fence: Some(fence),
+        }
+    }
+
+    /// The stored lease this guard requires, if any.
+    pub fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
+    }
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("fence", &self.fence)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A lease an append requires, as stored in the deployment's state: the
+/// value at `ns`/`key` is a JSON object whose `token` field is `token`. A
+/// shared log reads that row inside the transaction that writes the batch,
+/// locked until the commit, and refuses the batch if it differs: a claim
+/// by another node (which replaces the token) is either committed before
+/// (the batch is refused) or waits for the batch's commit (and then sees
+/// it). So a node that stalled past its lease is refused by the database,
+/// whatever its own clock and checks said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub ns: String,
+    pub key: String,
+    pub token: String,
+}
+
+/// Run `guard`'s check, a panic in it being a refusal (it must not take
+/// the round's other batches down with it).
 pub(crate) fn run_guard(guard: Guard) -> Result<(), String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(guard))
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(guard.check))
         .unwrap_or_else(|_| Err("the append's precondition panicked".into()))
 }
 
@@ -1406,7 +1464,7 @@ mod tests {
         let first = {
             let log = log.clone();
             std::thread::spawn(move || {
-                let guard: Guard = Box::new(move || {
+                let guard = Guard::new(move || {
                     let _ = in_guard_tx.send(());
                     let _ = go_rx.recv();
                     Ok(())

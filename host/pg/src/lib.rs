@@ -40,6 +40,7 @@ mod cluster;
 mod read;
 mod store;
 
+use std::collections::HashMap;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -51,7 +52,7 @@ use tokio_postgres::types::ToSql;
 
 pub use cluster::Cluster;
 pub use read::{check_url, read_records, scrub, verify};
-pub use store::PgStore;
+pub use store::{PgStore, TxStore};
 
 /// The schema, in order; each applied once, recorded in `charter_schema`.
 const MIGRATIONS: &[(i32, &str)] = &[
@@ -60,24 +61,52 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (3, include_str!("../migrations/0003_events_time.sql")),
 ];
 
-/// The advisory-lock class of a log's writer lock (`pg_try_advisory_lock(class, hashtext(log))`).
+/// The advisory-lock class of a log's writer lock (`hashtext(log)`):
+/// taken exclusively by a single writer ([`PgLog::open_with`]), shared by
+/// the nodes of a shared log ([`PgLog::open_shared`]), so the two kinds
+/// never write one log at once.
 const WRITER_LOCK: i32 = 0x4348_4c47;
+/// The advisory-lock class of a node's name (`hashtext(log, node)`): one
+/// process per node name.
+const NODE_LOCK: i32 = 0x4348_4e44;
+/// The advisory-lock class an append holds for its transaction: appends
+/// to one log, from any node, take turns, so the chain stays one line.
+const APPEND_LOCK: i32 = 0x4348_4150;
 /// The advisory-lock key that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x4348_4d49_4752;
 
 /// Most appends committed in one transaction (group commit).
 const MAX_GROUP: usize = 256;
 
-/// One waiting append: its events, guard and answer.
-type Appender = (
-    Vec<Event>,
-    Option<Guard>,
-    tokio::sync::oneshot::Sender<Result<u64, LogError>>,
-);
+/// How long a shared writer keeps trying to reach the database again
+/// before an append fails (it tries again at the next one).
+const RECONNECT_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// What an append answers once the connection is lost: the writer lock
-/// (a session advisory lock) went with the session, so this writer stops
-/// for good rather than reconnect into a log another may now write.
+/// The index kept inside the append's transaction
+/// ([`PgLog::open_shared`]): called with the store as that transaction
+/// sees it (every earlier append's index rows, this batch's frames), the
+/// records and their seqs. An `Err` or a panic rolls the append back.
+pub type TxApply =
+    Box<dyn FnMut(&dyn charter_store::Store, &[Record], &[u64]) -> Result<(), String> + Send>;
+
+/// Who writes a shared log: the deployment's store (its index and its
+/// run leases, in `charter_kv`) and this process's node name (one process
+/// per name at a time).
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub store: String,
+    pub name: String,
+}
+
+/// One waiting append: its events, guard and answer.
+type Appender = (Vec<Event>, Option<Guard>, Reply);
+
+type Reply = tokio::sync::oneshot::Sender<Result<u64, LogError>>;
+
+/// What an append of a single-writer log answers once the connection is
+/// lost: the writer lock (a session advisory lock) went with the session,
+/// so this writer stops for good rather than reconnect into a log another
+/// may now write. (A shared log's nodes reconnect instead.)
 pub const CONNECTION_LOST: &str = "the connection to PostgreSQL was lost (the server restarted or the network failed), and this process's one-writer lock on the log with it: it appends nothing more. Restart charter: it resumes every run from what was committed (an append whose commit was not answered is either wholly in the log or not at all)";
 
 /// The in-use message every backend gives a second writer.
@@ -95,7 +124,7 @@ enum Job {
     Append {
         events: Vec<Event>,
         guard: Option<Guard>,
-        reply: tokio::sync::oneshot::Sender<Result<u64, LogError>>,
+        reply: Reply,
     },
     Read {
         from: u64,
@@ -146,18 +175,59 @@ impl Drop for PgLog {
     }
 }
 
+/// How a writer keeps the index.
+enum Apply {
+    /// One writer: the callback after each commit, as the file log's.
+    After(OnCommit),
+    /// A node of a shared log: the index in the append's transaction.
+    /// `None` only while the callback runs on the blocking pool.
+    InTx { node: Node, apply: Option<TxApply> },
+}
+
 impl PgLog {
     /// Open (creating the schema if needed) the log named `log` in the
     /// database at `url` (a `postgres://` URL or `key=value` connection
-    /// string), as [`EventLog::open_with`](charter_audit::EventLog::open_with):
+    /// string) as its one writer, as
+    /// [`EventLog::open_with`](charter_audit::EventLog::open_with):
     /// `on_commit` gets every record after `applied` now, then every
-    /// committed batch.
+    /// committed batch. A second opener, single or shared, is refused
+    /// while this one is open.
     pub fn open_with(
         url: &str,
         log: &str,
         applied: u64,
         on_commit: OnCommit,
     ) -> Result<PgLog, LogError> {
+        PgLog::open_as(url, log, applied, Apply::After(on_commit))
+    }
+
+    /// Open the log named `log` as node `node` of a deployment that
+    /// several processes write (see the crate docs): the index is kept by
+    /// `apply` inside each append's transaction (first, in one
+    /// transaction, for the records after `applied`), appends from every
+    /// node take turns on one chain, a guard's [`charter_audit::Fence`]
+    /// is checked in that transaction, and a lost connection is
+    /// reconnected. Refused while a single writer has the log open, or
+    /// while another process runs as `node`.
+    pub fn open_shared(
+        url: &str,
+        log: &str,
+        node: Node,
+        applied: u64,
+        apply: TxApply,
+    ) -> Result<PgLog, LogError> {
+        PgLog::open_as(
+            url,
+            log,
+            applied,
+            Apply::InTx {
+                node,
+                apply: Some(apply),
+            },
+        )
+    }
+
+    fn open_as(url: &str, log: &str, applied: u64, apply: Apply) -> Result<PgLog, LogError> {
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let (jobs_tx, jobs_rx) = mpsc::channel();
         let tail = tokio::sync::watch::Sender::new(0);
@@ -176,7 +246,7 @@ impl PgLog {
                     }
                 };
                 rt.block_on(async move {
-                    let w = Worker::start(&url_t, log_t, applied, on_commit, tail_t).await;
+                    let w = Worker::start(url_t, log_t, applied, apply, tail_t).await;
                     match w {
                         Ok(mut w) => {
                             let _ = ready_tx.send(Ok(()));
@@ -309,59 +379,185 @@ impl Log for PgLog {
     }
 }
 
+/// Why a transaction did not commit.
+enum Failed {
+    /// A statement failed; the connection may be gone with it.
+    Db(tokio_postgres::Error),
+    /// The index could not be applied: the transaction was rolled back.
+    Index(String),
+}
+
+impl Failed {
+    fn text(&self) -> String {
+        match self {
+            Failed::Db(e) => e.to_string(),
+            Failed::Index(e) => e.clone(),
+        }
+    }
+}
+
+/// Whether the connection is gone (after `e`, if a statement failed):
+/// closed, or the server shutting down or restarting (57P01..57P05).
+fn lost(client: &Client, e: Option<&tokio_postgres::Error>) -> bool {
+    let shutdown = e
+        .and_then(|e| e.code())
+        .is_some_and(|c| c.code().starts_with("57P"));
+    client.is_closed() || e.is_some_and(|e| e.is_closed()) || shutdown
+}
+
 /// The connection's side: owns the client, the chain's tail and the
-/// callback; serves one job at a time, so appends and their callbacks are
-/// serialised as the file log's writer serialises them.
+/// index callback; serves one job at a time, so this process's appends
+/// and their index applications are serialised as the file log's writer
+/// serialises them (and, on a shared log, every node's appends take turns
+/// under [`APPEND_LOCK`]).
 struct Worker {
-    client: Client,
+    client: Arc<Client>,
+    url: String,
     log: String,
-    /// The last committed frame's (seq, hash); `None` after an append
-    /// whose outcome is unknown (read again before the next one).
+    /// The last committed frame's (seq, hash) as this writer knows it;
+    /// `None` after an append whose outcome is unknown. A shared log reads
+    /// it again in every append's transaction (another node may have
+    /// appended since).
     last: Option<(u64, [u8; 32])>,
-    on_commit: OnCommit,
-    /// Set when the callback failed: the log refuses appends until it is
-    /// reopened (the next opener re-applies what the callback missed).
+    apply: Apply,
+    /// Set when this writer stops for good (a single writer's lost lock,
+    /// a failed callback, a node name taken by another process).
     failed: Option<String>,
     tail: tokio::sync::watch::Sender<u64>,
 }
 
 impl Worker {
     async fn start(
-        url: &str,
+        url: String,
         log: String,
         applied: u64,
-        mut on_commit: OnCommit,
+        apply: Apply,
         tail: tokio::sync::watch::Sender<u64>,
     ) -> Result<Worker, LogError> {
-        let client = connect(url).await.map_err(|e| io(&log, e))?;
-        let locked: bool = client
-            .query_one(
-                "SELECT pg_try_advisory_lock($1, hashtext($2))",
-                &[&WRITER_LOCK, &log],
-            )
-            .await
-            .map_err(|e| io(&log, e))?
-            .get(0);
-        if !locked {
-            return Err(io(&log, IN_USE));
-        }
+        let client = connect(&url).await.map_err(|e| io(&log, e))?;
         let mut w = Worker {
-            client,
+            client: Arc::new(client),
+            url,
             log,
             last: None,
-            on_commit: Box::new(|_, _| Ok(())),
+            apply,
             failed: None,
             tail,
         };
+        w.take_locks().await?;
         let (seq, _) = w.tail_now().await?;
         w.tail.send_replace(seq);
         if applied < seq {
-            let replay = w.select(applied + 1, &Filter::all()).await?;
-            let at: Vec<u64> = replay.iter().map(|r| r.seq).collect();
-            on_commit(&replay, &at).map_err(|e| io(&w.log, e))?;
+            w.catch_up(applied).await?;
         }
-        w.on_commit = on_commit;
         Ok(w)
+    }
+
+    fn shared(&self) -> bool {
+        matches!(self.apply, Apply::InTx { .. })
+    }
+
+    /// The session locks: the writer lock (exclusive for one writer,
+    /// shared for a node) and, for a node, its name's.
+    async fn take_locks(&mut self) -> Result<(), LogError> {
+        let c = self.client.clone();
+        let held = |r: Result<tokio_postgres::Row, tokio_postgres::Error>| {
+            r.map(|row| row.get::<_, bool>(0))
+                .map_err(|e| io(&self.log, e))
+        };
+        match &self.apply {
+            Apply::After(_) => {
+                let r = c
+                    .query_one(
+                        "SELECT pg_try_advisory_lock($1, hashtext($2))",
+                        &[&WRITER_LOCK, &self.log],
+                    )
+                    .await;
+                if !held(r)? {
+                    return Err(io(&self.log, IN_USE));
+                }
+            }
+            Apply::InTx { node, .. } => {
+                let r = c
+                    .query_one(
+                        "SELECT pg_try_advisory_lock_shared($1, hashtext($2))",
+                        &[&WRITER_LOCK, &self.log],
+                    )
+                    .await;
+                if !held(r)? {
+                    return Err(io(
+                        &self.log,
+                        "the event log is open in a charter process that writes it alone (an older version, or a single-writer tool); stop it before starting nodes",
+                    ));
+                }
+                let r = c
+                    .query_one(
+                        "SELECT pg_try_advisory_lock($1, hashtext($2 || chr(10) || $3))",
+                        &[&NODE_LOCK, &self.log, &node.name],
+                    )
+                    .await;
+                if !held(r)? {
+                    return Err(io(
+                        &self.log,
+                        format!(
+                            "node `{}` of this deployment is running in another process; give each process its own node name (`charter up --node NAME`)",
+                            node.name
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Apply the records after `applied` (an index behind the log: a crash
+    /// between a single writer's commit and its callback, or an index
+    /// being rebuilt).
+    async fn catch_up(&mut self, applied: u64) -> Result<(), LogError> {
+        if self.shared() {
+            // Under the append lock, in one transaction with what it
+            // writes, so a node starting beside others applies each record
+            // once.
+            let c = self.client.clone();
+            c.batch_execute("BEGIN")
+                .await
+                .map_err(|e| io(&self.log, e))?;
+            let r = async {
+                c.execute(
+                    "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                    &[&APPEND_LOCK, &self.log],
+                )
+                .await
+                .map_err(Failed::Db)?;
+                let replay = self
+                    .select(applied + 1, &Filter::all())
+                    .await
+                    .map_err(|e| Failed::Index(e.to_string()))?;
+                if replay.is_empty() {
+                    return Ok(());
+                }
+                let at: Vec<u64> = replay.iter().map(|r| r.seq).collect();
+                self.apply_in_tx(replay, at).await?;
+                Ok::<(), Failed>(())
+            }
+            .await;
+            return match r {
+                Ok(()) => c
+                    .batch_execute("COMMIT")
+                    .await
+                    .map_err(|e| io(&self.log, e)),
+                Err(f) => {
+                    let _ = c.batch_execute("ROLLBACK").await;
+                    Err(io(&self.log, f.text()))
+                }
+            };
+        }
+        let replay = self.select(applied + 1, &Filter::all()).await?;
+        let at: Vec<u64> = replay.iter().map(|r| r.seq).collect();
+        if let Apply::After(on_commit) = &mut self.apply {
+            on_commit(&replay, &at).map_err(|e| io(&self.log, e))?;
+        }
+        Ok(())
     }
 
     async fn serve(&mut self, jobs: mpsc::Receiver<Job>) {
@@ -378,6 +574,11 @@ impl Worker {
                     job
                 }
             };
+            if self.shared() && self.failed.is_none() && self.client.is_closed() {
+                // Reads and appends alike need the connection back; an
+                // error here is every job's answer until it comes back.
+                let _ = self.reconnect().await;
+            }
             match job {
                 Job::Append {
                     events,
@@ -405,35 +606,70 @@ impl Worker {
                 }
             }
         }
-        // Release the writer lock before the connection closes: the
+        // Release the session locks before the connection closes: the
         // server ends a session asynchronously, and a reopen right after
-        // this drop must not find the lock still held.
+        // this drop must not find them held.
         let _ = self
             .client
-            .execute(
-                "SELECT pg_advisory_unlock($1, hashtext($2))",
-                &[&WRITER_LOCK, &self.log],
-            )
+            .batch_execute("SELECT pg_advisory_unlock_all()")
             .await;
     }
 
-    /// After a failed statement: if the connection is gone, stop the
-    /// writer ([`CONNECTION_LOST`]).
+    /// Connect again (a shared log's node, after its connection was lost),
+    /// trying for [`RECONNECT_FOR`], and take the session locks again. A
+    /// node name taken meanwhile by another process stops this writer for
+    /// good.
+    async fn reconnect(&mut self) -> Result<(), String> {
+        let started = std::time::Instant::now();
+        let mut wait = std::time::Duration::from_millis(50);
+        loop {
+            match connect(&self.url).await {
+                Ok(c) => {
+                    self.client = Arc::new(c);
+                    self.last = None;
+                    if let Err(e) = self.take_locks().await {
+                        let e = format!("after reconnecting to PostgreSQL: {e}");
+                        tracing::error!(log = %self.log, "{e}");
+                        self.failed = Some(e.clone());
+                        return Err(e);
+                    }
+                    tracing::info!(log = %self.log, "reconnected to PostgreSQL");
+                    return Ok(());
+                }
+                Err(e) if started.elapsed() < RECONNECT_FOR => {
+                    tracing::warn!(log = %self.log, "cannot reach PostgreSQL ({e}); retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(1));
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "cannot reach PostgreSQL for {}s ({e}); the append was not written, and the next one tries again",
+                        RECONNECT_FOR.as_secs()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// After a failed statement of a single writer: if the connection is
+    /// gone, stop the writer ([`CONNECTION_LOST`]).
     fn note_lost(&mut self, e: Option<&tokio_postgres::Error>) {
-        // 57P01..57P05: the server is shutting down or restarting.
-        let shutdown = e
-            .and_then(|e| e.code())
-            .is_some_and(|c| c.code().starts_with("57P"));
-        let gone = self.client.is_closed() || e.is_some_and(|e| e.is_closed()) || shutdown;
-        if gone && self.failed.is_none() {
+        if self.shared() {
+            return;
+        }
+        if lost(&self.client, e) && self.failed.is_none() {
             tracing::error!(log = %self.log, "{CONNECTION_LOST}");
             self.failed = Some(CONNECTION_LOST.into());
         }
     }
 
-    /// The last committed frame's seq and hash (0 and zeros when empty).
+    /// The last committed frame's seq and hash (0 and zeros when empty):
+    /// this writer's own for a single writer, read from the table for a
+    /// node (inside the append lock, it is the chain's).
     async fn tail_now(&mut self) -> Result<(u64, [u8; 32]), LogError> {
-        if let Some(t) = self.last {
+        if let Some(t) = self.last
+            && !self.shared()
+        {
             return Ok(t);
         }
         let row = self
@@ -447,16 +683,7 @@ impl Worker {
         let t = match row {
             None => (0, [0; 32]),
             Some(row) => {
-                let seq: i64 = row.get(0);
-                let frame: &[u8] = row.get(1);
-                let (r, _, hash) = backend::decode_frame(frame)
-                    .map_err(|e| io(&self.log, format!("seq {seq}: {e}")))?;
-                if r.seq != seq as u64 {
-                    return Err(io(
-                        &self.log,
-                        format!("row seq {seq} holds frame {}", r.seq),
-                    ));
-                }
+                let (r, _, hash) = self.decode(&row)?;
                 (r.seq, hash)
             }
         };
@@ -465,9 +692,9 @@ impl Worker {
     }
 
     /// Commit a group of appends in one transaction. Each batch is
-    /// checked alone (its guard, its bounds): a refused batch is answered
-    /// and left out, the others go on. Each accepted appender gets its own
-    /// last seq once the transaction committed.
+    /// checked alone (its guard, its fence, its bounds): a refused batch
+    /// is answered and left out, the others go on. Each accepted appender
+    /// gets its own last seq once the transaction committed.
     async fn append_group(&mut self, group: Vec<Appender>) {
         if let Some(e) = &self.failed {
             for (_, _, reply) in group {
@@ -475,22 +702,200 @@ impl Worker {
             }
             return;
         }
-        let (mut seq, mut hash) = match self.tail_now().await {
-            Ok(t) => t,
-            Err(e) => {
-                self.note_lost(None);
-                let msg = e.to_string();
-                for (_, _, reply) in group {
-                    let _ = reply.send(Err(io(&self.log, &msg)));
-                }
-                return;
-            }
-        };
-        let mut frames: Vec<Frame> = Vec::new();
-        let mut accepted = Vec::with_capacity(group.len());
+        // The guards' own checks first (they read the store on its own
+        // connection): on a shared log the fence in the transaction below
+        // is what decides; these refuse early and keep the file log's
+        // behaviour for a single writer.
+        let mut pending = Vec::with_capacity(group.len());
         for (events, guard, reply) in group {
+            let fence = guard.as_ref().and_then(|g| g.fence().cloned());
             if let Some(Err(e)) = guard.map(backend::check_guard) {
                 let _ = reply.send(Err(LogError::Refused(e)));
+                continue;
+            }
+            pending.push((events, fence, reply));
+        }
+        if pending.is_empty() {
+            return;
+        }
+        if self.shared()
+            && self.client.is_closed()
+            && let Err(e) = self.reconnect().await
+        {
+            for (_, _, reply) in pending {
+                let _ = reply.send(Err(io(&self.log, &e)));
+            }
+            return;
+        }
+        let mut accepted: Vec<(u64, Reply)> = Vec::with_capacity(pending.len());
+        let mut written: Option<Frame> = None;
+        let c = self.client.clone();
+        let result = match c.batch_execute("BEGIN").await {
+            Err(e) => Err(Failed::Db(e)),
+            Ok(()) => {
+                let r = self
+                    .write_in_tx(&c, &mut pending, &mut accepted, &mut written)
+                    .await;
+                match r {
+                    Ok(Some(records)) => match c.batch_execute("COMMIT").await {
+                        Ok(()) => Ok(Some(records)),
+                        Err(e) => Err(Failed::Db(e)),
+                    },
+                    other => {
+                        let _ = c.batch_execute("ROLLBACK").await;
+                        other
+                    }
+                }
+            }
+        };
+        let outcome = match result {
+            Ok(Some(records)) => self.committed_batch(records, written.as_ref()),
+            Ok(None) => Ok(()),
+            Err(Failed::Index(e)) => {
+                self.last = None;
+                Err(e)
+            }
+            Err(Failed::Db(e)) if self.shared() && lost(&self.client, Some(&e)) => {
+                // The commit's answer may have gone with the connection:
+                // once connected again, ask the database whether the
+                // batch is in.
+                self.last = None;
+                match (self.reconnect().await, &written) {
+                    (_, None) => Err(e.to_string()),
+                    (Err(r), Some(_)) => Err(format!(
+                        "{e}; whether the batch committed is unknown until the database is back: {r}"
+                    )),
+                    (Ok(()), Some(frame)) => match self.committed(frame).await {
+                        Ok(true) => {
+                            let seq = frame.record.seq;
+                            self.tail.send_if_modified(|t| {
+                                let newer = *t < seq;
+                                *t = (*t).max(seq);
+                                newer
+                            });
+                            Ok(())
+                        }
+                        Ok(false) => Err(format!(
+                            "{e}: the connection was lost before the commit; nothing of the batch was written"
+                        )),
+                        Err(e2) => {
+                            Err(format!("{e}; whether the batch committed is unknown: {e2}"))
+                        }
+                    },
+                }
+            }
+            Err(Failed::Db(e)) => {
+                self.last = None;
+                self.note_lost(Some(&e));
+                Err(match &self.failed {
+                    Some(f) => format!("{e}: {f}"),
+                    None => e.to_string(),
+                })
+            }
+        };
+        for (last, reply) in accepted {
+            let _ = reply.send(match &outcome {
+                Ok(()) => Ok(last),
+                Err(e) => Err(io(&self.log, e)),
+            });
+        }
+        // Appenders the transaction failed before reaching (nothing of
+        // theirs was written).
+        for (_, _, reply) in pending {
+            let _ = reply.send(Err(io(
+                &self.log,
+                outcome.as_ref().err().map_or("not written", String::as_str),
+            )));
+        }
+    }
+
+    /// What follows a commit: the tail moves on; a single writer's
+    /// callback gets the records.
+    fn committed_batch(
+        &mut self,
+        records: Vec<Record>,
+        last: Option<&Frame>,
+    ) -> Result<(), String> {
+        let Some(last) = last else { return Ok(()) };
+        self.last = Some((last.record.seq, last.hash));
+        self.tail.send_replace(last.record.seq);
+        let Apply::After(on_commit) = &mut self.apply else {
+            return Ok(());
+        };
+        let at: Vec<u64> = records.iter().map(|r| r.seq).collect();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_commit(&records, &at))) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                self.failed = Some(e.clone());
+                Err(e)
+            }
+            Err(_) => {
+                tracing::error!(
+                    "postgres log: the commit callback panicked on seq ..={}",
+                    last.record.seq
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether `frame` is in the log as written (after a lost commit
+    /// answer): under the append lock, so the old session's transaction
+    /// has ended either way.
+    async fn committed(&mut self, frame: &Frame) -> Result<bool, tokio_postgres::Error> {
+        let c = self.client.clone();
+        c.batch_execute("BEGIN").await?;
+        let r = async {
+            c.execute(
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                &[&APPEND_LOCK, &self.log],
+            )
+            .await?;
+            c.query_opt(
+                "SELECT frame FROM charter_events WHERE log = $1 AND seq = $2",
+                &[&self.log, &(frame.record.seq as i64)],
+            )
+            .await
+        }
+        .await;
+        let _ = c.batch_execute("ROLLBACK").await;
+        Ok(r?.is_some_and(|row| row.get::<_, &[u8]>(0) == frame.bytes.as_slice()))
+    }
+
+    /// The statements of an append's transaction (opened by the caller):
+    /// the append lock, the tail, the fences, the frames, the index. The
+    /// accepted appenders and the last frame written are left in
+    /// `accepted` and `written`; `Ok(None)`: nothing to write.
+    async fn write_in_tx(
+        &mut self,
+        c: &Client,
+        pending: &mut Vec<(Vec<Event>, Option<charter_audit::Fence>, Reply)>,
+        accepted: &mut Vec<(u64, Reply)>,
+        written: &mut Option<Frame>,
+    ) -> Result<Option<Vec<Record>>, Failed> {
+        c.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            &[&APPEND_LOCK, &self.log],
+        )
+        .await
+        .map_err(Failed::Db)?;
+        let (mut seq, mut hash) = self
+            .tail_now()
+            .await
+            .map_err(|e| Failed::Index(e.to_string()))?;
+        let tokens = self.fence_tokens(c, pending).await?;
+        let mut frames: Vec<Frame> = Vec::new();
+        // Nothing fails from here to the insert: each appender is answered
+        // now (refused) or moves to `accepted`.
+        for (events, fence, reply) in pending.drain(..) {
+            if let Some(f) = &fence
+                && let Some(tokens) = &tokens
+                && tokens.get(&(f.ns.clone(), f.key.clone())) != Some(&Some(f.token.clone()))
+            {
+                let _ = reply.send(Err(LogError::Refused(format!(
+                    "the lease {}/{} this append requires is no longer this writer's (another node took it over); none of its events were appended",
+                    f.ns, f.key
+                ))));
                 continue;
             }
             match backend::encode_batch(seq, hash, events) {
@@ -506,54 +911,117 @@ impl Worker {
                 }
             }
         }
-        let result = self.commit(frames, (seq, hash)).await;
-        for (last, reply) in accepted {
-            let _ = reply.send(match &result {
-                Ok(()) => Ok(last),
-                Err(e) => Err(io(&self.log, e)),
-            });
-        }
-    }
-
-    /// Write `frames` (ending at `last`) in one transaction, then hand
-    /// them to the callback. An `Err` is the appenders' answer.
-    async fn commit(&mut self, frames: Vec<Frame>, last: (u64, [u8; 32])) -> Result<(), String> {
         if frames.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        // Unknown until the commit answers: a lost connection mid-commit
-        // leaves it so, and the next append reads the tail again.
-        self.last = None;
-        if let Err(e) = self.insert(&frames).await {
-            self.note_lost(Some(&e));
-            return Err(match &self.failed {
-                Some(f) => format!("{e}: {f}"),
-                None => e.to_string(),
-            });
+        self.insert(c, &frames).await.map_err(Failed::Db)?;
+        let last = frames.pop().expect("not empty");
+        let mut records: Vec<Record> = frames.into_iter().map(|f| f.record).collect();
+        records.push(last.record.clone());
+        *written = Some(last);
+        if self.shared() {
+            let at: Vec<u64> = records.iter().map(|r| r.seq).collect();
+            records = self.apply_in_tx(records, at).await?;
         }
-        self.last = Some(last);
-        self.tail.send_replace(last.0);
-        let records: Vec<Record> = frames.into_iter().map(|f| f.record).collect();
-        let at: Vec<u64> = records.iter().map(|r| r.seq).collect();
-        let on_commit = &mut self.on_commit;
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_commit(&records, &at))) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                self.failed = Some(e.clone());
-                Err(e)
-            }
-            Err(_) => {
-                tracing::error!(
-                    "postgres log: the commit callback panicked on seq ..={}",
-                    last.0
+        Ok(Some(records))
+    }
+
+    /// The `token` of each fenced lease, read in the transaction and
+    /// locked (`FOR SHARE`) until it ends: a claim by another node waits
+    /// for this commit. `None` for a single writer (it has no store name;
+    /// its guards' checks are exact under its one-writer lock).
+    async fn fence_tokens(
+        &self,
+        c: &Client,
+        pending: &[(Vec<Event>, Option<charter_audit::Fence>, Reply)],
+    ) -> Result<Option<HashMap<(String, String), Option<String>>>, Failed> {
+        let Apply::InTx { node, .. } = &self.apply else {
+            return Ok(None);
+        };
+        let mut by_ns: HashMap<&str, Vec<Vec<u8>>> = HashMap::new();
+        for f in pending.iter().filter_map(|p| p.1.as_ref()) {
+            by_ns
+                .entry(f.ns.as_str())
+                .or_default()
+                .push(f.key.as_bytes().to_vec());
+        }
+        let mut tokens = HashMap::new();
+        for (ns, keys) in by_ns {
+            let rows = c
+                .query(
+                    "SELECT key, value FROM charter_kv WHERE store = $1 AND ns = $2 AND key = ANY($3) FOR SHARE",
+                    &[&node.store, &ns.as_bytes(), &keys],
+                )
+                .await
+                .map_err(Failed::Db)?;
+            for key in &keys {
+                tokens.insert(
+                    (ns.to_string(), String::from_utf8_lossy(key).into_owned()),
+                    None,
                 );
-                Ok(())
             }
+            for row in rows {
+                let key: Vec<u8> = row.get(0);
+                let value: Vec<u8> = row.get(1);
+                let token = serde_json::from_slice::<serde_json::Value>(&value)
+                    .ok()
+                    .and_then(|v| v.get("token")?.as_str().map(str::to_string));
+                tokens.insert(
+                    (ns.to_string(), String::from_utf8_lossy(&key).into_owned()),
+                    token,
+                );
+            }
+        }
+        Ok(Some(tokens))
+    }
+
+    /// Run the index callback on the blocking pool with a [`TxStore`] whose
+    /// statements this thread runs on the open transaction, until it
+    /// returns. Gives the records back.
+    async fn apply_in_tx(
+        &mut self,
+        records: Vec<Record>,
+        at: Vec<u64>,
+    ) -> Result<Vec<Record>, Failed> {
+        let Apply::InTx { node, apply } = &mut self.apply else {
+            return Ok(records);
+        };
+        let Some(mut f) = apply.take() else {
+            return Err(Failed::Index("the index callback was lost".into()));
+        };
+        let (jobs_tx, mut jobs) = tokio::sync::mpsc::unbounded_channel();
+        let store = TxStore::new(&node.store, jobs_tx);
+        let mut handle = tokio::task::spawn_blocking(move || {
+            let r =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&store, &records, &at)));
+            drop(store);
+            (f, records, r)
+        });
+        let c = self.client.clone();
+        let done = loop {
+            tokio::select! {
+                job = jobs.recv() => match job {
+                    Some(job) => job(c.clone()).await,
+                    None => break (&mut handle).await,
+                },
+                done = &mut handle => break done,
+            }
+        };
+        let (f, records, r) =
+            done.map_err(|e| Failed::Index(format!("the index callback ended: {e}")))?;
+        *apply = Some(f);
+        match r {
+            Ok(Ok(())) => Ok(records),
+            Ok(Err(e)) => Err(Failed::Index(e)),
+            Err(_) => Err(Failed::Index(format!(
+                "applying seq ..={} to the index panicked; nothing of the batch was written",
+                records.last().map_or(0, |r| r.seq)
+            ))),
         }
     }
 
-    /// One transaction: every frame of the batch or none.
-    async fn insert(&mut self, frames: &[Frame]) -> Result<(), tokio_postgres::Error> {
+    /// The frames of one append's transaction, in one statement.
+    async fn insert(&self, c: &Client, frames: &[Frame]) -> Result<(), tokio_postgres::Error> {
         let mut seqs = Vec::with_capacity(frames.len());
         let mut times = Vec::with_capacity(frames.len());
         let mut kinds = Vec::with_capacity(frames.len());
@@ -570,16 +1038,15 @@ impl Worker {
             plugins.push(f.record.event.plugin().filter(|x| !x.contains('\0')));
             bytes.push(&f.bytes);
         }
-        let tx = self.client.transaction().await?;
         let params: [&(dyn ToSql + Sync); 7] =
             [&self.log, &seqs, &times, &kinds, &runs, &plugins, &bytes];
-        tx.execute(
+        c.execute(
             "INSERT INTO charter_events (log, seq, time_ms, kind, run, plugin, frame) \
              SELECT $1, * FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bytea[])",
             &params,
         )
-        .await?;
-        tx.commit().await
+        .await
+        .map(|_| ())
     }
 
     /// The least seq of a row written at or after `time_ms`, or one after

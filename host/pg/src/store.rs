@@ -3,6 +3,10 @@
 //! before the call returns (so `flush` has nothing left to do);
 //! `compare_and_swap` is one conditional statement, atomic against every
 //! other writer of the database, other nodes included.
+//!
+//! The same statements also run inside the log writer's open transaction
+//! ([`TxStore`]): a shared log applies its index there, so an append and
+//! the index rows it changes commit together.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,14 +17,78 @@ use std::thread::JoinHandle;
 use charter_store::{Batch, MAX_LIST, Store, StoreError};
 use tokio_postgres::Client;
 
-type Job = Box<dyn FnOnce(Arc<Client>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+pub type Job = Box<dyn FnOnce(Arc<Client>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// Where a store's statements run.
+pub trait Exec: Send + Sync {
+    /// Hand `job` to the connection that runs it.
+    fn send(&self, job: Job) -> Result<(), StoreError>;
+    /// Whether the statements run inside a transaction already open (a
+    /// batch then opens none of its own).
+    fn in_tx(&self) -> bool;
+}
+
+/// A connection of the store's own, on a thread of its own.
+pub struct Conn {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Exec for Conn {
+    fn send(&self, job: Job) -> Result<(), StoreError> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .ok_or_else(|| remote("the store is closed"))?
+            .send(job)
+            .map_err(|_| remote("the connection thread ended"))
+    }
+    fn in_tx(&self) -> bool {
+        false
+    }
+}
+
+/// The log writer's connection while it holds a transaction open: its
+/// statements see the batch being written and commit (or roll back) with
+/// it. Used only from a thread other than the writer's, which serves the
+/// jobs until the user returns.
+pub struct TxConn {
+    pub(crate) jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+}
+
+impl Exec for TxConn {
+    fn send(&self, job: Job) -> Result<(), StoreError> {
+        self.jobs
+            .send(job)
+            .map_err(|_| remote("the log's transaction ended"))
+    }
+    fn in_tx(&self) -> bool {
+        true
+    }
+}
+
+/// The [`Store`] statements of store `store` (a deployment), run by `E`.
+pub struct Kv<E> {
+    store: String,
+    exec: E,
+}
 
 /// The indexed state of store `store` (a deployment) in a PostgreSQL
 /// database. The client runs on a thread of its own, as [`crate::PgLog`]'s.
-pub struct PgStore {
-    store: String,
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
-    worker: Mutex<Option<JoinHandle<()>>>,
+pub type PgStore = Kv<Conn>;
+
+/// The store as the log writer's open transaction sees it (see the
+/// module docs).
+pub type TxStore = Kv<TxConn>;
+
+impl TxStore {
+    pub(crate) fn new(store: &str, jobs: tokio::sync::mpsc::UnboundedSender<Job>) -> TxStore {
+        Kv {
+            store: store.to_string(),
+            exec: TxConn { jobs },
+        }
+    }
 }
 
 fn remote(e: impl std::fmt::Display) -> StoreError {
@@ -46,7 +114,7 @@ fn text(key: &[u8], v: Vec<u8>) -> Result<String, StoreError> {
     })
 }
 
-impl Drop for PgStore {
+impl Drop for Conn {
     fn drop(&mut self) {
         self.jobs
             .lock()
@@ -63,7 +131,7 @@ impl Drop for PgStore {
     }
 }
 
-impl PgStore {
+impl Kv<Conn> {
     /// Connect to `url` and open store `store` (creating the schema if
     /// needed).
     pub fn open(url: &str, store: &str) -> Result<PgStore, StoreError> {
@@ -101,10 +169,12 @@ impl PgStore {
             })
             .map_err(remote)?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(PgStore {
+            Ok(Ok(())) => Ok(Kv {
                 store: store.to_string(),
-                jobs: Mutex::new(Some(jobs_tx)),
-                worker: Mutex::new(Some(worker)),
+                exec: Conn {
+                    jobs: Mutex::new(Some(jobs_tx)),
+                    worker: Mutex::new(Some(worker)),
+                },
             }),
             Ok(Err(e)) => {
                 let _ = worker.join();
@@ -116,8 +186,10 @@ impl PgStore {
             }
         }
     }
+}
 
-    /// Run `f` on the connection's thread and wait for its answer.
+impl<E: Exec> Kv<E> {
+    /// Run `f` on the connection and wait for its answer.
     fn call<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -131,13 +203,7 @@ impl PgStore {
                 let _ = tx.send(f(c, store).await);
             })
         });
-        self.jobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .ok_or_else(|| remote("the store is closed"))?
-            .send(job)
-            .map_err(|_| remote("the connection thread ended"))?;
+        self.exec.send(job)?;
         rx.recv()
             .map_err(|_| remote("the connection thread ended"))?
     }
@@ -194,7 +260,7 @@ async fn in_transaction<T>(
     }
 }
 
-impl Store for PgStore {
+impl<E: Exec> Store for Kv<E> {
     fn get(&self, ns: &str, key: &str) -> Result<Option<String>, StoreError> {
         let (ns, key) = (ns.as_bytes().to_vec(), key.as_bytes().to_vec());
         self.call(move |c, store| async move {
@@ -264,8 +330,9 @@ impl Store for PgStore {
                 }
             }
         }
+        let in_tx = self.exec.in_tx();
         self.call(move |c, store| async move {
-            in_transaction(&c, async {
+            let body = async {
                 if !put_ns.is_empty() {
                     c.execute(
                         "INSERT INTO charter_kv (store, ns, key, value) \
@@ -284,8 +351,14 @@ impl Store for PgStore {
                     .await?;
                 }
                 Ok(())
-            })
-            .await
+            };
+            if in_tx {
+                // Inside the writer's transaction: a failed statement
+                // fails it whole.
+                body.await.map_err(remote)
+            } else {
+                in_transaction(&c, body).await
+            }
         })
     }
 

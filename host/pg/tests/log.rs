@@ -330,3 +330,238 @@ fn a_database_restart_stops_the_writer_and_loses_nothing_acknowledged() {
     let v = charter_pg::verify(&url, "acme").unwrap();
     assert!(v.ok() && v.last_seq == 6, "{v:?}");
 }
+
+/// A node's index: every record under `idx/<seq>`, the last applied seq
+/// under `meta/applied`, refusing a gap (as the host's index does); an
+/// event of plugin `poison` fails it.
+fn counting_apply() -> charter_pg::TxApply {
+    Box::new(|store, records, at| {
+        let applied: u64 = store
+            .get("meta", "applied")
+            .map_err(|e| e.to_string())?
+            .map_or(0, |v| v.parse().unwrap());
+        if records[0].seq != applied + 1 {
+            return Err(format!("gap: applied {applied}, got {}", records[0].seq));
+        }
+        assert_eq!(at, records.iter().map(|r| r.seq).collect::<Vec<_>>());
+        if records.iter().any(|r| r.event.plugin() == Some("poison")) {
+            return Err("the index refuses poison".into());
+        }
+        let mut b = charter_store::Batch::default();
+        for r in records {
+            b.put("idx", &format!("{:08}", r.seq), r.event.kind());
+        }
+        b.put("meta", "applied", &records.last().unwrap().seq.to_string());
+        store.commit(&b).map_err(|e| e.to_string())
+    })
+}
+
+fn node(name: &str) -> charter_pg::Node {
+    charter_pg::Node {
+        store: "acme".into(),
+        name: name.into(),
+    }
+}
+
+fn shared(url: &str, name: &str) -> PgLog {
+    let applied = charter_pg::PgStore::open(url, "acme")
+        .unwrap()
+        .get("meta", "applied")
+        .unwrap()
+        .map_or(0, |v| v.parse().unwrap());
+    PgLog::open_shared(url, "acme", node(name), applied, counting_apply()).unwrap()
+}
+
+/// Issue 17: three nodes append to one log at once. Their appends take
+/// turns on one chain (it verifies whole), and each append's index rows
+/// commit in its transaction: the index holds every seq exactly once,
+/// with no gap, and its applied seq is the log's tail.
+#[test]
+fn nodes_append_to_one_chain_and_the_index_commits_with_each_append() {
+    let Some(pg) = cluster() else { return };
+    pg.create_db("nodes").unwrap();
+    let url = pg.url("nodes");
+    let nodes: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|n| std::sync::Arc::new(shared(&url, n)))
+        .collect();
+    let threads: Vec<_> = (0..12)
+        .map(|t| {
+            let log = nodes[t % 3].clone();
+            std::thread::spawn(move || {
+                (0..20)
+                    .map(|i| log.append_blocking(vec![kv("p", i), kv("q", i)]).unwrap())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, (1..=240).map(|i| i * 2).collect::<Vec<_>>());
+    let v = charter_pg::verify(&url, "acme").unwrap();
+    assert!(v.ok() && v.last_seq == 480, "{v:?}");
+    let store = charter_pg::PgStore::open(&url, "acme").unwrap();
+    assert_eq!(
+        store.get("meta", "applied").unwrap().as_deref(),
+        Some("480")
+    );
+    let idx = store.scan("idx").unwrap();
+    assert_eq!(
+        idx.iter()
+            .map(|(k, _)| k.parse::<u64>().unwrap())
+            .collect::<Vec<_>>(),
+        (1..=480).collect::<Vec<_>>()
+    );
+    // Each node reads what the others wrote.
+    assert_eq!(nodes[1].read(1, &Filter::all()).unwrap().len(), 480);
+}
+
+/// An index that fails refuses the append: the frames roll back with
+/// it (nothing in the log the index has not seen), and the log goes on.
+#[test]
+fn a_failing_index_refuses_the_append_and_writes_nothing() {
+    let Some(pg) = cluster() else { return };
+    pg.create_db("poison").unwrap();
+    let url = pg.url("poison");
+    let log = shared(&url, "a");
+    assert_eq!(log.append_blocking(vec![kv("p", 1)]).unwrap(), 1);
+    let err = log
+        .append_blocking(vec![kv("p", 2), kv("poison", 3)])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the index refuses poison"), "{err}");
+    assert_eq!(log.append_blocking(vec![kv("p", 4)]).unwrap(), 2);
+    let v = charter_pg::verify(&url, "acme").unwrap();
+    assert!(v.ok() && v.last_seq == 2, "{v:?}");
+    let store = charter_pg::PgStore::open(&url, "acme").unwrap();
+    assert_eq!(store.get("meta", "applied").unwrap().as_deref(), Some("2"));
+}
+
+/// A node's name is one process's; a single writer and nodes exclude
+/// each other.
+#[test]
+fn a_node_name_is_one_process_and_a_single_writer_excludes_nodes() {
+    let Some(pg) = cluster() else { return };
+    pg.create_db("names").unwrap();
+    let url = pg.url("names");
+    let a = shared(&url, "a");
+    let err = PgLog::open_shared(&url, "acme", node("a"), 0, counting_apply())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("node `a`") && err.contains("--node NAME"),
+        "{err}"
+    );
+    let b = shared(&url, "b");
+    let err = PgLog::open(&url, "acme").unwrap_err().to_string();
+    assert!(err.contains("in use by another charter process"), "{err}");
+    drop((a, b));
+    let single = PgLog::open(&url, "acme").unwrap();
+    let err = PgLog::open_shared(&url, "acme", node("c"), 0, counting_apply())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("writes it alone"), "{err}");
+    drop(single);
+    assert!(PgLog::open_shared(&url, "acme", node("a"), 0, counting_apply()).is_ok());
+}
+
+/// Issue 17's stale node: its own check of the lease passed (it read the
+/// lease before it stalled), but another node claimed the run since. The
+/// database refuses the append: the lease row is read and locked in the
+/// transaction that would write it, and its token is no longer this
+/// node's. Nothing is written.
+#[test]
+fn a_stale_nodes_append_is_refused_by_the_database() {
+    let Some(pg) = cluster() else { return };
+    pg.create_db("fence").unwrap();
+    let url = pg.url("fence");
+    let store = charter_pg::PgStore::open(&url, "acme").unwrap();
+    let lease = |token: &str| {
+        format!(r#"{{"holder":"node a pid 1 host 0","token":"{token}","expires_ms":1}}"#)
+    };
+    assert!(
+        store
+            .compare_and_swap("@leases", "run-1", None, Some(&lease("T1")))
+            .unwrap()
+    );
+    let a = shared(&url, "a");
+    let fence = |token: &str| charter_audit::Fence {
+        ns: "@leases".into(),
+        key: "run-1".into(),
+        token: token.into(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let ok = rt.block_on(a.append_guarded(
+        vec![kv("p", 1)],
+        charter_audit::Guard::fenced(|| Ok(()), fence("T1")),
+    ));
+    assert_eq!(ok.unwrap(), 1, "the holder appends");
+    // Node b takes the run over (node a stalled past its lease).
+    assert!(
+        store
+            .compare_and_swap("@leases", "run-1", Some(&lease("T1")), Some(&lease("T2")))
+            .unwrap()
+    );
+    let stale = rt.block_on(a.append_guarded(
+        vec![kv("p", 2), kv("p", 3)],
+        charter_audit::Guard::fenced(|| Ok(()), fence("T1")),
+    ));
+    match stale {
+        Err(charter_audit::LogError::Refused(e)) => {
+            assert!(
+                e.contains("@leases/run-1") && e.contains("another node"),
+                "{e}"
+            )
+        }
+        other => panic!("a stale node's append was not refused: {other:?}"),
+    }
+    // A released lease refuses as well; an unfenced append goes on.
+    assert!(
+        store
+            .compare_and_swap("@leases", "run-1", Some(&lease("T2")), None)
+            .unwrap()
+    );
+    let gone = rt.block_on(a.append_guarded(
+        vec![kv("p", 4)],
+        charter_audit::Guard::fenced(|| Ok(()), fence("T2")),
+    ));
+    assert!(
+        matches!(gone, Err(charter_audit::LogError::Refused(_))),
+        "{gone:?}"
+    );
+    assert_eq!(a.append_blocking(vec![kv("p", 5)]).unwrap(), 2);
+    let v = charter_pg::verify(&url, "acme").unwrap();
+    assert!(v.ok() && v.last_seq == 2, "{v:?}");
+}
+
+/// A node outlives a database restart: it connects again, takes its
+/// locks again, and its next append goes on the same chain, with the
+/// index still one with the log. (A single writer stops instead:
+/// `a_database_restart_stops_the_writer_and_loses_nothing_acknowledged`.)
+#[test]
+fn a_node_reconnects_after_a_database_restart() {
+    let Some(pg) = cluster() else { return };
+    pg.create_db("reconnect").unwrap();
+    let url = pg.url("reconnect");
+    let log = shared(&url, "a");
+    for i in 0..5 {
+        assert_eq!(log.append_blocking(vec![kv("p", i)]).unwrap(), i + 1);
+    }
+    pg.restart().expect("restart the server");
+    assert_eq!(log.append_blocking(vec![kv("p", 5)]).unwrap(), 6);
+    assert_eq!(log.read(1, &Filter::all()).unwrap().len(), 6);
+    // Its node name is still its own.
+    let err = PgLog::open_shared(&url, "acme", node("a"), 0, counting_apply())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("node `a`"), "{err}");
+    let v = charter_pg::verify(&url, "acme").unwrap();
+    assert!(v.ok() && v.last_seq == 6, "{v:?}");
+    let store = charter_pg::PgStore::open(&url, "acme").unwrap();
+    assert_eq!(store.get("meta", "applied").unwrap().as_deref(), Some("6"));
+}

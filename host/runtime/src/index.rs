@@ -1476,10 +1476,20 @@ impl RunLease {
     /// must still be this driver's when the log's writer takes the batch.
     /// A driver that stalled past its lease's expiry while another claimed
     /// the run appends nothing.
+    ///
+    /// The guard carries the lease's token as its [`charter_audit::Fence`]:
+    /// a log shared by several nodes checks the stored lease again inside
+    /// the transaction that writes the batch, so a claim by another node
+    /// between this check and the write still refuses it.
     pub fn fence(&self) -> charter_audit::Guard {
         let held = self.lease.clone();
         let store = self.store.clone();
-        Box::new(move || held.confirm(&*store))
+        let fence = charter_audit::Fence {
+            ns: LEASES.to_string(),
+            key: self.lease.run.clone(),
+            token: self.lease.token.clone(),
+        };
+        charter_audit::Guard::fenced(move || held.confirm(&*store), fence)
     }
 }
 
@@ -1554,6 +1564,31 @@ pub fn claim_run(
 /// The lease on `run`, if one is recorded (expired or not).
 pub fn lease(store: &dyn Store, run: &str) -> Option<Lease> {
     get_json(store, LEASES, run)
+}
+
+/// How the holder of a lease taken by node `node` begins (a holder is
+/// `node NAME pid P host N`).
+pub fn node_holder_prefix(node: &str) -> String {
+    format!("node {node}")
+}
+
+/// Drop the leases held by node `node` (its process died: opening the
+/// shared log took the node's name, one process per name), and those of
+/// a holder that names no node (a single writer of an older version,
+/// which cannot be running beside a node). Other nodes' leases stay until
+/// they expire or are released.
+pub fn clear_leases_of_node(store: &dyn Store, node: &str) -> Result<(), IndexError> {
+    let mine = format!("{} ", node_holder_prefix(node));
+    let mut b = Batch::default();
+    for (k, v) in store.scan(LEASES)? {
+        let holder = serde_json::from_str::<Lease>(&v).map(|l| l.holder).ok();
+        let clear = holder.is_none_or(|h| h.starts_with(&mine) || !h.starts_with("node "));
+        if clear {
+            b.delete(LEASES, &k);
+        }
+    }
+    store.commit(&b)?;
+    Ok(())
 }
 
 /// Drop every recorded lease. Only for a store this process has to itself

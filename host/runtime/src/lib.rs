@@ -94,6 +94,9 @@ pub struct HostOptions {
     /// `[deployment] backend` is not the file log must be given one (and
     /// its `store`): `charter_api::host_options` opens both.
     pub log: Option<LogOpener>,
+    /// This process's node name on a shared backend (one process per
+    /// name; run leases name it). Default: `default`.
+    pub node: Option<String>,
     /// LLM provider; default: from the deployment's `[llm]`.
     pub llm: Option<Arc<dyn Llm>>,
     /// Compile cache directory; default: `<data_dir>/cache`. Tests share
@@ -111,17 +114,45 @@ pub struct HostOptions {
 }
 
 /// Opens a shared event log: called once by [`Host::new`] with the
-/// index's applied seq and the commit callback that keeps the index (as
-/// [`EventLog::open_with`] takes them). The front end's composition root
-/// builds it (PostgreSQL: `charter-pg`), so this crate links no database
-/// client.
+/// index's applied seq, this process's node name and the function that applies records to the index
+/// in a given store. A shared log calls it inside each append's
+/// transaction with the store as that transaction sees it, so an append
+/// and its index rows commit together (`charter_pg::PgLog::open_shared`).
+/// The front end's composition root builds it (PostgreSQL: `charter-pg`),
+/// so this crate links no database client.
 pub type LogOpener = Box<
     dyn FnOnce(
             u64,
-            charter_audit::OnCommit,
+            &str,
+            IndexApply,
         ) -> Result<Arc<dyn charter_audit::DynLog>, charter_audit::LogError>
         + Send,
 >;
+
+/// Applies committed records (with their positions) to the index kept in
+/// the store it is given ([`index::apply_cached`]).
+pub type IndexApply =
+    Box<dyn FnMut(&dyn Store, &[charter_audit::Record], &[u64]) -> Result<(), String> + Send>;
+
+/// The node name a shared backend's process goes by when none is given.
+pub const DEFAULT_NODE: &str = "default";
+
+/// Check a node name: 1 to 64 of `A-Z a-z 0-9 . _ -` (it is written into
+/// leases and shown by `charter nodes`).
+pub fn check_node_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "node name {name:?}: use 1 to 64 letters, digits, '.', '_' or '-'"
+        ))
+    }
+}
 
 /// A plugin that passed the load-time check and is ready to instantiate.
 pub struct LoadedPlugin {
@@ -508,15 +539,19 @@ impl Host {
         let mark = key
             .as_ref()
             .and_then(|k| index::verified_mark(&*store, &k.verifying_key()));
-        let on_commit: charter_audit::OnCommit = {
+        let mut apply: IndexApply = {
             let mut runs = index::RunCache::default();
-            Box::new(move |records, at| {
-                index::apply_cached(&*index_store, records, at, &resolve, &mut runs)
+            Box::new(move |store, records, at| {
+                index::apply_cached(store, records, at, &resolve, &mut runs)
                     .map_err(|e| e.stop_message(&data_dir))
             })
         };
+        let node = options.node.unwrap_or_else(|| DEFAULT_NODE.to_string());
+        check_node_name(&node).map_err(HostError::Index)?;
         let log = match options.log {
             None => {
+                let on_commit: charter_audit::OnCommit =
+                    Box::new(move |records, at| apply(&*index_store, records, at));
                 let (log, opened) = EventLog::open_verified(
                     &deployment.data_dir.join(charter_audit::LOG_FILE),
                     mark,
@@ -540,11 +575,12 @@ impl Host {
                 AnyLog::File(log)
             }
             Some(open) => {
-                let log = open(applied, on_commit)?;
-                // Opening took the log's one-writer lock: a run lease in
-                // the shared store is a dead writer's (one writer per
-                // deployment until leases with fencing let several).
-                index::clear_leases(&*store).map_err(|e| HostError::Index(e.to_string()))?;
+                let log = open(applied, &node, apply)?;
+                // Opening took this node's name (one process per name): a
+                // run lease this node's name holds is a dead process's.
+                // Other nodes' leases are theirs until they expire.
+                index::clear_leases_of_node(&*store, &node)
+                    .map_err(|e| HostError::Index(e.to_string()))?;
                 AnyLog::Shared(log)
             }
         };
@@ -574,7 +610,8 @@ impl Host {
             timers: std::sync::OnceLock::new(),
             trigger_locks: Default::default(),
             holder: format!(
-                "pid {} host {}",
+                "{} pid {} host {}",
+                index::node_holder_prefix(&node),
                 std::process::id(),
                 HOST_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             ),
