@@ -297,3 +297,76 @@ fn a_host_without_the_backend_refuses_and_writes_nothing() {
         "wrote the data directory"
     );
 }
+
+/// Host `node` of the refunds example on PostgreSQL database `url`, its
+/// data directory in `dir` (each node has its own).
+fn refunds_node(dir: &Path, url: &str, node: &str, extra: &str) -> charter_runtime::Host {
+    let mut d = crate::governance::refunds(dir, extra);
+    d.backend = charter_config::Backend::Postgres(url.to_string());
+    let mut options = charter_api::host_options(&d).unwrap();
+    options.node = Some(node.to_string());
+    charter_runtime::Host::new(d, options).unwrap()
+}
+
+/// Issue 17: two approvers on two nodes decide one pending proposal at
+/// the same moment. The nodes take turns on it (a claim in the database),
+/// so it executes once: one decision executes it, the other finds it
+/// decided and is refused; the refund happens once.
+#[test]
+fn two_nodes_deciding_one_proposal_execute_it_once() {
+    let Some(pg) = cluster() else { return };
+    pg.create_db("decide").unwrap();
+    let url = pg.url("decide");
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = refunds_node(da.path(), &url, "a", "");
+    let b = refunds_node(db.path(), &url, "b", "");
+    let rt = rt();
+    for i in 0..4 {
+        let order = format!("N-{i}");
+        let args = serde_json::json!({"order_id": order, "amount_cents": 200_000, "reason": "damaged in transit"});
+        let err = rt
+            .block_on(a.call_as("refund-bot", &args.to_string(), Some("alice")))
+            .unwrap_err();
+        let id = match err {
+            charter_runtime::CallError::AwaitingApproval { proposal, .. } => proposal,
+            other => panic!("expected a proposal, got {other}"),
+        };
+        let go = std::sync::Barrier::new(2);
+        let decide = |h: &charter_runtime::Host, by: &str| {
+            go.wait();
+            rt.block_on(h.decide(&id, by, true, None))
+        };
+        let (ra, rb) = std::thread::scope(|s| {
+            let ta = s.spawn(|| decide(&a, "bob"));
+            let tb = s.spawn(|| decide(&b, "carol"));
+            (ta.join().unwrap(), tb.join().unwrap())
+        });
+        let executed = [&ra, &rb]
+            .iter()
+            .filter(|r| matches!(r, Ok(d) if d.outcome == "executed"))
+            .count();
+        assert_eq!(executed, 1, "{ra:?}\n{rb:?}");
+        let other = if ra.is_ok() { &rb } else { &ra };
+        assert!(
+            matches!(
+                other,
+                Err(charter_runtime::proposals::ProposalError::Refused {
+                    rule: "not-pending",
+                    ..
+                })
+            ),
+            "{other:?}"
+        );
+        // Both nodes read the one outcome.
+        assert_eq!(b.proposal(&id).unwrap().status, "executed");
+        assert_eq!(a.proposal(&id).unwrap().status, "executed");
+    }
+    let records = charter_pg::read_records(&url, "acme-refunds").unwrap();
+    let executions = records
+        .iter()
+        .filter(|r| {
+            matches!(&r.event, charter_audit::Event::ProposalResolved { status, .. } if status == "executed")
+        })
+        .count();
+    assert_eq!(executions, 4, "each proposal executed once");
+}

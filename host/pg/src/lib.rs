@@ -78,6 +78,10 @@ const MIGRATION_LOCK: i64 = 0x4348_4d49_4752;
 /// Most appends committed in one transaction (group commit).
 const MAX_GROUP: usize = 256;
 
+/// How long the server lets a session sit idle inside a transaction
+/// before it ends the session (see [`connect`]).
+const IDLE_IN_TRANSACTION: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long a shared writer keeps trying to reach the database again
 /// before an append fails (it tries again at the next one).
 const RECONNECT_FOR: std::time::Duration = std::time::Duration::from_secs(30);
@@ -519,7 +523,9 @@ impl Worker {
             // writes, so a node starting beside others applies each record
             // once.
             let c = self.client.clone();
-            c.batch_execute("BEGIN")
+            // A long replay works between its statements for as long as
+            // it needs: no idle limit in this one transaction.
+            c.batch_execute("BEGIN; SET LOCAL idle_in_transaction_session_timeout = 0")
                 .await
                 .map_err(|e| io(&self.log, e))?;
             let r = async {
@@ -1171,6 +1177,19 @@ pub(crate) async fn connect(url: &str) -> Result<Client, String> {
             tracing::warn!("postgres connection ended: {e}");
         }
     });
+    // A process that stops inside a transaction (SIGSTOP, a debugger, a
+    // frozen VM) would hold the append lock, and every other node's
+    // appends, for as long as its connection lives: the server ends such
+    // a session instead, rolling its transaction back. Every transaction
+    // here sends its statements back to back (the longest pause is the
+    // index callback's work between two of them).
+    client
+        .batch_execute(&format!(
+            "SET idle_in_transaction_session_timeout = '{}ms'",
+            IDLE_IN_TRANSACTION.as_millis()
+        ))
+        .await
+        .map_err(|e| format!("cannot configure the session: {e}"))?;
     migrate(&client)
         .await
         .map_err(|e| format!("schema migration: {e}"))?;

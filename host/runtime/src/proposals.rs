@@ -9,7 +9,8 @@
 //! with exactly the stored arguments (their digest is the one approved).
 //! Every attempt, refused or not, is an event.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use charter_audit::{Decision, Event, json_digest, now_ms};
 use serde_json::Value;
@@ -42,6 +43,22 @@ impl ProposalError {
             _ => crate::error::EXIT_ERROR,
         }
     }
+}
+
+tokio::task_local! {
+    /// The claim on the proposal being decided, on a log several nodes
+    /// share: the decision's own appends are fenced by it.
+    static DECIDING: Option<Arc<index::RunLease>>;
+}
+
+/// How long a decision waits while another node decides the same
+/// proposal.
+const CLAIM_WAIT: Duration = Duration::from_secs(20);
+
+/// The lease key that claims proposal `id` for one decision (`@` keeps it
+/// apart from every run id).
+fn claim_key(id: &str) -> String {
+    format!("@proposal/{id}")
 }
 
 /// What a decision did.
@@ -81,6 +98,54 @@ impl Host {
     /// decision (`Host::decisions`) and checked against the index, which
     /// holds the resolution from its append on, across restarts too.
     pub(crate) async fn expire_if_due(&self, id: &str) -> Result<bool, ProposalError> {
+        let claim = self.claim_proposal(id).await?;
+        DECIDING.scope(claim, self.expire_claimed(id)).await
+    }
+
+    /// On a log several nodes share (PostgreSQL), claim proposal `id` for
+    /// one decision: a lease in the deployment's store, waited for while
+    /// another node decides it ([`CLAIM_WAIT`]). The decisions lock below
+    /// orders one process's decisions; this orders the nodes', so two
+    /// approvers on two nodes never both act on the same pending state,
+    /// and a node that stalled past the claim has its decision's appends
+    /// refused by the database (they are fenced by it). `None` on the
+    /// file log, which one process writes.
+    async fn claim_proposal(
+        &self,
+        id: &str,
+    ) -> Result<Option<Arc<index::RunLease>>, ProposalError> {
+        if !matches!(self.services.log, charter_audit::AnyLog::Shared(_)) {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        loop {
+            match self.claim_run(&claim_key(id)) {
+                Ok(Some(lease)) => return Ok(Some(Arc::new(lease))),
+                Ok(None) if started.elapsed() < CLAIM_WAIT => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Ok(None) => {
+                    return Err(ProposalError::Failed {
+                        id: id.to_string(),
+                        message: format!(
+                            "another node has been deciding this proposal for {}s; nothing was recorded, try again",
+                            CLAIM_WAIT.as_secs()
+                        ),
+                    });
+                }
+                Err(e) => {
+                    return Err(ProposalError::Failed {
+                        id: id.to_string(),
+                        message: format!(
+                            "cannot claim the proposal for this decision ({e}); nothing was recorded"
+                        ),
+                    });
+                }
+            }
+        }
+    }
+
+    async fn expire_claimed(&self, id: &str) -> Result<bool, ProposalError> {
         let _serial = self.decisions.lock().await;
         let Some(p) = index::proposal(&*self.services.store, id) else {
             return Ok(false);
@@ -99,21 +164,39 @@ impl Host {
     }
 
     async fn record(&self, events: Vec<Event>) -> Result<(), ProposalError> {
-        self.services
-            .log
-            .append(events)
-            .await
-            .map(|_| ())
-            .map_err(|e| ProposalError::Failed {
-                id: String::new(),
-                message: format!("event log: {e}"),
-            })
+        let fence = DECIDING
+            .try_with(|c| c.as_ref().map(|lease| lease.fence()))
+            .ok()
+            .flatten();
+        let log = &self.services.log;
+        match fence {
+            Some(guard) => log.append_guarded(events, guard).await,
+            None => log.append(events).await,
+        }
+        .map(|_| ())
+        .map_err(|e| ProposalError::Failed {
+            id: String::new(),
+            message: format!("event log: {e}"),
+        })
     }
 
     /// `by` approves (or rejects) proposal `id`.
     /// (Long: read from the log, checked, recorded and carried out in the
     /// one order that must hold under the decisions lock.)
     pub async fn decide(
+        &self,
+        id: &str,
+        by: &str,
+        approve: bool,
+        comment: Option<String>,
+    ) -> Result<Decided, ProposalError> {
+        let claim = self.claim_proposal(id).await?;
+        DECIDING
+            .scope(claim, self.decide_claimed(id, by, approve, comment))
+            .await
+    }
+
+    async fn decide_claimed(
         &self,
         id: &str,
         by: &str,
