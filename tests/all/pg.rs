@@ -370,3 +370,49 @@ fn two_nodes_deciding_one_proposal_execute_it_once() {
         .count();
     assert_eq!(executions, 4, "each proposal executed once");
 }
+
+/// Issue 17, SECURITY 23 on several nodes: a quota bounds the
+/// deployment, not each node. Calls alternate between two nodes; exactly
+/// `limit` requests leave between them (the window is the database's),
+/// and every call after is denied on either node before it leaves.
+#[test]
+fn a_quota_bounds_every_node_together() {
+    use std::sync::atomic::Ordering;
+    let Some(pg) = cluster() else { return };
+    pg.create_db("quota").unwrap();
+    let url = pg.url("quota");
+    let rt = rt();
+    let (port, hits) = rt.block_on(crate::http::server());
+    let extra = format!(
+        "[groups.http-a]\ncapabilities = [\"wasi:http/outgoing-handler.handle\"]\nallow_hosts = [\"127.0.0.1:{port}\"]\n[quotas.web]\nfunction = \"wasi:http/outgoing-handler.handle\"\nlimit = 3\nper = \"1h\"\nover = \"deny\"\n"
+    );
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let nodes: Vec<_> = dirs
+        .iter()
+        .zip(["a", "b"])
+        .map(|(dir, name)| {
+            let mut d = crate::support::deployment(
+                dir.path(),
+                4,
+                &[("fetch", "fx-http", &["http-a"], &extra)],
+            );
+            d.backend = charter_config::Backend::Postgres(url.clone());
+            let mut options = charter_api::host_options(&d).unwrap();
+            options.node = Some(name.to_string());
+            charter_runtime::Host::new(d, options).unwrap()
+        })
+        .collect();
+    let input = format!(r#"{{"url": "http://127.0.0.1:{port}/x"}}"#);
+    let mut allowed = 0;
+    for i in 0..8 {
+        match rt.block_on(nodes[i % 2].call("fetch", &input)) {
+            Ok(out) => {
+                assert_eq!(out.output["status"], 200);
+                allowed += 1;
+            }
+            Err(e) => assert!(e.to_string().contains("quota web: 3 of 3"), "{e}"),
+        }
+    }
+    assert_eq!(allowed, 3, "calls allowed across the nodes");
+    assert_eq!(hits.load(Ordering::SeqCst), 3, "requests that left");
+}

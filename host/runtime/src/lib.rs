@@ -586,6 +586,12 @@ impl Host {
         };
         // Quotas count from the log: a restart does not reset them.
         let quotas = quota::Quotas::from_log(deployment, &log, charter_audit::now_ms())?;
+        // A quota bounds the deployment: on a log several nodes share,
+        // its window is the store's, not this process's.
+        let quotas = match &log {
+            AnyLog::Shared(_) => quotas.shared_in(deployment.quotas.values(), store.clone()),
+            AnyLog::File(_) => quotas,
+        };
         let services = Arc::new(Services {
             quotas,
             store,

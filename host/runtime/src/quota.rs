@@ -21,9 +21,21 @@
 //! call's record is committed: a call whose record never commits (a crash
 //! first) was counted and never ran, the safe side. `[quotas]` changes
 //! only with a restart (`hot/config.rs`), which folds them again.
+//!
+//! **Several nodes** (a deployment on PostgreSQL): a quota bounds the
+//! deployment, not one process, so each node's in-memory window would let
+//! `limit` calls through per node. There the window lives in the
+//! deployment's store instead (`@quotas/NAME`: the times of the places
+//! taken, as JSON), seeded from the log by the first node to need it, and
+//! a place is taken by compare-and-swap on that row: atomic across every
+//! node, retried when another node took a place meanwhile. A store that
+//! cannot be read or holds an unreadable window counts as full (the call
+//! goes to people or is denied): the safe side.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use charter_store::Store;
 
 use charter_audit::{Decision, Event, Filter, Log, LogError};
 use charter_config::{Deployment, FunctionName, OverQuota, Pattern, Quota};
@@ -32,10 +44,28 @@ use crate::mediator::Ruling;
 
 /// The places taken in each quota's window: the times (ms) of the calls
 /// it counted, oldest first.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Quotas {
     taken: Mutex<BTreeMap<String, VecDeque<u64>>>,
+    /// On a deployment several nodes share: the store that holds the
+    /// windows (see the module docs); `taken` is then only the seed.
+    shared: Option<Arc<dyn Store>>,
 }
+
+impl std::fmt::Debug for Quotas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Quotas")
+            .field("shared", &self.shared.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The store namespace of the shared windows.
+const SHARED_NS: &str = "@quotas";
+
+/// Most compare-and-swap attempts for one place before the window counts
+/// as full (each failure means another node took a place meanwhile).
+const SHARED_TRIES: usize = 64;
 
 /// Was this call allowed by people (an approved proposal)? Such calls are
 /// not counted: `approved:ID` / `approved-by:NAME` lead their policies.
@@ -106,12 +136,82 @@ impl Quotas {
         }
         Ok(Quotas {
             taken: Mutex::new(taken),
+            shared: None,
         })
+    }
+
+    /// Keep the windows in `store`, shared by every node of the
+    /// deployment: a quota's window not there yet is seeded with what
+    /// this node folded from the log (a node that finds one keeps it: it
+    /// holds every node's places since).
+    pub(crate) fn shared_in<'a>(
+        self,
+        quotas: impl IntoIterator<Item = &'a Quota>,
+        store: Arc<dyn Store>,
+    ) -> Quotas {
+        let seeds = self.taken.into_inner().unwrap_or_else(|p| p.into_inner());
+        for q in quotas {
+            let seed: Vec<u64> = seeds
+                .get(&q.name)
+                .map(|w| w.iter().copied().collect())
+                .unwrap_or_default();
+            let text = serde_json::to_string(&seed).unwrap_or_else(|_| "[]".into());
+            if let Err(e) = store.compare_and_swap(SHARED_NS, &q.name, None, Some(&text)) {
+                tracing::warn!(quota = %q.name, "cannot seed the shared quota window ({e}); the first call seeds it empty");
+            }
+        }
+        Quotas {
+            taken: Mutex::default(),
+            shared: Some(store),
+        }
+    }
+
+    /// [`Quotas::take`] on the shared window in `store`.
+    fn take_shared(store: &dyn Store, q: &Quota, now_ms: u64) -> Result<u32, u32> {
+        let full = |why: String| {
+            tracing::error!(quota = %q.name, "{why}; the window counts as full");
+            Err(q.limit)
+        };
+        for _ in 0..SHARED_TRIES {
+            let cur = match store.get(SHARED_NS, &q.name) {
+                Ok(c) => c,
+                Err(e) => return full(format!("cannot read the shared quota window ({e})")),
+            };
+            let mut w: Vec<u64> = match cur.as_deref().map(serde_json::from_str) {
+                None => vec![],
+                Some(Ok(w)) => w,
+                Some(Err(e)) => {
+                    return full(format!("the shared quota window is unreadable ({e})"));
+                }
+            };
+            w.retain(|t| t.saturating_add(q.per_ms) > now_ms);
+            let used = u32::try_from(w.len()).unwrap_or(u32::MAX);
+            if used >= q.limit {
+                return Err(used);
+            }
+            w.push(now_ms);
+            let next = serde_json::to_string(&w).unwrap_or_else(|_| "[]".into());
+            match store.compare_and_swap(SHARED_NS, &q.name, cur.as_deref(), Some(&next)) {
+                Ok(true) => return Ok(used + 1),
+                Ok(false) => continue,
+                Err(e) => {
+                    return full(format!(
+                        "cannot take a place in the shared quota window ({e})"
+                    ));
+                }
+            }
+        }
+        full(format!(
+            "{SHARED_TRIES} attempts to take a place in the shared quota window all raced with other nodes"
+        ))
     }
 
     /// Take a place in `q`'s window at `now_ms`: `Ok(places taken, this
     /// one included)`, or `Err(places taken)` when none is left.
     pub(crate) fn take(&self, q: &Quota, now_ms: u64) -> Result<u32, u32> {
+        if let Some(store) = &self.shared {
+            return Quotas::take_shared(&**store, q, now_ms);
+        }
         let mut all = self.taken.lock().unwrap_or_else(|p| p.into_inner());
         let w = all.entry(q.name.clone()).or_default();
         while w
@@ -231,6 +331,38 @@ mod tests {
             hs.into_iter().map(|h| h.join().unwrap()).sum()
         });
         assert_eq!(won, 5);
+    }
+
+    /// Several nodes over one store (the shared window): threads of two
+    /// "nodes" racing for places get exactly `limit` between them, the
+    /// window slides as in one process, and an unreadable window counts
+    /// as full.
+    #[test]
+    fn nodes_sharing_a_window_get_exactly_the_limit_between_them() {
+        let store: Arc<dyn Store> = Arc::new(charter_store::MemStore::default());
+        let q = quota(5, 1_000);
+        let nodes = [
+            Quotas::default().shared_in([&q], store.clone()),
+            Quotas::default().shared_in([&q], store.clone()),
+        ];
+        let won: u32 = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|i| {
+                    let n = &nodes[i % 2];
+                    let q = &q;
+                    s.spawn(move || (0..20).filter(|_| n.take(q, 10).is_ok()).count() as u32)
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(won, 5);
+        assert_eq!(nodes[0].take(&q, 1_009), Err(5));
+        assert_eq!(nodes[1].take(&q, 1_010), Ok(1), "the places came back");
+        // A node starting later keeps the window it finds.
+        let late = Quotas::default().shared_in([&q], store.clone());
+        assert_eq!(late.take(&q, 1_011), Ok(2));
+        store.set(SHARED_NS, "q", "not json").unwrap();
+        assert_eq!(nodes[0].take(&q, 1_012), Err(5), "unreadable: full");
     }
 
     #[test]
