@@ -78,6 +78,10 @@ const MIGRATION_LOCK: i64 = 0x4348_4d49_4752;
 /// Most appends committed in one transaction (group commit).
 const MAX_GROUP: usize = 256;
 
+/// The channel every append notifies (payload `LOG\nLAST_SEQ`), sent
+/// when its transaction commits.
+const APPENDS_CHANNEL: &str = "charter_appends";
+
 /// How long the server lets a session sit idle inside a transaction
 /// before it ends the session (see [`connect`]).
 const IDLE_IN_TRANSACTION: std::time::Duration = std::time::Duration::from_secs(10);
@@ -438,7 +442,9 @@ impl Worker {
         apply: Apply,
         tail: tokio::sync::watch::Sender<u64>,
     ) -> Result<Worker, LogError> {
-        let client = connect(&url).await.map_err(|e| io(&log, e))?;
+        let client = Worker::connect_as(&url, &log, &apply, &tail)
+            .await
+            .map_err(|e| io(&log, e))?;
         let mut w = Worker {
             client: Arc::new(client),
             url,
@@ -459,6 +465,42 @@ impl Worker {
 
     fn shared(&self) -> bool {
         matches!(self.apply, Apply::InTx { .. })
+    }
+
+    /// Connect; a node also listens for every node's appends
+    /// ([`APPENDS_CHANNEL`]), so its tail (`last_seq`, `subscribe`) is the
+    /// deployment's, not only its own.
+    async fn connect_as(
+        url: &str,
+        log: &str,
+        apply: &Apply,
+        tail: &tokio::sync::watch::Sender<u64>,
+    ) -> Result<Client, String> {
+        if !matches!(apply, Apply::InTx { .. }) {
+            return connect(url).await;
+        }
+        let (log_n, tail_n) = (log.to_string(), tail.clone());
+        let note: OnNote = Box::new(move |channel, payload| {
+            if channel != APPENDS_CHANNEL {
+                return;
+            }
+            let Some((l, seq)) = payload.rsplit_once('\n') else {
+                return;
+            };
+            if let (true, Ok(seq)) = (l == log_n, seq.parse::<u64>()) {
+                tail_n.send_if_modified(|t| {
+                    let newer = *t < seq;
+                    *t = (*t).max(seq);
+                    newer
+                });
+            }
+        });
+        let client = connect_noting(url, Some(note)).await?;
+        client
+            .batch_execute(&format!("LISTEN {APPENDS_CHANNEL}"))
+            .await
+            .map_err(|e| format!("cannot listen for appends: {e}"))?;
+        Ok(client)
     }
 
     /// The session locks: the writer lock (exclusive for one writer,
@@ -629,7 +671,7 @@ impl Worker {
         let started = std::time::Instant::now();
         let mut wait = std::time::Duration::from_millis(50);
         loop {
-            match connect(&self.url).await {
+            match Worker::connect_as(&self.url, &self.log, &self.apply, &self.tail).await {
                 Ok(c) => {
                     self.client = Arc::new(c);
                     self.last = None;
@@ -1046,9 +1088,13 @@ impl Worker {
         }
         let params: [&(dyn ToSql + Sync); 7] =
             [&self.log, &seqs, &times, &kinds, &runs, &plugins, &bytes];
+        // The notification goes out with the commit, to every node
+        // listening (one statement: no round trip more).
         c.execute(
-            "INSERT INTO charter_events (log, seq, time_ms, kind, run, plugin, frame) \
-             SELECT $1, * FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bytea[])",
+            "WITH ins AS (INSERT INTO charter_events (log, seq, time_ms, kind, run, plugin, frame) \
+             SELECT $1, * FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bytea[]) \
+             RETURNING seq) \
+             SELECT pg_notify('charter_appends', $1 || chr(10) || max(seq)::text) FROM ins",
             &params,
         )
         .await
@@ -1169,14 +1215,38 @@ impl Worker {
 /// Connect to `url`, drive the connection on this thread's runtime, and
 /// bring the schema up to date (for [`PgLog`] and [`PgStore`] alike).
 pub(crate) async fn connect(url: &str) -> Result<Client, String> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    connect_noting(url, None).await
+}
+
+/// What a connection does with a notification (channel, payload).
+type OnNote = Box<dyn Fn(&str, &str) + Send>;
+
+/// [`connect`], handing the connection's notifications (`LISTEN`) to
+/// `on_note`.
+async fn connect_noting(url: &str, on_note: Option<OnNote>) -> Result<Client, String> {
+    let (client, mut conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::warn!("postgres connection ended: {e}");
+    // Drive the connection, reading its asynchronous messages (which is
+    // what makes it progress).
+    tokio::spawn(std::future::poll_fn(move |cx| {
+        loop {
+            match conn.poll_message(cx) {
+                std::task::Poll::Ready(Some(Ok(tokio_postgres::AsyncMessage::Notification(n)))) => {
+                    if let Some(f) = &on_note {
+                        f(n.channel(), n.payload());
+                    }
+                }
+                std::task::Poll::Ready(Some(Ok(_))) => {}
+                std::task::Poll::Ready(Some(Err(e))) => {
+                    tracing::warn!("postgres connection ended: {e}");
+                    return std::task::Poll::Ready(());
+                }
+                std::task::Poll::Ready(None) => return std::task::Poll::Ready(()),
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+            }
         }
-    });
+    }));
     // A process that stops inside a transaction (SIGSTOP, a debugger, a
     // frozen VM) would hold the append lock, and every other node's
     // appends, for as long as its connection lives: the server ends such

@@ -415,8 +415,33 @@ fn nodes_append_to_one_chain_and_the_index_commits_with_each_append() {
             .collect::<Vec<_>>(),
         (1..=480).collect::<Vec<_>>()
     );
-    // Each node reads what the others wrote.
+    // Each node reads what the others wrote, and its tail follows theirs
+    // (every append notifies the nodes listening).
     assert_eq!(nodes[1].read(1, &Filter::all()).unwrap().len(), 480);
+    let started = std::time::Instant::now();
+    while nodes.iter().any(|n| n.last_seq() != 480) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "tails: {:?}",
+            nodes.iter().map(|n| n.last_seq()).collect::<Vec<_>>()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let mut watch = nodes[2].subscribe();
+    nodes[0].append_blocking(vec![kv("p", 99)]).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while *watch.borrow_and_update() < 481 {
+                watch.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("node c saw node a's append")
+    });
 }
 
 /// An index that fails refuses the append: the frames roll back with
