@@ -416,3 +416,81 @@ fn a_quota_bounds_every_node_together() {
     assert_eq!(allowed, 3, "calls allowed across the nodes");
     assert_eq!(hits.load(Ordering::SeqCst), 3, "requests that left");
 }
+
+/// Issue 17, a node dies: the runs it held move on on another node once
+/// its leases expire. Node b runs its timers from the start; node a then
+/// records five runs of the kill -9 workflow and dies holding their
+/// leases (left as a killed process leaves them: unexpired, never
+/// renewed). Node b finds the runs (its queue never had them), waits out
+/// the leases and completes every run; each effect happens once.
+#[test]
+fn a_dead_nodes_runs_move_on_on_another_node() {
+    let Some(pg) = cluster() else { return };
+    pg.create_db("adopt").unwrap();
+    let db = url(pg.socket_dir(), "adopt");
+    let rt = rt();
+    let server = rt.block_on(effect_server());
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let node = |dir: &Path, name: &str| {
+        let config = on_backend(dir, server.port, &format!("{db:?}"), "");
+        let d = charter_config::Deployment::load(&config, charter_runtime::host_catalog()).unwrap();
+        let mut options = charter_api::host_options(&d).unwrap();
+        options.node = Some(name.to_string());
+        charter_runtime::Host::new(d, options).unwrap()
+    };
+    let b = std::sync::Arc::new(node(dirs[1].path(), "b"));
+    let _timers = {
+        let _in = rt.enter();
+        b.start_timers().unwrap()
+    };
+    let a = node(dirs[0].path(), "a");
+    let lease_ms = 1_500;
+    let ids: Vec<String> = (0..5)
+        .map(|i| {
+            let input = serde_json::json!({ "order": format!("adopt-{i}") });
+            rt.block_on(a.start_run("effects", input, None)).unwrap().id
+        })
+        .collect();
+    let died = std::time::Instant::now();
+    let expires = charter_audit::now_ms() + lease_ms;
+    for id in &ids {
+        let lease = serde_json::json!({"holder": "node a pid 1 host 0", "token": "a#dead", "expires_ms": expires});
+        assert!(
+            a.store()
+                .compare_and_swap("@leases", id, None, Some(&lease.to_string()))
+                .unwrap()
+        );
+    }
+    drop(a);
+    let completed = |id: &str| b.run(id).is_some_and(|st| st.status.is_terminal());
+    while !ids.iter().all(|id| completed(id)) {
+        assert!(
+            died.elapsed() < Duration::from_secs(30),
+            "runs stuck: {:?}",
+            ids.iter()
+                .map(|id| b.run(id).map(|s| s.status))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let moved_on = died.elapsed();
+    assert!(
+        moved_on >= Duration::from_millis(lease_ms - 100),
+        "driven before the dead node's lease expired: {moved_on:?}"
+    );
+    for id in &ids {
+        let st = b.run(id).unwrap();
+        assert_eq!(
+            st.status,
+            charter_runtime::workflow::RunStatus::Completed,
+            "{st:?}"
+        );
+    }
+    let fx = server.effects.lock().unwrap();
+    assert_eq!(fx.done.len(), 30, "each run's six effects, once");
+    assert_eq!(fx.unkeyed, 0);
+    eprintln!(
+        "a dead node's 5 runs completed on another node {moved_on:?} after it died (its leases ran {lease_ms} ms; adoption scans every {:?})",
+        charter_runtime::workflow::timers::ADOPT_EVERY
+    );
+}

@@ -645,6 +645,13 @@ impl Host {
         &self.drain
     }
 
+    /// Whether the log is one several nodes share (PostgreSQL): what
+    /// one process orders alone (decisions, quotas, the timers' runs) is
+    /// then ordered through the store.
+    pub fn shared_log(&self) -> bool {
+        matches!(self.services.log, AnyLog::Shared(_))
+    }
+
     /// Claim run `id` for this host to drive ([`index::claim_run`]):
     /// `None` while another driver (of this process or another sharing
     /// the store) holds it. Released when the guard is dropped.

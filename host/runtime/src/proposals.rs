@@ -114,7 +114,7 @@ impl Host {
         &self,
         id: &str,
     ) -> Result<Option<Arc<index::RunLease>>, ProposalError> {
-        if !matches!(self.services.log, charter_audit::AnyLog::Shared(_)) {
+        if !self.shared_log() {
             return Ok(None);
         }
         let started = Instant::now();

@@ -23,6 +23,15 @@
 //! An escalation is queued at its step's `escalation_deadline_ms`, if it
 //! declares one; at that time the timers fail the run (by `deadline`)
 //! unless people resolved it first (`Host::deadline_if_due`).
+//!
+//! **Several nodes** (a deployment on PostgreSQL): a node's queue holds
+//! only what it started or drove, so every [`ADOPT_EVERY`] it also queues
+//! each run that has not ended and that it does not have queued, and a
+//! run another driver holds is queued again at that driver's lease
+//! expiry instead of being left to it. So the runs of a node that died
+//! move on once its leases expire (at most [`crate::index::LEASE_TTL_MS`]
+//! after its last renewal), on whichever node claims each first; a live
+//! node's renewed lease just sends the others back to wait.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -33,7 +42,11 @@ use tracing::Instrument;
 
 use super::engine::Env;
 use super::{RunError, RunState, RunStatus};
-use crate::Host;
+use crate::{Host, index};
+
+/// How often a node of a shared deployment looks for runs to adopt (see
+/// the module docs).
+pub const ADOPT_EVERY: Duration = Duration::from_secs(2);
 
 /// When a run that stopped in state `st` (told `env`) should be driven
 /// again, if the clock is what it waits for: `None` for a run that ended,
@@ -138,6 +151,17 @@ impl Host {
         let permits = Arc::new(tokio::sync::Semaphore::new(
             self.services.max_steps_in_flight.max(1) as usize,
         ));
+        if self.shared_log() {
+            let host = Arc::downgrade(self);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(ADOPT_EVERY).await;
+                    let Some(h) = host.upgrade() else { return };
+                    // A scan of the store: off the async workers.
+                    let _ = tokio::task::spawn_blocking(move || h.adopt_runs()).await;
+                }
+            });
+        }
         let host = Arc::downgrade(self);
         Some(tokio::spawn(async move {
             loop {
@@ -165,6 +189,21 @@ impl Host {
                 }
             }
         }))
+    }
+
+    /// Queue every run that has not ended and is not queued here (a
+    /// shared deployment: runs other nodes started, or drove and died
+    /// with). Claiming decides who drives each.
+    fn adopt_runs(&self) {
+        let Some(q) = self.timers.get() else { return };
+        if self.drain.stopping() {
+            return;
+        }
+        for st in self.live_runs() {
+            if q.due(&st.id).is_none() {
+                self.timers_note(&st);
+            }
+        }
     }
 
     /// The timers' queue, once started.
@@ -208,8 +247,19 @@ impl Host {
         let _driving = self.drain.enter();
         let lease = match self.claim_run(id) {
             Ok(Some(l)) => l,
-            // Another driver has it and reports it when it ends.
-            Ok(None) => return,
+            // Another driver has it and reports it when it ends; on a
+            // shared deployment that driver may be a node that died, so
+            // this node tries again when its lease would expire.
+            Ok(None) => {
+                if self.shared_log()
+                    && let Some(q) = self.timers.get()
+                {
+                    let expires =
+                        index::lease(&*self.services.store, id).map_or(0, |l| l.expires_ms);
+                    q.set(id, Some(expires.max(now_ms()) + 50));
+                }
+                return;
+            }
             Err(e) => {
                 tracing::warn!(run = %id, error = %e, "the timers could not claim the run");
                 self.retry_later(id);
