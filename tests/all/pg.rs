@@ -244,7 +244,28 @@ fn a_deployment_on_postgres_survives_kill_9_and_is_read_from_the_database() {
         effects_before + 6,
         "the other node's run made its effects"
     );
+    // `charter nodes`: the node this test's host holds, alive, with this
+    // process's id; the other node's process ended cleanly and took its
+    // record with it. Read from the database: it takes no node name.
+    let nodes = run_cmd(&config, &["nodes", "--json"]);
+    outputs += &text(&nodes);
+    assert!(nodes.status.success(), "{}", text(&nodes));
+    let v = json(&nodes);
+    let list = v["nodes"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{v}");
+    assert_eq!(list[0]["node"], "default", "{v}");
+    assert_eq!(list[0]["alive"], true, "{v}");
+    assert_eq!(list[0]["pid"], std::process::id(), "{v}");
+    let table = run_cmd(&config, &["nodes"]);
+    outputs += &text(&table);
+    assert!(
+        text(&table).contains("default") && text(&table).contains("alive"),
+        "{}",
+        text(&table)
+    );
     drop(holder);
+    let none = json(&run_cmd(&config, &["nodes", "--json"]));
+    assert_eq!(none["nodes"], serde_json::json!([]), "{none}");
     let verify2 = run_cmd(&config, &["audit", "verify", "--json"]);
     assert!(verify2.status.success(), "{}", text(&verify2));
 
@@ -262,6 +283,16 @@ fn a_deployment_on_postgres_survives_kill_9_and_is_read_from_the_database() {
     assert!(
         !gone.path().join("data").exists(),
         "wrote the data directory"
+    );
+
+    // A deployment whose log is a file has no nodes, and says why.
+    let file = on_backend(gone.path(), server.port, "\"file\"", "");
+    let refused = run_cmd(&file, &["nodes"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("which one process writes"),
+        "{}",
+        text(&refused)
     );
 
     assert!(

@@ -122,3 +122,41 @@ pub(crate) fn shared_verify(
             .map_err(|e| unreachable(&shown, &url, &e)),
     }
 }
+
+/// The nodes of `d`'s deployment on PostgreSQL as they recorded
+/// themselves, with the leases each holds, read from the store without a
+/// host (no node name taken, nothing written).
+pub(crate) fn shared_nodes(d: &Deployment) -> Result<NodesReport, ApiError> {
+    let (url, shown) = match resolve(d)? {
+        Resolved::File => {
+            return Err(ApiError::invalid(format!(
+                "{}: nodes are the processes sharing a deployment on PostgreSQL; this one's log is a file in {}, which one process writes. Set [deployment] backend to a postgres:// URL to run several",
+                d.name,
+                d.data_dir.display()
+            )));
+        }
+        Resolved::Postgres { url, shown } => (url, shown),
+    };
+    let store =
+        charter_pg::PgStore::open(&url, &d.name).map_err(|e| unreachable(&shown, &url, &e))?;
+    let now = charter_audit::now_ms();
+    let mut nodes = charter_runtime::index::nodes(&store, now)
+        .map_err(|e| ApiError::invalid(charter_pg::scrub(&url, &e.to_string())))?;
+    nodes.sort_by(|a, b| a.record.node.cmp(&b.record.node));
+    Ok(NodesReport {
+        deployment: d.name.clone(),
+        backend: shown,
+        now_ms: now,
+        nodes,
+    })
+}
+
+/// `charter nodes`: the processes driving a shared deployment.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodesReport {
+    pub deployment: String,
+    /// The backend as it may be shown (no password).
+    pub backend: String,
+    pub now_ms: u64,
+    pub nodes: Vec<charter_runtime::index::NodeView>,
+}

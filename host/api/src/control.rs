@@ -79,6 +79,12 @@ impl Control {
 
     /// The deployment it serves: the configuration in force of its host,
     /// if one runs (read it once per request).
+    /// The nodes of a deployment on PostgreSQL (`charter nodes`), read
+    /// from its store without a host.
+    pub fn nodes(&self) -> Result<crate::backend::NodesReport, ApiError> {
+        crate::backend::shared_nodes(&self.deployment)
+    }
+
     pub fn deployment(&self) -> Arc<Deployment> {
         match self.existing_host() {
             Some(h) => h.deployment(),

@@ -76,7 +76,7 @@ pub use audit::{
     VerifyRequest, WorkflowKpi,
 };
 pub use auth::Credential;
-pub use backend::host_options;
+pub use backend::{NODE_ENV, NodesReport, host_options};
 pub use calls::{
     CallErrorDoc, CallFailure, CallReport, CallRequest, KvGetRequest, KvKeys, KvListRequest,
     KvSetRequest, KvSetResponse, KvValue, LogLevel, LogLine,

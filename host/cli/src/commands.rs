@@ -152,6 +152,14 @@ pub async fn run(command: Command, server: Option<&str>) -> Result<i32> {
             }
             Ok(resp.report.exit_code)
         }
+        Command::Nodes { config, json } => match control(&config)?.nodes() {
+            Ok(r) if json => print_json(&r, true).map(|()| EXIT_OK),
+            Ok(r) => {
+                nodes_text(&r);
+                Ok(EXIT_OK)
+            }
+            Err(e) => fail_doc(&e, json),
+        },
         Command::Grants { config, json } => {
             let r = control(&config)?.grants(&charter_api::GrantsRequest {})?;
             if json {
@@ -269,7 +277,8 @@ pub async fn run(command: Command, server: Option<&str>) -> Result<i32> {
             config,
             drain_timeout,
             watch,
-        } => crate::up::up(&config, &listen, drain_timeout, watch).await,
+            node,
+        } => crate::up::up(&config, &listen, drain_timeout, watch, node).await,
         Command::Kpi {
             config,
             series: Some(bucket),
@@ -667,4 +676,37 @@ fn read_checkpoint(path: &Path) -> Result<charter_api::CheckpointArg> {
         label: path.to_owned(),
         checkpoint,
     })
+}
+
+/// `charter nodes` as a table.
+fn nodes_text(r: &charter_api::NodesReport) {
+    println!("deployment {} on {}", r.deployment, r.backend);
+    if r.nodes.is_empty() {
+        println!("no node has recorded itself yet (a node records itself when it opens the log)");
+        return;
+    }
+    println!(
+        "{:<20} {:<6} {:<24} {:>8} {:>10} {:>10} {:>6}",
+        "NODE", "STATE", "MACHINE", "PID", "STARTED", "SEEN", "LEASES"
+    );
+    let ago = |ms: u64| {
+        let s = r.now_ms.saturating_sub(ms) / 1000;
+        match s {
+            s if s < 120 => format!("{s}s ago"),
+            s if s < 7200 => format!("{}m ago", s / 60),
+            s => format!("{}h ago", s / 3600),
+        }
+    };
+    for n in &r.nodes {
+        println!(
+            "{:<20} {:<6} {:<24} {:>8} {:>10} {:>10} {:>6}",
+            n.record.node,
+            if n.alive { "alive" } else { "gone" },
+            n.record.hostname,
+            n.record.pid,
+            ago(n.record.started_ms),
+            ago(n.record.seen_ms),
+            n.leases
+        );
+    }
 }

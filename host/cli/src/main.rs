@@ -199,6 +199,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The processes (nodes) driving a deployment on PostgreSQL: each
+    /// node's name, machine, process id, when it started, when it was last
+    /// seen (a node serving `charter up` records itself every 2 s; silent
+    /// for 10 s it shows as gone) and the leases it holds (runs it drives,
+    /// proposals it decides). Reads the database only: no node name is
+    /// taken. A deployment whose log is a file has one process and no
+    /// nodes (exit 1, saying so).
+    Nodes {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
     /// The reviewer's report: per plugin its digest, groups and granted
     /// functions; per capability the plugins that can call it; writes marked.
     Grants {
@@ -274,6 +288,14 @@ enum Command {
         /// changes are recorded as theirs.
         #[arg(long)]
         watch: bool,
+        /// This process's node name when the deployment is on PostgreSQL
+        /// (`[deployment] backend`) and several `charter up` processes
+        /// drive it: one process per name (a second is refused), and a
+        /// restarted node takes back its own runs at once (others' after
+        /// their leases expire). Default: CHARTER_NODE, else `default`.
+        /// Letters, digits, '.', '_' and '-'.
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -1002,7 +1024,8 @@ fn main() -> ExitCode {
     let quiet = match &cli.command {
         Command::Inspect { json, .. }
         | Command::Check { json, .. }
-        | Command::Grants { json, .. } => *json,
+        | Command::Grants { json, .. }
+        | Command::Nodes { json, .. } => *json,
         Command::Call { json, .. } | Command::Kpi { json, .. } => *json,
         Command::Run { json, .. } => *json,
         Command::Kv { .. }

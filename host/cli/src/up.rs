@@ -15,6 +15,7 @@ pub async fn up(
     listen: &str,
     drain_timeout: Duration,
     watch: bool,
+    node: Option<String>,
 ) -> Result<i32> {
     let deployment = config.load()?;
     let endpoint = deployment.data_dir.join(charter_runtime::SERVICE_FILE);
@@ -34,7 +35,12 @@ pub async fn up(
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    let options = charter_api::host_options(&deployment).map_err(|e| anyhow::anyhow!(e.message))?;
+    let mut options =
+        charter_api::host_options(&deployment).map_err(|e| anyhow::anyhow!(e.message))?;
+    if let Some(node) = node {
+        charter_runtime::check_node_name(&node).map_err(|e| anyhow::anyhow!("--node: {e}"))?;
+        options.node = Some(node);
+    }
     let host = Arc::new(Host::new(deployment, options)?);
     let control = Arc::new(Control::with_host(host.clone(), Access::Remote));
     // An [oidc] jwks_url is fetched once now (bounded); later only when a

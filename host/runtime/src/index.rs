@@ -1566,6 +1566,73 @@ pub fn lease(store: &dyn Store, run: &str) -> Option<Lease> {
     get_json(store, LEASES, run)
 }
 
+/// Where the nodes of a shared deployment record themselves (key: the
+/// node's name).
+pub const NODES: &str = "@nodes";
+
+/// A node of a shared deployment as it recorded itself: written when its
+/// host opens the log and again (`seen_ms`) at every timers' adoption
+/// pass while it serves.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub node: String,
+    pub hostname: String,
+    pub pid: u32,
+    pub started_ms: u64,
+    pub seen_ms: u64,
+}
+
+/// A node as `charter nodes` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeView {
+    #[serde(flatten)]
+    pub record: NodeRecord,
+    /// Seen within the last [`NODE_SILENT_MS`].
+    pub alive: bool,
+    /// Unexpired leases it holds (runs it drives, proposals it decides).
+    pub leases: usize,
+}
+
+/// How long since a node last recorded itself before it counts as gone.
+pub const NODE_SILENT_MS: u64 = 10_000;
+
+/// Record (or refresh) node `rec`.
+pub fn record_node(store: &dyn Store, rec: &NodeRecord) -> Result<(), IndexError> {
+    let text = serde_json::to_string(rec).map_err(|source| IndexError::Encode {
+        what: "a node record".into(),
+        source,
+    })?;
+    store.set(NODES, &rec.node, &text)?;
+    Ok(())
+}
+
+/// Every recorded node at `now_ms`, by name, with the unexpired leases
+/// each holds.
+pub fn nodes(store: &dyn Store, now_ms: u64) -> Result<Vec<NodeView>, IndexError> {
+    let leases: Vec<Lease> = store
+        .scan(LEASES)?
+        .into_iter()
+        .filter_map(|(_, v)| serde_json::from_str::<Lease>(&v).ok())
+        .filter(|l| l.expires_ms > now_ms)
+        .collect();
+    let mut out = vec![];
+    for (_, v) in store.scan(NODES)? {
+        let Ok(record) = serde_json::from_str::<NodeRecord>(&v) else {
+            continue;
+        };
+        let mine = format!("{} ", node_holder_prefix(&record.node));
+        out.push(NodeView {
+            alive: record.seen_ms + NODE_SILENT_MS > now_ms,
+            leases: leases
+                .iter()
+                .filter(|l| l.holder.starts_with(&mine))
+                .count(),
+            record,
+        });
+    }
+    Ok(out)
+}
+
 /// How the holder of a lease taken by node `node` begins (a holder is
 /// `node NAME pid P host N`).
 pub fn node_holder_prefix(node: &str) -> String {

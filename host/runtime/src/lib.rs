@@ -134,6 +134,40 @@ pub type LogOpener = Box<
 pub type IndexApply =
     Box<dyn FnMut(&dyn Store, &[charter_audit::Record], &[u64]) -> Result<(), String> + Send>;
 
+/// Removes a node's record (`charter nodes`) when its host closes
+/// cleanly, if the record is still this process's; a process that dies
+/// leaves it to show as gone.
+struct NodeRecordGuard {
+    store: Arc<dyn Store>,
+    node: String,
+}
+
+impl Drop for NodeRecordGuard {
+    fn drop(&mut self) {
+        let Ok(Some(text)) = self.store.get(index::NODES, &self.node) else {
+            return;
+        };
+        let mine = serde_json::from_str::<index::NodeRecord>(&text)
+            .is_ok_and(|r| r.pid == std::process::id());
+        if mine {
+            let _ = self
+                .store
+                .compare_and_swap(index::NODES, &self.node, Some(&text), None);
+        }
+    }
+}
+
+/// This machine's name, for the node records (`unknown` where it cannot
+/// be read).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// The node name a shared backend's process goes by when none is given.
 pub const DEFAULT_NODE: &str = "default";
 
@@ -217,6 +251,10 @@ pub struct Host {
     trigger_locks: workflow::triggers::Locks,
     /// Who this host is when it holds a run's lease (process and instance).
     holder: String,
+    /// Its node name (a shared backend's; `default` otherwise).
+    node: String,
+    /// Removes this node's record when the host closes (a shared backend).
+    _node_record: Option<NodeRecordGuard>,
     /// Stopping (SIGTERM): no new step attempt, drivers counted.
     drain: drain::Drain,
     _ticker: engine::EpochTicker,
@@ -581,6 +619,18 @@ impl Host {
                 // Other nodes' leases are theirs until they expire.
                 index::clear_leases_of_node(&*store, &node)
                     .map_err(|e| HostError::Index(e.to_string()))?;
+                let now = charter_audit::now_ms();
+                index::record_node(
+                    &*store,
+                    &index::NodeRecord {
+                        node: node.clone(),
+                        hostname: hostname(),
+                        pid: std::process::id(),
+                        started_ms: now,
+                        seen_ms: now,
+                    },
+                )
+                .map_err(|e| HostError::Index(e.to_string()))?;
                 AnyLog::Shared(log)
             }
         };
@@ -592,6 +642,10 @@ impl Host {
             AnyLog::Shared(_) => quotas.shared_in(deployment.quotas.values(), store.clone()),
             AnyLog::File(_) => quotas,
         };
+        let node_record = matches!(log, AnyLog::Shared(_)).then(|| NodeRecordGuard {
+            store: store.clone(),
+            node: node.clone(),
+        });
         let services = Arc::new(Services {
             quotas,
             store,
@@ -615,6 +669,8 @@ impl Host {
             decisions: tokio::sync::Mutex::new(()),
             timers: std::sync::OnceLock::new(),
             trigger_locks: Default::default(),
+            _node_record: node_record,
+            node: node.clone(),
             holder: format!(
                 "{} pid {} host {}",
                 index::node_holder_prefix(&node),
@@ -650,6 +706,24 @@ impl Host {
     /// then ordered through the store.
     pub fn shared_log(&self) -> bool {
         matches!(self.services.log, AnyLog::Shared(_))
+    }
+
+    /// Refresh this node's record (a shared deployment: `charter nodes`
+    /// shows it alive while this goes on).
+    pub(crate) fn note_alive(&self) {
+        if !self.shared_log() {
+            return;
+        }
+        let store = &*self.services.store;
+        let Some(mut rec) = index::get_json::<index::NodeRecord>(store, index::NODES, &self.node)
+            .filter(|r| r.pid == std::process::id())
+        else {
+            return;
+        };
+        rec.seen_ms = charter_audit::now_ms();
+        if let Err(e) = index::record_node(store, &rec) {
+            tracing::warn!(node = %self.node, "cannot refresh the node's record ({e})");
+        }
     }
 
     /// Claim run `id` for this host to drive ([`index::claim_run`]):

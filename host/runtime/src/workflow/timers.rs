@@ -199,6 +199,7 @@ impl Host {
         if self.drain.stopping() {
             return;
         }
+        self.note_alive();
         for st in self.live_runs() {
             if q.due(&st.id).is_none() {
                 self.timers_note(&st);
