@@ -86,5 +86,82 @@ pub fn report(iters: usize) -> Result<()> {
         "postgres log appends",
         pg_rate / f_rate
     );
+    nodes(&pg, threads, each, f_rate / 4.0)
+}
+
+/// Several nodes on one database (issue 17): `threads` appenders spread
+/// over 1, 2 and 3 nodes (`PgLog::open_shared`), each append a step's
+/// four events with its index rows committed in the same transaction
+/// (the index: read the applied seq, write a row per event and the new
+/// applied seq — the shape of the host's). Appends from all nodes take
+/// turns under one lock, so more nodes add contention, not throughput,
+/// on one database; the line says how far. Round trips per step: the
+/// transaction's fixed five (BEGIN, the append lock, the tail, the
+/// insert, COMMIT) plus the index's two, over the steps a transaction
+/// carries.
+fn nodes(pg: &Cluster, threads: usize, each: usize, file_steps: f64) -> Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let mut line = String::new();
+    let mut one = 0.0;
+    for n in 1..=3usize {
+        let db = format!("nodes{n}");
+        pg.create_db(&db).map_err(anyhow::Error::msg)?;
+        let url = pg.url(&db);
+        let txs = Arc::new(AtomicU64::new(0));
+        let logs: Vec<Arc<PgLog>> = (0..n)
+            .map(|k| {
+                let txs = txs.clone();
+                let apply: charter_pg::TxApply = Box::new(move |store, records, _| {
+                    txs.fetch_add(1, Ordering::Relaxed);
+                    // Read as the host's index reads its applied seq.
+                    store.get("meta", "applied").map_err(|e| e.to_string())?;
+                    let mut b = charter_store::Batch::default();
+                    for r in records {
+                        b.put("idx", &format!("{:012}", r.seq), r.event.kind());
+                    }
+                    let last = records.last().map_or(0, |r| r.seq);
+                    b.put("meta", "applied", &last.to_string());
+                    store.commit(&b).map_err(|e| e.to_string())
+                });
+                let node = charter_pg::Node {
+                    store: "bench".into(),
+                    name: format!("n{k}"),
+                };
+                Ok(Arc::new(PgLog::open_shared(&url, "bench", node, 0, apply)?))
+            })
+            .collect::<Result<_>>()?;
+        let t = Instant::now();
+        let hs: Vec<_> = (0..threads)
+            .map(|k| {
+                let log = logs[k % n].clone();
+                std::thread::spawn(move || {
+                    for i in 0..each {
+                        log.append_blocking(step_events(k * each + i))
+                            .expect("append");
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().expect("appender");
+        }
+        let steps = (threads * each) as f64;
+        let rate = steps / t.elapsed().as_secs_f64();
+        let per_tx = steps / txs.load(Ordering::Relaxed).max(1) as f64;
+        if n == 1 {
+            one = rate;
+        }
+        line.push_str(&format!(
+            "{}{n} node{}: {rate:.0} ({:.2}x, {per_tx:.1} steps per transaction, {:.2} round trips per step)",
+            if n == 1 { "" } else { "; " },
+            if n == 1 { "" } else { "s" },
+            rate / one,
+            7.0 / per_tx
+        ));
+    }
+    println!(
+        "{:<44} {line}; the file log alone (no index) {file_steps:.0} ({threads} appenders, each step 4 events + its index rows in one transaction)",
+        "postgres nodes durable steps/s"
+    );
     Ok(())
 }
