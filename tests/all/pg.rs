@@ -525,3 +525,57 @@ fn a_dead_nodes_runs_move_on_on_another_node() {
         charter_runtime::workflow::timers::ADOPT_EVERY
     );
 }
+
+/// Issue 17: one webhook delivery (or one schedule tick) reaching two
+/// nodes at once starts one run: the starts of one dedup key take turns
+/// across nodes, and the second finds the first's run in the index.
+#[test]
+fn one_delivery_on_two_nodes_starts_one_run() {
+    let Some(pg) = cluster() else { return };
+    pg.create_db("trigger").unwrap();
+    let db = url(pg.socket_dir(), "trigger");
+    let rt = rt();
+    let server = rt.block_on(effect_server());
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let nodes: Vec<_> = dirs
+        .iter()
+        .zip(["a", "b"])
+        .map(|(dir, name)| {
+            let config = on_backend(dir.path(), server.port, &format!("{db:?}"), "");
+            let d =
+                charter_config::Deployment::load(&config, charter_runtime::host_catalog()).unwrap();
+            let mut options = charter_api::host_options(&d).unwrap();
+            options.node = Some(name.to_string());
+            charter_runtime::Host::new(d, options).unwrap()
+        })
+        .collect();
+    for i in 0..6 {
+        let t = charter_audit::TriggerRef {
+            kind: "webhook".into(),
+            name: "orders".into(),
+            key: format!("delivery-{i}"),
+            auth: "hmac-sha256".into(),
+            sender: None,
+        };
+        let go = std::sync::Barrier::new(2);
+        let start = |h: &charter_runtime::Host| {
+            go.wait();
+            let input = serde_json::json!({ "order": format!("t-{i}") });
+            rt.block_on(h.start_triggered_run("effects", input, "hook:orders", t.clone()))
+                .unwrap()
+        };
+        let (x, y) = std::thread::scope(|s| {
+            let a = s.spawn(|| start(&nodes[0]));
+            let b = s.spawn(|| start(&nodes[1]));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        assert_eq!(x.run, y.run, "one run for the delivery");
+        assert!(x.duplicate != y.duplicate, "{x:?} {y:?}");
+    }
+    let started = charter_pg::read_records(&db, "crash")
+        .unwrap()
+        .iter()
+        .filter(|r| r.event.kind() == "run-started")
+        .count();
+    assert_eq!(started, 6);
+}

@@ -726,6 +726,37 @@ impl Host {
         }
     }
 
+    /// On a log several nodes share, claim `key` (a lease in the store:
+    /// `@proposal/ID`, `@trigger/KEY`) for one act that a single process
+    /// orders with its own locks, waiting up to `wait` while another node
+    /// holds it. `None` on the file log (one process: its locks suffice).
+    /// The error says nothing was recorded.
+    pub(crate) async fn claim_shared(
+        &self,
+        key: &str,
+        wait: std::time::Duration,
+    ) -> Result<Option<Arc<index::RunLease>>, String> {
+        if !self.shared_log() {
+            return Ok(None);
+        }
+        let started = std::time::Instant::now();
+        loop {
+            match self.claim_run(key) {
+                Ok(Some(lease)) => return Ok(Some(Arc::new(lease))),
+                Ok(None) if started.elapsed() < wait => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Ok(None) => {
+                    return Err(format!(
+                        "another node has held {key} for {}s; nothing was recorded, try again",
+                        wait.as_secs()
+                    ));
+                }
+                Err(e) => return Err(format!("cannot claim {key} ({e}); nothing was recorded")),
+            }
+        }
+    }
+
     /// Claim run `id` for this host to drive ([`index::claim_run`]):
     /// `None` while another driver (of this process or another sharing
     /// the store) holds it. Released when the guard is dropped.

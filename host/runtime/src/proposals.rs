@@ -114,35 +114,12 @@ impl Host {
         &self,
         id: &str,
     ) -> Result<Option<Arc<index::RunLease>>, ProposalError> {
-        if !self.shared_log() {
-            return Ok(None);
-        }
-        let started = Instant::now();
-        loop {
-            match self.claim_run(&claim_key(id)) {
-                Ok(Some(lease)) => return Ok(Some(Arc::new(lease))),
-                Ok(None) if started.elapsed() < CLAIM_WAIT => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Ok(None) => {
-                    return Err(ProposalError::Failed {
-                        id: id.to_string(),
-                        message: format!(
-                            "another node has been deciding this proposal for {}s; nothing was recorded, try again",
-                            CLAIM_WAIT.as_secs()
-                        ),
-                    });
-                }
-                Err(e) => {
-                    return Err(ProposalError::Failed {
-                        id: id.to_string(),
-                        message: format!(
-                            "cannot claim the proposal for this decision ({e}); nothing was recorded"
-                        ),
-                    });
-                }
-            }
-        }
+        self.claim_shared(&claim_key(id), CLAIM_WAIT)
+            .await
+            .map_err(|message| ProposalError::Failed {
+                id: id.to_string(),
+                message: format!("{message} (another node decides this proposal)"),
+            })
     }
 
     async fn expire_claimed(&self, id: &str) -> Result<bool, ProposalError> {

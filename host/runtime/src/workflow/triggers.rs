@@ -8,7 +8,10 @@
 //! starts of one key are serialized (a lock per key), and the index is
 //! read after the lock is taken: the second of two concurrent deliveries
 //! sees the first's run, whose `run-started` was applied before its append
-//! was acknowledged.
+//! was acknowledged. On a log several nodes share, the starts of one key
+//! are also serialized across nodes: a claim on `@trigger/KEY` in the
+//! store (the index then holds the first node's run when the second reads
+//! it: it commits with the append).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -72,7 +75,20 @@ impl Host {
             m.entry(key.clone()).or_default().clone()
         };
         let held = lock.lock().await;
-        let r = self.start_once(workflow, input, initiator, t).await;
+        let r = match self
+            .claim_shared(
+                &format!("@trigger/{key}"),
+                std::time::Duration::from_secs(20),
+            )
+            .await
+        {
+            Ok(claim) => {
+                let r = self.start_once(workflow, input, initiator, t).await;
+                drop(claim);
+                r
+            }
+            Err(e) => Err(RunError::Unavailable(format!("{e}: retry the delivery"))),
+        };
         drop(held);
         {
             let mut m = self
