@@ -428,6 +428,11 @@ struct Worker {
     /// appended since).
     last: Option<(u64, [u8; 32])>,
     apply: Apply,
+    /// This writer's server session (`pg_backend_pid`), whose locks a
+    /// reconnect may find still held: a session the client lost but the
+    /// server kept (a network fault) is ended before the locks are taken
+    /// again.
+    backend_pid: Option<i32>,
     /// Set when this writer stops for good (a single writer's lost lock,
     /// a failed callback, a node name taken by another process).
     failed: Option<String>,
@@ -451,6 +456,7 @@ impl Worker {
             log,
             last: None,
             apply,
+            backend_pid: None,
             failed: None,
             tail,
         };
@@ -553,7 +559,32 @@ impl Worker {
                 }
             }
         }
+        self.backend_pid = c
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .ok()
+            .map(|r| r.get(0));
         Ok(())
+    }
+
+    /// End this writer's old server session if it still holds a node
+    /// lock (the client lost it, the server did not): its locks and any
+    /// transaction it had open go with it.
+    async fn end_old_session(&self) {
+        let Some(old) = self.backend_pid else { return };
+        let r = self
+            .client
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks \
+                 WHERE pid = $1 AND locktype = 'advisory' AND classid::bigint = $2 LIMIT 1",
+                &[&old, &i64::from(NODE_LOCK)],
+            )
+            .await;
+        if let Ok(rows) = r
+            && !rows.is_empty()
+        {
+            tracing::warn!(log = %self.log, pid = old, "ended this node's old session, which the server still held");
+        }
     }
 
     /// Apply the records after `applied` (an index behind the log: a crash
@@ -675,11 +706,23 @@ impl Worker {
                 Ok(c) => {
                     self.client = Arc::new(c);
                     self.last = None;
-                    if let Err(e) = self.take_locks().await {
-                        let e = format!("after reconnecting to PostgreSQL: {e}");
-                        tracing::error!(log = %self.log, "{e}");
-                        self.failed = Some(e.clone());
-                        return Err(e);
+                    self.end_old_session().await;
+                    // The old session ends asynchronously: its locks may
+                    // take a moment to go.
+                    let locking = std::time::Instant::now();
+                    loop {
+                        match self.take_locks().await {
+                            Ok(()) => break,
+                            Err(_) if locking.elapsed() < std::time::Duration::from_secs(5) => {
+                                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                            }
+                            Err(e) => {
+                                let e = format!("after reconnecting to PostgreSQL: {e}");
+                                tracing::error!(log = %self.log, "{e}");
+                                self.failed = Some(e.clone());
+                                return Err(e);
+                            }
+                        }
                     }
                     tracing::info!(log = %self.log, "reconnected to PostgreSQL");
                     return Ok(());
@@ -866,7 +909,14 @@ impl Worker {
     ) -> Result<(), String> {
         let Some(last) = last else { return Ok(()) };
         self.last = Some((last.record.seq, last.hash));
-        self.tail.send_replace(last.record.seq);
+        // Never back: another node's later append may have been heard of
+        // (notified) before this commit's answer came.
+        let seq = last.record.seq;
+        self.tail.send_if_modified(|t| {
+            let newer = *t < seq;
+            *t = (*t).max(seq);
+            newer
+        });
         let Apply::After(on_commit) = &mut self.apply else {
             return Ok(());
         };
@@ -1038,7 +1088,8 @@ impl Worker {
             return Err(Failed::Index("the index callback was lost".into()));
         };
         let (jobs_tx, mut jobs) = tokio::sync::mpsc::unbounded_channel();
-        let store = TxStore::new(&node.store, jobs_tx);
+        let statement_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let store = TxStore::new(&node.store, jobs_tx, statement_failed.clone());
         let mut handle = tokio::task::spawn_blocking(move || {
             let r =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&store, &records, &at)));
@@ -1059,6 +1110,14 @@ impl Worker {
             done.map_err(|e| Failed::Index(format!("the index callback ended: {e}")))?;
         *apply = Some(f);
         match r {
+            // A statement that failed aborted the transaction (its COMMIT
+            // would roll back without an error): refused even if the
+            // callback went on.
+            Ok(Ok(())) if statement_failed.load(std::sync::atomic::Ordering::SeqCst) => {
+                Err(Failed::Index(
+                    "a statement of the index failed inside the append's transaction; nothing of the batch was written".into(),
+                ))
+            }
             Ok(Ok(())) => Ok(records),
             Ok(Err(e)) => Err(Failed::Index(e)),
             Err(_) => Err(Failed::Index(format!(

@@ -26,6 +26,8 @@ pub trait Exec: Send + Sync {
     /// Whether the statements run inside a transaction already open (a
     /// batch then opens none of its own).
     fn in_tx(&self) -> bool;
+    /// A statement failed (inside a transaction, that aborts it).
+    fn note_failed(&self) {}
 }
 
 /// A connection of the store's own, on a thread of its own.
@@ -55,6 +57,8 @@ impl Exec for Conn {
 /// jobs until the user returns.
 pub struct TxConn {
     pub(crate) jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+    /// Set when a statement failed: the transaction is aborted.
+    pub(crate) failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Exec for TxConn {
@@ -65,6 +69,9 @@ impl Exec for TxConn {
     }
     fn in_tx(&self) -> bool {
         true
+    }
+    fn note_failed(&self) {
+        self.failed.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -83,10 +90,14 @@ pub type PgStore = Kv<Conn>;
 pub type TxStore = Kv<TxConn>;
 
 impl TxStore {
-    pub(crate) fn new(store: &str, jobs: tokio::sync::mpsc::UnboundedSender<Job>) -> TxStore {
+    pub(crate) fn new(
+        store: &str,
+        jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+        failed: Arc<std::sync::atomic::AtomicBool>,
+    ) -> TxStore {
         Kv {
             store: store.to_string(),
-            exec: TxConn { jobs },
+            exec: TxConn { jobs, failed },
         }
     }
 }
@@ -160,9 +171,24 @@ impl Kv<Conn> {
                         }
                     };
                     let _ = ready_tx.send(Ok(()));
-                    let client = Arc::new(client);
+                    let mut client = Arc::new(client);
                     let jobs = Arc::new(Mutex::new(jobs_rx));
                     while let Some(job) = crate::next_job(&jobs).await {
+                        // The server restarted or the network failed: the
+                        // job that found out failed; connect again for the
+                        // next (this one too, if it comes back at once).
+                        if client.is_closed() {
+                            match crate::connect(&url).await {
+                                Ok(c) => {
+                                    tracing::info!("the state store reconnected to PostgreSQL");
+                                    client = Arc::new(c);
+                                }
+                                Err(e) => tracing::warn!(
+                                    "the state store cannot reach PostgreSQL ({}); retrying at its next use",
+                                    crate::scrub(&url, &e)
+                                ),
+                            }
+                        }
                         job(client.clone()).await;
                     }
                 });
@@ -204,8 +230,14 @@ impl<E: Exec> Kv<E> {
             })
         });
         self.exec.send(job)?;
-        rx.recv()
-            .map_err(|_| remote("the connection thread ended"))?
+        let r = rx
+            .recv()
+            .map_err(|_| remote("the connection thread ended"))
+            .and_then(|r| r);
+        if r.is_err() {
+            self.exec.note_failed();
+        }
+        r
     }
 
     /// (key, value) pairs of `ns` from `prefix` on, in key order, at most

@@ -574,11 +574,18 @@ fn a_node_reconnects_after_a_database_restart() {
     pg.create_db("reconnect").unwrap();
     let url = pg.url("reconnect");
     let log = shared(&url, "a");
+    let store = charter_pg::PgStore::open(&url, "acme").unwrap();
     for i in 0..5 {
         assert_eq!(log.append_blocking(vec![kv("p", i)]).unwrap(), i + 1);
     }
     pg.restart().expect("restart the server");
     assert_eq!(log.append_blocking(vec![kv("p", 5)]).unwrap(), 6);
+    // The store connects again too (the call that finds its connection
+    // gone may fail; the next one goes through).
+    let again = store
+        .get("meta", "applied")
+        .or_else(|_| store.get("meta", "applied"));
+    assert_eq!(again.unwrap().as_deref(), Some("6"));
     assert_eq!(log.read(1, &Filter::all()).unwrap().len(), 6);
     // Its node name is still its own.
     let err = PgLog::open_shared(&url, "acme", node("a"), 0, counting_apply())

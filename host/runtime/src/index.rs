@@ -626,10 +626,42 @@ pub fn apply_cached(
     resolve: Resolve<'_>,
     cache: &mut RunCache,
 ) -> Result<(), IndexError> {
+    apply_cached_from(store, records, positions, resolve, cache, false)
+}
+
+/// [`apply_cached`] for a node of a shared log starting up: records the
+/// index already holds (another node applied them between this node's
+/// read of the applied seq and its catch-up, which runs under the append
+/// lock) are passed over instead of refused; any other gap is refused.
+pub fn apply_cached_skipping_applied(
+    store: &dyn Store,
+    records: &[Record],
+    positions: &[u64],
+    resolve: Resolve<'_>,
+    cache: &mut RunCache,
+) -> Result<(), IndexError> {
+    apply_cached_from(store, records, positions, resolve, cache, true)
+}
+
+fn apply_cached_from(
+    store: &dyn Store,
+    records: &[Record],
+    positions: &[u64],
+    resolve: Resolve<'_>,
+    cache: &mut RunCache,
+    skip_applied: bool,
+) -> Result<(), IndexError> {
+    let applied = read_applied(store)?;
+    let skip = if skip_applied {
+        records.iter().take_while(|r| r.seq <= applied).count()
+    } else {
+        0
+    };
+    let records = &records[skip..];
+    let positions = positions.get(skip..).unwrap_or(&[]);
     let (Some(first), Some(last)) = (records.first(), records.last()) else {
         return Ok(());
     };
-    let applied = read_applied(store)?;
     if first.seq != applied + 1 {
         return Err(IndexError::Gap {
             applied,
@@ -1646,15 +1678,15 @@ pub fn node_holder_prefix(node: &str) -> String {
 /// they expire or are released.
 pub fn clear_leases_of_node(store: &dyn Store, node: &str) -> Result<(), IndexError> {
     let mine = format!("{} ", node_holder_prefix(node));
-    let mut b = Batch::default();
     for (k, v) in store.scan(LEASES)? {
         let holder = serde_json::from_str::<Lease>(&v).map(|l| l.holder).ok();
         let clear = holder.is_none_or(|h| h.starts_with(&mine) || !h.starts_with("node "));
+        // Only the lease as read: another node may have claimed it since
+        // (an expired lease of this node's is anyone's to take).
         if clear {
-            b.delete(LEASES, &k);
+            store.compare_and_swap(LEASES, &k, Some(&v), None)?;
         }
     }
-    store.commit(&b)?;
     Ok(())
 }
 
@@ -1834,6 +1866,20 @@ mod tests {
             matches!(err, IndexError::Gap { applied: 6, got: 6 }),
             "{err}"
         );
+        // A node of a shared log catching up from an older read passes
+        // over what another node applied meanwhile; a real gap is still
+        // refused.
+        let mut cache = RunCache::default();
+        let err =
+            apply_cached_skipping_applied(&store, &rs[7..], &at[7..], &|_, _| None, &mut cache)
+                .unwrap_err();
+        assert!(
+            matches!(err, IndexError::Gap { applied: 6, got: 8 }),
+            "{err}"
+        );
+        apply_cached_skipping_applied(&store, &rs[3..6], &at[3..6], &|_, _| None, &mut cache)
+            .unwrap();
+        assert_eq!(applied_seq(&store), 6, "nothing new: nothing applied");
         apply(&store, &rs[6..], &at[6..]).unwrap();
         assert_eq!(applied_seq(&store), 13);
         assert_eq!(

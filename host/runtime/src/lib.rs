@@ -139,20 +139,32 @@ pub type IndexApply =
 /// leaves it to show as gone.
 struct NodeRecordGuard {
     store: Arc<dyn Store>,
-    node: String,
+    /// The record as this host wrote it first (its `seen_ms` aside, it
+    /// names this process: pid and start time, so a process of another
+    /// container with the same pid is not taken for this one).
+    record: index::NodeRecord,
+}
+
+impl NodeRecordGuard {
+    /// Whether `text` is this process's record.
+    fn is_mine(&self, text: &str) -> bool {
+        serde_json::from_str::<index::NodeRecord>(text).is_ok_and(|r| {
+            r.pid == self.record.pid
+                && r.started_ms == self.record.started_ms
+                && r.hostname == self.record.hostname
+        })
+    }
 }
 
 impl Drop for NodeRecordGuard {
     fn drop(&mut self) {
-        let Ok(Some(text)) = self.store.get(index::NODES, &self.node) else {
+        let Ok(Some(text)) = self.store.get(index::NODES, &self.record.node) else {
             return;
         };
-        let mine = serde_json::from_str::<index::NodeRecord>(&text)
-            .is_ok_and(|r| r.pid == std::process::id());
-        if mine {
+        if self.is_mine(&text) {
             let _ = self
                 .store
-                .compare_and_swap(index::NODES, &self.node, Some(&text), None);
+                .compare_and_swap(index::NODES, &self.record.node, Some(&text), None);
         }
     }
 }
@@ -577,14 +589,23 @@ impl Host {
         let mark = key
             .as_ref()
             .and_then(|k| index::verified_mark(&*store, &k.verifying_key()));
+        let shared = options.log.is_some();
         let mut apply: IndexApply = {
             let mut runs = index::RunCache::default();
             Box::new(move |store, records, at| {
-                index::apply_cached(store, records, at, &resolve, &mut runs)
+                // A node of a shared log may find records applied by
+                // another node (see `apply_cached_skipping_applied`).
+                let apply = if shared {
+                    index::apply_cached_skipping_applied
+                } else {
+                    index::apply_cached
+                };
+                apply(store, records, at, &resolve, &mut runs)
                     .map_err(|e| e.stop_message(&data_dir))
             })
         };
         let node = options.node.unwrap_or_else(|| DEFAULT_NODE.to_string());
+        let mut node_record: Option<NodeRecordGuard> = None;
         check_node_name(&node).map_err(HostError::Index)?;
         let log = match options.log {
             None => {
@@ -620,17 +641,19 @@ impl Host {
                 index::clear_leases_of_node(&*store, &node)
                     .map_err(|e| HostError::Index(e.to_string()))?;
                 let now = charter_audit::now_ms();
-                index::record_node(
-                    &*store,
-                    &index::NodeRecord {
-                        node: node.clone(),
-                        hostname: hostname(),
-                        pid: std::process::id(),
-                        started_ms: now,
-                        seen_ms: now,
-                    },
-                )
-                .map_err(|e| HostError::Index(e.to_string()))?;
+                let record = index::NodeRecord {
+                    node: node.clone(),
+                    hostname: hostname(),
+                    pid: std::process::id(),
+                    started_ms: now,
+                    seen_ms: now,
+                };
+                index::record_node(&*store, &record)
+                    .map_err(|e| HostError::Index(e.to_string()))?;
+                node_record = Some(NodeRecordGuard {
+                    store: store.clone(),
+                    record,
+                });
                 AnyLog::Shared(log)
             }
         };
@@ -642,10 +665,6 @@ impl Host {
             AnyLog::Shared(_) => quotas.shared_in(deployment.quotas.values(), store.clone()),
             AnyLog::File(_) => quotas,
         };
-        let node_record = matches!(log, AnyLog::Shared(_)).then(|| NodeRecordGuard {
-            store: store.clone(),
-            node: node.clone(),
-        });
         let services = Arc::new(Services {
             quotas,
             store,
@@ -714,14 +733,23 @@ impl Host {
         if !self.shared_log() {
             return;
         }
-        let store = &*self.services.store;
-        let Some(mut rec) = index::get_json::<index::NodeRecord>(store, index::NODES, &self.node)
-            .filter(|r| r.pid == std::process::id())
-        else {
+        let Some(guard) = &self._node_record else {
             return;
         };
+        // Written back if it is this process's, or gone (removed by a
+        // process that no longer runs); another's is left alone.
+        let stored = guard.store.get(index::NODES, &self.node);
+        let write = match &stored {
+            Ok(Some(text)) => guard.is_mine(text),
+            Ok(None) => true,
+            Err(_) => false,
+        };
+        if !write {
+            return;
+        }
+        let mut rec = guard.record.clone();
         rec.seen_ms = charter_audit::now_ms();
-        if let Err(e) = index::record_node(store, &rec) {
+        if let Err(e) = index::record_node(&*guard.store, &rec) {
             tracing::warn!(node = %self.node, "cannot refresh the node's record ({e})");
         }
     }

@@ -83,7 +83,9 @@ impl Host {
             .await
         {
             Ok(claim) => {
-                let r = self.start_once(workflow, input, initiator, t).await;
+                let r = self
+                    .start_once(workflow, input, initiator, t, claim.as_deref())
+                    .await;
                 drop(claim);
                 r
             }
@@ -111,6 +113,7 @@ impl Host {
         input: Value,
         initiator: &str,
         t: TriggerRef,
+        claim: Option<&index::RunLease>,
     ) -> Result<Triggered, RunError> {
         // Fail closed: a trigger index that cannot be read could hide the
         // run this delivery started, so nothing is started (the sender
@@ -130,8 +133,16 @@ impl Host {
                 duplicate: true,
             });
         }
+        // Fenced by the claim: a node that stalled past it while another
+        // started the run appends nothing.
         let st = self
-            .start_run_event(workflow, input, Some(initiator), Some(t))
+            .start_run_event_fenced(
+                workflow,
+                input,
+                Some(initiator),
+                Some(t),
+                claim.map(index::RunLease::fence),
+            )
             .await?;
         Ok(Triggered {
             run: st.id,
@@ -146,6 +157,19 @@ impl Host {
         input: Value,
         initiator: Option<&str>,
         trigger: Option<TriggerRef>,
+    ) -> Result<RunState, RunError> {
+        self.start_run_event_fenced(workflow, input, initiator, trigger, None)
+            .await
+    }
+
+    /// [`Host::start_run_event`], the append guarded by `fence` if given.
+    async fn start_run_event_fenced(
+        &self,
+        workflow: &str,
+        input: Value,
+        initiator: Option<&str>,
+        trigger: Option<TriggerRef>,
+        fence: Option<charter_audit::Guard>,
     ) -> Result<RunState, RunError> {
         self.record_config().await;
         // One read of the configuration: the definition and its digest.
@@ -174,12 +198,12 @@ impl Host {
             self.stamp_auth(&mut ev, who);
         }
         let [ev] = ev;
-        let seq = self
-            .services
-            .log
-            .append(vec![ev.clone()])
-            .await
-            .map_err(|e| RunError::Log(e.to_string()))?;
+        let log = &self.services.log;
+        let seq = match fence {
+            Some(g) => log.append_guarded(vec![ev.clone()], g).await,
+            None => log.append(vec![ev.clone()]).await,
+        }
+        .map_err(|e| RunError::Log(e.to_string()))?;
         Ok(RunState::start(&ev, seq, now_ms()).expect("run-started"))
     }
 }
