@@ -329,6 +329,16 @@ fn a_host_without_the_backend_refuses_and_writes_nothing() {
     );
 }
 
+/// Node `name` of `crash.rs`'s deployment (effects on `port`) on the
+/// PostgreSQL database at `db`, its data directory in `dir`.
+fn crash_node(dir: &Path, port: u16, db: &str, name: &str) -> charter_runtime::Host {
+    let config = on_backend(dir, port, &format!("{db:?}"), "");
+    let d = charter_config::Deployment::load(&config, charter_runtime::host_catalog()).unwrap();
+    let mut options = charter_api::host_options(&d).unwrap();
+    options.node = Some(name.to_string());
+    charter_runtime::Host::new(d, options).unwrap()
+}
+
 /// Host `node` of the refunds example on PostgreSQL database `url`, its
 /// data directory in `dir` (each node has its own).
 fn refunds_node(dir: &Path, url: &str, node: &str, extra: &str) -> charter_runtime::Host {
@@ -462,13 +472,7 @@ fn a_dead_nodes_runs_move_on_on_another_node() {
     let rt = rt();
     let server = rt.block_on(effect_server());
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let node = |dir: &Path, name: &str| {
-        let config = on_backend(dir, server.port, &format!("{db:?}"), "");
-        let d = charter_config::Deployment::load(&config, charter_runtime::host_catalog()).unwrap();
-        let mut options = charter_api::host_options(&d).unwrap();
-        options.node = Some(name.to_string());
-        charter_runtime::Host::new(d, options).unwrap()
-    };
+    let node = |dir: &Path, name: &str| crash_node(dir, server.port, &db, name);
     let b = std::sync::Arc::new(node(dirs[1].path(), "b"));
     let _timers = {
         let _in = rt.enter();
@@ -540,14 +544,7 @@ fn one_delivery_on_two_nodes_starts_one_run() {
     let nodes: Vec<_> = dirs
         .iter()
         .zip(["a", "b"])
-        .map(|(dir, name)| {
-            let config = on_backend(dir.path(), server.port, &format!("{db:?}"), "");
-            let d =
-                charter_config::Deployment::load(&config, charter_runtime::host_catalog()).unwrap();
-            let mut options = charter_api::host_options(&d).unwrap();
-            options.node = Some(name.to_string());
-            charter_runtime::Host::new(d, options).unwrap()
-        })
+        .map(|(dir, name)| crash_node(dir.path(), server.port, &db, name))
         .collect();
     for i in 0..6 {
         let t = charter_audit::TriggerRef {

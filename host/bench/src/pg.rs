@@ -43,10 +43,17 @@ fn measure<L: Log + 'static>(log: Arc<L>, alone: usize, threads: usize, each: us
             t.elapsed().as_secs_f64() * 1e6
         })
         .collect();
+    let rate = appenders(&[log], threads, each) * 4.0;
+    (p50(lat), rate)
+}
+
+/// Steps per second of `threads` threads each appending `each` steps,
+/// spread over `logs` in turn.
+fn appenders<L: Log + 'static>(logs: &[Arc<L>], threads: usize, each: usize) -> f64 {
     let t = Instant::now();
     let hs: Vec<_> = (0..threads)
         .map(|k| {
-            let log = log.clone();
+            let log = logs[k % logs.len()].clone();
             std::thread::spawn(move || {
                 for i in 0..each {
                     log.append_blocking(step_events(k * each + i))
@@ -58,8 +65,7 @@ fn measure<L: Log + 'static>(log: Arc<L>, alone: usize, threads: usize, each: us
     for h in hs {
         h.join().expect("appender");
     }
-    let rate = (threads * each * 4) as f64 / t.elapsed().as_secs_f64();
-    (p50(lat), rate)
+    (threads * each) as f64 / t.elapsed().as_secs_f64()
 }
 
 pub fn report(iters: usize) -> Result<()> {
@@ -130,23 +136,8 @@ fn nodes(pg: &Cluster, threads: usize, each: usize, file_steps: f64) -> Result<(
                 Ok(Arc::new(PgLog::open_shared(&url, "bench", node, 0, apply)?))
             })
             .collect::<Result<_>>()?;
-        let t = Instant::now();
-        let hs: Vec<_> = (0..threads)
-            .map(|k| {
-                let log = logs[k % n].clone();
-                std::thread::spawn(move || {
-                    for i in 0..each {
-                        log.append_blocking(step_events(k * each + i))
-                            .expect("append");
-                    }
-                })
-            })
-            .collect();
-        for h in hs {
-            h.join().expect("appender");
-        }
+        let rate = appenders(&logs, threads, each);
         let steps = (threads * each) as f64;
-        let rate = steps / t.elapsed().as_secs_f64();
         let per_tx = steps / txs.load(Ordering::Relaxed).max(1) as f64;
         if n == 1 {
             one = rate;
