@@ -257,7 +257,10 @@ impl Host {
                 {
                     let expires =
                         index::lease(&*self.services.store, id).map_or(0, |l| l.expires_ms);
-                    q.set(id, Some(expires.max(now_ms()) + 50));
+                    let at = expires.max(now_ms()) + 50;
+                    // An earlier time set meanwhile (the holder's drive
+                    // ended and noted a retry) stays.
+                    q.set(id, Some(q.due(id).map_or(at, |d| d.min(at))));
                 }
                 return;
             }
