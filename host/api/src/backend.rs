@@ -125,7 +125,8 @@ pub(crate) fn shared_verify(
 
 /// The nodes of `d`'s deployment on PostgreSQL as they recorded
 /// themselves, with the leases each holds, read from the store without a
-/// host (no node name taken, nothing written).
+/// host (no node name taken, no row written; like every opener of the
+/// store it creates Charter's tables in an empty database).
 pub(crate) fn shared_nodes(d: &Deployment) -> Result<NodesReport, ApiError> {
     let (url, shown) = match resolve(d)? {
         Resolved::File => {
