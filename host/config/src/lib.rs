@@ -11,6 +11,7 @@
 //! phase = 4                      # 1..=5, the framework's maturity phase
 //! data_dir = ".charter"          # relative to this file
 //! max_steps_in_flight = 500      # the instance pool's size (default 500)
+//! run_lease = "60s"              # how long a driver's claim on a run lasts unrenewed (3s to 10m)
 //! backend = "file"              # or "postgres://USER@HOST/DB", or { secret = "NAME" }: see [`Backend`]
 //!
 //! [groups.orders-read]
@@ -485,6 +486,11 @@ pub struct Deployment {
     /// pre-reserved instance pool. One more fails with a host-capacity
     /// error naming this setting ([`DEFAULT_MAX_STEPS_IN_FLIGHT`] unless set).
     pub max_steps_in_flight: u32,
+    /// How long a run's lease lasts unless its driver renews it (every
+    /// third of it): on a deployment several nodes share, how long a dead
+    /// node's runs wait before another node takes them
+    /// ([`DEFAULT_RUN_LEASE_MS`] unless `run_lease` is set).
+    pub run_lease_ms: u64,
     pub limits: Limits,
     pub groups: BTreeMap<String, ActionGroup>,
     pub plugins: BTreeMap<String, PluginSpec>,
@@ -1175,9 +1181,18 @@ struct DeploymentFile {
     #[serde(default = "default_data_dir")]
     data_dir: PathBuf,
     max_steps_in_flight: Option<u32>,
+    run_lease: Option<String>,
     pattern: Option<String>,
     backend: Option<BackendFile>,
 }
+
+/// A run lease's default life (`[deployment] run_lease`).
+pub const DEFAULT_RUN_LEASE_MS: u64 = 60_000;
+
+/// The shortest and longest run lease a deployment may set: shorter
+/// than 3 s a stalled disk or a GC-like pause loses runs to other nodes
+/// for nothing; longer than 10 min a dead node's runs wait too long.
+const RUN_LEASE_RANGE_MS: std::ops::RangeInclusive<u64> = 3_000..=600_000;
 
 /// `[deployment] backend` as written: a string or `{ secret = "NAME" }`.
 #[derive(Debug, Deserialize)]
@@ -1730,6 +1745,20 @@ impl Deployment {
             )));
         }
 
+        let run_lease_ms = match &file.deployment.run_lease {
+            None => DEFAULT_RUN_LEASE_MS,
+            Some(t) => {
+                let ms =
+                    parse_window(t).map_err(|e| invalid(format!("deployment.run_lease: {e}")))?;
+                if !RUN_LEASE_RANGE_MS.contains(&ms) {
+                    return Err(invalid(format!(
+                        "deployment.run_lease = {t:?}: must be 3s to 10m"
+                    )));
+                }
+                ms
+            }
+        };
+
         let mut quotas = BTreeMap::new();
         for (name, q) in file.quotas {
             let q = quota(&name, q).map_err(&invalid)?;
@@ -1762,6 +1791,7 @@ impl Deployment {
             pattern: file.deployment.pattern,
             data_dir: base.join(file.deployment.data_dir),
             max_steps_in_flight,
+            run_lease_ms,
             source: source.to_owned(),
             limits,
             groups,
@@ -3399,6 +3429,20 @@ effects = {{ "acme:crm/notes#read-note" = "read" }}
             let err = parse(&format!("{BASE}\n{extra}")).unwrap_err().to_string();
             assert!(err.contains(want), "{extra}: {err}");
             assert!(!err.contains("s3cret"), "a pasted token is echoed: {err}");
+        }
+    }
+
+    /// `[deployment] run_lease`: 60 s unless set; 3 s to 10 min; anything
+    /// else refused, naming the setting.
+    #[test]
+    fn run_lease_is_bounded() {
+        let d = |extra: &str| parse(&format!("[deployment]\nname = \"t\"\nphase = 1\n{extra}\n"));
+        assert_eq!(d("").unwrap().run_lease_ms, DEFAULT_RUN_LEASE_MS);
+        assert_eq!(d("run_lease = \"5s\"").unwrap().run_lease_ms, 5_000);
+        assert_eq!(d("run_lease = \"10m\"").unwrap().run_lease_ms, 600_000);
+        for bad in ["\"1s\"", "\"11m\"", "\"1d\"", "\"soon\"", "\"0s\"", "30"] {
+            let err = d(&format!("run_lease = {bad}")).unwrap_err().to_string();
+            assert!(err.contains("run_lease"), "{bad}: {err}");
         }
     }
 

@@ -1283,9 +1283,6 @@ fn note_membership(
 
 // ---- run leases ------------------------------------------------------------
 
-/// How long a lease lasts without renewal.
-pub const LEASE_TTL_MS: u64 = 60_000;
-
 /// A claim on driving one run, as stored in [`LEASES`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {

@@ -789,7 +789,8 @@ impl Host {
     /// `None` while another driver (of this process or another sharing
     /// the store) holds it. Released when the guard is dropped.
     pub fn claim_run(&self, id: &str) -> Result<Option<index::RunLease>, index::IndexError> {
-        index::claim_run(&self.services.store, id, &self.holder, index::LEASE_TTL_MS)
+        let ttl = self.config().deployment.run_lease_ms;
+        index::claim_run(&self.services.store, id, &self.holder, ttl)
     }
 
     /// Run `id`'s records (its events, its journaled calls' results, the

@@ -29,7 +29,7 @@
 //! each run that has not ended and that it does not have queued, and a
 //! run another driver holds is queued again at that driver's lease
 //! expiry instead of being left to it. So the runs of a node that died
-//! move on once its leases expire (at most [`crate::index::LEASE_TTL_MS`]
+//! move on once its leases expire (at most `[deployment] run_lease`
 //! after its last renewal), on whichever node claims each first; a live
 //! node's renewed lease just sends the others back to wait.
 
