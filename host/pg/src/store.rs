@@ -17,6 +17,9 @@ use std::thread::JoinHandle;
 use charter_store::{Batch, MAX_LIST, Store, StoreError};
 use tokio_postgres::Client;
 
+/// How long a [`PgStore`] call waits for the database's answer.
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub type Job = Box<dyn FnOnce(Arc<Client>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 /// Where a store's statements run.
@@ -26,6 +29,11 @@ pub trait Exec: Send + Sync {
     /// Whether the statements run inside a transaction already open (a
     /// batch then opens none of its own).
     fn in_tx(&self) -> bool;
+    /// How long a caller waits for a job's answer (`None`: as long as it
+    /// takes, for a transaction whose own statements are being served).
+    fn answer_within(&self) -> Option<std::time::Duration> {
+        None
+    }
     /// A statement failed (inside a transaction, that aborts it).
     fn note_failed(&self) {}
 }
@@ -48,6 +56,12 @@ impl Exec for Conn {
     }
     fn in_tx(&self) -> bool {
         false
+    }
+    /// A database that stops answering (a network fault, a hung server)
+    /// fails the call rather than hold the caller (a step's kv read, a
+    /// lease renewal) for good.
+    fn answer_within(&self) -> Option<std::time::Duration> {
+        Some(ANSWER_WITHIN)
     }
 }
 
@@ -230,10 +244,17 @@ impl<E: Exec> Kv<E> {
             })
         });
         self.exec.send(job)?;
-        let r = rx
-            .recv()
-            .map_err(|_| remote("the connection thread ended"))
-            .and_then(|r| r);
+        let r = match self.exec.answer_within() {
+            None => rx.recv().map_err(|_| remote("the connection thread ended")),
+            Some(limit) => rx.recv_timeout(limit).map_err(|e| match e {
+                mpsc::RecvTimeoutError::Timeout => remote(format!(
+                    "PostgreSQL did not answer within {}s; check the server and the network",
+                    limit.as_secs()
+                )),
+                mpsc::RecvTimeoutError::Disconnected => remote("the connection thread ended"),
+            }),
+        }
+        .and_then(|r| r);
         if r.is_err() {
             self.exec.note_failed();
         }
