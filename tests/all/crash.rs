@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,6 +48,11 @@ pub(crate) struct Server {
     /// number (1-based count of new effects); 0 = never.
     pub(crate) kill_after: Arc<AtomicUsize>,
     pub(crate) pid: Arc<AtomicU32>,
+    /// While set, every request waits before it is recorded or answered
+    /// (runs pile up in flight); cleared, they go on.
+    pub(crate) hold: Arc<AtomicBool>,
+    /// How many requests are waiting on `hold` now.
+    pub(crate) held: Arc<AtomicUsize>,
 }
 
 pub(crate) async fn effect_server() -> Server {
@@ -56,17 +61,32 @@ pub(crate) async fn effect_server() -> Server {
     let effects = Arc::new(Mutex::new(Effects::default()));
     let kill_after = Arc::new(AtomicUsize::new(0));
     let pid = Arc::new(AtomicU32::new(0));
-    let (e, k, p) = (effects.clone(), kill_after.clone(), pid.clone());
+    let hold = Arc::new(AtomicBool::new(false));
+    let held = Arc::new(AtomicUsize::new(0));
+    let (e, k, p, h, w) = (
+        effects.clone(),
+        kill_after.clone(),
+        pid.clone(),
+        hold.clone(),
+        held.clone(),
+    );
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let (e, k, p) = (e.clone(), k.clone(), p.clone());
+            let (e, k, p, h, w) = (e.clone(), k.clone(), p.clone(), h.clone(), w.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let (e, k, p) = (e.clone(), k.clone(), p.clone());
+                    let (e, k, p, h, w) = (e.clone(), k.clone(), p.clone(), h.clone(), w.clone());
                     async move {
+                        if h.load(Ordering::SeqCst) {
+                            w.fetch_add(1, Ordering::SeqCst);
+                            while h.load(Ordering::SeqCst) {
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                            w.fetch_sub(1, Ordering::SeqCst);
+                        }
                         let key = req
                             .headers()
                             .get("idempotency-key")
@@ -117,6 +137,8 @@ pub(crate) async fn effect_server() -> Server {
         effects,
         kill_after,
         pid,
+        hold,
+        held,
     }
 }
 

@@ -21,6 +21,7 @@ mod it_ops;
 mod knowledge;
 mod load;
 mod mcp;
+mod nodes;
 mod notify;
 mod oidc;
 mod patterns;

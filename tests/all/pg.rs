@@ -25,14 +25,14 @@ use crate::support::*;
 /// In the URL of every deployment here: it must show up in no output.
 const PASSWORD: &str = "pw-Zq8vT3-never-shown";
 
-fn cluster() -> Option<Cluster> {
+pub(crate) fn cluster() -> Option<Cluster> {
     Cluster::for_tests()
 }
 
 /// A `postgresql://` URL to database `db` over the socket in `dir` (the
 /// path percent-encoded as the host), with [`PASSWORD`] (the test
 /// cluster trusts local connections, so any password is accepted).
-fn url(dir: &Path, db: &str) -> String {
+pub(crate) fn url(dir: &Path, db: &str) -> String {
     let host = dir.display().to_string().replace('/', "%2F");
     format!("postgresql://postgres:{PASSWORD}@{host}/{db}")
 }
@@ -50,7 +50,7 @@ fn on_backend(dir: &Path, port: u16, backend: &str, extra: &str) -> PathBuf {
     path
 }
 
-fn run_cmd(config: &Path, args: &[&str]) -> std::process::Output {
+pub(crate) fn run_cmd(config: &Path, args: &[&str]) -> std::process::Output {
     Command::new(charter_bin())
         .args(args)
         .arg("--config")
@@ -60,7 +60,7 @@ fn run_cmd(config: &Path, args: &[&str]) -> std::process::Output {
         .expect("run charter")
 }
 
-fn json(o: &std::process::Output) -> serde_json::Value {
+pub(crate) fn json(o: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
 }
 

@@ -156,6 +156,36 @@ impl Drop for Conn {
     }
 }
 
+/// How many connections a [`PgStore`] serves its calls on. Each serves
+/// one call at a time (a call's `BEGIN`..`COMMIT` holds its connection),
+/// so a long scan (the timers' look for runs to adopt, `runs list`) does
+/// not hold up a lease renewal or a step's read behind it.
+const CONNECTIONS: usize = 4;
+
+/// One of a [`PgStore`]'s connections: serve calls from `jobs` until the
+/// store closes.
+async fn serve(url: String, client: Client, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    let mut client = Arc::new(client);
+    while let Some(job) = crate::next_job(&jobs).await {
+        // The server restarted or the network failed: the job that found
+        // out failed; connect again for the next (this one too, if it
+        // comes back at once).
+        if client.is_closed() {
+            match crate::connect(&url).await {
+                Ok(c) => {
+                    tracing::info!("the state store reconnected to PostgreSQL");
+                    client = Arc::new(c);
+                }
+                Err(e) => tracing::warn!(
+                    "the state store cannot reach PostgreSQL ({}); retrying at its next use",
+                    crate::scrub(&url, &e)
+                ),
+            }
+        }
+        job(client.clone()).await;
+    }
+}
+
 impl Kv<Conn> {
     /// Connect to `url` and open store `store` (creating the schema if
     /// needed).
@@ -177,33 +207,24 @@ impl Kv<Conn> {
                     }
                 };
                 rt.block_on(async move {
-                    let client = match crate::connect(&url).await {
-                        Ok(c) => c,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(remote(e)));
-                            return;
-                        }
-                    };
-                    let _ = ready_tx.send(Ok(()));
-                    let mut client = Arc::new(client);
-                    let jobs = Arc::new(Mutex::new(jobs_rx));
-                    while let Some(job) = crate::next_job(&jobs).await {
-                        // The server restarted or the network failed: the
-                        // job that found out failed; connect again for the
-                        // next (this one too, if it comes back at once).
-                        if client.is_closed() {
-                            match crate::connect(&url).await {
-                                Ok(c) => {
-                                    tracing::info!("the state store reconnected to PostgreSQL");
-                                    client = Arc::new(c);
-                                }
-                                Err(e) => tracing::warn!(
-                                    "the state store cannot reach PostgreSQL ({}); retrying at its next use",
-                                    crate::scrub(&url, &e)
-                                ),
+                    let mut clients = Vec::with_capacity(CONNECTIONS);
+                    for _ in 0..CONNECTIONS {
+                        match crate::connect(&url).await {
+                            Ok(c) => clients.push(c),
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(remote(e)));
+                                return;
                             }
                         }
-                        job(client.clone()).await;
+                    }
+                    let _ = ready_tx.send(Ok(()));
+                    let jobs = Arc::new(Mutex::new(jobs_rx));
+                    let serving: Vec<_> = clients
+                        .into_iter()
+                        .map(|c| tokio::spawn(serve(url.clone(), c, jobs.clone())))
+                        .collect();
+                    for s in serving {
+                        let _ = s.await;
                     }
                 });
             })

@@ -1,0 +1,447 @@
+//! Issue 17 with real processes: three `charter up` nodes drive one
+//! deployment on one PostgreSQL database. Over a thousand runs of the
+//! kill -9 workflow (`crash.rs`: 3 steps × 2 keyed POSTs to a local
+//! receiver) are started through the API of every node; one node is
+//! killed -9 in the middle of the load and restarted later; another is
+//! paused (`SIGSTOP`) past its lease while the others take its runs, then
+//! resumed, and its late writes are refused. Every run completes, every
+//! effect happens exactly once, the chain verifies and the KPIs show no
+//! unauthorized action.
+//!
+//! Needs PostgreSQL's server binaries: skipped loudly without them,
+//! unless `CHARTER_REQUIRE_PG` is set (`tests/run.sh` sets it).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::crash::{Server, effect_server, write_deployment};
+use crate::pg::{cluster, json, run_cmd, url};
+use crate::support::*;
+use crate::up::http;
+
+/// The lease a node's runs wait out when it dies (`[deployment]
+/// run_lease`, its minimum): short, so the test is.
+const LEASE: &str = "3s";
+
+/// One `charter up --node NAME` process, its output in files in its
+/// directory (a pipe nobody reads would stall a busy node).
+struct Node {
+    name: String,
+    dir: PathBuf,
+    child: Child,
+    addr: String,
+}
+
+impl Node {
+    fn start(dir: &Path, name: &str) -> Node {
+        let open = |f: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(f))
+                .unwrap()
+        };
+        let out = dir.join("stdout");
+        let _ = std::fs::remove_file(&out);
+        let child = Command::new(charter_bin())
+            .args(["up", "--node", name, "--listen", "127.0.0.1:0"])
+            .current_dir(dir)
+            .env_remove("CHARTER_LOG")
+            .stdout(Stdio::from(open("stdout")))
+            .stderr(Stdio::from(open("stderr")))
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        let addr = loop {
+            let first = std::fs::read_to_string(&out).unwrap_or_default();
+            if let Some((_, a)) = first.lines().next().and_then(|l| l.rsplit_once("http://")) {
+                break a.trim().to_string();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "node {name} did not start: {}",
+                std::fs::read_to_string(dir.join("stderr")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Node {
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            child,
+            addr,
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill {sig} node {}", self.name);
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
+    }
+
+    /// SIGTERM, and the clean exit it must bring.
+    fn stop(mut self) {
+        self.signal("-TERM");
+        let st = self.child.wait().unwrap();
+        assert!(st.success(), "node {}: {st}\n{}", self.name, self.stderr());
+    }
+}
+
+/// The receiver's count of effects per run id (effect keys name their
+/// run second: `...:RUN:...`).
+fn effects_per_run(server: &Server) -> BTreeMap<String, usize> {
+    let fx = server.effects.lock().unwrap();
+    let mut per_run = BTreeMap::new();
+    for key in fx.done.keys() {
+        *per_run
+            .entry(key.split(':').nth(1).unwrap().to_string())
+            .or_default() += 1;
+    }
+    per_run
+}
+
+/// Start `n` runs through the API, spread over `nodes` in turn by four
+/// client threads; each run's id and the node that started it.
+fn start_runs(nodes: &[&Node], token: &str, n: usize, tag: &str) -> Vec<(String, String)> {
+    let threads = 4;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    (t..n)
+                        .step_by(threads)
+                        .map(|i| {
+                            let node = nodes[i % nodes.len()];
+                            let body = json!({"workflow": "effects", "input": {"order": format!("{tag}-{i}")}});
+                            let r = http(&node.addr, "POST", "/v1/runs", Some(token), Some(&body));
+                            assert_eq!(r.status, 202, "node {}: {}", node.name, r.body);
+                            (r.json()["run"].as_str().unwrap().to_string(), node.name.clone())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    })
+}
+
+/// Wait (up to `within`) until `done` holds of the receiver's counts.
+fn wait_effects(
+    server: &Server,
+    within: Duration,
+    what: &str,
+    done: impl Fn(&BTreeMap<String, usize>) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        if done(&effects_per_run(server)) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "{what}: not within {within:?} ({} effects)",
+            server.effects.lock().unwrap().done.len()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The runs of `of` (ids) still short of their six effects.
+fn unfinished(per_run: &BTreeMap<String, usize>, of: &[&String]) -> BTreeMap<String, usize> {
+    of.iter()
+        .map(|id| ((*id).clone(), per_run.get(*id).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n < 6)
+        .collect()
+}
+
+/// The runs whose lease node `node` holds now (read from the database),
+/// and how long after `at` (ms since the epoch) the first and the last of
+/// those leases expire.
+fn leased_by(
+    store: &dyn charter_store::Store,
+    node: &str,
+    at: u64,
+) -> (Vec<String>, Duration, Duration) {
+    let holder = format!("node {node} ");
+    let mut runs = Vec::new();
+    let (mut first, mut last) = (u64::MAX, 0);
+    for (run, lease) in store.scan("@leases").unwrap() {
+        let v: serde_json::Value = serde_json::from_str(&lease).unwrap();
+        if v["holder"].as_str().is_some_and(|h| h.starts_with(&holder)) {
+            let expires = v["expires_ms"].as_u64().unwrap();
+            first = first.min(expires);
+            last = last.max(expires);
+            runs.push(run);
+        }
+    }
+    let after = |t: u64| Duration::from_millis(t.saturating_sub(at));
+    (runs, after(first), after(last))
+}
+
+#[test]
+fn three_nodes_lose_one_to_kill_9_and_one_to_a_pause_and_every_run_completes_once() {
+    let Some(pg) = cluster() else { return };
+    pg.create_db("nodes").unwrap();
+    let rt = rt();
+    let server = rt.block_on(effect_server());
+    let db = url(pg.socket_dir(), "nodes");
+    let root = tempfile::tempdir().unwrap();
+    let (token, hash) = crate::up::mint("olga", root.path());
+    // One deployment file per node directory, the same text in each
+    // (each node has its own data directory).
+    let dirs: Vec<PathBuf> = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            let dir = root.path().join(n);
+            std::fs::create_dir(&dir).unwrap();
+            let path = write_deployment(&dir, server.port);
+            let text = std::fs::read_to_string(&path)
+                .unwrap()
+                .replacen(
+                    "data_dir = \"data\"\n",
+                    &format!("data_dir = \"data\"\nbackend = {db:?}\nrun_lease = \"{LEASE}\"\n"),
+                    1,
+                )
+                .replacen(
+                    "groups = [\"http\", \"kv\"]\n",
+                    "groups = [\"http\", \"kv\"]\nlimits = { deadline_ms = 120000 }\n",
+                    1,
+                )
+                .replacen(
+                    "[approvers.olga]\n",
+                    &format!("[approvers.olga]\ntokens = [\"{hash}\"]\n"),
+                    1,
+                );
+            std::fs::write(&path, text).unwrap();
+            dir
+        })
+        .collect();
+    let store = charter_pg::PgStore::open(&pg.url("nodes"), "crash").unwrap();
+    let began = Instant::now();
+    let a = Node::start(&dirs[0], "a");
+    let b = Node::start(&dirs[1], "b");
+    let c = Node::start(&dirs[2], "c");
+
+    // Act 1: 1,002 runs started through all three, every one of them in
+    // flight at once (the receiver holds every effect until the last run
+    // is started); node a is killed -9 once a third of their effects
+    // happened.
+    let n1 = 1_002;
+    server.hold.store(true, Ordering::SeqCst);
+    let runs1 = start_runs(&[&a, &b, &c], &token, n1, "load");
+    let posted = began.elapsed();
+    server.hold.store(false, Ordering::SeqCst);
+    wait_effects(&server, Duration::from_secs(120), "a third of act 1", |m| {
+        m.values().sum::<usize>() >= n1 * 6 / 3
+    });
+    let mut a = a;
+    a.signal("-KILL");
+    let killed = Instant::now();
+    let killed_ms = charter_audit::now_ms();
+    a.child.wait().unwrap();
+    // What the dead node left: its runs short of their effects, once the
+    // requests it had sent have landed.
+    std::thread::sleep(Duration::from_millis(200));
+    // (A run started through a's API may be driven by another node, whose
+    // scan found it before a claimed it: what a leaves is what it held.)
+    let (of_a, a_first, a_last) = leased_by(&store, "a", killed_ms);
+    let stranded = unfinished(&effects_per_run(&server), &of_a.iter().collect::<Vec<_>>());
+    assert!(
+        stranded.len() >= 100,
+        "node a left only {} runs unfinished: the kill came too late to test anything",
+        stranded.len()
+    );
+    let moved_on = killed.elapsed()
+        + wait_effects(
+            &server,
+            Duration::from_secs(60),
+            "a dead node's runs move on",
+            |m| {
+                stranded
+                    .iter()
+                    .any(|(id, n)| m.get(id).copied().unwrap_or(0) > *n)
+            },
+        );
+    let all_moved = killed.elapsed()
+        + wait_effects(
+            &server,
+            Duration::from_secs(60),
+            "all of a dead node's runs move on",
+            |m| {
+                stranded
+                    .iter()
+                    .all(|(id, n)| m.get(id).copied().unwrap_or(0) > *n)
+            },
+        );
+    // Restarted later, under its own name: it clears its own leases and
+    // takes part again.
+    let a = Node::start(&dirs[0], "a");
+    let stranded_ids: Vec<&String> = stranded.keys().collect();
+    let all_done = killed.elapsed()
+        + wait_effects(
+            &server,
+            Duration::from_secs(120),
+            "a dead node's runs complete",
+            |m| unfinished(m, &stranded_ids).is_empty(),
+        );
+    wait_effects(&server, Duration::from_secs(180), "act 1 completes", |m| {
+        runs1.iter().all(|(id, _)| m.get(id) == Some(&6))
+    });
+
+    // Act 2: 150 runs through node b only. Once each has sent its first
+    // effect (held by the receiver), b is paused (SIGSTOP) and the effects
+    // land: b cannot record them. a and c take its runs once its leases
+    // expire (the effects repeat, absorbed by their keys); b is resumed
+    // after twice its lease, and its late writes are refused.
+    let n2 = 150;
+    server.hold.store(true, Ordering::SeqCst);
+    let runs2 = start_runs(&[&b], &token, n2, "pause");
+    let waiting = Instant::now();
+    while server.held.load(Ordering::SeqCst) < n2 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "b sent {} of its {n2} first effects",
+            server.held.load(Ordering::SeqCst)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    b.signal("-STOP");
+    let paused = Instant::now();
+    let paused_ms = charter_audit::now_ms();
+    std::thread::sleep(Duration::from_millis(100));
+    server.hold.store(false, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(300));
+    let (of_b, b_first, b_last) = leased_by(&store, "b", paused_ms);
+    let held = unfinished(&effects_per_run(&server), &of_b.iter().collect::<Vec<_>>());
+    assert!(
+        held.len() >= n2 - 10,
+        "only {} of b's runs held",
+        held.len()
+    );
+    let taken = paused.elapsed()
+        + wait_effects(
+            &server,
+            Duration::from_secs(60),
+            "a paused node's runs move on",
+            |m| {
+                held.iter()
+                    .any(|(id, n)| m.get(id).copied().unwrap_or(0) > *n)
+            },
+        );
+    let all_taken = paused.elapsed()
+        + wait_effects(
+            &server,
+            Duration::from_secs(60),
+            "all of a paused node's runs move on",
+            |m| {
+                held.iter()
+                    .all(|(id, n)| m.get(id).copied().unwrap_or(0) > *n)
+            },
+        );
+    let pause = Duration::from_millis(6_000);
+    std::thread::sleep(pause.saturating_sub(paused.elapsed()));
+    b.signal("-CONT");
+    // Resumed, b finishes the steps it was in: their commits are refused,
+    // and it says so.
+    let resumed = Instant::now();
+    let refusals = |b: &Node| {
+        b.stderr()
+            .matches("a late commit of a run whose lease was taken over was refused")
+            .count()
+    };
+    while refusals(&b) == 0 {
+        assert!(
+            resumed.elapsed() < Duration::from_secs(30),
+            "node b wrote nothing about refused late writes:\n{}",
+            b.stderr()
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_effects(&server, Duration::from_secs(120), "act 2 completes", |m| {
+        runs2.iter().all(|(id, _)| m.get(id) == Some(&6))
+    });
+
+    // Every run completed, read from the database; one `run-finished` per
+    // run whoever drove it (a late commit would be a second).
+    let config = dirs[2].join("charter.toml");
+    let all: Vec<&String> = runs1.iter().chain(&runs2).map(|(id, _)| id).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let runs = loop {
+        let list = run_cmd(&config, &["runs", "list", "--json"]);
+        let runs = json(&list)["runs"].as_array().cloned().unwrap_or_default();
+        if runs.len() == all.len() && runs.iter().all(|r| r["status"] == "completed") {
+            break runs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "runs not completed: {:?}",
+            runs.iter()
+                .filter(|r| r["status"] != "completed")
+                .take(5)
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(runs.len(), n1 + n2);
+    let refused = refusals(&b);
+    let lost = |n: &Node| {
+        n.stderr()
+            .matches("lease was taken by another driver")
+            .count()
+    };
+    let lost_leases = [lost(&a), lost(&b), lost(&c)];
+    for node in [a, b, c] {
+        node.stop();
+    }
+    let records = charter_pg::read_records(&pg.url("nodes"), "crash").unwrap();
+    let mut finished: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in &records {
+        if r.event.kind() == "run-finished" {
+            *finished.entry(r.event.run().unwrap()).or_default() += 1;
+        }
+    }
+    assert_eq!(finished.len(), all.len());
+    assert!(finished.values().all(|&n| n == 1), "a run finished twice");
+    // Every effect exactly once: six distinct keys per run, none unkeyed,
+    // none of a run the API did not start.
+    let per_run = effects_per_run(&server);
+    assert_eq!(per_run.len(), all.len());
+    assert!(all.iter().all(|id| per_run.get(*id) == Some(&6)));
+    let (effects, repeats) = {
+        let fx = server.effects.lock().unwrap();
+        assert_eq!(fx.unkeyed, 0);
+        (fx.done.len(), fx.repeats)
+    };
+    let verify = run_cmd(&config, &["audit", "verify", "--json"]);
+    assert_eq!(json(&verify)["ok"], true, "{}", text(&verify));
+    let kpi = json(&run_cmd(&config, &["kpi", "--json"]));
+    assert_eq!(kpi["unauthorized_actions_executed"], 0, "{kpi}");
+    eprintln!(
+        "3 nodes, {} runs ({n1} in flight at once {posted:?} after the start), {effects} effects each once ({repeats} repeats absorbed by idempotency keys), {} events, {:?} in all. \
+         kill -9 of node a: {} of its runs stranded; its leases ran out {a_first:?} to {a_last:?} after the kill; the first moved on {moved_on:?} after it, all {all_moved:?} after, all completed {all_done:?} after (run_lease {LEASE}; node a restarted once all had moved on). \
+         SIGSTOP of node b: {} of its runs held, its leases out {b_first:?} to {b_last:?} after the pause; the first moved on {taken:?} after the pause, all {all_taken:?} after; resumed after {pause:?}, {refused} late commits refused. Leases lost by a, b, c: {lost_leases:?}",
+        all.len(),
+        records.len(),
+        began.elapsed(),
+        stranded.len(),
+        held.len(),
+    );
+}
