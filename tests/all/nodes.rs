@@ -167,6 +167,48 @@ fn unfinished(per_run: &BTreeMap<String, usize>, of: &[&String]) -> BTreeMap<Str
         .collect()
 }
 
+/// A directory per node under `root`, each with the same deployment
+/// file: `crash.rs`'s workflow (effects to `port`) on `backend` (a TOML
+/// value; `extra` appended), a short lease, a step deadline longer than
+/// any hold of the receiver, and olga's token `hash`. Each node has its
+/// own data directory.
+fn node_dirs(
+    root: &Path,
+    names: &[&str],
+    backend: &str,
+    extra: &str,
+    port: u16,
+    hash: &str,
+) -> Vec<PathBuf> {
+    names
+        .iter()
+        .map(|n| {
+            let dir = root.join(n);
+            std::fs::create_dir(&dir).unwrap();
+            let path = write_deployment(&dir, port);
+            let text = std::fs::read_to_string(&path)
+                .unwrap()
+                .replacen(
+                    "data_dir = \"data\"\n",
+                    &format!("data_dir = \"data\"\nbackend = {backend}\nrun_lease = \"{LEASE}\"\n"),
+                    1,
+                )
+                .replacen(
+                    "groups = [\"http\", \"kv\"]\n",
+                    "groups = [\"http\", \"kv\"]\nlimits = { deadline_ms = 120000 }\n",
+                    1,
+                )
+                .replacen(
+                    "[approvers.olga]\n",
+                    &format!("[approvers.olga]\ntokens = [\"{hash}\"]\n"),
+                    1,
+                );
+            std::fs::write(&path, format!("{text}\n{extra}")).unwrap();
+            dir
+        })
+        .collect()
+}
+
 /// The runs whose lease node `node` holds now (read from the database),
 /// and how long after `at` (ms since the epoch) the first and the last of
 /// those leases expire.
@@ -200,35 +242,14 @@ fn three_nodes_lose_one_to_kill_9_and_one_to_a_pause_and_every_run_completes_onc
     let db = url(pg.socket_dir(), "nodes");
     let root = tempfile::tempdir().unwrap();
     let (token, hash) = crate::up::mint("olga", root.path());
-    // One deployment file per node directory, the same text in each
-    // (each node has its own data directory).
-    let dirs: Vec<PathBuf> = ["a", "b", "c"]
-        .iter()
-        .map(|n| {
-            let dir = root.path().join(n);
-            std::fs::create_dir(&dir).unwrap();
-            let path = write_deployment(&dir, server.port);
-            let text = std::fs::read_to_string(&path)
-                .unwrap()
-                .replacen(
-                    "data_dir = \"data\"\n",
-                    &format!("data_dir = \"data\"\nbackend = {db:?}\nrun_lease = \"{LEASE}\"\n"),
-                    1,
-                )
-                .replacen(
-                    "groups = [\"http\", \"kv\"]\n",
-                    "groups = [\"http\", \"kv\"]\nlimits = { deadline_ms = 120000 }\n",
-                    1,
-                )
-                .replacen(
-                    "[approvers.olga]\n",
-                    &format!("[approvers.olga]\ntokens = [\"{hash}\"]\n"),
-                    1,
-                );
-            std::fs::write(&path, text).unwrap();
-            dir
-        })
-        .collect();
+    let dirs = node_dirs(
+        root.path(),
+        &["a", "b", "c"],
+        &format!("{db:?}"),
+        "",
+        server.port,
+        &hash,
+    );
     let store = charter_pg::PgStore::open(&pg.url("nodes"), "crash").unwrap();
     let began = Instant::now();
     let a = Node::start(&dirs[0], "a");
@@ -443,5 +464,120 @@ fn three_nodes_lose_one_to_kill_9_and_one_to_a_pause_and_every_run_completes_onc
         began.elapsed(),
         stranded.len(),
         held.len(),
+    );
+}
+
+/// Issue 17, database failover: the nodes' database is a primary with a
+/// synchronous streaming standby, and the deployment's backend names both
+/// (`host=PRIMARY,STANDBY target_session_attrs=read-write`). With 300
+/// runs in flight on two nodes, the primary is killed as a machine dies
+/// and the standby promoted. Every append acknowledged before the kill is
+/// on the promoted server, the nodes reconnect to it by themselves, and
+/// every run completes with every effect once; the chain verifies.
+#[test]
+fn the_database_fails_over_to_its_standby_and_every_run_completes() {
+    let Some(primary) = cluster() else { return };
+    primary.create_db("failover").unwrap();
+    let standby = primary.standby().unwrap();
+    let conn = format!(
+        "host={},{} user=postgres dbname=failover target_session_attrs=read-write",
+        primary.socket_dir().display(),
+        standby.socket_dir().display()
+    );
+    let rt = rt();
+    let server = rt.block_on(effect_server());
+    let root = tempfile::tempdir().unwrap();
+    let (token, hash) = crate::up::mint("olga", root.path());
+    let dirs = node_dirs(
+        root.path(),
+        &["a", "b"],
+        "{ secret = \"pg\" }",
+        "[secrets.pg]\nfile = \"pg-url\"\n",
+        server.port,
+        &hash,
+    );
+    for dir in &dirs {
+        std::fs::write(dir.join("pg-url"), &conn).unwrap();
+    }
+    let a = Node::start(&dirs[0], "a");
+    let b = Node::start(&dirs[1], "b");
+
+    let n = 300;
+    server.hold.store(true, Ordering::SeqCst);
+    let runs = start_runs(&[&a, &b], &token, n, "failover");
+    server.hold.store(false, Ordering::SeqCst);
+    wait_effects(
+        &server,
+        Duration::from_secs(120),
+        "a third of the effects",
+        |m| m.values().sum::<usize>() >= n * 6 / 3,
+    );
+    // What the primary acknowledged, read from it; then it dies.
+    let acknowledged = charter_pg::read_records(&conn, "crash").unwrap();
+    primary.kill().unwrap();
+    let killed = Instant::now();
+    let effects_at_kill = server.effects.lock().unwrap().done.len();
+    std::thread::sleep(Duration::from_millis(500));
+    standby.promote().unwrap();
+    let promoted = killed.elapsed();
+    let resumed = killed.elapsed()
+        + wait_effects(
+            &server,
+            Duration::from_secs(120),
+            "effects after the promotion",
+            |m| m.values().sum::<usize>() > effects_at_kill + 2,
+        );
+    let done = killed.elapsed()
+        + wait_effects(
+            &server,
+            Duration::from_secs(180),
+            "every run's effects",
+            |m| runs.iter().all(|(id, _)| m.get(id) == Some(&6)),
+        );
+    let config = dirs[0].join("charter.toml");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = run_cmd(&config, &["runs", "list", "--json"]);
+        let listed = json(&list)["runs"].as_array().cloned().unwrap_or_default();
+        if listed.len() == n && listed.iter().all(|r| r["status"] == "completed") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "runs not completed after the failover: {} listed, {:?}",
+            listed.len(),
+            listed
+                .iter()
+                .filter(|r| r["status"] != "completed")
+                .take(5)
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    a.stop();
+    b.stop();
+    // Nothing acknowledged was lost: the promoted server's chain starts
+    // with every record the primary had committed, byte for byte.
+    let after = charter_pg::read_records(&conn, "crash").unwrap();
+    assert!(after.len() > acknowledged.len());
+    for (x, y) in acknowledged.iter().zip(&after) {
+        assert_eq!(format!("{x:?}"), format!("{y:?}"), "a record changed");
+    }
+    let per_run = effects_per_run(&server);
+    assert_eq!(per_run.len(), n);
+    assert!(runs.iter().all(|(id, _)| per_run.get(id) == Some(&6)));
+    let (effects, repeats) = {
+        let fx = server.effects.lock().unwrap();
+        assert_eq!(fx.unkeyed, 0);
+        (fx.done.len(), fx.repeats)
+    };
+    let verify = run_cmd(&config, &["audit", "verify", "--json"]);
+    assert_eq!(json(&verify)["ok"], true, "{}", text(&verify));
+    eprintln!(
+        "failover: {n} runs on 2 nodes; the primary killed with {} records acknowledged and {effects_at_kill} effects made; \
+         the standby promoted {promoted:?} after, the first effect after it {resumed:?} after the kill, every run complete {done:?} after; \
+         {effects} effects each once ({repeats} repeats absorbed), {} records",
+        acknowledged.len(),
+        after.len()
     );
 }

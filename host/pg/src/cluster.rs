@@ -83,18 +83,7 @@ impl Cluster {
             bin,
             as_postgres,
         };
-        if as_postgres {
-            // The server refuses to run as root; it runs as `postgres`,
-            // which must own (and reach) its directory.
-            let st = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(c.dir.path())
-                .status()
-                .map_err(|e| format!("chown: {e}"))?;
-            if !st.success() {
-                return Err("chown of the cluster directory to postgres failed".into());
-            }
-        }
+        c.own_dir()?;
         let data = c.data();
         c.run(
             "initdb",
@@ -111,16 +100,41 @@ impl Cluster {
                 "--locale=C",
             ],
         )?;
+        c.start_server()?;
+        Ok(c)
+    }
+
+    /// As root the server runs as `postgres` (it refuses to run as
+    /// root), which must own (and reach) its directory.
+    fn own_dir(&self) -> Result<(), String> {
+        if !self.as_postgres {
+            return Ok(());
+        }
+        let st = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(self.dir.path())
+            .status()
+            .map_err(|e| format!("chown: {e}"))?;
+        if st.success() {
+            Ok(())
+        } else {
+            Err("chown of the cluster directory to postgres failed".into())
+        }
+    }
+
+    /// `pg_ctl start` on the data directory, listening on the socket in
+    /// this cluster's directory only.
+    fn start_server(&self) -> Result<(), String> {
         let opts = format!(
             "-c listen_addresses='' -k {} -c max_connections=200",
-            c.dir.path().display()
+            self.dir.path().display()
         );
-        let log = c.dir.path().join("server.log");
-        c.run(
+        let log = self.dir.path().join("server.log");
+        self.run(
             "pg_ctl",
             &[
                 "-D",
-                &data,
+                &self.data(),
                 "-l",
                 &log.display().to_string(),
                 "-w",
@@ -136,8 +150,7 @@ impl Cluster {
                 "{e}\nserver log:\n{}",
                 std::fs::read_to_string(&log).unwrap_or_default()
             )
-        })?;
-        Ok(c)
+        })
     }
 
     /// Restart the server as a crash would (`pg_ctl -m immediate`): every
@@ -159,6 +172,83 @@ impl Cluster {
                 "restart",
             ],
         )
+    }
+
+    /// A streaming replica of this cluster, made synchronous: from its
+    /// start on, a commit here returns only once the replica has the
+    /// commit's WAL on disk, so whatever a client was told is committed
+    /// survives this cluster's death and the replica's promotion. Its
+    /// own socket directory; stopped and removed on drop like this one.
+    pub fn standby(&self) -> Result<Cluster, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("charter-pg-standby.")
+            .tempdir()
+            .map_err(|e| format!("temporary directory: {e}"))?;
+        let s = Cluster {
+            dir,
+            bin: self.bin.clone(),
+            as_postgres: self.as_postgres,
+        };
+        s.own_dir()?;
+        // A copy of the primary that follows its WAL (`-R`: standby.signal
+        // and the primary's address written into the copy).
+        self.run(
+            "pg_basebackup",
+            &[
+                "-D",
+                &s.data(),
+                "-h",
+                &self.socket_dir().display().to_string(),
+                "-U",
+                "postgres",
+                "-X",
+                "stream",
+                "-R",
+                "--no-sync",
+                // A checkpoint now, not spread over the next minutes.
+                "-c",
+                "fast",
+            ],
+        )?;
+        s.start_server()?;
+        // (ALTER SYSTEM runs outside a transaction: a statement of its own.)
+        self.sql(
+            "postgres",
+            "ALTER SYSTEM SET synchronous_standby_names = '*'",
+        )?;
+        self.sql("postgres", "SELECT pg_reload_conf()")?;
+        let start = std::time::Instant::now();
+        loop {
+            let state = self.query_one(
+                "postgres",
+                "SELECT coalesce(max(sync_state), '') FROM pg_stat_replication",
+            )?;
+            if state == "sync" {
+                return Ok(s);
+            }
+            if start.elapsed() > std::time::Duration::from_secs(60) {
+                return Err(format!(
+                    "the standby did not become synchronous in 60 s (sync_state {state:?}); its log:\n{}",
+                    std::fs::read_to_string(s.dir.path().join("server.log")).unwrap_or_default()
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Kill the server as a crashed machine would (`pg_ctl -m immediate`)
+    /// and leave it down.
+    pub fn kill(&self) -> Result<(), String> {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        )
+    }
+
+    /// Promote a standby ([`Cluster::standby`]) to a primary that takes
+    /// writes; returns once it does.
+    pub fn promote(&self) -> Result<(), String> {
+        self.run("pg_ctl", &["-D", &self.data(), "-w", "-t", "60", "promote"])
     }
 
     fn data(&self) -> String {
@@ -210,8 +300,41 @@ impl Cluster {
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(format!("not a plain database name: {name:?}"));
         }
-        let url = self.url("postgres");
-        let sql = format!("CREATE DATABASE {name}");
+        self.sql("postgres", &format!("CREATE DATABASE {name}"))
+    }
+
+    /// Run `sql` (statements) on database `db`.
+    fn sql(&self, db: &str, sql: &str) -> Result<(), String> {
+        let sql = sql.to_string();
+        self.with_client(db, |client| async move {
+            client.batch_execute(&sql).await.map_err(|e| {
+                format!(
+                    "{sql}: {}",
+                    e.as_db_error()
+                        .map_or(e.to_string(), |d| d.message().to_string())
+                )
+            })
+        })
+    }
+
+    /// The one text value `sql` selects on database `db`.
+    fn query_one(&self, db: &str, sql: &str) -> Result<String, String> {
+        let sql = sql.to_string();
+        self.with_client(db, |client| async move {
+            let row = client
+                .query_one(&sql, &[])
+                .await
+                .map_err(|e| format!("{sql}: {e}"))?;
+            Ok(row.get::<_, String>(0))
+        })
+    }
+
+    fn with_client<T, F, Fut>(&self, db: &str, f: F) -> Result<T, String>
+    where
+        F: FnOnce(std::sync::Arc<tokio_postgres::Client>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, String>>,
+    {
+        let url = self.url(db);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -221,10 +344,8 @@ impl Cluster {
                 .await
                 .map_err(|e| format!("connect {url}: {e}"))?;
             let h = tokio::spawn(conn);
-            let r = client
-                .batch_execute(&sql)
-                .await
-                .map_err(|e| format!("{sql}: {e}"));
+            let client = std::sync::Arc::new(client);
+            let r = f(client.clone()).await;
             drop(client);
             let _ = h.await;
             r
