@@ -485,6 +485,42 @@ impl<E: Exec> Store for Kv<E> {
         })
     }
 
+    fn compare_and_swap_each(
+        &self,
+        ns: &str,
+        swaps: &[(&str, &str, &str)],
+    ) -> Result<Vec<bool>, StoreError> {
+        if swaps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ns = ns.as_bytes().to_vec();
+        let (mut keys, mut olds, mut news) = (Vec::new(), Vec::new(), Vec::new());
+        for (key, old, new) in swaps {
+            keys.push(key.as_bytes().to_vec());
+            olds.push(old.as_bytes().to_vec());
+            news.push(new.as_bytes().to_vec());
+        }
+        let asked = keys.clone();
+        let swapped = self.call(move |c, store| async move {
+            // One statement: each row swaps only if it holds its `old`.
+            let rows = c
+                .query(
+                    "UPDATE charter_kv k SET value = v.new \
+                     FROM unnest($3::bytea[], $4::bytea[], $5::bytea[]) AS v(key, old, new) \
+                     WHERE k.store = $1 AND k.ns = $2 AND k.key = v.key AND k.value = v.old \
+                     RETURNING k.key",
+                    &[&store, &ns, &keys, &olds, &news],
+                )
+                .await
+                .map_err(remote)?;
+            Ok(rows
+                .iter()
+                .map(|r| r.get::<_, Vec<u8>>(0))
+                .collect::<std::collections::HashSet<_>>())
+        })?;
+        Ok(asked.iter().map(|k| swapped.contains(k)).collect())
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         // Every write above returned after its commit.
         Ok(())

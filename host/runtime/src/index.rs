@@ -1393,33 +1393,6 @@ impl Held {
             )),
         }
     }
-
-    /// Extend the lease, unless it was released or lost.
-    fn renew(&self) {
-        let Some(store) = self.store.upgrade() else {
-            return;
-        };
-        let mut cur = self
-            .current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cur.1 || !self.held.load(Ordering::SeqCst) {
-            return;
-        }
-        let now = charter_audit::now_ms();
-        self.next_ms.store(now + self.every(), Ordering::SeqCst);
-        let Ok(next) = self.text(now) else { return };
-        match store.compare_and_swap(LEASES, &self.run, Some(&cur.0), Some(&next)) {
-            Ok(true) => cur.0 = next,
-            Ok(false) => {
-                tracing::error!(run = %self.run, "the run's lease was taken by another driver; this driver must stop");
-                self.held.store(false, Ordering::SeqCst);
-            }
-            Err(e) => {
-                tracing::warn!(run = %self.run, "cannot renew the run's lease ({e}); retrying")
-            }
-        }
-    }
 }
 
 /// The held leases of this process and the condvar that wakes the
@@ -1454,12 +1427,7 @@ fn renew_loop(reg: &'static Registry) {
         let now = charter_audit::now_ms();
         let live: Vec<Arc<Held>> = guard.iter().filter_map(|w| w.upgrade()).collect();
         drop(guard);
-        for h in live
-            .iter()
-            .filter(|h| h.next_ms.load(Ordering::SeqCst) <= now)
-        {
-            h.renew();
-        }
+        renew_due(&live, now);
         let wait = live
             .iter()
             .map(|h| h.next_ms.load(Ordering::SeqCst).saturating_sub(now))
@@ -1474,6 +1442,76 @@ fn renew_loop(reg: &'static Registry) {
             .wait_timeout(guard, std::time::Duration::from_millis(wait))
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .0;
+    }
+}
+
+/// The most leases renewed in one call of the store.
+const RENEW_AT_ONCE: usize = 1_000;
+
+/// Renew every lease of `live` due at `now`: those of one store in one
+/// call ([`Store::compare_and_swap_each`]: one round trip to a database,
+/// however many runs this process drives), [`RENEW_AT_ONCE`] at a time.
+fn renew_due(live: &[Arc<Held>], now: u64) {
+    type Due<'a> = (Arc<dyn Store>, Vec<&'a Arc<Held>>);
+    let mut by_store: Vec<Due<'_>> = Vec::new();
+    for h in live
+        .iter()
+        .filter(|h| h.next_ms.load(Ordering::SeqCst) <= now)
+    {
+        let Some(store) = h.store.upgrade() else {
+            continue;
+        };
+        match by_store.iter_mut().find(|(s, _)| Arc::ptr_eq(s, &store)) {
+            Some((_, due)) => due.push(h),
+            None => by_store.push((store, vec![h])),
+        }
+    }
+    for (store, due) in &by_store {
+        for chunk in due.chunks(RENEW_AT_ONCE) {
+            renew_each(&**store, chunk, now);
+        }
+    }
+}
+
+/// Extend each lease of `due` (all of `store`), unless released or
+/// lost; a lease found taken turns [`RunLease::held`] false.
+fn renew_each(store: &dyn Store, due: &[&Arc<Held>], now: u64) {
+    // Each lease's lock is held until its outcome is known, so a confirm
+    // never compares against a value being replaced.
+    let mut renewing = Vec::with_capacity(due.len());
+    for h in due {
+        let cur = h
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cur.1 || !h.held.load(Ordering::SeqCst) {
+            continue;
+        }
+        h.next_ms.store(now + h.every(), Ordering::SeqCst);
+        let Ok(next) = h.text(now) else { continue };
+        renewing.push((h, cur, next));
+    }
+    let swaps: Vec<(&str, &str, &str)> = renewing
+        .iter()
+        .map(|(h, cur, next)| (h.run.as_str(), cur.0.as_str(), next.as_str()))
+        .collect();
+    let outcome = store.compare_and_swap_each(LEASES, &swaps);
+    drop(swaps);
+    match outcome {
+        Ok(swapped) => {
+            for ((h, mut cur, next), ok) in renewing.into_iter().zip(swapped) {
+                if ok {
+                    cur.0 = next;
+                } else {
+                    tracing::error!(run = %h.run, "the run's lease was taken by another driver; this driver must stop");
+                    h.held.store(false, Ordering::SeqCst);
+                }
+            }
+        }
+        Err(e) => tracing::warn!(
+            leases = renewing.len(),
+            "cannot renew the run leases this process holds ({e}); retrying"
+        ),
     }
 }
 
@@ -2136,6 +2174,51 @@ mod tests {
         assert_eq!(lease(&*store, "r3").unwrap().holder, "F");
         clear_leases(&*store).unwrap();
         assert!(lease(&*store, "r1").is_none() && lease(&*store, "r2").is_none());
+    }
+
+    /// The renewer keeps every held lease alive, all of a store's leases
+    /// in one call; a lease another driver took turns that one guard's
+    /// `held` false and leaves the others held.
+    #[test]
+    fn the_renewer_renews_every_lease_and_notices_one_taken() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::default());
+        let ttl = 90;
+        let guards: Vec<_> = (0..5)
+            .map(|i| {
+                claim_run(&store, &format!("k{i}"), "A", ttl)
+                    .unwrap()
+                    .unwrap()
+            })
+            .collect();
+        let first = lease(&*store, "k0").unwrap().expires_ms;
+        // Past three TTLs: only renewals keep them.
+        std::thread::sleep(std::time::Duration::from_millis(3 * ttl));
+        for (i, g) in guards.iter().enumerate() {
+            assert!(g.held(), "lease {i} lapsed");
+            let l = lease(&*store, &format!("k{i}")).unwrap();
+            assert!(l.expires_ms > charter_audit::now_ms(), "lease {i} expired");
+            assert_eq!(l.holder, "A");
+        }
+        assert!(lease(&*store, "k0").unwrap().expires_ms > first);
+        let taker = Lease {
+            holder: "B".into(),
+            token: "b".into(),
+            expires_ms: u64::MAX,
+        };
+        store
+            .set(LEASES, "k2", &serde_json::to_string(&taker).unwrap())
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        while guards[2].held() && t0.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!guards[2].held(), "the renewer did not notice the takeover");
+        for i in [0, 1, 3, 4] {
+            assert!(guards[i].held(), "lease {i} lost with another");
+        }
+        drop(guards);
+        assert_eq!(lease(&*store, "k2").unwrap().holder, "B");
+        assert!(lease(&*store, "k0").is_none(), "released on drop");
     }
 
     /// A run state kept decoded across applies is used only while the

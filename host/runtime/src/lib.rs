@@ -600,8 +600,15 @@ impl Host {
                 } else {
                     index::apply_cached
                 };
-                apply(store, records, at, &resolve, &mut runs)
-                    .map_err(|e| e.stop_message(&data_dir))
+                apply(store, records, at, &resolve, &mut runs).map_err(|e| {
+                    if shared {
+                        // Applied in the append's transaction: the append
+                        // is refused, nothing of it written; the log goes on.
+                        format!("{e}; the append was refused and nothing of it was written (its index rows commit with it)")
+                    } else {
+                        e.stop_message(&data_dir)
+                    }
+                })
             })
         };
         let node = options.node.unwrap_or_else(|| DEFAULT_NODE.to_string());

@@ -143,6 +143,20 @@ pub trait Store: Send + Sync {
         old: Option<&str>,
         new: Option<&str>,
     ) -> Result<bool, StoreError>;
+    /// [`Store::compare_and_swap`] for each `(key, old, new)` of `ns`,
+    /// each on its own (not all-or-nothing together); whether each did.
+    /// A store across a network does them in one round trip (a lease
+    /// renewer renewing every lease a node holds).
+    fn compare_and_swap_each(
+        &self,
+        ns: &str,
+        swaps: &[(&str, &str, &str)],
+    ) -> Result<Vec<bool>, StoreError> {
+        swaps
+            .iter()
+            .map(|(key, old, new)| self.compare_and_swap(ns, key, Some(old), Some(new)))
+            .collect()
+    }
     /// Make everything written so far durable.
     fn flush(&self) -> Result<(), StoreError>;
     /// Remove every key of namespace `ns` (a host-internal index whose
@@ -318,6 +332,36 @@ pub fn conformance(s: &dyn Store) {
     assert_eq!(s.get("l", "run").unwrap().as_deref(), Some("h2"));
     assert!(s.compare_and_swap("l", "run", Some("h2"), None).unwrap());
     assert_eq!(s.get("l", "run").unwrap(), None);
+    // compare_and_swap_each: each swap on its own, in the order asked; a
+    // stale `old`, an absent key or another namespace's key swaps nothing.
+    for (k, v) in [("r1", "a1"), ("r2", "a2"), ("r3", "a3")] {
+        s.set("l", k, v).unwrap();
+    }
+    s.set("m", "r4", "a4").unwrap();
+    assert_eq!(
+        s.compare_and_swap_each(
+            "l",
+            &[
+                ("r3", "a3", "b3"),
+                ("r1", "stale", "b1"),
+                ("gone", "x", "y"),
+                ("r2", "a2", "b2"),
+                ("r4", "a4", "b4"),
+            ],
+        )
+        .unwrap(),
+        vec![true, false, false, true, false]
+    );
+    assert_eq!(s.get("l", "r1").unwrap().as_deref(), Some("a1"));
+    assert_eq!(s.get("l", "r2").unwrap().as_deref(), Some("b2"));
+    assert_eq!(s.get("l", "r3").unwrap().as_deref(), Some("b3"));
+    assert_eq!(s.get("l", "gone").unwrap(), None);
+    assert_eq!(s.get("m", "r4").unwrap().as_deref(), Some("a4"));
+    assert!(s.compare_and_swap_each("l", &[]).unwrap().is_empty());
+    for k in ["r1", "r2", "r3"] {
+        s.delete("l", k).unwrap();
+    }
+    s.delete("m", "r4").unwrap();
     // A hostile key (separators, NUL, non-ASCII) is just a key.
     s.set("a", "x/\0/ü", "1").unwrap();
     assert_eq!(s.get("a", "x/\0/ü").unwrap().as_deref(), Some("1"));

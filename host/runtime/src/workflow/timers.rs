@@ -48,6 +48,12 @@ use crate::{Host, index};
 /// the module docs).
 pub const ADOPT_EVERY: Duration = Duration::from_secs(2);
 
+/// How long a run whose drive failed on the log or the store (a database
+/// that restarted or failed over, a full disk) waits before it is driven
+/// again: long enough not to spin, short enough that a failover the log
+/// rode out holds no run up for long.
+pub const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);
+
 /// When a run that stopped in state `st` (told `env`) should be driven
 /// again, if the clock is what it waits for: `None` for a run that ended,
 /// is escalated without a deadline (people resolve it) or waits on a proposal without expiry.
@@ -288,7 +294,7 @@ impl Host {
                 Err(e) => {
                     // Its due time has passed: queued again as is, it would
                     // be driven at once, over and over.
-                    tracing::warn!(run = %id, error = %e, "recording an escalation deadline failed; retrying in 30 s");
+                    tracing::warn!(run = %id, error = %e, "recording an escalation deadline failed; retrying in 5 s");
                     self.retry_later(id);
                     return;
                 }
@@ -303,7 +309,7 @@ impl Host {
         match r {
             Ok(st) => self.timers_note(&st),
             Err(RunError::Log(e)) => {
-                tracing::warn!(run = %id, error = %e, "driving the run failed; retrying in 30 s");
+                tracing::warn!(run = %id, error = %e, "driving the run failed; retrying in 5 s");
                 self.retry_later(id);
             }
             Err(e) => {
@@ -315,7 +321,7 @@ impl Host {
 
     fn retry_later(&self, id: &str) {
         if let Some(q) = self.timers.get() {
-            q.set(id, Some(now_ms() + 30_000));
+            q.set(id, Some(now_ms() + RETRY_AFTER_ERROR.as_millis() as u64));
         }
     }
 }
