@@ -1047,7 +1047,9 @@ impl Worker {
         for (ns, keys) in by_ns {
             let rows = c
                 .query(
-                    "SELECT key, value FROM charter_kv WHERE store = $1 AND ns = $2 AND key = ANY($3) FOR SHARE",
+                    // In key order, as every multi-row lock here is taken
+                    // (the lease renewer's), so two never wait on each other.
+                    "SELECT key, value FROM charter_kv WHERE store = $1 AND ns = $2 AND key = ANY($3) ORDER BY key FOR SHARE",
                     &[&node.store, &ns.as_bytes(), &keys],
                 )
                 .await

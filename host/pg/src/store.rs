@@ -38,7 +38,8 @@ pub trait Exec: Send + Sync {
     fn note_failed(&self) {}
 }
 
-/// A connection of the store's own, on a thread of its own.
+/// The store's own connections ([`CONNECTIONS`]), served on a thread of
+/// their own.
 pub struct Conn {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     worker: Mutex<Option<JoinHandle<()>>>,
@@ -96,7 +97,8 @@ pub struct Kv<E> {
 }
 
 /// The indexed state of store `store` (a deployment) in a PostgreSQL
-/// database. The client runs on a thread of its own, as [`crate::PgLog`]'s.
+/// database. Its clients run on a thread of their own, as
+/// [`crate::PgLog`]'s does.
 pub type PgStore = Kv<Conn>;
 
 /// The store as the log writer's open transaction sees it (see the
@@ -158,8 +160,10 @@ impl Drop for Conn {
 
 /// How many connections a [`PgStore`] serves its calls on. Each serves
 /// one call at a time (a call's `BEGIN`..`COMMIT` holds its connection),
-/// so a long scan (the timers' look for runs to adopt, `runs list`) does
-/// not hold up a lease renewal or a step's read behind it.
+/// so one long scan (the timers' look for runs to adopt, `runs list`)
+/// does not hold up a lease renewal or a step's read behind it. Calls of
+/// one thread stay in order (each waits for its answer); a call that
+/// timed out on the caller may still be served later.
 const CONNECTIONS: usize = 4;
 
 /// One of a [`PgStore`]'s connections: serve calls from `jobs` until the
@@ -500,25 +504,33 @@ impl<E: Exec> Store for Kv<E> {
             olds.push(old.as_bytes().to_vec());
             news.push(new.as_bytes().to_vec());
         }
-        let asked = keys.clone();
+        let n = keys.len();
         let swapped = self.call(move |c, store| async move {
-            // One statement: each row swaps only if it holds its `old`.
+            // One statement: the rows locked in key order first (as the
+            // log's fence check locks them: the two never deadlock), then
+            // each swapped only if it holds its `old`. A key asked twice
+            // swaps at most once, and says which (`i`).
             let rows = c
                 .query(
-                    "UPDATE charter_kv k SET value = v.new \
-                     FROM unnest($3::bytea[], $4::bytea[], $5::bytea[]) AS v(key, old, new) \
+                    "WITH v AS (SELECT * FROM unnest($3::bytea[], $4::bytea[], $5::bytea[]) \
+                                WITH ORDINALITY AS v(key, old, new, i)), \
+                     locked AS (SELECT k.key FROM charter_kv k \
+                                WHERE k.store = $1 AND k.ns = $2 AND k.key = ANY($3) \
+                                ORDER BY k.key FOR NO KEY UPDATE) \
+                     UPDATE charter_kv k SET value = v.new FROM v \
                      WHERE k.store = $1 AND k.ns = $2 AND k.key = v.key AND k.value = v.old \
-                     RETURNING k.key",
+                       AND k.key IN (SELECT key FROM locked) \
+                     RETURNING v.i",
                     &[&store, &ns, &keys, &olds, &news],
                 )
                 .await
                 .map_err(remote)?;
             Ok(rows
                 .iter()
-                .map(|r| r.get::<_, Vec<u8>>(0))
+                .map(|r| r.get::<_, i64>(0))
                 .collect::<std::collections::HashSet<_>>())
         })?;
-        Ok(asked.iter().map(|k| swapped.contains(k)).collect())
+        Ok((1..=n as i64).map(|i| swapped.contains(&i)).collect())
     }
 
     fn flush(&self) -> Result<(), StoreError> {

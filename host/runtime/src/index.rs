@@ -1468,7 +1468,9 @@ fn renew_due(live: &[Arc<Held>], now: u64) {
     }
     for (store, due) in &by_store {
         for chunk in due.chunks(RENEW_AT_ONCE) {
-            renew_each(&**store, chunk, now);
+            // The time of this call, not of the loop: a slow chunk before
+            // must not shorten the leases after it.
+            renew_each(&**store, chunk, charter_audit::now_ms());
         }
     }
 }

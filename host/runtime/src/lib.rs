@@ -580,8 +580,9 @@ impl Host {
                 .flatten()
         };
         let deployment = &*config.deployment;
-        // An index that cannot apply stops the log (and so the host) with
-        // an error naming the data directory and the fix.
+        // An index that cannot apply stops a file log (and so the host)
+        // with an error naming the data directory and the fix; on a
+        // shared log it refuses the one append.
         let data_dir = deployment.data_dir.clone();
         let applied = index::prepare(&*store)
             .map_err(|e| HostError::Index(e.stop_message(&deployment.data_dir)))?;
@@ -602,9 +603,11 @@ impl Host {
                 };
                 apply(store, records, at, &resolve, &mut runs).map_err(|e| {
                     if shared {
-                        // Applied in the append's transaction: the append
-                        // is refused, nothing of it written; the log goes on.
-                        format!("{e}; the append was refused and nothing of it was written (its index rows commit with it)")
+                        // Applied in the append's transaction (or, catching
+                        // up, to what is committed): the append is refused
+                        // with nothing of it written, or the catch-up
+                        // fails; the log goes on either way.
+                        format!("{e} (the index of a shared log commits with each append: an append whose index fails is refused, nothing of it written)")
                     } else {
                         e.stop_message(&data_dir)
                     }

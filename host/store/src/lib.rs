@@ -146,7 +146,9 @@ pub trait Store: Send + Sync {
     /// [`Store::compare_and_swap`] for each `(key, old, new)` of `ns`,
     /// each on its own (not all-or-nothing together); whether each did.
     /// A store across a network does them in one round trip (a lease
-    /// renewer renewing every lease a node holds).
+    /// renewer renewing every lease a node holds). Keys are meant to be
+    /// distinct: a key asked twice swaps at most once, and the answer
+    /// says which.
     fn compare_and_swap_each(
         &self,
         ns: &str,
@@ -358,6 +360,13 @@ pub fn conformance(s: &dyn Store) {
     assert_eq!(s.get("l", "gone").unwrap(), None);
     assert_eq!(s.get("m", "r4").unwrap().as_deref(), Some("a4"));
     assert!(s.compare_and_swap_each("l", &[]).unwrap().is_empty());
+    // A key asked twice from the same value swaps once, and says which.
+    let twice = s
+        .compare_and_swap_each("l", &[("r1", "a1", "c1"), ("r1", "a1", "d1")])
+        .unwrap();
+    assert_eq!(twice.iter().filter(|t| **t).count(), 1, "{twice:?}");
+    let won = if twice[0] { "c1" } else { "d1" };
+    assert_eq!(s.get("l", "r1").unwrap().as_deref(), Some(won));
     for k in ["r1", "r2", "r3"] {
         s.delete("l", k).unwrap();
     }
