@@ -159,6 +159,33 @@ fn wait_effects(
     }
 }
 
+/// How long after `since` the first, then every run of `left` (run →
+/// its effects when its node went away) made a new effect: moved on.
+fn moving_on(
+    server: &Server,
+    since: Instant,
+    left: &BTreeMap<String, usize>,
+    what: &str,
+) -> (Duration, Duration) {
+    let went_on =
+        |m: &BTreeMap<String, usize>, id: &String, n: &usize| m.get(id).copied().unwrap_or(0) > *n;
+    let within = Duration::from_secs(60);
+    wait_effects(
+        server,
+        within,
+        &format!("{what}: the first moves on"),
+        |m| left.iter().any(|(id, n)| went_on(m, id, n)),
+    );
+    let first = since.elapsed();
+    wait_effects(
+        server,
+        within,
+        &format!("{what}: every one moves on"),
+        |m| left.iter().all(|(id, n)| went_on(m, id, n)),
+    );
+    (first, since.elapsed())
+}
+
 /// The runs of `of` (ids) still short of their six effects.
 fn unfinished(per_run: &BTreeMap<String, usize>, of: &[&String]) -> BTreeMap<String, usize> {
     of.iter()
@@ -285,28 +312,7 @@ fn three_nodes_lose_one_to_kill_9_and_one_to_a_pause_and_every_run_completes_onc
         "node a left only {} runs unfinished: the kill came too late to test anything",
         stranded.len()
     );
-    let moved_on = killed.elapsed()
-        + wait_effects(
-            &server,
-            Duration::from_secs(60),
-            "a dead node's runs move on",
-            |m| {
-                stranded
-                    .iter()
-                    .any(|(id, n)| m.get(id).copied().unwrap_or(0) > *n)
-            },
-        );
-    let all_moved = killed.elapsed()
-        + wait_effects(
-            &server,
-            Duration::from_secs(60),
-            "all of a dead node's runs move on",
-            |m| {
-                stranded
-                    .iter()
-                    .all(|(id, n)| m.get(id).copied().unwrap_or(0) > *n)
-            },
-        );
+    let (moved_on, all_moved) = moving_on(&server, killed, &stranded, "a dead node's runs");
     // Restarted later, under its own name: it clears its own leases and
     // takes part again.
     let a = Node::start(&dirs[0], "a");
@@ -352,26 +358,7 @@ fn three_nodes_lose_one_to_kill_9_and_one_to_a_pause_and_every_run_completes_onc
         "only {} of b's runs held",
         held.len()
     );
-    let taken = paused.elapsed()
-        + wait_effects(
-            &server,
-            Duration::from_secs(60),
-            "a paused node's runs move on",
-            |m| {
-                held.iter()
-                    .any(|(id, n)| m.get(id).copied().unwrap_or(0) > *n)
-            },
-        );
-    let all_taken = paused.elapsed()
-        + wait_effects(
-            &server,
-            Duration::from_secs(60),
-            "all of a paused node's runs move on",
-            |m| {
-                held.iter()
-                    .all(|(id, n)| m.get(id).copied().unwrap_or(0) > *n)
-            },
-        );
+    let (taken, all_taken) = moving_on(&server, paused, &held, "a paused node's runs");
     let pause = Duration::from_millis(6_000);
     std::thread::sleep(pause.saturating_sub(paused.elapsed()));
     b.signal("-CONT");
