@@ -186,6 +186,24 @@ fn moving_on(
     (first, since.elapsed())
 }
 
+/// Every effect exactly once: six distinct keys for each of `runs`, none
+/// unkeyed, none of another run; and the chain verifies. The effects and
+/// the repeats the receiver absorbed.
+fn each_effect_once_and_verified(
+    server: &Server,
+    runs: &[&String],
+    config: &Path,
+) -> (usize, usize) {
+    let per_run = effects_per_run(server);
+    assert_eq!(per_run.len(), runs.len());
+    assert!(runs.iter().all(|id| per_run.get(*id) == Some(&6)));
+    let verify = run_cmd(config, &["audit", "verify", "--json"]);
+    assert_eq!(json(&verify)["ok"], true, "{}", text(&verify));
+    let fx = server.effects.lock().unwrap();
+    assert_eq!(fx.unkeyed, 0);
+    (fx.done.len(), fx.repeats)
+}
+
 /// The runs of `of` (ids) still short of their six effects.
 fn unfinished(per_run: &BTreeMap<String, usize>, of: &[&String]) -> BTreeMap<String, usize> {
     of.iter()
@@ -430,16 +448,7 @@ fn three_nodes_lose_one_to_kill_9_and_one_to_a_pause_and_every_run_completes_onc
     assert!(finished.values().all(|&n| n == 1), "a run finished twice");
     // Every effect exactly once: six distinct keys per run, none unkeyed,
     // none of a run the API did not start.
-    let per_run = effects_per_run(&server);
-    assert_eq!(per_run.len(), all.len());
-    assert!(all.iter().all(|id| per_run.get(*id) == Some(&6)));
-    let (effects, repeats) = {
-        let fx = server.effects.lock().unwrap();
-        assert_eq!(fx.unkeyed, 0);
-        (fx.done.len(), fx.repeats)
-    };
-    let verify = run_cmd(&config, &["audit", "verify", "--json"]);
-    assert_eq!(json(&verify)["ok"], true, "{}", text(&verify));
+    let (effects, repeats) = each_effect_once_and_verified(&server, &all, &config);
     let kpi = json(&run_cmd(&config, &["kpi", "--json"]));
     assert_eq!(kpi["unauthorized_actions_executed"], 0, "{kpi}");
     eprintln!(
@@ -550,16 +559,8 @@ fn the_database_fails_over_to_its_standby_and_every_run_completes() {
     for (x, y) in acknowledged.iter().zip(&after) {
         assert_eq!(format!("{x:?}"), format!("{y:?}"), "a record changed");
     }
-    let per_run = effects_per_run(&server);
-    assert_eq!(per_run.len(), n);
-    assert!(runs.iter().all(|(id, _)| per_run.get(id) == Some(&6)));
-    let (effects, repeats) = {
-        let fx = server.effects.lock().unwrap();
-        assert_eq!(fx.unkeyed, 0);
-        (fx.done.len(), fx.repeats)
-    };
-    let verify = run_cmd(&config, &["audit", "verify", "--json"]);
-    assert_eq!(json(&verify)["ok"], true, "{}", text(&verify));
+    let ids: Vec<&String> = runs.iter().map(|(id, _)| id).collect();
+    let (effects, repeats) = each_effect_once_and_verified(&server, &ids, &config);
     eprintln!(
         "failover: {n} runs on 2 nodes; the primary killed with {} records acknowledged and {effects_at_kill} effects made; \
          the standby promoted {promoted:?} after, the first effect after it {resumed:?} after the kill, every run complete {done:?} after; \
