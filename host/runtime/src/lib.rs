@@ -248,6 +248,9 @@ pub struct Host {
     /// One push (or rollback) at a time: each checks against, and
     /// replaces, the generation the previous one left.
     pushes: tokio::sync::Mutex<()>,
+    /// Per plugin, a version another node activated that this node could
+    /// not serve (refused once, not every pass: `hot::follow_activations`).
+    follow_failed: Mutex<HashMap<String, String>>,
     pres: Mutex<HashMap<(String, GrantSet), InstancePre<HostState>>>,
     config_recorded: tokio::sync::OnceCell<()>,
     /// Held while a person's decision is checked against the log and
@@ -693,6 +696,7 @@ impl Host {
             generation,
             versions: Mutex::default(),
             pushes: tokio::sync::Mutex::new(()),
+            follow_failed: Mutex::default(),
             pres: Mutex::new(HashMap::new()),
             config_recorded: tokio::sync::OnceCell::new(),
             decisions: tokio::sync::Mutex::new(()),
@@ -1121,6 +1125,9 @@ impl Host {
         if let Err(e) = hot::store::put(&self.data_dir, &digest, &bytes) {
             tracing::warn!(plugin = %name, "cannot keep version {digest} in the plugin store: {e}; a run that records it cannot resume after a restart");
         }
+        if let Err(e) = self.share_version(&digest, &bytes) {
+            tracing::warn!(plugin = %name, "cannot keep version {digest} in the deployment's backend: {e}; another node that lacks it cannot resume a run that records it");
+        }
         let loaded = Arc::new(LoadedPlugin {
             name: spec.name.clone(),
             digest,
@@ -1270,7 +1277,7 @@ impl Host {
     fn serving_bytes(&self, spec: &PluginSpec) -> Result<Vec<u8>, LoadError> {
         let limit = spec.limits.max_component_bytes;
         if let Some(d) = self.activated_in_log(&spec.name)? {
-            return hot::store::get(&self.data_dir, &spec.name, &d, limit);
+            return self.stored_version(&spec.name, &d, limit);
         }
         let read_err = |source| LoadError::Read {
             plugin: spec.name.clone(),

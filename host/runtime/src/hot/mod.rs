@@ -185,6 +185,91 @@ impl Host {
         loaded
     }
 
+    /// Version `digest_` of `name`, bounded by `limit` and verified: from
+    /// this data directory's plugin store, else (a deployment on a shared
+    /// backend, where another node may have been sent it) from the
+    /// backend's ([`store::fetch`]). A file changed on disk is refused
+    /// here, not replaced from the backend.
+    pub(crate) fn stored_version(
+        &self,
+        name: &str,
+        digest_: &str,
+        limit: u64,
+    ) -> Result<Vec<u8>, LoadError> {
+        match store::get(&self.data_dir, name, digest_, limit) {
+            Err(LoadError::Read { .. }) if self.shared_log() => {
+                store::fetch(&*self.services.store, &self.data_dir, name, digest_, limit)
+            }
+            other => other,
+        }
+    }
+
+    /// Keep a loaded version's bytes where every node of a shared
+    /// deployment finds them ([`store::share`]); a no-op on a file log.
+    pub(crate) fn share_version(&self, digest_: &str, bytes: &[u8]) -> Result<(), String> {
+        if !self.shared_log() {
+            return Ok(());
+        }
+        store::share(&*self.services.store, digest_, bytes).map_err(|e| e.to_string())
+    }
+
+    /// A node of a shared deployment serves what another node activated
+    /// (`charter plugins push`, `rollback`): for each plugin this node
+    /// serves, the version the log records as last activated, if another
+    /// one serves here. Loaded from the backend's store, verified, checked
+    /// against the grants in force and recorded (`plugin-loaded`) as any
+    /// version is; one that fails is refused once (`plugin-refused`) and
+    /// the serving version goes on. Connectors are not swapped live. Run
+    /// by the timers every [`crate::workflow::timers::ADOPT_EVERY`].
+    pub(crate) async fn follow_activations(&self) {
+        if !self.shared_log() {
+            return;
+        }
+        let config = self.config();
+        for (name, spec) in &config.deployment.plugins {
+            if !spec.provides.is_empty() {
+                continue;
+            }
+            // Not loaded here yet: its first load takes the activated one.
+            let Some(serving) = self.generation().plugin(name).map(|p| p.digest.clone()) else {
+                continue;
+            };
+            let Ok(Some(active)) = self.activated_in_log(name) else {
+                continue;
+            };
+            let failed = |d: &str| {
+                self.follow_failed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(name)
+                    .is_some_and(|f| f == d)
+            };
+            if active == serving || failed(&active) {
+                continue;
+            }
+            let _one = self.pushes.lock().await;
+            if self.generation().plugin(name).map(|p| p.digest.clone()) != Some(serving.clone()) {
+                continue;
+            }
+            match self.load_version(name, &active).await {
+                Ok(p) => {
+                    if let Some(old) = self.generation().plugin(name) {
+                        self.keep(old.clone());
+                    }
+                    let (_, number) = self.install(p);
+                    tracing::info!(plugin = %name, digest = %active, previous = %serving, generation = number, "activated on this node (another node activated it)");
+                }
+                Err(e) => {
+                    tracing::warn!(plugin = %name, digest = %active, "another node activated a version this node cannot serve; the serving version goes on: {e}");
+                    self.follow_failed
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(name.clone(), active);
+                }
+            }
+        }
+    }
+
     /// The digest last activated for `name` (from the index), if any.
     pub fn activated(&self, name: &str) -> Option<String> {
         self.services
@@ -287,12 +372,7 @@ impl Host {
             return Ok(p);
         }
         let spec = crate::spec_in(&config, name)?;
-        let bytes = match store::get(
-            &self.data_dir,
-            name,
-            digest_,
-            spec.limits.max_component_bytes,
-        ) {
+        let bytes = match self.stored_version(name, digest_, spec.limits.max_component_bytes) {
             Ok(b) => b,
             Err(e) => return self.refused(name, e, Some(digest_.to_string())).await,
         };
@@ -428,9 +508,19 @@ impl Host {
         };
         // Activated only once kept: a version the store cannot give back
         // (disk full, permissions) could not serve after a restart, nor
-        // resume the runs that record it.
+        // resume the runs that record it; on a shared backend, kept there
+        // too, or the other nodes could not serve it.
         let limit = spec.limits.max_component_bytes;
-        if let Err(e) = store::get(&self.data_dir, name, &d, limit) {
+        let kept = self.stored_version(name, &d, limit).and_then(|b| {
+            self.share_version(&d, &b).map_err(|e| LoadError::Read {
+                plugin: name.to_string(),
+                path: store::SHARED.into(),
+                source: std::io::Error::other(format!(
+                    "the deployment's backend cannot keep it for the other nodes: {e}"
+                )),
+            })
+        });
+        if let Err(e) = kept {
             let Err(e) = self.refused::<()>(name, e, Some(d.clone())).await else {
                 unreachable!("refused returns its error")
             };
@@ -511,18 +601,14 @@ impl Host {
                 "{name}: {target} is not a version the log records for this plugin (`charter plugins history {name}`)"
             )));
         }
-        let bytes = store::get(
-            &self.data_dir,
-            name,
-            &target,
-            spec.limits.max_component_bytes,
-        )
-        .map_err(|e| PushError::Refused {
-            plugin: name.to_string(),
-            digest: target.clone(),
-            rule: rule_of(&e),
-            error: e,
-        })?;
+        let bytes = self
+            .stored_version(name, &target, spec.limits.max_component_bytes)
+            .map_err(|e| PushError::Refused {
+                plugin: name.to_string(),
+                digest: target.clone(),
+                rule: rule_of(&e),
+                error: e,
+            })?;
         self.push_plugin(name, bytes, by, PushSource::Rollback)
             .await
     }
@@ -574,12 +660,7 @@ impl Host {
         digest_: &str,
     ) -> Result<Inspection, LoadError> {
         let spec = self.spec(name)?;
-        let bytes = store::get(
-            &self.data_dir,
-            name,
-            digest_,
-            spec.limits.max_component_bytes,
-        )?;
+        let bytes = self.stored_version(name, digest_, spec.limits.max_component_bytes)?;
         let (bytes, component) = self.check_and_compile(&spec, bytes).await?;
         Ok(crate::inspect::inspect(&self.engine, &component, &bytes))
     }

@@ -9,6 +9,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use base64::Engine;
+use charter_store::{Store, StoreError};
+
 use crate::error::LoadError;
 use crate::inspect::digest;
 
@@ -98,6 +101,83 @@ pub fn get(data_dir: &Path, plugin: &str, digest_: &str, limit: u64) -> Result<V
     Ok(bytes)
 }
 
+/// Where a deployment on a shared backend keeps every version any node
+/// loaded: its bytes (base64), under its digest. A node that lacks a
+/// version in its own store takes it from there, verified against the
+/// digest it is asked for, so every node runs the versions the deployment
+/// recorded, whichever node was sent them.
+pub const SHARED: &str = "@plugin-bytes";
+
+/// Keep `bytes` (whose digest is `digest_`) in the shared backend's
+/// store, once: nothing is written when it is there already.
+pub fn share(store: &dyn Store, digest_: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    debug_assert_eq!(digest(bytes), digest_);
+    if store.list(SHARED, digest_)?.iter().any(|k| k == digest_) {
+        return Ok(());
+    }
+    let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+    // Another node may have put the same bytes meanwhile: either way
+    // they are there.
+    store.compare_and_swap(SHARED, digest_, None, Some(&text))?;
+    Ok(())
+}
+
+/// Version `digest_` of `plugin` from the shared backend's store, bounded
+/// by `limit` and verified against the digest, then kept in this data
+/// directory's store. Bytes that are not that version (a row edited in the
+/// database) are refused ([`LoadError::Tampered`]), never run.
+pub fn fetch(
+    store: &dyn Store,
+    data_dir: &Path,
+    plugin: &str,
+    digest_: &str,
+    limit: u64,
+) -> Result<Vec<u8>, LoadError> {
+    let shared = PathBuf::from(format!("[deployment] backend: {SHARED}/{digest_}"));
+    let read = |e: String| LoadError::Read {
+        plugin: plugin.to_string(),
+        path: shared.clone(),
+        source: std::io::Error::other(e),
+    };
+    if !valid_digest(digest_) {
+        return Err(read(format!(
+            "not a digest: {}",
+            crate::record::text(digest_)
+        )));
+    }
+    let text = store
+        .get(SHARED, digest_)
+        .map_err(|e| read(e.to_string()))?
+        .ok_or_else(|| {
+            read("no node of this deployment kept this version (it is in no data directory's plugin store either)".into())
+        })?;
+    // Base64 of at most `limit` bytes is at most this long.
+    let size = text.len() as u64 / 4 * 3;
+    if size > limit.saturating_add(3) {
+        return Err(LoadError::TooLarge {
+            plugin: plugin.to_string(),
+            size,
+            limit,
+        });
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.as_bytes())
+        .map_err(|e| read(format!("not base64: {e}")))?;
+    let actual = digest(&bytes);
+    if actual != digest_ {
+        return Err(LoadError::Tampered {
+            plugin: plugin.to_string(),
+            path: shared,
+            expected: digest_.to_string(),
+            actual,
+        });
+    }
+    if let Err(e) = put(data_dir, digest_, &bytes) {
+        tracing::warn!(plugin = %plugin, "cannot keep version {digest_} in the plugin store: {e}");
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +203,33 @@ mod tests {
             get(dir.path(), "p", &d, 4),
             Err(LoadError::TooLarge { .. })
         ));
+        // From a shared backend: verified, then kept here; edited bytes
+        // under the digest are refused and nothing is kept.
+        let shared = charter_store::MemStore::default();
+        share(&shared, &d, &bytes).unwrap();
+        share(&shared, &d, &bytes).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        assert_eq!(
+            fetch(&shared, other.path(), "p", &d, 1 << 20).unwrap(),
+            bytes
+        );
+        assert_eq!(get(other.path(), "p", &d, 1 << 20).unwrap(), bytes);
+        let third = tempfile::tempdir().unwrap();
+        let forged = base64::engine::general_purpose::STANDARD.encode(b"\0asm\x0d\0\x01\0 forged");
+        shared.set(SHARED, &d, &forged).unwrap();
+        let e = fetch(&shared, third.path(), "p", &d, 1 << 20).unwrap_err();
+        assert!(matches!(e, LoadError::Tampered { .. }), "{e}");
+        assert!(path(third.path(), &d).is_some_and(|p| !p.exists()));
+        assert!(matches!(
+            fetch(&shared, third.path(), "p", &d, 4),
+            Err(LoadError::TooLarge { .. })
+        ));
+        let absent = digest(b"never shared");
+        assert!(matches!(
+            fetch(&shared, third.path(), "p", &absent, 1 << 20),
+            Err(LoadError::Read { .. })
+        ));
+        assert!(fetch(&shared, third.path(), "p", "sha256:../x", 1 << 20).is_err());
         for bad in [
             "sha256:../../etc/passwd",
             "sha256:ABC",

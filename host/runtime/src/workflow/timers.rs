@@ -164,7 +164,10 @@ impl Host {
                     tokio::time::sleep(ADOPT_EVERY).await;
                     let Some(h) = host.upgrade() else { return };
                     // A scan of the store: off the async workers.
-                    let _ = tokio::task::spawn_blocking(move || h.adopt_runs()).await;
+                    let scan = h.clone();
+                    let _ = tokio::task::spawn_blocking(move || scan.adopt_runs()).await;
+                    // Versions other nodes activated serve here too.
+                    h.follow_activations().await;
                 }
             });
         }
