@@ -309,6 +309,23 @@ fn three_nodes_lose_one_to_kill_9_and_one_to_a_pause_and_every_run_completes_onc
     server.hold.store(true, Ordering::SeqCst);
     let runs1 = start_runs(&[&a, &b, &c], &token, n1, "load");
     let posted = began.elapsed();
+    // `charter nodes` shows each node's load: the steps it holds.
+    let config = dirs[2].join("charter.toml");
+    let looked = Instant::now();
+    let load = loop {
+        let v = json(&run_cmd(&config, &["nodes", "--json"]));
+        let load: Vec<u64> = v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["steps_in_flight"].as_u64().unwrap_or(0))
+            .collect();
+        if load.len() == 3 && load.iter().all(|&n| n > 0) {
+            break load;
+        }
+        assert!(looked.elapsed() < Duration::from_secs(20), "{v}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
     server.hold.store(false, Ordering::SeqCst);
     wait_effects(&server, Duration::from_secs(120), "a third of act 1", |m| {
         m.values().sum::<usize>() >= n1 * 6 / 3
@@ -407,7 +424,6 @@ fn three_nodes_lose_one_to_kill_9_and_one_to_a_pause_and_every_run_completes_onc
 
     // Every run completed, read from the database; one `run-finished` per
     // run whoever drove it (a late commit would be a second).
-    let config = dirs[2].join("charter.toml");
     let all: Vec<&String> = runs1.iter().chain(&runs2).map(|(id, _)| id).collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     let runs = loop {
@@ -452,7 +468,7 @@ fn three_nodes_lose_one_to_kill_9_and_one_to_a_pause_and_every_run_completes_onc
     let kpi = json(&run_cmd(&config, &["kpi", "--json"]));
     assert_eq!(kpi["unauthorized_actions_executed"], 0, "{kpi}");
     eprintln!(
-        "3 nodes, {} runs ({n1} in flight at once {posted:?} after the start), {effects} effects each once ({repeats} repeats absorbed by idempotency keys), {} events, {:?} in all. \
+        "3 nodes, {} runs ({n1} in flight at once {posted:?} after the start; steps per node then, by `charter nodes`: {load:?}), {effects} effects each once ({repeats} repeats absorbed by idempotency keys), {} events, {:?} in all. \
          kill -9 of node a: {} of its runs stranded; its leases ran out {a_first:?} to {a_last:?} after the kill; the first moved on {moved_on:?} after it, all {all_moved:?} after, all completed {all_done:?} after (run_lease {LEASE}; node a restarted once all had moved on). \
          SIGSTOP of node b: {} of its runs held, its leases out {b_first:?} to {b_last:?} after the pause; the first moved on {taken:?} after the pause, all {all_taken:?} after; resumed after {pause:?}, {refused} late commits refused. Leases lost by a, b, c: {lost_leases:?}",
         all.len(),

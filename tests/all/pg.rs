@@ -256,6 +256,8 @@ fn a_deployment_on_postgres_survives_kill_9_and_is_read_from_the_database() {
     assert_eq!(list[0]["node"], "default", "{v}");
     assert_eq!(list[0]["alive"], true, "{v}");
     assert_eq!(list[0]["pid"], std::process::id(), "{v}");
+    assert_eq!(list[0]["steps_capacity"], 500, "{v}");
+    assert_eq!(list[0]["steps_in_flight"], 0, "{v}");
     let table = run_cmd(&config, &["nodes"]);
     outputs += &text(&table);
     assert!(

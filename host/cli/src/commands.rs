@@ -686,8 +686,8 @@ fn nodes_text(r: &charter_api::NodesReport) {
         return;
     }
     println!(
-        "{:<20} {:<6} {:<24} {:>8} {:>10} {:>10} {:>6}",
-        "NODE", "STATE", "MACHINE", "PID", "STARTED", "SEEN", "LEASES"
+        "{:<20} {:<6} {:<24} {:>8} {:>10} {:>10} {:>6} {:>11}",
+        "NODE", "STATE", "MACHINE", "PID", "STARTED", "SEEN", "LEASES", "STEPS"
     );
     let ago = |ms: u64| {
         let s = r.now_ms.saturating_sub(ms) / 1000;
@@ -699,14 +699,15 @@ fn nodes_text(r: &charter_api::NodesReport) {
     };
     for n in &r.nodes {
         println!(
-            "{:<20} {:<6} {:<24} {:>8} {:>10} {:>10} {:>6}",
+            "{:<20} {:<6} {:<24} {:>8} {:>10} {:>10} {:>6} {:>11}",
             n.record.node,
             if n.alive { "alive" } else { "gone" },
             n.record.hostname,
             n.record.pid,
             ago(n.record.started_ms),
             ago(n.record.seen_ms),
-            n.leases
+            n.leases,
+            format!("{}/{}", n.record.steps_in_flight, n.record.steps_capacity)
         );
     }
 }

@@ -1649,6 +1649,12 @@ pub struct NodeRecord {
     pub pid: u32,
     pub started_ms: u64,
     pub seen_ms: u64,
+    /// Its load when it was last seen: steps holding one of its instance
+    /// slots, of `steps_capacity` (`[deployment] max_steps_in_flight`).
+    #[serde(default)]
+    pub steps_in_flight: u32,
+    #[serde(default)]
+    pub steps_capacity: u32,
 }
 
 /// A node as `charter nodes` shows it.

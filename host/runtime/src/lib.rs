@@ -249,8 +249,8 @@ pub struct Host {
     /// replaces, the generation the previous one left.
     pushes: tokio::sync::Mutex<()>,
     /// Per plugin, a version another node activated that this node could
-    /// not serve (refused once, not every pass: `hot::follow_activations`).
-    follow_failed: Mutex<HashMap<String, String>>,
+    /// not serve, and when it last tried (`Host::follow_activations`).
+    follow_failed: Mutex<HashMap<String, (String, u64)>>,
     pres: Mutex<HashMap<(String, GrantSet), InstancePre<HostState>>>,
     config_recorded: tokio::sync::OnceCell<()>,
     /// Held while a person's decision is checked against the log and
@@ -660,6 +660,8 @@ impl Host {
                     pid: std::process::id(),
                     started_ms: now,
                     seen_ms: now,
+                    steps_in_flight: 0,
+                    steps_capacity: max_steps_in_flight,
                 };
                 index::record_node(&*store, &record)
                     .map_err(|e| HostError::Index(e.to_string()))?;
@@ -763,6 +765,8 @@ impl Host {
         }
         let mut rec = guard.record.clone();
         rec.seen_ms = charter_audit::now_ms();
+        rec.steps_in_flight = self.services.slots.in_use();
+        rec.steps_capacity = self.services.slots.capacity();
         if let Err(e) = index::record_node(&*guard.store, &rec) {
             tracing::warn!(node = %self.node, "cannot refresh the node's record ({e})");
         }

@@ -218,9 +218,12 @@ impl Host {
     /// serves, the version the log records as last activated, if another
     /// one serves here. Loaded from the backend's store, verified, checked
     /// against the grants in force and recorded (`plugin-loaded`) as any
-    /// version is; one that fails is refused once (`plugin-refused`) and
-    /// the serving version goes on. Connectors are not swapped live. Run
-    /// by the timers every [`crate::workflow::timers::ADOPT_EVERY`].
+    /// version is; one that fails (or that this plugin's pin refuses) is
+    /// refused (`plugin-refused`), the serving version goes on, and it is
+    /// tried again after [`FOLLOW_RETRY_MS`] (a fault that passes heals; one
+    /// that stays is recorded a few times an hour). Connectors are not
+    /// swapped live. Run by the timers every
+    /// [`crate::workflow::timers::ADOPT_EVERY`].
     pub(crate) async fn follow_activations(&self) {
         if !self.shared_log() {
             return;
@@ -237,18 +240,27 @@ impl Host {
             let Ok(Some(active)) = self.activated_in_log(name) else {
                 continue;
             };
-            let failed = |d: &str| {
-                self.follow_failed
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .get(name)
-                    .is_some_and(|f| f == d)
-            };
-            if active == serving || failed(&active) {
+            if active == serving || self.follow_waits(name, &active) {
                 continue;
             }
             let _one = self.pushes.lock().await;
+            // Again under the lock: a push here, or another activation,
+            // may have come meanwhile.
             if self.generation().plugin(name).map(|p| p.digest.clone()) != Some(serving.clone()) {
+                continue;
+            }
+            let Ok(Some(active)) = self.activated_in_log(name) else {
+                continue;
+            };
+            if active == serving {
+                continue;
+            }
+            // A pin holds on every node: a version activated elsewhere
+            // against it (a pin and a push crossing on two nodes) is not
+            // served here.
+            if let Some(pin) = self.pinned(name).filter(|p| *p != active) {
+                tracing::warn!(plugin = %name, digest = %active, pinned = %pin, "another node activated a version this plugin's pin refuses; the serving version goes on");
+                self.follow_failed_at(name, &active);
                 continue;
             }
             match self.load_version(name, &active).await {
@@ -260,14 +272,31 @@ impl Host {
                     tracing::info!(plugin = %name, digest = %active, previous = %serving, generation = number, "activated on this node (another node activated it)");
                 }
                 Err(e) => {
-                    tracing::warn!(plugin = %name, digest = %active, "another node activated a version this node cannot serve; the serving version goes on: {e}");
-                    self.follow_failed
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .insert(name.clone(), active);
+                    tracing::warn!(plugin = %name, digest = %active, "another node activated a version this node cannot serve; the serving version goes on (tried again in {} s): {e}", FOLLOW_RETRY_MS / 1000);
+                    self.follow_failed_at(name, &active);
                 }
             }
         }
+    }
+
+    /// Whether a version of `name` this node failed to follow waits for
+    /// its next try ([`FOLLOW_RETRY_MS`]).
+    fn follow_waits(&self, name: &str, digest_: &str) -> bool {
+        self.follow_failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .is_some_and(|(d, at)| d == digest_ && charter_audit::now_ms() < at + FOLLOW_RETRY_MS)
+    }
+
+    fn follow_failed_at(&self, name: &str, digest_: &str) {
+        self.follow_failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                name.to_string(),
+                (digest_.to_string(), charter_audit::now_ms()),
+            );
     }
 
     /// The digest last activated for `name` (from the index), if any.
@@ -665,6 +694,10 @@ impl Host {
         Ok(crate::inspect::inspect(&self.engine, &component, &bytes))
     }
 }
+
+/// How long a node waits before it tries again to serve a version another
+/// node activated that it could not (see `Host::follow_activations`).
+pub const FOLLOW_RETRY_MS: u64 = 300_000;
 
 /// The version active before `serving` in `history` (a plugin's events,
 /// oldest first): the `previous` of the activation that made it serve, or

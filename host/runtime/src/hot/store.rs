@@ -110,15 +110,23 @@ pub const SHARED: &str = "@plugin-bytes";
 
 /// Keep `bytes` (whose digest is `digest_`) in the shared backend's
 /// store, once: nothing is written when it is there already.
+/// A row that is not these bytes (edited, or cut short) is replaced.
 pub fn share(store: &dyn Store, digest_: &str, bytes: &[u8]) -> Result<(), StoreError> {
     debug_assert_eq!(digest(bytes), digest_);
-    if store.list(SHARED, digest_)?.iter().any(|k| k == digest_) {
+    let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let stored = store.get(SHARED, digest_)?;
+    if stored.as_deref() == Some(text.as_str()) {
         return Ok(());
     }
-    let text = base64::engine::general_purpose::STANDARD.encode(bytes);
     // Another node may have put the same bytes meanwhile: either way
     // they are there.
-    store.compare_and_swap(SHARED, digest_, None, Some(&text))?;
+    if !store.compare_and_swap(SHARED, digest_, stored.as_deref(), Some(&text))?
+        && store.get(SHARED, digest_)?.as_deref() != Some(text.as_str())
+    {
+        return Err(StoreError::Refused(format!(
+            "{SHARED}/{digest_} changed while it was being written"
+        )));
+    }
     Ok(())
 }
 
@@ -220,6 +228,14 @@ mod tests {
         let e = fetch(&shared, third.path(), "p", &d, 1 << 20).unwrap_err();
         assert!(matches!(e, LoadError::Tampered { .. }), "{e}");
         assert!(path(third.path(), &d).is_some_and(|p| !p.exists()));
+        // Sharing the version again repairs the row.
+        share(&shared, &d, &bytes).unwrap();
+        assert_eq!(
+            fetch(&shared, third.path(), "p", &d, 1 << 20).unwrap(),
+            bytes
+        );
+        std::fs::remove_file(path(third.path(), &d).unwrap()).unwrap();
+        shared.set(SHARED, &d, &forged).unwrap();
         assert!(matches!(
             fetch(&shared, third.path(), "p", &d, 4),
             Err(LoadError::TooLarge { .. })

@@ -166,8 +166,10 @@ impl Host {
                     // A scan of the store: off the async workers.
                     let scan = h.clone();
                     let _ = tokio::task::spawn_blocking(move || scan.adopt_runs()).await;
-                    // Versions other nodes activated serve here too.
-                    h.follow_activations().await;
+                    // Versions other nodes activated serve here too: in a
+                    // task of its own, so a compile or a push holding the
+                    // push lock does not hold up the next adoption pass.
+                    tokio::spawn(async move { h.follow_activations().await });
                 }
             });
         }
