@@ -218,10 +218,11 @@ impl Host {
     /// serves, the version the log records as last activated, if another
     /// one serves here. Loaded from the backend's store, verified, checked
     /// against the grants in force and recorded (`plugin-loaded`) as any
-    /// version is; one that fails (or that this plugin's pin refuses) is
-    /// refused (`plugin-refused`), the serving version goes on, and it is
-    /// tried again after [`FOLLOW_RETRY_MS`] (a fault that passes heals; one
-    /// that stays is recorded a few times an hour). Connectors are not
+    /// version is; one that fails is refused (`plugin-refused`), one this
+    /// plugin's pin refuses is left with a warning, the serving version
+    /// goes on either way, and it is tried again after [`FOLLOW_RETRY_MS`]
+    /// (a fault that passes heals; one that stays is recorded a few times
+    /// an hour). Connectors are not
     /// swapped live. Run by the timers every
     /// [`crate::workflow::timers::ADOPT_EVERY`].
     pub(crate) async fn follow_activations(&self) {
