@@ -159,7 +159,8 @@ pub fn fetch(
         .ok_or_else(|| {
             read("no node of this deployment kept this version (it is in no data directory's plugin store either)".into())
         })?;
-    // Base64 of at most `limit` bytes is at most this long.
+    // What the text decodes to is at most this long: refused before it is
+    // decoded when that is over the bound.
     let size = text.len() as u64 / 4 * 3;
     if size > limit.saturating_add(3) {
         return Err(LoadError::TooLarge {
