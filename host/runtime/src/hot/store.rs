@@ -157,7 +157,7 @@ pub fn fetch(
         .get(SHARED, digest_)
         .map_err(|e| read(e.to_string()))?
         .ok_or_else(|| {
-            read("no node of this deployment kept this version (it is in no data directory's plugin store either)".into())
+            read(format!("no node of this deployment kept this version (it is in no data directory's plugin store either); push it again (`charter plugins push FILE --plugin {plugin}`)"))
         })?;
     // What the text decodes to is at most this long: refused before it is
     // decoded when that is over the bound.

@@ -160,6 +160,7 @@ impl Host {
         if self.shared_log() {
             let host = Arc::downgrade(self);
             tokio::spawn(async move {
+                let mut following: Option<tokio::task::JoinHandle<()>> = None;
                 loop {
                     tokio::time::sleep(ADOPT_EVERY).await;
                     let Some(h) = host.upgrade() else { return };
@@ -168,8 +169,11 @@ impl Host {
                     let _ = tokio::task::spawn_blocking(move || scan.adopt_runs()).await;
                     // Versions other nodes activated serve here too: in a
                     // task of its own, so a compile or a push holding the
-                    // push lock does not hold up the next adoption pass.
-                    tokio::spawn(async move { h.follow_activations().await });
+                    // push lock does not hold up the next adoption pass;
+                    // one at a time (a slow one is not stacked on).
+                    if following.as_ref().is_none_or(|f| f.is_finished()) {
+                        following = Some(tokio::spawn(async move { h.follow_activations().await }));
+                    }
                 }
             });
         }
