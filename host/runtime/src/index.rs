@@ -405,12 +405,13 @@ fn run_head(run: &str) -> String {
 }
 
 fn encode_positions(entries: &[(u64, u64)]) -> String {
+    use std::fmt::Write;
     let mut out = String::with_capacity(entries.len() * 20);
     for (i, (seq, at)) in entries.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&format!("{seq}@{at}"));
+        let _ = write!(out, "{seq}@{at}");
     }
     out
 }
@@ -549,11 +550,16 @@ impl<'a> Overlay<'a> {
     /// their text, for the cache once the batch is committed.
     fn put_runs(&mut self) -> Result<Vec<(String, String, RunState)>, IndexError> {
         let mut out = Vec::with_capacity(self.runs.len());
+        // One buffer for every run's text, so a state of a few KiB is not
+        // grown from 128 bytes by doubling (each growth a copy) per run.
+        let mut buf = Vec::with_capacity(4096);
         for (run, st) in std::mem::take(&mut self.runs) {
-            let text = serde_json::to_string(&st).map_err(|source| IndexError::Encode {
+            buf.clear();
+            serde_json::to_writer(&mut buf, &st).map_err(|source| IndexError::Encode {
                 what: format!("{RUNS}/{run}"),
                 source,
             })?;
+            let text = String::from_utf8(buf.clone()).expect("serde_json writes UTF-8");
             self.batch.put(RUNS, &run, &text);
             out.push((run, text, st));
         }

@@ -55,6 +55,11 @@ pub struct SledStore {
     segments: RwLock<Arc<Vec<Arc<Segment>>>>,
     /// Held by whoever writes segments (archive, merge, clear).
     maint: Mutex<()>,
+    /// sled's handle of each namespace's tree, opened once: `open_tree`
+    /// formats the tree's name and looks it up under sled's lock, which
+    /// was a visible share of every `get` (a workflow step makes
+    /// several). `clear` drops a tree and forgets its handle.
+    trees: RwLock<std::collections::HashMap<String, sled::Tree>>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -247,6 +252,7 @@ impl SledStore {
             dir: dir.to_path_buf(),
             segments: RwLock::new(Arc::new(segs)),
             maint: Mutex::new(()),
+            trees: RwLock::default(),
         })
     }
 
@@ -261,7 +267,21 @@ impl SledStore {
     }
 
     fn tree(&self, ns: &str) -> Result<sled::Tree, StoreError> {
-        Ok(self.db.open_tree(format!("kv/{ns}"))?)
+        if let Some(t) = self
+            .trees
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(ns)
+        {
+            return Ok(t.clone());
+        }
+        let mut trees = self.trees.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(t) = trees.get(ns) {
+            return Ok(t.clone());
+        }
+        let t = self.db.open_tree(format!("kv/{ns}"))?;
+        trees.insert(ns.to_string(), t.clone());
+        Ok(t)
     }
 
     fn segs(&self) -> Arc<Vec<Arc<Segment>>> {
@@ -597,7 +617,13 @@ impl Store for SledStore {
     /// Drops the namespace's tree (its pages are freed, not just emptied)
     /// and rewrites the archive without the namespace.
     fn clear(&self, ns: &str) -> Result<(), StoreError> {
-        self.db.drop_tree(format!("kv/{ns}"))?;
+        {
+            // Under the handles' lock, so no handle of the dropped tree is
+            // handed out after it (one opened later is the new tree).
+            let mut trees = self.trees.write().unwrap_or_else(PoisonError::into_inner);
+            trees.remove(ns);
+            self.db.drop_tree(format!("kv/{ns}"))?;
+        }
         if self.archived(ns).is_empty() {
             return Ok(());
         }
@@ -719,6 +745,32 @@ mod tests {
 
     fn live_len(s: &SledStore, ns: &str) -> usize {
         s.tree(ns).unwrap().len()
+    }
+
+    /// A namespace's tree handle is opened once and kept; `clear` drops
+    /// the tree and its handle, so what is written after a clear goes to
+    /// the new tree (read back after a reopen), and nothing from before
+    /// it comes back.
+    #[test]
+    fn writes_after_a_clear_go_to_the_new_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            s.set("c", "old", "1").unwrap();
+            assert_eq!(s.get("c", "old").unwrap().as_deref(), Some("1"));
+            s.clear("c").unwrap();
+            s.set("c", "new", "2").unwrap();
+            let mut b = Batch::default();
+            b.put("c", "batched", "3");
+            s.commit(&b).unwrap();
+            assert_eq!(s.get("c", "new").unwrap().as_deref(), Some("2"));
+            s.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.get("c", "old").unwrap(), None);
+        assert_eq!(s.get("c", "new").unwrap().as_deref(), Some("2"));
+        assert_eq!(s.get("c", "batched").unwrap().as_deref(), Some("3"));
+        assert_eq!(s.scan("c").unwrap().len(), 2);
     }
 
     /// Archived entries read as they did, leave sled, survive a reopen;
