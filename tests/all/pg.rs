@@ -687,4 +687,57 @@ fn a_version_pushed_to_one_node_serves_on_every_node() {
             .exists()
     );
     eprintln!("a push on node a served on node b {followed:?} later");
+
+    // Set back: after v1 is activated again (a later activation), the
+    // index is made to name v2's earlier activation. A shared log is asked
+    // for the last activation itself, so neither the nodes that serve nor
+    // one started now go back (b has v2's genuine bytes in its own store:
+    // nothing else would stop it).
+    let meta = charter_runtime::index::META;
+    let v2_at = charter_store::Store::get(&store, meta, "active-at:stepper")
+        .unwrap()
+        .expect("the index has v2's activation");
+    let v1_bytes = std::fs::read(fixture("fx-hot-v1")).unwrap();
+    rt.block_on(a.push_plugin(
+        "stepper",
+        v1_bytes,
+        "ops",
+        charter_runtime::hot::PushSource::Push,
+    ))
+    .unwrap();
+    let start = std::time::Instant::now();
+    while serving(&b).unwrap() != v1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "b never followed v1"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_ne!(
+        charter_store::Store::get(&store, meta, "active-at:stepper").unwrap(),
+        Some(v2_at.clone())
+    );
+    charter_store::Store::set(&store, meta, "active:stepper", &v2).unwrap();
+    charter_store::Store::set(&store, meta, "active-at:stepper", &v2_at).unwrap();
+    let later = tempfile::tempdir().unwrap();
+    let (e, _te) = hot_node(&rt, later.path(), &url, "e");
+    assert_eq!(
+        serving(&e).unwrap(),
+        v1,
+        "a node started after the index was set back"
+    );
+    drop(e);
+    // The log itself set back: its last activation (v1's) deleted. The
+    // nodes that read it keep serving v1 (a node started now would read
+    // v2's as the last; `audit verify` reports the broken chain).
+    pg.sql(
+        "hotnodes",
+        "DELETE FROM charter_events WHERE seq = \
+         (SELECT max(seq) FROM charter_events WHERE kind = 'plugin-activated')",
+    )
+    .unwrap();
+    // Three follow passes (one every 2 s).
+    std::thread::sleep(Duration::from_millis(6500));
+    assert_eq!(serving(&a).unwrap(), v1, "a went back to v2");
+    assert_eq!(serving(&b).unwrap(), v1, "b went back to v2");
 }

@@ -304,7 +304,7 @@ impl Cluster {
     }
 
     /// Run `sql` (statements) on database `db`.
-    fn sql(&self, db: &str, sql: &str) -> Result<(), String> {
+    pub fn sql(&self, db: &str, sql: &str) -> Result<(), String> {
         let sql = sql.to_string();
         self.with_client(db, |client| async move {
             client.batch_execute(&sql).await.map_err(|e| {

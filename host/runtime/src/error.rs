@@ -142,6 +142,13 @@ pub enum LoadError {
         detail: String,
         state: PathBuf,
     },
+    /// A shared log no longer holds an activation this node read from it
+    /// (rows deleted by whoever can write the database): refused, the
+    /// serving version goes on.
+    #[error(
+        "{plugin}: the event log no longer holds the activation at seq {seq} this node read from it (rows deleted from the backend's database?): refused, the version serving goes on; `charter audit verify` shows where the chain breaks"
+    )]
+    ActivationGone { plugin: String, seq: u64 },
 }
 
 fn lines<T: fmt::Display>(v: &[T]) -> String {
@@ -157,6 +164,7 @@ impl LoadError {
             LoadError::DigestMismatch { .. }
             | LoadError::Tampered { .. }
             | LoadError::IndexDisagrees { .. }
+            | LoadError::ActivationGone { .. }
             | LoadError::Ungranted(_)
             | LoadError::Governance(_) => EXIT_REFUSED,
             LoadError::TooLarge { .. } | LoadError::CompileTimeout { .. } => EXIT_LIMIT,

@@ -251,6 +251,11 @@ pub struct Host {
     /// Per plugin, a version another node activated that this node could
     /// not serve, and when it last tried (`Host::follow_activations`).
     follow_failed: Mutex<HashMap<String, (String, u64)>>,
+    /// Per plugin, the seq of the latest `plugin-activated` record this
+    /// node has read from a shared log or appended: the next read starts
+    /// there, and a log that no longer holds it (rows deleted) is refused
+    /// (`Host::last_activation`).
+    activations_seen: Mutex<HashMap<String, u64>>,
     pres: Mutex<HashMap<(String, GrantSet), InstancePre<HostState>>>,
     config_recorded: tokio::sync::OnceCell<()>,
     /// Held while a person's decision is checked against the log and
@@ -699,6 +704,7 @@ impl Host {
             versions: Mutex::default(),
             pushes: tokio::sync::Mutex::new(()),
             follow_failed: Mutex::default(),
+            activations_seen: Mutex::default(),
             pres: Mutex::new(HashMap::new()),
             config_recorded: tokio::sync::OnceCell::new(),
             decisions: tokio::sync::Mutex::new(()),
@@ -1030,7 +1036,9 @@ impl Host {
             LoadError::Ungranted(_) => "ungranted-import",
             LoadError::Governance(_) => "governance",
             LoadError::DigestMismatch { .. } => "digest-pin",
-            LoadError::Tampered { .. } | LoadError::IndexDisagrees { .. } => "tampered",
+            LoadError::Tampered { .. }
+            | LoadError::IndexDisagrees { .. }
+            | LoadError::ActivationGone { .. } => "tampered",
             LoadError::TooLarge { .. } => "too-large",
             LoadError::CoreModule { .. }
             | LoadError::Malformed { .. }

@@ -33,7 +33,7 @@ pub mod watch;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use charter_audit::Event;
+use charter_audit::{Event, Record};
 use serde::Serialize;
 
 use crate::error::LoadError;
@@ -238,8 +238,19 @@ impl Host {
             let Some(serving) = self.generation().plugin(name).map(|p| p.digest.clone()) else {
                 continue;
             };
-            let Ok(Some(active)) = self.activated_in_log(name) else {
-                continue;
+            let active = match self.activated_in_log(name) {
+                Ok(Some(active)) => active,
+                Ok(None) => continue,
+                Err(e) => {
+                    // Said once per FOLLOW_RETRY_MS, not every pass.
+                    let key = format!("{name}\0index");
+                    let said = e.to_string();
+                    if !self.follow_waits(&key, &said) {
+                        tracing::warn!(plugin = %name, digest = %serving, "the serving version goes on: {said}");
+                        self.follow_failed_at(&key, &said);
+                    }
+                    continue;
+                }
             };
             if active == serving || self.follow_waits(name, &active) {
                 continue;
@@ -315,6 +326,12 @@ impl Host {
     /// activation, so an edited index cannot choose the code that runs. An
     /// index that cannot be read, or disagrees with the log, refuses the
     /// load (it is rebuilt from the log when moved aside).
+    ///
+    /// A shared log is asked directly for the plugin's last activation (an
+    /// indexed query on PostgreSQL; see [`Host::last_activation`]):
+    /// whoever can write the database cannot set the index back to an
+    /// earlier genuine activation. (A file log's index is this host's own
+    /// sled store, which nothing else opens while it runs.)
     pub(crate) fn activated_in_log(&self, name: &str) -> Result<Option<String>, LoadError> {
         let store = &self.services.store;
         let refuse = |detail: String| LoadError::IndexDisagrees {
@@ -322,6 +339,9 @@ impl Host {
             detail,
             state: self.data_dir.join("state"),
         };
+        if self.shared_log() {
+            return self.last_activation(name);
+        }
         let get = |key: String| {
             store
                 .get(index::META, &key)
@@ -356,6 +376,63 @@ impl Host {
                 "the state index says {digest} serves, but the event log records no such activation"
             ))),
         }
+    }
+
+    /// `name`'s last `plugin-activated` record in the (shared) log, read
+    /// from the latest one this node has seen on, so a pass costs what
+    /// came since. One seen before that the log no longer holds (rows
+    /// deleted) is refused.
+    fn last_activation(&self, name: &str) -> Result<Option<String>, LoadError> {
+        let seen = self
+            .activations_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .copied();
+        let filter = charter_audit::Filter::all()
+            .kind("plugin-activated")
+            .plugin(name);
+        let last = self
+            .services
+            .log
+            .read_with_positions(seen.unwrap_or(1), &filter)
+            .map_err(|e| LoadError::IndexDisagrees {
+                plugin: name.to_string(),
+                detail: format!("the event log cannot be read ({e})"),
+                state: self.data_dir.join("state"),
+            })?
+            .into_iter()
+            .map(|(r, _)| r)
+            .rfind(|r| r.event.plugin() == Some(name));
+        match (last, seen) {
+            (
+                Some(Record {
+                    seq,
+                    event: Event::PluginActivated { digest, .. },
+                    ..
+                }),
+                _,
+            ) => {
+                self.activation_seen(name, seq);
+                Ok(Some(digest))
+            }
+            (_, Some(seq)) => Err(LoadError::ActivationGone {
+                plugin: name.to_string(),
+                seq,
+            }),
+            (_, None) => Ok(None),
+        }
+    }
+
+    /// Note that `name`'s activation at `seq` was read or appended here
+    /// (the latest one seen stays).
+    pub(crate) fn activation_seen(&self, name: &str, seq: u64) {
+        let mut seen = self
+            .activations_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let s = seen.entry(name.to_string()).or_insert(seq);
+        *s = (*s).max(seq);
     }
 
     /// The digest `name` is pinned to by `charter plugins pin`, if any.
@@ -563,11 +640,13 @@ impl Host {
             previous: previous.clone(),
             by: by.to_string(),
         };
-        self.services
+        let seq = self
+            .services
             .log
             .append(vec![ev])
             .await
             .map_err(|e| PushError::Log(e.to_string()))?;
+        self.activation_seen(name, seq);
         if let Some(old) = self.generation().plugin(name) {
             // Runs that recorded the version replaced keep running it.
             self.keep(old.clone());

@@ -126,7 +126,8 @@ pub fn failure_class(e: &CallError) -> FailureClass {
             | LoadError::Governance(_)
             | LoadError::DigestMismatch { .. }
             | LoadError::Tampered { .. }
-            | LoadError::IndexDisagrees { .. },
+            | LoadError::IndexDisagrees { .. }
+            | LoadError::ActivationGone { .. },
         ) => FailureClass::Denied,
         CallError::Load(_) => FailureClass::Load,
         CallError::Trap { .. } | CallError::Invalid { .. } => FailureClass::Trap,
