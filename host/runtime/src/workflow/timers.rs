@@ -303,7 +303,7 @@ impl Host {
                 Err(e) => {
                     // Its due time has passed: queued again as is, it would
                     // be driven at once, over and over.
-                    tracing::warn!(run = %id, error = %e, "recording an escalation deadline failed; retrying in 5 s");
+                    tracing::warn!(run = %id, error = %e, "recording an escalation deadline failed; retrying in 5-7.5 s");
                     self.retry_later(id);
                     return;
                 }
@@ -318,7 +318,7 @@ impl Host {
         match r {
             Ok(st) => self.timers_note(&st),
             Err(RunError::Log(e)) => {
-                tracing::warn!(run = %id, error = %e, "driving the run failed; retrying in 5 s");
+                tracing::warn!(run = %id, error = %e, "driving the run failed; retrying in 5-7.5 s");
                 self.retry_later(id);
             }
             Err(e) => {
@@ -330,14 +330,51 @@ impl Host {
 
     fn retry_later(&self, id: &str) {
         if let Some(q) = self.timers.get() {
-            q.set(id, Some(now_ms() + RETRY_AFTER_ERROR.as_millis() as u64));
+            q.set(id, Some(retry_at(now_ms(), id)));
         }
     }
+}
+
+/// When a run whose drive failed at `now` is driven again: after
+/// [`RETRY_AFTER_ERROR`] and up to half as long again, spread at random,
+/// so the hundreds of runs a failover failed at once do not all retry in
+/// the same instant (and fail together again on a database still
+/// catching up).
+fn retry_at(now: u64, id: &str) -> u64 {
+    use std::hash::BuildHasher;
+    let base = RETRY_AFTER_ERROR.as_millis() as u64;
+    let spread = std::collections::hash_map::RandomState::new().hash_one(id) % (base / 2);
+    now + base + spread
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs that failed together retry after 5-7.5 s, spread out rather
+    /// than all at the same instant.
+    #[test]
+    fn failed_runs_retry_spread_over_half_the_wait_again() {
+        let base = RETRY_AFTER_ERROR.as_millis() as u64;
+        let at: Vec<u64> = (0..200)
+            .map(|i| retry_at(1_000, &format!("r{i}")))
+            .collect();
+        assert!(
+            at.iter()
+                .all(|&t| t >= 1_000 + base && t < 1_000 + base + base / 2)
+        );
+        let mut tenths: Vec<u64> = at
+            .iter()
+            .map(|t| (t - 1_000 - base) / (base / 20))
+            .collect();
+        tenths.sort_unstable();
+        tenths.dedup();
+        assert!(
+            tenths.len() >= 8,
+            "200 retries fell into {} of 10 slots",
+            tenths.len()
+        );
+    }
     use crate::workflow::ProposalStatus;
     use crate::workflow::engine::ProposalView;
 
