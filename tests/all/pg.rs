@@ -665,10 +665,98 @@ fn a_version_pushed_to_one_node_serves_on_every_node() {
     assert_eq!(serving(&c).unwrap(), v2);
     drop(c);
 
+    // Set back. v1 then v2 are activated again (v2, which the
+    // configuration does not name, last); the index is then made to name
+    // v1's activation. A shared log is asked for the last activation
+    // itself, so neither the nodes that serve nor one started now go back
+    // (b has v1's genuine bytes in its own store: nothing else would stop
+    // it).
+    let store = charter_pg::PgStore::open(&url, "hot").unwrap();
+    let meta = charter_runtime::index::META;
+    let push = |version: &str| {
+        let bytes = std::fs::read(fixture(version)).unwrap();
+        rt.block_on(a.push_plugin(
+            "stepper",
+            bytes,
+            "ops",
+            charter_runtime::hot::PushSource::Push,
+        ))
+        .unwrap();
+    };
+    let b_serves = |want: &str| {
+        let start = std::time::Instant::now();
+        while serving(&b).unwrap() != want {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "b never followed {want}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    push("fx-hot-v1");
+    b_serves(&v1);
+    let v1_at = charter_store::Store::get(&store, meta, "active-at:stepper")
+        .unwrap()
+        .expect("the index has v1's activation");
+    push("fx-hot-v2");
+    b_serves(&v2);
+    charter_store::Store::set(&store, meta, "active:stepper", &v1).unwrap();
+    charter_store::Store::set(&store, meta, "active-at:stepper", &v1_at).unwrap();
+    let later = tempfile::tempdir().unwrap();
+    let (e, _te) = hot_node(&rt, later.path(), &url, "e");
+    assert_eq!(
+        serving(&e).unwrap(),
+        v2,
+        "a node started after the index was set back"
+    );
+    drop(e);
+    // Three follow passes (one every 2 s, each after its own work).
+    std::thread::sleep(Duration::from_millis(6500));
+    assert_eq!(serving(&a).unwrap(), v2, "a went back to v1 by the index");
+    assert_eq!(serving(&b).unwrap(), v2, "b went back to v1 by the index");
+    // The log itself set back: its last activation (v2's) deleted. The
+    // nodes that read it keep serving v2; a node started now reads v1's
+    // as the last (SECURITY 25's "not yet"), and the chain's walk names
+    // the gap.
+    pg.sql(
+        "hotnodes",
+        "DELETE FROM charter_events WHERE log = 'hot' AND seq = \
+         (SELECT max(seq) FROM charter_events WHERE log = 'hot' AND kind = 'plugin-activated')",
+    )
+    .unwrap();
+    let later = tempfile::tempdir().unwrap();
+    let (f, _tf) = hot_node(&rt, later.path(), &url, "f");
+    assert_eq!(
+        serving(&f).unwrap(),
+        v1,
+        "the delete removed v2's activation"
+    );
+    drop(f);
+    std::thread::sleep(Duration::from_millis(6500));
+    assert_eq!(
+        serving(&a).unwrap(),
+        v2,
+        "a went back to v1 by a deleted row"
+    );
+    assert_eq!(
+        serving(&b).unwrap(),
+        v2,
+        "b went back to v1 by a deleted row"
+    );
+    let walked = charter_pg::verify(&url, "hot").unwrap();
+    assert!(
+        walked
+            .findings
+            .iter()
+            .any(|f| f.problem.contains("rows deleted")),
+        "{walked:?}"
+    );
+    // v2 activated again, so it is the last activation for what follows.
+    push("fx-hot-v2");
+
     // Forged: other bytes (v1's) under v2's digest in the database. A new
     // node without v2 of its own refuses it, naming the tampering, and
     // runs nothing of it.
-    let store = charter_pg::PgStore::open(&url, "hot").unwrap();
     use base64::Engine;
     let forged = base64::engine::general_purpose::STANDARD
         .encode(std::fs::read(fixture("fx-hot-v1")).unwrap());
@@ -687,57 +775,4 @@ fn a_version_pushed_to_one_node_serves_on_every_node() {
             .exists()
     );
     eprintln!("a push on node a served on node b {followed:?} later");
-
-    // Set back: after v1 is activated again (a later activation), the
-    // index is made to name v2's earlier activation. A shared log is asked
-    // for the last activation itself, so neither the nodes that serve nor
-    // one started now go back (b has v2's genuine bytes in its own store:
-    // nothing else would stop it).
-    let meta = charter_runtime::index::META;
-    let v2_at = charter_store::Store::get(&store, meta, "active-at:stepper")
-        .unwrap()
-        .expect("the index has v2's activation");
-    let v1_bytes = std::fs::read(fixture("fx-hot-v1")).unwrap();
-    rt.block_on(a.push_plugin(
-        "stepper",
-        v1_bytes,
-        "ops",
-        charter_runtime::hot::PushSource::Push,
-    ))
-    .unwrap();
-    let start = std::time::Instant::now();
-    while serving(&b).unwrap() != v1 {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "b never followed v1"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_ne!(
-        charter_store::Store::get(&store, meta, "active-at:stepper").unwrap(),
-        Some(v2_at.clone())
-    );
-    charter_store::Store::set(&store, meta, "active:stepper", &v2).unwrap();
-    charter_store::Store::set(&store, meta, "active-at:stepper", &v2_at).unwrap();
-    let later = tempfile::tempdir().unwrap();
-    let (e, _te) = hot_node(&rt, later.path(), &url, "e");
-    assert_eq!(
-        serving(&e).unwrap(),
-        v1,
-        "a node started after the index was set back"
-    );
-    drop(e);
-    // The log itself set back: its last activation (v1's) deleted. The
-    // nodes that read it keep serving v1 (a node started now would read
-    // v2's as the last; `audit verify` reports the broken chain).
-    pg.sql(
-        "hotnodes",
-        "DELETE FROM charter_events WHERE seq = \
-         (SELECT max(seq) FROM charter_events WHERE kind = 'plugin-activated')",
-    )
-    .unwrap();
-    // Three follow passes (one every 2 s).
-    std::thread::sleep(Duration::from_millis(6500));
-    assert_eq!(serving(&a).unwrap(), v1, "a went back to v2");
-    assert_eq!(serving(&b).unwrap(), v1, "b went back to v2");
 }

@@ -43,9 +43,35 @@ pub fn read_records(url: &str, log: &str) -> Result<Vec<Record>, LogError> {
 /// Walk `log`'s whole chain, as [`charter_audit::verify`] walks a file.
 /// A finding's `offset` is 0 (rows have no byte offsets): its `seq` names
 /// the row.
+///
+/// Each row's filter columns (`kind`, `run`, `plugin`, `time_ms`) must be
+/// what its frame says: reads filter on them in SQL, so a column edited
+/// to hide a row from a filtered read (a node's look-up of a plugin's last
+/// activation, say) is damage too, found at its seq.
 pub fn verify(url: &str, log: &str) -> Result<Verification, LogError> {
-    let rows = frames(url, log)?;
-    let w = walk(&rows, |_| {});
+    let (rows, columns) = frames_and_columns(url, log)?;
+    let mut at = 0;
+    let mut edited = None;
+    let mut w = walk(&rows, |r| {
+        if edited.is_none()
+            && let Some(c) = columns.get(at)
+            && *c != Columns::of(&r)
+        {
+            edited = Some((r.seq, c.differs(&Columns::of(&r))));
+        }
+        at += 1;
+    });
+    if let Some((seq, what)) = edited
+        && w.finding.as_ref().is_none_or(|f| f.seq.unwrap_or(0) > seq)
+    {
+        w.finding = Some(Finding {
+            offset: 0,
+            seq: Some(seq),
+            problem: format!(
+                "the row's {what} column does not match its frame (edited to hide it from filtered reads)"
+            ),
+        });
+    }
     Ok(Verification {
         frames: w.frames,
         last_seq: w.last_seq,
@@ -53,6 +79,49 @@ pub fn verify(url: &str, log: &str) -> Result<Verification, LogError> {
         findings: w.finding.into_iter().collect(),
         torn: None,
     })
+}
+
+/// A row's filter columns, as stored or as its record says they must be
+/// (`PgLog::insert` writes them from the record; a value with a NUL is
+/// left out there, so here too).
+#[derive(Debug, PartialEq)]
+struct Columns {
+    kind: String,
+    run: Option<String>,
+    plugin: Option<String>,
+    time_ms: i64,
+}
+
+impl Columns {
+    fn of(r: &Record) -> Columns {
+        Columns {
+            kind: r.event.kind().to_string(),
+            run: r
+                .event
+                .run()
+                .filter(|x| !x.contains('\0'))
+                .map(str::to_string),
+            plugin: r
+                .event
+                .plugin()
+                .filter(|x| !x.contains('\0'))
+                .map(str::to_string),
+            time_ms: r.time_ms as i64,
+        }
+    }
+
+    /// The first column of `self` that is not `want`'s.
+    fn differs(&self, want: &Columns) -> &'static str {
+        if self.kind != want.kind {
+            "kind"
+        } else if self.run != want.run {
+            "run"
+        } else if self.plugin != want.plugin {
+            "plugin"
+        } else {
+            "time_ms"
+        }
+    }
 }
 
 fn hex(b: &[u8; 32]) -> String {
@@ -127,6 +196,15 @@ fn walk(rows: &[(i64, Vec<u8>)], mut each: impl FnMut(Record)) -> Walked {
 /// Every (seq, frame) row of `log`, in seq order, read on a thread of its
 /// own (callers may be inside an async runtime).
 fn frames(url: &str, log: &str) -> Result<Vec<(i64, Vec<u8>)>, LogError> {
+    Ok(frames_and_columns(url, log)?.0)
+}
+
+/// [`frames`], with each row's filter columns beside it.
+#[allow(clippy::type_complexity)]
+fn frames_and_columns(
+    url: &str,
+    log: &str,
+) -> Result<(Vec<(i64, Vec<u8>)>, Vec<Columns>), LogError> {
     std::thread::scope(|s| {
         s.spawn(|| {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -140,18 +218,29 @@ fn frames(url: &str, log: &str) -> Result<Vec<(i64, Vec<u8>)>, LogError> {
                 let h = tokio::spawn(conn);
                 let rows = client
                     .query(
-                        "SELECT seq, frame FROM charter_events WHERE log = $1 ORDER BY seq",
+                        "SELECT seq, frame, kind, run, plugin, time_ms FROM charter_events \
+                         WHERE log = $1 ORDER BY seq",
                         &[&log],
                     )
                     .await;
                 drop(client);
                 let _ = h.await;
                 match rows {
-                    Ok(rows) => Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect()),
+                    Ok(rows) => Ok((
+                        rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+                        rows.iter()
+                            .map(|r| Columns {
+                                kind: r.get(2),
+                                run: r.get(3),
+                                plugin: r.get(4),
+                                time_ms: r.get(5),
+                            })
+                            .collect(),
+                    )),
                     Err(e)
                         if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) =>
                     {
-                        Ok(vec![])
+                        Ok((vec![], vec![]))
                     }
                     Err(e) => Err(io(log, e)),
                 }

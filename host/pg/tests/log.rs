@@ -178,6 +178,59 @@ fn an_auditors_sql_export_verifies_and_edited_rows_are_caught() {
     assert!(err.contains("chain broken"), "{err}");
 }
 
+/// A filter column edited to hide a row from filtered reads (a plugin's
+/// last activation from a node's look-up, say) is damage `verify` names at
+/// the row's seq, though every frame and the chain are intact.
+#[test]
+fn a_filter_column_edited_to_hide_a_row_is_found_by_verify() {
+    let Some(pg) = cluster() else { return };
+    pg.create_db("columns").unwrap();
+    let url = pg.url("columns");
+    for name in ["kind", "plugin", "time"] {
+        let log = PgLog::open(&url, name).unwrap();
+        for i in 0..5 {
+            log.append_blocking(vec![kv("p", i), kv("q", i)]).unwrap();
+        }
+        let v = charter_pg::verify(&url, name).unwrap();
+        assert!(v.ok(), "{v:?}");
+    }
+    sql(
+        &url,
+        "UPDATE charter_events SET kind = 'hidden' WHERE log = 'kind' AND seq = 4",
+    );
+    sql(
+        &url,
+        "UPDATE charter_events SET plugin = NULL WHERE log = 'plugin' AND seq = 6",
+    );
+    sql(
+        &url,
+        "UPDATE charter_events SET time_ms = 1 WHERE log = 'time' AND seq = 3",
+    );
+    for (name, seq, column) in [
+        ("kind", 4, "kind"),
+        ("plugin", 6, "plugin"),
+        ("time", 3, "time_ms"),
+    ] {
+        let v = charter_pg::verify(&url, name).unwrap();
+        assert!(!v.ok(), "{name}: {v:?}");
+        let f = &v.findings[0];
+        assert_eq!(f.seq, Some(seq), "{name}: {f:?}");
+        assert!(
+            f.problem.contains(&format!("{column} column")),
+            "{name}: {f:?}"
+        );
+    }
+    // A frame edited before the column edit is the finding (the first
+    // damage in seq order).
+    sql(
+        &url,
+        "UPDATE charter_events SET frame = overlay(frame placing '\\x58'::bytea from 60 for 1) \
+         WHERE log = 'kind' AND seq = 2",
+    );
+    let v = charter_pg::verify(&url, "kind").unwrap();
+    assert_eq!(v.findings[0].seq, Some(2), "{v:?}");
+}
+
 #[test]
 fn a_second_writer_in_another_process_is_refused() {
     let Some(pg) = cluster() else { return };

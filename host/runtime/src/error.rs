@@ -149,6 +149,13 @@ pub enum LoadError {
         "{plugin}: the event log no longer holds the activation at seq {seq} this node read from it (rows deleted from the backend's database?): refused, the version serving goes on; `charter audit verify` shows where the chain breaks"
     )]
     ActivationGone { plugin: String, seq: u64 },
+    /// A shared log could not be read to find the version that serves (the
+    /// database unreachable): nothing of the plugin ran; tried again at
+    /// its next use.
+    #[error(
+        "{plugin}: the event log cannot be read to find the version that serves ({detail}); nothing of it ran, and the next step that needs it tries again"
+    )]
+    LogUnreadable { plugin: String, detail: String },
 }
 
 fn lines<T: fmt::Display>(v: &[T]) -> String {

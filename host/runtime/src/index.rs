@@ -551,7 +551,8 @@ impl<'a> Overlay<'a> {
     fn put_runs(&mut self) -> Result<Vec<(String, String, RunState)>, IndexError> {
         let mut out = Vec::with_capacity(self.runs.len());
         // One buffer for every run's text, so a state of a few KiB is not
-        // grown from 128 bytes by doubling (each growth a copy) per run.
+        // grown from 128 bytes by doubling (each growth a copy) per run;
+        // each text is then one exact copy out of it.
         let mut buf = Vec::with_capacity(4096);
         for (run, st) in std::mem::take(&mut self.runs) {
             buf.clear();

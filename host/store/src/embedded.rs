@@ -619,7 +619,10 @@ impl Store for SledStore {
     fn clear(&self, ns: &str) -> Result<(), StoreError> {
         {
             // Under the handles' lock, so no handle of the dropped tree is
-            // handed out after it (one opened later is the new tree).
+            // handed out after it (one opened later is the new tree). A
+            // handle taken before still writes to the dropped tree: callers
+            // clear a namespace while nothing writes it (`index::prepare`,
+            // at start).
             let mut trees = self.trees.write().unwrap_or_else(PoisonError::into_inner);
             trees.remove(ns);
             self.db.drop_tree(format!("kv/{ns}"))?;

@@ -396,10 +396,9 @@ impl Host {
             .services
             .log
             .read_with_positions(seen.unwrap_or(1), &filter)
-            .map_err(|e| LoadError::IndexDisagrees {
+            .map_err(|e| LoadError::LogUnreadable {
                 plugin: name.to_string(),
-                detail: format!("the event log cannot be read ({e})"),
-                state: self.data_dir.join("state"),
+                detail: e.to_string(),
             })?
             .into_iter()
             .map(|(r, _)| r)
