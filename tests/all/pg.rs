@@ -702,18 +702,21 @@ fn a_version_pushed_to_one_node_serves_on_every_node() {
     b_serves(&v2);
     charter_store::Store::set(&store, meta, "active:stepper", &v1).unwrap();
     charter_store::Store::set(&store, meta, "active-at:stepper", &v1_at).unwrap();
-    let later = tempfile::tempdir().unwrap();
-    let (e, _te) = hot_node(&rt, later.path(), &url, "e");
-    assert_eq!(
-        serving(&e).unwrap(),
-        v2,
-        "a node started after the index was set back"
-    );
-    drop(e);
-    // Three follow passes (one every 2 s, each after its own work).
-    std::thread::sleep(Duration::from_millis(6500));
-    assert_eq!(serving(&a).unwrap(), v2, "a went back to v1 by the index");
-    assert_eq!(serving(&b).unwrap(), v2, "b went back to v1 by the index");
+    // A node started now serves `want`.
+    let started_serves = |node: &str, want: &str, why: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let (n, _t) = hot_node(&rt, dir.path(), &url, node);
+        assert_eq!(serving(&n).unwrap(), want, "{why}");
+    };
+    // After three follow passes (one every 2 s, each after its own work),
+    // a and b still serve v2.
+    let both_stay_on_v2 = |why: &str| {
+        std::thread::sleep(Duration::from_millis(6500));
+        assert_eq!(serving(&a).unwrap(), v2, "a went back to v1 {why}");
+        assert_eq!(serving(&b).unwrap(), v2, "b went back to v1 {why}");
+    };
+    started_serves("e", &v2, "a node started after the index was set back");
+    both_stay_on_v2("by the index");
     // The log itself set back: its last activation (v2's) deleted. The
     // nodes that read it keep serving v2; a node started now reads v1's
     // as the last (SECURITY 25's "not yet"), and the chain's walk names
@@ -724,25 +727,8 @@ fn a_version_pushed_to_one_node_serves_on_every_node() {
          (SELECT max(seq) FROM charter_events WHERE log = 'hot' AND kind = 'plugin-activated')",
     )
     .unwrap();
-    let later = tempfile::tempdir().unwrap();
-    let (f, _tf) = hot_node(&rt, later.path(), &url, "f");
-    assert_eq!(
-        serving(&f).unwrap(),
-        v1,
-        "the delete removed v2's activation"
-    );
-    drop(f);
-    std::thread::sleep(Duration::from_millis(6500));
-    assert_eq!(
-        serving(&a).unwrap(),
-        v2,
-        "a went back to v1 by a deleted row"
-    );
-    assert_eq!(
-        serving(&b).unwrap(),
-        v2,
-        "b went back to v1 by a deleted row"
-    );
+    started_serves("f", &v1, "the delete removed v2's activation");
+    both_stay_on_v2("by a deleted row");
     let walked = charter_pg::verify(&url, "hot").unwrap();
     assert!(
         walked
