@@ -89,15 +89,7 @@ pub fn get(data_dir: &Path, plugin: &str, digest_: &str, limit: u64) -> Result<V
             size,
             limit,
         })?;
-    let actual = digest(&bytes);
-    if actual != digest_ {
-        return Err(LoadError::Tampered {
-            plugin: plugin.to_string(),
-            path: p,
-            expected: digest_.to_string(),
-            actual,
-        });
-    }
+    verified(plugin, p, digest_, &bytes)?;
     Ok(bytes)
 }
 
@@ -172,19 +164,26 @@ pub fn fetch(
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text.as_bytes())
         .map_err(|e| read(format!("not base64: {e}")))?;
-    let actual = digest(&bytes);
-    if actual != digest_ {
-        return Err(LoadError::Tampered {
-            plugin: plugin.to_string(),
-            path: shared,
-            expected: digest_.to_string(),
-            actual,
-        });
-    }
+    verified(plugin, shared, digest_, &bytes)?;
     if let Err(e) = put(data_dir, digest_, &bytes) {
         tracing::warn!(plugin = %plugin, "cannot keep version {digest_} in the plugin store: {e}");
     }
     Ok(bytes)
+}
+
+/// `bytes` are version `digest_`, or they are refused as tampered, naming
+/// where they were read (`path`).
+fn verified(plugin: &str, path: PathBuf, digest_: &str, bytes: &[u8]) -> Result<(), LoadError> {
+    let actual = digest(bytes);
+    if actual != digest_ {
+        return Err(LoadError::Tampered {
+            plugin: plugin.to_string(),
+            path,
+            expected: digest_.to_string(),
+            actual,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
